@@ -1,0 +1,14 @@
+// Two projects: `unit` (pure logic, runs anywhere) and `e2e` (real Nix, QEMU, sshd in network
+// namespaces; needs root and the testbed from scripts/testbed.sh). e2e tests share global state
+// (namespaces, the runner's store, binfmt), so the whole suite runs with --runInBand.
+const common = {
+  preset: 'ts-jest',
+  testEnvironment: 'node',
+  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json' }] }
+}
+module.exports = {
+  projects: [
+    { ...common, displayName: 'unit', testMatch: ['<rootDir>/__tests__/unit/**/*.test.ts'] },
+    { ...common, displayName: 'e2e', testMatch: ['<rootDir>/__tests__/e2e/**/*.test.ts'] }
+  ]
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the testbed, the tests and the demo need, and the npm dependencies.
+# Idempotent and quiet when everything is already there. Needs root (apt-get, dpkg).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=(nix-bin qemu-user-static binfmt-support openssh-server openssh-client iproute2 zstd xz-utils busybox-static:arm64 util-linux procps)
+missing=()
+for p in "${need_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  # busybox-static:arm64 is the fixture's aarch64 builder; it needs the arm64 architecture.
+  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x node_modules/.bin/jest ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "install-deps: npm ci"
+  npm ci --no-audit --no-fund >/dev/null
+fi

@@ -1,0 +1,160 @@
+import * as core from '@actions/core'
+import { spawn } from 'child_process'
+import { Transform } from 'stream'
+import { ActionError } from '../errors'
+import { PathInfo, topoSort, totalNarSize } from '../nix/closure'
+import { RunnerNix } from '../nix/nix'
+import { assertStorePath, storePathName } from '../nix/store-path'
+import { RemoteHost } from '../ssh/connection'
+import { shellCommand } from '../ssh/quote'
+
+export interface CopyResult {
+  /** Paths the Pi lacked and received, dependencies first. */
+  copiedPaths: string[]
+  /** Sum of the NAR sizes of the copied paths. */
+  narBytes: number
+  /** Bytes sent over the SSH channel (the export stream). */
+  wireBytes: number
+}
+
+export const GC_ROOT_DIR = '/nix/var/nix/gcroots/nix-deploy-action'
+
+/** Remote command that prints which of the paths given on stdin the Pi's store lacks. */
+export const QUERY_MISSING = `set -f; exec nix-store --check-validity --print-invalid $(cat)`
+
+export function gcRootPath(storePath: string): string {
+  return `${GC_ROOT_DIR}/${storePathName(storePath)}`
+}
+
+/** Parses the Pi's answer to QUERY_MISSING, keeping only paths we asked about. */
+export function parseMissing(stdout: string, asked: Set<string>): Set<string> {
+  return new Set(
+    stdout
+      .split('\n')
+      .map(l => l.trim())
+      .filter(l => l !== '' && asked.has(l))
+  )
+}
+
+export async function queryMissing(host: RemoteHost, paths: string[]): Promise<Set<string>> {
+  const r = await host.exec(QUERY_MISSING, { stdin: paths.join('\n') + '\n', timeoutMs: 120_000 })
+  if (r.exitCode !== 0)
+    throw new ActionError(
+      `asking ${host.target.label} which store paths it lacks failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-500)}`,
+      'Check that Nix works on the target (nix-store --version) and that the user may read its store.',
+      'copy'
+    )
+  return parseMissing(r.stdout, new Set(paths))
+}
+
+function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB']
+  let v = n
+  let u = 0
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024
+    u++
+  }
+  return `${v.toFixed(u === 0 ? 0 : 1)} ${units[u]}`
+}
+export { formatBytes }
+
+/**
+ * Copies the closure's missing paths: `nix-store --export` on the runner streamed over the SSH
+ * channel into `nix-store --import` on the Pi, dependencies first. Nix registers each imported path
+ * only once it is complete, so a cut stream leaves no partial path, and a re-run sends only what is
+ * still missing. Before importing, a GC root for the toplevel is placed on the Pi (a symlink may point
+ * at a path that does not exist yet), so a garbage collection on the Pi between import and profile
+ * switch cannot delete what was just copied. The caller removes it once the profile holds the system.
+ */
+export async function copyClosure(
+  host: RemoteHost,
+  nix: RunnerNix,
+  toplevel: string,
+  closure: PathInfo[]
+): Promise<CopyResult> {
+  const ordered = topoSort(closure)
+  const missing = await queryMissing(
+    host,
+    ordered.map(p => p.path)
+  )
+  const toCopy = ordered.filter(p => missing.has(p.path))
+  const narBytes = totalNarSize(toCopy)
+  const root = await host.exec(
+    `mkdir -p ${GC_ROOT_DIR} && ln -sfn ${shellCommand([assertStorePath(toplevel, 'toplevel'), gcRootPath(toplevel)])}`,
+    { timeoutMs: 60_000 }
+  )
+  if (root.exitCode !== 0)
+    throw new ActionError(
+      `could not create a GC root on ${host.target.label}: ${root.stderr.trim()}`,
+      'The target user must be able to write /nix/var/nix/gcroots (use target-user: root).',
+      'copy'
+    )
+  if (toCopy.length === 0) return { copiedPaths: [], narBytes: 0, wireBytes: 0 }
+
+  core.info(
+    `Copying ${toCopy.length} of ${closure.length} paths (${formatBytes(narBytes)}) to ${host.target.label}`
+  )
+  const exporter = spawn('nix-store', [...nix.legacyArgs(), '--export', ...toCopy.map(p => p.path)], {
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let exportErr = ''
+  exporter.stderr.on('data', (d: Buffer) => (exportErr += d.toString('utf8')))
+  const exportExit = new Promise<number>(resolve => exporter.on('close', code => resolve(code ?? -1)))
+
+  let wireBytes = 0
+  const started = Date.now()
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      wireBytes += chunk.length
+      cb(null, chunk)
+    }
+  })
+  // Progress every 10 s: enough to see it move, not a flood.
+  const progress = setInterval(() => {
+    const secs = (Date.now() - started) / 1000
+    const rate = wireBytes / secs
+    const eta = rate > 0 ? Math.max(0, (narBytes - wireBytes) / rate) : 0
+    core.info(
+      `  sent ${formatBytes(wireBytes)} of ~${formatBytes(narBytes)} (${formatBytes(rate)}/s, ~${Math.round(eta)} s left)`
+    )
+  }, 10_000)
+  let imported
+  try {
+    imported = await host.exec('nix-store --import', {
+      stdin: exporter.stdout.pipe(counter),
+      discardStdout: true
+    })
+  } catch (e) {
+    exporter.kill()
+    throw e
+  } finally {
+    clearInterval(progress)
+  }
+  const exportCode = await exportExit
+  if (exportCode !== 0)
+    throw new ActionError(
+      `nix-store --export on the runner failed: ${exportErr.trim().slice(-500)}`,
+      'The runner store may be damaged or the paths collected; re-run the job.',
+      'copy'
+    )
+  if (imported.exitCode !== 0)
+    throw new ActionError(
+      `nix-store --import on ${host.target.label} failed (exit ${imported.exitCode}): ${imported.stderr.trim().slice(-800)}`,
+      /No space left/i.test(imported.stderr)
+        ? 'The target is out of disk space: free space on its /nix (nix-collect-garbage -d) and re-run.'
+        : "Check the target's Nix and disk, then re-run: paths already imported are not sent again.",
+      'copy'
+    )
+  const stillMissing = await queryMissing(
+    host,
+    toCopy.map(p => p.path)
+  )
+  if (stillMissing.size > 0)
+    throw new ActionError(
+      `after the copy, ${host.target.label} still lacks ${stillMissing.size} path(s), e.g. ${[...stillMissing][0]}`,
+      "Re-run the job; if it persists, check the target's Nix store (nix-store --verify).",
+      'copy'
+    )
+  return { copiedPaths: toCopy.map(p => p.path), narBytes, wireBytes }
+}

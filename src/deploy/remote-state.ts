@@ -1,0 +1,55 @@
+import { isStorePath } from '../nix/store-path'
+
+/** What the Pi runs and has, read in one round trip before and after a deploy. */
+export interface RemoteState {
+  /** /run/current-system resolved: what runs now. */
+  current?: string
+  /** /nix/var/nix/profiles/system resolved: what boots next. */
+  profile?: string
+  /** The profile's generation link name, e.g. `system-12-link`. */
+  profileLink?: string
+  /** /run/current-system/system: the platform of the running system. */
+  platform?: string
+  uid?: number
+  hasNixStore: boolean
+}
+
+export const SYSTEM_PROFILE = '/nix/var/nix/profiles/system'
+
+/** A fixed script (nothing from inputs in it): prints key=value lines parsed by parseRemoteState. */
+export const PROBE_SCRIPT = [
+  `printf 'current=%s\\n' "$(readlink -f /run/current-system 2>/dev/null)"`,
+  `printf 'profile=%s\\n' "$(readlink -f ${SYSTEM_PROFILE} 2>/dev/null)"`,
+  `printf 'profile-link=%s\\n' "$(readlink ${SYSTEM_PROFILE} 2>/dev/null)"`,
+  `printf 'platform=%s\\n' "$(cat /run/current-system/system 2>/dev/null)"`,
+  `printf 'uid=%s\\n' "$(id -u)"`,
+  `printf 'nix-store=%s\\n' "$(command -v nix-store)"`
+].join('; ')
+
+export function parseRemoteState(text: string): RemoteState {
+  const kv = new Map<string, string>()
+  for (const line of text.split('\n')) {
+    const i = line.indexOf('=')
+    if (i > 0) kv.set(line.slice(0, i), line.slice(i + 1).trim())
+  }
+  const storePath = (k: string): string | undefined => {
+    const v = kv.get(k)
+    return v && isStorePath(v) ? v : undefined
+  }
+  const link = kv.get('profile-link')
+  const uid = kv.get('uid')
+  return {
+    current: storePath('current'),
+    profile: storePath('profile'),
+    profileLink: link && /^system-[0-9]+-link$/.test(link) ? link : undefined,
+    platform: kv.get('platform') || undefined,
+    uid: uid && /^[0-9]+$/.test(uid) ? Number(uid) : undefined,
+    hasNixStore: (kv.get('nix-store') ?? '') !== ''
+  }
+}
+
+/** The generation number in a profile link name (system-12-link -> 12). */
+export function generationOf(link: string | undefined): number | undefined {
+  const m = link ? /^system-([0-9]+)-link$/.exec(link) : null
+  return m ? Number(m[1]) : undefined
+}

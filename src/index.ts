@@ -1,0 +1,14 @@
+/**
+ * The action's entry point, for both `main` and `post` in action.yml (one bundle, as
+ * actions/checkout does): the main step saves `isPost` in the action's state, so the post step,
+ * started with the same file, knows which it is.
+ */
+import * as core from '@actions/core'
+import { run, STATE_IS_POST } from './main'
+import { post } from './post'
+
+if (core.getState(STATE_IS_POST) === 'true') {
+  post().catch(e => core.warning(`post step: ${(e as Error).message}`))
+} else {
+  void run()
+}

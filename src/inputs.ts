@@ -1,0 +1,213 @@
+import { utils as ssh2utils } from 'ssh2'
+import { InputError } from './errors'
+import { FlakeTarget, parseFlakeTarget } from './nix/flake'
+import { HostAddress, isValidUser, parseHostAddress, parsePort } from './ssh/address'
+import { KnownHostLine, parseKnownHosts } from './ssh/known-hosts'
+
+export const MODES = ['switch', 'boot', 'test', 'dry-activate', 'build'] as const
+export type Mode = (typeof MODES)[number]
+export type BinfmtSetting = 'auto' | 'true' | 'false'
+
+export interface PrivateKey {
+  /** The key text as given (OpenSSH, PEM or PPK); kept in memory only, never written to disk. */
+  text: string
+  passphrase?: string
+}
+
+/** Everything the action reads from `with:`, validated once. Absent optional values stay undefined. */
+export interface Inputs {
+  flake: FlakeTarget
+  mode: Mode
+  /** target-host with target-user/target-port (or `user@host:port` written into target-host). */
+  target?: HostAddress
+  sshKey?: PrivateKey
+  knownHosts: KnownHostLine[]
+  jumpHost?: HostAddress
+  jumpHostKey?: PrivateKey
+  insecureSkipHostKeyCheck: boolean
+  /** Extra Nix settings for the runner's nix calls, as name/value pairs (`--option name value`). */
+  nixOptions: Array<[string, string]>
+  binfmt: BinfmtSetting
+  connectTimeoutSeconds: number
+}
+
+/** Every input the action declares, in action.yml order (the README and a test check the list). */
+export const INPUT_NAMES = [
+  'flake',
+  'mode',
+  'target-host',
+  'target-port',
+  'target-user',
+  'ssh-private-key',
+  'ssh-key-passphrase',
+  'known-hosts',
+  'jump-host',
+  'jump-host-key',
+  'insecure-skip-host-key-check',
+  'nix-options',
+  'binfmt',
+  'connect-timeout'
+] as const
+export type InputName = (typeof INPUT_NAMES)[number]
+
+/** Inputs whose values are secrets: masked before anything else happens. */
+export const SECRET_INPUTS: readonly InputName[] = ['ssh-private-key', 'ssh-key-passphrase', 'jump-host-key']
+
+function parseBoolean(name: string, v: string, problems: string[]): boolean {
+  if (v === '' || /^(false|False|FALSE)$/.test(v)) return false
+  if (/^(true|True|TRUE)$/.test(v)) return true
+  problems.push(`${name}: ${JSON.stringify(v)} is not true or false`)
+  return false
+}
+
+function parseNixOptions(text: string, problems: string[]): Array<[string, string]> {
+  const options: Array<[string, string]> = []
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.trim()
+    if (line === '' || line.startsWith('#')) return
+    const m = /^([A-Za-z][A-Za-z0-9-]*)\s*=\s*(.*)$/.exec(line)
+    if (!m) problems.push(`nix-options line ${i + 1}: expected "name = value", got ${JSON.stringify(line)}`)
+    else options.push([m[1], m[2]])
+  })
+  return options
+}
+
+function checkKey(name: string, key: PrivateKey, problems: string[]): void {
+  // ssh2's own parser: the same code that will use the key, so what passes here connects later.
+  const parsed = ssh2utils.parseKey(key.text, key.passphrase)
+  if (!(parsed instanceof Error)) return
+  const msg = parsed.message
+  if (/no passphrase/i.test(msg))
+    problems.push(
+      `${name}: the key is encrypted; set ssh-key-passphrase (from a secret) or use an unencrypted deploy key`
+    )
+  else if (key.passphrase !== undefined && /decrypt|passphrase|bad/i.test(msg))
+    problems.push(`${name}: could not decrypt the key with ssh-key-passphrase (wrong passphrase?)`)
+  else
+    problems.push(
+      `${name}: not a private key ssh2 can read (${msg}). Paste the whole private key file, including the BEGIN/END lines`
+    )
+}
+
+/**
+ * Reads and validates all inputs. `get` returns an input's trimmed value, '' when unset
+ * (core.getInput). Collects every problem and throws one InputError listing them all.
+ */
+export function readInputs(get: (name: InputName) => string): Inputs {
+  const problems: string[] = []
+
+  let flake: FlakeTarget | undefined
+  const flakeText = get('flake')
+  if (flakeText === '') problems.push('flake is required: set it to "<flake>#<name>", e.g. ".#pi3"')
+  else
+    try {
+      flake = parseFlakeTarget(flakeText)
+    } catch (e) {
+      problems.push((e as Error).message)
+    }
+
+  const modeText = get('mode') || 'switch'
+  const mode = (MODES as readonly string[]).includes(modeText) ? (modeText as Mode) : undefined
+  if (!mode) problems.push(`mode: ${JSON.stringify(modeText)} is not one of ${MODES.join(', ')}`)
+
+  let target: HostAddress | undefined
+  const targetHost = get('target-host')
+  if (targetHost !== '')
+    try {
+      target = parseHostAddress(targetHost, 'target-host')
+    } catch (e) {
+      problems.push((e as Error).message)
+    }
+  const targetPort = get('target-port')
+  if (targetPort !== '') {
+    const port = parsePort(targetPort)
+    if (port === undefined)
+      problems.push(`target-port: ${JSON.stringify(targetPort)} is not a port (1-65535)`)
+    else if (target?.port !== undefined && target.port !== port)
+      problems.push(`target-port ${port} contradicts the port in target-host (${target.port}); set only one`)
+    else if (target) target.port = port
+  }
+  const targetUser = get('target-user')
+  if (targetUser !== '') {
+    if (!isValidUser(targetUser))
+      problems.push(`target-user: ${JSON.stringify(targetUser)} is not a valid user name`)
+    else if (target?.user !== undefined && target.user !== targetUser)
+      problems.push(
+        `target-user ${targetUser} contradicts the user in target-host (${target.user}); set only one`
+      )
+    else if (target) target.user = targetUser
+  }
+
+  const passphrase = get('ssh-key-passphrase') || undefined
+  const keyText = get('ssh-private-key')
+  const sshKey: PrivateKey | undefined = keyText ? { text: keyText, passphrase } : undefined
+  if (sshKey) checkKey('ssh-private-key', sshKey, problems)
+  else if (passphrase) problems.push('ssh-key-passphrase is set but ssh-private-key is empty')
+
+  let jumpHost: HostAddress | undefined
+  const jumpText = get('jump-host')
+  if (jumpText !== '')
+    try {
+      jumpHost = parseHostAddress(jumpText, 'jump-host')
+    } catch (e) {
+      problems.push((e as Error).message)
+    }
+  const jumpKeyText = get('jump-host-key')
+  let jumpHostKey: PrivateKey | undefined
+  if (jumpKeyText !== '') {
+    if (jumpText === '') problems.push('jump-host-key is set but jump-host is empty')
+    // An encrypted jump host key is tried with ssh-key-passphrase too.
+    jumpHostKey = { text: jumpKeyText, passphrase }
+    checkKey('jump-host-key', jumpHostKey, problems)
+  }
+
+  const insecureSkipHostKeyCheck = parseBoolean(
+    'insecure-skip-host-key-check',
+    get('insecure-skip-host-key-check'),
+    problems
+  )
+  const known = parseKnownHosts(get('known-hosts'))
+  problems.push(...known.errors)
+
+  const nixOptions = parseNixOptions(get('nix-options'), problems)
+  const binfmtText = get('binfmt') || 'auto'
+  if (!['auto', 'true', 'false'].includes(binfmtText))
+    problems.push(`binfmt: ${JSON.stringify(binfmtText)} is not one of auto, true, false`)
+
+  const timeoutText = get('connect-timeout') || '30'
+  const connectTimeoutSeconds = Number(timeoutText)
+  if (!/^[0-9]+$/.test(timeoutText) || connectTimeoutSeconds < 1 || connectTimeoutSeconds > 600)
+    problems.push(`connect-timeout: ${JSON.stringify(timeoutText)} is not a number of seconds from 1 to 600`)
+
+  // Combinations. `build` never connects, so it needs none of the connection inputs.
+  if (mode && mode !== 'build') {
+    if (!target) {
+      if (targetHost === '')
+        problems.push(`target-host is required for mode ${mode} (or use mode: build to only build)`)
+    }
+    // A missing key is allowed for dry-activate only: a fork PR gets no secrets, and the plan then
+    // degrades the run to a build with a warning instead of failing (see plan.ts).
+    if (!sshKey && mode !== 'dry-activate')
+      problems.push(`ssh-private-key is required for mode ${mode}: pass the deploy key from a secret`)
+    if (sshKey && known.lines.length === 0 && !insecureSkipHostKeyCheck)
+      problems.push(
+        'known-hosts is required to verify the target (and jump host): add their lines from `ssh-keyscan`, checked out of band, or set insecure-skip-host-key-check: true (not recommended)'
+      )
+  }
+  if (jumpHost && targetHost === '') problems.push('jump-host is set but target-host is empty')
+
+  if (problems.length > 0) throw new InputError(problems)
+  return {
+    flake: flake as FlakeTarget,
+    mode: mode as Mode,
+    target,
+    sshKey,
+    knownHosts: known.lines,
+    jumpHost,
+    jumpHostKey,
+    insecureSkipHostKeyCheck,
+    nixOptions,
+    binfmt: binfmtText as BinfmtSetting,
+    connectTimeoutSeconds
+  }
+}

@@ -1,0 +1,83 @@
+import { Inputs, Mode, PrivateKey } from './inputs'
+import { formatAddress } from './ssh/address'
+
+/** One SSH hop with every default applied. */
+export interface Endpoint {
+  host: string
+  port: number
+  user: string
+  key: PrivateKey
+  /** For messages: "target" or "jump host", followed by user@host:port. */
+  label: string
+}
+
+export interface Plan {
+  /** The mode asked for. */
+  requestedMode: Mode
+  /** The mode that will run: `build` when dry-activate had to degrade (fork PRs get no secrets). */
+  mode: Mode
+  target?: Endpoint
+  jump?: Endpoint
+  /** Whether this run sets the system profile (switch, boot). */
+  setsProfile: boolean
+  /** Whether this run changes what the Pi runs now (switch, test). */
+  changesRunningSystem: boolean
+  warnings: string[]
+}
+
+export const DEFAULT_PORT = 22
+export const DEFAULT_USER = 'root'
+
+/** Decides what the run will do. Pure: all I/O happens in the phases that follow it. */
+export function makePlan(inputs: Inputs): Plan {
+  const warnings: string[] = []
+  let mode = inputs.mode
+  const canConnect =
+    inputs.target !== undefined &&
+    inputs.sshKey !== undefined &&
+    (inputs.knownHosts.length > 0 || inputs.insecureSkipHostKeyCheck)
+  if (mode === 'dry-activate' && !canConnect) {
+    const missing = [
+      !inputs.target && 'target-host',
+      !inputs.sshKey && 'ssh-private-key',
+      inputs.knownHosts.length === 0 && !inputs.insecureSkipHostKeyCheck && 'known-hosts'
+    ].filter(Boolean)
+    warnings.push(
+      `dry-activate ran as a build only: ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} empty. ` +
+        'This is expected for pull requests from forks, which get no secrets; on other runs, check the secret and variable names.'
+    )
+    mode = 'build'
+  }
+  if (inputs.insecureSkipHostKeyCheck && mode !== 'build')
+    warnings.push(
+      'insecure-skip-host-key-check is on: host keys are not verified, so a machine in the middle could take the deploy key and the system. Set known-hosts instead.'
+    )
+
+  let target: Endpoint | undefined
+  let jump: Endpoint | undefined
+  if (mode !== 'build' && inputs.target && inputs.sshKey) {
+    const user = inputs.target.user ?? DEFAULT_USER
+    const port = inputs.target.port ?? DEFAULT_PORT
+    target = { host: inputs.target.host, port, user, key: inputs.sshKey, label: '' }
+    target.label = `target ${formatAddress(target)}`
+    if (inputs.jumpHost) {
+      jump = {
+        host: inputs.jumpHost.host,
+        port: inputs.jumpHost.port ?? DEFAULT_PORT,
+        user: inputs.jumpHost.user ?? user,
+        key: inputs.jumpHostKey ?? inputs.sshKey,
+        label: ''
+      }
+      jump.label = `jump host ${formatAddress(jump)}`
+    }
+  }
+  return {
+    requestedMode: inputs.mode,
+    mode,
+    target,
+    jump,
+    setsProfile: mode === 'switch' || mode === 'boot',
+    changesRunningSystem: mode === 'switch' || mode === 'test',
+    warnings
+  }
+}

@@ -1,0 +1,52 @@
+import { Phase } from '../errors'
+import { Mode } from '../inputs'
+
+export const RESULTS = ['deployed', 'unchanged', 'built', 'dry-activated', 'rolled-back', 'failed'] as const
+export type Result = (typeof RESULTS)[number]
+
+export interface PhaseTiming {
+  phase: Phase
+  ms: number
+}
+
+/** Everything the run learned, filled in phase by phase; outputs and the summary are rendered from it. */
+export interface DeployReport {
+  result?: Result
+  requestedMode?: Mode
+  mode?: Mode
+  flake?: string
+  host?: string
+  storePath?: string
+  previousStorePath?: string
+  changed?: boolean
+  closureSize?: number
+  closurePaths?: number
+  copiedBytes?: number
+  copiedPaths?: number
+  wireBytes?: number
+  generation?: number
+  builtDerivations?: number
+  platform?: string
+  binfmt?: string
+  activationLog?: string
+  rolledBackTo?: string
+  timings: PhaseTiming[]
+  warnings: string[]
+  error?: { message: string; hint: string; phase: Phase; details?: string }
+}
+
+/** The action's outputs (action.yml), all strings; absent facts are empty strings. */
+export function outputsOf(r: DeployReport): Record<string, string> {
+  const s = (v: string | number | boolean | undefined): string => (v === undefined ? '' : String(v))
+  return {
+    result: s(r.result),
+    'store-path': s(r.storePath),
+    'previous-store-path': s(r.previousStorePath),
+    changed: s(r.changed ?? false),
+    'closure-size': s(r.closureSize),
+    'copied-bytes': s(
+      r.copiedBytes ?? (r.result && r.result !== 'built' && r.result !== 'failed' ? 0 : undefined)
+    ),
+    generation: s(r.generation)
+  }
+}

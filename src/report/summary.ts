@@ -1,0 +1,118 @@
+import { formatBytes } from '../deploy/copy'
+import { DeployReport } from './report'
+
+/** GitHub rejects step summaries over 1 MiB; stay well below with room for the truncation note. */
+export const SUMMARY_LIMIT = 1024 * 1024 - 4096
+
+export function escapeHtml(s: string): string {
+  return s.replace(/[&<>"'`|]/g, c => `&#${c.charCodeAt(0)};`)
+}
+
+const VERDICT: Record<string, string> = {
+  deployed: '✅ Deployed',
+  unchanged: '✅ Unchanged: the target already runs this system',
+  built: '✅ Built (not deployed)',
+  'dry-activated': '✅ Dry-activated',
+  'rolled-back': '⚠️ Rolled back: the new system failed and the target is back on its previous system',
+  failed: '❌ Failed'
+}
+
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`
+}
+
+function codeBlock(text: string): string {
+  return `<pre>${escapeHtml(text)}</pre>`
+}
+
+/**
+ * Renders the job summary (Markdown with HTML). Everything that comes from Nix, the Pi or inputs is
+ * HTML-escaped; the whole is cut to SUMMARY_LIMIT with an explicit note.
+ */
+export function renderSummary(r: DeployReport): string {
+  const lines: string[] = []
+  const verdict = VERDICT[r.result ?? 'failed'] ?? r.result
+  lines.push(`### nix-deploy-action: ${verdict}`, '')
+  if (r.error) {
+    lines.push(
+      `**Error (${r.error.phase}):** ${escapeHtml(r.error.message)}`,
+      '',
+      `**What to do:** ${escapeHtml(r.error.hint)}`,
+      ''
+    )
+  }
+  for (const w of r.warnings) lines.push(`> [!WARNING]`, `> ${escapeHtml(w)}`, '')
+
+  const rows: Array<[string, string | undefined]> = [
+    ['Result', r.result],
+    ['Host', r.host],
+    [
+      'Mode',
+      r.mode && r.requestedMode && r.mode !== r.requestedMode
+        ? `${r.mode} (asked: ${r.requestedMode})`
+        : r.mode
+    ],
+    ['Configuration', r.flake],
+    ['Platform', r.platform && r.binfmt ? `${r.platform} (${r.binfmt})` : r.platform],
+    ['Store path', r.storePath],
+    ['Previous store path', r.previousStorePath],
+    ['Rolled back to', r.rolledBackTo],
+    ['Changed', r.changed === undefined ? undefined : String(r.changed)],
+    ['Generation', r.generation?.toString()],
+    ['Derivations built', r.builtDerivations?.toString()],
+    [
+      'Closure',
+      r.closureSize === undefined
+        ? undefined
+        : `${formatBytes(r.closureSize)} in ${r.closurePaths ?? '?'} paths`
+    ],
+    [
+      'Copied',
+      r.copiedBytes === undefined
+        ? undefined
+        : `${formatBytes(r.copiedBytes)} (NAR) in ${r.copiedPaths ?? 0} paths, ${formatBytes(r.wireBytes ?? 0)} on the wire`
+    ]
+  ]
+  lines.push('| | |', '|---|---|')
+  for (const [k, v] of rows) if (v !== undefined && v !== '') lines.push(`| ${k} | ${escapeHtml(v)} |`)
+  lines.push('')
+
+  if (r.timings.length > 0) {
+    const total = r.timings.reduce((a, t) => a + t.ms, 0)
+    lines.push('| Phase | Time |', '|---|---|')
+    for (const t of r.timings) lines.push(`| ${t.phase} | ${seconds(t.ms)} |`)
+    lines.push(`| **total** | **${seconds(total)}** |`, '')
+  }
+  if (r.activationLog)
+    lines.push(
+      '<details><summary>Activation output</summary>',
+      '',
+      codeBlock(r.activationLog),
+      '',
+      '</details>',
+      ''
+    )
+  if (r.error?.details)
+    lines.push(
+      '<details open><summary>Details</summary>',
+      '',
+      codeBlock(r.error.details),
+      '',
+      '</details>',
+      ''
+    )
+
+  return truncateSummary(lines.join('\n'))
+}
+
+export function truncateSummary(md: string, limit = SUMMARY_LIMIT): string {
+  if (Buffer.byteLength(md, 'utf8') <= limit) return md
+  const note =
+    '\n\n**(summary truncated: it exceeded the 1 MiB limit of job summaries; the step log has everything)**\n'
+  let cut = md.slice(0, limit - note.length)
+  while (Buffer.byteLength(cut, 'utf8') > limit - note.length) cut = cut.slice(0, -1024)
+  // Do not leave an open <pre> or <details> behind.
+  if (cut.lastIndexOf('<pre>') > cut.lastIndexOf('</pre>')) cut += '</pre>'
+  if (cut.lastIndexOf('<details') > cut.lastIndexOf('</details>')) cut += '</details>'
+  return cut + note
+}

@@ -1,0 +1,294 @@
+import * as core from '@actions/core'
+import { Client, ClientChannel, ConnectConfig } from 'ssh2'
+import { Readable } from 'stream'
+import { ActionError, errorMessage } from '../errors'
+import { Endpoint } from '../plan'
+import { KnownHostLine, HostKeyVerdict, blobKeyType, fingerprint, hostKeyPolicy } from './known-hosts'
+
+export interface ConnectOptions {
+  knownHosts: KnownHostLine[]
+  insecureSkipHostKeyCheck: boolean
+  /** Bound on each hop's TCP connect + SSH handshake + authentication. */
+  timeoutMs: number
+}
+
+export interface RemoteResult {
+  exitCode: number
+  signal?: string
+  stdout: string
+  stderr: string
+}
+
+export interface ExecOptions {
+  stdin?: Readable | string
+  onStdout?: (chunk: string) => void
+  onStderr?: (chunk: string) => void
+  /** Fails the command (and closes its channel) after this long. */
+  timeoutMs?: number
+  /** Keep stdout as raw bytes count only (for large streams); stdout in the result is then ''. */
+  discardStdout?: boolean
+}
+
+const KEEPALIVE_INTERVAL_MS = 10_000
+const KEEPALIVE_COUNT_MAX = 3
+
+/** Turns ssh2's errors into ones that say which hop failed and what to do. */
+function connectError(
+  ep: Endpoint,
+  err: Error & { level?: string; code?: string },
+  verdict?: HostKeyVerdict
+): ActionError {
+  if (verdict && !verdict.ok)
+    return new ActionError(
+      `host key check failed for ${ep.label}: ${verdict.message}`,
+      'Update known-hosts (a repository variable or secret) only after checking the key out of band, e.g. on the console: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub',
+      'connect'
+    )
+  const msg = err.message
+  if (err.level === 'client-authentication')
+    return new ActionError(
+      `${ep.label} refused the key (authentication failed for user ${ep.user})`,
+      `Add the deploy key's public half to ${ep.user}'s authorized_keys on that host (NixOS: users.users.${ep.user}.openssh.authorizedKeys.keys), or fix target-user / jump-host.`,
+      'connect'
+    )
+  if (err.level === 'client-timeout' || /timed out/i.test(msg))
+    return new ActionError(
+      `${ep.label} did not answer within the connect timeout`,
+      'Check that the host is up and reachable from the runner (firewall, address, port), or raise connect-timeout.',
+      'connect'
+    )
+  if (/no matching host key/i.test(msg))
+    return new ActionError(
+      `${ep.label} offers none of the host key types that known-hosts lists for it`,
+      'Add its current host key to known-hosts (ssh-keyscan the host and check the fingerprint out of band).',
+      'connect'
+    )
+  const code = err.code ? ` (${err.code})` : ''
+  return new ActionError(
+    `cannot connect to ${ep.label}: ${msg}${code}`,
+    'Check the address and port, and that sshd runs there and is reachable from the runner.',
+    'connect'
+  )
+}
+
+function connectClient(ep: Endpoint, opts: ConnectOptions, sock?: NodeJS.ReadableStream): Promise<Client> {
+  const policy = hostKeyPolicy(opts.knownHosts, ep.host, ep.port)
+  return new Promise((resolve, reject) => {
+    const client = new Client()
+    let verdict: HostKeyVerdict | undefined
+    let settled = false
+    const fail = (e: ActionError): void => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      client.end()
+      reject(e)
+    }
+    // ssh2's readyTimeout covers the handshake; this covers the whole of connect, TCP included.
+    const timer = setTimeout(
+      () => fail(connectError(ep, Object.assign(new Error('timed out'), { level: 'client-timeout' }))),
+      opts.timeoutMs
+    )
+    client.on('ready', () => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      resolve(client)
+    })
+    client.on('error', err => fail(connectError(ep, err, verdict)))
+    client.on('close', () =>
+      fail(connectError(ep, new Error('the connection closed during the handshake'), verdict))
+    )
+    const config: ConnectConfig = {
+      host: ep.host,
+      port: ep.port,
+      username: ep.user,
+      privateKey: ep.key.text,
+      passphrase: ep.key.passphrase,
+      readyTimeout: opts.timeoutMs,
+      keepaliveInterval: KEEPALIVE_INTERVAL_MS,
+      keepaliveCountMax: KEEPALIVE_COUNT_MAX,
+      hostVerifier: (key: Buffer): boolean => {
+        if (opts.insecureSkipHostKeyCheck) {
+          core.warning(
+            `${ep.label}: host key ${blobKeyType(key)} ${fingerprint(key)} accepted without checking (insecure-skip-host-key-check)`
+          )
+          return true
+        }
+        verdict = policy.verify(key)
+        return verdict.ok
+      }
+    }
+    if (sock) config.sock = sock as ConnectConfig['sock']
+    // Offer only host key algorithms known-hosts can verify, so a host with several keys is checked
+    // against the one we know (as OpenSSH does).
+    if (!opts.insecureSkipHostKeyCheck && policy.algorithms.length > 0)
+      config.algorithms = {
+        serverHostKey: policy.algorithms as NonNullable<ConnectConfig['algorithms']>['serverHostKey']
+      }
+    try {
+      client.connect(config)
+    } catch (e) {
+      fail(connectError(ep, e as Error))
+    }
+  })
+}
+
+function forwardThrough(
+  jump: Client,
+  jumpEp: Endpoint,
+  target: Endpoint,
+  timeoutMs: number
+): Promise<ClientChannel> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () =>
+        reject(
+          new ActionError(
+            `${jumpEp.label} could not reach ${target.label} within the connect timeout`,
+            'Check the target address as the jump host sees it (it is dialled from the jump host), and that the target is up.',
+            'connect'
+          )
+        ),
+      timeoutMs
+    )
+    jump.forwardOut('127.0.0.1', 0, target.host, target.port, (err, channel) => {
+      clearTimeout(timer)
+      if (err)
+        reject(
+          new ActionError(
+            `${jumpEp.label} could not open a connection to ${target.label}: ${err.message}`,
+            'Check the target address as the jump host sees it, that the target is up, and that the jump host allows TCP forwarding to it (AllowTcpForwarding, PermitOpen).',
+            'connect'
+          )
+        )
+      else resolve(channel)
+    })
+  })
+}
+
+/**
+ * One SSH session to the target, possibly through a jump host (the Pi is reached by `forwardOut`
+ * on the jump host's connection, so only one TCP connection leaves the runner). Like colmena's
+ * `Host`, it only runs commands; what to run is decided by the deploy phase.
+ */
+export class RemoteHost {
+  private closed = false
+  private lostReason: string | undefined
+
+  private constructor(
+    readonly target: Endpoint,
+    private readonly client: Client,
+    private readonly jump?: Client
+  ) {
+    const lost = (what: string) => (err?: Error) => {
+      if (!this.closed) this.lostReason ??= `${what}${err ? `: ${err.message}` : ''}`
+    }
+    client.on('close', lost(`the connection to ${target.label} closed`))
+    client.on('error', lost(`the connection to ${target.label} failed`))
+    jump?.on('close', lost('the jump host connection closed'))
+    jump?.on('error', lost('the jump host connection failed'))
+  }
+
+  static async connect(
+    target: Endpoint,
+    jump: Endpoint | undefined,
+    opts: ConnectOptions
+  ): Promise<RemoteHost> {
+    if (!jump) return new RemoteHost(target, await connectClient(target, opts))
+    const jumpClient = await connectClient(jump, opts)
+    try {
+      const channel = await forwardThrough(jumpClient, jump, target, opts.timeoutMs)
+      return new RemoteHost(target, await connectClient(target, opts, channel), jumpClient)
+    } catch (e) {
+      jumpClient.end()
+      throw e
+    }
+  }
+
+  /** Runs a command string (already quoted: see shellCommand) and collects its result. */
+  exec(command: string, opts: ExecOptions = {}): Promise<RemoteResult> {
+    return new Promise((resolve, reject) => {
+      if (this.lostReason || this.closed) return reject(this.lossError(command))
+      const out: Buffer[] = []
+      const err: Buffer[] = []
+      let exitCode = -1
+      let signal: string | undefined
+      let timer: NodeJS.Timeout | undefined
+      let done = false
+      const onClientClose = (): void => finish(this.lossError(command))
+      const finish = (e?: Error): void => {
+        if (done) return
+        done = true
+        if (timer) clearTimeout(timer)
+        this.client.removeListener('close', onClientClose)
+        if (e) reject(e)
+        else
+          resolve({
+            exitCode,
+            signal,
+            stdout: Buffer.concat(out).toString('utf8'),
+            stderr: Buffer.concat(err).toString('utf8')
+          })
+      }
+      this.client.once('close', onClientClose)
+      this.client.exec(command, (e, channel) => {
+        if (e)
+          return finish(
+            new ActionError(
+              `cannot run a command on ${this.target.label}: ${e.message}`,
+              'Re-run the job; if it persists, check sshd on the target (MaxSessions).',
+              'connect'
+            )
+          )
+        if (opts.timeoutMs !== undefined)
+          timer = setTimeout(() => {
+            channel.close()
+            finish(
+              new ActionError(
+                `a command on ${this.target.label} did not finish within ${Math.round(opts.timeoutMs! / 1000)} s: ${command.slice(0, 200)}`,
+                'Check the target for a hung process or a full disk, then re-run.',
+                'connect'
+              )
+            )
+          }, opts.timeoutMs)
+        channel.on('data', (d: Buffer) => {
+          if (!opts.discardStdout) out.push(d)
+          opts.onStdout?.(d.toString('utf8'))
+        })
+        channel.stderr.on('data', (d: Buffer) => {
+          err.push(d)
+          opts.onStderr?.(d.toString('utf8'))
+        })
+        channel.on('exit', (code: number | null, sig?: string) => {
+          if (code !== null && code !== undefined) exitCode = code
+          if (sig) signal = sig
+        })
+        channel.on('close', () => finish())
+        if (typeof opts.stdin === 'string') channel.end(opts.stdin)
+        else if (opts.stdin) {
+          opts.stdin.on('error', ex => finish(ex))
+          opts.stdin.pipe(channel)
+        } else channel.end()
+      })
+    })
+  }
+
+  private lossError(command: string): ActionError {
+    return new ActionError(
+      `lost the SSH connection to ${this.target.label} while running: ${command.slice(0, 200)}${this.lostReason ? ` (${this.lostReason})` : ''}`,
+      'Check the link to the target (and the jump host), then re-run: a re-run copies only what is still missing.',
+      'connect'
+    )
+  }
+
+  close(): void {
+    this.closed = true
+    try {
+      this.client.end()
+    } catch (e) {
+      core.debug(`closing the target connection: ${errorMessage(e)}`)
+    }
+    this.jump?.end()
+  }
+}

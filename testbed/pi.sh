@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Operates the simulated Pi from the host side, outside SSH (so it works whatever the action did):
+#   pi.sh exec CMD...     run CMD inside the Pi's mount and network namespaces
+#   pi.sh seed-if-empty   install fixture generation 0 when the Pi has no system yet
+#   pi.sh reset           wipe the Pi (store, profiles, /run) and bring it back with generation 0
+#   pi.sh stop            stop the Pi's sshd and unmount its store
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+TESTBED=${TESTBED:-/var/lib/nda-testbed}
+export NIX_CONFIG=$'substituters =\nextra-platforms = aarch64-linux'
+pidfile="$TESTBED/pi/run/sshd-pi.pid"
+
+pi_exec() {
+  local pid
+  pid=$(cat "$pidfile" 2>/dev/null) || { echo "pi.sh: the Pi is not running (no $pidfile)" >&2; return 1; }
+  nsenter -t "$pid" -m -n -- "$@"
+}
+
+stop() {
+  if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
+  # sshd's per-connection children share the mount namespace; end them too so the tmpfs is free.
+  pkill -f "sshd -f $TESTBED/pi/sshd_config" 2>/dev/null || true
+  pkill -f "sshd: root@" -n 2>/dev/null || true
+  sleep 0.2
+  rm -f "$pidfile"
+  if mountpoint -q "$TESTBED/pi/nix"; then umount -l "$TESTBED/pi/nix"; fi
+  rm -rf "${TESTBED:?}/pi/run" && mkdir -p "$TESTBED/pi/run"
+}
+
+seed_if_empty() {
+  if pi_exec test -e /run/current-system/nixos-version; then return 0; fi
+  echo "pi.sh: installing fixture generation 0 on the Pi"
+  local attr="path:$TESTBED/fixture#nixosConfigurations.pi-gen0.config.system.build.toplevel" out
+  nix --extra-experimental-features 'nix-command flakes' build --no-link "$attr"
+  out=$(nix --extra-experimental-features 'nix-command flakes' eval --raw "$attr.outPath")
+  # shellcheck disable=SC2046
+  nix-store --export $(nix-store -qR "$out") | pi_exec nix-store --import >/dev/null
+  pi_exec nix-env -p /nix/var/nix/profiles/system --set "$out"
+  pi_exec "$out/bin/switch-to-configuration" switch >/dev/null
+}
+
+case "${1:-}" in
+  exec) shift; pi_exec "$@" ;;
+  seed-if-empty) seed_if_empty ;;
+  reset) stop; "$here/setup.sh" ;;
+  stop) stop ;;
+  *) echo "usage: pi.sh exec CMD... | seed-if-empty | reset | stop" >&2; exit 2 ;;
+esac

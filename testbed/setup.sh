@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Builds the simulated LAN the end-to-end tests, the demo and the benchmark deploy to (root only):
+#
+#   runner (root netns) --10.99.1.0/24-- jump (netns nda-jump, sshd) --10.99.2.0/24-- pi (netns nda-pi)
+#          \------------------------------10.99.3.0/24-------------------------------/
+#
+# The Pi runs sshd in its own network namespace and its own mount namespace with a private, size-
+# limited /nix (tmpfs) and a private /run, so its store, profiles and /run/current-system are separate
+# from the runner's. It is reachable from the runner through the jump host at 10.99.2.2, and directly
+# at 10.99.3.2 (the "self-hosted runner on the LAN" case). Everything is idempotent: named namespaces
+# and veths outlive a session, so a second run repairs what is missing and keeps what works.
+#
+# Writes $TESTBED (default /var/lib/nda-testbed): keys/, known_hosts, ssh_config, fixture/ and env
+# (shell variables describing all of the above, sourced by tests and scripts).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+TESTBED=${TESTBED:-/var/lib/nda-testbed}
+PI_NIX_SIZE=${PI_NIX_SIZE:-1g}
+log() { echo "testbed: $*"; }
+
+[ "$(id -u)" = 0 ] || { echo "testbed: needs root (network and mount namespaces)" >&2; exit 1; }
+mkdir -p "$TESTBED"/{keys,jump,pi/nix,pi/run,fixture}
+chmod 700 "$TESTBED/keys"
+
+# --- Nix on the runner: no internet here, so no substituters (else every call retries for ~5 s).
+export NIX_CONFIG=$'substituters =\nextra-platforms = aarch64-linux'
+
+# --- QEMU binfmt for aarch64 (the fixture's builders and the Pi's activation scripts are aarch64).
+[ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
+  log "enabling qemu-aarch64 binfmt"
+  update-binfmts --enable qemu-aarch64
+fi
+
+# --- The fixture flake with its aarch64 busybox.
+if [ ! -x "$TESTBED/fixture/busybox/bin/busybox" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download busybox-static:arm64 >/dev/null 2>&1) ||
+    cp /var/cache/apt/archives/busybox-static_*_arm64.deb "$tmp/"
+  dpkg-deb -x "$tmp"/busybox-static_*arm64.deb "$tmp/x"
+  mkdir -p "$TESTBED/fixture/busybox/bin"
+  cp "$tmp/x/bin/busybox" "$TESTBED/fixture/busybox/bin/busybox"
+  # Busybox picks its applet from argv[0]'s basename, so shebangs use ".../bin/sh".
+  ln -sfn busybox "$TESTBED/fixture/busybox/bin/sh"
+  rm -rf "$tmp"
+fi
+cp "$here/fixture/flake.nix" "$TESTBED/fixture/flake.nix"
+
+# --- Keys: the deploy key (plain and passphrase-protected copies), a key nobody accepts, and the
+# hosts' own keys.
+k="$TESTBED/keys"
+[ -f "$k/deploy" ] || ssh-keygen -q -t ed25519 -N '' -C deploy@testbed -f "$k/deploy"
+[ -f "$k/deploy-encrypted" ] || ssh-keygen -q -t ed25519 -N 'correct horse battery staple' -C enc@testbed -f "$k/deploy-encrypted"
+[ -f "$k/deploy-rsa" ] || ssh-keygen -q -t rsa -b 3072 -m PEM -N '' -C rsa@testbed -f "$k/deploy-rsa"
+[ -f "$k/jump-only" ] || ssh-keygen -q -t ed25519 -N '' -C jump-only@testbed -f "$k/jump-only"
+[ -f "$k/stranger" ] || ssh-keygen -q -t ed25519 -N '' -C stranger@testbed -f "$k/stranger"
+for h in jump pi; do
+  [ -f "$k/${h}_host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$k/${h}_host_ed25519"
+  [ -f "$k/${h}_host_rsa" ] || ssh-keygen -q -t rsa -b 3072 -N '' -f "$k/${h}_host_rsa"
+done
+# The jump host lets these keys forward to the Pi and nothing else; the Pi takes the deploy keys.
+{
+  for key in deploy deploy-encrypted deploy-rsa jump-only; do
+    echo "restrict,port-forwarding $(cat "$k/$key.pub")"
+  done
+} > "$TESTBED/jump/authorized_keys"
+cat "$k/deploy.pub" "$k/deploy-encrypted.pub" "$k/deploy-rsa.pub" > "$TESTBED/pi/authorized_keys"
+{
+  echo "10.99.1.2 $(cut -d' ' -f1,2 "$k/jump_host_ed25519.pub")"
+  echo "10.99.2.2,10.99.3.2 $(cut -d' ' -f1,2 "$k/pi_host_ed25519.pub")"
+} > "$TESTBED/known_hosts"
+
+# --- Network. Keep every test address on this machine: the whole range is unreachable from the root
+# namespace except through the on-link routes of our own veths.
+ip route replace unreachable 10.99.0.0/16
+for ns in nda-jump nda-pi; do
+  ip netns list | grep -qw "$ns" || ip netns add "$ns"
+  ip -n "$ns" link set lo up
+done
+veth() { # root-side-name root-addr ns ns-side-name ns-addr
+  if ! ip link show "$1" >/dev/null 2>&1; then
+    ip -n "$3" link del "$4" 2>/dev/null || true
+    ip link add "$1" type veth peer name "$4" netns "$3"
+  fi
+  ip addr replace "$2" dev "$1"; ip link set "$1" up
+  ip -n "$3" addr replace "$5" dev "$4"; ip -n "$3" link set "$4" up
+}
+veth nda-jump0 10.99.1.1/24 nda-jump eth0 10.99.1.2/24
+veth nda-pi0 10.99.3.1/24 nda-pi eth1 10.99.3.2/24
+if ! ip -n nda-jump link show eth1 >/dev/null 2>&1; then
+  ip -n nda-pi link del eth0 2>/dev/null || true
+  ip -n nda-jump link add eth1 type veth peer name eth0 netns nda-pi
+fi
+ip -n nda-jump addr replace 10.99.2.1/24 dev eth1; ip -n nda-jump link set eth1 up
+ip -n nda-pi addr replace 10.99.2.2/24 dev eth0; ip -n nda-pi link set eth0 up
+
+# --- sshd configs. StrictModes is off because the key files live under $TESTBED.
+sshd_config() { # host listen authorized_keys pidfile extra...
+  local host=$1 listen=$2 keys=$3 pid=$4; shift 4
+  cat <<CONF
+ListenAddress $listen
+HostKey $k/${host}_host_ed25519
+HostKey $k/${host}_host_rsa
+PidFile $pid
+AuthorizedKeysFile $keys
+StrictModes no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PrintMotd no
+AcceptEnv LANG
+Subsystem sftp internal-sftp
+$(printf '%s\n' "$@")
+CONF
+}
+sshd_config jump 0.0.0.0:22 "$TESTBED/jump/authorized_keys" "$TESTBED/jump/sshd.pid" \
+  "AllowTcpForwarding yes" "PermitOpen 10.99.2.2:22" > "$TESTBED/jump/sshd_config"
+sshd_config pi 0.0.0.0:22 "$TESTBED/pi/authorized_keys" /run/sshd-pi.pid \
+  "AllowTcpForwarding no" > "$TESTBED/pi/sshd_config"
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+mkdir -p /run/sshd
+if ! alive "$TESTBED/jump/sshd.pid"; then
+  log "starting the jump host's sshd"
+  ip netns exec nda-jump /usr/sbin/sshd -f "$TESTBED/jump/sshd_config"
+fi
+
+# --- The Pi: private /nix (tmpfs, size-limited like an SD card) and /run.
+if ! mountpoint -q "$TESTBED/pi/nix"; then
+  mount -t tmpfs -o size="$PI_NIX_SIZE",mode=0755 tmpfs "$TESTBED/pi/nix"
+fi
+if ! alive "$TESTBED/pi/run/sshd-pi.pid"; then
+  log "starting the Pi's sshd"
+  mkdir -p "$TESTBED/pi/nix/store" "$TESTBED/pi/nix/var/nix"
+  ip netns exec nda-pi unshare --mount --propagation private sh -c '
+    mount --bind "$1/pi/nix" /nix && mount --bind "$1/pi/run" /run && mkdir -p /run/sshd &&
+    exec /usr/sbin/sshd -f "$1/pi/sshd_config"' sh "$TESTBED"
+  for _ in $(seq 50); do alive "$TESTBED/pi/run/sshd-pi.pid" && break; sleep 0.1; done
+fi
+
+# An OpenSSH client config for the tests' own checks of the Pi (and the benchmark's peers).
+cat > "$TESTBED/ssh_config" <<CONF
+Host *
+  User root
+  IdentityFile $k/deploy
+  IdentitiesOnly yes
+  UserKnownHostsFile $TESTBED/known_hosts
+  StrictHostKeyChecking yes
+  BatchMode yes
+  ConnectTimeout 10
+Host jump
+  HostName 10.99.1.2
+Host pi
+  HostName 10.99.2.2
+  ProxyJump jump
+Host pi-direct
+  HostName 10.99.3.2
+CONF
+
+cat > "$TESTBED/env" <<ENV
+TESTBED=$TESTBED
+TESTBED_FIXTURE=path:$TESTBED/fixture
+TESTBED_JUMP=10.99.1.2
+TESTBED_PI=10.99.2.2
+TESTBED_PI_DIRECT=10.99.3.2
+TESTBED_KEYS=$k
+TESTBED_KNOWN_HOSTS=$TESTBED/known_hosts
+TESTBED_SSH_CONFIG=$TESTBED/ssh_config
+ENV
+
+# --- Seed the Pi with generation 0 ("as installed") when it has no system yet.
+"$here/pi.sh" seed-if-empty
+log "ready ($TESTBED/env)"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Removes the testbed: sshds, namespaces, veths, the Pi's tmpfs and the unreachable route.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+TESTBED=${TESTBED:-/var/lib/nda-testbed}
+"$here/pi.sh" stop
+[ -f "$TESTBED/jump/sshd.pid" ] && kill "$(cat "$TESTBED/jump/sshd.pid")" 2>/dev/null
+for ns in nda-jump nda-pi; do ip netns del "$ns" 2>/dev/null; done
+ip link del nda-jump0 2>/dev/null; ip link del nda-pi0 2>/dev/null
+ip route del unreachable 10.99.0.0/16 2>/dev/null
+echo "testbed: removed"
