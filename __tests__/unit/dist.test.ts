@@ -1,0 +1,44 @@
+import { execFileSync } from 'child_process'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+
+// dist/ is what users run: it must be exactly what src/ bundles to. If this fails, run
+// `npm run bundle` and commit dist/.
+const root = path.join(__dirname, '..', '..')
+
+describe('dist/', () => {
+  it('is the fresh bundle of src/', () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-dist-'))
+    try {
+      execFileSync(
+        path.join(root, 'node_modules', '.bin', 'ncc'),
+        ['build', 'src/index.ts', '-o', out, '--license', 'licenses.txt', '--no-source-map-register', '-q'],
+        { cwd: root, stdio: 'pipe' }
+      )
+      for (const f of ['index.js', 'licenses.txt']) {
+        const fresh = fs.readFileSync(path.join(out, f), 'utf8')
+        const committed = fs.readFileSync(path.join(root, 'dist', f), 'utf8')
+        if (fresh !== committed)
+          throw new Error(`dist/${f} is stale: run \`npm run bundle\` and commit dist/`)
+      }
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true })
+    }
+  }, 120_000)
+
+  it('ships no native addons (they are tied to one Node ABI; ssh2 falls back to pure JS)', () => {
+    const walk = (d: string): string[] =>
+      fs
+        .readdirSync(d, { withFileTypes: true })
+        .flatMap(e => (e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]))
+    expect(walk(path.join(root, 'dist')).filter(f => f.endsWith('.node') || f.endsWith('.exe'))).toEqual([])
+  })
+
+  it('is what action.yml runs, on node24, for main and post', () => {
+    const yml = fs.readFileSync(path.join(root, 'action.yml'), 'utf8')
+    expect(yml).toMatch(/^  using: node24$/m)
+    expect(yml).toMatch(/^  main: dist\/index\.js$/m)
+    expect(yml).toMatch(/^  post: dist\/index\.js$/m)
+  })
+})

@@ -1,0 +1,183 @@
+import { utils } from 'ssh2'
+import { InputError } from '../../src/errors'
+import { INPUT_NAMES, InputName, readInputs } from '../../src/inputs'
+import { parseHostAddress } from '../../src/ssh/address'
+import { parseFlakeTarget } from '../../src/nix/flake'
+import { makePlan } from '../../src/plan'
+
+const key = utils.generateKeyPairSync('ed25519')
+const encrypted = utils.generateKeyPairSync('ed25519', {
+  passphrase: 'sesame',
+  cipher: 'aes256-ctr',
+  rounds: 16
+})
+const hostLine = `pi ${key.public}`
+
+function inputs(values: Partial<Record<InputName, string>>) {
+  return readInputs(name => values[name] ?? '')
+}
+const base = {
+  flake: '.#pi3',
+  'target-host': '192.168.1.20',
+  'ssh-private-key': key.private,
+  'known-hosts': hostLine
+}
+
+function problems(values: Partial<Record<InputName, string>>): string[] {
+  try {
+    inputs(values)
+  } catch (e) {
+    expect(e).toBeInstanceOf(InputError)
+    return (e as InputError).problems
+  }
+  throw new Error('expected an InputError')
+}
+
+describe('parseFlakeTarget', () => {
+  it('reads ref#name as nixosConfigurations.name, quoting the name', () => {
+    expect(parseFlakeTarget('.#pi3')).toEqual({
+      ref: '.',
+      name: 'pi3',
+      installable: '.#nixosConfigurations."pi3"'
+    })
+    expect(parseFlakeTarget('github:me/pi?dir=sys#pi.lan').installable).toBe(
+      'github:me/pi?dir=sys#nixosConfigurations."pi.lan"'
+    )
+  })
+  it.each(['.', '.#', '#pi', '.#a"b', '.#$(id)', '-x#pi', '.#a b'])('rejects %j with a message', s => {
+    expect(() => parseFlakeTarget(s)).toThrow(/flake/)
+  })
+})
+
+describe('parseHostAddress', () => {
+  it.each([
+    ['pi', { host: 'pi' }],
+    ['deploy@bastion.example.org:2222', { user: 'deploy', host: 'bastion.example.org', port: 2222 }],
+    ['[fe80::1]:22', { host: 'fe80::1', port: 22 }],
+    ['u@[2001:db8::2]', { user: 'u', host: '2001:db8::2' }],
+    ['2001:db8::2', { host: '2001:db8::2' }],
+    ['10.0.0.1', { host: '10.0.0.1' }]
+  ])('parses %j', (s, expected) => {
+    expect(parseHostAddress(s, 'x')).toEqual({ user: undefined, port: undefined, ...expected })
+  })
+  it.each([
+    '-oProxyCommand=id',
+    'pi;id',
+    'pi:0',
+    'pi:99999',
+    '[::1',
+    '[pi]:22',
+    'a b',
+    '$(id)@pi',
+    'pi:',
+    ''
+  ])('rejects %j', s => {
+    expect(() => parseHostAddress(s, 'jump-host')).toThrow(/jump-host/)
+  })
+})
+
+describe('readInputs', () => {
+  it('reads a full deploy with defaults left unset', () => {
+    const i = inputs({
+      ...base,
+      'jump-host': 'deploy@bastion:2222',
+      'nix-options': 'substituters =\n# comment\nmax-jobs = 2'
+    })
+    expect(i.mode).toBe('switch')
+    expect(i.target).toEqual({ host: '192.168.1.20', user: undefined, port: undefined })
+    expect(i.jumpHost).toEqual({ user: 'deploy', host: 'bastion', port: 2222 })
+    expect(i.nixOptions).toEqual([
+      ['substituters', ''],
+      ['max-jobs', '2']
+    ])
+    expect(i.binfmt).toBe('auto')
+    expect(i.connectTimeoutSeconds).toBe(30)
+  })
+  it('reports every problem at once', () => {
+    const p = problems({
+      mode: 'yolo',
+      binfmt: 'maybe',
+      'target-port': '70000',
+      'nix-options': 'not an option'
+    })
+    expect(p).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^flake is required/),
+        expect.stringMatching(/^mode: "yolo" is not one of switch, boot, test, dry-activate, build/),
+        expect.stringMatching(/^binfmt:/),
+        expect.stringMatching(/^target-port:/),
+        expect.stringMatching(/^nix-options line 1:/)
+      ])
+    )
+  })
+  it('needs a host and a key to deploy, but nothing to build', () => {
+    expect(problems({ flake: '.#pi3' })).toEqual([
+      expect.stringMatching(/^target-host is required for mode switch/),
+      expect.stringMatching(/^ssh-private-key is required for mode switch/)
+    ])
+    expect(inputs({ flake: '.#pi3', mode: 'build' }).mode).toBe('build')
+  })
+  it('requires known-hosts unless host key checking is explicitly off', () => {
+    expect(problems({ ...base, 'known-hosts': '' })).toEqual([
+      expect.stringMatching(/^known-hosts is required/)
+    ])
+    expect(
+      inputs({ ...base, 'known-hosts': '', 'insecure-skip-host-key-check': 'true' }).insecureSkipHostKeyCheck
+    ).toBe(true)
+  })
+  it('explains key problems without echoing the key', () => {
+    const garbage = 'not a key but a secret-ish string'
+    const [p] = problems({ ...base, 'ssh-private-key': garbage })
+    expect(p).toMatch(/^ssh-private-key: not a private key/)
+    expect(p).not.toContain(garbage)
+    expect(problems({ ...base, 'ssh-private-key': encrypted.private })).toEqual([
+      expect.stringMatching(/the key is encrypted; set ssh-key-passphrase/)
+    ])
+    expect(
+      problems({ ...base, 'ssh-private-key': encrypted.private, 'ssh-key-passphrase': 'wrong' })
+    ).toEqual([expect.stringMatching(/could not decrypt the key with ssh-key-passphrase/)])
+    expect(
+      inputs({ ...base, 'ssh-private-key': encrypted.private, 'ssh-key-passphrase': 'sesame' }).sshKey
+        ?.passphrase
+    ).toBe('sesame')
+  })
+  it('rejects contradictions and orphans', () => {
+    expect(problems({ ...base, 'target-host': 'admin@pi', 'target-user': 'root' })).toEqual([
+      expect.stringMatching(/contradicts/)
+    ])
+    expect(problems({ flake: '.#pi3', mode: 'build', 'jump-host': 'bastion' })).toEqual([
+      'jump-host is set but target-host is empty'
+    ])
+    expect(problems({ ...base, 'jump-host-key': key.private })).toEqual([
+      'jump-host-key is set but jump-host is empty'
+    ])
+  })
+  it('lets dry-activate run with no secrets (fork PRs) and plans a build with a warning', () => {
+    const plan = makePlan(inputs({ flake: '.#pi3', mode: 'dry-activate', 'target-host': 'pi' }))
+    expect(plan.mode).toBe('build')
+    expect(plan.requestedMode).toBe('dry-activate')
+    expect(plan.warnings[0]).toMatch(
+      /^dry-activate ran as a build only: ssh-private-key, known-hosts are empty/
+    )
+  })
+  it('plans defaults: root@host:22, the jump user from the target user, the jump key from the target key', () => {
+    const plan = makePlan(
+      inputs({ ...base, 'target-user': 'admin', 'target-port': '2222', 'jump-host': 'bastion' })
+    )
+    expect(plan.target).toMatchObject({
+      host: '192.168.1.20',
+      port: 2222,
+      user: 'admin',
+      label: 'target admin@192.168.1.20:2222'
+    })
+    expect(plan.jump).toMatchObject({ host: 'bastion', port: 22, user: 'admin' })
+    expect(plan.jump?.key).toBe(plan.target?.key)
+    expect(makePlan(inputs(base)).target).toMatchObject({ user: 'root', port: 22 })
+  })
+  it('declares the same inputs as action.yml', () => {
+    const fs = require('fs') as typeof import('fs')
+    const yml = fs.readFileSync(require.resolve('../../action.yml'), 'utf8')
+    const declared = [...yml.split('outputs:')[0].matchAll(/^  ([a-z0-9-]+):$/gm)].map(m => m[1])
+    expect(declared).toEqual([...INPUT_NAMES])
+  })
+})

@@ -1,0 +1,113 @@
+import { generationOf, parseRemoteState } from '../../src/deploy/remote-state'
+import { parseMissing } from '../../src/deploy/copy'
+import { outputsOf, DeployReport } from '../../src/report/report'
+import { escapeHtml, renderSummary, SUMMARY_LIMIT, truncateSummary } from '../../src/report/summary'
+
+const TOP = '/nix/store/' + 'a'.repeat(32) + '-nixos-system-pi3-gen1'
+const PREV = '/nix/store/' + 'b'.repeat(32) + '-nixos-system-pi3-gen0'
+
+describe('remote state', () => {
+  it('parses the probe output and ignores anything that is not a store path', () => {
+    const s = parseRemoteState(
+      `current=${TOP}\nprofile=${PREV}\nprofile-link=system-12-link\nplatform=aarch64-linux\nuid=0\nnix-store=/run/current-system/sw/bin/nix-store\n`
+    )
+    expect(s).toEqual({
+      current: TOP,
+      profile: PREV,
+      profileLink: 'system-12-link',
+      platform: 'aarch64-linux',
+      uid: 0,
+      hasNixStore: true
+    })
+    expect(parseRemoteState('current=/etc\nprofile-link=../../etc\nuid=x\nnix-store=\n')).toEqual({
+      current: undefined,
+      profile: undefined,
+      profileLink: undefined,
+      platform: undefined,
+      uid: undefined,
+      hasNixStore: false
+    })
+    expect(generationOf('system-12-link')).toBe(12)
+    expect(generationOf(undefined)).toBeUndefined()
+  })
+  it('keeps only asked-for paths from the missing-paths answer', () => {
+    expect([...parseMissing(`${TOP}\n/nix/store/zzz\nwarning: x\n`, new Set([TOP, PREV]))]).toEqual([TOP])
+  })
+})
+
+describe('outputs', () => {
+  it('renders every output as a string, integers and booleans included', () => {
+    const r: DeployReport = {
+      result: 'deployed',
+      storePath: TOP,
+      previousStorePath: PREV,
+      changed: true,
+      closureSize: 1234,
+      copiedBytes: 99,
+      generation: 3,
+      timings: [],
+      warnings: []
+    }
+    expect(outputsOf(r)).toEqual({
+      result: 'deployed',
+      'store-path': TOP,
+      'previous-store-path': PREV,
+      changed: 'true',
+      'closure-size': '1234',
+      'copied-bytes': '99',
+      generation: '3'
+    })
+    expect(outputsOf({ result: 'unchanged', timings: [], warnings: [] })['copied-bytes']).toBe('0')
+    expect(outputsOf({ result: 'failed', timings: [], warnings: [] })).toMatchObject({
+      changed: 'false',
+      'copied-bytes': ''
+    })
+  })
+})
+
+describe('summary', () => {
+  it('starts with the verdict and escapes everything from Nix or the Pi', () => {
+    const md = renderSummary({
+      result: 'failed',
+      storePath: TOP,
+      timings: [{ phase: 'build', ms: 1500 }],
+      warnings: ['<b>warn</b>'],
+      error: {
+        message: 'builder failed: <script>alert(1)</script>',
+        hint: 'fix | it',
+        phase: 'build',
+        details: '</pre><img src=x>'
+      }
+    })
+    expect(md.split('\n')[0]).toBe('### nix-deploy-action: ❌ Failed')
+    expect(md).not.toContain('<script>')
+    expect(md).not.toContain('<img')
+    expect(md).not.toContain('<b>warn')
+    expect(md).toContain('&#60;script&#62;')
+    expect(md).toContain('| build | 1.5 s |')
+    expect(md).toContain('fix &#124; it')
+  })
+  it.each(['deployed', 'unchanged', 'built', 'dry-activated', 'rolled-back'] as const)(
+    'has a verdict for %s',
+    result => {
+      expect(renderSummary({ result, timings: [], warnings: [] }).split('\n')[0]).toMatch(
+        /^### nix-deploy-action: \S+ \w/
+      )
+    }
+  )
+  it('stays under the 1 MiB limit with an explicit note, closing what it cut', () => {
+    const md = renderSummary({
+      result: 'deployed',
+      activationLog: 'x'.repeat(3 * 1024 * 1024),
+      timings: [],
+      warnings: []
+    })
+    expect(Buffer.byteLength(md)).toBeLessThanOrEqual(SUMMARY_LIMIT)
+    expect(md).toMatch(/summary truncated/)
+    expect(md).toMatch(/<\/pre><\/details>\n\n\*\*\(summary truncated/)
+    expect(truncateSummary('short')).toBe('short')
+  })
+  it('escapes quotes and backticks too', () => {
+    expect(escapeHtml(`"'\`&`)).toBe('&#34;&#39;&#96;&#38;')
+  })
+})
