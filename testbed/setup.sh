@@ -115,7 +115,7 @@ $(printf '%s\n' "$@")
 CONF
 }
 sshd_config jump 0.0.0.0:22 "$TESTBED/jump/authorized_keys" "$TESTBED/jump/sshd.pid" \
-  "AllowTcpForwarding yes" "PermitOpen 10.99.2.2:22" > "$TESTBED/jump/sshd_config"
+  "AllowTcpForwarding yes" > "$TESTBED/jump/sshd_config"
 sshd_config pi 0.0.0.0:22 "$TESTBED/pi/authorized_keys" /run/sshd-pi.pid \
   "AllowTcpForwarding no" > "$TESTBED/pi/sshd_config"
 

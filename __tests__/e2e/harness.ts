@@ -144,7 +144,7 @@ export async function runAction(
   for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.toUpperCase()}`] = v
   for (const [k, v] of Object.entries(opts.state ?? {})) env[`STATE_${k}`] = v
   const started = Date.now()
-  return new Promise(resolve => {
+  return new Promise((resolve, reject) => {
     const child = spawn(NODE24, [path.join(ROOT, 'dist', 'index.js')], { env, cwd: work })
     let log = ''
     child.stdout.on('data', d => (log += d.toString()))
@@ -152,7 +152,7 @@ export async function runAction(
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 240_000)
     child.on('close', code => {
       clearTimeout(timer)
-      resolve({
+      const run: ActionRun = {
         exitCode: code,
         log,
         outputs: parseFileCommand(fs.readFileSync(files.out, 'utf8')),
@@ -160,9 +160,54 @@ export async function runAction(
         state: parseFileCommand(fs.readFileSync(files.state, 'utf8')),
         runnerTemp,
         ms: Date.now() - started
-      })
+      }
+      try {
+        assertNoSecretLeak(run, inputs)
+        resolve(run)
+      } catch (e) {
+        reject(e)
+      }
     })
   })
+}
+
+const SECRET_INPUTS = ['ssh-private-key', 'ssh-key-passphrase', 'jump-host-key']
+
+/**
+ * Every run, success or failure: no line of a secret input appears in what the action printed
+ * (except inside ::add-mask:: commands, which the runner consumes), in its outputs, its state or its
+ * summary, and nothing it left under RUNNER_TEMP holds key material.
+ */
+function assertNoSecretLeak(run: ActionRun, inputs: Record<string, string>): void {
+  const printed = run.log
+    .split('\n')
+    .filter(l => !l.startsWith('::add-mask::'))
+    .join('\n')
+  const places: Record<string, string> = {
+    log: printed,
+    summary: run.summary,
+    outputs: JSON.stringify(run.outputs),
+    state: JSON.stringify(run.state)
+  }
+  const walk = (d: string): string[] =>
+    fs.existsSync(d)
+      ? fs
+          .readdirSync(d, { withFileTypes: true })
+          .flatMap(e =>
+            e.isDirectory() ? walk(path.join(d, e.name)) : e.isFile() ? [path.join(d, e.name)] : []
+          )
+      : []
+  for (const f of walk(run.runnerTemp)) places[f] = fs.readFileSync(f, 'latin1')
+  for (const name of SECRET_INPUTS) {
+    const value = inputs[name]
+    if (!value) continue
+    for (const line of value
+      .split('\n')
+      .map(l => l.trim())
+      .filter(l => l.length >= 8 && !/^-----(BEGIN|END) /.test(l)))
+      for (const [where, text] of Object.entries(places))
+        if (text.includes(line)) throw new Error(`secret input ${name} leaked into ${where}`)
+  }
 }
 
 /** Runs a command on the Pi over SSH (OpenSSH through the jump host), returning stdout. */

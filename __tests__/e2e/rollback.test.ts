@@ -1,0 +1,43 @@
+import { deployInputs, describeE2E, fixturePath, onPi, piState, resetPi, runAction } from './harness'
+
+describeE2E('a failing activation is rolled back to exactly what ran before', () => {
+  let gen0: string, gen1: string
+  beforeAll(() => {
+    resetPi()
+    gen0 = fixturePath('pi-gen0')
+    gen1 = fixturePath('pi-gen1')
+    fixturePath('pi-activation-fails')
+  }, 300_000)
+
+  it('switch: profile link, running system and boot entry come back; the failed generation is deleted', async () => {
+    const before = piState()
+    const run = await runAction(deployInputs('pi-activation-fails'))
+    expect(run.exitCode).not.toBe(0)
+    expect(run.outputs).toMatchObject({ result: 'rolled-back', 'previous-store-path': gen0 })
+    expect(run.log).toMatch(
+      /::error title=.*switch-to-configuration switch failed on target root@10.99.2.2 \(exit 1\); rolled back to/
+    )
+    expect(run.summary).toContain('fixture: activation fails on purpose')
+    expect(run.summary.split('\n')[0]).toMatch(/Rolled back/)
+    expect(piState()).toEqual(before)
+    expect(onPi('ls /nix/var/nix/gcroots/nix-deploy-action | wc -l')).toBe('0')
+  }, 300_000)
+
+  it('after a test deploy (running system differs from the profile), both come back as they were', async () => {
+    const t = await runAction(deployInputs('pi-gen1', { mode: 'test' }))
+    expect(t.outputs.result).toBe('deployed')
+    const before = piState()
+    expect(before).toMatchObject({ current: gen1, profile: gen0, bootDefault: gen0 })
+    const run = await runAction(deployInputs('pi-activation-fails'))
+    expect(run.outputs.result).toBe('rolled-back')
+    // Not "profile minus one" and not gen0 re-activated: gen1 runs again, gen0 stays the boot default.
+    expect(piState()).toEqual(before)
+  }, 300_000)
+
+  it('a later good deploy works normally after a rollback', async () => {
+    const run = await runAction(deployInputs('pi-gen1'))
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs.result).toBe('deployed')
+    expect(piState()).toMatchObject({ current: gen1, profile: gen1, bootDefault: gen1 })
+  }, 300_000)
+})
