@@ -19,7 +19,7 @@ status=0
 node_modules/.bin/jest --runInBand --json --outputFile="$results" "$@" || status=$?
 # One plain closing line, whatever the runner: "N passed, N failed, N skipped".
 node -e '
-  const r = require(process.argv[1])
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))
   console.log(`jest: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests} skipped`)
   if (r.numTotalTests === 0) { console.log("jest: no test ran"); process.exitCode = 1 }
 ' "$results" || status=1
