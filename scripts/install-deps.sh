@@ -4,17 +4,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_pkgs=(nix-bin qemu-user-static binfmt-support openssh-server openssh-client iproute2 zstd xz-utils busybox-static:arm64 util-linux procps)
+need_pkgs=(nix-bin qemu-user-static binfmt-support openssh-server openssh-client iproute2 zstd xz-utils util-linux procps)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
-  # busybox-static:arm64 is the fixture's aarch64 builder; it needs the arm64 architecture.
-  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The fixture's aarch64 builder is Debian's busybox-static:arm64. It is only downloaded and unpacked
+# (testbed/setup.sh), never installed: installed, it would replace the runner's own busybox.
+if ! apt-cache show busybox-static:arm64 >/dev/null 2>&1; then
+  echo "install-deps: adding the arm64 architecture to apt (for busybox-static:arm64)"
+  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
+  apt-get update -q >/dev/null
 fi
 
 if [ ! -x node_modules/.bin/jest ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
