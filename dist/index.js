@@ -9257,7 +9257,7 @@ const {
   PacketWriter,
   ZlibPacketReader,
   ZlibPacketWriter,
-} = __nccwpck_require__(4592);
+} = __nccwpck_require__(2211);
 
 const MODULE_VER = (__nccwpck_require__(8342)/* .version */ .rE);
 
@@ -18771,7 +18771,7 @@ const {
   PacketWriter,
   ZlibPacketReader,
   ZlibPacketWriter,
-} = __nccwpck_require__(4592);
+} = __nccwpck_require__(2211);
 
 let MESSAGE_HANDLERS;
 
@@ -22615,7 +22615,7 @@ module.exports = {
 
 /***/ }),
 
-/***/ 4592:
+/***/ 2211:
 /***/ ((module, __unused_webpack_exports, __nccwpck_require__) => {
 
 "use strict";
@@ -55504,22 +55504,28 @@ var __importStar = (this && this.__importStar) || (function () {
     };
 })();
 Object.defineProperty(exports, "__esModule", ({ value: true }));
-exports.RolledBackError = exports.ACTIVATION_TIMEOUT_MS = void 0;
+exports.RolledBackError = exports.RUN_DIR_BASE = void 0;
 exports.readRemoteState = readRemoteState;
+exports.parseAgentState = parseAgentState;
 exports.activate = activate;
-exports.rollback = rollback;
+exports.runHealthChecks = runHealthChecks;
 const core = __importStar(__nccwpck_require__(7484));
+const crypto_1 = __nccwpck_require__(6982);
 const errors_1 = __nccwpck_require__(3916);
+const untrusted_1 = __nccwpck_require__(480);
 const quote_1 = __nccwpck_require__(9038);
+const agent_script_1 = __nccwpck_require__(6556);
 const remote_state_1 = __nccwpck_require__(8937);
-/** Bound on one switch-to-configuration run (a slow Pi restarting many units takes minutes). */
-exports.ACTIVATION_TIMEOUT_MS = 600_000;
 const STEP_TIMEOUT_MS = 120_000;
-/** The deploy failed but the Pi is back on what it ran before. */
+const POLL_MS = 1_000;
+/** Each follow poll must answer quickly; one that does not means the link is gone. */
+const POLL_TIMEOUT_MS = 10_000;
+exports.RUN_DIR_BASE = '/run/nix-deploy-action';
+/** The deploy failed but the target is back on what it ran before. */
 class RolledBackError extends errors_1.ActionError {
     rolledBackTo;
-    constructor(cause, rolledBackTo, detail) {
-        super(`${cause.message}; rolled back to ${rolledBackTo ?? 'the previous state'}`, cause.hint, cause.phase, [cause.details, `Rollback:\n${detail}`].filter(Boolean).join('\n\n'));
+    constructor(message, hint, rolledBackTo, details) {
+        super(message, hint, 'activate', details);
         this.rolledBackTo = rolledBackTo;
     }
 }
@@ -55527,100 +55533,401 @@ exports.RolledBackError = RolledBackError;
 async function readRemoteState(host) {
     const r = await host.exec(remote_state_1.PROBE_SCRIPT, { timeoutMs: STEP_TIMEOUT_MS });
     if (r.exitCode !== 0)
-        throw new errors_1.ActionError(`reading the system state of ${host.target.label} failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-300)}`, 'The target must have a POSIX shell with readlink and id (any NixOS has).', 'connect');
+        throw new errors_1.ActionError(`reading the system state of the target failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-300)}`, 'The target must have a POSIX shell with readlink, id and df (any NixOS has). With sudo, check that `sudo -n true` works for target-user.', 'connect');
     return (0, remote_state_1.parseRemoteState)(r.stdout);
 }
-async function runStep(host, argv, what, timeoutMs = STEP_TIMEOUT_MS) {
-    const r = await host.exec((0, quote_1.shellCommand)(argv), { timeoutMs });
-    if (r.exitCode !== 0)
-        throw new errors_1.ActionError(`${what} failed on ${host.target.label} (exit ${r.exitCode}): ${r.stderr.trim().slice(-500)}`, 'See the log; the target keeps its previous system.', 'activate');
-    return r.stdout;
+/** Parses FOLLOW_SCRIPT's stderr (key=value lines). */
+function parseAgentState(stderr) {
+    const kv = new Map();
+    for (const l of stderr.split('\n')) {
+        const m = /^(size|status|generation|outcome)=(.*)$/.exec(l.trim());
+        if (m)
+            kv.set(m[1], m[2].trim());
+    }
+    const num = (k) => {
+        const v = kv.get(k);
+        return v && /^[0-9]+$/.test(v) ? Number(v) : undefined;
+    };
+    const outcome = kv.get('outcome');
+    return {
+        size: num('size') ?? 0,
+        status: num('status'),
+        generation: num('generation'),
+        outcome: outcome || undefined
+    };
 }
 /**
- * Sets the system profile (switch, boot) and runs the new system's switch-to-configuration.
- * If that fails, puts the Pi back exactly as it was (see rollback) and throws RolledBackError.
+ * Runs the activation on the target through the detached agent (see AGENT_SCRIPT) and follows it to
+ * its end, reconnecting when the connection drops. With health checks and magic rollback, runs the
+ * checks, then confirms over a brand-new connection (both hops dialled afresh): if the new system
+ * broke SSH or the network, that fails, and the target rolls itself back when confirm-timeout passes.
  */
-async function activate(host, plan, toplevel, before) {
-    let generation;
-    if (plan.setsProfile) {
-        await runStep(host, ['nix-env', '-p', remote_state_1.SYSTEM_PROFILE, '--set', toplevel], 'setting the system profile');
-        generation = (0, remote_state_1.generationOf)((await readRemoteState(host)).profileLink);
-    }
+async function activate(session, plan, settings, toplevel, before) {
+    const id = (0, crypto_1.randomBytes)(6).toString('hex');
+    const dir = `${exports.RUN_DIR_BASE}/${id}`;
+    const waitSeconds = plan.magicRollback
+        ? settings.confirmTimeoutSeconds
+        : plan.healthChecks.length > 0
+            ? settings.healthTimeoutSeconds + 2 * settings.connectTimeoutSeconds + 30
+            : 0;
+    const onTimeout = plan.magicRollback ? 'rollback' : 'keep';
+    const prep = await session.exec((0, quote_1.shellCommand)(['sh', '-c', 'umask 077 && mkdir -p "$1" && cat >"$1/agent.sh" && : >"$1/log"', 'sh', dir]), { stdin: agent_script_1.AGENT_SCRIPT, timeoutMs: STEP_TIMEOUT_MS });
+    if (prep.exitCode !== 0)
+        throw new errors_1.ActionError(`could not prepare the activation on ${session.label}: ${prep.stderr.trim().slice(-300)}`, 'The target user must be able to write /run (use root or sudo).', 'activate');
+    const agentArgs = [
+        dir,
+        toplevel,
+        plan.mode,
+        String(settings.activationTimeoutSeconds),
+        String(waitSeconds),
+        onTimeout,
+        before.current ?? '',
+        before.profile ?? '',
+        String((0, remote_state_1.generationOf)(before.profileLink) ?? '')
+    ];
+    const started = await session.exec((0, quote_1.shellCommand)(['sh', '-c', agent_script_1.START_SCRIPT, 'sh', ...agentArgs]), {
+        timeoutMs: STEP_TIMEOUT_MS
+    });
+    if (started.exitCode !== 0 || !/started-/.test(started.stdout))
+        throw new errors_1.ActionError(`could not start the activation on ${session.label}: ${started.stderr.trim().slice(-300)}`, 'Check that the target has setsid (util-linux) or systemd-run.', 'activate');
+    core.info(`Activation agent started on ${session.label} (${started.stdout.trim()}, ${dir})`);
     let log = '';
-    const action = plan.mode;
-    core.startGroup(`switch-to-configuration ${action} on ${host.target.label}`);
-    let result;
-    try {
-        result = await host.exec((0, quote_1.shellCommand)([`${toplevel}/bin/switch-to-configuration`, action]), {
-            timeoutMs: exports.ACTIVATION_TIMEOUT_MS,
-            onStdout: chunk => {
+    let offset = 0;
+    let state = {};
+    const follow = async (until, deadline, print) => {
+        for (;;) {
+            const r = await session.execRetrying((0, quote_1.shellCommand)(['sh', '-c', agent_script_1.FOLLOW_SCRIPT, 'sh', dir, String(offset)]), deadline, {
+                timeoutMs: POLL_TIMEOUT_MS
+            });
+            const s = parseAgentState(r.stderr);
+            const chunk = r.stdout;
+            if (chunk) {
+                print(chunk);
                 log += chunk;
-                process.stdout.write(chunk);
-            },
-            onStderr: chunk => {
-                log += chunk;
-                process.stdout.write(chunk);
             }
+            offset = Math.max(offset, Math.min(s.size, offset + Buffer.byteLength(chunk)));
+            state = s;
+            if (until(s))
+                return s;
+            if (Date.now() >= deadline)
+                return s;
+            await new Promise(res => setTimeout(res, POLL_MS));
+        }
+    };
+    const activationDeadline = Date.now() + (settings.activationTimeoutSeconds + 60) * 1000;
+    // Long enough for the agent's own rollback (two activations) after it decides.
+    const rollbackAllowanceMs = (2 * settings.activationTimeoutSeconds + 60) * 1000;
+    core.startGroup(`switch-to-configuration ${plan.mode} on ${session.label}`);
+    try {
+        await (0, untrusted_1.withCommandsOffAsync)(async (print) => {
+            await follow(s => s.status !== undefined || s.outcome !== undefined, activationDeadline, print);
+            if (state.status === undefined && state.outcome === undefined)
+                throw new errors_1.ActionError(`the activation on ${session.label} did not finish within activation-timeout (${settings.activationTimeoutSeconds} s), or the target could not be reached to see it finish`, 'The target rolls back by itself when activation times out. Check it (readlink /run/current-system) and the activation log above.', 'activate', log.slice(-4000));
+            if (state.status !== 0 || waitSeconds === 0)
+                await follow(s => s.outcome !== undefined, Date.now() + rollbackAllowanceMs, print);
         });
     }
-    catch (e) {
+    finally {
         core.endGroup();
-        if (!(e instanceof errors_1.ActionError))
-            throw e;
-        // The connection went away mid-activation: what the Pi ended up running is unknown from here.
-        throw new errors_1.ActionError(`${e.message} (during switch-to-configuration ${action})`, 'The activation may have completed on the target. Check it (readlink /run/current-system), then re-run the deploy.', 'activate');
     }
-    core.endGroup();
-    if (result.exitCode === 0)
-        return { generation, log };
-    const cause = new errors_1.ActionError(`switch-to-configuration ${action} failed on ${host.target.label} (exit ${result.exitCode}${result.signal ? `, signal ${result.signal}` : ''})`, 'Fix the configuration (the activation output is in the log and the summary) and deploy again.', 'activate', log.slice(-4000));
-    const detail = await rollback(host, plan, before, generation).catch((e) => {
-        throw new errors_1.ActionError(`${cause.message}, and rolling back failed too: ${e.message}`, 'The target may be in a mixed state: check /run/current-system and the system profile on it (console or SSH) and activate a known-good generation by hand.', 'activate', log.slice(-4000));
-    });
-    throw new RolledBackError(cause, before.current, detail);
+    let healthReport;
+    let confirmedOverNewConnection = false;
+    if (state.status === 0 && waitSeconds > 0 && state.outcome === undefined) {
+        const agentDeadline = Date.now() + waitSeconds * 1000;
+        let decision = 'confirm';
+        if (plan.healthChecks.length > 0) {
+            const health = await runHealthChecks(session, plan.healthChecks, settings.healthTimeoutSeconds);
+            healthReport = health.report;
+            if (!health.ok)
+                decision = 'abort';
+        }
+        // The confirmation goes over a new connection: proof that the new system still lets us in.
+        let answer;
+        for (;;) {
+            try {
+                if (decision === 'confirm') {
+                    core.info(`Confirming over a new connection to ${session.label}`);
+                    await session.reconnect();
+                }
+                const r = await session.exec((0, quote_1.shellCommand)(['sh', '-c', agent_script_1.DECIDE_SCRIPT, 'sh', dir, decision]), {
+                    timeoutMs: POLL_TIMEOUT_MS
+                });
+                answer = r.stdout.trim();
+                confirmedOverNewConnection = decision === 'confirm' && answer === 'won';
+                break;
+            }
+            catch (e) {
+                if (!(e instanceof errors_1.ActionError))
+                    throw e;
+                if (Date.now() >= agentDeadline) {
+                    core.warning(`Could not reach ${session.label} to ${decision} the deploy within confirm-timeout: ${e.message}`);
+                    break;
+                }
+                await new Promise(res => setTimeout(res, 2000));
+            }
+        }
+        core.startGroup(`Result of the deploy on ${session.label}`);
+        try {
+            await (0, untrusted_1.withCommandsOffAsync)(print => follow(s => s.outcome !== undefined, Math.max(agentDeadline, Date.now()) + rollbackAllowanceMs, print));
+        }
+        finally {
+            core.endGroup();
+        }
+        if (decision === 'abort' && state.outcome === 'rolled-back')
+            throw new RolledBackError(`a health check failed on ${session.label} after activating ${toplevel}; rolled back to ${before.current}`, 'Fix what the check found (its output is in the summary), then deploy again.', before.current, [healthReport, log.slice(-4000)].filter(Boolean).join('\n\n'));
+    }
+    await session.exec((0, quote_1.shellCommand)(['rm', '-rf', dir]), { timeoutMs: 30_000 }).catch(() => undefined);
+    return finish(state, plan.mode, before, toplevel, session.label, log, healthReport, confirmedOverNewConnection);
 }
+function finish(state, action, before, toplevel, label, log, healthChecks, confirmedOverNewConnection) {
+    const details = [healthChecks, log.slice(-4000)].filter(Boolean).join('\n\n');
+    switch (state.outcome) {
+        case 'done':
+        case 'confirmed':
+        case 'unconfirmed-kept':
+            return {
+                outcome: state.outcome,
+                generation: state.generation,
+                log,
+                healthChecks,
+                confirmedOverNewConnection
+            };
+        case 'rolled-back':
+            throw new RolledBackError(`switch-to-configuration ${action} failed on ${label} (exit ${state.status}); rolled back to ${before.current}`, 'Fix the configuration (the activation output is in the log and the summary) and deploy again.', before.current, details);
+        case 'rolled-back-unconfirmed':
+            throw new RolledBackError(`${label} activated ${toplevel} but the action could not confirm it over a new connection within confirm-timeout, so the target rolled back to ${before.current} by itself`, 'The new system probably broke SSH or the network (check its firewall, network and sshd settings), then deploy again.', before.current, details);
+        case 'failed':
+            throw new errors_1.ActionError(`switch-to-configuration dry-activate failed on ${label} (exit ${state.status})`, 'See the activation output; nothing was changed.', 'activate', details);
+        case 'profile-failed':
+            throw new errors_1.ActionError(`setting the system profile on ${label} failed`, 'See the log: the target may be out of disk space or its Nix broken. Nothing was activated.', 'activate', details);
+        case 'rollback-failed':
+            throw new errors_1.ActionError(`the deploy of ${toplevel} failed on ${label}, and rolling back failed too`, `The target may be in a mixed state: check /run/current-system and /nix/var/nix/profiles/system on it and activate a known-good generation by hand (before this deploy it ran ${before.current ?? 'nothing'}, profile ${before.profile ?? 'none'}).`, 'activate', details);
+        default:
+            throw new errors_1.ActionError(`lost track of the activation on ${label}: its outcome is unknown`, `The target should roll back by itself if the activation failed or could not be confirmed. Check /run/current-system on it (before this deploy it ran ${before.current ?? 'nothing'}).`, 'activate', details);
+    }
+}
+/** Runs every check on the target until all pass at once or health-timeout passes. */
+async function runHealthChecks(session, checks, timeoutSeconds) {
+    const deadline = Date.now() + timeoutSeconds * 1000;
+    let attempt = 0;
+    let last = '';
+    for (;;) {
+        attempt++;
+        let failed;
+        for (const check of checks) {
+            const remaining = Math.max(1000, deadline - Date.now());
+            try {
+                // Health checks are the one place where input is meant to be shell: run as written by `sh -c`.
+                const r = await session.execRetrying((0, quote_1.shellCommand)(['sh', '-c', check]), deadline, {
+                    timeoutMs: Math.min(remaining, 30_000)
+                });
+                if (r.exitCode !== 0) {
+                    failed = check;
+                    last = `health check failed (attempt ${attempt}, exit ${r.exitCode}): ${check}\n${(r.stdout + r.stderr).trim().slice(-2000)}`;
+                    break;
+                }
+            }
+            catch (e) {
+                failed = check;
+                last = `health check could not run (attempt ${attempt}): ${check}\n${e.message}`;
+                break;
+            }
+        }
+        if (!failed) {
+            core.info(`Health checks passed (attempt ${attempt})`);
+            return { ok: true, report: `health checks passed on attempt ${attempt}: ${checks.join('; ')}` };
+        }
+        if (Date.now() + 2000 >= deadline) {
+            core.warning(last);
+            return { ok: false, report: last };
+        }
+        core.info(`${last.split('\n')[0]}; retrying`);
+        await new Promise(res => setTimeout(res, 2000));
+    }
+}
+
+
+/***/ }),
+
+/***/ 6556:
+/***/ ((__unused_webpack_module, exports) => {
+
+"use strict";
+
 /**
- * Puts the Pi back as it was before this deploy: the profile link exactly as it was (not "profile
- * minus one": after an earlier `boot` or `test` deploy the running system and the profile differ),
- * the generation this run created deleted, the previously running system re-activated, and the boot
- * entry pointing at the previous profile. Returns a description of what it did.
+ * Shell scripts run on the target. They are fixed text: every value from the action reaches them as
+ * a positional parameter (quoted by shellCommand), never pasted into the script, so no input can
+ * change what they do. They avoid bashisms: the target's /bin/sh may be any POSIX shell.
  */
-async function rollback(host, plan, before, createdGeneration) {
-    const steps = [];
-    const previousGeneration = (0, remote_state_1.generationOf)(before.profileLink);
-    if (plan.setsProfile && createdGeneration !== undefined) {
-        if (previousGeneration !== undefined && previousGeneration !== createdGeneration) {
-            await runStep(host, ['nix-env', '-p', remote_state_1.SYSTEM_PROFILE, '--switch-generation', String(previousGeneration)], 'restoring the system profile');
-            await runStep(host, ['nix-env', '-p', remote_state_1.SYSTEM_PROFILE, '--delete-generations', String(createdGeneration)], 'deleting the failed generation');
-            steps.push(`system profile back to generation ${previousGeneration}; generation ${createdGeneration} deleted`);
-        }
-        else if (previousGeneration === undefined) {
-            await runStep(host, ['rm', '-f', remote_state_1.SYSTEM_PROFILE, `${remote_state_1.SYSTEM_PROFILE}-${createdGeneration}-link`], 'removing the failed profile');
-            steps.push(`system profile removed (there was none before)`);
-        }
-    }
-    if (plan.changesRunningSystem && before.current) {
-        // A previous `test` deploy leaves current != profile: it must come back as `test`, not become the boot default.
-        const how = plan.mode === 'switch' && before.current === before.profile ? 'switch' : 'test';
-        await runStep(host, [`${before.current}/bin/switch-to-configuration`, how], `re-activating ${before.current}`, exports.ACTIVATION_TIMEOUT_MS);
-        steps.push(`re-activated ${before.current} (switch-to-configuration ${how})`);
-    }
-    if (plan.setsProfile &&
-        before.profile &&
-        !(plan.changesRunningSystem && before.current === before.profile)) {
-        await runStep(host, [`${before.profile}/bin/switch-to-configuration`, 'boot'], 'restoring the boot entry', exports.ACTIVATION_TIMEOUT_MS);
-        steps.push(`boot entry back to ${before.profile}`);
-    }
-    const after = await readRemoteState(host);
-    const problems = [
-        before.current !== after.current && `running ${after.current ?? 'nothing'} instead of ${before.current}`,
-        before.profile !== after.profile &&
-            `profile is ${after.profile ?? 'missing'} instead of ${before.profile}`
-    ].filter(Boolean);
-    if (problems.length > 0)
-        throw new Error(`after rolling back, the target is ${problems.join(' and ')}`);
-    return steps.join('\n');
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.UNLOCK_SCRIPT = exports.LOCK_SCRIPT = exports.DECIDE_SCRIPT = exports.FOLLOW_SCRIPT = exports.START_SCRIPT = exports.AGENT_SCRIPT = void 0;
+/**
+ * The activation agent, written to the target for each deploy (it is NOT part of the deployed
+ * closure, so it works with any NixOS generation, as it is) and started detached from the SSH
+ * session, so a dropped connection or an sshd restart by the new system does not stop it. It:
+ *   1. sets the system profile (switch, boot) and records the new generation,
+ *   2. runs switch-to-configuration with a time limit,
+ *   3. if that fails, rolls back by itself;
+ *   4. otherwise, when asked to wait (magic rollback, health checks), waits for the action's decision
+ *      ("confirm" or "abort", written over a fresh connection) and rolls back on "abort" or when no
+ *      decision comes in time (unless told to keep the new system then).
+ * The action follows it through files in its run directory: log, generation, status, outcome.
+ *
+ * usage: agent.sh DIR TOPLEVEL ACTION ACTIVATION_TIMEOUT WAIT_SECONDS ON_TIMEOUT PREV_CURRENT PREV_PROFILE PREV_GENERATION
+ *   ON_TIMEOUT: rollback | keep; PREV_*: the target's state before the deploy ('' when absent).
+ */
+exports.AGENT_SCRIPT = String.raw `#!/bin/sh
+set -u
+dir=$1 top=$2 action=$3 activation_timeout=$4 wait_seconds=$5 on_timeout=$6
+prev_current=$7 prev_profile=$8 prev_gen=$9
+P=/nix/var/nix/profiles/system
+exec >>"$dir/log" 2>&1 </dev/null
+
+say() { echo "[nix-deploy-action agent $(date +%H:%M:%S)] $*"; }
+finish() { echo "$1" >"$dir/outcome.tmp" && mv -f "$dir/outcome.tmp" "$dir/outcome"; say "outcome: $1"; exit 0; }
+gen_of() { readlink "$1" 2>/dev/null | sed -n 's/^system-\([0-9][0-9]*\)-link$/\1/p'; }
+
+sets_profile=0 changes_running=0
+case "$action" in
+  switch) sets_profile=1 changes_running=1 ;;
+  boot) sets_profile=1 ;;
+  test) changes_running=1 ;;
+esac
+created_gen=
+
+# Puts the target back as it was: the profile link exactly as before (not "profile - 1"), the
+# generation this deploy made deleted, the previously running system re-activated (as "test" when it
+# was itself a test deploy, so it does not become the boot default), and the boot entry restored.
+rollback() {
+  ok=0
+  if [ "$sets_profile" = 1 ] && [ -n "$created_gen" ]; then
+    if [ -n "$prev_gen" ] && [ "$prev_gen" != "$created_gen" ]; then
+      nix-env -p "$P" --switch-generation "$prev_gen" && nix-env -p "$P" --delete-generations "$created_gen" || ok=1
+    elif [ -z "$prev_gen" ]; then
+      rm -f "$P" "$P-$created_gen-link" || ok=1
+    fi
+  fi
+  if [ "$changes_running" = 1 ] && [ -n "$prev_current" ]; then
+    how=test
+    if [ "$action" = switch ] && [ "$prev_current" = "$prev_profile" ]; then how=switch; fi
+    say "re-activating $prev_current ($how)"
+    timeout "$activation_timeout" "$prev_current/bin/switch-to-configuration" "$how" || ok=1
+  fi
+  if [ "$sets_profile" = 1 ] && [ -n "$prev_profile" ] && ! { [ "$changes_running" = 1 ] && [ "$prev_current" = "$prev_profile" ]; }; then
+    say "restoring the boot entry of $prev_profile"
+    timeout "$activation_timeout" "$prev_profile/bin/switch-to-configuration" boot || ok=1
+  fi
+  now_current=$(readlink -f /run/current-system 2>/dev/null)
+  now_profile=$(readlink -f "$P" 2>/dev/null)
+  if [ "$now_current" != "$prev_current" ] || [ "$now_profile" != "$prev_profile" ]; then
+    say "after rollback: running '$now_current' (was '$prev_current'), profile '$now_profile' (was '$prev_profile')"
+    ok=1
+  fi
+  return $ok
 }
+
+if [ "$sets_profile" = 1 ]; then
+  if ! nix-env -p "$P" --set "$top"; then
+    echo 1 >"$dir/status"
+    finish profile-failed
+  fi
+  created_gen=$(gen_of "$P")
+  echo "$created_gen" >"$dir/generation"
+fi
+
+say "switch-to-configuration $action"
+timeout "$activation_timeout" "$top/bin/switch-to-configuration" "$action"
+rc=$?
+echo "$rc" >"$dir/status.tmp" && mv -f "$dir/status.tmp" "$dir/status"
+if [ "$rc" != 0 ]; then
+  if [ "$rc" = 124 ]; then say "activation did not finish within $activation_timeout s"; else say "activation failed (exit $rc)"; fi
+  if [ "$action" = dry-activate ]; then finish failed; fi
+  if rollback; then finish rolled-back; else finish rollback-failed; fi
+fi
+if [ "$wait_seconds" -le 0 ]; then finish done; fi
+
+say "waiting up to $wait_seconds s for the deploy to be confirmed"
+deadline=$(( $(date +%s) + wait_seconds ))
+while :; do
+  if [ -f "$dir/decision" ]; then
+    case "$(cat "$dir/decision")" in
+      confirm) finish confirmed ;;
+      abort)
+        say "the deploy was aborted (a health check failed): rolling back"
+        if rollback; then finish rolled-back; else finish rollback-failed; fi ;;
+      timeout) ;;
+    esac
+  fi
+  if [ "$(date +%s)" -ge "$deadline" ] && mkdir "$dir/decided" 2>/dev/null; then
+    echo timeout >"$dir/decision"
+    if [ "$on_timeout" = keep ]; then finish unconfirmed-kept; fi
+    say "not confirmed within $wait_seconds s: rolling back"
+    if rollback; then finish rolled-back-unconfirmed; else finish rollback-failed; fi
+  fi
+  sleep 1
+done
+`;
+/**
+ * Starts the agent detached: as a transient systemd unit when systemd runs the target (checked by
+ * /run/systemd/system, as systemd itself does, not by whether systemd-run exists), else in a new
+ * session with setsid + nohup. Either way it survives the SSH session.
+ * usage: sh -c START_SCRIPT sh DIR AGENT_ARGS...
+ */
+exports.START_SCRIPT = String.raw `dir=$1; shift
+sh_path=$(command -v sh)
+if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
+  systemd-run --unit="nix-deploy-action-$(basename "$dir")" --collect --quiet --setenv=PATH="$PATH" \
+    "$sh_path" "$dir/agent.sh" "$dir" "$@" && echo started-systemd
+else
+  nohup setsid "$sh_path" "$dir/agent.sh" "$dir" "$@" </dev/null >/dev/null 2>&1 &
+  echo started-setsid
+fi`;
+/**
+ * Prints the agent's log from byte OFFSET on stdout, and its state on stderr as key=value lines.
+ * usage: sh -c FOLLOW_SCRIPT sh DIR OFFSET
+ */
+exports.FOLLOW_SCRIPT = String.raw `dir=$1 offset=$2
+size=$(wc -c <"$dir/log" 2>/dev/null || echo 0)
+size=$(echo $size)
+if [ "$size" -gt "$offset" ]; then tail -c +"$((offset + 1))" "$dir/log" | head -c "$((size - offset))"; fi
+{
+  echo "size=$size"
+  echo "status=$(cat "$dir/status" 2>/dev/null)"
+  echo "generation=$(cat "$dir/generation" 2>/dev/null)"
+  echo "outcome=$(cat "$dir/outcome" 2>/dev/null)"
+} >&2`;
+/**
+ * Records the action's decision, once: the first of the action and the agent's own timeout to create
+ * DIR/decided wins. Prints "won" when this decision is the one that counts.
+ * usage: sh -c DECIDE_SCRIPT sh DIR confirm|abort
+ */
+exports.DECIDE_SCRIPT = String.raw `if mkdir "$1/decided" 2>/dev/null; then echo "$2" >"$1/decision.tmp" && mv -f "$1/decision.tmp" "$1/decision" && echo won; else echo "lost:$(cat "$1/decision" 2>/dev/null)"; fi`;
+/**
+ * The deploy lock: a directory created atomically by mkdir, with an owner file (id, lease expiry in
+ * epoch seconds, description). An expired lease (a crashed run) is taken over.
+ * usage: sh -c LOCK_SCRIPT sh LOCKDIR ID EXPIRY DESCRIPTION  -> "acquired" | "held\n<owner file>"
+ */
+exports.LOCK_SCRIPT = String.raw `lock=$1 id=$2 expiry=$3 desc=$4
+mkdir -p "$(dirname "$lock")"
+take() { printf '%s\n%s\n%s\n' "$id" "$expiry" "$desc" >"$lock/owner.tmp" && mv -f "$lock/owner.tmp" "$lock/owner"; }
+if mkdir "$lock" 2>/dev/null; then take; echo acquired; exit 0; fi
+owner_id=$(sed -n 1p "$lock/owner" 2>/dev/null)
+if [ "$owner_id" = "$id" ]; then take; echo acquired; exit 0; fi
+owner_expiry=$(sed -n 2p "$lock/owner" 2>/dev/null)
+now=$(date +%s)
+# An owner file that never got written (a run killed between mkdir and write) counts as expired
+# once the directory is a minute old.
+if [ -z "$owner_expiry" ]; then
+  if [ -n "$(find "$lock" -maxdepth 0 -mmin +1 2>/dev/null)" ]; then owner_expiry=0; else owner_expiry=$((now + 60)); fi
+fi
+if [ "$now" -gt "$owner_expiry" ] && mv "$lock" "$lock.expired.$id" 2>/dev/null; then
+  rm -rf "$lock.expired.$id"
+  if mkdir "$lock" 2>/dev/null; then take; echo acquired-expired; exit 0; fi
+fi
+echo held
+cat "$lock/owner" 2>/dev/null`;
+/** usage: sh -c UNLOCK_SCRIPT sh LOCKDIR ID — removes the lock only if this run holds it. */
+exports.UNLOCK_SCRIPT = String.raw `if [ "$(sed -n 1p "$1/owner" 2>/dev/null)" = "$2" ]; then rm -rf "$1"; fi`;
 
 
 /***/ }),
@@ -55669,6 +55976,7 @@ exports.gcRootPath = gcRootPath;
 exports.parseMissing = parseMissing;
 exports.queryMissing = queryMissing;
 exports.formatBytes = formatBytes;
+exports.missingPaths = missingPaths;
 exports.copyClosure = copyClosure;
 const core = __importStar(__nccwpck_require__(7484));
 const child_process_1 = __nccwpck_require__(5317);
@@ -55693,7 +56001,7 @@ function parseMissing(stdout, asked) {
 async function queryMissing(host, paths) {
     const r = await host.exec(exports.QUERY_MISSING, { stdin: paths.join('\n') + '\n', timeoutMs: 120_000 });
     if (r.exitCode !== 0)
-        throw new errors_1.ActionError(`asking ${host.target.label} which store paths it lacks failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-500)}`, 'Check that Nix works on the target (nix-store --version) and that the user may read its store.', 'copy');
+        throw new errors_1.ActionError(`asking ${host.label} which store paths it lacks failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-500)}`, 'Check that Nix works on the target (nix-store --version) and that the user may read its store.', 'copy');
     return parseMissing(r.stdout, new Set(paths));
 }
 function formatBytes(n) {
@@ -55706,25 +56014,28 @@ function formatBytes(n) {
     }
     return `${v.toFixed(u === 0 ? 0 : 1)} ${units[u]}`;
 }
+/** The closure's paths the target lacks, dependencies first. */
+async function missingPaths(host, closure) {
+    const ordered = (0, closure_1.topoSort)(closure);
+    const missing = await queryMissing(host, ordered.map(p => p.path));
+    return ordered.filter(p => missing.has(p.path));
+}
 /**
- * Copies the closure's missing paths: `nix-store --export` on the runner streamed over the SSH
+ * Copies the closure's missing paths (from missingPaths): `nix-store --export` on the runner streamed over the SSH
  * channel into `nix-store --import` on the Pi, dependencies first. Nix registers each imported path
  * only once it is complete, so a cut stream leaves no partial path, and a re-run sends only what is
  * still missing. Before importing, a GC root for the toplevel is placed on the Pi (a symlink may point
  * at a path that does not exist yet), so a garbage collection on the Pi between import and profile
  * switch cannot delete what was just copied. The caller removes it once the profile holds the system.
  */
-async function copyClosure(host, nix, toplevel, closure) {
-    const ordered = (0, closure_1.topoSort)(closure);
-    const missing = await queryMissing(host, ordered.map(p => p.path));
-    const toCopy = ordered.filter(p => missing.has(p.path));
+async function copyClosure(host, nix, toplevel, toCopy, closurePathCount) {
     const narBytes = (0, closure_1.totalNarSize)(toCopy);
     const root = await host.exec(`mkdir -p ${exports.GC_ROOT_DIR} && ln -sfn ${(0, quote_1.shellCommand)([(0, store_path_1.assertStorePath)(toplevel, 'toplevel'), gcRootPath(toplevel)])}`, { timeoutMs: 60_000 });
     if (root.exitCode !== 0)
-        throw new errors_1.ActionError(`could not create a GC root on ${host.target.label}: ${root.stderr.trim()}`, 'The target user must be able to write /nix/var/nix/gcroots (use target-user: root).', 'copy');
+        throw new errors_1.ActionError(`could not create a GC root on ${host.label}: ${root.stderr.trim()}`, 'The target user must be able to write /nix/var/nix/gcroots (use target-user: root).', 'copy');
     if (toCopy.length === 0)
         return { copiedPaths: [], narBytes: 0, wireBytes: 0 };
-    core.info(`Copying ${toCopy.length} of ${closure.length} paths (${formatBytes(narBytes)}) to ${host.target.label}`);
+    core.info(`Copying ${toCopy.length} of ${closurePathCount} paths (${formatBytes(narBytes)}) to ${host.label}`);
     const exporter = (0, child_process_1.spawn)('nix-store', [...nix.legacyArgs(), '--export', ...toCopy.map(p => p.path)], {
         stdio: ['ignore', 'pipe', 'pipe']
     });
@@ -55764,13 +56075,399 @@ async function copyClosure(host, nix, toplevel, closure) {
     if (exportCode !== 0)
         throw new errors_1.ActionError(`nix-store --export on the runner failed: ${exportErr.trim().slice(-500)}`, 'The runner store may be damaged or the paths collected; re-run the job.', 'copy');
     if (imported.exitCode !== 0)
-        throw new errors_1.ActionError(`nix-store --import on ${host.target.label} failed (exit ${imported.exitCode}): ${imported.stderr.trim().slice(-800)}`, /No space left/i.test(imported.stderr)
+        throw new errors_1.ActionError(`nix-store --import on ${host.label} failed (exit ${imported.exitCode}): ${imported.stderr.trim().slice(-800)}`, /No space left/i.test(imported.stderr)
             ? 'The target is out of disk space: free space on its /nix (nix-collect-garbage -d) and re-run.'
             : "Check the target's Nix and disk, then re-run: paths already imported are not sent again.", 'copy');
     const stillMissing = await queryMissing(host, toCopy.map(p => p.path));
     if (stillMissing.size > 0)
-        throw new errors_1.ActionError(`after the copy, ${host.target.label} still lacks ${stillMissing.size} path(s), e.g. ${[...stillMissing][0]}`, "Re-run the job; if it persists, check the target's Nix store (nix-store --verify).", 'copy');
+        throw new errors_1.ActionError(`after the copy, ${host.label} still lacks ${stillMissing.size} path(s), e.g. ${[...stillMissing][0]}`, "Re-run the job; if it persists, check the target's Nix store (nix-store --verify).", 'copy');
     return { copiedPaths: toCopy.map(p => p.path), narBytes, wireBytes };
+}
+
+
+/***/ }),
+
+/***/ 4592:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+"use strict";
+
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __setModuleDefault = (this && this.__setModuleDefault) || (Object.create ? (function(o, v) {
+    Object.defineProperty(o, "default", { enumerable: true, value: v });
+}) : function(o, v) {
+    o["default"] = v;
+});
+var __importStar = (this && this.__importStar) || (function () {
+    var ownKeys = function(o) {
+        ownKeys = Object.getOwnPropertyNames || function (o) {
+            var ar = [];
+            for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) ar[ar.length] = k;
+            return ar;
+        };
+        return ownKeys(o);
+    };
+    return function (mod) {
+        if (mod && mod.__esModule) return mod;
+        var result = {};
+        if (mod != null) for (var k = ownKeys(mod), i = 0; i < k.length; i++) if (k[i] !== "default") __createBinding(result, mod, k[i]);
+        __setModuleDefault(result, mod);
+        return result;
+    };
+})();
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.deployToTarget = deployToTarget;
+const core = __importStar(__nccwpck_require__(7484));
+const crypto_1 = __nccwpck_require__(6982);
+const errors_1 = __nccwpck_require__(3916);
+const closure_1 = __nccwpck_require__(2198);
+const connection_1 = __nccwpck_require__(4928);
+const quote_1 = __nccwpck_require__(9038);
+const activate_1 = __nccwpck_require__(2882);
+const copy_1 = __nccwpck_require__(7246);
+const generations_1 = __nccwpck_require__(5628);
+const lock_1 = __nccwpck_require__(4332);
+const preflight_1 = __nccwpck_require__(9536);
+const remote_state_1 = __nccwpck_require__(8937);
+const session_1 = __nccwpck_require__(5031);
+/**
+ * connect → preflight → lock → copy → activate → verify for one target. Fills `report` as it goes;
+ * throws ActionError (or RolledBackError) on failure, with the target kept on a working system.
+ */
+async function deployToTarget(inputs, plan, nix, built, report, timed) {
+    const target = plan.target;
+    const { toplevel } = built;
+    const dial = () => connection_1.RemoteHost.connect(target, plan.jump, {
+        knownHosts: inputs.knownHosts,
+        insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
+        timeoutMs: inputs.connectTimeoutSeconds * 1000,
+        sudo: plan.sudo
+    });
+    const session = new session_1.TargetSession(await timed('connect', dial), dial);
+    let lock;
+    try {
+        if (plan.sudo)
+            await checkSudo(session, target.user);
+        const before = await (0, activate_1.readRemoteState)(session);
+        report.previousStorePath = before.current;
+        core.info(`${session.label} runs ${before.current ?? '(no /run/current-system)'}; profile ${before.profile ?? '(none)'}`);
+        (0, preflight_1.checkTarget)(before, session.label, built.hostSystem);
+        if (before.uid !== 0)
+            throw new errors_1.ActionError(`commands on ${session.label} run as uid ${before.uid}, not root: setting the system profile and activating need root`, 'Use target-user: root, or a user with passwordless sudo (sudo: auto turns it on for non-root users).', 'connect');
+        const unchanged = (plan.mode === 'switch' && before.current === toplevel && before.profile === toplevel) ||
+            (plan.mode === 'boot' && before.profile === toplevel) ||
+            (plan.mode === 'test' && before.current === toplevel);
+        if (unchanged) {
+            report.result = 'unchanged';
+            report.changed = false;
+            report.copiedBytes = 0;
+            report.copiedPaths = 0;
+            report.generation = plan.setsProfile ? (0, remote_state_1.generationOf)(before.profileLink) : undefined;
+            core.info(`${session.label} already runs ${toplevel}: nothing to do`);
+            return;
+        }
+        if (plan.locks) {
+            lock = new lock_1.DeployLock(session, (0, crypto_1.randomBytes)(8).toString('hex'), (0, lock_1.ownerDescription)());
+            await timed('copy', () => lock.acquire(inputs.lockTimeoutSeconds));
+            report.lockWaitMs = lock.waitedMs;
+        }
+        // --- copy
+        const copied = await timed('copy', async () => {
+            const toCopy = await (0, copy_1.missingPaths)(session, built.closure);
+            (0, preflight_1.checkSpace)(before, session.label, (0, closure_1.totalNarSize)(toCopy));
+            return (0, copy_1.copyClosure)(session, nix, toplevel, toCopy, built.closure.length);
+        });
+        report.copiedBytes = copied.narBytes;
+        report.copiedPaths = copied.copiedPaths.length;
+        report.wireBytes = copied.wireBytes;
+        // --- activate
+        try {
+            const outcome = await timed('activate', () => (0, activate_1.activate)(session, plan, inputs, toplevel, before));
+            report.generation = outcome.generation;
+            report.activationLog = outcome.log;
+            report.healthChecks = outcome.healthChecks;
+            report.confirmed = outcome.outcome === 'confirmed' ? 'over a new connection' : undefined;
+        }
+        catch (e) {
+            if (e instanceof activate_1.RolledBackError) {
+                report.result = 'rolled-back';
+                report.rolledBackTo = e.rolledBackTo;
+            }
+            throw e;
+        }
+        finally {
+            // The profile (switch, boot) or /run/current-system (test) holds the system now; a dry run's
+            // or a rolled-back system's paths may be collected by the target's GC again.
+            await session
+                .exec((0, quote_1.shellCommand)(['rm', '-f', (0, copy_1.gcRootPath)(toplevel)]), { timeoutMs: 60_000 })
+                .catch(() => undefined);
+        }
+        // --- verify
+        await timed('verify', async () => {
+            const after = await (0, activate_1.readRemoteState)(session);
+            const problems = [
+                plan.changesRunningSystem && after.current !== toplevel && `it runs ${after.current ?? 'nothing'}`,
+                plan.setsProfile &&
+                    after.profile !== toplevel &&
+                    `its system profile is ${after.profile ?? 'missing'}`
+            ].filter(Boolean);
+            if (problems.length > 0)
+                throw new errors_1.ActionError(`switch-to-configuration ${plan.mode} succeeded, but ${session.label} did not take ${toplevel}: ${problems.join(', ')}`, "Check the activation output; the configuration's activation may not manage /run/current-system as NixOS does.", 'verify');
+            report.changed =
+                plan.mode === 'boot'
+                    ? after.profile !== before.profile
+                    : plan.mode === 'dry-activate'
+                        ? before.current !== toplevel
+                        : after.current !== before.current;
+            report.result = plan.mode === 'dry-activate' ? 'dry-activated' : 'deployed';
+            if (inputs.keepGenerations !== undefined && plan.setsProfile)
+                report.deletedGenerations = await pruneGenerations(session, inputs.keepGenerations);
+        });
+    }
+    finally {
+        await lock?.release();
+        session.close();
+    }
+}
+async function checkSudo(session, user) {
+    const r = await session.exec('true', { timeoutMs: 30_000 });
+    if (r.exitCode !== 0)
+        throw new errors_1.ActionError(/password|terminal|askpass/i.test(r.stderr)
+            ? `sudo on the target asks ${user} for a password (sudo -n refuses to prompt)`
+            : `sudo -n does not work for ${user} on the target: ${r.stderr.trim().slice(-300)}`, `Allow ${user} passwordless sudo on the target (NixOS: security.sudo.extraRules with NOPASSWD, or security.sudo.wheelNeedsPassword = false), or deploy as root.`, 'connect');
+}
+/** Deletes system generations beyond the newest `keep`, never the running, booted or current one. */
+async function pruneGenerations(session, keep) {
+    const r = await session.exec(generations_1.LIST_GENERATIONS_SCRIPT, { timeoutMs: 60_000 });
+    const running = /^running (\S+)$/m.exec(r.stdout)?.[1];
+    const booted = /^booted (\S+)$/m.exec(r.stdout)?.[1];
+    const state = await (0, activate_1.readRemoteState)(session);
+    const doomed = (0, generations_1.generationsToDelete)((0, generations_1.parseGenerations)(r.stdout), keep, {
+        profileGeneration: (0, remote_state_1.generationOf)(state.profileLink),
+        runningPath: running,
+        bootedPath: booted
+    });
+    if (doomed.length === 0)
+        return [];
+    const del = await session.exec((0, quote_1.shellCommand)(['nix-env', '-p', remote_state_1.SYSTEM_PROFILE, '--delete-generations', ...doomed.map(String)]), { timeoutMs: 120_000 });
+    if (del.exitCode !== 0) {
+        core.warning(`could not delete old generations ${doomed.join(', ')}: ${del.stderr.trim().slice(-300)}`);
+        return [];
+    }
+    core.info(`Deleted old system generations ${doomed.join(', ')} (keep-generations: ${keep})`);
+    return doomed;
+}
+
+
+/***/ }),
+
+/***/ 5628:
+/***/ ((__unused_webpack_module, exports) => {
+
+"use strict";
+
+/** System profile generation retention (keep-generations). Pure: the choice is separate from the I/O. */
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.LIST_GENERATIONS_SCRIPT = void 0;
+exports.parseGenerations = parseGenerations;
+exports.generationsToDelete = generationsToDelete;
+/** Parses "system-12-link /nix/store/…" lines. */
+function parseGenerations(text) {
+    return text
+        .split('\n')
+        .map(l => /^system-([0-9]+)-link (\/nix\/store\/\S+)$/.exec(l.trim()))
+        .filter((m) => m !== null)
+        .map(m => ({ number: Number(m[1]), path: m[2] }))
+        .sort((a, b) => a.number - b.number);
+}
+/**
+ * The generations to delete so that `keep` remain, newest first kept, never deleting the current
+ * profile generation or one whose system is running or booted.
+ */
+function generationsToDelete(all, keep, protect) {
+    const newestFirst = [...all].sort((a, b) => b.number - a.number);
+    const kept = new Set(newestFirst.slice(0, keep).map(g => g.number));
+    return all
+        .filter(g => !kept.has(g.number) &&
+        g.number !== protect.profileGeneration &&
+        g.path !== protect.runningPath &&
+        g.path !== protect.bootedPath)
+        .map(g => g.number);
+}
+/** Lists generations with their targets, and the running and booted systems (one line each, last). */
+exports.LIST_GENERATIONS_SCRIPT = String.raw `for l in /nix/var/nix/profiles/system-*-link; do [ -e "$l" ] && printf '%s %s\n' "$(basename "$l")" "$(readlink -f "$l")"; done
+printf 'running %s\n' "$(readlink -f /run/current-system 2>/dev/null)"
+printf 'booted %s\n' "$(readlink -f /run/booted-system 2>/dev/null)"`;
+
+
+/***/ }),
+
+/***/ 4332:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+"use strict";
+
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __setModuleDefault = (this && this.__setModuleDefault) || (Object.create ? (function(o, v) {
+    Object.defineProperty(o, "default", { enumerable: true, value: v });
+}) : function(o, v) {
+    o["default"] = v;
+});
+var __importStar = (this && this.__importStar) || (function () {
+    var ownKeys = function(o) {
+        ownKeys = Object.getOwnPropertyNames || function (o) {
+            var ar = [];
+            for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) ar[ar.length] = k;
+            return ar;
+        };
+        return ownKeys(o);
+    };
+    return function (mod) {
+        if (mod && mod.__esModule) return mod;
+        var result = {};
+        if (mod != null) for (var k = ownKeys(mod), i = 0; i < k.length; i++) if (k[i] !== "default") __createBinding(result, mod, k[i]);
+        __setModuleDefault(result, mod);
+        return result;
+    };
+})();
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.DeployLock = exports.LEASE_SECONDS = exports.LOCK_DIR = void 0;
+exports.parseLockAnswer = parseLockAnswer;
+exports.ownerDescription = ownerDescription;
+const core = __importStar(__nccwpck_require__(7484));
+const errors_1 = __nccwpck_require__(3916);
+const quote_1 = __nccwpck_require__(9038);
+const agent_script_1 = __nccwpck_require__(6556);
+exports.LOCK_DIR = '/nix/var/nix-deploy-action/lock';
+/** A lease: renewed while the run is alive; a crashed run's lock expires this long after its last renewal. */
+exports.LEASE_SECONDS = 600;
+const RENEW_EVERY_MS = 60_000;
+const POLL_MS = 2_000;
+/** Parses LOCK_SCRIPT's answer. */
+function parseLockAnswer(stdout) {
+    const lines = stdout.split('\n');
+    if (/^acquired/.test(lines[0] ?? ''))
+        return { acquired: true };
+    const [id = '', expiry = '', description = ''] = lines.slice(1);
+    return { acquired: false, holder: { id, expiry: Number(expiry) || 0, description } };
+}
+/** One line describing this run, for whoever finds the lock held (no newlines; it is shown as text). */
+function ownerDescription(env = process.env) {
+    const repo = env.GITHUB_REPOSITORY;
+    const run = env.GITHUB_RUN_ID;
+    const where = repo && run
+        ? `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${repo}/actions/runs/${run}`
+        : 'a run outside GitHub Actions';
+    return `nix-deploy-action ${where} (${env.GITHUB_WORKFLOW ?? 'workflow ?'}, started ${new Date().toISOString()})`.replace(/[\r\n]/g, ' ');
+}
+/** The deploy lock on the target, held from copy to confirm (see LOCK_SCRIPT). */
+class DeployLock {
+    session;
+    id;
+    description;
+    renewTimer;
+    waitedMs = 0;
+    constructor(session, id, description) {
+        this.session = session;
+        this.id = id;
+        this.description = description;
+    }
+    async tryOnce() {
+        const expiry = Math.floor(Date.now() / 1000) + exports.LEASE_SECONDS;
+        const r = await this.session.exec((0, quote_1.shellCommand)(['sh', '-c', agent_script_1.LOCK_SCRIPT, 'sh', exports.LOCK_DIR, this.id, String(expiry), this.description]), {
+            timeoutMs: 60_000
+        });
+        if (r.exitCode !== 0)
+            throw new errors_1.ActionError(`could not take the deploy lock on ${this.session.label}: ${r.stderr.trim().slice(-300)}`, 'The target user must be able to write /nix/var (use root or sudo).', 'copy');
+        return parseLockAnswer(r.stdout);
+    }
+    /** Takes the lock, waiting up to timeoutSeconds for another deploy to finish. */
+    async acquire(timeoutSeconds) {
+        const started = Date.now();
+        let announced = false;
+        for (;;) {
+            const answer = await this.tryOnce();
+            if (answer.acquired)
+                break;
+            const h = answer.holder;
+            const waited = (Date.now() - started) / 1000;
+            if (waited >= timeoutSeconds)
+                throw new errors_1.ActionError(`${this.session.label} is locked by another deploy: ${h.description || h.id} (lease until ${new Date(h.expiry * 1000).toISOString()}); waited ${Math.round(waited)} s`, "Wait for that deploy to finish (or use `concurrency:` in the workflow so deploys to one host queue), or raise lock-timeout. A crashed run's lock expires by itself at the lease time.", 'copy');
+            if (!announced) {
+                core.info(`Waiting for the deploy lock on ${this.session.label}, held by ${h.description || h.id}`);
+                announced = true;
+            }
+            await new Promise(r => setTimeout(r, POLL_MS));
+        }
+        this.waitedMs = Date.now() - started;
+        this.renewTimer = setInterval(() => {
+            this.tryOnce().catch(() => undefined);
+        }, RENEW_EVERY_MS);
+        this.renewTimer.unref();
+    }
+    async release() {
+        if (this.renewTimer)
+            clearInterval(this.renewTimer);
+        await this.session
+            .exec((0, quote_1.shellCommand)(['sh', '-c', agent_script_1.UNLOCK_SCRIPT, 'sh', exports.LOCK_DIR, this.id]), { timeoutMs: 30_000 })
+            .catch(e => core.warning(`could not release the deploy lock (it expires by itself): ${e.message}`));
+    }
+}
+exports.DeployLock = DeployLock;
+
+
+/***/ }),
+
+/***/ 9536:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+"use strict";
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.SPACE_FACTOR = exports.SPACE_MARGIN_BYTES = void 0;
+exports.checkTarget = checkTarget;
+exports.checkSpace = checkSpace;
+const errors_1 = __nccwpck_require__(3916);
+const copy_1 = __nccwpck_require__(7246);
+/** Extra room on the target's /nix beyond the NAR bytes to copy: filesystem overhead, the Nix db, logs. */
+exports.SPACE_MARGIN_BYTES = 64 * 1024 * 1024;
+exports.SPACE_FACTOR = 1.1;
+/** Checks before touching the target: it runs a NixOS-shaped system of the right platform, has Nix. */
+function checkTarget(state, label, hostSystem) {
+    if (!state.hasNixStore)
+        throw new errors_1.ActionError(`${label} has no nix-store in PATH`, 'Deploy to a NixOS machine (or one with Nix installed), as a user whose PATH includes Nix.', 'connect');
+    if (!state.current || !state.platform)
+        throw new errors_1.ActionError(`${label} does not run a NixOS system (no /run/current-system/system)`, 'This action switches NixOS systems; install NixOS on the target first (a NixOS SD image for a Pi).', 'connect');
+    if (state.platform !== hostSystem)
+        throw new errors_1.ActionError(`the configuration is for ${hostSystem} but ${label} runs ${state.platform}`, "Check that the flake attribute names this machine's configuration (nixpkgs.hostPlatform must match the target).", 'connect');
+}
+/** Refuses a copy that would fill the target's /nix (an SD card full mid-copy helps nobody). */
+function checkSpace(state, label, bytesToCopy) {
+    if (state.nixFreeBytes === undefined || bytesToCopy === 0)
+        return;
+    const needed = Math.ceil(bytesToCopy * exports.SPACE_FACTOR) + exports.SPACE_MARGIN_BYTES;
+    if (state.nixFreeBytes < needed)
+        throw new errors_1.ActionError(`${label} has ${(0, copy_1.formatBytes)(state.nixFreeBytes)} free on /nix but the copy needs about ${(0, copy_1.formatBytes)(needed)} (${(0, copy_1.formatBytes)(bytesToCopy)} of store paths plus margin)`, 'Free space on the target (nix-collect-garbage -d, or set keep-generations so old systems are removed after each deploy), then re-run.', 'copy');
 }
 
 
@@ -55794,7 +56491,8 @@ exports.PROBE_SCRIPT = [
     `printf 'profile-link=%s\\n' "$(readlink ${exports.SYSTEM_PROFILE} 2>/dev/null)"`,
     `printf 'platform=%s\\n' "$(cat /run/current-system/system 2>/dev/null)"`,
     `printf 'uid=%s\\n' "$(id -u)"`,
-    `printf 'nix-store=%s\\n' "$(command -v nix-store)"`
+    `printf 'nix-store=%s\\n' "$(command -v nix-store)"`,
+    `printf 'nix-free-kb=%s\\n' "$(df -Pk /nix/store 2>/dev/null | awk 'NR==2 {print $4}')"`
 ].join('; ');
 function parseRemoteState(text) {
     const kv = new Map();
@@ -55808,6 +56506,7 @@ function parseRemoteState(text) {
         return v && (0, store_path_1.isStorePath)(v) ? v : undefined;
     };
     const link = kv.get('profile-link');
+    const freeKb = kv.get('nix-free-kb');
     const uid = kv.get('uid');
     return {
         current: storePath('current'),
@@ -55815,7 +56514,8 @@ function parseRemoteState(text) {
         profileLink: link && /^system-[0-9]+-link$/.test(link) ? link : undefined,
         platform: kv.get('platform') || undefined,
         uid: uid && /^[0-9]+$/.test(uid) ? Number(uid) : undefined,
-        hasNixStore: (kv.get('nix-store') ?? '') !== ''
+        hasNixStore: (kv.get('nix-store') ?? '') !== '',
+        nixFreeBytes: freeKb && /^[0-9]+$/.test(freeKb) ? Number(freeKb) * 1024 : undefined
     };
 }
 /** The generation number in a profile link name (system-12-link -> 12). */
@@ -55823,6 +56523,120 @@ function generationOf(link) {
     const m = link ? /^system-([0-9]+)-link$/.exec(link) : null;
     return m ? Number(m[1]) : undefined;
 }
+
+
+/***/ }),
+
+/***/ 5031:
+/***/ (function(__unused_webpack_module, exports, __nccwpck_require__) {
+
+"use strict";
+
+var __createBinding = (this && this.__createBinding) || (Object.create ? (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    var desc = Object.getOwnPropertyDescriptor(m, k);
+    if (!desc || ("get" in desc ? !m.__esModule : desc.writable || desc.configurable)) {
+      desc = { enumerable: true, get: function() { return m[k]; } };
+    }
+    Object.defineProperty(o, k2, desc);
+}) : (function(o, m, k, k2) {
+    if (k2 === undefined) k2 = k;
+    o[k2] = m[k];
+}));
+var __setModuleDefault = (this && this.__setModuleDefault) || (Object.create ? (function(o, v) {
+    Object.defineProperty(o, "default", { enumerable: true, value: v });
+}) : function(o, v) {
+    o["default"] = v;
+});
+var __importStar = (this && this.__importStar) || (function () {
+    var ownKeys = function(o) {
+        ownKeys = Object.getOwnPropertyNames || function (o) {
+            var ar = [];
+            for (var k in o) if (Object.prototype.hasOwnProperty.call(o, k)) ar[ar.length] = k;
+            return ar;
+        };
+        return ownKeys(o);
+    };
+    return function (mod) {
+        if (mod && mod.__esModule) return mod;
+        var result = {};
+        if (mod != null) for (var k = ownKeys(mod), i = 0; i < k.length; i++) if (k[i] !== "default") __createBinding(result, mod, k[i]);
+        __setModuleDefault(result, mod);
+        return result;
+    };
+})();
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.TargetSession = void 0;
+const core = __importStar(__nccwpck_require__(7484));
+const errors_1 = __nccwpck_require__(3916);
+/**
+ * The connection to one target, re-dialled when it is lost. Activation runs detached on the target,
+ * so losing the connection (a flaky link, the new system restarting sshd or the network) is not a
+ * failure in itself: the session reconnects -- both hops afresh -- and carries on following.
+ */
+class TargetSession {
+    dial;
+    host;
+    constructor(first, dial) {
+        this.dial = dial;
+        this.host = first;
+    }
+    get label() {
+        return this.current().target.label;
+    }
+    current() {
+        if (!this.host)
+            throw new Error('no connection');
+        return this.host;
+    }
+    /** Runs a command on the current connection (no retry: use for steps that must not repeat). */
+    exec(command, opts = {}) {
+        if (!this.host || !this.host.alive)
+            return this.reconnect().then(h => h.exec(command, opts));
+        return this.host.exec(command, opts);
+    }
+    /** Drops the current connection and dials a new one (both hops). */
+    async reconnect() {
+        this.host?.close();
+        this.host = undefined;
+        this.host = await this.dial();
+        return this.host;
+    }
+    /**
+     * Runs an idempotent command, reconnecting and retrying when the connection fails, until
+     * `deadline` (epoch ms). Throws the last error when time runs out.
+     */
+    async execRetrying(command, deadline, opts = {}) {
+        let lastError;
+        let announced = false;
+        for (;;) {
+            try {
+                if (!this.host || !this.host.alive)
+                    await this.reconnect();
+                return await this.current().exec(command, opts);
+            }
+            catch (e) {
+                if (!(e instanceof errors_1.ActionError))
+                    throw e;
+                lastError = e;
+                this.host?.close();
+                this.host = undefined;
+                if (!announced) {
+                    core.info(`Connection to the target lost (${(0, errors_1.errorMessage)(e)}); reconnecting…`);
+                    announced = true;
+                }
+                if (Date.now() >= deadline)
+                    throw lastError;
+                await new Promise(r => setTimeout(r, Math.min(2000, Math.max(0, deadline - Date.now()))));
+            }
+        }
+    }
+    close() {
+        this.host?.close();
+        this.host = undefined;
+    }
+}
+exports.TargetSession = TargetSession;
 
 
 /***/ }),
@@ -55959,7 +56773,15 @@ exports.INPUT_NAMES = [
     'insecure-skip-host-key-check',
     'nix-options',
     'binfmt',
-    'connect-timeout'
+    'connect-timeout',
+    'magic-rollback',
+    'confirm-timeout',
+    'activation-timeout',
+    'health-checks',
+    'health-timeout',
+    'lock-timeout',
+    'sudo',
+    'keep-generations'
 ];
 /** Inputs whose values are secrets: masked before anything else happens. */
 exports.SECRET_INPUTS = ['ssh-private-key', 'ssh-key-passphrase', 'jump-host-key'];
@@ -55970,6 +56792,16 @@ function parseBoolean(name, v, problems) {
         return true;
     problems.push(`${name}: ${JSON.stringify(v)} is not true or false`);
     return false;
+}
+function parseSeconds(name, text, fallback, max, problems) {
+    if (text === '')
+        return fallback;
+    const n = Number(text);
+    if (!/^[0-9]+$/.test(text) || n < 1 || n > max) {
+        problems.push(`${name}: ${JSON.stringify(text)} is not a number of seconds from 1 to ${max}`);
+        return fallback;
+    }
+    return n;
 }
 function parseNixOptions(text, problems) {
     const options = [];
@@ -56079,10 +56911,36 @@ function readInputs(get) {
     const binfmtText = get('binfmt') || 'auto';
     if (!['auto', 'true', 'false'].includes(binfmtText))
         problems.push(`binfmt: ${JSON.stringify(binfmtText)} is not one of auto, true, false`);
-    const timeoutText = get('connect-timeout') || '30';
-    const connectTimeoutSeconds = Number(timeoutText);
-    if (!/^[0-9]+$/.test(timeoutText) || connectTimeoutSeconds < 1 || connectTimeoutSeconds > 600)
-        problems.push(`connect-timeout: ${JSON.stringify(timeoutText)} is not a number of seconds from 1 to 600`);
+    const connectTimeoutSeconds = parseSeconds('connect-timeout', get('connect-timeout'), 30, 600, problems);
+    const magicText = get('magic-rollback');
+    const magicRollback = magicText === '' ? undefined : parseBoolean('magic-rollback', magicText, problems);
+    const confirmTimeoutSeconds = parseSeconds('confirm-timeout', get('confirm-timeout'), 30, 3600, problems);
+    const activationTimeoutSeconds = parseSeconds('activation-timeout', get('activation-timeout'), 600, 7200, problems);
+    const healthTimeoutSeconds = parseSeconds('health-timeout', get('health-timeout'), 60, 3600, problems);
+    const lockTimeoutSeconds = parseSeconds('lock-timeout', get('lock-timeout'), 300, 7200, problems);
+    const healthChecks = get('health-checks')
+        .split(/\r?\n/)
+        .map(l => l.trim())
+        .filter(l => l !== '' && !l.startsWith('#'));
+    const sudoText = get('sudo') || 'auto';
+    if (!['auto', 'true', 'false'].includes(sudoText))
+        problems.push(`sudo: ${JSON.stringify(sudoText)} is not one of auto, true, false`);
+    const keepText = get('keep-generations');
+    let keepGenerations;
+    if (keepText !== '') {
+        keepGenerations = Number(keepText);
+        if (!/^[0-9]+$/.test(keepText) || keepGenerations < 1 || keepGenerations > 10000) {
+            problems.push(`keep-generations: ${JSON.stringify(keepText)} is not a whole number of at least 1 (leave it empty to keep all)`);
+            keepGenerations = undefined;
+        }
+    }
+    // The target waits confirm-timeout after activation; the checks must be able to finish before it.
+    const magicOn = magicRollback ?? (mode === 'switch' || mode === 'test');
+    if (magicOn &&
+        healthChecks.length > 0 &&
+        (mode === 'switch' || mode === 'test') &&
+        confirmTimeoutSeconds <= healthTimeoutSeconds)
+        problems.push(`confirm-timeout (${confirmTimeoutSeconds} s) must be longer than health-timeout (${healthTimeoutSeconds} s): the target rolls back when no confirmation comes within confirm-timeout, and the checks run before the confirmation`);
     // Combinations. `build` never connects, so it needs none of the connection inputs.
     if (mode && mode !== 'build') {
         if (!target) {
@@ -56111,7 +56969,15 @@ function readInputs(get) {
         insecureSkipHostKeyCheck,
         nixOptions,
         binfmt: binfmtText,
-        connectTimeoutSeconds
+        connectTimeoutSeconds,
+        magicRollback,
+        confirmTimeoutSeconds,
+        activationTimeoutSeconds,
+        healthChecks,
+        healthTimeoutSeconds,
+        lockTimeoutSeconds,
+        sudo: sudoText,
+        keepGenerations
     };
 }
 
@@ -56165,9 +57031,8 @@ const crypto_1 = __nccwpck_require__(6982);
 const fs_1 = __nccwpck_require__(9896);
 const os = __importStar(__nccwpck_require__(857));
 const path = __importStar(__nccwpck_require__(6928));
-const activate_1 = __nccwpck_require__(2882);
 const copy_1 = __nccwpck_require__(7246);
-const remote_state_1 = __nccwpck_require__(8937);
+const deploy_1 = __nccwpck_require__(4592);
 const errors_1 = __nccwpck_require__(3916);
 const inputs_1 = __nccwpck_require__(8422);
 const binfmt_setup_1 = __nccwpck_require__(5131);
@@ -56176,8 +57041,7 @@ const nix_1 = __nccwpck_require__(4280);
 const plan_1 = __nccwpck_require__(2464);
 const report_1 = __nccwpck_require__(8850);
 const summary_1 = __nccwpck_require__(7994);
-const connection_1 = __nccwpck_require__(4928);
-const quote_1 = __nccwpck_require__(9038);
+const untrusted_1 = __nccwpck_require__(480);
 exports.STATE_IS_POST = 'isPost';
 exports.STATE_TEMP_DIR = 'tempDir';
 /**
@@ -56216,12 +57080,12 @@ async function makeTempDir() {
 async function deploy(inputs, plan, report) {
     const tempDir = await makeTempDir();
     let nix = new nix_1.RunnerNix(inputs.nixOptions);
+    const phase = (p, fn) => timed(report, p, fn);
     // --- build
-    const { evaluation, closure } = await timed(report, 'build', async () => {
+    const built = await phase('build', async () => {
         core.startGroup(`Evaluate ${inputs.flake.installable}`);
-        const evaluation = await nix.evaluate(inputs.flake);
+        const evaluation = await nix.evaluate(inputs.flake).finally(() => core.endGroup());
         core.info(`${evaluation.outPath} (${evaluation.hostSystem})`);
-        core.endGroup();
         report.storePath = evaluation.outPath;
         report.platform = evaluation.hostSystem;
         const binfmt = await (0, binfmt_setup_1.ensureBinfmt)(evaluation.buildSystem, inputs.binfmt);
@@ -56231,98 +57095,20 @@ async function deploy(inputs, plan, report) {
         for (const [k, v] of binfmt.nixSettings)
             nix = nix.withSetting(k, v);
         core.startGroup(`Build ${evaluation.outPath}`);
-        try {
-            const built = await nix.build(evaluation.drvPath, evaluation.outPath, path.join(tempDir, 'system'));
-            report.builtDerivations = built.built.length;
-        }
-        finally {
-            core.endGroup();
-        }
+        // Build logs are the derivations' own output (a pull request's code): shown, never obeyed.
+        const build = await (0, untrusted_1.withCommandsOffAsync)(() => nix.build(evaluation.drvPath, evaluation.outPath, path.join(tempDir, 'system'))).finally(() => core.endGroup());
+        report.builtDerivations = build.built.length;
         const closure = await nix.closure(evaluation.outPath);
         report.closureSize = (0, closure_1.totalNarSize)(closure);
         report.closurePaths = closure.length;
         core.info(`Built ${evaluation.outPath}: closure ${(0, copy_1.formatBytes)(report.closureSize)} in ${closure.length} paths`);
-        return { evaluation, closure };
+        return { toplevel: evaluation.outPath, hostSystem: evaluation.hostSystem, closure };
     });
     if (plan.mode === 'build' || !plan.target) {
         report.result = 'built';
         return;
     }
-    const toplevel = evaluation.outPath;
-    // --- connect
-    const host = await timed(report, 'connect', () => connection_1.RemoteHost.connect(plan.target, plan.jump, {
-        knownHosts: inputs.knownHosts,
-        insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
-        timeoutMs: inputs.connectTimeoutSeconds * 1000
-    }));
-    try {
-        const before = await (0, activate_1.readRemoteState)(host);
-        report.previousStorePath = before.current;
-        core.info(`${host.target.label} runs ${before.current ?? '(no /run/current-system)'}; profile ${before.profile ?? '(none)'}`);
-        if (!before.hasNixStore)
-            throw new errors_1.ActionError(`${host.target.label} has no nix-store in PATH`, 'Deploy to a NixOS machine (or one with Nix installed), as a user whose PATH includes Nix.', 'connect');
-        if (before.uid !== 0 && plan.mode !== 'dry-activate')
-            throw new errors_1.ActionError(`target-user ${plan.target.user} is not root (uid ${before.uid}): setting the system profile and activating need root`, "Use target-user: root with a key allowed in root's authorized_keys.", 'connect');
-        const unchanged = (plan.mode === 'switch' && before.current === toplevel && before.profile === toplevel) ||
-            (plan.mode === 'boot' && before.profile === toplevel) ||
-            (plan.mode === 'test' && before.current === toplevel);
-        if (unchanged) {
-            report.result = 'unchanged';
-            report.changed = false;
-            report.copiedBytes = 0;
-            report.copiedPaths = 0;
-            report.generation = plan.setsProfile ? (0, remote_state_1.generationOf)(before.profileLink) : undefined;
-            core.info(`${host.target.label} already runs ${toplevel}: nothing to do`);
-            return;
-        }
-        // --- copy
-        const copied = await timed(report, 'copy', () => (0, copy_1.copyClosure)(host, nix, toplevel, closure));
-        report.copiedBytes = copied.narBytes;
-        report.copiedPaths = copied.copiedPaths.length;
-        report.wireBytes = copied.wireBytes;
-        // --- activate
-        try {
-            const outcome = await timed(report, 'activate', () => (0, activate_1.activate)(host, plan, toplevel, before));
-            report.generation = outcome.generation;
-            report.activationLog = outcome.log;
-        }
-        catch (e) {
-            if (e instanceof activate_1.RolledBackError) {
-                report.result = 'rolled-back';
-                report.rolledBackTo = e.rolledBackTo;
-            }
-            throw e;
-        }
-        finally {
-            // The profile (switch, boot) or /run/current-system (test) holds the system now; a dry-run
-            // or a rolled-back system may be collected by the Pi's GC again.
-            await host
-                .exec((0, quote_1.shellCommand)(['rm', '-f', (0, copy_1.gcRootPath)(toplevel)]), { timeoutMs: 60_000 })
-                .catch(() => undefined);
-        }
-        // --- verify
-        await timed(report, 'verify', async () => {
-            const after = await (0, activate_1.readRemoteState)(host);
-            const problems = [
-                plan.changesRunningSystem && after.current !== toplevel && `it runs ${after.current ?? 'nothing'}`,
-                plan.setsProfile &&
-                    after.profile !== toplevel &&
-                    `its system profile is ${after.profile ?? 'missing'}`
-            ].filter(Boolean);
-            if (problems.length > 0)
-                throw new errors_1.ActionError(`switch-to-configuration ${plan.mode} succeeded, but ${host.target.label} did not take ${toplevel}: ${problems.join(', ')}`, "Check the activation output; the configuration's activation may not manage /run/current-system as NixOS does.", 'verify');
-            report.changed =
-                plan.mode === 'boot'
-                    ? after.profile !== before.profile
-                    : plan.mode === 'dry-activate'
-                        ? before.current !== toplevel
-                        : after.current !== before.current;
-            report.result = plan.mode === 'dry-activate' ? 'dry-activated' : 'deployed';
-        });
-    }
-    finally {
-        host.close();
-    }
+    await (0, deploy_1.deployToTarget)(inputs, plan, nix, built, report, phase);
 }
 /** Reports a failure as an annotation, in the summary, and as the step's failure. */
 function reportFailure(report, e) {
@@ -56944,13 +57730,23 @@ function makePlan(inputs) {
             jump.label = `jump host ${(0, address_1.formatAddress)(jump)}`;
         }
     }
+    const changesRunningSystem = mode === 'switch' || mode === 'test';
+    if (!changesRunningSystem && inputs.healthChecks.length > 0 && mode !== 'build')
+        warnings.push(`health-checks are not run in mode ${mode}: the new system does not run after it`);
+    if (inputs.magicRollback === true && !changesRunningSystem && mode !== 'build')
+        warnings.push(`magic-rollback has no effect in mode ${mode}: the running system does not change`);
+    const sudo = inputs.sudo === 'true' || (inputs.sudo === 'auto' && target !== undefined && target.user !== 'root');
     return {
         requestedMode: inputs.mode,
         mode,
         target,
         jump,
         setsProfile: mode === 'switch' || mode === 'boot',
-        changesRunningSystem: mode === 'switch' || mode === 'test',
+        changesRunningSystem,
+        magicRollback: changesRunningSystem && (inputs.magicRollback ?? true),
+        healthChecks: changesRunningSystem ? inputs.healthChecks : [],
+        sudo,
+        locks: mode === 'switch' || mode === 'boot' || mode === 'test',
         warnings
     };
 }
@@ -57112,6 +57908,10 @@ function renderSummary(r) {
         ['Rolled back to', r.rolledBackTo],
         ['Changed', r.changed === undefined ? undefined : String(r.changed)],
         ['Generation', r.generation?.toString()],
+        ['Confirmed', r.confirmed],
+        ['Health checks', r.healthChecks],
+        ['Waited for the deploy lock', r.lockWaitMs ? seconds(r.lockWaitMs) : undefined],
+        ['Old generations deleted', r.deletedGenerations?.length ? r.deletedGenerations.join(', ') : undefined],
         ['Derivations built', r.builtDerivations?.toString()],
         [
             'Closure',
@@ -57157,6 +57957,44 @@ function truncateSummary(md, limit = exports.SUMMARY_LIMIT) {
     if (cut.lastIndexOf('<details') > cut.lastIndexOf('</details>'))
         cut += '</details>';
     return cut + note;
+}
+
+
+/***/ }),
+
+/***/ 480:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+"use strict";
+
+Object.defineProperty(exports, "__esModule", ({ value: true }));
+exports.withCommandsOff = withCommandsOff;
+exports.withCommandsOffAsync = withCommandsOffAsync;
+const crypto_1 = __nccwpck_require__(6982);
+/**
+ * Prints text that comes from Nix builds or the target (a pull request's code can write anything
+ * there) with workflow commands switched off, so a line like `::add-mask::` or `::set-output` in a
+ * build log is shown, not obeyed.
+ */
+function withCommandsOff(fn) {
+    const token = (0, crypto_1.randomBytes)(16).toString('hex');
+    process.stdout.write(`::stop-commands::${token}\n`);
+    try {
+        return fn(text => process.stdout.write(text));
+    }
+    finally {
+        process.stdout.write(`\n::${token}::\n`);
+    }
+}
+async function withCommandsOffAsync(fn) {
+    const token = (0, crypto_1.randomBytes)(16).toString('hex');
+    process.stdout.write(`::stop-commands::${token}\n`);
+    try {
+        return await fn(text => process.stdout.write(text));
+    }
+    finally {
+        process.stdout.write(`\n::${token}::\n`);
+    }
 }
 
 
@@ -57353,6 +58191,7 @@ exports.RemoteHost = void 0;
 const core = __importStar(__nccwpck_require__(7484));
 const ssh2_1 = __nccwpck_require__(5472);
 const errors_1 = __nccwpck_require__(3916);
+const quote_1 = __nccwpck_require__(9038);
 const known_hosts_1 = __nccwpck_require__(2979);
 const KEEPALIVE_INTERVAL_MS = 10_000;
 const KEEPALIVE_COUNT_MAX = 3;
@@ -57448,12 +58287,14 @@ function forwardThrough(jump, jumpEp, target, timeoutMs) {
  */
 class RemoteHost {
     target;
+    sudo;
     client;
     jump;
     closed = false;
     lostReason;
-    constructor(target, client, jump) {
+    constructor(target, sudo, client, jump) {
         this.target = target;
+        this.sudo = sudo;
         this.client = client;
         this.jump = jump;
         const lost = (what) => (err) => {
@@ -57466,20 +58307,35 @@ class RemoteHost {
         jump?.on('error', lost('the jump host connection failed'));
     }
     static async connect(target, jump, opts) {
+        const sudo = opts.sudo ?? false;
         if (!jump)
-            return new RemoteHost(target, await connectClient(target, opts));
+            return new RemoteHost(target, sudo, await connectClient(target, opts));
         const jumpClient = await connectClient(jump, opts);
         try {
             const channel = await forwardThrough(jumpClient, jump, target, opts.timeoutMs);
-            return new RemoteHost(target, await connectClient(target, opts, channel), jumpClient);
+            return new RemoteHost(target, sudo, await connectClient(target, opts, channel), jumpClient);
         }
         catch (e) {
             jumpClient.end();
             throw e;
         }
     }
-    /** Runs a command string (already quoted: see shellCommand) and collects its result. */
+    get label() {
+        return this.target.label;
+    }
+    /** Whether the connection is still usable (not closed, not lost). */
+    get alive() {
+        return !this.closed && this.lostReason === undefined;
+    }
+    /**
+     * Runs a command string (already quoted: see shellCommand) and collects its result. With sudo, the
+     * command runs as root through `sudo -n` (never prompts: a password requirement fails at once).
+     */
     exec(command, opts = {}) {
+        const wrapped = this.sudo ? (0, quote_1.shellCommand)(['sudo', '-n', '--', 'sh', '-c', command]) : command;
+        return this.execRaw(wrapped, command, opts);
+    }
+    execRaw(wrapped, command, opts) {
         return new Promise((resolve, reject) => {
             if (this.lostReason || this.closed)
                 return reject(this.lossError(command));
@@ -57508,7 +58364,7 @@ class RemoteHost {
                     });
             };
             this.client.once('close', onClientClose);
-            this.client.exec(command, (e, channel) => {
+            this.client.exec(wrapped, (e, channel) => {
                 if (e)
                     return finish(new errors_1.ActionError(`cannot run a command on ${this.target.label}: ${e.message}`, 'Re-run the job; if it persists, check sshd on the target (MaxSessions).', 'connect'));
                 if (opts.timeoutMs !== undefined)

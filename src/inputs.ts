@@ -29,6 +29,17 @@ export interface Inputs {
   nixOptions: Array<[string, string]>
   binfmt: BinfmtSetting
   connectTimeoutSeconds: number
+  /** undefined: on for switch and test (the code's default). */
+  magicRollback?: boolean
+  confirmTimeoutSeconds: number
+  activationTimeoutSeconds: number
+  /** Commands run on the target after activation, one per line; all must succeed. */
+  healthChecks: string[]
+  healthTimeoutSeconds: number
+  lockTimeoutSeconds: number
+  sudo: 'auto' | 'true' | 'false'
+  /** undefined: keep every generation. */
+  keepGenerations?: number
 }
 
 /** Every input the action declares, in action.yml order (the README and a test check the list). */
@@ -46,7 +57,15 @@ export const INPUT_NAMES = [
   'insecure-skip-host-key-check',
   'nix-options',
   'binfmt',
-  'connect-timeout'
+  'connect-timeout',
+  'magic-rollback',
+  'confirm-timeout',
+  'activation-timeout',
+  'health-checks',
+  'health-timeout',
+  'lock-timeout',
+  'sudo',
+  'keep-generations'
 ] as const
 export type InputName = (typeof INPUT_NAMES)[number]
 
@@ -58,6 +77,16 @@ function parseBoolean(name: string, v: string, problems: string[]): boolean {
   if (/^(true|True|TRUE)$/.test(v)) return true
   problems.push(`${name}: ${JSON.stringify(v)} is not true or false`)
   return false
+}
+
+function parseSeconds(name: string, text: string, fallback: number, max: number, problems: string[]): number {
+  if (text === '') return fallback
+  const n = Number(text)
+  if (!/^[0-9]+$/.test(text) || n < 1 || n > max) {
+    problems.push(`${name}: ${JSON.stringify(text)} is not a number of seconds from 1 to ${max}`)
+    return fallback
+  }
+  return n
 }
 
 function parseNixOptions(text: string, problems: string[]): Array<[string, string]> {
@@ -174,10 +203,48 @@ export function readInputs(get: (name: InputName) => string): Inputs {
   if (!['auto', 'true', 'false'].includes(binfmtText))
     problems.push(`binfmt: ${JSON.stringify(binfmtText)} is not one of auto, true, false`)
 
-  const timeoutText = get('connect-timeout') || '30'
-  const connectTimeoutSeconds = Number(timeoutText)
-  if (!/^[0-9]+$/.test(timeoutText) || connectTimeoutSeconds < 1 || connectTimeoutSeconds > 600)
-    problems.push(`connect-timeout: ${JSON.stringify(timeoutText)} is not a number of seconds from 1 to 600`)
+  const connectTimeoutSeconds = parseSeconds('connect-timeout', get('connect-timeout'), 30, 600, problems)
+  const magicText = get('magic-rollback')
+  const magicRollback = magicText === '' ? undefined : parseBoolean('magic-rollback', magicText, problems)
+  const confirmTimeoutSeconds = parseSeconds('confirm-timeout', get('confirm-timeout'), 30, 3600, problems)
+  const activationTimeoutSeconds = parseSeconds(
+    'activation-timeout',
+    get('activation-timeout'),
+    600,
+    7200,
+    problems
+  )
+  const healthTimeoutSeconds = parseSeconds('health-timeout', get('health-timeout'), 60, 3600, problems)
+  const lockTimeoutSeconds = parseSeconds('lock-timeout', get('lock-timeout'), 300, 7200, problems)
+  const healthChecks = get('health-checks')
+    .split(/\r?\n/)
+    .map(l => l.trim())
+    .filter(l => l !== '' && !l.startsWith('#'))
+  const sudoText = get('sudo') || 'auto'
+  if (!['auto', 'true', 'false'].includes(sudoText))
+    problems.push(`sudo: ${JSON.stringify(sudoText)} is not one of auto, true, false`)
+  const keepText = get('keep-generations')
+  let keepGenerations: number | undefined
+  if (keepText !== '') {
+    keepGenerations = Number(keepText)
+    if (!/^[0-9]+$/.test(keepText) || keepGenerations < 1 || keepGenerations > 10000) {
+      problems.push(
+        `keep-generations: ${JSON.stringify(keepText)} is not a whole number of at least 1 (leave it empty to keep all)`
+      )
+      keepGenerations = undefined
+    }
+  }
+  // The target waits confirm-timeout after activation; the checks must be able to finish before it.
+  const magicOn = magicRollback ?? (mode === 'switch' || mode === 'test')
+  if (
+    magicOn &&
+    healthChecks.length > 0 &&
+    (mode === 'switch' || mode === 'test') &&
+    confirmTimeoutSeconds <= healthTimeoutSeconds
+  )
+    problems.push(
+      `confirm-timeout (${confirmTimeoutSeconds} s) must be longer than health-timeout (${healthTimeoutSeconds} s): the target rolls back when no confirmation comes within confirm-timeout, and the checks run before the confirmation`
+    )
 
   // Combinations. `build` never connects, so it needs none of the connection inputs.
   if (mode && mode !== 'build') {
@@ -208,6 +275,14 @@ export function readInputs(get: (name: InputName) => string): Inputs {
     insecureSkipHostKeyCheck,
     nixOptions,
     binfmt: binfmtText as BinfmtSetting,
-    connectTimeoutSeconds
+    connectTimeoutSeconds,
+    magicRollback,
+    confirmTimeoutSeconds,
+    activationTimeoutSeconds,
+    healthChecks,
+    healthTimeoutSeconds,
+    lockTimeoutSeconds,
+    sudo: sudoText as Inputs['sudo'],
+    keepGenerations
   }
 }

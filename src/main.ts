@@ -3,9 +3,8 @@ import { randomBytes } from 'crypto'
 import { promises as fs } from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { activate, readRemoteState, RolledBackError } from './deploy/activate'
-import { copyClosure, formatBytes, gcRootPath } from './deploy/copy'
-import { generationOf, RemoteState } from './deploy/remote-state'
+import { formatBytes } from './deploy/copy'
+import { deployToTarget } from './deploy/deploy'
 import { ActionError, Phase } from './errors'
 import { InputName, Inputs, readInputs, SECRET_INPUTS } from './inputs'
 import { ensureBinfmt } from './nix/binfmt-setup'
@@ -14,8 +13,7 @@ import { RunnerNix } from './nix/nix'
 import { makePlan, Plan } from './plan'
 import { DeployReport, outputsOf } from './report/report'
 import { renderSummary } from './report/summary'
-import { RemoteHost } from './ssh/connection'
-import { shellCommand } from './ssh/quote'
+import { withCommandsOffAsync } from './report/untrusted'
 
 export const STATE_IS_POST = 'isPost'
 export const STATE_TEMP_DIR = 'tempDir'
@@ -55,13 +53,13 @@ async function makeTempDir(): Promise<string> {
 async function deploy(inputs: Inputs, plan: Plan, report: DeployReport): Promise<void> {
   const tempDir = await makeTempDir()
   let nix = new RunnerNix(inputs.nixOptions)
+  const phase = <T>(p: Phase, fn: () => Promise<T>): Promise<T> => timed(report, p, fn)
 
   // --- build
-  const { evaluation, closure } = await timed(report, 'build', async () => {
+  const built = await phase('build', async () => {
     core.startGroup(`Evaluate ${inputs.flake.installable}`)
-    const evaluation = await nix.evaluate(inputs.flake)
+    const evaluation = await nix.evaluate(inputs.flake).finally(() => core.endGroup())
     core.info(`${evaluation.outPath} (${evaluation.hostSystem})`)
-    core.endGroup()
     report.storePath = evaluation.outPath
     report.platform = evaluation.hostSystem
     const binfmt = await ensureBinfmt(evaluation.buildSystem, inputs.binfmt)
@@ -70,118 +68,24 @@ async function deploy(inputs: Inputs, plan: Plan, report: DeployReport): Promise
     core.info(binfmt.detail)
     for (const [k, v] of binfmt.nixSettings) nix = nix.withSetting(k, v)
     core.startGroup(`Build ${evaluation.outPath}`)
-    try {
-      const built = await nix.build(evaluation.drvPath, evaluation.outPath, path.join(tempDir, 'system'))
-      report.builtDerivations = built.built.length
-    } finally {
-      core.endGroup()
-    }
+    // Build logs are the derivations' own output (a pull request's code): shown, never obeyed.
+    const build = await withCommandsOffAsync(() =>
+      nix.build(evaluation.drvPath, evaluation.outPath, path.join(tempDir, 'system'))
+    ).finally(() => core.endGroup())
+    report.builtDerivations = build.built.length
     const closure = await nix.closure(evaluation.outPath)
     report.closureSize = totalNarSize(closure)
     report.closurePaths = closure.length
     core.info(
       `Built ${evaluation.outPath}: closure ${formatBytes(report.closureSize)} in ${closure.length} paths`
     )
-    return { evaluation, closure }
+    return { toplevel: evaluation.outPath, hostSystem: evaluation.hostSystem, closure }
   })
   if (plan.mode === 'build' || !plan.target) {
     report.result = 'built'
     return
   }
-  const toplevel = evaluation.outPath
-
-  // --- connect
-  const host = await timed(report, 'connect', () =>
-    RemoteHost.connect(plan.target!, plan.jump, {
-      knownHosts: inputs.knownHosts,
-      insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
-      timeoutMs: inputs.connectTimeoutSeconds * 1000
-    })
-  )
-  try {
-    const before: RemoteState = await readRemoteState(host)
-    report.previousStorePath = before.current
-    core.info(
-      `${host.target.label} runs ${before.current ?? '(no /run/current-system)'}; profile ${before.profile ?? '(none)'}`
-    )
-    if (!before.hasNixStore)
-      throw new ActionError(
-        `${host.target.label} has no nix-store in PATH`,
-        'Deploy to a NixOS machine (or one with Nix installed), as a user whose PATH includes Nix.',
-        'connect'
-      )
-    if (before.uid !== 0 && plan.mode !== 'dry-activate')
-      throw new ActionError(
-        `target-user ${plan.target.user} is not root (uid ${before.uid}): setting the system profile and activating need root`,
-        "Use target-user: root with a key allowed in root's authorized_keys.",
-        'connect'
-      )
-
-    const unchanged =
-      (plan.mode === 'switch' && before.current === toplevel && before.profile === toplevel) ||
-      (plan.mode === 'boot' && before.profile === toplevel) ||
-      (plan.mode === 'test' && before.current === toplevel)
-    if (unchanged) {
-      report.result = 'unchanged'
-      report.changed = false
-      report.copiedBytes = 0
-      report.copiedPaths = 0
-      report.generation = plan.setsProfile ? generationOf(before.profileLink) : undefined
-      core.info(`${host.target.label} already runs ${toplevel}: nothing to do`)
-      return
-    }
-
-    // --- copy
-    const copied = await timed(report, 'copy', () => copyClosure(host, nix, toplevel, closure))
-    report.copiedBytes = copied.narBytes
-    report.copiedPaths = copied.copiedPaths.length
-    report.wireBytes = copied.wireBytes
-
-    // --- activate
-    try {
-      const outcome = await timed(report, 'activate', () => activate(host, plan, toplevel, before))
-      report.generation = outcome.generation
-      report.activationLog = outcome.log
-    } catch (e) {
-      if (e instanceof RolledBackError) {
-        report.result = 'rolled-back'
-        report.rolledBackTo = e.rolledBackTo
-      }
-      throw e
-    } finally {
-      // The profile (switch, boot) or /run/current-system (test) holds the system now; a dry-run
-      // or a rolled-back system may be collected by the Pi's GC again.
-      await host
-        .exec(shellCommand(['rm', '-f', gcRootPath(toplevel)]), { timeoutMs: 60_000 })
-        .catch(() => undefined)
-    }
-
-    // --- verify
-    await timed(report, 'verify', async () => {
-      const after = await readRemoteState(host)
-      const problems = [
-        plan.changesRunningSystem && after.current !== toplevel && `it runs ${after.current ?? 'nothing'}`,
-        plan.setsProfile &&
-          after.profile !== toplevel &&
-          `its system profile is ${after.profile ?? 'missing'}`
-      ].filter(Boolean)
-      if (problems.length > 0)
-        throw new ActionError(
-          `switch-to-configuration ${plan.mode} succeeded, but ${host.target.label} did not take ${toplevel}: ${problems.join(', ')}`,
-          "Check the activation output; the configuration's activation may not manage /run/current-system as NixOS does.",
-          'verify'
-        )
-      report.changed =
-        plan.mode === 'boot'
-          ? after.profile !== before.profile
-          : plan.mode === 'dry-activate'
-            ? before.current !== toplevel
-            : after.current !== before.current
-      report.result = plan.mode === 'dry-activate' ? 'dry-activated' : 'deployed'
-    })
-  } finally {
-    host.close()
-  }
+  await deployToTarget(inputs, plan, nix, built, report, phase)
 }
 
 /** Reports a failure as an annotation, in the summary, and as the step's failure. */

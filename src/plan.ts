@@ -22,6 +22,14 @@ export interface Plan {
   setsProfile: boolean
   /** Whether this run changes what the Pi runs now (switch, test). */
   changesRunningSystem: boolean
+  /** Whether the target must hear a confirmation over a new connection, or roll back by itself. */
+  magicRollback: boolean
+  /** Health checks to run (only where the new system runs: switch, test). */
+  healthChecks: string[]
+  /** Whether every remote command runs through sudo -n. */
+  sudo: boolean
+  /** Whether a deploy lock is held on the target (switch, boot, test). */
+  locks: boolean
   warnings: string[]
 }
 
@@ -71,13 +79,24 @@ export function makePlan(inputs: Inputs): Plan {
       jump.label = `jump host ${formatAddress(jump)}`
     }
   }
+  const changesRunningSystem = mode === 'switch' || mode === 'test'
+  if (!changesRunningSystem && inputs.healthChecks.length > 0 && mode !== 'build')
+    warnings.push(`health-checks are not run in mode ${mode}: the new system does not run after it`)
+  if (inputs.magicRollback === true && !changesRunningSystem && mode !== 'build')
+    warnings.push(`magic-rollback has no effect in mode ${mode}: the running system does not change`)
+  const sudo =
+    inputs.sudo === 'true' || (inputs.sudo === 'auto' && target !== undefined && target.user !== 'root')
   return {
     requestedMode: inputs.mode,
     mode,
     target,
     jump,
     setsProfile: mode === 'switch' || mode === 'boot',
-    changesRunningSystem: mode === 'switch' || mode === 'test',
+    changesRunningSystem,
+    magicRollback: changesRunningSystem && (inputs.magicRollback ?? true),
+    healthChecks: changesRunningSystem ? inputs.healthChecks : [],
+    sudo,
+    locks: mode === 'switch' || mode === 'boot' || mode === 'test',
     warnings
   }
 }

@@ -70,6 +70,17 @@ cat "$k/deploy.pub" "$k/deploy-encrypted.pub" "$k/deploy-rsa.pub" > "$TESTBED/pi
   echo "10.99.2.2,10.99.3.2 $(cut -d' ' -f1,2 "$k/pi_host_ed25519.pub")"
 } > "$TESTBED/known_hosts"
 
+# --- Users on the Pi (the namespaces share /etc with the host): one with passwordless sudo, one
+# whose sudo asks for a password. Both log in with the deploy key (the Pi's AuthorizedKeysFile).
+for u in nda-deploy nda-nosudo; do
+  id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /bin/sh "$u"
+done
+echo 'nda-deploy ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/nda-deploy
+echo 'nda-nosudo ALL=(ALL) ALL' > /etc/sudoers.d/nda-nosudo
+chmod 0440 /etc/sudoers.d/nda-deploy /etc/sudoers.d/nda-nosudo
+# sshd refuses accounts whose password field is "!" (locked); "*" means "no password, key login ok".
+usermod -p '*' nda-deploy; usermod -p '*' nda-nosudo
+
 # --- Network. Keep every test address on this machine: the whole range is unreachable from the root
 # namespace except through the on-link routes of our own veths.
 ip route replace unreachable 10.99.0.0/16
@@ -93,6 +104,7 @@ if ! ip -n nda-jump link show eth1 >/dev/null 2>&1; then
 fi
 ip -n nda-jump addr replace 10.99.2.1/24 dev eth1; ip -n nda-jump link set eth1 up
 ip -n nda-pi addr replace 10.99.2.2/24 dev eth0; ip -n nda-pi link set eth0 up
+ip -n nda-pi link set eth1 up
 
 # --- sshd configs. StrictModes is off because the key files live under $TESTBED.
 sshd_config() { # host listen authorized_keys pidfile extra...

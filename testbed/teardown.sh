@@ -8,4 +8,5 @@ TESTBED=${TESTBED:-/var/lib/nda-testbed}
 for ns in nda-jump nda-pi; do ip netns del "$ns" 2>/dev/null; done
 ip link del nda-jump0 2>/dev/null; ip link del nda-pi0 2>/dev/null
 ip route del unreachable 10.99.0.0/16 2>/dev/null
+for u in nda-deploy nda-nosudo; do userdel "$u" 2>/dev/null; rm -f "/etc/sudoers.d/$u"; done
 echo "testbed: removed"

@@ -1,191 +1,362 @@
 import * as core from '@actions/core'
+import { randomBytes } from 'crypto'
 import { ActionError } from '../errors'
-import { Mode } from '../inputs'
 import { Plan } from '../plan'
+import { withCommandsOffAsync } from '../report/untrusted'
 import { RemoteHost } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
-import { PROBE_SCRIPT, RemoteState, SYSTEM_PROFILE, generationOf, parseRemoteState } from './remote-state'
+import { AGENT_SCRIPT, DECIDE_SCRIPT, FOLLOW_SCRIPT, START_SCRIPT } from './agent-script'
+import { PROBE_SCRIPT, RemoteState, generationOf, parseRemoteState } from './remote-state'
+import { TargetSession } from './session'
 
-/** Bound on one switch-to-configuration run (a slow Pi restarting many units takes minutes). */
-export const ACTIVATION_TIMEOUT_MS = 600_000
 const STEP_TIMEOUT_MS = 120_000
+const POLL_MS = 1_000
+/** Each follow poll must answer quickly; one that does not means the link is gone. */
+const POLL_TIMEOUT_MS = 10_000
+export const RUN_DIR_BASE = '/run/nix-deploy-action'
 
-/** The deploy failed but the Pi is back on what it ran before. */
+/** The deploy failed but the target is back on what it ran before. */
 export class RolledBackError extends ActionError {
-  readonly rolledBackTo: string | undefined
-  constructor(cause: ActionError, rolledBackTo: string | undefined, detail: string) {
-    super(
-      `${cause.message}; rolled back to ${rolledBackTo ?? 'the previous state'}`,
-      cause.hint,
-      cause.phase,
-      [cause.details, `Rollback:\n${detail}`].filter(Boolean).join('\n\n')
-    )
-    this.rolledBackTo = rolledBackTo
+  constructor(
+    message: string,
+    hint: string,
+    readonly rolledBackTo: string | undefined,
+    details?: string
+  ) {
+    super(message, hint, 'activate', details)
   }
 }
 
-export async function readRemoteState(host: RemoteHost): Promise<RemoteState> {
+export async function readRemoteState(host: RemoteHost | TargetSession): Promise<RemoteState> {
   const r = await host.exec(PROBE_SCRIPT, { timeoutMs: STEP_TIMEOUT_MS })
   if (r.exitCode !== 0)
     throw new ActionError(
-      `reading the system state of ${host.target.label} failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-300)}`,
-      'The target must have a POSIX shell with readlink and id (any NixOS has).',
+      `reading the system state of the target failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-300)}`,
+      'The target must have a POSIX shell with readlink, id and df (any NixOS has). With sudo, check that `sudo -n true` works for target-user.',
       'connect'
     )
   return parseRemoteState(r.stdout)
 }
 
-async function runStep(
-  host: RemoteHost,
-  argv: string[],
-  what: string,
-  timeoutMs = STEP_TIMEOUT_MS
-): Promise<string> {
-  const r = await host.exec(shellCommand(argv), { timeoutMs })
-  if (r.exitCode !== 0)
-    throw new ActionError(
-      `${what} failed on ${host.target.label} (exit ${r.exitCode}): ${r.stderr.trim().slice(-500)}`,
-      'See the log; the target keeps its previous system.',
-      'activate'
-    )
-  return r.stdout
+export interface ActivationSettings {
+  activationTimeoutSeconds: number
+  confirmTimeoutSeconds: number
+  healthTimeoutSeconds: number
+  connectTimeoutSeconds: number
 }
 
 export interface ActivationOutcome {
+  /** The agent's final word: done, confirmed, unconfirmed-kept. */
+  outcome: string
   generation?: number
-  /** Everything switch-to-configuration printed. */
+  /** Everything the agent logged (switch-to-configuration's output included). */
   log: string
+  healthChecks?: string
+  confirmedOverNewConnection: boolean
+}
+
+interface AgentState {
+  status?: number
+  generation?: number
+  outcome?: string
+}
+
+/** Parses FOLLOW_SCRIPT's stderr (key=value lines). */
+export function parseAgentState(stderr: string): AgentState & { size: number } {
+  const kv = new Map<string, string>()
+  for (const l of stderr.split('\n')) {
+    const m = /^(size|status|generation|outcome)=(.*)$/.exec(l.trim())
+    if (m) kv.set(m[1], m[2].trim())
+  }
+  const num = (k: string): number | undefined => {
+    const v = kv.get(k)
+    return v && /^[0-9]+$/.test(v) ? Number(v) : undefined
+  }
+  const outcome = kv.get('outcome')
+  return {
+    size: num('size') ?? 0,
+    status: num('status'),
+    generation: num('generation'),
+    outcome: outcome || undefined
+  }
 }
 
 /**
- * Sets the system profile (switch, boot) and runs the new system's switch-to-configuration.
- * If that fails, puts the Pi back exactly as it was (see rollback) and throws RolledBackError.
+ * Runs the activation on the target through the detached agent (see AGENT_SCRIPT) and follows it to
+ * its end, reconnecting when the connection drops. With health checks and magic rollback, runs the
+ * checks, then confirms over a brand-new connection (both hops dialled afresh): if the new system
+ * broke SSH or the network, that fails, and the target rolls itself back when confirm-timeout passes.
  */
 export async function activate(
-  host: RemoteHost,
+  session: TargetSession,
   plan: Plan,
+  settings: ActivationSettings,
   toplevel: string,
   before: RemoteState
 ): Promise<ActivationOutcome> {
-  let generation: number | undefined
-  if (plan.setsProfile) {
-    await runStep(host, ['nix-env', '-p', SYSTEM_PROFILE, '--set', toplevel], 'setting the system profile')
-    generation = generationOf((await readRemoteState(host)).profileLink)
-  }
-  let log = ''
-  const action = plan.mode as Exclude<Mode, 'build'>
-  core.startGroup(`switch-to-configuration ${action} on ${host.target.label}`)
-  let result
-  try {
-    result = await host.exec(shellCommand([`${toplevel}/bin/switch-to-configuration`, action]), {
-      timeoutMs: ACTIVATION_TIMEOUT_MS,
-      onStdout: chunk => {
-        log += chunk
-        process.stdout.write(chunk)
-      },
-      onStderr: chunk => {
-        log += chunk
-        process.stdout.write(chunk)
-      }
-    })
-  } catch (e) {
-    core.endGroup()
-    if (!(e instanceof ActionError)) throw e
-    // The connection went away mid-activation: what the Pi ended up running is unknown from here.
+  const id = randomBytes(6).toString('hex')
+  const dir = `${RUN_DIR_BASE}/${id}`
+  const waitSeconds = plan.magicRollback
+    ? settings.confirmTimeoutSeconds
+    : plan.healthChecks.length > 0
+      ? settings.healthTimeoutSeconds + 2 * settings.connectTimeoutSeconds + 30
+      : 0
+  const onTimeout = plan.magicRollback ? 'rollback' : 'keep'
+
+  const prep = await session.exec(
+    shellCommand(['sh', '-c', 'umask 077 && mkdir -p "$1" && cat >"$1/agent.sh" && : >"$1/log"', 'sh', dir]),
+    { stdin: AGENT_SCRIPT, timeoutMs: STEP_TIMEOUT_MS }
+  )
+  if (prep.exitCode !== 0)
     throw new ActionError(
-      `${e.message} (during switch-to-configuration ${action})`,
-      'The activation may have completed on the target. Check it (readlink /run/current-system), then re-run the deploy.',
+      `could not prepare the activation on ${session.label}: ${prep.stderr.trim().slice(-300)}`,
+      'The target user must be able to write /run (use root or sudo).',
       'activate'
     )
-  }
-  core.endGroup()
-  if (result.exitCode === 0) return { generation, log }
 
-  const cause = new ActionError(
-    `switch-to-configuration ${action} failed on ${host.target.label} (exit ${result.exitCode}${result.signal ? `, signal ${result.signal}` : ''})`,
-    'Fix the configuration (the activation output is in the log and the summary) and deploy again.',
-    'activate',
-    log.slice(-4000)
-  )
-  const detail = await rollback(host, plan, before, generation).catch((e: unknown) => {
-    throw new ActionError(
-      `${cause.message}, and rolling back failed too: ${(e as Error).message}`,
-      'The target may be in a mixed state: check /run/current-system and the system profile on it (console or SSH) and activate a known-good generation by hand.',
-      'activate',
-      log.slice(-4000)
-    )
+  const agentArgs = [
+    dir,
+    toplevel,
+    plan.mode,
+    String(settings.activationTimeoutSeconds),
+    String(waitSeconds),
+    onTimeout,
+    before.current ?? '',
+    before.profile ?? '',
+    String(generationOf(before.profileLink) ?? '')
+  ]
+  const started = await session.exec(shellCommand(['sh', '-c', START_SCRIPT, 'sh', ...agentArgs]), {
+    timeoutMs: STEP_TIMEOUT_MS
   })
-  throw new RolledBackError(cause, before.current, detail)
-}
+  if (started.exitCode !== 0 || !/started-/.test(started.stdout))
+    throw new ActionError(
+      `could not start the activation on ${session.label}: ${started.stderr.trim().slice(-300)}`,
+      'Check that the target has setsid (util-linux) or systemd-run.',
+      'activate'
+    )
+  core.info(`Activation agent started on ${session.label} (${started.stdout.trim()}, ${dir})`)
 
-/**
- * Puts the Pi back as it was before this deploy: the profile link exactly as it was (not "profile
- * minus one": after an earlier `boot` or `test` deploy the running system and the profile differ),
- * the generation this run created deleted, the previously running system re-activated, and the boot
- * entry pointing at the previous profile. Returns a description of what it did.
- */
-export async function rollback(
-  host: RemoteHost,
-  plan: Plan,
-  before: RemoteState,
-  createdGeneration: number | undefined
-): Promise<string> {
-  const steps: string[] = []
-  const previousGeneration = generationOf(before.profileLink)
-  if (plan.setsProfile && createdGeneration !== undefined) {
-    if (previousGeneration !== undefined && previousGeneration !== createdGeneration) {
-      await runStep(
-        host,
-        ['nix-env', '-p', SYSTEM_PROFILE, '--switch-generation', String(previousGeneration)],
-        'restoring the system profile'
+  let log = ''
+  let offset = 0
+  let state: AgentState = {}
+  const follow = async (
+    until: (s: AgentState) => boolean,
+    deadline: number,
+    print: (t: string) => void
+  ): Promise<AgentState> => {
+    for (;;) {
+      const r = await session.execRetrying(
+        shellCommand(['sh', '-c', FOLLOW_SCRIPT, 'sh', dir, String(offset)]),
+        deadline,
+        {
+          timeoutMs: POLL_TIMEOUT_MS
+        }
       )
-      await runStep(
-        host,
-        ['nix-env', '-p', SYSTEM_PROFILE, '--delete-generations', String(createdGeneration)],
-        'deleting the failed generation'
-      )
-      steps.push(
-        `system profile back to generation ${previousGeneration}; generation ${createdGeneration} deleted`
-      )
-    } else if (previousGeneration === undefined) {
-      await runStep(
-        host,
-        ['rm', '-f', SYSTEM_PROFILE, `${SYSTEM_PROFILE}-${createdGeneration}-link`],
-        'removing the failed profile'
-      )
-      steps.push(`system profile removed (there was none before)`)
+      const s = parseAgentState(r.stderr)
+      const chunk = r.stdout
+      if (chunk) {
+        print(chunk)
+        log += chunk
+      }
+      offset = Math.max(offset, Math.min(s.size, offset + Buffer.byteLength(chunk)))
+      state = s
+      if (until(s)) return s
+      if (Date.now() >= deadline) return s
+      await new Promise(res => setTimeout(res, POLL_MS))
     }
   }
-  if (plan.changesRunningSystem && before.current) {
-    // A previous `test` deploy leaves current != profile: it must come back as `test`, not become the boot default.
-    const how = plan.mode === 'switch' && before.current === before.profile ? 'switch' : 'test'
-    await runStep(
-      host,
-      [`${before.current}/bin/switch-to-configuration`, how],
-      `re-activating ${before.current}`,
-      ACTIVATION_TIMEOUT_MS
-    )
-    steps.push(`re-activated ${before.current} (switch-to-configuration ${how})`)
+
+  const activationDeadline = Date.now() + (settings.activationTimeoutSeconds + 60) * 1000
+  // Long enough for the agent's own rollback (two activations) after it decides.
+  const rollbackAllowanceMs = (2 * settings.activationTimeoutSeconds + 60) * 1000
+  core.startGroup(`switch-to-configuration ${plan.mode} on ${session.label}`)
+  try {
+    await withCommandsOffAsync(async print => {
+      await follow(s => s.status !== undefined || s.outcome !== undefined, activationDeadline, print)
+      if (state.status === undefined && state.outcome === undefined)
+        throw new ActionError(
+          `the activation on ${session.label} did not finish within activation-timeout (${settings.activationTimeoutSeconds} s), or the target could not be reached to see it finish`,
+          'The target rolls back by itself when activation times out. Check it (readlink /run/current-system) and the activation log above.',
+          'activate',
+          log.slice(-4000)
+        )
+      if (state.status !== 0 || waitSeconds === 0)
+        await follow(s => s.outcome !== undefined, Date.now() + rollbackAllowanceMs, print)
+    })
+  } finally {
+    core.endGroup()
   }
-  if (
-    plan.setsProfile &&
-    before.profile &&
-    !(plan.changesRunningSystem && before.current === before.profile)
-  ) {
-    await runStep(
-      host,
-      [`${before.profile}/bin/switch-to-configuration`, 'boot'],
-      'restoring the boot entry',
-      ACTIVATION_TIMEOUT_MS
-    )
-    steps.push(`boot entry back to ${before.profile}`)
+
+  let healthReport: string | undefined
+  let confirmedOverNewConnection = false
+  if (state.status === 0 && waitSeconds > 0 && state.outcome === undefined) {
+    const agentDeadline = Date.now() + waitSeconds * 1000
+    let decision: 'confirm' | 'abort' = 'confirm'
+    if (plan.healthChecks.length > 0) {
+      const health = await runHealthChecks(session, plan.healthChecks, settings.healthTimeoutSeconds)
+      healthReport = health.report
+      if (!health.ok) decision = 'abort'
+    }
+    // The confirmation goes over a new connection: proof that the new system still lets us in.
+    let answer: string | undefined
+    for (;;) {
+      try {
+        if (decision === 'confirm') {
+          core.info(`Confirming over a new connection to ${session.label}`)
+          await session.reconnect()
+        }
+        const r = await session.exec(shellCommand(['sh', '-c', DECIDE_SCRIPT, 'sh', dir, decision]), {
+          timeoutMs: POLL_TIMEOUT_MS
+        })
+        answer = r.stdout.trim()
+        confirmedOverNewConnection = decision === 'confirm' && answer === 'won'
+        break
+      } catch (e) {
+        if (!(e instanceof ActionError)) throw e
+        if (Date.now() >= agentDeadline) {
+          core.warning(
+            `Could not reach ${session.label} to ${decision} the deploy within confirm-timeout: ${e.message}`
+          )
+          break
+        }
+        await new Promise(res => setTimeout(res, 2000))
+      }
+    }
+    core.startGroup(`Result of the deploy on ${session.label}`)
+    try {
+      await withCommandsOffAsync(print =>
+        follow(s => s.outcome !== undefined, Math.max(agentDeadline, Date.now()) + rollbackAllowanceMs, print)
+      )
+    } finally {
+      core.endGroup()
+    }
+    if (decision === 'abort' && state.outcome === 'rolled-back')
+      throw new RolledBackError(
+        `a health check failed on ${session.label} after activating ${toplevel}; rolled back to ${before.current}`,
+        'Fix what the check found (its output is in the summary), then deploy again.',
+        before.current,
+        [healthReport, log.slice(-4000)].filter(Boolean).join('\n\n')
+      )
   }
-  const after = await readRemoteState(host)
-  const problems = [
-    before.current !== after.current && `running ${after.current ?? 'nothing'} instead of ${before.current}`,
-    before.profile !== after.profile &&
-      `profile is ${after.profile ?? 'missing'} instead of ${before.profile}`
-  ].filter(Boolean)
-  if (problems.length > 0) throw new Error(`after rolling back, the target is ${problems.join(' and ')}`)
-  return steps.join('\n')
+  await session.exec(shellCommand(['rm', '-rf', dir]), { timeoutMs: 30_000 }).catch(() => undefined)
+  return finish(
+    state,
+    plan.mode,
+    before,
+    toplevel,
+    session.label,
+    log,
+    healthReport,
+    confirmedOverNewConnection
+  )
+}
+
+function finish(
+  state: AgentState,
+  action: string,
+  before: RemoteState,
+  toplevel: string,
+  label: string,
+  log: string,
+  healthChecks: string | undefined,
+  confirmedOverNewConnection: boolean
+): ActivationOutcome {
+  const details = [healthChecks, log.slice(-4000)].filter(Boolean).join('\n\n')
+  switch (state.outcome) {
+    case 'done':
+    case 'confirmed':
+    case 'unconfirmed-kept':
+      return {
+        outcome: state.outcome,
+        generation: state.generation,
+        log,
+        healthChecks,
+        confirmedOverNewConnection
+      }
+    case 'rolled-back':
+      throw new RolledBackError(
+        `switch-to-configuration ${action} failed on ${label} (exit ${state.status}); rolled back to ${before.current}`,
+        'Fix the configuration (the activation output is in the log and the summary) and deploy again.',
+        before.current,
+        details
+      )
+    case 'rolled-back-unconfirmed':
+      throw new RolledBackError(
+        `${label} activated ${toplevel} but the action could not confirm it over a new connection within confirm-timeout, so the target rolled back to ${before.current} by itself`,
+        'The new system probably broke SSH or the network (check its firewall, network and sshd settings), then deploy again.',
+        before.current,
+        details
+      )
+    case 'failed':
+      throw new ActionError(
+        `switch-to-configuration dry-activate failed on ${label} (exit ${state.status})`,
+        'See the activation output; nothing was changed.',
+        'activate',
+        details
+      )
+    case 'profile-failed':
+      throw new ActionError(
+        `setting the system profile on ${label} failed`,
+        'See the log: the target may be out of disk space or its Nix broken. Nothing was activated.',
+        'activate',
+        details
+      )
+    case 'rollback-failed':
+      throw new ActionError(
+        `the deploy of ${toplevel} failed on ${label}, and rolling back failed too`,
+        `The target may be in a mixed state: check /run/current-system and /nix/var/nix/profiles/system on it and activate a known-good generation by hand (before this deploy it ran ${before.current ?? 'nothing'}, profile ${before.profile ?? 'none'}).`,
+        'activate',
+        details
+      )
+    default:
+      throw new ActionError(
+        `lost track of the activation on ${label}: its outcome is unknown`,
+        `The target should roll back by itself if the activation failed or could not be confirmed. Check /run/current-system on it (before this deploy it ran ${before.current ?? 'nothing'}).`,
+        'activate',
+        details
+      )
+  }
+}
+
+/** Runs every check on the target until all pass at once or health-timeout passes. */
+export async function runHealthChecks(
+  session: TargetSession,
+  checks: string[],
+  timeoutSeconds: number
+): Promise<{ ok: boolean; report: string }> {
+  const deadline = Date.now() + timeoutSeconds * 1000
+  let attempt = 0
+  let last = ''
+  for (;;) {
+    attempt++
+    let failed: string | undefined
+    for (const check of checks) {
+      const remaining = Math.max(1000, deadline - Date.now())
+      try {
+        // Health checks are the one place where input is meant to be shell: run as written by `sh -c`.
+        const r = await session.execRetrying(shellCommand(['sh', '-c', check]), deadline, {
+          timeoutMs: Math.min(remaining, 30_000)
+        })
+        if (r.exitCode !== 0) {
+          failed = check
+          last = `health check failed (attempt ${attempt}, exit ${r.exitCode}): ${check}\n${(r.stdout + r.stderr).trim().slice(-2000)}`
+          break
+        }
+      } catch (e) {
+        failed = check
+        last = `health check could not run (attempt ${attempt}): ${check}\n${(e as Error).message}`
+        break
+      }
+    }
+    if (!failed) {
+      core.info(`Health checks passed (attempt ${attempt})`)
+      return { ok: true, report: `health checks passed on attempt ${attempt}: ${checks.join('; ')}` }
+    }
+    if (Date.now() + 2000 >= deadline) {
+      core.warning(last)
+      return { ok: false, report: last }
+    }
+    core.info(`${last.split('\n')[0]}; retrying`)
+    await new Promise(res => setTimeout(res, 2000))
+  }
 }

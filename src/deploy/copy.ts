@@ -5,7 +5,7 @@ import { ActionError } from '../errors'
 import { PathInfo, topoSort, totalNarSize } from '../nix/closure'
 import { RunnerNix } from '../nix/nix'
 import { assertStorePath, storePathName } from '../nix/store-path'
-import { RemoteHost } from '../ssh/connection'
+import { Remote } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
 
 export interface CopyResult {
@@ -36,11 +36,11 @@ export function parseMissing(stdout: string, asked: Set<string>): Set<string> {
   )
 }
 
-export async function queryMissing(host: RemoteHost, paths: string[]): Promise<Set<string>> {
+export async function queryMissing(host: Remote, paths: string[]): Promise<Set<string>> {
   const r = await host.exec(QUERY_MISSING, { stdin: paths.join('\n') + '\n', timeoutMs: 120_000 })
   if (r.exitCode !== 0)
     throw new ActionError(
-      `asking ${host.target.label} which store paths it lacks failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-500)}`,
+      `asking ${host.label} which store paths it lacks failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-500)}`,
       'Check that Nix works on the target (nix-store --version) and that the user may read its store.',
       'copy'
     )
@@ -59,8 +59,18 @@ function formatBytes(n: number): string {
 }
 export { formatBytes }
 
+/** The closure's paths the target lacks, dependencies first. */
+export async function missingPaths(host: Remote, closure: PathInfo[]): Promise<PathInfo[]> {
+  const ordered = topoSort(closure)
+  const missing = await queryMissing(
+    host,
+    ordered.map(p => p.path)
+  )
+  return ordered.filter(p => missing.has(p.path))
+}
+
 /**
- * Copies the closure's missing paths: `nix-store --export` on the runner streamed over the SSH
+ * Copies the closure's missing paths (from missingPaths): `nix-store --export` on the runner streamed over the SSH
  * channel into `nix-store --import` on the Pi, dependencies first. Nix registers each imported path
  * only once it is complete, so a cut stream leaves no partial path, and a re-run sends only what is
  * still missing. Before importing, a GC root for the toplevel is placed on the Pi (a symlink may point
@@ -68,17 +78,12 @@ export { formatBytes }
  * switch cannot delete what was just copied. The caller removes it once the profile holds the system.
  */
 export async function copyClosure(
-  host: RemoteHost,
+  host: Remote,
   nix: RunnerNix,
   toplevel: string,
-  closure: PathInfo[]
+  toCopy: PathInfo[],
+  closurePathCount: number
 ): Promise<CopyResult> {
-  const ordered = topoSort(closure)
-  const missing = await queryMissing(
-    host,
-    ordered.map(p => p.path)
-  )
-  const toCopy = ordered.filter(p => missing.has(p.path))
   const narBytes = totalNarSize(toCopy)
   const root = await host.exec(
     `mkdir -p ${GC_ROOT_DIR} && ln -sfn ${shellCommand([assertStorePath(toplevel, 'toplevel'), gcRootPath(toplevel)])}`,
@@ -86,14 +91,14 @@ export async function copyClosure(
   )
   if (root.exitCode !== 0)
     throw new ActionError(
-      `could not create a GC root on ${host.target.label}: ${root.stderr.trim()}`,
+      `could not create a GC root on ${host.label}: ${root.stderr.trim()}`,
       'The target user must be able to write /nix/var/nix/gcroots (use target-user: root).',
       'copy'
     )
   if (toCopy.length === 0) return { copiedPaths: [], narBytes: 0, wireBytes: 0 }
 
   core.info(
-    `Copying ${toCopy.length} of ${closure.length} paths (${formatBytes(narBytes)}) to ${host.target.label}`
+    `Copying ${toCopy.length} of ${closurePathCount} paths (${formatBytes(narBytes)}) to ${host.label}`
   )
   const exporter = spawn('nix-store', [...nix.legacyArgs(), '--export', ...toCopy.map(p => p.path)], {
     stdio: ['ignore', 'pipe', 'pipe']
@@ -140,7 +145,7 @@ export async function copyClosure(
     )
   if (imported.exitCode !== 0)
     throw new ActionError(
-      `nix-store --import on ${host.target.label} failed (exit ${imported.exitCode}): ${imported.stderr.trim().slice(-800)}`,
+      `nix-store --import on ${host.label} failed (exit ${imported.exitCode}): ${imported.stderr.trim().slice(-800)}`,
       /No space left/i.test(imported.stderr)
         ? 'The target is out of disk space: free space on its /nix (nix-collect-garbage -d) and re-run.'
         : "Check the target's Nix and disk, then re-run: paths already imported are not sent again.",
@@ -152,7 +157,7 @@ export async function copyClosure(
   )
   if (stillMissing.size > 0)
     throw new ActionError(
-      `after the copy, ${host.target.label} still lacks ${stillMissing.size} path(s), e.g. ${[...stillMissing][0]}`,
+      `after the copy, ${host.label} still lacks ${stillMissing.size} path(s), e.g. ${[...stillMissing][0]}`,
       "Re-run the job; if it persists, check the target's Nix store (nix-store --verify).",
       'copy'
     )

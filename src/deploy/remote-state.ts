@@ -12,6 +12,8 @@ export interface RemoteState {
   platform?: string
   uid?: number
   hasNixStore: boolean
+  /** Free space on the filesystem of /nix/store, in bytes. */
+  nixFreeBytes?: number
 }
 
 export const SYSTEM_PROFILE = '/nix/var/nix/profiles/system'
@@ -23,7 +25,8 @@ export const PROBE_SCRIPT = [
   `printf 'profile-link=%s\\n' "$(readlink ${SYSTEM_PROFILE} 2>/dev/null)"`,
   `printf 'platform=%s\\n' "$(cat /run/current-system/system 2>/dev/null)"`,
   `printf 'uid=%s\\n' "$(id -u)"`,
-  `printf 'nix-store=%s\\n' "$(command -v nix-store)"`
+  `printf 'nix-store=%s\\n' "$(command -v nix-store)"`,
+  `printf 'nix-free-kb=%s\\n' "$(df -Pk /nix/store 2>/dev/null | awk 'NR==2 {print $4}')"`
 ].join('; ')
 
 export function parseRemoteState(text: string): RemoteState {
@@ -37,6 +40,7 @@ export function parseRemoteState(text: string): RemoteState {
     return v && isStorePath(v) ? v : undefined
   }
   const link = kv.get('profile-link')
+  const freeKb = kv.get('nix-free-kb')
   const uid = kv.get('uid')
   return {
     current: storePath('current'),
@@ -44,7 +48,8 @@ export function parseRemoteState(text: string): RemoteState {
     profileLink: link && /^system-[0-9]+-link$/.test(link) ? link : undefined,
     platform: kv.get('platform') || undefined,
     uid: uid && /^[0-9]+$/.test(uid) ? Number(uid) : undefined,
-    hasNixStore: (kv.get('nix-store') ?? '') !== ''
+    hasNixStore: (kv.get('nix-store') ?? '') !== '',
+    nixFreeBytes: freeKb && /^[0-9]+$/.test(freeKb) ? Number(freeKb) * 1024 : undefined
   }
 }
 

@@ -30,6 +30,12 @@ export interface DeployReport {
   binfmt?: string
   activationLog?: string
   rolledBackTo?: string
+  /** How long the run waited for another deploy's lock on the target. */
+  lockWaitMs?: number
+  healthChecks?: string
+  /** How the deploy was confirmed (magic rollback), e.g. "over a new connection". */
+  confirmed?: string
+  deletedGenerations?: number[]
   timings: PhaseTiming[]
   warnings: string[]
   error?: { message: string; hint: string; phase: Phase; details?: string }

@@ -59,6 +59,10 @@ export function renderSummary(r: DeployReport): string {
     ['Rolled back to', r.rolledBackTo],
     ['Changed', r.changed === undefined ? undefined : String(r.changed)],
     ['Generation', r.generation?.toString()],
+    ['Confirmed', r.confirmed],
+    ['Health checks', r.healthChecks],
+    ['Waited for the deploy lock', r.lockWaitMs ? seconds(r.lockWaitMs) : undefined],
+    ['Old generations deleted', r.deletedGenerations?.length ? r.deletedGenerations.join(', ') : undefined],
     ['Derivations built', r.builtDerivations?.toString()],
     [
       'Closure',

@@ -3,6 +3,7 @@ import { Client, ClientChannel, ConnectConfig } from 'ssh2'
 import { Readable } from 'stream'
 import { ActionError, errorMessage } from '../errors'
 import { Endpoint } from '../plan'
+import { shellCommand } from './quote'
 import { KnownHostLine, HostKeyVerdict, blobKeyType, fingerprint, hostKeyPolicy } from './known-hosts'
 
 export interface ConnectOptions {
@@ -10,6 +11,8 @@ export interface ConnectOptions {
   insecureSkipHostKeyCheck: boolean
   /** Bound on each hop's TCP connect + SSH handshake + authentication. */
   timeoutMs: number
+  /** Run every command through `sudo -n` (target-user is not root). */
+  sudo?: boolean
 }
 
 export interface RemoteResult {
@@ -17,6 +20,12 @@ export interface RemoteResult {
   signal?: string
   stdout: string
   stderr: string
+}
+
+/** Anything that runs commands on the target: one connection, or a session that reconnects. */
+export interface Remote {
+  readonly label: string
+  exec(command: string, opts?: ExecOptions): Promise<RemoteResult>
 }
 
 export interface ExecOptions {
@@ -178,6 +187,7 @@ export class RemoteHost {
 
   private constructor(
     readonly target: Endpoint,
+    private readonly sudo: boolean,
     private readonly client: Client,
     private readonly jump?: Client
   ) {
@@ -195,19 +205,37 @@ export class RemoteHost {
     jump: Endpoint | undefined,
     opts: ConnectOptions
   ): Promise<RemoteHost> {
-    if (!jump) return new RemoteHost(target, await connectClient(target, opts))
+    const sudo = opts.sudo ?? false
+    if (!jump) return new RemoteHost(target, sudo, await connectClient(target, opts))
     const jumpClient = await connectClient(jump, opts)
     try {
       const channel = await forwardThrough(jumpClient, jump, target, opts.timeoutMs)
-      return new RemoteHost(target, await connectClient(target, opts, channel), jumpClient)
+      return new RemoteHost(target, sudo, await connectClient(target, opts, channel), jumpClient)
     } catch (e) {
       jumpClient.end()
       throw e
     }
   }
 
-  /** Runs a command string (already quoted: see shellCommand) and collects its result. */
+  get label(): string {
+    return this.target.label
+  }
+
+  /** Whether the connection is still usable (not closed, not lost). */
+  get alive(): boolean {
+    return !this.closed && this.lostReason === undefined
+  }
+
+  /**
+   * Runs a command string (already quoted: see shellCommand) and collects its result. With sudo, the
+   * command runs as root through `sudo -n` (never prompts: a password requirement fails at once).
+   */
   exec(command: string, opts: ExecOptions = {}): Promise<RemoteResult> {
+    const wrapped = this.sudo ? shellCommand(['sudo', '-n', '--', 'sh', '-c', command]) : command
+    return this.execRaw(wrapped, command, opts)
+  }
+
+  private execRaw(wrapped: string, command: string, opts: ExecOptions): Promise<RemoteResult> {
     return new Promise((resolve, reject) => {
       if (this.lostReason || this.closed) return reject(this.lossError(command))
       const out: Buffer[] = []
@@ -232,7 +260,7 @@ export class RemoteHost {
           })
       }
       this.client.once('close', onClientClose)
-      this.client.exec(command, (e, channel) => {
+      this.client.exec(wrapped, (e, channel) => {
         if (e)
           return finish(
             new ActionError(

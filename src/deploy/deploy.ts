@@ -1,0 +1,181 @@
+import * as core from '@actions/core'
+import { randomBytes } from 'crypto'
+import { ActionError, Phase } from '../errors'
+import { Inputs } from '../inputs'
+import { PathInfo, totalNarSize } from '../nix/closure'
+import { RunnerNix } from '../nix/nix'
+import { Plan } from '../plan'
+import { DeployReport } from '../report/report'
+import { RemoteHost } from '../ssh/connection'
+import { shellCommand } from '../ssh/quote'
+import { activate, readRemoteState, RolledBackError } from './activate'
+import { copyClosure, gcRootPath, missingPaths } from './copy'
+import { generationsToDelete, LIST_GENERATIONS_SCRIPT, parseGenerations } from './generations'
+import { DeployLock, ownerDescription } from './lock'
+import { checkSpace, checkTarget } from './preflight'
+import { generationOf, SYSTEM_PROFILE } from './remote-state'
+import { TargetSession } from './session'
+
+export interface BuiltSystem {
+  toplevel: string
+  hostSystem: string
+  closure: PathInfo[]
+}
+
+type Timed = <T>(phase: Phase, fn: () => Promise<T>) => Promise<T>
+
+/**
+ * connect → preflight → lock → copy → activate → verify for one target. Fills `report` as it goes;
+ * throws ActionError (or RolledBackError) on failure, with the target kept on a working system.
+ */
+export async function deployToTarget(
+  inputs: Inputs,
+  plan: Plan,
+  nix: RunnerNix,
+  built: BuiltSystem,
+  report: DeployReport,
+  timed: Timed
+): Promise<void> {
+  const target = plan.target!
+  const { toplevel } = built
+  const dial = (): Promise<RemoteHost> =>
+    RemoteHost.connect(target, plan.jump, {
+      knownHosts: inputs.knownHosts,
+      insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
+      timeoutMs: inputs.connectTimeoutSeconds * 1000,
+      sudo: plan.sudo
+    })
+  const session = new TargetSession(await timed('connect', dial), dial)
+  let lock: DeployLock | undefined
+  try {
+    if (plan.sudo) await checkSudo(session, target.user)
+    const before = await readRemoteState(session)
+    report.previousStorePath = before.current
+    core.info(
+      `${session.label} runs ${before.current ?? '(no /run/current-system)'}; profile ${before.profile ?? '(none)'}`
+    )
+    checkTarget(before, session.label, built.hostSystem)
+    if (before.uid !== 0)
+      throw new ActionError(
+        `commands on ${session.label} run as uid ${before.uid}, not root: setting the system profile and activating need root`,
+        'Use target-user: root, or a user with passwordless sudo (sudo: auto turns it on for non-root users).',
+        'connect'
+      )
+
+    const unchanged =
+      (plan.mode === 'switch' && before.current === toplevel && before.profile === toplevel) ||
+      (plan.mode === 'boot' && before.profile === toplevel) ||
+      (plan.mode === 'test' && before.current === toplevel)
+    if (unchanged) {
+      report.result = 'unchanged'
+      report.changed = false
+      report.copiedBytes = 0
+      report.copiedPaths = 0
+      report.generation = plan.setsProfile ? generationOf(before.profileLink) : undefined
+      core.info(`${session.label} already runs ${toplevel}: nothing to do`)
+      return
+    }
+
+    if (plan.locks) {
+      lock = new DeployLock(session, randomBytes(8).toString('hex'), ownerDescription())
+      await timed('copy', () => lock!.acquire(inputs.lockTimeoutSeconds))
+      report.lockWaitMs = lock.waitedMs
+    }
+
+    // --- copy
+    const copied = await timed('copy', async () => {
+      const toCopy = await missingPaths(session, built.closure)
+      checkSpace(before, session.label, totalNarSize(toCopy))
+      return copyClosure(session, nix, toplevel, toCopy, built.closure.length)
+    })
+    report.copiedBytes = copied.narBytes
+    report.copiedPaths = copied.copiedPaths.length
+    report.wireBytes = copied.wireBytes
+
+    // --- activate
+    try {
+      const outcome = await timed('activate', () => activate(session, plan, inputs, toplevel, before))
+      report.generation = outcome.generation
+      report.activationLog = outcome.log
+      report.healthChecks = outcome.healthChecks
+      report.confirmed = outcome.outcome === 'confirmed' ? 'over a new connection' : undefined
+    } catch (e) {
+      if (e instanceof RolledBackError) {
+        report.result = 'rolled-back'
+        report.rolledBackTo = e.rolledBackTo
+      }
+      throw e
+    } finally {
+      // The profile (switch, boot) or /run/current-system (test) holds the system now; a dry run's
+      // or a rolled-back system's paths may be collected by the target's GC again.
+      await session
+        .exec(shellCommand(['rm', '-f', gcRootPath(toplevel)]), { timeoutMs: 60_000 })
+        .catch(() => undefined)
+    }
+
+    // --- verify
+    await timed('verify', async () => {
+      const after = await readRemoteState(session)
+      const problems = [
+        plan.changesRunningSystem && after.current !== toplevel && `it runs ${after.current ?? 'nothing'}`,
+        plan.setsProfile &&
+          after.profile !== toplevel &&
+          `its system profile is ${after.profile ?? 'missing'}`
+      ].filter(Boolean)
+      if (problems.length > 0)
+        throw new ActionError(
+          `switch-to-configuration ${plan.mode} succeeded, but ${session.label} did not take ${toplevel}: ${problems.join(', ')}`,
+          "Check the activation output; the configuration's activation may not manage /run/current-system as NixOS does.",
+          'verify'
+        )
+      report.changed =
+        plan.mode === 'boot'
+          ? after.profile !== before.profile
+          : plan.mode === 'dry-activate'
+            ? before.current !== toplevel
+            : after.current !== before.current
+      report.result = plan.mode === 'dry-activate' ? 'dry-activated' : 'deployed'
+      if (inputs.keepGenerations !== undefined && plan.setsProfile)
+        report.deletedGenerations = await pruneGenerations(session, inputs.keepGenerations)
+    })
+  } finally {
+    await lock?.release()
+    session.close()
+  }
+}
+
+async function checkSudo(session: TargetSession, user: string): Promise<void> {
+  const r = await session.exec('true', { timeoutMs: 30_000 })
+  if (r.exitCode !== 0)
+    throw new ActionError(
+      /password|terminal|askpass/i.test(r.stderr)
+        ? `sudo on the target asks ${user} for a password (sudo -n refuses to prompt)`
+        : `sudo -n does not work for ${user} on the target: ${r.stderr.trim().slice(-300)}`,
+      `Allow ${user} passwordless sudo on the target (NixOS: security.sudo.extraRules with NOPASSWD, or security.sudo.wheelNeedsPassword = false), or deploy as root.`,
+      'connect'
+    )
+}
+
+/** Deletes system generations beyond the newest `keep`, never the running, booted or current one. */
+async function pruneGenerations(session: TargetSession, keep: number): Promise<number[]> {
+  const r = await session.exec(LIST_GENERATIONS_SCRIPT, { timeoutMs: 60_000 })
+  const running = /^running (\S+)$/m.exec(r.stdout)?.[1]
+  const booted = /^booted (\S+)$/m.exec(r.stdout)?.[1]
+  const state = await readRemoteState(session)
+  const doomed = generationsToDelete(parseGenerations(r.stdout), keep, {
+    profileGeneration: generationOf(state.profileLink),
+    runningPath: running,
+    bootedPath: booted
+  })
+  if (doomed.length === 0) return []
+  const del = await session.exec(
+    shellCommand(['nix-env', '-p', SYSTEM_PROFILE, '--delete-generations', ...doomed.map(String)]),
+    { timeoutMs: 120_000 }
+  )
+  if (del.exitCode !== 0) {
+    core.warning(`could not delete old generations ${doomed.join(', ')}: ${del.stderr.trim().slice(-300)}`)
+    return []
+  }
+  core.info(`Deleted old system generations ${doomed.join(', ')} (keep-generations: ${keep})`)
+  return doomed
+}

@@ -1,0 +1,43 @@
+/** System profile generation retention (keep-generations). Pure: the choice is separate from the I/O. */
+
+export interface GenerationInfo {
+  number: number
+  path: string
+}
+
+/** Parses "system-12-link /nix/store/…" lines. */
+export function parseGenerations(text: string): GenerationInfo[] {
+  return text
+    .split('\n')
+    .map(l => /^system-([0-9]+)-link (\/nix\/store\/\S+)$/.exec(l.trim()))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map(m => ({ number: Number(m[1]), path: m[2] }))
+    .sort((a, b) => a.number - b.number)
+}
+
+/**
+ * The generations to delete so that `keep` remain, newest first kept, never deleting the current
+ * profile generation or one whose system is running or booted.
+ */
+export function generationsToDelete(
+  all: GenerationInfo[],
+  keep: number,
+  protect: { profileGeneration?: number; runningPath?: string; bootedPath?: string }
+): number[] {
+  const newestFirst = [...all].sort((a, b) => b.number - a.number)
+  const kept = new Set(newestFirst.slice(0, keep).map(g => g.number))
+  return all
+    .filter(
+      g =>
+        !kept.has(g.number) &&
+        g.number !== protect.profileGeneration &&
+        g.path !== protect.runningPath &&
+        g.path !== protect.bootedPath
+    )
+    .map(g => g.number)
+}
+
+/** Lists generations with their targets, and the running and booted systems (one line each, last). */
+export const LIST_GENERATIONS_SCRIPT = String.raw`for l in /nix/var/nix/profiles/system-*-link; do [ -e "$l" ] && printf '%s %s\n' "$(basename "$l")" "$(readlink -f "$l")"; done
+printf 'running %s\n' "$(readlink -f /run/current-system 2>/dev/null)"
+printf 'booted %s\n' "$(readlink -f /run/booted-system 2>/dev/null)"`

@@ -1,0 +1,41 @@
+import { ActionError } from '../errors'
+import { formatBytes } from './copy'
+import { RemoteState } from './remote-state'
+
+/** Extra room on the target's /nix beyond the NAR bytes to copy: filesystem overhead, the Nix db, logs. */
+export const SPACE_MARGIN_BYTES = 64 * 1024 * 1024
+export const SPACE_FACTOR = 1.1
+
+/** Checks before touching the target: it runs a NixOS-shaped system of the right platform, has Nix. */
+export function checkTarget(state: RemoteState, label: string, hostSystem: string): void {
+  if (!state.hasNixStore)
+    throw new ActionError(
+      `${label} has no nix-store in PATH`,
+      'Deploy to a NixOS machine (or one with Nix installed), as a user whose PATH includes Nix.',
+      'connect'
+    )
+  if (!state.current || !state.platform)
+    throw new ActionError(
+      `${label} does not run a NixOS system (no /run/current-system/system)`,
+      'This action switches NixOS systems; install NixOS on the target first (a NixOS SD image for a Pi).',
+      'connect'
+    )
+  if (state.platform !== hostSystem)
+    throw new ActionError(
+      `the configuration is for ${hostSystem} but ${label} runs ${state.platform}`,
+      "Check that the flake attribute names this machine's configuration (nixpkgs.hostPlatform must match the target).",
+      'connect'
+    )
+}
+
+/** Refuses a copy that would fill the target's /nix (an SD card full mid-copy helps nobody). */
+export function checkSpace(state: RemoteState, label: string, bytesToCopy: number): void {
+  if (state.nixFreeBytes === undefined || bytesToCopy === 0) return
+  const needed = Math.ceil(bytesToCopy * SPACE_FACTOR) + SPACE_MARGIN_BYTES
+  if (state.nixFreeBytes < needed)
+    throw new ActionError(
+      `${label} has ${formatBytes(state.nixFreeBytes)} free on /nix but the copy needs about ${formatBytes(needed)} (${formatBytes(bytesToCopy)} of store paths plus margin)`,
+      'Free space on the target (nix-collect-garbage -d, or set keep-generations so old systems are removed after each deploy), then re-run.',
+      'copy'
+    )
+}
