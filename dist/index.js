@@ -56291,18 +56291,23 @@ function parseGenerations(text) {
         .sort((a, b) => a.number - b.number);
 }
 /**
- * The generations to delete so that `keep` remain, newest first kept, never deleting the current
- * profile generation or one whose system is running or booted.
+ * The generations to delete so that the newest `keep` remain, and the current profile generation, and
+ * for the running and the booted system (after an earlier `test` or `boot` deploy they may be older)
+ * the newest generation that holds each -- so they stay rollback targets and safe from the GC.
  */
 function generationsToDelete(all, keep, protect) {
     const newestFirst = [...all].sort((a, b) => b.number - a.number);
     const kept = new Set(newestFirst.slice(0, keep).map(g => g.number));
-    return all
-        .filter(g => !kept.has(g.number) &&
-        g.number !== protect.profileGeneration &&
-        g.path !== protect.runningPath &&
-        g.path !== protect.bootedPath)
-        .map(g => g.number);
+    if (protect.profileGeneration !== undefined)
+        kept.add(protect.profileGeneration);
+    for (const p of [protect.runningPath, protect.bootedPath]) {
+        if (!p || newestFirst.some(g => kept.has(g.number) && g.path === p))
+            continue;
+        const holder = newestFirst.find(g => g.path === p);
+        if (holder)
+            kept.add(holder.number);
+    }
+    return all.filter(g => !kept.has(g.number)).map(g => g.number);
 }
 /** Lists generations with their targets, and the running and booted systems (one line each, last). */
 exports.LIST_GENERATIONS_SCRIPT = String.raw `for l in /nix/var/nix/profiles/system-*-link; do [ -e "$l" ] && printf '%s %s\n' "$(basename "$l")" "$(readlink -f "$l")"; done
@@ -56611,6 +56616,10 @@ class TargetSession {
         let announced = false;
         for (;;) {
             try {
+                if (this.host && !this.host.alive && !announced) {
+                    core.info('Connection to the target lost; reconnecting…');
+                    announced = true;
+                }
                 if (!this.host || !this.host.alive)
                     await this.reconnect();
                 return await this.current().exec(command, opts);
@@ -57066,7 +57075,12 @@ async function timed(report, phase, fn) {
         return await fn();
     }
     finally {
-        report.timings.push({ phase, ms: Date.now() - start });
+        const ms = Date.now() - start;
+        const same = report.timings.find(t => t.phase === phase);
+        if (same)
+            same.ms += ms;
+        else
+            report.timings.push({ phase, ms });
     }
 }
 /** A private directory under RUNNER_TEMP, recorded in state before use so the post step removes it. */

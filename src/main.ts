@@ -37,7 +37,10 @@ async function timed<T>(report: DeployReport, phase: Phase, fn: () => Promise<T>
   try {
     return await fn()
   } finally {
-    report.timings.push({ phase, ms: Date.now() - start })
+    const ms = Date.now() - start
+    const same = report.timings.find(t => t.phase === phase)
+    if (same) same.ms += ms
+    else report.timings.push({ phase, ms })
   }
 }
 

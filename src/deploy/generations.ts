@@ -16,8 +16,9 @@ export function parseGenerations(text: string): GenerationInfo[] {
 }
 
 /**
- * The generations to delete so that `keep` remain, newest first kept, never deleting the current
- * profile generation or one whose system is running or booted.
+ * The generations to delete so that the newest `keep` remain, and the current profile generation, and
+ * for the running and the booted system (after an earlier `test` or `boot` deploy they may be older)
+ * the newest generation that holds each -- so they stay rollback targets and safe from the GC.
  */
 export function generationsToDelete(
   all: GenerationInfo[],
@@ -26,15 +27,13 @@ export function generationsToDelete(
 ): number[] {
   const newestFirst = [...all].sort((a, b) => b.number - a.number)
   const kept = new Set(newestFirst.slice(0, keep).map(g => g.number))
-  return all
-    .filter(
-      g =>
-        !kept.has(g.number) &&
-        g.number !== protect.profileGeneration &&
-        g.path !== protect.runningPath &&
-        g.path !== protect.bootedPath
-    )
-    .map(g => g.number)
+  if (protect.profileGeneration !== undefined) kept.add(protect.profileGeneration)
+  for (const p of [protect.runningPath, protect.bootedPath]) {
+    if (!p || newestFirst.some(g => kept.has(g.number) && g.path === p)) continue
+    const holder = newestFirst.find(g => g.path === p)
+    if (holder) kept.add(holder.number)
+  }
+  return all.filter(g => !kept.has(g.number)).map(g => g.number)
 }
 
 /** Lists generations with their targets, and the running and booted systems (one line each, last). */

@@ -49,6 +49,10 @@ export class TargetSession {
     let announced = false
     for (;;) {
       try {
+        if (this.host && !this.host.alive && !announced) {
+          core.info('Connection to the target lost; reconnecting…')
+          announced = true
+        }
         if (!this.host || !this.host.alive) await this.reconnect()
         return await this.current().exec(command, opts)
       } catch (e) {

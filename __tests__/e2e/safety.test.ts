@@ -1,0 +1,200 @@
+import { execFileSync } from 'child_process'
+import { deployInputs, describeE2E, fixturePath, onPi, piState, resetPi, runAction } from './harness'
+
+const piExec = (...args: string[]): string =>
+  execFileSync('bash', [`${__dirname}/../../testbed/pi.sh`, 'exec', ...args], { encoding: 'utf8' }).trim()
+const sleep = (ms: number) => new Promise(r => setTimeout(r, ms))
+
+describeE2E('safe activation: magic rollback, health checks, reconnects', () => {
+  let gen0: string
+  beforeAll(() => {
+    resetPi()
+    gen0 = fixturePath('pi-gen0')
+    for (const c of ['pi-gen1', 'pi-gen2', 'pi-breaks-network', 'pi-slow-activation', 'pi-wrong-platform'])
+      fixturePath(c)
+  }, 300_000)
+
+  it('a generation that takes the network down is rolled back by the target itself, which is reachable again', async () => {
+    const before = piState()
+    const run = await runAction(
+      deployInputs('pi-breaks-network', { 'confirm-timeout': '8', 'activation-timeout': '60' })
+    )
+    expect(run.exitCode).not.toBe(0)
+    expect(run.outputs.result).toBe('rolled-back')
+    expect(run.log).toMatch(
+      /could not confirm it over a new connection within confirm-timeout, so the target rolled back/
+    )
+    // Bounded: confirm-timeout plus a margin for reconnecting, not a hang.
+    expect(run.ms).toBeLessThan(8_000 + 90_000)
+    expect(piState()).toEqual(before)
+    expect(before.current).toBe(gen0)
+  }, 300_000)
+
+  it('a failing health check rolls back, and the summary names the check', async () => {
+    const before = piState()
+    const run = await runAction(
+      deployInputs('pi-gen1', {
+        'health-checks':
+          'test -x /run/current-system/sw/bin/pi-tools\ntest "$(cat /run/current-system/etc/motd)" = "generation 9"',
+        'health-timeout': '4',
+        'confirm-timeout': '30'
+      })
+    )
+    expect(run.exitCode).not.toBe(0)
+    expect(run.outputs.result).toBe('rolled-back')
+    expect(run.summary).toContain('health check failed')
+    expect(run.summary).toContain('generation 9')
+    expect(piState()).toEqual(before)
+  }, 300_000)
+
+  it('passing health checks, then a confirmation over a new connection: deployed', async () => {
+    const run = await runAction(
+      deployInputs('pi-gen1', {
+        'health-checks': 'test -x /run/current-system/sw/bin/pi-tools',
+        'health-timeout': '10'
+      })
+    )
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs.result).toBe('deployed')
+    expect(run.log).toContain('Confirming over a new connection')
+    expect(run.summary).toMatch(/Health checks \| health checks passed on attempt 1/)
+    expect(run.summary).toMatch(/Confirmed \| over a new connection/)
+    expect(piState().current).toBe(fixturePath('pi-gen1'))
+  }, 300_000)
+
+  it('the SSH connection cut mid-activation: the activation completes and the action reports it after reconnecting', async () => {
+    const pending = runAction(deployInputs('pi-slow-activation'))
+    // Wait until the agent runs, then kill every SSH session on the jump host (the listener stays).
+    for (let i = 0; i < 100 && !/slow/.test(onPi('cat /run/nix-deploy-action/*/log 2>/dev/null; true')); i++)
+      await sleep(200)
+    execFileSync('ip', ['netns', 'exec', 'nda-jump', 'pkill', '-f', 'sshd: root'])
+    const run = await pending
+    expect(run.log).toMatch(/Connection to the target lost.*reconnecting/)
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs.result).toBe('deployed')
+    expect(piState()).toMatchObject({
+      current: fixturePath('pi-slow-activation'),
+      profile: fixturePath('pi-slow-activation')
+    })
+  }, 300_000)
+
+  it('a configuration for another platform is refused before anything is copied', async () => {
+    const before = piState()
+    const wrong = fixturePath('pi-wrong-platform')
+    const run = await runAction(deployInputs('pi-wrong-platform'))
+    expect(run.exitCode).not.toBe(0)
+    expect(run.log).toMatch(
+      /::error title=.*the configuration is for x86_64-linux but target root@10.99.2.2 runs aarch64-linux/
+    )
+    expect(run.log).not.toContain('Copying')
+    expect(onPi(`test -e ${wrong} && echo present || echo absent`)).toBe('absent')
+    expect(piState()).toEqual(before)
+  }, 300_000)
+
+  it("not enough space on the target's /nix: refused before copying", async () => {
+    const before = piState()
+    const free = Number(piExec('sh', '-c', "df -Pk /nix | awk 'NR==2 {print $4}'"))
+    piExec('fallocate', '-l', `${(free - 8 * 1024) * 1024}`, '/nix/filler')
+    try {
+      const run = await runAction(deployInputs('pi-gen2'))
+      expect(run.exitCode).not.toBe(0)
+      expect(run.log).toMatch(
+        /::error title=.*has [0-9.]+ MiB free on \/nix but the copy needs about [0-9.]+ MiB/
+      )
+      expect(run.log).not.toContain('Copying')
+    } finally {
+      piExec('rm', '-f', '/nix/filler')
+    }
+    expect(piState()).toEqual(before)
+  }, 300_000)
+})
+
+describeE2E('deploy lock, sudo and generation retention', () => {
+  beforeAll(() => {
+    resetPi()
+    for (const c of ['pi-gen1', 'pi-gen2', 'pi-slow-activation']) fixturePath(c)
+  }, 300_000)
+
+  it('two deploys at once: the second waits for the first; the Pi ends on one complete generation', async () => {
+    const first = runAction(deployInputs('pi-slow-activation'))
+    for (
+      let i = 0;
+      i < 100 && onPi('test -d /nix/var/nix-deploy-action/lock && echo held || echo free') !== 'held';
+      i++
+    )
+      await sleep(100)
+    const second = await runAction(deployInputs('pi-gen1'))
+    const firstRun = await first
+    expect(firstRun.outputs.result).toBe('deployed')
+    expect(second.outputs.result).toBe('deployed')
+    expect(second.log).toMatch(
+      /Waiting for the deploy lock on target root@10.99.2.2, held by nix-deploy-action/
+    )
+    expect(piState()).toMatchObject({ current: fixturePath('pi-gen1'), profile: fixturePath('pi-gen1') })
+  }, 300_000)
+
+  it('with a short lock-timeout the second deploy fails clearly, naming the holder', async () => {
+    const first = runAction(deployInputs('pi-slow-activation'))
+    for (
+      let i = 0;
+      i < 100 && onPi('test -d /nix/var/nix-deploy-action/lock && echo held || echo free') !== 'held';
+      i++
+    )
+      await sleep(100)
+    const second = await runAction(deployInputs('pi-gen2', { 'lock-timeout': '2' }))
+    expect(second.exitCode).not.toBe(0)
+    expect(second.log).toMatch(
+      /::error title=.*target root@10.99.2.2 is locked by another deploy: nix-deploy-action a run outside GitHub Actions/
+    )
+    expect((await first).outputs.result).toBe('deployed')
+    expect(piState().current).toBe(fixturePath('pi-slow-activation'))
+  }, 300_000)
+
+  it("a crashed run's expired lease is taken over", async () => {
+    piExec(
+      'sh',
+      '-c',
+      'mkdir -p /nix/var/nix-deploy-action/lock && printf "dead\\n1\\ncrashed run\\n" > /nix/var/nix-deploy-action/lock/owner'
+    )
+    const run = await runAction(deployInputs('pi-gen2', { 'lock-timeout': '2' }))
+    expect(run.outputs.result).toBe('deployed')
+    expect(onPi('test -d /nix/var/nix-deploy-action/lock && echo held || echo free')).toBe('free')
+  }, 300_000)
+
+  it('a non-root user with passwordless sudo deploys through sudo -n', async () => {
+    const run = await runAction(
+      deployInputs('pi-gen1', { 'target-user': 'nda-deploy', 'jump-host': 'root@10.99.1.2' })
+    )
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs.result).toBe('deployed')
+    expect(piState().current).toBe(fixturePath('pi-gen1'))
+  }, 300_000)
+
+  it('a user whose sudo wants a password fails at once and clearly', async () => {
+    const before = piState()
+    const run = await runAction(
+      deployInputs('pi-gen2', { 'target-user': 'nda-nosudo', 'jump-host': 'root@10.99.1.2' })
+    )
+    expect(run.exitCode).not.toBe(0)
+    expect(run.log).toMatch(/::error title=.*sudo on the target asks nda-nosudo for a password/)
+    expect(run.ms).toBeLessThan(60_000)
+    expect(piState()).toEqual(before)
+  }, 300_000)
+
+  it('keep-generations removes old generations, keeping the newest', async () => {
+    expect((await runAction(deployInputs('pi-gen1'))).exitCode).toBe(0)
+    expect((await runAction(deployInputs('pi-gen2'))).exitCode).toBe(0)
+    const before = piState().generations
+    expect(before.length).toBeGreaterThanOrEqual(3)
+    const run = await runAction(deployInputs('pi-gen1', { 'keep-generations': '2' }))
+    expect(run.outputs.result).toBe('deployed')
+    const num = (l: string) => Number(l.split('-')[1])
+    const newest = Math.max(...before.map(num))
+    expect(
+      piState()
+        .generations.map(num)
+        .sort((a, b) => a - b)
+    ).toEqual([newest, newest + 1])
+    expect(run.summary).toMatch(/Old generations deleted \| [0-9, ]+/)
+  }, 300_000)
+})
