@@ -1,6 +1,13 @@
 import { execFileSync } from 'child_process'
 import { parseAgentState } from '../../src/deploy/activate'
-import { AGENT_SCRIPT, DECIDE_SCRIPT, FOLLOW_SCRIPT, LOCK_SCRIPT, START_SCRIPT, UNLOCK_SCRIPT } from '../../src/deploy/agent-script'
+import {
+  AGENT_SCRIPT,
+  DECIDE_SCRIPT,
+  FOLLOW_SCRIPT,
+  LOCK_SCRIPT,
+  START_SCRIPT,
+  UNLOCK_SCRIPT
+} from '../../src/deploy/agent-script'
 import { LIST_GENERATIONS_SCRIPT } from '../../src/deploy/generations'
 import { ownerDescription, parseLockAnswer } from '../../src/deploy/lock'
 import { checkSpace, checkTarget, SPACE_MARGIN_BYTES } from '../../src/deploy/preflight'
@@ -11,12 +18,21 @@ import * as os from 'os'
 import * as path from 'path'
 
 describe('scripts run on the target', () => {
-  it.each(Object.entries({ AGENT_SCRIPT, DECIDE_SCRIPT, FOLLOW_SCRIPT, LOCK_SCRIPT, START_SCRIPT, UNLOCK_SCRIPT, LIST_GENERATIONS_SCRIPT, PROBE_SCRIPT, QUERY_MISSING }))(
-    '%s is valid POSIX sh (sh -n)',
-    (_name, script) => {
-      execFileSync('sh', ['-n', '-c', script])
-    }
-  )
+  it.each(
+    Object.entries({
+      AGENT_SCRIPT,
+      DECIDE_SCRIPT,
+      FOLLOW_SCRIPT,
+      LOCK_SCRIPT,
+      START_SCRIPT,
+      UNLOCK_SCRIPT,
+      LIST_GENERATIONS_SCRIPT,
+      PROBE_SCRIPT,
+      QUERY_MISSING
+    })
+  )('%s is valid POSIX sh (sh -n)', (_name, script) => {
+    execFileSync('sh', ['-n', '-c', script])
+  })
 })
 
 describe('the lock script, run for real against a temporary directory', () => {
@@ -29,7 +45,10 @@ describe('the lock script, run for real against a temporary directory', () => {
 
   it('gives the lock to one run, tells the next who holds it, and lets the holder renew', () => {
     expect(parseLockAnswer(take('a', now() + 600))).toEqual({ acquired: true })
-    expect(parseLockAnswer(take('b', now() + 600))).toEqual({ acquired: false, holder: { id: 'a', expiry: expect.any(Number), description: 'run a' } })
+    expect(parseLockAnswer(take('b', now() + 600))).toEqual({
+      acquired: false,
+      holder: { id: 'a', expiry: expect.any(Number), description: 'run a' }
+    })
     expect(parseLockAnswer(take('a', now() + 900))).toEqual({ acquired: true })
   })
   it('only the holder can unlock', () => {
@@ -50,16 +69,17 @@ describe('the lock script, run for real against a temporary directory', () => {
     expect(fs.existsSync('/tmp/nda-pwned')).toBe(false)
   })
   it('describes the run without newlines', () => {
-    expect(ownerDescription({ GITHUB_REPOSITORY: 'me/pi', GITHUB_RUN_ID: '42', GITHUB_WORKFLOW: 'deploy\nx' })).toMatch(
-      /^nix-deploy-action https:\/\/github.com\/me\/pi\/actions\/runs\/42 \(deploy x, started /
-    )
+    expect(
+      ownerDescription({ GITHUB_REPOSITORY: 'me/pi', GITHUB_RUN_ID: '42', GITHUB_WORKFLOW: 'deploy\nx' })
+    ).toMatch(/^nix-deploy-action https:\/\/github.com\/me\/pi\/actions\/runs\/42 \(deploy x, started /)
   })
 })
 
 describe('the decide script: exactly one decision counts', () => {
   it('the first decision wins, the second learns it', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-decide-'))
-    const decide = (d: string) => execFileSync('sh', ['-c', DECIDE_SCRIPT, 'sh', dir, d], { encoding: 'utf8' }).trim()
+    const decide = (d: string) =>
+      execFileSync('sh', ['-c', DECIDE_SCRIPT, 'sh', dir, d], { encoding: 'utf8' }).trim()
     expect(decide('confirm')).toBe('won')
     expect(decide('abort')).toBe('lost:confirm')
     fs.rmSync(dir, { recursive: true })
@@ -67,27 +87,50 @@ describe('the decide script: exactly one decision counts', () => {
 })
 
 describe('agent state', () => {
-  it('parses the follow script\'s key=value lines', () => {
-    expect(parseAgentState('size=120\nstatus=0\ngeneration=7\noutcome=\nsh: 1: cannot open\n')).toEqual({ size: 120, status: 0, generation: 7, outcome: undefined })
-    expect(parseAgentState('size=5\nstatus=\ngeneration=\noutcome=rolled-back\n')).toEqual({ size: 5, status: undefined, generation: undefined, outcome: 'rolled-back' })
+  it("parses the follow script's key=value lines", () => {
+    expect(parseAgentState('size=120\nstatus=0\ngeneration=7\noutcome=\nsh: 1: cannot open\n')).toEqual({
+      size: 120,
+      status: 0,
+      generation: 7,
+      outcome: undefined
+    })
+    expect(parseAgentState('size=5\nstatus=\ngeneration=\noutcome=rolled-back\n')).toEqual({
+      size: 5,
+      status: undefined,
+      generation: undefined,
+      outcome: 'rolled-back'
+    })
   })
 })
 
 describe('preflight', () => {
   const S = '/nix/store/' + 'a'.repeat(32) + '-nixos-system'
-  const ok: RemoteState = { current: S, profile: S, platform: 'aarch64-linux', uid: 0, hasNixStore: true, nixFreeBytes: 1e9 }
+  const ok: RemoteState = {
+    current: S,
+    profile: S,
+    platform: 'aarch64-linux',
+    uid: 0,
+    hasNixStore: true,
+    nixFreeBytes: 1e9
+  }
   it('accepts a NixOS target of the right platform', () => {
     expect(() => checkTarget(ok, 'pi', 'aarch64-linux')).not.toThrow()
   })
   it('refuses a platform mismatch, a non-NixOS target, a target without Nix', () => {
-    expect(() => checkTarget(ok, 'pi', 'x86_64-linux')).toThrow(/configuration is for x86_64-linux but pi runs aarch64-linux/)
-    expect(() => checkTarget({ ...ok, current: undefined, platform: undefined }, 'pi', 'aarch64-linux')).toThrow(/does not run a NixOS system/)
+    expect(() => checkTarget(ok, 'pi', 'x86_64-linux')).toThrow(
+      /configuration is for x86_64-linux but pi runs aarch64-linux/
+    )
+    expect(() =>
+      checkTarget({ ...ok, current: undefined, platform: undefined }, 'pi', 'aarch64-linux')
+    ).toThrow(/does not run a NixOS system/)
     expect(() => checkTarget({ ...ok, hasNixStore: false }, 'pi', 'aarch64-linux')).toThrow(/no nix-store/)
   })
   it('refuses a copy that does not fit with margin, accepts one that does', () => {
     const free = 100 * 1024 * 1024
     expect(() => checkSpace({ ...ok, nixFreeBytes: free }, 'pi', 30 * 1024 * 1024)).not.toThrow()
-    expect(() => checkSpace({ ...ok, nixFreeBytes: free }, 'pi', free - SPACE_MARGIN_BYTES)).toThrow(/has 100.0 MiB free on \/nix but the copy needs about/)
+    expect(() => checkSpace({ ...ok, nixFreeBytes: free }, 'pi', free - SPACE_MARGIN_BYTES)).toThrow(
+      /has 100.0 MiB free on \/nix but the copy needs about/
+    )
     expect(() => checkSpace({ ...ok, nixFreeBytes: 0 }, 'pi', 0)).not.toThrow()
   })
 })
