@@ -41,3 +41,27 @@ describeE2E('a failing activation is rolled back to exactly what ran before', ()
     expect(piState()).toMatchObject({ current: gen1, profile: gen1, bootDefault: gen1 })
   }, 300_000)
 })
+
+describeE2E('a rollback that fails too is reported as failed, with what the target runs', () => {
+  beforeAll(() => {
+    resetPi()
+    fixturePath('pi-fragile')
+    fixturePath('pi-activation-fails')
+  }, 300_000)
+  afterAll(() => {
+    onPi('rm -f /run/fixture-break')
+  })
+
+  it('reports both failures and the state to fix by hand', async () => {
+    const fragile = fixturePath('pi-fragile')
+    expect((await runAction(deployInputs('pi-fragile'))).outputs.result).toBe('deployed')
+    onPi('touch /run/fixture-break')
+    const run = await runAction(deployInputs('pi-activation-fails'))
+    expect(run.exitCode).not.toBe(0)
+    expect(run.outputs.result).toBe('failed')
+    expect(run.log).toMatch(/::error title=.*failed on target root@10.99.2.2, and rolling back failed too/)
+    expect(run.summary).toContain('fixture: activation fails on purpose')
+    expect(run.summary).toContain('fixture: fragile system fails to re-activate')
+    expect(run.summary).toContain(`before this deploy it ran ${fragile}`)
+  }, 300_000)
+})

@@ -181,3 +181,35 @@ describe('readInputs', () => {
     expect(declared).toEqual([...INPUT_NAMES])
   })
 })
+
+describe('safety inputs', () => {
+  it('requires confirm-timeout to exceed health-timeout when both apply', () => {
+    expect(
+      problems({ ...base, 'health-checks': 'true', 'health-timeout': '60', 'confirm-timeout': '30' })
+    ).toEqual([
+      expect.stringMatching(/^confirm-timeout \(30 s\) must be longer than health-timeout \(60 s\)/)
+    ])
+    expect(
+      inputs({ ...base, 'health-checks': 'true', 'health-timeout': '60', 'confirm-timeout': '90' })
+        .healthChecks
+    ).toEqual(['true'])
+    // Without magic rollback the target does not wait for a confirmation: no constraint.
+    expect(inputs({ ...base, 'health-checks': 'true', 'magic-rollback': 'false' }).magicRollback).toBe(false)
+  })
+  it('plans magic rollback for switch and test only, and sudo for non-root users', () => {
+    expect(makePlan(inputs(base))).toMatchObject({ magicRollback: true, sudo: false, locks: true })
+    expect(makePlan(inputs({ ...base, mode: 'boot' }))).toMatchObject({ magicRollback: false, locks: true })
+    expect(makePlan(inputs({ ...base, mode: 'dry-activate' }))).toMatchObject({
+      magicRollback: false,
+      locks: false
+    })
+    expect(makePlan(inputs({ ...base, 'target-user': 'pi' })).sudo).toBe(true)
+    expect(makePlan(inputs({ ...base, 'target-user': 'pi', sudo: 'false' })).sudo).toBe(false)
+  })
+  it('rejects bad numbers', () => {
+    expect(problems({ ...base, 'keep-generations': '0', 'lock-timeout': 'soon' })).toEqual([
+      expect.stringMatching(/^lock-timeout:/),
+      expect.stringMatching(/^keep-generations:/)
+    ])
+  })
+})
