@@ -1,4 +1,5 @@
 import { utils as ssh2utils } from 'ssh2'
+import { COMPRESSIONS, CompressionSetting } from './deploy/compression'
 import { InputError } from './errors'
 import { FlakeTarget, parseFlakeTarget } from './nix/flake'
 import { HostAddress, isValidUser, parseHostAddress, parsePort } from './ssh/address'
@@ -40,6 +41,7 @@ export interface Inputs {
   sudo: 'auto' | 'true' | 'false'
   /** undefined: keep every generation. */
   keepGenerations?: number
+  compression: CompressionSetting
 }
 
 /** Every input the action declares, in action.yml order (the README and a test check the list). */
@@ -65,7 +67,8 @@ export const INPUT_NAMES = [
   'health-timeout',
   'lock-timeout',
   'sudo',
-  'keep-generations'
+  'keep-generations',
+  'compression'
 ] as const
 export type InputName = (typeof INPUT_NAMES)[number]
 
@@ -234,6 +237,9 @@ export function readInputs(get: (name: InputName) => string): Inputs {
       keepGenerations = undefined
     }
   }
+  const compressionText = get('compression') || 'auto'
+  if (!(COMPRESSIONS as readonly string[]).includes(compressionText))
+    problems.push(`compression: ${JSON.stringify(compressionText)} is not one of ${COMPRESSIONS.join(', ')}`)
   // The target waits confirm-timeout after activation; the checks must be able to finish before it.
   const magicOn = magicRollback ?? (mode === 'switch' || mode === 'test')
   if (
@@ -283,6 +289,7 @@ export function readInputs(get: (name: InputName) => string): Inputs {
     healthTimeoutSeconds,
     lockTimeoutSeconds,
     sudo: sudoText as Inputs['sudo'],
-    keepGenerations
+    keepGenerations,
+    compression: compressionText as CompressionSetting
   }
 }

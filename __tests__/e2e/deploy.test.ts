@@ -57,6 +57,7 @@ describeE2E('deploy through the jump host (switch, then an incremental switch, t
     expect(onPi('ls /nix/var/nix/gcroots/nix-deploy-action | wc -l')).toBe('0')
     expect(run.summary.split('\n')[0]).toBe('### nix-deploy-action: ✅ Deployed')
     expect(run.summary).toContain(gen1)
+    expect(run.summary).toMatch(/on the wire \(zstd\)/)
     expect(run.log).toContain('::group::switch-to-configuration switch')
   }, 300_000)
 
@@ -186,6 +187,18 @@ describeE2E('other modes and the direct (no jump host) case', () => {
     expect(run.log).toMatch(
       /::warning::dry-activate ran as a build only: ssh-private-key, known-hosts are empty/
     )
+  }, 300_000)
+
+  it('compresses the stream (zstd by default, gzip when asked) and still imports exactly the NARs', async () => {
+    const zstd = await runAction(deployInputs('pi-gen1', { mode: 'dry-activate' }))
+    // gen1's new paths went over in the first dry-activate above: this one copies nothing new.
+    expect(zstd.outputs['copied-bytes']).toBe('0')
+    const gz = await runAction(deployInputs('pi-gen2', { mode: 'dry-activate', compression: 'gzip' }))
+    expect(gz.exitCode).toBe(0)
+    expect(gz.summary).toMatch(/on the wire \(gzip\)/)
+    const wire = /([0-9.]+) KiB on the wire/.exec(gz.summary)
+    expect(Number(wire?.[1]) * 1024).toBeLessThan(Number(gz.outputs['copied-bytes']))
+    expect(onPi(`nix-store --verify-path ${fixturePath('pi-gen2')} && echo ok`)).toBe('ok')
   }, 300_000)
 
   it('an encrypted key works with its passphrase, and an RSA key too', async () => {

@@ -134,3 +134,29 @@ describe('preflight', () => {
     expect(() => checkSpace({ ...ok, nixFreeBytes: 0 }, 'pi', 0)).not.toThrow()
   })
 })
+
+describe('compression choice', () => {
+  const { chooseCodec } =
+    require('../../src/deploy/compression') as typeof import('../../src/deploy/compression')
+  const all = () => true
+  it('auto prefers zstd, then gzip, then none, by what both sides have', () => {
+    expect(chooseCodec('auto', all, new Set(['zstd', 'xz', 'gzip'])).codec.name).toBe('zstd')
+    expect(chooseCodec('auto', all, new Set(['xz', 'gzip'])).codec.name).toBe('gzip')
+    expect(chooseCodec('auto', t => t !== 'zstd', new Set(['zstd', 'gzip'])).codec.name).toBe('gzip')
+    expect(chooseCodec('auto', all, new Set()).codec.name).toBe('none')
+  })
+  it('honours an explicit codec, or says why it fell back', () => {
+    expect(chooseCodec('xz', all, new Set(['xz'])).codec.name).toBe('xz')
+    expect(chooseCodec('none', all, new Set(['zstd'])).codec.name).toBe('none')
+    const r = chooseCodec('xz', all, new Set(['zstd']))
+    expect(r.codec.name).toBe('zstd')
+    expect(r.note).toMatch(/xz is not available on the target; using zstd/)
+  })
+  it('prefers chacha20 for ARM targets only', () => {
+    const { prefersChacha20 } =
+      require('../../src/ssh/connection') as typeof import('../../src/ssh/connection')
+    expect(prefersChacha20('aarch64-linux')).toBe(true)
+    expect(prefersChacha20('armv6l-linux')).toBe(true)
+    expect(prefersChacha20('x86_64-linux')).toBe(false)
+  })
+})

@@ -1,14 +1,17 @@
 import * as core from '@actions/core'
-import { spawn } from 'child_process'
-import { Transform } from 'stream'
+import { ChildProcessByStdio, spawn } from 'child_process'
+import { Readable, Transform, Writable } from 'stream'
 import { ActionError } from '../errors'
 import { PathInfo, topoSort, totalNarSize } from '../nix/closure'
 import { RunnerNix } from '../nix/nix'
 import { assertStorePath, storePathName } from '../nix/store-path'
 import { Remote } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
+import { chooseCodec, Codec, CompressionSetting, onPath, REMOTE_CODECS_SCRIPT } from './compression'
 
 export interface CopyResult {
+  /** The compression used on the wire. */
+  codec: Codec['name']
   /** Paths the Pi lacked and received, dependencies first. */
   copiedPaths: string[]
   /** Sum of the NAR sizes of the copied paths. */
@@ -82,7 +85,8 @@ export async function copyClosure(
   nix: RunnerNix,
   toplevel: string,
   toCopy: PathInfo[],
-  closurePathCount: number
+  closurePathCount: number,
+  compression: CompressionSetting = 'auto'
 ): Promise<CopyResult> {
   const narBytes = totalNarSize(toCopy)
   const root = await host.exec(
@@ -95,10 +99,18 @@ export async function copyClosure(
       'The target user must be able to write /nix/var/nix/gcroots (use target-user: root).',
       'copy'
     )
-  if (toCopy.length === 0) return { copiedPaths: [], narBytes: 0, wireBytes: 0 }
+  if (toCopy.length === 0) return { copiedPaths: [], narBytes: 0, wireBytes: 0, codec: 'none' }
 
+  const available = await host.exec(REMOTE_CODECS_SCRIPT, { timeoutMs: 60_000 })
+  const chosen = chooseCodec(
+    compression,
+    tool => onPath(tool),
+    new Set(available.stdout.split('\n').map(l => l.trim()))
+  )
+  if (chosen.note) core.info(chosen.note)
+  const codec = chosen.codec
   core.info(
-    `Copying ${toCopy.length} of ${closurePathCount} paths (${formatBytes(narBytes)}) to ${host.label}`
+    `Copying ${toCopy.length} of ${closurePathCount} paths (${formatBytes(narBytes)}) to ${host.label}, compression: ${codec.name}`
   )
   const exporter = spawn('nix-store', [...nix.legacyArgs(), '--export', ...toCopy.map(p => p.path)], {
     stdio: ['ignore', 'pipe', 'pipe']
@@ -107,35 +119,65 @@ export async function copyClosure(
   exporter.stderr.on('data', (d: Buffer) => (exportErr += d.toString('utf8')))
   const exportExit = new Promise<number>(resolve => exporter.on('close', code => resolve(code ?? -1)))
 
+  let sentNarBytes = 0
   let wireBytes = 0
   const started = Date.now()
-  const counter = new Transform({
+  const countNar = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      sentNarBytes += chunk.length
+      cb(null, chunk)
+    }
+  })
+  const countWire = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       wireBytes += chunk.length
       cb(null, chunk)
     }
   })
+  let compressor: ChildProcessByStdio<Writable, Readable, Readable> | undefined
+  let compressErr = ''
+  let stream: Readable = exporter.stdout.pipe(countNar)
+  if (codec.compress.length > 0) {
+    compressor = spawn(codec.compress[0], codec.compress.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] })
+    compressor.stderr.on('data', (d: Buffer) => (compressErr += d.toString('utf8')))
+    compressor.stdin.on('error', () => undefined)
+    stream.pipe(compressor.stdin)
+    stream = compressor.stdout
+  }
+  const compressExit = compressor
+    ? new Promise<number>(resolve => compressor!.on('close', code => resolve(code ?? -1)))
+    : Promise.resolve(0)
   // Progress every 10 s: enough to see it move, not a flood.
   const progress = setInterval(() => {
     const secs = (Date.now() - started) / 1000
-    const rate = wireBytes / secs
-    const eta = rate > 0 ? Math.max(0, (narBytes - wireBytes) / rate) : 0
+    const rate = sentNarBytes / secs
+    const eta = rate > 0 ? Math.max(0, (narBytes - sentNarBytes) / rate) : 0
     core.info(
-      `  sent ${formatBytes(wireBytes)} of ~${formatBytes(narBytes)} (${formatBytes(rate)}/s, ~${Math.round(eta)} s left)`
+      `  sent ${formatBytes(sentNarBytes)} of ${formatBytes(narBytes)} (${formatBytes(wireBytes)} on the wire, ${formatBytes(rate)}/s, ~${Math.round(eta)} s left)`
     )
   }, 10_000)
   let imported
   try {
-    imported = await host.exec('nix-store --import', {
-      stdin: exporter.stdout.pipe(counter),
-      discardStdout: true
-    })
+    imported = await host.exec(
+      codec.decompress ? `${codec.decompress} | nix-store --import` : 'nix-store --import',
+      {
+        stdin: stream.pipe(countWire),
+        discardStdout: true
+      }
+    )
   } catch (e) {
     exporter.kill()
+    compressor?.kill()
     throw e
   } finally {
     clearInterval(progress)
   }
+  if ((await compressExit) !== 0)
+    throw new ActionError(
+      `${codec.name} on the runner failed: ${compressErr.trim().slice(-300)}`,
+      'Set compression: none (or another codec) and re-run.',
+      'copy'
+    )
   const exportCode = await exportExit
   if (exportCode !== 0)
     throw new ActionError(
@@ -161,5 +203,5 @@ export async function copyClosure(
       "Re-run the job; if it persists, check the target's Nix store (nix-store --verify).",
       'copy'
     )
-  return { copiedPaths: toCopy.map(p => p.path), narBytes, wireBytes }
+  return { copiedPaths: toCopy.map(p => p.path), narBytes, wireBytes, codec: codec.name }
 }

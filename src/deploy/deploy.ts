@@ -6,7 +6,7 @@ import { PathInfo, totalNarSize } from '../nix/closure'
 import { RunnerNix } from '../nix/nix'
 import { Plan } from '../plan'
 import { DeployReport } from '../report/report'
-import { RemoteHost } from '../ssh/connection'
+import { prefersChacha20, RemoteHost } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
 import { activate, readRemoteState, RolledBackError } from './activate'
 import { copyClosure, gcRootPath, missingPaths } from './copy'
@@ -43,7 +43,8 @@ export async function deployToTarget(
       knownHosts: inputs.knownHosts,
       insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
       timeoutMs: inputs.connectTimeoutSeconds * 1000,
-      sudo: plan.sudo
+      sudo: plan.sudo,
+      preferChacha20: prefersChacha20(built.hostSystem)
     })
   const session = new TargetSession(await timed('connect', dial), dial)
   let lock: DeployLock | undefined
@@ -86,11 +87,12 @@ export async function deployToTarget(
     const copied = await timed('copy', async () => {
       const toCopy = await missingPaths(session, built.closure)
       checkSpace(before, session.label, totalNarSize(toCopy))
-      return copyClosure(session, nix, toplevel, toCopy, built.closure.length)
+      return copyClosure(session, nix, toplevel, toCopy, built.closure.length, inputs.compression)
     })
     report.copiedBytes = copied.narBytes
     report.copiedPaths = copied.copiedPaths.length
     report.wireBytes = copied.wireBytes
+    report.compression = copied.codec
 
     // --- activate
     try {

@@ -24,6 +24,7 @@ export interface DeployReport {
   copiedBytes?: number
   copiedPaths?: number
   wireBytes?: number
+  compression?: string
   generation?: number
   builtDerivations?: number
   platform?: string

@@ -74,7 +74,7 @@ export function renderSummary(r: DeployReport): string {
       'Copied',
       r.copiedBytes === undefined
         ? undefined
-        : `${formatBytes(r.copiedBytes)} (NAR) in ${r.copiedPaths ?? 0} paths, ${formatBytes(r.wireBytes ?? 0)} on the wire`
+        : `${formatBytes(r.copiedBytes)} (NAR) in ${r.copiedPaths ?? 0} paths, ${formatBytes(r.wireBytes ?? 0)} on the wire${r.compression && r.compression !== 'none' ? ` (${r.compression})` : ''}`
     ]
   ]
   lines.push('| | |', '|---|---|')

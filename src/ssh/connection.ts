@@ -13,6 +13,16 @@ export interface ConnectOptions {
   timeoutMs: number
   /** Run every command through `sudo -n` (target-user is not root). */
   sudo?: boolean
+  /** Offer chacha20-poly1305 first (see prefersChacha20). */
+  preferChacha20?: boolean
+}
+
+/**
+ * Raspberry Pis (and most ARM boards) have no AES instructions: there OpenSSH's chacha20-poly1305 is
+ * several times faster than AES-GCM, and the Pi's CPU, not the runner's, limits a fast link.
+ */
+export function prefersChacha20(targetSystem: string): boolean {
+  return /^(aarch64|armv[67]l)-/.test(targetSystem)
 }
 
 export interface RemoteResult {
