@@ -55971,7 +55971,7 @@ var __importStar = (this && this.__importStar) || (function () {
     };
 })();
 Object.defineProperty(exports, "__esModule", ({ value: true }));
-exports.REMOTE_CODECS_SCRIPT = exports.CODECS = exports.COMPRESSIONS = void 0;
+exports.CODECS = exports.COMPRESSIONS = void 0;
 exports.chooseCodec = chooseCodec;
 exports.onPath = onPath;
 const fs_1 = __nccwpck_require__(9896);
@@ -55985,13 +55985,11 @@ const path = __importStar(__nccwpck_require__(6928));
  */
 exports.COMPRESSIONS = ['auto', 'zstd', 'xz', 'gzip', 'none'];
 exports.CODECS = {
-    zstd: { name: 'zstd', compress: ['zstd', '-3', '-T0', '-q', '-c'], decompress: 'zstd -d -q -c' },
-    xz: { name: 'xz', compress: ['xz', '-2', '-T0', '-q', '-c'], decompress: 'xz -d -q -c' },
-    gzip: { name: 'gzip', compress: ['gzip', '-3', '-c'], decompress: 'gzip -d -c' },
-    none: { name: 'none', compress: [], decompress: '' }
+    zstd: { name: 'zstd', compress: ['zstd', '-3', '-T0', '-q', '-c'] },
+    xz: { name: 'xz', compress: ['xz', '-2', '-T0', '-q', '-c'] },
+    gzip: { name: 'gzip', compress: ['gzip', '-3', '-c'] },
+    none: { name: 'none', compress: [] }
 };
-/** Prints which decompressors the target has, one per line. */
-exports.REMOTE_CODECS_SCRIPT = `for c in zstd xz gzip; do command -v "$c" >/dev/null 2>&1 && echo "$c"; done; true`;
 /** The codec to use: the setting if both sides can, else the best both sides have (auto). */
 function chooseCodec(setting, runnerHas, targetHas) {
     const both = (name) => runnerHas(name) && targetHas.has(name);
@@ -56056,12 +56054,12 @@ var __importStar = (this && this.__importStar) || (function () {
     };
 })();
 Object.defineProperty(exports, "__esModule", ({ value: true }));
-exports.QUERY_MISSING = exports.GC_ROOT_DIR = void 0;
+exports.IMPORT_SCRIPT = exports.PREPARE_COPY_SCRIPT = exports.QUERY_MISSING = exports.GC_ROOT_DIR = void 0;
 exports.gcRootPath = gcRootPath;
 exports.parseMissing = parseMissing;
 exports.queryMissing = queryMissing;
+exports.planCopy = planCopy;
 exports.formatBytes = formatBytes;
-exports.missingPaths = missingPaths;
 exports.copyClosure = copyClosure;
 const core = __importStar(__nccwpck_require__(7484));
 const child_process_1 = __nccwpck_require__(5317);
@@ -56074,6 +56072,27 @@ const compression_1 = __nccwpck_require__(2661);
 exports.GC_ROOT_DIR = '/nix/var/nix/gcroots/nix-deploy-action';
 /** Remote command that prints which of the paths given on stdin the Pi's store lacks. */
 exports.QUERY_MISSING = `set -f; exec nix-store --check-validity --print-invalid $(cat)`;
+/**
+ * One round trip before the copy: places the GC root (a symlink may point at a path that does not
+ * exist yet), lists the decompressors the target has, and which of the paths on stdin it lacks.
+ * usage: sh -c PREPARE_COPY_SCRIPT sh GC_ROOT_LINK TOPLEVEL  -> "codec NAME" and "missing PATH" lines
+ */
+exports.PREPARE_COPY_SCRIPT = String.raw `set -f
+mkdir -p "$(dirname "$1")" && ln -sfn "$2" "$1" || exit 3
+for c in zstd xz gzip; do command -v "$c" >/dev/null 2>&1 && echo "codec $c"; done
+missing=$(nix-store --check-validity --print-invalid $(cat)) || exit 4
+[ -z "$missing" ] || printf '%s\n' "$missing" | sed 's/^/missing /'`;
+/**
+ * Decompresses and imports the stream on stdin, then prints which of the paths given as arguments
+ * are still invalid (none, unless something went wrong). CODEC picks a fixed decompressor.
+ * usage: sh -c IMPORT_SCRIPT sh CODEC PATH...
+ */
+exports.IMPORT_SCRIPT = String.raw `codec=$1; shift
+case "$codec" in zstd) d='zstd -d -q -c' ;; xz) d='xz -d -q -c' ;; gzip) d='gzip -d -c' ;; none) d=cat ;; *) exit 2 ;; esac
+$d | nix-store --import >/dev/null || exit $?
+[ $# -eq 0 ] || exec nix-store --check-validity --print-invalid "$@"`;
+/** Above this many paths, the post-import check is a separate call (the command line would get long). */
+const MAX_PATHS_ON_COMMAND_LINE = 800;
 function gcRootPath(storePath) {
     return `${exports.GC_ROOT_DIR}/${(0, store_path_1.storePathName)(storePath)}`;
 }
@@ -56090,6 +56109,37 @@ async function queryMissing(host, paths) {
         throw new errors_1.ActionError(`asking ${host.label} which store paths it lacks failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-500)}`, 'Check that Nix works on the target (nix-store --version) and that the user may read its store.', 'copy');
     return parseMissing(r.stdout, new Set(paths));
 }
+/**
+ * Asks the target, in one round trip, what it lacks and what it can decompress, and protects the
+ * toplevel from the target's garbage collector until the profile holds it (the caller removes the
+ * root afterwards): a GC between import and profile switch cannot delete what was just copied.
+ */
+async function planCopy(host, toplevel, closure) {
+    const ordered = (0, closure_1.topoSort)(closure);
+    const r = await host.exec((0, quote_1.shellCommand)([
+        'sh',
+        '-c',
+        exports.PREPARE_COPY_SCRIPT,
+        'sh',
+        gcRootPath(toplevel),
+        (0, store_path_1.assertStorePath)(toplevel, 'toplevel')
+    ]), { stdin: ordered.map(p => p.path).join('\n') + '\n', timeoutMs: 120_000 });
+    if (r.exitCode !== 0)
+        throw new errors_1.ActionError(r.exitCode === 3
+            ? `could not create a GC root on ${host.label}: ${r.stderr.trim().slice(-300)}`
+            : `asking ${host.label} which store paths it lacks failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-500)}`, r.exitCode === 3
+            ? 'The target user must be able to write /nix/var/nix/gcroots (use root or sudo).'
+            : 'Check that Nix works on the target (nix-store --version).', 'copy');
+    const lines = r.stdout.split('\n');
+    const missing = parseMissing(lines
+        .filter(l => l.startsWith('missing '))
+        .map(l => l.slice(8))
+        .join('\n'), new Set(ordered.map(p => p.path)));
+    return {
+        toCopy: ordered.filter(p => missing.has(p.path)),
+        targetCodecs: new Set(lines.filter(l => l.startsWith('codec ')).map(l => l.slice(6).trim()))
+    };
+}
 function formatBytes(n) {
     const units = ['B', 'KiB', 'MiB', 'GiB'];
     let v = n;
@@ -56100,12 +56150,6 @@ function formatBytes(n) {
     }
     return `${v.toFixed(u === 0 ? 0 : 1)} ${units[u]}`;
 }
-/** The closure's paths the target lacks, dependencies first. */
-async function missingPaths(host, closure) {
-    const ordered = (0, closure_1.topoSort)(closure);
-    const missing = await queryMissing(host, ordered.map(p => p.path));
-    return ordered.filter(p => missing.has(p.path));
-}
 /**
  * Copies the closure's missing paths (from missingPaths): `nix-store --export` on the runner streamed over the SSH
  * channel into `nix-store --import` on the Pi, dependencies first. Nix registers each imported path
@@ -56114,15 +56158,12 @@ async function missingPaths(host, closure) {
  * at a path that does not exist yet), so a garbage collection on the Pi between import and profile
  * switch cannot delete what was just copied. The caller removes it once the profile holds the system.
  */
-async function copyClosure(host, nix, toplevel, toCopy, closurePathCount, compression = 'auto') {
+async function copyClosure(host, nix, plan, closurePathCount, compression = 'auto') {
+    const { toCopy } = plan;
     const narBytes = (0, closure_1.totalNarSize)(toCopy);
-    const root = await host.exec(`mkdir -p ${exports.GC_ROOT_DIR} && ln -sfn ${(0, quote_1.shellCommand)([(0, store_path_1.assertStorePath)(toplevel, 'toplevel'), gcRootPath(toplevel)])}`, { timeoutMs: 60_000 });
-    if (root.exitCode !== 0)
-        throw new errors_1.ActionError(`could not create a GC root on ${host.label}: ${root.stderr.trim()}`, 'The target user must be able to write /nix/var/nix/gcroots (use target-user: root).', 'copy');
     if (toCopy.length === 0)
         return { copiedPaths: [], narBytes: 0, wireBytes: 0, codec: 'none' };
-    const available = await host.exec(compression_1.REMOTE_CODECS_SCRIPT, { timeoutMs: 60_000 });
-    const chosen = (0, compression_1.chooseCodec)(compression, tool => (0, compression_1.onPath)(tool), new Set(available.stdout.split('\n').map(l => l.trim())));
+    const chosen = (0, compression_1.chooseCodec)(compression, tool => (0, compression_1.onPath)(tool), plan.targetCodecs);
     if (chosen.note)
         core.info(chosen.note);
     const codec = chosen.codec;
@@ -56170,10 +56211,15 @@ async function copyClosure(host, nix, toplevel, toCopy, closurePathCount, compre
     }, 10_000);
     let imported;
     try {
-        imported = await host.exec(codec.decompress ? `${codec.decompress} | nix-store --import` : 'nix-store --import', {
-            stdin: stream.pipe(countWire),
-            discardStdout: true
-        });
+        const checkInline = toCopy.length <= MAX_PATHS_ON_COMMAND_LINE;
+        imported = await host.exec((0, quote_1.shellCommand)([
+            'sh',
+            '-c',
+            exports.IMPORT_SCRIPT,
+            'sh',
+            codec.name,
+            ...(checkInline ? toCopy.map(p => p.path) : [])
+        ]), { stdin: stream.pipe(countWire) });
     }
     catch (e) {
         exporter.kill();
@@ -56192,7 +56238,9 @@ async function copyClosure(host, nix, toplevel, toCopy, closurePathCount, compre
         throw new errors_1.ActionError(`nix-store --import on ${host.label} failed (exit ${imported.exitCode}): ${imported.stderr.trim().slice(-800)}`, /No space left/i.test(imported.stderr)
             ? 'The target is out of disk space: free space on its /nix (nix-collect-garbage -d) and re-run.'
             : "Check the target's Nix and disk, then re-run: paths already imported are not sent again.", 'copy');
-    const stillMissing = await queryMissing(host, toCopy.map(p => p.path));
+    const stillMissing = toCopy.length <= MAX_PATHS_ON_COMMAND_LINE
+        ? parseMissing(imported.stdout, new Set(toCopy.map(p => p.path)))
+        : await queryMissing(host, toCopy.map(p => p.path));
     if (stillMissing.size > 0)
         throw new errors_1.ActionError(`after the copy, ${host.label} still lacks ${stillMissing.size} path(s), e.g. ${[...stillMissing][0]}`, "Re-run the job; if it persists, check the target's Nix store (nix-store --verify).", 'copy');
     return { copiedPaths: toCopy.map(p => p.path), narBytes, wireBytes, codec: codec.name };
@@ -56265,8 +56313,7 @@ async function deployToTarget(inputs, plan, nix, built, report, timed) {
         knownHosts: inputs.knownHosts,
         insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
         timeoutMs: inputs.connectTimeoutSeconds * 1000,
-        sudo: plan.sudo,
-        preferChacha20: (0, connection_1.prefersChacha20)(built.hostSystem)
+        sudo: plan.sudo
     });
     const session = new session_1.TargetSession(await timed('connect', dial), dial);
     let lock;
@@ -56298,9 +56345,9 @@ async function deployToTarget(inputs, plan, nix, built, report, timed) {
         }
         // --- copy
         const copied = await timed('copy', async () => {
-            const toCopy = await (0, copy_1.missingPaths)(session, built.closure);
-            (0, preflight_1.checkSpace)(before, session.label, (0, closure_1.totalNarSize)(toCopy));
-            return (0, copy_1.copyClosure)(session, nix, toplevel, toCopy, built.closure.length, inputs.compression);
+            const copyPlan = await (0, copy_1.planCopy)(session, toplevel, built.closure);
+            (0, preflight_1.checkSpace)(before, session.label, (0, closure_1.totalNarSize)(copyPlan.toCopy));
+            return (0, copy_1.copyClosure)(session, nix, copyPlan, built.closure.length, inputs.compression);
         });
         report.copiedBytes = copied.narBytes;
         report.copiedPaths = copied.copiedPaths.length;
@@ -58323,20 +58370,20 @@ var __importStar = (this && this.__importStar) || (function () {
     };
 })();
 Object.defineProperty(exports, "__esModule", ({ value: true }));
-exports.RemoteHost = void 0;
-exports.prefersChacha20 = prefersChacha20;
+exports.RemoteHost = exports.NEVER_OFFERED_CIPHERS = void 0;
 const core = __importStar(__nccwpck_require__(7484));
 const ssh2_1 = __nccwpck_require__(5472);
 const errors_1 = __nccwpck_require__(3916);
 const quote_1 = __nccwpck_require__(9038);
 const known_hosts_1 = __nccwpck_require__(2979);
 /**
- * Raspberry Pis (and most ARM boards) have no AES instructions: there OpenSSH's chacha20-poly1305 is
- * several times faster than AES-GCM, and the Pi's CPU, not the runner's, limits a fast link.
+ * chacha20-poly1305 would suit a Pi best (no AES instructions), but ssh2's pure-JS implementation --
+ * the one dist/ uses, as it ships no native addons -- corrupts the transport through a jump host
+ * ("Invalid ssh2 packet type", seen here on Node 24; also reported against ssh2 1.17 by other
+ * projects). So it is never offered; AES-GCM is negotiated instead, and zstd keeps the bytes the Pi
+ * must decrypt low.
  */
-function prefersChacha20(targetSystem) {
-    return /^(aarch64|armv[67]l)-/.test(targetSystem);
-}
+exports.NEVER_OFFERED_CIPHERS = ['chacha20-poly1305@openssh.com'];
 const KEEPALIVE_INTERVAL_MS = 10_000;
 const KEEPALIVE_COUNT_MAX = 3;
 /** Turns ssh2's errors into ones that say which hop failed and what to do. */
@@ -58477,7 +58524,12 @@ class RemoteHost {
      */
     exec(command, opts = {}) {
         const wrapped = this.sudo ? (0, quote_1.shellCommand)(['sudo', '-n', '--', 'sh', '-c', command]) : command;
-        return this.execRaw(wrapped, command, opts);
+        const started = Date.now();
+        const result = this.execRaw(wrapped, command, opts);
+        // With RUNNER_DEBUG=1 (re-run with debug logging), every remote command and its duration.
+        if (core.isDebug())
+            void result.then(r => core.debug(`remote exit ${r.exitCode} after ${Date.now() - started} ms: ${command.replace(/\s+/g, ' ').slice(0, 120)}`), () => undefined);
+        return result;
     }
     execRaw(wrapped, command, opts) {
         return new Promise((resolve, reject) => {

@@ -12,7 +12,7 @@ import { LIST_GENERATIONS_SCRIPT } from '../../src/deploy/generations'
 import { ownerDescription, parseLockAnswer } from '../../src/deploy/lock'
 import { checkSpace, checkTarget, SPACE_MARGIN_BYTES } from '../../src/deploy/preflight'
 import { PROBE_SCRIPT, RemoteState } from '../../src/deploy/remote-state'
-import { QUERY_MISSING } from '../../src/deploy/copy'
+import { IMPORT_SCRIPT, PREPARE_COPY_SCRIPT, QUERY_MISSING } from '../../src/deploy/copy'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
@@ -28,7 +28,9 @@ describe('scripts run on the target', () => {
       UNLOCK_SCRIPT,
       LIST_GENERATIONS_SCRIPT,
       PROBE_SCRIPT,
-      QUERY_MISSING
+      QUERY_MISSING,
+      PREPARE_COPY_SCRIPT,
+      IMPORT_SCRIPT
     })
   )('%s is valid POSIX sh (sh -n)', (_name, script) => {
     execFileSync('sh', ['-n', '-c', script])
@@ -152,11 +154,21 @@ describe('compression choice', () => {
     expect(r.codec.name).toBe('zstd')
     expect(r.note).toMatch(/xz is not available on the target; using zstd/)
   })
-  it('prefers chacha20 for ARM targets only', () => {
-    const { prefersChacha20 } =
+})
+
+describe('ciphers', () => {
+  it('never offers chacha20-poly1305 (ssh2 pure-JS corrupts it through a jump host)', () => {
+    const { NEVER_OFFERED_CIPHERS } =
       require('../../src/ssh/connection') as typeof import('../../src/ssh/connection')
-    expect(prefersChacha20('aarch64-linux')).toBe(true)
-    expect(prefersChacha20('armv6l-linux')).toBe(true)
-    expect(prefersChacha20('x86_64-linux')).toBe(false)
+    // ssh2's own list builder, as connect() uses it with { remove: NEVER_OFFERED_CIPHERS }.
+    const utils = require('ssh2/lib/utils')
+    const constants = require('ssh2/lib/protocol/constants')
+    const offered: string[] = utils.generateAlgorithmList(
+      { remove: NEVER_OFFERED_CIPHERS },
+      constants.DEFAULT_CIPHER,
+      constants.SUPPORTED_CIPHER
+    )
+    expect(offered).not.toContain('chacha20-poly1305@openssh.com')
+    expect(offered[0]).toBe('aes128-gcm@openssh.com')
   })
 })

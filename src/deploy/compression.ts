@@ -15,19 +15,14 @@ export interface Codec {
   name: 'zstd' | 'xz' | 'gzip' | 'none'
   /** Runner-side compressor argv (reads stdin, writes stdout); empty for none. */
   compress: string[]
-  /** Target-side decompressor command (a fixed string); empty for none. */
-  decompress: string
 }
 
 export const CODECS: Record<Codec['name'], Codec> = {
-  zstd: { name: 'zstd', compress: ['zstd', '-3', '-T0', '-q', '-c'], decompress: 'zstd -d -q -c' },
-  xz: { name: 'xz', compress: ['xz', '-2', '-T0', '-q', '-c'], decompress: 'xz -d -q -c' },
-  gzip: { name: 'gzip', compress: ['gzip', '-3', '-c'], decompress: 'gzip -d -c' },
-  none: { name: 'none', compress: [], decompress: '' }
+  zstd: { name: 'zstd', compress: ['zstd', '-3', '-T0', '-q', '-c'] },
+  xz: { name: 'xz', compress: ['xz', '-2', '-T0', '-q', '-c'] },
+  gzip: { name: 'gzip', compress: ['gzip', '-3', '-c'] },
+  none: { name: 'none', compress: [] }
 }
-
-/** Prints which decompressors the target has, one per line. */
-export const REMOTE_CODECS_SCRIPT = `for c in zstd xz gzip; do command -v "$c" >/dev/null 2>&1 && echo "$c"; done; true`
 
 /** The codec to use: the setting if both sides can, else the best both sides have (auto). */
 export function chooseCodec(

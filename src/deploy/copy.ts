@@ -7,7 +7,7 @@ import { RunnerNix } from '../nix/nix'
 import { assertStorePath, storePathName } from '../nix/store-path'
 import { Remote } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
-import { chooseCodec, Codec, CompressionSetting, onPath, REMOTE_CODECS_SCRIPT } from './compression'
+import { chooseCodec, Codec, CompressionSetting, onPath } from './compression'
 
 export interface CopyResult {
   /** The compression used on the wire. */
@@ -24,6 +24,30 @@ export const GC_ROOT_DIR = '/nix/var/nix/gcroots/nix-deploy-action'
 
 /** Remote command that prints which of the paths given on stdin the Pi's store lacks. */
 export const QUERY_MISSING = `set -f; exec nix-store --check-validity --print-invalid $(cat)`
+
+/**
+ * One round trip before the copy: places the GC root (a symlink may point at a path that does not
+ * exist yet), lists the decompressors the target has, and which of the paths on stdin it lacks.
+ * usage: sh -c PREPARE_COPY_SCRIPT sh GC_ROOT_LINK TOPLEVEL  -> "codec NAME" and "missing PATH" lines
+ */
+export const PREPARE_COPY_SCRIPT = String.raw`set -f
+mkdir -p "$(dirname "$1")" && ln -sfn "$2" "$1" || exit 3
+for c in zstd xz gzip; do command -v "$c" >/dev/null 2>&1 && echo "codec $c"; done
+missing=$(nix-store --check-validity --print-invalid $(cat)) || exit 4
+[ -z "$missing" ] || printf '%s\n' "$missing" | sed 's/^/missing /'`
+
+/**
+ * Decompresses and imports the stream on stdin, then prints which of the paths given as arguments
+ * are still invalid (none, unless something went wrong). CODEC picks a fixed decompressor.
+ * usage: sh -c IMPORT_SCRIPT sh CODEC PATH...
+ */
+export const IMPORT_SCRIPT = String.raw`codec=$1; shift
+case "$codec" in zstd) d='zstd -d -q -c' ;; xz) d='xz -d -q -c' ;; gzip) d='gzip -d -c' ;; none) d=cat ;; *) exit 2 ;; esac
+$d | nix-store --import >/dev/null || exit $?
+[ $# -eq 0 ] || exec nix-store --check-validity --print-invalid "$@"`
+
+/** Above this many paths, the post-import check is a separate call (the command line would get long). */
+const MAX_PATHS_ON_COMMAND_LINE = 800
 
 export function gcRootPath(storePath: string): string {
   return `${GC_ROOT_DIR}/${storePathName(storePath)}`
@@ -50,6 +74,55 @@ export async function queryMissing(host: Remote, paths: string[]): Promise<Set<s
   return parseMissing(r.stdout, new Set(paths))
 }
 
+export interface CopyPlan {
+  /** The closure's paths the target lacks, dependencies first. */
+  toCopy: PathInfo[]
+  /** Decompressors the target has. */
+  targetCodecs: Set<string>
+}
+
+/**
+ * Asks the target, in one round trip, what it lacks and what it can decompress, and protects the
+ * toplevel from the target's garbage collector until the profile holds it (the caller removes the
+ * root afterwards): a GC between import and profile switch cannot delete what was just copied.
+ */
+export async function planCopy(host: Remote, toplevel: string, closure: PathInfo[]): Promise<CopyPlan> {
+  const ordered = topoSort(closure)
+  const r = await host.exec(
+    shellCommand([
+      'sh',
+      '-c',
+      PREPARE_COPY_SCRIPT,
+      'sh',
+      gcRootPath(toplevel),
+      assertStorePath(toplevel, 'toplevel')
+    ]),
+    { stdin: ordered.map(p => p.path).join('\n') + '\n', timeoutMs: 120_000 }
+  )
+  if (r.exitCode !== 0)
+    throw new ActionError(
+      r.exitCode === 3
+        ? `could not create a GC root on ${host.label}: ${r.stderr.trim().slice(-300)}`
+        : `asking ${host.label} which store paths it lacks failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-500)}`,
+      r.exitCode === 3
+        ? 'The target user must be able to write /nix/var/nix/gcroots (use root or sudo).'
+        : 'Check that Nix works on the target (nix-store --version).',
+      'copy'
+    )
+  const lines = r.stdout.split('\n')
+  const missing = parseMissing(
+    lines
+      .filter(l => l.startsWith('missing '))
+      .map(l => l.slice(8))
+      .join('\n'),
+    new Set(ordered.map(p => p.path))
+  )
+  return {
+    toCopy: ordered.filter(p => missing.has(p.path)),
+    targetCodecs: new Set(lines.filter(l => l.startsWith('codec ')).map(l => l.slice(6).trim()))
+  }
+}
+
 function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB']
   let v = n
@@ -62,16 +135,6 @@ function formatBytes(n: number): string {
 }
 export { formatBytes }
 
-/** The closure's paths the target lacks, dependencies first. */
-export async function missingPaths(host: Remote, closure: PathInfo[]): Promise<PathInfo[]> {
-  const ordered = topoSort(closure)
-  const missing = await queryMissing(
-    host,
-    ordered.map(p => p.path)
-  )
-  return ordered.filter(p => missing.has(p.path))
-}
-
 /**
  * Copies the closure's missing paths (from missingPaths): `nix-store --export` on the runner streamed over the SSH
  * channel into `nix-store --import` on the Pi, dependencies first. Nix registers each imported path
@@ -83,30 +146,14 @@ export async function missingPaths(host: Remote, closure: PathInfo[]): Promise<P
 export async function copyClosure(
   host: Remote,
   nix: RunnerNix,
-  toplevel: string,
-  toCopy: PathInfo[],
+  plan: CopyPlan,
   closurePathCount: number,
   compression: CompressionSetting = 'auto'
 ): Promise<CopyResult> {
+  const { toCopy } = plan
   const narBytes = totalNarSize(toCopy)
-  const root = await host.exec(
-    `mkdir -p ${GC_ROOT_DIR} && ln -sfn ${shellCommand([assertStorePath(toplevel, 'toplevel'), gcRootPath(toplevel)])}`,
-    { timeoutMs: 60_000 }
-  )
-  if (root.exitCode !== 0)
-    throw new ActionError(
-      `could not create a GC root on ${host.label}: ${root.stderr.trim()}`,
-      'The target user must be able to write /nix/var/nix/gcroots (use target-user: root).',
-      'copy'
-    )
   if (toCopy.length === 0) return { copiedPaths: [], narBytes: 0, wireBytes: 0, codec: 'none' }
-
-  const available = await host.exec(REMOTE_CODECS_SCRIPT, { timeoutMs: 60_000 })
-  const chosen = chooseCodec(
-    compression,
-    tool => onPath(tool),
-    new Set(available.stdout.split('\n').map(l => l.trim()))
-  )
+  const chosen = chooseCodec(compression, tool => onPath(tool), plan.targetCodecs)
   if (chosen.note) core.info(chosen.note)
   const codec = chosen.codec
   core.info(
@@ -158,12 +205,17 @@ export async function copyClosure(
   }, 10_000)
   let imported
   try {
+    const checkInline = toCopy.length <= MAX_PATHS_ON_COMMAND_LINE
     imported = await host.exec(
-      codec.decompress ? `${codec.decompress} | nix-store --import` : 'nix-store --import',
-      {
-        stdin: stream.pipe(countWire),
-        discardStdout: true
-      }
+      shellCommand([
+        'sh',
+        '-c',
+        IMPORT_SCRIPT,
+        'sh',
+        codec.name,
+        ...(checkInline ? toCopy.map(p => p.path) : [])
+      ]),
+      { stdin: stream.pipe(countWire) }
     )
   } catch (e) {
     exporter.kill()
@@ -193,10 +245,13 @@ export async function copyClosure(
         : "Check the target's Nix and disk, then re-run: paths already imported are not sent again.",
       'copy'
     )
-  const stillMissing = await queryMissing(
-    host,
-    toCopy.map(p => p.path)
-  )
+  const stillMissing =
+    toCopy.length <= MAX_PATHS_ON_COMMAND_LINE
+      ? parseMissing(imported.stdout, new Set(toCopy.map(p => p.path)))
+      : await queryMissing(
+          host,
+          toCopy.map(p => p.path)
+        )
   if (stillMissing.size > 0)
     throw new ActionError(
       `after the copy, ${host.label} still lacks ${stillMissing.size} path(s), e.g. ${[...stillMissing][0]}`,

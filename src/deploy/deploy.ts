@@ -6,10 +6,10 @@ import { PathInfo, totalNarSize } from '../nix/closure'
 import { RunnerNix } from '../nix/nix'
 import { Plan } from '../plan'
 import { DeployReport } from '../report/report'
-import { prefersChacha20, RemoteHost } from '../ssh/connection'
+import { RemoteHost } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
 import { activate, readRemoteState, RolledBackError } from './activate'
-import { copyClosure, gcRootPath, missingPaths } from './copy'
+import { copyClosure, gcRootPath, planCopy } from './copy'
 import { generationsToDelete, LIST_GENERATIONS_SCRIPT, parseGenerations } from './generations'
 import { DeployLock, ownerDescription } from './lock'
 import { checkSpace, checkTarget } from './preflight'
@@ -43,8 +43,7 @@ export async function deployToTarget(
       knownHosts: inputs.knownHosts,
       insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
       timeoutMs: inputs.connectTimeoutSeconds * 1000,
-      sudo: plan.sudo,
-      preferChacha20: prefersChacha20(built.hostSystem)
+      sudo: plan.sudo
     })
   const session = new TargetSession(await timed('connect', dial), dial)
   let lock: DeployLock | undefined
@@ -85,9 +84,9 @@ export async function deployToTarget(
 
     // --- copy
     const copied = await timed('copy', async () => {
-      const toCopy = await missingPaths(session, built.closure)
-      checkSpace(before, session.label, totalNarSize(toCopy))
-      return copyClosure(session, nix, toplevel, toCopy, built.closure.length, inputs.compression)
+      const copyPlan = await planCopy(session, toplevel, built.closure)
+      checkSpace(before, session.label, totalNarSize(copyPlan.toCopy))
+      return copyClosure(session, nix, copyPlan, built.closure.length, inputs.compression)
     })
     report.copiedBytes = copied.narBytes
     report.copiedPaths = copied.copiedPaths.length

@@ -13,17 +13,16 @@ export interface ConnectOptions {
   timeoutMs: number
   /** Run every command through `sudo -n` (target-user is not root). */
   sudo?: boolean
-  /** Offer chacha20-poly1305 first (see prefersChacha20). */
-  preferChacha20?: boolean
 }
 
 /**
- * Raspberry Pis (and most ARM boards) have no AES instructions: there OpenSSH's chacha20-poly1305 is
- * several times faster than AES-GCM, and the Pi's CPU, not the runner's, limits a fast link.
+ * chacha20-poly1305 would suit a Pi best (no AES instructions), but ssh2's pure-JS implementation --
+ * the one dist/ uses, as it ships no native addons -- corrupts the transport through a jump host
+ * ("Invalid ssh2 packet type", seen here on Node 24; also reported against ssh2 1.17 by other
+ * projects). So it is never offered; AES-GCM is negotiated instead, and zstd keeps the bytes the Pi
+ * must decrypt low.
  */
-export function prefersChacha20(targetSystem: string): boolean {
-  return /^(aarch64|armv[67]l)-/.test(targetSystem)
-}
+export const NEVER_OFFERED_CIPHERS = ['chacha20-poly1305@openssh.com']
 
 export interface RemoteResult {
   exitCode: number
@@ -242,7 +241,18 @@ export class RemoteHost {
    */
   exec(command: string, opts: ExecOptions = {}): Promise<RemoteResult> {
     const wrapped = this.sudo ? shellCommand(['sudo', '-n', '--', 'sh', '-c', command]) : command
-    return this.execRaw(wrapped, command, opts)
+    const started = Date.now()
+    const result = this.execRaw(wrapped, command, opts)
+    // With RUNNER_DEBUG=1 (re-run with debug logging), every remote command and its duration.
+    if (core.isDebug())
+      void result.then(
+        r =>
+          core.debug(
+            `remote exit ${r.exitCode} after ${Date.now() - started} ms: ${command.replace(/\s+/g, ' ').slice(0, 120)}`
+          ),
+        () => undefined
+      )
+    return result
   }
 
   private execRaw(wrapped: string, command: string, opts: ExecOptions): Promise<RemoteResult> {
