@@ -2,6 +2,7 @@ import { utils as ssh2utils } from 'ssh2'
 import { COMPRESSIONS, CompressionSetting } from './deploy/compression'
 import { InputError } from './errors'
 import { FlakeTarget, parseFlakeTarget } from './nix/flake'
+import { isStorePath } from './nix/store-path'
 import { HostAddress, isValidUser, parseHostAddress, parsePort } from './ssh/address'
 import { KnownHostLine, parseKnownHosts } from './ssh/known-hosts'
 
@@ -42,6 +43,14 @@ export interface Inputs {
   /** undefined: keep every generation. */
   keepGenerations?: number
   compression: CompressionSetting
+  /** Keep the runner's store warm with @actions/cache. */
+  cache: boolean
+  /** Cache key prefix (undefined: nix-deploy-<platform>). */
+  cacheKey?: string
+  /** The whole run's deadline (undefined: none). */
+  timeoutSeconds?: number
+  /** Baseline for the package diff in build mode: a store path, or a flake configuration. */
+  diffAgainst?: { storePath: string } | { flake: FlakeTarget }
 }
 
 /** Every input the action declares, in action.yml order (the README and a test check the list). */
@@ -68,7 +77,11 @@ export const INPUT_NAMES = [
   'lock-timeout',
   'sudo',
   'keep-generations',
-  'compression'
+  'compression',
+  'diff-against',
+  'timeout',
+  'cache',
+  'cache-key'
 ] as const
 export type InputName = (typeof INPUT_NAMES)[number]
 
@@ -240,6 +253,28 @@ export function readInputs(get: (name: InputName) => string): Inputs {
   const compressionText = get('compression') || 'auto'
   if (!(COMPRESSIONS as readonly string[]).includes(compressionText))
     problems.push(`compression: ${JSON.stringify(compressionText)} is not one of ${COMPRESSIONS.join(', ')}`)
+  const diffText = get('diff-against')
+  let diffAgainst: Inputs['diffAgainst']
+  if (diffText !== '') {
+    if (diffText.startsWith('/nix/store/')) {
+      if (isStorePath(diffText)) diffAgainst = { storePath: diffText }
+      else problems.push(`diff-against: ${JSON.stringify(diffText)} is not a valid store path`)
+    } else
+      try {
+        diffAgainst = { flake: parseFlakeTarget(diffText) }
+      } catch (e) {
+        problems.push(`diff-against: ${(e as Error).message}`)
+      }
+  }
+  const cacheText = get('cache')
+  const cacheOn = cacheText === '' ? true : parseBoolean('cache', cacheText, problems)
+  const cacheKey = get('cache-key') || undefined
+  if (cacheKey !== undefined && !/^[A-Za-z0-9._-]{1,200}$/.test(cacheKey))
+    problems.push(
+      `cache-key: ${JSON.stringify(cacheKey)} must be letters, digits, ".", "_" and "-" (at most 200)`
+    )
+  const timeoutSeconds =
+    get('timeout') === '' ? undefined : parseSeconds('timeout', get('timeout'), 0, 86400, problems)
   // The target waits confirm-timeout after activation; the checks must be able to finish before it.
   const magicOn = magicRollback ?? (mode === 'switch' || mode === 'test')
   if (
@@ -290,6 +325,10 @@ export function readInputs(get: (name: InputName) => string): Inputs {
     lockTimeoutSeconds,
     sudo: sudoText as Inputs['sudo'],
     keepGenerations,
-    compression: compressionText as CompressionSetting
+    compression: compressionText as CompressionSetting,
+    diffAgainst,
+    timeoutSeconds,
+    cache: cacheOn,
+    cacheKey
   }
 }

@@ -3,6 +3,7 @@ import { randomBytes } from 'crypto'
 import { promises as fs } from 'fs'
 import * as os from 'os'
 import * as path from 'path'
+import { cacheDir, PendingSave, restoreForRun, storeCacheKeys } from './cache/store-cache'
 import { formatBytes } from './deploy/copy'
 import { deployToTarget } from './deploy/deploy'
 import { ActionError, Phase } from './errors'
@@ -12,11 +13,13 @@ import { totalNarSize } from './nix/closure'
 import { RunnerNix } from './nix/nix'
 import { makePlan, Plan } from './plan'
 import { DeployReport, outputsOf } from './report/report'
+import { ClosureEntry, diffClosures } from './report/diff'
 import { renderSummary } from './report/summary'
 import { withCommandsOffAsync } from './report/untrusted'
 
 export const STATE_IS_POST = 'isPost'
 export const STATE_TEMP_DIR = 'tempDir'
+export const STATE_CACHE = 'storeCache'
 
 /**
  * Masks secrets before anything else can print them. A multi-line secret is masked line by line:
@@ -65,6 +68,7 @@ async function deploy(inputs: Inputs, plan: Plan, report: DeployReport): Promise
     core.info(`${evaluation.outPath} (${evaluation.hostSystem})`)
     report.storePath = evaluation.outPath
     report.platform = evaluation.hostSystem
+    if (inputs.cache) report.cache = await restoreForRun(nix, storeCacheKeys(inputs, evaluation.hostSystem))
     const binfmt = await ensureBinfmt(evaluation.buildSystem, inputs.binfmt)
     report.binfmt =
       binfmt.how === 'native' ? 'native' : binfmt.how === 'not-available' ? 'no emulation' : 'QEMU binfmt'
@@ -76,6 +80,13 @@ async function deploy(inputs: Inputs, plan: Plan, report: DeployReport): Promise
       nix.build(evaluation.drvPath, evaluation.outPath, path.join(tempDir, 'system'))
     ).finally(() => core.endGroup())
     report.builtDerivations = build.built.length
+    // The post step saves the store cache, also when the deploy fails after this point.
+    if (report.cache?.available && (build.built.length > 0 || !report.cache.hit)) {
+      const paths = [evaluation.outPath, ...(await nix.outputsOf(build.built))]
+      const key = storeCacheKeys(inputs, evaluation.hostSystem).key
+      const save: PendingSave = { dir: cacheDir(), key, paths, settings: inputs.nixOptions }
+      core.saveState(STATE_CACHE, JSON.stringify(save))
+    }
     const closure = await nix.closure(evaluation.outPath)
     report.closureSize = totalNarSize(closure)
     report.closurePaths = closure.length
@@ -85,10 +96,39 @@ async function deploy(inputs: Inputs, plan: Plan, report: DeployReport): Promise
     return { toplevel: evaluation.outPath, hostSystem: evaluation.hostSystem, closure }
   })
   if (plan.mode === 'build' || !plan.target) {
+    if (inputs.diffAgainst)
+      await phase('build', async () => {
+        const baseline = await baselineClosure(nix, inputs.diffAgainst!, path.join(tempDir, 'baseline'))
+        report.diff = diffClosures(baseline.entries, built.closure)
+        report.diffBaseline = baseline.label
+      }).catch((e: unknown) => {
+        const w = `no package diff: ${(e as Error).message}`
+        report.warnings.push(w)
+        core.warning(w)
+      })
     report.result = 'built'
     return
   }
   await deployToTarget(inputs, plan, nix, built, report, phase)
+}
+
+/** The closure of diff-against: a store path as it is, or a flake configuration (built if needed). */
+async function baselineClosure(
+  nix: RunnerNix,
+  against: NonNullable<Inputs['diffAgainst']>,
+  gcRoot: string
+): Promise<{ entries: ClosureEntry[]; label: string }> {
+  if ('storePath' in against)
+    return { entries: await nix.closure(against.storePath), label: against.storePath }
+  const evaluation = await nix.evaluate(against.flake)
+  core.startGroup(`Build the diff baseline ${evaluation.outPath}`)
+  await withCommandsOffAsync(() => nix.build(evaluation.drvPath, evaluation.outPath, gcRoot)).finally(() =>
+    core.endGroup()
+  )
+  return {
+    entries: await nix.closure(evaluation.outPath),
+    label: `${against.flake.installable} (${evaluation.outPath})`
+  }
 }
 
 /** Reports a failure as an annotation, in the summary, and as the step's failure. */
@@ -125,16 +165,44 @@ export async function run(): Promise<void> {
       report.warnings.push(w)
       core.warning(w)
     }
-    await deploy(inputs, plan, report)
+    await withDeadline(inputs.timeoutSeconds, () => deploy(inputs, plan, report))
   } catch (e) {
     reportFailure(report, e)
   } finally {
-    for (const [k, v] of Object.entries(outputsOf(report))) core.setOutput(k, v)
-    try {
-      await core.summary.addRaw(renderSummary(report)).write()
-    } catch (e) {
-      // No GITHUB_STEP_SUMMARY (e.g. a local run): the log has everything.
-      core.debug(`no job summary: ${(e as Error).message}`)
-    }
+    await finishReport(report)
   }
+}
+
+async function finishReport(report: DeployReport): Promise<void> {
+  for (const [k, v] of Object.entries(outputsOf(report))) core.setOutput(k, v)
+  try {
+    await core.summary.addRaw(renderSummary(report)).write()
+  } catch (e) {
+    // No GITHUB_STEP_SUMMARY (e.g. a local run): the log has everything.
+    core.debug(`no job summary: ${(e as Error).message}`)
+  }
+}
+
+/**
+ * The `timeout` input: the whole run's deadline. Past it the run fails at once, whatever it was
+ * doing. That is safe on the target: the activation agent runs there by itself and rolls back when
+ * no confirmation comes (magic rollback), and a cut copy leaves no partial path.
+ */
+function withDeadline(seconds: number | undefined, fn: () => Promise<void>): Promise<void> {
+  if (seconds === undefined) return fn()
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new ActionError(
+            `the deploy did not finish within timeout (${seconds} s)`,
+            'The target rolls back by itself if the new system was not confirmed. Raise timeout, or look at the log for the step that hung.',
+            'report'
+          )
+        ),
+      seconds * 1000
+    )
+  })
+  return Promise.race([fn(), expired]).finally(() => clearTimeout(timer))
 }

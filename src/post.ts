@@ -2,7 +2,29 @@ import * as core from '@actions/core'
 import { promises as fs } from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { STATE_TEMP_DIR } from './main'
+import { PendingSave, saveStore } from './cache/store-cache'
+import { formatBytes } from './deploy/copy'
+import { STATE_CACHE, STATE_TEMP_DIR } from './main'
+import { RunnerNix } from './nix/nix'
+
+/** Saves the store cache the main step prepared (it records nothing when nothing new was built). */
+async function saveStoreCache(): Promise<void> {
+  const raw = core.getState(STATE_CACHE)
+  if (!raw) return
+  const s = JSON.parse(raw) as PendingSave
+  core.startGroup('Save the Nix store cache')
+  const r = await saveStore(new RunnerNix(s.settings), s.dir, s.key, s.paths).finally(() => core.endGroup())
+  const line = r.saved
+    ? `Store cache saved as ${s.key}: ${r.paths} paths, ${formatBytes(r.bytes ?? 0)}, in ${(r.ms / 1000).toFixed(1)} s`
+    : `Store cache not saved: ${r.reason}`
+  if (r.saved) core.info(line)
+  else core.warning(line)
+  await core.summary
+    .addRaw(`\n${line.replace(/[<>&]/g, c => `&#${c.charCodeAt(0)};`)}\n`)
+    .write()
+    .catch(() => undefined)
+  await fs.rm(s.dir, { recursive: true, force: true })
+}
 
 /**
  * The post step: runs after the job's steps, also when the main step failed or was cancelled.
@@ -11,6 +33,7 @@ import { STATE_TEMP_DIR } from './main'
  * them from memory.
  */
 export async function post(): Promise<void> {
+  await saveStoreCache()
   const dir = core.getState(STATE_TEMP_DIR)
   if (!dir) return
   // Only ever delete what the main step made: a nix-deploy-action-* directory under the temp base.

@@ -58,6 +58,9 @@ describeE2E('deploy through the jump host (switch, then an incremental switch, t
     expect(run.summary.split('\n')[0]).toBe('### nix-deploy-action: ✅ Deployed')
     expect(run.summary).toContain(gen1)
     expect(run.summary).toMatch(/on the wire \(zstd\)/)
+    // The package diff against what the Pi ran (gen0): pi-tools is new.
+    expect(run.summary).toContain('#### Changes against what target root@10.99.2.2 runs')
+    expect(run.summary).toContain('| + | pi-tools | | 1.0 |')
     expect(run.log).toContain('::group::switch-to-configuration switch')
   }, 300_000)
 
@@ -85,6 +88,11 @@ describeE2E('deploy through the jump host (switch, then an incremental switch, t
     })
     expect(piState().generations).toEqual(['system-1-link', 'system-2-link', 'system-3-link'])
     expect(onPi('/run/current-system/sw/bin/hello')).toBe('hello 2.12.1')
+    expect(run.summary).toContain('| ↕ | hello | 2.12 | 2.12.1 |')
+    expect(run.summary).toContain('| + | htop | | 3.3.0 |')
+    expect(run.summary).toMatch(
+      /1 changed, 1 added, 0 removed; \d+ other paths .* closure [0-9.]+ MiB → [0-9.]+ MiB/
+    )
   }, 300_000)
 
   it('reports unchanged, copies nothing and makes no generation when the Pi already runs that system', async () => {
@@ -125,6 +133,7 @@ describeE2E('other modes and the direct (no jump host) case', () => {
     expect(run.exitCode).toBe(0)
     expect(run.outputs).toMatchObject({ result: 'dry-activated', changed: 'true', generation: '' })
     expect(run.log).toContain('would start the following units: fixture-gen1.service')
+    expect(run.summary).toContain('| start | fixture-gen1.service |')
     expect(piState()).toMatchObject({
       current: gen0,
       profile: gen0,
@@ -176,6 +185,27 @@ describeE2E('other modes and the direct (no jump host) case', () => {
     })
     expect(Number(run.outputs['closure-size'])).toBeGreaterThan(0)
     expect(run.summary).not.toContain('| connect |')
+  }, 300_000)
+
+  it('build mode with diff-against shows what would change against another configuration', async () => {
+    const t = testbed()
+    const run = await runAction(
+      deployInputs('pi-gen2', {
+        mode: 'build',
+        'target-host': '',
+        'jump-host': '',
+        'diff-against': `${t.TESTBED_FIXTURE}#pi-gen1`
+      })
+    )
+    expect(run.exitCode).toBe(0)
+    expect(run.summary).toContain(
+      `#### Changes against ${t.TESTBED_FIXTURE}#nixosConfigurations.&#34;pi-gen1&#34;`
+    )
+    expect(run.summary).toContain('| ↕ | hello | 2.12 | 2.12.1 |')
+    const byPath = await runAction(
+      deployInputs('pi-gen2', { mode: 'build', 'diff-against': fixturePath('pi-gen2') })
+    )
+    expect(byPath.summary).toContain('No package versions change.')
   }, 300_000)
 
   it('dry-activate without a key (a fork PR) degrades to a build with a warning', async () => {

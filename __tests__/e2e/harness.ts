@@ -121,7 +121,15 @@ function parseFileCommand(text: string): Record<string, string> {
  */
 export async function runAction(
   inputs: Record<string, string>,
-  opts: { state?: Record<string, string>; runnerTemp?: string; timeoutMs?: number } = {}
+  opts: {
+    state?: Record<string, string>
+    runnerTemp?: string
+    timeoutMs?: number
+    /** Extra environment (e.g. the cache service's). */
+    env?: Record<string, string>
+    /** Sees the output as it comes, with the process (to kill it, or to act at a given moment). */
+    onOutput?: (logSoFar: string, child: import('child_process').ChildProcess) => void
+  } = {}
 ): Promise<ActionRun> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-run-'))
   const runnerTemp = opts.runnerTemp ?? path.join(work, 'runner-temp')
@@ -139,7 +147,8 @@ export async function runAction(
     GITHUB_STATE: files.state,
     GITHUB_STEP_SUMMARY: files.summary,
     RUNNER_TEMP: runnerTemp,
-    GITHUB_WORKSPACE: work
+    GITHUB_WORKSPACE: work,
+    ...opts.env
   }
   for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.toUpperCase()}`] = v
   for (const [k, v] of Object.entries(opts.state ?? {})) env[`STATE_${k}`] = v
@@ -147,8 +156,12 @@ export async function runAction(
   return new Promise((resolve, reject) => {
     const child = spawn(NODE24, [path.join(ROOT, 'dist', 'index.js')], { env, cwd: work })
     let log = ''
-    child.stdout.on('data', d => (log += d.toString()))
-    child.stderr.on('data', d => (log += d.toString()))
+    const onData = (d: Buffer): void => {
+      log += d.toString()
+      opts.onOutput?.(log, child)
+    }
+    child.stdout.on('data', onData)
+    child.stderr.on('data', onData)
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 240_000)
     child.on('close', code => {
       clearTimeout(timer)

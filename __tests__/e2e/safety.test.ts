@@ -4,6 +4,12 @@ import { deployInputs, describeE2E, fixturePath, onPi, piState, resetPi, runActi
 const piExec = (...args: string[]): string =>
   execFileSync('bash', [`${__dirname}/../../testbed/pi.sh`, 'exec', ...args], { encoding: 'utf8' }).trim()
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms))
+const lockHeld = (): boolean =>
+  onPi('test -d /nix/var/nix-deploy-action/lock && echo held || echo free') === 'held'
+/** Waits (up to 10 s) until a deploy holds the Pi's lock. */
+async function lockTaken(): Promise<void> {
+  for (let i = 0; i < 100 && !lockHeld(); i++) await sleep(100)
+}
 
 describeE2E('safe activation: magic rollback, health checks, reconnects', () => {
   let gen0: string
@@ -62,6 +68,15 @@ describeE2E('safe activation: magic rollback, health checks, reconnects', () => 
     expect(piState().current).toBe(fixturePath('pi-gen1'))
   }, 300_000)
 
+  it('an activation that exceeds activation-timeout is stopped and rolled back', async () => {
+    const before = piState()
+    const run = await runAction(deployInputs('pi-slow-activation', { 'activation-timeout': '2' }))
+    expect(run.exitCode).not.toBe(0)
+    expect(run.outputs.result).toBe('rolled-back')
+    expect(run.summary).toContain('activation did not finish within 2 s')
+    expect(piState()).toEqual(before)
+  }, 300_000)
+
   it('the SSH connection cut mid-activation: the activation completes and the action reports it after reconnecting', async () => {
     const pending = runAction(deployInputs('pi-slow-activation'))
     // Wait until the agent runs, then kill every SSH session on the jump host (the listener stays).
@@ -117,12 +132,7 @@ describeE2E('deploy lock, sudo and generation retention', () => {
 
   it('two deploys at once: the second waits for the first; the Pi ends on one complete generation', async () => {
     const first = runAction(deployInputs('pi-slow-activation'))
-    for (
-      let i = 0;
-      i < 100 && onPi('test -d /nix/var/nix-deploy-action/lock && echo held || echo free') !== 'held';
-      i++
-    )
-      await sleep(100)
+    await lockTaken()
     const second = await runAction(deployInputs('pi-gen1'))
     const firstRun = await first
     expect(firstRun.outputs.result).toBe('deployed')
@@ -135,12 +145,7 @@ describeE2E('deploy lock, sudo and generation retention', () => {
 
   it('with a short lock-timeout the second deploy fails clearly, naming the holder', async () => {
     const first = runAction(deployInputs('pi-slow-activation'))
-    for (
-      let i = 0;
-      i < 100 && onPi('test -d /nix/var/nix-deploy-action/lock && echo held || echo free') !== 'held';
-      i++
-    )
-      await sleep(100)
+    await lockTaken()
     const second = await runAction(deployInputs('pi-gen2', { 'lock-timeout': '2' }))
     expect(second.exitCode).not.toBe(0)
     expect(second.log).toMatch(
@@ -158,7 +163,7 @@ describeE2E('deploy lock, sudo and generation retention', () => {
     )
     const run = await runAction(deployInputs('pi-gen2', { 'lock-timeout': '2' }))
     expect(run.outputs.result).toBe('deployed')
-    expect(onPi('test -d /nix/var/nix-deploy-action/lock && echo held || echo free')).toBe('free')
+    expect(lockHeld()).toBe(false)
   }, 300_000)
 
   it('a non-root user with passwordless sudo deploys through sudo -n', async () => {

@@ -55,7 +55,8 @@ describe('outputs', () => {
       changed: 'true',
       'closure-size': '1234',
       'copied-bytes': '99',
-      generation: '3'
+      generation: '3',
+      'cache-hit': 'false'
     })
     expect(outputsOf({ result: 'unchanged', timings: [], warnings: [] })['copied-bytes']).toBe('0')
     expect(outputsOf({ result: 'failed', timings: [], warnings: [] })).toMatchObject({

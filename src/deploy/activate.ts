@@ -92,7 +92,8 @@ export async function activate(
   plan: Plan,
   settings: ActivationSettings,
   toplevel: string,
-  before: RemoteState
+  before: RemoteState,
+  lock?: { dir: string; id: string; leaseSeconds: number }
 ): Promise<ActivationOutcome> {
   const id = randomBytes(6).toString('hex')
   const dir = `${RUN_DIR_BASE}/${id}`
@@ -123,7 +124,10 @@ export async function activate(
     onTimeout,
     before.current ?? '',
     before.profile ?? '',
-    String(generationOf(before.profileLink) ?? '')
+    String(generationOf(before.profileLink) ?? ''),
+    lock?.dir ?? '',
+    lock?.id ?? '',
+    String(lock?.leaseSeconds ?? 0)
   ]
   const started = await session.exec(shellCommand(['sh', '-c', START_SCRIPT, 'sh', ...agentArgs]), {
     timeoutMs: STEP_TIMEOUT_MS

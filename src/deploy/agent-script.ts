@@ -16,15 +16,30 @@
  *      decision comes in time (unless told to keep the new system then).
  * The action follows it through files in its run directory: log, generation, status, outcome.
  *
- * usage: agent.sh DIR TOPLEVEL ACTION ACTIVATION_TIMEOUT WAIT_SECONDS ON_TIMEOUT PREV_CURRENT PREV_PROFILE PREV_GENERATION
+ * While it runs it renews the deploy lock's lease (LOCK_DIR, LOCK_ID; '' for none), so a second deploy
+ * cannot start while this one may still roll back, even if the action is gone.
+ *
+ * usage: agent.sh DIR TOPLEVEL ACTION ACTIVATION_TIMEOUT WAIT_SECONDS ON_TIMEOUT PREV_CURRENT PREV_PROFILE PREV_GENERATION LOCK_DIR LOCK_ID LEASE_SECONDS
  *   ON_TIMEOUT: rollback | keep; PREV_*: the target's state before the deploy ('' when absent).
  */
 export const AGENT_SCRIPT = String.raw`#!/bin/sh
 set -u
 dir=$1 top=$2 action=$3 activation_timeout=$4 wait_seconds=$5 on_timeout=$6
 prev_current=$7 prev_profile=$8 prev_gen=$9
+shift 9
+lock_dir=$1 lock_id=$2 lease=$3
 P=/nix/var/nix/profiles/system
 exec >>"$dir/log" 2>&1 </dev/null
+
+# Renews the deploy lock's lease if this deploy still holds it (same owner file format as LOCK_SCRIPT).
+renew() {
+  [ -n "$lock_dir" ] && [ "$(sed -n 1p "$lock_dir/owner" 2>/dev/null)" = "$lock_id" ] || return 0
+  desc=$(sed -n 3p "$lock_dir/owner")
+  printf '%s\n%s\n%s\n' "$lock_id" "$(( $(date +%s) + lease ))" "$desc" >"$lock_dir/owner.agent" && mv -f "$lock_dir/owner.agent" "$lock_dir/owner"
+}
+# In the background while switch-to-configuration runs (it may take minutes).
+( while sleep 15; do [ -f "$dir/outcome" ] && exit 0; renew; done ) &
+renew
 
 say() { echo "[nix-deploy-action agent $(date +%H:%M:%S)] $*"; }
 finish() { echo "$1" >"$dir/outcome.tmp" && mv -f "$dir/outcome.tmp" "$dir/outcome"; say "outcome: $1"; exit 0; }
@@ -107,6 +122,7 @@ while :; do
     say "not confirmed within $wait_seconds s: rolling back"
     if rollback; then finish rolled-back-unconfirmed; else finish rollback-failed; fi
   fi
+  renew
   sleep 1
 done
 `

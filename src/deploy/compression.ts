@@ -2,11 +2,12 @@ import { existsSync } from 'fs'
 import * as path from 'path'
 
 /**
- * Compression of the store path stream sent to the target. zstd at level 3 compresses a NixOS
- * closure about 3:1 at several hundred MB/s on two runner cores and decompresses fast even on a Pi,
- * so on every link from 10 Mbit/s up it beats sending raw (nix-copy-closure) and gzip
- * (nix-copy-closure --gzip); see bench/RESULTS.md. gzip is the fallback (every NixOS has it), xz only
- * when asked for (slow to compress).
+ * Compression of the store path stream sent to the target. zstd in adaptive mode (levels 1 to 6,
+ * -T0) picks its level from how fast the link drains its output: high on a slow uplink, low on a
+ * fast LAN where compressing harder would cost more than it saves. It compresses a NixOS closure
+ * about 3:1 and decompresses fast even on a Pi, so from 10 Mbit/s up to an unthrottled local link it
+ * beats sending raw (nix-copy-closure) and gzip (nix-copy-closure --gzip); see bench/RESULTS.md.
+ * gzip is the fallback (every NixOS has it), xz only when asked for (slow to compress).
  */
 export const COMPRESSIONS = ['auto', 'zstd', 'xz', 'gzip', 'none'] as const
 export type CompressionSetting = (typeof COMPRESSIONS)[number]
@@ -18,7 +19,7 @@ export interface Codec {
 }
 
 export const CODECS: Record<Codec['name'], Codec> = {
-  zstd: { name: 'zstd', compress: ['zstd', '-3', '-T0', '-q', '-c'] },
+  zstd: { name: 'zstd', compress: ['zstd', '--adapt=min=1,max=6', '-T0', '-q', '-c'] },
   xz: { name: 'xz', compress: ['xz', '-2', '-T0', '-q', '-c'] },
   gzip: { name: 'gzip', compress: ['gzip', '-3', '-c'] },
   none: { name: 'none', compress: [] }

@@ -224,25 +224,28 @@ export async function copyClosure(
   } finally {
     clearInterval(progress)
   }
+  if (imported.exitCode !== 0) {
+    // The target stopped reading: stop the runner's side too, or it blocks on a full pipe forever.
+    exporter.kill()
+    compressor?.kill()
+    throw new ActionError(
+      `nix-store --import on ${host.label} failed (exit ${imported.exitCode}): ${imported.stderr.trim().slice(-800)}`,
+      /No space left/i.test(imported.stderr)
+        ? 'The target is out of disk space: free space on its /nix (nix-collect-garbage -d) and re-run.'
+        : "Check the target's Nix and disk, then re-run: paths already imported are not sent again.",
+      'copy'
+    )
+  }
   if ((await compressExit) !== 0)
     throw new ActionError(
       `${codec.name} on the runner failed: ${compressErr.trim().slice(-300)}`,
       'Set compression: none (or another codec) and re-run.',
       'copy'
     )
-  const exportCode = await exportExit
-  if (exportCode !== 0)
+  if ((await exportExit) !== 0)
     throw new ActionError(
       `nix-store --export on the runner failed: ${exportErr.trim().slice(-500)}`,
       'The runner store may be damaged or the paths collected; re-run the job.',
-      'copy'
-    )
-  if (imported.exitCode !== 0)
-    throw new ActionError(
-      `nix-store --import on ${host.label} failed (exit ${imported.exitCode}): ${imported.stderr.trim().slice(-800)}`,
-      /No space left/i.test(imported.stderr)
-        ? 'The target is out of disk space: free space on its /nix (nix-collect-garbage -d) and re-run.'
-        : "Check the target's Nix and disk, then re-run: paths already imported are not sent again.",
       'copy'
     )
   const stillMissing =

@@ -6,12 +6,13 @@ import { PathInfo, totalNarSize } from '../nix/closure'
 import { RunnerNix } from '../nix/nix'
 import { Plan } from '../plan'
 import { DeployReport } from '../report/report'
+import { diffClosures, parseClosureListing, parseDryActivate, REMOTE_CLOSURE_SCRIPT } from '../report/diff'
 import { RemoteHost } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
 import { activate, readRemoteState, RolledBackError } from './activate'
 import { copyClosure, gcRootPath, planCopy } from './copy'
 import { generationsToDelete, LIST_GENERATIONS_SCRIPT, parseGenerations } from './generations'
-import { DeployLock, ownerDescription } from './lock'
+import { DeployLock, LEASE_SECONDS, LOCK_DIR, ownerDescription } from './lock'
 import { checkSpace, checkTarget } from './preflight'
 import { generationOf, SYSTEM_PROFILE } from './remote-state'
 import { TargetSession } from './session'
@@ -62,6 +63,8 @@ export async function deployToTarget(
         'connect'
       )
 
+    await packageDiff(session, built, before.current!, report)
+
     const unchanged =
       (plan.mode === 'switch' && before.current === toplevel && before.profile === toplevel) ||
       (plan.mode === 'boot' && before.profile === toplevel) ||
@@ -95,9 +98,19 @@ export async function deployToTarget(
 
     // --- activate
     try {
-      const outcome = await timed('activate', () => activate(session, plan, inputs, toplevel, before))
+      const outcome = await timed('activate', () =>
+        activate(
+          session,
+          plan,
+          inputs,
+          toplevel,
+          before,
+          lock && { dir: LOCK_DIR, id: lock.id, leaseSeconds: LEASE_SECONDS }
+        )
+      )
       report.generation = outcome.generation
       report.activationLog = outcome.log
+      if (plan.mode === 'dry-activate') report.dryActivate = parseDryActivate(outcome.log)
       report.healthChecks = outcome.healthChecks
       report.confirmed = outcome.outcome === 'confirmed' ? 'over a new connection' : undefined
     } catch (e) {
@@ -142,6 +155,24 @@ export async function deployToTarget(
   } finally {
     await lock?.release()
     session.close()
+  }
+}
+
+/** The package diff against what the target runs now; a failure here only costs the diff. */
+async function packageDiff(
+  session: TargetSession,
+  built: BuiltSystem,
+  current: string,
+  report: DeployReport
+): Promise<void> {
+  try {
+    const r = await session.exec(REMOTE_CLOSURE_SCRIPT, { timeoutMs: 120_000 })
+    if (r.exitCode !== 0) throw new Error(r.stderr.trim().slice(-200))
+    const [paths, sizes] = r.stdout.split('--sizes--')
+    report.diff = diffClosures(parseClosureListing(paths, sizes), built.closure)
+    report.diffBaseline = `what ${session.label} runs (${current})`
+  } catch (e) {
+    core.info(`No package diff: listing the target's closure failed: ${(e as Error).message}`)
   }
 }
 

@@ -5,9 +5,13 @@ import { LOCK_SCRIPT, UNLOCK_SCRIPT } from './agent-script'
 import { TargetSession } from './session'
 
 export const LOCK_DIR = '/nix/var/nix-deploy-action/lock'
-/** A lease: renewed while the run is alive; a crashed run's lock expires this long after its last renewal. */
-export const LEASE_SECONDS = 600
-const RENEW_EVERY_MS = 60_000
+/**
+ * A lease, renewed by the action and by the activation agent on the target while either is alive: a
+ * run that crashed or lost its connection frees the target this long after its last renewal (so a
+ * re-run after a cut link waits at most this long), while a deploy in progress keeps it.
+ */
+export const LEASE_SECONDS = 90
+const RENEW_EVERY_MS = 20_000
 const POLL_MS = 2_000
 
 export interface LockAnswer {

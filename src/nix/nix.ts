@@ -161,6 +161,13 @@ export class RunnerNix {
     )
   }
 
+  /** The output paths of derivations (for the store cache: what this run built itself). */
+  async outputsOf(drvs: string[]): Promise<string[]> {
+    if (drvs.length === 0) return []
+    const r = await runCommand('nix-store', [...this.legacyArgs(), '--query', '--outputs', ...drvs])
+    return r.exitCode === 0 ? r.stdout.split('\n').filter(l => l.startsWith('/nix/store/')) : []
+  }
+
   /** The closure of a built path with NAR sizes and references. */
   async closure(outPath: string): Promise<PathInfo[]> {
     const r = await runCommand('nix', [...this.nixArgs(), 'path-info', '--json', '--recursive', outPath])

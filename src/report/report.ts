@@ -1,5 +1,6 @@
 import { Phase } from '../errors'
 import { Mode } from '../inputs'
+import { ClosureDiff } from './diff'
 
 export const RESULTS = ['deployed', 'unchanged', 'built', 'dry-activated', 'rolled-back', 'failed'] as const
 export type Result = (typeof RESULTS)[number]
@@ -37,6 +38,13 @@ export interface DeployReport {
   /** How the deploy was confirmed (magic rollback), e.g. "over a new connection". */
   confirmed?: string
   deletedGenerations?: number[]
+  /** Package diff against what the target runs (or diff-against in build mode). */
+  diff?: ClosureDiff
+  diffBaseline?: string
+  /** The store cache restore: undefined when the cache is off. */
+  cache?: { available: boolean; hit: boolean; key?: string; paths?: number; bytes?: number; ms?: number }
+  /** dry-activate: what switch-to-configuration says it would do to units. */
+  dryActivate?: Array<{ action: string; units: string[] }>
   timings: PhaseTiming[]
   warnings: string[]
   error?: { message: string; hint: string; phase: Phase; details?: string }
@@ -54,6 +62,7 @@ export function outputsOf(r: DeployReport): Record<string, string> {
     'copied-bytes': s(
       r.copiedBytes ?? (r.result && r.result !== 'built' && r.result !== 'failed' ? 0 : undefined)
     ),
-    generation: s(r.generation)
+    generation: s(r.generation),
+    'cache-hit': s(r.cache?.hit ?? false)
   }
 }

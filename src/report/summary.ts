@@ -1,4 +1,5 @@
 import { formatBytes } from '../deploy/copy'
+import { ClosureDiff } from './diff'
 import { DeployReport } from './report'
 
 /** GitHub rejects step summaries over 1 MiB; stay well below with room for the truncation note. */
@@ -65,6 +66,16 @@ export function renderSummary(r: DeployReport): string {
     ['Old generations deleted', r.deletedGenerations?.length ? r.deletedGenerations.join(', ') : undefined],
     ['Derivations built', r.builtDerivations?.toString()],
     [
+      'Store cache',
+      r.cache === undefined
+        ? undefined
+        : !r.cache.available
+          ? 'no cache service'
+          : r.cache.hit
+            ? `restored ${r.cache.paths} paths (${formatBytes(r.cache.bytes ?? 0)}) from ${r.cache.key} in ${seconds(r.cache.ms ?? 0)}`
+            : 'no entry yet (saved after this run)'
+    ],
+    [
       'Closure',
       r.closureSize === undefined
         ? undefined
@@ -87,6 +98,13 @@ export function renderSummary(r: DeployReport): string {
     for (const t of r.timings) lines.push(`| ${t.phase} | ${seconds(t.ms)} |`)
     lines.push(`| **total** | **${seconds(total)}** |`, '')
   }
+  if (r.diff) lines.push(...renderDiff(r.diff, r.diffBaseline ?? 'the current system'))
+  if (r.dryActivate && r.dryActivate.length > 0) {
+    lines.push('#### Units dry-activate reports', '', '| Would | Units |', '|---|---|')
+    for (const d of r.dryActivate)
+      lines.push(`| ${escapeHtml(d.action)} | ${escapeHtml(d.units.join(', '))} |`)
+    lines.push('')
+  }
   if (r.activationLog)
     lines.push(
       '<details><summary>Activation output</summary>',
@@ -107,6 +125,34 @@ export function renderSummary(r: DeployReport): string {
     )
 
   return truncateSummary(lines.join('\n'))
+}
+
+function signedBytes(n: number): string {
+  return `${n >= 0 ? '+' : '−'}${formatBytes(Math.abs(n))}`
+}
+
+/** The package diff, like nvd: version changes, added, removed, closure size. */
+export function renderDiff(d: ClosureDiff, baseline: string): string[] {
+  const lines = [`#### Changes against ${escapeHtml(baseline)}`, '']
+  const v = (xs: string[]): string => escapeHtml(xs.join(', '))
+  if (d.changed.length + d.added.length + d.removed.length === 0)
+    lines.push('No package versions change.', '')
+  else {
+    lines.push('| | Package | Before | After |', '|---|---|---|---|')
+    for (const c of d.changed) lines.push(`| ↕ | ${escapeHtml(c.pname)} | ${v(c.before)} | ${v(c.after)} |`)
+    for (const a of d.added) lines.push(`| + | ${escapeHtml(a.pname)} | | ${v(a.versions)} |`)
+    for (const r of d.removed) lines.push(`| − | ${escapeHtml(r.pname)} | ${v(r.versions)} | |`)
+    lines.push('')
+  }
+  const size =
+    d.sizeBefore !== undefined && d.sizeAfter !== undefined
+      ? `; closure ${formatBytes(d.sizeBefore)} → ${formatBytes(d.sizeAfter)} (${signedBytes(d.sizeAfter - d.sizeBefore)})`
+      : ''
+  lines.push(
+    `${d.changed.length} changed, ${d.added.length} added, ${d.removed.length} removed; ${d.otherPathsChanged} other paths (configuration, units) differ; ${d.pathsBefore} → ${d.pathsAfter} paths${size}.`,
+    ''
+  )
+  return lines
 }
 
 export function truncateSummary(md: string, limit = SUMMARY_LIMIT): string {

@@ -111,6 +111,9 @@ function connectClient(ep: Endpoint, opts: ConnectOptions, sock?: NodeJS.Readabl
       if (settled) return
       settled = true
       clearTimeout(timer)
+      // Many small request/response exchanges (each remote command) and a tunnel inside the jump
+      // host's connection: Nagle's algorithm would hold small packets back waiting for ACKs.
+      client.setNoDelay(true)
       resolve(client)
     })
     client.on('error', err => fail(connectError(ep, err, verdict)))

@@ -1,0 +1,170 @@
+import { execFileSync } from 'child_process'
+import * as fs from 'fs'
+import { deployInputs, describeE2E, fixturePath, onPi, piState, resetPi, runAction } from './harness'
+
+/**
+ * Faults in the middle of a deploy, each verifying the Pi afterwards. The copy is slowed down (the
+ * jump host -> Pi link limited with tc) so there is a "middle" to hit.
+ */
+const jumpNs = (...args: string[]): string =>
+  execFileSync('ip', ['netns', 'exec', 'nda-jump', ...args], { encoding: 'utf8' })
+const piExec = (...args: string[]): string =>
+  execFileSync('bash', [`${__dirname}/../../testbed/pi.sh`, 'exec', ...args], { encoding: 'utf8' }).trim()
+const limitLink = (rate: string): void =>
+  void jumpNs(
+    'tc',
+    'qdisc',
+    'replace',
+    'dev',
+    'eth1',
+    'root',
+    'tbf',
+    'rate',
+    rate,
+    'burst',
+    '32kb',
+    'latency',
+    '100ms'
+  )
+const unlimitLink = (): void => {
+  try {
+    jumpNs('tc', 'qdisc', 'del', 'dev', 'eth1', 'root')
+  } catch {
+    // no qdisc: nothing to remove
+  }
+}
+/** The Pi's store is consistent: every registered path is complete and unmodified. */
+const verifyPiStore = (): string =>
+  piExec('sh', '-c', 'nix-store --verify --check-contents 2>&1; echo "exit=$?"')
+
+describeE2E('faults during a deploy leave the Pi consistent, and a re-run finishes the job', () => {
+  let bench: string
+  beforeAll(() => {
+    resetPi()
+    bench = fixturePath('pi-bench')
+    fixturePath('pi-slow-activation')
+  }, 600_000)
+  afterEach(() => {
+    unlimitLink()
+    jumpNs('ip', 'link', 'set', 'eth1', 'up')
+    execFileSync('bash', [`${__dirname}/../../testbed/setup.sh`], { stdio: 'ignore' })
+  }, 120_000)
+
+  it('the link cut mid-copy: a clear error in bounded time, nothing half-registered, a re-run copies only the rest', async () => {
+    const before = piState()
+    limitLink('20mbit')
+    let cut = false
+    const run = await runAction(deployInputs('pi-bench'), {
+      onOutput: log => {
+        if (!cut && /sent [0-9.]+ MiB of/.test(log)) {
+          cut = true
+          jumpNs('ip', 'link', 'set', 'eth1', 'down')
+        }
+      }
+    })
+    expect(cut).toBe(true)
+    expect(run.exitCode).not.toBe(0)
+    expect(run.log).toMatch(
+      /::error title=nix-deploy-action%3A (copy|connect) failed::lost the SSH connection to target root@10.99.2.2/
+    )
+    // keepalive (10 s x 3) notices the dead link: bounded, not a hang.
+    expect(run.ms).toBeLessThan(120_000)
+    jumpNs('ip', 'link', 'set', 'eth1', 'up')
+    unlimitLink()
+    expect(piState()).toEqual(before)
+    expect(verifyPiStore()).toMatch(/exit=0$/)
+    const rerun = await runAction(deployInputs('pi-bench'))
+    expect(rerun.exitCode).toBe(0)
+    expect(Number(rerun.outputs['copied-bytes'])).toBeLessThan(
+      Number(rerun.outputs['closure-size']) - 10 * 1024 * 1024
+    )
+    expect(piState().current).toBe(bench)
+  }, 600_000)
+
+  it("the jump host's sshd killed mid-copy: a clear error, the Pi consistent, a re-run succeeds", async () => {
+    resetPi()
+    const before = piState()
+    limitLink('20mbit')
+    let killed = false
+    const run = await runAction(deployInputs('pi-bench'), {
+      onOutput: log => {
+        if (!killed && /sent [0-9.]+ MiB of/.test(log)) {
+          killed = true
+          jumpNs('pkill', '-f', 'sshd')
+        }
+      }
+    })
+    expect(killed).toBe(true)
+    expect(run.exitCode).not.toBe(0)
+    expect(run.log).toMatch(/::error title=.*lost the SSH connection to target root@10.99.2.2/)
+    unlimitLink()
+    execFileSync('bash', [`${__dirname}/../../testbed/setup.sh`], { stdio: 'ignore' })
+    expect(piState()).toEqual(before)
+    expect(verifyPiStore()).toMatch(/exit=0$/)
+    const rerun = await runAction(deployInputs('pi-bench'))
+    expect(rerun.outputs.result).toBe('deployed')
+  }, 600_000)
+
+  it("the main step killed mid-copy: the post step, run as for a cancelled step, removes the run's files", async () => {
+    resetPi()
+    limitLink('20mbit')
+    const run = await runAction(deployInputs('pi-bench'), {
+      onOutput: (log, child) => {
+        if (/Copying \d+ of/.test(log)) child.kill('SIGKILL')
+      }
+    })
+    expect(run.exitCode).toBeNull()
+    // The directory was recorded in the state before anything was written into it.
+    const dir = run.state.tempDir
+    expect(dir).toMatch(/nix-deploy-action-/)
+    expect(fs.existsSync(dir)).toBe(true)
+    const post = await runAction({}, { state: run.state, runnerTemp: run.runnerTemp })
+    expect(post.exitCode).toBe(0)
+    expect(fs.existsSync(dir)).toBe(false)
+  }, 600_000)
+
+  it("the Pi's disk fills up during the copy: a clear error, no partial path, profile untouched", async () => {
+    resetPi()
+    const before = piState()
+    limitLink('20mbit')
+    let filled = false
+    const run = await runAction(deployInputs('pi-bench'), {
+      onOutput: log => {
+        if (!filled && /Copying \d+ of/.test(log)) {
+          filled = true
+          // Something else on the Pi takes the space the preflight saw as free.
+          piExec(
+            'sh',
+            '-c',
+            'fallocate -l "$(( $(df -Pk /nix | awk "NR==2 {print \\$4}") * 1024 - 4194304 ))" /nix/filler'
+          )
+        }
+      }
+    })
+    try {
+      expect(filled).toBe(true)
+      expect(run.exitCode).not.toBe(0)
+      expect(run.log).toMatch(/::error title=.*nix-store --import on target root@10.99.2.2 failed/)
+      expect(run.log).toMatch(/out of disk space/)
+      expect(piState()).toEqual(before)
+      expect(verifyPiStore()).toMatch(/exit=0$/)
+      expect(onPi(`test -e ${bench} && echo present || echo absent`)).toBe('absent')
+    } finally {
+      piExec('rm', '-f', '/nix/filler')
+    }
+  }, 600_000)
+
+  it('the whole-run timeout fails the step at once; the Pi rolls itself back (no confirmation)', async () => {
+    resetPi()
+    const before = piState()
+    const run = await runAction(deployInputs('pi-slow-activation', { timeout: '8', 'confirm-timeout': '5' }))
+    expect(run.exitCode).not.toBe(0)
+    expect(run.log).toMatch(/::error title=.*the deploy did not finish within timeout \(8 s\)/)
+    expect(run.ms).toBeLessThan(30_000)
+    // The agent finishes the activation, waits confirm-timeout, and rolls back by itself.
+    for (let i = 0; i < 60 && piState().current !== before.current; i++)
+      await new Promise(r => setTimeout(r, 1000))
+    await new Promise(r => setTimeout(r, 8000))
+    expect(piState()).toEqual(before)
+  }, 300_000)
+})

@@ -1,0 +1,182 @@
+import * as cache from '@actions/cache'
+import * as core from '@actions/core'
+import { promises as fs } from 'fs'
+import * as path from 'path'
+import { formatBytes } from '../deploy/copy'
+import { errorMessage } from '../errors'
+import { RunnerNix } from '../nix/nix'
+import { randomBytes } from 'crypto'
+import { Inputs } from '../inputs'
+import { DeployReport } from '../report/report'
+import { runCommand, tail } from '../run-command'
+import { cacheKeys, CacheKeys, inputsHash } from './keys'
+
+/**
+ * Keeps the runner's Nix store warm between runs without ever untarring into /nix/store (which is
+ * what breaks other caches: permission errors, "File exists", paths present but not registered in
+ * the Nix database). Instead:
+ *   save    (post step): `nix copy --to file://DIR?compression=zstd` of the system's closure plus
+ *           the outputs built in this run, into a fresh directory: a binary cache holding only what
+ *           the current system needs, saved with @actions/cache under a unique key;
+ *   restore (main step, after evaluation): @actions/cache restores DIR, then `nix copy --from` it
+ *           imports the paths through Nix itself, so they are registered like any substituted path.
+ * Importing unsigned paths needs a trusted Nix user (root with single-user Nix, or trusted-users for
+ * a daemon); otherwise the restore is skipped with a warning and the build proceeds.
+ */
+export interface StoreCacheState {
+  dir: string
+  key: string
+  /** The key restored from, if any. */
+  restoredKey?: string
+}
+
+/** Where the binary cache lives: a fixed path, since @actions/cache versions entries by path. */
+export function cacheDir(): string {
+  return path.join(process.env.RUNNER_TEMP || '/tmp', 'nix-deploy-action-store-cache')
+}
+
+export function cacheServiceAvailable(): boolean {
+  try {
+    return cache.isFeatureAvailable()
+  } catch {
+    return false
+  }
+}
+
+/** Store paths in a binary cache directory (from its .narinfo files). */
+async function cachedPaths(dir: string): Promise<string[]> {
+  const names = await fs.readdir(dir).catch(() => [] as string[])
+  const paths: string[] = []
+  for (const n of names.filter(f => f.endsWith('.narinfo'))) {
+    const m = /^StorePath: (\/nix\/store\/\S+)$/m.exec(await fs.readFile(path.join(dir, n), 'utf8'))
+    if (m) paths.push(m[1])
+  }
+  return paths
+}
+
+export interface RestoreOutcome {
+  hit: boolean
+  matchedKey?: string
+  paths: number
+  bytes: number
+  ms: number
+}
+
+export async function restoreStore(
+  nix: RunnerNix,
+  dir: string,
+  key: string,
+  restoreKeys: string[]
+): Promise<RestoreOutcome> {
+  const started = Date.now()
+  await fs.rm(dir, { recursive: true, force: true })
+  let matchedKey: string | undefined
+  try {
+    matchedKey = await cache.restoreCache([dir], key, restoreKeys)
+  } catch (e) {
+    core.warning(`Restoring the Nix store cache failed (the build goes on without it): ${errorMessage(e)}`)
+  }
+  if (!matchedKey) return { hit: false, paths: 0, bytes: 0, ms: Date.now() - started }
+  const paths = await cachedPaths(dir)
+  const bytes = await dirSize(dir)
+  if (paths.length > 0) {
+    const r = await runCommand('nix', [
+      ...nix.nixArgs(),
+      'copy',
+      '--no-check-sigs',
+      '--from',
+      `file://${dir}`,
+      ...paths
+    ])
+    if (r.exitCode !== 0) {
+      core.warning(
+        `Importing the restored store cache failed, so the build starts cold: ${tail(r.stderr, 3)}. Importing unsigned paths needs a trusted Nix user (root, or trusted-users in nix.conf).`
+      )
+      return { hit: false, matchedKey, paths: 0, bytes, ms: Date.now() - started }
+    }
+  }
+  core.info(`Restored ${paths.length} store paths (${formatBytes(bytes)}) from cache ${matchedKey}`)
+  return { hit: true, matchedKey, paths: paths.length, bytes, ms: Date.now() - started }
+}
+
+async function dirSize(dir: string): Promise<number> {
+  let total = 0
+  for (const e of await fs.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const p = path.join(dir, e.name)
+    total += e.isDirectory() ? await dirSize(p) : (await fs.stat(p)).size
+  }
+  return total
+}
+
+export interface SaveOutcome {
+  saved: boolean
+  reason?: string
+  paths?: number
+  bytes?: number
+  ms: number
+}
+
+/** Exports `paths` (with their closures) into a fresh binary cache directory and saves it. */
+export async function saveStore(
+  nix: RunnerNix,
+  dir: string,
+  key: string,
+  paths: string[]
+): Promise<SaveOutcome> {
+  const started = Date.now()
+  await fs.rm(dir, { recursive: true, force: true })
+  await fs.mkdir(dir, { recursive: true })
+  const r = await runCommand('nix', [
+    ...nix.nixArgs(),
+    'copy',
+    '--to',
+    `file://${dir}?compression=zstd`,
+    ...paths
+  ])
+  if (r.exitCode !== 0)
+    return {
+      saved: false,
+      reason: `nix copy to the cache directory failed: ${tail(r.stderr, 3)}`,
+      ms: Date.now() - started
+    }
+  const count = (await cachedPaths(dir)).length
+  const bytes = await dirSize(dir)
+  try {
+    await cache.saveCache([dir], key)
+  } catch (e) {
+    return { saved: false, reason: `saving the cache failed: ${errorMessage(e)}`, ms: Date.now() - started }
+  }
+  return { saved: true, paths: count, bytes, ms: Date.now() - started }
+}
+
+/** What the post step needs to save the cache (kept in the action's state). */
+export interface PendingSave {
+  dir: string
+  key: string
+  paths: string[]
+  settings: Array<[string, string]>
+}
+
+let runKeys: CacheKeys | undefined
+/** This run's keys (one unique save key per run, computed once). */
+export function storeCacheKeys(inputs: Inputs, hostSystem: string): CacheKeys {
+  const runId = `${process.env.GITHUB_RUN_ID ?? Date.now()}-${process.env.GITHUB_RUN_ATTEMPT ?? '1'}-${randomBytes(3).toString('hex')}`
+  runKeys ??= cacheKeys(inputs.cacheKey ?? `nix-deploy-${hostSystem}`, inputsHash(inputs.flake.ref), runId)
+  return runKeys
+}
+
+/** The main step's restore, with the report's view of it. Asks isFeatureAvailable first, so there is one warning, ours. */
+export async function restoreForRun(
+  nix: RunnerNix,
+  keys: CacheKeys
+): Promise<NonNullable<DeployReport['cache']>> {
+  if (!cacheServiceAvailable()) {
+    core.warning(
+      'No GitHub Actions cache service here (e.g. a local run or a GHES without cache): the Nix store is not cached between runs.'
+    )
+    return { available: false, hit: false }
+  }
+  core.startGroup('Restore the Nix store cache')
+  const r = await restoreStore(nix, cacheDir(), keys.key, keys.restoreKeys).finally(() => core.endGroup())
+  return { available: true, hit: r.hit, key: r.matchedKey, paths: r.paths, bytes: r.bytes, ms: r.ms }
+}
