@@ -16,7 +16,15 @@ describe('dist/', () => {
         ['build', 'src/index.ts', '-o', out, '--license', 'licenses.txt', '--no-source-map-register', '-q'],
         { cwd: root, stdio: 'pipe' }
       )
-      for (const f of ['index.js', 'licenses.txt']) {
+      // Every file ncc emits (index.js, lazily loaded chunks, licenses.txt), and nothing else in dist/.
+      const listing = (d: string): string[] =>
+        fs
+          .readdirSync(d, { recursive: true, withFileTypes: true })
+          .filter(e => e.isFile() && !e.name.endsWith('.node') && e.name !== 'pagent.exe')
+          .map(e => path.relative(d, path.join(e.parentPath, e.name)))
+          .sort()
+      expect(listing(path.join(root, 'dist'))).toEqual(listing(out))
+      for (const f of listing(out)) {
         const fresh = fs.readFileSync(path.join(out, f), 'utf8')
         const committed = fs.readFileSync(path.join(root, 'dist', f), 'utf8')
         if (fresh !== committed)
