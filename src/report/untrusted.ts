@@ -5,16 +5,6 @@ import { randomBytes } from 'crypto'
  * there) with workflow commands switched off, so a line like `::add-mask::` or `::set-output` in a
  * build log is shown, not obeyed.
  */
-export function withCommandsOff<T>(fn: (print: (text: string) => void) => T): T {
-  const token = randomBytes(16).toString('hex')
-  process.stdout.write(`::stop-commands::${token}\n`)
-  try {
-    return fn(text => process.stdout.write(text))
-  } finally {
-    process.stdout.write(`\n::${token}::\n`)
-  }
-}
-
 export async function withCommandsOffAsync<T>(fn: (print: (text: string) => void) => Promise<T>): Promise<T> {
   const token = randomBytes(16).toString('hex')
   process.stdout.write(`::stop-commands::${token}\n`)
