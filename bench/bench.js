@@ -151,7 +151,7 @@ function main() {
     path.join(__dirname, 'RESULTS.md'),
     `# Copy benchmark\n\nMachine: ${machine}. Produced by \`npm run bench\` (bench/bench.js).\n\n` +
       `Closure: ${toSend.length} store paths the Pi lacks, ${(narBytes / 1e6).toFixed(1)} MB as a NAR export, ${(zstdBytes / 1e6).toFixed(1)} MB with zstd -3 ` +
-      `(fixture \`pi-bench\`: binaries, text and random data). Path: runner → jump host → Pi (network namespaces), ` +
+      `(fixture \`pi-bench\`: per package random data, base64 text and plain text, all distinct). Path: runner → jump host → Pi (network namespaces), ` +
       `the jump host → Pi link limited with \`tc tbf\`. Times are medians of ${ROUNDS} rounds, methods alternating, ` +
       `each trial starting from a Pi without those paths; each includes connecting through the jump host. ` +
       `For the action: its \`connect\` + \`copy\` phases (dry-activate run). Physical limit: zstd -3 bytes ÷ link rate.\n\n` +
