@@ -3,7 +3,7 @@ import { randomBytes } from 'crypto'
 import { ActionError } from '../errors'
 import { Plan } from '../plan'
 import { withCommandsOffAsync } from '../report/untrusted'
-import { RemoteHost } from '../ssh/connection'
+import { Remote } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
 import { AGENT_SCRIPT, DECIDE_SCRIPT, FOLLOW_SCRIPT, START_SCRIPT } from './agent-script'
 import { PROBE_SCRIPT, RemoteState, generationOf, parseRemoteState } from './remote-state'
@@ -27,7 +27,7 @@ export class RolledBackError extends ActionError {
   }
 }
 
-export async function readRemoteState(host: RemoteHost | TargetSession): Promise<RemoteState> {
+export async function readRemoteState(host: Remote): Promise<RemoteState> {
   const r = await host.exec(PROBE_SCRIPT, { timeoutMs: STEP_TIMEOUT_MS })
   if (r.exitCode !== 0)
     throw new ActionError(

@@ -123,7 +123,7 @@ export async function planCopy(host: Remote, toplevel: string, closure: PathInfo
   }
 }
 
-function formatBytes(n: number): string {
+export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB']
   let v = n
   let u = 0
@@ -133,7 +133,6 @@ function formatBytes(n: number): string {
   }
   return `${v.toFixed(u === 0 ? 0 : 1)} ${units[u]}`
 }
-export { formatBytes }
 
 /**
  * Copies the closure's missing paths (from missingPaths): `nix-store --export` on the runner streamed over the SSH

@@ -150,7 +150,11 @@ export async function deployToTarget(
             : after.current !== before.current
       report.result = plan.mode === 'dry-activate' ? 'dry-activated' : 'deployed'
       if (inputs.keepGenerations !== undefined && plan.setsProfile)
-        report.deletedGenerations = await pruneGenerations(session, inputs.keepGenerations)
+        report.deletedGenerations = await pruneGenerations(
+          session,
+          inputs.keepGenerations,
+          generationOf(after.profileLink)
+        )
     })
   } finally {
     await lock?.release()
@@ -189,13 +193,16 @@ async function checkSudo(session: TargetSession, user: string): Promise<void> {
 }
 
 /** Deletes system generations beyond the newest `keep`, never the running, booted or current one. */
-async function pruneGenerations(session: TargetSession, keep: number): Promise<number[]> {
+async function pruneGenerations(
+  session: TargetSession,
+  keep: number,
+  profileGeneration: number | undefined
+): Promise<number[]> {
   const r = await session.exec(LIST_GENERATIONS_SCRIPT, { timeoutMs: 60_000 })
   const running = /^running (\S+)$/m.exec(r.stdout)?.[1]
   const booted = /^booted (\S+)$/m.exec(r.stdout)?.[1]
-  const state = await readRemoteState(session)
   const doomed = generationsToDelete(parseGenerations(r.stdout), keep, {
-    profileGeneration: generationOf(state.profileLink),
+    profileGeneration,
     runningPath: running,
     bootedPath: booted
   })
