@@ -3,7 +3,7 @@ import { promises as fs } from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { PendingSave, saveStore } from './cache/store-cache'
-import { formatBytes } from './deploy/copy'
+import { formatBytes } from './report/format'
 import { STATE_CACHE, STATE_TEMP_DIR } from './main'
 import { RunnerNix } from './nix/nix'
 

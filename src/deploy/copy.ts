@@ -5,6 +5,7 @@ import { ActionError } from '../errors'
 import { PathInfo, topoSort, totalNarSize } from '../nix/closure'
 import { RunnerNix } from '../nix/nix'
 import { assertStorePath, storePathName } from '../nix/store-path'
+import { formatBytes } from '../report/format'
 import { Remote } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
 import { chooseCodec, Codec, CompressionSetting, onPath } from './compression'
@@ -121,17 +122,6 @@ export async function planCopy(host: Remote, toplevel: string, closure: PathInfo
     toCopy: ordered.filter(p => missing.has(p.path)),
     targetCodecs: new Set(lines.filter(l => l.startsWith('codec ')).map(l => l.slice(6).trim()))
   }
-}
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB']
-  let v = n
-  let u = 0
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024
-    u++
-  }
-  return `${v.toFixed(u === 0 ? 0 : 1)} ${units[u]}`
 }
 
 /**

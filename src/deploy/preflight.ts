@@ -1,5 +1,5 @@
 import { ActionError } from '../errors'
-import { formatBytes } from './copy'
+import { formatBytes } from '../report/format'
 import { RemoteState } from './remote-state'
 
 /** Extra room on the target's /nix beyond the NAR bytes to copy: filesystem overhead, the Nix db, logs. */

@@ -1,4 +1,4 @@
-import { formatBytes } from '../deploy/copy'
+import { formatBytes } from './format'
 import { ClosureDiff } from './diff'
 import { DeployReport } from './report'
 
