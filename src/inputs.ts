@@ -289,12 +289,11 @@ export function readInputs(get: (name: InputName) => string): Inputs {
 
   // Combinations. `build` never connects, so it needs none of the connection inputs.
   if (mode && mode !== 'build') {
-    if (!target) {
-      if (targetHost === '')
-        problems.push(`target-host is required for mode ${mode} (or use mode: build to only build)`)
-    }
-    // A missing key is allowed for dry-activate only: a fork PR gets no secrets, and the plan then
-    // degrades the run to a build with a warning instead of failing (see plan.ts).
+    // A missing key, host or known-hosts is allowed for dry-activate only: a fork PR gets no
+    // secrets and no variables, and the plan then degrades the run to a build with a warning
+    // instead of failing (see plan.ts).
+    if (!target && targetHost === '' && mode !== 'dry-activate')
+      problems.push(`target-host is required for mode ${mode} (or use mode: build to only build)`)
     if (!sshKey && mode !== 'dry-activate')
       problems.push(`ssh-private-key is required for mode ${mode}: pass the deploy key from a secret`)
     if (sshKey && known.lines.length === 0 && !insecureSkipHostKeyCheck)

@@ -17,6 +17,15 @@ const nix = (...args: string[]): string =>
     env: NIX_ENV
   }).trim()
 
+const storeHas = (storePath: string): boolean =>
+  execFileSync(
+    'sh',
+    ['-c', 'nix-store --check-validity "$1" 2>/dev/null && echo valid || echo gone', 'sh', storePath],
+    {
+      encoding: 'utf8'
+    }
+  ).trim() === 'valid'
+
 describeE2E("the runner's store survives between runs through @actions/cache", () => {
   const service = new CacheService()
   // @actions/cache versions entries by path: both runs use the same RUNNER_TEMP, as on a runner.
@@ -26,7 +35,8 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     await service.start()
     fs.rmSync(runnerTemp, { recursive: true, force: true })
     fs.mkdirSync(runnerTemp, { recursive: true })
-    // A configuration this runner has never built.
+    // A configuration this runner has never built, with a package it has never built.
+    fs.writeFileSync(path.join(testbed().TESTBED, 'fixture', 'nonce-base'), `${Date.now()}`)
     fs.writeFileSync(
       path.join(testbed().TESTBED, 'fixture', 'nonce'),
       `cache test ${Date.now()} ${Math.random()}\n`
@@ -64,11 +74,7 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
       .split('\n')
       .find(p => p.endsWith('-etc'))!
     execFileSync('nix-store', ['--delete', top, etc], { env: NIX_ENV, stdio: 'ignore' })
-    expect(
-      execFileSync('sh', ['-c', `nix-store --check-validity ${top} 2>/dev/null && echo valid || echo gone`], {
-        encoding: 'utf8'
-      }).trim()
-    ).toBe('gone')
+    expect(storeHas(top)).toBe(false)
 
     const run = await runAction(inputs, { env: service.env(), runnerTemp })
     expect(run.exitCode).toBe(0)
@@ -78,6 +84,47 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     const post = await runAction(inputs, { env: service.env(), runnerTemp, state: run.state })
     expect(post.log).not.toMatch(/Store cache saved/)
     expect(service.entries.filter(e => e.finalized)).toHaveLength(1)
+  }, 600_000)
+
+  it('a changed configuration rebuilds only the derivations that changed', async () => {
+    const top = nix(
+      'eval',
+      '--raw',
+      `${testbed().TESTBED_FIXTURE}#nixosConfigurations.pi-nonce.config.system.build.toplevel.outPath`
+    )
+    const closure = execFileSync('nix-store', ['-qR', top], { encoding: 'utf8' }).trim().split('\n')
+    const byName = (suffix: string): string => closure.find(p => p.endsWith(suffix))!
+    // The unchanged part must come from the cache, not from the local store: delete it here.
+    const systemPath = byName('-system-path')
+    const basePackage = closure.find(p => /-nonce-base-\d+$/.test(p))!
+    execFileSync('nix-store', ['--delete', top, byName('-etc'), systemPath, basePackage], {
+      env: NIX_ENV,
+      stdio: 'ignore'
+    })
+    expect(storeHas(basePackage)).toBe(false)
+    expect(storeHas(systemPath)).toBe(false)
+    // A small change: the motd, which only the `etc` derivation (and so the toplevel) depends on.
+    fs.writeFileSync(
+      path.join(testbed().TESTBED, 'fixture', 'nonce'),
+      `changed ${Date.now()} ${Math.random()}\n`
+    )
+
+    const run = await runAction(inputs, { env: service.env(), runnerTemp })
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs['cache-hit']).toBe('true')
+    const built = [...run.log.matchAll(/building '\/nix\/store\/[a-z0-9]{32}-([^']+)\.drv'/g)]
+      .map(m => m[1])
+      .sort()
+    expect(built).toEqual(['etc', 'nixos-system-pi3-nonce'])
+    expect(run.summary).toContain('| Derivations built | 2 |')
+    // system-path and the package were not rebuilt: they are back, from the cache.
+    expect(storeHas(systemPath)).toBe(true)
+    expect(storeHas(basePackage)).toBe(true)
+    // Something new was built, so the post step saves a new entry.
+    const post = await runAction(inputs, { env: service.env(), runnerTemp, state: run.state })
+    expect(post.exitCode).toBe(0)
+    expect(post.log).toMatch(/Store cache saved as nda-test-/)
+    expect(service.entries.filter(e => e.finalized)).toHaveLength(2)
   }, 600_000)
 
   it('without a cache service: one warning, and the build goes on', async () => {

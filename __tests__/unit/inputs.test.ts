@@ -159,6 +159,12 @@ describe('readInputs', () => {
     expect(plan.warnings[0]).toMatch(
       /^dry-activate ran as a build only: ssh-private-key, known-hosts are empty/
     )
+    // A fork gets no configuration variables either: the host may be empty too.
+    const noVars = makePlan(inputs({ flake: '.#pi3', mode: 'dry-activate' }))
+    expect(noVars.mode).toBe('build')
+    expect(noVars.warnings[0]).toMatch(
+      /^dry-activate ran as a build only: target-host, ssh-private-key, known-hosts are empty/
+    )
   })
   it('plans defaults: root@host:22, the jump user from the target user, the jump key from the target key', () => {
     const plan = makePlan(
