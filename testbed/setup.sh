@@ -2,12 +2,14 @@
 # Builds the simulated LAN the end-to-end tests, the demo and the benchmark deploy to (root only):
 #
 #   runner (root netns) --10.99.1.0/24-- jump (netns nda-jump, sshd) --10.99.2.0/24-- pi (netns nda-pi)
-#          \------------------------------10.99.3.0/24-------------------------------/
+#          \                                                  \---10.99.4.0/24-- pi2 (netns nda-pi2)
+#           \-----------------------------10.99.3.0/24-------------------------------/ (to pi)
 #
 # The Pi runs sshd in its own network namespace and its own mount namespace with a private, size-
 # limited /nix (tmpfs) and a private /run, so its store, profiles and /run/current-system are separate
 # from the runner's. It is reachable from the runner through the jump host at 10.99.2.2, and directly
-# at 10.99.3.2 (the "self-hosted runner on the LAN" case). Everything is idempotent: named namespaces
+# at 10.99.3.2 (the "self-hosted runner on the LAN" case). A second Pi, pi2 (10.99.4.2, behind the
+# same jump host only), is built the same way, for deploys of several machines. Everything is idempotent: named namespaces
 # and veths outlive a session, so a second run repairs what is missing and keeps what works.
 #
 # Writes $TESTBED (default /var/lib/nda-testbed): keys/, known_hosts, ssh_config, fixture/ and env
@@ -19,7 +21,7 @@ PI_NIX_SIZE=${PI_NIX_SIZE:-1g}
 log() { echo "testbed: $*"; }
 
 [ "$(id -u)" = 0 ] || { echo "testbed: needs root (network and mount namespaces)" >&2; exit 1; }
-mkdir -p "$TESTBED"/{keys,jump,pi/nix,pi/run,fixture}
+mkdir -p "$TESTBED"/{keys,jump,pi/nix,pi/run,pi2/nix,pi2/run,fixture}
 chmod 700 "$TESTBED/keys"
 
 # --- Nix on the runner: no internet here, so no substituters (else every call retries for ~5 s).
@@ -54,7 +56,7 @@ k="$TESTBED/keys"
 [ -f "$k/deploy-rsa" ] || ssh-keygen -q -t rsa -b 3072 -m PEM -N '' -C rsa@testbed -f "$k/deploy-rsa"
 [ -f "$k/jump-only" ] || ssh-keygen -q -t ed25519 -N '' -C jump-only@testbed -f "$k/jump-only"
 [ -f "$k/stranger" ] || ssh-keygen -q -t ed25519 -N '' -C stranger@testbed -f "$k/stranger"
-for h in jump pi; do
+for h in jump pi pi2; do
   [ -f "$k/${h}_host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$k/${h}_host_ed25519"
   [ -f "$k/${h}_host_rsa" ] || ssh-keygen -q -t rsa -b 3072 -N '' -f "$k/${h}_host_rsa"
 done
@@ -68,6 +70,7 @@ cat "$k/deploy.pub" "$k/deploy-encrypted.pub" "$k/deploy-rsa.pub" > "$TESTBED/pi
 {
   echo "10.99.1.2 $(cut -d' ' -f1,2 "$k/jump_host_ed25519.pub")"
   echo "10.99.2.2,10.99.3.2 $(cut -d' ' -f1,2 "$k/pi_host_ed25519.pub")"
+  echo "10.99.4.2 $(cut -d' ' -f1,2 "$k/pi2_host_ed25519.pub")"
 } > "$TESTBED/known_hosts"
 
 # --- Users on the Pi (the namespaces share /etc with the host): one with passwordless sudo, one
@@ -84,7 +87,7 @@ usermod -p '*' nda-deploy; usermod -p '*' nda-nosudo
 # --- Network. Keep every test address on this machine: the whole range is unreachable from the root
 # namespace except through the on-link routes of our own veths.
 ip route replace unreachable 10.99.0.0/16
-for ns in nda-jump nda-pi; do
+for ns in nda-jump nda-pi nda-pi2; do
   ip netns list | grep -qw "$ns" || ip netns add "$ns"
   ip -n "$ns" link set lo up
 done
@@ -105,6 +108,12 @@ fi
 ip -n nda-jump addr replace 10.99.2.1/24 dev eth1; ip -n nda-jump link set eth1 up
 ip -n nda-pi addr replace 10.99.2.2/24 dev eth0; ip -n nda-pi link set eth0 up
 ip -n nda-pi link set eth1 up
+if ! ip -n nda-jump link show eth2 >/dev/null 2>&1; then
+  ip -n nda-pi2 link del eth0 2>/dev/null || true
+  ip -n nda-jump link add eth2 type veth peer name eth0 netns nda-pi2
+fi
+ip -n nda-jump addr replace 10.99.4.1/24 dev eth2; ip -n nda-jump link set eth2 up
+ip -n nda-pi2 addr replace 10.99.4.2/24 dev eth0; ip -n nda-pi2 link set eth0 up
 
 # --- sshd configs. StrictModes is off because the key files live under $TESTBED.
 sshd_config() { # host listen authorized_keys pidfile extra...
@@ -128,8 +137,10 @@ CONF
 }
 sshd_config jump 0.0.0.0:22 "$TESTBED/jump/authorized_keys" "$TESTBED/jump/sshd.pid" \
   "AllowTcpForwarding yes" > "$TESTBED/jump/sshd_config"
-sshd_config pi 0.0.0.0:22 "$TESTBED/pi/authorized_keys" /run/sshd-pi.pid \
-  "AllowTcpForwarding no" > "$TESTBED/pi/sshd_config"
+for pi in pi pi2; do
+  sshd_config "$pi" 0.0.0.0:22 "$TESTBED/pi/authorized_keys" /run/sshd-pi.pid \
+    "AllowTcpForwarding no" > "$TESTBED/$pi/sshd_config"
+done
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 mkdir -p /run/sshd
@@ -138,18 +149,20 @@ if ! alive "$TESTBED/jump/sshd.pid"; then
   ip netns exec nda-jump /usr/sbin/sshd -f "$TESTBED/jump/sshd_config"
 fi
 
-# --- The Pi: private /nix (tmpfs, size-limited like an SD card) and /run.
-if ! mountpoint -q "$TESTBED/pi/nix"; then
-  mount -t tmpfs -o size="$PI_NIX_SIZE",mode=0755 tmpfs "$TESTBED/pi/nix"
-fi
-if ! alive "$TESTBED/pi/run/sshd-pi.pid"; then
-  log "starting the Pi's sshd"
-  mkdir -p "$TESTBED/pi/nix/store" "$TESTBED/pi/nix/var/nix"
-  ip netns exec nda-pi unshare --mount --propagation private sh -c '
-    mount --bind "$1/pi/nix" /nix && mount --bind "$1/pi/run" /run && mkdir -p /run/sshd &&
-    exec /usr/sbin/sshd -f "$1/pi/sshd_config"' sh "$TESTBED"
-  for _ in $(seq 50); do alive "$TESTBED/pi/run/sshd-pi.pid" && break; sleep 0.1; done
-fi
+# --- The Pis: private /nix (tmpfs, size-limited like an SD card) and /run.
+for pi in pi pi2; do
+  if ! mountpoint -q "$TESTBED/$pi/nix"; then
+    mount -t tmpfs -o size="$PI_NIX_SIZE",mode=0755 tmpfs "$TESTBED/$pi/nix"
+  fi
+  if ! alive "$TESTBED/$pi/run/sshd-pi.pid"; then
+    log "starting $pi's sshd"
+    mkdir -p "$TESTBED/$pi/nix/store" "$TESTBED/$pi/nix/var/nix"
+    ip netns exec "nda-$pi" unshare --mount --propagation private sh -c '
+      mount --bind "$1/$2/nix" /nix && mount --bind "$1/$2/run" /run && mkdir -p /run/sshd &&
+      exec /usr/sbin/sshd -f "$1/$2/sshd_config"' sh "$TESTBED" "$pi"
+    for _ in $(seq 50); do alive "$TESTBED/$pi/run/sshd-pi.pid" && break; sleep 0.1; done
+  fi
+done
 
 # An OpenSSH client config for the tests' own checks of the Pi (and the benchmark's peers).
 cat > "$TESTBED/ssh_config" <<CONF
@@ -168,6 +181,9 @@ Host pi
   ProxyJump jump
 Host pi-direct
   HostName 10.99.3.2
+Host pi2
+  HostName 10.99.4.2
+  ProxyJump jump
 CONF
 
 cat > "$TESTBED/env" <<ENV
@@ -176,11 +192,13 @@ TESTBED_FIXTURE=path:$TESTBED/fixture
 TESTBED_JUMP=10.99.1.2
 TESTBED_PI=10.99.2.2
 TESTBED_PI_DIRECT=10.99.3.2
+TESTBED_PI2=10.99.4.2
 TESTBED_KEYS=$k
 TESTBED_KNOWN_HOSTS=$TESTBED/known_hosts
 TESTBED_SSH_CONFIG=$TESTBED/ssh_config
 ENV
 
-# --- Seed the Pi with generation 0 ("as installed") when it has no system yet.
-"$here/pi.sh" seed-if-empty
+# --- Seed the Pis with generation 0 ("as installed") when they have no system yet.
+PI=pi "$here/pi.sh" seed-if-empty
+PI=pi2 "$here/pi.sh" seed-if-empty
 log "ready ($TESTBED/env)"

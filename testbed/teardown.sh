@@ -3,9 +3,10 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 TESTBED=${TESTBED:-/var/lib/nda-testbed}
-"$here/pi.sh" stop
+PI=pi "$here/pi.sh" stop
+PI=pi2 "$here/pi.sh" stop
 [ -f "$TESTBED/jump/sshd.pid" ] && kill "$(cat "$TESTBED/jump/sshd.pid")" 2>/dev/null
-for ns in nda-jump nda-pi; do ip netns del "$ns" 2>/dev/null; done
+for ns in nda-jump nda-pi nda-pi2; do ip netns del "$ns" 2>/dev/null; done
 ip link del nda-jump0 2>/dev/null; ip link del nda-pi0 2>/dev/null
 ip route del unreachable 10.99.0.0/16 2>/dev/null
 for u in nda-deploy nda-nosudo; do userdel "$u" 2>/dev/null; rm -f "/etc/sudoers.d/$u"; done
