@@ -1,3 +1,5 @@
+import { existsSync } from 'fs'
+import * as path from 'path'
 import { utils as ssh2utils } from 'ssh2'
 import { COMPRESSIONS, CompressionSetting } from './deploy/compression'
 import { InputError } from './errors'
@@ -16,9 +18,28 @@ export interface PrivateKey {
   passphrase?: string
 }
 
+/**
+ * What to build: a flake's nixosConfigurations entry, a classic configuration.nix evaluated with a
+ * nixpkgs like nixos-rebuild does, or NixOps network files (one or several machines).
+ */
+export type Source =
+  | { kind: 'flake'; flake: FlakeTarget; label: string }
+  | { kind: 'configuration'; configuration: string; nixpkgs: string; system: string; label: string }
+  | {
+      kind: 'network'
+      networks: string[]
+      nixpkgs: string
+      system: string
+      /** Machine names or globs to deploy; empty: all. */
+      machines: string[]
+      label: string
+    }
+
 /** Everything the action reads from `with:`, validated once. Absent optional values stay undefined. */
 export interface Inputs {
-  flake: FlakeTarget
+  source: Source
+  /** The flake target when source is a flake (kept apart for the phases that only flakes have). */
+  flake?: FlakeTarget
   mode: Mode
   /** target-host with target-user/target-port (or `user@host:port` written into target-host). */
   target?: HostAddress
@@ -51,11 +72,20 @@ export interface Inputs {
   timeoutSeconds?: number
   /** Baseline for the package diff in build mode: a store path, or a flake configuration. */
   diffAgainst?: { storePath: string } | { flake: FlakeTarget }
+  /** Machines deployed at the same time (network with several machines). */
+  parallel: number
+  /** Stop starting other machines' deploys once one failed. */
+  failFast: boolean
 }
 
 /** Every input the action declares, in action.yml order (the README and a test check the list). */
 export const INPUT_NAMES = [
   'flake',
+  'configuration',
+  'network',
+  'machines',
+  'nixpkgs',
+  'system',
   'mode',
   'target-host',
   'target-port',
@@ -81,7 +111,9 @@ export const INPUT_NAMES = [
   'diff-against',
   'timeout',
   'cache',
-  'cache-key'
+  'cache-key',
+  'parallel',
+  'fail-fast'
 ] as const
 export type InputName = (typeof INPUT_NAMES)[number]
 
@@ -143,13 +175,13 @@ export function readInputs(get: (name: InputName) => string): Inputs {
 
   let flake: FlakeTarget | undefined
   const flakeText = get('flake')
-  if (flakeText === '') problems.push('flake is required: set it to "<flake>#<name>", e.g. ".#pi3"')
-  else
+  if (flakeText !== '')
     try {
       flake = parseFlakeTarget(flakeText)
     } catch (e) {
       problems.push((e as Error).message)
     }
+  const source = readSource(get, flake, problems)
 
   const modeText = get('mode') || 'switch'
   const mode = (MODES as readonly string[]).includes(modeText) ? (modeText as Mode) : undefined
@@ -292,7 +324,7 @@ export function readInputs(get: (name: InputName) => string): Inputs {
     // A missing key, host or known-hosts is allowed for dry-activate only: a fork PR gets no
     // secrets and no variables, and the plan then degrades the run to a build with a warning
     // instead of failing (see plan.ts).
-    if (!target && targetHost === '' && mode !== 'dry-activate')
+    if (!target && targetHost === '' && mode !== 'dry-activate' && source?.kind !== 'network')
       problems.push(`target-host is required for mode ${mode} (or use mode: build to only build)`)
     if (!sshKey && mode !== 'dry-activate')
       problems.push(`ssh-private-key is required for mode ${mode}: pass the deploy key from a secret`)
@@ -301,11 +333,18 @@ export function readInputs(get: (name: InputName) => string): Inputs {
         'known-hosts is required to verify the target (and jump host): add their lines from `ssh-keyscan`, checked out of band, or set insecure-skip-host-key-check: true (not recommended)'
       )
   }
-  if (jumpHost && targetHost === '') problems.push('jump-host is set but target-host is empty')
+  if (jumpHost && targetHost === '' && source?.kind !== 'network')
+    problems.push('jump-host is set but target-host is empty')
+
+  const parallel = get('parallel') === '' ? 4 : Number(get('parallel'))
+  if (!/^[0-9]+$/.test(get('parallel') || '4') || parallel < 1 || parallel > 64)
+    problems.push(`parallel: ${JSON.stringify(get('parallel'))} is not a whole number from 1 to 64`)
+  const failFast = parseBoolean('fail-fast', get('fail-fast'), problems)
 
   if (problems.length > 0) throw new InputError(problems)
   return {
-    flake: flake as FlakeTarget,
+    source: source!,
+    flake,
     mode: mode as Mode,
     target,
     sshKey,
@@ -328,6 +367,86 @@ export function readInputs(get: (name: InputName) => string): Inputs {
     diffAgainst,
     timeoutSeconds,
     cache: cacheOn,
-    cacheKey
+    cacheKey,
+    parallel,
+    failFast
+  }
+}
+
+/** A path input, relative to the workspace (where actions/checkout puts the repository). */
+function workspacePath(p: string): string {
+  return path.resolve(process.env.GITHUB_WORKSPACE || process.cwd(), p)
+}
+
+/** List inputs (network, machines): one per line, or separated by commas or spaces. */
+function listInput(text: string): string[] {
+  return text
+    .split(/[\s,]+/)
+    .map(s => s.trim())
+    .filter(s => s !== '')
+}
+
+/** flake, configuration or network (exactly one), with nixpkgs / system / machines for the last two. */
+function readSource(
+  get: (name: InputName) => string,
+  flake: FlakeTarget | undefined,
+  problems: string[]
+): Source | undefined {
+  const configuration = get('configuration')
+  const networks = listInput(get('network'))
+  const given = [flake && 'flake', configuration && 'configuration', networks.length > 0 && 'network'].filter(
+    Boolean
+  )
+  const nixpkgsText = get('nixpkgs') || '<nixpkgs>'
+  const system = get('system') || 'aarch64-linux'
+  const machines = listInput(get('machines'))
+  if (given.length === 0) {
+    if (get('flake') === '')
+      problems.push(
+        'flake is required: set it to "<flake>#<name>", e.g. ".#pi3" (or configuration: for a configuration.nix, or network: for NixOps network files)'
+      )
+    return undefined
+  }
+  if (given.length > 1) {
+    problems.push(`set only one of flake, configuration, network (got ${given.join(', ')})`)
+    return undefined
+  }
+  if (flake) {
+    for (const n of ['nixpkgs', 'system', 'machines'] as const)
+      if (get(n) !== '') problems.push(`${n} is only used with configuration or network, not with flake`)
+    return { kind: 'flake', flake, label: flake.installable }
+  }
+  if (!/^[A-Za-z0-9_]+-[A-Za-z0-9_]+$/.test(system))
+    problems.push(`system: ${JSON.stringify(system)} is not a Nix platform like aarch64-linux`)
+  let nixpkgs = nixpkgsText
+  if (!/^<[A-Za-z0-9._/-]+>$/.test(nixpkgsText)) {
+    nixpkgs = workspacePath(nixpkgsText)
+    if (!existsSync(path.join(nixpkgs, 'nixos', 'lib', 'eval-config.nix')))
+      problems.push(
+        `nixpkgs: ${JSON.stringify(nixpkgsText)} is not a nixpkgs checkout (no nixos/lib/eval-config.nix in ${nixpkgs}); give a path to nixpkgs or "<nixpkgs>" for NIX_PATH`
+      )
+  }
+  const checkFile = (name: string, p: string): string => {
+    const abs = workspacePath(p)
+    if (!existsSync(abs)) problems.push(`${name}: ${JSON.stringify(p)} does not exist (looked for ${abs})`)
+    return abs
+  }
+  if (configuration) {
+    if (machines.length > 0) problems.push('machines is only used with network')
+    const file = checkFile('configuration', configuration)
+    return { kind: 'configuration', configuration: file, nixpkgs, system, label: configuration }
+  }
+  for (const m of machines)
+    if (!/^[A-Za-z0-9_*?.[\]-]+$/.test(m))
+      problems.push(
+        `machines: ${JSON.stringify(m)} is not a machine name or glob (letters, digits, -, _, ., *, ?)`
+      )
+  return {
+    kind: 'network',
+    networks: networks.map(n => checkFile('network', n)),
+    nixpkgs,
+    system,
+    machines,
+    label: networks.join(' ')
   }
 }

@@ -12,7 +12,11 @@ import { ensureBinfmt } from './nix/binfmt-setup'
 import { totalNarSize } from './nix/closure'
 import { RunnerNix } from './nix/nix'
 import { makePlan, Plan } from './plan'
-import { DeployReport, outputsOf } from './report/report'
+import { DeployReport, outputsOf, worstReport } from './report/report'
+import { MachineEvaluation, selectMachines } from './nix/legacy'
+import { BuiltSystem } from './deploy/deploy'
+import { HostAddress, isValidUser, parseHostAddress } from './ssh/address'
+import { SharedJump } from './ssh/connection'
 import { ClosureEntry, diffClosures } from './report/diff'
 import { renderSummary } from './report/summary'
 import { withCommandsOffAsync } from './report/untrusted'
@@ -56,60 +60,245 @@ async function makeTempDir(): Promise<string> {
   return dir
 }
 
-async function deploy(inputs: Inputs, plan: Plan, report: DeployReport): Promise<void> {
+/** One machine of the run: a flake's or configuration.nix's system, or a network's machine. */
+interface Machine {
+  evaluation: MachineEvaluation
+  report: DeployReport
+  plan: Plan
+  built?: BuiltSystem
+}
+
+/** Evaluates what the source describes: one system, or the selected machines of a network. */
+async function evaluateSource(inputs: Inputs, nix: RunnerNix, tempDir: string): Promise<MachineEvaluation[]> {
+  const src = inputs.source
+  if (src.kind === 'flake') {
+    const e = await nix.evaluate(src.flake)
+    return [{ ...e, name: '', keys: [], ignored: [] }]
+  }
+  const expr = path.join(tempDir, 'evaluate.nix')
+  if (src.kind === 'configuration') return nix.evaluateLegacy(src, [], expr)
+  const selected = selectMachines(await nix.networkMachineNames(src, expr), src.machines)
+  if (inputs.target && selected.length > 1)
+    throw new ActionError(
+      `target-host is set, but the network has ${selected.length} machines selected (${selected.join(', ')})`,
+      'The file gives each machine its host; set target-host only when machines selects one machine, or leave it empty.',
+      'inputs'
+    )
+  return nix.evaluateLegacy(src, selected, expr)
+}
+
+/**
+ * The inputs as they apply to one machine of a network: its host, port and user come from the file
+ * (deployment.targetHost/Port/User); the action's target-* inputs override them when one machine
+ * is deployed.
+ */
+export function inputsForMachine(inputs: Inputs, m: MachineEvaluation): Inputs {
+  if (inputs.source.kind !== 'network') return inputs
+  let fromFile: HostAddress
+  try {
+    fromFile = parseHostAddress(m.targetHost ?? m.name, `${m.name}: deployment.targetHost`)
+  } catch (e) {
+    throw new ActionError((e as Error).message, 'Fix deployment.targetHost in the network file.', 'inputs')
+  }
+  if (m.targetPort !== undefined) fromFile.port = m.targetPort
+  if (m.targetUser !== undefined) {
+    if (!isValidUser(m.targetUser))
+      throw new ActionError(
+        `${m.name}: deployment.targetUser ${JSON.stringify(m.targetUser)} is not a valid user name`,
+        'Fix deployment.targetUser in the network file.',
+        'inputs'
+      )
+    fromFile.user = m.targetUser
+  }
+  const o = inputs.target
+  const target = o ? { host: o.host, port: o.port ?? fromFile.port, user: o.user ?? fromFile.user } : fromFile
+  return { ...inputs, target }
+}
+
+function notePlan(report: DeployReport, plan: Plan): void {
+  report.requestedMode = plan.requestedMode
+  report.mode = plan.mode
+  report.host = plan.target?.label.replace(/^target /, '')
+  for (const w of plan.warnings) {
+    report.warnings.push(w)
+    core.warning(w)
+  }
+}
+
+async function deploy(inputs: Inputs, report: DeployReport): Promise<void> {
   const tempDir = await makeTempDir()
   let nix = new RunnerNix(inputs.nixOptions)
   const phase = <T>(p: Phase, fn: () => Promise<T>): Promise<T> => timed(report, p, fn)
+  report.flake = inputs.source.label
+  report.mode = inputs.mode
+  // A flake or configuration.nix: the plan does not depend on the evaluation; decide it first, so
+  // its warnings (e.g. a fork PR's dry-activate becoming a build) come before the build's output.
+  const singlePlan = inputs.source.kind === 'network' ? undefined : makePlan(inputs)
+  if (singlePlan) notePlan(report, singlePlan)
 
-  // --- build
-  const built = await phase('build', async () => {
-    core.startGroup(`Evaluate ${inputs.flake.installable}`)
-    const evaluation = await nix.evaluate(inputs.flake).finally(() => core.endGroup())
-    core.info(`${evaluation.outPath} (${evaluation.hostSystem})`)
-    report.storePath = evaluation.outPath
-    report.platform = evaluation.hostSystem
-    if (inputs.cache) report.cache = await restoreForRun(nix, storeCacheKeys(inputs, evaluation.hostSystem))
-    const binfmt = await ensureBinfmt(evaluation.buildSystem, inputs.binfmt)
-    report.binfmt =
-      binfmt.how === 'native' ? 'native' : binfmt.how === 'not-available' ? 'no emulation' : 'QEMU binfmt'
-    core.info(binfmt.detail)
-    for (const [k, v] of binfmt.nixSettings) nix = nix.withSetting(k, v)
-    core.startGroup(`Build ${evaluation.outPath}`)
+  // --- build: evaluate, restore the store cache, set up binfmt, build every system in one go.
+  const machines = await phase('build', async (): Promise<Machine[]> => {
+    core.startGroup(`Evaluate ${inputs.source.label}`)
+    const evaluations = await evaluateSource(inputs, nix, tempDir).finally(() => core.endGroup())
+    const multi = evaluations.length > 1
+    return evaluations.map(e => {
+      core.info(`${e.name ? `${e.name}: ` : ''}${e.outPath} (${e.hostSystem})`)
+      const hostReport: DeployReport = multi ? { timings: [], warnings: [], flake: report.flake } : report
+      for (const option of e.ignored) {
+        const w = `${e.name}: ${option} is ignored: nix-deploy-action deploys over SSH to deployment.targetHost, and keeps no NixOps state`
+        hostReport.warnings.push(w)
+        core.warning(w)
+      }
+      const plan = singlePlan ?? makePlan(inputsForMachine(inputs, e))
+      if (!singlePlan) {
+        if (multi) {
+          hostReport.requestedMode = plan.requestedMode
+          hostReport.mode = plan.mode
+          hostReport.host = plan.target?.label.replace(/^target /, '')
+          for (const w of plan.warnings) {
+            hostReport.warnings.push(`${e.name}: ${w}`)
+            core.warning(`${e.name}: ${w}`)
+          }
+        } else notePlan(report, plan)
+      }
+      if (e.name) hostReport.machine = e.name
+      hostReport.storePath = e.outPath
+      hostReport.platform = e.hostSystem
+      return { evaluation: e, report: hostReport, plan }
+    })
+  })
+  const multi = machines.length > 1
+  await phase('build', async () => {
+    const first = machines[0].evaluation
+    if (inputs.cache) report.cache = await restoreForRun(nix, storeCacheKeys(inputs, first.hostSystem))
+    for (const buildSystem of [...new Set(machines.map(m => m.evaluation.buildSystem))]) {
+      const binfmt = await ensureBinfmt(buildSystem, inputs.binfmt)
+      report.binfmt =
+        binfmt.how === 'native' ? 'native' : binfmt.how === 'not-available' ? 'no emulation' : 'QEMU binfmt'
+      core.info(binfmt.detail)
+      for (const [k, v] of binfmt.nixSettings) nix = nix.withSetting(k, v)
+    }
+    const what = multi
+      ? `${machines.length} systems (${machines.map(m => m.evaluation.name).join(', ')})`
+      : first.outPath
+    core.startGroup(`Build ${what}`)
     // Build logs are the derivations' own output (a pull request's code): shown, never obeyed.
     const build = await withCommandsOffAsync(() =>
-      nix.build(evaluation.drvPath, evaluation.outPath, path.join(tempDir, 'system'))
+      nix.build(
+        machines.map(m => m.evaluation.drvPath),
+        what,
+        path.join(tempDir, 'system')
+      )
     ).finally(() => core.endGroup())
     report.builtDerivations = build.built.length
-    // The post step saves the store cache, also when the deploy fails after this point.
+    // The post step saves the store cache, also when a deploy fails after this point.
     if (report.cache?.available && (build.built.length > 0 || !report.cache.hit)) {
-      const paths = [evaluation.outPath, ...(await nix.outputsOf(build.built))]
-      const key = storeCacheKeys(inputs, evaluation.hostSystem).key
+      const paths = [...machines.map(m => m.evaluation.outPath), ...(await nix.outputsOf(build.built))]
+      const key = storeCacheKeys(inputs, first.hostSystem).key
       const save: PendingSave = { dir: cacheDir(), key, paths, settings: inputs.nixOptions }
       core.saveState(STATE_CACHE, JSON.stringify(save))
     }
-    const closure = await nix.closure(evaluation.outPath)
-    report.closureSize = totalNarSize(closure)
-    report.closurePaths = closure.length
-    core.info(
-      `Built ${evaluation.outPath}: closure ${formatBytes(report.closureSize)} in ${closure.length} paths`
-    )
-    return { toplevel: evaluation.outPath, hostSystem: evaluation.hostSystem, closure }
+    for (const m of machines) {
+      const closure = await nix.closure(m.evaluation.outPath)
+      m.report.closureSize = totalNarSize(closure)
+      m.report.closurePaths = closure.length
+      m.report.builtDerivations = build.built.length
+      m.report.cache = report.cache
+      m.report.binfmt = report.binfmt
+      core.info(
+        `Built ${m.evaluation.name ? `${m.evaluation.name}: ` : ''}${m.evaluation.outPath}: closure ${formatBytes(m.report.closureSize)} in ${closure.length} paths`
+      )
+      m.built = { toplevel: m.evaluation.outPath, hostSystem: m.evaluation.hostSystem, closure }
+    }
   })
-  if (plan.mode === 'build' || !plan.target) {
-    if (inputs.diffAgainst)
-      await phase('build', async () => {
-        const baseline = await baselineClosure(nix, inputs.diffAgainst!, path.join(tempDir, 'baseline'))
-        report.diff = diffClosures(baseline.entries, built.closure)
-        report.diffBaseline = baseline.label
-      }).catch((e: unknown) => {
-        const w = `no package diff: ${(e as Error).message}`
-        report.warnings.push(w)
-        core.warning(w)
-      })
-    report.result = 'built'
+
+  if (!multi) {
+    const [m] = machines
+    if (m.plan.mode === 'build' || !m.plan.target) {
+      if (inputs.diffAgainst)
+        await phase('build', async () => {
+          const baseline = await baselineClosure(nix, inputs.diffAgainst!, path.join(tempDir, 'baseline'))
+          report.diff = diffClosures(baseline.entries, m.built!.closure)
+          report.diffBaseline = baseline.label
+        }).catch((e: unknown) => {
+          const w = `no package diff: ${(e as Error).message}`
+          report.warnings.push(w)
+          core.warning(w)
+        })
+      report.result = 'built'
+      return
+    }
+    await deployToTarget(inputsForMachine(inputs, m.evaluation), m.plan, nix, m.built!, report, phase, {
+      name: m.evaluation.name,
+      keys: m.evaluation.keys
+    })
     return
   }
-  await deployToTarget(inputs, plan, nix, built, report, phase)
+  await deployMachines(inputs, nix, machines, report)
+}
+
+/**
+ * Several machines: each deploys over its own SSH session (through one shared jump host
+ * connection), at most `parallel` at a time. One failing does not stop the others unless
+ * fail-fast is on; then machines not yet started are skipped (running ones finish safely).
+ */
+async function deployMachines(
+  inputs: Inputs,
+  nix: RunnerNix,
+  machines: Machine[],
+  report: DeployReport
+): Promise<void> {
+  const buildTiming = report.timings.find(t => t.phase === 'build')
+  report.hosts = machines.map(m => ({ machine: m.evaluation.name, report: m.report }))
+  const jumpPlan = machines.find(m => m.plan.jump)?.plan.jump
+  const jump =
+    jumpPlan &&
+    new SharedJump(jumpPlan, {
+      knownHosts: inputs.knownHosts,
+      insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
+      timeoutMs: inputs.connectTimeoutSeconds * 1000
+    })
+  let failed = false
+  const queue = [...machines]
+  const worker = async (): Promise<void> => {
+    for (let m = queue.shift(); m; m = queue.shift()) {
+      const r = m.report
+      const name = m.evaluation.name
+      if (buildTiming) r.timings.push({ ...buildTiming })
+      if (failed && inputs.failFast) {
+        r.result = 'skipped'
+        r.warnings.push('not deployed: another machine failed and fail-fast is on')
+        continue
+      }
+      if (m.plan.mode === 'build' || !m.plan.target) {
+        r.result = 'built'
+        continue
+      }
+      core.info(`--- ${name}: deploying to ${m.plan.target.label}`)
+      try {
+        await deployToTarget(
+          inputsForMachine(inputs, m.evaluation),
+          m.plan,
+          nix,
+          m.built!,
+          r,
+          (p, fn) => timed(r, p, fn),
+          { name, keys: m.evaluation.keys, jump }
+        )
+        core.info(`--- ${name}: ${r.result}`)
+      } catch (e) {
+        failed = true
+        reportFailure(r, e, name)
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(inputs.parallel, machines.length) }, worker))
+  const worst = worstReport(machines.map(m => m.report))
+  report.result = worst.result
+  if (machines.some(m => m.report.result === 'failed' || m.report.result === 'rolled-back'))
+    core.setFailed(
+      `${machines.filter(m => m.report.result === 'failed' || m.report.result === 'rolled-back').length} of ${machines.length} machines failed`
+    )
 }
 
 /** The closure of diff-against: a store path as it is, or a flake configuration (built if needed). */
@@ -132,7 +321,7 @@ async function baselineClosure(
 }
 
 /** Reports a failure as an annotation, in the summary, and as the step's failure. */
-function reportFailure(report: DeployReport, e: unknown): void {
+function reportFailure(report: DeployReport, e: unknown, machine = ''): void {
   const err =
     e instanceof ActionError
       ? e
@@ -145,8 +334,9 @@ function reportFailure(report: DeployReport, e: unknown): void {
   if (report.result !== 'rolled-back') report.result = 'failed'
   report.error = { message: err.message, hint: err.hint, phase: err.phase, details: err.details }
   if (err.details) core.info(err.details)
-  core.error(`${err.message}\n${err.hint}`, { title: `nix-deploy-action: ${err.phase} failed` })
-  core.setFailed(err.message)
+  const who = machine ? `${machine}: ` : ''
+  core.error(`${who}${err.message}\n${err.hint}`, { title: `nix-deploy-action: ${who}${err.phase} failed` })
+  if (!machine) core.setFailed(err.message)
 }
 
 export async function run(): Promise<void> {
@@ -156,16 +346,7 @@ export async function run(): Promise<void> {
   try {
     maskSecrets(get)
     const inputs = await timed(report, 'inputs', async () => readInputs(get))
-    const plan = makePlan(inputs)
-    report.requestedMode = plan.requestedMode
-    report.mode = plan.mode
-    report.flake = inputs.flake.installable
-    report.host = plan.target?.label.replace(/^target /, '')
-    for (const w of plan.warnings) {
-      report.warnings.push(w)
-      core.warning(w)
-    }
-    await withDeadline(inputs.timeoutSeconds, () => deploy(inputs, plan, report))
+    await withDeadline(inputs.timeoutSeconds, () => deploy(inputs, report))
   } catch (e) {
     reportFailure(report, e)
   } finally {

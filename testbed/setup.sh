@@ -46,7 +46,8 @@ if [ ! -x "$TESTBED/fixture/busybox/bin/busybox" ]; then
   ln -sfn busybox "$TESTBED/fixture/busybox/bin/sh"
   rm -rf "$tmp"
 fi
-cp "$here/fixture/flake.nix" "$TESTBED/fixture/flake.nix"
+# The flake, its building blocks, the nixpkgs stand-in and the configuration/network files.
+cp -r "$here/fixture/." "$TESTBED/fixture/"
 
 # --- Keys: the deploy key (plain and passphrase-protected copies), a key nobody accepts, and the
 # hosts' own keys.

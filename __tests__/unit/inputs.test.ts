@@ -219,3 +219,65 @@ describe('safety inputs', () => {
     ])
   })
 })
+
+describe('configuration and network sources', () => {
+  const fs = require('fs') as typeof import('fs')
+  const os = require('os') as typeof import('os')
+  const path = require('path') as typeof import('path')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-src-'))
+  fs.mkdirSync(path.join(dir, 'nixpkgs', 'nixos', 'lib'), { recursive: true })
+  fs.writeFileSync(path.join(dir, 'nixpkgs', 'nixos', 'lib', 'eval-config.nix'), '{}')
+  fs.writeFileSync(path.join(dir, 'rpi.nix'), '{}')
+  fs.writeFileSync(path.join(dir, 'lan.nix'), '{}')
+  fs.writeFileSync(path.join(dir, 'configuration.nix'), '{}')
+  const conn = { 'ssh-private-key': key.private, 'known-hosts': hostLine }
+  beforeAll(() => (process.env.GITHUB_WORKSPACE = dir))
+  afterAll(() => delete process.env.GITHUB_WORKSPACE)
+
+  it('reads a network (paths relative to the workspace), machines, nixpkgs and system', () => {
+    const i = inputs({ ...conn, network: 'rpi.nix\nlan.nix', machines: 'pi3, pi*', nixpkgs: './nixpkgs' })
+    expect(i.source).toEqual({
+      kind: 'network',
+      networks: [path.join(dir, 'rpi.nix'), path.join(dir, 'lan.nix')],
+      nixpkgs: path.join(dir, 'nixpkgs'),
+      system: 'aarch64-linux',
+      machines: ['pi3', 'pi*'],
+      label: 'rpi.nix lan.nix'
+    })
+    expect(i).toMatchObject({ parallel: 4, failFast: false, target: undefined })
+    // No target-host needed: the file gives each machine its host.
+    expect(inputs({ ...conn, network: 'rpi.nix', 'jump-host': 'bastion' }).jumpHost?.host).toBe('bastion')
+  })
+  it('reads a configuration.nix with <nixpkgs> and another system', () => {
+    expect(
+      inputs({ ...conn, configuration: 'configuration.nix', system: 'armv7l-linux', 'target-host': 'pi' })
+        .source
+    ).toEqual({
+      kind: 'configuration',
+      configuration: path.join(dir, 'configuration.nix'),
+      nixpkgs: '<nixpkgs>',
+      system: 'armv7l-linux',
+      label: 'configuration.nix'
+    })
+  })
+  it('refuses unclear sources, missing files, a nixpkgs without NixOS, bad parallel and machines', () => {
+    expect(problems({ ...conn, flake: '.#pi3', network: 'rpi.nix', 'target-host': 'pi' })).toEqual([
+      'set only one of flake, configuration, network (got flake, network)'
+    ])
+    expect(problems({ ...conn })[0]).toMatch(/^flake is required: .*or network: for NixOps network files/)
+    expect(problems({ ...conn, network: 'nope.nix' })[0]).toMatch(/^network: "nope.nix" does not exist/)
+    expect(problems({ ...conn, network: 'rpi.nix', nixpkgs: '.' })[0]).toMatch(
+      /^nixpkgs: "\." is not a nixpkgs checkout \(no nixos\/lib\/eval-config.nix/
+    )
+    expect(problems({ ...conn, network: 'rpi.nix', machines: 'pi3;reboot' })[0]).toMatch(
+      /^machines: "pi3;reboot" is not a machine name or glob/
+    )
+    expect(problems({ ...conn, network: 'rpi.nix', parallel: '0' })).toEqual([
+      'parallel: "0" is not a whole number from 1 to 64'
+    ])
+    expect(problems({ ...base, nixpkgs: './nixpkgs' })).toEqual([
+      'nixpkgs is only used with configuration or network, not with flake'
+    ])
+    expect(problems({ ...conn, configuration: 'configuration.nix' })[0]).toMatch(/^target-host is required/)
+  })
+})

@@ -1,6 +1,6 @@
 import { generationOf, parseRemoteState } from '../../src/deploy/remote-state'
 import { parseMissing } from '../../src/deploy/copy'
-import { outputsOf, DeployReport } from '../../src/report/report'
+import { outputsOf, DeployReport, worstReport } from '../../src/report/report'
 import { escapeHtml, renderSummary, SUMMARY_LIMIT, truncateSummary } from '../../src/report/summary'
 
 const TOP = '/nix/store/' + 'a'.repeat(32) + '-nixos-system-pi3-gen1'
@@ -56,13 +56,85 @@ describe('outputs', () => {
       'closure-size': '1234',
       'copied-bytes': '99',
       generation: '3',
-      'cache-hit': 'false'
+      'cache-hit': 'false',
+      results: JSON.stringify({
+        configuration: { host: '', result: 'deployed', 'store-path': TOP, generation: '3', changed: 'true' }
+      })
     })
     expect(outputsOf({ result: 'unchanged', timings: [], warnings: [] })['copied-bytes']).toBe('0')
     expect(outputsOf({ result: 'failed', timings: [], warnings: [] })).toMatchObject({
       changed: 'false',
       'copied-bytes': ''
     })
+  })
+})
+
+describe('several machines', () => {
+  const host = (result: DeployReport['result'], extra: Partial<DeployReport> = {}): DeployReport => ({
+    result,
+    timings: [{ phase: 'copy', ms: 2000 }],
+    warnings: [],
+    ...extra
+  })
+  const run = (...hosts: Array<[string, DeployReport]>): DeployReport => ({
+    result: worstReport(hosts.map(h => h[1])).result,
+    timings: [],
+    warnings: [],
+    builtDerivations: 4,
+    hosts: hosts.map(([machine, report]) => ({ machine, report }))
+  })
+
+  it('the single-valued outputs describe the worst result; results has every machine', () => {
+    const r = run(
+      ['pi3', host('deployed', { host: 'root@10.0.0.2:22', storePath: TOP, generation: 4, changed: true })],
+      ['pi3b', host('rolled-back', { host: 'root@10.0.0.3:22', storePath: PREV })],
+      ['pi3c', host('unchanged', { host: 'root@10.0.0.4:22', storePath: TOP })]
+    )
+    const o = outputsOf(r)
+    expect(o.result).toBe('rolled-back')
+    expect(o['store-path']).toBe(PREV)
+    expect(JSON.parse(o.results)).toEqual({
+      pi3: {
+        host: 'root@10.0.0.2:22',
+        result: 'deployed',
+        'store-path': TOP,
+        generation: '4',
+        changed: 'true'
+      },
+      pi3b: {
+        host: 'root@10.0.0.3:22',
+        result: 'rolled-back',
+        'store-path': PREV,
+        generation: '',
+        changed: 'false'
+      },
+      pi3c: {
+        host: 'root@10.0.0.4:22',
+        result: 'unchanged',
+        'store-path': TOP,
+        generation: '',
+        changed: 'false'
+      }
+    })
+    expect(worstReport([host('unchanged'), host('deployed')]).result).toBe('deployed')
+    expect(worstReport([host('deployed'), host('skipped'), host('failed')]).result).toBe('failed')
+  })
+
+  it('renders a verdict counting failures, a row per machine, and each machine in details (open when failed)', () => {
+    const md = renderSummary(
+      run(
+        ['pi3', host('deployed', { host: 'root@10.0.0.2:22', storePath: TOP })],
+        ['<evil>', host('failed', { error: { message: 'copy broke', hint: 'retry', phase: 'copy' } })]
+      )
+    )
+    const lines = md.split('\n')
+    expect(lines[0]).toBe('### nix-deploy-action: ❌ Failed (1 of 2 machines)')
+    expect(md).toContain(`| pi3 | root@10.0.0.2:22 |  | deployed | ${TOP} |`)
+    expect(md).toContain('| &#60;evil&#62; |')
+    expect(md).toContain('<details><summary>pi3: ✅ Deployed</summary>')
+    expect(md).toContain('<details open><summary>&#60;evil&#62;: ❌ Failed</summary>')
+    expect(md).toContain('**Error (copy):** copy broke')
+    expect(md).not.toContain('<evil>')
   })
 })
 

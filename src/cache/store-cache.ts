@@ -161,7 +161,15 @@ let runKeys: CacheKeys | undefined
 /** This run's keys (one unique save key per run, computed once). */
 export function storeCacheKeys(inputs: Inputs, hostSystem: string): CacheKeys {
   const runId = `${process.env.GITHUB_RUN_ID ?? Date.now()}-${process.env.GITHUB_RUN_ATTEMPT ?? '1'}-${randomBytes(3).toString('hex')}`
-  runKeys ??= cacheKeys(inputs.cacheKey ?? `nix-deploy-${hostSystem}`, inputsHash(inputs.flake.ref), runId)
+  runKeys ??= cacheKeys(
+    inputs.cacheKey ?? `nix-deploy-${hostSystem}`,
+    inputsHash(
+      inputs.source.kind === 'flake'
+        ? inputs.source.flake.ref
+        : `${inputs.source.nixpkgs} ${inputs.source.label}`
+    ),
+    runId
+  )
   return runKeys
 }
 

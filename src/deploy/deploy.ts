@@ -7,7 +7,9 @@ import { RunnerNix } from '../nix/nix'
 import { Plan } from '../plan'
 import { DeployReport } from '../report/report'
 import { diffClosures, parseClosureListing, parseDryActivate, REMOTE_CLOSURE_SCRIPT } from '../report/diff'
-import { RemoteHost } from '../ssh/connection'
+import { DeploymentKey } from '../nix/legacy'
+import { RemoteHost, SharedJump } from '../ssh/connection'
+import { checkKeys, uploadKeys } from './keys'
 import { shellCommand } from '../ssh/quote'
 import { activate, readRemoteState, RolledBackError } from './activate'
 import { copyClosure, gcRootPath, planCopy } from './copy'
@@ -35,12 +37,13 @@ export async function deployToTarget(
   nix: RunnerNix,
   built: BuiltSystem,
   report: DeployReport,
-  timed: Timed
+  timed: Timed,
+  machine: { name: string; keys: DeploymentKey[]; jump?: SharedJump } = { name: '', keys: [] }
 ): Promise<void> {
   const target = plan.target!
   const { toplevel } = built
   const dial = (): Promise<RemoteHost> =>
-    RemoteHost.connect(target, plan.jump, {
+    RemoteHost.connect(target, machine.jump ?? plan.jump, {
       knownHosts: inputs.knownHosts,
       insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
       timeoutMs: inputs.connectTimeoutSeconds * 1000,
@@ -69,7 +72,12 @@ export async function deployToTarget(
       (plan.mode === 'switch' && before.current === toplevel && before.profile === toplevel) ||
       (plan.mode === 'boot' && before.profile === toplevel) ||
       (plan.mode === 'test' && before.current === toplevel)
+    // NixOps' deployment.keys, for the modes that run or boot the system (dry runs change nothing).
+    const keys = plan.mode === 'dry-activate' ? [] : machine.keys
+    checkKeys(machine.name || session.label, keys)
     if (unchanged) {
+      // The keys live in /run/keys (lost on reboot): a re-deploy restores them, as NixOps did.
+      if (keys.length > 0) await timed('activate', () => uploadKeys(session, machine.name, keys))
       report.result = 'unchanged'
       report.changed = false
       report.copiedBytes = 0
@@ -97,6 +105,7 @@ export async function deployToTarget(
     report.compression = copied.codec
 
     // --- activate
+    if (keys.length > 0) await timed('activate', () => uploadKeys(session, machine.name, keys))
     try {
       const outcome = await timed('activate', () =>
         activate(

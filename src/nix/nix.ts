@@ -4,6 +4,9 @@ import { runCommand, tail } from '../run-command'
 import { PathInfo, parsePathInfoJson } from './closure'
 import { FlakeTarget } from './flake'
 import { assertStorePath } from './store-path'
+import { promises as fs } from 'fs'
+import { LEGACY_EVAL_NIX } from './legacy-eval.nix'
+import { LegacySource, MachineEvaluation, parseMachine, RawMachine } from './legacy'
 
 export interface Evaluation {
   drvPath: string
@@ -108,6 +111,75 @@ export class RunnerNix {
     }
   }
 
+  /**
+   * Runs the legacy evaluation expression (configuration.nix or NixOps network files) with its
+   * arguments as one JSON string: `attr` is "names" or "result".
+   */
+  private async evalLegacy(
+    source: LegacySource,
+    attr: 'names' | 'result',
+    machines: string[],
+    exprFile: string
+  ): Promise<unknown> {
+    await fs.writeFile(exprFile, LEGACY_EVAL_NIX)
+    const args =
+      source.kind === 'configuration'
+        ? { configuration: source.configuration, nixpkgs: source.nixpkgs, system: source.system }
+        : { networks: source.networks, nixpkgs: source.nixpkgs, system: source.system, machines }
+    const r = await runCommand('nix', [
+      ...this.nixArgs(),
+      'eval',
+      '--json',
+      '--impure',
+      '--file',
+      exprFile,
+      '--argstr',
+      'argsJson',
+      JSON.stringify(args),
+      attr
+    ])
+    if (r.exitCode !== 0) {
+      const summary = nixErrorSummary(r.stderr)
+      const nixpkgsMissing = /file '[^']*' was not found in the Nix search path/.test(r.stderr)
+      throw new ActionError(
+        `evaluating ${source.label} failed: ${summary}`,
+        nixpkgsMissing
+          ? 'Set the nixpkgs input to a nixpkgs checkout (e.g. one pinned in your repository), or put nixpkgs on NIX_PATH.'
+          : 'Fix the configuration (the log shows the full Nix error; `nix-instantiate --eval` it locally to reproduce).',
+        'build',
+        tail(r.stderr, 40)
+      )
+    }
+    return JSON.parse(r.stdout)
+  }
+
+  /** The machine names of NixOps network files (no machine is evaluated). */
+  async networkMachineNames(source: LegacySource, exprFile: string): Promise<string[]> {
+    const v = (await this.evalLegacy(source, 'names', [], exprFile)) as {
+      names?: string[]
+      resourceFiles?: string[]
+    }
+    if (v.resourceFiles)
+      throw new ActionError(
+        `${v.resourceFiles.join(', ')} declare resources, which nix-deploy-action does not create`,
+        'NixOps resources (cloud key pairs, volumes, …) need NixOps state; this action deploys existing machines statelessly. Move the resources out of the network files given to the action.',
+        'inputs'
+      )
+    return v.names ?? []
+  }
+
+  /** Evaluates the selected machines of a network (or the one configuration.nix). */
+  async evaluateLegacy(
+    source: LegacySource,
+    machines: string[],
+    exprFile: string
+  ): Promise<MachineEvaluation[]> {
+    const v = (await this.evalLegacy(source, 'result', machines, exprFile)) as {
+      machines: Record<string, RawMachine>
+    }
+    return Object.entries(v.machines).map(([name, m]) => parseMachine(name, m))
+  }
+
   async configurationNames(ref: string): Promise<string[]> {
     const r = await runCommand('nix', [
       ...this.nixArgs(),
@@ -124,12 +196,17 @@ export class RunnerNix {
     }
   }
 
-  /** Builds a derivation, holding a GC root at `gcRoot` so the result survives until the post step. */
-  async build(drvPath: string, outPath: string, gcRoot: string): Promise<BuildResult> {
+  /**
+   * Builds derivations in one Nix invocation (several machines' systems build together and share
+   * what they have in common), holding GC roots at `gcRoot`, `gcRoot`-2, … so the results survive
+   * until the post step. `what` names the build in messages.
+   */
+  async build(drvPaths: string | string[], what: string, gcRoot: string): Promise<BuildResult> {
     const built: string[] = []
+    const drvs = typeof drvPaths === 'string' ? [drvPaths] : drvPaths
     const r = await runCommand(
       'nix-store',
-      [...this.legacyArgs(), '--realise', drvPath, '--add-root', gcRoot],
+      [...this.legacyArgs(), '--realise', ...drvs, '--add-root', gcRoot],
       {
         onStderrLine: line => {
           const m = /^building '(\/nix\/store\/[^']+\.drv)'/.exec(line)
@@ -143,7 +220,7 @@ export class RunnerNix {
     if (failed) {
       const log = await runCommand('nix-store', [...this.legacyArgs(), '--read-log', failed])
       throw new ActionError(
-        `building ${outPath} failed: the builder of ${failed} failed`,
+        `building ${what} failed: the builder of ${failed} failed`,
         'Fix that derivation (its log tail is below); re-run the build locally with `nix log` to see all of it.',
         'build',
         `$ nix-store --read-log ${failed} | tail -n 40\n` +
@@ -152,7 +229,7 @@ export class RunnerNix {
     }
     const platform = /a '([^']+)' with features \{[^}]*\} is required to build/.exec(r.stderr)
     throw new ActionError(
-      `building ${outPath} failed: ${nixErrorSummary(r.stderr)}`,
+      `building ${what} failed: ${nixErrorSummary(r.stderr)}`,
       platform
         ? `The runner cannot build for ${platform[1]}: keep binfmt: auto (QEMU emulation), or add a builder for ${platform[1]} via nix-options (builders = …). With a multi-user Nix, the runner's user must be in trusted-users for extra-platforms to apply.`
         : 'See the Nix error in the log.',

@@ -2,7 +2,15 @@ import { Phase } from '../errors'
 import { Mode } from '../inputs'
 import { ClosureDiff } from './diff'
 
-export const RESULTS = ['deployed', 'unchanged', 'built', 'dry-activated', 'rolled-back', 'failed'] as const
+export const RESULTS = [
+  'deployed',
+  'unchanged',
+  'built',
+  'dry-activated',
+  'rolled-back',
+  'failed',
+  'skipped'
+] as const
 export type Result = (typeof RESULTS)[number]
 
 export interface PhaseTiming {
@@ -48,10 +56,67 @@ export interface DeployReport {
   timings: PhaseTiming[]
   warnings: string[]
   error?: { message: string; hint: string; phase: Phase; details?: string }
+  /** The machine's name in a network file. */
+  machine?: string
+  /** Several machines (a network): one report each; the fields above then describe the run. */
+  hosts?: Array<{ machine: string; report: DeployReport }>
 }
 
-/** The action's outputs (action.yml), all strings; absent facts are empty strings. */
+/** Worst first: what the single-valued outputs describe when several machines were deployed. */
+const SEVERITY: Result[] = [
+  'failed',
+  'rolled-back',
+  'skipped',
+  'deployed',
+  'dry-activated',
+  'built',
+  'unchanged'
+]
+
+export function worstReport(reports: DeployReport[]): DeployReport {
+  const rank = (r: DeployReport): number => {
+    const i = SEVERITY.indexOf(r.result ?? 'failed')
+    return i < 0 ? 0 : i
+  }
+  return reports.reduce((worst, r) => (rank(r) < rank(worst) ? r : worst))
+}
+
+/** The `results` output: per machine (or host), its result, store path and generation. */
+export function resultsOf(
+  r: DeployReport
+): Record<
+  string,
+  { host: string; result: string; 'store-path': string; generation: string; changed: string }
+> {
+  const hosts = r.hosts ?? [{ machine: '', report: r }]
+  return Object.fromEntries(
+    hosts.map(({ machine, report }) => {
+      const o = outputsOne(report)
+      return [
+        machine || report.machine || report.host || 'configuration',
+        {
+          host: report.host ?? '',
+          result: o.result,
+          'store-path': o['store-path'],
+          generation: o.generation,
+          changed: o.changed
+        }
+      ]
+    })
+  )
+}
+
+/**
+ * The action's outputs (action.yml), all strings; absent facts are empty strings. With several
+ * machines the single-valued outputs describe the worst result; `results` has every machine.
+ */
 export function outputsOf(r: DeployReport): Record<string, string> {
+  const one =
+    r.hosts && r.hosts.length > 0 ? outputsOne(worstReport(r.hosts.map(h => h.report))) : outputsOne(r)
+  return { ...one, 'cache-hit': String(r.cache?.hit ?? false), results: JSON.stringify(resultsOf(r)) }
+}
+
+function outputsOne(r: DeployReport): Record<string, string> {
   const s = (v: string | number | boolean | undefined): string => (v === undefined ? '' : String(v))
   return {
     result: s(r.result),

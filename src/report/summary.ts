@@ -15,7 +15,8 @@ const VERDICT: Record<string, string> = {
   built: '✅ Built (not deployed)',
   'dry-activated': '✅ Dry-activated',
   'rolled-back': '⚠️ Rolled back: the new system failed and the target is back on its previous system',
-  failed: '❌ Failed'
+  failed: '❌ Failed',
+  skipped: '⏭️ Skipped'
 }
 
 function seconds(ms: number): string {
@@ -31,6 +32,61 @@ function codeBlock(text: string): string {
  * HTML-escaped; the whole is cut to SUMMARY_LIMIT with an explicit note.
  */
 export function renderSummary(r: DeployReport): string {
+  if (r.hosts && r.hosts.length > 0) return truncateSummary(renderMachines(r))
+  return truncateSummary(renderOne(r))
+}
+
+/**
+ * Several machines: the verdict (the worst result), one table row per machine, then each machine's
+ * own summary in a collapsible section (open when it did not succeed).
+ */
+function renderMachines(r: DeployReport): string {
+  const hosts = r.hosts!
+  const failed = hosts.filter(h => h.report.result === 'failed' || h.report.result === 'rolled-back').length
+  const verdict = VERDICT[r.result ?? 'failed'] ?? r.result
+  const lines = [
+    `### nix-deploy-action: ${verdict}${failed > 0 ? ` (${failed} of ${hosts.length} machines)` : ` (${hosts.length} machines)`}`,
+    ''
+  ]
+  for (const w of r.warnings) lines.push(`> [!WARNING]`, `> ${escapeHtml(w)}`, '')
+  lines.push(
+    '| Machine | Host | Mode | Result | Store path | Generation | Closure | Copied | Time |',
+    '|---|---|---|---|---|---|---|---|---|'
+  )
+  for (const { machine, report: h } of hosts) {
+    const total = h.timings.reduce((a, t) => a + t.ms, 0)
+    const cells = [
+      machine,
+      h.host ?? '',
+      h.mode ?? '',
+      h.result ?? 'failed',
+      h.storePath ?? '',
+      h.generation?.toString() ?? '',
+      h.closureSize === undefined ? '' : formatBytes(h.closureSize),
+      h.copiedBytes === undefined ? '' : formatBytes(h.copiedBytes),
+      seconds(total)
+    ]
+    lines.push(`| ${cells.map(escapeHtml).join(' | ')} |`)
+  }
+  lines.push('')
+  if (r.builtDerivations !== undefined)
+    lines.push(`Derivations built (all machines, together): ${r.builtDerivations}`, '')
+  for (const { machine, report: h } of hosts) {
+    const ok = h.result !== 'failed' && h.result !== 'rolled-back'
+    const body = renderOne(h).split('\n').slice(1).join('\n')
+    lines.push(
+      `<details${ok ? '' : ' open'}><summary>${escapeHtml(machine)}: ${escapeHtml(VERDICT[h.result ?? 'failed'] ?? '')}</summary>`,
+      '',
+      body,
+      '',
+      '</details>',
+      ''
+    )
+  }
+  return lines.join('\n')
+}
+
+function renderOne(r: DeployReport): string {
   const lines: string[] = []
   const verdict = VERDICT[r.result ?? 'failed'] ?? r.result
   lines.push(`### nix-deploy-action: ${verdict}`, '')
@@ -46,6 +102,7 @@ export function renderSummary(r: DeployReport): string {
 
   const rows: Array<[string, string | undefined]> = [
     ['Result', r.result],
+    ['Machine', r.machine],
     ['Host', r.host],
     [
       'Mode',
@@ -124,7 +181,7 @@ export function renderSummary(r: DeployReport): string {
       ''
     )
 
-  return truncateSummary(lines.join('\n'))
+  return lines.join('\n')
 }
 
 function signedBytes(n: number): string {

@@ -196,35 +196,48 @@ function forwardThrough(
 export class RemoteHost {
   private closed = false
   private lostReason: string | undefined
+  private readonly onJumpClose?: () => void
+  private readonly onJumpError?: (err: Error) => void
 
   private constructor(
     readonly target: Endpoint,
     private readonly sudo: boolean,
     private readonly client: Client,
-    private readonly jump?: Client
+    private readonly jump?: { client: Client; release: () => void }
   ) {
     const lost = (what: string) => (err?: Error) => {
       if (!this.closed) this.lostReason ??= `${what}${err ? `: ${err.message}` : ''}`
     }
     client.on('close', lost(`the connection to ${target.label} closed`))
     client.on('error', lost(`the connection to ${target.label} failed`))
-    jump?.on('close', lost('the jump host connection closed'))
-    jump?.on('error', lost('the jump host connection failed'))
+    if (jump) {
+      this.onJumpClose = lost('the jump host connection closed')
+      this.onJumpError = lost('the jump host connection failed')
+      jump.client.on('close', this.onJumpClose)
+      jump.client.on('error', this.onJumpError)
+    }
   }
 
+  /** Connects to the target, through a jump host (its own connection, or a shared one) if given. */
   static async connect(
     target: Endpoint,
-    jump: Endpoint | undefined,
+    jump: Endpoint | SharedJump | undefined,
     opts: ConnectOptions
   ): Promise<RemoteHost> {
     const sudo = opts.sudo ?? false
     if (!jump) return new RemoteHost(target, sudo, await connectClient(target, opts))
-    const jumpClient = await connectClient(jump, opts)
+    const shared = jump instanceof SharedJump ? jump : undefined
+    const jumpEp = shared ? shared.endpoint : (jump as Endpoint)
+    const jumpClient = shared ? await shared.acquire() : await connectClient(jumpEp, opts)
+    const release = shared ? () => shared.release() : () => jumpClient.end()
     try {
-      const channel = await forwardThrough(jumpClient, jump, target, opts.timeoutMs)
-      return new RemoteHost(target, sudo, await connectClient(target, opts, channel), jumpClient)
+      const channel = await forwardThrough(jumpClient, jumpEp, target, opts.timeoutMs)
+      return new RemoteHost(target, sudo, await connectClient(target, opts, channel), {
+        client: jumpClient,
+        release
+      })
     } catch (e) {
-      jumpClient.end()
+      release()
       throw e
     }
   }
@@ -340,6 +353,57 @@ export class RemoteHost {
     } catch (e) {
       core.debug(`closing the target connection: ${errorMessage(e)}`)
     }
-    this.jump?.end()
+    if (this.jump) {
+      this.jump.client.removeListener('close', this.onJumpClose!)
+      this.jump.client.removeListener('error', this.onJumpError!)
+      this.jump.release()
+    }
+  }
+}
+
+/**
+ * One connection to a jump host, shared by the deploys of several machines behind it (each gets
+ * its own forwarded channel and SSH session to its target). Re-dialled when it was lost; closed
+ * when the last user releases it.
+ */
+export class SharedJump {
+  private client: Client | undefined
+  private connecting: Promise<Client> | undefined
+  private users = 0
+
+  constructor(
+    readonly endpoint: Endpoint,
+    private readonly opts: ConnectOptions
+  ) {}
+
+  async acquire(): Promise<Client> {
+    this.users++
+    try {
+      if (this.client) return this.client
+      this.connecting ??= connectClient(this.endpoint, this.opts)
+        .then(c => {
+          this.client = c
+          const gone = (): void => {
+            if (this.client === c) this.client = undefined
+          }
+          c.once('close', gone)
+          c.once('error', gone)
+          c.setMaxListeners(0) // one close/error listener per machine using it
+          return c
+        })
+        .finally(() => (this.connecting = undefined))
+      return await this.connecting
+    } catch (e) {
+      this.users--
+      throw e
+    }
+  }
+
+  release(): void {
+    this.users--
+    if (this.users <= 0 && this.client) {
+      this.client.end()
+      this.client = undefined
+    }
   }
 }

@@ -1,0 +1,171 @@
+import { execFileSync } from 'child_process'
+import * as path from 'path'
+import { deployInputs, describeE2E, runAction, testbed } from './harness'
+
+/**
+ * The seed's setup, unchanged: a classic configuration.nix with nixpkgs (here the fixture's
+ * stand-in, which has the entry points real nixpkgs has), and NixOps network files with two Pis
+ * behind one jump host, deployed in one step.
+ */
+const ssh = (host: 'pi' | 'pi2', command: string): string =>
+  execFileSync('ssh', ['-F', testbed().TESTBED_SSH_CONFIG, host, command], {
+    encoding: 'utf8',
+    timeout: 30_000
+  }).trim()
+const resetPis = (): void => {
+  for (const pi of ['pi', 'pi2'])
+    execFileSync('bash', [path.join(__dirname, '..', '..', 'testbed', 'pi.sh'), 'reset'], {
+      env: { ...process.env, PI: pi },
+      stdio: 'pipe'
+    })
+}
+
+describeE2E('classic configuration.nix and NixOps network files', () => {
+  const fixture = (...p: string[]): string => path.join(testbed().TESTBED, 'fixture', ...p)
+  const legacyInputs = (extra: Record<string, string>): Record<string, string> => {
+    const { flake: _flake, ...rest } = deployInputs('unused')
+    // Each machine's host comes from the network file (target-host is for configuration.nix).
+    return {
+      ...rest,
+      'target-host': extra.configuration ? rest['target-host'] : '',
+      nixpkgs: fixture('nixpkgs'),
+      ...extra
+    }
+  }
+  beforeAll(resetPis, 300_000)
+
+  it('configuration + nixpkgs: evaluated like nixos-rebuild (<nixpkgs/nixos>), deployed to target-host', async () => {
+    const run = await runAction(legacyInputs({ configuration: fixture('etc-nixos', 'configuration.nix') }))
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs.result).toBe('deployed')
+    expect(run.outputs['store-path']).toMatch(/-nixos-system-pi3-pi3-classic$/)
+    expect(ssh('pi', 'readlink /run/current-system')).toBe(run.outputs['store-path'])
+    // Its imports (pi-configuration.nix, hardware-configuration.nix) and their definitions count.
+    expect(ssh('pi', 'cat /run/current-system/etc/motd')).toBe('Welcome to pi3-classic')
+    expect(ssh('pi', '/run/current-system/sw/bin/pi-tools')).toBe('pi-tools 1.0')
+  }, 300_000)
+
+  it("the seed's network file with a second one: two Pis deployed in parallel, keys uploaded, per-machine results", async () => {
+    const run = await runAction(
+      legacyInputs({
+        network: `${fixture('network', 'rpi.nix')}\n${fixture('network', 'lan.nix')}`,
+        'target-host': ''
+      })
+    )
+    if (run.exitCode !== 0) console.log(run.log)
+    expect(run.exitCode).toBe(0)
+    const results = JSON.parse(run.outputs.results)
+    expect(Object.keys(results).sort()).toEqual(['pi3', 'pi3b'])
+    // pi had the configuration.nix deploy above (generation 2), pi2 nothing yet.
+    expect(results.pi3).toMatchObject({ host: 'root@10.99.2.2', result: 'deployed', generation: '3' })
+    expect(results.pi3b).toMatchObject({ host: 'root@10.99.4.2', result: 'deployed', generation: '2' })
+    expect(run.outputs.result).toBe('deployed')
+    // Each Pi runs its own machine's system; defaults (lan.nix, mkForce) apply to both.
+    expect(ssh('pi', 'readlink /run/current-system')).toBe(results.pi3['store-path'])
+    expect(ssh('pi2', 'readlink /run/current-system')).toBe(results.pi3b['store-path'])
+    expect(ssh('pi', 'cat /run/current-system/etc/motd')).toBe('managed by nix-deploy-action')
+    expect(ssh('pi2', 'cat /run/current-system/etc/motd')).toBe('managed by nix-deploy-action')
+    expect(ssh('pi2', 'ls /run/current-system/sw/bin | sort | tr "\\n" " "')).toBe('hello htop pi-tools')
+    // deployment.keys: outside the store, with its owner and mode; never in the log.
+    expect(ssh('pi', 'stat -c "%U:%G %a" /run/keys/wifi-psk; cat /run/keys/wifi-psk')).toBe(
+      'root:root 640\ncorrect-horse-wifi-secret-4711'
+    )
+    expect(ssh('pi', 'grep -rl correct-horse-wifi /nix/store 2>/dev/null | wc -l')).toBe('0')
+    const printed = run.log.split('\n').filter(l => !l.startsWith('::add-mask::'))
+    expect(printed.join('\n')).not.toContain('correct-horse-wifi-secret-4711')
+    expect(run.log).toContain('::add-mask::correct-horse-wifi-secret-4711')
+    expect(ssh('pi2', 'ls /run/keys 2>/dev/null | wc -l')).toBe('0')
+    // In parallel: both deploys started before either finished.
+    const at = (line: string): number => run.log.indexOf(line)
+    expect(at('--- pi3b: deploying')).toBeGreaterThan(0)
+    expect(at('--- pi3b: deploying')).toBeLessThan(at('--- pi3: deployed'))
+    expect(at('--- pi3: deploying')).toBeLessThan(at('--- pi3b: deployed'))
+    // Built together in one Nix invocation; the summary has a row per machine.
+    expect(run.log.match(/::group::Build 2 systems \(pi3, pi3b\)/g)).toHaveLength(1)
+    expect(run.summary.split('\n')[0]).toBe('### nix-deploy-action: ✅ Deployed (2 machines)')
+    expect(run.summary).toMatch(/\| pi3 \| root@10\.99\.2\.2 \| switch \| deployed \|/)
+    expect(run.summary).toMatch(/\| pi3b \| root@10\.99\.4\.2 \| switch \| deployed \|/)
+  }, 300_000)
+
+  it('machines selects by name or glob; a single machine takes target-host from the inputs', async () => {
+    const again = await runAction(
+      legacyInputs({ network: fixture('network', 'rpi.nix'), machines: 'pi3?', 'target-host': '' })
+    )
+    expect(again.exitCode).toBe(0)
+    expect(Object.keys(JSON.parse(again.outputs.results))).toEqual(['pi3b'])
+    // Same system as before, but without lan.nix's motd: a new generation on pi2 only.
+    expect(again.outputs).toMatchObject({ result: 'deployed', generation: '3' })
+    expect(ssh('pi', 'ls /nix/var/nix/profiles | grep -c "^system-"')).toBe('3')
+
+    // The file says 10.99.2.2 for pi3; the input overrides it when one machine is deployed.
+    const direct = await runAction(
+      legacyInputs({
+        network: fixture('network', 'rpi.nix'),
+        machines: 'pi3',
+        'target-host': testbed().TESTBED_PI_DIRECT,
+        'jump-host': ''
+      })
+    )
+    expect(direct.exitCode).toBe(0)
+    expect(direct.summary).toContain(`| Host | root@${testbed().TESTBED_PI_DIRECT} |`)
+
+    const typo = await runAction(legacyInputs({ network: fixture('network', 'rpi.nix'), machines: 'pi4' }))
+    expect(typo.exitCode).toBe(1)
+    expect(typo.log).toMatch(
+      /::error title=nix-deploy-action%3A inputs failed::machines: "pi4" matches no machine of the network%0AThe network defines: pi3, pi3b\./
+    )
+  }, 300_000)
+
+  it('one machine failing does not stop the other; the step fails and results say which', async () => {
+    const run = await runAction(
+      legacyInputs({
+        network: `${fixture('network', 'rpi.nix')} ${fixture('network', 'ghost.nix')}`,
+        'target-host': '',
+        'connect-timeout': '5'
+      })
+    )
+    expect(run.exitCode).toBe(1)
+    const results = JSON.parse(run.outputs.results)
+    expect(results.ghost.result).toBe('failed')
+    expect(['deployed', 'unchanged']).toContain(results.pi3.result)
+    expect(['deployed', 'unchanged']).toContain(results.pi3b.result)
+    expect(run.outputs.result).toBe('failed')
+    expect(run.log).toMatch(/::error title=nix-deploy-action%3A ghost%3A connect failed::ghost: /)
+    expect(run.summary.split('\n')[0]).toBe('### nix-deploy-action: ❌ Failed (1 of 3 machines)')
+
+    // fail-fast with one at a time: after the first failure, the rest is skipped.
+    const fast = await runAction(
+      legacyInputs({
+        network: `${fixture('network', 'ghost.nix')} ${fixture('network', 'rpi.nix')}`,
+        'target-host': '',
+        'connect-timeout': '5',
+        parallel: '1',
+        'fail-fast': 'true'
+      })
+    )
+    expect(fast.exitCode).toBe(1)
+    const fastResults = JSON.parse(fast.outputs.results)
+    expect(fastResults.ghost.result).toBe('failed')
+    expect(fastResults.pi3.result).toBe('skipped')
+    expect(fastResults.pi3b.result).toBe('skipped')
+  }, 300_000)
+
+  it('NixOps-only options warn; resources and unknown options fail clearly, before anything is built', async () => {
+    const cloud = await runAction(
+      legacyInputs({
+        network: `${fixture('network', 'rpi.nix')} ${fixture('network', 'cloud.nix')}`,
+        mode: 'build'
+      })
+    )
+    if (cloud.exitCode !== 0) console.log(cloud.log)
+    expect(cloud.exitCode).toBe(0)
+    expect(cloud.log).toContain('::warning::pi3: deployment.ec2 is ignored')
+    const resources = await runAction(
+      legacyInputs({ network: `${fixture('network', 'rpi.nix')} ${fixture('network', 'resources.nix')}` })
+    )
+    expect(resources.exitCode).toBe(1)
+    expect(resources.log).toMatch(
+      /::error title=nix-deploy-action%3A inputs failed::.*resources\.nix declare resources/
+    )
+  }, 300_000)
+})

@@ -1,0 +1,99 @@
+import { globToRegExp, keyProblems, selectMachines } from '../../src/nix/legacy'
+import { LEGACY_EVAL_NIX } from '../../src/nix/legacy-eval.nix'
+import { UPLOAD_KEY_SCRIPT } from '../../src/deploy/keys'
+import { execFileSync } from 'child_process'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+
+describe('machine selection (machines: names or globs)', () => {
+  const names = ['pi3', 'pi3b', 'nas', 'pi-kitchen']
+  it('selects all by default, and by name or glob otherwise, in the file order', () => {
+    expect(selectMachines(names, [])).toEqual(names)
+    expect(selectMachines(names, ['nas'])).toEqual(['nas'])
+    expect(selectMachines(names, ['pi*'])).toEqual(['pi3', 'pi3b', 'pi-kitchen'])
+    expect(selectMachines(names, ['pi3?', 'nas'])).toEqual(['pi3b', 'nas'])
+    expect(selectMachines(names, ['pi[0-9]'])).toEqual(['pi3'])
+  })
+  it('a pattern that matches nothing is an error naming the machines there are', () => {
+    expect(() => selectMachines(names, ['pi4', 'nas'])).toThrow(/machines: "pi4" matches no machine.*/)
+    try {
+      selectMachines(names, ['pi4'])
+    } catch (e) {
+      expect((e as { hint: string }).hint).toBe('The network defines: pi3, pi3b, nas, pi-kitchen.')
+    }
+    expect(() => selectMachines([], [])).toThrow(/define no machines/)
+  })
+  it('globs treat regular-expression characters literally', () => {
+    expect(globToRegExp('a.b').test('axb')).toBe(false)
+    expect(globToRegExp('a.b').test('a.b')).toBe(true)
+    expect(globToRegExp('(x)+').test('(x)+')).toBe(true)
+  })
+})
+
+describe('deployment.keys checks', () => {
+  const key = {
+    name: 'wifi',
+    text: 's3cret',
+    destDir: '/run/keys',
+    user: 'root',
+    group: 'keys',
+    permissions: '0640'
+  }
+  it('accepts what NixOps accepted', () => {
+    expect(keyProblems('pi3', key)).toEqual([])
+    expect(keyProblems('pi3', { ...key, text: undefined, keyFile: '/secrets/wifi' })).toEqual([])
+    expect(keyProblems('pi3', { ...key, permissions: '600', user: '1000' })).toEqual([])
+  })
+  it('refuses names and paths that could escape the directory or inject, and ambiguous sources', () => {
+    expect(keyProblems('pi3', { ...key, name: '../etc/shadow' })[0]).toMatch(
+      /pi3: deployment.keys.\.\.\/etc\/shadow: the key name must be a file name/
+    )
+    expect(keyProblems('pi3', { ...key, destDir: '/run/../etc' })[0]).toMatch(/destDir/)
+    expect(keyProblems('pi3', { ...key, destDir: 'run/keys' })[0]).toMatch(/destDir/)
+    expect(keyProblems('pi3', { ...key, user: 'root; reboot' })[0]).toMatch(
+      /user: .* is not a user or group name/
+    )
+    expect(keyProblems('pi3', { ...key, permissions: '0777 x' })[0]).toMatch(/permissions/)
+    expect(keyProblems('pi3', { ...key, keyFile: '/x' })).toEqual([
+      'pi3: deployment.keys.wifi: set exactly one of text, keyFile, keyCommand'
+    ])
+  })
+  it('the upload script is valid sh and writes the key with its owner and mode, atomically', () => {
+    execFileSync('sh', ['-n', '-c', UPLOAD_KEY_SCRIPT])
+    const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nda-keys-')), 'keys')
+    const me = os.userInfo()
+    execFileSync('sh', ['-c', UPLOAD_KEY_SCRIPT, 'sh', dir, 'wifi', String(me.uid), String(me.gid), '0640'], {
+      input: 'line one\nline $(two)\n'
+    })
+    expect(fs.readFileSync(path.join(dir, 'wifi'), 'utf8')).toBe('line one\nline $(two)\n')
+    expect(fs.statSync(path.join(dir, 'wifi')).mode & 0o777).toBe(0o640)
+    expect(fs.statSync(dir).mode & 0o777).toBe(0o750)
+    expect(fs.readdirSync(dir)).toEqual(['wifi'])
+  })
+})
+
+describe('the evaluation expression', () => {
+  it('splices no argument into Nix code: everything comes through argsJson', () => {
+    expect(LEGACY_EVAL_NIX.startsWith('{ argsJson }:')).toBe(true)
+    expect(LEGACY_EVAL_NIX).toContain('builtins.fromJSON argsJson')
+    // Only nixpkgs' public entry points.
+    const imports = [...LEGACY_EVAL_NIX.matchAll(/import \(nixpkgs \+ "([^"]+)"\)/g)].map(m => m[1]).sort()
+    expect(imports).toEqual(['/nixos', '/nixos/lib/eval-config.nix'])
+  })
+})
+
+describe('deployment.keys content', () => {
+  const { keyContent } = require('../../src/deploy/keys') as typeof import('../../src/deploy/keys')
+  const key = { name: 'k', destDir: '/run/keys', user: 'root', group: 'root', permissions: '0600' }
+  it('comes from text, a file on the runner, or a command run without a shell', async () => {
+    expect(await keyContent({ ...key, text: 'inline' })).toBe('inline')
+    const f = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nda-key-')), 'secret')
+    fs.writeFileSync(f, 'from a file\n')
+    expect(await keyContent({ ...key, keyFile: f })).toBe('from a file\n')
+    expect(await keyContent({ ...key, keyCommand: ['printf', '%s', 'a; echo injected'] })).toBe(
+      'a; echo injected'
+    )
+    await expect(keyContent({ ...key, keyCommand: ['false'] })).rejects.toThrow(/keyCommand false failed/)
+  })
+})
