@@ -56,7 +56,9 @@ function actionInputs(config) {
     'INPUT_JUMP-HOST': env.TESTBED_JUMP,
     'INPUT_SSH-PRIVATE-KEY': fs.readFileSync(path.join(env.TESTBED_KEYS, 'deploy'), 'utf8'),
     'INPUT_KNOWN-HOSTS': fs.readFileSync(env.TESTBED_KNOWN_HOSTS, 'utf8'),
-    'INPUT_NIX-OPTIONS': 'substituters ='
+    'INPUT_NIX-OPTIONS': 'substituters =',
+    // The peers copy everything themselves (no --use-substitutes): so does the action here.
+    'INPUT_SUBSTITUTE-ON-DESTINATION': 'false'
   }
 }
 
@@ -191,7 +193,8 @@ async function copyBench() {
       `(fixture \`pi-bench\`: per package random data, base64 text and plain text, all distinct). Path: runner → jump host → Pi (network namespaces), ` +
       `the jump host → Pi link limited with \`tc tbf\`. Times are medians of ${ROUNDS} rounds, methods alternating, ` +
       `each trial starting from a Pi without those paths; each includes connecting through the jump host. ` +
-      `For the action: its \`connect\` + \`copy\` phases (dry-activate run). Physical limit: zstd -3 bytes ÷ link rate.\n\n` +
+      `For the action: its \`connect\` + \`copy\` phases (dry-activate run, substitute-on-destination off like the peers), i.e. from dialling to the last byte imported, ` +
+      `including its probes of the target (running system, closure for the package diff, missing paths: one round trip). Physical limit: zstd -3 bytes ÷ link rate.\n\n` +
       table + '\n\n' + incLine + '\n'
   )
 }

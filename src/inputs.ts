@@ -76,6 +76,8 @@ export interface Inputs {
   parallel: number
   /** Stop starting other machines' deploys once one failed. */
   failFast: boolean
+  /** Let the target fetch what its own substituters have before copying the rest. */
+  substituteOnDestination: boolean
 }
 
 /** Every input the action declares, in action.yml order (the README and a test check the list). */
@@ -113,7 +115,8 @@ export const INPUT_NAMES = [
   'cache',
   'cache-key',
   'parallel',
-  'fail-fast'
+  'fail-fast',
+  'substitute-on-destination'
 ] as const
 export type InputName = (typeof INPUT_NAMES)[number]
 
@@ -340,6 +343,9 @@ export function readInputs(get: (name: InputName) => string): Inputs {
   if (!/^[0-9]+$/.test(get('parallel') || '4') || parallel < 1 || parallel > 64)
     problems.push(`parallel: ${JSON.stringify(get('parallel'))} is not a whole number from 1 to 64`)
   const failFast = parseBoolean('fail-fast', get('fail-fast'), problems)
+  const substituteText = get('substitute-on-destination')
+  const substituteOnDestination =
+    substituteText === '' ? true : parseBoolean('substitute-on-destination', substituteText, problems)
 
   if (problems.length > 0) throw new InputError(problems)
   return {
@@ -369,7 +375,8 @@ export function readInputs(get: (name: InputName) => string): Inputs {
     cache: cacheOn,
     cacheKey,
     parallel,
-    failFast
+    failFast,
+    substituteOnDestination
   }
 }
 

@@ -74,6 +74,20 @@ cat "$k/deploy.pub" "$k/deploy-encrypted.pub" "$k/deploy-rsa.pub" > "$TESTBED/pi
   echo "10.99.4.2 $(cut -d' ' -f1,2 "$k/pi2_host_ed25519.pub")"
 } > "$TESTBED/known_hosts"
 
+# --- The Pis' own Nix configuration (their SSH sessions get NIX_CONF_DIR, see sshd_config): like a
+# real Pi has cache.nixos.org, they have a substituter of their own -- a signed binary cache under
+# $TESTBED/substituter, empty until a test puts paths there -- and no other (no internet here).
+[ -f "$k/substituter.secret" ] ||
+  nix-store --generate-binary-cache-key nda-testbed-1 "$k/substituter.secret" "$k/substituter.public"
+mkdir -p "$TESTBED/substituter" "$TESTBED/pi-nix-conf"
+[ -f "$TESTBED/substituter/nix-cache-info" ] ||
+  printf 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n' > "$TESTBED/substituter/nix-cache-info"
+cat > "$TESTBED/pi-nix-conf/nix.conf" <<CONF
+sandbox = false
+substituters = file://$TESTBED/substituter
+trusted-public-keys = $(cat "$k/substituter.public")
+CONF
+
 # --- Users on the Pi (the namespaces share /etc with the host): one with passwordless sudo, one
 # whose sudo asks for a password. Both log in with the deploy key (the Pi's AuthorizedKeysFile).
 for u in nda-deploy nda-nosudo; do
@@ -140,7 +154,7 @@ sshd_config jump 0.0.0.0:22 "$TESTBED/jump/authorized_keys" "$TESTBED/jump/sshd.
   "AllowTcpForwarding yes" > "$TESTBED/jump/sshd_config"
 for pi in pi pi2; do
   sshd_config "$pi" 0.0.0.0:22 "$TESTBED/pi/authorized_keys" /run/sshd-pi.pid \
-    "AllowTcpForwarding no" > "$TESTBED/$pi/sshd_config"
+    "AllowTcpForwarding no" "SetEnv NIX_CONF_DIR=$TESTBED/pi-nix-conf" > "$TESTBED/$pi/sshd_config"
 done
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -197,6 +211,7 @@ TESTBED_PI2=10.99.4.2
 TESTBED_KEYS=$k
 TESTBED_KNOWN_HOSTS=$TESTBED/known_hosts
 TESTBED_SSH_CONFIG=$TESTBED/ssh_config
+TESTBED_SUBSTITUTER=$TESTBED/substituter
 ENV
 
 # --- Seed the Pis with generation 0 ("as installed") when they have no system yet.

@@ -60,6 +60,8 @@ export interface TestbedEnv {
   TESTBED_KEYS: string
   TESTBED_KNOWN_HOSTS: string
   TESTBED_SSH_CONFIG: string
+  TESTBED_SUBSTITUTER: string
+  TESTBED_PI2: string
 }
 
 export function testbed(): TestbedEnv {

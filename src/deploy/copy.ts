@@ -47,6 +47,55 @@ case "$codec" in zstd) d='zstd -d -q -c' ;; xz) d='xz -d -q -c' ;; gzip) d='gzip
 $d | nix-store --import >/dev/null || exit $?
 [ $# -eq 0 ] || exec nix-store --check-validity --print-invalid "$@"`
 
+/**
+ * substitute-on-destination: the target fetches the paths (on stdin) it can from its own
+ * substituters (e.g. cache.nixos.org for everything from nixpkgs), before anything crosses the
+ * tunnel; then prints which are still missing. Bounded for a target without internet: one
+ * download attempt, a short connect timeout, no fallback to building. A failure to substitute is
+ * not an error (--keep-going; the rest is copied). usage: sh -c SUBSTITUTE_SCRIPT sh < PATHS
+ */
+export const SUBSTITUTE_SCRIPT = String.raw`set -f
+paths=$(cat)
+printf '%s
+' "$paths" | xargs nix-store --realise --keep-going --option download-attempts 1 --option connect-timeout 5 --option fallback false >/dev/null 2>&1
+printf '%s
+' "$paths" | xargs nix-store --check-validity --print-invalid`
+
+/** How long the target may spend substituting before the action copies everything itself. */
+const SUBSTITUTE_TIMEOUT_MS = 300_000
+
+/**
+ * Lets the target substitute what it can of `plan.toCopy`; returns the plan with only what is still
+ * missing, and what the target fetched itself. Never fails the deploy: on any problem, everything
+ * is copied as without it.
+ */
+export async function substituteOnTarget(
+  host: Remote,
+  plan: CopyPlan
+): Promise<{ plan: CopyPlan; substituted: PathInfo[] }> {
+  if (plan.toCopy.length === 0) return { plan, substituted: [] }
+  const asked = new Set(plan.toCopy.map(p => p.path))
+  try {
+    const r = await host.exec(shellCommand(['sh', '-c', SUBSTITUTE_SCRIPT, 'sh']), {
+      stdin: plan.toCopy.map(p => p.path).join('\n') + '\n',
+      timeoutMs: SUBSTITUTE_TIMEOUT_MS
+    })
+    if (r.exitCode !== 0 && r.stdout.trim() === '')
+      throw new Error(`exit ${r.exitCode}: ${r.stderr.trim().slice(-200)}`)
+    const missing = parseMissing(r.stdout, asked)
+    const substituted = plan.toCopy.filter(p => !missing.has(p.path))
+    if (substituted.length > 0)
+      core.info(
+        `The target fetched ${substituted.length} of ${plan.toCopy.length} paths (${formatBytes(totalNarSize(substituted))}) from its own substituters`
+      )
+    else core.info("The target's substituters had none of the paths (or are unreachable): copying them all")
+    return { plan: { ...plan, toCopy: plan.toCopy.filter(p => missing.has(p.path)) }, substituted }
+  } catch (e) {
+    core.info(`Substituting on the target did not work (${(e as Error).message}): copying every path`)
+    return { plan, substituted: [] }
+  }
+}
+
 /** Above this many paths, the post-import check is a separate call (the command line would get long). */
 const MAX_PATHS_ON_COMMAND_LINE = 800
 

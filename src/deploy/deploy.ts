@@ -8,11 +8,11 @@ import { Plan } from '../plan'
 import { DeployReport } from '../report/report'
 import { diffClosures, parseClosureListing, parseDryActivate, REMOTE_CLOSURE_SCRIPT } from '../report/diff'
 import { DeploymentKey } from '../nix/legacy'
-import { RemoteHost, SharedJump } from '../ssh/connection'
+import { RemoteHost, RemoteResult, SharedJump } from '../ssh/connection'
 import { checkKeys, uploadKeys } from './keys'
 import { shellCommand } from '../ssh/quote'
 import { activate, readRemoteState, RolledBackError } from './activate'
-import { copyClosure, gcRootPath, planCopy } from './copy'
+import { copyClosure, gcRootPath, planCopy, substituteOnTarget } from './copy'
 import { generationsToDelete, LIST_GENERATIONS_SCRIPT, parseGenerations } from './generations'
 import { DeployLock, LEASE_SECONDS, LOCK_DIR, ownerDescription } from './lock'
 import { checkSpace, checkTarget } from './preflight'
@@ -51,9 +51,25 @@ export async function deployToTarget(
     })
   const session = new TargetSession(await timed('connect', dial), dial)
   let lock: DeployLock | undefined
+  // The GC root planCopy places on the target for the new system; removed once the profile (or
+  // /run/current-system) holds it, or at the end when the run stops before activating.
+  let gcRootPlaced = false
   try {
-    if (plan.sudo) await checkSudo(session, target.user)
-    const before = await readRemoteState(session)
+    if (plan.sudo) await timed('connect', () => checkSudo(session, target.user))
+    // Three questions in one round trip (ssh2 runs the channels concurrently; each costs a round
+    // trip through the jump host otherwise): what the target runs, its closure for the package
+    // diff, and which paths of the new closure it lacks (which also pins the new system with a GC
+    // root and lists the decompressors it has). The answers are used in the order that gives the
+    // clearest error: first whether this is a NixOS target we may deploy to at all.
+    const [stateAnswer, listingAnswer, copyPlanAnswer] = await timed('connect', () =>
+      Promise.allSettled([
+        readRemoteState(session),
+        session.exec(REMOTE_CLOSURE_SCRIPT, { timeoutMs: 120_000 }),
+        ((gcRootPlaced = true), planCopy(session, toplevel, built.closure))
+      ])
+    )
+    if (stateAnswer.status === 'rejected') throw stateAnswer.reason
+    const before = stateAnswer.value
     report.previousStorePath = before.current
     core.info(
       `${session.label} runs ${before.current ?? '(no /run/current-system)'}; profile ${before.profile ?? '(none)'}`
@@ -66,7 +82,9 @@ export async function deployToTarget(
         'connect'
       )
 
-    await packageDiff(session, built, before.current!, report)
+    packageDiff(listingAnswer, session.label, built, before.current!, report)
+    if (copyPlanAnswer.status === 'rejected') throw copyPlanAnswer.reason
+    const copyPlan = copyPlanAnswer.value
 
     const unchanged =
       (plan.mode === 'switch' && before.current === toplevel && before.profile === toplevel) ||
@@ -95,9 +113,13 @@ export async function deployToTarget(
 
     // --- copy
     const copied = await timed('copy', async () => {
-      const copyPlan = await planCopy(session, toplevel, built.closure)
       checkSpace(before, session.label, totalNarSize(copyPlan.toCopy))
-      return copyClosure(session, nix, copyPlan, built.closure.length, inputs.compression)
+      const { plan: rest, substituted } = inputs.substituteOnDestination
+        ? await substituteOnTarget(session, copyPlan)
+        : { plan: copyPlan, substituted: [] }
+      report.substitutedPaths = substituted.length
+      report.substitutedBytes = totalNarSize(substituted)
+      return copyClosure(session, nix, rest, built.closure.length, inputs.compression)
     })
     report.copiedBytes = copied.narBytes
     report.copiedPaths = copied.copiedPaths.length
@@ -134,6 +156,7 @@ export async function deployToTarget(
       await session
         .exec(shellCommand(['rm', '-f', gcRootPath(toplevel)]), { timeoutMs: 60_000 })
         .catch(() => undefined)
+      gcRootPlaced = false
     }
 
     // --- verify
@@ -166,24 +189,30 @@ export async function deployToTarget(
         )
     })
   } finally {
+    if (gcRootPlaced)
+      await session
+        .exec(shellCommand(['rm', '-f', gcRootPath(toplevel)]), { timeoutMs: 60_000 })
+        .catch(() => undefined)
     await lock?.release()
     session.close()
   }
 }
 
 /** The package diff against what the target runs now; a failure here only costs the diff. */
-async function packageDiff(
-  session: TargetSession,
+function packageDiff(
+  listing: PromiseSettledResult<RemoteResult>,
+  label: string,
   built: BuiltSystem,
   current: string,
   report: DeployReport
-): Promise<void> {
+): void {
   try {
-    const r = await session.exec(REMOTE_CLOSURE_SCRIPT, { timeoutMs: 120_000 })
+    if (listing.status === 'rejected') throw listing.reason
+    const r = listing.value
     if (r.exitCode !== 0) throw new Error(r.stderr.trim().slice(-200))
     const [paths, sizes] = r.stdout.split('--sizes--')
     report.diff = diffClosures(parseClosureListing(paths, sizes), built.closure)
-    report.diffBaseline = `what ${session.label} runs (${current})`
+    report.diffBaseline = `what ${label} runs (${current})`
   } catch (e) {
     core.info(`No package diff: listing the target's closure failed: ${(e as Error).message}`)
   }

@@ -33,6 +33,9 @@ export interface DeployReport {
   copiedBytes?: number
   copiedPaths?: number
   wireBytes?: number
+  /** substitute-on-destination: what the target fetched from its own substituters. */
+  substitutedPaths?: number
+  substitutedBytes?: number
   compression?: string
   generation?: number
   builtDerivations?: number

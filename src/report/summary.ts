@@ -139,6 +139,12 @@ function renderOne(r: DeployReport): string {
         : `${formatBytes(r.closureSize)} in ${r.closurePaths ?? '?'} paths`
     ],
     [
+      'Substituted on the target',
+      r.substitutedPaths
+        ? `${formatBytes(r.substitutedBytes ?? 0)} (NAR) in ${r.substitutedPaths} paths, from its own substituters`
+        : undefined
+    ],
+    [
       'Copied',
       r.copiedBytes === undefined
         ? undefined
