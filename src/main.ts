@@ -78,10 +78,15 @@ async function evaluateSource(inputs: Inputs, nix: RunnerNix, tempDir: string): 
   const expr = path.join(tempDir, 'evaluate.nix')
   if (src.kind === 'configuration') return nix.evaluateLegacy(src, [], expr)
   const selected = selectMachines(await nix.networkMachineNames(src, expr), src.machines)
-  if (inputs.target && selected.length > 1)
+  const overrides = [
+    inputs.target && 'target-host',
+    inputs.targetOverride.port !== undefined && 'target-port',
+    inputs.targetOverride.user !== undefined && 'target-user'
+  ].filter(Boolean)
+  if (overrides.length > 0 && selected.length > 1)
     throw new ActionError(
-      `target-host is set, but the network has ${selected.length} machines selected (${selected.join(', ')})`,
-      'The file gives each machine its host; set target-host only when machines selects one machine, or leave it empty.',
+      `${overrides.join(', ')} ${overrides.length > 1 ? 'are' : 'is'} set, but the network has ${selected.length} machines selected (${selected.join(', ')})`,
+      'The file gives each machine its host, port and user; set these inputs only when machines selects one machine (they then override the file), or leave them empty.',
       'inputs'
     )
   return nix.evaluateLegacy(src, selected, expr)
@@ -111,7 +116,11 @@ export function inputsForMachine(inputs: Inputs, m: MachineEvaluation): Inputs {
     fromFile.user = m.targetUser
   }
   const o = inputs.target
-  const target = o ? { host: o.host, port: o.port ?? fromFile.port, user: o.user ?? fromFile.user } : fromFile
+  const target: HostAddress = {
+    host: o?.host ?? fromFile.host,
+    port: o?.port ?? inputs.targetOverride.port ?? fromFile.port,
+    user: o?.user ?? inputs.targetOverride.user ?? fromFile.user
+  }
   return { ...inputs, target }
 }
 

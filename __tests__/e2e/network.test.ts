@@ -62,6 +62,9 @@ describeE2E('classic configuration.nix and NixOps network files', () => {
     expect(run.outputs.result).toBe('deployed')
     // Each Pi runs its own machine's system; defaults (lan.nix, mkForce) apply to both.
     expect(ssh('pi', 'readlink /run/current-system')).toBe(results.pi3['store-path'])
+    // As in NixOps, the machine's name is its host name (over the configuration's lib.mkDefault).
+    expect(results.pi3['store-path']).toMatch(/-nixos-system-pi3-pi3$/)
+    expect(results.pi3b['store-path']).toMatch(/-nixos-system-pi3-pi3b$/)
     expect(ssh('pi2', 'readlink /run/current-system')).toBe(results.pi3b['store-path'])
     expect(ssh('pi', 'cat /run/current-system/etc/motd')).toBe('managed by nix-deploy-action')
     expect(ssh('pi2', 'cat /run/current-system/etc/motd')).toBe('managed by nix-deploy-action')
@@ -108,6 +111,18 @@ describeE2E('classic configuration.nix and NixOps network files', () => {
     )
     expect(direct.exitCode).toBe(0)
     expect(direct.summary).toContain(`| Host | root@${testbed().TESTBED_PI_DIRECT} |`)
+
+    // target-user alone overrides the file's user (root) for the one machine; with two, it is refused.
+    const asUser = await runAction(
+      legacyInputs({ network: fixture('network', 'rpi.nix'), machines: 'pi3b', 'target-user': 'nda-deploy' })
+    )
+    expect(asUser.exitCode).toBe(0)
+    expect(asUser.summary).toContain('| Host | nda-deploy@10.99.4.2 |')
+    const both = await runAction(
+      legacyInputs({ network: fixture('network', 'rpi.nix'), 'target-user': 'nda-deploy' })
+    )
+    expect(both.exitCode).toBe(1)
+    expect(both.log).toContain('target-user is set, but the network has 2 machines selected (pi3, pi3b)')
 
     const typo = await runAction(legacyInputs({ network: fixture('network', 'rpi.nix'), machines: 'pi4' }))
     expect(typo.exitCode).toBe(1)

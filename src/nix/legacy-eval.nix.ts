@@ -49,6 +49,9 @@ let
   cloudOptions = [ "ec2" "gce" "azure" "digitalOcean" "hetzner" "libvirtd" "virtualbox" "container" "packet" "vultr" "gcp" "route53" "autoLuks" ];
   deploymentModule = name: { lib, ... }: {
     key = "nix-deploy-action#deployment";
+    # As NixOps: the machine's name is its host name unless the configuration sets one (900 beats
+    # lib.mkDefault, loses to a plain definition).
+    config.networking.hostName = lib.mkOverride 900 name;
     options.deployment = {
       targetHost = lib.mkOption { type = lib.types.str; default = name; description = "Host name or address to deploy to (default: the machine's name, as in NixOps)."; };
       targetPort = lib.mkOption { type = lib.types.nullOr lib.types.int; default = null; description = "SSH port (default 22)."; };
