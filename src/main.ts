@@ -105,7 +105,15 @@ export function inputsForMachine(inputs: Inputs, m: MachineEvaluation): Inputs {
   } catch (e) {
     throw new ActionError((e as Error).message, 'Fix deployment.targetHost in the network file.', 'inputs')
   }
-  if (m.targetPort !== undefined) fromFile.port = m.targetPort
+  if (m.targetPort !== undefined) {
+    if (!Number.isInteger(m.targetPort) || m.targetPort < 1 || m.targetPort > 65535)
+      throw new ActionError(
+        `${m.name}: deployment.targetPort ${m.targetPort} is not a port (1-65535)`,
+        'Fix deployment.targetPort in the network file.',
+        'inputs'
+      )
+    fromFile.port = m.targetPort
+  }
   if (m.targetUser !== undefined) {
     if (!isValidUser(m.targetUser))
       throw new ActionError(

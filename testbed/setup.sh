@@ -93,6 +93,8 @@ CONF
 for u in nda-deploy nda-nosudo; do
   id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /bin/sh "$u"
 done
+# An unprivileged runner user (the action run as a runner service account with a nix-daemon).
+id nda-runner >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /bin/sh nda-runner
 echo 'nda-deploy ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/nda-deploy
 echo 'nda-nosudo ALL=(ALL) ALL' > /etc/sudoers.d/nda-nosudo
 chmod 0440 /etc/sudoers.d/nda-deploy /etc/sudoers.d/nda-nosudo

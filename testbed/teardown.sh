@@ -9,5 +9,5 @@ PI=pi2 "$here/pi.sh" stop
 for ns in nda-jump nda-pi nda-pi2; do ip netns del "$ns" 2>/dev/null; done
 ip link del nda-jump0 2>/dev/null; ip link del nda-pi0 2>/dev/null
 ip route del unreachable 10.99.0.0/16 2>/dev/null
-for u in nda-deploy nda-nosudo; do userdel "$u" 2>/dev/null; rm -f "/etc/sudoers.d/$u"; done
+for u in nda-deploy nda-nosudo nda-runner; do userdel "$u" 2>/dev/null; rm -f "/etc/sudoers.d/$u"; done
 echo "testbed: removed"

@@ -131,6 +131,8 @@ export async function runAction(
     env?: Record<string, string>
     /** Sees the output as it comes, with the process (to kill it, or to act at a given moment). */
     onOutput?: (logSoFar: string, child: import('child_process').ChildProcess) => void
+    /** Run as this (non-root) user, like a runner's service account; its files are chowned to it. */
+    user?: { uid: number; gid: number; home: string }
   } = {}
 ): Promise<ActionRun> {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-run-'))
@@ -142,9 +144,18 @@ export async function runAction(
     summary: path.join(work, 'summary')
   }
   for (const f of Object.values(files)) fs.writeFileSync(f, '')
+  if (opts.user) {
+    const { uid, gid } = opts.user
+    const chownAll = (p: string): void => {
+      fs.chownSync(p, uid, gid)
+      if (fs.statSync(p).isDirectory()) for (const e of fs.readdirSync(p)) chownAll(path.join(p, e))
+    }
+    chownAll(work)
+    if (!runnerTemp.startsWith(work)) chownAll(runnerTemp)
+  }
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
-    HOME: process.env.HOME,
+    HOME: opts.user?.home ?? process.env.HOME,
     GITHUB_OUTPUT: files.out,
     GITHUB_STATE: files.state,
     GITHUB_STEP_SUMMARY: files.summary,
@@ -156,7 +167,12 @@ export async function runAction(
   for (const [k, v] of Object.entries(opts.state ?? {})) env[`STATE_${k}`] = v
   const started = Date.now()
   return new Promise((resolve, reject) => {
-    const child = spawn(NODE24, [path.join(ROOT, 'dist', 'index.js')], { env, cwd: work })
+    const [node, dist] = opts.user ? userRunnable() : [NODE24, path.join(ROOT, 'dist')]
+    const child = spawn(node, [path.join(dist, 'index.js')], {
+      env,
+      cwd: work,
+      ...(opts.user ? { uid: opts.user.uid, gid: opts.user.gid } : {})
+    })
     let log = ''
     const onData = (d: Buffer): void => {
       log += d.toString()
@@ -184,6 +200,23 @@ export async function runAction(
       }
     })
   })
+}
+
+let runnable: [string, string] | undefined
+/**
+ * Node 24 and dist/ where any user can run them (the checkout may sit under a directory only root
+ * can enter): a copy under the system temp directory, made once per test process.
+ */
+function userRunnable(): [string, string] {
+  if (runnable) return runnable
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-user-run-'))
+  fs.chmodSync(dir, 0o755)
+  fs.copyFileSync(NODE24, path.join(dir, 'node'))
+  fs.chmodSync(path.join(dir, 'node'), 0o755)
+  fs.cpSync(path.join(ROOT, 'dist'), path.join(dir, 'dist'), { recursive: true })
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }))
+  runnable = [path.join(dir, 'node'), path.join(dir, 'dist')]
+  return runnable
 }
 
 const SECRET_INPUTS = ['ssh-private-key', 'ssh-key-passphrase', 'jump-host-key']

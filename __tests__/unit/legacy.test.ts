@@ -97,3 +97,62 @@ describe('deployment.keys content', () => {
     await expect(keyContent({ ...key, keyCommand: ['false'] })).rejects.toThrow(/keyCommand false failed/)
   })
 })
+
+describe("a network machine's target", () => {
+  const { inputsForMachine } = require('../../src/main') as typeof import('../../src/main')
+  const { readInputs } = require('../../src/inputs') as typeof import('../../src/inputs')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-net-'))
+  fs.writeFileSync(path.join(dir, 'rpi.nix'), '{}')
+  const machine = (extra: object) => ({
+    name: 'pi3',
+    drvPath: '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x.drv',
+    outPath: '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x',
+    buildSystem: 'aarch64-linux',
+    hostSystem: 'aarch64-linux',
+    keys: [],
+    ignored: [],
+    ...extra
+  })
+  const inputs = (values: Record<string, string>) =>
+    readInputs(
+      n =>
+        (
+          ({
+            network: path.join(dir, 'rpi.nix'),
+            mode: 'build', // no key needed to plan; the target is worked out all the same
+            ...values
+          }) as Record<string, string>
+        )[n] ?? ''
+    )
+  it('comes from the file (targetHost defaults to the name), inputs override it for one machine', () => {
+    expect(inputsForMachine(inputs({}), machine({})).target).toEqual({
+      host: 'pi3',
+      port: undefined,
+      user: undefined
+    })
+    expect(
+      inputsForMachine(inputs({}), machine({ targetHost: '10.0.0.5', targetPort: 2222, targetUser: 'admin' }))
+        .target
+    ).toEqual({ host: '10.0.0.5', port: 2222, user: 'admin' })
+    expect(
+      inputsForMachine(
+        inputs({ 'target-user': 'deploy' }),
+        machine({ targetHost: '10.0.0.5', targetPort: 2222 })
+      ).target
+    ).toEqual({ host: '10.0.0.5', port: 2222, user: 'deploy' })
+    expect(
+      inputsForMachine(inputs({ 'target-host': 'lan-pi' }), machine({ targetHost: '10.0.0.5' })).target?.host
+    ).toBe('lan-pi')
+  })
+  it('refuses file values that are not a host, port or user (no injection through the file)', () => {
+    expect(() => inputsForMachine(inputs({}), machine({ targetHost: 'pi; reboot' }))).toThrow(
+      /deployment.targetHost/
+    )
+    expect(() => inputsForMachine(inputs({}), machine({ targetPort: 70000 }))).toThrow(
+      /pi3: deployment.targetPort 70000 is not a port/
+    )
+    expect(() => inputsForMachine(inputs({}), machine({ targetUser: 'root -oProxyCommand=x' }))).toThrow(
+      /deployment.targetUser/
+    )
+  })
+})
