@@ -289,6 +289,11 @@ export function piState(): PiState {
   }
 }
 
+/** The Pi's state as installed (generation 0 everywhere): what a dry run must leave it in. */
+export function installedState(gen0: string): Partial<PiState> {
+  return { current: gen0, profile: gen0, bootDefault: gen0, generations: ['system-1-link'] }
+}
+
 /** Wipes the Pi and brings it back with fixture generation 0 only. */
 export function resetPi(): void {
   execFileSync('bash', [path.join(ROOT, 'testbed', 'pi.sh'), 'reset'], { stdio: 'pipe' })
