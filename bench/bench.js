@@ -86,7 +86,7 @@ function runBundled(inputs, { extraEnv = {}, runnerTemp, state } = {}) {
   for (const f of ['out', 'state', 'summary']) fs.writeFileSync(path.join(dir, f), '')
   const stateEnv = Object.fromEntries(Object.entries(state || {}).map(([k, v]) => [`STATE_${k}`, v]))
   const child = spawn(NODE24, [path.join(ROOT, 'dist', 'index.js')], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, GITHUB_OUTPUT: `${dir}/out`, GITHUB_STATE: `${dir}/state`, GITHUB_STEP_SUMMARY: `${dir}/summary`, RUNNER_TEMP: runnerTemp || dir, ...extraEnv, ...stateEnv, ...inputs },
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, RUNNER_DEBUG: '1', GITHUB_OUTPUT: `${dir}/out`, GITHUB_STATE: `${dir}/state`, GITHUB_STEP_SUMMARY: `${dir}/summary`, RUNNER_TEMP: runnerTemp || dir, ...extraEnv, ...stateEnv, ...inputs },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let log = ''
@@ -98,7 +98,11 @@ function runBundled(inputs, { extraEnv = {}, runnerTemp, state } = {}) {
       const newState = parseFileCommand(fs.readFileSync(`${dir}/state`, 'utf8'))
       fs.rmSync(dir, { recursive: true, force: true })
       if (status !== 0) return reject(new Error(`the action failed:\n${summary}\n${log.slice(-3000)}`))
-      const phase = name => Number((new RegExp(`\\| ${name} \\| ([0-9.]+) s \\|`).exec(summary) || [0, 0])[1])
+      // Phase times in ms from the debug line (the summary rounds to 0.1 s), else from the summary.
+      const timings = /::debug::phase timings \(ms\): (\[.*\])/.exec(log)
+      const ms = timings ? Object.fromEntries(JSON.parse(timings[1]).map(t => [t.phase, t.ms])) : undefined
+      const phase = name =>
+        ms ? (ms[name] || 0) / 1000 : Number((new RegExp(`\\| ${name} \\| ([0-9.]+) s \\|`).exec(summary) || [0, 0])[1])
       resolve({ summary, state: newState, phase, log })
     })
   )

@@ -372,6 +372,8 @@ export async function run(): Promise<void> {
 }
 
 async function finishReport(report: DeployReport): Promise<void> {
+  // Millisecond phase times for `npm run bench` (the summary rounds to 0.1 s); RUNNER_DEBUG only.
+  core.debug(`phase timings (ms): ${JSON.stringify(report.timings)}`)
   for (const [k, v] of Object.entries(outputsOf(report))) core.setOutput(k, v)
   try {
     await core.summary.addRaw(renderSummary(report)).write()

@@ -56,7 +56,15 @@ describeE2E('the store cache with a multi-user Nix (nix-daemon) and an unprivile
 
   beforeAll(async () => {
     const id = (flag: string): number => Number(execFileSync('id', [flag, USER], { encoding: 'utf8' }).trim())
-    user = { uid: id('-u'), gid: id('-g'), home: path.join(testbed().TESTBED, 'runner-home') }
+    // Debian's nix-daemon socket is for the group nix-users (its directory is 0770): run with it as
+    // the primary group, as a runner user added to nix-users would (spawn drops other groups).
+    let gid = id('-g')
+    try {
+      gid = Number(execFileSync('getent', ['group', 'nix-users'], { encoding: 'utf8' }).split(':')[2])
+    } catch {
+      // No nix-users group (not Debian's packaging): the socket is open to everyone.
+    }
+    user = { uid: id('-u'), gid, home: path.join(testbed().TESTBED, 'runner-home') }
     fs.mkdirSync(user.home, { recursive: true })
     fs.chownSync(user.home, user.uid, user.gid)
     fs.rmSync(runnerTemp, { recursive: true, force: true })
