@@ -63,6 +63,8 @@ async function makeTempDir(): Promise<string> {
 /** One machine of the run: a flake's or configuration.nix's system, or a network's machine. */
 interface Machine {
   evaluation: MachineEvaluation
+  /** The inputs as they apply to this machine (its target from the network file). */
+  inputs: Inputs
   report: DeployReport
   plan: Plan
   built?: BuiltSystem
@@ -132,13 +134,14 @@ export function inputsForMachine(inputs: Inputs, m: MachineEvaluation): Inputs {
   return { ...inputs, target }
 }
 
-function notePlan(report: DeployReport, plan: Plan): void {
+/** Records the plan in a report; its warnings as annotations, prefixed with the machine's name. */
+function notePlan(report: DeployReport, plan: Plan, prefix = ''): void {
   report.requestedMode = plan.requestedMode
   report.mode = plan.mode
   report.host = plan.target?.label.replace(/^target /, '')
   for (const w of plan.warnings) {
-    report.warnings.push(w)
-    core.warning(w)
+    report.warnings.push(`${prefix}${w}`)
+    core.warning(`${prefix}${w}`)
   }
 }
 
@@ -166,22 +169,13 @@ async function deploy(inputs: Inputs, report: DeployReport): Promise<void> {
         hostReport.warnings.push(w)
         core.warning(w)
       }
-      const plan = singlePlan ?? makePlan(inputsForMachine(inputs, e))
-      if (!singlePlan) {
-        if (multi) {
-          hostReport.requestedMode = plan.requestedMode
-          hostReport.mode = plan.mode
-          hostReport.host = plan.target?.label.replace(/^target /, '')
-          for (const w of plan.warnings) {
-            hostReport.warnings.push(`${e.name}: ${w}`)
-            core.warning(`${e.name}: ${w}`)
-          }
-        } else notePlan(report, plan)
-      }
+      const machineInputs = inputsForMachine(inputs, e)
+      const plan = singlePlan ?? makePlan(machineInputs)
+      if (!singlePlan) notePlan(hostReport, plan, multi ? `${e.name}: ` : '')
       if (e.name) hostReport.machine = e.name
       hostReport.storePath = e.outPath
       hostReport.platform = e.hostSystem
-      return { evaluation: e, report: hostReport, plan }
+      return { evaluation: e, inputs: machineInputs, report: hostReport, plan }
     })
   })
   const multi = machines.length > 1
@@ -245,7 +239,7 @@ async function deploy(inputs: Inputs, report: DeployReport): Promise<void> {
       report.result = 'built'
       return
     }
-    await deployToTarget(inputsForMachine(inputs, m.evaluation), m.plan, nix, m.built!, report, phase, {
+    await deployToTarget(m.inputs, m.plan, nix, m.built!, report, phase, {
       name: m.evaluation.name,
       keys: m.evaluation.keys
     })
@@ -293,15 +287,11 @@ async function deployMachines(
       }
       core.info(`--- ${name}: deploying to ${m.plan.target.label}`)
       try {
-        await deployToTarget(
-          inputsForMachine(inputs, m.evaluation),
-          m.plan,
-          nix,
-          m.built!,
-          r,
-          (p, fn) => timed(r, p, fn),
-          { name, keys: m.evaluation.keys, jump }
-        )
+        await deployToTarget(m.inputs, m.plan, nix, m.built!, r, (p, fn) => timed(r, p, fn), {
+          name,
+          keys: m.evaluation.keys,
+          jump
+        })
         core.info(`--- ${name}: ${r.result}`)
       } catch (e) {
         failed = true
