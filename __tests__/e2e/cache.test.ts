@@ -17,6 +17,14 @@ const nix = (...args: string[]): string =>
     env: NIX_ENV
   }).trim()
 
+/** The store path of the fixture's pi-nonce system as it is now (it changes with ./nonce). */
+const nonceToplevel = (): string =>
+  nix(
+    'eval',
+    '--raw',
+    `${testbed().TESTBED_FIXTURE}#nixosConfigurations.pi-nonce.config.system.build.toplevel.outPath`
+  )
+
 const storeHas = (storePath: string): boolean =>
   execFileSync(
     'sh',
@@ -65,11 +73,7 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
   }, 600_000)
 
   it('after the built paths are deleted, a warm run restores them and builds nothing', async () => {
-    const top = nix(
-      'eval',
-      '--raw',
-      `${testbed().TESTBED_FIXTURE}#nixosConfigurations.pi-nonce.config.system.build.toplevel.outPath`
-    )
+    const top = nonceToplevel()
     const etc = execFileSync('nix-store', ['-qR', top], { encoding: 'utf8' })
       .split('\n')
       .find(p => p.endsWith('-etc'))!
@@ -87,11 +91,7 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
   }, 600_000)
 
   it('a changed configuration rebuilds only the derivations that changed', async () => {
-    const top = nix(
-      'eval',
-      '--raw',
-      `${testbed().TESTBED_FIXTURE}#nixosConfigurations.pi-nonce.config.system.build.toplevel.outPath`
-    )
+    const top = nonceToplevel()
     const closure = execFileSync('nix-store', ['-qR', top], { encoding: 'utf8' }).trim().split('\n')
     const byName = (suffix: string): string => closure.find(p => p.endsWith(suffix))!
     // The unchanged part must come from the cache, not from the local store: delete it here.
