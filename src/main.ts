@@ -20,22 +20,18 @@ import { SharedJump } from './ssh/connection'
 import { ClosureEntry, diffClosures } from './report/diff'
 import { renderSummary } from './report/summary'
 import { withCommandsOffAsync } from './report/untrusted'
+import { maskSecret } from './secrets'
 
 export const STATE_IS_POST = 'isPost'
 export const STATE_TEMP_DIR = 'tempDir'
 export const STATE_CACHE = 'storeCache'
 
-/**
- * Masks secrets before anything else can print them. A multi-line secret is masked line by line:
- * the runner matches masks per line of output, so one mask for the whole key would not hide a line
- * of it printed alone.
- */
+/** Masks the secret inputs before anything else can print them (line by line: see maskSecret). */
 export function maskSecrets(get: (name: InputName) => string): void {
   for (const name of SECRET_INPUTS) {
     const value = get(name)
     if (!value) continue
-    core.setSecret(value)
-    for (const line of value.split(/\r?\n/)) if (line.trim().length >= 4) core.setSecret(line.trim())
+    maskSecret(value)
   }
 }
 

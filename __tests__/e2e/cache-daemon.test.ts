@@ -3,7 +3,7 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { CacheService } from './cache-service'
-import { deployInputs, describeE2E, runAction, testbed } from './harness'
+import { deployInputs, describeE2E, fixtureOutPath, runAction, testbed } from './harness'
 
 /**
  * The store cache with a multi-user Nix (nix-daemon), the action running as an ordinary user as on
@@ -36,15 +36,7 @@ describeE2E('the store cache with a multi-user Nix (nix-daemon) and an unprivile
     expect(fs.existsSync(SOCKET)).toBe(true)
   }
   const deleteBuilt = (): void => {
-    const attr = `${testbed().TESTBED_FIXTURE}#nixosConfigurations.pi-nonce.config.system.build.toplevel.outPath`
-    const top = execFileSync(
-      'nix',
-      ['--extra-experimental-features', 'nix-command flakes', 'eval', '--raw', attr],
-      {
-        encoding: 'utf8',
-        env: { ...process.env, NIX_CONFIG: 'substituters =' }
-      }
-    )
+    const top = fixtureOutPath('pi-nonce')
     const closure = execFileSync('nix-store', ['-qR', top], { encoding: 'utf8' }).trim().split('\n')
     execFileSync('nix-store', ['--delete', ...closure.filter(p => !p.endsWith('-busybox-static-aarch64'))], {
       stdio: 'ignore',

@@ -3,7 +3,7 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { CacheService } from './cache-service'
-import { deployInputs, describeE2E, runAction, testbed } from './harness'
+import { deployInputs, describeE2E, fixtureOutPath, runAction, testbed } from './harness'
 
 /**
  * A real cache round trip: @actions/cache in the bundled action saves the runner's store (as a
@@ -11,20 +11,6 @@ import { deployInputs, describeE2E, runAction, testbed } from './harness'
  * built paths were deleted from the store: the second run builds nothing.
  */
 const NIX_ENV = { ...process.env, NIX_CONFIG: 'substituters =\nextra-platforms = aarch64-linux' }
-const nix = (...args: string[]): string =>
-  execFileSync('nix', ['--extra-experimental-features', 'nix-command flakes', ...args], {
-    encoding: 'utf8',
-    env: NIX_ENV
-  }).trim()
-
-/** The store path of the fixture's pi-nonce system as it is now (it changes with ./nonce). */
-const nonceToplevel = (): string =>
-  nix(
-    'eval',
-    '--raw',
-    `${testbed().TESTBED_FIXTURE}#nixosConfigurations.pi-nonce.config.system.build.toplevel.outPath`
-  )
-
 const storeHas = (storePath: string): boolean =>
   execFileSync(
     'sh',
@@ -73,7 +59,7 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
   }, 600_000)
 
   it('after the built paths are deleted, a warm run restores them and builds nothing', async () => {
-    const top = nonceToplevel()
+    const top = fixtureOutPath('pi-nonce')
     const etc = execFileSync('nix-store', ['-qR', top], { encoding: 'utf8' })
       .split('\n')
       .find(p => p.endsWith('-etc'))!
@@ -91,7 +77,7 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
   }, 600_000)
 
   it('a changed configuration rebuilds only the derivations that changed', async () => {
-    const top = nonceToplevel()
+    const top = fixtureOutPath('pi-nonce')
     const closure = execFileSync('nix-store', ['-qR', top], { encoding: 'utf8' }).trim().split('\n')
     const byName = (suffix: string): string => closure.find(p => p.endsWith(suffix))!
     // The unchanged part must come from the cache, not from the local store: delete it here.

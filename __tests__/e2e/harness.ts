@@ -258,10 +258,10 @@ function assertNoSecretLeak(run: ActionRun, inputs: Record<string, string>): voi
   }
 }
 
-/** Runs a command on the Pi over SSH (OpenSSH through the jump host), returning stdout. */
-export function onPi(command: string): string {
+/** Runs a command on a Pi (default the first) over SSH (OpenSSH through the jump host), returning stdout. */
+export function onPi(command: string, pi: 'pi' | 'pi2' = 'pi'): string {
   const t = testbed()
-  return execFileSync('ssh', ['-F', t.TESTBED_SSH_CONFIG, 'pi', command], {
+  return execFileSync('ssh', ['-F', t.TESTBED_SSH_CONFIG, pi, command], {
     encoding: 'utf8',
     timeout: 30_000
   }).trim()
@@ -294,25 +294,44 @@ export function installedState(gen0: string): Partial<PiState> {
   return { current: gen0, profile: gen0, bootDefault: gen0, generations: ['system-1-link'] }
 }
 
-/** Wipes the Pi and brings it back with fixture generation 0 only. */
-export function resetPi(): void {
-  execFileSync('bash', [path.join(ROOT, 'testbed', 'pi.sh'), 'reset'], { stdio: 'pipe' })
+/** Wipes a Pi (default the first) and brings it back with fixture generation 0 only. */
+export function resetPi(pi: 'pi' | 'pi2' = 'pi'): void {
+  execFileSync('bash', [path.join(ROOT, 'testbed', 'pi.sh'), 'reset'], {
+    env: { ...process.env, PI: pi },
+    stdio: 'pipe'
+  })
+}
+
+const FIXTURE_NIX_ENV = { ...process.env, NIX_CONFIG: 'substituters =\nextra-platforms = aarch64-linux' }
+const toplevelAttr = (config: string): string =>
+  `${testbed().TESTBED_FIXTURE}#nixosConfigurations.${config}.config.system.build.toplevel`
+
+/** The store path of a fixture configuration as it evaluates now (not built). */
+export function fixtureOutPath(config: string): string {
+  return execFileSync(
+    'nix',
+    [
+      '--extra-experimental-features',
+      'nix-command flakes',
+      'eval',
+      '--raw',
+      `${toplevelAttr(config)}.outPath`
+    ],
+    { env: FIXTURE_NIX_ENV, encoding: 'utf8' }
+  )
 }
 
 /** Builds (if needed) and returns the store path of a fixture configuration on the runner. */
 export function fixturePath(config: string): string {
-  const t = testbed()
-  const attr = `${t.TESTBED_FIXTURE}#nixosConfigurations.${config}.config.system.build.toplevel`
-  const env = { ...process.env, NIX_CONFIG: 'substituters =\nextra-platforms = aarch64-linux' }
-  execFileSync('nix', ['--extra-experimental-features', 'nix-command flakes', 'build', '--no-link', attr], {
-    env,
-    stdio: 'pipe'
-  })
-  return execFileSync(
+  execFileSync(
     'nix',
-    ['--extra-experimental-features', 'nix-command flakes', 'eval', '--raw', `${attr}.outPath`],
-    { env, encoding: 'utf8' }
+    ['--extra-experimental-features', 'nix-command flakes', 'build', '--no-link', toplevelAttr(config)],
+    {
+      env: FIXTURE_NIX_ENV,
+      stdio: 'pipe'
+    }
   )
+  return fixtureOutPath(config)
 }
 
 /** NAR sizes of a path's closure on the runner, by path. */

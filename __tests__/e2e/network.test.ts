@@ -1,25 +1,11 @@
-import { execFileSync } from 'child_process'
 import * as path from 'path'
-import { deployInputs, describeE2E, runAction, testbed } from './harness'
+import { deployInputs, describeE2E, onPi, resetPi, runAction, testbed } from './harness'
 
 /**
  * The seed's setup, unchanged: a classic configuration.nix with nixpkgs (here the fixture's
  * stand-in, which has the entry points real nixpkgs has), and NixOps network files with two Pis
  * behind one jump host, deployed in one step.
  */
-const ssh = (host: 'pi' | 'pi2', command: string): string =>
-  execFileSync('ssh', ['-F', testbed().TESTBED_SSH_CONFIG, host, command], {
-    encoding: 'utf8',
-    timeout: 30_000
-  }).trim()
-const resetPis = (): void => {
-  for (const pi of ['pi', 'pi2'])
-    execFileSync('bash', [path.join(__dirname, '..', '..', 'testbed', 'pi.sh'), 'reset'], {
-      env: { ...process.env, PI: pi },
-      stdio: 'pipe'
-    })
-}
-
 describeE2E('classic configuration.nix and NixOps network files', () => {
   const fixture = (...p: string[]): string => path.join(testbed().TESTBED, 'fixture', ...p)
   const legacyInputs = (extra: Record<string, string>): Record<string, string> => {
@@ -32,17 +18,20 @@ describeE2E('classic configuration.nix and NixOps network files', () => {
       ...extra
     }
   }
-  beforeAll(resetPis, 300_000)
+  beforeAll(() => {
+    resetPi('pi')
+    resetPi('pi2')
+  }, 300_000)
 
   it('configuration + nixpkgs: evaluated like nixos-rebuild (<nixpkgs/nixos>), deployed to target-host', async () => {
     const run = await runAction(legacyInputs({ configuration: fixture('etc-nixos', 'configuration.nix') }))
     expect(run.exitCode).toBe(0)
     expect(run.outputs.result).toBe('deployed')
     expect(run.outputs['store-path']).toMatch(/-nixos-system-pi3-pi3-classic$/)
-    expect(ssh('pi', 'readlink /run/current-system')).toBe(run.outputs['store-path'])
+    expect(onPi('readlink /run/current-system')).toBe(run.outputs['store-path'])
     // Its imports (pi-configuration.nix, hardware-configuration.nix) and their definitions count.
-    expect(ssh('pi', 'cat /run/current-system/etc/motd')).toBe('Welcome to pi3-classic')
-    expect(ssh('pi', '/run/current-system/sw/bin/pi-tools')).toBe('pi-tools 1.0')
+    expect(onPi('cat /run/current-system/etc/motd')).toBe('Welcome to pi3-classic')
+    expect(onPi('/run/current-system/sw/bin/pi-tools')).toBe('pi-tools 1.0')
   }, 300_000)
 
   it("the seed's network file with a second one: two Pis deployed in parallel, keys uploaded, per-machine results", async () => {
@@ -61,23 +50,23 @@ describeE2E('classic configuration.nix and NixOps network files', () => {
     expect(results.pi3b).toMatchObject({ host: 'root@10.99.4.2', result: 'deployed', generation: '2' })
     expect(run.outputs.result).toBe('deployed')
     // Each Pi runs its own machine's system; defaults (lan.nix, mkForce) apply to both.
-    expect(ssh('pi', 'readlink /run/current-system')).toBe(results.pi3['store-path'])
+    expect(onPi('readlink /run/current-system')).toBe(results.pi3['store-path'])
     // As in NixOps, the machine's name is its host name (over the configuration's lib.mkDefault).
     expect(results.pi3['store-path']).toMatch(/-nixos-system-pi3-pi3$/)
     expect(results.pi3b['store-path']).toMatch(/-nixos-system-pi3-pi3b$/)
-    expect(ssh('pi2', 'readlink /run/current-system')).toBe(results.pi3b['store-path'])
-    expect(ssh('pi', 'cat /run/current-system/etc/motd')).toBe('managed by nix-deploy-action')
-    expect(ssh('pi2', 'cat /run/current-system/etc/motd')).toBe('managed by nix-deploy-action')
-    expect(ssh('pi2', 'ls /run/current-system/sw/bin | sort | tr "\\n" " "')).toBe('hello htop pi-tools')
+    expect(onPi('readlink /run/current-system', 'pi2')).toBe(results.pi3b['store-path'])
+    expect(onPi('cat /run/current-system/etc/motd')).toBe('managed by nix-deploy-action')
+    expect(onPi('cat /run/current-system/etc/motd', 'pi2')).toBe('managed by nix-deploy-action')
+    expect(onPi('ls /run/current-system/sw/bin | sort | tr "\\n" " "', 'pi2')).toBe('hello htop pi-tools')
     // deployment.keys: outside the store, with its owner and mode; never in the log.
-    expect(ssh('pi', 'stat -c "%U:%G %a" /run/keys/wifi-psk; cat /run/keys/wifi-psk')).toBe(
+    expect(onPi('stat -c "%U:%G %a" /run/keys/wifi-psk; cat /run/keys/wifi-psk')).toBe(
       'root:root 640\ncorrect-horse-wifi-secret-4711'
     )
-    expect(ssh('pi', 'grep -rl correct-horse-wifi /nix/store 2>/dev/null | wc -l')).toBe('0')
+    expect(onPi('grep -rl correct-horse-wifi /nix/store 2>/dev/null | wc -l')).toBe('0')
     const printed = run.log.split('\n').filter(l => !l.startsWith('::add-mask::'))
     expect(printed.join('\n')).not.toContain('correct-horse-wifi-secret-4711')
     expect(run.log).toContain('::add-mask::correct-horse-wifi-secret-4711')
-    expect(ssh('pi2', 'ls /run/keys 2>/dev/null | wc -l')).toBe('0')
+    expect(onPi('ls /run/keys 2>/dev/null | wc -l', 'pi2')).toBe('0')
     // In parallel: both deploys started before either finished.
     const at = (line: string): number => run.log.indexOf(line)
     expect(at('--- pi3b: deploying')).toBeGreaterThan(0)
@@ -98,7 +87,7 @@ describeE2E('classic configuration.nix and NixOps network files', () => {
     expect(Object.keys(JSON.parse(again.outputs.results))).toEqual(['pi3b'])
     // Same system as before, but without lan.nix's motd: a new generation on pi2 only.
     expect(again.outputs).toMatchObject({ result: 'deployed', generation: '3' })
-    expect(ssh('pi', 'ls /nix/var/nix/profiles | grep -c "^system-"')).toBe('3')
+    expect(onPi('ls /nix/var/nix/profiles | grep -c "^system-"')).toBe('3')
 
     // The file says 10.99.2.2 for pi3; the input overrides it when one machine is deployed.
     const direct = await runAction(

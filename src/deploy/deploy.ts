@@ -54,6 +54,13 @@ export async function deployToTarget(
   // The GC root planCopy places on the target for the new system; removed once the profile (or
   // /run/current-system) holds it, or at the end when the run stops before activating.
   let gcRootPlaced = false
+  const releaseGcRoot = async (): Promise<void> => {
+    if (!gcRootPlaced) return
+    gcRootPlaced = false
+    await session
+      .exec(shellCommand(['rm', '-f', gcRootPath(toplevel)]), { timeoutMs: 60_000 })
+      .catch(() => undefined)
+  }
   try {
     if (plan.sudo) await timed('connect', () => checkSudo(session, target.user))
     // Three questions in one round trip (ssh2 runs the channels concurrently; each costs a round
@@ -153,10 +160,7 @@ export async function deployToTarget(
     } finally {
       // The profile (switch, boot) or /run/current-system (test) holds the system now; a dry run's
       // or a rolled-back system's paths may be collected by the target's GC again.
-      await session
-        .exec(shellCommand(['rm', '-f', gcRootPath(toplevel)]), { timeoutMs: 60_000 })
-        .catch(() => undefined)
-      gcRootPlaced = false
+      await releaseGcRoot()
     }
 
     // --- verify
@@ -189,10 +193,7 @@ export async function deployToTarget(
         )
     })
   } finally {
-    if (gcRootPlaced)
-      await session
-        .exec(shellCommand(['rm', '-f', gcRootPath(toplevel)]), { timeoutMs: 60_000 })
-        .catch(() => undefined)
+    await releaseGcRoot()
     await lock?.release()
     session.close()
   }

@@ -3,6 +3,7 @@ import { execFile } from 'child_process'
 import { promises as fs } from 'fs'
 import { ActionError, errorMessage } from '../errors'
 import { DeploymentKey, keyProblems } from '../nix/legacy'
+import { maskSecret } from '../secrets'
 import { shellCommand } from '../ssh/quote'
 import { TargetSession } from './session'
 
@@ -65,7 +66,7 @@ export async function uploadKeys(
         'activate'
       )
     }
-    for (const line of content.split(/\r?\n/)) if (line.trim().length >= 4) core.setSecret(line.trim())
+    maskSecret(content)
     const r = await session.exec(
       shellCommand(['sh', '-c', UPLOAD_KEY_SCRIPT, 'sh', k.destDir, k.name, k.user, k.group, k.permissions]),
       { stdin: content, timeoutMs: 60_000 }
