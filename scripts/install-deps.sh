@@ -15,6 +15,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Nix as root builds as the members of the group nixbld (its default build-users-group) and
+# Debian's nix-daemon opens its socket to the group nix-users. Debian creates both in
+# nix-setup-systemd, which drags in systemd; without it (--no-install-recommends, containers) they
+# are created here, as that package's postinst does.
+getent group nixbld >/dev/null || groupadd --system nixbld
+for i in 1 2 3 4 5 6 7 8; do
+  id "nixbld$i" >/dev/null 2>&1 ||
+    useradd --system --no-create-home --home-dir /var/empty --shell /usr/sbin/nologin \
+      --gid nixbld --groups nixbld --comment "Nix build user $i" "nixbld$i"
+done
+getent group nix-users >/dev/null || groupadd --system nix-users
+
 # The fixture's aarch64 builder is Debian's busybox-static:arm64. It is only downloaded and unpacked
 # (testbed/setup.sh), never installed: installed, it would replace the runner's own busybox.
 if ! apt-cache show busybox-static:arm64 >/dev/null 2>&1; then
