@@ -46,7 +46,9 @@ if [ ! -x "$TESTBED/fixture/busybox/bin/busybox" ]; then
   ln -sfn busybox "$TESTBED/fixture/busybox/bin/sh"
   rm -rf "$tmp"
 fi
-# The flake, its building blocks, the nixpkgs stand-in and the configuration/network files.
+# The flake, its building blocks, the nixpkgs stand-in and the configuration/network files: exactly
+# the repository's (a file left over from an earlier checkout must not stand in for a missing one).
+find "$TESTBED/fixture" -mindepth 1 -maxdepth 1 ! -name busybox -exec rm -rf {} +
 cp -r "$here/fixture/." "$TESTBED/fixture/"
 
 # --- Keys: the deploy key (plain and passphrase-protected copies), a key nobody accepts, and the

@@ -153,7 +153,13 @@ export class CacheService {
 
   async stop(): Promise<void> {
     await new Promise<void>(r => (this.server ? this.server.close(() => r()) : r()))
-    this.azurite?.kill()
-    fs.rmSync(this.dataDir, { recursive: true, force: true })
+    // Azurite may still be writing its files: remove them only once it has exited.
+    const azurite = this.azurite
+    if (azurite && azurite.exitCode === null && azurite.signalCode === null) {
+      const exited = new Promise<void>(r => azurite.once('exit', () => r()))
+      azurite.kill()
+      await exited
+    }
+    fs.rmSync(this.dataDir, { recursive: true, force: true, maxRetries: 5 })
   }
 }
