@@ -175,9 +175,12 @@ for pi in pi pi2; do
   fi
   if ! alive "$TESTBED/$pi/run/sshd-pi.pid"; then
     log "starting $pi's sshd"
-    mkdir -p "$TESTBED/$pi/nix/store" "$TESTBED/$pi/nix/var/nix"
+    mkdir -p "$TESTBED/$pi/nix/store" "$TESTBED/$pi/nix/var/nix" "$TESTBED/$pi/root"
+    # root's home is the Pi's own, empty as on a fresh NixOS: this machine's dotfiles (a ~/.bashrc
+    # that runs pyenv init, say) must not run on every SSH command as if they were the Pi's.
     ip netns exec "nda-$pi" unshare --mount --propagation private sh -c '
-      mount --bind "$1/$2/nix" /nix && mount --bind "$1/$2/run" /run && mkdir -p /run/sshd &&
+      mount --bind "$1/$2/nix" /nix && mount --bind "$1/$2/run" /run && mount --bind "$1/$2/root" /root &&
+      mkdir -p /run/sshd &&
       exec /usr/sbin/sshd -f "$1/$2/sshd_config"' sh "$TESTBED" "$pi"
     for _ in $(seq 50); do alive "$TESTBED/$pi/run/sshd-pi.pid" && break; sleep 0.1; done
   fi
