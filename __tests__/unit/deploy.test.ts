@@ -12,7 +12,8 @@ import { LIST_GENERATIONS_SCRIPT } from '../../src/deploy/generations'
 import { ownerDescription, parseLockAnswer } from '../../src/deploy/lock'
 import { checkSpace, checkTarget, SPACE_MARGIN_BYTES } from '../../src/deploy/preflight'
 import { PROBE_SCRIPT, RemoteState } from '../../src/deploy/remote-state'
-import { IMPORT_SCRIPT, PREPARE_COPY_SCRIPT, QUERY_MISSING } from '../../src/deploy/copy'
+import { IMPORT_SCRIPT, QUERY_MISSING, SUBSTITUTE_SCRIPT } from '../../src/deploy/copy'
+import { SURVEY_SCRIPT } from '../../src/deploy/survey'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
@@ -29,7 +30,8 @@ describe('scripts run on the target', () => {
       LIST_GENERATIONS_SCRIPT,
       PROBE_SCRIPT,
       QUERY_MISSING,
-      PREPARE_COPY_SCRIPT,
+      SURVEY_SCRIPT,
+      SUBSTITUTE_SCRIPT,
       IMPORT_SCRIPT
     })
   )('%s is valid POSIX sh (sh -n)', (_name, script) => {

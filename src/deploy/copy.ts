@@ -1,10 +1,11 @@
 import * as core from '@actions/core'
 import { ChildProcessByStdio, spawn } from 'child_process'
+import { readFileSync } from 'fs'
 import { Readable, Transform, Writable } from 'stream'
 import { ActionError } from '../errors'
-import { PathInfo, topoSort, totalNarSize } from '../nix/closure'
+import { PathInfo, totalNarSize } from '../nix/closure'
 import { RunnerNix } from '../nix/nix'
-import { assertStorePath, storePathName } from '../nix/store-path'
+import { storePathName } from '../nix/store-path'
 import { formatBytes } from '../report/format'
 import { Remote } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
@@ -25,17 +26,6 @@ export const GC_ROOT_DIR = '/nix/var/nix/gcroots/nix-deploy-action'
 
 /** Remote command that prints which of the paths given on stdin the Pi's store lacks. */
 export const QUERY_MISSING = `set -f; exec nix-store --check-validity --print-invalid $(cat)`
-
-/**
- * One round trip before the copy: places the GC root (a symlink may point at a path that does not
- * exist yet), lists the decompressors the target has, and which of the paths on stdin it lacks.
- * usage: sh -c PREPARE_COPY_SCRIPT sh GC_ROOT_LINK TOPLEVEL  -> "codec NAME" and "missing PATH" lines
- */
-export const PREPARE_COPY_SCRIPT = String.raw`set -f
-mkdir -p "$(dirname "$1")" && ln -sfn "$2" "$1" || exit 3
-for c in zstd xz gzip; do command -v "$c" >/dev/null 2>&1 && echo "codec $c"; done
-missing=$(nix-store --check-validity --print-invalid $(cat)) || exit 4
-[ -z "$missing" ] || printf '%s\n' "$missing" | sed 's/^/missing /'`
 
 /**
  * Decompresses and imports the stream on stdin, then prints which of the paths given as arguments
@@ -96,6 +86,20 @@ export async function substituteOnTarget(
   }
 }
 
+/**
+ * Bytes a running process has read so far (Linux /proc/PID/io rchar); undefined where that is not
+ * available.
+ */
+export function bytesReadBy(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined
+  try {
+    const m = /^rchar: ([0-9]+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))
+    return m ? Number(m[1]) : undefined
+  } catch {
+    return undefined
+  }
+}
+
 /** Above this many paths, the post-import check is a separate call (the command line would get long). */
 const MAX_PATHS_ON_COMMAND_LINE = 800
 
@@ -132,48 +136,6 @@ export interface CopyPlan {
 }
 
 /**
- * Asks the target, in one round trip, what it lacks and what it can decompress, and protects the
- * toplevel from the target's garbage collector until the profile holds it (the caller removes the
- * root afterwards): a GC between import and profile switch cannot delete what was just copied.
- */
-export async function planCopy(host: Remote, toplevel: string, closure: PathInfo[]): Promise<CopyPlan> {
-  const ordered = topoSort(closure)
-  const r = await host.exec(
-    shellCommand([
-      'sh',
-      '-c',
-      PREPARE_COPY_SCRIPT,
-      'sh',
-      gcRootPath(toplevel),
-      assertStorePath(toplevel, 'toplevel')
-    ]),
-    { stdin: ordered.map(p => p.path).join('\n') + '\n', timeoutMs: 120_000 }
-  )
-  if (r.exitCode !== 0)
-    throw new ActionError(
-      r.exitCode === 3
-        ? `could not create a GC root on ${host.label}: ${r.stderr.trim().slice(-300)}`
-        : `asking ${host.label} which store paths it lacks failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-500)}`,
-      r.exitCode === 3
-        ? 'The target user must be able to write /nix/var/nix/gcroots (use root or sudo).'
-        : 'Check that Nix works on the target (nix-store --version).',
-      'copy'
-    )
-  const lines = r.stdout.split('\n')
-  const missing = parseMissing(
-    lines
-      .filter(l => l.startsWith('missing '))
-      .map(l => l.slice(8))
-      .join('\n'),
-    new Set(ordered.map(p => p.path))
-  )
-  return {
-    toCopy: ordered.filter(p => missing.has(p.path)),
-    targetCodecs: new Set(lines.filter(l => l.startsWith('codec ')).map(l => l.slice(6).trim()))
-  }
-}
-
-/**
  * Copies the closure's missing paths (from missingPaths): `nix-store --export` on the runner streamed over the SSH
  * channel into `nix-store --import` on the Pi, dependencies first. Nix registers each imported path
  * only once it is complete, so a cut stream leaves no partial path, and a re-run sends only what is
@@ -197,44 +159,54 @@ export async function copyClosure(
   core.info(
     `Copying ${toCopy.length} of ${closurePathCount} paths (${formatBytes(narBytes)}) to ${host.label}, compression: ${codec.name}`
   )
-  const exporter = spawn('nix-store', [...nix.legacyArgs(), '--export', ...toCopy.map(p => p.path)], {
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
+  const exportArgs = [...nix.legacyArgs(), '--export', ...toCopy.map(p => p.path)]
+  let compressor: ChildProcessByStdio<Writable, Readable, Readable> | undefined
+  let compressErr = ''
+  let exporter: ChildProcessByStdio<null, Readable | null, Readable>
+  let sentNarBytes = 0
+  let stream: Readable
+  if (codec.compress.length > 0) {
+    compressor = spawn(codec.compress[0], codec.compress.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] })
+    compressor.stderr.on('data', (d: Buffer) => (compressErr += d.toString('utf8')))
+    compressor.stdin.on('error', () => undefined)
+    // nix-store writes straight into the compressor: the NAR bytes never pass through this
+    // process, whose one thread encrypts everything the SSH transport sends.
+    exporter = spawn('nix-store', exportArgs, { stdio: ['ignore', compressor.stdin, 'pipe'] })
+    compressor.stdin.destroy()
+    stream = compressor.stdout
+  } else {
+    const counted = spawn('nix-store', exportArgs, { stdio: ['ignore', 'pipe', 'pipe'] })
+    exporter = counted
+    stream = counted.stdout.pipe(
+      new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          sentNarBytes += chunk.length
+          cb(null, chunk)
+        }
+      })
+    )
+  }
   let exportErr = ''
   exporter.stderr.on('data', (d: Buffer) => (exportErr += d.toString('utf8')))
   const exportExit = new Promise<number>(resolve => exporter.on('close', code => resolve(code ?? -1)))
+  const compressExit = compressor
+    ? new Promise<number>(resolve => compressor!.on('close', code => resolve(code ?? -1)))
+    : Promise.resolve(0)
+  // With a compressor, how much of the export it has read so far (for progress only).
+  const narSent = (): number => (compressor ? (bytesReadBy(compressor.pid) ?? sentNarBytes) : sentNarBytes)
 
-  let sentNarBytes = 0
   let wireBytes = 0
   const started = Date.now()
-  const countNar = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      sentNarBytes += chunk.length
-      cb(null, chunk)
-    }
-  })
   const countWire = new Transform({
     transform(chunk: Buffer, _enc, cb) {
       wireBytes += chunk.length
       cb(null, chunk)
     }
   })
-  let compressor: ChildProcessByStdio<Writable, Readable, Readable> | undefined
-  let compressErr = ''
-  let stream: Readable = exporter.stdout.pipe(countNar)
-  if (codec.compress.length > 0) {
-    compressor = spawn(codec.compress[0], codec.compress.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] })
-    compressor.stderr.on('data', (d: Buffer) => (compressErr += d.toString('utf8')))
-    compressor.stdin.on('error', () => undefined)
-    stream.pipe(compressor.stdin)
-    stream = compressor.stdout
-  }
-  const compressExit = compressor
-    ? new Promise<number>(resolve => compressor!.on('close', code => resolve(code ?? -1)))
-    : Promise.resolve(0)
   // Progress every 10 s: enough to see it move, not a flood.
   const progress = setInterval(() => {
     const secs = (Date.now() - started) / 1000
+    sentNarBytes = Math.min(narSent(), narBytes)
     const rate = sentNarBytes / secs
     const eta = rate > 0 ? Math.max(0, (narBytes - sentNarBytes) / rate) : 0
     core.info(

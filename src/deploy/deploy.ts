@@ -6,13 +6,14 @@ import { PathInfo, totalNarSize } from '../nix/closure'
 import { RunnerNix } from '../nix/nix'
 import { Plan } from '../plan'
 import { DeployReport } from '../report/report'
-import { diffClosures, parseClosureListing, parseDryActivate, REMOTE_CLOSURE_SCRIPT } from '../report/diff'
+import { diffClosures, parseDryActivate } from '../report/diff'
 import { DeploymentKey } from '../nix/legacy'
-import { RemoteHost, RemoteResult, SharedJump } from '../ssh/connection'
+import { RemoteHost, SharedJump } from '../ssh/connection'
 import { checkKeys, uploadKeys } from './keys'
 import { shellCommand } from '../ssh/quote'
 import { activate, readRemoteState, RolledBackError } from './activate'
-import { copyClosure, gcRootPath, planCopy, substituteOnTarget } from './copy'
+import { copyClosure, gcRootPath, substituteOnTarget } from './copy'
+import { Survey, surveyTarget } from './survey'
 import { generationsToDelete, LIST_GENERATIONS_SCRIPT, parseGenerations } from './generations'
 import { DeployLock, LEASE_SECONDS, LOCK_DIR, ownerDescription } from './lock'
 import { checkSpace, checkTarget } from './preflight'
@@ -63,20 +64,12 @@ export async function deployToTarget(
   }
   try {
     if (plan.sudo) await timed('connect', () => checkSudo(session, target.user))
-    // Three questions in one round trip (ssh2 runs the channels concurrently; each costs a round
-    // trip through the jump host otherwise): what the target runs, its closure for the package
-    // diff, and which paths of the new closure it lacks (which also pins the new system with a GC
-    // root and lists the decompressors it has). The answers are used in the order that gives the
-    // clearest error: first whether this is a NixOS target we may deploy to at all.
-    const [stateAnswer, listingAnswer, copyPlanAnswer] = await timed('connect', () =>
-      Promise.allSettled([
-        readRemoteState(session),
-        session.exec(REMOTE_CLOSURE_SCRIPT, { timeoutMs: 120_000 }),
-        ((gcRootPlaced = true), planCopy(session, toplevel, built.closure))
-      ])
-    )
-    if (stateAnswer.status === 'rejected') throw stateAnswer.reason
-    const before = stateAnswer.value
+    // One command asks everything the deploy needs to know first (see SURVEY_SCRIPT); the answers
+    // are used in the order that gives the clearest error: first whether this is a NixOS target
+    // we may deploy to at all. It also pins the new system with a GC root.
+    gcRootPlaced = true
+    const survey = await timed('connect', () => surveyTarget(session, toplevel, built.closure))
+    const before = survey.state
     report.previousStorePath = before.current
     core.info(
       `${session.label} runs ${before.current ?? '(no /run/current-system)'}; profile ${before.profile ?? '(none)'}`
@@ -89,9 +82,9 @@ export async function deployToTarget(
         'connect'
       )
 
-    packageDiff(listingAnswer, session.label, built, before.current!, report)
-    if (copyPlanAnswer.status === 'rejected') throw copyPlanAnswer.reason
-    const copyPlan = copyPlanAnswer.value
+    packageDiff(survey.closure, session.label, built, before.current!, report)
+    if (survey.copy instanceof ActionError) throw survey.copy
+    const copyPlan = survey.copy
 
     const unchanged =
       (plan.mode === 'switch' && before.current === toplevel && before.profile === toplevel) ||
@@ -201,22 +194,18 @@ export async function deployToTarget(
 
 /** The package diff against what the target runs now; a failure here only costs the diff. */
 function packageDiff(
-  listing: PromiseSettledResult<RemoteResult>,
+  closure: Survey['closure'],
   label: string,
   built: BuiltSystem,
   current: string,
   report: DeployReport
 ): void {
-  try {
-    if (listing.status === 'rejected') throw listing.reason
-    const r = listing.value
-    if (r.exitCode !== 0) throw new Error(r.stderr.trim().slice(-200))
-    const [paths, sizes] = r.stdout.split('--sizes--')
-    report.diff = diffClosures(parseClosureListing(paths, sizes), built.closure)
-    report.diffBaseline = `what ${label} runs (${current})`
-  } catch (e) {
-    core.info(`No package diff: listing the target's closure failed: ${(e as Error).message}`)
+  if ('error' in closure) {
+    core.info(`No package diff: listing the target's closure failed: ${closure.error}`)
+    return
   }
+  report.diff = diffClosures(closure.entries, built.closure)
+  report.diffBaseline = `what ${label} runs (${current})`
 }
 
 async function checkSudo(session: TargetSession, user: string): Promise<void> {

@@ -126,13 +126,6 @@ export function parseClosureListing(pathsText: string, sizesText?: string): Clos
   }))
 }
 
-/** Lists the target's running system closure with NAR sizes: paths, a separator line, sizes. */
-export const REMOTE_CLOSURE_SCRIPT = String.raw`set -f
-paths=$(nix-store -qR /run/current-system) || exit 1
-printf '%s\n' "$paths"
-echo '--sizes--'
-nix-store -q --size $paths`
-
 /** Units switch-to-configuration dry-activate says it would touch, by action. */
 export function parseDryActivate(output: string): Array<{ action: string; units: string[] }> {
   const out: Array<{ action: string; units: string[] }> = []

@@ -1,0 +1,102 @@
+import { execFileSync, spawnSync } from 'child_process'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { ActionError } from '../../src/errors'
+import { PathInfo } from '../../src/nix/closure'
+import { parseSurvey, SURVEY_SCRIPT } from '../../src/deploy/survey'
+import { CopyPlan } from '../../src/deploy/copy'
+
+/**
+ * SURVEY_SCRIPT's shell logic run for real by sh, with a stand-in `nix-store` on PATH (the e2e
+ * tests run it against real Nix on the simulated Pi with every deploy); its answer read by
+ * parseSurvey.
+ */
+const P = (name: string, c = 'a'): string => `/nix/store/${c.repeat(32)}-${name}`
+const running = [P('glibc-2.37', 'g'), P('hello-2.12', 'h')]
+const toplevel = P('nixos-system-pi-24.05', 't')
+const closure: PathInfo[] = [
+  { path: P('hello-2.12', 'h'), narSize: 100, references: [] },
+  { path: P('htop-3.3.0', 'j'), narSize: 200, references: [] },
+  { path: toplevel, narSize: 300, references: [P('hello-2.12', 'h'), P('htop-3.3.0', 'j')] }
+]
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-survey-'))
+const bin = path.join(dir, 'bin')
+fs.mkdirSync(bin)
+// The stand-in: -qR lists `running` (or fails with FAIL_LISTING), -q --size prints a size per path,
+// --check-validity --print-invalid prints the arguments not in VALID (or fails with FAIL_QUERY).
+fs.writeFileSync(
+  path.join(bin, 'nix-store'),
+  `#!/bin/sh
+case "$1" in
+  -qR) [ -z "$FAIL_LISTING" ] || { echo "error: listing refused" >&2; exit 1; }; printf '%s\\n' ${running.join(' ')} ;;
+  -q) shift 2; for p in "$@"; do echo 1000; done ;;
+  --check-validity) shift 2; [ -z "$FAIL_QUERY" ] || { echo "error: database is locked" >&2; exit 1; }
+    for p in "$@"; do case " $VALID " in *" $p "*) ;; *) echo "$p" ;; esac; done ;;
+esac
+`,
+  { mode: 0o755 }
+)
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
+
+function survey(env: Record<string, string> = {}, gcRoot = path.join(dir, 'gcroots', 'nda', 'system')) {
+  const r = spawnSync('sh', ['-c', SURVEY_SCRIPT, 'sh', gcRoot, toplevel], {
+    input: closure.map(p => p.path).join('\n') + '\n',
+    encoding: 'utf8',
+    env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, VALID: P('hello-2.12', 'h'), ...env }
+  })
+  return { exitCode: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+}
+
+describe('the survey of the target (one command before the copy)', () => {
+  it('answers state, what to copy (dependencies first) and the running closure; pins the system', () => {
+    const r = survey()
+    expect(r.exitCode).toBe(0)
+    const s = parseSurvey(r, 'pi', closure)
+    expect(s.state.uid).toBe(process.getuid!())
+    expect(s.state.hasNixStore).toBe(true)
+    const copy = s.copy as CopyPlan
+    expect(copy.toCopy.map(p => p.path)).toEqual([P('htop-3.3.0', 'j'), toplevel])
+    expect(copy.targetCodecs.has('gzip')).toBe(fs.existsSync('/bin/gzip') || fs.existsSync('/usr/bin/gzip'))
+    expect(s.closure).toEqual({ entries: running.map(p => ({ path: p, narSize: 1000 })) })
+    expect(fs.readlinkSync(path.join(dir, 'gcroots', 'nda', 'system'))).toBe(toplevel)
+  })
+
+  it('a failed listing costs only the package diff, with its reason', () => {
+    const s = parseSurvey(survey({ FAIL_LISTING: '1' }), 'pi', closure)
+    expect(s.closure).toEqual({ error: 'error: listing refused' })
+    expect((s.copy as CopyPlan).toCopy).toHaveLength(2)
+  })
+
+  it('no GC root (exit 3) and a failed store query (exit 4) come back as errors, after the state', () => {
+    fs.writeFileSync(path.join(dir, 'a-file'), '')
+    const noRoot = survey({}, path.join(dir, 'a-file', 'sub', 'system'))
+    expect(noRoot.exitCode).toBe(3)
+    const s3 = parseSurvey(noRoot, 'pi', closure)
+    expect(s3.state.uid).toBe(process.getuid!())
+    expect(s3.copy).toBeInstanceOf(ActionError)
+    expect((s3.copy as ActionError).message).toMatch(/^could not create a GC root on pi: /)
+
+    const noQuery = survey({ FAIL_QUERY: '1' })
+    expect(noQuery.exitCode).toBe(4)
+    const s4 = parseSurvey(noQuery, 'pi', closure)
+    expect((s4.copy as ActionError).message).toMatch(
+      /asking pi which store paths it lacks failed: .*database is locked/
+    )
+  })
+
+  it('a command that did not run at all (sudo refused, no shell) fails with what it printed', () => {
+    expect(() =>
+      parseSurvey({ exitCode: 1, stdout: '', stderr: 'sudo: a password is required' }, 'pi', closure)
+    ).toThrow(/reading the system state of pi failed \(exit 1\): sudo: a password is required/)
+  })
+
+  it('is valid POSIX sh that a hostile argument cannot escape', () => {
+    execFileSync('sh', ['-n', '-c', SURVEY_SCRIPT])
+    const evil = path.join(dir, '$(touch pwned)', 'system')
+    survey({}, evil)
+    expect(fs.existsSync('pwned')).toBe(false)
+    expect(fs.existsSync(path.join(dir, 'pwned'))).toBe(false)
+  })
+})
