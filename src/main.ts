@@ -141,7 +141,7 @@ function notePlan(report: DeployReport, plan: Plan, prefix = ''): void {
   }
 }
 
-async function deploy(inputs: Inputs, report: DeployReport): Promise<void> {
+async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number): Promise<void> {
   const tempDir = await makeTempDir()
   let nix = new RunnerNix(inputs.nixOptions)
   const phase = <T>(p: Phase, fn: () => Promise<T>): Promise<T> => timed(report, p, fn)
@@ -237,11 +237,12 @@ async function deploy(inputs: Inputs, report: DeployReport): Promise<void> {
     }
     await deployToTarget(m.inputs, m.plan, nix, m.built!, report, phase, {
       name: m.evaluation.name,
-      keys: m.evaluation.keys
+      keys: m.evaluation.keys,
+      runDeadline
     })
     return
   }
-  await deployMachines(inputs, nix, machines, report)
+  await deployMachines(inputs, nix, machines, report, runDeadline)
 }
 
 /**
@@ -253,7 +254,8 @@ async function deployMachines(
   inputs: Inputs,
   nix: RunnerNix,
   machines: Machine[],
-  report: DeployReport
+  report: DeployReport,
+  runDeadline: number | undefined
 ): Promise<void> {
   const buildTiming = report.timings.find(t => t.phase === 'build')
   report.hosts = machines.map(m => ({ machine: m.evaluation.name, report: m.report }))
@@ -286,7 +288,8 @@ async function deployMachines(
         await deployToTarget(m.inputs, m.plan, nix, m.built!, r, (p, fn) => timed(r, p, fn), {
           name,
           keys: m.evaluation.keys,
-          jump
+          jump,
+          runDeadline
         })
         core.info(`--- ${name}: ${r.result}`)
       } catch (e) {
@@ -349,7 +352,9 @@ export async function run(): Promise<void> {
   try {
     maskSecrets(get)
     const inputs = await timed(report, 'inputs', async () => readInputs(get))
-    await withDeadline(inputs.timeoutSeconds, () => deploy(inputs, report))
+    const runDeadline =
+      inputs.timeoutSeconds === undefined ? undefined : Date.now() + inputs.timeoutSeconds * 1000
+    await withDeadline(inputs.timeoutSeconds, () => deploy(inputs, report, runDeadline))
   } catch (e) {
     reportFailure(report, e)
   } finally {

@@ -13,6 +13,8 @@ const STEP_TIMEOUT_MS = 120_000
 const POLL_MS = 1_000
 /** Each follow poll must answer quickly; one that does not means the link is gone. */
 const POLL_TIMEOUT_MS = 10_000
+/** No confirmation within this long of the run's deadline: the decision command alone may take POLL_TIMEOUT_MS. */
+const CONFIRM_MARGIN_MS = POLL_TIMEOUT_MS
 export const RUN_DIR_BASE = '/run/nix-deploy-action'
 
 /** The deploy failed but the target is back on what it ran before. */
@@ -43,6 +45,8 @@ export interface ActivationSettings {
   confirmTimeoutSeconds: number
   healthTimeoutSeconds: number
   connectTimeoutSeconds: number
+  /** When the `timeout` input ends the whole run (epoch ms), if set. */
+  runDeadline?: number
 }
 
 export interface ActivationOutcome {
@@ -196,10 +200,29 @@ export async function activate(
   if (state.status === 0 && waitSeconds > 0 && state.outcome === undefined) {
     const agentDeadline = Date.now() + waitSeconds * 1000
     let decision: 'confirm' | 'abort' = 'confirm'
+    let abortReason = ''
+    let abortHint = ''
     if (plan.healthChecks.length > 0) {
       const health = await runHealthChecks(session, plan.healthChecks, settings.healthTimeoutSeconds)
       healthReport = health.report
-      if (!health.ok) decision = 'abort'
+      if (!health.ok) {
+        decision = 'abort'
+        abortReason = `a health check failed on ${session.label} after activating ${toplevel}`
+        abortHint = 'Fix what the check found (its output is in the summary), then deploy again.'
+      }
+    }
+    // The run's `timeout` is about to end it: a confirmation sent now could be accepted after the
+    // step has failed, leaving the target on a system the run reported as not deployed. Abort
+    // instead: the target rolls back now, as the failure says.
+    if (
+      decision === 'confirm' &&
+      settings.runDeadline !== undefined &&
+      Date.now() > settings.runDeadline - CONFIRM_MARGIN_MS
+    ) {
+      decision = 'abort'
+      abortReason = `the run's timeout was about to pass before ${toplevel} could be confirmed on ${session.label}`
+      abortHint = 'Raise timeout: it must leave room for the activation and the confirmation.'
+      core.warning(`${abortReason}: not confirming it; the target rolls back now`)
     }
     // The confirmation goes over a new connection: proof that the new system still lets us in.
     let answer: string | undefined
@@ -236,8 +259,8 @@ export async function activate(
     }
     if (decision === 'abort' && state.outcome === 'rolled-back')
       throw new RolledBackError(
-        `a health check failed on ${session.label} after activating ${toplevel}; rolled back to ${before.current}`,
-        'Fix what the check found (its output is in the summary), then deploy again.',
+        `${abortReason}; rolled back to ${before.current}`,
+        abortHint,
         before.current,
         [healthReport, log.slice(-4000)].filter(Boolean).join('\n\n')
       )

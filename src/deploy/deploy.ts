@@ -39,7 +39,13 @@ export async function deployToTarget(
   built: BuiltSystem,
   report: DeployReport,
   timed: Timed,
-  machine: { name: string; keys: DeploymentKey[]; jump?: SharedJump } = { name: '', keys: [] }
+  machine: {
+    name: string
+    keys: DeploymentKey[]
+    jump?: SharedJump
+    /** When the `timeout` input ends the run (epoch ms): no confirmation is sent close to it. */
+    runDeadline?: number
+  } = { name: '', keys: [] }
 ): Promise<void> {
   const target = plan.target!
   const { toplevel } = built
@@ -133,7 +139,7 @@ export async function deployToTarget(
         activate(
           session,
           plan,
-          inputs,
+          { ...inputs, runDeadline: machine.runDeadline },
           toplevel,
           before,
           lock && { dir: LOCK_DIR, id: lock.id, leaseSeconds: LEASE_SECONDS }
