@@ -4,13 +4,13 @@ import * as os from 'os'
 import * as path from 'path'
 import { ActionError } from '../../src/errors'
 import { PathInfo } from '../../src/nix/closure'
-import { parseSurvey, SURVEY_SCRIPT } from '../../src/deploy/survey'
+import { parseSurvey, RUNNING_CLOSURE_SCRIPT, SURVEY_SCRIPT } from '../../src/deploy/survey'
 import { CopyPlan } from '../../src/deploy/copy'
 
 /**
- * SURVEY_SCRIPT's shell logic run for real by sh, with a stand-in `nix-store` on PATH (the e2e
- * tests run it against real Nix on the simulated Pi with every deploy); its answer read by
- * parseSurvey.
+ * SURVEY_SCRIPT's and RUNNING_CLOSURE_SCRIPT's shell logic run for real by sh, with a stand-in
+ * `nix-store` on PATH (the e2e tests run them against real Nix on the simulated Pi with every
+ * deploy); the survey's answer read by parseSurvey.
  */
 const P = (name: string, c = 'a'): string => `/nix/store/${c.repeat(32)}-${name}`
 const running = [P('glibc-2.37', 'g'), P('hello-2.12', 'h')]
@@ -40,17 +40,24 @@ esac
 )
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
 
+const stubEnv = (env: Record<string, string>): NodeJS.ProcessEnv => ({
+  ...process.env,
+  PATH: `${bin}:${process.env.PATH}`,
+  VALID: P('hello-2.12', 'h'),
+  ...env
+})
+
 function survey(env: Record<string, string> = {}, gcRoot = path.join(dir, 'gcroots', 'nda', 'system')) {
   const r = spawnSync('sh', ['-c', SURVEY_SCRIPT, 'sh', gcRoot, toplevel], {
     input: closure.map(p => p.path).join('\n') + '\n',
     encoding: 'utf8',
-    env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, VALID: P('hello-2.12', 'h'), ...env }
+    env: stubEnv(env)
   })
   return { exitCode: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
 }
 
 describe('the survey of the target (one command before the copy)', () => {
-  it('answers state, what to copy (dependencies first) and the running closure; pins the system', () => {
+  it('answers state and what to copy (dependencies first); pins the system', () => {
     const r = survey()
     expect(r.exitCode).toBe(0)
     const s = parseSurvey(r, 'pi', closure)
@@ -59,14 +66,18 @@ describe('the survey of the target (one command before the copy)', () => {
     const copy = s.copy as CopyPlan
     expect(copy.toCopy.map(p => p.path)).toEqual([P('htop-3.3.0', 'j'), toplevel])
     expect(copy.targetCodecs.has('gzip')).toBe(fs.existsSync('/bin/gzip') || fs.existsSync('/usr/bin/gzip'))
-    expect(s.closure).toEqual({ entries: running.map(p => ({ path: p, narSize: 1000 })) })
     expect(fs.readlinkSync(path.join(dir, 'gcroots', 'nda', 'system'))).toBe(toplevel)
   })
 
-  it('a failed listing costs only the package diff, with its reason', () => {
-    const s = parseSurvey(survey({ FAIL_LISTING: '1' }), 'pi', closure)
-    expect(s.closure).toEqual({ error: 'error: listing refused' })
-    expect((s.copy as CopyPlan).toCopy).toHaveLength(2)
+  it('lists the running closure with sizes, in the format the package diff reads', () => {
+    const out = execFileSync('sh', ['-c', RUNNING_CLOSURE_SCRIPT], { encoding: 'utf8', env: stubEnv({}) })
+    expect(out).toBe(`${running.join('\n')}\n--sizes--\n1000\n1000\n`)
+    const failed = spawnSync('sh', ['-c', RUNNING_CLOSURE_SCRIPT], {
+      encoding: 'utf8',
+      env: stubEnv({ FAIL_LISTING: '1' })
+    })
+    expect(failed.status).toBe(1)
+    expect(failed.stderr).toContain('listing refused')
   })
 
   it('no GC root (exit 3) and a failed store query (exit 4) come back as errors, after the state', () => {

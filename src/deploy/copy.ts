@@ -136,12 +136,11 @@ export interface CopyPlan {
 }
 
 /**
- * Copies the closure's missing paths (from missingPaths): `nix-store --export` on the runner streamed over the SSH
- * channel into `nix-store --import` on the Pi, dependencies first. Nix registers each imported path
- * only once it is complete, so a cut stream leaves no partial path, and a re-run sends only what is
- * still missing. Before importing, a GC root for the toplevel is placed on the Pi (a symlink may point
- * at a path that does not exist yet), so a garbage collection on the Pi between import and profile
- * switch cannot delete what was just copied. The caller removes it once the profile holds the system.
+ * Copies the paths the survey found missing (`plan.toCopy`): `nix-store --export` on the runner,
+ * compressed, streamed over the SSH channel into `nix-store --import` on the Pi, dependencies
+ * first. Nix registers each imported path only once it is complete, so a cut stream leaves no
+ * partial path, and a re-run sends only what is still missing. The GC root the survey placed keeps
+ * the Pi's garbage collector off the new system until the profile holds it.
  */
 export async function copyClosure(
   host: Remote,

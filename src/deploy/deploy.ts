@@ -13,7 +13,7 @@ import { checkKeys, uploadKeys } from './keys'
 import { shellCommand } from '../ssh/quote'
 import { activate, readRemoteState, RolledBackError } from './activate'
 import { copyClosure, gcRootPath, substituteOnTarget } from './copy'
-import { Survey, surveyTarget } from './survey'
+import { listRunningClosure, RunningClosure, surveyTarget } from './survey'
 import { generationsToDelete, LIST_GENERATIONS_SCRIPT, parseGenerations } from './generations'
 import { DeployLock, LEASE_SECONDS, LOCK_DIR, ownerDescription } from './lock'
 import { checkSpace, checkTarget } from './preflight'
@@ -58,9 +58,11 @@ export async function deployToTarget(
     })
   const session = new TargetSession(await timed('connect', dial), dial)
   let lock: DeployLock | undefined
-  // The GC root planCopy places on the target for the new system; removed once the profile (or
+  // The GC root the survey places on the target for the new system; removed once the profile (or
   // /run/current-system) holds it, or at the end when the run stops before activating.
   let gcRootPlaced = false
+  // The package diff, once the running system's closure is listed (a failed deploy reports it too).
+  let diffed: Promise<void> = Promise.resolve()
   const releaseGcRoot = async (): Promise<void> => {
     if (!gcRootPlaced) return
     gcRootPlaced = false
@@ -74,6 +76,9 @@ export async function deployToTarget(
     // are used in the order that gives the clearest error: first whether this is a NixOS target
     // we may deploy to at all. It also pins the new system with a GC root.
     gcRootPlaced = true
+    // The running system's closure, for the package diff only: listed alongside, off the critical
+    // path, read before the activation changes what runs.
+    const runningClosure = listRunningClosure(session)
     const survey = await timed('connect', () => surveyTarget(session, toplevel, built.closure))
     const before = survey.state
     report.previousStorePath = before.current
@@ -88,7 +93,9 @@ export async function deployToTarget(
         'connect'
       )
 
-    packageDiff(survey.closure, session.label, built, before.current!, report)
+    diffed = runningClosure
+      .then(c => packageDiff(c, session.label, built, before.current!, report))
+      .catch((e: unknown) => core.info(`No package diff: ${(e as Error).message}`))
     if (survey.copy instanceof ActionError) throw survey.copy
     const copyPlan = survey.copy
 
@@ -100,6 +107,7 @@ export async function deployToTarget(
     const keys = plan.mode === 'dry-activate' ? [] : machine.keys
     checkKeys(machine.name || session.label, keys)
     if (unchanged) {
+      await diffed
       // The keys live in /run/keys (lost on reboot): a re-deploy restores them, as NixOps did.
       if (keys.length > 0) await timed('activate', () => uploadKeys(session, machine.name, keys))
       report.result = 'unchanged'
@@ -131,6 +139,7 @@ export async function deployToTarget(
     report.copiedPaths = copied.copiedPaths.length
     report.wireBytes = copied.wireBytes
     report.compression = copied.codec
+    await timed('copy', () => diffed)
 
     // --- activate
     if (keys.length > 0) await timed('activate', () => uploadKeys(session, machine.name, keys))
@@ -192,6 +201,7 @@ export async function deployToTarget(
         )
     })
   } finally {
+    await diffed
     await releaseGcRoot()
     await lock?.release()
     session.close()
@@ -200,7 +210,7 @@ export async function deployToTarget(
 
 /** The package diff against what the target runs now; a failure here only costs the diff. */
 function packageDiff(
-  closure: Survey['closure'],
+  closure: RunningClosure,
   label: string,
   built: BuiltSystem,
   current: string,

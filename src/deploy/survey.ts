@@ -8,45 +8,55 @@ import { CopyPlan, gcRootPath, parseMissing } from './copy'
 import { PROBE_SCRIPT, RemoteState, parseRemoteState } from './remote-state'
 
 /**
- * Everything the deploy asks the target before copying, as one SSH command: every command costs a
- * session, a shell start and a round trip through the jump host, and the answers are small.
- *   --state--    what it runs and has (PROBE_SCRIPT's key=value lines)
- *   --copy--     "codec NAME" for each decompressor it has, "missing PATH" for each path of the new
- *                closure (given on stdin) its store lacks; before asking, the new system is pinned
- *                with a GC root (a symlink may point at a path that does not exist yet), so a
- *                garbage collection on the target between import and profile switch cannot delete
- *                what is copied. Exit 3: no GC root; exit 4: the store query failed.
- *   --closure--  the running system's closure, then --sizes-- and their NAR sizes (package diff);
- *                listed in the background meanwhile. --closure-failed-- and the error otherwise.
+ * Everything the deploy must know from the target before copying, as one SSH command: every
+ * command costs a session, a shell start and a round trip through the jump host, and the answers
+ * are small.
+ *   --state--  what it runs and has (PROBE_SCRIPT's key=value lines)
+ *   --copy--   "codec NAME" for each decompressor it has, "missing PATH" for each path of the new
+ *              closure (given on stdin) its store lacks; before asking, the new system is pinned
+ *              with a GC root (a symlink may point at a path that does not exist yet), so a
+ *              garbage collection on the target between import and profile switch cannot delete
+ *              what is copied. Exit 3: no GC root; exit 4: the store query failed.
+ * The running system's closure (only the package diff needs it) is listed by a second command
+ * alongside, off the copy's critical path: see listRunningClosure.
  * usage: sh -c SURVEY_SCRIPT sh GC_ROOT_LINK TOPLEVEL < PATHS
  */
 export const SURVEY_SCRIPT = String.raw`set -f
-work=$(mktemp -d) || exit 5
-trap 'rm -rf "$work"' EXIT
-{ paths=$(nix-store -qR /run/current-system) && printf '%s\n' "$paths" && echo '--sizes--' &&
-  nix-store -q --size $paths; } >"$work/closure" 2>"$work/closure.err" &
-listing=$!
 echo '--state--'
 ${PROBE_SCRIPT}
 echo '--copy--'
-status=0
-if mkdir -p "$(dirname "$1")" && ln -sfn "$2" "$1"; then
-  for c in zstd xz gzip; do command -v "$c" >/dev/null 2>&1 && echo "codec $c"; done
-  if missing=$(nix-store --check-validity --print-invalid $(cat)); then
-    [ -z "$missing" ] || printf '%s\n' "$missing" | sed 's/^/missing /'
-  else
-    status=4
-  fi
-else
-  status=3
-fi
-if wait "$listing"; then echo '--closure--'; cat "$work/closure"; else echo '--closure-failed--'; tail -c 300 "$work/closure.err"; fi
-exit $status`
+mkdir -p "$(dirname "$1")" && ln -sfn "$2" "$1" || exit 3
+for c in zstd xz gzip; do command -v "$c" >/dev/null 2>&1 && echo "codec $c"; done
+missing=$(nix-store --check-validity --print-invalid $(cat)) || exit 4
+[ -z "$missing" ] || printf '%s\n' "$missing" | sed 's/^/missing /'`
+
+/** Lists the running system's closure with NAR sizes: paths, a separator line, sizes. */
+export const RUNNING_CLOSURE_SCRIPT = String.raw`set -f
+paths=$(nix-store -qR /run/current-system) || exit 1
+printf '%s\n' "$paths"
+echo '--sizes--'
+nix-store -q --size $paths`
+
+/** The running system's closure for the package diff, or why it could not be listed. */
+export type RunningClosure = { entries: ClosureEntry[] } | { error: string }
+
+/**
+ * Starts listing the running system's closure; never rejects (a failure only costs the diff). Runs
+ * alongside the survey and the copy, and must be read before the activation changes what runs.
+ */
+export function listRunningClosure(host: Remote): Promise<RunningClosure> {
+  return host.exec(RUNNING_CLOSURE_SCRIPT, { timeoutMs: 120_000 }).then(
+    r => {
+      if (r.exitCode !== 0) return { error: r.stderr.trim().slice(-300) || `exit ${r.exitCode}` }
+      const [paths, sizes] = r.stdout.split('--sizes--')
+      return { entries: parseClosureListing(paths, sizes) }
+    },
+    (e: unknown) => ({ error: (e as Error).message })
+  )
+}
 
 export interface Survey {
   state: RemoteState
-  /** The running system's closure, or why it could not be listed (only the package diff needs it). */
-  closure: { entries: ClosureEntry[] } | { error: string }
   /** What to copy, or why the target could not say (raised after the state checks). */
   copy: CopyPlan | ActionError
 }
@@ -60,7 +70,7 @@ function sections(stdout: string): Map<string, string> {
     if (name) out.set(name, lines.join('\n'))
   }
   for (const line of stdout.split('\n')) {
-    const m = /^--(state|copy|closure|closure-failed)--$/.exec(line)
+    const m = /^--(state|copy)--$/.exec(line)
     if (m) {
       flush()
       name = m[1]
@@ -82,18 +92,9 @@ export function parseSurvey(
   if (stateText === undefined || ![0, 3, 4].includes(r.exitCode))
     throw new ActionError(
       `reading the system state of ${label} failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-300)}`,
-      'The target must have a POSIX shell with readlink, id, df and mktemp (any NixOS has). With sudo, check that `sudo -n true` works for target-user.',
+      'The target must have a POSIX shell with readlink, id and df (any NixOS has). With sudo, check that `sudo -n true` works for target-user.',
       'connect'
     )
-  const listing = parts.get('closure')
-  const closure =
-    listing !== undefined
-      ? (() => {
-          const [paths, sizes] = listing.split('--sizes--')
-          return { entries: parseClosureListing(paths, sizes) }
-        })()
-      : { error: (parts.get('closure-failed') ?? 'no answer').trim() || 'no answer' }
-
   let copy: CopyPlan | ActionError
   if (r.exitCode === 3)
     copy = new ActionError(
@@ -121,13 +122,13 @@ export function parseSurvey(
       targetCodecs: new Set(lines.filter(l => l.startsWith('codec ')).map(l => l.slice(6).trim()))
     }
   }
-  return { state: parseRemoteState(stateText), closure, copy }
+  return { state: parseRemoteState(stateText), copy }
 }
 
 /**
- * Asks the target, in one command, what it runs, what its running system contains, what it can
- * decompress and which paths of `closure` it lacks; pins `toplevel` with a GC root (the caller
- * removes it once the profile holds the system).
+ * Asks the target, in one command, what it runs, what it can decompress and which paths of
+ * `closure` it lacks; pins `toplevel` with a GC root (the caller removes it once the profile holds
+ * the system).
  */
 export async function surveyTarget(host: Remote, toplevel: string, closure: PathInfo[]): Promise<Survey> {
   const ordered = topoSort(closure)
