@@ -162,7 +162,7 @@ export async function copyClosure(
   let compressor: ChildProcessByStdio<Writable, Readable, Readable> | undefined
   let compressErr = ''
   let exporter: ChildProcessByStdio<null, Readable | null, Readable>
-  let sentNarBytes = 0
+  let exportedBytes = 0
   let stream: Readable
   if (codec.compress.length > 0) {
     compressor = spawn(codec.compress[0], codec.compress.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] })
@@ -179,7 +179,7 @@ export async function copyClosure(
     stream = counted.stdout.pipe(
       new Transform({
         transform(chunk: Buffer, _enc, cb) {
-          sentNarBytes += chunk.length
+          exportedBytes += chunk.length
           cb(null, chunk)
         }
       })
@@ -191,8 +191,9 @@ export async function copyClosure(
   const compressExit = compressor
     ? new Promise<number>(resolve => compressor!.on('close', code => resolve(code ?? -1)))
     : Promise.resolve(0)
-  // With a compressor, how much of the export it has read so far (for progress only).
-  const narSent = (): number => (compressor ? (bytesReadBy(compressor.pid) ?? sentNarBytes) : sentNarBytes)
+  // How much of the export has left so far (for progress only): with a compressor, what it has
+  // read (unknown where /proc is not there).
+  const narSent = (): number | undefined => (compressor ? bytesReadBy(compressor.pid) : exportedBytes)
 
   let wireBytes = 0
   const started = Date.now()
@@ -205,11 +206,16 @@ export async function copyClosure(
   // Progress every 10 s: enough to see it move, not a flood.
   const progress = setInterval(() => {
     const secs = (Date.now() - started) / 1000
-    sentNarBytes = Math.min(narSent(), narBytes)
-    const rate = sentNarBytes / secs
-    const eta = rate > 0 ? Math.max(0, (narBytes - sentNarBytes) / rate) : 0
+    const read = narSent()
+    if (read === undefined) {
+      core.info(`  ${formatBytes(wireBytes)} on the wire (${formatBytes(wireBytes / secs)}/s)`)
+      return
+    }
+    const sent = Math.min(read, narBytes)
+    const rate = sent / secs
+    const eta = rate > 0 ? Math.max(0, (narBytes - sent) / rate) : 0
     core.info(
-      `  sent ${formatBytes(sentNarBytes)} of ${formatBytes(narBytes)} (${formatBytes(wireBytes)} on the wire, ${formatBytes(rate)}/s, ~${Math.round(eta)} s left)`
+      `  sent ${formatBytes(sent)} of ${formatBytes(narBytes)} (${formatBytes(wireBytes)} on the wire, ${formatBytes(rate)}/s, ~${Math.round(eta)} s left)`
     )
   }, 10_000)
   let imported
