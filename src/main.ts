@@ -352,9 +352,7 @@ export async function run(): Promise<void> {
   try {
     maskSecrets(get)
     const inputs = await timed(report, 'inputs', async () => readInputs(get))
-    const runDeadline =
-      inputs.timeoutSeconds === undefined ? undefined : Date.now() + inputs.timeoutSeconds * 1000
-    await withDeadline(inputs.timeoutSeconds, () => deploy(inputs, report, runDeadline))
+    await withDeadline(inputs.timeoutSeconds, runDeadline => deploy(inputs, report, runDeadline))
   } catch (e) {
     reportFailure(report, e)
   } finally {
@@ -377,10 +375,15 @@ async function finishReport(report: DeployReport): Promise<void> {
 /**
  * The `timeout` input: the whole run's deadline. Past it the run fails at once, whatever it was
  * doing. That is safe on the target: the activation agent runs there by itself and rolls back when
- * no confirmation comes (magic rollback), and a cut copy leaves no partial path.
+ * no confirmation comes (magic rollback), and a cut copy leaves no partial path. `fn` gets the
+ * deadline (epoch ms): a confirmation must not be sent close to it.
  */
-function withDeadline(seconds: number | undefined, fn: () => Promise<void>): Promise<void> {
-  if (seconds === undefined) return fn()
+function withDeadline(
+  seconds: number | undefined,
+  fn: (runDeadline: number | undefined) => Promise<void>
+): Promise<void> {
+  if (seconds === undefined) return fn(undefined)
+  const runDeadline = Date.now() + seconds * 1000
   let timer: NodeJS.Timeout | undefined
   const expired = new Promise<never>((_, reject) => {
     timer = setTimeout(
@@ -395,5 +398,5 @@ function withDeadline(seconds: number | undefined, fn: () => Promise<void>): Pro
       seconds * 1000
     )
   })
-  return Promise.race([fn(), expired]).finally(() => clearTimeout(timer))
+  return Promise.race([fn(runDeadline), expired]).finally(() => clearTimeout(timer))
 }

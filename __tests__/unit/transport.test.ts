@@ -1,16 +1,16 @@
 import { spawn } from 'child_process'
 import { createServer } from 'net'
 import { bytesReadBy } from '../../src/deploy/copy'
-import { batchingSocket } from '../../src/ssh/connection'
+import { sshSocket } from '../../src/ssh/connection'
 
-describe('batchingSocket (the SSH transport to the jump host or target)', () => {
+describe('sshSocket (the SSH transport to the jump host or target)', () => {
   it('delivers every write, in order, whether written in one tick or across ticks', async () => {
     const received: Buffer[] = []
     const server = createServer(s => s.on('data', d => received.push(d)))
     await new Promise<void>(r => server.listen(0, '127.0.0.1', () => r()))
     const port = (server.address() as { port: number }).port
-    const socket = batchingSocket()
-    await new Promise<void>(r => socket.connect({ host: '127.0.0.1', port }, () => r()))
+    const socket = sshSocket('127.0.0.1', port)
+    await new Promise<void>(r => socket.once('connect', () => r()))
     const chunks = Array.from({ length: 200 }, (_, i) => Buffer.alloc(1000 + i, i % 256))
     // Half in one tick (gathered), half one per tick.
     for (const c of chunks.slice(0, 100)) socket.write(c)

@@ -107,7 +107,6 @@ export async function deployToTarget(
     const keys = plan.mode === 'dry-activate' ? [] : machine.keys
     checkKeys(machine.name || session.label, keys)
     if (unchanged) {
-      await diffed
       // The keys live in /run/keys (lost on reboot): a re-deploy restores them, as NixOps did.
       if (keys.length > 0) await timed('activate', () => uploadKeys(session, machine.name, keys))
       report.result = 'unchanged'

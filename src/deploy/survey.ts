@@ -4,7 +4,7 @@ import { assertStorePath } from '../nix/store-path'
 import { parseClosureListing, ClosureEntry } from '../report/diff'
 import { Remote } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
-import { CopyPlan, gcRootPath, parseMissing } from './copy'
+import { CopyPlan, gcRootPath } from './copy'
 import { PROBE_SCRIPT, RemoteState, parseRemoteState } from './remote-state'
 
 /**
@@ -110,16 +110,13 @@ export function parseSurvey(
     )
   else {
     const lines = (parts.get('copy') ?? '').split('\n')
-    const missing = parseMissing(
-      lines
-        .filter(l => l.startsWith('missing '))
-        .map(l => l.slice(8))
-        .join('\n'),
-      new Set(ordered.map(p => p.path))
-    )
+    const listed = (prefix: string): string[] =>
+      lines.filter(l => l.startsWith(prefix)).map(l => l.slice(prefix.length).trim())
+    // Only paths of the new closure count: `ordered` is what was asked.
+    const missing = new Set(listed('missing '))
     copy = {
       toCopy: ordered.filter(p => missing.has(p.path)),
-      targetCodecs: new Set(lines.filter(l => l.startsWith('codec ')).map(l => l.slice(6).trim()))
+      targetCodecs: new Set(listed('codec '))
     }
   }
   return { state: parseRemoteState(stateText), copy }
