@@ -19,8 +19,9 @@ import { HostAddress, isValidUser, parseHostAddress } from './ssh/address'
 import { SharedJump } from './ssh/connection'
 import { ClosureEntry, diffClosures } from './report/diff'
 import { renderSummary } from './report/summary'
-import { withCommandsOffAsync } from './report/untrusted'
-import { maskSecret } from './secrets'
+import { machineLog, printUntrusted } from './report/untrusted'
+import { forgetSecretInputs, maskSecret } from './secrets'
+import { LoadedKey, loadKeys } from './deploy/keys'
 
 export const STATE_IS_POST = 'isPost'
 export const STATE_TEMP_DIR = 'tempDir'
@@ -63,6 +64,8 @@ interface Machine {
   inputs: Inputs
   report: DeployReport
   plan: Plan
+  /** deployment.keys with their content, read (and masked) before anything untrusted is printed. */
+  keys: LoadedKey[]
   built?: BuiltSystem
 }
 
@@ -171,9 +174,14 @@ async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number
       if (e.name) hostReport.machine = e.name
       hostReport.storePath = e.outPath
       hostReport.platform = e.hostSystem
-      return { evaluation: e, inputs: machineInputs, report: hostReport, plan }
+      return { evaluation: e, inputs: machineInputs, report: hostReport, plan, keys: [] as LoadedKey[] }
     })
   })
+  // Every secret is registered before the build prints anything untrusted (see printUntrusted):
+  // the keys are read now, for the machines whose mode uploads them.
+  for (const m of machines)
+    if (['switch', 'boot', 'test'].includes(m.plan.mode) && m.plan.target)
+      m.keys = await phase('inputs', () => loadKeys(m.evaluation.name || 'configuration', m.evaluation.keys))
   const multi = machines.length > 1
   await phase('build', async () => {
     const first = machines[0].evaluation
@@ -190,13 +198,13 @@ async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number
       : first.outPath
     core.startGroup(`Build ${what}`)
     // Build logs are the derivations' own output (a pull request's code): shown, never obeyed.
-    const build = await withCommandsOffAsync(() =>
-      nix.build(
+    const build = await nix
+      .build(
         machines.map(m => m.evaluation.drvPath),
         what,
         path.join(tempDir, 'system')
       )
-    ).finally(() => core.endGroup())
+      .finally(() => core.endGroup())
     report.builtDerivations = build.built.length
     // The post step saves the store cache, also when a deploy fails after this point.
     if (report.cache?.available && (build.built.length > 0 || !report.cache.hit)) {
@@ -237,7 +245,7 @@ async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number
     }
     await deployToTarget(m.inputs, m.plan, nix, m.built!, report, phase, {
       name: m.evaluation.name,
-      keys: m.evaluation.keys,
+      keys: m.keys,
       runDeadline
     })
     return
@@ -283,15 +291,18 @@ async function deployMachines(
         r.result = 'built'
         continue
       }
-      core.info(`--- ${name}: deploying to ${m.plan.target.label}`)
+      // Several machines print at once: each line carries its machine's name (no log groups).
+      const log = machineLog(name, true)
+      log.info(`deploying to ${m.plan.target.label}`)
       try {
         await deployToTarget(m.inputs, m.plan, nix, m.built!, r, (p, fn) => timed(r, p, fn), {
           name,
-          keys: m.evaluation.keys,
+          keys: m.keys,
           jump,
-          runDeadline
+          runDeadline,
+          log
         })
-        core.info(`--- ${name}: ${r.result}`)
+        log.info(`${r.result}`)
       } catch (e) {
         failed = true
         reportFailure(r, e, name)
@@ -317,9 +328,7 @@ async function baselineClosure(
     return { entries: await nix.closure(against.storePath), label: against.storePath }
   const evaluation = await nix.evaluate(against.flake)
   core.startGroup(`Build the diff baseline ${evaluation.outPath}`)
-  await withCommandsOffAsync(() => nix.build(evaluation.drvPath, evaluation.outPath, gcRoot)).finally(() =>
-    core.endGroup()
-  )
+  await nix.build(evaluation.drvPath, evaluation.outPath, gcRoot).finally(() => core.endGroup())
   return {
     entries: await nix.closure(evaluation.outPath),
     label: `${against.flake.installable} (${evaluation.outPath})`
@@ -339,7 +348,8 @@ function reportFailure(report: DeployReport, e: unknown, machine = ''): void {
   report.result ??= 'failed'
   if (report.result !== 'rolled-back') report.result = 'failed'
   report.error = { message: err.message, hint: err.hint, phase: err.phase, details: err.details }
-  if (err.details) core.info(err.details)
+  // Details hold build and activation output (untrusted): shown, never obeyed.
+  if (err.details) printUntrusted(err.details, machine ? `[${machine}] ` : '')
   const who = machine ? `${machine}: ` : ''
   core.error(`${who}${err.message}\n${err.hint}`, { title: `nix-deploy-action: ${who}${err.phase} failed` })
   if (!machine) core.setFailed(err.message)
@@ -352,6 +362,8 @@ export async function run(): Promise<void> {
   try {
     maskSecrets(get)
     const inputs = await timed(report, 'inputs', async () => readInputs(get))
+    // Read into memory now: no child process started from here on can inherit them.
+    forgetSecretInputs(SECRET_INPUTS)
     await withDeadline(inputs.timeoutSeconds, runDeadline => deploy(inputs, report, runDeadline))
   } catch (e) {
     reportFailure(report, e)

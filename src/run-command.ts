@@ -1,4 +1,9 @@
 import { spawn } from 'child_process'
+import { childEnv } from './secrets'
+import { TailBuffer } from './tail-buffer'
+
+const MAX_KEPT_STDOUT = 256 << 20
+const MAX_KEPT_STDERR = 8 << 20
 
 export interface CommandResult {
   exitCode: number
@@ -22,9 +27,14 @@ export interface RunOptions {
  */
 export function runCommand(cmd: string, args: string[], opts: RunOptions = {}): Promise<CommandResult> {
   return new Promise(resolve => {
-    const child = spawn(cmd, args, { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] })
-    const out: Buffer[] = []
-    const err: Buffer[] = []
+    // Children never see the inputs or the runtime tokens (see childEnv), whatever env the caller gives.
+    const child = spawn(cmd, args, {
+      env: childEnv(opts.env ?? process.env),
+      stdio: ['pipe', 'pipe', 'pipe']
+    })
+    // What a command prints is kept up to a limit (its tail): a build log can be endless.
+    const out = new TailBuffer(MAX_KEPT_STDOUT)
+    const err = new TailBuffer(MAX_KEPT_STDERR)
     let partial = ''
     let timedOut = false
     const timer =
@@ -50,9 +60,9 @@ export function runCommand(cmd: string, args: string[], opts: RunOptions = {}): 
     child.on('close', code => {
       if (timer) clearTimeout(timer)
       if (partial && opts.onStderrLine) opts.onStderrLine(partial)
-      let stderr = Buffer.concat(err).toString('utf8')
+      let stderr = err.toString()
       if (timedOut) stderr += `\n${cmd}: killed after ${opts.timeoutMs} ms`
-      resolve({ exitCode: timedOut ? -1 : (code ?? -1), stdout: Buffer.concat(out).toString('utf8'), stderr })
+      resolve({ exitCode: timedOut ? -1 : (code ?? -1), stdout: out.toString(), stderr })
     })
     child.stdin.on('error', () => undefined)
     child.stdin.end(opts.input ?? '')

@@ -9,3 +9,33 @@ export function maskSecret(value: string): void {
   core.setSecret(value)
   for (const line of value.split(/\r?\n/)) if (line.trim().length >= 4) core.setSecret(line.trim())
 }
+
+/**
+ * Variables no child process may see. The runner hands every input to the action as INPUT_<NAME>
+ * (the SSH keys among them) and the cache service's credentials as ACTIONS_*_TOKEN; a child that
+ * inherits them can print or send them: `nix eval --impure` lets any Nix code read them with
+ * builtins.getEnv, and a keyCommand is the user's own program. Only this process (the @actions/*
+ * libraries in it) needs them.
+ */
+export function isPrivateVariable(name: string): boolean {
+  return (
+    /^INPUT_/i.test(name) ||
+    /^ACTIONS_(RUNTIME|ID_TOKEN_REQUEST)_TOKEN$/i.test(name) ||
+    /^ACTIONS_ID_TOKEN_REQUEST_URL$/i.test(name)
+  )
+}
+
+/** The environment for every child process the action starts: its own, less the private variables. */
+export function childEnv(base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(base)) if (!isPrivateVariable(k)) env[k] = v
+  return env
+}
+
+/**
+ * Removes the secret inputs from this process's environment once they are read (into memory):
+ * whatever starts a child later without childEnv still cannot hand them on.
+ */
+export function forgetSecretInputs(names: readonly string[], env: NodeJS.ProcessEnv = process.env): void {
+  for (const name of names) delete env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`]
+}

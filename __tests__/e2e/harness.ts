@@ -131,6 +131,8 @@ export async function runAction(
     env?: Record<string, string>
     /** Sees the output as it comes, with the process (to kill it, or to act at a given moment). */
     onOutput?: (logSoFar: string, child: import('child_process').ChildProcess) => void
+    /** Secrets besides the inputs that must never show (deployment.keys values). */
+    secrets?: string[]
     /** Run as this (non-root) user, like a runner's service account; its files are chowned to it. */
     user?: { uid: number; gid: number; home: string }
   } = {}
@@ -193,7 +195,7 @@ export async function runAction(
         ms: Date.now() - started
       }
       try {
-        assertNoSecretLeak(run, inputs)
+        assertNoSecretLeak(run, inputs, opts.secrets, opts.env)
         resolve(run)
       } catch (e) {
         reject(e)
@@ -221,18 +223,70 @@ function userRunnable(): [string, string] {
 
 const SECRET_INPUTS = ['ssh-private-key', 'ssh-key-passphrase', 'jump-host-key']
 
+/** A workflow command's data as the runner reads it (core escapes %, CR and LF). */
+function unescapeCommandData(v: string): string {
+  return v.replace(/%0D/g, '\r').replace(/%0A/g, '\n').replace(/%25/g, '%')
+}
+
 /**
- * Every run, success or failure: no line of a secret input appears in what the action printed
- * (except inside ::add-mask:: commands, which the runner consumes), in its outputs, its state or its
- * summary, and nothing it left under RUNNER_TEMP holds key material.
+ * What the runner shows of a step's output, as the runner reads it line by line: `::add-mask::V`
+ * registers V for every later line (and is not shown); between `::stop-commands::T` and `::T::`
+ * every line is plain text, an `::add-mask::` there included (it registers nothing, and is shown);
+ * a shown line has every mask registered so far replaced by ***.
  */
-function assertNoSecretLeak(run: ActionRun, inputs: Record<string, string>): void {
-  const printed = run.log
+export function runnerView(log: string): { shown: string[]; masks: string[] } {
+  const masks: string[] = []
+  const shown: string[] = []
+  let stopToken: string | undefined
+  const mask = (line: string): string =>
+    masks.reduce((l, m) => (m.length > 0 ? l.split(m).join('***') : l), line)
+  for (const line of log.split('\n')) {
+    if (stopToken !== undefined) {
+      if (line.trim() === `::${stopToken}::`) stopToken = undefined
+      else shown.push(mask(line))
+      continue
+    }
+    const stop = /^::stop-commands::(.+)$/.exec(line.trim())
+    if (stop) {
+      stopToken = stop[1]
+      continue
+    }
+    const add = /^::add-mask::(.*)$/.exec(line)
+    if (add) {
+      const value = unescapeCommandData(add[1])
+      masks.push(value)
+      for (const part of value.split(/\r?\n/)) if (part.length > 0 && part !== value) masks.push(part)
+      continue
+    }
+    // Annotations and other commands: their text is shown (unescaped), masked like any line.
+    const cmd = /^::[a-z-]+(?: [^:]*)?::(.*)$/.exec(line)
+    shown.push(mask(cmd ? unescapeCommandData(cmd[1]) : line))
+  }
+  return { shown, masks }
+}
+
+/** The lines of a secret worth looking for (long enough to be the secret, not key file framing). */
+function secretLines(value: string): string[] {
+  return value
     .split('\n')
-    .filter(l => !l.startsWith('::add-mask::'))
-    .join('\n')
+    .map(l => l.trim())
+    .filter(l => l.length >= 8 && !/^-----(BEGIN|END) /.test(l))
+}
+
+/**
+ * Every run, success or failure: no line of a secret -- the secret inputs, `extra` (e.g.
+ * deployment.keys values the test knows) and any *TOKEN* variable given to the action -- shows in
+ * the log as the runner would show it (see runnerView), in its outputs, its state or its summary,
+ * and nothing it left under RUNNER_TEMP holds key material.
+ */
+export function assertNoSecretLeak(
+  run: Pick<ActionRun, 'log' | 'summary' | 'outputs' | 'state' | 'runnerTemp'>,
+  inputs: Record<string, string>,
+  extra: string[] = [],
+  env: Record<string, string> = {}
+): void {
   const places: Record<string, string> = {
-    log: printed,
+    log: runnerView(run.log).shown.join('\n'),
     summary: run.summary,
     outputs: JSON.stringify(run.outputs),
     state: JSON.stringify(run.state)
@@ -246,16 +300,17 @@ function assertNoSecretLeak(run: ActionRun, inputs: Record<string, string>): voi
           )
       : []
   for (const f of walk(run.runnerTemp)) places[f] = fs.readFileSync(f, 'latin1')
-  for (const name of SECRET_INPUTS) {
-    const value = inputs[name]
-    if (!value) continue
-    for (const line of value
-      .split('\n')
-      .map(l => l.trim())
-      .filter(l => l.length >= 8 && !/^-----(BEGIN|END) /.test(l)))
+  const secrets: Array<[string, string]> = [
+    ...SECRET_INPUTS.map((name): [string, string] => [`secret input ${name}`, inputs[name] ?? '']),
+    ...extra.map((v, i): [string, string] => [`secret #${i + 1} of the test`, v]),
+    ...Object.entries(env)
+      .filter(([k]) => /TOKEN/.test(k))
+      .map(([k, v]): [string, string] => [`token ${k}`, v])
+  ]
+  for (const [what, value] of secrets)
+    for (const line of secretLines(value))
       for (const [where, text] of Object.entries(places))
-        if (text.includes(line)) throw new Error(`secret input ${name} leaked into ${where}`)
-  }
+        if (text.includes(line)) throw new Error(`${what} leaked into ${where}`)
 }
 
 /** Runs a command on a Pi (default the first) over SSH (OpenSSH through the jump host), returning stdout. */
@@ -342,4 +397,75 @@ export function narSizes(storePath: string): Map<string, number> {
     { encoding: 'utf8' }
   )
   return new Map((JSON.parse(json) as Array<{ path: string; narSize: number }>).map(i => [i.path, i.narSize]))
+}
+
+/** Runs a command inside a Pi's namespaces from the host (works whatever SSH on the Pi does). */
+export function piExec(args: string[], pi: 'pi' | 'pi2' = 'pi'): string {
+  return execFileSync('bash', [path.join(ROOT, 'testbed', 'pi.sh'), 'exec', ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, PI: pi }
+  }).trim()
+}
+
+/**
+ * The processes running in a Pi's network namespace whose command line mentions any of `markers`
+ * (`ip netns pids`: network namespaces do not isolate process ids, so never match by name).
+ */
+export function piProcesses(markers: string[], pi: 'pi' | 'pi2' = 'pi'): string[] {
+  const pids = execFileSync('ip', ['netns', 'pids', `nda-${pi}`], { encoding: 'utf8' })
+    .split('\n')
+    .filter(Boolean)
+  const found: string[] = []
+  for (const pid of pids) {
+    let cmdline = ''
+    try {
+      cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim()
+    } catch {
+      continue // ended meanwhile
+    }
+    if (markers.some(m => cmdline.includes(m))) found.push(`${pid} ${cmdline}`)
+  }
+  return found
+}
+
+/**
+ * Waits (up to 15 s, then fails) until nothing of a deploy runs on the Pi: no activation agent and
+ * nothing started from the deployed system's store path. Deploys end their agents; a leftover
+ * means a process that outlives its deploy.
+ */
+export async function assertNothingLeftOnPi(
+  storePaths: string[] = [],
+  pi: 'pi' | 'pi2' = 'pi'
+): Promise<void> {
+  const markers = ['/run/nix-deploy-action/', ...storePaths]
+  let left: string[] = []
+  for (let i = 0; i < 75; i++) {
+    left = piProcesses(markers, pi)
+    if (left.length === 0) return
+    await new Promise(r => setTimeout(r, 200))
+  }
+  throw new Error(`processes of a finished deploy are still running on ${pi}:\n${left.join('\n')}`)
+}
+
+/** The barrier of the fixtures pi-barrier and network/overlap.nix (host and Pis share /tmp). */
+export const barrier = {
+  dir: '/tmp/nda-barrier',
+  reset(): void {
+    fs.rmSync(this.dir, { recursive: true, force: true })
+    fs.mkdirSync(this.dir, { recursive: true })
+  },
+  started(name: string): boolean {
+    return fs.existsSync(path.join(this.dir, `started-${name}`))
+  },
+  async waitStarted(names: string[], timeoutMs = 120_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while (!names.every(n => this.started(n))) {
+      if (Date.now() > deadline)
+        throw new Error(`activations ${names.join(', ')} did not all reach the barrier`)
+      await new Promise(r => setTimeout(r, 100))
+    }
+  },
+  open(): void {
+    fs.writeFileSync(path.join(this.dir, 'go'), '')
+  }
 }

@@ -69,9 +69,13 @@ describeE2E('classic configuration.nix and NixOps network files', () => {
     expect(onPi('ls /run/keys 2>/dev/null | wc -l', 'pi2')).toBe('0')
     // In parallel: both deploys started before either finished.
     const at = (line: string): number => run.log.indexOf(line)
-    expect(at('--- pi3b: deploying')).toBeGreaterThan(0)
-    expect(at('--- pi3b: deploying')).toBeLessThan(at('--- pi3: deployed'))
-    expect(at('--- pi3: deploying')).toBeLessThan(at('--- pi3b: deployed'))
+    expect(at('[pi3b] deploying to')).toBeGreaterThan(0)
+    expect(at('[pi3b] deploying to')).toBeLessThan(at('[pi3] deployed'))
+    expect(at('[pi3] deploying to')).toBeLessThan(at('[pi3b] deployed'))
+    // Several machines print at once: no log groups while they deploy, every line names its machine.
+    const deployPart = run.log.slice(at('[pi3'))
+    expect(deployPart).not.toMatch(/^::group::/m)
+    expect(deployPart).toContain('[pi3] Uploaded key wifi-psk to /run/keys/wifi-psk')
     // Built together in one Nix invocation; the summary has a row per machine.
     expect(run.log.match(/::group::Build 2 systems \(pi3, pi3b\)/g)).toHaveLength(1)
     expect(run.summary.split('\n')[0]).toBe('### nix-deploy-action: ✅ Deployed (2 machines)')

@@ -5,7 +5,7 @@ const piExec = (...args: string[]): string =>
   execFileSync('bash', [`${__dirname}/../../testbed/pi.sh`, 'exec', ...args], { encoding: 'utf8' }).trim()
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms))
 const lockHeld = (): boolean =>
-  onPi('test -d /nix/var/nix-deploy-action/lock && echo held || echo free') === 'held'
+  onPi('test -f /nix/var/nix-deploy-action/lock/owner && echo held || echo free') === 'held'
 /** Waits (up to 10 s) until a deploy holds the Pi's lock. */
 async function lockTaken(): Promise<void> {
   for (let i = 0; i < 100 && !lockHeld(); i++) await sleep(100)

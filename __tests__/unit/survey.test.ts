@@ -4,7 +4,7 @@ import * as os from 'os'
 import * as path from 'path'
 import { ActionError } from '../../src/errors'
 import { PathInfo } from '../../src/nix/closure'
-import { parseSurvey, RUNNING_CLOSURE_SCRIPT, SURVEY_SCRIPT } from '../../src/deploy/survey'
+import { parseSurvey, RUNNING_CLOSURE_SCRIPT, Survey, SURVEY_SCRIPT } from '../../src/deploy/survey'
 import { CopyPlan } from '../../src/deploy/copy'
 
 /**
@@ -47,26 +47,44 @@ const stubEnv = (env: Record<string, string>): NodeJS.ProcessEnv => ({
   ...env
 })
 
-function survey(env: Record<string, string> = {}, gcRoot = path.join(dir, 'gcroots', 'nda', 'system')) {
-  const r = spawnSync('sh', ['-c', SURVEY_SCRIPT, 'sh', gcRoot, toplevel], {
-    input: closure.map(p => p.path).join('\n') + '\n',
-    encoding: 'utf8',
-    env: stubEnv(env)
-  })
+const lockDir = path.join(dir, 'var', 'lock')
+function survey(
+  env: Record<string, string> = {},
+  gcRoot = path.join(dir, 'gcroots', 'nda', 'system.run1'),
+  opts: { unchangedWhen?: string; release?: string; lockId?: string; top?: string } = {}
+) {
+  const r = spawnSync(
+    'sh',
+    [
+      '-c',
+      SURVEY_SCRIPT,
+      'sh',
+      gcRoot,
+      opts.top ?? toplevel,
+      opts.unchangedWhen ?? 'switch',
+      opts.release ?? 'yes',
+      ...(opts.lockId ? [lockDir, opts.lockId, '600', `run ${opts.lockId}`] : ['', '', '', ''])
+    ],
+    { input: closure.map(p => p.path).join('\n') + '\n', encoding: 'utf8', env: stubEnv(env) }
+  )
   return { exitCode: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
+}
+const changed = (s: Survey) => {
+  if (s.kind !== 'changed') throw new Error(`survey says ${s.kind}`)
+  return s
 }
 
 describe('the survey of the target (one command before the copy)', () => {
   it('answers state and what to copy (dependencies first); pins the system', () => {
     const r = survey()
     expect(r.exitCode).toBe(0)
-    const s = parseSurvey(r, 'pi', closure)
+    const s = changed(parseSurvey(r, 'pi', closure))
     expect(s.state.uid).toBe(process.getuid!())
     expect(s.state.hasNixStore).toBe(true)
     const copy = s.copy as CopyPlan
     expect(copy.toCopy.map(p => p.path)).toEqual([P('htop-3.3.0', 'j'), toplevel])
     expect(copy.targetCodecs.has('gzip')).toBe(fs.existsSync('/bin/gzip') || fs.existsSync('/usr/bin/gzip'))
-    expect(fs.readlinkSync(path.join(dir, 'gcroots', 'nda', 'system'))).toBe(toplevel)
+    expect(fs.readlinkSync(path.join(dir, 'gcroots', 'nda', 'system.run1'))).toBe(toplevel)
   })
 
   it('lists the running closure with sizes, in the format the package diff reads', () => {
@@ -84,14 +102,14 @@ describe('the survey of the target (one command before the copy)', () => {
     fs.writeFileSync(path.join(dir, 'a-file'), '')
     const noRoot = survey({}, path.join(dir, 'a-file', 'sub', 'system'))
     expect(noRoot.exitCode).toBe(3)
-    const s3 = parseSurvey(noRoot, 'pi', closure)
+    const s3 = changed(parseSurvey(noRoot, 'pi', closure))
     expect(s3.state.uid).toBe(process.getuid!())
     expect(s3.copy).toBeInstanceOf(ActionError)
     expect((s3.copy as ActionError).message).toMatch(/^could not create a GC root on pi: /)
 
     const noQuery = survey({ FAIL_QUERY: '1' })
     expect(noQuery.exitCode).toBe(4)
-    const s4 = parseSurvey(noQuery, 'pi', closure)
+    const s4 = changed(parseSurvey(noQuery, 'pi', closure))
     expect((s4.copy as ActionError).message).toMatch(
       /asking pi which store paths it lacks failed: .*database is locked/
     )
@@ -109,5 +127,63 @@ describe('the survey of the target (one command before the copy)', () => {
     survey({}, evil)
     expect(fs.existsSync('pwned')).toBe(false)
     expect(fs.existsSync(path.join(dir, 'pwned'))).toBe(false)
+  })
+
+  it('takes the lock first: with the lock held elsewhere it answers only who holds it (no state, no GC root)', () => {
+    const first = survey({}, path.join(dir, 'gcroots', 'nda', 'x.a'), { lockId: 'a' })
+    expect(changed(parseSurvey(first, 'pi', closure)).state.hasNixStore).toBe(true)
+    const root = path.join(dir, 'gcroots', 'nda', 'x.b')
+    const second = survey({}, root, { lockId: 'b' })
+    expect(second.exitCode).toBe(0)
+    expect(second.stdout).not.toContain('--state--')
+    const s = parseSurvey(second, 'pi', closure)
+    expect(s).toEqual({
+      kind: 'held',
+      holder: { id: 'a', secondsLeft: expect.any(Number), description: 'run a' }
+    })
+    expect(fs.existsSync(root)).toBe(false)
+  })
+
+  it('an unchanged target: answered and the lock released in the same command (or kept when asked)', () => {
+    // Here /run/current-system and the profile do not exist (readlink gives ''), so a toplevel of ''
+    // is "already running" for the modes that compare with what runs; "never" (a dry run) never is.
+    fs.rmSync(path.join(lockDir, 'owner'), { force: true })
+    const none = survey({}, path.join(dir, 'gcroots', 'nda', 'y.c'), {
+      lockId: 'c',
+      unchangedWhen: 'never',
+      top: ''
+    })
+    expect(none.stdout).toContain('--copy--')
+    fs.rmSync(path.join(lockDir, 'owner'), { force: true })
+    const same = survey({}, path.join(dir, 'gcroots', 'nda', 'y.d'), {
+      lockId: 'd',
+      unchangedWhen: 'test',
+      top: ''
+    })
+    const s = parseSurvey(same, 'pi', closure)
+    expect(s).toMatchObject({ kind: 'unchanged', lockReleased: true })
+    expect(fs.existsSync(path.join(lockDir, 'owner'))).toBe(false)
+    const kept = survey({}, path.join(dir, 'gcroots', 'nda', 'y.e'), {
+      lockId: 'e',
+      unchangedWhen: 'test',
+      top: '',
+      release: 'no'
+    })
+    expect(parseSurvey(kept, 'pi', closure)).toMatchObject({ kind: 'unchanged', lockReleased: false })
+    expect(fs.readFileSync(path.join(lockDir, 'owner'), 'utf8').split('\n')[0]).toBe('e')
+  })
+
+  it("removes other runs' GC roots only when they are a day old", () => {
+    const gc = path.join(dir, 'gcroots', 'nda')
+    fs.symlinkSync(toplevel, path.join(gc, 'stale.run0'))
+    fs.symlinkSync(toplevel, path.join(gc, 'fresh.run2'))
+    execFileSync('touch', ['-h', '-d', '2 days ago', path.join(gc, 'stale.run0')])
+    fs.rmSync(path.join(lockDir, 'owner'), { force: true })
+    survey({}, path.join(gc, 'system.run3'))
+    expect(
+      fs.existsSync(path.join(gc, 'fresh.run2')) || fs.lstatSync(path.join(gc, 'fresh.run2')).isSymbolicLink()
+    ).toBe(true)
+    expect(() => fs.lstatSync(path.join(gc, 'stale.run0'))).toThrow()
+    expect(fs.lstatSync(path.join(gc, 'system.run3')).isSymbolicLink()).toBe(true)
   })
 })

@@ -1,11 +1,10 @@
-import * as core from '@actions/core'
 import { randomBytes } from 'crypto'
 import { ActionError } from '../errors'
 import { Plan } from '../plan'
-import { withCommandsOffAsync } from '../report/untrusted'
 import { Remote } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
 import { AGENT_SCRIPT, DECIDE_SCRIPT, FOLLOW_SCRIPT, START_SCRIPT } from './agent-script'
+import { LockRequest } from './lock'
 import { PROBE_SCRIPT, RemoteState, generationOf, parseRemoteState } from './remote-state'
 import { TargetSession } from './session'
 
@@ -16,6 +15,20 @@ const POLL_TIMEOUT_MS = 10_000
 /** No confirmation within this long of the run's deadline: the decision command alone may take POLL_TIMEOUT_MS. */
 const CONFIRM_MARGIN_MS = POLL_TIMEOUT_MS
 export const RUN_DIR_BASE = '/run/nix-deploy-action'
+/** The activation log kept in memory (for the summary and dry-activate's units): its tail. */
+const MAX_KEPT_LOG = 1 << 20
+/** One follow poll returns at most this much of the agent's log; a longer backlog takes more polls. */
+export const FOLLOW_CHUNK_BYTES = 256 * 1024
+
+/**
+ * Whether the agent on the target may still act: started, and no final outcome seen yet. While it
+ * may, the deploy lock is the agent's to keep (it renews it) and the action must not release it.
+ */
+export interface AgentTracker {
+  dir?: string
+  started: boolean
+  finished: boolean
+}
 
 /** The deploy failed but the target is back on what it ran before. */
 export class RolledBackError extends ActionError {
@@ -30,7 +43,7 @@ export class RolledBackError extends ActionError {
 }
 
 export async function readRemoteState(host: Remote): Promise<RemoteState> {
-  const r = await host.exec(PROBE_SCRIPT, { timeoutMs: STEP_TIMEOUT_MS })
+  const r = await host.exec(PROBE_SCRIPT, { timeoutMs: STEP_TIMEOUT_MS, what: 'reading the system state' })
   if (r.exitCode !== 0)
     throw new ActionError(
       `reading the system state of the target failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-300)}`,
@@ -97,10 +110,13 @@ export async function activate(
   settings: ActivationSettings,
   toplevel: string,
   before: RemoteState,
-  lock?: { dir: string; id: string; leaseSeconds: number }
+  lock: LockRequest | undefined,
+  agent: AgentTracker = { started: false, finished: false }
 ): Promise<ActivationOutcome> {
+  const log = session.log
   const id = randomBytes(6).toString('hex')
   const dir = `${RUN_DIR_BASE}/${id}`
+  agent.dir = dir
   const waitSeconds = plan.magicRollback
     ? settings.confirmTimeoutSeconds
     : plan.healthChecks.length > 0
@@ -110,7 +126,7 @@ export async function activate(
 
   const prep = await session.exec(
     shellCommand(['sh', '-c', 'umask 077 && mkdir -p "$1" && cat >"$1/agent.sh" && : >"$1/log"', 'sh', dir]),
-    { stdin: AGENT_SCRIPT, timeoutMs: STEP_TIMEOUT_MS }
+    { stdin: AGENT_SCRIPT, timeoutMs: STEP_TIMEOUT_MS, what: 'writing the activation agent' }
   )
   if (prep.exitCode !== 0)
     throw new ActionError(
@@ -120,7 +136,6 @@ export async function activate(
     )
 
   const agentArgs = [
-    dir,
     toplevel,
     plan.mode,
     String(settings.activationTimeoutSeconds),
@@ -133,67 +148,76 @@ export async function activate(
     lock?.id ?? '',
     String(lock?.leaseSeconds ?? 0)
   ]
-  const started = await session.exec(shellCommand(['sh', '-c', START_SCRIPT, 'sh', ...agentArgs]), {
-    timeoutMs: STEP_TIMEOUT_MS
-  })
+  const started = await session.exec(
+    shellCommand([
+      'sh',
+      '-c',
+      START_SCRIPT,
+      'sh',
+      lock?.dir ?? '',
+      lock?.id ?? '',
+      String(lock?.leaseSeconds ?? 0),
+      dir,
+      ...agentArgs
+    ]),
+    { timeoutMs: STEP_TIMEOUT_MS, what: 'starting the activation agent' }
+  )
+  if (started.exitCode === 0 && started.stdout.trim() === 'lost-lock')
+    throw new ActionError(
+      `this run lost the deploy lock on ${session.label} before activating: another deploy took it over after the lease ran out`,
+      'Nothing was activated by this run. Check the link to the target (it was unreachable for longer than the lease), then re-run.',
+      'activate'
+    )
   if (started.exitCode !== 0 || !/started-/.test(started.stdout))
     throw new ActionError(
       `could not start the activation on ${session.label}: ${started.stderr.trim().slice(-300)}`,
       'Check that the target has setsid (util-linux) or systemd-run.',
       'activate'
     )
-  core.info(`Activation agent started on ${session.label} (${started.stdout.trim()}, ${dir})`)
+  agent.started = true
+  log.info(`Activation agent started on ${session.label} (${started.stdout.trim()}, ${dir})`)
 
-  let log = ''
+  let agentLog = ''
   let offset = 0
   let state: AgentState = {}
-  const follow = async (
-    until: (s: AgentState) => boolean,
-    deadline: number,
-    print: (t: string) => void
-  ): Promise<AgentState> => {
+  const follow = async (until: (s: AgentState) => boolean, deadline: number): Promise<AgentState> => {
     for (;;) {
       const r = await session.execRetrying(
-        shellCommand(['sh', '-c', FOLLOW_SCRIPT, 'sh', dir, String(offset)]),
+        shellCommand(['sh', '-c', FOLLOW_SCRIPT, 'sh', dir, String(offset), String(FOLLOW_CHUNK_BYTES)]),
         deadline,
-        {
-          timeoutMs: POLL_TIMEOUT_MS
-        }
+        { timeoutMs: POLL_TIMEOUT_MS, what: 'following the activation log' }
       )
       const s = parseAgentState(r.stderr)
       const chunk = r.stdout
       if (chunk) {
-        print(chunk)
-        log += chunk
+        log.untrusted(chunk)
+        agentLog = (agentLog + chunk).slice(-MAX_KEPT_LOG)
       }
       offset = Math.max(offset, Math.min(s.size, offset + Buffer.byteLength(chunk)))
       state = s
-      if (until(s)) return s
+      if (s.outcome !== undefined) agent.finished = true
+      const backlog = offset < s.size
+      if (until(s) && !backlog) return s
       if (Date.now() >= deadline) return s
-      await new Promise(res => setTimeout(res, POLL_MS))
+      if (!backlog) await new Promise(res => setTimeout(res, POLL_MS))
     }
   }
 
   const activationDeadline = Date.now() + (settings.activationTimeoutSeconds + 60) * 1000
   // Long enough for the agent's own rollback (two activations) after it decides.
   const rollbackAllowanceMs = (2 * settings.activationTimeoutSeconds + 60) * 1000
-  core.startGroup(`switch-to-configuration ${plan.mode} on ${session.label}`)
-  try {
-    await withCommandsOffAsync(async print => {
-      await follow(s => s.status !== undefined || s.outcome !== undefined, activationDeadline, print)
-      if (state.status === undefined && state.outcome === undefined)
-        throw new ActionError(
-          `the activation on ${session.label} did not finish within activation-timeout (${settings.activationTimeoutSeconds} s), or the target could not be reached to see it finish`,
-          'The target rolls back by itself when activation times out. Check it (readlink /run/current-system) and the activation log above.',
-          'activate',
-          log.slice(-4000)
-        )
-      if (state.status !== 0 || waitSeconds === 0)
-        await follow(s => s.outcome !== undefined, Date.now() + rollbackAllowanceMs, print)
-    })
-  } finally {
-    core.endGroup()
-  }
+  await log.group(`switch-to-configuration ${plan.mode} on ${session.label}`, async () => {
+    await follow(s => s.status !== undefined || s.outcome !== undefined, activationDeadline)
+    if (state.status === undefined && state.outcome === undefined)
+      throw new ActionError(
+        `the activation on ${session.label} did not finish within activation-timeout (${settings.activationTimeoutSeconds} s), or the target could not be reached to see it finish`,
+        'The target rolls back by itself when activation times out, and keeps the deploy lock until it has. Check it (readlink /run/current-system) and the activation log above.',
+        'activate',
+        agentLog.slice(-4000)
+      )
+    if (state.status !== 0 || waitSeconds === 0)
+      await follow(s => s.outcome !== undefined, Date.now() + rollbackAllowanceMs)
+  })
 
   let healthReport: string | undefined
   let confirmedOverNewConnection = false
@@ -222,18 +246,19 @@ export async function activate(
       decision = 'abort'
       abortReason = `the run's timeout was about to pass before ${toplevel} could be confirmed on ${session.label}`
       abortHint = 'Raise timeout: it must leave room for the activation and the confirmation.'
-      core.warning(`${abortReason}: not confirming it; the target rolls back now`)
+      log.warning(`${abortReason}: not confirming it; the target rolls back now`)
     }
     // The confirmation goes over a new connection: proof that the new system still lets us in.
     let answer: string | undefined
     for (;;) {
       try {
         if (decision === 'confirm') {
-          core.info(`Confirming over a new connection to ${session.label}`)
+          log.info(`Confirming over a new connection to ${session.label}`)
           await session.reconnect()
         }
         const r = await session.exec(shellCommand(['sh', '-c', DECIDE_SCRIPT, 'sh', dir, decision]), {
-          timeoutMs: POLL_TIMEOUT_MS
+          timeoutMs: POLL_TIMEOUT_MS,
+          what: `sending the ${decision === 'confirm' ? 'confirmation' : 'abort'}`
         })
         answer = r.stdout.trim()
         confirmedOverNewConnection = decision === 'confirm' && answer === 'won'
@@ -241,7 +266,7 @@ export async function activate(
       } catch (e) {
         if (!(e instanceof ActionError)) throw e
         if (Date.now() >= agentDeadline) {
-          core.warning(
+          log.warning(
             `Could not reach ${session.label} to ${decision} the deploy within confirm-timeout: ${e.message}`
           )
           break
@@ -249,30 +274,31 @@ export async function activate(
         await new Promise(res => setTimeout(res, 2000))
       }
     }
-    core.startGroup(`Result of the deploy on ${session.label}`)
-    try {
-      await withCommandsOffAsync(print =>
-        follow(s => s.outcome !== undefined, Math.max(agentDeadline, Date.now()) + rollbackAllowanceMs, print)
-      )
-    } finally {
-      core.endGroup()
-    }
+    await log.group(`Result of the deploy on ${session.label}`, () =>
+      follow(s => s.outcome !== undefined, Math.max(agentDeadline, Date.now()) + rollbackAllowanceMs)
+    )
     if (decision === 'abort' && state.outcome === 'rolled-back')
       throw new RolledBackError(
         `${abortReason}; rolled back to ${before.current}`,
         abortHint,
         before.current,
-        [healthReport, log.slice(-4000)].filter(Boolean).join('\n\n')
+        [healthReport, agentLog.slice(-4000)].filter(Boolean).join('\n\n')
       )
   }
-  await session.exec(shellCommand(['rm', '-rf', dir]), { timeoutMs: 30_000 }).catch(() => undefined)
+  if (agent.finished)
+    await session
+      .exec(shellCommand(['rm', '-rf', dir]), {
+        timeoutMs: 30_000,
+        what: 'removing the activation directory'
+      })
+      .catch(() => undefined)
   return finish(
     state,
     plan.mode,
     before,
     toplevel,
     session.label,
-    log,
+    agentLog,
     healthReport,
     confirmedOverNewConnection
   )
@@ -362,7 +388,8 @@ export async function runHealthChecks(
       try {
         // Health checks are the one place where input is meant to be shell: run as written by `sh -c`.
         const r = await session.execRetrying(shellCommand(['sh', '-c', check]), deadline, {
-          timeoutMs: Math.min(remaining, 30_000)
+          timeoutMs: Math.min(remaining, 30_000),
+          what: 'running a health check'
         })
         if (r.exitCode !== 0) {
           failed = check
@@ -376,14 +403,40 @@ export async function runHealthChecks(
       }
     }
     if (!failed) {
-      core.info(`Health checks passed (attempt ${attempt})`)
+      session.log.info(`Health checks passed (attempt ${attempt})`)
       return { ok: true, report: `health checks passed on attempt ${attempt}: ${checks.join('; ')}` }
     }
     if (Date.now() + 2000 >= deadline) {
-      core.warning(last)
+      session.log.warning(last)
       return { ok: false, report: last }
     }
-    core.info(`${last.split('\n')[0]}; retrying`)
+    session.log.info(`${last.split('\n')[0]}; retrying`)
     await new Promise(res => setTimeout(res, 2000))
+  }
+}
+
+/**
+ * The action gives up following an agent that has not finished (activation-timeout passed, or the
+ * target could not be reached): it tells the agent, best effort, so the agent releases the deploy
+ * lock itself when it reaches its final state. Returns true when the agent had already finished (the
+ * action may then release the lock). If the target cannot be reached, the lease expires by itself
+ * at most LEASE_SECONDS after the agent's last renewal.
+ */
+export async function abandonAgent(session: TargetSession, agent: AgentTracker): Promise<boolean> {
+  if (!agent.dir) return false
+  try {
+    const r = await session.exec(
+      shellCommand([
+        'sh',
+        '-c',
+        ': >"$1/abandoned" && if [ -f "$1/outcome" ]; then echo finished; fi',
+        'sh',
+        agent.dir
+      ]),
+      { timeoutMs: 15_000, what: 'handing the deploy lock to the activation agent' }
+    )
+    return r.stdout.trim() === 'finished'
+  } catch {
+    return false
   }
 }

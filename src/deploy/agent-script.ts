@@ -3,6 +3,7 @@
  * a positional parameter (quoted by shellCommand), never pasted into the script, so no input can
  * change what they do. They avoid bashisms: the target's /bin/sh may be any POSIX shell.
  */
+import { LOCK_FUNCTIONS } from './lock'
 
 /**
  * The activation agent, written to the target for each deploy (it is NOT part of the deployed
@@ -16,8 +17,12 @@
  *      decision comes in time (unless told to keep the new system then).
  * The action follows it through files in its run directory: log, generation, status, outcome.
  *
- * While it runs it renews the deploy lock's lease (LOCK_DIR, LOCK_ID; '' for none), so a second deploy
- * cannot start while this one may still roll back, even if the action is gone.
+ * It holds the deploy lock with the action (LOCK_DIR, LOCK_ID; '' for none), renewing the lease
+ * every 15 s until it reaches a final state, so no other deploy starts while this one may still roll
+ * back, even if the action is gone. After that the action, which reads the outcome, releases the
+ * lock; if the action gave up following (DIR/abandoned) or does not come for the outcome within
+ * 30 s, the agent releases it itself. Whatever it starts runs in the foreground or is waited for:
+ * when it ends, nothing of it is left running.
  *
  * usage: agent.sh DIR TOPLEVEL ACTION ACTIVATION_TIMEOUT WAIT_SECONDS ON_TIMEOUT PREV_CURRENT PREV_PROFILE PREV_GENERATION LOCK_DIR LOCK_ID LEASE_SECONDS
  *   ON_TIMEOUT: rollback | keep; PREV_*: the target's state before the deploy ('' when absent).
@@ -27,23 +32,52 @@ set -u
 dir=$1 top=$2 action=$3 activation_timeout=$4 wait_seconds=$5 on_timeout=$6
 prev_current=$7 prev_profile=$8 prev_gen=$9
 shift 9
-lock_dir=$1 lock_id=$2 lease=$3
+lock_dir=$1 lock_id=$2 lease=$3 lock_desc=
 P=/nix/var/nix/profiles/system
 exec >>"$dir/log" 2>&1 </dev/null
-
-# Renews the deploy lock's lease if this deploy still holds it (same owner file format as LOCK_SCRIPT).
-renew() {
-  [ -n "$lock_dir" ] && [ "$(sed -n 1p "$lock_dir/owner" 2>/dev/null)" = "$lock_id" ] || return 0
-  desc=$(sed -n 3p "$lock_dir/owner")
-  printf '%s\n%s\n%s\n' "$lock_id" "$(( $(date +%s) + lease ))" "$desc" >"$lock_dir/owner.agent" && mv -f "$lock_dir/owner.agent" "$lock_dir/owner"
-}
-# In the background while switch-to-configuration runs (it may take minutes).
-( while sleep 15; do [ -f "$dir/outcome" ] && exit 0; renew; done ) &
-renew
+${LOCK_FUNCTIONS}
 
 say() { echo "[nix-deploy-action agent $(date +%H:%M:%S)] $*"; }
-finish() { echo "$1" >"$dir/outcome.tmp" && mv -f "$dir/outcome.tmp" "$dir/outcome"; say "outcome: $1"; exit 0; }
+renew() {
+  [ -n "$lock_dir" ] || return 0
+  case $(lock_op renew) in
+    renewed) ;;
+    *) say "warning: this deploy no longer holds the deploy lock" ;;
+  esac
+}
+# Records the final outcome. The action, following, reads it and removes DIR, and then releases the
+# lock after its checks; if it does not come for the outcome within 30 s (it is gone, or it wrote
+# DIR/abandoned), the agent releases the lock itself.
+finish() {
+  echo "$1" >"$dir/outcome.tmp" && mv -f "$dir/outcome.tmp" "$dir/outcome"
+  say "outcome: $1"
+  [ -n "$lock_dir" ] || exit 0
+  n=0
+  while [ -e "$dir/outcome" ] && [ ! -e "$dir/abandoned" ] && [ $n -lt 30 ]; do sleep 1; n=$((n + 1)); done
+  if [ -e "$dir/outcome" ]; then lock_op release >/dev/null; fi
+  exit 0
+}
 gen_of() { readlink "$1" 2>/dev/null | sed -n 's/^system-\([0-9][0-9]*\)-link$/\1/p'; }
+generations() { ls /nix/var/nix/profiles 2>/dev/null | sed -n 's/^system-\([0-9][0-9]*\)-link$/\1/p' | tr '\n' ' '; }
+# Runs a command with a time limit while renewing the lease every 15 s; its exit status in $rc. The
+# command runs in the background only so this shell can renew; it is always waited for. timeout
+# runs it in a process group of its own: when the time limit passes (124; 137 if it ignored TERM
+# for 10 s), everything left in that group -- children that ignore TERM or outlived their parent --
+# is killed, so a timed-out activation cannot change the system after the rollback.
+run_renewing() {
+  rm -f "$dir/rc" "$dir/tpid"
+  { sh -c 'echo $$ >"$1"; shift; exec timeout -k 10 "$@"' sh "$dir/tpid" "$activation_timeout" "$@"; echo $? >"$dir/rc"; } &
+  job=$!
+  ticks=0
+  while [ ! -s "$dir/rc" ]; do
+    sleep 1
+    ticks=$((ticks + 1))
+    if [ $((ticks % 15)) = 0 ]; then renew; fi
+  done
+  wait "$job"
+  rc=$(cat "$dir/rc")
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then kill -s KILL -- "-$(cat "$dir/tpid")" 2>/dev/null; fi
+}
 
 sets_profile=0 changes_running=0
 case "$action" in
@@ -51,17 +85,22 @@ case "$action" in
   boot) sets_profile=1 ;;
   test) changes_running=1 ;;
 esac
-created_gen=
+created_gen= created_new=0
 
 # Puts the target back as it was: the profile link exactly as before (not "profile - 1"), the
-# generation this deploy made deleted, the previously running system re-activated (as "test" when it
+# generation this deploy made deleted (only one it made: nix-env --set reuses the newest generation
+# when that already holds the system), the previously running system re-activated (as "test" when it
 # was itself a test deploy, so it does not become the boot default), and the boot entry restored.
 rollback() {
   ok=0
   if [ "$sets_profile" = 1 ] && [ -n "$created_gen" ]; then
     if [ -n "$prev_gen" ] && [ "$prev_gen" != "$created_gen" ]; then
-      nix-env -p "$P" --switch-generation "$prev_gen" && nix-env -p "$P" --delete-generations "$created_gen" || ok=1
-    elif [ -z "$prev_gen" ]; then
+      if ! nix-env -p "$P" --switch-generation "$prev_gen"; then
+        say "generation $prev_gen is gone: setting the profile to $prev_profile"
+        [ -n "$prev_profile" ] && nix-env -p "$P" --set "$prev_profile" || ok=1
+      fi
+      if [ "$created_new" = 1 ]; then nix-env -p "$P" --delete-generations "$created_gen" || ok=1; fi
+    elif [ -z "$prev_gen" ] && [ "$created_new" = 1 ]; then
       rm -f "$P" "$P-$created_gen-link" || ok=1
     fi
   fi
@@ -69,11 +108,13 @@ rollback() {
     how=test
     if [ "$action" = switch ] && [ "$prev_current" = "$prev_profile" ]; then how=switch; fi
     say "re-activating $prev_current ($how)"
-    timeout "$activation_timeout" "$prev_current/bin/switch-to-configuration" "$how" || ok=1
+    run_renewing "$prev_current/bin/switch-to-configuration" "$how"
+    [ "$rc" = 0 ] || ok=1
   fi
   if [ "$sets_profile" = 1 ] && [ -n "$prev_profile" ] && ! { [ "$changes_running" = 1 ] && [ "$prev_current" = "$prev_profile" ]; }; then
     say "restoring the boot entry of $prev_profile"
-    timeout "$activation_timeout" "$prev_profile/bin/switch-to-configuration" boot || ok=1
+    run_renewing "$prev_profile/bin/switch-to-configuration" boot
+    [ "$rc" = 0 ] || ok=1
   fi
   now_current=$(readlink -f /run/current-system 2>/dev/null)
   now_profile=$(readlink -f "$P" 2>/dev/null)
@@ -84,28 +125,31 @@ rollback() {
   return $ok
 }
 
+renew
 if [ "$sets_profile" = 1 ]; then
+  before=$(generations)
   if ! nix-env -p "$P" --set "$top"; then
     echo 1 >"$dir/status"
     finish profile-failed
   fi
   created_gen=$(gen_of "$P")
+  case " $before " in *" $created_gen "*) ;; *) created_new=1 ;; esac
   echo "$created_gen" >"$dir/generation"
 fi
 
 say "switch-to-configuration $action"
-timeout "$activation_timeout" "$top/bin/switch-to-configuration" "$action"
-rc=$?
+run_renewing "$top/bin/switch-to-configuration" "$action"
 echo "$rc" >"$dir/status.tmp" && mv -f "$dir/status.tmp" "$dir/status"
 if [ "$rc" != 0 ]; then
-  if [ "$rc" = 124 ]; then say "activation did not finish within $activation_timeout s"; else say "activation failed (exit $rc)"; fi
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then say "activation did not finish within $activation_timeout s"; else say "activation failed (exit $rc)"; fi
   if [ "$action" = dry-activate ]; then finish failed; fi
   if rollback; then finish rolled-back; else finish rollback-failed; fi
 fi
 if [ "$wait_seconds" -le 0 ]; then finish done; fi
 
 say "waiting up to $wait_seconds s for the deploy to be confirmed"
-deadline=$(( $(date +%s) + wait_seconds ))
+deadline=$(( $(cut -d. -f1 /proc/uptime) + wait_seconds ))
+ticks=0
 while :; do
   if [ -f "$dir/decision" ]; then
     case "$(cat "$dir/decision")" in
@@ -116,13 +160,14 @@ while :; do
       timeout) ;;
     esac
   fi
-  if [ "$(date +%s)" -ge "$deadline" ] && mkdir "$dir/decided" 2>/dev/null; then
+  if [ "$(cut -d. -f1 /proc/uptime)" -ge "$deadline" ] && mkdir "$dir/decided" 2>/dev/null; then
     echo timeout >"$dir/decision"
     if [ "$on_timeout" = keep ]; then finish unconfirmed-kept; fi
     say "not confirmed within $wait_seconds s: rolling back"
     if rollback; then finish rolled-back-unconfirmed; else finish rollback-failed; fi
   fi
-  renew
+  ticks=$((ticks + 1))
+  if [ $((ticks % 15)) = 0 ]; then renew; fi
   sleep 1
 done
 `
@@ -130,10 +175,14 @@ done
 /**
  * Starts the agent detached: as a transient systemd unit when systemd runs the target (checked by
  * /run/systemd/system, as systemd itself does, not by whether systemd-run exists), else in a new
- * session with setsid + nohup. Either way it survives the SSH session.
- * usage: sh -c START_SCRIPT sh DIR AGENT_ARGS...
+ * session with setsid + nohup. Either way it survives the SSH session. First it renews the deploy
+ * lock: a run whose lock was taken over (its lease ran out) starts nothing ("lost-lock").
+ * usage: sh -c START_SCRIPT sh LOCK_DIR LOCK_ID LEASE DIR AGENT_ARGS...   (AGENT_ARGS: agent.sh's after DIR)
  */
-export const START_SCRIPT = String.raw`dir=$1; shift
+export const START_SCRIPT = String.raw`lock_dir=$1 lock_id=$2 lease=$3 lock_desc= dir=$4
+shift 4
+${LOCK_FUNCTIONS}
+if [ -n "$lock_dir" ] && [ "$(lock_op renew)" != renewed ]; then echo lost-lock; exit 0; fi
 sh_path=$(command -v sh)
 if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
   systemd-run --unit="nix-deploy-action-$(basename "$dir")" --collect --quiet --setenv=PATH="$PATH" \
@@ -144,13 +193,16 @@ else
 fi`
 
 /**
- * Prints the agent's log from byte OFFSET on stdout, and its state on stderr as key=value lines.
- * usage: sh -c FOLLOW_SCRIPT sh DIR OFFSET
+ * Prints the agent's log from byte OFFSET on stdout (at most MAX bytes: a long backlog comes in
+ * several polls), and its state on stderr as key=value lines.
+ * usage: sh -c FOLLOW_SCRIPT sh DIR OFFSET MAX
  */
-export const FOLLOW_SCRIPT = String.raw`dir=$1 offset=$2
+export const FOLLOW_SCRIPT = String.raw`dir=$1 offset=$2 max=$3
 size=$(wc -c <"$dir/log" 2>/dev/null || echo 0)
 size=$(echo $size)
-if [ "$size" -gt "$offset" ]; then tail -c +"$((offset + 1))" "$dir/log" | head -c "$((size - offset))"; fi
+n=$((size - offset))
+if [ "$n" -gt "$max" ]; then n=$max; fi
+if [ "$n" -gt 0 ]; then tail -c +"$((offset + 1))" "$dir/log" | head -c "$n"; fi
 {
   echo "size=$size"
   echo "status=$(cat "$dir/status" 2>/dev/null)"
@@ -164,31 +216,3 @@ if [ "$size" -gt "$offset" ]; then tail -c +"$((offset + 1))" "$dir/log" | head 
  * usage: sh -c DECIDE_SCRIPT sh DIR confirm|abort
  */
 export const DECIDE_SCRIPT = String.raw`if mkdir "$1/decided" 2>/dev/null; then echo "$2" >"$1/decision.tmp" && mv -f "$1/decision.tmp" "$1/decision" && echo won; else echo "lost:$(cat "$1/decision" 2>/dev/null)"; fi`
-
-/**
- * The deploy lock: a directory created atomically by mkdir, with an owner file (id, lease expiry in
- * epoch seconds, description). An expired lease (a crashed run) is taken over.
- * usage: sh -c LOCK_SCRIPT sh LOCKDIR ID EXPIRY DESCRIPTION  -> "acquired" | "held\n<owner file>"
- */
-export const LOCK_SCRIPT = String.raw`lock=$1 id=$2 expiry=$3 desc=$4
-mkdir -p "$(dirname "$lock")"
-take() { printf '%s\n%s\n%s\n' "$id" "$expiry" "$desc" >"$lock/owner.tmp" && mv -f "$lock/owner.tmp" "$lock/owner"; }
-if mkdir "$lock" 2>/dev/null; then take; echo acquired; exit 0; fi
-owner_id=$(sed -n 1p "$lock/owner" 2>/dev/null)
-if [ "$owner_id" = "$id" ]; then take; echo acquired; exit 0; fi
-owner_expiry=$(sed -n 2p "$lock/owner" 2>/dev/null)
-now=$(date +%s)
-# An owner file that never got written (a run killed between mkdir and write) counts as expired
-# once the directory is a minute old.
-if [ -z "$owner_expiry" ]; then
-  if [ -n "$(find "$lock" -maxdepth 0 -mmin +1 2>/dev/null)" ]; then owner_expiry=0; else owner_expiry=$((now + 60)); fi
-fi
-if [ "$now" -gt "$owner_expiry" ] && mv "$lock" "$lock.expired.$id" 2>/dev/null; then
-  rm -rf "$lock.expired.$id"
-  if mkdir "$lock" 2>/dev/null; then take; echo acquired-expired; exit 0; fi
-fi
-echo held
-cat "$lock/owner" 2>/dev/null`
-
-/** usage: sh -c UNLOCK_SCRIPT sh LOCKDIR ID — removes the lock only if this run holds it. */
-export const UNLOCK_SCRIPT = String.raw`if [ "$(sed -n 1p "$1/owner" 2>/dev/null)" = "$2" ]; then rm -rf "$1"; fi`

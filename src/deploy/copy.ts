@@ -1,14 +1,15 @@
-import * as core from '@actions/core'
 import { ChildProcessByStdio, spawn } from 'child_process'
 import { readFileSync } from 'fs'
 import { Readable, Transform, Writable } from 'stream'
 import { ActionError } from '../errors'
 import { PathInfo, totalNarSize } from '../nix/closure'
 import { RunnerNix } from '../nix/nix'
-import { storePathName } from '../nix/store-path'
+import * as path from 'path'
 import { formatBytes } from '../report/format'
+import { Log, plainLog } from '../report/untrusted'
 import { Remote } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
+import { childEnv } from '../secrets'
 import { chooseCodec, Codec, CompressionSetting, onPath } from './compression'
 
 export interface CopyResult {
@@ -61,27 +62,29 @@ const SUBSTITUTE_TIMEOUT_MS = 300_000
  */
 export async function substituteOnTarget(
   host: Remote,
-  plan: CopyPlan
+  plan: CopyPlan,
+  log: Log = plainLog
 ): Promise<{ plan: CopyPlan; substituted: PathInfo[] }> {
   if (plan.toCopy.length === 0) return { plan, substituted: [] }
   const asked = new Set(plan.toCopy.map(p => p.path))
   try {
     const r = await host.exec(shellCommand(['sh', '-c', SUBSTITUTE_SCRIPT, 'sh']), {
       stdin: plan.toCopy.map(p => p.path).join('\n') + '\n',
-      timeoutMs: SUBSTITUTE_TIMEOUT_MS
+      timeoutMs: SUBSTITUTE_TIMEOUT_MS,
+      what: 'substituting on the target from its own substituters'
     })
     if (r.exitCode !== 0 && r.stdout.trim() === '')
       throw new Error(`exit ${r.exitCode}: ${r.stderr.trim().slice(-200)}`)
     const missing = parseMissing(r.stdout, asked)
     const substituted = plan.toCopy.filter(p => !missing.has(p.path))
     if (substituted.length > 0)
-      core.info(
+      log.info(
         `The target fetched ${substituted.length} of ${plan.toCopy.length} paths (${formatBytes(totalNarSize(substituted))}) from its own substituters`
       )
-    else core.info("The target's substituters had none of the paths (or are unreachable): copying them all")
+    else log.info("The target's substituters had none of the paths (or are unreachable): copying them all")
     return { plan: { ...plan, toCopy: plan.toCopy.filter(p => missing.has(p.path)) }, substituted }
   } catch (e) {
-    core.info(`Substituting on the target did not work (${(e as Error).message}): copying every path`)
+    log.info(`Substituting on the target did not work (${(e as Error).message}): copying every path`)
     return { plan, substituted: [] }
   }
 }
@@ -100,12 +103,27 @@ export function bytesReadBy(pid: number | undefined): number | undefined {
   }
 }
 
+/**
+ * The import's time limit: generous (the stream at 100 KiB/s of NAR, plus 10 minutes), so only a
+ * target that stopped importing reaches it; the connection's keepalive catches a dead link sooner.
+ */
+export function importTimeoutMs(narBytes: number): number {
+  return 600_000 + Math.ceil(narBytes / (100 * 1024)) * 1000
+}
+
 /** Above this many paths, the post-import check is a separate call (the command line would get long). */
 const MAX_PATHS_ON_COMMAND_LINE = 800
 
-export function gcRootPath(storePath: string): string {
-  return `${GC_ROOT_DIR}/${storePathName(storePath)}`
+/**
+ * The GC root one run places for the system it copies: named by the whole store path (hash and
+ * name: two systems of one name must not share a root) and the run, so concurrent runs never
+ * remove each other's. A run that dies before removing its root leaves it; the survey removes roots
+ * older than GC_ROOT_MAX_AGE_MINUTES (no deploy takes that long).
+ */
+export function gcRootPath(storePath: string, runId: string): string {
+  return `${GC_ROOT_DIR}/${path.posix.basename(storePath)}.${runId}`
 }
+export const GC_ROOT_MAX_AGE_MINUTES = 24 * 60
 
 /** Parses the Pi's answer to QUERY_MISSING, keeping only paths we asked about. */
 export function parseMissing(stdout: string, asked: Set<string>): Set<string> {
@@ -118,7 +136,11 @@ export function parseMissing(stdout: string, asked: Set<string>): Set<string> {
 }
 
 export async function queryMissing(host: Remote, paths: string[]): Promise<Set<string>> {
-  const r = await host.exec(QUERY_MISSING, { stdin: paths.join('\n') + '\n', timeoutMs: 120_000 })
+  const r = await host.exec(QUERY_MISSING, {
+    stdin: paths.join('\n') + '\n',
+    timeoutMs: 120_000,
+    what: 'checking the copied paths'
+  })
   if (r.exitCode !== 0)
     throw new ActionError(
       `asking ${host.label} which store paths it lacks failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-500)}`,
@@ -147,15 +169,16 @@ export async function copyClosure(
   nix: RunnerNix,
   plan: CopyPlan,
   closurePathCount: number,
-  compression: CompressionSetting = 'auto'
+  compression: CompressionSetting = 'auto',
+  log: Log = plainLog
 ): Promise<CopyResult> {
   const { toCopy } = plan
   const narBytes = totalNarSize(toCopy)
   if (toCopy.length === 0) return { copiedPaths: [], narBytes: 0, wireBytes: 0, codec: 'none' }
   const chosen = chooseCodec(compression, tool => onPath(tool), plan.targetCodecs)
-  if (chosen.note) core.info(chosen.note)
+  if (chosen.note) log.info(chosen.note)
   const codec = chosen.codec
-  core.info(
+  log.info(
     `Copying ${toCopy.length} of ${closurePathCount} paths (${formatBytes(narBytes)}) to ${host.label}, compression: ${codec.name}`
   )
   const exportArgs = [...nix.legacyArgs(), '--export', ...toCopy.map(p => p.path)]
@@ -165,16 +188,22 @@ export async function copyClosure(
   let exportedBytes = 0
   let stream: Readable
   if (codec.compress.length > 0) {
-    compressor = spawn(codec.compress[0], codec.compress.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] })
+    compressor = spawn(codec.compress[0], codec.compress.slice(1), {
+      env: childEnv(),
+      stdio: ['pipe', 'pipe', 'pipe']
+    })
     compressor.stderr.on('data', (d: Buffer) => (compressErr += d.toString('utf8')))
     compressor.stdin.on('error', () => undefined)
     // nix-store writes straight into the compressor: the NAR bytes never pass through this
     // process, whose one thread encrypts everything the SSH transport sends.
-    exporter = spawn('nix-store', exportArgs, { stdio: ['ignore', compressor.stdin, 'pipe'] })
+    exporter = spawn('nix-store', exportArgs, {
+      env: childEnv(),
+      stdio: ['ignore', compressor.stdin, 'pipe']
+    })
     compressor.stdin.destroy()
     stream = compressor.stdout
   } else {
-    const counted = spawn('nix-store', exportArgs, { stdio: ['ignore', 'pipe', 'pipe'] })
+    const counted = spawn('nix-store', exportArgs, { env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
     exporter = counted
     stream = counted.stdout.pipe(
       new Transform({
@@ -208,13 +237,13 @@ export async function copyClosure(
     const secs = (Date.now() - started) / 1000
     const read = narSent()
     if (read === undefined) {
-      core.info(`  ${formatBytes(wireBytes)} on the wire (${formatBytes(wireBytes / secs)}/s)`)
+      log.info(`  ${formatBytes(wireBytes)} on the wire (${formatBytes(wireBytes / secs)}/s)`)
       return
     }
     const sent = Math.min(read, narBytes)
     const rate = sent / secs
     const eta = rate > 0 ? Math.max(0, (narBytes - sent) / rate) : 0
-    core.info(
+    log.info(
       `  sent ${formatBytes(sent)} of ${formatBytes(narBytes)} (${formatBytes(wireBytes)} on the wire, ${formatBytes(rate)}/s, ~${Math.round(eta)} s left)`
     )
   }, 10_000)
@@ -230,7 +259,11 @@ export async function copyClosure(
         codec.name,
         ...(checkInline ? toCopy.map(p => p.path) : [])
       ]),
-      { stdin: stream.pipe(countWire) }
+      {
+        stdin: stream.pipe(countWire),
+        timeoutMs: importTimeoutMs(narBytes),
+        what: 'importing the copied paths (nix-store --import)'
+      }
     )
   } catch (e) {
     exporter.kill()

@@ -1,4 +1,3 @@
-import * as core from '@actions/core'
 import { randomBytes } from 'crypto'
 import { ActionError, Phase } from '../errors'
 import { Inputs } from '../inputs'
@@ -7,18 +6,25 @@ import { RunnerNix } from '../nix/nix'
 import { Plan } from '../plan'
 import { DeployReport } from '../report/report'
 import { diffClosures, parseDryActivate } from '../report/diff'
-import { DeploymentKey } from '../nix/legacy'
+import { Log, plainLog } from '../report/untrusted'
 import { RemoteHost, SharedJump } from '../ssh/connection'
-import { checkKeys, uploadKeys } from './keys'
 import { shellCommand } from '../ssh/quote'
-import { activate, readRemoteState, RolledBackError } from './activate'
+import { abandonAgent, activate, AgentTracker, readRemoteState, RolledBackError } from './activate'
 import { copyClosure, gcRootPath, substituteOnTarget } from './copy'
-import { listRunningClosure, RunningClosure, surveyTarget } from './survey'
 import { generationsToDelete, LIST_GENERATIONS_SCRIPT, parseGenerations } from './generations'
-import { DeployLock, LEASE_SECONDS, LOCK_DIR, ownerDescription } from './lock'
+import { LoadedKey, uploadKeys } from './keys'
+import { DeployLock, heldError, LEASE_SECONDS, LOCK_DIR, ownerDescription } from './lock'
 import { checkSpace, checkTarget } from './preflight'
 import { generationOf, SYSTEM_PROFILE } from './remote-state'
 import { TargetSession } from './session'
+import {
+  listRunningClosure,
+  RunningClosure,
+  Survey,
+  SurveyRequest,
+  surveyTarget,
+  UnchangedWhen
+} from './survey'
 
 export interface BuiltSystem {
   toplevel: string
@@ -41,13 +47,16 @@ export async function deployToTarget(
   timed: Timed,
   machine: {
     name: string
-    keys: DeploymentKey[]
+    /** deployment.keys, already read and masked (see loadKeys). */
+    keys: LoadedKey[]
     jump?: SharedJump
     /** When the `timeout` input ends the run (epoch ms): no confirmation is sent close to it. */
     runDeadline?: number
+    log?: Log
   } = { name: '', keys: [] }
 ): Promise<void> {
   const target = plan.target!
+  const log = machine.log ?? plainLog
   const { toplevel } = built
   const dial = (): Promise<RemoteHost> =>
     RemoteHost.connect(target, machine.jump ?? plan.jump, {
@@ -56,8 +65,20 @@ export async function deployToTarget(
       timeoutMs: inputs.connectTimeoutSeconds * 1000,
       sudo: plan.sudo
     })
-  const session = new TargetSession(await timed('connect', dial), dial)
-  let lock: DeployLock | undefined
+  const session = new TargetSession(await timed('connect', dial), dial, log)
+  const runId = randomBytes(8).toString('hex')
+  const gcRoot = gcRootPath(toplevel, runId)
+  const lock = plan.locks
+    ? new DeployLock(
+        session,
+        { dir: LOCK_DIR, id: runId, leaseSeconds: LEASE_SECONDS, description: ownerDescription() },
+        log
+      )
+    : undefined
+  // Whether this run holds the lock now, and whether the activation agent may still act (it then
+  // keeps the lock until its final state: see AgentTracker).
+  let lockHeld = false
+  const agent: AgentTracker = { started: false, finished: false }
   // The GC root the survey places on the target for the new system; removed once the profile (or
   // /run/current-system) holds it, or at the end when the run stops before activating.
   let gcRootPlaced = false
@@ -67,22 +88,29 @@ export async function deployToTarget(
     if (!gcRootPlaced) return
     gcRootPlaced = false
     await session
-      .exec(shellCommand(['rm', '-f', gcRootPath(toplevel)]), { timeoutMs: 60_000 })
+      .exec(shellCommand(['rm', '-f', gcRoot]), { timeoutMs: 60_000, what: 'removing the GC root' })
       .catch(() => undefined)
   }
   try {
     if (plan.sudo) await timed('connect', () => checkSudo(session, target.user))
-    // One command asks everything the deploy needs to know first (see SURVEY_SCRIPT); the answers
-    // are used in the order that gives the clearest error: first whether this is a NixOS target
-    // we may deploy to at all. It also pins the new system with a GC root.
-    gcRootPlaced = true
-    // The running system's closure, for the package diff only: listed alongside, off the critical
-    // path, read before the activation changes what runs.
-    const runningClosure = listRunningClosure(session)
-    const survey = await timed('connect', () => surveyTarget(session, toplevel, built.closure))
+    // NixOps' deployment.keys, for the modes that run or boot the system (dry runs change nothing).
+    const keys = plan.mode === 'dry-activate' ? [] : machine.keys
+    const survey = await timed('connect', () =>
+      surveyUnderLock(session, inputs.lockTimeoutSeconds, report, {
+        toplevel,
+        closure: built.closure,
+        gcRoot,
+        unchangedWhen: unchangedWhen(plan),
+        releaseIfUnchanged: keys.length === 0,
+        lock: lock?.request
+      })
+    )
+    lockHeld = lock !== undefined && !(survey.kind === 'unchanged' && survey.lockReleased)
+    if (lockHeld) lock!.startRenewing()
+    gcRootPlaced = survey.kind === 'changed'
     const before = survey.state
     report.previousStorePath = before.current
-    core.info(
+    log.info(
       `${session.label} runs ${before.current ?? '(no /run/current-system)'}; profile ${before.profile ?? '(none)'}`
     )
     checkTarget(before, session.label, built.hostSystem)
@@ -93,36 +121,24 @@ export async function deployToTarget(
         'connect'
       )
 
-    diffed = runningClosure
-      .then(c => packageDiff(c, session.label, built, before.current!, report))
-      .catch((e: unknown) => core.info(`No package diff: ${(e as Error).message}`))
-    if (survey.copy instanceof ActionError) throw survey.copy
-    const copyPlan = survey.copy
-
-    const unchanged =
-      (plan.mode === 'switch' && before.current === toplevel && before.profile === toplevel) ||
-      (plan.mode === 'boot' && before.profile === toplevel) ||
-      (plan.mode === 'test' && before.current === toplevel)
-    // NixOps' deployment.keys, for the modes that run or boot the system (dry runs change nothing).
-    const keys = plan.mode === 'dry-activate' ? [] : machine.keys
-    checkKeys(machine.name || session.label, keys)
-    if (unchanged) {
+    if (survey.kind === 'unchanged') {
       // The keys live in /run/keys (lost on reboot): a re-deploy restores them, as NixOps did.
-      if (keys.length > 0) await timed('activate', () => uploadKeys(session, machine.name, keys))
+      if (keys.length > 0) await timed('activate', () => uploadKeys(session, log, keys))
       report.result = 'unchanged'
       report.changed = false
       report.copiedBytes = 0
       report.copiedPaths = 0
       report.generation = plan.setsProfile ? generationOf(before.profileLink) : undefined
-      core.info(`${session.label} already runs ${toplevel}: nothing to do`)
+      log.info(`${session.label} already runs ${toplevel}: nothing to do`)
       return
     }
-
-    if (plan.locks) {
-      lock = new DeployLock(session, randomBytes(8).toString('hex'), ownerDescription())
-      await timed('copy', () => lock!.acquire(inputs.lockTimeoutSeconds))
-      report.lockWaitMs = lock.waitedMs
-    }
+    // The running system's closure, for the package diff only: listed under the lock (what runs
+    // cannot change under us now), alongside the copy, read before the activation.
+    diffed = listRunningClosure(session)
+      .then(c => packageDiff(c, session.label, built, before.current!, report, log))
+      .catch((e: unknown) => log.info(`No package diff: ${(e as Error).message}`))
+    if (survey.copy instanceof ActionError) throw survey.copy
+    const copyPlan = survey.copy
 
     // --- copy
     const copied = await timed('copy', async () => {
@@ -132,7 +148,7 @@ export async function deployToTarget(
         : { plan: copyPlan, substituted: [] }
       report.substitutedPaths = substituted.length
       report.substitutedBytes = totalNarSize(substituted)
-      return copyClosure(session, nix, rest, built.closure.length, inputs.compression)
+      return copyClosure(session, nix, rest, built.closure.length, inputs.compression, log)
     })
     report.copiedBytes = copied.narBytes
     report.copiedPaths = copied.copiedPaths.length
@@ -140,8 +156,9 @@ export async function deployToTarget(
     report.compression = copied.codec
     await timed('copy', () => diffed)
 
-    // --- activate
-    if (keys.length > 0) await timed('activate', () => uploadKeys(session, machine.name, keys))
+    // --- activate (only while this run still holds the lock: the agent's start checks it too)
+    if (lock?.lost) await lock.assertHeld()
+    if (keys.length > 0) await timed('activate', () => uploadKeys(session, log, keys))
     try {
       const outcome = await timed('activate', () =>
         activate(
@@ -150,7 +167,8 @@ export async function deployToTarget(
           { ...inputs, runDeadline: machine.runDeadline },
           toplevel,
           before,
-          lock && { dir: LOCK_DIR, id: lock.id, leaseSeconds: LEASE_SECONDS }
+          lockHeld ? lock!.request : undefined,
+          agent
         )
       )
       report.generation = outcome.generation
@@ -196,14 +214,57 @@ export async function deployToTarget(
         report.deletedGenerations = await pruneGenerations(
           session,
           inputs.keepGenerations,
-          generationOf(after.profileLink)
+          generationOf(after.profileLink),
+          log
         )
     })
   } finally {
     await diffed
     await releaseGcRoot()
-    await lock?.release()
+    if (lock && lockHeld) {
+      // An agent that may still roll back keeps the lock (it renews it) until its final state.
+      if (!agent.started || agent.finished || (await abandonAgent(session, agent))) await lock.release()
+      else lock.stopRenewing()
+    }
     session.close()
+  }
+}
+
+/** What "already deployed" means for a plan's mode (colmena's goal): nothing counts for a dry run. */
+export function unchangedWhen(plan: Pick<Plan, 'mode'>): UnchangedWhen {
+  return plan.mode === 'switch' || plan.mode === 'boot' || plan.mode === 'test' ? plan.mode : 'never'
+}
+
+const LOCK_POLL_MS = 2_000
+
+/**
+ * Surveys the target (see SURVEY_SCRIPT), waiting while another run holds its deploy lock; each poll
+ * is the survey again, which answers right after the lock when it is held. So the state this run
+ * decides on is always read under its own lock.
+ */
+async function surveyUnderLock(
+  session: TargetSession,
+  lockTimeoutSeconds: number,
+  report: DeployReport,
+  req: SurveyRequest
+): Promise<Exclude<Survey, { kind: 'held' }>> {
+  const started = Date.now()
+  let announced = false
+  for (;;) {
+    const survey = await surveyTarget(session, req)
+    if (survey.kind !== 'held') {
+      if (announced) report.lockWaitMs = Date.now() - started
+      return survey
+    }
+    const waited = (Date.now() - started) / 1000
+    if (waited >= lockTimeoutSeconds) throw heldError(session.label, survey.holder, waited)
+    if (!announced) {
+      session.log.info(
+        `Waiting for the deploy lock on ${session.label}, held by ${survey.holder.description || survey.holder.id}`
+      )
+      announced = true
+    }
+    await new Promise(r => setTimeout(r, LOCK_POLL_MS))
   }
 }
 
@@ -213,10 +274,11 @@ function packageDiff(
   label: string,
   built: BuiltSystem,
   current: string,
-  report: DeployReport
+  report: DeployReport,
+  log: Log
 ): void {
   if ('error' in closure) {
-    core.info(`No package diff: listing the target's closure failed: ${closure.error}`)
+    log.info(`No package diff: listing the target's closure failed: ${closure.error}`)
     return
   }
   report.diff = diffClosures(closure.entries, built.closure)
@@ -224,7 +286,7 @@ function packageDiff(
 }
 
 async function checkSudo(session: TargetSession, user: string): Promise<void> {
-  const r = await session.exec('true', { timeoutMs: 30_000 })
+  const r = await session.exec('true', { timeoutMs: 30_000, what: 'checking sudo' })
   if (r.exitCode !== 0)
     throw new ActionError(
       /password|terminal|askpass/i.test(r.stderr)
@@ -239,9 +301,10 @@ async function checkSudo(session: TargetSession, user: string): Promise<void> {
 async function pruneGenerations(
   session: TargetSession,
   keep: number,
-  profileGeneration: number | undefined
+  profileGeneration: number | undefined,
+  log: Log
 ): Promise<number[]> {
-  const r = await session.exec(LIST_GENERATIONS_SCRIPT, { timeoutMs: 60_000 })
+  const r = await session.exec(LIST_GENERATIONS_SCRIPT, { timeoutMs: 60_000, what: 'listing generations' })
   const running = /^running (\S+)$/m.exec(r.stdout)?.[1]
   const booted = /^booted (\S+)$/m.exec(r.stdout)?.[1]
   const doomed = generationsToDelete(parseGenerations(r.stdout), keep, {
@@ -252,12 +315,12 @@ async function pruneGenerations(
   if (doomed.length === 0) return []
   const del = await session.exec(
     shellCommand(['nix-env', '-p', SYSTEM_PROFILE, '--delete-generations', ...doomed.map(String)]),
-    { timeoutMs: 120_000 }
+    { timeoutMs: 120_000, what: 'deleting old generations' }
   )
   if (del.exitCode !== 0) {
-    core.warning(`could not delete old generations ${doomed.join(', ')}: ${del.stderr.trim().slice(-300)}`)
+    log.warning(`could not delete old generations ${doomed.join(', ')}: ${del.stderr.trim().slice(-300)}`)
     return []
   }
-  core.info(`Deleted old system generations ${doomed.join(', ')} (keep-generations: ${keep})`)
+  log.info(`Deleted old system generations ${doomed.join(', ')} (keep-generations: ${keep})`)
   return doomed
 }

@@ -1,29 +1,47 @@
-import * as core from '@actions/core'
 import { execFile } from 'child_process'
 import { promises as fs } from 'fs'
 import { ActionError, errorMessage } from '../errors'
 import { DeploymentKey, keyProblems } from '../nix/legacy'
-import { maskSecret } from '../secrets'
+import { Log } from '../report/untrusted'
+import { childEnv, maskSecret } from '../secrets'
 import { shellCommand } from '../ssh/quote'
 import { TargetSession } from './session'
+
+/** A deployment key with its content, read on the runner (kept in memory only). */
+export interface LoadedKey extends DeploymentKey {
+  content: string
+}
+
+/** UPLOAD_KEY_SCRIPT's exit status when destDir is not safe to write a secret into. */
+const UNSAFE_DEST_DIR = 10
 
 /**
  * NixOps' `deployment.keys`: secrets that must not enter the Nix store (it is world-readable), so
  * they go straight to a file on the target -- by default under /run/keys, which is a tmpfs and so
- * gone after a reboot, as with NixOps; every deploy uploads them again. Written to a temporary file
- * with the final owner and mode, then renamed: a service never reads half a key. Arguments are
- * positional, the content comes on stdin: nothing of a key reaches a command line.
+ * gone after a reboot, as with NixOps; every deploy uploads them again.
+ *
+ * The key is written as root into a directory that only root may change: a destDir that is a
+ * symlink, is not owned by root, or is writable by group or others is refused (anyone who can
+ * write there could plant a link that redirects the secret, or swap the file). The content goes to
+ * a file mktemp creates (O_EXCL, unpredictable name, mode 0600), gets its owner and mode, then is
+ * renamed over the final name with mv -T (a rename replaces a symlink there, never follows it): a
+ * service never reads half a key. Arguments are positional, the content comes on stdin: nothing of
+ * a key reaches a command line.
  */
 export const UPLOAD_KEY_SCRIPT = String.raw`set -eu
 dir=$1 name=$2 owner=$3 group=$4 mode=$5
-if [ ! -d "$dir" ]; then mkdir -p "$dir"; chmod 0750 "$dir"; fi
-tmp="$dir/.$name.nix-deploy-action.$$"
-trap 'rm -f "$tmp"' EXIT
 umask 077
-cat > "$tmp"
+if [ ! -e "$dir" ] && [ ! -L "$dir" ]; then mkdir -p "$dir"; chmod 0750 "$dir"; fi
+if [ -L "$dir" ] || [ ! -d "$dir" ]; then echo "$dir is a symlink or not a directory" >&2; exit 10; fi
+dir_uid=$(stat -c %u "$dir") dir_mode=$(stat -c %a "$dir")
+if [ "$dir_uid" != 0 ]; then echo "$dir is owned by uid $dir_uid, not root" >&2; exit 10; fi
+if [ $((0$dir_mode & 022)) != 0 ]; then echo "$dir is writable by group or others (mode $dir_mode)" >&2; exit 10; fi
+tmp=$(mktemp "$dir/.$name.XXXXXXXXXX")
+trap 'rm -f "$tmp"' EXIT
+cat >"$tmp"
 chown "$owner:$group" "$tmp"
 chmod "$mode" "$tmp"
-mv -f "$tmp" "$dir/$name"
+mv -T -f "$tmp" "$dir/$name"
 trap - EXIT`
 
 /** The key's content, from text, keyFile (on the runner) or keyCommand (run on the runner, no shell). */
@@ -32,7 +50,7 @@ export async function keyContent(k: DeploymentKey): Promise<string> {
   if (k.keyFile !== undefined) return fs.readFile(k.keyFile, 'utf8')
   const [cmd, ...args] = k.keyCommand ?? []
   return new Promise((resolve, reject) =>
-    execFile(cmd, args, { maxBuffer: 1 << 20 }, (err, stdout) =>
+    execFile(cmd, args, { maxBuffer: 1 << 20, env: childEnv() }, (err, stdout) =>
       err ? reject(new Error(`keyCommand ${cmd} failed: ${err.message}`)) : resolve(stdout)
     )
   )
@@ -49,12 +67,13 @@ export function checkKeys(machine: string, keys: DeploymentKey[]): void {
     )
 }
 
-/** Uploads the keys; the content is masked in the log before it is read. */
-export async function uploadKeys(
-  session: TargetSession,
-  machine: string,
-  keys: DeploymentKey[]
-): Promise<void> {
+/**
+ * Reads every key of a machine and masks its content, before anything untrusted is printed (see
+ * printUntrusted): a mask registered later could land inside another machine's untrusted output.
+ */
+export async function loadKeys(machine: string, keys: DeploymentKey[]): Promise<LoadedKey[]> {
+  checkKeys(machine, keys)
+  const loaded: LoadedKey[] = []
   for (const k of keys) {
     let content: string
     try {
@@ -63,20 +82,34 @@ export async function uploadKeys(
       throw new ActionError(
         `${machine}: reading deployment.keys.${k.name} failed: ${errorMessage(e)}`,
         'keyFile is read and keyCommand is run on the runner: make the file or command available to the job.',
-        'activate'
+        'inputs'
       )
     }
     maskSecret(content)
+    loaded.push({ ...k, content })
+  }
+  return loaded
+}
+
+/** Uploads the keys (already read and masked by loadKeys). */
+export async function uploadKeys(session: TargetSession, log: Log, keys: LoadedKey[]): Promise<void> {
+  for (const k of keys) {
     const r = await session.exec(
       shellCommand(['sh', '-c', UPLOAD_KEY_SCRIPT, 'sh', k.destDir, k.name, k.user, k.group, k.permissions]),
-      { stdin: content, timeoutMs: 60_000 }
+      { stdin: k.content, timeoutMs: 60_000, what: `uploading deployment.keys.${k.name}` }
     )
+    if (r.exitCode === UNSAFE_DEST_DIR)
+      throw new ActionError(
+        `deployment.keys.${k.name}: refusing to write it on ${session.label}: ${r.stderr.trim().slice(-300)}`,
+        `A key's destDir must be a real directory owned by root and not writable by group or others (NixOps' default /run/keys is). Fix ${k.destDir} on the target or choose another destDir. The new system was not activated.`,
+        'activate'
+      )
     if (r.exitCode !== 0)
       throw new ActionError(
         `uploading deployment.keys.${k.name} to ${session.label}:${k.destDir} failed: ${r.stderr.trim().slice(-300)}`,
         `Check that ${k.user}:${k.group} exist on the target and that ${k.destDir} is writable by root. The new system was not activated.`,
         'activate'
       )
-    core.info(`Uploaded key ${k.name} to ${k.destDir}/${k.name} (${k.user}:${k.group}, ${k.permissions})`)
+    log.info(`Uploaded key ${k.name} to ${k.destDir}/${k.name} (${k.user}:${k.group}, ${k.permissions})`)
   }
 }

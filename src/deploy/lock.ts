@@ -1,7 +1,6 @@
-import * as core from '@actions/core'
 import { ActionError } from '../errors'
+import { Log } from '../report/untrusted'
 import { shellCommand } from '../ssh/quote'
-import { LOCK_SCRIPT, UNLOCK_SCRIPT } from './agent-script'
 import { TargetSession } from './session'
 
 export const LOCK_DIR = '/nix/var/nix-deploy-action/lock'
@@ -12,20 +11,88 @@ export const LOCK_DIR = '/nix/var/nix-deploy-action/lock'
  */
 export const LEASE_SECONDS = 90
 const RENEW_EVERY_MS = 20_000
-const POLL_MS = 2_000
 
-export interface LockAnswer {
-  acquired: boolean
-  /** For a held lock: who holds it and until when (from the owner file). */
-  holder?: { id: string; expiry: number; description: string }
+/**
+ * The deploy lock's operations, as shell functions shared by every script that touches the lock
+ * (the survey, the action's renewals and release, the agent).
+ *
+ * One clock: the lease is kept in the target's own monotonic clock (/proc/uptime) with its boot id.
+ * The runner's clock is never compared with the target's (a Pi without an RTC or NTP is minutes
+ * off), and the wall clock can jump; uptime restarts at a reboot, while the owner file in /nix/var
+ * survives it, so a lease from another boot is stale.
+ *
+ * One writer at a time: every read-decide-write runs under flock(1) on lock.flock, in a subshell
+ * (the function body is `( … )`) so the descriptor, and with it the flock, is gone when the
+ * operation ends, and no child (switch-to-configuration) inherits it. Two waiters taking over an
+ * expired lease, a renewal racing a takeover, and a release racing a takeover are thus each decided
+ * once: exactly one wins.
+ *
+ * Owner file: line 1 the holder's id; line 2 `v2 BOOT_ID EXPIRY_UPTIME_SECONDS`; line 3 who it is.
+ * (An older action wrote the expiry in epoch seconds on line 2: that is still honoured by the
+ * target's wall clock, the only clock it names.)
+ *
+ * Globals: lock_dir lock_id lease lock_desc. `lock_op acquire|renew|release` prints:
+ *   acquire -> "acquired" | "held" ID SECONDS_LEFT DESCRIPTION (one per line)
+ *   renew   -> "renewed" | "lost"
+ *   release -> "released" | "not-held"
+ */
+export const LOCK_FUNCTIONS = String.raw`lock_op() (
+  verb=$1
+  base=$(dirname "$lock_dir")
+  mkdir -p "$base" || exit 2
+  command -v flock >/dev/null 2>&1 || { echo "flock (util-linux) is not on the target's PATH" >&2; exit 5; }
+  exec 9>>"$base/lock.flock" || exit 2
+  flock -w 30 9 || { echo "$base/lock.flock stayed locked for 30 s" >&2; exit 6; }
+  now=$(cut -d. -f1 /proc/uptime)
+  boot=$(cat /proc/sys/kernel/random/boot_id)
+  owner=$(sed -n 1p "$lock_dir/owner" 2>/dev/null)
+  set -f
+  set -- $(sed -n 2p "$lock_dir/owner" 2>/dev/null)
+  left=-1
+  if [ $# = 3 ] && [ "$1" = v2 ]; then
+    case $3 in *[!0-9]*|'') ;; *) if [ "$2" = "$boot" ]; then left=$(($3 - now)); fi ;; esac
+  elif [ $# = 1 ]; then
+    case $1 in *[!0-9]*|'') ;; *) left=$(($1 - $(date +%s))) ;; esac
+  fi
+  write_owner() {
+    mkdir -p "$lock_dir" &&
+      printf '%s\nv2 %s %s\n%s\n' "$lock_id" "$boot" "$((now + lease))" "$1" >"$lock_dir/owner.tmp" &&
+      mv -f "$lock_dir/owner.tmp" "$lock_dir/owner"
+  }
+  case $verb in
+    acquire)
+      if [ "$owner" = "$lock_id" ] || [ -z "$owner" ] || [ "$left" -lt 0 ]; then
+        write_owner "$lock_desc" && echo acquired
+      else
+        printf 'held\n%s\n%s\n%s\n' "$owner" "$left" "$(sed -n 3p "$lock_dir/owner")"
+      fi ;;
+    renew)
+      if [ "$owner" = "$lock_id" ]; then write_owner "$(sed -n 3p "$lock_dir/owner")" && echo renewed; else echo lost; fi ;;
+    release)
+      if [ "$owner" = "$lock_id" ]; then rm -f "$lock_dir/owner"; rmdir "$lock_dir" 2>/dev/null; echo released; else echo not-held; fi ;;
+  esac
+)`
+
+/** usage: sh -c LOCK_SCRIPT sh acquire|renew|release LOCKDIR ID LEASE DESCRIPTION */
+export const LOCK_SCRIPT = `lock_dir=$2 lock_id=$3 lease=$4 lock_desc=$5
+${LOCK_FUNCTIONS}
+lock_op "$1"`
+
+/** Who holds the lock, as the target says (seconds left by the target's own clock). */
+export interface LockHolder {
+  id: string
+  secondsLeft: number
+  description: string
 }
 
-/** Parses LOCK_SCRIPT's answer. */
-export function parseLockAnswer(stdout: string): LockAnswer {
-  const lines = stdout.split('\n')
-  if (/^acquired/.test(lines[0] ?? '')) return { acquired: true }
-  const [id = '', expiry = '', description = ''] = lines.slice(1)
-  return { acquired: false, holder: { id, expiry: Number(expiry) || 0, description } }
+export type LockAnswer = { acquired: true } | { acquired: false; holder: LockHolder }
+
+/** Parses lock_op acquire's answer (the lines after any earlier output of the same script). */
+export function parseLockAnswer(text: string): LockAnswer {
+  const lines = text.split('\n')
+  if (/^acquired$/.test(lines[0]?.trim() ?? '')) return { acquired: true }
+  const [, id = '', left = '', description = ''] = lines
+  return { acquired: false, holder: { id, secondsLeft: Number(left) || 0, description } }
 }
 
 /** One line describing this run, for whoever finds the lock held (no newlines; it is shown as text). */
@@ -42,68 +109,115 @@ export function ownerDescription(env: NodeJS.ProcessEnv = process.env): string {
   )
 }
 
-/** The deploy lock on the target, held from copy to confirm (see LOCK_SCRIPT). */
+/** What identifies this run's hold on the lock of one target. */
+export interface LockRequest {
+  dir: string
+  id: string
+  leaseSeconds: number
+  description: string
+}
+
+/** The arguments every lock script takes after its verb. */
+export function lockArgs(r: LockRequest): string[] {
+  return [r.dir, r.id, String(r.leaseSeconds), r.description]
+}
+
+export function heldError(label: string, holder: LockHolder, waitedSeconds: number): ActionError {
+  return new ActionError(
+    `${label} is locked by another deploy: ${holder.description || holder.id} (its lease has ${holder.secondsLeft} s left by the target's clock); waited ${Math.round(waitedSeconds)} s`,
+    "Wait for that deploy to finish (or use `concurrency:` in the workflow so deploys to one host queue), or raise lock-timeout. A crashed run's lock expires by itself at the lease time.",
+    'copy'
+  )
+}
+
+/**
+ * This run's hold on a target's deploy lock, once taken (the survey takes it: see SURVEY_SCRIPT).
+ * The action renews the lease while it runs; a renewal that finds the lock gone (another run took
+ * it over after the lease ran out: the target was unreachable for that long) marks it lost, and
+ * nothing is activated after that. Once the activation agent runs, the agent holds it too, until it
+ * reaches a final state; the action then releases it only when the agent's outcome is known.
+ */
 export class DeployLock {
   private renewTimer: NodeJS.Timeout | undefined
-  waitedMs = 0
+  private lostIt = false
 
   constructor(
     private readonly session: TargetSession,
-    readonly id: string,
-    private readonly description: string
+    readonly request: LockRequest,
+    private readonly log: Log
   ) {}
 
-  private async tryOnce(): Promise<LockAnswer> {
-    const expiry = Math.floor(Date.now() / 1000) + LEASE_SECONDS
+  get id(): string {
+    return this.request.id
+  }
+
+  get lost(): boolean {
+    return this.lostIt
+  }
+
+  private async run(verb: 'acquire' | 'renew' | 'release'): Promise<string> {
     const r = await this.session.exec(
-      shellCommand(['sh', '-c', LOCK_SCRIPT, 'sh', LOCK_DIR, this.id, String(expiry), this.description]),
+      shellCommand(['sh', '-c', LOCK_SCRIPT, 'sh', verb, ...lockArgs(this.request)]),
       {
-        timeoutMs: 60_000
+        timeoutMs: 60_000,
+        what: `${verb === 'acquire' ? 'taking' : verb === 'renew' ? 'renewing' : 'releasing'} the deploy lock`
       }
     )
     if (r.exitCode !== 0)
       throw new ActionError(
-        `could not take the deploy lock on ${this.session.label}: ${r.stderr.trim().slice(-300)}`,
-        'The target user must be able to write /nix/var (use root or sudo).',
+        `could not ${verb} the deploy lock on ${this.session.label}: ${r.stderr.trim().slice(-300)}`,
+        'The target user must be able to write /nix/var (use root or sudo), and the target needs flock (util-linux, on every NixOS).',
         'copy'
       )
-    return parseLockAnswer(r.stdout)
+    return r.stdout.trim()
   }
 
-  /** Takes the lock, waiting up to timeoutSeconds for another deploy to finish. */
-  async acquire(timeoutSeconds: number): Promise<void> {
-    const started = Date.now()
-    let announced = false
-    for (;;) {
-      const answer = await this.tryOnce()
-      if (answer.acquired) break
-      const h = answer.holder!
-      const waited = (Date.now() - started) / 1000
-      if (waited >= timeoutSeconds)
-        throw new ActionError(
-          `${this.session.label} is locked by another deploy: ${h.description || h.id} (lease until ${new Date(h.expiry * 1000).toISOString()}); waited ${Math.round(waited)} s`,
-          "Wait for that deploy to finish (or use `concurrency:` in the workflow so deploys to one host queue), or raise lock-timeout. A crashed run's lock expires by itself at the lease time.",
-          'copy'
-        )
-      if (!announced) {
-        core.info(`Waiting for the deploy lock on ${this.session.label}, held by ${h.description || h.id}`)
-        announced = true
-      }
-      await new Promise(r => setTimeout(r, POLL_MS))
+  /** Tries once to take the lock (the survey does this as its first step; tests call it directly). */
+  async tryAcquire(): Promise<LockAnswer> {
+    return parseLockAnswer(await this.run('acquire'))
+  }
+
+  /** Renews the lease now; false when the lock is no longer this run's. */
+  async renew(): Promise<boolean> {
+    if (this.lostIt) return false
+    const answer = await this.run('renew')
+    if (answer !== 'renewed') {
+      this.lostIt = true
+      this.log.warning(
+        `the deploy lock on ${this.session.label} is no longer this run's: another deploy took it over`
+      )
     }
-    this.waitedMs = Date.now() - started
-    this.renewTimer = setInterval(() => {
-      this.tryOnce().catch(() => undefined)
+    return !this.lostIt
+  }
+
+  /** Keeps the lease alive every RENEW_EVERY_MS until stop() (a failed renewal is retried next time). */
+  startRenewing(): void {
+    this.renewTimer ??= setInterval(() => {
+      this.renew().catch(() => undefined)
     }, RENEW_EVERY_MS)
     this.renewTimer.unref()
   }
 
-  async release(): Promise<void> {
+  stopRenewing(): void {
     if (this.renewTimer) clearInterval(this.renewTimer)
-    await this.session
-      .exec(shellCommand(['sh', '-c', UNLOCK_SCRIPT, 'sh', LOCK_DIR, this.id]), { timeoutMs: 30_000 })
-      .catch(e =>
-        core.warning(`could not release the deploy lock (it expires by itself): ${(e as Error).message}`)
+    this.renewTimer = undefined
+  }
+
+  /** Fails unless this run still holds the lock: checked before anything changes on the target. */
+  async assertHeld(): Promise<void> {
+    if (!(await this.renew()))
+      throw new ActionError(
+        `this run lost the deploy lock on ${this.session.label} before activating: another deploy took it over after the lease ran out`,
+        'Nothing was activated by this run. Check the link to the target (it was unreachable for longer than the lease), then re-run.',
+        'activate'
       )
+  }
+
+  async release(): Promise<void> {
+    this.stopRenewing()
+    if (this.lostIt) return
+    await this.run('release').catch(e =>
+      this.log.warning(`could not release the deploy lock (it expires by itself): ${(e as Error).message}`)
+    )
   }
 }

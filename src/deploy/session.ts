@@ -1,5 +1,5 @@
-import * as core from '@actions/core'
 import { ActionError, errorMessage } from '../errors'
+import { Log, plainLog } from '../report/untrusted'
 import { ExecOptions, RemoteHost, RemoteResult } from '../ssh/connection'
 
 /**
@@ -9,10 +9,14 @@ import { ExecOptions, RemoteHost, RemoteResult } from '../ssh/connection'
  */
 export class TargetSession {
   private host: RemoteHost | undefined
+  /** The dial under way, shared: the lock's renewal and a retrying command may both find the link gone. */
+  private dialing: Promise<RemoteHost> | undefined
 
   constructor(
     first: RemoteHost,
-    private readonly dial: () => Promise<RemoteHost>
+    private readonly dial: () => Promise<RemoteHost>,
+    /** Where this machine's deploy logs (prefixed with its name when several deploy at once). */
+    readonly log: Log = plainLog
   ) {
     this.host = first
   }
@@ -26,18 +30,35 @@ export class TargetSession {
     return this.host
   }
 
-  /** Runs a command on the current connection (no retry: use for steps that must not repeat). */
-  exec(command: string, opts: ExecOptions = {}): Promise<RemoteResult> {
-    if (!this.host || !this.host.alive) return this.reconnect().then(h => h.exec(command, opts))
-    return this.host.exec(command, opts)
+  /** The live connection, dialling one (only one at a time) when there is none. */
+  private live(): Promise<RemoteHost> {
+    if (this.host?.alive) return Promise.resolve(this.host)
+    return this.redial()
   }
 
-  /** Drops the current connection and dials a new one (both hops). */
-  async reconnect(): Promise<RemoteHost> {
-    this.host?.close()
-    this.host = undefined
-    this.host = await this.dial()
-    return this.host
+  private redial(): Promise<RemoteHost> {
+    this.dialing ??= (async () => {
+      const old = this.host
+      this.host = undefined
+      old?.close()
+      try {
+        this.host = await this.dial()
+        return this.host
+      } finally {
+        this.dialing = undefined
+      }
+    })()
+    return this.dialing
+  }
+
+  /** Runs a command on the current connection (no retry: use for steps that must not repeat). */
+  async exec(command: string, opts: ExecOptions = {}): Promise<RemoteResult> {
+    return (await this.live()).exec(command, opts)
+  }
+
+  /** Drops the current connection and dials a new one (both hops); joins a dial already under way. */
+  reconnect(): Promise<RemoteHost> {
+    return this.redial()
   }
 
   /**
@@ -45,26 +66,30 @@ export class TargetSession {
    * `deadline` (epoch ms). Throws the last error when time runs out.
    */
   async execRetrying(command: string, deadline: number, opts: ExecOptions = {}): Promise<RemoteResult> {
-    let lastError: unknown
     let announced = false
+    let used: RemoteHost | undefined
     for (;;) {
       try {
-        if (this.host && !this.host.alive && !announced) {
-          core.info('Connection to the target lost; reconnecting…')
+        if (this.host && !this.host.alive && !this.dialing && !announced) {
+          this.log.info(`Connection to the target lost (${this.current().target.label}); reconnecting…`)
           announced = true
         }
-        if (!this.host || !this.host.alive) await this.reconnect()
-        return await this.current().exec(command, opts)
+        used = undefined
+        used = await this.live()
+        return await used.exec(command, opts)
       } catch (e) {
         if (!(e instanceof ActionError)) throw e
-        lastError = e
-        this.host?.close()
-        this.host = undefined
+        // A command that failed or hung on this connection: it is not trusted again (a poll that
+        // times out is how a silently dead link shows). Others' dials are left alone.
+        if (used && this.host === used) {
+          this.host = undefined
+          used.close()
+        }
         if (!announced) {
-          core.info(`Connection to the target lost (${errorMessage(e)}); reconnecting…`)
+          this.log.info(`Connection to the target lost (${errorMessage(e)}); reconnecting…`)
           announced = true
         }
-        if (Date.now() >= deadline) throw lastError
+        if (Date.now() >= deadline) throw e
         await new Promise(r => setTimeout(r, Math.min(2000, Math.max(0, deadline - Date.now()))))
       }
     }

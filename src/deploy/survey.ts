@@ -4,28 +4,58 @@ import { assertStorePath } from '../nix/store-path'
 import { parseClosureListing, ClosureEntry } from '../report/diff'
 import { Remote } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
-import { CopyPlan, gcRootPath } from './copy'
-import { PROBE_SCRIPT, RemoteState, parseRemoteState } from './remote-state'
+import { CopyPlan, GC_ROOT_MAX_AGE_MINUTES } from './copy'
+import { LOCK_FUNCTIONS, LockHolder, LockRequest, lockArgs, parseLockAnswer } from './lock'
+import { PROBE_SCRIPT, RemoteState, SYSTEM_PROFILE, parseRemoteState } from './remote-state'
 
 /**
  * Everything the deploy must know from the target before copying, as one SSH command: every
  * command costs a session, a shell start and a round trip through the jump host, and the answers
  * are small.
+ *   --lock--   first, the deploy lock (LOCK_FUNCTIONS): "acquired", or "held" and its holder, and
+ *              then nothing else: the state must be read under the lock, or a run that waited
+ *              would decide (and roll back to) what another run has since replaced.
  *   --state--  what it runs and has (PROBE_SCRIPT's key=value lines)
+ *   --unchanged-- when the target already has TOPLEVEL as the mode asks (UNCHANGED_WHEN: switch,
+ *              boot, test, or never); with RELEASE=yes the lock is released in the same command
+ *              ("released"): a no-op deploy costs one round trip. Nothing follows.
  *   --copy--   "codec NAME" for each decompressor it has, "missing PATH" for each path of the new
  *              closure (given on stdin) its store lacks; before asking, the new system is pinned
  *              with a GC root (a symlink may point at a path that does not exist yet), so a
  *              garbage collection on the target between import and profile switch cannot delete
- *              what is copied. Exit 3: no GC root; exit 4: the store query failed.
+ *              what is copied. Exit 3: no GC root; exit 4: the store query failed; exit 5: the lock
+ *              could not be read or written.
  * The running system's closure (only the package diff needs it) is listed by a second command
  * alongside, off the copy's critical path: see listRunningClosure.
- * usage: sh -c SURVEY_SCRIPT sh GC_ROOT_LINK TOPLEVEL < PATHS
+ * usage: sh -c SURVEY_SCRIPT sh GC_ROOT_LINK TOPLEVEL UNCHANGED_WHEN RELEASE LOCK_DIR LOCK_ID LEASE DESCRIPTION < PATHS
+ *   (LOCK_DIR '' for no lock)
  */
 export const SURVEY_SCRIPT = String.raw`set -f
+gcroot=$1 top=$2 unchanged_when=$3 release=$4 lock_dir=$5 lock_id=$6 lease=$7 lock_desc=$8
+${LOCK_FUNCTIONS}
+echo '--lock--'
+if [ -n "$lock_dir" ]; then
+  answer=$(lock_op acquire) || exit 5
+  printf '%s\n' "$answer"
+  [ "$answer" = acquired ] || exit 0
+fi
 echo '--state--'
 ${PROBE_SCRIPT}
+cur=$(readlink -e /run/current-system 2>/dev/null) prof=$(readlink -e ${SYSTEM_PROFILE} 2>/dev/null) unchanged=0
+case $unchanged_when in
+  switch) [ "$cur" = "$top" ] && [ "$prof" = "$top" ] && unchanged=1 ;;
+  boot) [ "$prof" = "$top" ] && unchanged=1 ;;
+  test) [ "$cur" = "$top" ] && unchanged=1 ;;
+esac
+if [ "$unchanged" = 1 ]; then
+  echo '--unchanged--'
+  if [ -n "$lock_dir" ] && [ "$release" = yes ]; then lock_op release; fi
+  exit 0
+fi
 echo '--copy--'
-mkdir -p "$(dirname "$1")" && ln -sfn "$2" "$1" || exit 3
+gcdir=$(dirname "$gcroot")
+mkdir -p "$gcdir" && ln -sfn "$top" "$gcroot" || exit 3
+find "$gcdir" -maxdepth 1 -type l -mmin +${GC_ROOT_MAX_AGE_MINUTES} -exec rm -f {} + 2>/dev/null
 for c in zstd xz gzip; do command -v "$c" >/dev/null 2>&1 && echo "codec $c"; done
 missing=$(nix-store --check-validity --print-invalid $(cat)) || exit 4
 [ -z "$missing" ] || printf '%s\n' "$missing" | sed 's/^/missing /'`
@@ -55,10 +85,28 @@ export function listRunningClosure(host: Remote): Promise<RunningClosure> {
   )
 }
 
-export interface Survey {
-  state: RemoteState
-  /** What to copy, or why the target could not say (raised after the state checks). */
-  copy: CopyPlan | ActionError
+/** What the survey found: the lock held by another run, or the state under this run's lock. */
+export type Survey =
+  | { kind: 'held'; holder: LockHolder }
+  | { kind: 'unchanged'; state: RemoteState; lockReleased: boolean }
+  | {
+      kind: 'changed'
+      state: RemoteState
+      /** What to copy, or why the target could not say (raised after the state checks). */
+      copy: CopyPlan | ActionError
+    }
+
+/** When a target counts as already running the new system (per mode); 'never' for dry runs. */
+export type UnchangedWhen = 'switch' | 'boot' | 'test' | 'never'
+
+export interface SurveyRequest {
+  toplevel: string
+  closure: PathInfo[]
+  gcRoot: string
+  unchangedWhen: UnchangedWhen
+  /** Release the lock in the same command when the target is unchanged (no keys to upload under it). */
+  releaseIfUnchanged: boolean
+  lock?: LockRequest
 }
 
 /** Splits the survey's output at its section markers (a marker line starts a section). */
@@ -70,7 +118,7 @@ function sections(stdout: string): Map<string, string> {
     if (name) out.set(name, lines.join('\n'))
   }
   for (const line of stdout.split('\n')) {
-    const m = /^--(state|copy)--$/.exec(line)
+    const m = /^--(lock|state|unchanged|copy)--$/.exec(line)
     if (m) {
       flush()
       name = m[1]
@@ -88,6 +136,17 @@ export function parseSurvey(
   ordered: PathInfo[]
 ): Survey {
   const parts = sections(r.stdout)
+  if (r.exitCode === 5)
+    throw new ActionError(
+      `could not take the deploy lock on ${label}: ${r.stderr.trim().slice(-300)}`,
+      'The target user must be able to write /nix/var (use root or sudo), and the target needs flock (util-linux, on every NixOS).',
+      'connect'
+    )
+  const lockText = (parts.get('lock') ?? '').trim()
+  if (r.exitCode === 0 && lockText.startsWith('held')) {
+    const answer = parseLockAnswer(lockText)
+    if (!answer.acquired) return { kind: 'held', holder: answer.holder }
+  }
   const stateText = parts.get('state')
   if (stateText === undefined || ![0, 3, 4].includes(r.exitCode))
     throw new ActionError(
@@ -95,6 +154,10 @@ export function parseSurvey(
       'The target must have a POSIX shell with readlink, id and df (any NixOS has). With sudo, check that `sudo -n true` works for target-user.',
       'connect'
     )
+  const state = parseRemoteState(stateText)
+  const unchanged = parts.get('unchanged')
+  if (unchanged !== undefined && r.exitCode === 0)
+    return { kind: 'unchanged', state, lockReleased: unchanged.trim() === 'released' }
   let copy: CopyPlan | ActionError
   if (r.exitCode === 3)
     copy = new ActionError(
@@ -119,26 +182,33 @@ export function parseSurvey(
       targetCodecs: new Set(listed('codec '))
     }
   }
-  return { state: parseRemoteState(stateText), copy }
+  return { kind: 'changed', state, copy }
 }
 
 /**
- * Asks the target, in one command, what it runs, what it can decompress and which paths of
- * `closure` it lacks; pins `toplevel` with a GC root (the caller removes it once the profile holds
- * the system).
+ * Asks the target, in one command: first the deploy lock; then, under it, what it runs, whether it
+ * already runs `toplevel`, what it can decompress and which paths of `closure` it lacks; pins
+ * `toplevel` with a GC root (the caller removes it once the profile holds the system).
  */
-export async function surveyTarget(host: Remote, toplevel: string, closure: PathInfo[]): Promise<Survey> {
-  const ordered = topoSort(closure)
+export async function surveyTarget(host: Remote, req: SurveyRequest): Promise<Survey> {
+  const ordered = topoSort(req.closure)
   const r = await host.exec(
     shellCommand([
       'sh',
       '-c',
       SURVEY_SCRIPT,
       'sh',
-      gcRootPath(toplevel),
-      assertStorePath(toplevel, 'toplevel')
+      req.gcRoot,
+      assertStorePath(req.toplevel, 'toplevel'),
+      req.unchangedWhen,
+      req.releaseIfUnchanged ? 'yes' : 'no',
+      ...(req.lock ? lockArgs(req.lock) : ['', '', '', ''])
     ]),
-    { stdin: ordered.map(p => p.path).join('\n') + '\n', timeoutMs: 120_000 }
+    {
+      stdin: ordered.map(p => p.path).join('\n') + '\n',
+      timeoutMs: 120_000,
+      what: 'surveying the target (lock, running system, missing paths)'
+    }
   )
   return parseSurvey(r, host.label, ordered)
 }

@@ -1,5 +1,5 @@
-import * as core from '@actions/core'
 import { ActionError } from '../errors'
+import { printUntrusted } from '../report/untrusted'
 import { runCommand, tail } from '../run-command'
 import { PathInfo, parsePathInfoJson } from './closure'
 import { FlakeTarget } from './flake'
@@ -211,7 +211,8 @@ export class RunnerNix {
         onStderrLine: line => {
           const m = /^building '(\/nix\/store\/[^']+\.drv)'/.exec(line)
           if (m) built.push(m[1])
-          core.info(line)
+          // Build output is the derivations' own (a pull request's code): shown, never obeyed.
+          printUntrusted(line)
         }
       }
     )

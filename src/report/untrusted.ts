@@ -1,16 +1,71 @@
+import * as core from '@actions/core'
 import { randomBytes } from 'crypto'
 
 /**
- * Prints text that comes from Nix builds or the target (a pull request's code can write anything
- * there) with workflow commands switched off, so a line like `::add-mask::` or `::set-output` in a
- * build log is shown, not obeyed.
+ * The step's stdout is one stream of lines for the runner, and workflow commands are a state of
+ * that stream: between `::stop-commands::T` and `::T::` every line is plain text, so an
+ * `::add-mask::` printed there registers nothing and shows the secret it was meant to hide. With
+ * several machines deploying at once, one machine's untrusted output must never be open while
+ * another's add-mask or log line is written. So untrusted text (build logs, activation output: a
+ * pull request's code can print anything there) is written in self-contained chunks: one write
+ * holding the stop token, the text and the resume token. Node writes each call whole and in call
+ * order, so nothing can land inside a chunk, and no state is held across an await.
+ *
+ * Secrets are registered before any untrusted text is printed (main: inputs first, then every
+ * machine's deployment.keys, before the build), so no add-mask can be needed while a chunk is open.
  */
-export async function withCommandsOffAsync<T>(fn: (print: (text: string) => void) => Promise<T>): Promise<T> {
+export function printUntrusted(text: string, prefix = ''): void {
+  if (text === '') return
+  const body = text.endsWith('\n') ? text.slice(0, -1) : text
+  const lines = prefix ? body.replace(/^/gm, prefix) : body
   const token = randomBytes(16).toString('hex')
-  process.stdout.write(`::stop-commands::${token}\n`)
-  try {
-    return await fn(text => process.stdout.write(text))
-  } finally {
-    process.stdout.write(`\n::${token}::\n`)
+  process.stdout.write(`::stop-commands::${token}\n${lines}\n::${token}::\n`)
+}
+
+/**
+ * Where a deploy writes its log lines. With one machine, its lines go out as they are and log
+ * groups fold them. With several deploying at once, groups are a state of the one stdout too (a
+ * second machine's lines would land inside the first's group), so every line is prefixed with the
+ * machine's name instead and a group becomes a prefixed heading line.
+ */
+export interface Log {
+  /** `[name] ` for a machine of several, '' otherwise. */
+  readonly prefix: string
+  info(message: string): void
+  warning(message: string): void
+  /** Text from the target or a build: shown, never obeyed (see printUntrusted). */
+  untrusted(text: string): void
+  group<T>(title: string, fn: () => Promise<T>): Promise<T>
+}
+
+export function machineLog(name: string, several: boolean): Log {
+  if (!several || !name)
+    return {
+      prefix: '',
+      info: m => core.info(m),
+      warning: m => core.warning(m),
+      untrusted: t => printUntrusted(t),
+      group: async (title, fn) => {
+        core.startGroup(title)
+        try {
+          return await fn()
+        } finally {
+          core.endGroup()
+        }
+      }
+    }
+  const prefix = `[${name}] `
+  return {
+    prefix,
+    info: m => core.info(m.replace(/^/gm, prefix)),
+    warning: m => core.warning(`${prefix}${m}`),
+    untrusted: t => printUntrusted(t, prefix),
+    group: async (title, fn) => {
+      core.info(`${prefix}── ${title}`)
+      return fn()
+    }
   }
 }
+
+/** The log of a run with one machine (or of work that is not any one machine's). */
+export const plainLog: Log = machineLog('', false)

@@ -3,6 +3,7 @@ import { Client, ClientChannel, ConnectConfig } from 'ssh2'
 import { Socket } from 'net'
 import { Readable } from 'stream'
 import { ActionError, errorMessage } from '../errors'
+import { TailBuffer } from '../tail-buffer'
 import { Endpoint } from '../plan'
 import { shellCommand } from './quote'
 import { KnownHostLine, HostKeyVerdict, blobKeyType, fingerprint, hostKeyPolicy } from './known-hosts'
@@ -46,7 +47,16 @@ export interface ExecOptions {
   timeoutMs?: number
   /** Keep stdout as raw bytes count only (for large streams); stdout in the result is then ''. */
   discardStdout?: boolean
+  /** What the command does, for errors ("following the activation log"); never the script itself. */
+  what?: string
 }
+
+/**
+ * What one command's result keeps of its output: the tail, never all of it. A target (or what runs
+ * on it) can print without end; memory must not grow with it.
+ */
+export const MAX_KEPT_STDOUT = 16 << 20
+export const MAX_KEPT_STDERR = 1 << 20
 
 const KEEPALIVE_INTERVAL_MS = 10_000
 const KEEPALIVE_COUNT_MAX = 3
@@ -288,7 +298,7 @@ export class RemoteHost {
   exec(command: string, opts: ExecOptions = {}): Promise<RemoteResult> {
     const wrapped = this.sudo ? shellCommand(['sudo', '-n', '--', 'sh', '-c', command]) : command
     const started = Date.now()
-    const result = this.execRaw(wrapped, command, opts)
+    const result = this.execRaw(wrapped, opts)
     // With RUNNER_DEBUG=1 (re-run with debug logging), every remote command and its duration.
     if (core.isDebug())
       void result.then(
@@ -301,16 +311,17 @@ export class RemoteHost {
     return result
   }
 
-  private execRaw(wrapped: string, command: string, opts: ExecOptions): Promise<RemoteResult> {
+  private execRaw(wrapped: string, opts: ExecOptions): Promise<RemoteResult> {
     return new Promise((resolve, reject) => {
-      if (this.lostReason || this.closed) return reject(this.lossError(command))
-      const out: Buffer[] = []
-      const err: Buffer[] = []
+      if (this.lostReason || this.closed) return reject(this.lossError(opts.what))
+      const out = new TailBuffer(MAX_KEPT_STDOUT)
+      const err = new TailBuffer(MAX_KEPT_STDERR)
+      const what = opts.what ?? 'running a command'
       let exitCode = -1
       let signal: string | undefined
       let timer: NodeJS.Timeout | undefined
       let done = false
-      const onClientClose = (): void => finish(this.lossError(command))
+      const onClientClose = (): void => finish(this.lossError(what))
       const finish = (e?: Error): void => {
         if (done) return
         done = true
@@ -321,8 +332,8 @@ export class RemoteHost {
           resolve({
             exitCode,
             signal,
-            stdout: Buffer.concat(out).toString('utf8'),
-            stderr: Buffer.concat(err).toString('utf8')
+            stdout: out.toString(),
+            stderr: err.toString()
           })
       }
       this.client.once('close', onClientClose)
@@ -330,7 +341,7 @@ export class RemoteHost {
         if (e)
           return finish(
             new ActionError(
-              `cannot run a command on ${this.target.label}: ${e.message}`,
+              `cannot open a channel to ${this.target.label} for ${what}: ${e.message}`,
               'Re-run the job; if it persists, check sshd on the target (MaxSessions).',
               'connect'
             )
@@ -340,7 +351,7 @@ export class RemoteHost {
             channel.close()
             finish(
               new ActionError(
-                `a command on ${this.target.label} did not finish within ${Math.round(opts.timeoutMs! / 1000)} s: ${command.slice(0, 200)}`,
+                `${what} on ${this.target.label} did not finish within ${Math.round(opts.timeoutMs! / 1000)} s`,
                 'Check the target for a hung process or a full disk, then re-run.',
                 'connect'
               )
@@ -368,9 +379,10 @@ export class RemoteHost {
     })
   }
 
-  private lossError(command: string): ActionError {
+  /** The connection is gone: says which hop and what was being done, in one line (never the script). */
+  private lossError(what = 'running a command'): ActionError {
     return new ActionError(
-      `lost the SSH connection to ${this.target.label} while running: ${command.slice(0, 200)}${this.lostReason ? ` (${this.lostReason})` : ''}`,
+      `lost the SSH connection to ${this.target.label} while ${what}${this.lostReason ? ` (${this.lostReason.replace(/\s+/g, ' ')})` : ''}`,
       'Check the link to the target (and the jump host), then re-run: a re-run copies only what is still missing.',
       'connect'
     )
