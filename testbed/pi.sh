@@ -20,16 +20,20 @@ pi_exec() {
 }
 
 stop() {
-  local pid mnt p
-  if pid=$(cat "$pidfile" 2>/dev/null) && mnt=$(readlink "/proc/$pid/ns/mnt" 2>/dev/null); then
-    # sshd's per-connection children share the Pi's mount namespace: end them all, so the tmpfs
-    # is free (and only this Pi's: the other Pi and the jump host keep their sessions).
-    for p in $(pgrep -f sshd); do
-      [ "$(readlink "/proc/$p/ns/mnt" 2>/dev/null)" = "$mnt" ] && kill "$p" 2>/dev/null
-    done
-  fi
-  pkill -f "sshd -f $TESTBED/$PI/sshd_config" 2>/dev/null || true
-  sleep 0.2
+  local p
+  # Everything whose network namespace is the Pi's is the Pi's: its sshd, its sessions, activation
+  # agents they started. End exactly those, by pid (`ip netns pids`): a pattern (pkill -f) would match
+  # processes of the whole machine, network namespaces do not isolate process ids.
+  for _ in 1 2 3; do
+    p=$(ip netns pids "nda-$PI" 2>/dev/null | tr '\n' ' ')
+    [ -n "$p" ] || break
+    # shellcheck disable=SC2086
+    kill $p 2>/dev/null || true
+    sleep 0.2
+  done
+  p=$(ip netns pids "nda-$PI" 2>/dev/null | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  [ -z "$p" ] || kill -9 $p 2>/dev/null || true
   rm -f "$pidfile"
   if mountpoint -q "$TESTBED/$PI/nix"; then umount -l "$TESTBED/$PI/nix"; fi
   rm -rf "${TESTBED:?}/$PI/run" && mkdir -p "$TESTBED/$PI/run"

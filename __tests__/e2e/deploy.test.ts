@@ -1,5 +1,6 @@
 import * as fs from 'fs'
 import {
+  assertNothingLeftOnPi,
   deployInputs,
   describeE2E,
   installedState,
@@ -54,8 +55,10 @@ describeE2E('deploy through the jump host (switch, then an incremental switch, t
       bootDefault: gen1
     })
     expect(onPi('/run/current-system/sw/bin/pi-tools')).toBe('pi-tools 1.0')
-    // The temporary GC root is gone once the profile holds the system.
+    // The temporary GC root is gone once the profile holds the system; so are the lock and the agent.
     expect(onPi('ls /nix/var/nix/gcroots/nix-deploy-action | wc -l')).toBe('0')
+    expect(onPi('test -e /nix/var/nix-deploy-action/lock/owner && echo held || echo free')).toBe('free')
+    await assertNothingLeftOnPi()
     expect(run.summary.split('\n')[0]).toBe('### nix-deploy-action: ✅ Deployed')
     expect(run.summary).toContain(gen1)
     expect(run.summary).toMatch(/on the wire \(zstd\)/)

@@ -1,6 +1,15 @@
 import { execFileSync } from 'child_process'
 import * as fs from 'fs'
-import { deployInputs, describeE2E, fixturePath, onPi, piState, resetPi, runAction } from './harness'
+import {
+  deployInputs,
+  describeE2E,
+  fixturePath,
+  killJumpSessions,
+  onPi,
+  piState,
+  resetPi,
+  runAction
+} from './harness'
 
 /**
  * Faults in the middle of a deploy, each verifying the Pi afterwards. The copy is slowed down (the
@@ -90,7 +99,7 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
       onOutput: log => {
         if (!killed && /sent [0-9.]+ MiB of/.test(log)) {
           killed = true
-          jumpNs('pkill', '-f', 'sshd')
+          killJumpSessions({ listener: true })
         }
       }
     })

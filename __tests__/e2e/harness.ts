@@ -469,3 +469,21 @@ export const barrier = {
     fs.writeFileSync(path.join(this.dir, 'go'), '')
   }
 }
+
+/**
+ * Kills the jump host's SSH sessions by pid (`ip netns pids`, never by name: a pattern would match
+ * sshd processes of the whole machine). With `listener`, its sshd too (setup.sh restarts it).
+ */
+export function killJumpSessions(opts: { listener?: boolean } = {}): number {
+  const listener = fs.readFileSync(path.join(testbed().TESTBED, 'jump', 'sshd.pid'), 'utf8').trim()
+  const pids = execFileSync('ip', ['netns', 'pids', 'nda-jump'], { encoding: 'utf8' })
+    .split('\n')
+    .filter(p => p && (opts.listener || p !== listener))
+  for (const p of pids)
+    try {
+      process.kill(Number(p), 'SIGTERM')
+    } catch {
+      // ended meanwhile
+    }
+  return pids.length
+}

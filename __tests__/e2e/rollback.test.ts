@@ -1,4 +1,13 @@
-import { deployInputs, describeE2E, fixturePath, onPi, piState, resetPi, runAction } from './harness'
+import {
+  assertNothingLeftOnPi,
+  deployInputs,
+  describeE2E,
+  fixturePath,
+  onPi,
+  piState,
+  resetPi,
+  runAction
+} from './harness'
 
 describeE2E('a failing activation is rolled back to exactly what ran before', () => {
   let gen0: string, gen1: string
@@ -21,6 +30,7 @@ describeE2E('a failing activation is rolled back to exactly what ran before', ()
     expect(run.summary.split('\n')[0]).toMatch(/Rolled back/)
     expect(piState()).toEqual(before)
     expect(onPi('ls /nix/var/nix/gcroots/nix-deploy-action | wc -l')).toBe('0')
+    await assertNothingLeftOnPi()
   }, 300_000)
 
   it('after a test deploy (running system differs from the profile), both come back as they were', async () => {
@@ -32,6 +42,24 @@ describeE2E('a failing activation is rolled back to exactly what ran before', ()
     expect(run.outputs.result).toBe('rolled-back')
     // Not "profile minus one" and not gen0 re-activated: gen1 runs again, gen0 stays the boot default.
     expect(piState()).toEqual(before)
+  }, 300_000)
+
+  it('a generation that existed before the deploy survives its rollback (nix-env --set reused it)', async () => {
+    // The newest generation already holds the failing system, but the profile points at an older
+    // one (as after `nix-env --switch-generation`): nix-env --set reuses that newest generation.
+    resetPi()
+    const failing = fixturePath('pi-activation-fails')
+    expect((await runAction(deployInputs('pi-activation-fails'))).outputs.result).toBe('rolled-back')
+    onPi(
+      `nix-env -p /nix/var/nix/profiles/system --set ${failing} && nix-env -p /nix/var/nix/profiles/system --switch-generation 1`
+    )
+    const before = piState()
+    expect(before.generations).toEqual(['system-1-link', 'system-2-link'])
+    expect(before.profileLink).toBe('system-1-link')
+    const run = await runAction(deployInputs('pi-activation-fails'))
+    expect(run.outputs.result).toBe('rolled-back')
+    expect(piState()).toEqual(before)
+    await assertNothingLeftOnPi([failing])
   }, 300_000)
 
   it('a later good deploy works normally after a rollback', async () => {

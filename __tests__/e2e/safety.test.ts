@@ -1,5 +1,14 @@
 import { execFileSync } from 'child_process'
-import { deployInputs, describeE2E, fixturePath, onPi, piState, resetPi, runAction } from './harness'
+import {
+  deployInputs,
+  describeE2E,
+  fixturePath,
+  killJumpSessions,
+  onPi,
+  piState,
+  resetPi,
+  runAction
+} from './harness'
 
 const piExec = (...args: string[]): string =>
   execFileSync('bash', [`${__dirname}/../../testbed/pi.sh`, 'exec', ...args], { encoding: 'utf8' }).trim()
@@ -82,7 +91,7 @@ describeE2E('safe activation: magic rollback, health checks, reconnects', () => 
     // Wait until the agent runs, then kill every SSH session on the jump host (the listener stays).
     for (let i = 0; i < 100 && !/slow/.test(onPi('cat /run/nix-deploy-action/*/log 2>/dev/null; true')); i++)
       await sleep(200)
-    execFileSync('ip', ['netns', 'exec', 'nda-jump', 'pkill', '-f', 'sshd: root'])
+    expect(killJumpSessions()).toBeGreaterThan(0)
     const run = await pending
     expect(run.log).toMatch(/Connection to the target lost.*reconnecting/)
     expect(run.exitCode).toBe(0)
