@@ -1,4 +1,4 @@
-// Two projects: `unit` (pure logic, runs anywhere) and `e2e` (real Nix, QEMU, sshd in network
+// Three projects (stress only through `npm run stress`): `unit` (pure logic, runs anywhere) and `e2e` (real Nix, QEMU, sshd in network
 // namespaces; needs root and the testbed from scripts/testbed.sh). e2e tests share global state
 // (namespaces, the runner's store, binfmt), so the whole suite runs with --runInBand.
 const common = {
@@ -9,6 +9,8 @@ const common = {
 module.exports = {
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/__tests__/unit/**/*.test.ts'] },
-    { ...common, displayName: 'e2e', testMatch: ['<rootDir>/__tests__/e2e/**/*.test.ts'] }
+    { ...common, displayName: 'e2e', testMatch: ['<rootDir>/__tests__/e2e/**/*.test.ts'] },
+    // npm run stress only (long): scripts/test.sh selects unit and e2e.
+    { ...common, displayName: 'stress', testMatch: ['<rootDir>/__tests__/stress/**/*.test.ts'] }
   ]
 }

@@ -14,9 +14,13 @@ else
   echo "test: not root, so the end-to-end suites will skip (they need network and mount namespaces)"
 fi
 
+# Lint first (types, formatting, eslint's promise rules, shellcheck of the remote scripts): cheap,
+# and a floating promise or a broken script is a bug the e2e suite may not hit.
+npm run -s lint
+
 results=$(mktemp)
 status=0
-node_modules/.bin/jest --runInBand --json --outputFile="$results" "$@" || status=$?
+node_modules/.bin/jest --selectProjects unit e2e --runInBand --json --outputFile="$results" "$@" || status=$?
 # One plain closing line, whatever the runner: "N passed, N failed, N skipped".
 node -e '
   const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))

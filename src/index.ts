@@ -11,5 +11,5 @@ if (core.getState(STATE_IS_POST) === 'true') {
   post().catch(e => core.warning(`post step: ${(e as Error).message}`))
 } else {
   // Exit when the run is done even if a connection or timer is still open (a timed-out step).
-  run().finally(() => process.exit())
+  void run().finally(() => process.exit())
 }

@@ -74,8 +74,11 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
     expect(cut).toBe(true)
     expect(run.exitCode).not.toBe(0)
     expect(run.log).toMatch(
-      /::error title=nix-deploy-action%3A (copy|connect) failed::lost the SSH connection to target root@10.99.2.2/
+      /::error title=nix-deploy-action%3A (copy|connect) failed::lost the SSH connection to target root@10.99.2.2 while /
     )
+    // The message says what was being done, in words: never the text of a remote script.
+    const message = /::error title=[^\n]*?::(lost the SSH connection[^\n]*?)%0A/.exec(run.log)![1]
+    expect(message).not.toMatch(/\$|set -f|2>\/dev\/null|sh -c/)
     // keepalive (10 s x 3) notices the dead link: bounded, not a hang.
     expect(run.ms).toBeLessThan(120_000)
     jumpNs('ip', 'link', 'set', 'eth1', 'up')

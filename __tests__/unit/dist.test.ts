@@ -45,8 +45,8 @@ describe('dist/', () => {
 
   it('is what action.yml runs, on node24, for main and post', () => {
     const yml = fs.readFileSync(path.join(root, 'action.yml'), 'utf8')
-    expect(yml).toMatch(/^  using: node24$/m)
-    expect(yml).toMatch(/^  main: dist\/index\.js$/m)
-    expect(yml).toMatch(/^  post: dist\/index\.js$/m)
+    expect(yml).toMatch(/^ {2}using: node24$/m)
+    expect(yml).toMatch(/^ {2}main: dist\/index\.js$/m)
+    expect(yml).toMatch(/^ {2}post: dist\/index\.js$/m)
   })
 })

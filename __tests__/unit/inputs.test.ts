@@ -183,7 +183,7 @@ describe('readInputs', () => {
   it('declares the same inputs as action.yml', () => {
     const fs = require('fs') as typeof import('fs')
     const yml = fs.readFileSync(require.resolve('../../action.yml'), 'utf8')
-    const declared = [...yml.split('outputs:')[0].matchAll(/^  ([a-z0-9-]+):$/gm)].map(m => m[1])
+    const declared = [...yml.split('outputs:')[0].matchAll(/^ {2}([a-z0-9-]+):$/gm)].map(m => m[1])
     expect(declared).toEqual([...INPUT_NAMES])
   })
 })

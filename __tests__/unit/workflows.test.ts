@@ -31,7 +31,7 @@ describe('workflows pass actionlint', () => {
 
   it('the examples use every input they name as the action declares it', () => {
     const yml = fs.readFileSync(path.join(root, 'action.yml'), 'utf8')
-    const declared = new Set([...yml.split('outputs:')[0].matchAll(/^  ([a-z0-9-]+):$/gm)].map(m => m[1]))
+    const declared = new Set([...yml.split('outputs:')[0].matchAll(/^ {2}([a-z0-9-]+):$/gm)].map(m => m[1]))
     for (const file of files.filter(f => f.startsWith('examples'))) {
       const text = fs.readFileSync(path.join(root, file), 'utf8')
       for (const block of text.split('uses: org/nix-deploy-action@v1').slice(1)) {

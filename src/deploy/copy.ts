@@ -84,7 +84,8 @@ export async function substituteOnTarget(
     else log.info("The target's substituters had none of the paths (or are unreachable): copying them all")
     return { plan: { ...plan, toCopy: plan.toCopy.filter(p => missing.has(p.path)) }, substituted }
   } catch (e) {
-    log.info(`Substituting on the target did not work (${(e as Error).message}): copying every path`)
+    log.info('Substituting on the target did not work (the target said what follows): copying every path')
+    log.untrusted((e as Error).message)
     return { plan, substituted: [] }
   }
 }

@@ -278,7 +278,9 @@ function packageDiff(
   log: Log
 ): void {
   if ('error' in closure) {
-    log.info(`No package diff: listing the target's closure failed: ${closure.error}`)
+    // The target's own words: shown, never obeyed.
+    log.info("No package diff: listing the target's closure failed:")
+    log.untrusted(closure.error)
     return
   }
   report.diff = diffClosures(closure.entries, built.closure)

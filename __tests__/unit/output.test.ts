@@ -1,0 +1,115 @@
+import { runnerView } from '../e2e/harness'
+import { machineLog, printUntrusted } from '../../src/report/untrusted'
+import { childEnv, forgetSecretInputs, isPrivateVariable } from '../../src/secrets'
+import { TailBuffer } from '../../src/tail-buffer'
+
+/** Captures what the action writes to stdout while `fn` runs. */
+function captureStdout(fn: () => void): string {
+  const write = process.stdout.write
+  let out = ''
+  process.stdout.write = ((chunk: string | Uint8Array): boolean => {
+    out += chunk.toString()
+    return true
+  }) as typeof process.stdout.write
+  try {
+    fn()
+  } finally {
+    process.stdout.write = write
+  }
+  return out
+}
+
+describe("the test harness's model of the runner (what it shows of a step's output)", () => {
+  it('an add-mask outside untrusted output masks later lines only', () => {
+    const v = runnerView('before s3cr3t-value\n::add-mask::s3cr3t-value\nafter s3cr3t-value\n')
+    expect(v.masks).toEqual(['s3cr3t-value'])
+    expect(v.shown).toEqual(['before s3cr3t-value', 'after ***', ''])
+  })
+  it('between stop-commands and its token every line is plain text: an add-mask there registers nothing and shows the secret', () => {
+    const v = runnerView('::stop-commands::T1\n::add-mask::s3cr3t-value\n::T1::\nlater s3cr3t-value\n')
+    expect(v.masks).toEqual([])
+    expect(v.shown).toEqual(['::add-mask::s3cr3t-value', 'later s3cr3t-value', ''])
+  })
+  it('a multi-line mask (escaped) masks each of its lines', () => {
+    const v = runnerView('::add-mask::line-one-aaaa%0Aline-two-bbbb\nx line-two-bbbb\n')
+    expect(v.shown[0]).toBe('x ***')
+  })
+})
+
+describe('untrusted output', () => {
+  it('is one self-contained stop-commands block per write, prefixed per line for a machine of several', () => {
+    const out = captureStdout(() => printUntrusted('a\n::add-mask::x\nb\n', '[pi3] '))
+    const m =
+      /^::stop-commands::([0-9a-f]{32})\n\[pi3\] a\n\[pi3\] ::add-mask::x\n\[pi3\] b\n::([0-9a-f]{32})::\n$/.exec(
+        out
+      )
+    expect(m).not.toBeNull()
+    expect(m![1]).toBe(m![2])
+    expect(runnerView(out).masks).toEqual([])
+  })
+  it('two machines printing in turns never leave commands stopped for the other', () => {
+    const a = machineLog('pi3', true)
+    const b = machineLog('pi3b', true)
+    const out = captureStdout(() => {
+      a.untrusted('activating pi3\n')
+      b.info('Uploaded key')
+      a.untrusted('still pi3\n')
+    })
+    // Outside any block, a command written now would be obeyed (the runner's view has no open block).
+    const v = runnerView(out + '::add-mask::later-secret-1\nlater-secret-1\n')
+    expect(v.masks).toEqual(['later-secret-1'])
+    expect(v.shown).toContain('[pi3b] Uploaded key')
+    expect(v.shown).toContain('[pi3] activating pi3')
+  })
+  it('groups become prefixed headings with several machines', async () => {
+    let out = ''
+    const write = process.stdout.write
+    process.stdout.write = ((c: string) => ((out += c), true)) as typeof process.stdout.write
+    try {
+      await machineLog('pi3', true).group('switch', async () => undefined)
+    } finally {
+      process.stdout.write = write
+    }
+    expect(out).not.toContain('::group::')
+    expect(out).toContain('[pi3] ── switch')
+  })
+})
+
+describe('child processes', () => {
+  it('never get the inputs or the runtime tokens; the rest of the environment stays', () => {
+    const env = childEnv({
+      PATH: '/bin',
+      'INPUT_SSH-PRIVATE-KEY': 'k',
+      INPUT_FLAKE: '.#pi',
+      ACTIONS_RUNTIME_TOKEN: 't',
+      ACTIONS_ID_TOKEN_REQUEST_TOKEN: 'i',
+      ACTIONS_ID_TOKEN_REQUEST_URL: 'u',
+      ACTIONS_CACHE_URL: 'c',
+      HOME: '/root'
+    })
+    expect(env).toEqual({ PATH: '/bin', ACTIONS_CACHE_URL: 'c', HOME: '/root' })
+    expect(isPrivateVariable('input_ssh-private-key')).toBe(true)
+  })
+  it('the secret inputs are removed from the process environment once read', () => {
+    const env: NodeJS.ProcessEnv = {
+      'INPUT_SSH-PRIVATE-KEY': 'k',
+      'INPUT_JUMP-HOST-KEY': 'j',
+      INPUT_FLAKE: 'f'
+    }
+    forgetSecretInputs(['ssh-private-key', 'jump-host-key'], env)
+    expect(env).toEqual({ INPUT_FLAKE: 'f' })
+  })
+})
+
+describe('bounded output', () => {
+  it('keeps the tail of what a command prints, never more than its limit', () => {
+    const b = new TailBuffer(10)
+    for (let i = 0; i < 1000; i++) b.push(Buffer.from(`${i % 10}`))
+    expect(b.toString()).toBe('0123456789')
+    expect(b.truncated).toBe(true)
+    const small = new TailBuffer(100)
+    small.push(Buffer.from('abc'))
+    expect(small.toString()).toBe('abc')
+    expect(small.truncated).toBe(false)
+  })
+})

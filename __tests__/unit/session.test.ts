@@ -1,0 +1,59 @@
+import { ActionError } from '../../src/errors'
+import { TargetSession } from '../../src/deploy/session'
+import { plainLog } from '../../src/report/untrusted'
+import type { RemoteHost } from '../../src/ssh/connection'
+
+/** A stand-in connection: alive until told otherwise; exec answers or fails as set. */
+function fakeHost(n: number, opts: { alive?: boolean; fail?: boolean } = {}): RemoteHost {
+  let alive = opts.alive ?? true
+  return {
+    target: { label: 'target root@pi' },
+    get alive() {
+      return alive
+    },
+    close: () => {
+      alive = false
+    },
+    exec: async () => {
+      if (opts.fail)
+        throw new ActionError('lost the SSH connection to target root@pi while following', '', 'connect')
+      return { exitCode: 0, stdout: `host ${n}`, stderr: '' }
+    }
+  } as unknown as RemoteHost
+}
+
+describe('the session to a target', () => {
+  it('dials once when several commands find the connection gone at the same time', async () => {
+    let dials = 0
+    const session = new TargetSession(
+      fakeHost(0, { alive: false }),
+      async () => {
+        dials++
+        await new Promise(r => setTimeout(r, 20))
+        return fakeHost(dials)
+      },
+      plainLog
+    )
+    const answers = await Promise.all([
+      session.exec('a'),
+      session.exec('b'),
+      session.reconnect().then(() => session.exec('c'))
+    ])
+    expect(dials).toBe(1)
+    expect(answers.map(a => a.stdout)).toEqual(['host 1', 'host 1', 'host 1'])
+  })
+  it('retries an idempotent command on a new connection after a failure, until its deadline', async () => {
+    let dials = 0
+    const session = new TargetSession(fakeHost(0, { fail: true }), async () => fakeHost(++dials), plainLog)
+    const r = await session.execRetrying('x', Date.now() + 10_000)
+    expect(r.stdout).toBe('host 1')
+    const dead = new TargetSession(
+      fakeHost(0, { fail: true }),
+      async () => fakeHost(1, { fail: true }),
+      plainLog
+    )
+    await expect(dead.execRetrying('x', Date.now() + 100)).rejects.toThrow(
+      /^lost the SSH connection to target root@pi while following$/
+    )
+  })
+})
