@@ -1,35 +1,66 @@
 import { execFileSync } from 'child_process'
-import { parseAgentState } from '../../src/deploy/activate'
-import { AGENT_SCRIPT, DECIDE_SCRIPT, FOLLOW_SCRIPT, START_SCRIPT } from '../../src/deploy/agent-script'
-import { LIST_GENERATIONS_SCRIPT } from '../../src/deploy/generations'
+import { agentCommandOptions, parseAgentState } from '../../src/deploy/activate'
 import { LOCK_SCRIPT, ownerDescription, parseLockAnswer } from '../../src/deploy/lock'
-import { UPLOAD_KEY_SCRIPT } from '../../src/deploy/keys'
 import { checkSpace, checkTarget, SPACE_MARGIN_BYTES } from '../../src/deploy/preflight'
-import { PROBE_SCRIPT, RemoteState } from '../../src/deploy/remote-state'
-import { IMPORT_SCRIPT, QUERY_MISSING, SUBSTITUTE_SCRIPT } from '../../src/deploy/copy'
-import { SURVEY_SCRIPT } from '../../src/deploy/survey'
+import { RemoteState } from '../../src/deploy/remote-state'
+import { ALL_SCRIPTS, AGENT_OUTCOMES, DECIDE_SCRIPT } from '../../src/target/scripts'
+import { SCRIPT_FILES } from '../../src/target/scripts.generated'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 
 describe('scripts run on the target', () => {
-  it.each(
-    Object.entries({
-      AGENT_SCRIPT,
-      DECIDE_SCRIPT,
-      FOLLOW_SCRIPT,
-      LOCK_SCRIPT,
-      START_SCRIPT,
-      UPLOAD_KEY_SCRIPT,
-      LIST_GENERATIONS_SCRIPT,
-      PROBE_SCRIPT,
-      QUERY_MISSING,
-      SURVEY_SCRIPT,
-      SUBSTITUTE_SCRIPT,
-      IMPORT_SCRIPT
-    })
-  )('%s is valid POSIX sh (sh -n)', (_name, script) => {
+  it.each(Object.entries(ALL_SCRIPTS))('%s is valid POSIX sh (sh -n)', (_name, script) => {
     execFileSync('sh', ['-n', '-c', script])
+  })
+  it('are embedded as they are in src/target/scripts (npm run build regenerates them)', () => {
+    const { generate, out } = require('../../scripts/embed-scripts.js')
+    expect(fs.readFileSync(out, 'utf8')).toBe(generate())
+  })
+  it("the agent's outcomes are the ones the action knows, and no other", () => {
+    const code = SCRIPT_FILES['agent.sh']
+      .split('\n')
+      .filter(l => !/^\s*#/.test(l))
+      .join('\n')
+    const finishes = [...code.matchAll(/\bfinish '?([a-z-]+)'?\s*(?:;|$)/gm)].map(m => m[1])
+    expect(new Set(finishes)).toEqual(new Set(AGENT_OUTCOMES))
+  })
+  it("the agent's options are named, and a value can never be read as an option", () => {
+    const before: RemoteState = {
+      current: '/nix/store/' + 'c'.repeat(32) + '-old',
+      profile: '/nix/store/' + 'c'.repeat(32) + '-old',
+      profileLink: 'system-7-link',
+      hasNixStore: true
+    }
+    const opts = agentCommandOptions({
+      dir: '/run/nix-deploy-action/x',
+      toplevel: '/nix/store/' + 'a'.repeat(32) + '-new',
+      action: 'switch',
+      activationTimeoutSeconds: 600,
+      waitSeconds: 30,
+      onTimeout: 'rollback',
+      before,
+      lock: { dir: '/nix/var/nix-deploy-action/lock', id: 'abc', leaseSeconds: 90, description: 'd' }
+    })
+    const pairs = Object.fromEntries(
+      Array.from({ length: opts.length / 2 }, (_, i) => [opts[2 * i], opts[2 * i + 1]])
+    )
+    expect(pairs).toEqual({
+      '--dir': '/run/nix-deploy-action/x',
+      '--toplevel': '/nix/store/' + 'a'.repeat(32) + '-new',
+      '--action': 'switch',
+      '--activation-timeout': '600',
+      '--wait-seconds': '30',
+      '--on-timeout': 'rollback',
+      '--prev-current': before.current,
+      '--prev-profile': before.profile,
+      '--prev-generation': '7',
+      '--lock-dir': '/nix/var/nix-deploy-action/lock',
+      '--lock-id': 'abc',
+      '--lease': '90'
+    })
+    // Every option the action passes is one the agent parses.
+    for (const name of Object.keys(pairs)) expect(SCRIPT_FILES['agent.sh']).toContain(`    ${name})`)
   })
 })
 

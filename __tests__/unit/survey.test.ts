@@ -63,6 +63,7 @@ function survey(
       opts.top ?? toplevel,
       opts.unchangedWhen ?? 'switch',
       opts.release ?? 'yes',
+      '1440',
       ...(opts.lockId ? [lockDir, opts.lockId, '600', `run ${opts.lockId}`] : ['', '', '', ''])
     ],
     { input: closure.map(p => p.path).join('\n') + '\n', encoding: 'utf8', env: stubEnv(env) }

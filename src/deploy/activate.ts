@@ -3,9 +3,17 @@ import { ActionError } from '../errors'
 import { Plan } from '../plan'
 import { Remote } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
-import { AGENT_SCRIPT, DECIDE_SCRIPT, FOLLOW_SCRIPT, START_SCRIPT } from './agent-script'
+import {
+  ABANDON_SCRIPT,
+  AGENT_SCRIPT,
+  DECIDE_SCRIPT,
+  FOLLOW_SCRIPT,
+  PREPARE_AGENT_SCRIPT,
+  PROBE_SCRIPT,
+  START_AGENT_SCRIPT
+} from '../target/scripts'
 import { LockRequest } from './lock'
-import { PROBE_SCRIPT, RemoteState, generationOf, parseRemoteState } from './remote-state'
+import { RemoteState, generationOf, parseRemoteState } from './remote-state'
 import { TargetSession } from './session'
 
 const STEP_TIMEOUT_MS = 120_000
@@ -43,7 +51,10 @@ export class RolledBackError extends ActionError {
 }
 
 export async function readRemoteState(host: Remote): Promise<RemoteState> {
-  const r = await host.exec(PROBE_SCRIPT, { timeoutMs: STEP_TIMEOUT_MS, what: 'reading the system state' })
+  const r = await host.exec(shellCommand(['sh', '-c', PROBE_SCRIPT, 'sh']), {
+    timeoutMs: STEP_TIMEOUT_MS,
+    what: 'reading the system state'
+  })
   if (r.exitCode !== 0)
     throw new ActionError(
       `reading the system state of the target failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-300)}`,
@@ -124,10 +135,11 @@ export async function activate(
       : 0
   const onTimeout = plan.magicRollback ? 'rollback' : 'keep'
 
-  const prep = await session.exec(
-    shellCommand(['sh', '-c', 'umask 077 && mkdir -p "$1" && cat >"$1/agent.sh" && : >"$1/log"', 'sh', dir]),
-    { stdin: AGENT_SCRIPT, timeoutMs: STEP_TIMEOUT_MS, what: 'writing the activation agent' }
-  )
+  const prep = await session.exec(shellCommand(['sh', '-c', PREPARE_AGENT_SCRIPT, 'sh', dir]), {
+    stdin: AGENT_SCRIPT,
+    timeoutMs: STEP_TIMEOUT_MS,
+    what: 'writing the activation agent'
+  })
   if (prep.exitCode !== 0)
     throw new ActionError(
       `could not prepare the activation on ${session.label}: ${prep.stderr.trim().slice(-300)}`,
@@ -135,33 +147,20 @@ export async function activate(
       'activate'
     )
 
-  const agentArgs = [
+  const agentOptions = agentCommandOptions({
+    dir,
     toplevel,
-    plan.mode,
-    String(settings.activationTimeoutSeconds),
-    String(waitSeconds),
+    action: plan.mode,
+    activationTimeoutSeconds: settings.activationTimeoutSeconds,
+    waitSeconds,
     onTimeout,
-    before.current ?? '',
-    before.profile ?? '',
-    String(generationOf(before.profileLink) ?? ''),
-    lock?.dir ?? '',
-    lock?.id ?? '',
-    String(lock?.leaseSeconds ?? 0)
-  ]
-  const started = await session.exec(
-    shellCommand([
-      'sh',
-      '-c',
-      START_SCRIPT,
-      'sh',
-      lock?.dir ?? '',
-      lock?.id ?? '',
-      String(lock?.leaseSeconds ?? 0),
-      dir,
-      ...agentArgs
-    ]),
-    { timeoutMs: STEP_TIMEOUT_MS, what: 'starting the activation agent' }
-  )
+    before,
+    lock
+  })
+  const started = await session.exec(shellCommand(['sh', '-c', START_AGENT_SCRIPT, 'sh', ...agentOptions]), {
+    timeoutMs: STEP_TIMEOUT_MS,
+    what: 'starting the activation agent'
+  })
   if (started.exitCode === 0 && started.stdout.trim() === 'lost-lock')
     throw new ActionError(
       `this run lost the deploy lock on ${session.label} before activating: another deploy took it over after the lease ran out`,
@@ -425,18 +424,45 @@ export async function runHealthChecks(
 export async function abandonAgent(session: TargetSession, agent: AgentTracker): Promise<boolean> {
   if (!agent.dir) return false
   try {
-    const r = await session.exec(
-      shellCommand([
-        'sh',
-        '-c',
-        ': >"$1/abandoned" && if [ -f "$1/outcome" ]; then echo finished; fi',
-        'sh',
-        agent.dir
-      ]),
-      { timeoutMs: 15_000, what: 'handing the deploy lock to the activation agent' }
-    )
+    const r = await session.exec(shellCommand(['sh', '-c', ABANDON_SCRIPT, 'sh', agent.dir]), {
+      timeoutMs: 15_000,
+      what: 'handing the deploy lock to the activation agent'
+    })
     return r.stdout.trim() === 'finished'
   } catch {
     return false
   }
+}
+
+/** What the agent is told (agent.sh's named options). */
+export interface AgentRequest {
+  dir: string
+  toplevel: string
+  action: string
+  activationTimeoutSeconds: number
+  /** How long to wait for the action's decision (0: finish right after activating). */
+  waitSeconds: number
+  onTimeout: 'rollback' | 'keep'
+  before: RemoteState
+  lock?: LockRequest
+}
+
+/** agent.sh's command line (after the script): named options, so their order cannot be mixed up. */
+export function agentCommandOptions(r: AgentRequest): string[] {
+  const opt = (name: string, value: string | number | undefined): string[] =>
+    value === undefined || value === '' ? [] : [`--${name}`, String(value)]
+  return [
+    ...opt('dir', r.dir),
+    ...opt('toplevel', r.toplevel),
+    ...opt('action', r.action),
+    ...opt('activation-timeout', r.activationTimeoutSeconds),
+    ...opt('wait-seconds', r.waitSeconds),
+    ...opt('on-timeout', r.onTimeout),
+    ...opt('prev-current', r.before.current),
+    ...opt('prev-profile', r.before.profile),
+    ...opt('prev-generation', generationOf(r.before.profileLink)),
+    ...opt('lock-dir', r.lock?.dir),
+    ...opt('lock-id', r.lock?.id),
+    ...opt('lease', r.lock?.leaseSeconds)
+  ]
 }

@@ -9,6 +9,7 @@ import { formatBytes } from '../report/format'
 import { Log, plainLog } from '../report/untrusted'
 import { Remote } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
+import { IMPORT_SCRIPT, QUERY_MISSING_SCRIPT, SUBSTITUTE_SCRIPT } from '../target/scripts'
 import { childEnv } from '../secrets'
 import { chooseCodec, Codec, CompressionSetting, onPath } from './compression'
 
@@ -25,32 +26,7 @@ export interface CopyResult {
 
 export const GC_ROOT_DIR = '/nix/var/nix/gcroots/nix-deploy-action'
 
-/** Remote command that prints which of the paths given on stdin the Pi's store lacks. */
-export const QUERY_MISSING = `set -f; exec nix-store --check-validity --print-invalid $(cat)`
-
-/**
- * Decompresses and imports the stream on stdin, then prints which of the paths given as arguments
- * are still invalid (none, unless something went wrong). CODEC picks a fixed decompressor.
- * usage: sh -c IMPORT_SCRIPT sh CODEC PATH...
- */
-export const IMPORT_SCRIPT = String.raw`codec=$1; shift
-case "$codec" in zstd) d='zstd -d -q -c' ;; xz) d='xz -d -q -c' ;; gzip) d='gzip -d -c' ;; none) d=cat ;; *) exit 2 ;; esac
-$d | nix-store --import >/dev/null || exit $?
-[ $# -eq 0 ] || exec nix-store --check-validity --print-invalid "$@"`
-
-/**
- * substitute-on-destination: the target fetches the paths (on stdin) it can from its own
- * substituters (e.g. cache.nixos.org for everything from nixpkgs), before anything crosses the
- * tunnel; then prints which are still missing. Bounded for a target without internet: one
- * download attempt, a short connect timeout, no fallback to building. A failure to substitute is
- * not an error (--keep-going; the rest is copied). usage: sh -c SUBSTITUTE_SCRIPT sh < PATHS
- */
-export const SUBSTITUTE_SCRIPT = String.raw`set -f
-paths=$(cat)
-printf '%s
-' "$paths" | xargs nix-store --realise --keep-going --option download-attempts 1 --option connect-timeout 5 --option fallback false >/dev/null 2>&1
-printf '%s
-' "$paths" | xargs nix-store --check-validity --print-invalid`
+export { IMPORT_SCRIPT, QUERY_MISSING_SCRIPT, SUBSTITUTE_SCRIPT }
 
 /** How long the target may spend substituting before the action copies everything itself. */
 const SUBSTITUTE_TIMEOUT_MS = 300_000
@@ -137,7 +113,7 @@ export function parseMissing(stdout: string, asked: Set<string>): Set<string> {
 }
 
 export async function queryMissing(host: Remote, paths: string[]): Promise<Set<string>> {
-  const r = await host.exec(QUERY_MISSING, {
+  const r = await host.exec(shellCommand(['sh', '-c', QUERY_MISSING_SCRIPT, 'sh']), {
     stdin: paths.join('\n') + '\n',
     timeoutMs: 120_000,
     what: 'checking the copied paths'

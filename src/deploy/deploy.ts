@@ -306,7 +306,10 @@ async function pruneGenerations(
   profileGeneration: number | undefined,
   log: Log
 ): Promise<number[]> {
-  const r = await session.exec(LIST_GENERATIONS_SCRIPT, { timeoutMs: 60_000, what: 'listing generations' })
+  const r = await session.exec(shellCommand(['sh', '-c', LIST_GENERATIONS_SCRIPT, 'sh']), {
+    timeoutMs: 60_000,
+    what: 'listing generations'
+  })
   const running = /^running (\S+)$/m.exec(r.stdout)?.[1]
   const booted = /^booted (\S+)$/m.exec(r.stdout)?.[1]
   const doomed = generationsToDelete(parseGenerations(r.stdout), keep, {

@@ -36,7 +36,4 @@ export function generationsToDelete(
   return all.filter(g => !kept.has(g.number)).map(g => g.number)
 }
 
-/** Lists generations with their targets, and the running and booted systems (one line each, last). */
-export const LIST_GENERATIONS_SCRIPT = String.raw`for l in /nix/var/nix/profiles/system-*-link; do [ -e "$l" ] && printf '%s %s\n' "$(basename "$l")" "$(readlink -f "$l")"; done
-printf 'running %s\n' "$(readlink -f /run/current-system 2>/dev/null)"
-printf 'booted %s\n' "$(readlink -f /run/booted-system 2>/dev/null)"`
+export { LIST_GENERATIONS_SCRIPT } from '../target/scripts'

@@ -5,6 +5,7 @@ import { DeploymentKey, keyProblems } from '../nix/legacy'
 import { Log } from '../report/untrusted'
 import { childEnv, maskSecret } from '../secrets'
 import { shellCommand } from '../ssh/quote'
+import { UPLOAD_KEY_SCRIPT } from '../target/scripts'
 import { TargetSession } from './session'
 
 /** A deployment key with its content, read on the runner (kept in memory only). */
@@ -18,31 +19,10 @@ const UNSAFE_DEST_DIR = 10
 /**
  * NixOps' `deployment.keys`: secrets that must not enter the Nix store (it is world-readable), so
  * they go straight to a file on the target -- by default under /run/keys, which is a tmpfs and so
- * gone after a reboot, as with NixOps; every deploy uploads them again.
- *
- * The key is written as root into a directory that only root may change: a destDir that is a
- * symlink, is not owned by root, or is writable by group or others is refused (anyone who can
- * write there could plant a link that redirects the secret, or swap the file). The content goes to
- * a file mktemp creates (O_EXCL, unpredictable name, mode 0600), gets its owner and mode, then is
- * renamed over the final name with mv -T (a rename replaces a symlink there, never follows it): a
- * service never reads half a key. Arguments are positional, the content comes on stdin: nothing of
- * a key reaches a command line.
+ * gone after a reboot, as with NixOps; every deploy uploads them again. How they are written, and
+ * which directories are refused: src/target/scripts/upload-key.sh.
  */
-export const UPLOAD_KEY_SCRIPT = String.raw`set -eu
-dir=$1 name=$2 owner=$3 group=$4 mode=$5
-umask 077
-if [ ! -e "$dir" ] && [ ! -L "$dir" ]; then mkdir -p "$dir"; chmod 0750 "$dir"; fi
-if [ -L "$dir" ] || [ ! -d "$dir" ]; then echo "$dir is a symlink or not a directory" >&2; exit 10; fi
-dir_uid=$(stat -c %u "$dir") dir_mode=$(stat -c %a "$dir")
-if [ "$dir_uid" != 0 ]; then echo "$dir is owned by uid $dir_uid, not root" >&2; exit 10; fi
-if [ $((0$dir_mode & 022)) != 0 ]; then echo "$dir is writable by group or others (mode $dir_mode)" >&2; exit 10; fi
-tmp=$(mktemp "$dir/.$name.XXXXXXXXXX")
-trap 'rm -f "$tmp"' EXIT
-cat >"$tmp"
-chown "$owner:$group" "$tmp"
-chmod "$mode" "$tmp"
-mv -T -f "$tmp" "$dir/$name"
-trap - EXIT`
+export { UPLOAD_KEY_SCRIPT }
 
 /** The key's content, from text, keyFile (on the runner) or keyCommand (run on the runner, no shell). */
 export async function keyContent(k: DeploymentKey): Promise<string> {

@@ -1,4 +1,5 @@
 import { ActionError } from '../errors'
+import { LOCK_SCRIPT } from '../target/scripts'
 import { Log } from '../report/untrusted'
 import { shellCommand } from '../ssh/quote'
 import { TargetSession } from './session'
@@ -13,8 +14,7 @@ export const LEASE_SECONDS = 90
 const RENEW_EVERY_MS = 20_000
 
 /**
- * The deploy lock's operations, as shell functions shared by every script that touches the lock
- * (the survey, the action's renewals and release, the agent).
+ * The lock itself lives on the target (src/target/scripts/lock.sh).
  *
  * One clock: the lease is kept in the target's own monotonic clock (/proc/uptime) with its boot id.
  * The runner's clock is never compared with the target's (a Pi without an RTC or NTP is minutes
@@ -26,57 +26,8 @@ const RENEW_EVERY_MS = 20_000
  * operation ends, and no child (switch-to-configuration) inherits it. Two waiters taking over an
  * expired lease, a renewal racing a takeover, and a release racing a takeover are thus each decided
  * once: exactly one wins.
- *
- * Owner file: line 1 the holder's id; line 2 `v2 BOOT_ID EXPIRY_UPTIME_SECONDS`; line 3 who it is.
- * (An older action wrote the expiry in epoch seconds on line 2: that is still honoured by the
- * target's wall clock, the only clock it names.)
- *
- * Globals: lock_dir lock_id lease lock_desc. `lock_op acquire|renew|release` prints:
- *   acquire -> "acquired" | "held" ID SECONDS_LEFT DESCRIPTION (one per line)
- *   renew   -> "renewed" | "lost"
- *   release -> "released" | "not-held"
  */
-export const LOCK_FUNCTIONS = String.raw`lock_op() (
-  verb=$1
-  base=$(dirname "$lock_dir")
-  mkdir -p "$base" || exit 2
-  command -v flock >/dev/null 2>&1 || { echo "flock (util-linux) is not on the target's PATH" >&2; exit 5; }
-  exec 9>>"$base/lock.flock" || exit 2
-  flock -w 30 9 || { echo "$base/lock.flock stayed locked for 30 s" >&2; exit 6; }
-  now=$(cut -d. -f1 /proc/uptime)
-  boot=$(cat /proc/sys/kernel/random/boot_id)
-  owner=$(sed -n 1p "$lock_dir/owner" 2>/dev/null)
-  set -f
-  set -- $(sed -n 2p "$lock_dir/owner" 2>/dev/null)
-  left=-1
-  if [ $# = 3 ] && [ "$1" = v2 ]; then
-    case $3 in *[!0-9]*|'') ;; *) if [ "$2" = "$boot" ]; then left=$(($3 - now)); fi ;; esac
-  elif [ $# = 1 ]; then
-    case $1 in *[!0-9]*|'') ;; *) left=$(($1 - $(date +%s))) ;; esac
-  fi
-  write_owner() {
-    mkdir -p "$lock_dir" &&
-      printf '%s\nv2 %s %s\n%s\n' "$lock_id" "$boot" "$((now + lease))" "$1" >"$lock_dir/owner.tmp" &&
-      mv -f "$lock_dir/owner.tmp" "$lock_dir/owner"
-  }
-  case $verb in
-    acquire)
-      if [ "$owner" = "$lock_id" ] || [ -z "$owner" ] || [ "$left" -lt 0 ]; then
-        write_owner "$lock_desc" && echo acquired
-      else
-        printf 'held\n%s\n%s\n%s\n' "$owner" "$left" "$(sed -n 3p "$lock_dir/owner")"
-      fi ;;
-    renew)
-      if [ "$owner" = "$lock_id" ]; then write_owner "$(sed -n 3p "$lock_dir/owner")" && echo renewed; else echo lost; fi ;;
-    release)
-      if [ "$owner" = "$lock_id" ]; then rm -f "$lock_dir/owner"; rmdir "$lock_dir" 2>/dev/null; echo released; else echo not-held; fi ;;
-  esac
-)`
-
-/** usage: sh -c LOCK_SCRIPT sh acquire|renew|release LOCKDIR ID LEASE DESCRIPTION */
-export const LOCK_SCRIPT = `lock_dir=$2 lock_id=$3 lease=$4 lock_desc=$5
-${LOCK_FUNCTIONS}
-lock_op "$1"`
+export { LOCK_SCRIPT }
 
 /** Who holds the lock, as the target says (seconds left by the target's own clock). */
 export interface LockHolder {

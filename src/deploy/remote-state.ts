@@ -18,17 +18,6 @@ export interface RemoteState {
 
 export const SYSTEM_PROFILE = '/nix/var/nix/profiles/system'
 
-/** A fixed script (nothing from inputs in it): prints key=value lines parsed by parseRemoteState. */
-export const PROBE_SCRIPT = [
-  `printf 'current=%s\\n' "$(readlink -f /run/current-system 2>/dev/null)"`,
-  `printf 'profile=%s\\n' "$(readlink -f ${SYSTEM_PROFILE} 2>/dev/null)"`,
-  `printf 'profile-link=%s\\n' "$(readlink ${SYSTEM_PROFILE} 2>/dev/null)"`,
-  `printf 'platform=%s\\n' "$(cat /run/current-system/system 2>/dev/null)"`,
-  `printf 'uid=%s\\n' "$(id -u)"`,
-  `printf 'nix-store=%s\\n' "$(command -v nix-store)"`,
-  `printf 'nix-free-kb=%s\\n' "$(df -Pk /nix/store 2>/dev/null | awk 'NR==2 {print $4}')"`
-].join('; ')
-
 export function parseRemoteState(text: string): RemoteState {
   const kv = new Map<string, string>()
   for (const line of text.split('\n')) {

@@ -4,68 +4,12 @@ import { assertStorePath } from '../nix/store-path'
 import { parseClosureListing, ClosureEntry } from '../report/diff'
 import { Remote } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
+import { RUNNING_CLOSURE_SCRIPT, SURVEY_SCRIPT } from '../target/scripts'
 import { CopyPlan, GC_ROOT_MAX_AGE_MINUTES } from './copy'
-import { LOCK_FUNCTIONS, LockHolder, LockRequest, lockArgs, parseLockAnswer } from './lock'
-import { PROBE_SCRIPT, RemoteState, SYSTEM_PROFILE, parseRemoteState } from './remote-state'
+import { LockHolder, LockRequest, lockArgs, parseLockAnswer } from './lock'
+import { RemoteState, parseRemoteState } from './remote-state'
 
-/**
- * Everything the deploy must know from the target before copying, as one SSH command: every
- * command costs a session, a shell start and a round trip through the jump host, and the answers
- * are small.
- *   --lock--   first, the deploy lock (LOCK_FUNCTIONS): "acquired", or "held" and its holder, and
- *              then nothing else: the state must be read under the lock, or a run that waited
- *              would decide (and roll back to) what another run has since replaced.
- *   --state--  what it runs and has (PROBE_SCRIPT's key=value lines)
- *   --unchanged-- when the target already has TOPLEVEL as the mode asks (UNCHANGED_WHEN: switch,
- *              boot, test, or never); with RELEASE=yes the lock is released in the same command
- *              ("released"): a no-op deploy costs one round trip. Nothing follows.
- *   --copy--   "codec NAME" for each decompressor it has, "missing PATH" for each path of the new
- *              closure (given on stdin) its store lacks; before asking, the new system is pinned
- *              with a GC root (a symlink may point at a path that does not exist yet), so a
- *              garbage collection on the target between import and profile switch cannot delete
- *              what is copied. Exit 3: no GC root; exit 4: the store query failed; exit 5: the lock
- *              could not be read or written.
- * The running system's closure (only the package diff needs it) is listed by a second command
- * alongside, off the copy's critical path: see listRunningClosure.
- * usage: sh -c SURVEY_SCRIPT sh GC_ROOT_LINK TOPLEVEL UNCHANGED_WHEN RELEASE LOCK_DIR LOCK_ID LEASE DESCRIPTION < PATHS
- *   (LOCK_DIR '' for no lock)
- */
-export const SURVEY_SCRIPT = String.raw`set -f
-gcroot=$1 top=$2 unchanged_when=$3 release=$4 lock_dir=$5 lock_id=$6 lease=$7 lock_desc=$8
-${LOCK_FUNCTIONS}
-echo '--lock--'
-if [ -n "$lock_dir" ]; then
-  answer=$(lock_op acquire) || exit 5
-  printf '%s\n' "$answer"
-  [ "$answer" = acquired ] || exit 0
-fi
-echo '--state--'
-${PROBE_SCRIPT}
-cur=$(readlink -e /run/current-system 2>/dev/null) prof=$(readlink -e ${SYSTEM_PROFILE} 2>/dev/null) unchanged=0
-case $unchanged_when in
-  switch) [ "$cur" = "$top" ] && [ "$prof" = "$top" ] && unchanged=1 ;;
-  boot) [ "$prof" = "$top" ] && unchanged=1 ;;
-  test) [ "$cur" = "$top" ] && unchanged=1 ;;
-esac
-if [ "$unchanged" = 1 ]; then
-  echo '--unchanged--'
-  if [ -n "$lock_dir" ] && [ "$release" = yes ]; then lock_op release; fi
-  exit 0
-fi
-echo '--copy--'
-gcdir=$(dirname "$gcroot")
-mkdir -p "$gcdir" && ln -sfn "$top" "$gcroot" || exit 3
-find "$gcdir" -maxdepth 1 -type l -mmin +${GC_ROOT_MAX_AGE_MINUTES} -exec rm -f {} + 2>/dev/null
-for c in zstd xz gzip; do command -v "$c" >/dev/null 2>&1 && echo "codec $c"; done
-missing=$(nix-store --check-validity --print-invalid $(cat)) || exit 4
-[ -z "$missing" ] || printf '%s\n' "$missing" | sed 's/^/missing /'`
-
-/** Lists the running system's closure with NAR sizes: paths, a separator line, sizes. */
-export const RUNNING_CLOSURE_SCRIPT = String.raw`set -f
-paths=$(nix-store -qR /run/current-system) || exit 1
-printf '%s\n' "$paths"
-echo '--sizes--'
-nix-store -q --size $paths`
+export { RUNNING_CLOSURE_SCRIPT, SURVEY_SCRIPT }
 
 /** The running system's closure for the package diff, or why it could not be listed. */
 export type RunningClosure = { entries: ClosureEntry[] } | { error: string }
@@ -75,14 +19,19 @@ export type RunningClosure = { entries: ClosureEntry[] } | { error: string }
  * alongside the survey and the copy, and must be read before the activation changes what runs.
  */
 export function listRunningClosure(host: Remote): Promise<RunningClosure> {
-  return host.exec(RUNNING_CLOSURE_SCRIPT, { timeoutMs: 120_000 }).then(
-    r => {
-      if (r.exitCode !== 0) return { error: r.stderr.trim().slice(-300) || `exit ${r.exitCode}` }
-      const [paths, sizes] = r.stdout.split('--sizes--')
-      return { entries: parseClosureListing(paths, sizes) }
-    },
-    (e: unknown) => ({ error: (e as Error).message })
-  )
+  return host
+    .exec(shellCommand(['sh', '-c', RUNNING_CLOSURE_SCRIPT, 'sh']), {
+      timeoutMs: 120_000,
+      what: 'listing the running closure'
+    })
+    .then(
+      r => {
+        if (r.exitCode !== 0) return { error: r.stderr.trim().slice(-300) || `exit ${r.exitCode}` }
+        const [paths, sizes] = r.stdout.split('--sizes--')
+        return { entries: parseClosureListing(paths, sizes) }
+      },
+      (e: unknown) => ({ error: (e as Error).message })
+    )
 }
 
 /** What the survey found: the lock held by another run, or the state under this run's lock. */
@@ -202,6 +151,7 @@ export async function surveyTarget(host: Remote, req: SurveyRequest): Promise<Su
       assertStorePath(req.toplevel, 'toplevel'),
       req.unchangedWhen,
       req.releaseIfUnchanged ? 'yes' : 'no',
+      String(GC_ROOT_MAX_AGE_MINUTES),
       ...(req.lock ? lockArgs(req.lock) : ['', '', '', ''])
     ]),
     {

@@ -1,0 +1,255 @@
+import { spawnSync } from 'child_process'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { AGENT_SCRIPT } from '../../src/target/scripts'
+
+/**
+ * The activation agent (src/target/scripts/agent.sh) run for real by sh, in a temporary directory:
+ * its profile and /run/current-system are paths of the test's (--system-profile, --current-system),
+ * `nix-env` is a stand-in that keeps generation links as Nix does (reusing the newest generation
+ * when it already holds the path), and each system's switch-to-configuration records its calls and
+ * fails when told to. The e2e suites run the same script on the simulated Pi with real Nix.
+ */
+const NIX_ENV = `#!/bin/sh
+[ "$1" = -p ] || exit 2
+P=$2; shift 2
+base=$(basename "$P")
+gens() { for l in "$P"-*-link; do [ -L "$l" ] && basename "$l" | sed -n "s/^$base-\\([0-9]*\\)-link$/\\1/p"; done | sort -n; }
+case $1 in
+  --set)
+    [ -z "$NIXENV_FAIL_SET" ] || { echo "nix-env: disk full" >&2; exit 1; }
+    last=$(gens | tail -n 1)
+    if [ -n "$last" ] && [ "$(readlink "$P-$last-link")" = "$2" ]; then n=$last
+    else n=$((\${last:-0} + 1)); ln -s "$2" "$P-$n-link"; fi
+    ln -sfn "$base-$n-link" "$P" ;;
+  --switch-generation)
+    [ -L "$P-$2-link" ] || { echo "generation $2 does not exist" >&2; exit 1; }
+    ln -sfn "$base-$2-link" "$P" ;;
+  --delete-generations)
+    shift
+    for g in "$@"; do rm -f "$P-$g-link"; done ;;
+esac
+`
+
+interface World {
+  root: string
+  profile: string
+  current: string
+  sys: (name: string) => string
+  calls: () => string[]
+  gens: () => string[]
+  profileLink: () => string
+  run: (opts: Record<string, string>, env?: Record<string, string>) => { outcome: string; log: string }
+}
+
+function world(systems: string[], failing: string[] = []): World {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-agent-'))
+  const bin = path.join(root, 'bin')
+  fs.mkdirSync(bin)
+  fs.writeFileSync(path.join(bin, 'nix-env'), NIX_ENV, { mode: 0o755 })
+  fs.mkdirSync(path.join(root, 'profiles'))
+  const profile = path.join(root, 'profiles', 'system')
+  const current = path.join(root, 'current-system')
+  const callsFile = path.join(root, 'calls')
+  for (const name of systems) {
+    const dir = path.join(root, name)
+    fs.mkdirSync(path.join(dir, 'bin'), { recursive: true })
+    const fail = failing.includes(name) ? `echo "${name}: fails on purpose" >&2; exit 1` : ''
+    fs.writeFileSync(
+      path.join(dir, 'bin', 'switch-to-configuration'),
+      `#!/bin/sh\necho "${name} $1" >>${callsFile}\n${fail}\ncase $1 in switch|test) ln -sfn ${dir} ${current} ;; esac\n`,
+      { mode: 0o755 }
+    )
+  }
+  const w: World = {
+    root,
+    profile,
+    current,
+    sys: name => path.join(root, name),
+    calls: () => (fs.existsSync(callsFile) ? fs.readFileSync(callsFile, 'utf8').trim().split('\n') : []),
+    gens: () =>
+      fs
+        .readdirSync(path.join(root, 'profiles'))
+        .filter(n => /^system-\d+-link$/.test(n))
+        .sort(),
+    profileLink: () => fs.readlinkSync(profile),
+    run: (opts, env = {}) => {
+      const dir = path.join(root, `run-${Math.random().toString(16).slice(2)}`)
+      fs.mkdirSync(dir)
+      fs.writeFileSync(path.join(dir, 'log'), '')
+      const args = Object.entries({
+        '--dir': dir,
+        '--activation-timeout': '30',
+        '--system-profile': profile,
+        '--current-system': current,
+        ...opts
+      }).flat()
+      const r = spawnSync('sh', ['-c', AGENT_SCRIPT, 'sh', ...args], {
+        encoding: 'utf8',
+        env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, ...env },
+        timeout: 60_000
+      })
+      if (r.status !== 0) throw new Error(`agent exited ${r.status}: ${r.stderr}`)
+      const read = (f: string): string =>
+        fs.existsSync(path.join(dir, f)) ? fs.readFileSync(path.join(dir, f), 'utf8').trim() : ''
+      return { outcome: read('outcome'), log: read('log') }
+    }
+  }
+  return w
+}
+
+/** A target running `name` from generation 1 (its profile and boot entry). */
+function installed(w: World, name: string): void {
+  spawnSync(path.join(w.root, 'bin', 'nix-env'), ['-p', w.profile, '--set', w.sys(name)])
+  fs.symlinkSync(w.sys(name), w.current)
+}
+
+const deploy = (w: World, top: string, action = 'switch', extra: Record<string, string> = {}) => ({
+  '--toplevel': w.sys(top),
+  '--action': action,
+  '--prev-current': fs.realpathSync(w.current),
+  '--prev-profile': fs.realpathSync(w.profile),
+  '--prev-generation': w.profileLink().replace(/^system-(\d+)-link$/, '$1'),
+  ...extra
+})
+
+describe('the activation agent (real script, stub nix-env and systems)', () => {
+  it('switch: sets the profile (a new generation), activates, done', () => {
+    const w = world(['old', 'new'])
+    installed(w, 'old')
+    const r = w.run(deploy(w, 'new'))
+    expect(r.outcome).toBe('done')
+    expect(w.gens()).toEqual(['system-1-link', 'system-2-link'])
+    expect(fs.realpathSync(w.profile)).toBe(w.sys('new'))
+    expect(w.calls()).toEqual(['new switch'])
+  })
+
+  it('a failed switch rolls back exactly: the profile link as it was, the new generation deleted, the old system re-activated', () => {
+    const w = world(['old', 'new'], ['new'])
+    installed(w, 'old')
+    const r = w.run(deploy(w, 'new'))
+    expect(r.outcome).toBe('rolled-back')
+    expect(w.gens()).toEqual(['system-1-link'])
+    expect(w.profileLink()).toBe('system-1-link')
+    expect(fs.realpathSync(w.current)).toBe(w.sys('old'))
+    expect(w.calls()).toEqual(['new switch', 'old switch'])
+  })
+
+  it('keeps a generation it did not create (nix-env --set reused the newest one)', () => {
+    const w = world(['old', 'new'], ['new'])
+    installed(w, 'old')
+    spawnSync(path.join(w.root, 'bin', 'nix-env'), ['-p', w.profile, '--set', w.sys('new')])
+    spawnSync(path.join(w.root, 'bin', 'nix-env'), ['-p', w.profile, '--switch-generation', '1'])
+    const r = w.run(deploy(w, 'new'))
+    expect(r.outcome).toBe('rolled-back')
+    expect(w.gens()).toEqual(['system-1-link', 'system-2-link'])
+    expect(w.profileLink()).toBe('system-1-link')
+  })
+
+  it('when the previous generation is gone, sets the profile to its store path instead', () => {
+    const w = world(['old', 'new'], ['new'])
+    installed(w, 'old')
+    const r = w.run(deploy(w, 'new', 'switch', { '--prev-generation': '9' }))
+    expect(r.outcome).toBe('rolled-back')
+    expect(r.log).toContain('generation 9 is gone: setting the profile to')
+    expect(fs.realpathSync(w.profile)).toBe(w.sys('old'))
+  })
+
+  it('after a test deploy, a failed test deploy re-activates what ran (as test), leaving the profile alone', () => {
+    const w = world(['old', 'mid', 'new'], ['new'])
+    installed(w, 'old')
+    fs.unlinkSync(w.current)
+    fs.symlinkSync(w.sys('mid'), w.current)
+    const r = w.run(deploy(w, 'new', 'test'))
+    expect(r.outcome).toBe('rolled-back')
+    expect(w.calls()).toEqual(['new test', 'mid test'])
+    expect(fs.realpathSync(w.current)).toBe(w.sys('mid'))
+    expect(fs.realpathSync(w.profile)).toBe(w.sys('old'))
+  })
+
+  it('boot: a failed boot restores the previous boot entry, and runs nothing', () => {
+    const w = world(['old', 'new'], ['new'])
+    installed(w, 'old')
+    const r = w.run(deploy(w, 'new', 'boot'))
+    expect(r.outcome).toBe('rolled-back')
+    expect(w.calls()).toEqual(['new boot', 'old boot'])
+    expect(w.profileLink()).toBe('system-1-link')
+  })
+
+  it('profile-failed: nix-env cannot set the profile, nothing is activated', () => {
+    const w = world(['old', 'new'])
+    installed(w, 'old')
+    const r = w.run(deploy(w, 'new'), { NIXENV_FAIL_SET: '1' })
+    expect(r.outcome).toBe('profile-failed')
+    expect(w.calls()).toEqual([])
+  })
+
+  it('rollback-failed: the old system fails to re-activate too', () => {
+    const w = world(['old', 'new'], ['new', 'old'])
+    installed(w, 'old')
+    expect(w.run(deploy(w, 'new')).outcome).toBe('rollback-failed')
+  })
+
+  it('dry-activate that fails is "failed", and nothing is rolled back', () => {
+    const w = world(['old', 'new'], ['new'])
+    installed(w, 'old')
+    expect(w.run(deploy(w, 'new', 'dry-activate')).outcome).toBe('failed')
+    expect(w.calls()).toEqual(['new dry-activate'])
+  })
+
+  it.each([
+    ['confirm', 'confirmed', ['new switch']],
+    ['abort', 'rolled-back', ['new switch', 'old switch']]
+  ])('waiting for the decision: %s gives %s', (decision, outcome, calls) => {
+    const w = world(['old', 'new'])
+    installed(w, 'old')
+    // The decision is already there when the agent starts waiting (as the action writes it).
+    const dirOpts = deploy(w, 'new', 'switch', { '--wait-seconds': '30' })
+    const dir = path.join(w.root, 'decided-run')
+    fs.mkdirSync(path.join(dir, 'decided'), { recursive: true })
+    fs.writeFileSync(path.join(dir, 'decision'), decision)
+    fs.writeFileSync(path.join(dir, 'log'), '')
+    const args = Object.entries({
+      ...dirOpts,
+      '--dir': dir,
+      '--activation-timeout': '30',
+      '--system-profile': w.profile,
+      '--current-system': w.current
+    }).flat()
+    const res = spawnSync('sh', ['-c', AGENT_SCRIPT, 'sh', ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, PATH: `${path.join(w.root, 'bin')}:${process.env.PATH}` },
+      timeout: 60_000
+    })
+    expect(res.status).toBe(0)
+    expect(fs.readFileSync(path.join(dir, 'outcome'), 'utf8').trim()).toBe(outcome)
+    expect(w.calls()).toEqual(calls)
+  })
+
+  it.each([
+    ['rollback', 'rolled-back-unconfirmed', 'old'],
+    ['keep', 'unconfirmed-kept', 'new']
+  ])(
+    'no decision in time, on-timeout %s: %s',
+    (onTimeout, outcome, runs) => {
+      const w = world(['old', 'new'])
+      installed(w, 'old')
+      const r = w.run(deploy(w, 'new', 'switch', { '--wait-seconds': '1', '--on-timeout': onTimeout }))
+      expect(r.outcome).toBe(outcome)
+      expect(fs.realpathSync(w.current)).toBe(w.sys(runs))
+    },
+    30_000
+  )
+
+  it('refuses an unknown option or a missing required one', () => {
+    const r = spawnSync('sh', ['-c', AGENT_SCRIPT, 'sh', '--dir', '/tmp', '--bogus', 'x'], {
+      encoding: 'utf8'
+    })
+    expect(r.status).toBe(2)
+    expect(r.stderr).toContain('unknown option --bogus')
+    const m = spawnSync('sh', ['-c', AGENT_SCRIPT, 'sh', '--dir', '/tmp'], { encoding: 'utf8' })
+    expect(m.status).toBe(2)
+    expect(m.stderr).toContain('required')
+  })
+})

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# npm run lint: types (tsc), formatting (prettier), eslint (with its promise rules), and shellcheck
+# of every shell script -- the ones run on the target (src/target/scripts, POSIX sh) and the
+# project's own. Without shellcheck off CI, that part is skipped with a note; in CI it fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+node scripts/embed-scripts.js
+npx tsc --noEmit -p tsconfig.json
+npx prettier --check --log-level warn "src/**/*.ts" "__tests__/**/*.ts"
+npx eslint .
+if command -v shellcheck >/dev/null 2>&1; then
+  shellcheck -s sh src/target/scripts/*.sh
+  # SC2016: single quotes that pass $ to another shell on purpose.
+  shellcheck -e SC2016 testbed/*.sh scripts/*.sh bench/run.sh .ci/run
+elif [ "${CI:-}" = true ]; then
+  echo "lint: shellcheck is not installed (scripts/install-deps.sh installs it)" >&2
+  exit 1
+else
+  echo "lint: shellcheck not installed, shell scripts not checked (apt-get install shellcheck)"
+fi
+echo "lint: ok"

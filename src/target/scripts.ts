@@ -1,0 +1,63 @@
+/**
+ * The shell scripts run on the target (src/target/scripts/*.sh, embedded at build time). They are
+ * fixed text: every value from the action reaches them as a positional parameter or an option
+ * value (quoted by shellCommand), never pasted into the script, so no input can change what they
+ * do. They avoid bashisms: the target's /bin/sh may be any POSIX shell. Libraries (lock.sh,
+ * probe.sh) are prepended to the scripts that use them.
+ */
+import { SCRIPT_FILES } from './scripts.generated'
+
+type ScriptFile = keyof typeof SCRIPT_FILES
+const compose = (...files: ScriptFile[]): string => files.map(f => SCRIPT_FILES[f]).join('\n')
+
+/** The deploy lock's operations (lock.sh): acquire, renew, release. */
+export const LOCK_SCRIPT = compose('lock.sh', 'lock-command.sh')
+export const SURVEY_SCRIPT = compose('lock.sh', 'probe.sh', 'survey.sh')
+export const PROBE_SCRIPT = compose('probe.sh', 'probe-command.sh')
+export const RUNNING_CLOSURE_SCRIPT = compose('running-closure.sh')
+export const AGENT_SCRIPT = compose('lock.sh', 'agent.sh')
+export const PREPARE_AGENT_SCRIPT = compose('prepare-agent.sh')
+export const START_AGENT_SCRIPT = compose('lock.sh', 'start-agent.sh')
+export const FOLLOW_SCRIPT = compose('follow.sh')
+export const DECIDE_SCRIPT = compose('decide.sh')
+export const ABANDON_SCRIPT = compose('abandon.sh')
+export const UPLOAD_KEY_SCRIPT = compose('upload-key.sh')
+export const IMPORT_SCRIPT = compose('import.sh')
+export const SUBSTITUTE_SCRIPT = compose('substitute.sh')
+export const QUERY_MISSING_SCRIPT = compose('query-missing.sh')
+export const LIST_GENERATIONS_SCRIPT = compose('list-generations.sh')
+
+/** Every script as it is sent, by name (for the tests: each must be valid POSIX sh). */
+export const ALL_SCRIPTS = {
+  LOCK_SCRIPT,
+  SURVEY_SCRIPT,
+  PROBE_SCRIPT,
+  RUNNING_CLOSURE_SCRIPT,
+  AGENT_SCRIPT,
+  PREPARE_AGENT_SCRIPT,
+  START_AGENT_SCRIPT,
+  FOLLOW_SCRIPT,
+  DECIDE_SCRIPT,
+  ABANDON_SCRIPT,
+  UPLOAD_KEY_SCRIPT,
+  IMPORT_SCRIPT,
+  SUBSTITUTE_SCRIPT,
+  QUERY_MISSING_SCRIPT,
+  LIST_GENERATIONS_SCRIPT
+}
+
+/**
+ * The agent's final outcomes (the words after `finish` in agent.sh): what the action reads from
+ * DIR/outcome. A unit test checks this list against the script.
+ */
+export const AGENT_OUTCOMES = [
+  'done',
+  'confirmed',
+  'unconfirmed-kept',
+  'rolled-back',
+  'rolled-back-unconfirmed',
+  'failed',
+  'profile-failed',
+  'rollback-failed'
+] as const
+export type AgentOutcome = (typeof AGENT_OUTCOMES)[number]

@@ -1,0 +1,195 @@
+# The activation agent: written to the target for each deploy (not part of the deployed closure, so
+# it works with any NixOS generation as it is) and started detached from the SSH session (see
+# start-agent.sh), so a dropped connection or an sshd restart by the new system does not stop it. It
+#   1. sets the system profile (switch, boot) and records the new generation,
+#   2. runs switch-to-configuration with a time limit,
+#   3. if that fails, rolls back by itself;
+#   4. otherwise, when asked to wait (magic rollback, health checks), waits for the action's decision
+#      ("confirm" or "abort", written over a fresh connection) and rolls back on "abort" or when no
+#      decision comes in time (unless told to keep the new system then).
+# The action follows it through files in DIR: log, generation, status, outcome. Its outcomes (the
+# words after `finish`) are AGENT_OUTCOMES in agent.ts; a unit test checks they agree.
+#
+# It holds the deploy lock with the action (sourced lock.sh; no --lock-dir: no lock), renewing the
+# lease every 15 s until it reaches a final state, so no other deploy starts while this one may still
+# roll back, even if the action is gone. After that the action, which reads the outcome, releases the
+# lock; if the action gave up following (DIR/abandoned) or does not come for the outcome within 30 s,
+# the agent releases it itself. Whatever it starts runs in the foreground or is waited for: when it
+# ends, nothing of it is left running.
+#
+# usage: agent.sh --dir DIR --toplevel PATH --action switch|boot|test|dry-activate
+#          --activation-timeout S [--wait-seconds S] [--on-timeout rollback|keep]
+#          [--prev-current PATH] [--prev-profile PATH] [--prev-generation N]
+#          [--lock-dir DIR --lock-id ID --lease S]
+#          [--system-profile PATH] [--current-system PATH]   (the real ones by default; tests use others)
+# shellcheck shell=sh disable=SC2034 # lock_id, lease and lock_desc are read by lock_op (lock.sh)
+set -u
+dir='' top='' action='' activation_timeout='' wait_seconds=0 on_timeout=rollback
+prev_current='' prev_profile='' prev_gen=''
+lock_dir='' lock_id='' lease=0
+P=/nix/var/nix/profiles/system current_link=/run/current-system
+while [ $# -gt 0 ]; do
+  case $1 in
+    --dir) dir=$2 ;;
+    --toplevel) top=$2 ;;
+    --action) action=$2 ;;
+    --activation-timeout) activation_timeout=$2 ;;
+    --wait-seconds) wait_seconds=$2 ;;
+    --on-timeout) on_timeout=$2 ;;
+    --prev-current) prev_current=$2 ;;
+    --prev-profile) prev_profile=$2 ;;
+    --prev-generation) prev_gen=$2 ;;
+    --lock-dir) lock_dir=$2 ;;
+    --lock-id) lock_id=$2 ;;
+    --lease) lease=$2 ;;
+    --system-profile) P=$2 ;;
+    --current-system) current_link=$2 ;;
+    *) echo "agent.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift 2
+done
+if [ -z "$dir" ] || [ -z "$top" ] || [ -z "$action" ] || [ -z "$activation_timeout" ]; then
+  echo "agent.sh: --dir, --toplevel, --action and --activation-timeout are required" >&2
+  exit 2
+fi
+# A renewal keeps the holder's description (lock_op reads lock_desc only to take the lock).
+lock_desc=''
+exec >>"$dir/log" 2>&1 </dev/null
+
+say() { echo "[nix-deploy-action agent $(date +%H:%M:%S)] $*"; }
+renew() {
+  [ -n "$lock_dir" ] || return 0
+  case $(lock_op renew) in
+    renewed) ;;
+    *) say "warning: this deploy no longer holds the deploy lock" ;;
+  esac
+}
+# Records the final outcome. The action, following, reads it and removes DIR, and then releases the
+# lock after its checks; if it does not come for the outcome within 30 s (it is gone, or it wrote
+# DIR/abandoned), the agent releases the lock itself.
+finish() {
+  echo "$1" >"$dir/outcome.tmp" && mv -f "$dir/outcome.tmp" "$dir/outcome"
+  say "outcome: $1"
+  [ -n "$lock_dir" ] || exit 0
+  n=0
+  while [ -e "$dir/outcome" ] && [ ! -e "$dir/abandoned" ] && [ $n -lt 30 ]; do sleep 1; n=$((n + 1)); done
+  if [ -e "$dir/outcome" ]; then lock_op release >/dev/null; fi
+  exit 0
+}
+gen_of() { readlink "$1" 2>/dev/null | sed -n 's/^.*-\([0-9][0-9]*\)-link$/\1/p'; }
+generations() {
+  for l in "$P"-*-link; do [ -e "$l" ] || [ -L "$l" ] || continue; gen_of_name "$l"; done | tr '\n' ' '
+}
+gen_of_name() { basename "$1" | sed -n 's/^.*-\([0-9][0-9]*\)-link$/\1/p'; }
+# Runs a command with a time limit while renewing the lease every 15 s; its exit status in $rc. The
+# command runs in the background only so this shell can renew; it is always waited for. timeout
+# runs it in a process group of its own: when the time limit passes (124; 137 if it ignored TERM
+# for 10 s), everything left in that group -- children that ignore TERM or outlived their parent --
+# is killed, so a timed-out activation cannot change the system after the rollback.
+run_renewing() {
+  rm -f "$dir/rc" "$dir/tpid"
+  { sh -c 'echo $$ >"$1"; shift; exec timeout -k 10 "$@"' sh "$dir/tpid" "$activation_timeout" "$@"; echo $? >"$dir/rc"; } &
+  job=$!
+  ticks=0
+  while [ ! -s "$dir/rc" ]; do
+    sleep 1
+    ticks=$((ticks + 1))
+    if [ $((ticks % 15)) = 0 ]; then renew; fi
+  done
+  wait "$job"
+  rc=$(cat "$dir/rc")
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then kill -s KILL -- "-$(cat "$dir/tpid")" 2>/dev/null; fi
+}
+
+sets_profile=0 changes_running=0
+case "$action" in
+  switch) sets_profile=1 changes_running=1 ;;
+  boot) sets_profile=1 ;;
+  test) changes_running=1 ;;
+esac
+created_gen='' created_new=0
+
+# Puts the target back as it was: the profile link exactly as before (not "profile - 1"; if that
+# generation is gone, the profile set to its store path), the generation this deploy made deleted
+# (only one it made: nix-env --set reuses the newest generation when that already holds the system),
+# the previously running system re-activated (as "test" when it was itself a test deploy, so it does
+# not become the boot default), and the boot entry restored.
+rollback() {
+  ok=0
+  if [ "$sets_profile" = 1 ] && [ -n "$created_gen" ]; then
+    if [ -n "$prev_gen" ] && [ "$prev_gen" != "$created_gen" ]; then
+      if ! nix-env -p "$P" --switch-generation "$prev_gen"; then
+        say "generation $prev_gen is gone: setting the profile to $prev_profile"
+        if [ -z "$prev_profile" ] || ! nix-env -p "$P" --set "$prev_profile"; then ok=1; fi
+      fi
+      if [ "$created_new" = 1 ]; then nix-env -p "$P" --delete-generations "$created_gen" || ok=1; fi
+    elif [ -z "$prev_gen" ] && [ "$created_new" = 1 ]; then
+      rm -f "$P" "$P-$created_gen-link" || ok=1
+    fi
+  fi
+  if [ "$changes_running" = 1 ] && [ -n "$prev_current" ]; then
+    how='test'
+    if [ "$action" = switch ] && [ "$prev_current" = "$prev_profile" ]; then how=switch; fi
+    say "re-activating $prev_current ($how)"
+    run_renewing "$prev_current/bin/switch-to-configuration" "$how"
+    [ "$rc" = 0 ] || ok=1
+  fi
+  if [ "$sets_profile" = 1 ] && [ -n "$prev_profile" ] && ! { [ "$changes_running" = 1 ] && [ "$prev_current" = "$prev_profile" ]; }; then
+    say "restoring the boot entry of $prev_profile"
+    run_renewing "$prev_profile/bin/switch-to-configuration" boot
+    [ "$rc" = 0 ] || ok=1
+  fi
+  now_current=$(readlink -f "$current_link" 2>/dev/null)
+  now_profile=$(readlink -f "$P" 2>/dev/null)
+  if [ "$now_current" != "$prev_current" ] || [ "$now_profile" != "$prev_profile" ]; then
+    say "after rollback: running '$now_current' (was '$prev_current'), profile '$now_profile' (was '$prev_profile')"
+    ok=1
+  fi
+  return $ok
+}
+
+renew
+if [ "$sets_profile" = 1 ]; then
+  before=$(generations)
+  if ! nix-env -p "$P" --set "$top"; then
+    echo 1 >"$dir/status"
+    finish profile-failed
+  fi
+  created_gen=$(gen_of "$P")
+  case " $before " in *" $created_gen "*) ;; *) created_new=1 ;; esac
+  echo "$created_gen" >"$dir/generation"
+fi
+
+say "switch-to-configuration $action"
+run_renewing "$top/bin/switch-to-configuration" "$action"
+echo "$rc" >"$dir/status.tmp" && mv -f "$dir/status.tmp" "$dir/status"
+if [ "$rc" != 0 ]; then
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then say "activation did not finish within $activation_timeout s"; else say "activation failed (exit $rc)"; fi
+  if [ "$action" = dry-activate ]; then finish failed; fi
+  if rollback; then finish rolled-back; else finish rollback-failed; fi
+fi
+if [ "$wait_seconds" -le 0 ]; then finish 'done'; fi
+
+say "waiting up to $wait_seconds s for the deploy to be confirmed"
+deadline=$(($(cut -d. -f1 /proc/uptime) + wait_seconds))
+ticks=0
+while :; do
+  if [ -f "$dir/decision" ]; then
+    case "$(cat "$dir/decision")" in
+      confirm) finish confirmed ;;
+      abort)
+        say "the deploy was aborted (a health check failed): rolling back"
+        if rollback; then finish rolled-back; else finish rollback-failed; fi ;;
+      timeout) ;;
+    esac
+  fi
+  if [ "$(cut -d. -f1 /proc/uptime)" -ge "$deadline" ] && mkdir "$dir/decided" 2>/dev/null; then
+    echo timeout >"$dir/decision"
+    if [ "$on_timeout" = keep ]; then finish unconfirmed-kept; fi
+    say "not confirmed within $wait_seconds s: rolling back"
+    if rollback; then finish rolled-back-unconfirmed; else finish rollback-failed; fi
+  fi
+  ticks=$((ticks + 1))
+  if [ $((ticks % 15)) = 0 ]; then renew; fi
+  sleep 1
+done

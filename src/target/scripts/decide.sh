@@ -1,0 +1,9 @@
+# Records the action's decision, once: the first of the action and the agent's own timeout to create
+# DIR/decided wins. Prints "won" when this decision is the one that counts, else "lost:<decision>".
+# usage: sh -c DECIDE sh DIR confirm|abort
+# shellcheck shell=sh
+if mkdir "$1/decided" 2>/dev/null; then
+  echo "$2" >"$1/decision.tmp" && mv -f "$1/decision.tmp" "$1/decision" && echo won
+else
+  echo "lost:$(cat "$1/decision" 2>/dev/null)"
+fi

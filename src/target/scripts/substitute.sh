@@ -1,0 +1,12 @@
+# substitute-on-destination: the target fetches the paths (on stdin) it can from its own
+# substituters (e.g. cache.nixos.org for everything from nixpkgs), before anything crosses the
+# tunnel; then prints which are still missing. Bounded for a target without internet: one download
+# attempt, a short connect timeout, no fallback to building. A failure to substitute is not an error
+# (--keep-going; the rest is copied). usage: sh -c SUBSTITUTE sh < PATHS
+# shellcheck shell=sh
+set -f
+paths=$(cat)
+printf '%s
+' "$paths" | xargs nix-store --realise --keep-going --option download-attempts 1 --option connect-timeout 5 --option fallback false >/dev/null 2>&1
+printf '%s
+' "$paths" | xargs nix-store --check-validity --print-invalid

@@ -1,0 +1,47 @@
+# Everything the deploy must know from the target before copying, as one SSH command (every command
+# costs a session, a shell start and a round trip through the jump host; the answers are small):
+#   --lock--   first, the deploy lock (lock.sh): "acquired", or "held" and its holder, and then
+#              nothing else: the state must be read under the lock, or a run that waited would
+#              decide (and roll back to) what another run has since replaced.
+#   --state--  what it runs and has (probe.sh)
+#   --unchanged-- when the target already has TOPLEVEL as the mode asks (UNCHANGED_WHEN: switch,
+#              boot, test, or never); with RELEASE=yes the lock is released in the same command
+#              ("released"): a no-op deploy costs one round trip. Nothing follows.
+#   --copy--   "codec NAME" for each decompressor it has, "missing PATH" for each path of the new
+#              closure (given on stdin) its store lacks; before asking, the new system is pinned
+#              with a GC root (a symlink may point at a path that does not exist yet), so a
+#              garbage collection on the target between import and profile switch cannot delete
+#              what is copied; other runs' roots older than GC_ROOT_MAX_AGE minutes are removed.
+# Exit 3: no GC root; 4: the store query failed; 5: the lock could not be read or written.
+# usage: sh -c SURVEY sh GC_ROOT_LINK TOPLEVEL UNCHANGED_WHEN RELEASE GC_ROOT_MAX_AGE LOCK_DIR LOCK_ID LEASE DESCRIPTION < PATHS
+#   (LOCK_DIR '' for no lock)
+# shellcheck shell=sh disable=SC2034 # lease and lock_desc are read by lock_op (lock.sh)
+set -f
+gcroot=$1 top=$2 unchanged_when=$3 release=$4 max_age=$5 lock_dir=$6 lock_id=$7 lease=$8 lock_desc=$9
+echo '--lock--'
+if [ -n "$lock_dir" ]; then
+  answer=$(lock_op acquire) || exit 5
+  printf '%s\n' "$answer"
+  [ "$answer" = acquired ] || exit 0
+fi
+echo '--state--'
+probe_state
+cur=$(readlink -e /run/current-system 2>/dev/null) prof=$(readlink -e /nix/var/nix/profiles/system 2>/dev/null) unchanged=0
+case $unchanged_when in
+  switch) [ "$cur" = "$top" ] && [ "$prof" = "$top" ] && unchanged=1 ;;
+  boot) [ "$prof" = "$top" ] && unchanged=1 ;;
+  test) [ "$cur" = "$top" ] && unchanged=1 ;;
+esac
+if [ "$unchanged" = 1 ]; then
+  echo '--unchanged--'
+  if [ -n "$lock_dir" ] && [ "$release" = yes ]; then lock_op release; fi
+  exit 0
+fi
+echo '--copy--'
+gcdir=$(dirname "$gcroot")
+mkdir -p "$gcdir" && ln -sfn "$top" "$gcroot" || exit 3
+find "$gcdir" -maxdepth 1 -type l -mmin +"$max_age" -exec rm -f {} + 2>/dev/null
+for c in zstd xz gzip; do command -v "$c" >/dev/null 2>&1 && echo "codec $c"; done
+# shellcheck disable=SC2046 # the store paths on stdin, one word each (set -f: no globbing)
+missing=$(nix-store --check-validity --print-invalid $(cat)) || exit 4
+[ -z "$missing" ] || printf '%s\n' "$missing" | sed 's/^/missing /'
