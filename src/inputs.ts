@@ -2,7 +2,7 @@ import { existsSync } from 'fs'
 import * as path from 'path'
 import { utils as ssh2utils } from 'ssh2'
 import { COMPRESSIONS, CompressionSetting } from './deploy/compression'
-import { InputError } from './errors'
+import { errorMessage, InputError } from './errors'
 import { FlakeTarget, parseFlakeTarget } from './nix/flake'
 import { isStorePath } from './nix/store-path'
 import { HostAddress, isValidUser, parseHostAddress, parsePort } from './ssh/address'
@@ -12,11 +12,8 @@ export const MODES = ['switch', 'boot', 'test', 'dry-activate', 'build'] as cons
 export type Mode = (typeof MODES)[number]
 export type BinfmtSetting = 'auto' | 'true' | 'false'
 
-export interface PrivateKey {
-  /** The key text as given (OpenSSH, PEM or PPK); kept in memory only, never written to disk. */
-  text: string
-  passphrase?: string
-}
+export type { PrivateKey } from './ssh/endpoint'
+import type { PrivateKey } from './ssh/endpoint'
 
 /**
  * What to build: a flake's nixosConfigurations entry, a classic configuration.nix evaluated with a
@@ -183,11 +180,13 @@ function checkKey(name: string, key: PrivateKey, problems: string[]): void {
     )
 }
 
+type Get = (name: InputName) => string
+
 /**
  * Reads and validates all inputs. `get` returns an input's trimmed value, '' when unset
  * (core.getInput). Collects every problem and throws one InputError listing them all.
  */
-export function readInputs(get: (name: InputName) => string): Inputs {
+export function readInputs(get: Get): Inputs {
   const problems: string[] = []
 
   let flake: FlakeTarget | undefined
@@ -196,7 +195,7 @@ export function readInputs(get: (name: InputName) => string): Inputs {
     try {
       flake = parseFlakeTarget(flakeText)
     } catch (e) {
-      problems.push((e as Error).message)
+      problems.push(errorMessage(e))
     }
   const source = readSource(get, flake, problems)
 
@@ -204,13 +203,81 @@ export function readInputs(get: (name: InputName) => string): Inputs {
   const mode = (MODES as readonly string[]).includes(modeText) ? (modeText as Mode) : undefined
   if (!mode) problems.push(`mode: ${JSON.stringify(modeText)} is not one of ${MODES.join(', ')}`)
 
+  const { target, targetOverride } = readTarget(get, problems)
+  const keys = readKeys(get, problems)
+  const insecureSkipHostKeyCheck = parseBoolean(
+    'insecure-skip-host-key-check',
+    get('insecure-skip-host-key-check'),
+    problems
+  )
+  const known = parseKnownHosts(get('known-hosts'))
+  problems.push(...known.errors)
+
+  const nixOptions = parseNixOptions(get('nix-options'), problems)
+  const binfmtText = get('binfmt') || 'auto'
+  if (!['auto', 'true', 'false'].includes(binfmtText))
+    problems.push(`binfmt: ${JSON.stringify(binfmtText)} is not one of auto, true, false`)
+
+  const timeouts = readTimeouts(get, problems)
+  const healthChecks = get('health-checks')
+    .split(/\r?\n/)
+    .map(l => l.trim())
+    .filter(l => l !== '' && !l.startsWith('#'))
+  const sudoText = get('sudo') || 'auto'
+  if (!['auto', 'true', 'false'].includes(sudoText))
+    problems.push(`sudo: ${JSON.stringify(sudoText)} is not one of auto, true, false`)
+  const optional = readOptional(get, problems)
+  const timeoutSeconds =
+    get('timeout') === '' ? undefined : parseSeconds('timeout', get('timeout'), 0, 86400, problems)
+  checkCombinations(get, problems, {
+    mode,
+    source,
+    target,
+    sshKey: keys.sshKey,
+    jumpHost: keys.jumpHost,
+    knownHostCount: known.lines.length,
+    insecureSkipHostKeyCheck,
+    healthChecks,
+    ...timeouts
+  })
+  const parallel = parseCount('parallel', get('parallel'), 4, 64, problems)
+  const failFast = parseBoolean('fail-fast', get('fail-fast'), problems)
+  const substituteText = get('substitute-on-destination')
+  const substituteOnDestination =
+    substituteText === '' ? true : parseBoolean('substitute-on-destination', substituteText, problems)
+
+  if (problems.length > 0) throw new InputError(problems)
+  return {
+    source: source!,
+    flake,
+    mode: mode as Mode,
+    target,
+    targetOverride,
+    ...keys,
+    knownHosts: known.lines,
+    insecureSkipHostKeyCheck,
+    nixOptions,
+    binfmt: binfmtText as BinfmtSetting,
+    ...timeouts,
+    healthChecks,
+    sudo: sudoText as Inputs['sudo'],
+    ...optional,
+    timeoutSeconds,
+    parallel,
+    failFast,
+    substituteOnDestination
+  }
+}
+
+/** target-host, and target-port/target-user (which also override a network file's, for one machine). */
+function readTarget(get: Get, problems: string[]): Pick<Inputs, 'target' | 'targetOverride'> {
   let target: HostAddress | undefined
   const targetHost = get('target-host')
   if (targetHost !== '')
     try {
       target = parseHostAddress(targetHost, 'target-host')
     } catch (e) {
-      problems.push((e as Error).message)
+      problems.push(errorMessage(e))
     }
   const targetOverride: Inputs['targetOverride'] = {}
   const targetPort = get('target-port')
@@ -239,6 +306,11 @@ export function readInputs(get: (name: InputName) => string): Inputs {
     }
   }
 
+  return { target, targetOverride }
+}
+
+/** The deploy key (with its passphrase), the jump host and its key. */
+function readKeys(get: Get, problems: string[]): Pick<Inputs, 'sshKey' | 'jumpHost' | 'jumpHostKey'> {
   const passphrase = get('ssh-key-passphrase') || undefined
   const keyText = get('ssh-private-key')
   const sshKey: PrivateKey | undefined = keyText ? { text: keyText, passphrase } : undefined
@@ -251,7 +323,7 @@ export function readInputs(get: (name: InputName) => string): Inputs {
     try {
       jumpHost = parseHostAddress(jumpText, 'jump-host')
     } catch (e) {
-      problems.push((e as Error).message)
+      problems.push(errorMessage(e))
     }
   const jumpKeyText = get('jump-host-key')
   let jumpHostKey: PrivateKey | undefined
@@ -262,19 +334,20 @@ export function readInputs(get: (name: InputName) => string): Inputs {
     checkKey('jump-host-key', jumpHostKey, problems)
   }
 
-  const insecureSkipHostKeyCheck = parseBoolean(
-    'insecure-skip-host-key-check',
-    get('insecure-skip-host-key-check'),
-    problems
-  )
-  const known = parseKnownHosts(get('known-hosts'))
-  problems.push(...known.errors)
+  return { sshKey, jumpHost, jumpHostKey }
+}
 
-  const nixOptions = parseNixOptions(get('nix-options'), problems)
-  const binfmtText = get('binfmt') || 'auto'
-  if (!['auto', 'true', 'false'].includes(binfmtText))
-    problems.push(`binfmt: ${JSON.stringify(binfmtText)} is not one of auto, true, false`)
+type Timeouts = Pick<
+  Inputs,
+  | 'connectTimeoutSeconds'
+  | 'magicRollback'
+  | 'confirmTimeoutSeconds'
+  | 'activationTimeoutSeconds'
+  | 'healthTimeoutSeconds'
+  | 'lockTimeoutSeconds'
+>
 
+function readTimeouts(get: Get, problems: string[]): Timeouts {
   const connectTimeoutSeconds = parseSeconds('connect-timeout', get('connect-timeout'), 30, 600, problems)
   const magicText = get('magic-rollback')
   const magicRollback = magicText === '' ? undefined : parseBoolean('magic-rollback', magicText, problems)
@@ -288,13 +361,21 @@ export function readInputs(get: (name: InputName) => string): Inputs {
   )
   const healthTimeoutSeconds = parseSeconds('health-timeout', get('health-timeout'), 60, 3600, problems)
   const lockTimeoutSeconds = parseSeconds('lock-timeout', get('lock-timeout'), 300, 7200, problems)
-  const healthChecks = get('health-checks')
-    .split(/\r?\n/)
-    .map(l => l.trim())
-    .filter(l => l !== '' && !l.startsWith('#'))
-  const sudoText = get('sudo') || 'auto'
-  if (!['auto', 'true', 'false'].includes(sudoText))
-    problems.push(`sudo: ${JSON.stringify(sudoText)} is not one of auto, true, false`)
+  return {
+    connectTimeoutSeconds,
+    magicRollback,
+    confirmTimeoutSeconds,
+    activationTimeoutSeconds,
+    healthTimeoutSeconds,
+    lockTimeoutSeconds
+  }
+}
+
+/** keep-generations, compression, diff-against, cache, cache-key. */
+function readOptional(
+  get: Get,
+  problems: string[]
+): Pick<Inputs, 'keepGenerations' | 'compression' | 'diffAgainst' | 'cache' | 'cacheKey'> {
   const keepText = get('keep-generations')
   let keepGenerations: number | undefined
   if (keepText !== '') {
@@ -319,7 +400,7 @@ export function readInputs(get: (name: InputName) => string): Inputs {
       try {
         diffAgainst = { flake: parseFlakeTarget(diffText) }
       } catch (e) {
-        problems.push(`diff-against: ${(e as Error).message}`)
+        problems.push(`diff-against: ${errorMessage(e)}`)
       }
   }
   const cacheText = get('cache')
@@ -329,21 +410,44 @@ export function readInputs(get: (name: InputName) => string): Inputs {
     problems.push(
       `cache-key: ${JSON.stringify(cacheKey)} must be letters, digits, ".", "_" and "-" (at most 200)`
     )
-  const timeoutSeconds =
-    get('timeout') === '' ? undefined : parseSeconds('timeout', get('timeout'), 0, 86400, problems)
+  return {
+    keepGenerations,
+    compression: compressionText as CompressionSetting,
+    diffAgainst,
+    cache: cacheOn,
+    cacheKey
+  }
+}
+
+/** Inputs that are each valid but do not go together. */
+function checkCombinations(
+  get: Get,
+  problems: string[],
+  i: Timeouts & {
+    mode: Mode | undefined
+    source: Source | undefined
+    target: HostAddress | undefined
+    sshKey: PrivateKey | undefined
+    jumpHost: HostAddress | undefined
+    knownHostCount: number
+    insecureSkipHostKeyCheck: boolean
+    healthChecks: string[]
+  }
+): void {
+  const { mode, source, target, sshKey, jumpHost } = i
+  const targetHost = get('target-host')
   // The target waits confirm-timeout after activation; the checks must be able to finish before it.
-  const magicOn = magicRollback ?? (mode === 'switch' || mode === 'test')
+  const magicOn = i.magicRollback ?? (mode === 'switch' || mode === 'test')
   if (
     magicOn &&
-    healthChecks.length > 0 &&
+    i.healthChecks.length > 0 &&
     (mode === 'switch' || mode === 'test') &&
-    confirmTimeoutSeconds <= healthTimeoutSeconds
+    i.confirmTimeoutSeconds <= i.healthTimeoutSeconds
   )
     problems.push(
-      `confirm-timeout (${confirmTimeoutSeconds} s) must be longer than health-timeout (${healthTimeoutSeconds} s): the target rolls back when no confirmation comes within confirm-timeout, and the checks run before the confirmation`
+      `confirm-timeout (${i.confirmTimeoutSeconds} s) must be longer than health-timeout (${i.healthTimeoutSeconds} s): the target rolls back when no confirmation comes within confirm-timeout, and the checks run before the confirmation`
     )
-
-  // Combinations. `build` never connects, so it needs none of the connection inputs.
+  // `build` never connects, so it needs none of the connection inputs.
   if (mode && mode !== 'build') {
     // A missing key, host or known-hosts is allowed for dry-activate only: a fork PR gets no
     // secrets and no variables, and the plan then degrades the run to a build with a warning
@@ -352,52 +456,13 @@ export function readInputs(get: (name: InputName) => string): Inputs {
       problems.push(`target-host is required for mode ${mode} (or use mode: build to only build)`)
     if (!sshKey && mode !== 'dry-activate')
       problems.push(`ssh-private-key is required for mode ${mode}: pass the deploy key from a secret`)
-    if (sshKey && known.lines.length === 0 && !insecureSkipHostKeyCheck)
+    if (sshKey && i.knownHostCount === 0 && !i.insecureSkipHostKeyCheck)
       problems.push(
         'known-hosts is required to verify the target (and jump host): add their lines from `ssh-keyscan`, checked out of band, or set insecure-skip-host-key-check: true (not recommended)'
       )
   }
   if (jumpHost && targetHost === '' && source?.kind !== 'network')
     problems.push('jump-host is set but target-host is empty')
-
-  const parallel = parseCount('parallel', get('parallel'), 4, 64, problems)
-  const failFast = parseBoolean('fail-fast', get('fail-fast'), problems)
-  const substituteText = get('substitute-on-destination')
-  const substituteOnDestination =
-    substituteText === '' ? true : parseBoolean('substitute-on-destination', substituteText, problems)
-
-  if (problems.length > 0) throw new InputError(problems)
-  return {
-    source: source!,
-    flake,
-    mode: mode as Mode,
-    target,
-    targetOverride,
-    sshKey,
-    knownHosts: known.lines,
-    jumpHost,
-    jumpHostKey,
-    insecureSkipHostKeyCheck,
-    nixOptions,
-    binfmt: binfmtText as BinfmtSetting,
-    connectTimeoutSeconds,
-    magicRollback,
-    confirmTimeoutSeconds,
-    activationTimeoutSeconds,
-    healthChecks,
-    healthTimeoutSeconds,
-    lockTimeoutSeconds,
-    sudo: sudoText as Inputs['sudo'],
-    keepGenerations,
-    compression: compressionText as CompressionSetting,
-    diffAgainst,
-    timeoutSeconds,
-    cache: cacheOn,
-    cacheKey,
-    parallel,
-    failFast,
-    substituteOnDestination
-  }
 }
 
 /** A path input, relative to the workspace (where actions/checkout puts the repository). */

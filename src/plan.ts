@@ -1,15 +1,11 @@
-import { Inputs, Mode, PrivateKey } from './inputs'
+import { DeployJob, BuiltSystem } from './deploy/deploy'
+import { goalOf } from './deploy/goal'
+import { LoadedKey } from './deploy/keys'
+import { Inputs, Mode } from './inputs'
+import type { Endpoint } from './ssh/endpoint'
 import { formatAddress } from './ssh/address'
 
-/** One SSH hop with every default applied. */
-export interface Endpoint {
-  host: string
-  port: number
-  user: string
-  key: PrivateKey
-  /** For messages: "target" or "jump host", followed by user@host:port. */
-  label: string
-}
+export type { Endpoint } from './ssh/endpoint'
 
 export interface Plan {
   /** The mode asked for. */
@@ -98,5 +94,36 @@ export function makePlan(inputs: Inputs): Plan {
     sudo,
     locks: mode === 'switch' || mode === 'boot' || mode === 'test',
     warnings
+  }
+}
+
+/**
+ * What one machine's deploy needs (src/deploy takes nothing else): the goal of the mode, the built
+ * system, its keys, and every timeout and setting. Only for a plan that reaches a target.
+ */
+export function deployJob(
+  inputs: Inputs,
+  plan: Plan & { mode: Exclude<Mode, 'build'> },
+  machine: { name: string; keys: LoadedKey[]; built: BuiltSystem; runDeadline?: number }
+): DeployJob {
+  return {
+    name: machine.name,
+    goal: goalOf(plan.mode),
+    built: machine.built,
+    sudoUser: plan.sudo ? plan.target?.user : undefined,
+    keys: machine.keys,
+    activation: {
+      activationTimeoutSeconds: inputs.activationTimeoutSeconds,
+      confirmTimeoutSeconds: inputs.confirmTimeoutSeconds,
+      healthTimeoutSeconds: inputs.healthTimeoutSeconds,
+      connectTimeoutSeconds: inputs.connectTimeoutSeconds,
+      magicRollback: plan.magicRollback,
+      healthChecks: plan.healthChecks,
+      runDeadline: machine.runDeadline
+    },
+    lockTimeoutSeconds: inputs.lockTimeoutSeconds,
+    keepGenerations: inputs.keepGenerations,
+    compression: inputs.compression,
+    substituteOnDestination: inputs.substituteOnDestination
   }
 }

@@ -1,6 +1,6 @@
 import { globToRegExp, keyProblems, selectMachines } from '../../src/nix/legacy'
 import { LEGACY_EVAL_NIX } from '../../src/nix/legacy-eval.nix'
-import { UPLOAD_KEY_SCRIPT } from '../../src/deploy/keys'
+import { UPLOAD_KEY_SCRIPT } from '../../src/target/scripts'
 import { execFileSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'

@@ -1,5 +1,5 @@
-import { generationOf, parseRemoteState } from '../../src/deploy/remote-state'
-import { parseMissing } from '../../src/deploy/copy'
+import { generationOf, parseRemoteState } from '../../src/target/remote-state'
+import { parseGenerations, parseMissing } from '../../src/target/parse'
 import { outputsOf, DeployReport, worstReport } from '../../src/report/report'
 import { escapeHtml, renderSummary, SUMMARY_LIMIT, truncateSummary } from '../../src/report/summary'
 
@@ -186,7 +186,7 @@ describe('summary', () => {
 })
 
 describe('keep-generations', () => {
-  const { generationsToDelete, parseGenerations } =
+  const { generationsToDelete } =
     require('../../src/deploy/generations') as typeof import('../../src/deploy/generations')
   const S = (c: string) => '/nix/store/' + c.repeat(32) + '-nixos-system'
   const gens = parseGenerations(
@@ -199,7 +199,7 @@ describe('keep-generations', () => {
       'garbage',
       'running x'
     ].join('\n')
-  )
+  ).generations
   it('parses generation links', () => {
     expect(gens.map(g => g.number)).toEqual([1, 2, 3, 4, 5])
   })

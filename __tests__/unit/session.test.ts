@@ -1,5 +1,5 @@
 import { ActionError } from '../../src/errors'
-import { TargetSession } from '../../src/deploy/session'
+import { TargetSession } from '../../src/target/session'
 import { plainLog } from '../../src/report/untrusted'
 import type { RemoteHost } from '../../src/ssh/connection'
 

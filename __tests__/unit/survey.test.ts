@@ -4,8 +4,9 @@ import * as os from 'os'
 import * as path from 'path'
 import { ActionError } from '../../src/errors'
 import { PathInfo } from '../../src/nix/closure'
-import { parseSurvey, RUNNING_CLOSURE_SCRIPT, Survey, SURVEY_SCRIPT } from '../../src/deploy/survey'
-import { CopyPlan } from '../../src/deploy/copy'
+import { parseSurvey } from '../../src/target/survey'
+import { RUNNING_CLOSURE_SCRIPT, SURVEY_SCRIPT } from '../../src/target/scripts'
+import { CopyPlan, Survey } from '../../src/target/target'
 
 /**
  * SURVEY_SCRIPT's and RUNNING_CLOSURE_SCRIPT's shell logic run for real by sh, with a stand-in

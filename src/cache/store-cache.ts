@@ -23,12 +23,6 @@ import { cacheKeys, CacheKeys, inputsHash } from './keys'
  * Importing unsigned paths needs a trusted Nix user (root with single-user Nix, or trusted-users for
  * a daemon); otherwise the restore is skipped with a warning and the build proceeds.
  */
-export interface StoreCacheState {
-  dir: string
-  key: string
-  /** The key restored from, if any. */
-  restoredKey?: string
-}
 
 /** Where the binary cache lives: a fixed path, since @actions/cache versions entries by path. */
 export function cacheDir(): string {

@@ -1,15 +1,13 @@
 import { ChildProcessByStdio, spawn } from 'child_process'
 import { readFileSync } from 'fs'
 import { Readable, Transform, Writable } from 'stream'
-import { ActionError } from '../errors'
+import { ActionError, errorMessage } from '../errors'
 import { PathInfo, totalNarSize } from '../nix/closure'
 import { RunnerNix } from '../nix/nix'
 import * as path from 'path'
 import { formatBytes } from '../report/format'
-import { Log, plainLog } from '../report/untrusted'
-import { Remote } from '../ssh/connection'
-import { shellCommand } from '../ssh/quote'
-import { IMPORT_SCRIPT, QUERY_MISSING_SCRIPT, SUBSTITUTE_SCRIPT } from '../target/scripts'
+import { Log } from '../report/untrusted'
+import { CopyPlan, ImportResult, Target } from '../target/target'
 import { childEnv } from '../secrets'
 import { chooseCodec, Codec, CompressionSetting, onPath } from './compression'
 
@@ -26,32 +24,19 @@ export interface CopyResult {
 
 export const GC_ROOT_DIR = '/nix/var/nix/gcroots/nix-deploy-action'
 
-export { IMPORT_SCRIPT, QUERY_MISSING_SCRIPT, SUBSTITUTE_SCRIPT }
-
-/** How long the target may spend substituting before the action copies everything itself. */
-const SUBSTITUTE_TIMEOUT_MS = 300_000
-
 /**
  * Lets the target substitute what it can of `plan.toCopy`; returns the plan with only what is still
  * missing, and what the target fetched itself. Never fails the deploy: on any problem, everything
  * is copied as without it.
  */
 export async function substituteOnTarget(
-  host: Remote,
-  plan: CopyPlan,
-  log: Log = plainLog
+  target: Target,
+  plan: CopyPlan
 ): Promise<{ plan: CopyPlan; substituted: PathInfo[] }> {
+  const log = target.log
   if (plan.toCopy.length === 0) return { plan, substituted: [] }
-  const asked = new Set(plan.toCopy.map(p => p.path))
   try {
-    const r = await host.exec(shellCommand(['sh', '-c', SUBSTITUTE_SCRIPT, 'sh']), {
-      stdin: plan.toCopy.map(p => p.path).join('\n') + '\n',
-      timeoutMs: SUBSTITUTE_TIMEOUT_MS,
-      what: 'substituting on the target from its own substituters'
-    })
-    if (r.exitCode !== 0 && r.stdout.trim() === '')
-      throw new Error(`exit ${r.exitCode}: ${r.stderr.trim().slice(-200)}`)
-    const missing = parseMissing(r.stdout, asked)
+    const missing = await target.substitute(plan.toCopy.map(p => p.path))
     const substituted = plan.toCopy.filter(p => !missing.has(p.path))
     if (substituted.length > 0)
       log.info(
@@ -61,7 +46,7 @@ export async function substituteOnTarget(
     return { plan: { ...plan, toCopy: plan.toCopy.filter(p => missing.has(p.path)) }, substituted }
   } catch (e) {
     log.info('Substituting on the target did not work (the target said what follows): copying every path')
-    log.untrusted((e as Error).message)
+    log.untrusted(errorMessage(e))
     return { plan, substituted: [] }
   }
 }
@@ -100,39 +85,6 @@ const MAX_PATHS_ON_COMMAND_LINE = 800
 export function gcRootPath(storePath: string, runId: string): string {
   return `${GC_ROOT_DIR}/${path.posix.basename(storePath)}.${runId}`
 }
-export const GC_ROOT_MAX_AGE_MINUTES = 24 * 60
-
-/** Parses the Pi's answer to QUERY_MISSING, keeping only paths we asked about. */
-export function parseMissing(stdout: string, asked: Set<string>): Set<string> {
-  return new Set(
-    stdout
-      .split('\n')
-      .map(l => l.trim())
-      .filter(l => l !== '' && asked.has(l))
-  )
-}
-
-export async function queryMissing(host: Remote, paths: string[]): Promise<Set<string>> {
-  const r = await host.exec(shellCommand(['sh', '-c', QUERY_MISSING_SCRIPT, 'sh']), {
-    stdin: paths.join('\n') + '\n',
-    timeoutMs: 120_000,
-    what: 'checking the copied paths'
-  })
-  if (r.exitCode !== 0)
-    throw new ActionError(
-      `asking ${host.label} which store paths it lacks failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-500)}`,
-      'Check that Nix works on the target (nix-store --version) and that the user may read its store.',
-      'copy'
-    )
-  return parseMissing(r.stdout, new Set(paths))
-}
-
-export interface CopyPlan {
-  /** The closure's paths the target lacks, dependencies first. */
-  toCopy: PathInfo[]
-  /** Decompressors the target has. */
-  targetCodecs: Set<string>
-}
 
 /**
  * Copies the paths the survey found missing (`plan.toCopy`): `nix-store --export` on the runner,
@@ -142,13 +94,13 @@ export interface CopyPlan {
  * the Pi's garbage collector off the new system until the profile holds it.
  */
 export async function copyClosure(
-  host: Remote,
+  target: Target,
   nix: RunnerNix,
   plan: CopyPlan,
   closurePathCount: number,
-  compression: CompressionSetting = 'auto',
-  log: Log = plainLog
+  compression: CompressionSetting = 'auto'
 ): Promise<CopyResult> {
+  const log = target.log
   const { toCopy } = plan
   const narBytes = totalNarSize(toCopy)
   if (toCopy.length === 0) return { copiedPaths: [], narBytes: 0, wireBytes: 0, codec: 'none' }
@@ -156,12 +108,63 @@ export async function copyClosure(
   if (chosen.note) log.info(chosen.note)
   const codec = chosen.codec
   log.info(
-    `Copying ${toCopy.length} of ${closurePathCount} paths (${formatBytes(narBytes)}) to ${host.label}, compression: ${codec.name}`
+    `Copying ${toCopy.length} of ${closurePathCount} paths (${formatBytes(narBytes)}) to ${target.label}, compression: ${codec.name}`
   )
+  const pipeline = startExport(nix, toCopy, codec)
+  let wireBytes = 0
+  const countWire = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      wireBytes += chunk.length
+      cb(null, chunk)
+    }
+  })
+  const progress = reportProgress(log, narBytes, pipeline.narSent, () => wireBytes)
+  const checkInline = toCopy.length <= MAX_PATHS_ON_COMMAND_LINE
+  let imported
+  try {
+    imported = await target.importStream(
+      codec.name,
+      pipeline.stream.pipe(countWire),
+      checkInline ? toCopy.map(p => p.path) : [],
+      importTimeoutMs(narBytes)
+    )
+  } catch (e) {
+    pipeline.kill()
+    throw e
+  } finally {
+    clearInterval(progress)
+  }
+  await checkPipeline(target, pipeline, imported, codec)
+  const stillMissing = checkInline
+    ? imported.stillMissing
+    : await target.queryMissing(toCopy.map(p => p.path))
+  if (stillMissing.size > 0)
+    throw new ActionError(
+      `after the copy, ${target.label} still lacks ${stillMissing.size} path(s), e.g. ${[...stillMissing][0]}`,
+      "Re-run the job; if it persists, check the target's Nix store (nix-store --verify).",
+      'copy'
+    )
+  return { copiedPaths: toCopy.map(p => p.path), narBytes, wireBytes, codec: codec.name }
+}
+
+/** The runner's side of a copy: nix-store --export, into the compressor when there is one. */
+interface ExportPipeline {
+  stream: Readable
+  /** How much of the export has left so far (for progress only; unknown where /proc is not there). */
+  narSent: () => number | undefined
+  exportExit: Promise<number>
+  compressExit: Promise<number>
+  exportErr: () => string
+  compressErr: () => string
+  kill(): void
+}
+
+function startExport(nix: RunnerNix, toCopy: PathInfo[], codec: Codec): ExportPipeline {
   const exportArgs = [...nix.legacyArgs(), '--export', ...toCopy.map(p => p.path)]
   let compressor: ChildProcessByStdio<Writable, Readable, Readable> | undefined
-  let compressErr = ''
   let exporter: ChildProcessByStdio<null, Readable | null, Readable>
+  let compressErr = ''
+  let exportErr = ''
   let exportedBytes = 0
   let stream: Readable
   if (codec.compress.length > 0) {
@@ -191,100 +194,76 @@ export async function copyClosure(
       })
     )
   }
-  let exportErr = ''
   exporter.stderr.on('data', (d: Buffer) => (exportErr += d.toString('utf8')))
-  const exportExit = new Promise<number>(resolve => exporter.on('close', code => resolve(code ?? -1)))
-  const compressExit = compressor
-    ? new Promise<number>(resolve => compressor!.on('close', code => resolve(code ?? -1)))
-    : Promise.resolve(0)
-  // How much of the export has left so far (for progress only): with a compressor, what it has
-  // read (unknown where /proc is not there).
-  const narSent = (): number | undefined => (compressor ? bytesReadBy(compressor.pid) : exportedBytes)
-
-  let wireBytes = 0
-  const started = Date.now()
-  const countWire = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      wireBytes += chunk.length
-      cb(null, chunk)
+  const c = compressor
+  return {
+    stream,
+    narSent: () => (c ? bytesReadBy(c.pid) : exportedBytes),
+    exportExit: new Promise<number>(resolve => exporter.on('close', code => resolve(code ?? -1))),
+    compressExit: c
+      ? new Promise<number>(resolve => c.on('close', code => resolve(code ?? -1)))
+      : Promise.resolve(0),
+    exportErr: () => exportErr,
+    compressErr: () => compressErr,
+    kill: () => {
+      exporter.kill()
+      c?.kill()
     }
-  })
-  // Progress every 10 s: enough to see it move, not a flood.
-  const progress = setInterval(() => {
+  }
+}
+
+/** Progress every 10 s: enough to see it move, not a flood. */
+function reportProgress(
+  log: Log,
+  narBytes: number,
+  narSent: () => number | undefined,
+  wireBytes: () => number
+): NodeJS.Timeout {
+  const started = Date.now()
+  return setInterval(() => {
     const secs = (Date.now() - started) / 1000
     const read = narSent()
     if (read === undefined) {
-      log.info(`  ${formatBytes(wireBytes)} on the wire (${formatBytes(wireBytes / secs)}/s)`)
+      log.info(`  ${formatBytes(wireBytes())} on the wire (${formatBytes(wireBytes() / secs)}/s)`)
       return
     }
     const sent = Math.min(read, narBytes)
     const rate = sent / secs
     const eta = rate > 0 ? Math.max(0, (narBytes - sent) / rate) : 0
     log.info(
-      `  sent ${formatBytes(sent)} of ${formatBytes(narBytes)} (${formatBytes(wireBytes)} on the wire, ${formatBytes(rate)}/s, ~${Math.round(eta)} s left)`
+      `  sent ${formatBytes(sent)} of ${formatBytes(narBytes)} (${formatBytes(wireBytes())} on the wire, ${formatBytes(rate)}/s, ~${Math.round(eta)} s left)`
     )
   }, 10_000)
-  let imported
-  try {
-    const checkInline = toCopy.length <= MAX_PATHS_ON_COMMAND_LINE
-    imported = await host.exec(
-      shellCommand([
-        'sh',
-        '-c',
-        IMPORT_SCRIPT,
-        'sh',
-        codec.name,
-        ...(checkInline ? toCopy.map(p => p.path) : [])
-      ]),
-      {
-        stdin: stream.pipe(countWire),
-        timeoutMs: importTimeoutMs(narBytes),
-        what: 'importing the copied paths (nix-store --import)'
-      }
-    )
-  } catch (e) {
-    exporter.kill()
-    compressor?.kill()
-    throw e
-  } finally {
-    clearInterval(progress)
-  }
+}
+
+/** Fails with what went wrong on either side of the copy. */
+async function checkPipeline(
+  target: Target,
+  p: ExportPipeline,
+  imported: ImportResult,
+  codec: Codec
+): Promise<void> {
   if (imported.exitCode !== 0) {
     // The target stopped reading: stop the runner's side too, or it blocks on a full pipe forever.
-    exporter.kill()
-    compressor?.kill()
+    p.kill()
     throw new ActionError(
-      `nix-store --import on ${host.label} failed (exit ${imported.exitCode}): ${imported.stderr.trim().slice(-800)}`,
+      `nix-store --import on ${target.label} failed (exit ${imported.exitCode}): ${imported.stderr.trim().slice(-800)}`,
       /No space left/i.test(imported.stderr)
         ? 'The target is out of disk space: free space on its /nix (nix-collect-garbage -d) and re-run.'
         : "Check the target's Nix and disk, then re-run: paths already imported are not sent again.",
       'copy'
     )
   }
-  if ((await compressExit) !== 0)
+  if ((await p.compressExit) !== 0)
     throw new ActionError(
-      `${codec.name} on the runner failed: ${compressErr.trim().slice(-300)}`,
+      `${codec.name} on the runner failed: ${p.compressErr().trim().slice(-300)}`,
       'Set compression: none (or another codec) and re-run.',
       'copy'
     )
-  if ((await exportExit) !== 0)
+  if ((await p.exportExit) !== 0)
     throw new ActionError(
-      `nix-store --export on the runner failed: ${exportErr.trim().slice(-500)}`,
+      `nix-store --export on the runner failed: ${p.exportErr().trim().slice(-500)}`,
       'The runner store may be damaged or the paths collected; re-run the job.',
       'copy'
     )
-  const stillMissing =
-    toCopy.length <= MAX_PATHS_ON_COMMAND_LINE
-      ? parseMissing(imported.stdout, new Set(toCopy.map(p => p.path)))
-      : await queryMissing(
-          host,
-          toCopy.map(p => p.path)
-        )
-  if (stillMissing.size > 0)
-    throw new ActionError(
-      `after the copy, ${host.label} still lacks ${stillMissing.size} path(s), e.g. ${[...stillMissing][0]}`,
-      "Re-run the job; if it persists, check the target's Nix store (nix-store --verify).",
-      'copy'
-    )
-  return { copiedPaths: toCopy.map(p => p.path), narBytes, wireBytes, codec: codec.name }
 }

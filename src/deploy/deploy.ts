@@ -1,30 +1,20 @@
 import { randomBytes } from 'crypto'
-import { ActionError, Phase } from '../errors'
-import { Inputs } from '../inputs'
+import { ActionError, errorMessage, Phase } from '../errors'
 import { PathInfo, totalNarSize } from '../nix/closure'
-import { RunnerNix } from '../nix/nix'
-import { Plan } from '../plan'
-import { DeployReport } from '../report/report'
 import { diffClosures, parseDryActivate } from '../report/diff'
-import { Log, plainLog } from '../report/untrusted'
-import { RemoteHost, SharedJump } from '../ssh/connection'
-import { shellCommand } from '../ssh/quote'
-import { abandonAgent, activate, AgentTracker, readRemoteState, RolledBackError } from './activate'
-import { copyClosure, gcRootPath, substituteOnTarget } from './copy'
-import { generationsToDelete, LIST_GENERATIONS_SCRIPT, parseGenerations } from './generations'
+import { MachineResult } from '../report/report'
+import { LOCK_DIR } from '../target/lock'
+import { RemoteState } from '../target/remote-state'
+import { CopyPlan, Survey, SurveyRequest, Target } from '../target/target'
+import { activate, ActivationSettings, AgentTracker, RolledBackError } from './activate'
+import { CompressionSetting } from './compression'
+import { CopyResult, gcRootPath, substituteOnTarget } from './copy'
+import { generationsToDelete } from './generations'
+import { changedBy, Goal, verifyProblems } from './goal'
 import { LoadedKey, uploadKeys } from './keys'
-import { DeployLock, heldError, LEASE_SECONDS, LOCK_DIR, ownerDescription } from './lock'
+import { DeployLock, heldError, LEASE_SECONDS, ownerDescription } from './lock'
 import { checkSpace, checkTarget } from './preflight'
-import { generationOf, SYSTEM_PROFILE } from './remote-state'
-import { TargetSession } from './session'
-import {
-  listRunningClosure,
-  RunningClosure,
-  Survey,
-  SurveyRequest,
-  surveyTarget,
-  UnchangedWhen
-} from './survey'
+import { generationOf } from '../target/remote-state'
 
 export interface BuiltSystem {
   toplevel: string
@@ -32,300 +22,295 @@ export interface BuiltSystem {
   closure: PathInfo[]
 }
 
-type Timed = <T>(phase: Phase, fn: () => Promise<T>) => Promise<T>
+/** Everything one machine's deploy needs, decided before it starts (plan.ts builds it). */
+export interface DeployJob {
+  /** The machine's name in a network file ('' otherwise). */
+  name: string
+  goal: Goal
+  built: BuiltSystem
+  /** With sudo: the target user whose `sudo -n` must work. */
+  sudoUser?: string
+  /** deployment.keys, already read and masked (see loadKeys). */
+  keys: LoadedKey[]
+  activation: ActivationSettings
+  lockTimeoutSeconds: number
+  keepGenerations?: number
+  compression: CompressionSetting
+  substituteOnDestination: boolean
+}
+
+/** What the deploy needs from the runner side: the copy of store paths (see copyClosure). */
+export interface DeployDeps {
+  copy(
+    target: Target,
+    plan: CopyPlan,
+    closurePathCount: number,
+    compression: CompressionSetting
+  ): Promise<CopyResult>
+}
+
+export type Timed = <T>(phase: Phase, fn: () => Promise<T>) => Promise<T>
+
+/** A deploy's end: what it found and did (also when it failed), and the failure if any. */
+export interface DeployOutcome {
+  result: MachineResult
+  error?: unknown
+}
 
 /**
- * connect → preflight → lock → copy → activate → verify for one target. Fills `report` as it goes;
- * throws ActionError (or RolledBackError) on failure, with the target kept on a working system.
+ * One machine's deploy over a Target, as named steps: preflight → under the lock: state →
+ * unchanged? → copy → activate → verify → prune. Each step returns what it found; the result is
+ * assembled here and returned, with the failure (an ActionError, or a RolledBackError when the
+ * target is back on what it ran) when there was one. The target keeps or gets back a working
+ * generation whatever happens.
  */
 export async function deployToTarget(
-  inputs: Inputs,
-  plan: Plan,
-  nix: RunnerNix,
-  built: BuiltSystem,
-  report: DeployReport,
-  timed: Timed,
-  machine: {
-    name: string
-    /** deployment.keys, already read and masked (see loadKeys). */
-    keys: LoadedKey[]
-    jump?: SharedJump
-    /** When the `timeout` input ends the run (epoch ms): no confirmation is sent close to it. */
-    runDeadline?: number
-    log?: Log
-  } = { name: '', keys: [] }
-): Promise<void> {
-  const target = plan.target!
-  const log = machine.log ?? plainLog
-  const { toplevel } = built
-  const dial = (): Promise<RemoteHost> =>
-    RemoteHost.connect(target, machine.jump ?? plan.jump, {
-      knownHosts: inputs.knownHosts,
-      insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
-      timeoutMs: inputs.connectTimeoutSeconds * 1000,
-      sudo: plan.sudo
-    })
-  const session = new TargetSession(await timed('connect', dial), dial, log)
-  const runId = randomBytes(8).toString('hex')
-  const gcRoot = gcRootPath(toplevel, runId)
-  const lock = plan.locks
-    ? new DeployLock(
-        session,
-        { dir: LOCK_DIR, id: runId, leaseSeconds: LEASE_SECONDS, description: ownerDescription() },
-        log
-      )
-    : undefined
-  // Whether this run holds the lock now, and whether the activation agent may still act (it then
-  // keeps the lock until its final state: see AgentTracker).
-  let lockHeld = false
-  const agent: AgentTracker = { started: false, finished: false }
-  // The GC root the survey places on the target for the new system; removed once the profile (or
-  // /run/current-system) holds it, or at the end when the run stops before activating.
-  let gcRootPlaced = false
-  // The package diff, once the running system's closure is listed (a failed deploy reports it too).
-  let diffed: Promise<void> = Promise.resolve()
-  const releaseGcRoot = async (): Promise<void> => {
-    if (!gcRootPlaced) return
-    gcRootPlaced = false
-    await session
-      .exec(shellCommand(['rm', '-f', gcRoot]), { timeoutMs: 60_000, what: 'removing the GC root' })
-      .catch(() => undefined)
-  }
+  target: Target,
+  job: DeployJob,
+  deps: DeployDeps,
+  timed: Timed
+): Promise<DeployOutcome> {
+  const run = new DeployRun(target, job, deps, timed)
   try {
-    if (plan.sudo) await timed('connect', () => checkSudo(session, target.user))
-    // NixOps' deployment.keys, for the modes that run or boot the system (dry runs change nothing).
-    const keys = plan.mode === 'dry-activate' ? [] : machine.keys
-    const survey = await timed('connect', () =>
-      surveyUnderLock(session, inputs.lockTimeoutSeconds, report, {
-        toplevel,
-        closure: built.closure,
-        gcRoot,
-        unchangedWhen: unchangedWhen(plan),
-        releaseIfUnchanged: keys.length === 0,
-        lock: lock?.request
-      })
-    )
-    lockHeld = lock !== undefined && !(survey.kind === 'unchanged' && survey.lockReleased)
-    if (lockHeld) lock!.startRenewing()
-    gcRootPlaced = survey.kind === 'changed'
-    const before = survey.state
-    report.previousStorePath = before.current
-    log.info(
-      `${session.label} runs ${before.current ?? '(no /run/current-system)'}; profile ${before.profile ?? '(none)'}`
-    )
-    checkTarget(before, session.label, built.hostSystem)
-    if (before.uid !== 0)
-      throw new ActionError(
-        `commands on ${session.label} run as uid ${before.uid}, not root: setting the system profile and activating need root`,
-        'Use target-user: root, or a user with passwordless sudo (sudo: auto turns it on for non-root users).',
-        'connect'
-      )
-
-    if (survey.kind === 'unchanged') {
-      // The keys live in /run/keys (lost on reboot): a re-deploy restores them, as NixOps did.
-      if (keys.length > 0) await timed('activate', () => uploadKeys(session, log, keys))
-      report.result = 'unchanged'
-      report.changed = false
-      report.copiedBytes = 0
-      report.copiedPaths = 0
-      report.generation = plan.setsProfile ? generationOf(before.profileLink) : undefined
-      log.info(`${session.label} already runs ${toplevel}: nothing to do`)
-      return
-    }
-    // The running system's closure, for the package diff only: listed under the lock (what runs
-    // cannot change under us now), alongside the copy, read before the activation.
-    diffed = listRunningClosure(session)
-      .then(c => packageDiff(c, session.label, built, before.current!, report, log))
-      .catch((e: unknown) => log.info(`No package diff: ${(e as Error).message}`))
-    if (survey.copy instanceof ActionError) throw survey.copy
-    const copyPlan = survey.copy
-
-    // --- copy
-    const copied = await timed('copy', async () => {
-      checkSpace(before, session.label, totalNarSize(copyPlan.toCopy))
-      const { plan: rest, substituted } = inputs.substituteOnDestination
-        ? await substituteOnTarget(session, copyPlan)
-        : { plan: copyPlan, substituted: [] }
-      report.substitutedPaths = substituted.length
-      report.substitutedBytes = totalNarSize(substituted)
-      return copyClosure(session, nix, rest, built.closure.length, inputs.compression, log)
-    })
-    report.copiedBytes = copied.narBytes
-    report.copiedPaths = copied.copiedPaths.length
-    report.wireBytes = copied.wireBytes
-    report.compression = copied.codec
-    await timed('copy', () => diffed)
-
-    // --- activate (only while this run still holds the lock: the agent's start checks it too)
-    if (lock?.lost) await lock.assertHeld()
-    if (keys.length > 0) await timed('activate', () => uploadKeys(session, log, keys))
-    try {
-      const outcome = await timed('activate', () =>
-        activate(
-          session,
-          plan,
-          { ...inputs, runDeadline: machine.runDeadline },
-          toplevel,
-          before,
-          lockHeld ? lock!.request : undefined,
-          agent
-        )
-      )
-      report.generation = outcome.generation
-      report.activationLog = outcome.log
-      if (plan.mode === 'dry-activate') report.dryActivate = parseDryActivate(outcome.log)
-      report.healthChecks = outcome.healthChecks
-      report.confirmed = outcome.outcome === 'confirmed' ? 'over a new connection' : undefined
-    } catch (e) {
-      if (e instanceof RolledBackError) {
-        report.result = 'rolled-back'
-        report.rolledBackTo = e.rolledBackTo
-      }
-      throw e
-    } finally {
-      // The profile (switch, boot) or /run/current-system (test) holds the system now; a dry run's
-      // or a rolled-back system's paths may be collected by the target's GC again.
-      await releaseGcRoot()
-    }
-
-    // --- verify
-    await timed('verify', async () => {
-      const after = await readRemoteState(session)
-      const problems = [
-        plan.changesRunningSystem && after.current !== toplevel && `it runs ${after.current ?? 'nothing'}`,
-        plan.setsProfile &&
-          after.profile !== toplevel &&
-          `its system profile is ${after.profile ?? 'missing'}`
-      ].filter(Boolean)
-      if (problems.length > 0)
-        throw new ActionError(
-          `switch-to-configuration ${plan.mode} succeeded, but ${session.label} did not take ${toplevel}: ${problems.join(', ')}`,
-          "Check the activation output; the configuration's activation may not manage /run/current-system as NixOS does.",
-          'verify'
-        )
-      report.changed =
-        plan.mode === 'boot'
-          ? after.profile !== before.profile
-          : plan.mode === 'dry-activate'
-            ? before.current !== toplevel
-            : after.current !== before.current
-      report.result = plan.mode === 'dry-activate' ? 'dry-activated' : 'deployed'
-      if (inputs.keepGenerations !== undefined && plan.setsProfile)
-        report.deletedGenerations = await pruneGenerations(
-          session,
-          inputs.keepGenerations,
-          generationOf(after.profileLink),
-          log
-        )
-    })
+    await run.steps()
+    return { result: run.result }
+  } catch (e) {
+    if (e instanceof RolledBackError)
+      Object.assign(run.result, { result: 'rolled-back', rolledBackTo: e.rolledBackTo })
+    return { result: run.result, error: e }
   } finally {
-    await diffed
-    await releaseGcRoot()
-    if (lock && lockHeld) {
-      // An agent that may still roll back keeps the lock (it renews it) until its final state.
-      if (!agent.started || agent.finished || (await abandonAgent(session, agent))) await lock.release()
-      else lock.stopRenewing()
-    }
-    session.close()
+    await run.cleanUp()
   }
 }
 
-/** What "already deployed" means for a plan's mode (colmena's goal): nothing counts for a dry run. */
-export function unchangedWhen(plan: Pick<Plan, 'mode'>): UnchangedWhen {
-  return plan.mode === 'switch' || plan.mode === 'boot' || plan.mode === 'test' ? plan.mode : 'never'
+/** The state of one deploy while its steps run (see deployToTarget). */
+class DeployRun {
+  readonly result: MachineResult = {}
+  private readonly runId = randomBytes(8).toString('hex')
+  private readonly gcRoot: string
+  private readonly lock: DeployLock | undefined
+  /** The lock while this run holds it (the survey took it, and did not release it at once). */
+  private held: DeployLock | undefined
+  private gcRootPlaced = false
+  private readonly agent: AgentTracker = { started: false, finished: false }
+  /** The package diff, once the running system's closure is listed (a failed deploy reports it too). */
+  private diffed: Promise<void> = Promise.resolve()
+
+  constructor(
+    private readonly target: Target,
+    private readonly job: DeployJob,
+    private readonly deps: DeployDeps,
+    private readonly timed: Timed
+  ) {
+    this.gcRoot = gcRootPath(job.built.toplevel, this.runId)
+    this.lock = job.goal.locks
+      ? new DeployLock(
+          target,
+          { dir: LOCK_DIR, id: this.runId, leaseSeconds: LEASE_SECONDS, description: ownerDescription() },
+          target.log
+        )
+      : undefined
+  }
+
+  async steps(): Promise<void> {
+    const { target, job, timed } = this
+    if (job.sudoUser !== undefined) await timed('connect', () => target.checkSudo(job.sudoUser!))
+    const keys = job.goal.uploadsKeys ? job.keys : []
+    const survey = await timed('connect', () => this.surveyUnderLock(keys.length === 0))
+    const before = this.preflight(survey)
+    if (survey.kind === 'unchanged') return this.unchanged(before, keys)
+    this.diffed = this.packageDiff(before)
+    if (survey.copy instanceof Error) throw survey.copy
+    await this.copy(before, survey.copy)
+    // Only while this run still holds the lock (the agent's start checks it too).
+    if (this.lock?.lost) await this.lock.assertHeld()
+    if (keys.length > 0) await timed('activate', () => uploadKeys(target, keys))
+    await this.activate(before)
+    await timed('verify', () => this.verify(before))
+  }
+
+  /** The survey (see survey.sh), waiting while another run holds the lock: each poll is the survey again. */
+  private async surveyUnderLock(releaseIfUnchanged: boolean): Promise<Exclude<Survey, { kind: 'held' }>> {
+    const { target, job } = this
+    const req: SurveyRequest = {
+      toplevel: job.built.toplevel,
+      closure: job.built.closure,
+      gcRoot: this.gcRoot,
+      unchangedWhen: job.goal.unchangedWhen,
+      releaseIfUnchanged,
+      lock: this.lock?.request
+    }
+    const started = Date.now()
+    let announced = false
+    for (;;) {
+      const survey = await target.survey(req)
+      if (survey.kind !== 'held') {
+        if (announced) this.result.lockWaitMs = Date.now() - started
+        this.held = survey.kind === 'unchanged' && survey.lockReleased ? undefined : this.lock
+        this.held?.startRenewing()
+        this.gcRootPlaced = survey.kind === 'changed'
+        return survey
+      }
+      const waited = (Date.now() - started) / 1000
+      if (waited >= job.lockTimeoutSeconds) throw heldError(target.label, survey.holder, waited)
+      if (!announced) {
+        target.log.info(
+          `Waiting for the deploy lock on ${target.label}, held by ${survey.holder.description || survey.holder.id}`
+        )
+        announced = true
+      }
+      await new Promise(r => setTimeout(r, LOCK_POLL_MS))
+    }
+  }
+
+  /** Whether this is a NixOS target of the right platform we may deploy to, as root. */
+  private preflight(survey: Exclude<Survey, { kind: 'held' }>): RemoteState {
+    const { target, job } = this
+    const before = survey.state
+    this.result.previousStorePath = before.current
+    target.log.info(
+      `${target.label} runs ${before.current ?? '(no /run/current-system)'}; profile ${before.profile ?? '(none)'}`
+    )
+    checkTarget(before, target.label, job.built.hostSystem)
+    if (before.uid !== 0)
+      throw new ActionError(
+        `commands on ${target.label} run as uid ${before.uid}, not root: setting the system profile and activating need root`,
+        'Use target-user: root, or a user with passwordless sudo (sudo: auto turns it on for non-root users).',
+        'connect'
+      )
+    return before
+  }
+
+  private async unchanged(before: RemoteState, keys: LoadedKey[]): Promise<void> {
+    // The keys live in /run/keys (lost on reboot): a re-deploy restores them, as NixOps did.
+    if (keys.length > 0) await this.timed('activate', () => uploadKeys(this.target, keys))
+    Object.assign(this.result, {
+      result: 'unchanged',
+      changed: false,
+      copiedBytes: 0,
+      copiedPaths: 0,
+      generation: this.job.goal.setsProfile ? generationOf(before.profileLink) : undefined
+    })
+    this.target.log.info(`${this.target.label} already runs ${this.job.built.toplevel}: nothing to do`)
+  }
+
+  /** The running system's closure against the new one, listed under the lock alongside the copy. */
+  private packageDiff(before: RemoteState): Promise<void> {
+    const { target, job } = this
+    return target.listRunningClosure().then(closure => {
+      if ('error' in closure) {
+        // The target's own words: shown, never obeyed.
+        target.log.info("No package diff: listing the target's closure failed:")
+        target.log.untrusted(closure.error)
+        return
+      }
+      this.result.diff = diffClosures(closure.entries, job.built.closure)
+      this.result.diffBaseline = `what ${target.label} runs (${before.current})`
+    })
+  }
+
+  private async copy(before: RemoteState, plan: CopyPlan): Promise<void> {
+    const { target, job, timed } = this
+    const copied = await timed('copy', async () => {
+      checkSpace(before, target.label, totalNarSize(plan.toCopy))
+      const { plan: rest, substituted } = job.substituteOnDestination
+        ? await substituteOnTarget(target, plan)
+        : { plan, substituted: [] }
+      this.result.substitutedPaths = substituted.length
+      this.result.substitutedBytes = totalNarSize(substituted)
+      return this.deps.copy(target, rest, job.built.closure.length, job.compression)
+    })
+    Object.assign(this.result, {
+      copiedBytes: copied.narBytes,
+      copiedPaths: copied.copiedPaths.length,
+      wireBytes: copied.wireBytes,
+      compression: copied.codec
+    })
+    await timed('copy', () => this.diffed)
+  }
+
+  private async activate(before: RemoteState): Promise<void> {
+    const { target, job } = this
+    try {
+      const outcome = await this.timed('activate', () =>
+        activate(target, job.goal, job.activation, job.built.toplevel, before, this.held?.request, this.agent)
+      )
+      Object.assign(this.result, {
+        generation: outcome.generation,
+        activationLog: outcome.log,
+        dryActivate: job.goal.mode === 'dry-activate' ? parseDryActivate(outcome.log) : undefined,
+        healthChecks: outcome.healthChecks,
+        confirmed: outcome.outcome === 'confirmed' ? 'over a new connection' : undefined
+      })
+    } finally {
+      // The profile (switch, boot) or /run/current-system (test) holds the system now; a dry run's
+      // or a rolled-back system's paths may be collected by the target's GC again.
+      await this.releaseGcRoot()
+    }
+  }
+
+  /** The target must now run (and boot) the new system as the mode says; then old generations go. */
+  private async verify(before: RemoteState): Promise<void> {
+    const { target, job } = this
+    const after = await target.readState()
+    const problems = verifyProblems(job.goal, after, job.built.toplevel)
+    if (problems.length > 0)
+      throw new ActionError(
+        `switch-to-configuration ${job.goal.mode} succeeded, but ${target.label} did not take ${job.built.toplevel}: ${problems.join(', ')}`,
+        "Check the activation output; the configuration's activation may not manage /run/current-system as NixOS does.",
+        'verify'
+      )
+    this.result.changed = changedBy(job.goal, before, after, job.built.toplevel)
+    this.result.result = job.goal.mode === 'dry-activate' ? 'dry-activated' : 'deployed'
+    if (job.keepGenerations !== undefined && job.goal.setsProfile)
+      this.result.deletedGenerations = await pruneGenerations(
+        target,
+        job.keepGenerations,
+        generationOf(after.profileLink)
+      )
+  }
+
+  private async releaseGcRoot(): Promise<void> {
+    if (!this.gcRootPlaced) return
+    this.gcRootPlaced = false
+    await this.target.removeGcRoot(this.gcRoot)
+  }
+
+  /** Always, success or not: the diff settled, the GC root gone, the lock released (unless the agent keeps it). */
+  async cleanUp(): Promise<void> {
+    await this.diffed.catch((e: unknown) => this.target.log.info(`No package diff: ${errorMessage(e)}`))
+    await this.releaseGcRoot()
+    if (this.held) {
+      // An agent that may still roll back keeps the lock (it renews it) until its final state.
+      const { started, finished, dir } = this.agent
+      if (!started || finished || (dir !== undefined && (await this.target.abandonAgent(dir))))
+        await this.held.release()
+      else this.held.stopRenewing()
+    }
+    this.target.close()
+  }
 }
 
 const LOCK_POLL_MS = 2_000
 
-/**
- * Surveys the target (see SURVEY_SCRIPT), waiting while another run holds its deploy lock; each poll
- * is the survey again, which answers right after the lock when it is held. So the state this run
- * decides on is always read under its own lock.
- */
-async function surveyUnderLock(
-  session: TargetSession,
-  lockTimeoutSeconds: number,
-  report: DeployReport,
-  req: SurveyRequest
-): Promise<Exclude<Survey, { kind: 'held' }>> {
-  const started = Date.now()
-  let announced = false
-  for (;;) {
-    const survey = await surveyTarget(session, req)
-    if (survey.kind !== 'held') {
-      if (announced) report.lockWaitMs = Date.now() - started
-      return survey
-    }
-    const waited = (Date.now() - started) / 1000
-    if (waited >= lockTimeoutSeconds) throw heldError(session.label, survey.holder, waited)
-    if (!announced) {
-      session.log.info(
-        `Waiting for the deploy lock on ${session.label}, held by ${survey.holder.description || survey.holder.id}`
-      )
-      announced = true
-    }
-    await new Promise(r => setTimeout(r, LOCK_POLL_MS))
-  }
-}
-
-/** The package diff against what the target runs now; a failure here only costs the diff. */
-function packageDiff(
-  closure: RunningClosure,
-  label: string,
-  built: BuiltSystem,
-  current: string,
-  report: DeployReport,
-  log: Log
-): void {
-  if ('error' in closure) {
-    // The target's own words: shown, never obeyed.
-    log.info("No package diff: listing the target's closure failed:")
-    log.untrusted(closure.error)
-    return
-  }
-  report.diff = diffClosures(closure.entries, built.closure)
-  report.diffBaseline = `what ${label} runs (${current})`
-}
-
-async function checkSudo(session: TargetSession, user: string): Promise<void> {
-  const r = await session.exec('true', { timeoutMs: 30_000, what: 'checking sudo' })
-  if (r.exitCode !== 0)
-    throw new ActionError(
-      /password|terminal|askpass/i.test(r.stderr)
-        ? `sudo on the target asks ${user} for a password (sudo -n refuses to prompt)`
-        : `sudo -n does not work for ${user} on the target: ${r.stderr.trim().slice(-300)}`,
-      `Allow ${user} passwordless sudo on the target (NixOS: security.sudo.extraRules with NOPASSWD, or security.sudo.wheelNeedsPassword = false), or deploy as root.`,
-      'connect'
-    )
-}
-
 /** Deletes system generations beyond the newest `keep`, never the running, booted or current one. */
 async function pruneGenerations(
-  session: TargetSession,
+  target: Target,
   keep: number,
-  profileGeneration: number | undefined,
-  log: Log
+  profileGeneration: number | undefined
 ): Promise<number[]> {
-  const r = await session.exec(shellCommand(['sh', '-c', LIST_GENERATIONS_SCRIPT, 'sh']), {
-    timeoutMs: 60_000,
-    what: 'listing generations'
-  })
-  const running = /^running (\S+)$/m.exec(r.stdout)?.[1]
-  const booted = /^booted (\S+)$/m.exec(r.stdout)?.[1]
-  const doomed = generationsToDelete(parseGenerations(r.stdout), keep, {
+  const listing = await target.listGenerations()
+  const doomed = generationsToDelete(listing.generations, keep, {
     profileGeneration,
-    runningPath: running,
-    bootedPath: booted
+    runningPath: listing.running,
+    bootedPath: listing.booted
   })
   if (doomed.length === 0) return []
-  const del = await session.exec(
-    shellCommand(['nix-env', '-p', SYSTEM_PROFILE, '--delete-generations', ...doomed.map(String)]),
-    { timeoutMs: 120_000, what: 'deleting old generations' }
-  )
-  if (del.exitCode !== 0) {
-    log.warning(`could not delete old generations ${doomed.join(', ')}: ${del.stderr.trim().slice(-300)}`)
+  const refused = await target.deleteGenerations(doomed)
+  if (refused !== undefined) {
+    target.log.warning(`could not delete old generations ${doomed.join(', ')}: ${refused}`)
     return []
   }
-  log.info(`Deleted old system generations ${doomed.join(', ')} (keep-generations: ${keep})`)
+  target.log.info(`Deleted old system generations ${doomed.join(', ')} (keep-generations: ${keep})`)
   return doomed
 }

@@ -5,16 +5,6 @@ export interface GenerationInfo {
   path: string
 }
 
-/** Parses "system-12-link /nix/store/…" lines. */
-export function parseGenerations(text: string): GenerationInfo[] {
-  return text
-    .split('\n')
-    .map(l => /^system-([0-9]+)-link (\/nix\/store\/\S+)$/.exec(l.trim()))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .map(m => ({ number: Number(m[1]), path: m[2] }))
-    .sort((a, b) => a.number - b.number)
-}
-
 /**
  * The generations to delete so that the newest `keep` remain, and the current profile generation, and
  * for the running and the booted system (after an earlier `test` or `boot` deploy they may be older)
@@ -35,5 +25,3 @@ export function generationsToDelete(
   }
   return all.filter(g => !kept.has(g.number)).map(g => g.number)
 }
-
-export { LIST_GENERATIONS_SCRIPT } from '../target/scripts'

@@ -2,19 +2,13 @@ import { execFile } from 'child_process'
 import { promises as fs } from 'fs'
 import { ActionError, errorMessage } from '../errors'
 import { DeploymentKey, keyProblems } from '../nix/legacy'
-import { Log } from '../report/untrusted'
 import { childEnv, maskSecret } from '../secrets'
-import { shellCommand } from '../ssh/quote'
-import { UPLOAD_KEY_SCRIPT } from '../target/scripts'
-import { TargetSession } from './session'
+import { Target } from '../target/target'
 
 /** A deployment key with its content, read on the runner (kept in memory only). */
 export interface LoadedKey extends DeploymentKey {
   content: string
 }
-
-/** UPLOAD_KEY_SCRIPT's exit status when destDir is not safe to write a secret into. */
-const UNSAFE_DEST_DIR = 10
 
 /**
  * NixOps' `deployment.keys`: secrets that must not enter the Nix store (it is world-readable), so
@@ -22,7 +16,6 @@ const UNSAFE_DEST_DIR = 10
  * gone after a reboot, as with NixOps; every deploy uploads them again. How they are written, and
  * which directories are refused: src/target/scripts/upload-key.sh.
  */
-export { UPLOAD_KEY_SCRIPT }
 
 /** The key's content, from text, keyFile (on the runner) or keyCommand (run on the runner, no shell). */
 export async function keyContent(k: DeploymentKey): Promise<string> {
@@ -72,24 +65,11 @@ export async function loadKeys(machine: string, keys: DeploymentKey[]): Promise<
 }
 
 /** Uploads the keys (already read and masked by loadKeys). */
-export async function uploadKeys(session: TargetSession, log: Log, keys: LoadedKey[]): Promise<void> {
+export async function uploadKeys(target: Target, keys: LoadedKey[]): Promise<void> {
   for (const k of keys) {
-    const r = await session.exec(
-      shellCommand(['sh', '-c', UPLOAD_KEY_SCRIPT, 'sh', k.destDir, k.name, k.user, k.group, k.permissions]),
-      { stdin: k.content, timeoutMs: 60_000, what: `uploading deployment.keys.${k.name}` }
+    await target.uploadKey(k)
+    target.log.info(
+      `Uploaded key ${k.name} to ${k.destDir}/${k.name} (${k.user}:${k.group}, ${k.permissions})`
     )
-    if (r.exitCode === UNSAFE_DEST_DIR)
-      throw new ActionError(
-        `deployment.keys.${k.name}: refusing to write it on ${session.label}: ${r.stderr.trim().slice(-300)}`,
-        `A key's destDir must be a real directory owned by root and not writable by group or others (NixOps' default /run/keys is). Fix ${k.destDir} on the target or choose another destDir. The new system was not activated.`,
-        'activate'
-      )
-    if (r.exitCode !== 0)
-      throw new ActionError(
-        `uploading deployment.keys.${k.name} to ${session.label}:${k.destDir} failed: ${r.stderr.trim().slice(-300)}`,
-        `Check that ${k.user}:${k.group} exist on the target and that ${k.destDir} is writable by root. The new system was not activated.`,
-        'activate'
-      )
-    log.info(`Uploaded key ${k.name} to ${k.destDir}/${k.name} (${k.user}:${k.group}, ${k.permissions})`)
   }
 }

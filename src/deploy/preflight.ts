@@ -1,6 +1,6 @@
 import { ActionError } from '../errors'
 import { formatBytes } from '../report/format'
-import { RemoteState } from './remote-state'
+import { RemoteState } from '../target/remote-state'
 
 /** Extra room on the target's /nix beyond the NAR bytes to copy: filesystem overhead, the Nix db, logs. */
 export const SPACE_MARGIN_BYTES = 64 * 1024 * 1024

@@ -1,6 +1,6 @@
 import { ActionError } from '../errors'
 import type { Source } from '../inputs'
-import { Evaluation } from './nix'
+import { Evaluation } from './evaluation'
 import { assertStorePath } from './store-path'
 
 /** A classic configuration.nix or NixOps network files (everything but a flake). */

@@ -6,16 +6,10 @@ import { FlakeTarget } from './flake'
 import { assertStorePath } from './store-path'
 import { promises as fs } from 'fs'
 import { LEGACY_EVAL_NIX } from './legacy-eval.nix'
+import { Evaluation } from './evaluation'
 import { LegacySource, MachineEvaluation, parseMachine, RawMachine } from './legacy'
 
-export interface Evaluation {
-  drvPath: string
-  outPath: string
-  /** The platform the toplevel derivation is built on (`toplevel.system`). */
-  buildSystem: string
-  /** The platform the configuration runs on (nixpkgs.hostPlatform), i.e. the Pi's. */
-  hostSystem: string
-}
+export type { Evaluation } from './evaluation'
 
 export interface BuildResult {
   /** Derivations Nix built in this run (0 when everything was already in the store). */

@@ -134,3 +134,33 @@ function outputsOne(r: DeployReport): Record<string, string> {
     'cache-hit': s(r.cache?.hit ?? false)
   }
 }
+
+/** What one machine's deploy found and did (src/deploy returns it; the report takes it as it is). */
+export type MachineResult = Pick<
+  DeployReport,
+  | 'result'
+  | 'previousStorePath'
+  | 'changed'
+  | 'copiedBytes'
+  | 'copiedPaths'
+  | 'wireBytes'
+  | 'substitutedPaths'
+  | 'substitutedBytes'
+  | 'compression'
+  | 'generation'
+  | 'activationLog'
+  | 'rolledBackTo'
+  | 'lockWaitMs'
+  | 'healthChecks'
+  | 'confirmed'
+  | 'deletedGenerations'
+  | 'diff'
+  | 'diffBaseline'
+  | 'dryActivate'
+>
+
+/** Writes a machine's deploy result into its report: the one place the deploy's facts enter it. */
+export function applyMachineResult(report: DeployReport, result: MachineResult): void {
+  for (const [k, v] of Object.entries(result))
+    if (v !== undefined) (report as unknown as Record<string, unknown>)[k] = v
+}

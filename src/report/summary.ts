@@ -100,7 +100,18 @@ function renderOne(r: DeployReport): string {
   }
   for (const w of r.warnings) lines.push(`> [!WARNING]`, `> ${escapeHtml(w)}`, '')
 
-  const rows: Array<[string, string | undefined]> = [
+  const rows = summaryRows(r)
+  lines.push('| | |', '|---|---|')
+  for (const [k, v] of rows) if (v !== undefined && v !== '') lines.push(`| ${k} | ${escapeHtml(v)} |`)
+  lines.push('')
+
+  lines.push(...renderSections(r))
+  return lines.join('\n')
+}
+
+/** The summary table's rows: what the run did, where, and how much. */
+function summaryRows(r: DeployReport): Array<[string, string | undefined]> {
+  return [
     ['Result', r.result],
     ['Machine', r.machine],
     ['Host', r.host],
@@ -151,10 +162,11 @@ function renderOne(r: DeployReport): string {
         : `${formatBytes(r.copiedBytes)} (NAR) in ${r.copiedPaths ?? 0} paths, ${formatBytes(r.wireBytes ?? 0)} on the wire${r.compression && r.compression !== 'none' ? ` (${r.compression})` : ''}`
     ]
   ]
-  lines.push('| | |', '|---|---|')
-  for (const [k, v] of rows) if (v !== undefined && v !== '') lines.push(`| ${k} | ${escapeHtml(v)} |`)
-  lines.push('')
+}
 
+/** Timings, the package diff, dry-activate's units, the activation output and error details. */
+function renderSections(r: DeployReport): string[] {
+  const lines: string[] = []
   if (r.timings.length > 0) {
     const total = r.timings.reduce((a, t) => a + t.ms, 0)
     lines.push('| Phase | Time |', '|---|---|')
@@ -187,7 +199,7 @@ function renderOne(r: DeployReport): string {
       ''
     )
 
-  return lines.join('\n')
+  return lines
 }
 
 function signedBytes(n: number): string {

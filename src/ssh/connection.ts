@@ -4,7 +4,7 @@ import { Socket } from 'net'
 import { Readable } from 'stream'
 import { ActionError, errorMessage } from '../errors'
 import { TailBuffer } from '../tail-buffer'
-import { Endpoint } from '../plan'
+import { Endpoint } from './endpoint'
 import { shellCommand } from './quote'
 import { KnownHostLine, HostKeyVerdict, blobKeyType, fingerprint, hostKeyPolicy } from './known-hosts'
 
@@ -31,12 +31,6 @@ export interface RemoteResult {
   signal?: string
   stdout: string
   stderr: string
-}
-
-/** Anything that runs commands on the target: one connection, or a session that reconnects. */
-export interface Remote {
-  readonly label: string
-  exec(command: string, opts?: ExecOptions): Promise<RemoteResult>
 }
 
 export interface ExecOptions {

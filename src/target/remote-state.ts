@@ -16,8 +16,6 @@ export interface RemoteState {
   nixFreeBytes?: number
 }
 
-export const SYSTEM_PROFILE = '/nix/var/nix/profiles/system'
-
 export function parseRemoteState(text: string): RemoteState {
   const kv = new Map<string, string>()
   for (const line of text.split('\n')) {

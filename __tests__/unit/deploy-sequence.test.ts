@@ -1,0 +1,250 @@
+import { RolledBackError } from '../../src/deploy/activate'
+import { DeployJob, deployToTarget, Timed } from '../../src/deploy/deploy'
+import { DeployMode, goalOf } from '../../src/deploy/goal'
+import { ActionError } from '../../src/errors'
+import { closureOf, FakeTarget, fakeCopy, storePath } from './fake-target'
+
+/**
+ * The deploy sequence (src/deploy/deploy.ts and activate.ts) over a FakeTarget: every branch runs
+ * without root; the e2e suites prove the same against the simulated Pi.
+ */
+const OLD = storePath('nixos-system-pi-old', 'o')
+const NEW = storePath('nixos-system-pi-new', 'n')
+const timed: Timed = (_phase, fn) => fn()
+
+function job(mode: DeployMode = 'switch', extra: Partial<DeployJob> = {}): DeployJob {
+  return {
+    name: '',
+    goal: goalOf(mode),
+    built: { toplevel: NEW, hostSystem: 'aarch64-linux', closure: closureOf(NEW) },
+    keys: [],
+    activation: {
+      activationTimeoutSeconds: 30,
+      confirmTimeoutSeconds: 30,
+      healthTimeoutSeconds: 5,
+      connectTimeoutSeconds: 5,
+      magicRollback: mode === 'switch' || mode === 'test',
+      healthChecks: []
+    },
+    lockTimeoutSeconds: 30,
+    compression: 'auto',
+    substituteOnDestination: false,
+    ...extra
+  }
+}
+
+async function deploy(t: FakeTarget, j: DeployJob = job()) {
+  const copied: string[][] = []
+  const outcome = await deployToTarget(t, j, fakeCopy(copied), timed)
+  return { ...outcome, copied }
+}
+
+describe('the deploy sequence over a Target', () => {
+  it('switch: copies only what is missing, activates, confirms over a new connection, releases the lock', async () => {
+    const t = new FakeTarget(OLD, [OLD, storePath('hello-2.12', 'h')])
+    const { result, error, copied } = await deploy(t)
+    expect(error).toBeUndefined()
+    expect(copied).toEqual([[NEW]])
+    expect(result).toMatchObject({
+      result: 'deployed',
+      changed: true,
+      previousStorePath: OLD,
+      generation: 2,
+      confirmed: 'over a new connection'
+    })
+    expect(t.current).toBe(NEW)
+    expect(t.profile).toBe(NEW)
+    expect(t.lockOwner).toBeUndefined()
+    // The lock is taken by the survey, before anything else; released last.
+    expect(t.calls[0]).toBe('survey')
+    expect(t.calls.indexOf('reconnect')).toBeLessThan(t.calls.indexOf('decide confirm'))
+    expect(t.calls.slice(-2)).toEqual(['lock release', 'close'])
+  })
+
+  it('unchanged: answered by the survey alone, which released the lock; nothing copied or activated', async () => {
+    const t = new FakeTarget(NEW)
+    const { result, error, copied } = await deploy(t)
+    expect(error).toBeUndefined()
+    expect(result).toMatchObject({ result: 'unchanged', changed: false, copiedBytes: 0, generation: 1 })
+    expect(copied).toEqual([])
+    expect(t.calls).toEqual(['survey', 'close'])
+    expect(t.lockOwner).toBeUndefined()
+  })
+
+  it('unchanged with keys: the keys are uploaded again under the lock, then it is released', async () => {
+    const t = new FakeTarget(NEW)
+    const key = {
+      name: 'wifi',
+      destDir: '/run/keys',
+      user: 'root',
+      group: 'root',
+      permissions: '0600',
+      content: 's'
+    }
+    const { result } = await deploy(t, job('switch', { keys: [key] }))
+    expect(result.result).toBe('unchanged')
+    expect(t.calls).toEqual(['survey', 'uploadKey wifi', 'lock release', 'close'])
+    expect(t.keys.get('/run/keys/wifi')?.content).toBe('s')
+  })
+
+  it('an activation that fails is rolled back by the target: rolled-back, the error says so, the lock released', async () => {
+    const t = new FakeTarget(OLD)
+    t.behaviour.set(NEW, 'fails')
+    const { result, error } = await deploy(t)
+    expect(error).toBeInstanceOf(RolledBackError)
+    expect((error as Error).message).toMatch(
+      /switch-to-configuration switch failed on target root@pi \(exit 1\); rolled back to/
+    )
+    expect(result).toMatchObject({ result: 'rolled-back', rolledBackTo: OLD })
+    expect(t.current).toBe(OLD)
+    expect(t.profile).toBe(OLD)
+    expect(t.lockOwner).toBeUndefined()
+  })
+
+  it('a failing health check aborts: the target rolls back, the check is in the error', async () => {
+    const t = new FakeTarget(OLD)
+    const { result, error } = await deploy(
+      t,
+      job('switch', { activation: { ...job().activation, healthChecks: ['curl -f localhost'] } })
+    )
+    expect(error).toBeUndefined()
+    expect(result.healthChecks).toMatch(/health checks passed on attempt 1/)
+    const t2 = new FakeTarget(OLD)
+    t2.failingChecks.add('curl -f localhost')
+    const failed = await deploy(
+      t2,
+      job('switch', {
+        activation: { ...job().activation, healthChecks: ['curl -f localhost'], healthTimeoutSeconds: 1 }
+      })
+    )
+    expect(failed.error).toBeInstanceOf(RolledBackError)
+    expect((failed.error as Error).message).toMatch(/a health check failed on target root@pi/)
+    expect(t2.calls).toContain('decide abort')
+    expect(t2.current).toBe(OLD)
+  })
+
+  it('a new system that breaks SSH: the confirmation cannot get through, the target rolls itself back', async () => {
+    const t = new FakeTarget(OLD)
+    t.behaviour.set(NEW, 'breaks-ssh')
+    const { result, error } = await deploy(t)
+    expect(result.result).toBe('rolled-back')
+    expect(error).toBeInstanceOf(RolledBackError)
+    expect(t.current).toBe(OLD)
+  })
+
+  it('lost connection at the confirmation: it reconnects and confirms', async () => {
+    const t = new FakeTarget(OLD)
+    t.failedReconnects = 1
+    const { result, error } = await deploy(t)
+    expect(error).toBeUndefined()
+    expect(result.result).toBe('deployed')
+    expect(t.calls.filter(c => c === 'reconnect')).toHaveLength(2)
+  }, 20_000)
+
+  it('the target unreachable while the agent runs: the run fails, and the lock is left to the agent', async () => {
+    const t = new FakeTarget(OLD)
+    t.behaviour.set(NEW, 'ok')
+    t.unreachableFromPoll = 1
+    const { error } = await deploy(t)
+    expect(error).toBeInstanceOf(ActionError)
+    expect((error as Error).message).toMatch(
+      /lost the SSH connection to target root@pi while following the activation log/
+    )
+    expect(t.calls).toContain('abandonAgent')
+    // The agent had not finished: it keeps the lock (it renews it) and frees it itself.
+    expect(t.calls).not.toContain('lock release')
+    expect(t.lockOwner).toBeDefined()
+  })
+
+  it('lock contention: waits while another run holds it, then surveys again under its own lock', async () => {
+    const t = new FakeTarget(OLD)
+    t.heldForPolls = 1
+    const { result, error } = await deploy(t)
+    expect(error).toBeUndefined()
+    expect(result.result).toBe('deployed')
+    expect(result.lockWaitMs).toBeGreaterThan(0)
+    expect(t.calls.filter(c => c === 'survey')).toHaveLength(2)
+    expect(t.log.lines).toContain('Waiting for the deploy lock on target root@pi, held by another run')
+  }, 20_000)
+
+  it('lock held past lock-timeout: fails naming the holder, nothing copied', async () => {
+    const t = new FakeTarget(OLD)
+    t.lockOwner = 'other'
+    const { error, copied } = await deploy(t, job('switch', { lockTimeoutSeconds: 0 }))
+    expect((error as Error).message).toMatch(/target root@pi is locked by another deploy: another run/)
+    expect(copied).toEqual([])
+    expect(t.lockOwner).toBe('other')
+  })
+
+  it('a run that lost its lock (taken over) activates nothing', async () => {
+    const t = new FakeTarget(OLD)
+    const copy = fakeCopy([])
+    const j = job()
+    const outcome = await deployToTarget(
+      t,
+      j,
+      {
+        copy: async (target, plan) => {
+          t.lockOwner = 'someone-else' // the lease ran out during a long copy, and another run took it
+          return copy.copy(target, plan)
+        }
+      },
+      timed
+    )
+    expect((outcome.error as Error).message).toMatch(
+      /lost the deploy lock on target root@pi before activating/
+    )
+    expect(t.current).toBe(OLD)
+    expect(t.calls.some(c => c.startsWith('startAgent'))).toBe(true)
+    expect(t.lockOwner).toBe('someone-else')
+  })
+
+  it('keys are uploaded before the activation; a refused destDir fails before anything is activated', async () => {
+    const t = new FakeTarget(OLD)
+    const key = {
+      name: 'wifi',
+      destDir: '/tmp/evil',
+      user: 'root',
+      group: 'root',
+      permissions: '0600',
+      content: 's'
+    }
+    t.refusedKeyDirs.add('/tmp/evil')
+    const { error } = await deploy(t, job('switch', { keys: [key] }))
+    expect((error as Error).message).toMatch(/refusing to write it/)
+    expect(t.calls.some(c => c.startsWith('startAgent'))).toBe(false)
+    expect(t.current).toBe(OLD)
+  })
+
+  it('dry-activate: no lock, no keys, nothing changes; result dry-activated', async () => {
+    const t = new FakeTarget(OLD)
+    const key = {
+      name: 'wifi',
+      destDir: '/run/keys',
+      user: 'root',
+      group: 'root',
+      permissions: '0600',
+      content: 's'
+    }
+    const { result, error } = await deploy(t, job('dry-activate', { keys: [key] }))
+    expect(error).toBeUndefined()
+    expect(result.result).toBe('dry-activated')
+    expect(t.calls.filter(c => c.startsWith('lock') || c.startsWith('uploadKey'))).toEqual([])
+  })
+
+  it('boot: sets the profile only; changed means the profile changed', async () => {
+    const t = new FakeTarget(OLD)
+    const { result } = await deploy(t, job('boot'))
+    expect(result).toMatchObject({ result: 'deployed', changed: true })
+    expect(t.current).toBe(OLD)
+    expect(t.profile).toBe(NEW)
+  })
+
+  it('keep-generations: old generations are pruned after a deploy, never the running or current one', async () => {
+    const t = new FakeTarget(OLD)
+    t.generations = [storePath('g1', 'b'), storePath('g2', 'c'), OLD]
+    t.profileGen = 3
+    const { result } = await deploy(t, job('switch', { keepGenerations: 2 }))
+    expect(result.deletedGenerations).toEqual([1, 2])
+  })
+})

@@ -1,0 +1,329 @@
+/**
+ * A Target in memory, for unit tests of the deploy sequence (src/deploy) without root or a
+ * testbed. It keeps what a NixOS target has (running system, profile and its generations, store
+ * paths, the deploy lock, uploaded keys) and runs a simulated activation agent whose behaviour per
+ * system is set by the test. Every call is recorded in `calls`, in order.
+ */
+import { Readable } from 'stream'
+import { ActionError } from '../../src/errors'
+import { PathInfo } from '../../src/nix/closure'
+import { Log } from '../../src/report/untrusted'
+import { LockRequest, LockVerb } from '../../src/target/lock'
+import { RemoteState } from '../../src/target/remote-state'
+import {
+  AgentPoll,
+  AgentRequest,
+  AgentState,
+  CopyPlan,
+  GenerationListing,
+  ImportResult,
+  KeyFile,
+  RunningClosure,
+  Survey,
+  SurveyRequest,
+  Target
+} from '../../src/target/target'
+
+/** How a system behaves when the simulated agent activates it. */
+export type Behaviour = 'ok' | 'fails' | 'breaks-ssh'
+
+export const storePath = (name: string, c = 'a'): string => `/nix/store/${c.repeat(32)}-${name}`
+
+export class MemoryLog implements Log {
+  readonly prefix = ''
+  lines: string[] = []
+  info(m: string): void {
+    this.lines.push(m)
+  }
+  warning(m: string): void {
+    this.lines.push(`warning: ${m}`)
+  }
+  untrusted(t: string): void {
+    this.lines.push(`untrusted: ${t}`)
+  }
+  async group<T>(title: string, fn: () => Promise<T>): Promise<T> {
+    this.lines.push(`group: ${title}`)
+    return fn()
+  }
+}
+
+interface Agent {
+  req: AgentRequest
+  state: AgentState
+  log: string
+  decision?: 'confirm' | 'abort'
+  abandoned: boolean
+}
+
+export class FakeTarget implements Target {
+  readonly label = 'target root@pi'
+  readonly log = new MemoryLog()
+  calls: string[] = []
+  current: string
+  generations: string[] = []
+  profileGen: number
+  store = new Set<string>()
+  keys = new Map<string, KeyFile>()
+  lockOwner: string | undefined
+  /** Polls for which another run still holds the lock (then it is released). */
+  heldForPolls = 0
+  behaviour = new Map<string, Behaviour>()
+  failingChecks = new Set<string>()
+  /** Reconnects that fail (ActionError) before one succeeds. */
+  failedReconnects = 0
+  /** From this follow poll on (1-based), the target cannot be reached. */
+  unreachableFromPoll: number | undefined
+  refusedKeyDirs = new Set<string>()
+  agents = new Map<string, Agent>()
+  private polls = 0
+
+  constructor(running: string, closure: string[] = [running]) {
+    this.current = running
+    this.generations = [running]
+    this.profileGen = 1
+    for (const p of closure) this.store.add(p)
+  }
+
+  get profile(): string {
+    return this.generations[this.profileGen - 1]
+  }
+
+  state(): RemoteState {
+    return {
+      current: this.current,
+      profile: this.profile,
+      profileLink: `system-${this.profileGen}-link`,
+      platform: 'aarch64-linux',
+      uid: 0,
+      hasNixStore: true,
+      nixFreeBytes: 10e9
+    }
+  }
+
+  async checkSudo(): Promise<void> {
+    this.calls.push('checkSudo')
+  }
+
+  async survey(req: SurveyRequest): Promise<Survey> {
+    this.calls.push('survey')
+    if (req.lock) {
+      if (this.heldForPolls > 0) {
+        this.heldForPolls--
+        return { kind: 'held', holder: { id: 'other', secondsLeft: 60, description: 'another run' } }
+      }
+      if (this.lockOwner && this.lockOwner !== req.lock.id)
+        return { kind: 'held', holder: { id: this.lockOwner, secondsLeft: 60, description: 'another run' } }
+      this.lockOwner = req.lock.id
+    }
+    const s = this.state()
+    const top = req.toplevel
+    const unchanged =
+      (req.unchangedWhen === 'switch' && s.current === top && s.profile === top) ||
+      (req.unchangedWhen === 'boot' && s.profile === top) ||
+      (req.unchangedWhen === 'test' && s.current === top)
+    if (unchanged) {
+      const release = req.lock !== undefined && req.releaseIfUnchanged
+      if (release) this.lockOwner = undefined
+      return { kind: 'unchanged', state: s, lockReleased: release }
+    }
+    const missing = req.closure.filter(p => !this.store.has(p.path))
+    return { kind: 'changed', state: s, copy: { toCopy: missing, targetCodecs: new Set(['zstd']) } }
+  }
+
+  async listRunningClosure(): Promise<RunningClosure> {
+    return { entries: [{ path: this.current, narSize: 1000 }] }
+  }
+
+  async lock(verb: LockVerb, req: LockRequest): Promise<string> {
+    this.calls.push(`lock ${verb}`)
+    if (verb === 'release') {
+      if (this.lockOwner !== req.id) return 'not-held'
+      this.lockOwner = undefined
+      return 'released'
+    }
+    if (verb === 'renew') return this.lockOwner === req.id ? 'renewed' : 'lost'
+    if (this.lockOwner && this.lockOwner !== req.id) return 'held\nother\n60\nanother run'
+    this.lockOwner = req.id
+    return 'acquired'
+  }
+
+  async substitute(paths: string[]): Promise<Set<string>> {
+    return new Set(paths)
+  }
+
+  async importStream(_codec: string, _s: Readable, check: string[]): Promise<ImportResult> {
+    for (const p of check) this.store.add(p)
+    return { exitCode: 0, stderr: '', stillMissing: new Set() }
+  }
+
+  async queryMissing(paths: string[]): Promise<Set<string>> {
+    return new Set(paths.filter(p => !this.store.has(p)))
+  }
+
+  async uploadKey(k: KeyFile): Promise<void> {
+    this.calls.push(`uploadKey ${k.name}`)
+    if (this.refusedKeyDirs.has(k.destDir))
+      throw new ActionError(
+        `deployment.keys.${k.name}: refusing to write it on ${this.label}: unsafe`,
+        '',
+        'activate'
+      )
+    this.keys.set(`${k.destDir}/${k.name}`, k)
+  }
+
+  async startAgent(req: AgentRequest): Promise<'started' | 'lost-lock'> {
+    this.calls.push(`startAgent ${req.action}`)
+    if (req.lock && this.lockOwner !== req.lock.id) return 'lost-lock'
+    const agent: Agent = { req, state: {}, log: '', abandoned: false }
+    this.agents.set(req.dir, agent)
+    this.runAgent(agent)
+    return 'started'
+  }
+
+  /** The agent's first part: set the profile, activate; a failure rolls back at once. */
+  private runAgent(a: Agent): void {
+    const { req } = a
+    const setsProfile = req.action === 'switch' || req.action === 'boot'
+    const changesRunning = req.action === 'switch' || req.action === 'test'
+    if (setsProfile) {
+      this.generations.push(req.toplevel)
+      this.profileGen = this.generations.length
+      a.state.generation = this.profileGen
+    }
+    const behaviour = this.behaviour.get(req.toplevel) ?? 'ok'
+    a.log += `activating ${req.toplevel}\n`
+    if (behaviour === 'fails') {
+      a.state.status = 1
+      this.rollback(a)
+      a.state.outcome = req.action === 'dry-activate' ? 'failed' : 'rolled-back'
+      return
+    }
+    if (changesRunning) this.current = req.toplevel
+    a.state.status = 0
+    if (req.waitSeconds <= 0) a.state.outcome = 'done'
+  }
+
+  private rollback(a: Agent): void {
+    const { req } = a
+    if (req.action === 'switch' || req.action === 'boot') {
+      this.generations.pop()
+      this.profileGen = Number(/system-(\d+)-link/.exec(req.before.profileLink ?? '')?.[1] ?? 1)
+    }
+    if (req.before.current) this.current = req.before.current
+  }
+
+  async followAgent(dir: string, offset: number): Promise<AgentPoll> {
+    this.polls++
+    if (this.unreachableFromPoll !== undefined && this.polls >= this.unreachableFromPoll)
+      throw new ActionError(
+        `lost the SSH connection to ${this.label} while following the activation log`,
+        '',
+        'connect'
+      )
+    const a = this.agents.get(dir)!
+    // A decision (or its absence: breaks-ssh) settles the wait.
+    if (a.state.status === 0 && a.state.outcome === undefined && a.decision) {
+      if (a.decision === 'confirm') a.state.outcome = 'confirmed'
+      else {
+        this.rollback(a)
+        a.state.outcome = 'rolled-back'
+      }
+    }
+    const chunk = a.log.slice(offset)
+    return { chunk, size: a.log.length, state: { ...a.state } }
+  }
+
+  async decide(dir: string, decision: 'confirm' | 'abort'): Promise<string> {
+    this.calls.push(`decide ${decision}`)
+    const a = this.agents.get(dir)!
+    if (this.behaviour.get(a.req.toplevel) === 'breaks-ssh' && decision === 'confirm') {
+      // The new system let nobody in: the agent's own timeout decides.
+      a.decision = 'abort'
+      return 'lost:timeout'
+    }
+    a.decision = decision
+    return 'won'
+  }
+
+  async abandonAgent(dir: string): Promise<boolean> {
+    this.calls.push('abandonAgent')
+    const a = this.agents.get(dir)
+    if (a) a.abandoned = true
+    return a?.state.outcome !== undefined
+  }
+
+  async removeAgentDir(dir: string): Promise<void> {
+    this.calls.push('removeAgentDir')
+    this.agents.delete(dir)
+  }
+
+  async runHealthCheck(check: string): Promise<{ exitCode: number; output: string }> {
+    this.calls.push(`healthCheck ${check}`)
+    return this.failingChecks.has(check)
+      ? { exitCode: 1, output: 'check failed' }
+      : { exitCode: 0, output: '' }
+  }
+
+  async readState(): Promise<RemoteState> {
+    return this.state()
+  }
+
+  async listGenerations(): Promise<GenerationListing> {
+    return {
+      generations: this.generations.map((path, i) => ({ number: i + 1, path })),
+      running: this.current,
+      booted: this.profile
+    }
+  }
+
+  async deleteGenerations(numbers: number[]): Promise<string | undefined> {
+    this.calls.push(`deleteGenerations ${numbers.join(',')}`)
+    return undefined
+  }
+
+  async removeGcRoot(): Promise<void> {
+    this.calls.push('removeGcRoot')
+  }
+
+  async reconnect(): Promise<void> {
+    this.calls.push('reconnect')
+    if (this.failedReconnects > 0) {
+      this.failedReconnects--
+      throw new ActionError(`cannot reach ${this.label}`, '', 'connect')
+    }
+  }
+
+  close(): void {
+    this.calls.push('close')
+  }
+}
+
+/** A closure: the system and one package, with sizes. */
+export function closureOf(top: string, pkg = storePath('hello-2.12', 'h')): PathInfo[] {
+  return [
+    { path: pkg, narSize: 100, references: [] },
+    { path: top, narSize: 300, references: [pkg] }
+  ]
+}
+
+/** A copy that records what it was asked to copy and puts it into the fake's store. */
+export function fakeCopy(copied: string[][]) {
+  return {
+    copy: async (target: Target, plan: CopyPlan) => {
+      copied.push(plan.toCopy.map(p => p.path))
+      if (plan.toCopy.length > 0)
+        await target.importStream(
+          'zstd',
+          Readable.from([]),
+          plan.toCopy.map(p => p.path),
+          1000
+        )
+      return {
+        copiedPaths: plan.toCopy.map(p => p.path),
+        narBytes: plan.toCopy.reduce((a, p) => a + p.narSize, 0),
+        wireBytes: 1,
+        codec: 'zstd' as const
+      }
+    }
+  }
+}

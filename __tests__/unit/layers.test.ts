@@ -1,0 +1,70 @@
+import * as fs from 'fs'
+import * as path from 'path'
+
+/**
+ * The shape of src/ (../shared/DESIGN.md): arrows point down only -- index → main → build / fleet /
+ * plan → deploy → target → ssh; nix, report, cache and the small shared modules are used from
+ * above -- and no module imports one that imports it back.
+ */
+const SRC = path.join(__dirname, '..', '..', 'src')
+
+function sources(dir: string): string[] {
+  return fs
+    .readdirSync(dir, { withFileTypes: true })
+    .flatMap(e =>
+      e.isDirectory()
+        ? sources(path.join(dir, e.name))
+        : e.name.endsWith('.ts')
+          ? [path.join(dir, e.name)]
+          : []
+    )
+}
+
+/** Each source file (relative to src/, without .ts) with the project files it imports. */
+function graph(): Map<string, string[]> {
+  const g = new Map<string, string[]>()
+  for (const file of sources(SRC)) {
+    const text = fs.readFileSync(file, 'utf8')
+    const deps = [...text.matchAll(/^(?:import|export)[^'"]*from '(\.[^']+)'/gm)].map(m =>
+      path.relative(SRC, path.resolve(path.dirname(file), m[1]))
+    )
+    g.set(path.relative(SRC, file).replace(/\.ts$/, ''), [...new Set(deps)])
+  }
+  return g
+}
+
+const ORCHESTRATION = ['index', 'main', 'build', 'fleet', 'plan', 'post', 'inputs']
+
+describe('the layers of src/', () => {
+  const g = graph()
+  it.each([
+    ['deploy/', [...ORCHESTRATION]],
+    ['target/', [...ORCHESTRATION, 'deploy/']],
+    ['ssh/', [...ORCHESTRATION, 'deploy/', 'target/']]
+  ])('%s imports nothing above it', (layer, above) => {
+    const wrong = [...g]
+      .filter(([f]) => f.startsWith(layer))
+      .flatMap(([f, deps]) =>
+        deps
+          .filter(d => above.some(a => (a.endsWith('/') ? d.startsWith(a) : d === a)))
+          .map(d => `${f} -> ${d}`)
+      )
+    expect(wrong).toEqual([])
+  })
+  it('has no import cycle', () => {
+    const cycles: string[] = []
+    const state = new Map<string, 'visiting' | 'done'>()
+    const visit = (f: string, trail: string[]): void => {
+      if (state.get(f) === 'done') return
+      if (state.get(f) === 'visiting') {
+        cycles.push([...trail.slice(trail.indexOf(f)), f].join(' -> '))
+        return
+      }
+      state.set(f, 'visiting')
+      for (const d of g.get(f) ?? []) visit(d, [...trail, f])
+      state.set(f, 'done')
+    }
+    for (const f of g.keys()) visit(f, [])
+    expect(cycles).toEqual([])
+  })
+})

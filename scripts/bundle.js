@@ -1,0 +1,32 @@
+#!/usr/bin/env node
+// Bundles src/index.ts with ncc into OUT (default dist/), the same whether or not ssh2's optional
+// native addons (cpu-features, sshcrypto) were built by npm: ncc bundles a require of a .node file
+// that exists differently from one that does not (other module ids), so their build directories
+// are moved aside while ncc runs and put back after. dist/ never carries them anyway (ssh2 falls
+// back to pure JS; see strip-native.js): they are tied to one Node ABI and platform.
+'use strict'
+const { execFileSync } = require('child_process')
+const fs = require('fs')
+const path = require('path')
+
+const root = path.join(__dirname, '..')
+const out = path.resolve(process.argv[2] || path.join(root, 'dist'))
+const nativeBuilds = [
+  path.join(root, 'node_modules', 'ssh2', 'lib', 'protocol', 'crypto', 'build'),
+  path.join(root, 'node_modules', 'cpu-features', 'build')
+]
+const moved = []
+try {
+  for (const dir of nativeBuilds)
+    if (fs.existsSync(dir)) {
+      fs.renameSync(dir, `${dir}.nda-bundling`)
+      moved.push(dir)
+    }
+  execFileSync(
+    path.join(root, 'node_modules', '.bin', 'ncc'),
+    ['build', 'src/index.ts', '-o', out, '--license', 'licenses.txt', '--no-source-map-register', '-q'],
+    { cwd: root, stdio: 'inherit' }
+  )
+} finally {
+  for (const dir of moved) fs.renameSync(`${dir}.nda-bundling`, dir)
+}

@@ -1,0 +1,242 @@
+import * as core from '@actions/core'
+import * as path from 'path'
+import { cacheDir, PendingSave, restoreForRun, storeCacheKeys } from './cache/store-cache'
+import { BuiltSystem } from './deploy/deploy'
+import { LoadedKey, loadKeys } from './deploy/keys'
+import { ActionError, errorMessage, Phase } from './errors'
+import { Inputs } from './inputs'
+import { ensureBinfmt } from './nix/binfmt-setup'
+import { totalNarSize } from './nix/closure'
+import { MachineEvaluation, selectMachines } from './nix/legacy'
+import { RunnerNix } from './nix/nix'
+import { makePlan, Plan } from './plan'
+import { ClosureEntry } from './report/diff'
+import { formatBytes } from './report/format'
+import { DeployReport } from './report/report'
+import { HostAddress, isValidUser, parseHostAddress } from './ssh/address'
+
+/** The post step's state key for the store cache to save. */
+export const STATE_CACHE = 'storeCache'
+
+type Phased = <T>(p: Phase, fn: () => Promise<T>) => Promise<T>
+
+/** One machine of the run: a flake's or configuration.nix's system, or a network's machine. */
+export interface Machine {
+  evaluation: MachineEvaluation
+  /** The inputs as they apply to this machine (its target from the network file). */
+  inputs: Inputs
+  report: DeployReport
+  plan: Plan
+  /** deployment.keys with their content, read (and masked) before anything untrusted is printed. */
+  keys: LoadedKey[]
+  built?: BuiltSystem
+}
+
+/** Evaluates what the source describes: one system, or the selected machines of a network. */
+async function evaluateSource(inputs: Inputs, nix: RunnerNix, tempDir: string): Promise<MachineEvaluation[]> {
+  const src = inputs.source
+  if (src.kind === 'flake') {
+    const e = await nix.evaluate(src.flake)
+    return [{ ...e, name: '', keys: [], ignored: [] }]
+  }
+  const expr = path.join(tempDir, 'evaluate.nix')
+  if (src.kind === 'configuration') return nix.evaluateLegacy(src, [], expr)
+  const selected = selectMachines(await nix.networkMachineNames(src, expr), src.machines)
+  const overrides = [
+    inputs.target && 'target-host',
+    inputs.targetOverride.port !== undefined && 'target-port',
+    inputs.targetOverride.user !== undefined && 'target-user'
+  ].filter(Boolean)
+  if (overrides.length > 0 && selected.length > 1)
+    throw new ActionError(
+      `${overrides.join(', ')} ${overrides.length > 1 ? 'are' : 'is'} set, but the network has ${selected.length} machines selected (${selected.join(', ')})`,
+      'The file gives each machine its host, port and user; set these inputs only when machines selects one machine (they then override the file), or leave them empty.',
+      'inputs'
+    )
+  return nix.evaluateLegacy(src, selected, expr)
+}
+
+/**
+ * The inputs as they apply to one machine of a network: its host, port and user come from the file
+ * (deployment.targetHost/Port/User); the action's target-* inputs override them when one machine
+ * is deployed.
+ */
+export function inputsForMachine(inputs: Inputs, m: MachineEvaluation): Inputs {
+  if (inputs.source.kind !== 'network') return inputs
+  let fromFile: HostAddress
+  try {
+    fromFile = parseHostAddress(m.targetHost ?? m.name, `${m.name}: deployment.targetHost`)
+  } catch (e) {
+    throw new ActionError(errorMessage(e), 'Fix deployment.targetHost in the network file.', 'inputs')
+  }
+  if (m.targetPort !== undefined) {
+    if (!Number.isInteger(m.targetPort) || m.targetPort < 1 || m.targetPort > 65535)
+      throw new ActionError(
+        `${m.name}: deployment.targetPort ${m.targetPort} is not a port (1-65535)`,
+        'Fix deployment.targetPort in the network file.',
+        'inputs'
+      )
+    fromFile.port = m.targetPort
+  }
+  if (m.targetUser !== undefined) {
+    if (!isValidUser(m.targetUser))
+      throw new ActionError(
+        `${m.name}: deployment.targetUser ${JSON.stringify(m.targetUser)} is not a valid user name`,
+        'Fix deployment.targetUser in the network file.',
+        'inputs'
+      )
+    fromFile.user = m.targetUser
+  }
+  const o = inputs.target
+  const target: HostAddress = {
+    host: o?.host ?? fromFile.host,
+    port: o?.port ?? inputs.targetOverride.port ?? fromFile.port,
+    user: o?.user ?? inputs.targetOverride.user ?? fromFile.user
+  }
+  return { ...inputs, target }
+}
+
+/** Records the plan in a report; its warnings as annotations, prefixed with the machine's name. */
+function notePlan(report: DeployReport, plan: Plan, prefix = ''): void {
+  report.requestedMode = plan.requestedMode
+  report.mode = plan.mode
+  report.host = plan.target?.label.replace(/^target /, '')
+  for (const w of plan.warnings) {
+    report.warnings.push(`${prefix}${w}`)
+    core.warning(`${prefix}${w}`)
+  }
+}
+
+/**
+ * The runner's half: evaluates the source, plans each machine (its warnings first), reads every
+ * machine's keys (masked before anything untrusted is printed), restores the store cache, sets up
+ * binfmt, builds every system in one Nix invocation and lists their closures. Nothing here connects.
+ */
+export async function buildMachines(
+  inputs: Inputs,
+  nix: RunnerNix,
+  report: DeployReport,
+  tempDir: string,
+  phase: Phased
+): Promise<{ machines: Machine[]; nix: RunnerNix }> {
+  report.flake = inputs.source.label
+  report.mode = inputs.mode
+  // A flake or configuration.nix: the plan does not depend on the evaluation; decide it first, so
+  // its warnings (e.g. a fork PR's dry-activate becoming a build) come before the build's output.
+  const singlePlan = inputs.source.kind === 'network' ? undefined : makePlan(inputs)
+  if (singlePlan) notePlan(report, singlePlan)
+  const machines = await phase('build', () => evaluateMachines(inputs, nix, report, tempDir, singlePlan))
+  // Every secret is registered before the build prints anything untrusted (see printUntrusted):
+  // the keys are read now, for the machines whose mode uploads them.
+  for (const m of machines)
+    if (['switch', 'boot', 'test'].includes(m.plan.mode) && m.plan.target)
+      m.keys = await phase('inputs', () => loadKeys(m.evaluation.name || 'configuration', m.evaluation.keys))
+  nix = await phase('build', () => buildAll(inputs, nix, machines, report, tempDir))
+  return { machines, nix }
+}
+
+/** Evaluates the source and plans each machine (with its own report when there are several). */
+async function evaluateMachines(
+  inputs: Inputs,
+  nix: RunnerNix,
+  report: DeployReport,
+  tempDir: string,
+  singlePlan: Plan | undefined
+): Promise<Machine[]> {
+  core.startGroup(`Evaluate ${inputs.source.label}`)
+  const evaluations = await evaluateSource(inputs, nix, tempDir).finally(() => core.endGroup())
+  const multi = evaluations.length > 1
+  return evaluations.map(e => {
+    core.info(`${e.name ? `${e.name}: ` : ''}${e.outPath} (${e.hostSystem})`)
+    const hostReport: DeployReport = multi ? { timings: [], warnings: [], flake: report.flake } : report
+    for (const option of e.ignored) {
+      const w = `${e.name}: ${option} is ignored: nix-deploy-action deploys over SSH to deployment.targetHost, and keeps no NixOps state`
+      hostReport.warnings.push(w)
+      core.warning(w)
+    }
+    const machineInputs = inputsForMachine(inputs, e)
+    const plan = singlePlan ?? makePlan(machineInputs)
+    if (!singlePlan) notePlan(hostReport, plan, multi ? `${e.name}: ` : '')
+    if (e.name) hostReport.machine = e.name
+    hostReport.storePath = e.outPath
+    hostReport.platform = e.hostSystem
+    return { evaluation: e, inputs: machineInputs, report: hostReport, plan, keys: [] as LoadedKey[] }
+  })
+}
+
+/** Restores the store cache, sets up binfmt, builds every system, lists closures; the Nix it used. */
+async function buildAll(
+  inputs: Inputs,
+  nix: RunnerNix,
+  machines: Machine[],
+  report: DeployReport,
+  tempDir: string
+): Promise<RunnerNix> {
+  const multi = machines.length > 1
+  const first = machines[0].evaluation
+  if (inputs.cache) report.cache = await restoreForRun(nix, storeCacheKeys(inputs, first.hostSystem))
+  for (const buildSystem of [...new Set(machines.map(m => m.evaluation.buildSystem))]) {
+    const binfmt = await ensureBinfmt(buildSystem, inputs.binfmt)
+    report.binfmt =
+      binfmt.how === 'native' ? 'native' : binfmt.how === 'not-available' ? 'no emulation' : 'QEMU binfmt'
+    core.info(binfmt.detail)
+    for (const [k, v] of binfmt.nixSettings) nix = nix.withSetting(k, v)
+  }
+  const what = multi
+    ? `${machines.length} systems (${machines.map(m => m.evaluation.name).join(', ')})`
+    : first.outPath
+  core.startGroup(`Build ${what}`)
+  // Build logs are the derivations' own output (a pull request's code): shown, never obeyed.
+  const build = await nix
+    .build(
+      machines.map(m => m.evaluation.drvPath),
+      what,
+      path.join(tempDir, 'system')
+    )
+    .finally(() => core.endGroup())
+  report.builtDerivations = build.built.length
+  // The post step saves the store cache, also when a deploy fails after this point.
+  if (report.cache?.available && (build.built.length > 0 || !report.cache.hit)) {
+    const paths = [...machines.map(m => m.evaluation.outPath), ...(await nix.outputsOf(build.built))]
+    const key = storeCacheKeys(inputs, first.hostSystem).key
+    const save: PendingSave = { dir: cacheDir(), key, paths, settings: inputs.nixOptions }
+    core.saveState(STATE_CACHE, JSON.stringify(save))
+  }
+  for (const m of machines) await listClosure(nix, m, report, build.built.length)
+  return nix
+}
+
+async function listClosure(
+  nix: RunnerNix,
+  m: Machine,
+  report: DeployReport,
+  builtDerivations: number
+): Promise<void> {
+  const closure = await nix.closure(m.evaluation.outPath)
+  m.report.closureSize = totalNarSize(closure)
+  m.report.closurePaths = closure.length
+  m.report.builtDerivations = builtDerivations
+  m.report.cache = report.cache
+  m.report.binfmt = report.binfmt
+  core.info(
+    `Built ${m.evaluation.name ? `${m.evaluation.name}: ` : ''}${m.evaluation.outPath}: closure ${formatBytes(m.report.closureSize)} in ${closure.length} paths`
+  )
+  m.built = { toplevel: m.evaluation.outPath, hostSystem: m.evaluation.hostSystem, closure }
+}
+
+/** The closure of diff-against: a store path as it is, or a flake configuration (built if needed). */
+export async function baselineClosure(
+  nix: RunnerNix,
+  against: NonNullable<Inputs['diffAgainst']>,
+  gcRoot: string
+): Promise<{ entries: ClosureEntry[]; label: string }> {
+  if ('storePath' in against)
+    return { entries: await nix.closure(against.storePath), label: against.storePath }
+  const evaluation = await nix.evaluate(against.flake)
+  core.startGroup(`Build the diff baseline ${evaluation.outPath}`)
+  await nix.build(evaluation.drvPath, evaluation.outPath, gcRoot).finally(() => core.endGroup())
+  return {
+    entries: await nix.closure(evaluation.outPath),
+    label: `${against.flake.installable} (${evaluation.outPath})`
+  }
+}

@@ -1,0 +1,317 @@
+import { Readable } from 'stream'
+import { ActionError, errorMessage } from '../errors'
+import { topoSort } from '../nix/closure'
+import { assertStorePath } from '../nix/store-path'
+import { Log } from '../report/untrusted'
+import { RemoteHost } from '../ssh/connection'
+import { shellCommand } from '../ssh/quote'
+import { LockRequest, LockVerb, lockArgs } from './lock'
+import { agentCommandOptions, parseAgentState, parseGenerations, parseMissing } from './parse'
+import { parseRemoteState, RemoteState } from './remote-state'
+import {
+  ABANDON_SCRIPT,
+  AGENT_SCRIPT,
+  DECIDE_SCRIPT,
+  FOLLOW_SCRIPT,
+  IMPORT_SCRIPT,
+  LIST_GENERATIONS_SCRIPT,
+  LOCK_SCRIPT,
+  PREPARE_AGENT_SCRIPT,
+  PROBE_SCRIPT,
+  QUERY_MISSING_SCRIPT,
+  RUNNING_CLOSURE_SCRIPT,
+  START_AGENT_SCRIPT,
+  SUBSTITUTE_SCRIPT,
+  SURVEY_SCRIPT,
+  UPLOAD_KEY_SCRIPT
+} from './scripts'
+import { TargetSession } from './session'
+import { parseRunningClosure, parseSurvey } from './survey'
+import {
+  AgentPoll,
+  AgentRequest,
+  GenerationListing,
+  ImportResult,
+  KeyFile,
+  RunningClosure,
+  Survey,
+  SurveyRequest,
+  Target
+} from './target'
+
+const STEP_TIMEOUT_MS = 120_000
+/** Each follow poll must answer quickly; one that does not means the link is gone. */
+export const POLL_TIMEOUT_MS = 10_000
+/** One follow poll returns at most this much of the agent's log; a longer backlog takes more polls. */
+export const FOLLOW_CHUNK_BYTES = 256 * 1024
+/** How long the target may spend substituting before the action copies everything itself. */
+const SUBSTITUTE_TIMEOUT_MS = 300_000
+/** upload-key.sh's exit status when destDir is not safe to write a secret into. */
+const UNSAFE_DEST_DIR = 10
+/** survey.sh removes other runs' GC roots older than this (no deploy takes that long). */
+export const GC_ROOT_MAX_AGE_MINUTES = 24 * 60
+
+/** A target reached over SSH (see TargetSession): every verb is one of ./scripts, run remotely. */
+export class SshTarget implements Target {
+  constructor(private readonly session: TargetSession) {}
+
+  static async connect(dial: () => Promise<RemoteHost>, log: Log): Promise<SshTarget> {
+    return new SshTarget(new TargetSession(await dial(), dial, log))
+  }
+
+  get label(): string {
+    return this.session.label
+  }
+
+  get log(): Log {
+    return this.session.log
+  }
+
+  private run(
+    script: string,
+    args: string[],
+    opts: { stdin?: string | Readable; timeoutMs: number; what: string }
+  ) {
+    return this.session.exec(shellCommand(['sh', '-c', script, 'sh', ...args]), opts)
+  }
+
+  async checkSudo(user: string): Promise<void> {
+    const r = await this.session.exec('true', { timeoutMs: 30_000, what: 'checking sudo' })
+    if (r.exitCode !== 0)
+      throw new ActionError(
+        /password|terminal|askpass/i.test(r.stderr)
+          ? `sudo on the target asks ${user} for a password (sudo -n refuses to prompt)`
+          : `sudo -n does not work for ${user} on the target: ${r.stderr.trim().slice(-300)}`,
+        `Allow ${user} passwordless sudo on the target (NixOS: security.sudo.extraRules with NOPASSWD, or security.sudo.wheelNeedsPassword = false), or deploy as root.`,
+        'connect'
+      )
+  }
+
+  async survey(req: SurveyRequest): Promise<Survey> {
+    const ordered = topoSort(req.closure)
+    const r = await this.run(
+      SURVEY_SCRIPT,
+      [
+        req.gcRoot,
+        assertStorePath(req.toplevel, 'toplevel'),
+        req.unchangedWhen,
+        req.releaseIfUnchanged ? 'yes' : 'no',
+        String(GC_ROOT_MAX_AGE_MINUTES),
+        ...(req.lock ? lockArgs(req.lock) : ['', '', '', ''])
+      ],
+      {
+        stdin: ordered.map(p => p.path).join('\n') + '\n',
+        timeoutMs: STEP_TIMEOUT_MS,
+        what: 'surveying the target (lock, running system, missing paths)'
+      }
+    )
+    return parseSurvey(r, this.label, ordered)
+  }
+
+  listRunningClosure(): Promise<RunningClosure> {
+    return this.run(RUNNING_CLOSURE_SCRIPT, [], {
+      timeoutMs: STEP_TIMEOUT_MS,
+      what: 'listing the running closure'
+    }).then(parseRunningClosure, (e: unknown) => ({ error: errorMessage(e) }))
+  }
+
+  async lock(verb: LockVerb, req: LockRequest): Promise<string> {
+    const r = await this.run(LOCK_SCRIPT, [verb, ...lockArgs(req)], {
+      timeoutMs: 60_000,
+      what: `${verb === 'acquire' ? 'taking' : verb === 'renew' ? 'renewing' : 'releasing'} the deploy lock`
+    })
+    if (r.exitCode !== 0)
+      throw new ActionError(
+        `could not ${verb} the deploy lock on ${this.label}: ${r.stderr.trim().slice(-300)}`,
+        'The target user must be able to write /nix/var (use root or sudo), and the target needs flock (util-linux, on every NixOS).',
+        'copy'
+      )
+    return r.stdout.trim()
+  }
+
+  async substitute(paths: string[]): Promise<Set<string>> {
+    const r = await this.run(SUBSTITUTE_SCRIPT, [], {
+      stdin: paths.join('\n') + '\n',
+      timeoutMs: SUBSTITUTE_TIMEOUT_MS,
+      what: 'substituting on the target from its own substituters'
+    })
+    if (r.exitCode !== 0 && r.stdout.trim() === '')
+      throw new Error(`exit ${r.exitCode}: ${r.stderr.trim().slice(-200)}`)
+    return parseMissing(r.stdout, new Set(paths))
+  }
+
+  async importStream(
+    codec: string,
+    stream: Readable,
+    check: string[],
+    timeoutMs: number
+  ): Promise<ImportResult> {
+    const r = await this.run(IMPORT_SCRIPT, [codec, ...check], {
+      stdin: stream,
+      timeoutMs,
+      what: 'importing the copied paths (nix-store --import)'
+    })
+    return { exitCode: r.exitCode, stderr: r.stderr, stillMissing: parseMissing(r.stdout, new Set(check)) }
+  }
+
+  async queryMissing(paths: string[]): Promise<Set<string>> {
+    const r = await this.run(QUERY_MISSING_SCRIPT, [], {
+      stdin: paths.join('\n') + '\n',
+      timeoutMs: STEP_TIMEOUT_MS,
+      what: 'checking the copied paths'
+    })
+    if (r.exitCode !== 0)
+      throw new ActionError(
+        `checking the copied paths on ${this.label} failed: ${r.stderr.trim().slice(-300)}`,
+        "Re-run the job; if it persists, check the target's Nix store (nix-store --verify).",
+        'copy'
+      )
+    return parseMissing(r.stdout, new Set(paths))
+  }
+
+  async uploadKey(k: KeyFile): Promise<void> {
+    const r = await this.run(UPLOAD_KEY_SCRIPT, [k.destDir, k.name, k.user, k.group, k.permissions], {
+      stdin: k.content,
+      timeoutMs: 60_000,
+      what: `uploading deployment.keys.${k.name}`
+    })
+    if (r.exitCode === UNSAFE_DEST_DIR)
+      throw new ActionError(
+        `deployment.keys.${k.name}: refusing to write it on ${this.label}: ${r.stderr.trim().slice(-300)}`,
+        `A key's destDir must be a real directory owned by root and not writable by group or others (NixOps' default /run/keys is). Fix ${k.destDir} on the target or choose another destDir. The new system was not activated.`,
+        'activate'
+      )
+    if (r.exitCode !== 0)
+      throw new ActionError(
+        `uploading deployment.keys.${k.name} to ${this.label}:${k.destDir} failed: ${r.stderr.trim().slice(-300)}`,
+        `Check that ${k.user}:${k.group} exist on the target and that ${k.destDir} is writable by root. The new system was not activated.`,
+        'activate'
+      )
+  }
+
+  async startAgent(req: AgentRequest): Promise<'started' | 'lost-lock'> {
+    const prep = await this.run(PREPARE_AGENT_SCRIPT, [req.dir], {
+      stdin: AGENT_SCRIPT,
+      timeoutMs: STEP_TIMEOUT_MS,
+      what: 'writing the activation agent'
+    })
+    if (prep.exitCode !== 0)
+      throw new ActionError(
+        `could not prepare the activation on ${this.label}: ${prep.stderr.trim().slice(-300)}`,
+        'The target user must be able to write /run (use root or sudo).',
+        'activate'
+      )
+    const started = await this.run(START_AGENT_SCRIPT, agentCommandOptions(req), {
+      timeoutMs: STEP_TIMEOUT_MS,
+      what: 'starting the activation agent'
+    })
+    if (started.exitCode === 0 && started.stdout.trim() === 'lost-lock') return 'lost-lock'
+    if (started.exitCode !== 0 || !/started-/.test(started.stdout))
+      throw new ActionError(
+        `could not start the activation on ${this.label}: ${started.stderr.trim().slice(-300)}`,
+        'Check that the target has setsid (util-linux) or systemd-run.',
+        'activate'
+      )
+    this.log.info(`Activation agent started on ${this.label} (${started.stdout.trim()}, ${req.dir})`)
+    return 'started'
+  }
+
+  async followAgent(dir: string, offset: number, deadline: number): Promise<AgentPoll> {
+    const r = await this.session.execRetrying(
+      shellCommand(['sh', '-c', FOLLOW_SCRIPT, 'sh', dir, String(offset), String(FOLLOW_CHUNK_BYTES)]),
+      deadline,
+      { timeoutMs: POLL_TIMEOUT_MS, what: 'following the activation log' }
+    )
+    const { size, ...state } = parseAgentState(r.stderr)
+    return { chunk: r.stdout, size, state }
+  }
+
+  async decide(dir: string, decision: 'confirm' | 'abort'): Promise<string> {
+    const r = await this.run(DECIDE_SCRIPT, [dir, decision], {
+      timeoutMs: POLL_TIMEOUT_MS,
+      what: `sending the ${decision === 'confirm' ? 'confirmation' : 'abort'}`
+    })
+    return r.stdout.trim()
+  }
+
+  async abandonAgent(dir: string): Promise<boolean> {
+    try {
+      const r = await this.run(ABANDON_SCRIPT, [dir], {
+        timeoutMs: 15_000,
+        what: 'handing the deploy lock to the activation agent'
+      })
+      return r.stdout.trim() === 'finished'
+    } catch {
+      return false
+    }
+  }
+
+  async removeAgentDir(dir: string): Promise<void> {
+    await this.session
+      .exec(shellCommand(['rm', '-rf', dir]), {
+        timeoutMs: 30_000,
+        what: 'removing the activation directory'
+      })
+      .catch(() => undefined)
+  }
+
+  async runHealthCheck(
+    check: string,
+    deadline: number,
+    timeoutMs: number
+  ): Promise<{ exitCode: number; output: string }> {
+    // Health checks are the one place where input is meant to be shell: run as written by `sh -c`.
+    const r = await this.session.execRetrying(shellCommand(['sh', '-c', check]), deadline, {
+      timeoutMs,
+      what: 'running a health check'
+    })
+    return { exitCode: r.exitCode, output: r.stdout + r.stderr }
+  }
+
+  async readState(): Promise<RemoteState> {
+    const r = await this.run(PROBE_SCRIPT, [], {
+      timeoutMs: STEP_TIMEOUT_MS,
+      what: 'reading the system state'
+    })
+    if (r.exitCode !== 0)
+      throw new ActionError(
+        `reading the system state of the target failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-300)}`,
+        'The target must have a POSIX shell with readlink, id and df (any NixOS has). With sudo, check that `sudo -n true` works for target-user.',
+        'connect'
+      )
+    return parseRemoteState(r.stdout)
+  }
+
+  async listGenerations(): Promise<GenerationListing> {
+    const r = await this.run(LIST_GENERATIONS_SCRIPT, [], { timeoutMs: 60_000, what: 'listing generations' })
+    return parseGenerations(r.stdout)
+  }
+
+  async deleteGenerations(numbers: number[]): Promise<string | undefined> {
+    const r = await this.session.exec(
+      shellCommand([
+        'nix-env',
+        '-p',
+        '/nix/var/nix/profiles/system',
+        '--delete-generations',
+        ...numbers.map(String)
+      ]),
+      { timeoutMs: STEP_TIMEOUT_MS, what: 'deleting old generations' }
+    )
+    return r.exitCode === 0 ? undefined : r.stderr.trim().slice(-300) || `exit ${r.exitCode}`
+  }
+
+  async removeGcRoot(link: string): Promise<void> {
+    await this.session
+      .exec(shellCommand(['rm', '-f', link]), { timeoutMs: 60_000, what: 'removing the GC root' })
+      .catch(() => undefined)
+  }
+
+  async reconnect(): Promise<void> {
+    await this.session.reconnect()
+  }
+
+  close(): void {
+    this.session.close()
+  }
+}

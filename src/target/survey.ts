@@ -1,0 +1,89 @@
+import { ActionError } from '../errors'
+import { PathInfo } from '../nix/closure'
+import { parseClosureListing } from '../report/diff'
+import { parseLockAnswer } from './lock'
+import { parseRemoteState } from './remote-state'
+import { CopyPlan, RunningClosure, Survey } from './target'
+
+/** Reads running-closure.sh's answer. */
+export function parseRunningClosure(r: { exitCode: number; stdout: string; stderr: string }): RunningClosure {
+  if (r.exitCode !== 0) return { error: r.stderr.trim().slice(-300) || `exit ${r.exitCode}` }
+  const [paths, sizes] = r.stdout.split('--sizes--')
+  return { entries: parseClosureListing(paths, sizes) }
+}
+
+/** Splits the survey's output at its section markers (a marker line starts a section). */
+function sections(stdout: string): Map<string, string> {
+  const out = new Map<string, string>()
+  let name: string | undefined
+  let lines: string[] = []
+  const flush = (): void => {
+    if (name) out.set(name, lines.join('\n'))
+  }
+  for (const line of stdout.split('\n')) {
+    const m = /^--(lock|state|unchanged|copy)--$/.exec(line)
+    if (m) {
+      flush()
+      name = m[1]
+      lines = []
+    } else lines.push(line)
+  }
+  flush()
+  return out
+}
+
+/** Reads the survey's answer; `ordered` is the new closure, dependencies first. */
+export function parseSurvey(
+  r: { exitCode: number; stdout: string; stderr: string },
+  label: string,
+  ordered: PathInfo[]
+): Survey {
+  const parts = sections(r.stdout)
+  if (r.exitCode === 5)
+    throw new ActionError(
+      `could not take the deploy lock on ${label}: ${r.stderr.trim().slice(-300)}`,
+      'The target user must be able to write /nix/var (use root or sudo), and the target needs flock (util-linux, on every NixOS).',
+      'connect'
+    )
+  const lockText = (parts.get('lock') ?? '').trim()
+  if (r.exitCode === 0 && lockText.startsWith('held')) {
+    const answer = parseLockAnswer(lockText)
+    if (!answer.acquired) return { kind: 'held', holder: answer.holder }
+  }
+  const stateText = parts.get('state')
+  if (stateText === undefined || ![0, 3, 4].includes(r.exitCode))
+    throw new ActionError(
+      `reading the system state of ${label} failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-300)}`,
+      'The target must have a POSIX shell with readlink, id and df (any NixOS has). With sudo, check that `sudo -n true` works for target-user.',
+      'connect'
+    )
+  const state = parseRemoteState(stateText)
+  const unchanged = parts.get('unchanged')
+  if (unchanged !== undefined && r.exitCode === 0)
+    return { kind: 'unchanged', state, lockReleased: unchanged.trim() === 'released' }
+  let copy: CopyPlan | ActionError
+  if (r.exitCode === 3)
+    copy = new ActionError(
+      `could not create a GC root on ${label}: ${r.stderr.trim().slice(-300)}`,
+      'The target user must be able to write /nix/var/nix/gcroots (use root or sudo).',
+      'copy'
+    )
+  else if (r.exitCode === 4)
+    copy = new ActionError(
+      `asking ${label} which store paths it lacks failed: ${r.stderr.trim().slice(-500)}`,
+      'Check that Nix works on the target (nix-store --version).',
+      'copy'
+    )
+  else {
+    const lines = (parts.get('copy') ?? '').split('\n')
+    const listed = (prefix: string): string[] =>
+      lines.filter(l => l.startsWith(prefix)).map(l => l.slice(prefix.length).trim())
+    // Only paths of the new closure count: `ordered` is what was asked.
+    const missing = new Set(listed('missing '))
+    copy = {
+      toCopy: ordered.filter(p => missing.has(p.path)),
+      targetCodecs: new Set(listed('codec '))
+    }
+  }
+  return { kind: 'changed', state, copy }
+}

@@ -1,0 +1,144 @@
+import { Readable } from 'stream'
+import { PathInfo } from '../nix/closure'
+import { ClosureEntry } from '../report/diff'
+import { Log } from '../report/untrusted'
+import { LockHolder, LockRequest, LockVerb } from './lock'
+import { RemoteState } from './remote-state'
+import { AgentOutcome } from './scripts'
+
+/**
+ * A machine the action deploys to, as the deploy sequence sees it: a narrow set of verbs (after
+ * colmena's `Host`). SshTarget does them over SSH with the scripts in ./scripts; the unit tests'
+ * FakeTarget does them in memory, so every branch of src/deploy runs without root or a testbed.
+ * Every verb that fails in a way the user can act on throws an ActionError saying what to do.
+ */
+export interface Target {
+  /** "target user@host:port", for messages. */
+  readonly label: string
+  /** Where this machine's deploy logs (prefixed with its name when several deploy at once). */
+  readonly log: Log
+
+  /** With sudo: fails at once when sudo -n does not work for `user`. */
+  checkSudo(user: string): Promise<void>
+  /** The lock first, then under it the state, whether it is unchanged, and what to copy. */
+  survey(req: SurveyRequest): Promise<Survey>
+  /** The running system's closure with sizes (only the package diff needs it; never throws). */
+  listRunningClosure(): Promise<RunningClosure>
+  /** One operation on the deploy lock; the script's answer (see lock.sh). */
+  lock(verb: LockVerb, req: LockRequest): Promise<string>
+  /** Lets the target fetch `paths` from its own substituters; returns those still missing. */
+  substitute(paths: string[]): Promise<Set<string>>
+  /** Imports a NAR stream compressed with `codec`; returns which of `check` are still missing. */
+  importStream(codec: string, stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult>
+  /** Which of `paths` the target's store lacks. */
+  queryMissing(paths: string[]): Promise<Set<string>>
+  /** Writes one deployment key (see upload-key.sh for what is refused). */
+  uploadKey(key: KeyFile): Promise<void>
+  /** Writes and starts the activation agent, detached; 'lost-lock' when this run no longer holds the lock. */
+  startAgent(req: AgentRequest): Promise<'started' | 'lost-lock'>
+  /** One look at the agent: its log from `offset` (bounded) and its state. Retries the link until `deadline`. */
+  followAgent(dir: string, offset: number, deadline: number): Promise<AgentPoll>
+  /** Writes the decision (once: the first of the action's and the agent's own timeout counts). */
+  decide(dir: string, decision: 'confirm' | 'abort'): Promise<string>
+  /** Tells the agent the action stops following; true when it had already finished. */
+  abandonAgent(dir: string): Promise<boolean>
+  removeAgentDir(dir: string): Promise<void>
+  /** Runs one health check (shell, as written) with a time limit, retrying the link until `deadline`. */
+  runHealthCheck(
+    check: string,
+    deadline: number,
+    timeoutMs: number
+  ): Promise<{ exitCode: number; output: string }>
+  /** What runs and what the profile holds now. */
+  readState(): Promise<RemoteState>
+  listGenerations(): Promise<GenerationListing>
+  /** Deletes system generations; the error text when nix-env refused. */
+  deleteGenerations(numbers: number[]): Promise<string | undefined>
+  removeGcRoot(link: string): Promise<void>
+  /** Drops the connection and dials a new one (both hops): proof the target still lets us in. */
+  reconnect(): Promise<void>
+  close(): void
+}
+
+/** When a target counts as already running the new system (per mode); 'never' for dry runs. */
+export type UnchangedWhen = 'switch' | 'boot' | 'test' | 'never'
+
+export interface SurveyRequest {
+  toplevel: string
+  closure: PathInfo[]
+  gcRoot: string
+  unchangedWhen: UnchangedWhen
+  /** Release the lock in the same command when the target is unchanged (no keys to upload under it). */
+  releaseIfUnchanged: boolean
+  lock?: LockRequest
+}
+
+export interface CopyPlan {
+  /** The closure's paths the target lacks, dependencies first. */
+  toCopy: PathInfo[]
+  /** Decompressors the target has. */
+  targetCodecs: Set<string>
+}
+
+/** What the survey found: the lock held by another run, or the state under this run's lock. */
+export type Survey =
+  | { kind: 'held'; holder: LockHolder }
+  | { kind: 'unchanged'; state: RemoteState; lockReleased: boolean }
+  | {
+      kind: 'changed'
+      state: RemoteState
+      /** What to copy, or why the target could not say (raised after the state checks). */
+      copy: CopyPlan | Error
+    }
+
+/** The running system's closure for the package diff, or why it could not be listed. */
+export type RunningClosure = { entries: ClosureEntry[] } | { error: string }
+
+export interface ImportResult {
+  exitCode: number
+  stderr: string
+  /** Of the paths asked about, those still missing after the import. */
+  stillMissing: Set<string>
+}
+
+/** A deployment key as the target gets it. */
+export interface KeyFile {
+  name: string
+  destDir: string
+  user: string
+  group: string
+  permissions: string
+  content: string
+}
+
+/** What the agent is told (agent.sh's named options). */
+export interface AgentRequest {
+  dir: string
+  toplevel: string
+  action: string
+  activationTimeoutSeconds: number
+  /** How long to wait for the action's decision (0: finish right after activating). */
+  waitSeconds: number
+  onTimeout: 'rollback' | 'keep'
+  before: RemoteState
+  lock?: LockRequest
+}
+
+export interface AgentState {
+  status?: number
+  generation?: number
+  outcome?: AgentOutcome | string
+}
+
+export interface AgentPoll {
+  chunk: string
+  /** The log's size on the target (more to read when beyond offset + chunk). */
+  size: number
+  state: AgentState
+}
+
+export interface GenerationListing {
+  generations: Array<{ number: number; path: string }>
+  running?: string
+  booted?: string
+}
