@@ -72,6 +72,20 @@ function unskewPiClock(): void {
   ])
 }
 
+/** runAction options that open the barrier once the run says it waits for the deploy lock. */
+function openBarrierWhenWaiting(): { onOutput: (log: string) => void; opened: () => boolean } {
+  let opened = false
+  return {
+    onOutput: log => {
+      if (!opened && /Waiting for the deploy lock/.test(log)) {
+        opened = true
+        barrier.open()
+      }
+    },
+    opened: () => opened
+  }
+}
+
 describeE2E('concurrency: several machines, several runs, skewed clocks', () => {
   const fixture = (...p: string[]): string => path.join(testbed().TESTBED, 'fixture', ...p)
   beforeAll(() => {
@@ -132,16 +146,10 @@ describeE2E('concurrency: several machines, several runs, skewed clocks', () => 
     const x = fixturePath('pi-barrier')
     const first = runAction(deployInputs('pi-barrier'))
     await barrier.waitStarted(['pi'])
-    let opened = false
-    const second = await runAction(deployInputs('pi-activation-fails', { 'lock-timeout': '240' }), {
-      onOutput: log => {
-        // The second run found the lock held and waits: now let the first finish.
-        if (!opened && /Waiting for the deploy lock/.test(log)) {
-          opened = true
-          barrier.open()
-        }
-      }
-    })
+    // Once the second run finds the lock held and waits, the first may finish.
+    const opener = openBarrierWhenWaiting()
+    const second = await runAction(deployInputs('pi-activation-fails', { 'lock-timeout': '240' }), opener)
+    const opened = opener.opened()
     const firstRun = await first
     expect(opened).toBe(true)
     expect(firstRun.outputs.result).toBe('deployed')
@@ -173,15 +181,9 @@ describeE2E('concurrency: several machines, several runs, skewed clocks', () => 
     // The first run has activated gen1 and waits in its health check, unconfirmed.
     for (let i = 0; i < 600 && piState().current !== g1; i++) await new Promise(r => setTimeout(r, 100))
     expect(piState().current).toBe(g1)
-    let opened = false
-    const second = await runAction(deployInputs('pi-gen1', { 'lock-timeout': '240' }), {
-      onOutput: log => {
-        if (!opened && /Waiting for the deploy lock/.test(log)) {
-          opened = true
-          barrier.open()
-        }
-      }
-    })
+    const opener = openBarrierWhenWaiting()
+    const second = await runAction(deployInputs('pi-gen1', { 'lock-timeout': '240' }), opener)
+    const opened = opener.opened()
     const secondDone = Date.now()
     const firstRun = await first
     expect(opened).toBe(true)

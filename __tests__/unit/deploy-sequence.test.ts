@@ -33,6 +33,16 @@ function job(mode: DeployMode = 'switch', extra: Partial<DeployJob> = {}): Deplo
   }
 }
 
+/** A deployment key as loadKeys gives it (content read, masked). */
+const keyFile = (name: string, destDir: string) => ({
+  name,
+  destDir,
+  user: 'root',
+  group: 'root',
+  permissions: '0600',
+  content: 's'
+})
+
 async function deploy(t: FakeTarget, j: DeployJob = job()) {
   const copied: string[][] = []
   const outcome = await deployToTarget(t, j, fakeCopy(copied), timed)
@@ -73,14 +83,7 @@ describe('the deploy sequence over a Target', () => {
 
   it('unchanged with keys: the keys are uploaded again under the lock, then it is released', async () => {
     const t = new FakeTarget(NEW)
-    const key = {
-      name: 'wifi',
-      destDir: '/run/keys',
-      user: 'root',
-      group: 'root',
-      permissions: '0600',
-      content: 's'
-    }
+    const key = keyFile('wifi', '/run/keys')
     const { result } = await deploy(t, job('switch', { keys: [key] }))
     expect(result.result).toBe('unchanged')
     expect(t.calls).toEqual(['survey', 'uploadKey wifi', 'lock release', 'close'])
@@ -201,14 +204,7 @@ describe('the deploy sequence over a Target', () => {
 
   it('keys are uploaded before the activation; a refused destDir fails before anything is activated', async () => {
     const t = new FakeTarget(OLD)
-    const key = {
-      name: 'wifi',
-      destDir: '/tmp/evil',
-      user: 'root',
-      group: 'root',
-      permissions: '0600',
-      content: 's'
-    }
+    const key = keyFile('wifi', '/tmp/evil')
     t.refusedKeyDirs.add('/tmp/evil')
     const { error } = await deploy(t, job('switch', { keys: [key] }))
     expect((error as Error).message).toMatch(/refusing to write it/)
@@ -218,14 +214,7 @@ describe('the deploy sequence over a Target', () => {
 
   it('dry-activate: no lock, no keys, nothing changes; result dry-activated', async () => {
     const t = new FakeTarget(OLD)
-    const key = {
-      name: 'wifi',
-      destDir: '/run/keys',
-      user: 'root',
-      group: 'root',
-      permissions: '0600',
-      content: 's'
-    }
+    const key = keyFile('wifi', '/run/keys')
     const { result, error } = await deploy(t, job('dry-activate', { keys: [key] }))
     expect(error).toBeUndefined()
     expect(result.result).toBe('dry-activated')
