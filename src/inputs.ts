@@ -223,6 +223,13 @@ export function readInputs(get: Get): Inputs {
     .split(/\r?\n/)
     .map(l => l.trim())
     .filter(l => l !== '' && !l.startsWith('#'))
+  // Defaults must be valid together: with health checks, the target's confirmation window, when not
+  // set, leaves room for the checks and the confirmation's new connection (both hops).
+  if (get('confirm-timeout') === '' && healthChecks.length > 0)
+    timeouts.confirmTimeoutSeconds = Math.max(
+      timeouts.confirmTimeoutSeconds,
+      timeouts.healthTimeoutSeconds + 2 * timeouts.connectTimeoutSeconds + 30
+    )
   const sudoText = get('sudo') || 'auto'
   if (!['auto', 'true', 'false'].includes(sudoText))
     problems.push(`sudo: ${JSON.stringify(sudoText)} is not one of auto, true, false`)
@@ -438,14 +445,16 @@ function checkCombinations(
   const targetHost = get('target-host')
   // The target waits confirm-timeout after activation; the checks must be able to finish before it.
   const magicOn = i.magicRollback ?? (mode === 'switch' || mode === 'test')
+  // Only a confirm-timeout the user set can conflict (unset, it is worked out from health-timeout).
   if (
     magicOn &&
     i.healthChecks.length > 0 &&
     (mode === 'switch' || mode === 'test') &&
+    get('confirm-timeout') !== '' &&
     i.confirmTimeoutSeconds <= i.healthTimeoutSeconds
   )
     problems.push(
-      `confirm-timeout (${i.confirmTimeoutSeconds} s) must be longer than health-timeout (${i.healthTimeoutSeconds} s): the target rolls back when no confirmation comes within confirm-timeout, and the checks run before the confirmation`
+      `confirm-timeout (${i.confirmTimeoutSeconds} s) must be longer than health-timeout (${i.healthTimeoutSeconds} s${get('health-timeout') === '' ? ', its default' : ''}): the target rolls back when no confirmation comes within confirm-timeout, and the checks run before the confirmation. Raise confirm-timeout, or leave it unset and it is worked out from health-timeout`
     )
   // `build` never connects, so it needs none of the connection inputs.
   if (mode && mode !== 'build') {

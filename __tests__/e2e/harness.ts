@@ -47,6 +47,13 @@ export function describeE2E(name: string, fn: () => void): void {
         setupDone = true
       }
     }, 300_000)
+    // After every test: nothing of its deploys still runs on either Pi. An agent that no run came
+    // back for lingers up to 30 s after its final state before it frees the lock and ends.
+    afterEach(async () => {
+      if (missing) return
+      await assertNothingLeftOnPi([], 'pi', 45_000)
+      await assertNothingLeftOnPi([], 'pi2', 45_000)
+    }, 120_000)
     fn()
   })
 }
@@ -429,21 +436,23 @@ export function piProcesses(markers: string[], pi: 'pi' | 'pi2' = 'pi'): string[
 }
 
 /**
- * Waits (up to 15 s, then fails) until nothing of a deploy runs on the Pi: no activation agent and
+ * Waits (up to `waitMs`, then fails) until nothing of a deploy runs on the Pi: no activation agent and
  * nothing started from the deployed system's store path. Deploys end their agents; a leftover
  * means a process that outlives its deploy.
  */
 export async function assertNothingLeftOnPi(
   storePaths: string[] = [],
-  pi: 'pi' | 'pi2' = 'pi'
+  pi: 'pi' | 'pi2' = 'pi',
+  waitMs = 15_000
 ): Promise<void> {
   const markers = ['/run/nix-deploy-action/', ...storePaths]
   let left: string[] = []
-  for (let i = 0; i < 75; i++) {
+  for (const deadline = Date.now() + waitMs; ; ) {
     left = piProcesses(markers, pi)
-    if (left.length === 0) return
+    if (left.length === 0 || Date.now() > deadline) break
     await new Promise(r => setTimeout(r, 200))
   }
+  if (left.length === 0) return
   throw new Error(`processes of a finished deploy are still running on ${pi}:\n${left.join('\n')}`)
 }
 

@@ -199,6 +199,21 @@ describe('safety inputs', () => {
       inputs({ ...base, 'health-checks': 'true', 'health-timeout': '60', 'confirm-timeout': '90' })
         .healthChecks
     ).toEqual(['true'])
+    // Defaults are valid together: health-checks alone works, the window derived from health-timeout
+    // and connect-timeout (checks, then a new connection through both hops).
+    expect(() => inputs({ ...base, 'health-checks': 'true' })).not.toThrow()
+    expect(inputs({ ...base, 'health-checks': 'true' }).confirmTimeoutSeconds).toBe(60 + 2 * 30 + 30)
+    expect(
+      inputs({ ...base, 'health-checks': 'true', 'health-timeout': '5', 'connect-timeout': '5' })
+        .confirmTimeoutSeconds
+    ).toBe(45)
+    expect(inputs({ ...base }).confirmTimeoutSeconds).toBe(30)
+    // A confirm-timeout the user set against the default health-timeout: the error names it.
+    expect(problems({ ...base, 'health-checks': 'true', 'confirm-timeout': '30' })).toEqual([
+      expect.stringMatching(
+        /^confirm-timeout \(30 s\) must be longer than health-timeout \(60 s, its default\)/
+      )
+    ])
     // Without magic rollback the target does not wait for a confirmation: no constraint.
     expect(inputs({ ...base, 'health-checks': 'true', 'magic-rollback': 'false' }).magicRollback).toBe(false)
   })
