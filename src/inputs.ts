@@ -223,13 +223,8 @@ export function readInputs(get: Get): Inputs {
     .split(/\r?\n/)
     .map(l => l.trim())
     .filter(l => l !== '' && !l.startsWith('#'))
-  // Defaults must be valid together: with health checks, the target's confirmation window, when not
-  // set, leaves room for the checks and the confirmation's new connection (both hops).
   if (get('confirm-timeout') === '' && healthChecks.length > 0)
-    timeouts.confirmTimeoutSeconds = Math.max(
-      timeouts.confirmTimeoutSeconds,
-      timeouts.healthTimeoutSeconds + 2 * timeouts.connectTimeoutSeconds + 30
-    )
+    timeouts.confirmTimeoutSeconds = confirmWindow(timeouts)
   const sudoText = get('sudo') || 'auto'
   if (!['auto', 'true', 'false'].includes(sudoText))
     problems.push(`sudo: ${JSON.stringify(sudoText)} is not one of auto, true, false`)
@@ -274,6 +269,14 @@ export function readInputs(get: Get): Inputs {
     failFast,
     substituteOnDestination
   }
+}
+
+/**
+ * Defaults must be valid together: with health checks, the target's confirmation window, when not
+ * set, leaves room for the checks and the confirmation's new connection (both hops).
+ */
+function confirmWindow(t: Timeouts): number {
+  return Math.max(t.confirmTimeoutSeconds, t.healthTimeoutSeconds + 2 * t.connectTimeoutSeconds + 30)
 }
 
 /** target-host, and target-port/target-user (which also override a network file's, for one machine). */

@@ -446,11 +446,11 @@ export async function assertNothingLeftOnPi(
   waitMs = 15_000
 ): Promise<void> {
   const markers = ['/run/nix-deploy-action/', ...storePaths]
-  let left: string[] = []
-  for (const deadline = Date.now() + waitMs; ; ) {
-    left = piProcesses(markers, pi)
-    if (left.length === 0 || Date.now() > deadline) break
+  const deadline = Date.now() + waitMs
+  let left = piProcesses(markers, pi)
+  while (left.length > 0 && Date.now() <= deadline) {
     await new Promise(r => setTimeout(r, 200))
+    left = piProcesses(markers, pi)
   }
   if (left.length === 0) return
   throw new Error(`processes of a finished deploy are still running on ${pi}:\n${left.join('\n')}`)
