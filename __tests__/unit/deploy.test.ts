@@ -255,3 +255,25 @@ describe('ciphers', () => {
     expect(offered[0]).toBe('aes128-gcm@openssh.com')
   })
 })
+
+describe('what a deploy leaves and keeps on the target is bounded and its own', () => {
+  const { gcRootPath } = require('../../src/deploy/copy') as typeof import('../../src/deploy/copy')
+  it('GC roots are per store path (hash included) and per run: no two deploys share one', () => {
+    const a = '/nix/store/' + 'a'.repeat(32) + '-nixos-system-pi3-24.05'
+    const b = '/nix/store/' + 'b'.repeat(32) + '-nixos-system-pi3-24.05'
+    expect(gcRootPath(a, 'run1')).not.toBe(gcRootPath(b, 'run1'))
+    expect(gcRootPath(a, 'run1')).not.toBe(gcRootPath(a, 'run2'))
+    expect(gcRootPath(a, 'run1')).toBe(`/nix/var/nix/gcroots/nix-deploy-action/${a.slice(11)}.run1`)
+  })
+  it('one follow poll returns at most its limit of the agent log, and says how much there is', () => {
+    const { FOLLOW_SCRIPT } = require('../../src/target/scripts') as typeof import('../../src/target/scripts')
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-follow-'))
+    fs.writeFileSync(path.join(dir, 'log'), 'x'.repeat(100_000))
+    const r = require('child_process').spawnSync('sh', ['-c', FOLLOW_SCRIPT, 'sh', dir, '10', '4096'], {
+      encoding: 'utf8'
+    })
+    expect(r.stdout.length).toBe(4096)
+    expect(r.stderr).toMatch(/^size=100000$/m)
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+})
