@@ -22,8 +22,8 @@ pi_exec() {
 stop() {
   local p
   # Everything whose network namespace is the Pi's is the Pi's: its sshd, its sessions, activation
-  # agents they started. End exactly those, by pid (`ip netns pids`): a pattern (pkill -f) would match
-  # processes of the whole machine, network namespaces do not isolate process ids.
+  # agents they started. End exactly those, by pid (`ip netns pids`): matching a name or pattern
+  # would hit processes of the whole machine: network namespaces do not isolate process ids.
   for _ in 1 2 3; do
     p=$(ip netns pids "nda-$PI" 2>/dev/null | tr '\n' ' ')
     [ -n "$p" ] || break
