@@ -1,7 +1,6 @@
 import * as core from '@actions/core'
 import { copyClosure } from './deploy/copy'
 import { DeployDeps, deployToTarget, DeployJob, Timed } from './deploy/deploy'
-import { Phase } from './errors'
 import { RunnerNix } from './nix/nix'
 import { reportFailure } from './report/failure'
 import { applyMachineResult, DeployReport } from './report/report'
@@ -79,7 +78,7 @@ async function deployOne(
   try {
     const dial = (): Promise<RemoteHost> =>
       RemoteHost.connect(endpoint, shared ?? m.jump, { ...opts.connect, sudo: m.sudo })
-    const target = await timed('connect' as Phase, () => SshTarget.connect(dial, log))
+    const target = await timed('connect', () => SshTarget.connect(dial, log))
     const outcome = await deployToTarget(target, m.job, deps, timed)
     applyMachineResult(m.report, outcome.result)
     if (outcome.error !== undefined) throw outcome.error

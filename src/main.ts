@@ -16,7 +16,6 @@ import { renderSummary } from './report/summary'
 import { forgetSecretInputs, maskSecret } from './secrets'
 
 export { STATE_CACHE } from './build'
-export { inputsForMachine } from './build'
 export const STATE_IS_POST = 'isPost'
 export const STATE_TEMP_DIR = 'tempDir'
 

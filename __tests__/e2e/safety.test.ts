@@ -1,17 +1,15 @@
-import { execFileSync } from 'child_process'
 import {
   deployInputs,
   describeE2E,
   fixturePath,
   killJumpSessions,
   onPi,
+  piExec,
   piState,
   resetPi,
   runAction
 } from './harness'
 
-const piExec = (...args: string[]): string =>
-  execFileSync('bash', [`${__dirname}/../../testbed/pi.sh`, 'exec', ...args], { encoding: 'utf8' }).trim()
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms))
 const lockHeld = (): boolean =>
   onPi('test -f /nix/var/nix-deploy-action/lock/owner && echo held || echo free') === 'held'
@@ -117,8 +115,8 @@ describeE2E('safe activation: magic rollback, health checks, reconnects', () => 
 
   it("not enough space on the target's /nix: refused before copying", async () => {
     const before = piState()
-    const free = Number(piExec('sh', '-c', "df -Pk /nix | awk 'NR==2 {print $4}'"))
-    piExec('fallocate', '-l', `${(free - 8 * 1024) * 1024}`, '/nix/filler')
+    const free = Number(piExec(['sh', '-c', "df -Pk /nix | awk 'NR==2 {print $4}'"]))
+    piExec(['fallocate', '-l', `${(free - 8 * 1024) * 1024}`, '/nix/filler'])
     try {
       const run = await runAction(deployInputs('pi-gen2'))
       expect(run.exitCode).not.toBe(0)
@@ -127,7 +125,7 @@ describeE2E('safe activation: magic rollback, health checks, reconnects', () => 
       )
       expect(run.log).not.toContain('Copying')
     } finally {
-      piExec('rm', '-f', '/nix/filler')
+      piExec(['rm', '-f', '/nix/filler'])
     }
     expect(piState()).toEqual(before)
   }, 300_000)
@@ -165,11 +163,11 @@ describeE2E('deploy lock, sudo and generation retention', () => {
   }, 300_000)
 
   it("a crashed run's expired lease is taken over", async () => {
-    piExec(
+    piExec([
       'sh',
       '-c',
       'mkdir -p /nix/var/nix-deploy-action/lock && printf "dead\\n1\\ncrashed run\\n" > /nix/var/nix-deploy-action/lock/owner'
-    )
+    ])
     const run = await runAction(deployInputs('pi-gen2', { 'lock-timeout': '2' }))
     expect(run.outputs.result).toBe('deployed')
     expect(lockHeld()).toBe(false)

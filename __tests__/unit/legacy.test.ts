@@ -99,7 +99,7 @@ describe('deployment.keys content', () => {
 })
 
 describe("a network machine's target", () => {
-  const { inputsForMachine } = require('../../src/main') as typeof import('../../src/main')
+  const { inputsForMachine } = require('../../src/build') as typeof import('../../src/build')
   const { readInputs } = require('../../src/inputs') as typeof import('../../src/inputs')
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-net-'))
   fs.writeFileSync(path.join(dir, 'rpi.nix'), '{}')

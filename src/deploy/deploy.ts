@@ -4,7 +4,7 @@ import { PathInfo, totalNarSize } from '../nix/closure'
 import { diffClosures, parseDryActivate } from '../report/diff'
 import { MachineResult } from '../report/report'
 import { LOCK_DIR } from '../target/lock'
-import { RemoteState } from '../target/remote-state'
+import { generationOf, RemoteState } from '../target/remote-state'
 import { CopyPlan, Survey, SurveyRequest, Target } from '../target/target'
 import { activate, ActivationSettings, AgentTracker, RolledBackError } from './activate'
 import { CompressionSetting } from './compression'
@@ -14,7 +14,6 @@ import { changedBy, Goal, verifyProblems } from './goal'
 import { LoadedKey, uploadKeys } from './keys'
 import { DeployLock, heldError, LEASE_SECONDS, ownerDescription } from './lock'
 import { checkSpace, checkTarget } from './preflight'
-import { generationOf } from '../target/remote-state'
 
 export interface BuiltSystem {
   toplevel: string

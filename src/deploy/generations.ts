@@ -1,9 +1,5 @@
 /** System profile generation retention (keep-generations). Pure: the choice is separate from the I/O. */
-
-export interface GenerationInfo {
-  number: number
-  path: string
-}
+import { GenerationInfo } from '../target/target'
 
 /**
  * The generations to delete so that the newest `keep` remain, and the current profile generation, and

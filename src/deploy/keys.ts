@@ -1,3 +1,9 @@
+/**
+ * NixOps' `deployment.keys`: secrets that must not enter the Nix store (it is world-readable), so
+ * they go straight to a file on the target -- by default under /run/keys, which is a tmpfs and so
+ * gone after a reboot, as with NixOps; every deploy uploads them again. How they are written, and
+ * which directories are refused: src/target/scripts/upload-key.sh.
+ */
 import { execFile } from 'child_process'
 import { promises as fs } from 'fs'
 import { ActionError, errorMessage } from '../errors'
@@ -9,13 +15,6 @@ import { Target } from '../target/target'
 export interface LoadedKey extends DeploymentKey {
   content: string
 }
-
-/**
- * NixOps' `deployment.keys`: secrets that must not enter the Nix store (it is world-readable), so
- * they go straight to a file on the target -- by default under /run/keys, which is a tmpfs and so
- * gone after a reboot, as with NixOps; every deploy uploads them again. How they are written, and
- * which directories are refused: src/target/scripts/upload-key.sh.
- */
 
 /** The key's content, from text, keyFile (on the runner) or keyCommand (run on the runner, no shell). */
 export async function keyContent(k: DeploymentKey): Promise<string> {
@@ -30,7 +29,7 @@ export async function keyContent(k: DeploymentKey): Promise<string> {
 }
 
 /** Checks every key before anything is copied: a bad key fails the deploy with the target untouched. */
-export function checkKeys(machine: string, keys: DeploymentKey[]): void {
+function checkKeys(machine: string, keys: DeploymentKey[]): void {
   const problems = keys.flatMap(k => keyProblems(machine, k))
   if (problems.length > 0)
     throw new ActionError(

@@ -1,6 +1,6 @@
 import { ActionError, errorMessage } from '../errors'
 import { Log } from '../report/untrusted'
-import { LockAnswer, LockHolder, LockRequest, parseLockAnswer } from '../target/lock'
+import { LockHolder, LockRequest } from '../target/lock'
 import { Target } from '../target/target'
 
 /**
@@ -53,11 +53,6 @@ export class DeployLock {
 
   get lost(): boolean {
     return this.lostIt
-  }
-
-  /** Tries once to take the lock (the survey does this as its first step; tests call it directly). */
-  async tryAcquire(): Promise<LockAnswer> {
-    return parseLockAnswer(await this.target.lock('acquire', this.request))
   }
 
   /** Renews the lease now; false when the lock is no longer this run's. */

@@ -137,8 +137,14 @@ export interface AgentPoll {
   state: AgentState
 }
 
+/** One system generation: its number (system-N-link) and the system it holds. */
+export interface GenerationInfo {
+  number: number
+  path: string
+}
+
 export interface GenerationListing {
-  generations: Array<{ number: number; path: string }>
+  generations: GenerationInfo[]
   running?: string
   booted?: string
 }
