@@ -100,7 +100,7 @@ export function inputsForMachine(inputs: Inputs, m: MachineEvaluation): Inputs {
 function notePlan(report: DeployReport, plan: Plan, prefix = ''): void {
   report.requestedMode = plan.requestedMode
   report.mode = plan.mode
-  report.host = plan.target?.label.replace(/^target /, '')
+  report.host = plan.mode === 'build' ? undefined : plan.target.label.replace(/^target /, '')
   for (const w of plan.warnings) {
     report.warnings.push(`${prefix}${w}`)
     core.warning(`${prefix}${w}`)
@@ -129,7 +129,7 @@ export async function buildMachines(
   // Every secret is registered before the build prints anything untrusted (see printUntrusted):
   // the keys are read now, for the machines whose mode uploads them.
   for (const m of machines)
-    if (['switch', 'boot', 'test'].includes(m.plan.mode) && m.plan.target)
+    if (m.plan.mode !== 'build' && m.plan.goal.uploadsKeys)
       m.keys = await phase('inputs', () => loadKeys(m.evaluation.name || 'configuration', m.evaluation.keys))
   nix = await phase('build', () => buildAll(inputs, nix, machines, report, tempDir))
   return { machines, nix }

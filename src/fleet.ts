@@ -15,10 +15,12 @@ export interface FleetMachine {
   /** This machine's report (with one machine, the run's own). */
   report: DeployReport
   /** Undefined for a build-only plan (mode build, or dry-activate degraded to a build). */
-  job?: DeployJob
-  target?: Endpoint
-  jump?: Endpoint
-  sudo: boolean
+  deploy?: {
+    job: DeployJob
+    target: Endpoint
+    jump?: Endpoint
+    sudo: boolean
+  }
 }
 
 export interface FleetOptions {
@@ -36,7 +38,7 @@ export interface FleetOptions {
  */
 export async function runFleet(machines: FleetMachine[], nix: RunnerNix, opts: FleetOptions): Promise<void> {
   const several = machines.length > 1
-  const jumpPlan = machines.find(m => m.jump)?.jump
+  const jumpPlan = machines.find(m => m.deploy?.jump)?.deploy?.jump
   const shared = several && jumpPlan ? new SharedJump(jumpPlan, opts.connect) : undefined
   const deps: DeployDeps = {
     copy: (target, plan, count, compression) => copyClosure(target, nix, plan, count, compression)
@@ -67,19 +69,19 @@ async function deployOne(
   deps: DeployDeps,
   opts: FleetOptions
 ): Promise<boolean> {
-  if (!m.job || !m.target) {
+  if (!m.deploy) {
     m.report.result = 'built'
     return true
   }
+  const { job, target: endpoint, jump, sudo } = m.deploy
   const log: Log = machineLog(m.name, several)
   const timed = opts.timed(m.report)
-  const endpoint = m.target
   if (several) log.info(`deploying to ${endpoint.label}`)
   try {
     const dial = (): Promise<RemoteHost> =>
-      RemoteHost.connect(endpoint, shared ?? m.jump, { ...opts.connect, sudo: m.sudo })
+      RemoteHost.connect(endpoint, shared ?? jump, { ...opts.connect, sudo })
     const target = await timed('connect', () => SshTarget.connect(dial, log))
-    const outcome = await deployToTarget(target, m.job, deps, timed)
+    const outcome = await deployToTarget(target, job, deps, timed)
     applyMachineResult(m.report, outcome.result)
     if (outcome.error !== undefined) throw outcome.error
     if (several) log.info(`${m.report.result}`)

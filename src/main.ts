@@ -62,7 +62,7 @@ async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number
   )
   const several = machines.length > 1
   const [only] = machines
-  if (!several && (only.plan.mode === 'build' || !only.plan.target)) {
+  if (!several && only.plan.mode === 'build') {
     await diffAgainst(inputs, nix, only, report, tempDir, phase)
     report.result = 'built'
     return
@@ -92,25 +92,17 @@ async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number
 /** A machine as the fleet deploys it: its job, or none when it is only built. */
 function fleetMachine(m: Machine, runDeadline: number | undefined): FleetMachine {
   const { plan } = m
-  const deploys = plan.mode !== 'build' && plan.target !== undefined
+  const name = m.evaluation.name
+  if (plan.mode === 'build' || !m.built) return { name, report: m.report }
   return {
-    name: m.evaluation.name,
+    name,
     report: m.report,
-    target: plan.target,
-    jump: plan.jump,
-    sudo: plan.sudo,
-    job: deploys
-      ? deployJob(
-          m.inputs,
-          { ...plan, mode: plan.mode as Exclude<typeof plan.mode, 'build'> },
-          {
-            name: m.evaluation.name,
-            keys: m.keys,
-            built: m.built!,
-            runDeadline
-          }
-        )
-      : undefined
+    deploy: {
+      target: plan.target,
+      jump: plan.jump,
+      sudo: plan.sudo,
+      job: deployJob(m.inputs, plan, { name, keys: m.keys, built: m.built, runDeadline })
+    }
   }
 }
 

@@ -1,33 +1,44 @@
 import { DeployJob, BuiltSystem } from './deploy/deploy'
-import { goalOf } from './deploy/goal'
+import { DeployMode, Goal, goalOf } from './deploy/goal'
 import { LoadedKey } from './deploy/keys'
+import { ActionError } from './errors'
 import { Inputs, Mode } from './inputs'
 import type { Endpoint } from './ssh/endpoint'
 import { formatAddress } from './ssh/address'
 
 export type { Endpoint } from './ssh/endpoint'
+export type { DeployMode } from './deploy/goal'
 
-export interface Plan {
+/** What every plan says: the mode asked for and the warnings of deciding it. */
+interface PlanBase {
   /** The mode asked for. */
   requestedMode: Mode
-  /** The mode that will run: `build` when dry-activate had to degrade (fork PRs get no secrets). */
-  mode: Mode
-  target?: Endpoint
+  warnings: string[]
+}
+
+/** A run that only builds (mode build, or dry-activate degraded to one): it has no target at all. */
+export interface BuildPlan extends PlanBase {
+  mode: 'build'
+}
+
+/** A run that reaches a target: where, how, and what the mode means there. */
+export interface DeployPlan extends PlanBase {
+  /** The mode that will run. */
+  mode: DeployMode
+  target: Endpoint
   jump?: Endpoint
-  /** Whether this run sets the system profile (switch, boot). */
-  setsProfile: boolean
-  /** Whether this run changes what the Pi runs now (switch, test). */
-  changesRunningSystem: boolean
+  /** What the mode means on the target (sets the profile? changes what runs? locks?). */
+  goal: Goal
   /** Whether the target must hear a confirmation over a new connection, or roll back by itself. */
   magicRollback: boolean
   /** Health checks to run (only where the new system runs: switch, test). */
   healthChecks: string[]
   /** Whether every remote command runs through sudo -n. */
   sudo: boolean
-  /** Whether a deploy lock is held on the target (switch, boot, test). */
-  locks: boolean
-  warnings: string[]
 }
+
+/** Either kind: `plan.mode === 'build'` tells them apart. */
+export type Plan = BuildPlan | DeployPlan
 
 export const DEFAULT_PORT = 22
 export const DEFAULT_USER = 'root'
@@ -57,44 +68,53 @@ export function makePlan(inputs: Inputs): Plan {
       'insecure-skip-host-key-check is on: host keys are not verified, so a machine in the middle could take the deploy key and the system. Set known-hosts instead.'
     )
 
-  let target: Endpoint | undefined
-  let jump: Endpoint | undefined
-  if (mode !== 'build' && inputs.target && inputs.sshKey) {
-    const user = inputs.target.user ?? DEFAULT_USER
-    const port = inputs.target.port ?? DEFAULT_PORT
-    target = { host: inputs.target.host, port, user, key: inputs.sshKey, label: '' }
-    target.label = `target ${formatAddress(target)}`
-    if (inputs.jumpHost) {
-      jump = {
-        host: inputs.jumpHost.host,
-        port: inputs.jumpHost.port ?? DEFAULT_PORT,
-        user: inputs.jumpHost.user ?? user,
-        key: inputs.jumpHostKey ?? inputs.sshKey,
-        label: ''
-      }
-      jump.label = `jump host ${formatAddress(jump)}`
-    }
-  }
-  const changesRunningSystem = mode === 'switch' || mode === 'test'
-  if (!changesRunningSystem && inputs.healthChecks.length > 0 && mode !== 'build')
+  if (mode === 'build') return { requestedMode: inputs.mode, mode, warnings }
+  if (!inputs.target || !inputs.sshKey)
+    // readInputs refuses these for every mode but dry-activate, which degraded above.
+    throw new ActionError(
+      `mode ${mode} needs target-host and ssh-private-key`,
+      'Set both, or use mode: build to only build.',
+      'inputs'
+    )
+  const { target, jump } = endpoints(inputs, inputs.target, inputs.sshKey)
+  const goal = goalOf(mode)
+  const { changesRunningSystem } = goal
+  if (!changesRunningSystem && inputs.healthChecks.length > 0)
     warnings.push(`health-checks are not run in mode ${mode}: the new system does not run after it`)
-  if (inputs.magicRollback === true && !changesRunningSystem && mode !== 'build')
+  if (inputs.magicRollback === true && !changesRunningSystem)
     warnings.push(`magic-rollback has no effect in mode ${mode}: the running system does not change`)
-  const sudo =
-    inputs.sudo === 'true' || (inputs.sudo === 'auto' && target !== undefined && target.user !== 'root')
   return {
     requestedMode: inputs.mode,
     mode,
     target,
     jump,
-    setsProfile: mode === 'switch' || mode === 'boot',
-    changesRunningSystem,
+    goal,
     magicRollback: changesRunningSystem && (inputs.magicRollback ?? true),
     healthChecks: changesRunningSystem ? inputs.healthChecks : [],
-    sudo,
-    locks: mode === 'switch' || mode === 'boot' || mode === 'test',
+    sudo: inputs.sudo === 'true' || (inputs.sudo === 'auto' && target.user !== 'root'),
     warnings
   }
+}
+
+/** The target and jump host with their defaults: the jump host's user and key are the target's unless set. */
+function endpoints(
+  inputs: Inputs,
+  address: NonNullable<Inputs['target']>,
+  key: NonNullable<Inputs['sshKey']>
+): { target: Endpoint; jump?: Endpoint } {
+  const user = address.user ?? DEFAULT_USER
+  const target: Endpoint = { host: address.host, port: address.port ?? DEFAULT_PORT, user, key, label: '' }
+  target.label = `target ${formatAddress(target)}`
+  if (!inputs.jumpHost) return { target }
+  const jump: Endpoint = {
+    host: inputs.jumpHost.host,
+    port: inputs.jumpHost.port ?? DEFAULT_PORT,
+    user: inputs.jumpHost.user ?? user,
+    key: inputs.jumpHostKey ?? key,
+    label: ''
+  }
+  jump.label = `jump host ${formatAddress(jump)}`
+  return { target, jump }
 }
 
 /**
@@ -103,14 +123,14 @@ export function makePlan(inputs: Inputs): Plan {
  */
 export function deployJob(
   inputs: Inputs,
-  plan: Plan & { mode: Exclude<Mode, 'build'> },
+  plan: DeployPlan,
   machine: { name: string; keys: LoadedKey[]; built: BuiltSystem; runDeadline?: number }
 ): DeployJob {
   return {
     name: machine.name,
-    goal: goalOf(plan.mode),
+    goal: plan.goal,
     built: machine.built,
-    sudoUser: plan.sudo ? plan.target?.user : undefined,
+    sudoUser: plan.sudo ? plan.target.user : undefined,
     keys: machine.keys,
     activation: {
       activationTimeoutSeconds: inputs.activationTimeoutSeconds,

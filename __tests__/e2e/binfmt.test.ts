@@ -12,8 +12,9 @@ function newNonce(): void {
 }
 
 describeE2E('QEMU binfmt on an x86_64 runner', () => {
-  afterAll(() => {
-    // The testbed's Pi runs aarch64 activation scripts: leave the registration as we found it.
+  // The testbed's Pi runs aarch64 activation scripts: after each test the registration is back
+  // (so no test depends on what another one left either).
+  afterEach(() => {
     if (!enabled()) execFileSync('update-binfmts', ['--enable', 'qemu-aarch64'])
   })
 
@@ -30,6 +31,7 @@ describeE2E('QEMU binfmt on an x86_64 runner', () => {
   }, 300_000)
 
   it('an existing registration is used as it is', async () => {
+    if (!enabled()) execFileSync('update-binfmts', ['--enable', 'qemu-aarch64'])
     newNonce()
     const run = await runAction(deployInputs('pi-nonce', { mode: 'build' }))
     expect(run.exitCode).toBe(0)

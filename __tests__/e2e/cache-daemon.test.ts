@@ -20,6 +20,22 @@ describeE2E('the store cache with a multi-user Nix (nix-daemon) and an unprivile
   let daemon: ChildProcess | undefined
   let user: { uid: number; gid: number; home: string }
   let inputs: Record<string, string>
+  /** A configuration this machine has never built, with a package it has never built, under its own cache key. */
+  const freshInputs = (tag: string): Record<string, string> => {
+    fs.writeFileSync(path.join(testbed().TESTBED, 'fixture', 'nonce-base'), `${Date.now()}`)
+    fs.writeFileSync(
+      path.join(testbed().TESTBED, 'fixture', 'nonce'),
+      `daemon test ${tag} ${Math.random()}\n`
+    )
+    return deployInputs('pi-nonce', {
+      mode: 'build',
+      'target-host': '',
+      'jump-host': '',
+      'ssh-private-key': '',
+      'known-hosts': '',
+      'cache-key': `nda-daemon-${tag}`
+    })
+  }
 
   const startDaemon = async (trusted: string): Promise<void> => {
     daemon?.kill()
@@ -62,18 +78,6 @@ describeE2E('the store cache with a multi-user Nix (nix-daemon) and an unprivile
     fs.rmSync(runnerTemp, { recursive: true, force: true })
     fs.mkdirSync(runnerTemp, { recursive: true })
     await service.start()
-    // A configuration this machine has never built, with a package it has never built.
-    fs.writeFileSync(path.join(testbed().TESTBED, 'fixture', 'nonce-base'), `${Date.now()}`)
-    fs.writeFileSync(path.join(testbed().TESTBED, 'fixture', 'nonce'), `daemon test ${Math.random()}\n`)
-    inputs = deployInputs('pi-nonce', {
-      mode: 'build',
-      'target-host': '',
-      'jump-host': '',
-      'ssh-private-key': '',
-      'known-hosts': '',
-      'cache-key': 'nda-daemon'
-    })
-    await startDaemon('root')
   }, 120_000)
   afterAll(async () => {
     daemon?.kill()
@@ -82,6 +86,8 @@ describeE2E('the store cache with a multi-user Nix (nix-daemon) and an unprivile
   })
 
   it('an untrusted user builds and saves; restoring warns once that it needs trusted-users, and builds cold', async () => {
+    await startDaemon('root')
+    inputs = freshInputs('untrusted')
     const cold = await run()
     expect(cold.exitCode).toBe(0)
     expect(cold.summary).toMatch(/\| Derivations built \| [1-9]/)
@@ -105,6 +111,10 @@ describeE2E('the store cache with a multi-user Nix (nix-daemon) and an unprivile
 
   it('with the user in trusted-users, a warm run restores through the daemon and builds nothing', async () => {
     await startDaemon(`root ${USER}`)
+    inputs = freshInputs('trusted')
+    const cold = await run()
+    expect(cold.exitCode).toBe(0)
+    expect((await run(cold.state)).log).toMatch(/Store cache saved as nda-daemon-trusted-/)
     deleteBuilt()
     const warm = await run()
     expect(warm.exitCode).toBe(0)

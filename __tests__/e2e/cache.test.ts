@@ -24,29 +24,43 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
   const service = new CacheService()
   // @actions/cache versions entries by path: both runs use the same RUNNER_TEMP, as on a runner.
   const runnerTemp = path.join(os.tmpdir(), 'nda-cache-runner-temp')
-  let inputs: Record<string, string>
   beforeAll(async () => {
     await service.start()
     fs.rmSync(runnerTemp, { recursive: true, force: true })
     fs.mkdirSync(runnerTemp, { recursive: true })
-    // A configuration this runner has never built, with a package it has never built.
+  }, 120_000)
+  /**
+   * A configuration this runner has never built, with a package it has never built, saved under a
+   * cache key of its own: each test brings its own cache entries and depends on no other test.
+   */
+  const freshInputs = (tag: string): Record<string, string> => {
     fs.writeFileSync(path.join(testbed().TESTBED, 'fixture', 'nonce-base'), `${Date.now()}`)
     fs.writeFileSync(
       path.join(testbed().TESTBED, 'fixture', 'nonce'),
-      `cache test ${Date.now()} ${Math.random()}\n`
+      `cache test ${tag} ${Date.now()} ${Math.random()}\n`
     )
-    inputs = deployInputs('pi-nonce', {
+    return deployInputs('pi-nonce', {
       mode: 'build',
       'target-host': '',
       'jump-host': '',
-      'cache-key': 'nda-test'
+      'cache-key': `nda-test-${tag}`
     })
-  }, 120_000)
+  }
+  const savedEntries = (inputs: Record<string, string>) =>
+    service.entries.filter(e => e.finalized && e.key.startsWith(`${inputs['cache-key']}-`))
+  /** A cold run and its post step, which saves the store cache: where the restoring tests start. */
+  const coldRunSaved = async (inputs: Record<string, string>): Promise<void> => {
+    const run = await runAction(inputs, { env: service.env(), runnerTemp })
+    expect(run.exitCode).toBe(0)
+    await runAction(inputs, { env: service.env(), runnerTemp, state: run.state })
+    expect(savedEntries(inputs)).toHaveLength(1)
+  }
   afterAll(async () => {
     await service.stop()
   })
 
   it('a cold run builds, and its post step saves only what the system needs', async () => {
+    const inputs = freshInputs('cold')
     const run = await runAction(inputs, { env: service.env(), runnerTemp })
     expect(run.exitCode).toBe(0)
     expect(run.outputs['cache-hit']).toBe('false')
@@ -54,11 +68,13 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     expect(run.summary).toContain('| Store cache | no entry yet (saved after this run) |')
     const post = await runAction(inputs, { env: service.env(), runnerTemp, state: run.state })
     expect(post.exitCode).toBe(0)
-    expect(post.log).toMatch(/Store cache saved as nda-test-[0-9a-f]{16}-\S+: \d+ paths/)
-    expect(service.entries.filter(e => e.finalized)).toHaveLength(1)
+    expect(post.log).toMatch(/Store cache saved as nda-test-cold-[0-9a-f]{16}-\S+: \d+ paths/)
+    expect(savedEntries(inputs)).toHaveLength(1)
   }, 600_000)
 
   it('after the built paths are deleted, a warm run restores them and builds nothing', async () => {
+    const inputs = freshInputs('warm')
+    await coldRunSaved(inputs)
     const top = fixtureOutPath('pi-nonce')
     const etc = execFileSync('nix-store', ['-qR', top], { encoding: 'utf8' })
       .split('\n')
@@ -69,14 +85,16 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     const run = await runAction(inputs, { env: service.env(), runnerTemp })
     expect(run.exitCode).toBe(0)
     expect(run.summary).toContain('| Derivations built | 0 |')
-    expect(run.summary).toMatch(/\| Store cache \| restored \d+ paths .* from nda-test-/)
+    expect(run.summary).toMatch(/\| Store cache \| restored \d+ paths .* from nda-test-warm-/)
     // Nothing new was built: the post step saves nothing.
     const post = await runAction(inputs, { env: service.env(), runnerTemp, state: run.state })
     expect(post.log).not.toMatch(/Store cache saved/)
-    expect(service.entries.filter(e => e.finalized)).toHaveLength(1)
+    expect(savedEntries(inputs)).toHaveLength(1)
   }, 600_000)
 
   it('a changed configuration rebuilds only the derivations that changed', async () => {
+    const inputs = freshInputs('changed')
+    await coldRunSaved(inputs)
     const top = fixtureOutPath('pi-nonce')
     const closure = execFileSync('nix-store', ['-qR', top], { encoding: 'utf8' }).trim().split('\n')
     const byName = (suffix: string): string => closure.find(p => p.endsWith(suffix))!
@@ -109,11 +127,12 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     // Something new was built, so the post step saves a new entry.
     const post = await runAction(inputs, { env: service.env(), runnerTemp, state: run.state })
     expect(post.exitCode).toBe(0)
-    expect(post.log).toMatch(/Store cache saved as nda-test-/)
-    expect(service.entries.filter(e => e.finalized)).toHaveLength(2)
+    expect(post.log).toMatch(/Store cache saved as nda-test-changed-/)
+    expect(savedEntries(inputs)).toHaveLength(2)
   }, 600_000)
 
   it('without a cache service: one warning, and the build goes on', async () => {
+    const inputs = freshInputs('none')
     const run = await runAction(inputs, { runnerTemp })
     expect(run.exitCode).toBe(0)
     expect(run.log.match(/::warning::No GitHub Actions cache service here/g)).toHaveLength(1)

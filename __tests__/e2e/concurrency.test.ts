@@ -88,9 +88,11 @@ function openBarrierWhenWaiting(): { onOutput: (log: string) => void; opened: ()
 
 describeE2E('concurrency: several machines, several runs, skewed clocks', () => {
   const fixture = (...p: string[]): string => path.join(testbed().TESTBED, 'fixture', ...p)
-  beforeAll(() => {
+  beforeEach(() => {
     resetPi('pi')
     resetPi('pi2')
+  }, 60_000)
+  beforeAll(() => {
     for (const c of ['pi-gen1', 'pi-barrier', 'pi-activation-fails', 'pi-ignores-term']) fixturePath(c)
   }, 300_000)
   afterEach(() => barrier.open())
@@ -141,7 +143,6 @@ describeE2E('concurrency: several machines, several runs, skewed clocks', () => 
   }, 300_000)
 
   it("two runs on one Pi, the second failing: it reads the state under the lock and rolls back to the first run's system", async () => {
-    resetPi()
     barrier.reset()
     const x = fixturePath('pi-barrier')
     const first = runAction(deployInputs('pi-barrier'))
@@ -162,7 +163,6 @@ describeE2E('concurrency: several machines, several runs, skewed clocks', () => 
   }, 300_000)
 
   it('a redeploy of what an unconfirmed deploy is activating waits for it, then reports unchanged', async () => {
-    resetPi()
     barrier.reset()
     const g1 = fixturePath('pi-gen1')
     const waitsForBarrier =
@@ -236,7 +236,6 @@ describeE2E('concurrency: several machines, several runs, skewed clocks', () => 
   }, 120_000)
 
   it('an activation that hangs and ignores SIGTERM: stopped at activation-timeout, nothing of it left running, the Pi back where it was', async () => {
-    resetPi()
     const before = piState()
     const hung = fixturePath('pi-ignores-term')
     const run = await runAction(deployInputs('pi-ignores-term', { 'activation-timeout': '5' }))
@@ -249,7 +248,6 @@ describeE2E('concurrency: several machines, several runs, skewed clocks', () => 
   }, 300_000)
 
   it('the run stopped by its timeout while the agent activates: the agent keeps the lock until its final state, then frees it', async () => {
-    resetPi()
     barrier.reset()
     const before = piState()
     const run = await runAction(deployInputs('pi-barrier', { timeout: '20', 'confirm-timeout': '5' }))

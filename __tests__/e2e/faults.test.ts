@@ -49,10 +49,10 @@ const verifyPiStore = (): string =>
 describeE2E('faults during a deploy leave the Pi consistent, and a re-run finishes the job', () => {
   let bench: string
   beforeAll(() => {
-    resetPi()
     bench = fixturePath('pi-bench')
     fixturePath('pi-slow-activation')
   }, 600_000)
+  beforeEach(() => resetPi(), 60_000)
   afterEach(() => {
     unlimitLink()
     jumpNs('ip', 'link', 'set', 'eth1', 'up')
@@ -94,7 +94,6 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
   }, 600_000)
 
   it("the jump host's sshd killed mid-copy: a clear error, the Pi consistent, a re-run succeeds", async () => {
-    resetPi()
     const before = piState()
     limitLink('20mbit')
     let killed = false
@@ -118,7 +117,6 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
   }, 600_000)
 
   it("the main step killed mid-copy: the post step, run as for a cancelled step, removes the run's files", async () => {
-    resetPi()
     limitLink('20mbit')
     const run = await runAction(deployInputs('pi-bench'), {
       onOutput: (log, child) => {
@@ -136,7 +134,6 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
   }, 600_000)
 
   it("the Pi's disk fills up during the copy: a clear error, no partial path, profile untouched", async () => {
-    resetPi()
     const before = piState()
     limitLink('20mbit')
     let filled = false
@@ -167,7 +164,6 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
   }, 600_000)
 
   it('the whole-run timeout fails the step at once; the Pi rolls itself back (no confirmation)', async () => {
-    resetPi()
     const before = piState()
     const run = await runAction(deployInputs('pi-slow-activation', { timeout: '8', 'confirm-timeout': '5' }))
     expect(run.exitCode).not.toBe(0)

@@ -320,6 +320,20 @@ export function assertNoSecretLeak(
         if (text.includes(line)) throw new Error(`${what} leaked into ${where}`)
 }
 
+/**
+ * A test's starting point, not what it tests: deploys fixture `config` (switch through the jump
+ * host unless `extra` says otherwise) and fails loudly if that did not work, so a test that needs
+ * an earlier deploy makes it itself and does not depend on the tests before it.
+ */
+export async function deployed(config: string, extra: Record<string, string> = {}): Promise<ActionRun> {
+  const run = await runAction(deployInputs(config, extra))
+  if (run.exitCode !== 0 || !['deployed', 'unchanged'].includes(run.outputs.result))
+    throw new Error(
+      `setting up: deploying ${config} gave ${run.outputs.result ?? 'no result'} (exit ${run.exitCode}):\n${run.log.slice(-4000)}`
+    )
+  return run
+}
+
 /** Runs a command on a Pi (default the first) over SSH (OpenSSH through the jump host), returning stdout. */
 export function onPi(command: string, pi: 'pi' | 'pi2' = 'pi'): string {
   const t = testbed()

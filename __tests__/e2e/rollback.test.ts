@@ -12,11 +12,11 @@ import {
 describeE2E('a failing activation is rolled back to exactly what ran before', () => {
   let gen0: string, gen1: string
   beforeAll(() => {
-    resetPi()
     gen0 = fixturePath('pi-gen0')
     gen1 = fixturePath('pi-gen1')
     fixturePath('pi-activation-fails')
   }, 300_000)
+  beforeEach(() => resetPi(), 60_000)
 
   it('switch: profile link, running system and boot entry come back; the failed generation is deleted', async () => {
     const before = piState()
@@ -47,7 +47,6 @@ describeE2E('a failing activation is rolled back to exactly what ran before', ()
   it('a generation that existed before the deploy survives its rollback (nix-env --set reused it)', async () => {
     // The newest generation already holds the failing system, but the profile points at an older
     // one (as after `nix-env --switch-generation`): nix-env --set reuses that newest generation.
-    resetPi()
     const failing = fixturePath('pi-activation-fails')
     expect((await runAction(deployInputs('pi-activation-fails'))).outputs.result).toBe('rolled-back')
     onPi(
@@ -63,6 +62,7 @@ describeE2E('a failing activation is rolled back to exactly what ran before', ()
   }, 300_000)
 
   it('a later good deploy works normally after a rollback', async () => {
+    expect((await runAction(deployInputs('pi-activation-fails'))).outputs.result).toBe('rolled-back')
     const run = await runAction(deployInputs('pi-gen1'))
     expect(run.exitCode).toBe(0)
     expect(run.outputs.result).toBe('deployed')

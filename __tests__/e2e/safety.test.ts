@@ -21,11 +21,12 @@ async function lockTaken(): Promise<void> {
 describeE2E('safe activation: magic rollback, health checks, reconnects', () => {
   let gen0: string
   beforeAll(() => {
-    resetPi()
     gen0 = fixturePath('pi-gen0')
     for (const c of ['pi-gen1', 'pi-gen2', 'pi-breaks-network', 'pi-slow-activation', 'pi-wrong-platform'])
       fixturePath(c)
   }, 300_000)
+  // Every test starts from the Pi as installed: none depends on what an earlier one left.
+  beforeEach(() => resetPi(), 60_000)
 
   it('a generation that takes the network down is rolled back by the target itself, which is reachable again', async () => {
     const before = piState()
@@ -133,9 +134,9 @@ describeE2E('safe activation: magic rollback, health checks, reconnects', () => 
 
 describeE2E('deploy lock, sudo and generation retention', () => {
   beforeAll(() => {
-    resetPi()
     for (const c of ['pi-gen1', 'pi-gen2', 'pi-slow-activation']) fixturePath(c)
   }, 300_000)
+  beforeEach(() => resetPi(), 60_000)
 
   it('two deploys at once: the second waits for the first; the Pi ends on one complete generation', async () => {
     const first = runAction(deployInputs('pi-slow-activation'))

@@ -3,7 +3,6 @@ import { InputError } from '../../src/errors'
 import { INPUT_NAMES, InputName, readInputs } from '../../src/inputs'
 import { parseHostAddress } from '../../src/ssh/address'
 import { parseFlakeTarget } from '../../src/nix/flake'
-import { makePlan } from '../../src/plan'
 
 const key = utils.generateKeyPairSync('ed25519')
 const encrypted = utils.generateKeyPairSync('ed25519', {
@@ -152,34 +151,6 @@ describe('readInputs', () => {
       'jump-host-key is set but jump-host is empty'
     ])
   })
-  it('lets dry-activate run with no secrets (fork PRs) and plans a build with a warning', () => {
-    const plan = makePlan(inputs({ flake: '.#pi3', mode: 'dry-activate', 'target-host': 'pi' }))
-    expect(plan.mode).toBe('build')
-    expect(plan.requestedMode).toBe('dry-activate')
-    expect(plan.warnings[0]).toMatch(
-      /^dry-activate ran as a build only: ssh-private-key, known-hosts are empty/
-    )
-    // A fork gets no configuration variables either: the host may be empty too.
-    const noVars = makePlan(inputs({ flake: '.#pi3', mode: 'dry-activate' }))
-    expect(noVars.mode).toBe('build')
-    expect(noVars.warnings[0]).toMatch(
-      /^dry-activate ran as a build only: target-host, ssh-private-key, known-hosts are empty/
-    )
-  })
-  it('plans defaults: root@host:22, the jump user from the target user, the jump key from the target key', () => {
-    const plan = makePlan(
-      inputs({ ...base, 'target-user': 'admin', 'target-port': '2222', 'jump-host': 'bastion' })
-    )
-    expect(plan.target).toMatchObject({
-      host: '192.168.1.20',
-      port: 2222,
-      user: 'admin',
-      label: 'target admin@192.168.1.20:2222'
-    })
-    expect(plan.jump).toMatchObject({ host: 'bastion', port: 22, user: 'admin' })
-    expect(plan.jump?.key).toBe(plan.target?.key)
-    expect(makePlan(inputs(base)).target).toMatchObject({ user: 'root', port: 22 })
-  })
   it('declares the same inputs as action.yml', () => {
     const fs = require('fs') as typeof import('fs')
     const yml = fs.readFileSync(require.resolve('../../action.yml'), 'utf8')
@@ -216,16 +187,6 @@ describe('safety inputs', () => {
     ])
     // Without magic rollback the target does not wait for a confirmation: no constraint.
     expect(inputs({ ...base, 'health-checks': 'true', 'magic-rollback': 'false' }).magicRollback).toBe(false)
-  })
-  it('plans magic rollback for switch and test only, and sudo for non-root users', () => {
-    expect(makePlan(inputs(base))).toMatchObject({ magicRollback: true, sudo: false, locks: true })
-    expect(makePlan(inputs({ ...base, mode: 'boot' }))).toMatchObject({ magicRollback: false, locks: true })
-    expect(makePlan(inputs({ ...base, mode: 'dry-activate' }))).toMatchObject({
-      magicRollback: false,
-      locks: false
-    })
-    expect(makePlan(inputs({ ...base, 'target-user': 'pi' })).sudo).toBe(true)
-    expect(makePlan(inputs({ ...base, 'target-user': 'pi', sudo: 'false' })).sudo).toBe(false)
   })
   it('rejects bad numbers', () => {
     expect(problems({ ...base, 'keep-generations': '0', 'lock-timeout': 'soon' })).toEqual([

@@ -1,0 +1,101 @@
+import { execFileSync } from 'child_process'
+import { ownerDescription } from '../../src/deploy/lock'
+import { LOCK_SCRIPT, parseLockAnswer } from '../../src/target/lock'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+
+describe('the lock script, run for real against a temporary directory', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-lock-'))
+  const lock = path.join(dir, 'lock')
+  const owner = path.join(lock, 'owner')
+  const lockOp = (verb: string, id: string, lease = 600, desc = `run ${id}`): string =>
+    execFileSync('sh', ['-c', LOCK_SCRIPT, 'sh', verb, lock, id, String(lease), desc], { encoding: 'utf8' })
+  const take = (id: string, lease = 600, desc?: string) => lockOp('acquire', id, lease, desc)
+  const uptime = (): number => Math.floor(Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]))
+  const bootId = (): string => fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
+  const plant = (lines: string[]): void => {
+    fs.mkdirSync(lock, { recursive: true })
+    fs.writeFileSync(owner, lines.join('\n') + '\n')
+  }
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
+
+  it("gives the lock to one run, tells the next who holds it (seconds left by the target's clock), lets the holder renew", () => {
+    expect(parseLockAnswer(take('a'))).toEqual({ acquired: true })
+    const held = parseLockAnswer(take('b'))
+    expect(held).toEqual({
+      acquired: false,
+      holder: { id: 'a', secondsLeft: expect.any(Number), description: 'run a' }
+    })
+    expect(!held.acquired && held.holder.secondsLeft).toBeGreaterThan(590)
+    expect(parseLockAnswer(take('a'))).toEqual({ acquired: true })
+    expect(lockOp('renew', 'a').trim()).toBe('renewed')
+    expect(lockOp('renew', 'b').trim()).toBe('lost')
+  })
+  it("keeps the lease in the target's uptime and boot id, never in a wall clock", () => {
+    const [id, lease, desc] = fs.readFileSync(owner, 'utf8').split('\n')
+    expect(id).toBe('a')
+    const [v, boot, expiry] = lease.split(' ')
+    expect([v, boot]).toEqual(['v2', bootId()])
+    expect(Number(expiry) - uptime()).toBeGreaterThan(590)
+    expect(Number(expiry) - uptime()).toBeLessThanOrEqual(600)
+    expect(desc).toBe('run a')
+  })
+  it('only the holder can release', () => {
+    expect(lockOp('release', 'b').trim()).toBe('not-held')
+    expect(fs.existsSync(owner)).toBe(true)
+    expect(lockOp('release', 'a').trim()).toBe('released')
+    expect(fs.existsSync(owner)).toBe(false)
+  })
+  it("takes over a lease that ran out, one from another boot, and an older action's expired one", () => {
+    plant(['crashed', `v2 ${bootId()} ${uptime() - 5}`, 'a run that died'])
+    expect(take('c').trim()).toBe('acquired')
+    // A lock whose lease is far in the future, but from before a reboot: uptime restarted, so stale.
+    plant(['before-reboot', `v2 00000000-0000-0000-0000-000000000000 ${uptime() + 100000}`, 'x'])
+    expect(take('d').trim()).toBe('acquired')
+    // An older action's owner file: epoch expiry on line 2, honoured by the wall clock it names.
+    plant(['old', String(Math.floor(Date.now() / 1000) - 5), 'old'])
+    expect(take('e').trim()).toBe('acquired')
+    plant(['old-live', String(Math.floor(Date.now() / 1000) + 300), 'old live'])
+    expect(parseLockAnswer(take('f')).acquired).toBe(false)
+  })
+  it('a renewal after another run took the lock over says lost, and cannot take it back', () => {
+    plant(['slow', `v2 ${bootId()} ${uptime() - 1}`, 'slow'])
+    expect(take('fast').trim()).toBe('acquired')
+    expect(lockOp('renew', 'slow').trim()).toBe('lost')
+    expect(lockOp('release', 'slow').trim()).toBe('not-held')
+    expect(fs.readFileSync(owner, 'utf8').split('\n')[0]).toBe('fast')
+  })
+  it('many runs racing for an expired lock: exactly one takes it, every round', async () => {
+    const { spawn } = require('child_process') as typeof import('child_process')
+    const attempt = (id: string): Promise<string> =>
+      new Promise(resolve => {
+        const c = spawn('sh', ['-c', LOCK_SCRIPT, 'sh', 'acquire', lock, id, '600', id])
+        let out = ''
+        c.stdout.on('data', (d: Buffer) => (out += d.toString()))
+        c.on('close', () => resolve(out.trim().split('\n')[0]))
+      })
+    for (let round = 0; round < 10; round++) {
+      plant(['dead', `v2 ${bootId()} ${uptime() - 10}`, 'dead'])
+      const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => attempt(`r${round}-${i}`)))
+      expect(answers.filter(a => a === 'acquired')).toHaveLength(1)
+      expect(answers.filter(a => a === 'held')).toHaveLength(7)
+      const winner = answers.findIndex(a => a === 'acquired')
+      expect(fs.readFileSync(owner, 'utf8').split('\n')[0]).toBe(`r${round}-${winner}`)
+    }
+  }, 60_000)
+  it('treats a hostile description as text', () => {
+    lockOp('release', 'fast')
+    fs.rmSync(lock, { recursive: true, force: true })
+    const desc = '$(touch /tmp/nda-pwned) `id` ; rm -rf /'
+    take('g', 600, desc)
+    const answer = parseLockAnswer(take('h'))
+    expect(!answer.acquired && answer.holder.description).toBe(desc)
+    expect(fs.existsSync('/tmp/nda-pwned')).toBe(false)
+  })
+  it('describes the run without newlines', () => {
+    expect(
+      ownerDescription({ GITHUB_REPOSITORY: 'me/pi', GITHUB_RUN_ID: '42', GITHUB_WORKFLOW: 'deploy\nx' })
+    ).toMatch(/^nix-deploy-action https:\/\/github.com\/me\/pi\/actions\/runs\/42 \(deploy x, started /)
+  })
+})

@@ -1,0 +1,111 @@
+import { utils } from 'ssh2'
+import { ActionError } from '../../src/errors'
+import { InputName, readInputs } from '../../src/inputs'
+import { DeployPlan, deployJob, makePlan, Plan } from '../../src/plan'
+
+const key = utils.generateKeyPairSync('ed25519')
+const hostLine = `pi ${key.public}`
+
+function inputs(values: Partial<Record<InputName, string>>) {
+  return readInputs(name => values[name] ?? '')
+}
+const base = {
+  flake: '.#pi3',
+  'target-host': '192.168.1.20',
+  'ssh-private-key': key.private,
+  'known-hosts': hostLine
+}
+
+/** The plan as a deploy plan; fails the test when it is a build plan. */
+function deployPlan(plan: Plan): DeployPlan {
+  if (plan.mode === 'build') throw new Error(`expected a deploy plan, got a build plan`)
+  return plan
+}
+
+describe('makePlan', () => {
+  it('lets dry-activate run with no secrets (fork PRs) and plans a build with a warning', () => {
+    const plan = makePlan(inputs({ flake: '.#pi3', mode: 'dry-activate', 'target-host': 'pi' }))
+    expect(plan.mode).toBe('build')
+    expect(plan.requestedMode).toBe('dry-activate')
+    expect(plan.warnings[0]).toMatch(
+      /^dry-activate ran as a build only: ssh-private-key, known-hosts are empty/
+    )
+    // A fork gets no configuration variables either: the host may be empty too.
+    const noVars = makePlan(inputs({ flake: '.#pi3', mode: 'dry-activate' }))
+    expect(noVars.mode).toBe('build')
+    expect(noVars.warnings[0]).toMatch(
+      /^dry-activate ran as a build only: target-host, ssh-private-key, known-hosts are empty/
+    )
+  })
+  it('gives a build plan no target, even when the connection inputs are set', () => {
+    const plan = makePlan(inputs({ ...base, mode: 'build', 'jump-host': 'bastion' }))
+    expect(plan).toEqual({ requestedMode: 'build', mode: 'build', warnings: [] })
+  })
+  it('plans defaults: root@host:22, the jump user from the target user, the jump key from the target key', () => {
+    const plan = deployPlan(
+      makePlan(inputs({ ...base, 'target-user': 'admin', 'target-port': '2222', 'jump-host': 'bastion' }))
+    )
+    expect(plan.target).toMatchObject({
+      host: '192.168.1.20',
+      port: 2222,
+      user: 'admin',
+      label: 'target admin@192.168.1.20:2222'
+    })
+    expect(plan.jump).toMatchObject({
+      host: 'bastion',
+      port: 22,
+      user: 'admin',
+      label: 'jump host admin@bastion'
+    })
+    expect(plan.jump?.key).toBe(plan.target.key)
+    expect(deployPlan(makePlan(inputs(base))).target).toMatchObject({ user: 'root', port: 22 })
+    expect(deployPlan(makePlan(inputs(base))).jump).toBeUndefined()
+  })
+  it('plans magic rollback for switch and test only, and sudo for non-root users', () => {
+    expect(makePlan(inputs(base))).toMatchObject({ magicRollback: true, sudo: false, goal: { locks: true } })
+    expect(makePlan(inputs({ ...base, mode: 'boot' }))).toMatchObject({
+      magicRollback: false,
+      goal: { locks: true }
+    })
+    expect(makePlan(inputs({ ...base, mode: 'dry-activate' }))).toMatchObject({
+      magicRollback: false,
+      goal: { locks: false, uploadsKeys: false }
+    })
+    expect(deployPlan(makePlan(inputs({ ...base, 'target-user': 'pi' }))).sudo).toBe(true)
+    expect(deployPlan(makePlan(inputs({ ...base, 'target-user': 'pi', sudo: 'false' }))).sudo).toBe(false)
+  })
+  it('warns about settings the mode ignores', () => {
+    const plan = makePlan(
+      inputs({ ...base, mode: 'boot', 'health-checks': 'true', 'magic-rollback': 'true' })
+    )
+    expect(plan.warnings).toEqual([
+      'health-checks are not run in mode boot: the new system does not run after it',
+      'magic-rollback has no effect in mode boot: the running system does not change'
+    ])
+    expect(deployPlan(plan).healthChecks).toEqual([])
+  })
+  it('refuses a deploy mode without a target or key (inputs that skipped readInputs)', () => {
+    const read = inputs(base)
+    expect(() => makePlan({ ...read, target: undefined })).toThrow(ActionError)
+    expect(() => makePlan({ ...read, sshKey: undefined })).toThrow(/needs target-host and ssh-private-key/)
+  })
+})
+
+describe('deployJob', () => {
+  it('carries the plan into what one deploy needs: goal, sudo user, timeouts', () => {
+    const read = inputs({ ...base, 'target-user': 'pi', 'health-checks': 'true', 'keep-generations': '3' })
+    const plan = deployPlan(makePlan(read))
+    const built = { toplevel: '/nix/store/x-system', hostSystem: 'aarch64-linux', closure: [] }
+    const job = deployJob(read, plan, { name: 'pi3', keys: [], built })
+    expect(job).toMatchObject({
+      name: 'pi3',
+      sudoUser: 'pi',
+      keepGenerations: 3,
+      activation: { magicRollback: true, healthChecks: ['true'], confirmTimeoutSeconds: 60 + 2 * 30 + 30 }
+    })
+    expect(job.goal).toMatchObject({ mode: 'switch' })
+    expect(
+      deployJob(read, { ...plan, sudo: false }, { name: 'pi3', keys: [], built }).sudoUser
+    ).toBeUndefined()
+  })
+})

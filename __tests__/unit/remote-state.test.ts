@@ -1,0 +1,34 @@
+import { generationOf, parseRemoteState } from '../../src/target/remote-state'
+import { parseMissing } from '../../src/target/parse'
+
+const TOP = '/nix/store/' + 'a'.repeat(32) + '-nixos-system-pi3-gen1'
+const PREV = '/nix/store/' + 'b'.repeat(32) + '-nixos-system-pi3-gen0'
+
+describe('remote state', () => {
+  it('parses the probe output and ignores anything that is not a store path', () => {
+    const s = parseRemoteState(
+      `current=${TOP}\nprofile=${PREV}\nprofile-link=system-12-link\nplatform=aarch64-linux\nuid=0\nnix-store=/run/current-system/sw/bin/nix-store\n`
+    )
+    expect(s).toEqual({
+      current: TOP,
+      profile: PREV,
+      profileLink: 'system-12-link',
+      platform: 'aarch64-linux',
+      uid: 0,
+      hasNixStore: true
+    })
+    expect(parseRemoteState('current=/etc\nprofile-link=../../etc\nuid=x\nnix-store=\n')).toEqual({
+      current: undefined,
+      profile: undefined,
+      profileLink: undefined,
+      platform: undefined,
+      uid: undefined,
+      hasNixStore: false
+    })
+    expect(generationOf('system-12-link')).toBe(12)
+    expect(generationOf(undefined)).toBeUndefined()
+  })
+  it('keeps only asked-for paths from the missing-paths answer', () => {
+    expect([...parseMissing(`${TOP}\n/nix/store/zzz\nwarning: x\n`, new Set([TOP, PREV]))]).toEqual([TOP])
+  })
+})

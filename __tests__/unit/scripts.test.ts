@@ -1,0 +1,87 @@
+import { execFileSync, spawnSync } from 'child_process'
+import { agentCommandOptions } from '../../src/target/parse'
+import { RemoteState } from '../../src/target/remote-state'
+import { ALL_SCRIPTS, AGENT_OUTCOMES, DECIDE_SCRIPT, FOLLOW_SCRIPT } from '../../src/target/scripts'
+import { SCRIPT_FILES } from '../../src/target/scripts.generated'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+
+describe('scripts run on the target', () => {
+  it.each(Object.entries(ALL_SCRIPTS))('%s is valid POSIX sh (sh -n)', (_name, script) => {
+    execFileSync('sh', ['-n', '-c', script])
+  })
+  it('are embedded as they are in src/target/scripts (npm run build regenerates them)', () => {
+    const { generate, out } = require('../../scripts/embed-scripts.js')
+    expect(fs.readFileSync(out, 'utf8')).toBe(generate())
+  })
+  it("the agent's outcomes are the ones the action knows, and no other", () => {
+    const code = SCRIPT_FILES['agent.sh']
+      .split('\n')
+      .filter(l => !/^\s*#/.test(l))
+      .join('\n')
+    const finishes = [...code.matchAll(/\bfinish '?([a-z-]+)'?\s*(?:;|$)/gm)].map(m => m[1])
+    expect(new Set(finishes)).toEqual(new Set(AGENT_OUTCOMES))
+  })
+  it("the agent's options are named, and a value can never be read as an option", () => {
+    const before: RemoteState = {
+      current: '/nix/store/' + 'c'.repeat(32) + '-old',
+      profile: '/nix/store/' + 'c'.repeat(32) + '-old',
+      profileLink: 'system-7-link',
+      hasNixStore: true
+    }
+    const opts = agentCommandOptions({
+      dir: '/run/nix-deploy-action/x',
+      toplevel: '/nix/store/' + 'a'.repeat(32) + '-new',
+      action: 'switch',
+      activationTimeoutSeconds: 600,
+      waitSeconds: 30,
+      onTimeout: 'rollback',
+      before,
+      lock: { dir: '/nix/var/nix-deploy-action/lock', id: 'abc', leaseSeconds: 90, description: 'd' }
+    })
+    const pairs = Object.fromEntries(
+      Array.from({ length: opts.length / 2 }, (_, i) => [opts[2 * i], opts[2 * i + 1]])
+    )
+    expect(pairs).toEqual({
+      '--dir': '/run/nix-deploy-action/x',
+      '--toplevel': '/nix/store/' + 'a'.repeat(32) + '-new',
+      '--action': 'switch',
+      '--activation-timeout': '600',
+      '--wait-seconds': '30',
+      '--on-timeout': 'rollback',
+      '--prev-current': before.current,
+      '--prev-profile': before.profile,
+      '--prev-generation': '7',
+      '--lock-dir': '/nix/var/nix-deploy-action/lock',
+      '--lock-id': 'abc',
+      '--lease': '90'
+    })
+    // Every option the action passes is one the agent parses.
+    for (const name of Object.keys(pairs)) expect(SCRIPT_FILES['agent.sh']).toContain(`    ${name})`)
+  })
+})
+
+describe('the decide script: exactly one decision counts', () => {
+  it('the first decision wins, the second learns it', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-decide-'))
+    const decide = (d: string) =>
+      execFileSync('sh', ['-c', DECIDE_SCRIPT, 'sh', dir, d], { encoding: 'utf8' }).trim()
+    expect(decide('confirm')).toBe('won')
+    expect(decide('abort')).toBe('lost:confirm')
+    fs.rmSync(dir, { recursive: true })
+  })
+})
+
+describe('the follow script', () => {
+  it('one follow poll returns at most its limit of the agent log, and says how much there is', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-follow-'))
+    fs.writeFileSync(path.join(dir, 'log'), 'x'.repeat(100_000))
+    const r = spawnSync('sh', ['-c', FOLLOW_SCRIPT, 'sh', dir, '10', '4096'], {
+      encoding: 'utf8'
+    })
+    expect(r.stdout.length).toBe(4096)
+    expect(r.stderr).toMatch(/^size=100000$/m)
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+})

@@ -1,0 +1,50 @@
+import { escapeHtml, renderSummary, SUMMARY_LIMIT, truncateSummary } from '../../src/report/summary'
+
+const TOP = '/nix/store/' + 'a'.repeat(32) + '-nixos-system-pi3-gen1'
+
+describe('summary', () => {
+  it('starts with the verdict and escapes everything from Nix or the Pi', () => {
+    const md = renderSummary({
+      result: 'failed',
+      storePath: TOP,
+      timings: [{ phase: 'build', ms: 1500 }],
+      warnings: ['<b>warn</b>'],
+      error: {
+        message: 'builder failed: <script>alert(1)</script>',
+        hint: 'fix | it',
+        phase: 'build',
+        details: '</pre><img src=x>'
+      }
+    })
+    expect(md.split('\n')[0]).toBe('### nix-deploy-action: ❌ Failed')
+    expect(md).not.toContain('<script>')
+    expect(md).not.toContain('<img')
+    expect(md).not.toContain('<b>warn')
+    expect(md).toContain('&#60;script&#62;')
+    expect(md).toContain('| build | 1.5 s |')
+    expect(md).toContain('fix &#124; it')
+  })
+  it.each(['deployed', 'unchanged', 'built', 'dry-activated', 'rolled-back'] as const)(
+    'has a verdict for %s',
+    result => {
+      expect(renderSummary({ result, timings: [], warnings: [] }).split('\n')[0]).toMatch(
+        /^### nix-deploy-action: \S+ \w/
+      )
+    }
+  )
+  it('stays under the 1 MiB limit with an explicit note, closing what it cut', () => {
+    const md = renderSummary({
+      result: 'deployed',
+      activationLog: 'x'.repeat(3 * 1024 * 1024),
+      timings: [],
+      warnings: []
+    })
+    expect(Buffer.byteLength(md)).toBeLessThanOrEqual(SUMMARY_LIMIT)
+    expect(md).toMatch(/summary truncated/)
+    expect(md).toMatch(/<\/pre><\/details>\n\n\*\*\(summary truncated/)
+    expect(truncateSummary('short')).toBe('short')
+  })
+  it('escapes quotes and backticks too', () => {
+    expect(escapeHtml(`"'\`&`)).toBe('&#34;&#39;&#96;&#38;')
+  })
+})
