@@ -2,8 +2,10 @@
 # Builds the simulated LAN the end-to-end tests, the demo and the benchmark deploy to (root only):
 #
 #   runner (root netns) --10.99.1.0/24-- jump (netns nda-jump, sshd) --10.99.2.0/24-- pi (netns nda-pi)
-#          \                                                  \---10.99.4.0/24-- pi2 (netns nda-pi2)
-#           \-----------------------------10.99.3.0/24-------------------------------/ (to pi)
+#          \                                                  |---10.99.4.0/24-- pi2 (netns nda-pi2)
+#           \                                                 \---10.99.5.0/24-- spi (netns nda-spi: systemd
+#            \                                                     as PID 1 in a container, systemd-pi.sh)
+#             \---------------------------10.99.3.0/24-------------------------------/ (to pi)
 #
 # The Pi runs sshd in its own network namespace and its own mount namespace with a private, size-
 # limited /nix (tmpfs) and a private /run, so its store, profiles and /run/current-system are separate
@@ -59,7 +61,7 @@ k="$TESTBED/keys"
 [ -f "$k/deploy-rsa" ] || ssh-keygen -q -t rsa -b 3072 -m PEM -N '' -C rsa@testbed -f "$k/deploy-rsa"
 [ -f "$k/jump-only" ] || ssh-keygen -q -t ed25519 -N '' -C jump-only@testbed -f "$k/jump-only"
 [ -f "$k/stranger" ] || ssh-keygen -q -t ed25519 -N '' -C stranger@testbed -f "$k/stranger"
-for h in jump pi pi2; do
+for h in jump pi pi2 spi; do
   [ -f "$k/${h}_host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$k/${h}_host_ed25519"
   [ -f "$k/${h}_host_rsa" ] || ssh-keygen -q -t rsa -b 3072 -N '' -f "$k/${h}_host_rsa"
 done
@@ -74,6 +76,7 @@ cat "$k/deploy.pub" "$k/deploy-encrypted.pub" "$k/deploy-rsa.pub" > "$TESTBED/pi
   echo "10.99.1.2 $(cut -d' ' -f1,2 "$k/jump_host_ed25519.pub")"
   echo "10.99.2.2,10.99.3.2 $(cut -d' ' -f1,2 "$k/pi_host_ed25519.pub")"
   echo "10.99.4.2 $(cut -d' ' -f1,2 "$k/pi2_host_ed25519.pub")"
+  echo "10.99.5.2 $(cut -d' ' -f1,2 "$k/spi_host_ed25519.pub")"
 } > "$TESTBED/known_hosts"
 
 # --- The Pis' own Nix configuration (their SSH sessions get NIX_CONF_DIR, see sshd_config): like a
@@ -206,6 +209,9 @@ Host pi-direct
 Host pi2
   HostName 10.99.4.2
   ProxyJump jump
+Host spi
+  HostName 10.99.5.2
+  ProxyJump jump
 CONF
 
 cat > "$TESTBED/env" <<ENV
@@ -215,6 +221,7 @@ TESTBED_JUMP=10.99.1.2
 TESTBED_PI=10.99.2.2
 TESTBED_PI_DIRECT=10.99.3.2
 TESTBED_PI2=10.99.4.2
+TESTBED_SPI=10.99.5.2
 TESTBED_KEYS=$k
 TESTBED_KNOWN_HOSTS=$TESTBED/known_hosts
 TESTBED_SSH_CONFIG=$TESTBED/ssh_config
@@ -224,4 +231,7 @@ ENV
 # --- Seed the Pis with generation 0 ("as installed") when they have no system yet.
 PI=pi "$here/pi.sh" seed-if-empty
 PI=pi2 "$here/pi.sh" seed-if-empty
+# --- The systemd Pi (systemd-pi.sh): boots its container once; the first time on a machine, builds
+# the root file system it boots (rootfs.sh, about 2 minutes, then cached).
+PI=spi "$here/systemd-pi.sh" start
 log "ready ($TESTBED/env)"

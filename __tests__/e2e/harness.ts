@@ -17,7 +17,7 @@ export const IN_CI = process.env.CI === 'true'
 /** Why the e2e tests cannot run here, or undefined when they can. */
 function missingPrerequisite(): string | undefined {
   if (process.getuid?.() !== 0) return 'e2e tests need root (network and mount namespaces, binfmt)'
-  for (const tool of ['nix', 'nix-store', 'ssh', 'ip', 'unshare', 'nsenter'])
+  for (const tool of ['nix', 'nix-store', 'ssh', 'ip', 'unshare', 'nsenter', 'systemd-nspawn', 'debootstrap'])
     try {
       execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' })
     } catch {
@@ -51,12 +51,19 @@ export function describeE2E(name: string, fn: () => void): void {
     // back for lingers up to 30 s after its final state before it frees the lock and ends.
     afterEach(async () => {
       if (missing) return
-      await assertNothingLeftOnPi([], 'pi', 45_000)
-      await assertNothingLeftOnPi([], 'pi2', 45_000)
+      for (const pi of PIS) await assertNothingLeftOnPi([], pi, 45_000)
     }, 120_000)
     fn()
   })
 }
+
+/**
+ * The testbed's Pis: pi and pi2 are sshd in a mount namespace with no init system (testbed/pi.sh);
+ * spi boots systemd as PID 1 in a container (testbed/systemd-pi.sh).
+ */
+export type PiName = 'pi' | 'pi2' | 'spi'
+export const PIS: PiName[] = ['pi', 'pi2', 'spi']
+const piScript = (pi: PiName): string => path.join(ROOT, 'testbed', pi === 'spi' ? 'systemd-pi.sh' : 'pi.sh')
 
 export interface TestbedEnv {
   TESTBED: string
@@ -69,6 +76,7 @@ export interface TestbedEnv {
   TESTBED_SSH_CONFIG: string
   TESTBED_SUBSTITUTER: string
   TESTBED_PI2: string
+  TESTBED_SPI: string
 }
 
 export function testbed(): TestbedEnv {
@@ -335,7 +343,7 @@ export async function deployed(config: string, extra: Record<string, string> = {
 }
 
 /** Runs a command on a Pi (default the first) over SSH (OpenSSH through the jump host), returning stdout. */
-export function onPi(command: string, pi: 'pi' | 'pi2' = 'pi'): string {
+export function onPi(command: string, pi: PiName = 'pi'): string {
   const t = testbed()
   return execFileSync('ssh', ['-F', t.TESTBED_SSH_CONFIG, pi, command], {
     encoding: 'utf8',
@@ -351,10 +359,11 @@ export interface PiState {
   generations: string[]
 }
 
-/** The Pi's deploy-relevant state: running system, profile, boot entry and generation links. */
-export function piState(): PiState {
+/** A Pi's deploy-relevant state: running system, profile, boot entry and generation links. */
+export function piState(pi: PiName = 'pi'): PiState {
   const [current, profile, profileLink, bootDefault, gens] = onPi(
-    'readlink -f /run/current-system; readlink -f /nix/var/nix/profiles/system; readlink /nix/var/nix/profiles/system; cat /nix/var/nix-fixture/boot-default 2>/dev/null || echo none; ls /nix/var/nix/profiles | grep "^system-" | tr "\\n" " "'
+    'readlink -f /run/current-system; readlink -f /nix/var/nix/profiles/system; readlink /nix/var/nix/profiles/system; cat /nix/var/nix-fixture/boot-default 2>/dev/null || echo none; ls /nix/var/nix/profiles | grep "^system-" | tr "\\n" " "',
+    pi
   ).split('\n')
   return {
     current,
@@ -371,8 +380,8 @@ export function installedState(gen0: string): Partial<PiState> {
 }
 
 /** Wipes a Pi (default the first) and brings it back with fixture generation 0 only. */
-export function resetPi(pi: 'pi' | 'pi2' = 'pi'): void {
-  execFileSync('bash', [path.join(ROOT, 'testbed', 'pi.sh'), 'reset'], {
+export function resetPi(pi: PiName = 'pi'): void {
+  execFileSync('bash', [piScript(pi), 'reset'], {
     env: { ...process.env, PI: pi },
     stdio: 'pipe'
   })
@@ -421,8 +430,8 @@ export function narSizes(storePath: string): Map<string, number> {
 }
 
 /** Runs a command inside a Pi's namespaces from the host (works whatever SSH on the Pi does). */
-export function piExec(args: string[], pi: 'pi' | 'pi2' = 'pi'): string {
-  return execFileSync('bash', [path.join(ROOT, 'testbed', 'pi.sh'), 'exec', ...args], {
+export function piExec(args: string[], pi: PiName = 'pi'): string {
+  return execFileSync('bash', [piScript(pi), 'exec', ...args], {
     encoding: 'utf8',
     env: { ...process.env, PI: pi }
   }).trim()
@@ -432,7 +441,7 @@ export function piExec(args: string[], pi: 'pi' | 'pi2' = 'pi'): string {
  * The processes running in a Pi's network namespace whose command line mentions any of `markers`
  * (`ip netns pids`: network namespaces do not isolate process ids, so never match by name).
  */
-export function piProcesses(markers: string[], pi: 'pi' | 'pi2' = 'pi'): string[] {
+export function piProcesses(markers: string[], pi: PiName = 'pi'): string[] {
   const pids = execFileSync('ip', ['netns', 'pids', `nda-${pi}`], { encoding: 'utf8' })
     .split('\n')
     .filter(Boolean)
@@ -456,7 +465,7 @@ export function piProcesses(markers: string[], pi: 'pi' | 'pi2' = 'pi'): string[
  */
 export async function assertNothingLeftOnPi(
   storePaths: string[] = [],
-  pi: 'pi' | 'pi2' = 'pi',
+  pi: PiName = 'pi',
   waitMs = 15_000
 ): Promise<void> {
   const markers = ['/run/nix-deploy-action/', ...storePaths]

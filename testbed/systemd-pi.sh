@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# A simulated Pi that boots systemd as PID 1: a systemd-nspawn container in its own network
+# namespace (nda-$PI), behind the jump host, over its own overlay of the shared trixie root file
+# system (rootfs.sh), with a private, size-limited /nix and /boot bound in (they persist across its
+# reboots, as a Pi's SD card does). Inside: systemd 257, logind with KillUserProcesses=yes (a
+# detached activation must really be detached), OpenSSH through PAM, Nix 2.26 and its nix-daemon,
+# and a NixOS stage-2 stand-in that points /run/current-system at the boot entry's system at boot.
+# A reboot inside the container ends systemd-nspawn with status 133: the supervisor starts it again,
+# like a board coming back.
+#
+# PI=spi (default). Everything it starts is recorded by pid under $TESTBED/$PI/ and ended by pid.
+#   systemd-pi.sh start          boot it (idempotent) and wait until sshd runs; seed generation 0
+#   systemd-pi.sh stop           power it off (SIGTERM to nspawn: an orderly shutdown), then by pid
+#   systemd-pi.sh reset          stop, wipe its /nix, /boot and overlay, start again (generation 0)
+#   systemd-pi.sh exec CMD...    run CMD inside it (all its namespaces; PID 1 is its systemd)
+#   systemd-pi.sh init-pid       print the pid (in this machine's namespace) of its systemd
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+TESTBED=${TESTBED:-/var/lib/nda-testbed}
+PI=${PI:-spi}
+case "$PI" in spi) addr=10.99.5.2 ;; *) echo "systemd-pi.sh: PI must be spi" >&2; exit 2 ;; esac
+PI_NIX_SIZE=${PI_NIX_SIZE:-1g}
+PI_BOOT_SIZE=${PI_BOOT_SIZE:-64m}
+d="$TESTBED/$PI"
+k="$TESTBED/keys"
+supervisor_pidfile="$d/supervisor.pid"
+export NIX_CONFIG=$'substituters =\nextra-platforms = aarch64-linux'
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+children() { cat "/proc/$1/task/$1/children" 2>/dev/null || true; }
+
+# The container's systemd: the child of systemd-nspawn, the child of the supervisor.
+init_pid() {
+  local sup nspawn init
+  alive "$supervisor_pidfile" || return 1
+  sup=$(cat "$supervisor_pidfile")
+  nspawn=$(children "$sup" | awk '{print $1}')
+  [ -n "$nspawn" ] || return 1
+  init=$(children "$nspawn" | awk '{print $1}')
+  [ -n "$init" ] || return 1
+  echo "$init"
+}
+
+pi_exec() {
+  local init
+  init=$(init_pid) || { echo "systemd-pi.sh: $PI is not running" >&2; return 1; }
+  nsenter -t "$init" -a -- env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME=/root "$@"
+}
+
+# The Pi's own files, in its overlay (so a reset forgets them with everything else it wrote).
+configure() {
+  local root=$1
+  echo "$PI" >"$root/etc/hostname"
+  install -m 600 "$k/${PI}_host_ed25519" "$root/etc/ssh/nda_host_ed25519"
+  install -m 644 "$k/${PI}_host_ed25519.pub" "$root/etc/ssh/nda_host_ed25519.pub"
+  cat >"$root/etc/ssh/sshd_config.d/nda.conf" <<CONF
+HostKey /etc/ssh/nda_host_ed25519
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AllowTcpForwarding no
+PrintMotd no
+CONF
+  install -d -m 700 "$root/root/.ssh"
+  install -m 600 "$TESTBED/pi/authorized_keys" "$root/root/.ssh/authorized_keys"
+  mkdir -p "$root/etc/systemd/logind.conf.d"
+  # logind ends every process of a session when it closes, unless it left the session (as a
+  # transient unit started with systemd-run does) -- root's too: the deploy logs in as root, and
+  # logind spares root unless KillExcludeUsers names someone else (an empty list still spares it).
+  printf '[Login]\nKillUserProcesses=yes\nKillExcludeUsers=nobody\n' >"$root/etc/systemd/logind.conf.d/nda.conf"
+}
+
+mounts() {
+  mkdir -p "$d"/{nix,boot,upper,work,root}
+  mountpoint -q "$d/nix" || mount -t tmpfs -o size="$PI_NIX_SIZE",mode=0755 tmpfs "$d/nix"
+  # A Pi's firmware partition is small: /boot fills up when it keeps too many kernels.
+  mountpoint -q "$d/boot" || mount -t tmpfs -o size="$PI_BOOT_SIZE",mode=0755 tmpfs "$d/boot"
+  if ! mountpoint -q "$d/root"; then
+    local rootfs
+    rootfs=$("$here/rootfs.sh")
+    mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$d/upper,workdir=$d/work" "$d/root"
+  fi
+}
+
+network() {
+  ip netns list | grep -qw "nda-$PI" || ip netns add "nda-$PI"
+  ip -n "nda-$PI" link set lo up
+  if ! ip -n nda-jump link show eth3 >/dev/null 2>&1; then
+    ip -n "nda-$PI" link del eth0 2>/dev/null || true
+    ip -n nda-jump link add eth3 type veth peer name eth0 netns "nda-$PI"
+  fi
+  ip -n nda-jump addr replace 10.99.5.1/24 dev eth3
+  ip -n nda-jump link set eth3 up
+  ip -n "nda-$PI" addr replace "$addr/24" dev eth0
+  ip -n "nda-$PI" link set eth0 up
+}
+
+start() {
+  if alive "$supervisor_pidfile"; then wait_ready; return; fi
+  network
+  mounts
+  configure "$d/root"
+  # The supervisor: boots the container again when it rebooted itself (nspawn exits 133).
+  # SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: systemd 257 cannot start units on this host's hybrid cgroups.
+  # --keep-unit --register=no: there is no machined (nor system bus) on the host to register with.
+  setsid bash -c '
+    while :; do
+      SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn --quiet --console=passive \
+        -D "$1" -M "$2" --keep-unit --register=no --network-namespace-path="/run/netns/nda-$2" \
+        --bind="$3/nix:/nix" --bind="$3/boot:/boot" -b systemd.firstboot=off
+      rc=$?
+      echo "nda: container exited with status $rc at $(date +%s)"
+      [ "$rc" = 133 ] || exit "$rc"
+      echo "$(date +%s)" >>"$3/reboots"
+    done' bash "$d/root" "$PI" "$d" </dev/null >>"$d/console.log" 2>&1 &
+  echo $! >"$supervisor_pidfile"
+  wait_ready
+  seed_if_empty
+}
+
+# Until its systemd finished booting and sshd answers on its address (60 s, then fail loudly).
+wait_ready() {
+  local state
+  for _ in $(seq 120); do
+    state=$(pi_exec systemctl is-system-running 2>/dev/null || true)
+    case "$state" in
+      running|degraded)
+        if pi_exec systemctl is-active --quiet ssh.service; then return 0; fi ;;
+    esac
+    alive "$supervisor_pidfile" || break
+    sleep 0.5
+  done
+  echo "systemd-pi.sh: $PI did not boot (state: ${state:-none}); its console:" >&2
+  tail -30 "$d/console.log" >&2 || true
+  return 1
+}
+
+seed_if_empty() {
+  if pi_exec test -e /nix/var/nix/profiles/system; then return 0; fi
+  echo "systemd-pi.sh: installing fixture generation 0 on $PI"
+  local attr="path:$TESTBED/fixture#nixosConfigurations.pi-gen0.config.system.build.toplevel" out
+  nix --extra-experimental-features 'nix-command flakes' build --no-link "$attr"
+  out=$(nix --extra-experimental-features 'nix-command flakes' eval --raw "$attr.outPath")
+  # shellcheck disable=SC2046
+  nix-store --export $(nix-store -qR "$out") | pi_exec nix-store --import >/dev/null
+  pi_exec nix-env -p /nix/var/nix/profiles/system --set "$out"
+  pi_exec "$out/bin/switch-to-configuration" switch >/dev/null
+}
+
+stop() {
+  local sup nspawn p
+  if alive "$supervisor_pidfile"; then
+    sup=$(cat "$supervisor_pidfile")
+    nspawn=$(children "$sup" | awk '{print $1}')
+    # The supervisor first, so it does not boot the container again.
+    kill "$sup" 2>/dev/null || true
+    if [ -n "$nspawn" ]; then
+      # SIGTERM makes systemd-nspawn shut the container down in order; give it 20 s.
+      kill "$nspawn" 2>/dev/null || true
+      for _ in $(seq 100); do kill -0 "$nspawn" 2>/dev/null || break; sleep 0.2; done
+      kill -9 "$nspawn" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$supervisor_pidfile"
+  # Whatever still runs in its network namespace is its own: end exactly that, by pid.
+  p=$(ip netns pids "nda-$PI" 2>/dev/null | tr '\n' ' ')
+  # shellcheck disable=SC2086
+  [ -z "$p" ] || kill -9 $p 2>/dev/null || true
+}
+
+wipe() {
+  local m
+  for m in root nix boot; do
+    if mountpoint -q "$d/$m"; then umount -l "$d/$m"; fi
+  done
+  rm -rf "${d:?}/upper" "${d:?}/work" "${d:?}/reboots" "${d:?}/console.log"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  reset) stop; wipe; start ;;
+  exec) shift; pi_exec "$@" ;;
+  init-pid) init_pid ;;
+  *) echo "usage: systemd-pi.sh start | stop | reset | exec CMD... | init-pid" >&2; exit 2 ;;
+esac
