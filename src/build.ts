@@ -6,6 +6,7 @@ import { LoadedKey, loadKeys } from './deploy/keys'
 import { ActionError, errorMessage, Phase } from './errors'
 import { Inputs } from './inputs'
 import { ensureBinfmt } from './nix/binfmt-setup'
+import { readBootFiles, readBootIdentity } from './nix/boot'
 import { totalNarSize } from './nix/closure'
 import { MachineEvaluation, selectMachines } from './nix/legacy'
 import { RunnerNix } from './nix/nix'
@@ -221,7 +222,14 @@ async function listClosure(
   core.info(
     `Built ${m.evaluation.name ? `${m.evaluation.name}: ` : ''}${m.evaluation.outPath}: closure ${formatBytes(m.report.closureSize)} in ${closure.length} paths`
   )
-  m.built = { toplevel: m.evaluation.outPath, hostSystem: m.evaluation.hostSystem, closure }
+  const boot = await readBootIdentity(m.evaluation.outPath)
+  m.built = {
+    toplevel: m.evaluation.outPath,
+    hostSystem: m.evaluation.hostSystem,
+    closure,
+    boot,
+    bootFiles: await readBootFiles(boot)
+  }
 }
 
 /** The closure of diff-against: a store path as it is, or a flake configuration (built if needed). */
@@ -229,14 +237,19 @@ export async function baselineClosure(
   nix: RunnerNix,
   against: NonNullable<Inputs['diffAgainst']>,
   gcRoot: string
-): Promise<{ entries: ClosureEntry[]; label: string }> {
+): Promise<{ entries: ClosureEntry[]; label: string; toplevel: string }> {
   if ('storePath' in against)
-    return { entries: await nix.closure(against.storePath), label: against.storePath }
+    return {
+      entries: await nix.closure(against.storePath),
+      label: against.storePath,
+      toplevel: against.storePath
+    }
   const evaluation = await nix.evaluate(against.flake)
   core.startGroup(`Build the diff baseline ${evaluation.outPath}`)
   await nix.build(evaluation.drvPath, evaluation.outPath, gcRoot).finally(() => core.endGroup())
   return {
     entries: await nix.closure(evaluation.outPath),
-    label: `${against.flake.installable} (${evaluation.outPath})`
+    label: `${against.flake.installable} (${evaluation.outPath})`,
+    toplevel: evaluation.outPath
   }
 }

@@ -7,6 +7,7 @@ import { baselineClosure, buildMachines, Machine } from './build'
 import { ActionError, errorMessage, Phase } from './errors'
 import { FleetMachine, runFleet } from './fleet'
 import { InputName, Inputs, readInputs, SECRET_INPUTS } from './inputs'
+import { needsReboot, readBootIdentity } from './nix/boot'
 import { RunnerNix } from './nix/nix'
 import { deployJob } from './plan'
 import { diffClosures } from './report/diff'
@@ -120,6 +121,7 @@ async function diffAgainst(
     const baseline = await baselineClosure(nix, inputs.diffAgainst!, path.join(tempDir, 'baseline'))
     report.diff = diffClosures(baseline.entries, m.built!.closure)
     report.diffBaseline = baseline.label
+    report.needsReboot = needsReboot(await readBootIdentity(baseline.toplevel), m.built!.boot)
   }).catch((e: unknown) => {
     const w = `no package diff: ${errorMessage(e)}`
     report.warnings.push(w)

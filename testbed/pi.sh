@@ -36,6 +36,7 @@ stop() {
   [ -z "$p" ] || kill -9 $p 2>/dev/null || true
   rm -f "$pidfile"
   if mountpoint -q "$TESTBED/$PI/nix"; then umount -l "$TESTBED/$PI/nix"; fi
+  if mountpoint -q "$TESTBED/$PI/boot"; then umount -l "$TESTBED/$PI/boot"; fi
   rm -rf "${TESTBED:?}/$PI/run" && mkdir -p "$TESTBED/$PI/run"
 }
 
@@ -49,6 +50,8 @@ seed_if_empty() {
   nix-store --export $(nix-store -qR "$out") | pi_exec nix-store --import >/dev/null
   pi_exec nix-env -p /nix/var/nix/profiles/system --set "$out"
   pi_exec "$out/bin/switch-to-configuration" switch >/dev/null
+  # As installed: it booted generation 0 (what NixOS's stage 2 links at boot).
+  pi_exec ln -sfn "$out" /run/booted-system
 }
 
 case "${1:-}" in

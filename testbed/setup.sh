@@ -20,6 +20,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 TESTBED=${TESTBED:-/var/lib/nda-testbed}
 PI_NIX_SIZE=${PI_NIX_SIZE:-1g}
+PI_BOOT_SIZE=${PI_BOOT_SIZE:-64m}
 log() { echo "testbed: $*"; }
 
 [ "$(id -u)" = 0 ] || { echo "testbed: needs root (network and mount namespaces)" >&2; exit 1; }
@@ -171,10 +172,16 @@ if ! alive "$TESTBED/jump/sshd.pid"; then
   ip netns exec nda-jump /usr/sbin/sshd -f "$TESTBED/jump/sshd_config"
 fi
 
-# --- The Pis: private /nix (tmpfs, size-limited like an SD card) and /run.
+# --- The Pis: private /nix (tmpfs, size-limited like an SD card), /boot (a small firmware
+# partition, marked as the testbed's: the fixture's boot loader writes nowhere else) and /run.
 for pi in pi pi2; do
   if ! mountpoint -q "$TESTBED/$pi/nix"; then
     mount -t tmpfs -o size="$PI_NIX_SIZE",mode=0755 tmpfs "$TESTBED/$pi/nix"
+  fi
+  mkdir -p "$TESTBED/$pi/boot"
+  if ! mountpoint -q "$TESTBED/$pi/boot"; then
+    mount -t tmpfs -o size="$PI_BOOT_SIZE",mode=0755 tmpfs "$TESTBED/$pi/boot"
+    touch "$TESTBED/$pi/boot/.nda-testbed-boot"
   fi
   if ! alive "$TESTBED/$pi/run/sshd-pi.pid"; then
     log "starting $pi's sshd"
@@ -183,6 +190,7 @@ for pi in pi pi2; do
     # that runs pyenv init, say) must not run on every SSH command as if they were the Pi's.
     ip netns exec "nda-$pi" unshare --mount --propagation private sh -c '
       mount --bind "$1/$2/nix" /nix && mount --bind "$1/$2/run" /run && mount --bind "$1/$2/root" /root &&
+      mount --bind "$1/$2/boot" /boot &&
       mkdir -p /run/sshd &&
       exec /usr/sbin/sshd -f "$1/$2/sshd_config"' sh "$TESTBED" "$pi"
     for _ in $(seq 50); do alive "$TESTBED/$pi/run/sshd-pi.pid" && break; sleep 0.1; done

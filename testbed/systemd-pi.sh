@@ -75,7 +75,11 @@ mounts() {
   mkdir -p "$d"/{nix,boot,upper,work,root}
   mountpoint -q "$d/nix" || mount -t tmpfs -o size="$PI_NIX_SIZE",mode=0755 tmpfs "$d/nix"
   # A Pi's firmware partition is small: /boot fills up when it keeps too many kernels.
-  mountpoint -q "$d/boot" || mount -t tmpfs -o size="$PI_BOOT_SIZE",mode=0755 tmpfs "$d/boot"
+  if ! mountpoint -q "$d/boot"; then
+    mount -t tmpfs -o size="$PI_BOOT_SIZE",mode=0755 tmpfs "$d/boot"
+    # The fixture's boot loader writes only to a /boot marked as the testbed's.
+    touch "$d/boot/.nda-testbed-boot"
+  fi
   if ! mountpoint -q "$d/root"; then
     local rootfs
     rootfs=$("$here/rootfs.sh")
@@ -146,6 +150,8 @@ seed_if_empty() {
   nix-store --export $(nix-store -qR "$out") | pi_exec nix-store --import >/dev/null
   pi_exec nix-env -p /nix/var/nix/profiles/system --set "$out"
   pi_exec "$out/bin/switch-to-configuration" switch >/dev/null
+  # As installed: it booted generation 0 (what NixOS's stage 2 links at boot).
+  pi_exec ln -sfn "$out" /run/booted-system
 }
 
 stop() {

@@ -1,4 +1,6 @@
+import { execFileSync } from 'child_process'
 import * as fs from 'fs'
+import * as path from 'path'
 import {
   assertNothingLeftOnPi,
   deployInputs,
@@ -23,9 +25,14 @@ describeE2E('a target with systemd as PID 1, logind and a modern Nix', () => {
   const spi = (config: string, extra: Record<string, string> = {}): Record<string, string> =>
     deployInputs(config, { 'target-host': testbed().TESTBED_SPI, ...extra })
   const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms))
-  /** The agent's processes on the systemd Pi, by host pid (ip netns pids), while it runs. */
+  /**
+   * The agent's processes on the systemd Pi (`sh …/agent.sh --dir …`), by host pid (ip netns pids),
+   * while it runs; not the SSH session's start script, whose arguments name the same directory.
+   */
   const agentPids = (): number[] =>
-    piProcesses(['/run/nix-deploy-action/'], 'spi').map(l => Number(l.split(' ')[0]))
+    piProcesses(['/run/nix-deploy-action/'], 'spi')
+      .filter(l => /^\d+ \S*sh \/run\/nix-deploy-action\/[0-9a-f]+\/agent\.sh /.test(l))
+      .map(l => Number(l.split(' ')[0]))
   /** The cgroup of a process as the kernel says (unified hierarchy line), from the host. */
   const cgroupOf = (pid: number): string =>
     fs
@@ -119,5 +126,136 @@ describeE2E('a target with systemd as PID 1, logind and a modern Nix', () => {
     piExec(['sh', '-c', 'systemctl is-system-running --wait || true'], 'spi')
     expect(piExec(['readlink', '/run/booted-system', '/run/current-system'], 'spi')).toBe(`${gen1}\n${gen1}`)
     expect(onPi('readlink /run/current-system', 'spi')).toBe(gen1)
+  }, 300_000)
+})
+
+describeE2E('needs-reboot: the new system against what the target booted', () => {
+  const spi = (config: string, extra: Record<string, string> = {}): Record<string, string> =>
+    deployInputs(config, { 'target-host': testbed().TESTBED_SPI, ...extra })
+  const bootId = (): string => piExec(['cat', '/proc/sys/kernel/random/boot_id'], 'spi')
+
+  beforeAll(() => {
+    for (const c of ['pi-gen0', 'pi-gen1', 'pi-gen1-new-kernel']) fixturePath(c)
+  }, 300_000)
+  beforeEach(() => resetPi('spi'), 120_000)
+
+  it('dry-activate of a new kernel says it needs a reboot; the same kernel does not', async () => {
+    const before = piState('spi')
+    const kernel = await runAction(spi('pi-gen1-new-kernel', { mode: 'dry-activate' }))
+    expect(kernel.exitCode).toBe(0)
+    expect(kernel.outputs['needs-reboot']).toBe('true')
+    const [only] = Object.values(JSON.parse(kernel.outputs.results) as Record<string, Record<string, string>>)
+    expect(only['needs-reboot']).toBe('true')
+    expect(kernel.summary).toMatch(/\| Reboot \| this change needs a reboot: /)
+    expect(kernel.summary).toContain('| ↕ | linux | 6.6.51 | 6.6.63 |')
+    const same = await runAction(spi('pi-gen1', { mode: 'dry-activate' }))
+    expect(same.outputs['needs-reboot']).toBe('false')
+    expect(same.summary).toContain('| Reboot | not needed |')
+    expect(piState('spi')).toEqual(before)
+  }, 300_000)
+
+  it('a build says so against diff-against, and nothing without it', async () => {
+    const build = { mode: 'build', 'target-host': '', 'jump-host': '' }
+    const against = await runAction(
+      spi('pi-gen1-new-kernel', { ...build, 'diff-against': `${testbed().TESTBED_FIXTURE}#pi-gen0` })
+    )
+    expect(against.outputs).toMatchObject({ result: 'built', 'needs-reboot': 'true' })
+    expect(against.summary).toMatch(/\| Reboot \| this change needs a reboot: .* the diff-against system/)
+    const alone = await runAction(spi('pi-gen1-new-kernel', build))
+    expect(alone.outputs).toMatchObject({ result: 'built', 'needs-reboot': '' })
+    expect(alone.summary).not.toContain('| Reboot |')
+  }, 300_000)
+
+  it('after a switch to a new kernel it still needs one, until the target booted it', async () => {
+    const run = await runAction(spi('pi-gen1-new-kernel'))
+    expect(run.outputs).toMatchObject({ result: 'deployed', 'needs-reboot': 'true' })
+    const id = bootId()
+    piExec(['systemctl', 'reboot'], 'spi')
+    let now = id
+    for (let i = 0; i < 120 && now === id; i++) {
+      await new Promise(r => setTimeout(r, 500))
+      try {
+        now = bootId()
+      } catch {
+        // between two boots
+      }
+    }
+    expect(now).not.toBe(id)
+    piExec(['sh', '-c', 'systemctl is-system-running --wait || true'], 'spi')
+    const again = await runAction(spi('pi-gen1-new-kernel'))
+    expect(again.outputs).toMatchObject({ result: 'unchanged', 'needs-reboot': 'false' })
+  }, 300_000)
+})
+
+describeE2E("a Pi's small /boot: refused before copying, and never left without a bootable entry", () => {
+  const spi = (config: string, extra: Record<string, string> = {}): Record<string, string> =>
+    deployInputs(config, { 'target-host': testbed().TESTBED_SPI, ...extra })
+  /** The systemd Pi's /boot as this machine sees it (a 64 MiB tmpfs, bound into the container). */
+  const bootDir = (): string => path.join(testbed().TESTBED, 'spi', 'boot')
+  const extlinuxDefault = (): { kernel: string; initrd: string } => {
+    const conf = fs.readFileSync(path.join(bootDir(), 'extlinux', 'extlinux.conf'), 'utf8')
+    const entry = conf.split('LABEL ').find(e => e.startsWith('nixos-default'))!
+    return {
+      kernel: /LINUX \.\.\/nixos\/(\S+)/.exec(entry)![1],
+      initrd: /INITRD \.\.\/nixos\/(\S+)/.exec(entry)![1]
+    }
+  }
+
+  beforeAll(() => {
+    for (const c of ['pi-gen0', 'pi-gen1', 'pi-gen1-new-kernel', 'pi-fills-boot']) fixturePath(c)
+  }, 300_000)
+  beforeEach(() => resetPi('spi'), 120_000)
+
+  it('a kernel and initrd that do not fit on /boot are refused before anything is copied', async () => {
+    const before = piState('spi')
+    // The installed system's kernel and initrd are in /boot, named after their store paths.
+    const installed = extlinuxDefault()
+    expect(fs.existsSync(path.join(bootDir(), 'nixos', installed.kernel))).toBe(true)
+    const free = Number(
+      execFileSync('df', ['-Pk', bootDir()], { encoding: 'utf8' }).split('\n')[1].split(/\s+/)[3]
+    )
+    // Leave 600 KiB: less than the new kernel (256 KiB) and initrd (128 KiB) plus the 1 MiB margin.
+    execFileSync('fallocate', ['-l', `${(free - 600) * 1024}`, path.join(bootDir(), 'filler')])
+    const run = await runAction(spi('pi-gen1-new-kernel'))
+    expect(run.exitCode).not.toBe(0)
+    expect(run.outputs.result).toBe('failed')
+    expect(run.log).toMatch(
+      /::error title=.*has [0-9.]+ KiB free on \/boot but the new generation's kernel and initrd need about 1.4 MiB \(384.0 KiB plus margin\)/
+    )
+    expect(run.log).toMatch(/configurationLimit/)
+    expect(run.log).not.toContain('Copying')
+    expect(onPi(`test -e ${fixturePath('pi-gen1-new-kernel')} && echo present || echo absent`, 'spi')).toBe(
+      'absent'
+    )
+    expect(piState('spi')).toEqual(before)
+    // The same kernel as the installed one adds nothing to /boot: that deploy goes ahead.
+    const sameKernel = await runAction(spi('pi-gen1'))
+    expect(sameKernel.outputs.result).toBe('deployed')
+  }, 300_000)
+
+  it('a boot loader install that hits ENOSPC rolls back and leaves the previous entry bootable', async () => {
+    const before = piState('spi')
+    const entry = extlinuxDefault()
+    const run = await runAction(spi('pi-fills-boot'))
+    expect(run.exitCode).not.toBe(0)
+    expect(run.outputs.result).toBe('rolled-back')
+    expect(run.summary).toContain('installing the boot loader failed')
+    expect(piState('spi')).toEqual(before)
+    // The default entry is the one before, and the files it names are whole; no temporary is left.
+    expect(extlinuxDefault()).toEqual(entry)
+    for (const f of [entry.kernel, entry.initrd])
+      expect(fs.readFileSync(path.join(bootDir(), 'nixos', f))).toEqual(
+        fs.readFileSync(
+          execFileSync(
+            'readlink',
+            ['-f', `${before.current}/${f.endsWith('-initrd') ? 'initrd' : 'kernel'}`],
+            {
+              encoding: 'utf8'
+            }
+          ).trim()
+        )
+      )
+    expect(fs.readdirSync(path.join(bootDir(), 'nixos')).filter(f => f.endsWith('.tmp'))).toEqual([])
+    expect(fs.readdirSync(path.join(bootDir(), 'nixos')).some(f => f.includes('6.6.70'))).toBe(false)
   }, 300_000)
 })

@@ -221,6 +221,46 @@ describe('the deploy sequence over a Target', () => {
     expect(t.calls.filter(c => c.startsWith('lock') || c.startsWith('uploadKey'))).toEqual([])
   })
 
+  it('a kernel and initrd that do not fit on /boot: refused before the copy, the lock released', async () => {
+    const t = new FakeTarget(OLD)
+    t.bootFreeBytes = 2 * 1024 * 1024
+    const bootFiles = [
+      { name: 'k-linux-6.6-Image', bytes: 1024 * 1024 },
+      { name: 'i-initrd-linux-6.6-initrd', bytes: 512 * 1024 }
+    ]
+    const built = { ...job().built, bootFiles }
+    const { error, copied } = await deploy(t, job('switch', { built }))
+    expect(error).toBeInstanceOf(ActionError)
+    expect((error as ActionError).message).toMatch(
+      /free on \/boot but the new generation's kernel and initrd need/
+    )
+    expect(copied).toEqual([])
+    expect(t.current).toBe(OLD)
+    expect(t.lockOwner).toBeUndefined()
+    // What /boot already holds counts nothing; test and dry-activate install no boot entry.
+    t.bootFiles = bootFiles.map(f => f.name)
+    expect((await deploy(t, job('switch', { built }))).result.result).toBe('deployed')
+    const t2 = new FakeTarget(OLD)
+    t2.bootFreeBytes = 0
+    expect((await deploy(t2, job('test', { built }))).result.result).toBe('deployed')
+  })
+
+  it('needs-reboot: the new kernel against what the target booted; unknown without /run/booted-system', async () => {
+    const kernel = (v: string) => ({
+      kernel: `/nix/store/${'k'.repeat(32)}-linux-${v}/Image`,
+      kernelParams: 'quiet'
+    })
+    const t = new FakeTarget(OLD)
+    t.booted = { system: OLD, ...kernel('6.6.51') }
+    const newKernel = { ...job().built, boot: kernel('6.6.63') }
+    expect((await deploy(t, job('dry-activate', { built: newKernel }))).result.needsReboot).toBe(true)
+    const sameKernel = { ...job().built, boot: kernel('6.6.51') }
+    expect((await deploy(t, job('switch', { built: sameKernel }))).result.needsReboot).toBe(false)
+    expect(
+      (await deploy(new FakeTarget(OLD), job('switch', { built: newKernel }))).result.needsReboot
+    ).toBeUndefined()
+  })
+
   it('boot: sets the profile only; changed means the profile changed', async () => {
     const t = new FakeTarget(OLD)
     const { result } = await deploy(t, job('boot'))

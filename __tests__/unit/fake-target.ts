@@ -74,6 +74,11 @@ export class FakeTarget implements Target {
   /** From this follow poll on (1-based), the target cannot be reached. */
   unreachableFromPoll: number | undefined
   refusedKeyDirs = new Set<string>()
+  /** /boot: free bytes and the files in it (undefined: no /boot). */
+  bootFreeBytes: number | undefined
+  bootFiles: string[] = []
+  /** What it booted (/run/booted-system's kernel…); undefined: no such link. */
+  booted: RemoteState['booted']
   agents = new Map<string, Agent>()
   private polls = 0
 
@@ -93,6 +98,9 @@ export class FakeTarget implements Target {
       current: this.current,
       profile: this.profile,
       profileLink: `system-${this.profileGen}-link`,
+      bootFiles: this.bootFiles,
+      bootFreeBytes: this.bootFreeBytes,
+      booted: this.booted,
       platform: 'aarch64-linux',
       uid: 0,
       hasNixStore: true,

@@ -1,4 +1,11 @@
-import { checkSpace, checkTarget, SPACE_MARGIN_BYTES } from '../../src/deploy/preflight'
+import {
+  BOOT_MARGIN_BYTES,
+  checkBootSpace,
+  checkSpace,
+  checkTarget,
+  SPACE_MARGIN_BYTES
+} from '../../src/deploy/preflight'
+import { bootBytesToAdd, bootFileName } from '../../src/nix/boot'
 import { RemoteState } from '../../src/target/remote-state'
 
 describe('preflight', () => {
@@ -6,6 +13,7 @@ describe('preflight', () => {
   const ok: RemoteState = {
     current: S,
     profile: S,
+    bootFiles: [],
     platform: 'aarch64-linux',
     uid: 0,
     hasNixStore: true,
@@ -30,5 +38,49 @@ describe('preflight', () => {
       /has 100.0 MiB free on \/nix but the copy needs about/
     )
     expect(() => checkSpace({ ...ok, nixFreeBytes: 0 }, 'pi', 0)).not.toThrow()
+  })
+  const MiB = 1024 * 1024
+  const kernel = {
+    name: bootFileName('/nix/store/' + 'k'.repeat(32) + '-linux-6.6.63/Image'),
+    bytes: 20 * MiB
+  }
+  const initrd = {
+    name: bootFileName('/nix/store/' + 'i'.repeat(32) + '-initrd-linux-6.6.63/initrd'),
+    bytes: 8 * MiB
+  }
+  it('counts only the boot files /boot does not have yet, whatever the boot loader appends', () => {
+    expect(kernel.name).toBe('k'.repeat(32) + '-linux-6.6.63-Image')
+    expect(bootBytesToAdd([kernel, initrd], [])).toBe(28 * MiB)
+    expect(bootBytesToAdd([kernel, initrd], [kernel.name])).toBe(8 * MiB)
+    // systemd-boot's copies end in .efi: the same file.
+    expect(bootBytesToAdd([kernel, initrd], [`${kernel.name}.efi`, `${initrd.name}.efi`])).toBe(0)
+    expect(bootBytesToAdd([kernel], [`${kernel.name}x`])).toBe(20 * MiB)
+  })
+  it('refuses a generation whose kernel and initrd do not fit on /boot, naming sizes and the fix', () => {
+    const boot = (free: number, files: string[] = []): RemoteState => ({
+      ...ok,
+      bootFreeBytes: free,
+      bootFiles: files
+    })
+    expect(() =>
+      checkBootSpace(boot(28 * MiB + 2.8 * MiB + BOOT_MARGIN_BYTES), 'pi', [kernel, initrd])
+    ).not.toThrow()
+    expect(() => checkBootSpace(boot(28 * MiB), 'pi', [kernel, initrd])).toThrow(
+      /pi has 28.0 MiB free on \/boot but the new generation's kernel and initrd need about 30.8 MiB \(28.0 MiB plus margin\)/
+    )
+    const refused = ((): unknown => {
+      try {
+        checkBootSpace(boot(MiB), 'pi', [kernel, initrd])
+      } catch (e) {
+        return e
+      }
+      return undefined
+    })()
+    expect(refused).toMatchObject({ hint: expect.stringMatching(/configurationLimit/), phase: 'copy' })
+    // Already there (a redeploy, or the kernel of an older generation): nothing to add.
+    expect(() => checkBootSpace(boot(0, [kernel.name, initrd.name]), 'pi', [kernel, initrd])).not.toThrow()
+    // No /boot, or no kernel (a container): nothing to check.
+    expect(() => checkBootSpace({ ...ok, bootFiles: [] }, 'pi', [kernel, initrd])).not.toThrow()
+    expect(() => checkBootSpace(boot(0), 'pi', [])).not.toThrow()
   })
 })

@@ -15,7 +15,8 @@ describe('remote state', () => {
       profileLink: 'system-12-link',
       platform: 'aarch64-linux',
       uid: 0,
-      hasNixStore: true
+      hasNixStore: true,
+      bootFiles: []
     })
     expect(parseRemoteState('current=/etc\nprofile-link=../../etc\nuid=x\nnix-store=\n')).toEqual({
       current: undefined,
@@ -23,8 +24,18 @@ describe('remote state', () => {
       profileLink: undefined,
       platform: undefined,
       uid: undefined,
-      hasNixStore: false
+      hasNixStore: false,
+      bootFiles: []
     })
+    expect(
+      parseRemoteState(
+        'boot-free-kb=2048\nboot-files=a-linux-6.6-Image b-initrd-linux-6.6-initrd extlinux.conf \n'
+      )
+    ).toMatchObject({
+      bootFreeBytes: 2048 * 1024,
+      bootFiles: ['a-linux-6.6-Image', 'b-initrd-linux-6.6-initrd', 'extlinux.conf']
+    })
+    expect(parseRemoteState('boot-free-kb=\n').bootFreeBytes).toBeUndefined()
     expect(generationOf('system-12-link')).toBe(12)
     expect(generationOf(undefined)).toBeUndefined()
   })

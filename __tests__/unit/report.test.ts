@@ -14,6 +14,7 @@ describe('outputs', () => {
       closureSize: 1234,
       copiedBytes: 99,
       generation: 3,
+      needsReboot: true,
       timings: [],
       warnings: []
     }
@@ -25,15 +26,24 @@ describe('outputs', () => {
       'closure-size': '1234',
       'copied-bytes': '99',
       generation: '3',
+      'needs-reboot': 'true',
       'cache-hit': 'false',
       results: JSON.stringify({
-        configuration: { host: '', result: 'deployed', 'store-path': TOP, generation: '3', changed: 'true' }
+        configuration: {
+          host: '',
+          result: 'deployed',
+          'store-path': TOP,
+          generation: '3',
+          changed: 'true',
+          'needs-reboot': 'true'
+        }
       })
     })
     expect(outputsOf({ result: 'unchanged', timings: [], warnings: [] })['copied-bytes']).toBe('0')
     expect(outputsOf({ result: 'failed', timings: [], warnings: [] })).toMatchObject({
       changed: 'false',
-      'copied-bytes': ''
+      'copied-bytes': '',
+      'needs-reboot': ''
     })
   })
 })
@@ -55,7 +65,16 @@ describe('several machines', () => {
 
   it('the single-valued outputs describe the worst result; results has every machine', () => {
     const r = run(
-      ['pi3', host('deployed', { host: 'root@10.0.0.2:22', storePath: TOP, generation: 4, changed: true })],
+      [
+        'pi3',
+        host('deployed', {
+          host: 'root@10.0.0.2:22',
+          storePath: TOP,
+          generation: 4,
+          changed: true,
+          needsReboot: false
+        })
+      ],
       ['pi3b', host('rolled-back', { host: 'root@10.0.0.3:22', storePath: PREV })],
       ['pi3c', host('unchanged', { host: 'root@10.0.0.4:22', storePath: TOP })]
     )
@@ -68,21 +87,24 @@ describe('several machines', () => {
         result: 'deployed',
         'store-path': TOP,
         generation: '4',
-        changed: 'true'
+        changed: 'true',
+        'needs-reboot': 'false'
       },
       pi3b: {
         host: 'root@10.0.0.3:22',
         result: 'rolled-back',
         'store-path': PREV,
         generation: '',
-        changed: 'false'
+        changed: 'false',
+        'needs-reboot': ''
       },
       pi3c: {
         host: 'root@10.0.0.4:22',
         result: 'unchanged',
         'store-path': TOP,
         generation: '',
-        changed: 'false'
+        changed: 'false',
+        'needs-reboot': ''
       }
     })
     expect(worstReport([host('unchanged'), host('deployed')]).result).toBe('deployed')

@@ -1,7 +1,13 @@
 import { execFileSync, spawnSync } from 'child_process'
 import { agentCommandOptions } from '../../src/target/parse'
 import { RemoteState } from '../../src/target/remote-state'
-import { ALL_SCRIPTS, AGENT_OUTCOMES, DECIDE_SCRIPT, FOLLOW_SCRIPT } from '../../src/target/scripts'
+import {
+  ALL_SCRIPTS,
+  AGENT_OUTCOMES,
+  DECIDE_SCRIPT,
+  FOLLOW_SCRIPT,
+  START_AGENT_SCRIPT
+} from '../../src/target/scripts'
 import { SCRIPT_FILES } from '../../src/target/scripts.generated'
 import * as fs from 'fs'
 import * as os from 'os'
@@ -28,6 +34,7 @@ describe('scripts run on the target', () => {
       current: '/nix/store/' + 'c'.repeat(32) + '-old',
       profile: '/nix/store/' + 'c'.repeat(32) + '-old',
       profileLink: 'system-7-link',
+      bootFiles: [],
       hasNixStore: true
     }
     const opts = agentCommandOptions({
@@ -82,6 +89,27 @@ describe('the follow script', () => {
     })
     expect(r.stdout.length).toBe(4096)
     expect(r.stderr).toMatch(/^size=100000$/m)
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+})
+
+describe('the start script', () => {
+  it('starts the agent at most once per directory: a retry after a lost connection starts nothing', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-start-'))
+    // A stand-in agent that records each start (this machine has no systemd as PID 1: setsid path).
+    fs.writeFileSync(path.join(dir, 'agent.sh'), `echo started >> ${dir}/starts\n`)
+    const start = (): string =>
+      spawnSync('sh', ['-c', START_AGENT_SCRIPT, 'sh', '--dir', dir, '--toplevel', '/nix/store/x'], {
+        encoding: 'utf8'
+      }).stdout.trim()
+    const first = start()
+    expect(first).toMatch(/^started-(setsid|systemd)$/)
+    expect(start()).toBe('started-already')
+    expect(start()).toBe('started-already')
+    for (let i = 0; i < 50 && !fs.existsSync(path.join(dir, 'starts')); i++)
+      await new Promise(r => setTimeout(r, 100))
+    await new Promise(r => setTimeout(r, 300))
+    expect(fs.readFileSync(path.join(dir, 'starts'), 'utf8')).toBe('started\n')
     fs.rmSync(dir, { recursive: true, force: true })
   })
 })

@@ -1,5 +1,6 @@
 import { randomBytes } from 'crypto'
 import { ActionError, errorMessage, Phase } from '../errors'
+import { BootFile, BootIdentity, needsReboot } from '../nix/boot'
 import { PathInfo, totalNarSize } from '../nix/closure'
 import { diffClosures, parseDryActivate } from '../report/diff'
 import { MachineResult } from '../report/report'
@@ -13,12 +14,16 @@ import { generationsToDelete } from './generations'
 import { changedBy, Goal, verifyProblems } from './goal'
 import { LoadedKey, uploadKeys } from './keys'
 import { DeployLock, heldError, LEASE_SECONDS, ownerDescription } from './lock'
-import { checkSpace, checkTarget } from './preflight'
+import { checkBootSpace, checkSpace, checkTarget } from './preflight'
 
 export interface BuiltSystem {
   toplevel: string
   hostSystem: string
   closure: PathInfo[]
+  /** Its kernel, initrd, modules and parameters, read on the runner: does it need a reboot? */
+  boot?: BootIdentity
+  /** Its kernel and initrd as a boot loader copies them to /boot (names and sizes). */
+  bootFiles?: BootFile[]
 }
 
 /** Everything one machine's deploy needs, decided before it starts (plan.ts builds it). */
@@ -167,10 +172,13 @@ class DeployRun {
     const { target, job } = this
     const before = survey.state
     this.result.previousStorePath = before.current
+    this.result.needsReboot = needsReboot(before.booted, job.built.boot)
     target.log.info(
       `${target.label} runs ${before.current ?? '(no /run/current-system)'}; profile ${before.profile ?? '(none)'}`
     )
     checkTarget(before, target.label, job.built.hostSystem)
+    // Only the modes that install a boot loader entry add to /boot.
+    if (job.goal.setsProfile) checkBootSpace(before, target.label, job.built.bootFiles ?? [])
     if (before.uid !== 0)
       throw new ActionError(
         `commands on ${target.label} run as uid ${before.uid}, not root: setting the system profile and activating need root`,

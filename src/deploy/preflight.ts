@@ -1,4 +1,5 @@
 import { ActionError } from '../errors'
+import { BootFile, bootBytesToAdd } from '../nix/boot'
 import { formatBytes } from '../report/format'
 import { RemoteState } from '../target/remote-state'
 
@@ -36,6 +37,26 @@ export function checkSpace(state: RemoteState, label: string, bytesToCopy: numbe
     throw new ActionError(
       `${label} has ${formatBytes(state.nixFreeBytes)} free on /nix but the copy needs about ${formatBytes(needed)} (${formatBytes(bytesToCopy)} of store paths plus margin)`,
       'Free space on the target (nix-collect-garbage -d, or set keep-generations so old systems are removed after each deploy), then re-run.',
+      'copy'
+    )
+}
+
+/** Room left on /boot beyond the new files: the boot loader's configuration and temporary copies. */
+export const BOOT_MARGIN_BYTES = 1024 * 1024
+
+/**
+ * Refuses, before anything is copied, a generation whose kernel and initrd do not fit on the
+ * target's /boot (a Pi's firmware partition fills up with one kernel and initrd per generation).
+ */
+export function checkBootSpace(state: RemoteState, label: string, files: BootFile[]): void {
+  if (state.bootFreeBytes === undefined) return
+  const toAdd = bootBytesToAdd(files, state.bootFiles)
+  if (toAdd === 0) return
+  const needed = toAdd + Math.max(BOOT_MARGIN_BYTES, Math.ceil(toAdd / 10))
+  if (state.bootFreeBytes < needed)
+    throw new ActionError(
+      `${label} has ${formatBytes(state.bootFreeBytes)} free on /boot but the new generation's kernel and initrd need about ${formatBytes(needed)} (${formatBytes(toAdd)} plus margin)`,
+      'Keep fewer generations in /boot (boot.loader.generic-extlinux-compatible.configurationLimit, or systemd-boot.configurationLimit), or delete old generations (nix-env --delete-generations, or keep-generations on the next deploy), then re-run. Nothing was copied.',
       'copy'
     )
 }

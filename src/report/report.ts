@@ -54,6 +54,11 @@ export interface DeployReport {
   diffBaseline?: string
   /** The store cache restore: undefined when the cache is off. */
   cache?: { available: boolean; hit: boolean; key?: string; paths?: number; bytes?: number; ms?: number }
+  /**
+   * Whether the new system boots another kernel, initrd, modules or kernel parameters than the
+   * target booted (or, for a build, than diff-against): undefined when unknown.
+   */
+  needsReboot?: boolean
   /** dry-activate: what switch-to-configuration says it would do to units. */
   dryActivate?: Array<{ action: string; units: string[] }>
   timings: PhaseTiming[]
@@ -85,11 +90,16 @@ export function worstReport(reports: DeployReport[]): DeployReport {
 }
 
 /** The `results` output: per machine (or host), its result, store path and generation. */
-export function resultsOf(
-  r: DeployReport
-): Record<
+export function resultsOf(r: DeployReport): Record<
   string,
-  { host: string; result: string; 'store-path': string; generation: string; changed: string }
+  {
+    host: string
+    result: string
+    'store-path': string
+    generation: string
+    changed: string
+    'needs-reboot': string
+  }
 > {
   const hosts = r.hosts ?? [{ machine: '', report: r }]
   return Object.fromEntries(
@@ -102,7 +112,8 @@ export function resultsOf(
           result: o.result,
           'store-path': o['store-path'],
           generation: o.generation,
-          changed: o.changed
+          changed: o.changed,
+          'needs-reboot': o['needs-reboot']
         }
       ]
     })
@@ -131,6 +142,7 @@ function outputsOne(r: DeployReport): Record<string, string> {
       r.copiedBytes ?? (r.result && r.result !== 'built' && r.result !== 'failed' ? 0 : undefined)
     ),
     generation: s(r.generation),
+    'needs-reboot': s(r.needsReboot),
     'cache-hit': s(r.cache?.hit ?? false)
   }
 }
@@ -157,6 +169,7 @@ export type MachineResult = Pick<
   | 'diff'
   | 'diffBaseline'
   | 'dryActivate'
+  | 'needsReboot'
 >
 
 /** Writes a machine's deploy result into its report: the one place the deploy's facts enter it. */

@@ -128,6 +128,7 @@ function summaryRows(r: DeployReport): Array<[string, string | undefined]> {
     ['Rolled back to', r.rolledBackTo],
     ['Changed', r.changed === undefined ? undefined : String(r.changed)],
     ['Generation', r.generation?.toString()],
+    ['Reboot', rebootRow(r)],
     ['Confirmed', r.confirmed],
     ['Health checks', r.healthChecks],
     ['Waited for the deploy lock', r.lockWaitMs ? seconds(r.lockWaitMs) : undefined],
@@ -162,6 +163,14 @@ function summaryRows(r: DeployReport): Array<[string, string | undefined]> {
         : `${formatBytes(r.copiedBytes)} (NAR) in ${r.copiedPaths ?? 0} paths, ${formatBytes(r.wireBytes ?? 0)} on the wire${r.compression && r.compression !== 'none' ? ` (${r.compression})` : ''}`
     ]
   ]
+}
+
+/** Whether the new system needs a reboot to run (its boot files against what the target booted). */
+function rebootRow(r: DeployReport): string | undefined {
+  if (r.needsReboot === undefined) return undefined
+  if (!r.needsReboot) return 'not needed'
+  const against = r.mode === 'build' ? 'the diff-against system' : 'what the target booted'
+  return `this change needs a reboot: its kernel, initrd, kernel modules or kernel parameters differ from ${against}`
 }
 
 /** Timings, the package diff, dry-activate's units, the activation output and error details. */

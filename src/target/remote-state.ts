@@ -1,3 +1,4 @@
+import { BootIdentity, normaliseParams } from '../nix/boot'
 import { isStorePath } from '../nix/store-path'
 
 /** What the Pi runs and has, read in one round trip before and after a deploy. */
@@ -14,6 +15,12 @@ export interface RemoteState {
   hasNixStore: boolean
   /** Free space on the filesystem of /nix/store, in bytes. */
   nixFreeBytes?: number
+  /** Free space on /boot's filesystem, in bytes; undefined without /boot. */
+  bootFreeBytes?: number
+  /** The names of the files under /boot (three levels deep): boot loaders' kernels and initrds. */
+  bootFiles: string[]
+  /** /run/booted-system and what it booted with; undefined when the target has no such link. */
+  booted?: BootIdentity & { system: string }
 }
 
 export function parseRemoteState(text: string): RemoteState {
@@ -26,6 +33,10 @@ export function parseRemoteState(text: string): RemoteState {
     const v = kv.get(k)
     return v && isStorePath(v) ? v : undefined
   }
+  const kb = (k: string): number | undefined => {
+    const v = kv.get(k)
+    return v && /^[0-9]+$/.test(v) ? Number(v) * 1024 : undefined
+  }
   const link = kv.get('profile-link')
   const freeKb = kv.get('nix-free-kb')
   const uid = kv.get('uid')
@@ -36,7 +47,30 @@ export function parseRemoteState(text: string): RemoteState {
     platform: kv.get('platform') || undefined,
     uid: uid && /^[0-9]+$/.test(uid) ? Number(uid) : undefined,
     hasNixStore: (kv.get('nix-store') ?? '') !== '',
-    nixFreeBytes: freeKb && /^[0-9]+$/.test(freeKb) ? Number(freeKb) * 1024 : undefined
+    nixFreeBytes: freeKb && /^[0-9]+$/.test(freeKb) ? Number(freeKb) * 1024 : undefined,
+    bootFreeBytes: kb('boot-free-kb'),
+    bootFiles: (kv.get('boot-files') ?? '').split(' ').filter(Boolean),
+    booted: bootedOf(kv, storePath)
+  }
+}
+
+function bootedOf(
+  kv: Map<string, string>,
+  storePath: (k: string) => string | undefined
+): RemoteState['booted'] {
+  const system = storePath('booted')
+  if (!system) return undefined
+  // Links resolve to files inside store paths (…-linux-6.6/Image): store paths with a suffix.
+  const file = (k: string): string | undefined => {
+    const v = kv.get(k)
+    return v && v.startsWith('/nix/store/') ? v : undefined
+  }
+  return {
+    system,
+    kernel: file('booted-kernel'),
+    initrd: file('booted-initrd'),
+    kernelModules: file('booted-kernel-modules'),
+    kernelParams: normaliseParams(kv.get('booted-kernel-params'))
   }
 }
 

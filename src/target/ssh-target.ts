@@ -75,6 +75,19 @@ export class SshTarget implements Target {
     return this.session.exec(shellCommand(['sh', '-c', script, 'sh', ...args]), opts)
   }
 
+  /** As run, reconnecting and running it again when the connection drops: idempotent scripts only. */
+  private runRetrying(
+    script: string,
+    args: string[],
+    opts: { stdin?: string; timeoutMs: number; what: string }
+  ) {
+    return this.session.execRetrying(
+      shellCommand(['sh', '-c', script, 'sh', ...args]),
+      Date.now() + opts.timeoutMs,
+      opts
+    )
+  }
+
   async checkSudo(user: string): Promise<void> {
     const r = await this.session.exec('true', { timeoutMs: 30_000, what: 'checking sudo' })
     if (r.exitCode !== 0)
@@ -190,7 +203,10 @@ export class SshTarget implements Target {
   }
 
   async startAgent(req: AgentRequest): Promise<'started' | 'lost-lock'> {
-    const prep = await this.run(PREPARE_AGENT_SCRIPT, [req.dir], {
+    // A connection lost while preparing or starting (a flaky link, a jump host restarting) is
+    // retried over a new one: both scripts are idempotent, and the start script starts the agent
+    // at most once per directory ("already-started" on a retry whose first try got through).
+    const prep = await this.runRetrying(PREPARE_AGENT_SCRIPT, [req.dir], {
       stdin: AGENT_SCRIPT,
       timeoutMs: STEP_TIMEOUT_MS,
       what: 'writing the activation agent'
@@ -201,7 +217,7 @@ export class SshTarget implements Target {
         'The target user must be able to write /run (use root or sudo).',
         'activate'
       )
-    const started = await this.run(START_AGENT_SCRIPT, agentCommandOptions(req), {
+    const started = await this.runRetrying(START_AGENT_SCRIPT, agentCommandOptions(req), {
       timeoutMs: STEP_TIMEOUT_MS,
       what: 'starting the activation agent'
     })

@@ -8,4 +8,13 @@ probe_state() {
   printf 'uid=%s\n' "$(id -u)"
   printf 'nix-store=%s\n' "$(command -v nix-store)"
   printf 'nix-free-kb=%s\n' "$(df -Pk /nix/store 2>/dev/null | awk 'NR==2 {print $4}')"
+  # /boot (a Pi's small firmware partition): its free space and the files boot loaders put there.
+  printf 'boot-free-kb=%s\n' "$(df -Pk /boot 2>/dev/null | awk 'NR==2 {print $4}')"
+  printf 'boot-files=%s\n' "$(find /boot -xdev -maxdepth 3 -type f 2>/dev/null | sed 's|.*/||' | tr '\n' ' ')"
+  # What it booted (NixOS's stage 2 links /run/booted-system): whether a new system needs a reboot.
+  printf 'booted=%s\n' "$(readlink -f /run/booted-system 2>/dev/null)"
+  printf 'booted-kernel=%s\n' "$(readlink -f /run/booted-system/kernel 2>/dev/null)"
+  printf 'booted-initrd=%s\n' "$(readlink -f /run/booted-system/initrd 2>/dev/null)"
+  printf 'booted-kernel-modules=%s\n' "$(readlink -f /run/booted-system/kernel-modules 2>/dev/null)"
+  printf 'booted-kernel-params=%s\n' "$({ tr '\n' ' ' </run/booted-system/kernel-params; } 2>/dev/null)"
 }
