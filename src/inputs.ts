@@ -2,6 +2,7 @@ import { existsSync } from 'fs'
 import * as path from 'path'
 import { utils as ssh2utils } from 'ssh2'
 import { COMPRESSIONS, CompressionSetting } from './deploy/compression'
+import { REBOOT_WHENS, RebootWhen } from './deploy/reboot'
 import { errorMessage, InputError } from './errors'
 import { FlakeTarget, parseFlakeTarget } from './nix/flake'
 import { isStorePath } from './nix/store-path'
@@ -77,6 +78,10 @@ export interface Inputs {
   failFast: boolean
   /** Let the target fetch what its own substituters have before copying the rest. */
   substituteOnDestination: boolean
+  /** Reboot into the new system: never, when its kernel/initrd/modules/parameters change, always. */
+  reboot: RebootWhen
+  /** How long a reboot may take, until the target answers again with a new boot id. */
+  rebootTimeoutSeconds: number
 }
 
 /** Every input the action declares, in action.yml order (the README and a test check the list). */
@@ -115,7 +120,9 @@ export const INPUT_NAMES = [
   'cache-key',
   'parallel',
   'fail-fast',
-  'substitute-on-destination'
+  'substitute-on-destination',
+  'reboot',
+  'reboot-timeout'
 ] as const
 export type InputName = (typeof INPUT_NAMES)[number]
 
@@ -248,6 +255,7 @@ export function readInputs(get: Get): Inputs {
   const substituteOnDestination =
     substituteText === '' ? true : parseBoolean('substitute-on-destination', substituteText, problems)
 
+  const reboot = readReboot(get, mode, problems)
   if (problems.length > 0) throw new InputError(problems)
   return {
     source: source!,
@@ -267,8 +275,28 @@ export function readInputs(get: Get): Inputs {
     timeoutSeconds,
     parallel,
     failFast,
-    substituteOnDestination
+    substituteOnDestination,
+    ...reboot
   }
+}
+
+/** reboot and reboot-timeout; a reboot in a mode that does not change what the target boots is refused. */
+function readReboot(
+  get: Get,
+  mode: Mode | undefined,
+  problems: string[]
+): Pick<Inputs, 'reboot' | 'rebootTimeoutSeconds'> {
+  const text = get('reboot') || 'never'
+  const whens: readonly string[] = REBOOT_WHENS
+  if (!whens.includes(text))
+    problems.push(`reboot: ${JSON.stringify(text)} is not one of ${REBOOT_WHENS.join(', ')}`)
+  const reboot = (whens.includes(text) ? text : 'never') as RebootWhen
+  if (reboot !== 'never' && (mode === 'test' || mode === 'dry-activate'))
+    problems.push(
+      `reboot: ${reboot} cannot be used with mode ${mode}: a reboot boots the system profile, which ${mode} does not set. Use mode switch or boot (needs-reboot is reported in every mode)`
+    )
+  const rebootTimeoutSeconds = parseSeconds('reboot-timeout', get('reboot-timeout'), 300, 3600, problems)
+  return { reboot, rebootTimeoutSeconds }
 }
 
 /**

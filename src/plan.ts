@@ -68,7 +68,13 @@ export function makePlan(inputs: Inputs): Plan {
       'insecure-skip-host-key-check is on: host keys are not verified, so a machine in the middle could take the deploy key and the system. Set known-hosts instead.'
     )
 
-  if (mode === 'build') return { requestedMode: inputs.mode, mode, warnings }
+  if (mode === 'build') {
+    if (inputs.reboot !== 'never')
+      warnings.push(
+        `reboot: ${inputs.reboot} has no effect in mode build: nothing is deployed (needs-reboot still says whether it would need one, with diff-against)`
+      )
+    return { requestedMode: inputs.mode, mode, warnings }
+  }
   if (!inputs.target || !inputs.sshKey)
     // readInputs refuses these for every mode but dry-activate, which degraded above.
     throw new ActionError(
@@ -144,6 +150,7 @@ export function deployJob(
     lockTimeoutSeconds: inputs.lockTimeoutSeconds,
     keepGenerations: inputs.keepGenerations,
     compression: inputs.compression,
-    substituteOnDestination: inputs.substituteOnDestination
+    substituteOnDestination: inputs.substituteOnDestination,
+    reboot: { when: inputs.reboot, timeoutSeconds: inputs.rebootTimeoutSeconds }
   }
 }

@@ -7,6 +7,8 @@
 #   pi.sh stop            stop the Pi's sshd and unmount its store
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=testbed/seed.sh
+. "$here/seed.sh"
 TESTBED=${TESTBED:-/var/lib/nda-testbed}
 export NIX_CONFIG=$'substituters =\nextra-platforms = aarch64-linux'
 PI=${PI:-pi}
@@ -42,16 +44,7 @@ stop() {
 
 seed_if_empty() {
   if pi_exec test -e /run/current-system/nixos-version; then return 0; fi
-  echo "pi.sh: installing fixture generation 0 on $PI"
-  local attr="path:$TESTBED/fixture#nixosConfigurations.pi-gen0.config.system.build.toplevel" out
-  nix --extra-experimental-features 'nix-command flakes' build --no-link "$attr"
-  out=$(nix --extra-experimental-features 'nix-command flakes' eval --raw "$attr.outPath")
-  # shellcheck disable=SC2046
-  nix-store --export $(nix-store -qR "$out") | pi_exec nix-store --import >/dev/null
-  pi_exec nix-env -p /nix/var/nix/profiles/system --set "$out"
-  pi_exec "$out/bin/switch-to-configuration" switch >/dev/null
-  # As installed: it booted generation 0 (what NixOS's stage 2 links at boot).
-  pi_exec ln -sfn "$out" /run/booted-system
+  install_generation0 pi.sh
 }
 
 case "${1:-}" in

@@ -16,6 +16,8 @@
 #   systemd-pi.sh init-pid       print the pid (in this machine's namespace) of its systemd
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=testbed/seed.sh
+. "$here/seed.sh"
 TESTBED=${TESTBED:-/var/lib/nda-testbed}
 PI=${PI:-spi}
 case "$PI" in spi) addr=10.99.5.2 ;; *) echo "systemd-pi.sh: PI must be spi" >&2; exit 2 ;; esac
@@ -142,16 +144,7 @@ wait_ready() {
 
 seed_if_empty() {
   if pi_exec test -e /nix/var/nix/profiles/system; then return 0; fi
-  echo "systemd-pi.sh: installing fixture generation 0 on $PI"
-  local attr="path:$TESTBED/fixture#nixosConfigurations.pi-gen0.config.system.build.toplevel" out
-  nix --extra-experimental-features 'nix-command flakes' build --no-link "$attr"
-  out=$(nix --extra-experimental-features 'nix-command flakes' eval --raw "$attr.outPath")
-  # shellcheck disable=SC2046
-  nix-store --export $(nix-store -qR "$out") | pi_exec nix-store --import >/dev/null
-  pi_exec nix-env -p /nix/var/nix/profiles/system --set "$out"
-  pi_exec "$out/bin/switch-to-configuration" switch >/dev/null
-  # As installed: it booted generation 0 (what NixOS's stage 2 links at boot).
-  pi_exec ln -sfn "$out" /run/booted-system
+  install_generation0 systemd-pi.sh
 }
 
 stop() {

@@ -194,20 +194,31 @@ describeE2E('deploy lock, sudo and generation retention', () => {
     expect(piState()).toEqual(before)
   }, 300_000)
 
-  it('keep-generations removes old generations, keeping the newest', async () => {
+  it('keep-generations removes old generations, keeping the newest and the booted one', async () => {
     expect((await runAction(deployInputs('pi-gen1'))).exitCode).toBe(0)
     expect((await runAction(deployInputs('pi-gen2'))).exitCode).toBe(0)
-    const before = piState().generations
-    expect(before.length).toBeGreaterThanOrEqual(3)
+    expect((await runAction(deployInputs('pi-gen0'))).exitCode).toBe(0)
+    // Generations 1 (gen0, which the Pi booted), 2 (gen1), 3 (gen2), 4 (gen0 again).
+    expect(piState().generations).toHaveLength(4)
     const run = await runAction(deployInputs('pi-gen1', { 'keep-generations': '2' }))
     expect(run.outputs.result).toBe('deployed')
     const num = (l: string) => Number(l.split('-')[1])
-    const newest = Math.max(...before.map(num))
+    // The newest two (4, and the new 5). The booted system (gen0) is in 4, so 1 need not stay.
     expect(
       piState()
         .generations.map(num)
         .sort((a, b) => a - b)
-    ).toEqual([newest, newest + 1])
-    expect(run.summary).toMatch(/Old generations deleted \| [0-9, ]+/)
+    ).toEqual([4, 5])
+    expect(run.summary).toMatch(/Old generations deleted \| 1, 2, 3/)
+  }, 300_000)
+
+  it('keep-generations keeps the generation of the booted system when no kept one holds it', async () => {
+    expect((await runAction(deployInputs('pi-gen1'))).exitCode).toBe(0)
+    expect((await runAction(deployInputs('pi-gen2'))).exitCode).toBe(0)
+    const run = await runAction(deployInputs('pi-gen1', { 'keep-generations': '1' }))
+    expect(run.outputs.result).toBe('deployed')
+    // Kept: 4 (the newest, gen1) and 1 (gen0: the Pi booted it). Deleted: 2 and 3.
+    expect(piState().generations.sort()).toEqual(['system-1-link', 'system-4-link'])
+    expect(run.summary).toMatch(/Old generations deleted \| 2, 3/)
   }, 300_000)
 })

@@ -16,15 +16,38 @@ import {
   testbed
 } from './harness'
 
+/** Inputs for a deploy of fixture `config` to the systemd Pi, through the jump host. */
+const spi = (config: string, extra: Record<string, string> = {}): Record<string, string> =>
+  deployInputs(config, { 'target-host': testbed().TESTBED_SPI, ...extra })
+const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms))
+const bootId = (): string => piExec(['cat', '/proc/sys/kernel/random/boot_id'], 'spi')
+
+/**
+ * Reboots the systemd Pi (systemctl reboot inside it; the testbed boots the container again) and
+ * waits until it runs with a new boot id and has finished booting (60 s, then the test fails).
+ */
+async function rebootSpi(): Promise<void> {
+  const before = bootId()
+  piExec(['systemctl', 'reboot'], 'spi')
+  let now = before
+  for (let i = 0; i < 120 && now === before; i++) {
+    await sleep(500)
+    try {
+      now = bootId()
+    } catch {
+      // between two boots
+    }
+  }
+  expect(now).not.toBe(before)
+  piExec(['sh', '-c', 'systemctl is-system-running --wait || true'], 'spi')
+}
+
 /**
  * The Pi that is a Pi (testbed/systemd-pi.sh): systemd 257 as PID 1 in a container, logind with
  * KillUserProcesses=yes, OpenSSH through PAM (every SSH connection is a logind session), Nix 2.26
  * with a nix-daemon, and a NixOS stage-2 stand-in that boots the boot entry's system.
  */
 describeE2E('a target with systemd as PID 1, logind and a modern Nix', () => {
-  const spi = (config: string, extra: Record<string, string> = {}): Record<string, string> =>
-    deployInputs(config, { 'target-host': testbed().TESTBED_SPI, ...extra })
-  const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms))
   /**
    * The agent's processes on the systemd Pi (`sh …/agent.sh --dir …`), by host pid (ip netns pids),
    * while it runs; not the SSH session's start script, whose arguments name the same directory.
@@ -111,29 +134,13 @@ describeE2E('a target with systemd as PID 1, logind and a modern Nix', () => {
     const run = await runAction(spi('pi-gen1', { mode: 'boot' }))
     expect(run.outputs.result).toBe('deployed')
     expect(piState('spi')).toMatchObject({ current: gen0, profile: gen1, bootDefault: gen1 })
-    const bootId = piExec(['cat', '/proc/sys/kernel/random/boot_id'], 'spi')
-    piExec(['systemctl', 'reboot'], 'spi')
-    let now = bootId
-    for (let i = 0; i < 120 && now === bootId; i++) {
-      await sleep(500)
-      try {
-        now = piExec(['cat', '/proc/sys/kernel/random/boot_id'], 'spi')
-      } catch {
-        // between two boots
-      }
-    }
-    expect(now).not.toBe(bootId)
-    piExec(['sh', '-c', 'systemctl is-system-running --wait || true'], 'spi')
+    await rebootSpi()
     expect(piExec(['readlink', '/run/booted-system', '/run/current-system'], 'spi')).toBe(`${gen1}\n${gen1}`)
     expect(onPi('readlink /run/current-system', 'spi')).toBe(gen1)
   }, 300_000)
 })
 
 describeE2E('needs-reboot: the new system against what the target booted', () => {
-  const spi = (config: string, extra: Record<string, string> = {}): Record<string, string> =>
-    deployInputs(config, { 'target-host': testbed().TESTBED_SPI, ...extra })
-  const bootId = (): string => piExec(['cat', '/proc/sys/kernel/random/boot_id'], 'spi')
-
   beforeAll(() => {
     for (const c of ['pi-gen0', 'pi-gen1', 'pi-gen1-new-kernel']) fixturePath(c)
   }, 300_000)
@@ -169,27 +176,13 @@ describeE2E('needs-reboot: the new system against what the target booted', () =>
   it('after a switch to a new kernel it still needs one, until the target booted it', async () => {
     const run = await runAction(spi('pi-gen1-new-kernel'))
     expect(run.outputs).toMatchObject({ result: 'deployed', 'needs-reboot': 'true' })
-    const id = bootId()
-    piExec(['systemctl', 'reboot'], 'spi')
-    let now = id
-    for (let i = 0; i < 120 && now === id; i++) {
-      await new Promise(r => setTimeout(r, 500))
-      try {
-        now = bootId()
-      } catch {
-        // between two boots
-      }
-    }
-    expect(now).not.toBe(id)
-    piExec(['sh', '-c', 'systemctl is-system-running --wait || true'], 'spi')
+    await rebootSpi()
     const again = await runAction(spi('pi-gen1-new-kernel'))
     expect(again.outputs).toMatchObject({ result: 'unchanged', 'needs-reboot': 'false' })
   }, 300_000)
 })
 
 describeE2E("a Pi's small /boot: refused before copying, and never left without a bootable entry", () => {
-  const spi = (config: string, extra: Record<string, string> = {}): Record<string, string> =>
-    deployInputs(config, { 'target-host': testbed().TESTBED_SPI, ...extra })
   /** The systemd Pi's /boot as this machine sees it (a 64 MiB tmpfs, bound into the container). */
   const bootDir = (): string => path.join(testbed().TESTBED, 'spi', 'boot')
   const extlinuxDefault = (): { kernel: string; initrd: string } => {
@@ -257,5 +250,95 @@ describeE2E("a Pi's small /boot: refused before copying, and never left without 
       )
     expect(fs.readdirSync(path.join(bootDir(), 'nixos')).filter(f => f.endsWith('.tmp'))).toEqual([])
     expect(fs.readdirSync(path.join(bootDir(), 'nixos')).some(f => f.includes('6.6.70'))).toBe(false)
+  }, 300_000)
+})
+
+describeE2E("switch-to-configuration's units on a systemd target", () => {
+  const unitState = (unit: string): string =>
+    piExec(['sh', '-c', `systemctl is-active ${unit} || true`], 'spi')
+
+  beforeAll(() => {
+    for (const c of ['pi-gen0', 'pi-gen1', 'pi-unit-fails']) fixturePath(c)
+  }, 300_000)
+  beforeEach(() => resetPi('spi'), 120_000)
+
+  it("switch starts the new system's service and stops the old one's; a health check on that unit passes", async () => {
+    expect(unitState('fixture-gen0.service')).toBe('active')
+    const run = await runAction(
+      spi('pi-gen1', { 'health-checks': 'systemctl is-active --quiet fixture-gen1.service' })
+    )
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs.result).toBe('deployed')
+    expect(run.summary).toMatch(/Health checks \| health checks passed on attempt 1/)
+    expect(unitState('fixture-gen1.service')).toBe('active')
+    expect(unitState('fixture-gen0.service')).toBe('inactive')
+  }, 300_000)
+
+  it('a unit that fails to start fails the switch (exit 4, as on NixOS); the rollback starts the old service again', async () => {
+    const before = piState('spi')
+    const run = await runAction(spi('pi-unit-fails'))
+    expect(run.exitCode).not.toBe(0)
+    expect(run.outputs.result).toBe('rolled-back')
+    expect(run.summary).toContain('the following units failed: fixture-unit-fails.service')
+    expect(piState('spi')).toEqual(before)
+    expect(unitState('fixture-gen0.service')).toBe('active')
+    expect(unitState('fixture-unit-fails.service')).not.toBe('active')
+  }, 300_000)
+})
+
+describeE2E('reboot: auto and always', () => {
+  beforeAll(() => {
+    for (const c of ['pi-gen0', 'pi-gen1', 'pi-gen1-new-kernel']) fixturePath(c)
+  }, 300_000)
+  beforeEach(() => resetPi('spi'), 120_000)
+  afterEach(() => {
+    piExec(['sh', '-c', 'rm -f /etc/ssh/sshd_not_to_be_run; systemctl start ssh || true'], 'spi')
+  })
+
+  it('a new kernel with reboot: auto: boot entry, reboot, back with another boot id, booted = current = new, checks pass', async () => {
+    const top = fixturePath('pi-gen1-new-kernel')
+    const id = bootId()
+    const run = await runAction(
+      spi('pi-gen1-new-kernel', {
+        reboot: 'auto',
+        'health-checks': 'test "$(readlink -f /run/booted-system)" = "$(readlink -f /run/current-system)"'
+      })
+    )
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs).toMatchObject({ result: 'deployed', 'needs-reboot': 'true', changed: 'true' })
+    expect(bootId()).not.toBe(id)
+    expect(piExec(['readlink', '/run/booted-system', '/run/current-system'], 'spi')).toBe(`${top}\n${top}`)
+    expect(piState('spi')).toMatchObject({ current: top, profile: top, bootDefault: top })
+    expect(run.summary).toMatch(/\| Reboot \| rebooted into the new system in [0-9.]+ s \|/)
+    expect(run.summary).toMatch(/Health checks \| health checks passed on attempt 1/)
+    expect(run.log).toMatch(/::warning::rebooting target root@10\.99\.5\.2 into the new system/)
+    // The lock was renewed after the boot and released at the end.
+    expect(onPi('test -e /nix/var/nix-deploy-action/lock/owner && echo held || echo free', 'spi')).toBe(
+      'free'
+    )
+  }, 300_000)
+
+  it('reboot: auto without a kernel change does not reboot; always does', async () => {
+    const id = bootId()
+    const same = await runAction(spi('pi-gen1', { reboot: 'auto' }))
+    expect(same.outputs).toMatchObject({ result: 'deployed', 'needs-reboot': 'false' })
+    expect(bootId()).toBe(id)
+    expect(same.summary).toContain('| Reboot | not needed |')
+    const always = await runAction(spi('pi-gen0', { reboot: 'always' }))
+    expect(always.outputs.result).toBe('deployed')
+    expect(bootId()).not.toBe(id)
+  }, 300_000)
+
+  it('a target that does not answer after its reboot: fails at reboot-timeout, naming it', async () => {
+    // sshd will not start at the next boot (Debian's ssh.service condition); the running one stays.
+    piExec(['touch', '/etc/ssh/sshd_not_to_be_run'], 'spi')
+    const run = await runAction(spi('pi-gen1-new-kernel', { reboot: 'auto', 'reboot-timeout': '20' }))
+    expect(run.exitCode).not.toBe(0)
+    expect(run.outputs.result).toBe('failed')
+    expect(run.log).toMatch(
+      /::error title=.*did not come back from its reboot within reboot-timeout \(20 s\)/
+    )
+    // It did reboot, into the new system (its boot entry): what the error says to look at.
+    expect(piExec(['readlink', '/run/booted-system'], 'spi')).toBe(fixturePath('pi-gen1-new-kernel'))
   }, 300_000)
 })

@@ -261,6 +261,102 @@ describe('the deploy sequence over a Target', () => {
     ).toBeUndefined()
   })
 
+  describe('reboot', () => {
+    const kernel = (v: string) => ({ kernel: `/nix/store/${'k'.repeat(32)}-linux-${v}/Image` })
+    const newKernel = { ...job().built, boot: kernel('6.6.63') }
+    const rebootJob = (when: 'auto' | 'always' | 'never', extra: Partial<DeployJob> = {}) =>
+      job('switch', { built: newKernel, reboot: { when, timeoutSeconds: 30, pollMs: 10 }, ...extra })
+    const bootedOld = (): FakeTarget => {
+      const t = new FakeTarget(OLD)
+      t.booted = { system: OLD, ...kernel('6.6.51') }
+      return t
+    }
+
+    it('auto with a new kernel: activated as boot, rebooted, back with the new system booted and running', async () => {
+      const t = bootedOld()
+      t.downForReconnects = 2
+      const { result, error } = await deploy(t, rebootJob('auto'))
+      expect(error).toBeUndefined()
+      expect(result).toMatchObject({ result: 'deployed', changed: true, needsReboot: true })
+      expect(result.rebootMs).toBeGreaterThan(0)
+      expect(t.reboots).toBe(1)
+      // Nothing was switched before the reboot: the agent ran boot; no confirmation round.
+      expect(t.calls).toContain('startAgent boot')
+      expect(t.calls).not.toContain('startAgent switch')
+      expect(t.calls).not.toContain('decide confirm')
+      expect(t.calls.indexOf('reboot')).toBeGreaterThan(t.calls.indexOf('startAgent boot'))
+      expect(t.current).toBe(NEW)
+      expect(t.booted?.system).toBe(NEW)
+      expect(t.lockOwner).toBeUndefined()
+    })
+    it('auto without a kernel change, or never: no reboot, a plain switch', async () => {
+      const t = bootedOld()
+      const same = job('switch', {
+        built: { ...job().built, boot: kernel('6.6.51') },
+        reboot: { when: 'auto', timeoutSeconds: 30, pollMs: 10 }
+      })
+      expect((await deploy(t, same)).result).toMatchObject({ result: 'deployed', needsReboot: false })
+      expect(t.reboots).toBe(0)
+      const t2 = bootedOld()
+      expect((await deploy(t2, rebootJob('never'))).result).toMatchObject({
+        result: 'deployed',
+        needsReboot: true
+      })
+      expect(t2.reboots).toBe(0)
+    })
+    it('a target that boots something else than the new system: the step fails, saying what it booted', async () => {
+      const t = bootedOld()
+      t.bootsInto = OLD
+      const { error } = await deploy(t, rebootJob('always'))
+      expect(error).toBeInstanceOf(ActionError)
+      expect((error as ActionError).message).toMatch(
+        /after the reboot target root@pi runs .*-old \(booted .*-old\), not the new system/
+      )
+    })
+    it('a target that does not come back within reboot-timeout: fails naming it', async () => {
+      const t = bootedOld()
+      t.downForReconnects = 1000
+      const { error } = await deploy(
+        t,
+        job('switch', { built: newKernel, reboot: { when: 'always', timeoutSeconds: 1, pollMs: 10 } })
+      )
+      expect((error as ActionError).message).toMatch(
+        /did not come back from its reboot within reboot-timeout \(1 s\)/
+      )
+      expect((error as ActionError).hint).toMatch(/needs hands on it/)
+    })
+    it('deployment.keys, in /run which the boot emptied, are uploaded again; the lock renewed', async () => {
+      const t = bootedOld()
+      const { error } = await deploy(t, rebootJob('always', { keys: [keyFile('wifi', '/run/keys')] }))
+      expect(error).toBeUndefined()
+      const after = t.calls.slice(t.calls.indexOf('reboot'))
+      expect(after).toContain('uploadKey wifi')
+      expect(after.indexOf('lock renew')).toBeLessThan(after.indexOf('uploadKey wifi'))
+    })
+    it('another run took the lock while the target rebooted: fails saying so', async () => {
+      const t = bootedOld()
+      const reboot = t.reboot.bind(t)
+      t.reboot = async () => {
+        await reboot()
+        t.lockOwner = 'another-run'
+      }
+      const { error } = await deploy(t, rebootJob('always'))
+      expect((error as ActionError).message).toMatch(
+        /another deploy took the deploy lock on target root@pi while it rebooted/
+      )
+    })
+    it('health checks run after the reboot, on the new system; one failing fails the step', async () => {
+      const t = bootedOld()
+      t.failingChecks.add('check-new')
+      const activation = { ...job().activation, healthChecks: ['check-new'], healthTimeoutSeconds: 1 }
+      const { error } = await deploy(t, rebootJob('always', { activation }))
+      expect((error as ActionError).message).toMatch(
+        /booted on target root@pi, but a health check failed after the reboot/
+      )
+      expect(t.calls.indexOf('reboot')).toBeLessThan(t.calls.lastIndexOf('healthCheck check-new'))
+    })
+  })
+
   it('boot: sets the profile only; changed means the profile changed', async () => {
     const t = new FakeTarget(OLD)
     const { result } = await deploy(t, job('boot'))

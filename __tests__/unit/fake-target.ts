@@ -79,6 +79,12 @@ export class FakeTarget implements Target {
   bootFiles: string[] = []
   /** What it booted (/run/booted-system's kernel…); undefined: no such link. */
   booted: RemoteState['booted']
+  bootId = 'boot-1'
+  /** Reboots asked for; a reboot boots the profile's system (or `bootsInto`, a broken boot loader). */
+  reboots = 0
+  bootsInto: string | undefined
+  /** Reconnects that fail while it reboots, before it answers again. */
+  downForReconnects = 0
   agents = new Map<string, Agent>()
   private polls = 0
 
@@ -101,6 +107,7 @@ export class FakeTarget implements Target {
       bootFiles: this.bootFiles,
       bootFreeBytes: this.bootFreeBytes,
       booted: this.booted,
+      bootId: this.bootId,
       platform: 'aarch64-linux',
       uid: 0,
       hasNixStore: true,
@@ -293,8 +300,21 @@ export class FakeTarget implements Target {
     this.calls.push('removeGcRoot')
   }
 
+  async reboot(): Promise<void> {
+    this.calls.push('reboot')
+    this.reboots++
+    const system = this.bootsInto ?? this.profile
+    this.current = system
+    this.booted = { system }
+    this.bootId = `boot-${this.reboots + 1}`
+  }
+
   async reconnect(): Promise<void> {
     this.calls.push('reconnect')
+    if (this.downForReconnects > 0) {
+      this.downForReconnects--
+      throw new ActionError(`cannot reach ${this.label}: it is rebooting`, '', 'connect')
+    }
     if (this.failedReconnects > 0) {
       this.failedReconnects--
       throw new ActionError(`cannot reach ${this.label}`, '', 'connect')

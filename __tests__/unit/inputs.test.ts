@@ -188,6 +188,23 @@ describe('safety inputs', () => {
     // Without magic rollback the target does not wait for a confirmation: no constraint.
     expect(inputs({ ...base, 'health-checks': 'true', 'magic-rollback': 'false' }).magicRollback).toBe(false)
   })
+  it('reads reboot (never by default) and refuses it with modes that do not set what boots', () => {
+    expect(inputs(base)).toMatchObject({ reboot: 'never', rebootTimeoutSeconds: 300 })
+    expect(inputs({ ...base, reboot: 'auto', 'reboot-timeout': '120' })).toMatchObject({
+      reboot: 'auto',
+      rebootTimeoutSeconds: 120
+    })
+    expect(inputs({ ...base, mode: 'boot', reboot: 'always' }).reboot).toBe('always')
+    expect(problems({ ...base, mode: 'test', reboot: 'auto' })).toEqual([
+      expect.stringMatching(/^reboot: auto cannot be used with mode test: .* Use mode switch or boot/)
+    ])
+    expect(problems({ ...base, mode: 'dry-activate', reboot: 'always' })).toEqual([
+      expect.stringMatching(/^reboot: always cannot be used with mode dry-activate/)
+    ])
+    expect(problems({ ...base, reboot: 'sometimes' })).toEqual([
+      'reboot: "sometimes" is not one of never, auto, always'
+    ])
+  })
   it('rejects bad numbers', () => {
     expect(problems({ ...base, 'keep-generations': '0', 'lock-timeout': 'soon' })).toEqual([
       expect.stringMatching(/^lock-timeout:/),

@@ -84,6 +84,11 @@ describe('makePlan', () => {
     ])
     expect(deployPlan(plan).healthChecks).toEqual([])
   })
+  it('warns that reboot does nothing in a build', () => {
+    expect(makePlan(inputs({ ...base, mode: 'build', reboot: 'auto' })).warnings).toEqual([
+      expect.stringMatching(/^reboot: auto has no effect in mode build/)
+    ])
+  })
   it('refuses a deploy mode without a target or key (inputs that skipped readInputs)', () => {
     const read = inputs(base)
     expect(() => makePlan({ ...read, target: undefined })).toThrow(ActionError)
@@ -104,6 +109,14 @@ describe('deployJob', () => {
       activation: { magicRollback: true, healthChecks: ['true'], confirmTimeoutSeconds: 60 + 2 * 30 + 30 }
     })
     expect(job.goal).toMatchObject({ mode: 'switch' })
+    expect(job.reboot).toEqual({ when: 'never', timeoutSeconds: 300 })
+    const rebooting = inputs({ ...base, reboot: 'auto', 'reboot-timeout': '90' })
+    expect(
+      deployJob(rebooting, deployPlan(makePlan(rebooting)), { name: '', keys: [], built }).reboot
+    ).toEqual({
+      when: 'auto',
+      timeoutSeconds: 90
+    })
     expect(
       deployJob(read, { ...plan, sudo: false }, { name: 'pi3', keys: [], built }).sudoUser
     ).toBeUndefined()

@@ -23,6 +23,17 @@ function fakeHost(n: number, opts: { alive?: boolean; fail?: boolean } = {}): Re
 }
 
 describe('the session to a target', () => {
+  it('keeps its label while no connection is live (a target rebooting, a failed redial)', async () => {
+    const session = new TargetSession(
+      fakeHost(0),
+      async () => {
+        throw new ActionError('cannot reach target root@pi', '', 'connect')
+      },
+      plainLog
+    )
+    await expect(session.reconnect()).rejects.toThrow(/cannot reach/)
+    expect(session.label).toBe('target root@pi')
+  })
   it('dials once when several commands find the connection gone at the same time', async () => {
     let dials = 0
     const session = new TargetSession(

@@ -11,10 +11,11 @@ import { activate, ActivationSettings, AgentTracker, RolledBackError } from './a
 import { CompressionSetting } from './compression'
 import { CopyResult, gcRootPath, substituteOnTarget } from './copy'
 import { generationsToDelete } from './generations'
-import { changedBy, Goal, verifyProblems } from './goal'
+import { changedBy, Goal, goalOf, verifyProblems } from './goal'
 import { LoadedKey, uploadKeys } from './keys'
 import { DeployLock, heldError, LEASE_SECONDS, ownerDescription } from './lock'
 import { checkBootSpace, checkSpace, checkTarget } from './preflight'
+import { rebootInto, RebootSettings, rebootsFor } from './reboot'
 
 export interface BuiltSystem {
   toplevel: string
@@ -41,6 +42,8 @@ export interface DeployJob {
   keepGenerations?: number
   compression: CompressionSetting
   substituteOnDestination: boolean
+  /** Whether (and how long) to reboot into the new system; default never. */
+  reboot?: RebootSettings
 }
 
 /** What the deploy needs from the runner side: the copy of store paths (see copyClosure). */
@@ -129,8 +132,57 @@ class DeployRun {
     // Only while this run still holds the lock (the agent's start checks it too).
     if (this.lock?.lost) await this.lock.assertHeld()
     if (keys.length > 0) await timed('activate', () => uploadKeys(target, keys))
-    await this.activate(before)
+    if (rebootsFor(job.goal, job.reboot?.when ?? 'never', this.result.needsReboot)) {
+      await this.activate(before, goalOf('boot'))
+      await this.rebootIntoNewSystem(before, keys)
+    } else await this.activate(before)
     await timed('verify', () => this.verify(before))
+  }
+
+  /**
+   * The new system is the profile and the boot default (activated as `boot`): reboot into it,
+   * wait for it, and check it runs. The deploy lock's lease does not outlive the target's boot
+   * (see lock.sh): this run renews it again once the target is back, and fails if another run
+   * took it over meanwhile. deployment.keys live in /run, which a boot empties: uploaded again
+   * before the health checks.
+   */
+  private async rebootIntoNewSystem(before: RemoteState, keys: LoadedKey[]): Promise<void> {
+    const { target, job } = this
+    target.log.warning(
+      `rebooting ${target.label} into the new system: if it does not boot, or boots without SSH, it needs hands on the target (its boot menu keeps the previous generation)`
+    )
+    this.held?.stopRenewing()
+    const back = await this.timed('activate', () =>
+      rebootInto(
+        target,
+        job.built.toplevel,
+        {
+          ...job.reboot!,
+          healthChecks: job.activation.healthChecks,
+          healthTimeoutSeconds: job.activation.healthTimeoutSeconds
+        },
+        before.bootId,
+        () => this.afterBoot(keys)
+      )
+    )
+    Object.assign(this.result, {
+      rebootMs: back.ms,
+      healthChecks: back.healthReport ?? this.result.healthChecks
+    })
+  }
+
+  /** Back from the reboot: the lock again (or fail: another run took it), then the keys. */
+  private async afterBoot(keys: LoadedKey[]): Promise<void> {
+    if (this.held) {
+      if (!(await this.held.renew()))
+        throw new ActionError(
+          `another deploy took the deploy lock on ${this.target.label} while it rebooted`,
+          'The target booted the new system; the other run may change it again. Check what it runs now.',
+          'verify'
+        )
+      this.held.startRenewing()
+    }
+    if (keys.length > 0) await uploadKeys(this.target, keys)
   }
 
   /** The survey (see survey.sh), waiting while another run holds the lock: each poll is the survey again. */
@@ -236,11 +288,15 @@ class DeployRun {
     await timed('copy', () => this.diffed)
   }
 
-  private async activate(before: RemoteState): Promise<void> {
+  /** The activation as the job's goal says, or as `boot` (profile and boot entry only) before a reboot. */
+  private async activate(before: RemoteState, goal: Goal = this.job.goal): Promise<void> {
     const { target, job } = this
+    // Before a reboot nothing new runs yet: no confirmation to wait for; the checks come after it.
+    const settings =
+      goal === job.goal ? job.activation : { ...job.activation, magicRollback: false, healthChecks: [] }
     try {
       const outcome = await this.timed('activate', () =>
-        activate(target, job.goal, job.activation, job.built.toplevel, before, this.held?.request, this.agent)
+        activate(target, goal, settings, job.built.toplevel, before, this.held?.request, this.agent)
       )
       Object.assign(this.result, {
         generation: outcome.generation,

@@ -59,6 +59,8 @@ export interface DeployReport {
    * target booted (or, for a build, than diff-against): undefined when unknown.
    */
   needsReboot?: boolean
+  /** How long the reboot into the new system took (reboot: auto or always), when there was one. */
+  rebootMs?: number
   /** dry-activate: what switch-to-configuration says it would do to units. */
   dryActivate?: Array<{ action: string; units: string[] }>
   timings: PhaseTiming[]
@@ -170,6 +172,7 @@ export type MachineResult = Pick<
   | 'diffBaseline'
   | 'dryActivate'
   | 'needsReboot'
+  | 'rebootMs'
 >
 
 /** Writes a machine's deploy result into its report: the one place the deploy's facts enter it. */

@@ -167,6 +167,7 @@ function summaryRows(r: DeployReport): Array<[string, string | undefined]> {
 
 /** Whether the new system needs a reboot to run (its boot files against what the target booted). */
 function rebootRow(r: DeployReport): string | undefined {
+  if (r.rebootMs !== undefined) return `rebooted into the new system in ${seconds(r.rebootMs)}`
   if (r.needsReboot === undefined) return undefined
   if (!r.needsReboot) return 'not needed'
   const against = r.mode === 'build' ? 'the diff-against system' : 'what the target booted'

@@ -15,6 +15,8 @@ export interface RemoteState {
   hasNixStore: boolean
   /** Free space on the filesystem of /nix/store, in bytes. */
   nixFreeBytes?: number
+  /** /proc/sys/kernel/random/boot_id: another one after every boot. */
+  bootId?: string
   /** Free space on /boot's filesystem, in bytes; undefined without /boot. */
   bootFreeBytes?: number
   /** The names of the files under /boot (three levels deep): boot loaders' kernels and initrds. */
@@ -48,6 +50,7 @@ export function parseRemoteState(text: string): RemoteState {
     uid: uid && /^[0-9]+$/.test(uid) ? Number(uid) : undefined,
     hasNixStore: (kv.get('nix-store') ?? '') !== '',
     nixFreeBytes: freeKb && /^[0-9]+$/.test(freeKb) ? Number(freeKb) * 1024 : undefined,
+    bootId: /^[0-9a-f-]{36}$/.test(kv.get('boot-id') ?? '') ? kv.get('boot-id') : undefined,
     bootFreeBytes: kb('boot-free-kb'),
     bootFiles: (kv.get('boot-files') ?? '').split(' ').filter(Boolean),
     booted: bootedOf(kv, storePath)

@@ -21,6 +21,7 @@ export const START_AGENT_SCRIPT = compose('lock.sh', 'start-agent.sh')
 export const FOLLOW_SCRIPT = compose('follow.sh')
 export const DECIDE_SCRIPT = compose('decide.sh')
 export const ABANDON_SCRIPT = compose('abandon.sh')
+export const REBOOT_SCRIPT = compose('reboot.sh')
 export const UPLOAD_KEY_SCRIPT = compose('upload-key.sh')
 export const IMPORT_SCRIPT = compose('import.sh')
 export const SUBSTITUTE_SCRIPT = compose('substitute.sh')
@@ -43,7 +44,8 @@ export const ALL_SCRIPTS = {
   IMPORT_SCRIPT,
   SUBSTITUTE_SCRIPT,
   QUERY_MISSING_SCRIPT,
-  LIST_GENERATIONS_SCRIPT
+  LIST_GENERATIONS_SCRIPT,
+  REBOOT_SCRIPT
 }
 
 /**

@@ -9,6 +9,8 @@ import { ExecOptions, RemoteHost, RemoteResult } from '../ssh/connection'
  */
 export class TargetSession {
   private host: RemoteHost | undefined
+  /** The target's label: the same endpoint whatever connection is live (also while there is none). */
+  readonly label: string
   /** The dial under way, shared: the lock's renewal and a retrying command may both find the link gone. */
   private dialing: Promise<RemoteHost> | undefined
 
@@ -19,15 +21,7 @@ export class TargetSession {
     readonly log: Log = plainLog
   ) {
     this.host = first
-  }
-
-  get label(): string {
-    return this.current().target.label
-  }
-
-  private current(): RemoteHost {
-    if (!this.host) throw new Error('no connection')
-    return this.host
+    this.label = first.target.label
   }
 
   /** The live connection, dialling one (only one at a time) when there is none. */
@@ -71,7 +65,7 @@ export class TargetSession {
     for (;;) {
       try {
         if (this.host && !this.host.alive && !this.dialing && !announced) {
-          this.log.info(`Connection to the target lost (${this.current().target.label}); reconnecting…`)
+          this.log.info(`Connection to the target lost (${this.label}); reconnecting…`)
           announced = true
         }
         used = undefined

@@ -19,6 +19,7 @@ import {
   PREPARE_AGENT_SCRIPT,
   PROBE_SCRIPT,
   QUERY_MISSING_SCRIPT,
+  REBOOT_SCRIPT,
   RUNNING_CLOSURE_SCRIPT,
   START_AGENT_SCRIPT,
   SUBSTITUTE_SCRIPT,
@@ -321,6 +322,16 @@ export class SshTarget implements Target {
     await this.session
       .exec(shellCommand(['rm', '-f', link]), { timeoutMs: 60_000, what: 'removing the GC root' })
       .catch(() => undefined)
+  }
+
+  async reboot(): Promise<void> {
+    const r = await this.run(REBOOT_SCRIPT, [], { timeoutMs: 60_000, what: 'scheduling the reboot' })
+    if (r.exitCode !== 0 || r.stdout.trim() !== 'scheduled')
+      throw new ActionError(
+        `could not reboot ${this.label}: ${r.stderr.trim().slice(-300)}`,
+        'The new system is the boot default: reboot the target by hand (or fix systemd-run / reboot on it) to run it.',
+        'activate'
+      )
   }
 
   async reconnect(): Promise<void> {

@@ -55,6 +55,8 @@ export interface Target {
   /** Deletes system generations; the error text when nix-env refused. */
   deleteGenerations(numbers: number[]): Promise<string | undefined>
   removeGcRoot(link: string): Promise<void>
+  /** Schedules a reboot a moment after it returns (detached: the session ends first). */
+  reboot(): Promise<void>
   /** Drops the connection and dials a new one (both hops): proof the target still lets us in. */
   reconnect(): Promise<void>
   close(): void

@@ -11,6 +11,7 @@ probe_state() {
   # /boot (a Pi's small firmware partition): its free space and the files boot loaders put there.
   printf 'boot-free-kb=%s\n' "$(df -Pk /boot 2>/dev/null | awk 'NR==2 {print $4}')"
   printf 'boot-files=%s\n' "$(find /boot -xdev -maxdepth 3 -type f 2>/dev/null | sed 's|.*/||' | tr '\n' ' ')"
+  printf 'boot-id=%s\n' "$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)"
   # What it booted (NixOS's stage 2 links /run/booted-system): whether a new system needs a reboot.
   printf 'booted=%s\n' "$(readlink -f /run/booted-system 2>/dev/null)"
   printf 'booted-kernel=%s\n' "$(readlink -f /run/booted-system/kernel 2>/dev/null)"
