@@ -329,6 +329,22 @@ describeE2E('reboot: auto and always', () => {
     expect(bootId()).not.toBe(id)
   }, 300_000)
 
+  it('a target that already runs the new system but booted an older kernel: reboot: auto boots it (unchanged)', async () => {
+    const top = fixturePath('pi-gen1-new-kernel')
+    const first = await runAction(spi('pi-gen1-new-kernel'))
+    expect(first.outputs).toMatchObject({ result: 'deployed', 'needs-reboot': 'true' })
+    const id = bootId()
+    const run = await runAction(spi('pi-gen1-new-kernel', { reboot: 'auto' }))
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs).toMatchObject({ result: 'unchanged', 'needs-reboot': 'true', 'copied-bytes': '0' })
+    expect(bootId()).not.toBe(id)
+    expect(piExec(['readlink', '/run/booted-system', '/run/current-system'], 'spi')).toBe(`${top}\n${top}`)
+    expect(run.summary).toMatch(/\| Reboot \| rebooted into the new system in [0-9.]+ s \|/)
+    expect(onPi('test -e /nix/var/nix-deploy-action/lock/owner && echo held || echo free', 'spi')).toBe(
+      'free'
+    )
+  }, 300_000)
+
   it('a target that does not answer after its reboot: fails at reboot-timeout, naming it', async () => {
     // sshd will not start at the next boot (Debian's ssh.service condition); the running one stays.
     piExec(['touch', '/etc/ssh/sshd_not_to_be_run'], 'spi')

@@ -289,6 +289,26 @@ describe('the deploy sequence over a Target', () => {
       expect(t.booted?.system).toBe(NEW)
       expect(t.lockOwner).toBeUndefined()
     })
+    it('auto on a target that already runs the system but booted an older kernel: reboots into it, unchanged', async () => {
+      const t = new FakeTarget(NEW)
+      t.booted = { system: OLD, ...kernel('6.6.51') }
+      const { result, error } = await deploy(t, rebootJob('auto'))
+      expect(error).toBeUndefined()
+      expect(result).toMatchObject({ result: 'unchanged', needsReboot: true, copiedBytes: 0 })
+      expect(result.rebootMs).toBeGreaterThan(0)
+      expect(t.calls).not.toContain('startAgent switch')
+      expect(t.calls).not.toContain('startAgent boot')
+      expect(t.booted?.system).toBe(NEW)
+      expect(t.lockOwner).toBeUndefined()
+      // Booted already (with its kernel, as a real target then says): no reboot, also with always.
+      t.booted = { system: NEW, ...kernel('6.6.63') }
+      expect((await deploy(t, rebootJob('auto'))).result).toMatchObject({
+        result: 'unchanged',
+        needsReboot: false
+      })
+      expect((await deploy(t, rebootJob('always'))).result.rebootMs).toBeUndefined()
+      expect(t.reboots).toBe(1)
+    })
     it('auto without a kernel change, or never: no reboot, a plain switch', async () => {
       const t = bootedOld()
       const same = job('switch', {

@@ -123,16 +123,22 @@ class DeployRun {
     const { target, job, timed } = this
     if (job.sudoUser !== undefined) await timed('connect', () => target.checkSudo(job.sudoUser!))
     const keys = job.goal.uploadsKeys ? job.keys : []
-    const survey = await timed('connect', () => this.surveyUnderLock(keys.length === 0))
+    const rebootWhen = job.reboot?.when ?? 'never'
+    // With reboot on, a target that already runs the system may still need to boot it: keep the lock.
+    const survey = await timed('connect', () =>
+      this.surveyUnderLock(keys.length === 0 && rebootWhen === 'never')
+    )
     const before = this.preflight(survey)
-    if (survey.kind === 'unchanged') return this.unchanged(before, keys)
+    const reboots = rebootsFor(job.goal, rebootWhen, this.result.needsReboot)
+    if (survey.kind === 'unchanged')
+      return this.unchanged(before, keys, reboots && this.result.needsReboot === true)
     this.diffed = this.packageDiff(before)
     if (survey.copy instanceof Error) throw survey.copy
     await this.copy(before, survey.copy)
     // Only while this run still holds the lock (the agent's start checks it too).
     if (this.lock?.lost) await this.lock.assertHeld()
     if (keys.length > 0) await timed('activate', () => uploadKeys(target, keys))
-    if (rebootsFor(job.goal, job.reboot?.when ?? 'never', this.result.needsReboot)) {
+    if (reboots) {
       await this.activate(before, goalOf('boot'))
       await this.rebootIntoNewSystem(before, keys)
     } else await this.activate(before)
@@ -240,9 +246,20 @@ class DeployRun {
     return before
   }
 
-  private async unchanged(before: RemoteState, keys: LoadedKey[]): Promise<void> {
+  /**
+   * The target already has the system as the mode asks. With `reboot` and a kernel it has not
+   * booted yet (an earlier deploy without reboot), it reboots into it now; the result stays
+   * `unchanged` (nothing was copied or activated).
+   */
+  private async unchanged(before: RemoteState, keys: LoadedKey[], reboot: boolean): Promise<void> {
+    if (reboot) {
+      this.target.log.info(
+        `${this.target.label} already has ${this.job.built.toplevel} but booted ${before.booted?.system ?? 'another system'}: rebooting into it`
+      )
+      await this.rebootIntoNewSystem(before, keys)
+    }
     // The keys live in /run/keys (lost on reboot): a re-deploy restores them, as NixOps did.
-    if (keys.length > 0) await this.timed('activate', () => uploadKeys(this.target, keys))
+    else if (keys.length > 0) await this.timed('activate', () => uploadKeys(this.target, keys))
     Object.assign(this.result, {
       result: 'unchanged',
       changed: false,
