@@ -1,26 +1,15 @@
 import { utils } from 'ssh2'
 import { InputError } from '../../src/errors'
-import { INPUT_NAMES, InputName, readInputs } from '../../src/inputs'
+import { INPUT_NAMES, InputName } from '../../src/inputs'
 import { parseHostAddress } from '../../src/ssh/address'
 import { parseFlakeTarget } from '../../src/nix/flake'
+import { base, hostLine, inputs, key } from './read-inputs'
 
-const key = utils.generateKeyPairSync('ed25519')
 const encrypted = utils.generateKeyPairSync('ed25519', {
   passphrase: 'sesame',
   cipher: 'aes256-ctr',
   rounds: 16
 })
-const hostLine = `pi ${key.public}`
-
-function inputs(values: Partial<Record<InputName, string>>) {
-  return readInputs(name => values[name] ?? '')
-}
-const base = {
-  flake: '.#pi3',
-  'target-host': '192.168.1.20',
-  'ssh-private-key': key.private,
-  'known-hosts': hostLine
-}
 
 function problems(values: Partial<Record<InputName, string>>): string[] {
   try {

@@ -1,20 +1,6 @@
-import { utils } from 'ssh2'
 import { ActionError } from '../../src/errors'
-import { InputName, readInputs } from '../../src/inputs'
 import { DeployPlan, deployJob, makePlan, Plan } from '../../src/plan'
-
-const key = utils.generateKeyPairSync('ed25519')
-const hostLine = `pi ${key.public}`
-
-function inputs(values: Partial<Record<InputName, string>>) {
-  return readInputs(name => values[name] ?? '')
-}
-const base = {
-  flake: '.#pi3',
-  'target-host': '192.168.1.20',
-  'ssh-private-key': key.private,
-  'known-hosts': hostLine
-}
+import { base, inputs } from './read-inputs'
 
 /** The plan as a deploy plan; fails the test when it is a build plan. */
 function deployPlan(plan: Plan): DeployPlan {

@@ -14,7 +14,7 @@ export interface BootIdentity {
 }
 
 /** The toplevel's entries that make up its BootIdentity (kernel-params is a file, the rest links). */
-export const BOOT_ENTRIES = {
+const BOOT_ENTRIES = {
   kernel: 'kernel',
   initrd: 'initrd',
   kernelModules: 'kernel-modules',

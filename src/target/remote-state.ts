@@ -40,7 +40,6 @@ export function parseRemoteState(text: string): RemoteState {
     return v && /^[0-9]+$/.test(v) ? Number(v) * 1024 : undefined
   }
   const link = kv.get('profile-link')
-  const freeKb = kv.get('nix-free-kb')
   const uid = kv.get('uid')
   return {
     current: storePath('current'),
@@ -49,7 +48,7 @@ export function parseRemoteState(text: string): RemoteState {
     platform: kv.get('platform') || undefined,
     uid: uid && /^[0-9]+$/.test(uid) ? Number(uid) : undefined,
     hasNixStore: (kv.get('nix-store') ?? '') !== '',
-    nixFreeBytes: freeKb && /^[0-9]+$/.test(freeKb) ? Number(freeKb) * 1024 : undefined,
+    nixFreeBytes: kb('nix-free-kb'),
     bootId: /^[0-9a-f-]{36}$/.test(kv.get('boot-id') ?? '') ? kv.get('boot-id') : undefined,
     bootFreeBytes: kb('boot-free-kb'),
     bootFiles: (kv.get('boot-files') ?? '').split(' ').filter(Boolean),
