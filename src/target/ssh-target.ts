@@ -206,7 +206,7 @@ export class SshTarget implements Target {
   async startAgent(req: AgentRequest): Promise<'started' | 'lost-lock'> {
     // A connection lost while preparing or starting (a flaky link, a jump host restarting) is
     // retried over a new one: both scripts are idempotent, and the start script starts the agent
-    // at most once per directory ("already-started" on a retry whose first try got through).
+    // at most once per directory ("started-already" on a retry whose first try got through).
     const prep = await this.runRetrying(PREPARE_AGENT_SCRIPT, [req.dir], {
       stdin: AGENT_SCRIPT,
       timeoutMs: STEP_TIMEOUT_MS,
