@@ -50,8 +50,8 @@ done
 deploy network "deploying the seed's NixOps network (rpi.nix + lan.nix: pi3 -> $TESTBED_PI, pi3b -> $TESTBED_PI2) in one step" \
   "INPUT_NETWORK=$TESTBED/fixture/network/rpi.nix $TESTBED/fixture/network/lan.nix" \
   "INPUT_NIXPKGS=$TESTBED/fixture/nixpkgs"
-deploy spi-kernel "deploying a new kernel (pi-gen1-new-kernel) to the Pi with systemd as PID 1 ($TESTBED_SPI) with reboot: auto" \
-  "INPUT_FLAKE=$TESTBED_FIXTURE#pi-gen1-new-kernel" "INPUT_TARGET-HOST=$TESTBED_SPI" "INPUT_REBOOT=auto"
+deploy spi-kernel "deploying a new kernel (pi-gen1-trial: with the boot trial module) to the Pi with systemd as PID 1 ($TESTBED_SPI) with reboot: auto: rebooted on trial, confirmed" \
+  "INPUT_FLAKE=$TESTBED_FIXTURE#pi-gen1-trial" "INPUT_TARGET-HOST=$TESTBED_SPI" "INPUT_REBOOT=auto"
 echo
 echo "================ the Pis now (over SSH) ================"
 for pi in pi pi2 spi; do

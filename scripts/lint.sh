@@ -9,7 +9,7 @@ npx tsc --noEmit -p tsconfig.json
 npx prettier --check --log-level warn "src/**/*.ts" "__tests__/**/*.ts"
 npx eslint .
 if command -v shellcheck >/dev/null 2>&1; then
-  shellcheck -s sh src/target/scripts/*.sh
+  shellcheck -s sh src/target/scripts/*.sh nixos/*.sh
   # SC2016: single quotes that pass $ to another shell on purpose.
   shellcheck -e SC2016 testbed/*.sh scripts/*.sh bench/run.sh .ci/run
 elif [ "${CI:-}" = true ]; then

@@ -6,7 +6,7 @@ import { LoadedKey, loadKeys } from './deploy/keys'
 import { ActionError, errorMessage, Phase } from './errors'
 import { Inputs } from './inputs'
 import { ensureBinfmt } from './nix/binfmt-setup'
-import { readBootFiles, readBootIdentity } from './nix/boot'
+import { hasBootTrial, readBootFiles, readBootIdentity } from './nix/boot'
 import { totalNarSize } from './nix/closure'
 import { MachineEvaluation, selectMachines } from './nix/legacy'
 import { RunnerNix } from './nix/nix'
@@ -228,7 +228,8 @@ async function listClosure(
     hostSystem: m.evaluation.hostSystem,
     closure,
     boot,
-    bootFiles: await readBootFiles(boot)
+    bootFiles: await readBootFiles(boot),
+    bootTrial: await hasBootTrial(m.evaluation.outPath)
   }
 }
 

@@ -53,6 +53,8 @@ fi
 # the repository's (a file left over from an earlier checkout must not stand in for a missing one).
 find "$TESTBED/fixture" -mindepth 1 -maxdepth 1 ! -name busybox -exec rm -rf {} +
 cp -r "$here/fixture/." "$TESTBED/fixture/"
+# The NixOS module the action ships for targets (nixos/: the boot trial), as the fixtures use it.
+cp -r "$here/../nixos" "$TESTBED/fixture/nixos-module"
 
 # --- Keys: the deploy key (plain and passphrase-protected copies), a key nobody accepts, and the
 # hosts' own keys.

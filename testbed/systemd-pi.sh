@@ -71,6 +71,36 @@ CONF
   # transient unit started with systemd-run does) -- root's too: the deploy logs in as root, and
   # logind spares root unless KillExcludeUsers names someone else (an empty list still spares it).
   printf '[Login]\nKillUserProcesses=yes\nKillExcludeUsers=nobody\n' >"$root/etc/systemd/logind.conf.d/nda.conf"
+  # NixOS at boot starts the booted system's units (its /etc/systemd/system): here, after the
+  # stage-2 stand-in chose the system and before sshd, so that a system whose units break SSH is
+  # unreachable from its first moment (a test cannot reach it in between by chance).
+  cat >"$root/usr/local/sbin/nda-boot-units" <<'SH'
+#!/bin/sh
+sys=$(readlink -f /run/booted-system) || exit 0
+[ -d "$sys/etc/systemd/system" ] || exit 0
+units=$(ls "$sys/etc/systemd/system" | grep '[.]service$')
+mkdir -p /run/systemd/system
+for u in $units; do ln -sfn "$sys/etc/systemd/system/$u" "/run/systemd/system/$u"; done
+systemctl daemon-reload
+for u in $units; do systemctl start "$u" || echo "nda-boot-units: $u failed to start" >&2; done
+SH
+  chmod 755 "$root/usr/local/sbin/nda-boot-units"
+  cat >"$root/etc/systemd/system/nda-boot-units.service" <<'UNIT'
+[Unit]
+Description=NixOS stand-in: start the booted system's units
+After=nda-stage2.service
+Before=ssh.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/nda-boot-units
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
+  ln -sfn /etc/systemd/system/nda-boot-units.service "$root/etc/systemd/system/multi-user.target.wants/nda-boot-units.service"
 }
 
 mounts() {

@@ -358,3 +358,152 @@ describeE2E('reboot: auto and always', () => {
     expect(piExec(['readlink', '/run/booted-system'], 'spi')).toBe(fixturePath('pi-gen1-new-kernel'))
   }, 300_000)
 })
+
+/**
+ * The boot trial (nixos/boot-trial.nix, the same script in the fixtures pi-gen1-trial and
+ * pi-no-ssh): a reboot into a system that has it is confirmed by the deploy after the boot, or the
+ * target goes back to its previous system by itself.
+ */
+describeE2E(
+  'the boot trial on the systemd Pi: a new system that boots but cannot be reached goes back',
+  () => {
+    const trialFile = (name: string): string =>
+      onPi(`test -e /nix/var/nix-deploy-action/${name} && echo yes || echo no`, 'spi')
+    const sshActive = (): string => onPi('systemctl is-active ssh.service || true', 'spi')
+    let gen0: string
+    beforeAll(() => {
+      gen0 = fixturePath('pi-gen0')
+      for (const c of ['pi-gen1-trial', 'pi-no-ssh']) fixturePath(c)
+    }, 300_000)
+    beforeEach(() => resetPi('spi'), 120_000)
+
+    it('a new kernel on trial: rebooted, checked, confirmed; the trial ended confirmed, nothing undone', async () => {
+      const top = fixturePath('pi-gen1-trial')
+      const id = bootId()
+      const run = await runAction(
+        spi('pi-gen1-trial', {
+          reboot: 'auto',
+          'health-checks': 'systemctl is-active fixture-gen1-trial.service'
+        })
+      )
+      expect(run.exitCode).toBe(0)
+      expect(run.outputs).toMatchObject({ result: 'deployed', 'needs-reboot': 'true' })
+      expect(bootId()).not.toBe(id)
+      expect(run.summary).toMatch(
+        /\| Reboot \| rebooted into the new system in [0-9.]+ s \(boot trial confirmed\) \|/
+      )
+      expect(run.log).not.toMatch(/::warning::rebooting/)
+      // The trial on the target: confirmed (the record renamed by the deploy), its unit ended.
+      expect([
+        trialFile('boot-trial'),
+        trialFile('boot-trial.confirmed'),
+        trialFile('boot-trial.expired')
+      ]).toEqual(['no', 'yes', 'no'])
+      // It sees the confirmation at its next look (once a second): until then it may still run.
+      const ended = (): boolean =>
+        onPi('systemctl show -p ActiveState --value nix-deploy-boot-trial.service', 'spi') === 'inactive'
+      for (let i = 0; i < 40 && !ended(); i++) await sleep(500)
+      expect(
+        onPi('systemctl show -p ActiveState -p Result nix-deploy-boot-trial.service | sort', 'spi')
+      ).toBe('ActiveState=inactive\nResult=success')
+      expect(piExec(['readlink', '/run/booted-system', '/run/current-system'], 'spi')).toBe(`${top}\n${top}`)
+      expect(piState('spi')).toMatchObject({ current: top, profile: top, bootDefault: top })
+    }, 300_000)
+
+    it('a new system that boots with sshd broken: unconfirmed, the Pi boots its previous system again (rolled-back)', async () => {
+      const before = piState('spi')
+      const run = await runAction(
+        spi('pi-no-ssh', { reboot: 'auto', 'confirm-timeout': '15', 'reboot-timeout': '60' })
+      )
+      expect(run.exitCode).not.toBe(0)
+      expect(run.outputs.result).toBe('rolled-back')
+      expect(run.log).toMatch(
+        /::error title=.*booted the new system, but the deploy could not reach it to confirm it within confirm-timeout \(15 s\) of its boot/
+      )
+      expect(run.summary).toContain('not confirmed, the target went back to its previous system')
+      // It did boot the new system (the trial expired there), then the previous one, with sshd.
+      expect([
+        trialFile('boot-trial'),
+        trialFile('boot-trial.expired'),
+        trialFile('boot-trial.rolled-back')
+      ]).toEqual(['no', 'yes', 'yes'])
+      expect(piExec(['readlink', '/run/booted-system', '/run/current-system'], 'spi')).toBe(
+        `${gen0}\n${gen0}`
+      )
+      const after = piState('spi')
+      expect(after).toMatchObject({
+        current: gen0,
+        profile: gen0,
+        bootDefault: gen0,
+        profileLink: before.profileLink
+      })
+      expect(sshActive()).toBe('active')
+      expect(onPi('test -e /nix/var/nix-deploy-action/lock/owner && echo held || echo free', 'spi')).toBe(
+        'free'
+      )
+    }, 300_000)
+
+    it('a health check that fails after the boot rejects the trial: the Pi goes back at once', async () => {
+      const run = await runAction(
+        spi('pi-gen1-trial', {
+          reboot: 'auto',
+          'health-checks': 'test -e /run/no-such-file',
+          'health-timeout': '5',
+          'confirm-timeout': '300'
+        })
+      )
+      expect(run.exitCode).not.toBe(0)
+      expect(run.outputs.result).toBe('rolled-back')
+      expect(run.log).toMatch(
+        /a health check failed after the reboot into the new system .*, so the deploy rejected its boot trial/
+      )
+      // Rejected, not expired by its 300 s: the run ended long before that.
+      expect(run.ms).toBeLessThan(240_000)
+      expect(piExec(['readlink', '/run/booted-system', '/run/current-system'], 'spi')).toBe(
+        `${gen0}\n${gen0}`
+      )
+      expect(piState('spi')).toMatchObject({ current: gen0, profile: gen0, bootDefault: gen0 })
+    }, 300_000)
+
+    it('a NixOps network importing nixos/boot-trial.nix, with a key: rebooted on trial, confirmed; the key in /run/keys again after the boot', async () => {
+      const fixture = (...p: string[]): string => path.join(testbed().TESTBED, 'fixture', ...p)
+      const { flake: _flake, ...inputs } = spi('unused')
+      const id = bootId()
+      const run = await runAction({
+        ...inputs,
+        'target-host': '',
+        network: fixture('network', 'spi.nix'),
+        nixpkgs: fixture('nixpkgs'),
+        reboot: 'auto'
+      })
+      expect(run.exitCode).toBe(0)
+      expect(run.outputs).toMatchObject({ result: 'deployed', 'needs-reboot': 'true' })
+      expect(bootId()).not.toBe(id)
+      // The module's unit (rendered from systemd.services by the nixpkgs stand-in) ran the trial.
+      const top = run.outputs['store-path']
+      expect(onPi(`cat ${top}/etc/systemd/system/nix-deploy-boot-trial.service`, 'spi')).toMatch(
+        /^ExecStart=.*boot-trial\.sh$/m
+      )
+      expect(run.summary).toContain('(boot trial confirmed)')
+      expect([trialFile('boot-trial'), trialFile('boot-trial.confirmed')]).toEqual(['no', 'yes'])
+      expect(piExec(['readlink', '/run/booted-system'], 'spi')).toBe(top)
+      // deployment.keys live in /run/keys, which the boot emptied: uploaded again after it.
+      expect(onPi('stat -c "%U:%G %a" /run/keys/wifi-psk; cat /run/keys/wifi-psk', 'spi')).toBe(
+        'root:root 640\nspi-wifi-secret-5521'
+      )
+    }, 300_000)
+
+    it('switch (no reboot) to a system whose unit stops sshd: magic rollback, the old units and sshd back', async () => {
+      const before = piState('spi')
+      const run = await runAction(spi('pi-no-ssh', { 'confirm-timeout': '15' }))
+      expect(run.exitCode).not.toBe(0)
+      expect(run.outputs.result).toBe('rolled-back')
+      expect(piState('spi')).toEqual(before)
+      // The rollback's switch stopped the new system's unit (which masked sshd) and started the old one's.
+      expect(sshActive()).toBe('active')
+      expect(onPi('systemctl is-active fixture-gen0.service fixture-ssh-off.service || true', 'spi')).toBe(
+        'active\ninactive'
+      )
+    }, 300_000)
+  }
+)

@@ -375,6 +375,95 @@ describe('the deploy sequence over a Target', () => {
       )
       expect(t.calls.indexOf('reboot')).toBeLessThan(t.calls.lastIndexOf('healthCheck check-new'))
     })
+
+    describe('on trial (the new system has nixos/boot-trial.nix)', () => {
+      const trialJob = (extra: Partial<DeployJob> = {}) =>
+        rebootJob('auto', { built: { ...newKernel, bootTrial: true }, ...extra })
+      const withCheck = { ...job().activation, healthChecks: ['check-new'], healthTimeoutSeconds: 1 }
+
+      it('the reboot writes the trial: back to the profile as it was; confirmed after the checks pass', async () => {
+        const t = bootedOld()
+        const { result, error } = await deploy(t, trialJob({ activation: withCheck }))
+        expect(error).toBeUndefined()
+        expect(result).toMatchObject({ result: 'deployed', bootTrial: 'confirmed' })
+        expect(t.calls).toContain('reboot on trial')
+        expect(t.calls).not.toContain('reboot')
+        const after = t.calls.slice(t.calls.indexOf('reboot on trial'))
+        expect(after.indexOf('healthCheck check-new')).toBeLessThan(after.indexOf('settleBootTrial confirm'))
+        expect(t.trialVerdicts).toEqual(['confirm'])
+        expect(t.current).toBe(NEW)
+        expect(t.log.lines.some(l => l.startsWith('warning: rebooting'))).toBe(false)
+      })
+      it('what it goes back to: the previous profile and its generation, confirm-timeout long', async () => {
+        const t = bootedOld()
+        let record: unknown
+        const reboot = t.reboot.bind(t)
+        t.reboot = async trial => {
+          record = trial
+          await reboot(trial)
+        }
+        await deploy(t, trialJob())
+        expect(record).toEqual({ system: NEW, previous: OLD, previousGeneration: 1, confirmSeconds: 30 })
+      })
+      it('a new system nobody can reach after its boot: the trial goes back; rolled back to the previous system', async () => {
+        const t = bootedOld()
+        t.trialUnreachable = true
+        const { result, error } = await deploy(t, trialJob())
+        expect(error).toBeInstanceOf(RolledBackError)
+        expect((error as ActionError).message).toMatch(
+          /booted the new system, but the deploy could not reach it to confirm it within confirm-timeout \(30 s\)/
+        )
+        expect(result).toMatchObject({ result: 'rolled-back', rolledBackTo: OLD, bootTrial: 'went-back' })
+        expect(t.current).toBe(OLD)
+        expect(t.profile).toBe(OLD)
+        expect(t.booted?.system).toBe(OLD)
+        expect(t.reboots).toBe(2)
+        expect(t.lockOwner).toBeUndefined()
+      })
+      it('a health check failing after the boot rejects the trial: back on the previous system', async () => {
+        const t = bootedOld()
+        t.failingChecks.add('check-new')
+        const { result, error } = await deploy(t, trialJob({ activation: withCheck }))
+        expect(error).toBeInstanceOf(RolledBackError)
+        expect((error as ActionError).message).toMatch(
+          /a health check failed after the reboot .*, so the deploy rejected its boot trial/
+        )
+        expect(result).toMatchObject({ result: 'rolled-back', bootTrial: 'went-back' })
+        expect(t.trialVerdicts).toEqual(['reject'])
+        expect(t.current).toBe(OLD)
+        expect(t.profile).toBe(OLD)
+      })
+      it('a confirmation that comes after the trial gave up: rolled back, saying to raise confirm-timeout', async () => {
+        const t = bootedOld()
+        t.trialExpired = true
+        const { result, error } = await deploy(t, trialJob())
+        expect(error).toBeInstanceOf(RolledBackError)
+        expect((error as ActionError).message).toMatch(/confirmed the new system on target root@pi too late/)
+        expect((error as ActionError).hint).toMatch(/Raise confirm-timeout/)
+        expect(result.result).toBe('rolled-back')
+        expect(t.current).toBe(OLD)
+      })
+      it('no trial without magic rollback, nor without the module: a warning that a broken boot needs hands', async () => {
+        const t = bootedOld()
+        const off = { ...job().activation, magicRollback: false }
+        expect((await deploy(t, trialJob({ activation: off }))).result.bootTrial).toBeUndefined()
+        expect(t.calls).toContain('reboot')
+        expect(t.log.lines).toContainEqual(
+          expect.stringMatching(/^warning: rebooting .* without a boot trial: /)
+        )
+        const t2 = bootedOld()
+        await deploy(t2, rebootJob('auto'))
+        expect(t2.log.lines).toContainEqual(expect.stringMatching(/lacks nixos\/boot-trial.nix/))
+      })
+      it('a target already on the new system, booted on an older one: the trial goes back to what booted', async () => {
+        const t = new FakeTarget(NEW)
+        t.booted = { system: OLD, ...kernel('6.6.51') }
+        t.trialUnreachable = true
+        const { result } = await deploy(t, trialJob())
+        expect(result).toMatchObject({ result: 'rolled-back', rolledBackTo: OLD })
+        expect(t.current).toBe(OLD)
+      })
+    })
   })
 
   it('boot: sets the profile only; changed means the profile changed', async () => {

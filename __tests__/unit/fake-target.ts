@@ -14,6 +14,7 @@ import {
   AgentPoll,
   AgentRequest,
   AgentState,
+  BootTrialRecord,
   CopyPlan,
   GenerationListing,
   ImportResult,
@@ -83,6 +84,15 @@ export class FakeTarget implements Target {
   /** Reboots asked for; a reboot boots the profile's system (or `bootsInto`, a broken boot loader). */
   reboots = 0
   bootsInto: string | undefined
+  /**
+   * The boot trial of the last reboot, while it waits. `trialUnreachable`: the new system boots
+   * but cannot be reached, so its trial expires and it goes back at once (two boots);
+   * `trialExpired`: a confirmation finds the trial already over.
+   */
+  trial: BootTrialRecord | undefined
+  trialUnreachable = false
+  trialExpired = false
+  trialVerdicts: string[] = []
   /** Reconnects that fail while it reboots, before it answers again. */
   downForReconnects = 0
   agents = new Map<string, Agent>()
@@ -300,13 +310,41 @@ export class FakeTarget implements Target {
     this.calls.push('removeGcRoot')
   }
 
-  async reboot(): Promise<void> {
-    this.calls.push('reboot')
+  async reboot(trial?: BootTrialRecord): Promise<void> {
+    this.calls.push(trial ? 'reboot on trial' : 'reboot')
     this.reboots++
     const system = this.bootsInto ?? this.profile
     this.current = system
     this.booted = { system }
     this.bootId = `boot-${this.reboots + 1}`
+    this.trial = trial
+    if (trial && this.trialUnreachable) this.goBack()
+  }
+
+  async settleBootTrial(verdict: 'confirm' | 'reject'): Promise<'confirmed' | 'expired' | 'rejected'> {
+    this.calls.push(`settleBootTrial ${verdict}`)
+    this.trialVerdicts.push(verdict)
+    if (!this.trial || this.trialExpired || verdict === 'reject') {
+      const expired = !this.trial || this.trialExpired
+      this.goBack()
+      return expired ? 'expired' : 'rejected'
+    }
+    this.trial = undefined
+    return 'confirmed'
+  }
+
+  /** What the target's boot trial does when it gives up: the previous profile, a boot into it. */
+  private goBack(): void {
+    if (!this.trial) return
+    const previous = this.trial.previous
+    const gen = this.trial.previousGeneration
+    if (gen !== undefined && this.generations[gen - 1] === previous) this.profileGen = gen
+    else this.profileGen = this.generations.push(previous)
+    this.reboots++
+    this.current = previous
+    this.booted = { system: previous }
+    this.bootId = `boot-${this.reboots + 1}`
+    this.trial = undefined
   }
 
   async reconnect(): Promise<void> {

@@ -15,7 +15,7 @@ import { changedBy, Goal, goalOf, verifyProblems } from './goal'
 import { LoadedKey, uploadKeys } from './keys'
 import { DeployLock, heldError, LEASE_SECONDS, ownerDescription } from './lock'
 import { checkBootSpace, checkSpace, checkTarget } from './preflight'
-import { rebootInto, RebootSettings, rebootsFor } from './reboot'
+import { BootTrial, rebootInto, RebootSettings, rebootsFor } from './reboot'
 
 export interface BuiltSystem {
   toplevel: string
@@ -25,6 +25,8 @@ export interface BuiltSystem {
   boot?: BootIdentity
   /** Its kernel and initrd as a boot loader copies them to /boot (names and sizes). */
   bootFiles?: BootFile[]
+  /** Whether it has the boot trial (nixos/boot-trial.nix): a reboot into it is then on trial. */
+  bootTrial?: boolean
 }
 
 /** Everything one machine's deploy needs, decided before it starts (plan.ts builds it). */
@@ -154,27 +156,54 @@ class DeployRun {
    */
   private async rebootIntoNewSystem(before: RemoteState, keys: LoadedKey[]): Promise<void> {
     const { target, job } = this
-    target.log.warning(
-      `rebooting ${target.label} into the new system: if it does not boot, or boots without SSH, it needs hands on the target (its boot menu keeps the previous generation)`
-    )
-    this.held?.stopRenewing()
-    const back = await this.timed('activate', () =>
-      rebootInto(
-        target,
-        job.built.toplevel,
-        {
-          ...job.reboot!,
-          healthChecks: job.activation.healthChecks,
-          healthTimeoutSeconds: job.activation.healthTimeoutSeconds
-        },
-        before.bootId,
-        () => this.afterBoot(keys)
+    const trial = this.bootTrial(before)
+    if (!trial)
+      target.log.warning(
+        `rebooting ${target.label} into the new system without a boot trial${job.built.bootTrial ? '' : ' (the new system lacks nixos/boot-trial.nix)'}: if it does not boot, or boots without SSH, it needs hands on the target (its boot menu keeps the previous generation)`
       )
-    )
-    Object.assign(this.result, {
-      rebootMs: back.ms,
-      healthChecks: back.healthReport ?? this.result.healthChecks
-    })
+    this.held?.stopRenewing()
+    try {
+      const back = await this.timed('activate', () =>
+        rebootInto(
+          target,
+          job.built.toplevel,
+          {
+            ...job.reboot!,
+            healthChecks: job.activation.healthChecks,
+            healthTimeoutSeconds: job.activation.healthTimeoutSeconds
+          },
+          before.bootId,
+          () => this.afterBoot(keys),
+          trial
+        )
+      )
+      Object.assign(this.result, {
+        rebootMs: back.ms,
+        bootTrial: trial ? 'confirmed' : undefined,
+        healthChecks: back.healthReport ?? this.result.healthChecks
+      })
+    } catch (e) {
+      if (trial && e instanceof RolledBackError) this.result.bootTrial = 'went-back'
+      throw e
+    }
+  }
+
+  /**
+   * The boot trial for this reboot, when the new system has it (nixos/boot-trial.nix) and magic
+   * rollback is on: back to the profile as it was before this deploy (its generation), or, when
+   * the profile already held the new system (deployed earlier without a reboot), to what booted.
+   */
+  private bootTrial(before: RemoteState): BootTrial | undefined {
+    const { job } = this
+    if (!job.built.bootTrial || !job.activation.magicRollback) return undefined
+    const fromProfile = before.profile !== undefined && before.profile !== job.built.toplevel
+    const previous = fromProfile ? before.profile : before.booted?.system
+    if (previous === undefined || previous === job.built.toplevel) return undefined
+    return {
+      previous,
+      previousGeneration: fromProfile ? generationOf(before.profileLink) : undefined,
+      confirmSeconds: job.activation.confirmTimeoutSeconds
+    }
   }
 
   /** Back from the reboot: the lock again (or fail: another run took it), then the keys. */

@@ -97,3 +97,17 @@ export function bootBytesToAdd(files: BootFile[], present: string[]): number {
     .filter(f => !present.some(p => p === f.name || p.startsWith(`${f.name}.`)))
     .reduce((sum, f) => sum + f.bytes, 0)
 }
+
+/** The unit of the boot trial module this project ships for targets (nixos/boot-trial.nix). */
+const BOOT_TRIAL_UNIT = 'etc/systemd/system/nix-deploy-boot-trial.service'
+
+/**
+ * Whether a toplevel in the runner's store has the boot trial (nixos/boot-trial.nix): only then
+ * can a reboot into it be a trial that goes back to the previous system unless confirmed.
+ */
+export async function hasBootTrial(toplevel: string): Promise<boolean> {
+  return fs.access(path.join(toplevel, BOOT_TRIAL_UNIT)).then(
+    () => true,
+    () => false
+  )
+}

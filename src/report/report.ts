@@ -61,6 +61,11 @@ export interface DeployReport {
   needsReboot?: boolean
   /** How long the reboot into the new system took (reboot: auto or always), when there was one. */
   rebootMs?: number
+  /**
+   * A reboot on trial (the target has nixos/boot-trial.nix): confirmed by this run, or the target
+   * went back to its previous system (unreachable after the boot, or its checks failed).
+   */
+  bootTrial?: 'confirmed' | 'went-back'
   /** dry-activate: what switch-to-configuration says it would do to units. */
   dryActivate?: Array<{ action: string; units: string[] }>
   timings: PhaseTiming[]
@@ -173,6 +178,7 @@ export type MachineResult = Pick<
   | 'dryActivate'
   | 'needsReboot'
   | 'rebootMs'
+  | 'bootTrial'
 >
 
 /** Writes a machine's deploy result into its report: the one place the deploy's facts enter it. */

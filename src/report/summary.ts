@@ -167,7 +167,10 @@ function summaryRows(r: DeployReport): Array<[string, string | undefined]> {
 
 /** Whether the new system needs a reboot to run (its boot files against what the target booted). */
 function rebootRow(r: DeployReport): string | undefined {
-  if (r.rebootMs !== undefined) return `rebooted into the new system in ${seconds(r.rebootMs)}`
+  if (r.bootTrial === 'went-back')
+    return 'rebooted into the new system on trial: not confirmed, the target went back to its previous system'
+  if (r.rebootMs !== undefined)
+    return `rebooted into the new system in ${seconds(r.rebootMs)}${r.bootTrial === 'confirmed' ? ' (boot trial confirmed)' : ''}`
   if (r.needsReboot === undefined) return undefined
   if (!r.needsReboot) return 'not needed'
   const against = r.mode === 'build' ? 'the diff-against system' : 'what the target booted'

@@ -22,6 +22,7 @@ export const FOLLOW_SCRIPT = compose('follow.sh')
 export const DECIDE_SCRIPT = compose('decide.sh')
 export const ABANDON_SCRIPT = compose('abandon.sh')
 export const REBOOT_SCRIPT = compose('reboot.sh')
+export const BOOT_TRIAL_SCRIPT = compose('boot-trial.sh')
 export const UPLOAD_KEY_SCRIPT = compose('upload-key.sh')
 export const IMPORT_SCRIPT = compose('import.sh')
 export const SUBSTITUTE_SCRIPT = compose('substitute.sh')
@@ -45,7 +46,8 @@ export const ALL_SCRIPTS = {
   SUBSTITUTE_SCRIPT,
   QUERY_MISSING_SCRIPT,
   LIST_GENERATIONS_SCRIPT,
-  REBOOT_SCRIPT
+  REBOOT_SCRIPT,
+  BOOT_TRIAL_SCRIPT
 }
 
 /**

@@ -11,6 +11,7 @@ import { parseRemoteState, RemoteState } from './remote-state'
 import {
   ABANDON_SCRIPT,
   AGENT_SCRIPT,
+  BOOT_TRIAL_SCRIPT,
   DECIDE_SCRIPT,
   FOLLOW_SCRIPT,
   IMPORT_SCRIPT,
@@ -31,6 +32,7 @@ import { parseRunningClosure, parseSurvey } from './survey'
 import {
   AgentPoll,
   AgentRequest,
+  BootTrialRecord,
   GenerationListing,
   ImportResult,
   KeyFile,
@@ -324,14 +326,36 @@ export class SshTarget implements Target {
       .catch(() => undefined)
   }
 
-  async reboot(): Promise<void> {
-    const r = await this.run(REBOOT_SCRIPT, [], { timeoutMs: 60_000, what: 'scheduling the reboot' })
-    if (r.exitCode !== 0 || r.stdout.trim() !== 'scheduled')
+  async reboot(trial?: BootTrialRecord): Promise<void> {
+    if (trial) for (const p of [trial.system, trial.previous]) assertStorePath(p, 'a boot trial system')
+    const args = trial
+      ? [trial.system, trial.previous, String(trial.previousGeneration ?? ''), String(trial.confirmSeconds)]
+      : []
+    const r = await this.run(REBOOT_SCRIPT, args, { timeoutMs: 60_000, what: 'scheduling the reboot' })
+    const answer = r.stdout.trim().split('\n')
+    if (r.exitCode !== 0 || answer[answer.length - 1] !== 'scheduled')
       throw new ActionError(
         `could not reboot ${this.label}: ${r.stderr.trim().slice(-300)}`,
         'The new system is the boot default: reboot the target by hand (or fix systemd-run / reboot on it) to run it.',
         'activate'
       )
+  }
+
+  async settleBootTrial(verdict: 'confirm' | 'reject'): Promise<'confirmed' | 'expired' | 'rejected'> {
+    const r = await this.run(BOOT_TRIAL_SCRIPT, [verdict], {
+      timeoutMs: 60_000,
+      what: `${verdict}ing the boot trial`
+    })
+    const answer = r.stdout.trim()
+    if (r.exitCode === 0 && (answer === 'confirmed' || answer === 'expired' || answer === 'rejected'))
+      return answer
+    throw new ActionError(
+      `could not ${verdict} the boot trial on ${this.label}: ${r.stderr.trim().slice(-300) || `exit ${r.exitCode}`}`,
+      verdict === 'confirm'
+        ? 'Unconfirmed, the target goes back to its previous system after the trial: deploy again once it is reachable.'
+        : 'The trial goes back to the previous system by itself when it is not confirmed.',
+      'verify'
+    )
   }
 
   async reconnect(): Promise<void> {

@@ -55,11 +55,28 @@ export interface Target {
   /** Deletes system generations; the error text when nix-env refused. */
   deleteGenerations(numbers: number[]): Promise<string | undefined>
   removeGcRoot(link: string): Promise<void>
-  /** Schedules a reboot a moment after it returns (detached: the session ends first). */
-  reboot(): Promise<void>
+  /**
+   * Schedules a reboot a moment after it returns (detached: the session ends first); with `trial`,
+   * in the same command, the record the target's boot trial reads in the next boot.
+   */
+  reboot(trial?: BootTrialRecord): Promise<void>
+  /** The deploy's verdict on a boot trial: 'expired' when the target's trial had already given up. */
+  settleBootTrial(verdict: 'confirm' | 'reject'): Promise<'confirmed' | 'expired' | 'rejected'>
   /** Drops the connection and dials a new one (both hops): proof the target still lets us in. */
   reconnect(): Promise<void>
   close(): void
+}
+
+/**
+ * What the target's boot trial (nixos/boot-trial.sh) needs: the system booted on trial, the one to
+ * go back to (with its generation, when the profile still has it) and how long to wait for the
+ * deploy's confirmation after the boot.
+ */
+export interface BootTrialRecord {
+  system: string
+  previous: string
+  previousGeneration?: number
+  confirmSeconds: number
 }
 
 /** When a target counts as already running the new system (per mode); 'never' for dry runs. */

@@ -1,0 +1,188 @@
+import { spawn, spawnSync } from 'child_process'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+
+/**
+ * The target's boot trial (nixos/boot-trial.sh, which the NixOS module runs at boot) run for real by
+ * sh in a temporary directory: its state directory, profile, /run/booted-system and store are the
+ * test's (NDA_* variables); `nix-env` and `systemctl` are stand-ins that record what they were
+ * asked. The e2e suite runs the same script at boot on the systemd Pi, with real Nix and systemd.
+ */
+const SCRIPT = path.join(__dirname, '..', '..', 'nixos', 'boot-trial.sh')
+
+const NIX_ENV = `#!/bin/sh
+echo "nix-env $*" >>"$CALLS"
+[ "$1" = -p ] || exit 2
+P=$2
+case $3 in
+  --switch-generation) ln -sfn "$(basename "$P")-$4-link" "$P" ;;
+  --set) n=$(ls "$(dirname "$P")" | grep -c -- '-link$'); n=$((n + 1)); ln -s "$4" "$P-$n-link"; ln -sfn "$(basename "$P")-$n-link" "$P" ;;
+esac
+`
+
+interface World {
+  root: string
+  state: string
+  sys: (name: string) => string
+  calls: () => string[]
+  profileTarget: () => string
+  writeTrial: (fields: Record<string, string>) => void
+  env: Record<string, string>
+}
+
+function world(opts: { booted: string; failing?: string[] }): World {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-trial-'))
+  const store = path.join(root, 'store')
+  const bin = path.join(root, 'bin')
+  const state = path.join(root, 'state')
+  const profiles = path.join(root, 'profiles')
+  const calls = path.join(root, 'calls')
+  for (const d of [store, bin, state, profiles]) fs.mkdirSync(d)
+  fs.writeFileSync(path.join(bin, 'nix-env'), NIX_ENV, { mode: 0o755 })
+  fs.writeFileSync(path.join(bin, 'systemctl'), `#!/bin/sh\necho "systemctl $*" >>"$CALLS"\n`, {
+    mode: 0o755
+  })
+  const sys = (name: string): string => path.join(store, `${'a'.repeat(32)}-${name}`)
+  for (const name of ['old', 'new', 'other']) {
+    fs.mkdirSync(path.join(sys(name), 'bin'), { recursive: true })
+    const fail = opts.failing?.includes(name) ? 'exit 1' : ''
+    fs.writeFileSync(
+      path.join(sys(name), 'bin', 'switch-to-configuration'),
+      `#!/bin/sh\necho "${name} $1" >>"$CALLS"\n${fail}\n`,
+      { mode: 0o755 }
+    )
+  }
+  // The profile as the deploy left it: generation 1 the old system, 2 the new one (the default).
+  fs.symlinkSync(sys('old'), path.join(profiles, 'system-1-link'))
+  fs.symlinkSync(sys('new'), path.join(profiles, 'system-2-link'))
+  fs.symlinkSync('system-2-link', path.join(profiles, 'system'))
+  fs.symlinkSync(sys(opts.booted), path.join(root, 'booted-system'))
+  return {
+    root,
+    state,
+    sys,
+    calls: () => (fs.existsSync(calls) ? fs.readFileSync(calls, 'utf8').trim().split('\n') : []),
+    profileTarget: () => fs.realpathSync(path.join(profiles, 'system')),
+    writeTrial: fields =>
+      fs.writeFileSync(
+        path.join(state, 'boot-trial'),
+        Object.entries(fields)
+          .map(([k, v]) => `${k}=${v}\n`)
+          .join('')
+      ),
+    env: {
+      PATH: `${bin}:/usr/bin:/bin`,
+      CALLS: calls,
+      NDA_STATE_DIR: state,
+      NDA_SYSTEM_PROFILE: path.join(profiles, 'system'),
+      NDA_BOOTED_SYSTEM: path.join(root, 'booted-system'),
+      NDA_STORE_DIR: store
+    }
+  }
+}
+
+const runTrial = (w: World): { status: number | null; out: string } => {
+  const r = spawnSync('sh', [SCRIPT], { env: w.env, encoding: 'utf8', timeout: 30_000 })
+  return { status: r.status, out: r.stdout + r.stderr }
+}
+const exists = (w: World, name: string): boolean => fs.existsSync(path.join(w.state, name))
+const trialOf = (w: World, secs: string, gen = '1') => ({
+  new: w.sys('new'),
+  previous: w.sys('old'),
+  'previous-generation': gen,
+  'confirm-seconds': secs
+})
+
+describe('the boot trial on the target (nixos/boot-trial.sh)', () => {
+  it('no trial pending: nothing happens', () => {
+    const w = world({ booted: 'new' })
+    expect(runTrial(w)).toMatchObject({ status: 0, out: expect.stringMatching(/no trial pending/) })
+    expect(w.calls()).toEqual([])
+  })
+
+  it('unconfirmed within its time: the previous generation, its boot entry, a reboot', () => {
+    const w = world({ booted: 'new' })
+    w.writeTrial(trialOf(w, '1'))
+    const r = runTrial(w)
+    expect(r.status).toBe(0)
+    expect(w.calls()).toEqual([
+      `nix-env -p ${w.env.NDA_SYSTEM_PROFILE} --switch-generation 1`,
+      'old boot',
+      'systemctl reboot'
+    ])
+    expect(w.profileTarget()).toBe(w.sys('old'))
+    expect(exists(w, 'boot-trial')).toBe(false)
+    expect(exists(w, 'boot-trial.expired')).toBe(true)
+    expect(fs.readFileSync(path.join(w.state, 'boot-trial.rolled-back'), 'utf8')).toMatch(
+      /not confirmed within 1 s/
+    )
+  })
+
+  it('confirmed while it waits (the deploy renames the record): nothing is undone', async () => {
+    const w = world({ booted: 'new' })
+    w.writeTrial(trialOf(w, '60'))
+    const child = spawn('sh', [SCRIPT], { env: w.env })
+    let out = ''
+    const exit = new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
+    // Confirm once it says it waits (the action's confirm is this same rename).
+    await new Promise<void>(resolve =>
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString()
+        if (/waiting up to 60 s/.test(out)) resolve()
+      })
+    )
+    fs.renameSync(path.join(w.state, 'boot-trial'), path.join(w.state, 'boot-trial.confirmed'))
+    expect(await exit).toBe(0)
+    expect(out).toMatch(/confirmed/)
+    expect(w.calls()).toEqual([])
+    expect(w.profileTarget()).toBe(w.sys('new'))
+  })
+
+  it('rejected by the deploy (its checks failed): goes back at once, not after its time', () => {
+    const w = world({ booted: 'new' })
+    w.writeTrial(trialOf(w, '3600'))
+    fs.writeFileSync(path.join(w.state, 'boot-trial.reject'), '')
+    const r = runTrial(w)
+    expect(r.status).toBe(0)
+    expect(r.out).toMatch(/the deploy rejected it/)
+    expect(w.calls()).toContain('systemctl reboot')
+    expect(w.profileTarget()).toBe(w.sys('old'))
+    expect(exists(w, 'boot-trial.reject')).toBe(false)
+  })
+
+  it('the previous generation is gone (or holds another system): the previous system set as a new one', () => {
+    const w = world({ booted: 'new' })
+    w.writeTrial(trialOf(w, '0', '7'))
+    runTrial(w)
+    expect(w.calls()[0]).toBe(`nix-env -p ${w.env.NDA_SYSTEM_PROFILE} --set ${w.sys('old')}`)
+    expect(w.profileTarget()).toBe(w.sys('old'))
+  })
+
+  it('a record for another system than the one booted is over: kept as .stale, nothing done', () => {
+    const w = world({ booted: 'other' })
+    w.writeTrial(trialOf(w, '0'))
+    expect(runTrial(w).status).toBe(0)
+    expect(w.calls()).toEqual([])
+    expect(exists(w, 'boot-trial.stale')).toBe(true)
+  })
+
+  it('a record it cannot trust (a shell word, a path inside a store path) is set aside, never run', () => {
+    for (const previous of ['/nix/store/x; reboot', `${'/tmp'}/old`, 'SYS/bin']) {
+      const w = world({ booted: 'new' })
+      w.writeTrial({ ...trialOf(w, '0'), previous: previous.replace('SYS', w.sys('old')) })
+      expect(runTrial(w).status).toBe(1)
+      expect(w.calls()).toEqual([])
+      expect(exists(w, 'boot-trial.invalid')).toBe(true)
+    }
+  })
+
+  it('the boot entry cannot be restored: no reboot (it would boot the new system again)', () => {
+    const w = world({ booted: 'new', failing: ['old'] })
+    w.writeTrial(trialOf(w, '0'))
+    const r = runTrial(w)
+    expect(r.status).toBe(1)
+    expect(r.out).toMatch(/could not make .* the boot default again/)
+    expect(w.calls()).not.toContain('systemctl reboot')
+  })
+})

@@ -1,0 +1,88 @@
+#!/bin/sh
+# nix-deploy-action's boot trial, run at every boot by the NixOS module next to it (boot-trial.nix).
+#
+# A new system that boots but cannot be reached (sshd broken, the network down) must not strand a
+# machine nobody can reach by hand. extlinux, a Raspberry Pi's boot loader, has no one-shot boot
+# entry, so the action makes the new system the default and, in the same command that schedules the
+# reboot, writes a trial record (STATE_DIR/boot-trial): the new system, the system to go back to and
+# how long to wait. In the boot that runs the new system this script waits that long for the deploy
+# to confirm the boot over SSH (it renames the record to boot-trial.confirmed). Unconfirmed, or
+# rejected by the deploy (boot-trial.reject: its health checks failed), it puts the system profile
+# and the boot entry back on the previous system and reboots into it. A record for another system
+# than the one booted is over (the boot loader fell back, or it is left from an interrupted deploy).
+#
+# The confirmation and the expiry are the same rename of the same file: exactly one of them wins.
+# Needs: sh, sed, head, readlink, mv, rm, sleep, nix-env and systemctl (or reboot) on PATH.
+# The environment overrides the paths (the project's unit tests use temporary ones).
+set -u
+dir=${NDA_STATE_DIR:-/nix/var/nix-deploy-action}
+P=${NDA_SYSTEM_PROFILE:-/nix/var/nix/profiles/system}
+booted_link=${NDA_BOOTED_SYSTEM:-/run/booted-system}
+store=${NDA_STORE_DIR:-/nix/store}
+trial=$dir/boot-trial
+reject=$dir/boot-trial.reject
+
+say() { echo "nix-deploy-action boot trial: $*"; }
+field() { sed -n "s/^$1=//p" "$trial" | head -n 1; }
+digits() { case $1 in '' | *[!0-9]*) return 1 ;; esac; }
+# A store path itself (no path inside one), in the characters Nix allows in names.
+store_path() {
+  case $1 in
+    "$store"/*/* | *[!A-Za-z0-9+._?=/-]*) return 1 ;;
+    "$store"/?*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+if [ ! -f "$trial" ]; then
+  say "no trial pending"
+  exit 0
+fi
+new=$(field new) prev=$(field previous) gen=$(field previous-generation) secs=$(field confirm-seconds)
+if ! store_path "$new" || ! store_path "$prev" || ! digits "$secs" || { [ -n "$gen" ] && ! digits "$gen"; }; then
+  say "the trial record is not readable: kept as $trial.invalid, nothing done"
+  mv -f "$trial" "$trial.invalid"
+  exit 1
+fi
+booted=$(readlink -f "$booted_link" 2>/dev/null || true)
+if [ "$booted" != "$new" ]; then
+  say "this boot runs ${booted:-no known system}, not the trial's $new: the trial is over"
+  mv -f "$trial" "$trial.stale" 2>/dev/null || true
+  exit 0
+fi
+
+say "booted $new: waiting up to $secs s for the deploy to confirm it"
+waited=0
+while [ "$waited" -lt "$secs" ]; do
+  if [ ! -e "$trial" ]; then
+    say "confirmed"
+    exit 0
+  fi
+  [ -e "$reject" ] && break
+  sleep 1
+  waited=$((waited + 1))
+done
+if ! mv "$trial" "$trial.expired" 2>/dev/null; then
+  say "confirmed"
+  exit 0
+fi
+if [ -e "$reject" ]; then why="the deploy rejected it (its checks failed)"; else why="not confirmed within $secs s"; fi
+rm -f "$reject"
+say "$why: going back to $prev"
+
+ok=0
+# The profile as it was: its previous generation when that still holds the previous system, else
+# the previous system set as a new generation.
+if [ -n "$gen" ] && [ "$(readlink -f "$P-$gen-link" 2>/dev/null)" = "$prev" ]; then
+  nix-env -p "$P" --switch-generation "$gen" || ok=1
+else
+  nix-env -p "$P" --set "$prev" || ok=1
+fi
+"$prev/bin/switch-to-configuration" boot || ok=1
+if [ "$ok" != 0 ]; then
+  say "could not make $prev the boot default again: staying on $new"
+  exit 1
+fi
+echo "$why" >"$dir/boot-trial.rolled-back"
+say "rebooting into $prev"
+systemctl reboot 2>/dev/null || reboot
