@@ -7,6 +7,8 @@
 //          through @actions/cache from a local cache service) and a run whose store already has
 //          everything (a persistent self-hosted runner), on a fixture with emulated builds.
 // BENCH_PARTS=copy,cache chooses the parts; each rewrites only its own section of RESULTS.md.
+// BENCH_PI=spi runs the copy against the systemd Pi (systemd-nspawn, Nix 2.26 with its daemon)
+// instead of pi (sshd, Nix 2.8), into its own section.
 'use strict'
 const { execFileSync, spawnSync } = require('child_process')
 const fs = require('fs')
@@ -21,11 +23,16 @@ const env = Object.fromEntries(
 const RATES = (process.env.BENCH_RATES || '10,50,100,0').split(',').map(Number) // Mbit/s; 0 = unthrottled
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 3)
 const PARTS = (process.env.BENCH_PARTS || 'copy,cache').split(',')
+const PI = process.env.BENCH_PI || 'pi'
+if (!['pi', 'spi'].includes(PI)) throw new Error(`BENCH_PI must be pi or spi, not ${PI}`)
+const PI_SCRIPT = path.join(ROOT, 'testbed', PI === 'spi' ? 'systemd-pi.sh' : 'pi.sh')
+// The jump host's interface towards that Pi's network (testbed/setup.sh, systemd-pi.sh).
+const PI_LINK = PI === 'spi' ? 'eth3' : 'eth1'
 const NIX_ENV = { ...process.env, NIX_CONFIG: 'substituters =\nextra-platforms = aarch64-linux', NIX_SSHOPTS: `-F ${env.TESTBED_SSH_CONFIG}` }
 const NIX = ['--extra-experimental-features', 'nix-command flakes']
 
 const run = (cmd, args, opts = {}) => execFileSync(cmd, args, { encoding: 'utf8', env: NIX_ENV, maxBuffer: 1 << 28, ...opts })
-const pi = (...args) => run('bash', [path.join(ROOT, 'testbed', 'pi.sh'), 'exec', ...args])
+const pi = (...args) => run('bash', [PI_SCRIPT, 'exec', ...args], { env: { ...NIX_ENV, PI } })
 const toplevel = name => {
   const attr = `${env.TESTBED_FIXTURE}#nixosConfigurations.${name}.config.system.build.toplevel`
   run('nix', [...NIX, 'build', '--no-link', attr], { stdio: 'ignore' })
@@ -34,8 +41,8 @@ const toplevel = name => {
 const closure = p => run('nix-store', ['-qR', p]).trim().split('\n')
 
 function setRate(mbit) {
-  if (mbit > 0) run('ip', ['netns', 'exec', 'nda-jump', 'tc', 'qdisc', 'replace', 'dev', 'eth1', 'root', 'tbf', 'rate', `${mbit}mbit`, 'burst', '32kb', 'latency', '100ms'])
-  else spawnSync('ip', ['netns', 'exec', 'nda-jump', 'tc', 'qdisc', 'del', 'dev', 'eth1', 'root'])
+  if (mbit > 0) run('ip', ['netns', 'exec', 'nda-jump', 'tc', 'qdisc', 'replace', 'dev', PI_LINK, 'root', 'tbf', 'rate', `${mbit}mbit`, 'burst', '32kb', 'latency', '100ms'])
+  else spawnSync('ip', ['netns', 'exec', 'nda-jump', 'tc', 'qdisc', 'del', 'dev', PI_LINK, 'root'])
 }
 
 /** Removes from the Pi every bench path it did not have at the start, so each trial copies the same. */
@@ -51,7 +58,7 @@ function actionInputs(config) {
   return {
     flake: `${env.TESTBED_FIXTURE}#${config}`,
     mode: 'dry-activate',
-    'target-host': env.TESTBED_PI,
+    'target-host': PI === 'spi' ? env.TESTBED_SPI : env.TESTBED_PI,
     'jump-host': env.TESTBED_JUMP,
     'ssh-private-key': fs.readFileSync(path.join(env.TESTBED_KEYS, 'deploy'), 'utf8'),
     'known-hosts': fs.readFileSync(env.TESTBED_KNOWN_HOSTS, 'utf8'),
@@ -107,9 +114,9 @@ function timeCommand(cmd, args) {
 
 const METHODS = {
   'nix-deploy-action': async () => (await runAction('pi-bench')).seconds,
-  'nix-copy-closure': p => timeCommand('nix-copy-closure', ['--to', 'pi', p]),
-  'nix-copy-closure --gzip': p => timeCommand('nix-copy-closure', ['--gzip', '--to', 'pi', p]),
-  'nix copy ssh-ng://': p => timeCommand('nix', [...NIX, 'copy', '--no-check-sigs', '--to', 'ssh-ng://pi', p])
+  'nix-copy-closure': p => timeCommand('nix-copy-closure', ['--to', PI, p]),
+  'nix-copy-closure --gzip': p => timeCommand('nix-copy-closure', ['--gzip', '--to', PI, p]),
+  'nix copy ssh-ng://': p => timeCommand('nix', [...NIX, 'copy', '--no-check-sigs', '--to', `ssh-ng://${PI}`, p])
 }
 const PEERS = Object.keys(METHODS).filter(m => m !== 'nix-deploy-action')
 const median = xs => {
@@ -118,7 +125,7 @@ const median = xs => {
 }
 
 async function copyBench() {
-  execFileSync('bash', [path.join(ROOT, 'testbed', 'pi.sh'), 'reset'], { stdio: 'ignore' })
+  execFileSync('bash', [PI_SCRIPT, 'reset'], { stdio: 'ignore', env: { ...process.env, PI } })
   const p = toplevel('pi-bench')
   const next = toplevel('pi-bench-next')
   const onPi = new Set(pi('sh', '-c', 'nix-store -qR /run/current-system').trim().split('\n'))
@@ -169,8 +176,10 @@ async function copyBench() {
   console.log('\n' + table + '\n\n' + incLine)
 
   writeSection(
-    'copy',
-    `## Copy\n\n` +
+    PI === 'spi' ? 'copy-spi' : 'copy',
+    (PI === 'spi'
+      ? `## Copy to the systemd Pi\n\nThe same benchmark against spi: systemd 257 as PID 1 in a container, Debian trixie's OpenSSH, Nix 2.26 with its nix-daemon (pi: sshd alone, Nix 2.8).\n\n`
+      : `## Copy\n\n`) +
       `Closure: ${toSend.length} store paths the Pi lacks, ${(narBytes / 1e6).toFixed(1)} MB as a NAR export, ${(zstdBytes / 1e6).toFixed(1)} MB with zstd -3 ` +
       `(fixture \`pi-bench\`: per package random data, base64 text and plain text, all distinct). Path: runner → jump host → Pi (network namespaces), ` +
       `the jump host → Pi link limited with \`tc tbf\`. Times are medians of ${ROUNDS} rounds, methods alternating, ` +

@@ -3,6 +3,7 @@
 #   BENCH_PARTS=copy,cache    which benchmarks to run
 #   BENCH_RATES=10,50,100,0   link rates in Mbit/s (0 = unthrottled)
 #   BENCH_ROUNDS=3
+#   BENCH_PI=spi              the copy against the systemd Pi (its own section)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (network namespaces, tc)" >&2; exit 1; }

@@ -8,6 +8,7 @@ import { FlakeTarget, parseFlakeTarget } from './nix/flake'
 import { isStorePath } from './nix/store-path'
 import { HostAddress, isValidUser, parseHostAddress, parsePort } from './ssh/address'
 import { KnownHostLine, parseKnownHosts } from './ssh/known-hosts'
+import { proxyTemplateProblem } from './ssh/proxy'
 
 export const MODES = ['switch', 'boot', 'test', 'dry-activate', 'build'] as const
 export type Mode = (typeof MODES)[number]
@@ -47,6 +48,8 @@ export interface Inputs {
   knownHosts: KnownHostLine[]
   jumpHost?: HostAddress
   jumpHostKey?: PrivateKey
+  /** OpenSSH-style ProxyCommand for the first hop (tokens %h %p %r %n %% expanded per connection). */
+  proxyCommand?: string
   insecureSkipHostKeyCheck: boolean
   /** Extra Nix settings for the runner's nix calls, as name/value pairs (`--option name value`). */
   nixOptions: Array<[string, string]>
@@ -101,6 +104,7 @@ export const INPUT_NAMES = [
   'known-hosts',
   'jump-host',
   'jump-host-key',
+  'proxy-command',
   'insecure-skip-host-key-check',
   'nix-options',
   'binfmt',
@@ -196,14 +200,7 @@ type Get = (name: InputName) => string
 export function readInputs(get: Get): Inputs {
   const problems: string[] = []
 
-  let flake: FlakeTarget | undefined
-  const flakeText = get('flake')
-  if (flakeText !== '')
-    try {
-      flake = parseFlakeTarget(flakeText)
-    } catch (e) {
-      problems.push(errorMessage(e))
-    }
+  const flake = readFlake(get, problems)
   const source = readSource(get, flake, problems)
 
   const modeText = get('mode') || 'switch'
@@ -217,6 +214,7 @@ export function readInputs(get: Get): Inputs {
     get('insecure-skip-host-key-check'),
     problems
   )
+  const proxyCommand = readProxyCommand(get, problems)
   const known = parseKnownHosts(get('known-hosts'))
   problems.push(...known.errors)
 
@@ -264,6 +262,7 @@ export function readInputs(get: Get): Inputs {
     target,
     targetOverride,
     ...keys,
+    proxyCommand,
     knownHosts: known.lines,
     insecureSkipHostKeyCheck,
     nixOptions,
@@ -278,6 +277,27 @@ export function readInputs(get: Get): Inputs {
     substituteOnDestination,
     ...reboot
   }
+}
+
+function readFlake(get: Get, problems: string[]): FlakeTarget | undefined {
+  const text = get('flake')
+  if (text === '') return undefined
+  try {
+    return parseFlakeTarget(text)
+  } catch (e) {
+    problems.push(errorMessage(e))
+    return undefined
+  }
+}
+
+/** proxy-command: one line whose tokens are OpenSSH's (expanded per connection, see ssh/proxy.ts). */
+function readProxyCommand(get: Get, problems: string[]): string | undefined {
+  const text = get('proxy-command').trim()
+  if (text === '') return undefined
+  const problem = proxyTemplateProblem(text)
+  if (problem) problems.push(problem)
+  if (text.includes('\n')) problems.push('proxy-command: one line only (it is run with sh -c)')
+  return text
 }
 
 /** reboot and reboot-timeout; a reboot in a mode that does not change what the target boots is refused. */

@@ -82,7 +82,8 @@ async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number
       connect: {
         knownHosts: inputs.knownHosts,
         insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
-        timeoutMs: inputs.connectTimeoutSeconds * 1000
+        timeoutMs: inputs.connectTimeoutSeconds * 1000,
+        proxyCommand: inputs.proxyCommand
       },
       timed: r => (p, fn) => timed(r, p, fn)
     }
@@ -99,7 +100,8 @@ function fleetMachine(m: Machine, runDeadline: number | undefined): FleetMachine
     name,
     report: m.report,
     deploy: {
-      target: plan.target,
+      // proxy-command's %n: the machine's name in a network file, else its host.
+      target: name && /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name) ? { ...plan.target!, name } : plan.target,
       jump: plan.jump,
       sudo: plan.sudo,
       job: deployJob(m.inputs, plan, { name, keys: m.keys, built: m.built, runDeadline })

@@ -26,9 +26,11 @@ rm -rf "$tmp" "$ROOTFS"
 mkdir -p "$(dirname "$ROOTFS")"
 echo "rootfs: debootstrap trixie into $tmp (once per machine, about 2 minutes)" >&2
 start=$(date +%s)
+# zstd, xz and gzip: the decompressors a NixOS system path has (the copy picks zstd when both ends do);
+# sudo for the tests of a non-root target user.
 # nix-bin cannot be in --include: debootstrap fails on its virtual dependency perl-dbdabi-94.
 debootstrap --variant=minbase \
-  --include=systemd,systemd-sysv,libpam-systemd,dbus,openssh-server,libdbi-perl,iproute2,procps,util-linux \
+  --include=systemd,systemd-sysv,libpam-systemd,dbus,openssh-server,libdbi-perl,iproute2,procps,util-linux,zstd,xz-utils,gzip,sudo \
   trixie "$tmp" "$MIRROR" >"$tmp.log" 2>&1 || { tail -20 "$tmp.log" >&2; exit 1; }
 cleanup() { umount "$tmp/proc" 2>/dev/null || true; }
 trap cleanup EXIT

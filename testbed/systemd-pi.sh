@@ -66,6 +66,19 @@ PrintMotd no
 CONF
   install -d -m 700 "$root/root/.ssh"
   install -m 600 "$TESTBED/pi/authorized_keys" "$root/root/.ssh/authorized_keys"
+  # As on pi (setup.sh): a user with passwordless sudo and one whose sudo asks for a password, both
+  # logging in with the deploy key.
+  install -m 644 "$TESTBED/pi/authorized_keys" "$root/etc/ssh/nda_authorized_keys"
+  echo 'AuthorizedKeysFile .ssh/authorized_keys /etc/ssh/nda_authorized_keys' >>"$root/etc/ssh/sshd_config.d/nda.conf"
+  local u
+  for u in nda-deploy nda-nosudo; do
+    chroot "$root" id "$u" >/dev/null 2>&1 ||
+      chroot "$root" useradd --system --no-create-home --home-dir /nonexistent --shell /bin/sh "$u"
+    chroot "$root" usermod -p '*' "$u"
+  done
+  echo 'nda-deploy ALL=(ALL) NOPASSWD: ALL' >"$root/etc/sudoers.d/nda-deploy"
+  echo 'nda-nosudo ALL=(ALL) ALL' >"$root/etc/sudoers.d/nda-nosudo"
+  chmod 0440 "$root/etc/sudoers.d/nda-deploy" "$root/etc/sudoers.d/nda-nosudo"
   mkdir -p "$root/etc/systemd/logind.conf.d"
   # logind ends every process of a session when it closes, unless it left the session (as a
   # transient unit started with systemd-run does) -- root's too: the deploy logs in as root, and
@@ -140,11 +153,13 @@ start() {
   # The supervisor: boots the container again when it rebooted itself (nspawn exits 133).
   # SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: systemd 257 cannot start units on this host's hybrid cgroups.
   # --keep-unit --register=no: there is no machined (nor system bus) on the host to register with.
+  # CAP_NET_ADMIN: the network namespace is its own; its root may bring links up and down, as a
+  # Pi's root can (a generation that takes the network down must really do it).
   setsid bash -c '
     while :; do
       SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn --quiet --console=passive \
         -D "$1" -M "$2" --keep-unit --register=no --network-namespace-path="/run/netns/nda-$2" \
-        --bind="$3/nix:/nix" --bind="$3/boot:/boot" -b systemd.firstboot=off
+        --bind="$3/nix:/nix" --bind="$3/boot:/boot" --capability=CAP_NET_ADMIN -b systemd.firstboot=off
       rc=$?
       echo "nda: container exited with status $rc at $(date +%s)"
       [ "$rc" = 133 ] || exit "$rc"

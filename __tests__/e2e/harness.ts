@@ -63,6 +63,12 @@ export function describeE2E(name: string, fn: () => void): void {
  */
 export type PiName = 'pi' | 'pi2' | 'spi'
 export const PIS: PiName[] = ['pi', 'pi2', 'spi']
+/**
+ * The Pi a test deploys to and inspects when it names none: pi (no init system: the agent's setsid
+ * path), or spi in the e2e-spi project (jest.config.js), which runs the safety suites again on the
+ * Pi with systemd as PID 1.
+ */
+export const MAIN_PI: PiName = (globalThis as { NDA_E2E_PI?: string }).NDA_E2E_PI === 'spi' ? 'spi' : 'pi'
 const piScript = (pi: PiName): string => path.join(ROOT, 'testbed', pi === 'spi' ? 'systemd-pi.sh' : 'pi.sh')
 
 export interface TestbedEnv {
@@ -98,7 +104,7 @@ export function deployInputs(config: string, extra: Record<string, string> = {})
   return {
     flake: `${t.TESTBED_FIXTURE}#${config}`,
     mode: 'switch',
-    'target-host': t.TESTBED_PI,
+    'target-host': MAIN_PI === 'spi' ? t.TESTBED_SPI : t.TESTBED_PI,
     'jump-host': t.TESTBED_JUMP,
     'ssh-private-key': key('deploy'),
     'known-hosts': fs.readFileSync(t.TESTBED_KNOWN_HOSTS, 'utf8'),
@@ -343,7 +349,7 @@ export async function deployed(config: string, extra: Record<string, string> = {
 }
 
 /** Runs a command on a Pi (default the first) over SSH (OpenSSH through the jump host), returning stdout. */
-export function onPi(command: string, pi: PiName = 'pi'): string {
+export function onPi(command: string, pi: PiName = MAIN_PI): string {
   const t = testbed()
   return execFileSync('ssh', ['-F', t.TESTBED_SSH_CONFIG, pi, command], {
     encoding: 'utf8',
@@ -360,7 +366,7 @@ export interface PiState {
 }
 
 /** A Pi's deploy-relevant state: running system, profile, boot entry and generation links. */
-export function piState(pi: PiName = 'pi'): PiState {
+export function piState(pi: PiName = MAIN_PI): PiState {
   const [current, profile, profileLink, bootDefault, gens] = onPi(
     'readlink -f /run/current-system; readlink -f /nix/var/nix/profiles/system; readlink /nix/var/nix/profiles/system; cat /nix/var/nix-fixture/boot-default 2>/dev/null || echo none; ls /nix/var/nix/profiles | grep "^system-" | tr "\\n" " "',
     pi
@@ -380,7 +386,7 @@ export function installedState(gen0: string): Partial<PiState> {
 }
 
 /** Wipes a Pi (default the first) and brings it back with fixture generation 0 only. */
-export function resetPi(pi: PiName = 'pi'): void {
+export function resetPi(pi: PiName = MAIN_PI): void {
   execFileSync('bash', [piScript(pi), 'reset'], {
     env: { ...process.env, PI: pi },
     stdio: 'pipe'
@@ -430,7 +436,7 @@ export function narSizes(storePath: string): Map<string, number> {
 }
 
 /** Runs a command inside a Pi's namespaces from the host (works whatever SSH on the Pi does). */
-export function piExec(args: string[], pi: PiName = 'pi'): string {
+export function piExec(args: string[], pi: PiName = MAIN_PI): string {
   return execFileSync('bash', [piScript(pi), 'exec', ...args], {
     encoding: 'utf8',
     env: { ...process.env, PI: pi }
@@ -441,7 +447,7 @@ export function piExec(args: string[], pi: PiName = 'pi'): string {
  * The processes running in a Pi's network namespace whose command line mentions any of `markers`
  * (`ip netns pids`: network namespaces do not isolate process ids, so never match by name).
  */
-export function piProcesses(markers: string[], pi: PiName = 'pi'): string[] {
+export function piProcesses(markers: string[], pi: PiName = MAIN_PI): string[] {
   const pids = execFileSync('ip', ['netns', 'pids', `nda-${pi}`], { encoding: 'utf8' })
     .split('\n')
     .filter(Boolean)
@@ -465,7 +471,7 @@ export function piProcesses(markers: string[], pi: PiName = 'pi'): string[] {
  */
 export async function assertNothingLeftOnPi(
   storePaths: string[] = [],
-  pi: PiName = 'pi',
+  pi: PiName = MAIN_PI,
   waitMs = 15_000
 ): Promise<void> {
   const markers = ['/run/nix-deploy-action/', ...storePaths]

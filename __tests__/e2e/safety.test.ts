@@ -1,10 +1,13 @@
+import * as fs from 'fs'
 import {
+  assertNothingLeftOnPi,
   deployInputs,
   describeE2E,
   fixturePath,
   killJumpSessions,
   onPi,
   piExec,
+  piProcesses,
   piState,
   resetPi,
   runAction
@@ -42,6 +45,35 @@ describeE2E('safe activation: magic rollback, health checks, reconnects', () => 
     expect(run.ms).toBeLessThan(8_000 + 90_000)
     expect(piState()).toEqual(before)
     expect(before.current).toBe(gen0)
+  }, 300_000)
+
+  it('an activation agent killed half-way (no outcome) is seen at once: another agent puts the Pi back', async () => {
+    const before = piState()
+    const slow = fixturePath('pi-slow-activation')
+    const running = runAction(deployInputs('pi-slow-activation', { 'activation-timeout': '600' }))
+    // Once the agent has set the profile, while the slow system activates (6 s): kill the agent.
+    let agents: number[] = []
+    for (let i = 0; i < 1200 && (agents.length === 0 || piState().profile !== slow); i++) {
+      await sleep(100)
+      agents = piProcesses(['/run/nix-deploy-action/'])
+        .filter(l => /^\d+ \S*sh \/run\/nix-deploy-action\/[0-9a-f]+\/agent\.sh /.test(l))
+        .map(l => Number(l.split(' ')[0]))
+    }
+    // The agent, not the subshell it forks to run the activation (same command line): the one
+    // whose parent is not an agent process too.
+    const ppid = (pid: number): number =>
+      Number(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')[1])
+    const main = agents.filter(p => !agents.includes(ppid(p)))
+    expect(main).toHaveLength(1)
+    process.kill(main[0], 'SIGKILL')
+    const run = await running
+    expect(run.outputs.result).toBe('rolled-back')
+    expect(run.log).toMatch(/::error title=.*ended without an outcome: it was killed/)
+    // At once, not at activation-timeout (600 s).
+    expect(run.ms).toBeLessThan(180_000)
+    expect(piState()).toEqual(before)
+    // Nothing of the killed activation is left running (without systemd, its process group was ended).
+    await assertNothingLeftOnPi([slow])
   }, 300_000)
 
   it('a failing health check rolls back, and the summary names the check', async () => {
@@ -107,7 +139,7 @@ describeE2E('safe activation: magic rollback, health checks, reconnects', () => 
     const run = await runAction(deployInputs('pi-wrong-platform'))
     expect(run.exitCode).not.toBe(0)
     expect(run.log).toMatch(
-      /::error title=.*the configuration is for x86_64-linux but target root@10.99.2.2 runs aarch64-linux/
+      /::error title=.*the configuration is for x86_64-linux but target root@10\.99\.[25]\.2 runs aarch64-linux/
     )
     expect(run.log).not.toContain('Copying')
     expect(onPi(`test -e ${wrong} && echo present || echo absent`)).toBe('absent')
@@ -146,7 +178,7 @@ describeE2E('deploy lock, sudo and generation retention', () => {
     expect(firstRun.outputs.result).toBe('deployed')
     expect(second.outputs.result).toBe('deployed')
     expect(second.log).toMatch(
-      /Waiting for the deploy lock on target root@10.99.2.2, held by nix-deploy-action/
+      /Waiting for the deploy lock on target root@10\.99\.[25]\.2, held by nix-deploy-action/
     )
     expect(piState()).toMatchObject({ current: fixturePath('pi-gen1'), profile: fixturePath('pi-gen1') })
   }, 300_000)
@@ -157,7 +189,7 @@ describeE2E('deploy lock, sudo and generation retention', () => {
     const second = await runAction(deployInputs('pi-gen2', { 'lock-timeout': '2' }))
     expect(second.exitCode).not.toBe(0)
     expect(second.log).toMatch(
-      /::error title=.*target root@10.99.2.2 is locked by another deploy: nix-deploy-action a run outside GitHub Actions/
+      /::error title=.*target root@10\.99\.[25]\.2 is locked by another deploy: nix-deploy-action a run outside GitHub Actions/
     )
     expect((await first).outputs.result).toBe('deployed')
     expect(piState().current).toBe(fixturePath('pi-slow-activation'))

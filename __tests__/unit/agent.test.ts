@@ -136,6 +136,32 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
     expect(w.calls()).toEqual(['new switch', 'old switch'])
   })
 
+  it('after an agent killed half-way: --rollback-of-generation puts back what it did, and only that', () => {
+    const w = world(['old', 'new'])
+    installed(w, 'old')
+    const prev = deploy(w, 'new')
+    // What the killed agent had done: generation 2 set, the new system running, no outcome.
+    spawnSync(path.join(w.root, 'bin', 'nix-env'), ['-p', w.profile, '--set', w.sys('new')])
+    fs.unlinkSync(w.current)
+    fs.symlinkSync(w.sys('new'), w.current)
+    const r = w.run({ ...prev, '--rollback-of-generation': '2', '--rollback-created-new': '1' })
+    expect(r.outcome).toBe('rolled-back')
+    expect(w.gens()).toEqual(['system-1-link'])
+    expect(w.profileLink()).toBe('system-1-link')
+    expect(fs.realpathSync(w.current)).toBe(w.sys('old'))
+    // It re-activated the old system; it never ran the new one's switch-to-configuration.
+    expect(w.calls()).toEqual(['old switch'])
+  })
+
+  it('after an agent killed before it made a generation (-): the old system re-activated, no generation deleted', () => {
+    const w = world(['old', 'new'])
+    installed(w, 'old')
+    const r = w.run({ ...deploy(w, 'new'), '--rollback-of-generation': '-', '--rollback-created-new': '0' })
+    expect(r.outcome).toBe('rolled-back')
+    expect(w.gens()).toEqual(['system-1-link'])
+    expect(w.calls()).toEqual(['old switch'])
+  })
+
   it('keeps a generation it did not create (nix-env --set reused the newest one)', () => {
     const w = world(['old', 'new'], ['new'])
     installed(w, 'old')

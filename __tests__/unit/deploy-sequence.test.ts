@@ -466,6 +466,26 @@ describe('the deploy sequence over a Target', () => {
     })
   })
 
+  it('an agent killed half-way (no outcome): seen at once, another agent puts the target back', async () => {
+    const t = new FakeTarget(OLD)
+    t.behaviour.set(NEW, 'agent-killed')
+    const settings = { ...job().activation, activationTimeoutSeconds: 3600 }
+    const started = Date.now()
+    const { result, error } = await deploy(t, job('switch', { activation: settings }))
+    // Not after activation-timeout (an hour here): at the first look.
+    expect(Date.now() - started).toBeLessThan(10_000)
+    expect(error).toBeInstanceOf(RolledBackError)
+    expect((error as ActionError).message).toMatch(
+      /the activation agent on target root@pi ended without an outcome: it was killed .*; the target was put back as it was/
+    )
+    expect(result).toMatchObject({ result: 'rolled-back', rolledBackTo: OLD })
+    // The second agent got what the first had recorded: the generation it made, a new one.
+    expect(t.calls).toContain('rollbackOf 2 true')
+    expect(t.current).toBe(OLD)
+    expect(t.profile).toBe(OLD)
+    expect(t.lockOwner).toBeUndefined()
+  })
+
   it('boot: sets the profile only; changed means the profile changed', async () => {
     const t = new FakeTarget(OLD)
     const { result } = await deploy(t, job('boot'))

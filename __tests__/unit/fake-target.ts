@@ -26,7 +26,7 @@ import {
 } from '../../src/target/target'
 
 /** How a system behaves when the simulated agent activates it. */
-export type Behaviour = 'ok' | 'fails' | 'breaks-ssh'
+export type Behaviour = 'ok' | 'fails' | 'breaks-ssh' | 'agent-killed'
 
 export const storePath = (name: string, c = 'a'): string => `/nix/store/${c.repeat(32)}-${name}`
 
@@ -201,6 +201,14 @@ export class FakeTarget implements Target {
     if (req.lock && this.lockOwner !== req.lock.id) return 'lost-lock'
     const agent: Agent = { req, state: {}, log: '', abandoned: false }
     this.agents.set(req.dir, agent)
+    if (req.rollbackOf) {
+      // Another agent putting the target back after one died (agent.sh --rollback-of-generation).
+      this.calls.push(`rollbackOf ${req.rollbackOf.generation ?? '-'} ${req.rollbackOf.createdNew}`)
+      if (req.rollbackOf.generation !== undefined) this.rollback(agent)
+      else if (req.before.current) this.current = req.before.current
+      agent.state.outcome = 'rolled-back'
+      return 'started'
+    }
     this.runAgent(agent)
     return 'started'
   }
@@ -217,6 +225,13 @@ export class FakeTarget implements Target {
     }
     const behaviour = this.behaviour.get(req.toplevel) ?? 'ok'
     a.log += `activating ${req.toplevel}\n`
+    if (behaviour === 'agent-killed') {
+      // Killed half-way: the profile set, the new system running, no status and no outcome.
+      a.state.createdNew = true
+      if (changesRunning) this.current = req.toplevel
+      a.state.agent = 'dead'
+      return
+    }
     if (behaviour === 'fails') {
       a.state.status = 1
       this.rollback(a)

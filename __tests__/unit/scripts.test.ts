@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'child_process'
+import { execFileSync, spawn, spawnSync } from 'child_process'
 import { agentCommandOptions } from '../../src/target/parse'
 import { RemoteState } from '../../src/target/remote-state'
 import {
@@ -90,6 +90,51 @@ describe('the follow script', () => {
     expect(r.stdout.length).toBe(4096)
     expect(r.stderr).toMatch(/^size=100000$/m)
     fs.rmSync(dir, { recursive: true, force: true })
+  })
+})
+
+describe('the follow script: whether the agent still runs', () => {
+  const agentOf = (dir: string): string =>
+    /^agent=(.*)$/m.exec(
+      spawnSync('sh', ['-c', FOLLOW_SCRIPT, 'sh', dir, '0', '4096'], { encoding: 'utf8' }).stderr
+    )![1]
+
+  it('alive while its process runs agent.sh of that directory; dead after; starting before its pid; gone without its directory', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-alive-'))
+    expect(agentOf(dir)).toBe('starting')
+    // A stand-in agent, run as the real one is (sh DIR/agent.sh ...), that writes its pid and waits.
+    fs.writeFileSync(path.join(dir, 'agent.sh'), `echo $$ > ${dir}/pid\nexec sleep 30\n`)
+    const child = spawn('sh', [path.join(dir, 'agent.sh'), '--dir', dir], { stdio: 'ignore' })
+    for (let i = 0; i < 100 && !fs.existsSync(path.join(dir, 'pid')); i++)
+      await new Promise(r => setTimeout(r, 20))
+    // Once exec sleep replaced the shell, its command line no longer names agent.sh: as a killed
+    // agent's pid reused by another program. (Polled: the exec takes a moment.)
+    let seen = agentOf(dir)
+    for (let i = 0; i < 250 && seen !== 'dead'; i++) {
+      await new Promise(r => setTimeout(r, 20))
+      seen = agentOf(dir)
+    }
+    expect(seen).toBe('dead')
+    child.kill('SIGKILL')
+    const live = spawn(
+      'sh',
+      ['-c', `echo $$ > ${dir}/pid; while :; do sleep 1; done`, 'sh', `${dir}/agent.sh`],
+      {
+        stdio: 'ignore'
+      }
+    )
+    for (
+      let i = 0;
+      i < 100 && fs.readFileSync(path.join(dir, 'pid'), 'utf8').trim() !== String(live.pid);
+      i++
+    )
+      await new Promise(r => setTimeout(r, 20))
+    expect(agentOf(dir)).toBe('alive')
+    live.kill('SIGKILL')
+    await new Promise(r => live.once('exit', r))
+    expect(agentOf(dir)).toBe('dead')
+    fs.rmSync(dir, { recursive: true, force: true })
+    expect(agentOf(dir)).toBe('gone')
   })
 })
 

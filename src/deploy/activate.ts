@@ -58,10 +58,20 @@ export interface AgentTracker {
 }
 
 /** One activation being followed: the agent's directory, its log so far, its last state. */
+/** The agent ended without an outcome: killed ('dead'), or its directory gone too (a reboot). */
+class AgentDied extends Error {
+  constructor(readonly how: 'dead' | 'gone') {
+    super(`the activation agent ${how === 'dead' ? 'was killed' : 'is gone'}`)
+  }
+}
+
 class Follower {
   log = ''
   offset = 0
   state: AgentState = {}
+  /** What the agent recorded while it could: kept when its directory is gone. */
+  generation: number | undefined
+  createdNew: boolean | undefined
 
   constructor(
     private readonly target: Target,
@@ -79,8 +89,17 @@ class Follower {
       }
       this.offset = Math.max(this.offset, Math.min(poll.size, this.offset + Buffer.byteLength(poll.chunk)))
       this.state = poll.state
+      this.generation = poll.state.generation ?? this.generation
+      this.createdNew = poll.state.createdNew ?? this.createdNew
       if (poll.state.outcome !== undefined) this.agent.finished = true
       const backlog = this.offset < poll.size
+      // follow.sh looks at the process before the outcome: no outcome from a dead agent is final.
+      if (
+        poll.state.outcome === undefined &&
+        (poll.state.agent === 'dead' || poll.state.agent === 'gone') &&
+        !backlog
+      )
+        throw new AgentDied(poll.state.agent)
       if (done(poll.state) && !backlog) return poll.state
       if (Date.now() >= deadline) return poll.state
       if (!backlog) await new Promise(res => setTimeout(res, POLL_MS))
@@ -126,26 +145,102 @@ export async function activate(
   if (started === 'lost-lock') throw lostLockError(target.label)
   agent.started = true
   const follower = new Follower(target, dir, agent)
-  await followActivation(target, goal, settings, follower, waitSeconds)
   let healthReport: string | undefined
   let confirmedOverNewConnection = false
-  const state = follower.state
-  if (state.status === 0 && waitSeconds > 0 && state.outcome === undefined) {
-    const decided = await decideAndFollow(target, settings, follower, waitSeconds, toplevel)
-    healthReport = decided.healthReport
-    confirmedOverNewConnection = decided.confirmed
-    if (decided.abort && follower.state.outcome === 'rolled-back')
-      throw new RolledBackError(
-        `${decided.abort.reason}; rolled back to ${before.current}`,
-        decided.abort.hint,
-        before.current,
-        [healthReport, follower.log.slice(-4000)].filter(Boolean).join('\n\n')
-      )
+  try {
+    await followActivation(target, goal, settings, follower, waitSeconds)
+    const state = follower.state
+    if (state.status === 0 && waitSeconds > 0 && state.outcome === undefined) {
+      const decided = await decideAndFollow(target, settings, follower, waitSeconds, toplevel)
+      healthReport = decided.healthReport
+      confirmedOverNewConnection = decided.confirmed
+      if (decided.abort && follower.state.outcome === 'rolled-back')
+        throw new RolledBackError(
+          `${decided.abort.reason}; rolled back to ${before.current}`,
+          decided.abort.hint,
+          before.current,
+          [healthReport, follower.log.slice(-4000)].filter(Boolean).join('\n\n')
+        )
+    }
+  } catch (e) {
+    if (!(e instanceof AgentDied)) throw e
+    return afterDeadAgent(target, goal, settings, toplevel, before, lock, agent, follower, e)
   }
   if (agent.finished) await target.removeAgentDir(dir)
   return finish(follower.state, goal.mode, before, toplevel, target.label, follower.log, healthReport, {
     confirmedOverNewConnection
   })
+}
+
+/**
+ * The agent ended without an outcome (killed -- out of memory, by hand -- or gone with its
+ * directory: the target rebooted): nothing on the target will finish or undo its work, and waiting
+ * for activation-timeout would only delay that. Another agent puts the target back as it was (the
+ * profile, the running system, the boot entry), from what the dead one had recorded.
+ */
+async function afterDeadAgent(
+  target: Target,
+  goal: Goal,
+  settings: ActivationSettings,
+  toplevel: string,
+  before: RemoteState,
+  lock: LockRequest | undefined,
+  agent: AgentTracker,
+  dead: Follower,
+  died: AgentDied
+): Promise<never> {
+  const why =
+    died.how === 'dead'
+      ? 'it was killed (out of memory, or by hand)'
+      : 'its directory is gone with it (the target rebooted, or /run was emptied)'
+  const what = `the activation agent on ${target.label} ended without an outcome: ${why}`
+  if (goal.mode === 'dry-activate')
+    throw new ActionError(
+      `${what}`,
+      'dry-activate changes nothing: deploy again.',
+      'activate',
+      dead.log.slice(-4000)
+    )
+  target.log.warning(`${what}; starting another to put the target back as it was`)
+  const dir = `${RUN_DIR_BASE}/${randomBytes(6).toString('hex')}`
+  Object.assign(agent, { dir, finished: false })
+  const started = await target.startAgent({
+    dir,
+    toplevel,
+    action: goal.mode,
+    activationTimeoutSeconds: settings.activationTimeoutSeconds,
+    waitSeconds: 0,
+    onTimeout: 'rollback',
+    before,
+    lock,
+    rollbackOf: { generation: dead.generation, createdNew: dead.createdNew ?? false, dir: dead.dir }
+  })
+  if (started === 'lost-lock') throw lostLockError(target.label)
+  const follower = new Follower(target, dir, agent)
+  const state = await target.log.group(`Rollback on ${target.label}`, () =>
+    follower.until(
+      s => s.outcome !== undefined,
+      Date.now() + (2 * settings.activationTimeoutSeconds + 60) * 1000
+    )
+  )
+  if (agent.finished) {
+    await target.removeAgentDir(dir)
+    await target.removeAgentDir(dead.dir)
+  }
+  const details = [dead.log.slice(-3000), follower.log.slice(-3000)].filter(Boolean).join('\n\n')
+  if (state.outcome === 'rolled-back')
+    throw new RolledBackError(
+      `${what}; the target was put back as it was (${before.current ?? 'nothing ran'})`,
+      'Find what ended the agent (journalctl, dmesg for the OOM killer), then deploy again.',
+      before.current,
+      details
+    )
+  throw new ActionError(
+    `${what}, and putting the target back failed too`,
+    `Check /run/current-system and /nix/var/nix/profiles/system on it and activate a known-good generation by hand (before this deploy it ran ${before.current ?? 'nothing'}, profile ${before.profile ?? 'none'}).`,
+    'activate',
+    details
+  )
 }
 
 /** Follows switch-to-configuration to its exit status (and, when nothing is to be decided, to the outcome). */

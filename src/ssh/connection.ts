@@ -7,6 +7,8 @@ import { TailBuffer } from '../tail-buffer'
 import { Endpoint } from './endpoint'
 import { shellCommand } from './quote'
 import { KnownHostLine, HostKeyVerdict, blobKeyType, fingerprint, hostKeyPolicy } from './known-hosts'
+import { expandProxyCommand, ProxyProcess } from './proxy'
+import { printUntrusted } from '../report/untrusted'
 
 export interface ConnectOptions {
   knownHosts: KnownHostLine[]
@@ -15,6 +17,11 @@ export interface ConnectOptions {
   timeoutMs: number
   /** Run every command through `sudo -n` (target-user is not root). */
   sudo?: boolean
+  /**
+   * proxy-command (tokens not yet expanded): started for each connection to the first hop (the
+   * jump host when there is one, else the target), which then runs over its stdin and stdout.
+   */
+  proxyCommand?: string
 }
 
 /**
@@ -125,18 +132,89 @@ export function sshSocket(host: string, port: number): Socket {
   return socket.connect({ host, port })
 }
 
+/** The proxy for a first hop, when proxy-command is set; its stderr is shown, never obeyed. */
+function startProxy(ep: Endpoint, template: string): ProxyProcess {
+  const command = expandProxyCommand(template, {
+    host: ep.host,
+    port: ep.port,
+    user: ep.user,
+    name: ep.name ?? ep.host
+  })
+  return new ProxyProcess(command, text => printUntrusted(text, `proxy-command (${ep.label}): `))
+}
+
+/** A connect error through a proxy says so, with what the proxy printed last. */
+function throughProxy(e: ActionError, proxy: ProxyProcess | undefined): ActionError {
+  if (!proxy) return e
+  const said = proxy.stderrTail()
+  return new ActionError(
+    `${e.message} (through proxy-command${said ? `, which printed: ${said}` : ''})`,
+    `${e.hint} Check proxy-command: run it by hand on the runner; it must connect its stdin and stdout to the host's SSH port.`,
+    e.phase
+  )
+}
+
+function proxyEnded(ep: Endpoint, how: string): ActionError {
+  return new ActionError(
+    `proxy-command for ${ep.label} ended (${how}) before the SSH connection was up`,
+    'Check proxy-command: run it by hand on the runner; it must stay up and connect its stdin and stdout to the host.',
+    'connect'
+  )
+}
+
+/**
+ * ssh2's settings for one hop: its user and key, keepalives, and the host key checked against
+ * known-hosts -- offering only the algorithms known-hosts can verify, so a host with several keys
+ * is checked against the one we know (as OpenSSH does).
+ */
+function clientConfig(
+  ep: Endpoint,
+  opts: ConnectOptions,
+  policy: ReturnType<typeof hostKeyPolicy>,
+  setVerdict: (v: HostKeyVerdict) => void
+): ConnectConfig {
+  const config: ConnectConfig = {
+    host: ep.host,
+    port: ep.port,
+    username: ep.user,
+    privateKey: ep.key.text,
+    passphrase: ep.key.passphrase,
+    readyTimeout: opts.timeoutMs,
+    keepaliveInterval: KEEPALIVE_INTERVAL_MS,
+    keepaliveCountMax: KEEPALIVE_COUNT_MAX,
+    hostVerifier: (key: Buffer): boolean => {
+      if (opts.insecureSkipHostKeyCheck) {
+        core.warning(
+          `${ep.label}: host key ${blobKeyType(key)} ${fingerprint(key)} accepted without checking (insecure-skip-host-key-check)`
+        )
+        return true
+      }
+      const verdict = policy.verify(key)
+      setVerdict(verdict)
+      return verdict.ok
+    }
+  }
+  if (!opts.insecureSkipHostKeyCheck && policy.algorithms.length > 0)
+    config.algorithms = {
+      serverHostKey: policy.algorithms as NonNullable<ConnectConfig['algorithms']>['serverHostKey']
+    }
+  return config
+}
+
 function connectClient(ep: Endpoint, opts: ConnectOptions, sock?: NodeJS.ReadableStream): Promise<Client> {
   const policy = hostKeyPolicy(opts.knownHosts, ep.host, ep.port)
   return new Promise((resolve, reject) => {
     const client = new Client()
     let verdict: HostKeyVerdict | undefined
     let settled = false
+    let proxy: ProxyProcess | undefined
     const fail = (e: ActionError): void => {
       if (settled) return
       settled = true
       clearTimeout(timer)
       client.end()
-      reject(e)
+      proxy?.kill()
+      reject(throughProxy(e, proxy))
     }
     // ssh2's readyTimeout covers the handshake; this covers the whole of connect, TCP included.
     const timer = setTimeout(
@@ -149,37 +227,39 @@ function connectClient(ep: Endpoint, opts: ConnectOptions, sock?: NodeJS.Readabl
       clearTimeout(timer)
       resolve(client)
     })
-    client.on('error', err => fail(connectError(ep, err, verdict)))
-    client.on('close', () =>
-      fail(connectError(ep, new Error('the connection closed during the handshake'), verdict))
-    )
-    const config: ConnectConfig = {
-      host: ep.host,
-      port: ep.port,
-      username: ep.user,
-      privateKey: ep.key.text,
-      passphrase: ep.key.passphrase,
-      readyTimeout: opts.timeoutMs,
-      keepaliveInterval: KEEPALIVE_INTERVAL_MS,
-      keepaliveCountMax: KEEPALIVE_COUNT_MAX,
-      hostVerifier: (key: Buffer): boolean => {
-        if (opts.insecureSkipHostKeyCheck) {
-          core.warning(
-            `${ep.label}: host key ${blobKeyType(key)} ${fingerprint(key)} accepted without checking (insecure-skip-host-key-check)`
-          )
-          return true
-        }
-        verdict = policy.verify(key)
-        return verdict.ok
-      }
+    // Through a proxy, a broken pipe or a closed stream usually means the proxy ended: say that
+    // (its exit is seen a moment later than ssh2's error), not "EPIPE".
+    const failLater = (e: ActionError): void => {
+      if (!proxy) return fail(e)
+      void Promise.race([
+        proxy.exited,
+        new Promise<undefined>(r => setTimeout(() => r(undefined), 1000))
+      ]).then(how => fail(how === undefined ? e : proxyEnded(ep, how)))
     }
-    config.sock = (sock ?? sshSocket(ep.host, ep.port)) as ConnectConfig['sock']
-    // Offer only host key algorithms known-hosts can verify, so a host with several keys is checked
-    // against the one we know (as OpenSSH does).
-    if (!opts.insecureSkipHostKeyCheck && policy.algorithms.length > 0)
-      config.algorithms = {
-        serverHostKey: policy.algorithms as NonNullable<ConnectConfig['algorithms']>['serverHostKey']
+    client.on('error', err => failLater(connectError(ep, err, verdict)))
+    client.on('close', () =>
+      failLater(connectError(ep, new Error('the connection closed during the handshake'), verdict))
+    )
+    const config = clientConfig(ep, opts, policy, v => (verdict = v))
+    if (!sock && opts.proxyCommand !== undefined) {
+      try {
+        proxy = startProxy(ep, opts.proxyCommand)
+      } catch (e) {
+        return fail(
+          new ActionError(
+            `proxy-command for ${ep.label}: ${errorMessage(e)}`,
+            'Fix proxy-command.',
+            'connect'
+          )
+        )
       }
+      const started = proxy
+      // A proxy that ends before the handshake fails the connection at once, not at the timeout;
+      // one that ends later closes it (ssh2 sees its stream end).
+      void started.exited.then(how => fail(proxyEnded(ep, how)))
+      client.once('close', () => started.kill())
+    }
+    config.sock = (sock ?? proxy?.stream ?? sshSocket(ep.host, ep.port)) as ConnectConfig['sock']
     try {
       client.connect(config)
     } catch (e) {

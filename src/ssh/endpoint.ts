@@ -13,4 +13,6 @@ export interface Endpoint {
   key: PrivateKey
   /** For messages: "target" or "jump host", followed by user@host:port. */
   label: string
+  /** The name it was given by (a network file's machine name): proxy-command's %n; else the host. */
+  name?: string
 }

@@ -1,12 +1,12 @@
 /** Readers of what the target's scripts print, and the agent's command line. Pure. */
 import { generationOf, RemoteState } from './remote-state'
-import { AgentRequest, AgentState, GenerationListing } from './target'
+import { AGENT_LIVENESS, AgentRequest, AgentState, GenerationListing } from './target'
 
 /** Parses follow.sh's stderr (key=value lines). */
 export function parseAgentState(stderr: string): AgentState & { size: number } {
   const kv = new Map<string, string>()
   for (const l of stderr.split('\n')) {
-    const m = /^(size|status|generation|outcome)=(.*)$/.exec(l.trim())
+    const m = /^(size|status|generation|outcome|agent|created-new)=(.*)$/.exec(l.trim())
     if (m) kv.set(m[1], m[2].trim())
   }
   const num = (k: string): number | undefined => {
@@ -18,7 +18,9 @@ export function parseAgentState(stderr: string): AgentState & { size: number } {
     size: num('size') ?? 0,
     status: num('status'),
     generation: num('generation'),
-    outcome: outcome || undefined
+    outcome: outcome || undefined,
+    agent: AGENT_LIVENESS.find(a => a === kv.get('agent')),
+    createdNew: kv.get('created-new') === '1' ? true : kv.get('created-new') === '0' ? false : undefined
   }
 }
 
@@ -64,6 +66,16 @@ export function agentCommandOptions(r: AgentRequest): string[] {
     ...opt('prev-generation', generationOf(before.profileLink)),
     ...opt('lock-dir', r.lock?.dir),
     ...opt('lock-id', r.lock?.id),
-    ...opt('lease', r.lock?.leaseSeconds)
+    ...opt('lease', r.lock?.leaseSeconds),
+    ...(r.rollbackOf
+      ? [
+          '--rollback-of-generation',
+          r.rollbackOf.generation === undefined ? '-' : String(r.rollbackOf.generation),
+          '--rollback-created-new',
+          r.rollbackOf.createdNew ? '1' : '0',
+          '--rollback-of-dir',
+          r.rollbackOf.dir
+        ]
+      : [])
   ]
 }

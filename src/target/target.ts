@@ -141,12 +141,23 @@ export interface AgentRequest {
   onTimeout: 'rollback' | 'keep'
   before: RemoteState
   lock?: LockRequest
+  /**
+   * Only put the target back as it was before: what an agent that died without an outcome had
+   * done (the generation it made, if any, and whether it was a new one).
+   */
+  rollbackOf?: { generation?: number; createdNew: boolean; dir: string }
 }
+
+/** Whether the agent runs: 'dead' (killed) or 'gone' (its directory too: a reboot) without an outcome is final. */
+export const AGENT_LIVENESS = ['alive', 'starting', 'dead', 'gone'] as const
 
 export interface AgentState {
   status?: number
   generation?: number
   outcome?: AgentOutcome | string
+  agent?: (typeof AGENT_LIVENESS)[number]
+  /** Whether the generation it made was a new one (not one nix-env reused). */
+  createdNew?: boolean
 }
 
 export interface AgentPoll {

@@ -7,7 +7,10 @@
 #   4. otherwise, when asked to wait (magic rollback, health checks), waits for the action's decision
 #      ("confirm" or "abort", written over a fresh connection) and rolls back on "abort" or when no
 #      decision comes in time (unless told to keep the new system then).
-# The action follows it through files in DIR: log, generation, status, outcome. Its outcomes (the
+# The action follows it through files in DIR: log, generation, status, outcome, and pid (whether
+# it still runs: an agent killed without an outcome -- out of memory, by hand -- is seen at once).
+# For such an agent, the action starts another with the same options and --rollback-of-generation
+# (what the dead one recorded): it only puts the target back as it was (rollback below). Its outcomes (the
 # words after `finish`) are AGENT_OUTCOMES in agent.ts; a unit test checks they agree.
 #
 # It holds the deploy lock with the action (sourced lock.sh; no --lock-dir: no lock), renewing the
@@ -21,11 +24,12 @@
 #          --activation-timeout S [--wait-seconds S] [--on-timeout rollback|keep]
 #          [--prev-current PATH] [--prev-profile PATH] [--prev-generation N]
 #          [--lock-dir DIR --lock-id ID --lease S]
+#          [--rollback-of-generation N|- --rollback-created-new 0|1 --rollback-of-dir DIR]   (see below)
 #          [--system-profile PATH] [--current-system PATH]   (the real ones by default; tests use others)
 # shellcheck shell=sh disable=SC2034 # lock_id, lease and lock_desc are read by lock_op (lock.sh)
 set -u
 dir='' top='' action='' activation_timeout='' wait_seconds=0 on_timeout=rollback
-prev_current='' prev_profile='' prev_gen=''
+prev_current='' prev_profile='' prev_gen='' rollback_only=0 rollback_gen='' rollback_new=0 dead_dir=''
 lock_dir='' lock_id='' lease=0
 P=/nix/var/nix/profiles/system current_link=/run/current-system
 while [ $# -gt 0 ]; do
@@ -42,6 +46,9 @@ while [ $# -gt 0 ]; do
     --lock-dir) lock_dir=$2 ;;
     --lock-id) lock_id=$2 ;;
     --lease) lease=$2 ;;
+    --rollback-of-generation) rollback_only=1 rollback_gen=$2 ;;
+    --rollback-created-new) rollback_new=$2 ;;
+    --rollback-of-dir) dead_dir=$2 ;;
     --system-profile) P=$2 ;;
     --current-system) current_link=$2 ;;
     *) echo "agent.sh: unknown option $1" >&2; exit 2 ;;
@@ -55,6 +62,7 @@ fi
 # A renewal keeps the holder's description (lock_op reads lock_desc only to take the lock).
 lock_desc=''
 exec >>"$dir/log" 2>&1 </dev/null
+echo $$ >"$dir/pid"
 
 say() { echo "[nix-deploy-action agent $(date +%H:%M:%S)] $*"; }
 renew() {
@@ -149,6 +157,15 @@ rollback() {
 }
 
 renew
+if [ "$rollback_only" = 1 ]; then
+  # What the dead agent had done: the generation it made (- if none), and whether it was new.
+  if [ "$rollback_gen" != - ]; then created_gen=$rollback_gen created_new=$rollback_new; fi
+  say "the previous activation agent ended without an outcome: putting the target back as it was"
+  # What it was running may outlive it (no systemd to end its unit's processes): its activation's
+  # process group (see run_renewing) is ended first, so it cannot change the system afterwards.
+  if [ -n "$dead_dir" ] && [ -s "$dead_dir/tpid" ]; then kill -s KILL -- "-$(cat "$dead_dir/tpid")" 2>/dev/null || true; fi
+  if rollback; then finish rolled-back; else finish rollback-failed; fi
+fi
 if [ "$sets_profile" = 1 ]; then
   before=$(generations)
   if ! nix-env -p "$P" --set "$top"; then
@@ -157,6 +174,7 @@ if [ "$sets_profile" = 1 ]; then
   fi
   created_gen=$(gen_of "$P")
   case " $before " in *" $created_gen "*) ;; *) created_new=1 ;; esac
+  echo "$created_new" >"$dir/created-new"
   echo "$created_gen" >"$dir/generation"
 fi
 

@@ -8,7 +8,19 @@ size=$((size + 0))
 n=$((size - offset))
 if [ "$n" -gt "$max" ]; then n=$max; fi
 if [ "$n" -gt 0 ]; then tail -c +"$((offset + 1))" "$dir/log" | head -c "$n"; fi
+# Whether the agent still runs, looked at before its outcome is read: an agent that ended after
+# writing its outcome is then never taken for one that died without.
+if [ ! -d "$dir" ]; then
+  agent=gone
+elif [ -s "$dir/pid" ]; then
+  pid=$(cat "$dir/pid")
+  if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dir/agent.sh"; then agent=alive; else agent=dead; fi
+else
+  agent=starting
+fi
 {
+  echo "agent=$agent"
+  echo "created-new=$(cat "$dir/created-new" 2>/dev/null)"
   echo "size=$size"
   echo "status=$(cat "$dir/status" 2>/dev/null)"
   echo "generation=$(cat "$dir/generation" 2>/dev/null)"
