@@ -10,13 +10,13 @@ module.exports = {
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/__tests__/unit/**/*.test.ts'] },
     { ...common, displayName: 'e2e', testMatch: ['<rootDir>/__tests__/e2e/**/*.test.ts'] },
-    // The safety, rollback and deploy suites again, on the Pi with systemd as PID 1, logind and Nix 2.26
+    // The safety, rollback, deploy and faults suites again, on the Pi with systemd as PID 1, logind and Nix 2.26
     // (harness MAIN_PI); the other suites run on pi and pi2 (no init system: the agent's setsid path).
     {
       ...common,
       displayName: 'e2e-spi',
       globals: { NDA_E2E_PI: 'spi' },
-      testMatch: ['safety', 'rollback', 'deploy'].map(f => `<rootDir>/__tests__/e2e/${f}.test.ts`)
+      testMatch: ['safety', 'rollback', 'deploy', 'faults'].map(f => `<rootDir>/__tests__/e2e/${f}.test.ts`)
     },
     // npm run stress only (long): scripts/test.sh selects unit and e2e.
     { ...common, displayName: 'stress', testMatch: ['<rootDir>/__tests__/stress/**/*.test.ts'] }

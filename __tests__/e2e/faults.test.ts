@@ -5,7 +5,9 @@ import {
   describeE2E,
   fixturePath,
   killJumpSessions,
+  MAIN_PI,
   onPi,
+  piExec as piExecArgs,
   piState,
   resetPi,
   runAction
@@ -17,15 +19,16 @@ import {
  */
 const jumpNs = (...args: string[]): string =>
   execFileSync('ip', ['netns', 'exec', 'nda-jump', ...args], { encoding: 'utf8' })
-const piExec = (...args: string[]): string =>
-  execFileSync('bash', [`${__dirname}/../../testbed/pi.sh`, 'exec', ...args], { encoding: 'utf8' }).trim()
+const piExec = (...args: string[]): string => piExecArgs(args)
+/** The jump host's link towards the Pi under test (testbed/setup.sh, systemd-pi.sh). */
+const PI_LINK = MAIN_PI === 'spi' ? 'eth3' : 'eth1'
 const limitLink = (rate: string): void =>
   void jumpNs(
     'tc',
     'qdisc',
     'replace',
     'dev',
-    'eth1',
+    PI_LINK,
     'root',
     'tbf',
     'rate',
@@ -37,7 +40,7 @@ const limitLink = (rate: string): void =>
   )
 const unlimitLink = (): void => {
   try {
-    jumpNs('tc', 'qdisc', 'del', 'dev', 'eth1', 'root')
+    jumpNs('tc', 'qdisc', 'del', 'dev', PI_LINK, 'root')
   } catch {
     // no qdisc: nothing to remove
   }
@@ -55,7 +58,7 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
   beforeEach(() => resetPi(), 60_000)
   afterEach(() => {
     unlimitLink()
-    jumpNs('ip', 'link', 'set', 'eth1', 'up')
+    jumpNs('ip', 'link', 'set', PI_LINK, 'up')
     execFileSync('bash', [`${__dirname}/../../testbed/setup.sh`], { stdio: 'ignore' })
   }, 120_000)
 
@@ -67,21 +70,21 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
       onOutput: log => {
         if (!cut && /sent [0-9.]+ MiB of/.test(log)) {
           cut = true
-          jumpNs('ip', 'link', 'set', 'eth1', 'down')
+          jumpNs('ip', 'link', 'set', PI_LINK, 'down')
         }
       }
     })
     expect(cut).toBe(true)
     expect(run.exitCode).not.toBe(0)
     expect(run.log).toMatch(
-      /::error title=nix-deploy-action%3A (copy|connect) failed::lost the SSH connection to target root@10.99.2.2 while /
+      /::error title=nix-deploy-action%3A (copy|connect) failed::lost the SSH connection to target root@10\.99\.[25]\.2 while /
     )
     // The message says what was being done, in words: never the text of a remote script.
     const message = /::error title=[^\n]*?::(lost the SSH connection[^\n]*?)%0A/.exec(run.log)![1]
     expect(message).not.toMatch(/\$|set -f|2>\/dev\/null|sh -c/)
     // keepalive (10 s x 3) notices the dead link: bounded, not a hang.
     expect(run.ms).toBeLessThan(120_000)
-    jumpNs('ip', 'link', 'set', 'eth1', 'up')
+    jumpNs('ip', 'link', 'set', PI_LINK, 'up')
     unlimitLink()
     expect(piState()).toEqual(before)
     expect(verifyPiStore()).toMatch(/exit=0$/)
@@ -107,7 +110,7 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
     })
     expect(killed).toBe(true)
     expect(run.exitCode).not.toBe(0)
-    expect(run.log).toMatch(/::error title=.*lost the SSH connection to target root@10.99.2.2/)
+    expect(run.log).toMatch(/::error title=.*lost the SSH connection to target root@10\.99\.[25]\.2/)
     unlimitLink()
     execFileSync('bash', [`${__dirname}/../../testbed/setup.sh`], { stdio: 'ignore' })
     expect(piState()).toEqual(before)
@@ -153,7 +156,7 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
     try {
       expect(filled).toBe(true)
       expect(run.exitCode).not.toBe(0)
-      expect(run.log).toMatch(/::error title=.*nix-store --import on target root@10.99.2.2 failed/)
+      expect(run.log).toMatch(/::error title=.*nix-store --import on target root@10\.99\.[25]\.2 failed/)
       expect(run.log).toMatch(/out of disk space/)
       expect(piState()).toEqual(before)
       expect(verifyPiStore()).toMatch(/exit=0$/)
