@@ -59,11 +59,20 @@ describeE2E('safe activation: magic rollback, health checks, reconnects', () => 
         .filter(l => /^\d+ \S*sh \/run\/nix-deploy-action\/[0-9a-f]+\/agent\.sh /.test(l))
         .map(l => Number(l.split(' ')[0]))
     }
-    // The agent, not the subshell it forks to run the activation (same command line): the one
-    // whose parent is not an agent process too.
-    const ppid = (pid: number): number =>
-      Number(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')[1])
-    const main = agents.filter(p => !agents.includes(ppid(p)))
+    // The agent, not the subshells it forks (the activation's, a command substitution's: the same
+    // command line): the one whose parent is not an agent process too. A subshell may end between
+    // the listing and this look: gone, it is not the agent.
+    const ppid = (pid: number): number | undefined => {
+      try {
+        return Number(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')[1])
+      } catch {
+        return undefined
+      }
+    }
+    const main = agents.filter(p => {
+      const parent = ppid(p)
+      return parent !== undefined && !agents.includes(parent)
+    })
     expect(main).toHaveLength(1)
     process.kill(main[0], 'SIGKILL')
     const run = await running
