@@ -107,6 +107,16 @@ class Follower {
   }
 }
 
+/** A fresh directory for one activation agent under RUN_DIR_BASE. */
+function newAgentDir(): string {
+  return `${RUN_DIR_BASE}/${randomBytes(6).toString('hex')}`
+}
+
+/** Long enough for an agent's own rollback (two activations) after it decides. */
+function rollbackAllowanceMs(settings: ActivationSettings): number {
+  return (2 * settings.activationTimeoutSeconds + 60) * 1000
+}
+
 /** How long the agent waits for a decision: confirm-timeout (magic rollback), or long enough for the checks. */
 function agentWaitSeconds(s: ActivationSettings): number {
   if (s.magicRollback) return s.confirmTimeoutSeconds
@@ -129,7 +139,7 @@ export async function activate(
   lock: LockRequest | undefined,
   agent: AgentTracker = { started: false, finished: false }
 ): Promise<ActivationOutcome> {
-  const dir = `${RUN_DIR_BASE}/${randomBytes(6).toString('hex')}`
+  const dir = newAgentDir()
   agent.dir = dir
   const waitSeconds = agentWaitSeconds(settings)
   const started = await target.startAgent({
@@ -164,12 +174,23 @@ export async function activate(
     }
   } catch (e) {
     if (!(e instanceof AgentDied)) throw e
-    return afterDeadAgent(target, goal, settings, toplevel, before, lock, agent, follower, e)
+    return afterDeadAgent({ target, goal, settings, toplevel, before, lock, agent }, follower, e)
   }
   if (agent.finished) await target.removeAgentDir(dir)
   return finish(follower.state, goal.mode, before, toplevel, target.label, follower.log, healthReport, {
     confirmedOverNewConnection
   })
+}
+
+/** What one activation works with (activate's arguments), handed on as one. */
+interface ActivationRun {
+  target: Target
+  goal: Goal
+  settings: ActivationSettings
+  toplevel: string
+  before: RemoteState
+  lock: LockRequest | undefined
+  agent: AgentTracker
 }
 
 /**
@@ -179,13 +200,7 @@ export async function activate(
  * profile, the running system, the boot entry), from what the dead one had recorded.
  */
 async function afterDeadAgent(
-  target: Target,
-  goal: Goal,
-  settings: ActivationSettings,
-  toplevel: string,
-  before: RemoteState,
-  lock: LockRequest | undefined,
-  agent: AgentTracker,
+  { target, goal, settings, toplevel, before, lock, agent }: ActivationRun,
   dead: Follower,
   died: AgentDied
 ): Promise<never> {
@@ -202,7 +217,7 @@ async function afterDeadAgent(
       dead.log.slice(-4000)
     )
   target.log.warning(`${what}; starting another to put the target back as it was`)
-  const dir = `${RUN_DIR_BASE}/${randomBytes(6).toString('hex')}`
+  const dir = newAgentDir()
   Object.assign(agent, { dir, finished: false })
   const started = await target.startAgent({
     dir,
@@ -218,10 +233,7 @@ async function afterDeadAgent(
   if (started === 'lost-lock') throw lostLockError(target.label)
   const follower = new Follower(target, dir, agent)
   const state = await target.log.group(`Rollback on ${target.label}`, () =>
-    follower.until(
-      s => s.outcome !== undefined,
-      Date.now() + (2 * settings.activationTimeoutSeconds + 60) * 1000
-    )
+    follower.until(s => s.outcome !== undefined, Date.now() + rollbackAllowanceMs(settings))
   )
   if (agent.finished) {
     await target.removeAgentDir(dir)
@@ -252,8 +264,6 @@ async function followActivation(
   waitSeconds: number
 ): Promise<void> {
   const activationDeadline = Date.now() + (settings.activationTimeoutSeconds + 60) * 1000
-  // Long enough for the agent's own rollback (two activations) after it decides.
-  const rollbackAllowanceMs = (2 * settings.activationTimeoutSeconds + 60) * 1000
   await target.log.group(`switch-to-configuration ${goal.mode} on ${target.label}`, async () => {
     const s = await follower.until(s => s.status !== undefined || s.outcome !== undefined, activationDeadline)
     if (s.status === undefined && s.outcome === undefined)
@@ -264,7 +274,7 @@ async function followActivation(
         follower.log.slice(-4000)
       )
     if (s.status !== 0 || waitSeconds === 0)
-      await follower.until(s => s.outcome !== undefined, Date.now() + rollbackAllowanceMs)
+      await follower.until(s => s.outcome !== undefined, Date.now() + rollbackAllowanceMs(settings))
   })
 }
 
@@ -306,9 +316,11 @@ async function decideAndFollow(
     target.log.warning(`${abort.reason}: not confirming it; the target rolls back now`)
   }
   const confirmed = await sendDecision(target, follower.dir, abort ? 'abort' : 'confirm', agentDeadline)
-  const rollbackAllowanceMs = (2 * settings.activationTimeoutSeconds + 60) * 1000
   await target.log.group(`Result of the deploy on ${target.label}`, () =>
-    follower.until(s => s.outcome !== undefined, Math.max(agentDeadline, Date.now()) + rollbackAllowanceMs)
+    follower.until(
+      s => s.outcome !== undefined,
+      Math.max(agentDeadline, Date.now()) + rollbackAllowanceMs(settings)
+    )
   )
   return { healthReport, confirmed, abort }
 }
