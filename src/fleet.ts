@@ -18,7 +18,8 @@ export interface FleetMachine {
   deploy?: {
     job: DeployJob
     target: Endpoint
-    jump?: Endpoint
+    /** The jump hosts, first dialled first (empty: none). */
+    jumps: Endpoint[]
     sudo: boolean
   }
 }
@@ -38,8 +39,8 @@ export interface FleetOptions {
  */
 export async function runFleet(machines: FleetMachine[], nix: RunnerNix, opts: FleetOptions): Promise<void> {
   const several = machines.length > 1
-  const jumpPlan = machines.find(m => m.deploy?.jump)?.deploy?.jump
-  const shared = several && jumpPlan ? new SharedJump(jumpPlan, opts.connect) : undefined
+  const jumps = machines.find(m => m.deploy?.jumps.length)?.deploy?.jumps
+  const shared = several && jumps ? new SharedJump(jumps, opts.connect) : undefined
   const deps: DeployDeps = {
     copy: (target, plan, count, compression) => copyClosure(target, nix, plan, count, compression)
   }
@@ -73,13 +74,13 @@ async function deployOne(
     m.report.result = 'built'
     return true
   }
-  const { job, target: endpoint, jump, sudo } = m.deploy
+  const { job, target: endpoint, jumps, sudo } = m.deploy
   const log: Log = machineLog(m.name, several)
   const timed = opts.timed(m.report)
   if (several) log.info(`deploying to ${endpoint.label}`)
   try {
     const dial = (): Promise<RemoteHost> =>
-      RemoteHost.connect(endpoint, shared ?? jump, { ...opts.connect, sudo })
+      RemoteHost.connect(endpoint, shared ?? jumps, { ...opts.connect, sudo })
     const target = await timed('connect', () => SshTarget.connect(dial, log))
     const outcome = await deployToTarget(target, job, deps, timed)
     applyMachineResult(m.report, outcome.result)

@@ -6,7 +6,7 @@ import { REBOOT_WHENS, RebootWhen } from './deploy/reboot'
 import { errorMessage, InputError } from './errors'
 import { FlakeTarget, parseFlakeTarget } from './nix/flake'
 import { isStorePath } from './nix/store-path'
-import { HostAddress, isValidUser, parseHostAddress, parsePort } from './ssh/address'
+import { HostAddress, isValidUser, parseHostAddress, parseHostChain, parsePort } from './ssh/address'
 import { KnownHostLine, parseKnownHosts } from './ssh/known-hosts'
 import { proxyTemplateProblem } from './ssh/proxy'
 
@@ -15,7 +15,7 @@ export type Mode = (typeof MODES)[number]
 export type BinfmtSetting = 'auto' | 'true' | 'false'
 
 export type { PrivateKey } from './ssh/endpoint'
-import type { PrivateKey } from './ssh/endpoint'
+import { PrivateKey, splitPrivateKeys } from './ssh/endpoint'
 
 /**
  * What to build: a flake's nixosConfigurations entry, a classic configuration.nix evaluated with a
@@ -46,8 +46,10 @@ export interface Inputs {
   targetOverride: { port?: number; user?: string }
   sshKey?: PrivateKey
   knownHosts: KnownHostLine[]
-  jumpHost?: HostAddress
-  jumpHostKey?: PrivateKey
+  /** jump-host: the chain of jump hosts, the first dialled from the runner (empty: none). */
+  jumpHosts: HostAddress[]
+  /** jump-host-key: none (ssh-private-key for every hop), one for every hop, or one per hop. */
+  jumpHostKeys: PrivateKey[]
   /** OpenSSH-style ProxyCommand for the first hop (tokens %h %p %r %n %% expanded per connection). */
   proxyCommand?: string
   insecureSkipHostKeyCheck: boolean
@@ -193,6 +195,9 @@ function checkKey(name: string, key: PrivateKey, problems: string[]): void {
 
 type Get = (name: InputName) => string
 
+/** The longest jump-host chain taken (OpenSSH has no limit; each hop adds a handshake and a round trip). */
+export const MAX_JUMP_HOSTS = 8
+
 /**
  * Reads and validates all inputs. `get` returns an input's trimmed value, '' when unset
  * (core.getInput). Collects every problem and throws one InputError listing them all.
@@ -241,7 +246,7 @@ export function readInputs(get: Get): Inputs {
     source,
     target,
     sshKey: keys.sshKey,
-    jumpHost: keys.jumpHost,
+    jumpHosts: keys.jumpHosts,
     knownHostCount: known.lines.length,
     insecureSkipHostKeyCheck,
     healthChecks,
@@ -367,32 +372,45 @@ function readTarget(get: Get, problems: string[]): Pick<Inputs, 'target' | 'targ
   return { target, targetOverride }
 }
 
-/** The deploy key (with its passphrase), the jump host and its key. */
-function readKeys(get: Get, problems: string[]): Pick<Inputs, 'sshKey' | 'jumpHost' | 'jumpHostKey'> {
+/** The deploy key (with its passphrase), the jump hosts and their keys. */
+function readKeys(get: Get, problems: string[]): Pick<Inputs, 'sshKey' | 'jumpHosts' | 'jumpHostKeys'> {
   const passphrase = get('ssh-key-passphrase') || undefined
   const keyText = get('ssh-private-key')
   const sshKey: PrivateKey | undefined = keyText ? { text: keyText, passphrase } : undefined
   if (sshKey) checkKey('ssh-private-key', sshKey, problems)
   else if (passphrase) problems.push('ssh-key-passphrase is set but ssh-private-key is empty')
 
-  let jumpHost: HostAddress | undefined
   const jumpText = get('jump-host')
+  let jumpHosts: HostAddress[] = []
   if (jumpText !== '')
     try {
-      jumpHost = parseHostAddress(jumpText, 'jump-host')
+      jumpHosts = parseHostChain(jumpText, 'jump-host', MAX_JUMP_HOSTS)
     } catch (e) {
       problems.push(errorMessage(e))
     }
   const jumpKeyText = get('jump-host-key')
-  let jumpHostKey: PrivateKey | undefined
+  const jumpHostKeys: PrivateKey[] = []
   if (jumpKeyText !== '') {
     if (jumpText === '') problems.push('jump-host-key is set but jump-host is empty')
-    // An encrypted jump host key is tried with ssh-key-passphrase too.
-    jumpHostKey = { text: jumpKeyText, passphrase }
-    checkKey('jump-host-key', jumpHostKey, problems)
+    const split = splitPrivateKeys(jumpKeyText)
+    const texts = split.length > 1 ? split : [jumpKeyText]
+    texts.forEach((text, n) => {
+      // An encrypted jump host key is tried with ssh-key-passphrase too.
+      const key = { text, passphrase }
+      jumpHostKeys.push(key)
+      checkKey(
+        texts.length > 1 ? `jump-host-key (key ${n + 1} of ${texts.length})` : 'jump-host-key',
+        key,
+        problems
+      )
+    })
+    if (texts.length > 1 && jumpHosts.length > 0 && texts.length !== jumpHosts.length)
+      problems.push(
+        `jump-host-key holds ${texts.length} keys but jump-host has ${jumpHosts.length} hop${jumpHosts.length > 1 ? 's' : ''}: give one key for all hops, or one key per hop in the order of jump-host`
+      )
   }
 
-  return { sshKey, jumpHost, jumpHostKey }
+  return { sshKey, jumpHosts, jumpHostKeys }
 }
 
 type Timeouts = Pick<
@@ -486,13 +504,13 @@ function checkCombinations(
     source: Source | undefined
     target: HostAddress | undefined
     sshKey: PrivateKey | undefined
-    jumpHost: HostAddress | undefined
+    jumpHosts: HostAddress[]
     knownHostCount: number
     insecureSkipHostKeyCheck: boolean
     healthChecks: string[]
   }
 ): void {
-  const { mode, source, target, sshKey, jumpHost } = i
+  const { mode, source, target, sshKey, jumpHosts } = i
   const targetHost = get('target-host')
   // The target waits confirm-timeout after activation; the checks must be able to finish before it.
   const magicOn = i.magicRollback ?? (mode === 'switch' || mode === 'test')
@@ -521,7 +539,7 @@ function checkCombinations(
         'known-hosts is required to verify the target (and jump host): add their lines from `ssh-keyscan`, checked out of band, or set insecure-skip-host-key-check: true (not recommended)'
       )
   }
-  if (jumpHost && targetHost === '' && source?.kind !== 'network')
+  if (jumpHosts.length > 0 && targetHost === '' && source?.kind !== 'network')
     problems.push('jump-host is set but target-host is empty')
 }
 

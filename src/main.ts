@@ -102,7 +102,7 @@ function fleetMachine(m: Machine, runDeadline: number | undefined): FleetMachine
     deploy: {
       // proxy-command's %n: the machine's name in a network file, else its host.
       target: name && /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name) ? { ...plan.target!, name } : plan.target,
-      jump: plan.jump,
+      jumps: plan.jumps,
       sudo: plan.sudo,
       job: deployJob(m.inputs, plan, { name, keys: m.keys, built: m.built, runDeadline })
     }

@@ -26,7 +26,8 @@ export interface DeployPlan extends PlanBase {
   /** The mode that will run. */
   mode: DeployMode
   target: Endpoint
-  jump?: Endpoint
+  /** The jump hosts in the order they are dialled (empty: the target is dialled directly). */
+  jumps: Endpoint[]
   /** What the mode means on the target (sets the profile? changes what runs? locks?). */
   goal: Goal
   /** Whether the target must hear a confirmation over a new connection, or roll back by itself. */
@@ -82,7 +83,7 @@ export function makePlan(inputs: Inputs): Plan {
       'Set both, or use mode: build to only build.',
       'inputs'
     )
-  const { target, jump } = endpoints(inputs, inputs.target, inputs.sshKey)
+  const { target, jumps } = endpoints(inputs, inputs.target, inputs.sshKey)
   const goal = goalOf(mode)
   const { changesRunningSystem } = goal
   if (!changesRunningSystem && inputs.healthChecks.length > 0)
@@ -93,7 +94,7 @@ export function makePlan(inputs: Inputs): Plan {
     requestedMode: inputs.mode,
     mode,
     target,
-    jump,
+    jumps,
     goal,
     magicRollback: changesRunningSystem && (inputs.magicRollback ?? true),
     healthChecks: changesRunningSystem ? inputs.healthChecks : [],
@@ -102,25 +103,32 @@ export function makePlan(inputs: Inputs): Plan {
   }
 }
 
-/** The target and jump host with their defaults: the jump host's user and key are the target's unless set. */
+/**
+ * The target and the jump hosts with their defaults: a hop's user is the target's unless given, its
+ * key the one jump-host-key gives it (one key for all hops, or one per hop), else the target's.
+ */
 function endpoints(
   inputs: Inputs,
   address: NonNullable<Inputs['target']>,
   key: NonNullable<Inputs['sshKey']>
-): { target: Endpoint; jump?: Endpoint } {
+): { target: Endpoint; jumps: Endpoint[] } {
   const user = address.user ?? DEFAULT_USER
   const target: Endpoint = { host: address.host, port: address.port ?? DEFAULT_PORT, user, key, label: '' }
   target.label = `target ${formatAddress(target)}`
-  if (!inputs.jumpHost) return { target }
-  const jump: Endpoint = {
-    host: inputs.jumpHost.host,
-    port: inputs.jumpHost.port ?? DEFAULT_PORT,
-    user: inputs.jumpHost.user ?? user,
-    key: inputs.jumpHostKey ?? key,
-    label: ''
-  }
-  jump.label = `jump host ${formatAddress(jump)}`
-  return { target, jump }
+  const hops = inputs.jumpHosts
+  const keys = inputs.jumpHostKeys
+  const jumps = hops.map((hop, n): Endpoint => {
+    const jump: Endpoint = {
+      host: hop.host,
+      port: hop.port ?? DEFAULT_PORT,
+      user: hop.user ?? user,
+      key: keys.length === 0 ? key : keys.length === 1 ? keys[0] : keys[n],
+      label: ''
+    }
+    jump.label = `jump host ${hops.length > 1 ? `${n + 1} of ${hops.length} ` : ''}${formatAddress(jump)}`
+    return jump
+  })
+  return { target, jumps }
 }
 
 /**

@@ -6,12 +6,15 @@
 #           \                                                 \---10.99.5.0/24-- spi (netns nda-spi: systemd
 #            \                                                     as PID 1 in a container, systemd-pi.sh)
 #             \---------------------------10.99.3.0/24-------------------------------/ (to pi)
+#   jump --10.99.6.0/24-- jump2 (netns nda-jump2, sshd: a second bastion) --10.99.7.0/24-- pi2
 #
 # The Pi runs sshd in its own network namespace and its own mount namespace with a private, size-
 # limited /nix (tmpfs) and a private /run, so its store, profiles and /run/current-system are separate
 # from the runner's. It is reachable from the runner through the jump host at 10.99.2.2, and directly
 # at 10.99.3.2 (the "self-hosted runner on the LAN" case). A second Pi, pi2 (10.99.4.2, behind the
-# same jump host only), is built the same way, for deploys of several machines. Everything is idempotent: named namespaces
+# same jump host only), is built the same way, for deploys of several machines; it is also reachable
+# at 10.99.7.2 behind a second bastion, jump2 (10.99.6.2), that only the first jump host reaches (a
+# chain of jump hosts; jump2 takes only the user nda-deploy and its own key). Everything is idempotent: named namespaces
 # and veths outlive a session, so a second run repairs what is missing and keeps what works.
 #
 # Writes $TESTBED (default /var/lib/nda-testbed): keys/, known_hosts, ssh_config, fixture/ and env
@@ -24,7 +27,7 @@ PI_BOOT_SIZE=${PI_BOOT_SIZE:-64m}
 log() { echo "testbed: $*"; }
 
 [ "$(id -u)" = 0 ] || { echo "testbed: needs root (network and mount namespaces)" >&2; exit 1; }
-mkdir -p "$TESTBED"/{keys,jump,pi/nix,pi/run,pi2/nix,pi2/run,fixture}
+mkdir -p "$TESTBED"/{keys,jump,jump2,pi/nix,pi/run,pi2/nix,pi2/run,fixture}
 chmod 700 "$TESTBED/keys"
 
 # --- Nix on the runner: no internet here, so no substituters (else every call retries for ~5 s).
@@ -63,8 +66,9 @@ k="$TESTBED/keys"
 [ -f "$k/deploy-encrypted" ] || ssh-keygen -q -t ed25519 -N 'correct horse battery staple' -C enc@testbed -f "$k/deploy-encrypted"
 [ -f "$k/deploy-rsa" ] || ssh-keygen -q -t rsa -b 3072 -m PEM -N '' -C rsa@testbed -f "$k/deploy-rsa"
 [ -f "$k/jump-only" ] || ssh-keygen -q -t ed25519 -N '' -C jump-only@testbed -f "$k/jump-only"
+[ -f "$k/jump2-only" ] || ssh-keygen -q -t ed25519 -N '' -C jump2-only@testbed -f "$k/jump2-only"
 [ -f "$k/stranger" ] || ssh-keygen -q -t ed25519 -N '' -C stranger@testbed -f "$k/stranger"
-for h in jump pi pi2 spi; do
+for h in jump jump2 pi pi2 spi; do
   [ -f "$k/${h}_host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$k/${h}_host_ed25519"
   [ -f "$k/${h}_host_rsa" ] || ssh-keygen -q -t rsa -b 3072 -N '' -f "$k/${h}_host_rsa"
 done
@@ -74,11 +78,20 @@ done
     echo "restrict,port-forwarding $(cat "$k/$key.pub")"
   done
 } > "$TESTBED/jump/authorized_keys"
+# The second bastion takes jump-only (one key for every hop) and its own key, not the deploy key:
+# a chain given only ssh-private-key is refused at the second hop. Read as nda-deploy: world-readable.
+{
+  for key in jump-only jump2-only; do
+    echo "restrict,port-forwarding $(cat "$k/$key.pub")"
+  done
+} > "$TESTBED/jump2/authorized_keys"
+chmod 0644 "$TESTBED/jump2/authorized_keys"
 cat "$k/deploy.pub" "$k/deploy-encrypted.pub" "$k/deploy-rsa.pub" > "$TESTBED/pi/authorized_keys"
 {
   echo "10.99.1.2 $(cut -d' ' -f1,2 "$k/jump_host_ed25519.pub")"
   echo "10.99.2.2,10.99.3.2 $(cut -d' ' -f1,2 "$k/pi_host_ed25519.pub")"
-  echo "10.99.4.2 $(cut -d' ' -f1,2 "$k/pi2_host_ed25519.pub")"
+  echo "10.99.4.2,10.99.7.2 $(cut -d' ' -f1,2 "$k/pi2_host_ed25519.pub")"
+  echo "10.99.6.2 $(cut -d' ' -f1,2 "$k/jump2_host_ed25519.pub")"
   echo "10.99.5.2 $(cut -d' ' -f1,2 "$k/spi_host_ed25519.pub")"
 } > "$TESTBED/known_hosts"
 
@@ -112,7 +125,7 @@ usermod -p '*' nda-deploy; usermod -p '*' nda-nosudo
 # --- Network. Keep every test address on this machine: the whole range is unreachable from the root
 # namespace except through the on-link routes of our own veths.
 ip route replace unreachable 10.99.0.0/16
-for ns in nda-jump nda-pi nda-pi2; do
+for ns in nda-jump nda-jump2 nda-pi nda-pi2; do
   ip netns list | grep -qw "$ns" || ip netns add "$ns"
   ip -n "$ns" link set lo up
 done
@@ -139,6 +152,17 @@ if ! ip -n nda-jump link show eth2 >/dev/null 2>&1; then
 fi
 ip -n nda-jump addr replace 10.99.4.1/24 dev eth2; ip -n nda-jump link set eth2 up
 ip -n nda-pi2 addr replace 10.99.4.2/24 dev eth0; ip -n nda-pi2 link set eth0 up
+# The chain: jump (eth4) -- jump2 (eth0); jump2 (eth1) -- pi2 (eth1). (eth3 of jump is spi's.)
+ns_link() { # ns-a if-a addr-a ns-b if-b addr-b
+  if ! ip -n "$1" link show "$2" >/dev/null 2>&1; then
+    ip -n "$4" link del "$5" 2>/dev/null || true
+    ip -n "$1" link add "$2" type veth peer name "$5" netns "$4"
+  fi
+  ip -n "$1" addr replace "$3" dev "$2"; ip -n "$1" link set "$2" up
+  ip -n "$4" addr replace "$6" dev "$5"; ip -n "$4" link set "$5" up
+}
+ns_link nda-jump eth4 10.99.6.1/24 nda-jump2 eth0 10.99.6.2/24
+ns_link nda-jump2 eth1 10.99.7.1/24 nda-pi2 eth1 10.99.7.2/24
 
 # --- sshd configs. StrictModes is off because the key files live under $TESTBED.
 sshd_config() { # host listen authorized_keys pidfile extra...
@@ -162,6 +186,8 @@ CONF
 }
 sshd_config jump 0.0.0.0:22 "$TESTBED/jump/authorized_keys" "$TESTBED/jump/sshd.pid" \
   "AllowTcpForwarding yes" > "$TESTBED/jump/sshd_config"
+sshd_config jump2 0.0.0.0:22 "$TESTBED/jump2/authorized_keys" "$TESTBED/jump2/sshd.pid" \
+  "AllowTcpForwarding yes" "AllowUsers nda-deploy" > "$TESTBED/jump2/sshd_config"
 for pi in pi pi2; do
   sshd_config "$pi" 0.0.0.0:22 "$TESTBED/pi/authorized_keys" /run/sshd-pi.pid \
     "AllowTcpForwarding no" "SetEnv NIX_CONF_DIR=$TESTBED/pi-nix-conf" > "$TESTBED/$pi/sshd_config"
@@ -172,6 +198,10 @@ mkdir -p /run/sshd
 if ! alive "$TESTBED/jump/sshd.pid"; then
   log "starting the jump host's sshd"
   ip netns exec nda-jump /usr/sbin/sshd -f "$TESTBED/jump/sshd_config"
+fi
+if ! alive "$TESTBED/jump2/sshd.pid"; then
+  log "starting the second jump host's sshd"
+  ip netns exec nda-jump2 /usr/sbin/sshd -f "$TESTBED/jump2/sshd_config"
 fi
 
 # --- The Pis: private /nix (tmpfs, size-limited like an SD card), /boot (a small firmware
@@ -201,14 +231,6 @@ done
 
 # An OpenSSH client config for the tests' own checks of the Pi (and the benchmark's peers).
 cat > "$TESTBED/ssh_config" <<CONF
-Host *
-  User root
-  IdentityFile $k/deploy
-  IdentitiesOnly yes
-  UserKnownHostsFile $TESTBED/known_hosts
-  StrictHostKeyChecking yes
-  BatchMode yes
-  ConnectTimeout 10
 Host jump
   HostName 10.99.1.2
 Host pi
@@ -219,9 +241,26 @@ Host pi-direct
 Host pi2
   HostName 10.99.4.2
   ProxyJump jump
+Host jump2
+  HostName 10.99.6.2
+  User nda-deploy
+  IdentityFile $k/jump2-only
+  ProxyJump jump
+Host pi2-chain
+  HostName 10.99.7.2
+  ProxyJump jump,jump2
 Host spi
   HostName 10.99.5.2
   ProxyJump jump
+# Last: the first value of a setting wins, so the hosts above may set their own User.
+Host *
+  User root
+  IdentityFile $k/deploy
+  IdentitiesOnly yes
+  UserKnownHostsFile $TESTBED/known_hosts
+  StrictHostKeyChecking yes
+  BatchMode yes
+  ConnectTimeout 10
 CONF
 
 cat > "$TESTBED/env" <<ENV
@@ -231,6 +270,8 @@ TESTBED_JUMP=10.99.1.2
 TESTBED_PI=10.99.2.2
 TESTBED_PI_DIRECT=10.99.3.2
 TESTBED_PI2=10.99.4.2
+TESTBED_JUMP2=10.99.6.2
+TESTBED_PI2_CHAIN=10.99.7.2
 TESTBED_SPI=10.99.5.2
 TESTBED_KEYS=$k
 TESTBED_KNOWN_HOSTS=$TESTBED/known_hosts

@@ -82,6 +82,10 @@ export interface TestbedEnv {
   TESTBED_SSH_CONFIG: string
   TESTBED_SUBSTITUTER: string
   TESTBED_PI2: string
+  /** The second bastion, reached only through the first (a chain of jump hosts). */
+  TESTBED_JUMP2: string
+  /** pi2 as the second bastion sees it. */
+  TESTBED_PI2_CHAIN: string
   TESTBED_SPI: string
 }
 

@@ -2,6 +2,7 @@ import { utils } from 'ssh2'
 import { InputError } from '../../src/errors'
 import { INPUT_NAMES, InputName } from '../../src/inputs'
 import { parseHostAddress } from '../../src/ssh/address'
+import { splitPrivateKeys } from '../../src/ssh/endpoint'
 import { parseFlakeTarget } from '../../src/nix/flake'
 import { base, hostLine, inputs, key } from './read-inputs'
 
@@ -79,7 +80,7 @@ describe('readInputs', () => {
     })
     expect(i.mode).toBe('switch')
     expect(i.target).toEqual({ host: '192.168.1.20', user: undefined, port: undefined })
-    expect(i.jumpHost).toEqual({ user: 'deploy', host: 'bastion', port: 2222 })
+    expect(i.jumpHosts).toEqual([{ user: 'deploy', host: 'bastion', port: 2222 }])
     expect(i.nixOptions).toEqual([
       ['substituters', ''],
       ['max-jobs', '2']
@@ -144,6 +145,36 @@ describe('readInputs', () => {
     ])
     expect(problems({ ...base, 'jump-host-key': key.private })).toEqual([
       'jump-host-key is set but jump-host is empty'
+    ])
+  })
+  it('reads jump-host as a chain (commas or lines) and names the hop that is wrong', () => {
+    expect(inputs({ ...base, 'jump-host': 'a,\n ops@b:2200 ,[fd00::1]' }).jumpHosts).toEqual([
+      { user: undefined, host: 'a', port: undefined },
+      { user: 'ops', host: 'b', port: 2200 },
+      { user: undefined, host: 'fd00::1', port: undefined }
+    ])
+    expect(problems({ ...base, 'jump-host': 'a, b;touch /tmp/x' })).toEqual([
+      'jump-host (hop 2): "b;touch /tmp/x" is not a host name or IP address'
+    ])
+    expect(problems({ ...base, 'jump-host': 'a, $(id)@b' })).toEqual([
+      'jump-host (hop 2): "$(id)" is not a valid user name'
+    ])
+    expect(
+      problems({ ...base, 'jump-host': Array.from({ length: 9 }, (_, n) => `h${n}`).join(',') })
+    ).toEqual(['jump-host: 9 hops; at most 8 are supported'])
+  })
+  it('reads several keys in jump-host-key: one for all hops or one per hop, each checked', () => {
+    const two = `${key.private}\n${encrypted.private}`
+    const i = inputs({ ...base, 'jump-host': 'a,b', 'jump-host-key': two, 'ssh-key-passphrase': 'sesame' })
+    expect(i.jumpHostKeys.map(k => k.text)).toEqual([key.private.trim(), encrypted.private.trim()])
+    expect(
+      problems({ ...base, 'jump-host': 'a,b,c', 'jump-host-key': two, 'ssh-key-passphrase': 'sesame' })
+    ).toEqual([
+      'jump-host-key holds 2 keys but jump-host has 3 hops: give one key for all hops, or one key per hop in the order of jump-host'
+    ])
+    // The key that does not parse is named by its place.
+    expect(problems({ ...base, 'jump-host': 'a,b', 'jump-host-key': two })).toEqual([
+      'jump-host-key (key 2 of 2): the key is encrypted; set ssh-key-passphrase (from a secret) or use an unencrypted deploy key'
     ])
   })
   it('declares the same inputs as action.yml', () => {
@@ -234,7 +265,7 @@ describe('configuration and network sources', () => {
     })
     expect(i).toMatchObject({ parallel: 4, failFast: false, target: undefined })
     // No target-host needed: the file gives each machine its host.
-    expect(inputs({ ...conn, network: 'rpi.nix', 'jump-host': 'bastion' }).jumpHost?.host).toBe('bastion')
+    expect(inputs({ ...conn, network: 'rpi.nix', 'jump-host': 'bastion' }).jumpHosts[0].host).toBe('bastion')
   })
   it('reads a configuration.nix with <nixpkgs> and another system', () => {
     expect(
@@ -267,5 +298,17 @@ describe('configuration and network sources', () => {
       'nixpkgs is only used with configuration or network, not with flake'
     ])
     expect(problems({ ...conn, configuration: 'configuration.nix' })[0]).toMatch(/^target-host is required/)
+  })
+})
+
+describe('splitPrivateKeys', () => {
+  it('splits OpenSSH, PEM and PuTTY keys pasted one after another, in order', () => {
+    const openssh = '-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----'
+    const pem = '-----BEGIN RSA PRIVATE KEY-----\nBBBB\n-----END RSA PRIVATE KEY-----'
+    const ppk = 'PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nPrivate-MAC: cc'
+    expect(splitPrivateKeys(`\n${openssh}\r\n\n${pem}\n${ppk}\n`)).toEqual([openssh, pem, ppk])
+    expect(splitPrivateKeys(openssh)).toEqual([openssh])
+    // Text before the first key is a "key" of its own, which the key parser then refuses by name.
+    expect(splitPrivateKeys(`not a key\n${openssh}`)).toEqual(['not a key', openssh])
   })
 })

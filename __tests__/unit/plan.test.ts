@@ -1,6 +1,9 @@
 import { ActionError } from '../../src/errors'
 import { DeployPlan, deployJob, makePlan, Plan } from '../../src/plan'
-import { base, inputs } from './read-inputs'
+import { utils } from 'ssh2'
+import { base, inputs, key } from './read-inputs'
+
+const key2 = utils.generateKeyPairSync('ed25519')
 
 /** The plan as a deploy plan; fails the test when it is a build plan. */
 function deployPlan(plan: Plan): DeployPlan {
@@ -37,15 +40,34 @@ describe('makePlan', () => {
       user: 'admin',
       label: 'target admin@192.168.1.20:2222'
     })
-    expect(plan.jump).toMatchObject({
-      host: 'bastion',
-      port: 22,
-      user: 'admin',
-      label: 'jump host admin@bastion'
-    })
-    expect(plan.jump?.key).toBe(plan.target.key)
+    expect(plan.jumps).toEqual([
+      expect.objectContaining({ host: 'bastion', port: 22, user: 'admin', label: 'jump host admin@bastion' })
+    ])
+    expect(plan.jumps[0].key).toBe(plan.target.key)
     expect(deployPlan(makePlan(inputs(base))).target).toMatchObject({ user: 'root', port: 22 })
-    expect(deployPlan(makePlan(inputs(base))).jump).toBeUndefined()
+    expect(deployPlan(makePlan(inputs(base))).jumps).toEqual([])
+  })
+  it('plans a chain of jump hosts: each hop its own user, numbered labels, keys shared or per hop', () => {
+    const chain = 'bastion, ops@[fd00::7]:2200\ninner.lan'
+    const shared = deployPlan(
+      makePlan(inputs({ ...base, 'jump-host': chain, 'jump-host-key': key2.private }))
+    )
+    expect(shared.jumps.map(j => [j.user, j.host, j.port, j.label])).toEqual([
+      ['root', 'bastion', 22, 'jump host 1 of 3 root@bastion'],
+      ['ops', 'fd00::7', 2200, 'jump host 2 of 3 ops@[fd00::7]:2200'],
+      ['root', 'inner.lan', 22, 'jump host 3 of 3 root@inner.lan']
+    ])
+    // One jump-host-key: every hop's; the target keeps ssh-private-key.
+    expect(shared.jumps.map(j => j.key.text)).toEqual([key2.private, key2.private, key2.private])
+    expect(shared.target.key.text).toBe(key.private)
+    // As many keys as hops: one each, in order.
+    const perHop = deployPlan(
+      makePlan(inputs({ ...base, 'jump-host': 'a, b', 'jump-host-key': `${key2.private}\n${key.private}\n` }))
+    )
+    expect(perHop.jumps.map(j => j.key.text)).toEqual([key2.private.trim(), key.private.trim()])
+    // None: every hop takes the deploy key.
+    const none = deployPlan(makePlan(inputs({ ...base, 'jump-host': 'a,b' })))
+    expect(none.jumps.map(j => j.key.text)).toEqual([key.private, key.private])
   })
   it('plans magic rollback for switch and test only, and sudo for non-root users', () => {
     expect(makePlan(inputs(base))).toMatchObject({ magicRollback: true, sudo: false, goal: { locks: true } })

@@ -72,3 +72,18 @@ export function formatAddress(a: { user?: string; host: string; port?: number })
   const host = isIP(a.host) === 6 ? `[${a.host}]` : a.host
   return `${a.user ? a.user + '@' : ''}${host}${a.port && a.port !== 22 ? ':' + a.port : ''}`
 }
+
+/**
+ * Parses a chain of hops as OpenSSH's ProxyJump writes it: `[user@]host[:port]` separated by commas
+ * and/or newlines, the first hop dialled first. Throws an Error naming the hop that is wrong.
+ */
+export function parseHostChain(s: string, what: string, maxHops: number): HostAddress[] {
+  const parts = s
+    .split(/[,\n]/)
+    .map(p => p.trim())
+    .filter(p => p !== '')
+  if (parts.length === 0) throw new Error(`${what}: no host given`)
+  if (parts.length > maxHops)
+    throw new Error(`${what}: ${parts.length} hops; at most ${maxHops} are supported`)
+  return parts.map((p, n) => parseHostAddress(p, parts.length > 1 ? `${what} (hop ${n + 1})` : what))
+}

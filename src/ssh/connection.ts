@@ -303,6 +303,70 @@ function forwardThrough(
 }
 
 /**
+ * The SSH connections to a chain of jump hosts, as OpenSSH's `ProxyJump a,b`: the first hop over
+ * TCP (or proxy-command), each next one over a channel forwarded by the hop before it, so one TCP
+ * connection leaves the runner and every hop's host key and key are checked on their own. `last`
+ * is the hop that forwards to the target. Ending the chain ends every hop, the last first.
+ */
+export class JumpChain {
+  private constructor(
+    readonly hops: Endpoint[],
+    private readonly clients: Client[]
+  ) {
+    // Shared by several machines' sessions: one close/error listener each on every hop.
+    for (const c of clients) c.setMaxListeners(0)
+  }
+
+  static async connect(hops: Endpoint[], opts: ConnectOptions): Promise<JumpChain> {
+    const clients: Client[] = []
+    try {
+      for (const [n, hop] of hops.entries()) {
+        const channel =
+          n === 0 ? undefined : await forwardThrough(clients[n - 1], hops[n - 1], hop, opts.timeoutMs)
+        clients.push(await connectClient(hop, opts, channel))
+      }
+    } catch (e) {
+      new JumpChain(hops, clients).end()
+      throw e
+    }
+    return new JumpChain(hops, clients)
+  }
+
+  /** The hop that reaches the target. */
+  get last(): Client {
+    return this.clients[this.clients.length - 1]
+  }
+
+  get lastHop(): Endpoint {
+    return this.hops[this.hops.length - 1]
+  }
+
+  /** Calls `listener` once when any hop's connection closes or fails (each hop carries the next). */
+  onLost(listener: (what: string, err?: Error) => void): () => void {
+    const removers = this.clients.map((c, n) => {
+      const onClose = (): void => listener(`the connection to ${this.hops[n].label} closed`)
+      const onError = (err: Error): void => listener(`the connection to ${this.hops[n].label} failed`, err)
+      c.on('close', onClose)
+      c.on('error', onError)
+      return () => {
+        c.removeListener('close', onClose)
+        c.removeListener('error', onError)
+      }
+    })
+    return () => removers.forEach(r => r())
+  }
+
+  end(): void {
+    for (const c of [...this.clients].reverse())
+      try {
+        c.end()
+      } catch (e) {
+        core.debug(`closing a jump host connection: ${errorMessage(e)}`)
+      }
+  }
+}
+
+/**
  * One SSH session to the target, possibly through a jump host (the Pi is reached by `forwardOut`
  * on the jump host's connection, so only one TCP connection leaves the runner). Like colmena's
  * `Host`, it only runs commands; what to run is decided by the deploy phase.
@@ -310,46 +374,40 @@ function forwardThrough(
 export class RemoteHost {
   private closed = false
   private lostReason: string | undefined
-  private readonly onJumpClose?: () => void
-  private readonly onJumpError?: (err: Error) => void
+  private readonly stopWatchingJump?: () => void
 
   private constructor(
     readonly target: Endpoint,
     private readonly sudo: boolean,
     private readonly client: Client,
-    private readonly jump?: { client: Client; release: () => void }
+    private readonly jump?: { chain: JumpChain; release: () => void }
   ) {
-    const lost = (what: string) => (err?: Error) => {
+    const lost = (what: string, err?: Error): void => {
       if (!this.closed) this.lostReason ??= `${what}${err ? `: ${err.message}` : ''}`
     }
-    client.on('close', lost(`the connection to ${target.label} closed`))
-    client.on('error', lost(`the connection to ${target.label} failed`))
-    if (jump) {
-      this.onJumpClose = lost('the jump host connection closed')
-      this.onJumpError = lost('the jump host connection failed')
-      jump.client.on('close', this.onJumpClose)
-      jump.client.on('error', this.onJumpError)
-    }
+    client.on('close', () => lost(`the connection to ${target.label} closed`))
+    client.on('error', err => lost(`the connection to ${target.label} failed`, err))
+    if (jump) this.stopWatchingJump = jump.chain.onLost(lost)
   }
 
-  /** Connects to the target, through a jump host (its own connection, or a shared one) if given. */
+  /**
+   * Connects to the target, through a chain of jump hosts if given (its own connections, or a
+   * shared chain's).
+   */
   static async connect(
     target: Endpoint,
-    jump: Endpoint | SharedJump | undefined,
+    jump: Endpoint[] | SharedJump | undefined,
     opts: ConnectOptions
   ): Promise<RemoteHost> {
     const sudo = opts.sudo ?? false
-    if (!jump) return new RemoteHost(target, sudo, await connectClient(target, opts))
+    if (!jump || (Array.isArray(jump) && jump.length === 0))
+      return new RemoteHost(target, sudo, await connectClient(target, opts))
     const shared = jump instanceof SharedJump ? jump : undefined
-    const jumpEp = shared ? shared.endpoint : (jump as Endpoint)
-    const jumpClient = shared ? await shared.acquire() : await connectClient(jumpEp, opts)
-    const release = shared ? () => shared.release() : () => jumpClient.end()
+    const chain = shared ? await shared.acquire() : await JumpChain.connect(jump as Endpoint[], opts)
+    const release = shared ? () => shared.release() : () => chain.end()
     try {
-      const channel = await forwardThrough(jumpClient, jumpEp, target, opts.timeoutMs)
-      return new RemoteHost(target, sudo, await connectClient(target, opts, channel), {
-        client: jumpClient,
-        release
-      })
+      const channel = await forwardThrough(chain.last, chain.lastHop, target, opts.timeoutMs)
+      return new RemoteHost(target, sudo, await connectClient(target, opts, channel), { chain, release })
     } catch (e) {
       release()
       throw e
@@ -470,42 +528,39 @@ export class RemoteHost {
       core.debug(`closing the target connection: ${errorMessage(e)}`)
     }
     if (this.jump) {
-      this.jump.client.removeListener('close', this.onJumpClose!)
-      this.jump.client.removeListener('error', this.onJumpError!)
+      this.stopWatchingJump?.()
       this.jump.release()
     }
   }
 }
 
 /**
- * One connection to a jump host, shared by the deploys of several machines behind it (each gets
- * its own forwarded channel and SSH session to its target). Re-dialled when it was lost; closed
- * when the last user releases it.
+ * One connection to a jump host (or chain of them), shared by the deploys of several machines
+ * behind it (each gets its own forwarded channel and SSH session to its target). Re-dialled when it
+ * was lost; closed when the last user releases it.
  */
 export class SharedJump {
-  private client: Client | undefined
-  private connecting: Promise<Client> | undefined
+  private chain: JumpChain | undefined
+  private connecting: Promise<JumpChain> | undefined
   private users = 0
 
   constructor(
-    readonly endpoint: Endpoint,
+    readonly hops: Endpoint[],
     private readonly opts: ConnectOptions
   ) {}
 
-  async acquire(): Promise<Client> {
+  async acquire(): Promise<JumpChain> {
     this.users++
     try {
-      if (this.client) return this.client
-      this.connecting ??= connectClient(this.endpoint, this.opts)
-        .then(c => {
-          this.client = c
-          const gone = (): void => {
-            if (this.client === c) this.client = undefined
-          }
-          c.once('close', gone)
-          c.once('error', gone)
-          c.setMaxListeners(0) // one close/error listener per machine using it
-          return c
+      if (this.chain) return this.chain
+      this.connecting ??= JumpChain.connect(this.hops, this.opts)
+        .then(chain => {
+          this.chain = chain
+          const stop = chain.onLost(() => {
+            if (this.chain === chain) this.chain = undefined
+            stop()
+          })
+          return chain
         })
         .finally(() => (this.connecting = undefined))
       return await this.connecting
@@ -517,9 +572,9 @@ export class SharedJump {
 
   release(): void {
     this.users--
-    if (this.users <= 0 && this.client) {
-      this.client.end()
-      this.client = undefined
+    if (this.users <= 0 && this.chain) {
+      this.chain.end()
+      this.chain = undefined
     }
   }
 }
