@@ -121,7 +121,10 @@ async function diffAgainst(
   if (!inputs.diffAgainst) return
   await phase('build', async () => {
     const baseline = await baselineClosure(nix, inputs.diffAgainst!, path.join(tempDir, 'baseline'))
-    report.diff = diffClosures(baseline.entries, m.built!.closure)
+    report.diff = diffClosures(baseline.entries, m.built!.closure, {
+      before: baseline.toplevel,
+      after: m.built!.toplevel
+    })
     report.diffBaseline = baseline.label
     report.needsReboot = needsReboot(await readBootIdentity(baseline.toplevel), m.built!.boot)
   }).catch((e: unknown) => {

@@ -46,6 +46,10 @@ describe('diffClosures', () => {
     expect(d.added).toEqual([{ pname: 'htop', versions: ['3.3.0'] }])
     expect(d.removed).toEqual([{ pname: 'nano', versions: ['7.2'] }])
     expect(d.otherPathsChanged).toBe(2)
+    expect(d.otherPaths).toEqual([
+      { change: '−', name: 'etc', narSize: 5 },
+      { change: '+', name: 'etc', narSize: 6 }
+    ])
     expect([d.sizeBefore, d.sizeAfter]).toEqual([1165, 1196])
   })
   it('treats several versions of one package as a set', () => {
@@ -74,6 +78,64 @@ describe('diffClosures', () => {
       /1 changed, 1 added, 0 removed; 0 other paths .* 1 → 2 paths; closure 1 B → 2.0 KiB \(\+2.0 KiB\)/
     )
     expect(renderDiff(diffClosures([], []), 'x').join('\n')).toContain('No package versions change.')
+  })
+})
+
+describe('the system itself and the other paths', () => {
+  const big = 300 * 1024
+  const before = [
+    { path: P('nixos-system-base-25.05', 'a'), narSize: 10 },
+    { path: P('hello-2.12', 'b'), narSize: 100 },
+    { path: P('etc', 'c'), narSize: big },
+    { path: P('unit-sshd.service', 'd'), narSize: 500 }
+  ]
+  const after = [
+    { path: P('nixos-system-kitchen-25.05', 'e'), narSize: 10 },
+    { path: P('hello-2.12', 'b'), narSize: 100 },
+    { path: P('etc', 'f'), narSize: big + 1 },
+    { path: P('unit-sshd.service', 'g'), narSize: 600 },
+    { path: P('unit-kitchen.service', 'h'), narSize: 700 }
+  ]
+  const tops = { before: before[0].path, after: after[0].path }
+
+  it('shows the toplevel once, as the system change, never as a package added and removed', () => {
+    const d = diffClosures(before, after, tops)
+    expect(d.system).toEqual(tops)
+    expect(d.added).toEqual([])
+    expect(d.removed).toEqual([])
+    const md = renderDiff(d, 'what target root@10.99.2.2 runs').join('\n')
+    expect(md).toContain('#### Changes against what target <code>root@10.99.2.2</code> runs')
+    expect(md).toContain(
+      `System: <code>nixos-system-base-25.05 (${'a'.repeat(8)})</code> → <code>nixos-system-kitchen-25.05 (${'e'.repeat(8)})</code>`
+    )
+    expect(md).toContain('No package versions change.')
+    expect(md).not.toMatch(/\| [+−] \| nixos-system/)
+    // Without knowing the toplevels, the old behaviour: they look like packages.
+    expect(diffClosures(before, after).added.map(a => a.pname)).toEqual(['nixos-system-kitchen'])
+  })
+
+  it('lists the other paths that differ by name, in a collapsed block, with the sizes of large ones', () => {
+    const md = renderDiff(diffClosures(before, after, tops), 'x').join('\n')
+    expect(md).toContain('0 changed, 0 added, 0 removed; 5 other paths (configuration, units) differ')
+    const block = md.slice(md.indexOf('<details><summary>The 5 other paths (configuration, units)</summary>'))
+    expect(block.split('\n').filter(l => /^\| [+−] \|/.test(l))).toEqual([
+      '| − | etc | 300.0 KiB |',
+      '| + | etc | 300.0 KiB |',
+      '| + | unit-kitchen.service |  |',
+      '| − | unit-sshd.service |  |',
+      '| + | unit-sshd.service |  |'
+    ])
+    expect(block).toContain('</details>')
+  })
+
+  it('caps the list, saying how many more', () => {
+    const many = Array.from({ length: 250 }, (_, n) => ({
+      path: P(`unit-u${String(n).padStart(3, '0')}`, 'x')
+    }))
+    const md = renderDiff(diffClosures([], many), 'x').join('\n')
+    expect(md).toContain('| + | unit-u199 |  |')
+    expect(md).not.toContain('unit-u200')
+    expect(md).toContain('| | … and 50 more | |')
   })
 })
 

@@ -120,7 +120,17 @@ describe('several machines', () => {
     )
     const lines = md.split('\n')
     expect(lines[0]).toBe('### nix-deploy-action: ❌ Failed (1 of 2 machines)')
-    expect(md).toContain(`| pi3 | root@10.0.0.2:22 |  | deployed | ${TOP} |`)
+    // What failed and what to do come before the table.
+    const failedAt = lines.indexOf('**&#60;evil&#62; failed (copy):** copy broke')
+    expect(failedAt).toBeGreaterThan(0)
+    expect(lines[failedAt + 2]).toBe('**What to do:** retry')
+    expect(failedAt).toBeLessThan(lines.findIndex(l => l.startsWith('| Machine |')))
+    // The table: the host as code (no mailto: autolink), the store path short; the full one in the details.
+    const [name, hash] = /^\/nix\/store\/([0-9a-z]{32})-(.+)$/.exec(TOP)!.slice(1).reverse()
+    expect(md).toContain(
+      `| pi3 | <code>root@10.0.0.2:22</code> |  | deployed | ${name} (${hash.slice(0, 8)}) |`
+    )
+    expect(md).toContain(`| Store path | <code>${TOP}</code> |`)
     expect(md).toContain('| &#60;evil&#62; |')
     expect(md).toContain('<details><summary>pi3: ✅ Deployed</summary>')
     expect(md).toContain('<details open><summary>&#60;evil&#62;: ❌ Failed</summary>')

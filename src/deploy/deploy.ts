@@ -309,7 +309,10 @@ class DeployRun {
         target.log.untrusted(closure.error)
         return
       }
-      this.result.diff = diffClosures(closure.entries, job.built.closure)
+      this.result.diff = diffClosures(closure.entries, job.built.closure, {
+        before: before.current,
+        after: job.built.toplevel
+      })
       this.result.diffBaseline = `what ${target.label} runs (${before.current})`
     })
   }

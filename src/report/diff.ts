@@ -59,8 +59,18 @@ export interface ClosureDiff {
   sizeAfter?: number
   pathsBefore: number
   pathsAfter: number
-  /** Paths without a version that differ (configuration files, units, …): counted, not listed. */
+  /** Paths without a version that differ (configuration files, units, …): how many. */
   otherPathsChanged: number
+  /** Those paths by name (added or removed), sorted by name, with their sizes when known. */
+  otherPaths: Array<{ change: '+' | '−'; name: string; narSize?: number }>
+  /** The system itself (the toplevel) when it changed: shown once, as the system's change. */
+  system?: { before: string; after: string }
+}
+
+/** The two systems' toplevels: kept out of the package lists (they are the change, not a package). */
+export interface Toplevels {
+  before?: string
+  after?: string
 }
 
 function versionsByName(paths: string[]): Map<string, Set<string>> {
@@ -77,9 +87,16 @@ function versionsByName(paths: string[]): Map<string, Set<string>> {
 const sorted = (s: Set<string> | undefined): string[] =>
   [...(s ?? [])].sort((a, b) => a.localeCompare(b, 'en', { numeric: true }))
 
-export function diffClosures(before: ClosureEntry[], after: ClosureEntry[]): ClosureDiff {
-  const b = versionsByName(before.map(e => e.path))
-  const a = versionsByName(after.map(e => e.path))
+export function diffClosures(
+  before: ClosureEntry[],
+  after: ClosureEntry[],
+  toplevels: Toplevels = {}
+): ClosureDiff {
+  const isToplevel = (p: string): boolean => p === toplevels.before || p === toplevels.after
+  const packagesBefore = before.filter(e => !isToplevel(e.path))
+  const packagesAfter = after.filter(e => !isToplevel(e.path))
+  const b = versionsByName(packagesBefore.map(e => e.path))
+  const a = versionsByName(packagesAfter.map(e => e.path))
   const names = [...new Set([...b.keys(), ...a.keys()])].sort()
   const diff: ClosureDiff = {
     added: [],
@@ -87,7 +104,8 @@ export function diffClosures(before: ClosureEntry[], after: ClosureEntry[]): Clo
     changed: [],
     pathsBefore: before.length,
     pathsAfter: after.length,
-    otherPathsChanged: 0
+    otherPathsChanged: 0,
+    otherPaths: []
   }
   for (const n of names) {
     const vb = sorted(b.get(n))
@@ -96,17 +114,29 @@ export function diffClosures(before: ClosureEntry[], after: ClosureEntry[]): Clo
     else if (va.length === 0) diff.removed.push({ pname: n, versions: vb })
     else if (vb.join() !== va.join()) diff.changed.push({ pname: n, before: vb, after: va })
   }
-  const bPaths = new Set(before.map(e => e.path))
-  const aPaths = new Set(after.map(e => e.path))
-  const isOther = (p: string): boolean => parseName(storePathName(p)).version === ''
-  diff.otherPathsChanged =
-    [...aPaths].filter(p => isOther(p) && !bPaths.has(p)).length +
-    [...bPaths].filter(p => isOther(p) && !aPaths.has(p)).length
+  diff.otherPaths = otherPaths(packagesBefore, packagesAfter)
+  diff.otherPathsChanged = diff.otherPaths.length
+  if (toplevels.before && toplevels.after && toplevels.before !== toplevels.after)
+    diff.system = { before: toplevels.before, after: toplevels.after }
   const size = (es: ClosureEntry[]): number | undefined =>
     es.every(e => e.narSize !== undefined) ? es.reduce((s, e) => s + (e.narSize ?? 0), 0) : undefined
   diff.sizeBefore = size(before)
   diff.sizeAfter = size(after)
   return diff
+}
+
+/** Paths without a version in one closure and not the other, by name (then removed before added). */
+function otherPaths(before: ClosureEntry[], after: ClosureEntry[]): ClosureDiff['otherPaths'] {
+  const isOther = (p: string): boolean => parseName(storePathName(p)).version === ''
+  const bPaths = new Set(before.map(e => e.path))
+  const aPaths = new Set(after.map(e => e.path))
+  const only = (es: ClosureEntry[], other: Set<string>, change: '+' | '−') =>
+    es
+      .filter(e => isOther(e.path) && !other.has(e.path))
+      .map(e => ({ change, name: storePathName(e.path), narSize: e.narSize }))
+  return [...only(before, aPaths, '−'), ...only(after, bPaths, '+')].sort(
+    (x, y) => x.name.localeCompare(y.name) || (x.change === '−' ? -1 : 1)
+  )
 }
 
 /** Parses `nix-store -qR X` output followed by `nix-store -q --size` of the same paths (same order). */

@@ -19,6 +19,24 @@ const VERDICT: Record<string, string> = {
   skipped: '⏭️ Skipped'
 }
 
+/**
+ * Prose for the summary: HTML-escaped, and every `user@host` in code, which GitHub would otherwise
+ * turn into a mailto: link.
+ */
+export function prose(s: string): string {
+  return escapeHtml(s).replace(/[A-Za-z0-9_.-]+@[A-Za-z0-9_.[\]:-]*[A-Za-z0-9_\]]/g, m => `<code>${m}</code>`)
+}
+
+function code(s: string): string {
+  return `<code>${escapeHtml(s)}</code>`
+}
+
+/** A store path as a table has room for: its name, then the first 8 characters of its hash. */
+export function shortStorePath(p: string): string {
+  const m = /^\/nix\/store\/([0-9a-z]{32})-(.+)$/.exec(p)
+  return m ? `${m[2]} (${m[1].slice(0, 8)})` : p
+}
+
 function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(1)} s`
 }
@@ -48,7 +66,16 @@ function renderMachines(r: DeployReport): string {
     `### nix-deploy-action: ${verdict}${failed > 0 ? ` (${failed} of ${hosts.length} machines)` : ` (${hosts.length} machines)`}`,
     ''
   ]
-  for (const w of r.warnings) lines.push(`> [!WARNING]`, `> ${escapeHtml(w)}`, '')
+  // What failed and what to do first: a reviewer must not have to find it in the table.
+  for (const { machine, report: h } of hosts)
+    if (h.error)
+      lines.push(
+        `**${escapeHtml(machine)} failed (${h.error.phase}):** ${prose(h.error.message)}`,
+        '',
+        `**What to do:** ${prose(h.error.hint)}`,
+        ''
+      )
+  for (const w of r.warnings) lines.push(`> [!WARNING]`, `> ${prose(w)}`, '')
   lines.push(
     '| Machine | Host | Mode | Result | Store path | Generation | Closure | Copied | Time |',
     '|---|---|---|---|---|---|---|---|---|'
@@ -56,17 +83,17 @@ function renderMachines(r: DeployReport): string {
   for (const { machine, report: h } of hosts) {
     const total = h.timings.reduce((a, t) => a + t.ms, 0)
     const cells = [
-      machine,
-      h.host ?? '',
-      h.mode ?? '',
-      h.result ?? 'failed',
-      h.storePath ?? '',
+      escapeHtml(machine),
+      h.host ? code(h.host) : '',
+      escapeHtml(h.mode ?? ''),
+      escapeHtml(h.result ?? 'failed'),
+      escapeHtml(h.storePath ? shortStorePath(h.storePath) : ''),
       h.generation?.toString() ?? '',
       h.closureSize === undefined ? '' : formatBytes(h.closureSize),
       h.copiedBytes === undefined ? '' : formatBytes(h.copiedBytes),
       seconds(total)
     ]
-    lines.push(`| ${cells.map(escapeHtml).join(' | ')} |`)
+    lines.push(`| ${cells.join(' | ')} |`)
   }
   lines.push('')
   if (r.builtDerivations !== undefined)
@@ -92,22 +119,26 @@ function renderOne(r: DeployReport): string {
   lines.push(`### nix-deploy-action: ${verdict}`, '')
   if (r.error) {
     lines.push(
-      `**Error (${r.error.phase}):** ${escapeHtml(r.error.message)}`,
+      `**Error (${r.error.phase}):** ${prose(r.error.message)}`,
       '',
-      `**What to do:** ${escapeHtml(r.error.hint)}`,
+      `**What to do:** ${prose(r.error.hint)}`,
       ''
     )
   }
-  for (const w of r.warnings) lines.push(`> [!WARNING]`, `> ${escapeHtml(w)}`, '')
+  for (const w of r.warnings) lines.push(`> [!WARNING]`, `> ${prose(w)}`, '')
 
   const rows = summaryRows(r)
   lines.push('| | |', '|---|---|')
-  for (const [k, v] of rows) if (v !== undefined && v !== '') lines.push(`| ${k} | ${escapeHtml(v)} |`)
+  for (const [k, v] of rows)
+    if (v !== undefined && v !== '') lines.push(`| ${k} | ${AS_CODE.has(k) ? code(v) : prose(v)} |`)
   lines.push('')
 
   lines.push(...renderSections(r))
   return lines.join('\n')
 }
+
+/** Rows whose value is a host or a store path: shown as code (no autolink, no wrapping surprises). */
+const AS_CODE = new Set(['Host', 'Store path', 'Previous store path', 'Rolled back to'])
 
 /** The summary table's rows: what the run did, where, and how much. */
 function summaryRows(r: DeployReport): Array<[string, string | undefined]> {
@@ -219,10 +250,19 @@ function signedBytes(n: number): string {
   return `${n >= 0 ? '+' : '−'}${formatBytes(Math.abs(n))}`
 }
 
-/** The package diff, like nvd: version changes, added, removed, closure size. */
+/** Other paths listed in the diff at most (a reviewer reads names, not thousands of lines). */
+const MAX_OTHER_PATHS = 200
+/** Sizes of other paths are shown from this size on: a large `etc` or firmware matters, a unit file does not. */
+const LARGE_PATH_BYTES = 100 * 1024
+
+/** The package diff, like nvd: the system's own change, version changes, added, removed, closure size. */
 export function renderDiff(d: ClosureDiff, baseline: string): string[] {
-  const lines = [`#### Changes against ${escapeHtml(baseline)}`, '']
+  const lines = [`#### Changes against ${prose(baseline)}`, '']
   const v = (xs: string[]): string => escapeHtml(xs.join(', '))
+  if (d.system) {
+    const [before, after] = [d.system.before, d.system.after].map(shortStorePath)
+    lines.push(`System: ${code(before)} → ${code(after)}`, '')
+  }
   if (d.changed.length + d.added.length + d.removed.length === 0)
     lines.push('No package versions change.', '')
   else {
@@ -240,6 +280,21 @@ export function renderDiff(d: ClosureDiff, baseline: string): string[] {
     `${d.changed.length} changed, ${d.added.length} added, ${d.removed.length} removed; ${d.otherPathsChanged} other paths (configuration, units) differ; ${d.pathsBefore} → ${d.pathsAfter} paths${size}.`,
     ''
   )
+  if (d.otherPaths.length > 0) {
+    lines.push(
+      `<details><summary>The ${d.otherPaths.length} other paths (configuration, units)</summary>`,
+      '',
+      '| | Path | Size |',
+      '|---|---|---|'
+    )
+    for (const o of d.otherPaths.slice(0, MAX_OTHER_PATHS)) {
+      const size = o.narSize !== undefined && o.narSize >= LARGE_PATH_BYTES ? formatBytes(o.narSize) : ''
+      lines.push(`| ${o.change} | ${escapeHtml(o.name)} | ${size} |`)
+    }
+    if (d.otherPaths.length > MAX_OTHER_PATHS)
+      lines.push(`| | … and ${d.otherPaths.length - MAX_OTHER_PATHS} more | |`)
+    lines.push('', '</details>', '')
+  }
   return lines
 }
 
