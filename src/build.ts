@@ -1,6 +1,6 @@
 import * as core from '@actions/core'
 import * as path from 'path'
-import { cacheDir, PendingSave, restoreForRun, storeCacheKeys } from './cache/store-cache'
+import { PendingSave, restoreForRun, storeCacheKeys } from './cache/store-cache'
 import { BuiltSystem } from './deploy/deploy'
 import { LoadedKey, loadKeys } from './deploy/keys'
 import { ActionError, errorMessage, Phase } from './errors'
@@ -200,7 +200,7 @@ async function buildAll(
   if (report.cache?.available && (build.built.length > 0 || !report.cache.hit)) {
     const paths = [...machines.map(m => m.evaluation.outPath), ...(await nix.outputsOf(build.built))]
     const key = storeCacheKeys(inputs, first.hostSystem).key
-    const save: PendingSave = { dir: cacheDir(), key, paths, settings: inputs.nixOptions }
+    const save: PendingSave = { key, paths, settings: inputs.nixOptions }
     core.saveState(STATE_CACHE, JSON.stringify(save))
   }
   for (const m of machines) await listClosure(nix, m, report, build.built.length)

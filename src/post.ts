@@ -13,7 +13,7 @@ async function saveStoreCache(): Promise<void> {
   if (!raw) return
   const s = JSON.parse(raw) as PendingSave
   core.startGroup('Save the Nix store cache')
-  const r = await saveStore(new RunnerNix(s.settings), s.dir, s.key, s.paths).finally(() => core.endGroup())
+  const r = await saveStore(new RunnerNix(s.settings), s.key, s.paths).finally(() => core.endGroup())
   const line = r.saved
     ? `Store cache saved as ${s.key}: ${r.paths} paths, ${formatBytes(r.bytes ?? 0)}, in ${(r.ms / 1000).toFixed(1)} s`
     : `Store cache not saved: ${r.reason}`
@@ -23,7 +23,6 @@ async function saveStoreCache(): Promise<void> {
     .addRaw(`\n${line.replace(/[<>&]/g, c => `&#${c.charCodeAt(0)};`)}\n`)
     .write()
     .catch(() => undefined)
-  await fs.rm(s.dir, { recursive: true, force: true })
 }
 
 /**

@@ -22,12 +22,11 @@ const storeHas = (storePath: string): boolean =>
 
 describeE2E("the runner's store survives between runs through @actions/cache", () => {
   const service = new CacheService()
-  // @actions/cache versions entries by path: both runs use the same RUNNER_TEMP, as on a runner.
-  const runnerTemp = path.join(os.tmpdir(), 'nda-cache-runner-temp')
+  // Every run has a RUNNER_TEMP and a workspace of its own (runAction's default), as runs on
+  // different runner services or ephemeral runners do: the entries must not depend on either. A
+  // post step shares its main step's RUNNER_TEMP (it removes the main step's directory there).
   beforeAll(async () => {
     await service.start()
-    fs.rmSync(runnerTemp, { recursive: true, force: true })
-    fs.mkdirSync(runnerTemp, { recursive: true })
   }, 120_000)
   /**
    * A configuration this runner has never built, with a package it has never built, saved under a
@@ -50,9 +49,9 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     service.entries.filter(e => e.finalized && e.key.startsWith(`${inputs['cache-key']}-`))
   /** A cold run and its post step, which saves the store cache: where the restoring tests start. */
   const coldRunSaved = async (inputs: Record<string, string>): Promise<void> => {
-    const run = await runAction(inputs, { env: service.env(), runnerTemp })
+    const run = await runAction(inputs, { env: service.env() })
     expect(run.exitCode).toBe(0)
-    await runAction(inputs, { env: service.env(), runnerTemp, state: run.state })
+    await runAction(inputs, { env: service.env(), state: run.state, runnerTemp: run.runnerTemp })
     expect(savedEntries(inputs)).toHaveLength(1)
   }
   afterAll(async () => {
@@ -61,12 +60,12 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
 
   it('a cold run builds, and its post step saves only what the system needs', async () => {
     const inputs = freshInputs('cold')
-    const run = await runAction(inputs, { env: service.env(), runnerTemp })
+    const run = await runAction(inputs, { env: service.env() })
     expect(run.exitCode).toBe(0)
     expect(run.outputs['cache-hit']).toBe('false')
     expect(run.summary).toMatch(/\| Derivations built \| [1-9]/)
     expect(run.summary).toContain('| Store cache | no entry yet (saved after this run) |')
-    const post = await runAction(inputs, { env: service.env(), runnerTemp, state: run.state })
+    const post = await runAction(inputs, { env: service.env(), state: run.state, runnerTemp: run.runnerTemp })
     expect(post.exitCode).toBe(0)
     expect(post.log).toMatch(/Store cache saved as nda-test-cold-[0-9a-f]{16}-\S+: \d+ paths/)
     expect(savedEntries(inputs)).toHaveLength(1)
@@ -82,12 +81,12 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     execFileSync('nix-store', ['--delete', top, etc], { env: NIX_ENV, stdio: 'ignore' })
     expect(storeHas(top)).toBe(false)
 
-    const run = await runAction(inputs, { env: service.env(), runnerTemp })
+    const run = await runAction(inputs, { env: service.env() })
     expect(run.exitCode).toBe(0)
     expect(run.summary).toContain('| Derivations built | 0 |')
     expect(run.summary).toMatch(/\| Store cache \| restored \d+ paths .* from nda-test-warm-/)
     // Nothing new was built: the post step saves nothing.
-    const post = await runAction(inputs, { env: service.env(), runnerTemp, state: run.state })
+    const post = await runAction(inputs, { env: service.env(), state: run.state, runnerTemp: run.runnerTemp })
     expect(post.log).not.toMatch(/Store cache saved/)
     expect(savedEntries(inputs)).toHaveLength(1)
   }, 600_000)
@@ -113,7 +112,7 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
       `changed ${Date.now()} ${Math.random()}\n`
     )
 
-    const run = await runAction(inputs, { env: service.env(), runnerTemp })
+    const run = await runAction(inputs, { env: service.env() })
     expect(run.exitCode).toBe(0)
     expect(run.outputs['cache-hit']).toBe('true')
     const built = [...run.log.matchAll(/building '\/nix\/store\/[a-z0-9]{32}-([^']+)\.drv'/g)]
@@ -125,15 +124,46 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     expect(storeHas(systemPath)).toBe(true)
     expect(storeHas(basePackage)).toBe(true)
     // Something new was built, so the post step saves a new entry.
-    const post = await runAction(inputs, { env: service.env(), runnerTemp, state: run.state })
+    const post = await runAction(inputs, { env: service.env(), state: run.state, runnerTemp: run.runnerTemp })
     expect(post.exitCode).toBe(0)
     expect(post.log).toMatch(/Store cache saved as nda-test-changed-/)
     expect(savedEntries(inputs)).toHaveLength(2)
   }, 600_000)
 
+  it('another runner (its own RUNNER_TEMP, a workspace at another depth) restores what one saved; no cache directory is left behind', async () => {
+    const inputs = freshInputs('runners')
+    const workspace = (...parts: string[]): string => {
+      const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nda-ws-')), ...parts)
+      fs.mkdirSync(dir, { recursive: true })
+      return dir
+    }
+    const first = workspace('deep', 'er', 'than', 'the', 'other', 'repo')
+    const saved = await runAction(inputs, { env: service.env(), workspace: first })
+    expect(saved.exitCode).toBe(0)
+    const post = await runAction(inputs, {
+      env: service.env(),
+      workspace: first,
+      state: saved.state,
+      runnerTemp: saved.runnerTemp
+    })
+    expect(post.log).toMatch(/Store cache saved as nda-test-runners-/)
+    expect(fs.readdirSync(first)).toEqual([])
+    const top = fixtureOutPath('pi-nonce')
+    execFileSync('nix-store', ['--delete', top], { env: NIX_ENV, stdio: 'ignore' })
+    expect(storeHas(top)).toBe(false)
+
+    const second = workspace('repo')
+    const run = await runAction(inputs, { env: service.env(), workspace: second })
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs['cache-hit']).toBe('true')
+    expect(run.summary).toContain('| Derivations built | 0 |')
+    expect(storeHas(top)).toBe(true)
+    expect(fs.readdirSync(second)).toEqual([])
+  }, 600_000)
+
   it('without a cache service: one warning, and the build goes on', async () => {
     const inputs = freshInputs('none')
-    const run = await runAction(inputs, { runnerTemp })
+    const run = await runAction(inputs)
     expect(run.exitCode).toBe(0)
     expect(run.log.match(/::warning::No GitHub Actions cache service here/g)).toHaveLength(1)
     expect(run.log).not.toMatch(/::warning::.*(Cache service|ACTIONS_)/)

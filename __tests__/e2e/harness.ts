@@ -151,6 +151,8 @@ export async function runAction(
   opts: {
     state?: Record<string, string>
     runnerTemp?: string
+    /** GITHUB_WORKSPACE and the working directory (default: a new directory per run). */
+    workspace?: string
     timeoutMs?: number
     /** Extra environment (e.g. the cache service's). */
     env?: Record<string, string>
@@ -187,7 +189,7 @@ export async function runAction(
     GITHUB_STATE: files.state,
     GITHUB_STEP_SUMMARY: files.summary,
     RUNNER_TEMP: runnerTemp,
-    GITHUB_WORKSPACE: work,
+    GITHUB_WORKSPACE: opts.workspace ?? work,
     ...opts.env
   }
   for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.toUpperCase()}`] = v
@@ -197,7 +199,7 @@ export async function runAction(
     const [node, dist] = opts.user ? userRunnable() : [NODE24, path.join(ROOT, 'dist')]
     const child = spawn(node, [path.join(dist, 'index.js')], {
       env,
-      cwd: work,
+      cwd: opts.workspace ?? work,
       ...(opts.user ? { uid: opts.user.uid, gid: opts.user.gid } : {})
     })
     let log = ''

@@ -24,9 +24,22 @@ import { cacheKeys, CacheKeys, inputsHash } from './keys'
  * a daemon); otherwise the restore is skipped with a warning and the build proceeds.
  */
 
-/** Where the binary cache lives: a fixed path, since @actions/cache versions entries by path. */
+/**
+ * Where the binary cache lives while it is saved or restored, as @actions/cache is given it. That
+ * path's text is hashed into the entry's version, and the archive's entries are stored relative to
+ * the workspace and unpacked relative to the restoring run's workspace: a path relative to the
+ * workspace is the same text on every runner and lands in the same place on each (an absolute path
+ * under RUNNER_TEMP differs between runner services, so they never shared an entry). It exists only
+ * during the restore and the save (a `path:.` flake must not copy it into the store).
+ */
+export const CACHE_PATH = '.nix-deploy-action-store-cache'
+
+function workspace(): string {
+  return path.resolve(process.env.GITHUB_WORKSPACE || process.cwd())
+}
+
 export function cacheDir(): string {
-  return path.join(process.env.RUNNER_TEMP || '/tmp', 'nix-deploy-action-store-cache')
+  return path.join(workspace(), CACHE_PATH)
 }
 
 export function cacheServiceAvailable(): boolean {
@@ -58,15 +71,28 @@ export interface RestoreOutcome {
 
 export async function restoreStore(
   nix: RunnerNix,
+  key: string,
+  restoreKeys: string[]
+): Promise<RestoreOutcome> {
+  const dir = cacheDir()
+  await fs.rm(dir, { recursive: true, force: true })
+  try {
+    return await restoreInto(nix, dir, key, restoreKeys)
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true })
+  }
+}
+
+async function restoreInto(
+  nix: RunnerNix,
   dir: string,
   key: string,
   restoreKeys: string[]
 ): Promise<RestoreOutcome> {
   const started = Date.now()
-  await fs.rm(dir, { recursive: true, force: true })
   let matchedKey: string | undefined
   try {
-    matchedKey = await cache.restoreCache([dir], key, restoreKeys)
+    matchedKey = await cache.restoreCache([CACHE_PATH], key, restoreKeys)
   } catch (e) {
     core.warning(`Restoring the Nix store cache failed (the build goes on without it): ${errorMessage(e)}`)
   }
@@ -110,13 +136,17 @@ export interface SaveOutcome {
   ms: number
 }
 
-/** Exports `paths` (with their closures) into a fresh binary cache directory and saves it. */
-export async function saveStore(
-  nix: RunnerNix,
-  dir: string,
-  key: string,
-  paths: string[]
-): Promise<SaveOutcome> {
+/** Exports `paths` (with their closures) into a fresh binary cache directory, saves it, removes it. */
+export async function saveStore(nix: RunnerNix, key: string, paths: string[]): Promise<SaveOutcome> {
+  const dir = cacheDir()
+  try {
+    return await saveFrom(nix, dir, key, paths)
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true })
+  }
+}
+
+async function saveFrom(nix: RunnerNix, dir: string, key: string, paths: string[]): Promise<SaveOutcome> {
   const started = Date.now()
   await fs.rm(dir, { recursive: true, force: true })
   await fs.mkdir(dir, { recursive: true })
@@ -136,7 +166,9 @@ export async function saveStore(
   const count = (await cachedPaths(dir)).length
   const bytes = await dirSize(dir)
   try {
-    await cache.saveCache([dir], key)
+    // @actions/cache finds the path relative to the working directory: the workspace, as on a runner.
+    process.chdir(workspace())
+    await cache.saveCache([CACHE_PATH], key)
   } catch (e) {
     return { saved: false, reason: `saving the cache failed: ${errorMessage(e)}`, ms: Date.now() - started }
   }
@@ -145,7 +177,6 @@ export async function saveStore(
 
 /** What the post step needs to save the cache (kept in the action's state). */
 export interface PendingSave {
-  dir: string
   key: string
   paths: string[]
   settings: Array<[string, string]>
@@ -179,6 +210,6 @@ export async function restoreForRun(
     return { available: false, hit: false }
   }
   core.startGroup('Restore the Nix store cache')
-  const r = await restoreStore(nix, cacheDir(), keys.key, keys.restoreKeys).finally(() => core.endGroup())
+  const r = await restoreStore(nix, keys.key, keys.restoreKeys).finally(() => core.endGroup())
   return { available: true, hit: r.hit, key: r.matchedKey, paths: r.paths, bytes: r.bytes, ms: r.ms }
 }
