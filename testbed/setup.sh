@@ -4,7 +4,8 @@
 #   runner (root netns) --10.99.1.0/24-- jump (netns nda-jump, sshd) --10.99.2.0/24-- pi (netns nda-pi)
 #          \                                                  |---10.99.4.0/24-- pi2 (netns nda-pi2)
 #           \                                                 \---10.99.5.0/24-- spi (netns nda-spi: systemd
-#            \                                                     as PID 1 in a container, systemd-pi.sh)
+#            \                                                     as PID 1 in a container, systemd-pi.sh;
+#             \                                                    also at 10.99.8.2, straight from the runner)
 #             \---------------------------10.99.3.0/24-------------------------------/ (to pi)
 #   jump --10.99.6.0/24-- jump2 (netns nda-jump2, sshd: a second bastion) --10.99.7.0/24-- pi2
 #
@@ -92,7 +93,7 @@ cat "$k/deploy.pub" "$k/deploy-encrypted.pub" "$k/deploy-rsa.pub" > "$TESTBED/pi
   echo "10.99.2.2,10.99.3.2 $(cut -d' ' -f1,2 "$k/pi_host_ed25519.pub")"
   echo "10.99.4.2,10.99.7.2 $(cut -d' ' -f1,2 "$k/pi2_host_ed25519.pub")"
   echo "10.99.6.2 $(cut -d' ' -f1,2 "$k/jump2_host_ed25519.pub")"
-  echo "10.99.5.2 $(cut -d' ' -f1,2 "$k/spi_host_ed25519.pub")"
+  echo "10.99.5.2,10.99.8.2 $(cut -d' ' -f1,2 "$k/spi_host_ed25519.pub")"
 } > "$TESTBED/known_hosts"
 
 # --- The Pis' own Nix configuration (their SSH sessions get NIX_CONF_DIR, see sshd_config): like a
@@ -252,6 +253,8 @@ Host pi2-chain
 Host spi
   HostName 10.99.5.2
   ProxyJump jump
+Host spi-direct
+  HostName 10.99.8.2
 # Last: the first value of a setting wins, so the hosts above may set their own User.
 Host *
   User root
@@ -273,6 +276,7 @@ TESTBED_PI2=10.99.4.2
 TESTBED_JUMP2=10.99.6.2
 TESTBED_PI2_CHAIN=10.99.7.2
 TESTBED_SPI=10.99.5.2
+TESTBED_SPI_DIRECT=10.99.8.2
 TESTBED_KEYS=$k
 TESTBED_KNOWN_HOSTS=$TESTBED/known_hosts
 TESTBED_SSH_CONFIG=$TESTBED/ssh_config

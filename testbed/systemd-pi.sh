@@ -143,11 +143,20 @@ network() {
   ip -n nda-jump link set eth3 up
   ip -n "nda-$PI" addr replace "$addr/24" dev eth0
   ip -n "nda-$PI" link set eth0 up
+  # A direct link from the runner, as a self-hosted runner on the Pi's LAN has (10.99.8.0/24).
+  if ! ip link show nda-spi0 >/dev/null 2>&1; then
+    ip -n "nda-$PI" link del eth1 2>/dev/null || true
+    ip link add nda-spi0 type veth peer name eth1 netns "nda-$PI"
+  fi
+  ip addr replace 10.99.8.1/24 dev nda-spi0
+  ip link set nda-spi0 up
+  ip -n "nda-$PI" addr replace 10.99.8.2/24 dev eth1
+  ip -n "nda-$PI" link set eth1 up
 }
 
 start() {
+  network # idempotent: also repairs the links of a running container
   if alive "$supervisor_pidfile"; then wait_ready; return; fi
-  network
   mounts
   configure "$d/root"
   # The supervisor: boots the container again when it rebooted itself (nspawn exits 133).

@@ -149,10 +149,12 @@ describeE2E('other modes and the direct (no jump host) case', () => {
     expect(piState()).toMatchObject(installedState(gen0))
   }, 300_000)
 
-  it('test mode, straight to the Pi on the LAN (no jump host; the systemd Pi has none): runs the system, leaves the profile', async () => {
+  it('test mode, straight to the Pi on the LAN (no jump host): runs the system, leaves the profile', async () => {
     const t = testbed()
-    const direct: Record<string, string> =
-      MAIN_PI === 'pi' ? { 'target-host': t.TESTBED_PI_DIRECT, 'jump-host': '' } : {}
+    const direct: Record<string, string> = {
+      'target-host': MAIN_PI === 'pi' ? t.TESTBED_PI_DIRECT : t.TESTBED_SPI_DIRECT,
+      'jump-host': ''
+    }
     const run = await runAction(deployInputs('pi-gen1', { mode: 'test', ...direct }))
     expect(run.exitCode).toBe(0)
     expect(run.outputs).toMatchObject({

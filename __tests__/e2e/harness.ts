@@ -87,6 +87,8 @@ export interface TestbedEnv {
   /** pi2 as the second bastion sees it. */
   TESTBED_PI2_CHAIN: string
   TESTBED_SPI: string
+  /** The systemd Pi straight from the runner (a self-hosted runner on its LAN). */
+  TESTBED_SPI_DIRECT: string
 }
 
 export function testbed(): TestbedEnv {

@@ -1,0 +1,243 @@
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { parse } from 'yaml'
+import { ROOT, describeE2E, fixturePath, key, piState, PiName, resetPi, runAction, testbed } from './harness'
+
+/**
+ * The workflows users copy (examples/) run as they are: each nix-deploy-action step's `with:` (and
+ * `env:`) block is read from the file, every `${{ … }}` in it replaced from the map below, and run
+ * against the testbed. What needs the internet is stood in for on the runner: `cloudflared` and
+ * `tailscale` are scripts on PATH that carry the connection through the jump host's namespace, as
+ * the real tunnels would from outside. Where an example names a host that exists only on the
+ * internet (a public bastion), `overrides` says so and what stands in for it.
+ */
+
+/** Every `${{ … }}` the examples' steps use, by its text: an example with a new one fails here until it is mapped. */
+function expressions(t: ReturnType<typeof testbed>, extraKnownHosts: string[] = []): Record<string, string> {
+  const knownHosts = [fs.readFileSync(t.TESTBED_KNOWN_HOSTS, 'utf8').trim(), ...extraKnownHosts].join('\n')
+  return {
+    'secrets.PI_DEPLOY_KEY': key('deploy'),
+    'vars.PI_KNOWN_HOSTS': knownHosts,
+    "inputs.host || 'pi3'": 'pi3',
+    "inputs.mode || 'switch'": 'switch',
+    'inputs.machines': '',
+    'secrets.CF_ACCESS_CLIENT_ID': 'stand-in-client.access',
+    'secrets.CF_ACCESS_CLIENT_SECRET': 'stand-in-service-token-secret'
+  }
+}
+
+/** The Pi's host key line under another name (the name a tunnel's host goes by). */
+function piKeyAs(name: string): string {
+  const pub = fs.readFileSync(path.join(testbed().TESTBED_KEYS, 'pi_host_ed25519.pub'), 'utf8')
+  return `${name} ${pub.split(' ').slice(0, 2).join(' ')}`
+}
+
+interface ActionStep {
+  with: Record<string, string>
+  env: Record<string, string>
+}
+
+/** The nix-deploy-action step(s) of an example's job, with every expression replaced. */
+function exampleStep(file: string, job: string, values: Record<string, string>): ActionStep {
+  const doc = parse(fs.readFileSync(path.join(ROOT, 'examples', file), 'utf8')) as {
+    jobs: Record<
+      string,
+      { steps: Array<{ uses?: string; with?: Record<string, unknown>; env?: Record<string, unknown> }> }
+    >
+  }
+  const steps = doc.jobs[job].steps.filter(s => s.uses?.startsWith('org/nix-deploy-action@'))
+  expect(steps).toHaveLength(1)
+  const fill = (block: Record<string, unknown> = {}): Record<string, string> =>
+    Object.fromEntries(
+      Object.entries(block).map(([k, v]) => [
+        k,
+        String(v).replace(/\$\{\{\s*(.*?)\s*\}\}/g, (_, expr: string) => {
+          if (!(expr in values)) throw new Error(`examples/${file}: no test value for \${{ ${expr} }}`)
+          return values[expr]
+        })
+      ])
+    )
+  return { with: fill(steps[0].with), env: fill(steps[0].env) }
+}
+
+/** The jobs with a nix-deploy-action step, over all examples: each must be run below or say why not. */
+function allExampleJobs(): string[] {
+  const jobs: string[] = []
+  for (const file of fs.readdirSync(path.join(ROOT, 'examples')).filter(f => f.endsWith('.yml'))) {
+    const doc = parse(fs.readFileSync(path.join(ROOT, 'examples', file), 'utf8')) as {
+      jobs: Record<string, { steps: Array<{ uses?: string }> }>
+    }
+    for (const [job, j] of Object.entries(doc.jobs))
+      if (j.steps.some(s => s.uses?.startsWith('org/nix-deploy-action@'))) jobs.push(`${file}#${job}`)
+  }
+  return jobs.sort()
+}
+
+const RUN = [
+  'deploy.yml#deploy',
+  'deploy-github-hosted.yml#deploy',
+  'deploy-cloudflare-tunnel.yml#deploy',
+  'deploy-tailscale.yml#deploy',
+  'nixops-network.yml#deploy',
+  'pr-dry-run.yml#dry-activate'
+]
+/** Not run here, and why. */
+const NOT_RUN: Record<string, string> = {
+  'pr-dry-run.yml#build':
+    'its diff-against fetches github:OWNER/REPO through the GitHub API, which these machines cannot reach and the testbed has no stand-in for yet'
+}
+
+describeE2E('the examples users copy run as they are against the testbed', () => {
+  let bin: string
+  const fixtureDir = (): string => path.join(testbed().TESTBED, 'fixture')
+  /** Runs an example job's step in `workspace` (default the fixture flake: `.#pi3`). */
+  const runExample = (
+    name: string,
+    values: Record<string, string>,
+    opts: { overrides?: Record<string, string>; workspace?: string } = {}
+  ) => {
+    const [file, job] = name.split('#')
+    const step = exampleStep(file, job, values)
+    return runAction(
+      { ...step.with, ...opts.overrides },
+      {
+        env: { ...step.env, PATH: `${bin}:${process.env.PATH}` },
+        workspace: opts.workspace ?? fixtureDir()
+      }
+    )
+  }
+  const deployed = (pi: PiName): string => piState(pi).current
+
+  beforeAll(() => {
+    for (const c of ['pi3', 'pi3-degraded']) fixturePath(c)
+    // The tunnels' clients, stood in for: each checks what the real one would be given, then
+    // carries stdin/stdout to the Pi's sshd from inside the jump host's namespace.
+    bin = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-example-bin-'))
+    const pi = testbed().TESTBED_PI
+    fs.writeFileSync(
+      path.join(bin, 'cloudflared'),
+      `#!/bin/sh
+# Stand-in for: cloudflared access ssh --hostname HOST (service token from the environment)
+[ "$1 $2 $3" = "access ssh --hostname" ] || { echo "cloudflared stand-in: unexpected arguments: $*" >&2; exit 2; }
+[ -n "$TUNNEL_SERVICE_TOKEN_ID" ] && [ -n "$TUNNEL_SERVICE_TOKEN_SECRET" ] || { echo "cloudflared stand-in: no service token in the environment" >&2; exit 3; }
+[ "$4" = pi-ssh.example.org ] || { echo "cloudflared stand-in: no tunnel for $4" >&2; exit 4; }
+exec ip netns exec nda-jump socat - TCP:${pi}:22
+`,
+      { mode: 0o755 }
+    )
+    fs.writeFileSync(
+      path.join(bin, 'tailscale'),
+      `#!/bin/sh
+# Stand-in for: tailscale nc HOST PORT
+[ "$1" = nc ] || { echo "tailscale stand-in: unexpected arguments: $*" >&2; exit 2; }
+[ "$2" = pi3 ] || { echo "tailscale stand-in: no peer $2 on the tailnet" >&2; exit 4; }
+exec ip netns exec nda-jump socat - TCP:${pi}:"$3"
+`,
+      { mode: 0o755 }
+    )
+  }, 300_000)
+  afterAll(() => {
+    fs.rmSync(bin, { recursive: true, force: true })
+    // The degraded example leaves a failed unit behind: the systemd Pi starts the next suite clean.
+    resetPi('spi')
+  }, 120_000)
+
+  it('every example job with a nix-deploy-action step is run here, or says why not', () => {
+    expect(allExampleJobs()).toEqual([...RUN, ...Object.keys(NOT_RUN)].sort())
+  })
+
+  it('deploy.yml on the systemd Pi: its health checks pass on a healthy system', async () => {
+    resetPi('spi')
+    const t = testbed()
+    const run = await runExample('deploy.yml#deploy', {
+      ...expressions(t),
+      'vars.PI_HOST': t.TESTBED_SPI_DIRECT
+    })
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs.result).toBe('deployed')
+    expect(run.summary).toMatch(/\| Health checks \| health checks passed on attempt 1/)
+    expect(deployed('spi')).toBe(fixturePath('pi3'))
+  }, 300_000)
+
+  it('deploy.yml on the systemd Pi: its health checks fail on a degraded system, which is rolled back', async () => {
+    resetPi('spi')
+    const t = testbed()
+    const before = deployed('spi')
+    const run = await runExample('deploy.yml#deploy', {
+      ...expressions(t),
+      "inputs.host || 'pi3'": 'pi3-degraded',
+      'vars.PI_HOST': t.TESTBED_SPI_DIRECT
+    })
+    expect(run.exitCode).not.toBe(0)
+    expect(run.outputs.result).toBe('rolled-back')
+    expect(run.summary).toMatch(/systemctl is-system-running --wait/)
+    expect(deployed('spi')).toBe(before)
+  }, 300_000)
+
+  it('deploy-github-hosted.yml through the jump host', async () => {
+    resetPi()
+    const t = testbed()
+    const run = await runExample('deploy-github-hosted.yml#deploy', expressions(t), {
+      // The example's addresses are a home LAN and a public bastion: the testbed's Pi and jump host.
+      overrides: { 'target-host': t.TESTBED_PI, 'jump-host': `root@${t.TESTBED_JUMP}` }
+    })
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs.result).toBe('deployed')
+    expect(deployed('pi')).toBe(fixturePath('pi3'))
+  }, 300_000)
+
+  it('deploy-cloudflare-tunnel.yml through the cloudflared stand-in (service token from the step env)', async () => {
+    resetPi()
+    const run = await runExample(
+      'deploy-cloudflare-tunnel.yml#deploy',
+      expressions(testbed(), [piKeyAs('pi-ssh.example.org')])
+    )
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs.result).toBe('deployed')
+    expect(deployed('pi')).toBe(fixturePath('pi3'))
+  }, 300_000)
+
+  it('deploy-tailscale.yml through the tailscale stand-in', async () => {
+    resetPi()
+    const run = await runExample('deploy-tailscale.yml#deploy', expressions(testbed(), [piKeyAs('pi3')]))
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs.result).toBe('deployed')
+    expect(deployed('pi')).toBe(fixturePath('pi3'))
+  }, 300_000)
+
+  it('nixops-network.yml: rpi.nix and ./nixpkgs from the workspace, every machine', async () => {
+    resetPi()
+    resetPi('pi2')
+    const t = testbed()
+    // The workspace: a repository holding rpi.nix (and what it imports) and ./nixpkgs (the
+    // example's submodule; here the fixture's nixpkgs stand-in, next to the lib.nix it uses).
+    const workspace = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-example-network-'))
+    fs.cpSync(fixtureDir(), workspace, { recursive: true })
+    fs.cpSync(path.join(fixtureDir(), 'network'), workspace, { recursive: true })
+    const run = await runExample('nixops-network.yml#deploy', expressions(t), {
+      // The example runs on a self-hosted runner on the Pis' LAN; here they are behind the jump host.
+      overrides: { 'jump-host': t.TESTBED_JUMP },
+      workspace
+    }).finally(() => fs.rmSync(workspace, { recursive: true, force: true }))
+    expect(run.exitCode).toBe(0)
+    const results = JSON.parse(run.outputs.results) as Record<string, { result: string }>
+    expect(Object.fromEntries(Object.entries(results).map(([m, r]) => [m, r.result]))).toEqual({
+      pi3: 'deployed',
+      pi3b: 'deployed'
+    })
+  }, 300_000)
+
+  it('pr-dry-run.yml (dry-activate job) straight over the LAN: dry-activated, the Pi unchanged', async () => {
+    resetPi()
+    const t = testbed()
+    const before = piState('pi')
+    const run = await runExample('pr-dry-run.yml#dry-activate', {
+      ...expressions(t),
+      'vars.PI_HOST': t.TESTBED_PI_DIRECT
+    })
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs.result).toBe('dry-activated')
+    expect(piState('pi')).toEqual(before)
+  }, 300_000)
+})
