@@ -77,6 +77,8 @@ export interface Inputs {
   timeoutSeconds?: number
   /** Baseline for the package diff in build mode: a store path, or a flake configuration. */
   diffAgainst?: { storePath: string } | { flake: FlakeTarget }
+  /** github-token: for the runner's Nix fetching github: flakes (access-tokens); never in argv or env. */
+  githubToken?: string
   /** Machines deployed at the same time (network with several machines). */
   parallel: number
   /** Stop starting other machines' deploys once one failed. */
@@ -121,6 +123,7 @@ export const INPUT_NAMES = [
   'keep-generations',
   'compression',
   'diff-against',
+  'github-token',
   'timeout',
   'cache',
   'cache-key',
@@ -133,7 +136,12 @@ export const INPUT_NAMES = [
 export type InputName = (typeof INPUT_NAMES)[number]
 
 /** Inputs whose values are secrets: masked before anything else happens. */
-export const SECRET_INPUTS: readonly InputName[] = ['ssh-private-key', 'ssh-key-passphrase', 'jump-host-key']
+export const SECRET_INPUTS: readonly InputName[] = [
+  'ssh-private-key',
+  'ssh-key-passphrase',
+  'jump-host-key',
+  'github-token'
+]
 
 function parseBoolean(name: string, v: string, problems: string[]): boolean {
   if (v === '' || /^(false|False|FALSE)$/.test(v)) return false
@@ -447,11 +455,11 @@ function readTimeouts(get: Get, problems: string[]): Timeouts {
   }
 }
 
-/** keep-generations, compression, diff-against, cache, cache-key. */
+/** keep-generations, compression, diff-against, github-token, cache, cache-key. */
 function readOptional(
   get: Get,
   problems: string[]
-): Pick<Inputs, 'keepGenerations' | 'compression' | 'diffAgainst' | 'cache' | 'cacheKey'> {
+): Pick<Inputs, 'keepGenerations' | 'compression' | 'diffAgainst' | 'githubToken' | 'cache' | 'cacheKey'> {
   const keepText = get('keep-generations')
   let keepGenerations: number | undefined
   if (keepText !== '') {
@@ -479,6 +487,12 @@ function readOptional(
         problems.push(`diff-against: ${errorMessage(e)}`)
       }
   }
+  const githubToken = get('github-token') || undefined
+  // One nix.conf value: a space or newline would add settings of its own.
+  if (githubToken !== undefined && !/^[A-Za-z0-9_.-]{1,1024}$/.test(githubToken))
+    problems.push(
+      'github-token: not a GitHub token (letters, digits, "_", "." and "-" only); pass ${{ github.token }} or a token from a secret'
+    )
   const cacheText = get('cache')
   const cacheOn = cacheText === '' ? true : parseBoolean('cache', cacheText, problems)
   const cacheKey = get('cache-key') || undefined
@@ -490,6 +504,7 @@ function readOptional(
     keepGenerations,
     compression: compressionText as CompressionSetting,
     diffAgainst,
+    githubToken,
     cache: cacheOn,
     cacheKey
   }

@@ -8,13 +8,14 @@ import { ActionError, errorMessage, Phase } from './errors'
 import { FleetMachine, runFleet } from './fleet'
 import { InputName, Inputs, readInputs, SECRET_INPUTS } from './inputs'
 import { needsReboot, readBootIdentity } from './nix/boot'
+import { githubAccessConfig } from './nix/flake'
 import { RunnerNix } from './nix/nix'
 import { deployJob } from './plan'
 import { diffClosures } from './report/diff'
 import { reportFailure } from './report/failure'
 import { DeployReport, outputsOf, worstReport } from './report/report'
 import { renderSummary } from './report/summary'
-import { forgetSecretInputs, maskSecret } from './secrets'
+import { forgetSecretInputs, maskSecret, scrubSecrets } from './secrets'
 
 export { STATE_CACHE } from './build'
 export const STATE_IS_POST = 'isPost'
@@ -50,13 +51,26 @@ async function makeTempDir(): Promise<string> {
   return dir
 }
 
+/** The runner's Nix settings that are secrets: github-token as access-tokens, if given. */
+function runnerSecretConfig(inputs: Inputs): string | undefined {
+  if (!inputs.githubToken) return undefined
+  const refs = [
+    inputs.flake?.ref,
+    inputs.diffAgainst && 'flake' in inputs.diffAgainst ? inputs.diffAgainst.flake.ref : undefined
+  ]
+  return githubAccessConfig(
+    inputs.githubToken,
+    refs.filter((r): r is string => r !== undefined)
+  )
+}
+
 /** inputs → plan → build → fleet (connect → copy → activate → verify) → report. */
 async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number): Promise<void> {
   const tempDir = await makeTempDir()
   const phase = <T>(p: Phase, fn: () => Promise<T>): Promise<T> => timed(report, p, fn)
   const { machines, nix } = await buildMachines(
     inputs,
-    new RunnerNix(inputs.nixOptions),
+    new RunnerNix(inputs.nixOptions, runnerSecretConfig(inputs)),
     report,
     tempDir,
     phase
@@ -154,9 +168,10 @@ export async function run(): Promise<void> {
 async function finishReport(report: DeployReport): Promise<void> {
   // Millisecond phase times for `npm run bench` (the summary rounds to 0.1 s); RUNNER_DEBUG only.
   core.debug(`phase timings (ms): ${JSON.stringify(report.timings)}`)
-  for (const [k, v] of Object.entries(outputsOf(report))) core.setOutput(k, v)
+  // The runner masks secrets in the log only: outputs and the summary are scrubbed here.
+  for (const [k, v] of Object.entries(outputsOf(report))) core.setOutput(k, scrubSecrets(v))
   try {
-    await core.summary.addRaw(renderSummary(report)).write()
+    await core.summary.addRaw(scrubSecrets(renderSummary(report))).write()
   } catch (e) {
     // No GITHUB_STEP_SUMMARY (e.g. a local run): the log has everything.
     core.debug(`no job summary: ${errorMessage(e)}`)

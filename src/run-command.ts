@@ -18,6 +18,33 @@ export interface RunOptions {
   input?: string
   /** Kills the command after this long; the result then has exitCode -1 and a note in stderr. */
   timeoutMs?: number
+  /**
+   * Nix settings that are secrets (access-tokens): the command (a Nix command) reads them as its
+   * first user configuration file, /dev/fd/3, a pipe that holds them only until it is read: never in
+   * its argv or environment (others may read those in /proc) nor in a file.
+   */
+  secretNixConfig?: string
+}
+
+/**
+ * Node's stdio pipes are sockets, which /dev/fd/N cannot open: `cat` moves fd 3 (the socket) into a
+ * real pipe, which becomes the command's fd 3; its stdin stays what it was.
+ */
+const SECRET_CONFIG_WRAPPER = 'exec 4<&0; cat <&3 | { exec 3<&0 0<&4 4<&-; exec "$@"; }'
+
+/**
+ * NIX_USER_CONF_FILES for a command that reads secret settings from /dev/fd/3: that first (the
+ * first file takes priority), then the user's own files, which setting the variable would otherwise
+ * replace (Nix's defaults: $XDG_CONFIG_HOME and each of $XDG_CONFIG_DIRS, then nix/nix.conf).
+ */
+export function userConfFilesWithSecret(env: NodeJS.ProcessEnv): string {
+  const own =
+    env.NIX_USER_CONF_FILES ??
+    [env.XDG_CONFIG_HOME || `${env.HOME ?? ''}/.config`, ...(env.XDG_CONFIG_DIRS || '/etc/xdg').split(':')]
+      .filter(d => d !== '')
+      .map(d => `${d}/nix/nix.conf`)
+      .join(':')
+  return own ? `/dev/fd/3:${own}` : '/dev/fd/3'
 }
 
 /**
@@ -28,10 +55,22 @@ export interface RunOptions {
 export function runCommand(cmd: string, args: string[], opts: RunOptions = {}): Promise<CommandResult> {
   return new Promise(resolve => {
     // Children never see the inputs or the runtime tokens (see childEnv), whatever env the caller gives.
-    const child = spawn(cmd, args, {
-      env: childEnv(opts.env ?? process.env),
-      stdio: ['pipe', 'pipe', 'pipe']
-    })
+    const base = childEnv(opts.env ?? process.env)
+    const secret = opts.secretNixConfig
+    const child =
+      secret === undefined
+        ? spawn(cmd, args, { env: base, stdio: ['pipe', 'pipe', 'pipe'] })
+        : spawn('sh', ['-c', SECRET_CONFIG_WRAPPER, 'sh', cmd, ...args], {
+            env: { ...base, NIX_USER_CONF_FILES: userConfFilesWithSecret(base) },
+            stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
+            // Its own process group: a timeout kills the command too, not only the shell around it.
+            detached: true
+          })
+    if (secret !== undefined) {
+      const fd3 = child.stdio[3] as NodeJS.WritableStream & { on(e: 'error', f: () => void): void }
+      fd3.on('error', () => undefined)
+      fd3.end(secret)
+    }
     // What a command prints is kept up to a limit (its tail): a build log can be endless.
     const out = new TailBuffer(MAX_KEPT_STDOUT)
     const err = new TailBuffer(MAX_KEPT_STDERR)
@@ -41,7 +80,8 @@ export function runCommand(cmd: string, args: string[], opts: RunOptions = {}): 
       opts.timeoutMs !== undefined
         ? setTimeout(() => {
             timedOut = true
-            child.kill('SIGKILL')
+            if (secret !== undefined && child.pid !== undefined) process.kill(-child.pid, 'SIGKILL')
+            else child.kill('SIGKILL')
           }, opts.timeoutMs)
         : undefined
     child.stdout.on('data', (d: Buffer) => out.push(d))

@@ -7,7 +7,26 @@ import * as core from '@actions/core'
  */
 export function maskSecret(value: string): void {
   core.setSecret(value)
-  for (const line of value.split(/\r?\n/)) if (line.trim().length >= 4) core.setSecret(line.trim())
+  if (value.trim().length >= 4) masked.add(value)
+  for (const line of value.split(/\r?\n/))
+    if (line.trim().length >= 4) {
+      core.setSecret(line.trim())
+      masked.add(line.trim())
+    }
+}
+
+/** Every value masked so far (whole and line by line), longest first when scrubbing. */
+const masked = new Set<string>()
+
+/**
+ * Replaces every masked value in a text with ***, as the runner does for the log, for what the
+ * runner does not mask: the job summary and step outputs. A tool's error message may quote a secret
+ * it was given (Nix quotes a value it cannot parse, e.g. an access token where a hash was expected).
+ */
+export function scrubSecrets(text: string): string {
+  let out = text
+  for (const secret of [...masked].sort((a, b) => b.length - a.length)) out = out.split(secret).join('***')
+  return out
 }
 
 /**

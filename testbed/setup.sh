@@ -96,6 +96,26 @@ cat "$k/deploy.pub" "$k/deploy-encrypted.pub" "$k/deploy-rsa.pub" > "$TESTBED/pi
   echo "10.99.5.2,10.99.8.2 $(cut -d' ' -f1,2 "$k/spi_host_ed25519.pub")"
 } > "$TESTBED/known_hosts"
 
+# --- A stand-in for GitHub's API (__tests__/e2e/github-service.ts runs it in the jump host's
+# namespace, on 10.99.1.2:443): Nix 2.8 fetches github:OWNER/REPO?host=H from https://api.H (H: letters,
+# digits and dots only), so that name resolves here (a line of ours in /etc/hosts, removed by
+# teardown.sh), with a certificate from a CA of the testbed's own (tests give Nix the CA:
+# NIX_SSL_CERT_FILE).
+gh="$TESTBED/github" gh_host=github.ndatestbed.test
+mkdir -p "$gh"
+if [ ! -f "$gh/api.$gh_host.pem" ]; then
+  [ -f "$gh/ca.pem" ] ||
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -keyout "$gh/ca.key" -out "$gh/ca.pem" -subj "/CN=nda-testbed CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$gh/api.$gh_host.key" \
+    -out "$gh/server.csr" -subj "/CN=api.$gh_host" 2>/dev/null
+  printf 'subjectAltName=DNS:api.%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$gh_host" >"$gh/ext"
+  openssl x509 -req -in "$gh/server.csr" -CA "$gh/ca.pem" -CAkey "$gh/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$gh/ext" -out "$gh/api.$gh_host.pem" 2>/dev/null
+fi
+grep -q " api.$gh_host # nda-testbed\$" /etc/hosts || echo "10.99.1.2 api.$gh_host # nda-testbed" >>/etc/hosts
+
 # --- The Pis' own Nix configuration (their SSH sessions get NIX_CONF_DIR, see sshd_config): like a
 # real Pi has cache.nixos.org, they have a substituter of their own -- a signed binary cache under
 # $TESTBED/substituter, empty until a test puts paths there -- and no other (no internet here).
@@ -281,6 +301,8 @@ TESTBED_KEYS=$k
 TESTBED_KNOWN_HOSTS=$TESTBED/known_hosts
 TESTBED_SSH_CONFIG=$TESTBED/ssh_config
 TESTBED_SUBSTITUTER=$TESTBED/substituter
+TESTBED_GITHUB_HOST=$gh_host
+TESTBED_GITHUB_CA=$TESTBED/github/ca.pem
 ENV
 
 # --- Seed the Pis with generation 0 ("as installed") when they have no system yet.

@@ -2,6 +2,7 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { parse } from 'yaml'
+import { GitHubStandIn } from './github-service'
 import { ROOT, describeE2E, fixturePath, key, piState, PiName, resetPi, runAction, testbed } from './harness'
 
 /**
@@ -14,7 +15,11 @@ import { ROOT, describeE2E, fixturePath, key, piState, PiName, resetPi, runActio
  */
 
 /** Every `${{ … }}` the examples' steps use, by its text: an example with a new one fails here until it is mapped. */
-function expressions(t: ReturnType<typeof testbed>, extraKnownHosts: string[] = []): Record<string, string> {
+function expressions(
+  t: ReturnType<typeof testbed>,
+  github: GitHubStandIn,
+  extraKnownHosts: string[] = []
+): Record<string, string> {
   const knownHosts = [fs.readFileSync(t.TESTBED_KNOWN_HOSTS, 'utf8').trim(), ...extraKnownHosts].join('\n')
   return {
     'secrets.PI_DEPLOY_KEY': key('deploy'),
@@ -22,6 +27,7 @@ function expressions(t: ReturnType<typeof testbed>, extraKnownHosts: string[] = 
     "inputs.host || 'pi3'": 'pi3',
     "inputs.mode || 'switch'": 'switch',
     'inputs.machines': '',
+    'github.token': github.token,
     'secrets.CF_ACCESS_CLIENT_ID': 'stand-in-client.access',
     'secrets.CF_ACCESS_CLIENT_SECRET': 'stand-in-service-token-secret'
   }
@@ -75,6 +81,7 @@ function allExampleJobs(): string[] {
 }
 
 const RUN = [
+  'pr-dry-run.yml#build',
   'deploy.yml#deploy',
   'deploy-github-hosted.yml#deploy',
   'deploy-cloudflare-tunnel.yml#deploy',
@@ -83,13 +90,32 @@ const RUN = [
   'pr-dry-run.yml#dry-activate'
 ]
 /** Not run here, and why. */
-const NOT_RUN: Record<string, string> = {
-  'pr-dry-run.yml#build':
-    'its diff-against fetches github:OWNER/REPO through the GitHub API, which these machines cannot reach and the testbed has no stand-in for yet'
+const NOT_RUN: Record<string, string> = {}
+
+/**
+ * The inputs the runner fills in from action.yml's defaults when a step does not set them, where the
+ * default is an expression (the action's code has the plain defaults itself).
+ */
+function expressionDefaults(values: Record<string, string>): Record<string, string> {
+  const action = parse(fs.readFileSync(path.join(ROOT, 'action.yml'), 'utf8')) as {
+    inputs: Record<string, { default?: string }>
+  }
+  const out: Record<string, string> = {}
+  for (const [name, input] of Object.entries(action.inputs)) {
+    const m = /^\$\{\{\s*(.*?)\s*\}\}$/.exec(input.default ?? '')
+    if (m) {
+      if (!(m[1] in values))
+        throw new Error(`action.yml: no test value for the default \${{ ${m[1]} }} of ${name}`)
+      out[name] = values[m[1]]
+    }
+  }
+  return out
 }
 
 describeE2E('the examples users copy run as they are against the testbed', () => {
   let bin: string
+  // GitHub's API for the workflows that fetch from it (diff-against github:…), with the job's token.
+  const github = new GitHubStandIn()
   const fixtureDir = (): string => path.join(testbed().TESTBED, 'fixture')
   /** Runs an example job's step in `workspace` (default the fixture flake: `.#pi3`). */
   const runExample = (
@@ -100,16 +126,17 @@ describeE2E('the examples users copy run as they are against the testbed', () =>
     const [file, job] = name.split('#')
     const step = exampleStep(file, job, values)
     return runAction(
-      { ...step.with, ...opts.overrides },
+      { ...expressionDefaults(values), ...step.with, ...opts.overrides },
       {
-        env: { ...step.env, PATH: `${bin}:${process.env.PATH}` },
+        env: { ...step.env, ...github.env(), PATH: `${bin}:${process.env.PATH}` },
         workspace: opts.workspace ?? fixtureDir()
       }
     )
   }
   const deployed = (pi: PiName): string => piState(pi).current
 
-  beforeAll(() => {
+  beforeAll(async () => {
+    await github.start()
     for (const c of ['pi3', 'pi3-degraded']) fixturePath(c)
     // The tunnels' clients, stood in for: each checks what the real one would be given, then
     // carries stdin/stdout to the Pi's sshd from inside the jump host's namespace.
@@ -138,6 +165,7 @@ exec ip netns exec nda-jump socat - TCP:${pi}:"$3"
     )
   }, 300_000)
   afterAll(() => {
+    github.stop()
     fs.rmSync(bin, { recursive: true, force: true })
     // The degraded example leaves a failed unit behind: the systemd Pi starts the next suite clean.
     resetPi('spi')
@@ -147,11 +175,28 @@ exec ip netns exec nda-jump socat - TCP:${pi}:"$3"
     expect(allExampleJobs()).toEqual([...RUN, ...Object.keys(NOT_RUN)].sort())
   })
 
+  it('pr-dry-run.yml (build job): the diff against the base branch, fetched from GitHub (stand-in) with the job’s token', async () => {
+    const t = testbed()
+    // Nix caches what it fetched by URL: a repository name of this run's own.
+    const repo = `nda/examples-${github.sha.slice(0, 8)}`
+    const run = await runExample('pr-dry-run.yml#build', {
+      ...expressions(t, github),
+      'github.repository': repo,
+      'github.base_ref': `main?host=${t.TESTBED_GITHUB_HOST}`
+    })
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs.result).toBe('built')
+    expect(run.summary).toMatch(new RegExp(`#### Changes against .*${repo}`))
+    const fetched = github.requests().filter(r => r.url.startsWith(`/repos/${repo}/`))
+    expect(fetched.length).toBeGreaterThan(0)
+    expect(fetched.every(r => r.authorized)).toBe(true)
+  }, 300_000)
+
   it('deploy.yml on the systemd Pi: its health checks pass on a healthy system', async () => {
     resetPi('spi')
     const t = testbed()
     const run = await runExample('deploy.yml#deploy', {
-      ...expressions(t),
+      ...expressions(t, github),
       'vars.PI_HOST': t.TESTBED_SPI_DIRECT
     })
     expect(run.exitCode).toBe(0)
@@ -165,7 +210,7 @@ exec ip netns exec nda-jump socat - TCP:${pi}:"$3"
     const t = testbed()
     const before = deployed('spi')
     const run = await runExample('deploy.yml#deploy', {
-      ...expressions(t),
+      ...expressions(t, github),
       "inputs.host || 'pi3'": 'pi3-degraded',
       'vars.PI_HOST': t.TESTBED_SPI_DIRECT
     })
@@ -178,7 +223,7 @@ exec ip netns exec nda-jump socat - TCP:${pi}:"$3"
   it('deploy-github-hosted.yml through the jump host', async () => {
     resetPi()
     const t = testbed()
-    const run = await runExample('deploy-github-hosted.yml#deploy', expressions(t), {
+    const run = await runExample('deploy-github-hosted.yml#deploy', expressions(t, github), {
       // The example's addresses are a home LAN and a public bastion: the testbed's Pi and jump host.
       overrides: { 'target-host': t.TESTBED_PI, 'jump-host': `root@${t.TESTBED_JUMP}` }
     })
@@ -191,7 +236,7 @@ exec ip netns exec nda-jump socat - TCP:${pi}:"$3"
     resetPi()
     const run = await runExample(
       'deploy-cloudflare-tunnel.yml#deploy',
-      expressions(testbed(), [piKeyAs('pi-ssh.example.org')])
+      expressions(testbed(), github, [piKeyAs('pi-ssh.example.org')])
     )
     expect(run.exitCode).toBe(0)
     expect(run.outputs.result).toBe('deployed')
@@ -200,7 +245,10 @@ exec ip netns exec nda-jump socat - TCP:${pi}:"$3"
 
   it('deploy-tailscale.yml through the tailscale stand-in', async () => {
     resetPi()
-    const run = await runExample('deploy-tailscale.yml#deploy', expressions(testbed(), [piKeyAs('pi3')]))
+    const run = await runExample(
+      'deploy-tailscale.yml#deploy',
+      expressions(testbed(), github, [piKeyAs('pi3')])
+    )
     expect(run.exitCode).toBe(0)
     expect(run.outputs.result).toBe('deployed')
     expect(deployed('pi')).toBe(fixturePath('pi3'))
@@ -215,7 +263,7 @@ exec ip netns exec nda-jump socat - TCP:${pi}:"$3"
     const workspace = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-example-network-'))
     fs.cpSync(fixtureDir(), workspace, { recursive: true })
     fs.cpSync(path.join(fixtureDir(), 'network'), workspace, { recursive: true })
-    const run = await runExample('nixops-network.yml#deploy', expressions(t), {
+    const run = await runExample('nixops-network.yml#deploy', expressions(t, github), {
       // The example runs on a self-hosted runner on the Pis' LAN; here they are behind the jump host.
       overrides: { 'jump-host': t.TESTBED_JUMP },
       workspace
@@ -233,7 +281,7 @@ exec ip netns exec nda-jump socat - TCP:${pi}:"$3"
     const t = testbed()
     const before = piState('pi')
     const run = await runExample('pr-dry-run.yml#dry-activate', {
-      ...expressions(t),
+      ...expressions(t, github),
       'vars.PI_HOST': t.TESTBED_PI_DIRECT
     })
     expect(run.exitCode).toBe(0)

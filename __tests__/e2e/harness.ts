@@ -81,6 +81,10 @@ export interface TestbedEnv {
   TESTBED_KNOWN_HOSTS: string
   TESTBED_SSH_CONFIG: string
   TESTBED_SUBSTITUTER: string
+  /** The host= of github: references served by the GitHub stand-in (github-service.ts). */
+  TESTBED_GITHUB_HOST: string
+  /** The CA of the stand-in's certificate (NIX_SSL_CERT_FILE). */
+  TESTBED_GITHUB_CA: string
   TESTBED_PI2: string
   /** The second bastion, reached only through the first (a chain of jump hosts). */
   TESTBED_JUMP2: string
@@ -250,7 +254,7 @@ function userRunnable(): [string, string] {
   return runnable
 }
 
-const SECRET_INPUTS = ['ssh-private-key', 'ssh-key-passphrase', 'jump-host-key']
+const SECRET_INPUTS = ['ssh-private-key', 'ssh-key-passphrase', 'jump-host-key', 'github-token']
 
 /** A workflow command's data as the runner reads it (core escapes %, CR and LF). */
 function unescapeCommandData(v: string): string {

@@ -31,3 +31,24 @@ export function parseFlakeTarget(s: string): FlakeTarget {
     )
   return { ref, name, installable: `${ref}#nixosConfigurations."${name}"` }
 }
+
+/** The host a github: flake reference is fetched from: its `host=` (GitHub Enterprise), else github.com. */
+export function githubHost(ref: string): string | undefined {
+  if (!ref.startsWith('github:')) return undefined
+  const query = ref.split('#')[0].split('?')[1] ?? ''
+  return new URLSearchParams(query).get('host') ?? 'github.com'
+}
+
+/**
+ * The nix.conf line that gives github-token to Nix's GitHub fetcher: for github.com, and for each
+ * other host a github: reference in the action's own inputs names (never a host a lock file
+ * names: a pull request could point one anywhere).
+ */
+export function githubAccessConfig(token: string, refs: string[]): string {
+  const hosts = new Set(['github.com'])
+  for (const ref of refs) {
+    const host = githubHost(ref)
+    if (host && /^[A-Za-z0-9.-]{1,253}$/.test(host)) hosts.add(host)
+  }
+  return `access-tokens = ${[...hosts].map(h => `${h}=${token}`).join(' ')}\n`
+}

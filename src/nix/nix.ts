@@ -1,6 +1,6 @@
 import { ActionError } from '../errors'
 import { printUntrusted } from '../report/untrusted'
-import { runCommand, tail } from '../run-command'
+import { CommandResult, runCommand, RunOptions, tail } from '../run-command'
 import { PathInfo, parsePathInfoJson } from './closure'
 import { FlakeTarget } from './flake'
 import { assertStorePath } from './store-path'
@@ -48,7 +48,19 @@ export function failedDerivation(stderr: string): string | undefined {
 
 /** Runs the runner's Nix: flake evaluation, builds, closure queries and exports. */
 export class RunnerNix {
-  constructor(private readonly settings: Array<[string, string]>) {}
+  /**
+   * @param secretConfig Nix settings that are secrets (access-tokens from github-token), handed to
+   * every call on a pipe, never in argv, environment or a file (see runCommand's secretNixConfig).
+   */
+  constructor(
+    private readonly settings: Array<[string, string]>,
+    private readonly secretConfig?: string
+  ) {}
+
+  /** Runs a Nix command with this runner's secret settings, if any. */
+  private run(cmd: string, args: string[], opts: RunOptions = {}): Promise<CommandResult> {
+    return runCommand(cmd, args, { ...opts, secretNixConfig: this.secretConfig })
+  }
 
   /** Settings as `--option name value` (argv, never a shell string). */
   private optionArgs(): string[] {
@@ -65,11 +77,11 @@ export class RunnerNix {
   }
 
   withSetting(name: string, value: string): RunnerNix {
-    return new RunnerNix([...this.settings, [name, value]])
+    return new RunnerNix([...this.settings, [name, value]], this.secretConfig)
   }
 
   async evaluate(flake: FlakeTarget): Promise<Evaluation> {
-    const r = await runCommand('nix', [
+    const r = await this.run('nix', [
       ...this.nixArgs(),
       'eval',
       '--json',
@@ -120,7 +132,7 @@ export class RunnerNix {
       source.kind === 'configuration'
         ? { configuration: source.configuration, nixpkgs: source.nixpkgs, system: source.system }
         : { networks: source.networks, nixpkgs: source.nixpkgs, system: source.system, machines }
-    const r = await runCommand('nix', [
+    const r = await this.run('nix', [
       ...this.nixArgs(),
       'eval',
       '--json',
@@ -175,7 +187,7 @@ export class RunnerNix {
   }
 
   async configurationNames(ref: string): Promise<string[]> {
-    const r = await runCommand('nix', [
+    const r = await this.run('nix', [
       ...this.nixArgs(),
       'eval',
       '--json',
@@ -198,7 +210,7 @@ export class RunnerNix {
   async build(drvPaths: string | string[], what: string, gcRoot: string): Promise<BuildResult> {
     const built: string[] = []
     const drvs = typeof drvPaths === 'string' ? [drvPaths] : drvPaths
-    const r = await runCommand(
+    const r = await this.run(
       'nix-store',
       [...this.legacyArgs(), '--realise', ...drvs, '--add-root', gcRoot],
       {
@@ -213,7 +225,7 @@ export class RunnerNix {
     if (r.exitCode === 0) return { built }
     const failed = failedDerivation(r.stderr)
     if (failed) {
-      const log = await runCommand('nix-store', [...this.legacyArgs(), '--read-log', failed])
+      const log = await this.run('nix-store', [...this.legacyArgs(), '--read-log', failed])
       throw new ActionError(
         `building ${what} failed: the builder of ${failed} failed`,
         'Fix that derivation (its log tail is below); re-run the build locally with `nix log` to see all of it.',
@@ -236,13 +248,13 @@ export class RunnerNix {
   /** The output paths of derivations (for the store cache: what this run built itself). */
   async outputsOf(drvs: string[]): Promise<string[]> {
     if (drvs.length === 0) return []
-    const r = await runCommand('nix-store', [...this.legacyArgs(), '--query', '--outputs', ...drvs])
+    const r = await this.run('nix-store', [...this.legacyArgs(), '--query', '--outputs', ...drvs])
     return r.exitCode === 0 ? r.stdout.split('\n').filter(l => l.startsWith('/nix/store/')) : []
   }
 
   /** The closure of a built path with NAR sizes and references. */
   async closure(outPath: string): Promise<PathInfo[]> {
-    const r = await runCommand('nix', [...this.nixArgs(), 'path-info', '--json', '--recursive', outPath])
+    const r = await this.run('nix', [...this.nixArgs(), 'path-info', '--json', '--recursive', outPath])
     if (r.exitCode !== 0)
       throw new ActionError(
         `listing the closure of ${outPath} failed: ${nixErrorSummary(r.stderr)}`,
