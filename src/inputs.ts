@@ -487,7 +487,10 @@ function readOptional(
         problems.push(`diff-against: ${errorMessage(e)}`)
       }
   }
-  const githubToken = get('github-token') || undefined
+  // Left as written (`\${{ github.token }}`): a local run (@github/local-action, act) that does not
+  // evaluate action.yml's default. No token then, as with an empty one.
+  const tokenText = get('github-token')
+  const githubToken = tokenText === '' || /^\$\{\{.*\}\}$/.test(tokenText) ? undefined : tokenText
   // One nix.conf value: a space or newline would add settings of its own.
   if (githubToken !== undefined && !/^[A-Za-z0-9_.-]{1,1024}$/.test(githubToken))
     problems.push(

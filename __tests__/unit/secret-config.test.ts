@@ -21,6 +21,8 @@ describe('github-token for the runner’s Nix', () => {
     )
     expect(inputs({ ...base, 'github-token': 'ghs_A1.b-c' }).githubToken).toBe('ghs_A1.b-c')
     expect(inputs(base).githubToken).toBeUndefined()
+    // action.yml's default as written, where nothing evaluates it (a local run): no token.
+    expect(inputs({ ...base, 'github-token': '${{ github.token }}' }).githubToken).toBeUndefined()
   })
 
   it('puts the secret configuration first and keeps the user’s own files', () => {
