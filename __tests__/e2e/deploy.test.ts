@@ -67,7 +67,7 @@ describeE2E('deploy through the jump host (switch, then an incremental switch, t
     expect(run.summary).toMatch(/on the wire \(zstd\)/)
     // The package diff against what the Pi ran (gen0): pi-tools is new.
     expect(run.summary).toContain(
-      `#### Changes against what target root@${deployInputs('x')['target-host']} runs`
+      `#### Changes against what target <code>root@${deployInputs('x')['target-host']}</code> runs`
     )
     expect(run.summary).toContain('| + | pi-tools | | 1.0 |')
     expect(run.log).toContain('::group::switch-to-configuration switch')

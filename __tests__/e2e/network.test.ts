@@ -80,8 +80,8 @@ describeE2E('classic configuration.nix and NixOps network files', () => {
     // Built together in one Nix invocation; the summary has a row per machine.
     expect(run.log.match(/::group::Build 2 systems \(pi3, pi3b\)/g)).toHaveLength(1)
     expect(run.summary.split('\n')[0]).toBe('### nix-deploy-action: ✅ Deployed (2 machines)')
-    expect(run.summary).toMatch(/\| pi3 \| root@10\.99\.2\.2 \| switch \| deployed \|/)
-    expect(run.summary).toMatch(/\| pi3b \| root@10\.99\.4\.2 \| switch \| deployed \|/)
+    expect(run.summary).toMatch(/\| pi3 \| <code>root@10\.99\.2\.2<\/code> \| switch \| deployed \|/)
+    expect(run.summary).toMatch(/\| pi3b \| <code>root@10\.99\.4\.2<\/code> \| switch \| deployed \|/)
   }, 300_000)
 
   it('machines selects by name or glob; a single machine takes target-host from the inputs', async () => {
@@ -104,14 +104,14 @@ describeE2E('classic configuration.nix and NixOps network files', () => {
       })
     )
     expect(direct.exitCode).toBe(0)
-    expect(direct.summary).toContain(`| Host | root@${testbed().TESTBED_PI_DIRECT} |`)
+    expect(direct.summary).toContain(`| Host | <code>root@${testbed().TESTBED_PI_DIRECT}</code> |`)
 
     // target-user alone overrides the file's user (root) for the one machine; with two, it is refused.
     const asUser = await runAction(
       legacyInputs({ network: fixture('network', 'rpi.nix'), machines: 'pi3b', 'target-user': 'nda-deploy' })
     )
     expect(asUser.exitCode).toBe(0)
-    expect(asUser.summary).toContain('| Host | nda-deploy@10.99.4.2 |')
+    expect(asUser.summary).toContain('| Host | <code>nda-deploy@10.99.4.2</code> |')
     const both = await runAction(
       legacyInputs({ network: fixture('network', 'rpi.nix'), 'target-user': 'nda-deploy' })
     )

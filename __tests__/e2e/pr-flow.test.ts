@@ -58,7 +58,7 @@ describeE2E('a pull request: dry-run build for everyone, dry-activate for truste
     expect(run.outputs).toMatchObject({ result: 'built', 'store-path': gen2, changed: 'false' })
     const lines = run.summary.split('\n')
     expect(lines[0]).toBe('### nix-deploy-action: ✅ Built (not deployed)')
-    expect(run.summary).toContain(`| Store path | ${gen2} |`)
+    expect(run.summary).toContain(`| Store path | <code>${gen2}</code> |`)
     expect(run.summary).toMatch(/#### Changes against .*pi-gen0/)
     expectPackageDiff(run.summary)
     expect(run.summary).not.toContain('| connect |')
@@ -83,8 +83,11 @@ describeE2E('a pull request: dry-run build for everyone, dry-activate for truste
     for (const phase of ['inputs', 'build', 'connect', 'copy', 'activate', 'verify'])
       expect(run.summary).toMatch(new RegExp(`\\| ${phase} \\| [0-9.]+ s \\|`))
     expect(run.summary).toContain(
-      `#### Changes against what target root@${testbed().TESTBED_PI} runs (${gen0})`
+      `#### Changes against what target <code>root@${testbed().TESTBED_PI}</code> runs`
     )
+    // The system's own change, once, in short form (name, then the first 8 characters of the hash).
+    const short = (p: string): string => `${p.slice(44)} (${p.slice(11, 19)})`
+    expect(run.summary).toContain(`System: <code>${short(gen0)}</code> → <code>${short(gen2)}</code>`)
     expectPackageDiff(run.summary)
     expect(run.summary).toContain('| start | fixture-gen2.service |')
     expect(run.summary.indexOf('#### Changes against')).toBeLessThan(

@@ -313,7 +313,8 @@ class DeployRun {
         before: before.current,
         after: job.built.toplevel
       })
-      this.result.diffBaseline = `what ${target.label} runs (${before.current})`
+      // Which system it runs is the diff's System line.
+      this.result.diffBaseline = `what ${target.label} runs`
     })
   }
 
