@@ -42,7 +42,10 @@ async function evaluateSource(inputs: Inputs, nix: RunnerNix, tempDir: string): 
   }
   const expr = path.join(tempDir, 'evaluate.nix')
   if (src.kind === 'configuration') return nix.evaluateLegacy(src, [], expr)
-  const selected = selectMachines(await nix.networkMachineNames(src, expr), src.machines)
+  const names = await nix.networkMachineNames(src, expr)
+  // Tags need each machine's modules evaluated (deployment.tags only): only when a pattern is one.
+  const tags = src.machines.some(p => p.startsWith('@')) ? await nix.networkMachineTags(src, names, expr) : {}
+  const selected = selectMachines(names, src.machines, tags)
   const overrides = [
     inputs.target && 'target-host',
     inputs.targetOverride.port !== undefined && 'target-port',
@@ -159,6 +162,7 @@ async function evaluateMachines(
     const plan = singlePlan ?? makePlan(machineInputs)
     if (!singlePlan) notePlan(hostReport, plan, multi ? `${e.name}: ` : '')
     if (e.name) hostReport.machine = e.name
+    if (e.tags) hostReport.tags = e.tags
     hostReport.storePath = e.outPath
     hostReport.platform = e.hostSystem
     return { evaluation: e, inputs: machineInputs, report: hostReport, plan, keys: [] as LoadedKey[] }

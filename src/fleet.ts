@@ -8,6 +8,7 @@ import { Log, machineLog } from './report/untrusted'
 import { ConnectOptions, RemoteHost, SharedJump } from './ssh/connection'
 import { Endpoint } from './ssh/endpoint'
 import { SshTarget } from './target/ssh-target'
+import { Rollout, rollOut } from './rollout'
 
 /** One machine of the run, ready to deploy (or only built: no job). */
 export interface FleetMachine {
@@ -27,6 +28,7 @@ export interface FleetMachine {
 export interface FleetOptions {
   parallel: number
   failFast: boolean
+  rollout: Rollout
   connect: Omit<ConnectOptions, 'sudo'>
   timed: (report: DeployReport) => Timed
 }
@@ -44,19 +46,20 @@ export async function runFleet(machines: FleetMachine[], nix: RunnerNix, opts: F
   const deps: DeployDeps = {
     copy: (target, plan, count, compression) => copyClosure(target, nix, plan, count, compression)
   }
-  let failed = false
-  const queue = [...machines]
-  const worker = async (): Promise<void> => {
-    for (let m = queue.shift(); m; m = queue.shift()) {
-      if (failed && opts.failFast) {
-        m.report.result = 'skipped'
-        m.report.warnings.push('not deployed: another machine failed and fail-fast is on')
-        continue
-      }
-      if (!(await deployOne(m, several, shared, deps, opts))) failed = true
+  await rollOut(machines, m => m.name, {
+    rollout: opts.rollout,
+    parallel: opts.parallel,
+    failFast: opts.failFast,
+    deploy: async m => {
+      if (!(await deployOne(m, several, shared, deps, opts))) return 'failed'
+      return m.report.result === 'unchanged' ? 'unchanged' : 'changed'
+    },
+    skip: (m, why) => {
+      m.report.result = 'skipped'
+      m.report.warnings.push(why)
+      if (several) machineLog(m.name, several).info(why)
     }
-  }
-  await Promise.all(Array.from({ length: Math.min(opts.parallel, machines.length) }, worker))
+  })
   const failures = machines.filter(m => m.report.result === 'failed' || m.report.result === 'rolled-back')
   if (several && failures.length > 0)
     core.setFailed(`${failures.length} of ${machines.length} machines failed`)

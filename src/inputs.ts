@@ -9,6 +9,7 @@ import { isStorePath } from './nix/store-path'
 import { HostAddress, isValidUser, parseHostAddress, parseHostChain, parsePort } from './ssh/address'
 import { KnownHostLine, parseKnownHosts } from './ssh/known-hosts'
 import { proxyTemplateProblem } from './ssh/proxy'
+import { parseRollout, Rollout } from './rollout'
 
 export const MODES = ['switch', 'boot', 'test', 'dry-activate', 'build'] as const
 export type Mode = (typeof MODES)[number]
@@ -83,6 +84,8 @@ export interface Inputs {
   parallel: number
   /** Stop starting other machines' deploys once one failed. */
   failFast: boolean
+  /** With network: all at once, a canary first, or batches. */
+  rollout: Rollout
   /** Let the target fetch what its own substituters have before copying the rest. */
   substituteOnDestination: boolean
   /** Reboot into the new system: never, when its kernel/initrd/modules/parameters change, always. */
@@ -129,6 +132,7 @@ export const INPUT_NAMES = [
   'cache-key',
   'parallel',
   'fail-fast',
+  'rollout',
   'substitute-on-destination',
   'reboot',
   'reboot-timeout'
@@ -262,6 +266,7 @@ export function readInputs(get: Get): Inputs {
   })
   const parallel = parseCount('parallel', get('parallel'), 4, 64, problems)
   const failFast = parseBoolean('fail-fast', get('fail-fast'), problems)
+  const rollout = parseRollout(get('rollout'), problems)
   const substituteText = get('substitute-on-destination')
   const substituteOnDestination =
     substituteText === '' ? true : parseBoolean('substitute-on-destination', substituteText, problems)
@@ -287,6 +292,7 @@ export function readInputs(get: Get): Inputs {
     timeoutSeconds,
     parallel,
     failFast,
+    rollout,
     substituteOnDestination,
     ...reboot
   }
@@ -625,9 +631,9 @@ function readSource(
     return { kind: 'configuration', configuration: file, nixpkgs, system, label: configuration }
   }
   for (const m of machines)
-    if (!/^[A-Za-z0-9_*?.[\]-]+$/.test(m))
+    if (!/^(?:[A-Za-z0-9_*?.[\]-]+|@[A-Za-z0-9_.:-]+)$/.test(m))
       problems.push(
-        `machines: ${JSON.stringify(m)} is not a machine name or glob (letters, digits, -, _, ., *, ?)`
+        `machines: ${JSON.stringify(m)} is not a machine name, glob (letters, digits, -, _, ., *, ?) or @tag`
       )
   return {
     kind: 'network',

@@ -93,6 +93,7 @@ async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number
     {
       parallel: inputs.parallel,
       failFast: inputs.failFast,
+      rollout: inputs.rollout,
       connect: {
         knownHosts: inputs.knownHosts,
         insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,

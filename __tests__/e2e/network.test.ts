@@ -1,5 +1,5 @@
 import * as path from 'path'
-import { deployInputs, describeE2E, onPi, resetPi, runAction, testbed } from './harness'
+import { deployInputs, describeE2E, onPi, piState, resetPi, runAction, testbed } from './harness'
 
 /**
  * The seed's setup, unchanged: a classic configuration.nix with nixpkgs (here the fixture's
@@ -123,6 +123,39 @@ describeE2E('classic configuration.nix and NixOps network files', () => {
     expect(typo.log).toMatch(
       /::error title=nix-deploy-action%3A inputs failed::machines: "pi4" matches no machine of the network%0AThe network defines: pi3, pi3b\./
     )
+  }, 300_000)
+
+  it('machines selects by @tag (deployment.tags); a tag no machine has is refused, naming the tags', async () => {
+    const network = `${fixture('network', 'rpi.nix')}\n${fixture('network', 'tags.nix')}`
+    const edge = await runAction(legacyInputs({ network, machines: '@edge' }))
+    expect(edge.exitCode).toBe(0)
+    expect(Object.keys(JSON.parse(edge.outputs.results))).toEqual(['pi3b'])
+    expect(edge.summary).toContain('| Tags | @edge @kitchen |')
+    expect(onPi('ls /nix/var/nix/profiles | grep -c "^system-"')).toBe('1')
+
+    const nope = await runAction(legacyInputs({ network, machines: '@garage' }))
+    expect(nope.exitCode).toBe(1)
+    expect(nope.summary).toContain('machines: &#34;@garage&#34; matches no machine of the network')
+    expect(nope.summary).toContain('Tags (deployment.tags): @edge, @kitchen, @rack.')
+  }, 300_000)
+
+  it('rollout canary: the canary fails its health check and is rolled back; the other machine is not touched', async () => {
+    const pi2Before = piState('pi2')
+    const run = await runAction(
+      legacyInputs({
+        network: fixture('network', 'rpi.nix'),
+        rollout: 'canary',
+        // Fails on pi (pi3, the first machine: the canary) only.
+        'health-checks': '! ip -br addr | grep -q "10[.]99[.]2[.]2/"',
+        'health-timeout': '5'
+      })
+    )
+    expect(run.exitCode).toBe(1)
+    const results = JSON.parse(run.outputs.results) as Record<string, { result: string }>
+    expect(results.pi3.result).toBe('rolled-back')
+    expect(results.pi3b.result).toBe('skipped')
+    expect(piState('pi2')).toEqual(pi2Before)
+    expect(run.summary).toContain('not deployed: the canary failed (pi3; rollout: canary)')
   }, 300_000)
 
   it('one machine failing does not stop the other; the step fails and results say which', async () => {

@@ -289,8 +289,14 @@ describe('configuration and network sources', () => {
       /^nixpkgs: "\." is not a nixpkgs checkout \(no nixos\/lib\/eval-config.nix/
     )
     expect(problems({ ...conn, network: 'rpi.nix', machines: 'pi3;reboot' })[0]).toMatch(
-      /^machines: "pi3;reboot" is not a machine name or glob/
+      /^machines: "pi3;reboot" is not a machine name, glob .* or @tag/
     )
+    expect(problems({ ...conn, network: 'rpi.nix', machines: '@edge;reboot' })[0]).toMatch(
+      /^machines: "@edge;reboot" is not a machine name, glob .* or @tag/
+    )
+    expect(inputs({ ...conn, network: 'rpi.nix', machines: '@edge pi3' }).source).toMatchObject({
+      machines: ['@edge', 'pi3']
+    })
     expect(problems({ ...conn, network: 'rpi.nix', parallel: '0' })).toEqual([
       'parallel: "0" is not a whole number from 1 to 64'
     ])

@@ -24,6 +24,20 @@ describe('machine selection (machines: names or globs)', () => {
     }
     expect(() => selectMachines([], [])).toThrow(/define no machines/)
   })
+  it('selects by @tag (deployment.tags); a tag that matches nothing is an error naming the tags there are', () => {
+    const tags = { pi3: ['edge', 'rack1'], pi3b: ['edge'], nas: [] }
+    expect(selectMachines(names, ['@edge'], tags)).toEqual(['pi3', 'pi3b'])
+    expect(selectMachines(names, ['@rack1', 'nas'], tags)).toEqual(['pi3', 'nas'])
+    // A tag is not a glob, and a name is not a tag.
+    expect(() => selectMachines(names, ['@pi3'], tags)).toThrow(/machines: "@pi3" matches no machine/)
+    try {
+      selectMachines(names, ['@rack2'], tags)
+    } catch (e) {
+      expect((e as { hint: string }).hint).toBe(
+        'The network defines: pi3, pi3b, nas, pi-kitchen. Tags (deployment.tags): @edge, @rack1.'
+      )
+    }
+  })
   it('globs treat regular-expression characters literally', () => {
     expect(globToRegExp('a.b').test('axb')).toBe(false)
     expect(globToRegExp('a.b').test('a.b')).toBe(true)

@@ -6,6 +6,7 @@
  * nixpkgs. Arguments come as one JSON string (`--argstr argsJson`), never spliced into Nix code.
  *
  *   names   the machine names of the network files (cheap: no machine is evaluated)
+ *   tags    { <name> = deployment.tags; } of the machines given (only that option is forced)
  *   result  { description, machines.<name> = { drv, out, buildSystem, hostSystem, targetHost,
  *           targetPort, targetUser, keys, ignored } } for the selected machines (or the one
  *           configuration, named "")
@@ -56,6 +57,7 @@ let
       targetHost = lib.mkOption { type = lib.types.str; default = name; description = "Host name or address to deploy to (default: the machine's name, as in NixOps)."; };
       targetPort = lib.mkOption { type = lib.types.nullOr lib.types.int; default = null; description = "SSH port (default 22)."; };
       targetUser = lib.mkOption { type = lib.types.nullOr lib.types.str; default = null; description = "SSH user (default root)."; };
+      tags = lib.mkOption { type = lib.types.listOf lib.types.str; default = [ ]; description = "Names to select machines by (the machines input's @tag), as in NixOps and colmena."; };
       targetEnv = lib.mkOption { type = lib.types.str; default = "none"; description = "NixOps backend; only \"none\" (an existing machine) is deployed as such."; };
       keys = lib.mkOption {
         default = { };
@@ -101,7 +103,7 @@ let
         ++ (if d.encryptedLinksTo != [ ] then [ "encryptedLinksTo" ] else [ ])
         ++ (if d.storeKeysOnMachine then [ "storeKeysOnMachine" ] else [ ]);
     in describe nodes.${'$'}{name} // {
-      inherit (d) targetHost targetPort targetUser;
+      inherit (d) targetHost targetPort targetUser tags;
       ignored = map (o: "deployment.${'$'}{o}") ignored;
       # keyFile as a string: a path would be copied into the store by toJSON.
       keys = builtins.mapAttrs (_: k: {
@@ -114,6 +116,7 @@ let
 in
 {
   names = if resourceFiles != [ ] then { inherit resourceFiles; } else { inherit names; };
+  tags = listToAttrs (map (name: { inherit name; value = nodes.${'$'}{name}.config.deployment.tags; }) (args.machines or [ ]));
   result =
     if args ? configuration then { description = ""; machines."" = configuration; }
     else { inherit description; machines = listToAttrs (map (name: { inherit name; value = machine name; }) args.machines); };

@@ -29,6 +29,8 @@ export interface MachineEvaluation extends Evaluation {
   keys: DeploymentKey[]
   /** NixOps options set in the file that a plain SSH deploy does not use (e.g. deployment.ec2). */
   ignored: string[]
+  /** deployment.tags (network files). */
+  tags?: string[]
 }
 
 export interface RawMachine {
@@ -39,6 +41,7 @@ export interface RawMachine {
   targetHost?: string | null
   targetPort?: number | null
   targetUser?: string | null
+  tags?: string[] | null
   keys?: Record<
     string,
     {
@@ -75,7 +78,8 @@ export function parseMachine(name: string, m: RawMachine): MachineEvaluation {
     targetPort: m.targetPort ?? undefined,
     targetUser: m.targetUser ?? undefined,
     keys,
-    ignored: m.ignored ?? []
+    ignored: m.ignored ?? [],
+    tags: m.tags && m.tags.length > 0 ? m.tags.map(String) : undefined
   }
 }
 
@@ -99,10 +103,15 @@ export function globToRegExp(glob: string): RegExp {
 }
 
 /**
- * The machines to deploy: all when no pattern is given, else those matching any name or glob.
- * A pattern that matches nothing is an error (a typo would otherwise deploy less than meant).
+ * The machines to deploy: all when no pattern is given, else those matching any name, glob or
+ * `@tag` (a machine whose deployment.tags has it). A pattern that matches nothing is an error (a
+ * typo would otherwise deploy less than meant). `tags` is needed only when a pattern is a tag.
  */
-export function selectMachines(names: string[], patterns: string[]): string[] {
+export function selectMachines(
+  names: string[],
+  patterns: string[],
+  tags: Record<string, string[]> = {}
+): string[] {
   if (names.length === 0)
     throw new ActionError(
       'the network files define no machines',
@@ -110,14 +119,18 @@ export function selectMachines(names: string[], patterns: string[]): string[] {
       'inputs'
     )
   if (patterns.length === 0) return names
-  const unmatched = patterns.filter(p => !names.some(n => globToRegExp(p).test(n)))
-  if (unmatched.length > 0)
+  const matches = (p: string, n: string): boolean =>
+    p.startsWith('@') ? (tags[n] ?? []).includes(p.slice(1)) : globToRegExp(p).test(n)
+  const unmatched = patterns.filter(p => !names.some(n => matches(p, n)))
+  if (unmatched.length > 0) {
+    const known = [...new Set(Object.values(tags).flat())].sort()
     throw new ActionError(
       `machines: ${unmatched.map(p => JSON.stringify(p)).join(', ')} ${unmatched.length > 1 ? 'match' : 'matches'} no machine of the network`,
-      `The network defines: ${names.join(', ')}.`,
+      `The network defines: ${names.join(', ')}.${unmatched.some(p => p.startsWith('@')) ? ` Tags (deployment.tags): ${known.length > 0 ? known.map(t => `@${t}`).join(', ') : 'none'}.` : ''}`,
       'inputs'
     )
-  return names.filter(n => patterns.some(p => globToRegExp(p).test(n)))
+  }
+  return names.filter(n => patterns.some(p => matches(p, n)))
 }
 
 /** What is wrong with a deployment key (empty when it can be uploaded). */

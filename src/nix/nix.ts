@@ -123,7 +123,7 @@ export class RunnerNix {
    */
   private async evalLegacy(
     source: LegacySource,
-    attr: 'names' | 'result',
+    attr: 'names' | 'tags' | 'result',
     machines: string[],
     exprFile: string
   ): Promise<unknown> {
@@ -172,6 +172,15 @@ export class RunnerNix {
         'inputs'
       )
     return v.names ?? []
+  }
+
+  /** deployment.tags of the named machines of a network (for the machines input's `@tag`). */
+  async networkMachineTags(
+    source: LegacySource,
+    machines: string[],
+    exprFile: string
+  ): Promise<Record<string, string[]>> {
+    return (await this.evalLegacy(source, 'tags', machines, exprFile)) as Record<string, string[]>
   }
 
   /** Evaluates the selected machines of a network (or the one configuration.nix). */

@@ -74,6 +74,8 @@ export interface DeployReport {
   /** The machine's name in a network file. */
   machine?: string
   /** Several machines (a network): one report each; the fields above then describe the run. */
+  /** The machine's deployment.tags (network files). */
+  tags?: string[]
   hosts?: Array<{ machine: string; report: DeployReport }>
 }
 

@@ -83,7 +83,7 @@ function renderMachines(r: DeployReport): string {
   for (const { machine, report: h } of hosts) {
     const total = h.timings.reduce((a, t) => a + t.ms, 0)
     const cells = [
-      escapeHtml(machine),
+      escapeHtml(h.tags ? `${machine} (${h.tags.map(t => `@${t}`).join(' ')})` : machine),
       h.host ? code(h.host) : '',
       escapeHtml(h.mode ?? ''),
       escapeHtml(h.result ?? 'failed'),
@@ -145,6 +145,7 @@ function summaryRows(r: DeployReport): Array<[string, string | undefined]> {
   return [
     ['Result', r.result],
     ['Machine', r.machine],
+    ['Tags', r.tags?.map(t => `@${t}`).join(' ')],
     ['Host', r.host],
     [
       'Mode',
