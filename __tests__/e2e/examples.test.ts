@@ -3,7 +3,18 @@ import * as os from 'os'
 import * as path from 'path'
 import { parse } from 'yaml'
 import { GitHubStandIn } from './github-service'
-import { ROOT, describeE2E, fixturePath, key, piState, PiName, resetPi, runAction, testbed } from './harness'
+import {
+  ActionRun,
+  ROOT,
+  describeE2E,
+  fixturePath,
+  key,
+  piState,
+  PiName,
+  resetPi,
+  runAction,
+  testbed
+} from './harness'
 
 /**
  * The workflows users copy (examples/) run as they are: each nix-deploy-action step's `with:` (and
@@ -134,6 +145,12 @@ describeE2E('the examples users copy run as they are against the testbed', () =>
     )
   }
   const deployed = (pi: PiName): string => piState(pi).current
+  /** The example deployed the fixture's pi3 to pi. */
+  const expectPi3 = (run: ActionRun): void => {
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs.result).toBe('deployed')
+    expect(deployed('pi')).toBe(fixturePath('pi3'))
+  }
 
   beforeAll(async () => {
     await github.start()
@@ -227,32 +244,25 @@ exec ip netns exec nda-jump socat - TCP:${pi}:"$3"
       // The example's addresses are a home LAN and a public bastion: the testbed's Pi and jump host.
       overrides: { 'target-host': t.TESTBED_PI, 'jump-host': `root@${t.TESTBED_JUMP}` }
     })
-    expect(run.exitCode).toBe(0)
-    expect(run.outputs.result).toBe('deployed')
-    expect(deployed('pi')).toBe(fixturePath('pi3'))
+    expectPi3(run)
   }, 300_000)
 
-  it('deploy-cloudflare-tunnel.yml through the cloudflared stand-in (service token from the step env)', async () => {
-    resetPi()
-    const run = await runExample(
-      'deploy-cloudflare-tunnel.yml#deploy',
-      expressions(testbed(), github, [piKeyAs('pi-ssh.example.org')])
-    )
-    expect(run.exitCode).toBe(0)
-    expect(run.outputs.result).toBe('deployed')
-    expect(deployed('pi')).toBe(fixturePath('pi3'))
-  }, 300_000)
-
-  it('deploy-tailscale.yml through the tailscale stand-in', async () => {
-    resetPi()
-    const run = await runExample(
-      'deploy-tailscale.yml#deploy',
-      expressions(testbed(), github, [piKeyAs('pi3')])
-    )
-    expect(run.exitCode).toBe(0)
-    expect(run.outputs.result).toBe('deployed')
-    expect(deployed('pi')).toBe(fixturePath('pi3'))
-  }, 300_000)
+  // The Pi's host key pinned under the name the tunnel's host goes by (as the example says to).
+  it.each([
+    [
+      'deploy-cloudflare-tunnel.yml',
+      'the cloudflared stand-in (service token from the step env)',
+      'pi-ssh.example.org'
+    ],
+    ['deploy-tailscale.yml', 'the tailscale stand-in', 'pi3']
+  ])(
+    '%s through %s',
+    async (file, _how, hostName) => {
+      resetPi()
+      expectPi3(await runExample(`${file}#deploy`, expressions(testbed(), github, [piKeyAs(hostName)])))
+    },
+    300_000
+  )
 
   it('nixops-network.yml: rpi.nix and ./nixpkgs from the workspace, every machine', async () => {
     resetPi()
