@@ -21,7 +21,8 @@ export interface RunOptions {
   /**
    * Nix settings that are secrets (access-tokens): the command (a Nix command) reads them as its
    * first user configuration file, /dev/fd/3, a pipe that holds them only until it is read: never in
-   * its argv or environment (others may read those in /proc) nor in a file.
+   * its argv or environment (others may read those in /proc) nor in a file. Not with timeoutMs
+   * (the command runs under a shell, which a timeout would kill, not the command).
    */
   secretNixConfig?: string
 }
@@ -57,14 +58,14 @@ export function runCommand(cmd: string, args: string[], opts: RunOptions = {}): 
     // Children never see the inputs or the runtime tokens (see childEnv), whatever env the caller gives.
     const base = childEnv(opts.env ?? process.env)
     const secret = opts.secretNixConfig
+    if (secret !== undefined && opts.timeoutMs !== undefined)
+      throw new Error('runCommand: secretNixConfig with timeoutMs')
     const child =
       secret === undefined
         ? spawn(cmd, args, { env: base, stdio: ['pipe', 'pipe', 'pipe'] })
         : spawn('sh', ['-c', SECRET_CONFIG_WRAPPER, 'sh', cmd, ...args], {
             env: { ...base, NIX_USER_CONF_FILES: userConfFilesWithSecret(base) },
-            stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
-            // Its own process group: a timeout kills the command too, not only the shell around it.
-            detached: true
+            stdio: ['pipe', 'pipe', 'pipe', 'pipe']
           })
     if (secret !== undefined) {
       const fd3 = child.stdio[3] as NodeJS.WritableStream & { on(e: 'error', f: () => void): void }
@@ -80,8 +81,7 @@ export function runCommand(cmd: string, args: string[], opts: RunOptions = {}): 
       opts.timeoutMs !== undefined
         ? setTimeout(() => {
             timedOut = true
-            if (secret !== undefined && child.pid !== undefined) process.kill(-child.pid, 'SIGKILL')
-            else child.kill('SIGKILL')
+            child.kill('SIGKILL')
           }, opts.timeoutMs)
         : undefined
     child.stdout.on('data', (d: Buffer) => out.push(d))
