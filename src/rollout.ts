@@ -7,7 +7,7 @@
 /** rollout: `all` (default), `canary`, or batches of `size` machines. */
 export type Rollout = { kind: 'all' } | { kind: 'canary' } | { kind: 'batches'; size: number }
 
-/** Parses the rollout input; undefined (with a problem pushed) when it is none of the forms. */
+/** Parses the rollout input; when it is none of the forms, pushes a problem (and returns `all`). */
 export function parseRollout(text: string, problems: string[]): Rollout {
   if (text === '' || text === 'all') return { kind: 'all' }
   if (text === 'canary') return { kind: 'canary' }

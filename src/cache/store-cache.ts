@@ -69,18 +69,22 @@ export interface RestoreOutcome {
   ms: number
 }
 
-export async function restoreStore(
-  nix: RunnerNix,
-  key: string,
-  restoreKeys: string[]
-): Promise<RestoreOutcome> {
+/**
+ * Runs `fn` with the cache directory, empty at the start (a leftover of an interrupted run is
+ * removed) and removed at the end, whatever happened.
+ */
+async function inFreshCacheDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = cacheDir()
   await fs.rm(dir, { recursive: true, force: true })
   try {
-    return await restoreInto(nix, dir, key, restoreKeys)
+    return await fn(dir)
   } finally {
     await fs.rm(dir, { recursive: true, force: true })
   }
+}
+
+export function restoreStore(nix: RunnerNix, key: string, restoreKeys: string[]): Promise<RestoreOutcome> {
+  return inFreshCacheDir(dir => restoreInto(nix, dir, key, restoreKeys))
 }
 
 async function restoreInto(
@@ -137,18 +141,12 @@ export interface SaveOutcome {
 }
 
 /** Exports `paths` (with their closures) into a fresh binary cache directory, saves it, removes it. */
-export async function saveStore(nix: RunnerNix, key: string, paths: string[]): Promise<SaveOutcome> {
-  const dir = cacheDir()
-  try {
-    return await saveFrom(nix, dir, key, paths)
-  } finally {
-    await fs.rm(dir, { recursive: true, force: true })
-  }
+export function saveStore(nix: RunnerNix, key: string, paths: string[]): Promise<SaveOutcome> {
+  return inFreshCacheDir(dir => saveFrom(nix, dir, key, paths))
 }
 
 async function saveFrom(nix: RunnerNix, dir: string, key: string, paths: string[]): Promise<SaveOutcome> {
   const started = Date.now()
-  await fs.rm(dir, { recursive: true, force: true })
   await fs.mkdir(dir, { recursive: true })
   const r = await runCommand('nix', [
     ...nix.nixArgs(),

@@ -31,6 +31,11 @@ function code(s: string): string {
   return `<code>${escapeHtml(s)}</code>`
 }
 
+/** deployment.tags as the machines input selects them: `@edge @rack1`. */
+function tagList(tags: string[]): string {
+  return tags.map(t => `@${t}`).join(' ')
+}
+
 /** A store path as a table has room for: its name, then the first 8 characters of its hash. */
 export function shortStorePath(p: string): string {
   const m = /^\/nix\/store\/([0-9a-z]{32})-(.+)$/.exec(p)
@@ -83,7 +88,7 @@ function renderMachines(r: DeployReport): string {
   for (const { machine, report: h } of hosts) {
     const total = h.timings.reduce((a, t) => a + t.ms, 0)
     const cells = [
-      escapeHtml(h.tags ? `${machine} (${h.tags.map(t => `@${t}`).join(' ')})` : machine),
+      escapeHtml(h.tags ? `${machine} (${tagList(h.tags)})` : machine),
       h.host ? code(h.host) : '',
       escapeHtml(h.mode ?? ''),
       escapeHtml(h.result ?? 'failed'),
@@ -145,7 +150,7 @@ function summaryRows(r: DeployReport): Array<[string, string | undefined]> {
   return [
     ['Result', r.result],
     ['Machine', r.machine],
-    ['Tags', r.tags?.map(t => `@${t}`).join(' ')],
+    ['Tags', r.tags && tagList(r.tags)],
     ['Host', r.host],
     [
       'Mode',

@@ -341,7 +341,10 @@ export class JumpChain {
     return this.hops[this.hops.length - 1]
   }
 
-  /** Calls `listener` once when any hop's connection closes or fails (each hop carries the next). */
+  /**
+   * Calls `listener` whenever a hop's connection closes or fails (each hop carries the next, so a
+   * loss is usually heard from several); returns what stops listening.
+   */
   onLost(listener: (what: string, err?: Error) => void): () => void {
     const removers = this.clients.map((c, n) => {
       const onClose = (): void => listener(`the connection to ${this.hops[n].label} closed`)
