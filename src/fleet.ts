@@ -1,6 +1,7 @@
 import * as core from '@actions/core'
 import { copyClosure } from './deploy/copy'
-import { DeployDeps, deployToTarget, DeployJob, Timed } from './deploy/deploy'
+import { DeployDeps, DeployOutcome, deployToTarget, DeployJob, Timed } from './deploy/deploy'
+import { pruneAfterFleet, revertDeploy, UndoRecord } from './deploy/revert'
 import { RunnerNix } from './nix/nix'
 import { reportFailure } from './report/failure'
 import { applyMachineResult, DeployReport } from './report/report'
@@ -29,6 +30,8 @@ export interface FleetOptions {
   parallel: number
   failFast: boolean
   rollout: Rollout
+  /** When a machine fails, put the machines this run already deployed back on what they ran. */
+  rollbackFleet: boolean
   connect: Omit<ConnectOptions, 'sudo'>
   timed: (report: DeployReport) => Timed
 }
@@ -40,18 +43,44 @@ export interface FleetOptions {
  * (then machines not yet started are skipped; running ones finish safely).
  */
 export async function runFleet(machines: FleetMachine[], nix: RunnerNix, opts: FleetOptions): Promise<void> {
-  const several = machines.length > 1
   const jumps = machines.find(m => m.deploy?.jumps.length)?.deploy?.jumps
-  const shared = several && jumps ? new SharedJump(jumps, opts.connect) : undefined
+  const shared = machines.length > 1 && jumps ? new SharedJump(jumps, opts.connect) : undefined
+  const unhold = shared?.hold()
+  try {
+    await deployFleet(machines, nix, opts, shared)
+  } finally {
+    unhold?.()
+  }
+}
+
+async function deployFleet(
+  machines: FleetMachine[],
+  nix: RunnerNix,
+  opts: FleetOptions,
+  shared: SharedJump | undefined
+): Promise<void> {
+  const several = machines.length > 1
   const deps: DeployDeps = {
     copy: (target, plan, count, compression) => copyClosure(target, nix, plan, count, compression)
   }
+  const fleetRollback = opts.rollbackFleet && several
+  // The generation before this run's must outlive every machine's result: pruned after them.
+  const keep = new Map<FleetMachine, number>()
+  if (fleetRollback)
+    for (const m of machines)
+      if (m.deploy?.job.keepGenerations !== undefined) {
+        keep.set(m, m.deploy.job.keepGenerations)
+        m.deploy = { ...m.deploy, job: { ...m.deploy.job, keepGenerations: undefined } }
+      }
+  const undo = new Map<FleetMachine, UndoRecord>()
   await rollOut(machines, m => m.name, {
     rollout: opts.rollout,
     parallel: opts.parallel,
     failFast: opts.failFast,
     deploy: async m => {
-      if (!(await deployOne(m, several, shared, deps, opts))) return 'failed'
+      const outcome = await deployOne(m, several, shared, deps, opts)
+      if (outcome === 'failed') return 'failed'
+      if (outcome.undo && m.report.changed) undo.set(m, outcome.undo)
       return m.report.result === 'unchanged' ? 'unchanged' : 'changed'
     },
     skip: (m, why) => {
@@ -60,22 +89,117 @@ export async function runFleet(machines: FleetMachine[], nix: RunnerNix, opts: F
       if (several) machineLog(m.name, several).info(why)
     }
   })
-  const failures = machines.filter(m => m.report.result === 'failed' || m.report.result === 'rolled-back')
-  if (several && failures.length > 0)
-    core.setFailed(`${failures.length} of ${machines.length} machines failed`)
+  const isFailure = (m: FleetMachine): boolean =>
+    m.report.result === 'failed' || m.report.result === 'rolled-back'
+  const failed = machines.filter(isFailure)
+  const visit = (m: FleetMachine, fn: (target: SshTarget) => Promise<void>): Promise<void> =>
+    visitMachine(m, several, shared, opts, fn)
+  if (fleetRollback && failed.length > 0) {
+    for (const m of machines)
+      if (m.report.result === 'deployed' && m.report.changed && !undo.has(m))
+        m.report.warnings.push('not rolled back (rollback-fleet): it rebooted into the new system')
+    await inParallel([...undo.keys()], opts.parallel, m =>
+      revertMachine(
+        m,
+        undo.get(m)!,
+        failed.map(f => f.name),
+        visit
+      )
+    )
+  }
+  await inParallel(
+    [...keep.keys()].filter(m => m.report.result === 'deployed'),
+    opts.parallel,
+    m =>
+      visit(m, async target => {
+        m.report.deletedGenerations = await pruneAfterFleet(target, keep.get(m)!)
+      })
+  )
+  const failures = machines.filter(m => isFailure(m) && !m.report.fleetRollback).length
+  const reverted = machines.filter(m => m.report.fleetRollback).length
+  if (several && failures + reverted > 0)
+    core.setFailed(
+      `${failures} of ${machines.length} machines failed${reverted > 0 ? `; ${reverted} rolled back by rollback-fleet` : ''}`
+    )
 }
 
-/** Connects to one machine and deploys it; false when it failed (reported already). */
+/**
+ * rollback-fleet on one machine this run deployed: back on what it ran before (result
+ * rolled-back), unless another deploy changed it since (then left as it is, with a warning).
+ */
+async function revertMachine(
+  m: FleetMachine,
+  undo: UndoRecord,
+  failedNames: string[],
+  visit: (m: FleetMachine, fn: (target: SshTarget) => Promise<void>) => Promise<void>
+): Promise<void> {
+  const why = `another machine of the fleet failed (${failedNames.join(', ')})`
+  await visit(m, async target => {
+    target.log.info(`rolling back (rollback-fleet): ${why}`)
+    const outcome = await revertDeploy(target, undo)
+    if (outcome.kind === 'moved-on') {
+      m.report.warnings.push(`not rolled back (rollback-fleet): it ${outcome.now}, not this run's system`)
+      return
+    }
+    Object.assign(m.report, {
+      result: 'rolled-back',
+      rolledBackTo: outcome.to,
+      changed: false,
+      fleetRollback: why
+    })
+    core.warning(`${m.name}: rolled back to ${outcome.to ?? 'what it ran'} (rollback-fleet): ${why}`, {
+      title: `nix-deploy-action: ${m.name}: rolled back`
+    })
+  })
+}
+
+/**
+ * A new visit to one machine after its deploy (a fleet rollback, a deferred prune): its own
+ * connection through the shared jump; a failure is the machine's (reported, result failed).
+ */
+async function visitMachine(
+  m: FleetMachine,
+  several: boolean,
+  shared: SharedJump | undefined,
+  opts: FleetOptions,
+  fn: (target: SshTarget) => Promise<void>
+): Promise<void> {
+  const { target: endpoint, jumps, sudo } = m.deploy!
+  const log = machineLog(m.name, several)
+  let target: SshTarget | undefined
+  try {
+    target = await SshTarget.connect(
+      () => RemoteHost.connect(endpoint, shared ?? jumps, { ...opts.connect, sudo }),
+      log
+    )
+    await fn(target)
+  } catch (e) {
+    reportFailure(m.report, e, several ? m.name : '')
+  } finally {
+    target?.close()
+  }
+}
+
+/** Runs `fn` over `items`, at most `limit` at a time. */
+async function inParallel<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  const pending = [...items]
+  const worker = async (): Promise<void> => {
+    for (let item = pending.shift(); item !== undefined; item = pending.shift()) await fn(item)
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+}
+
+/** Connects to one machine and deploys it; 'failed' when it failed (reported already). */
 async function deployOne(
   m: FleetMachine,
   several: boolean,
   shared: SharedJump | undefined,
   deps: DeployDeps,
   opts: FleetOptions
-): Promise<boolean> {
+): Promise<DeployOutcome | 'failed'> {
   if (!m.deploy) {
     m.report.result = 'built'
-    return true
+    return { result: {} }
   }
   const { job, target: endpoint, jumps, sudo } = m.deploy
   const log: Log = machineLog(m.name, several)
@@ -89,9 +213,9 @@ async function deployOne(
     applyMachineResult(m.report, outcome.result)
     if (outcome.error !== undefined) throw outcome.error
     if (several) log.info(`${m.report.result}`)
-    return true
+    return outcome
   } catch (e) {
     reportFailure(m.report, e, several ? m.name : '')
-    return false
+    return 'failed'
   }
 }

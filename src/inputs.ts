@@ -86,6 +86,8 @@ export interface Inputs {
   failFast: boolean
   /** With network: all at once, a canary first, or batches. */
   rollout: Rollout
+  /** With network: when a machine fails, put the machines this run deployed back on what they ran. */
+  rollbackFleet: boolean
   /** Let the target fetch what its own substituters have before copying the rest. */
   substituteOnDestination: boolean
   /** Reboot into the new system: never, when its kernel/initrd/modules/parameters change, always. */
@@ -133,6 +135,7 @@ export const INPUT_NAMES = [
   'parallel',
   'fail-fast',
   'rollout',
+  'rollback-fleet',
   'substitute-on-destination',
   'reboot',
   'reboot-timeout'
@@ -267,6 +270,7 @@ export function readInputs(get: Get): Inputs {
   const parallel = parseCount('parallel', get('parallel'), 4, 64, problems)
   const failFast = parseBoolean('fail-fast', get('fail-fast'), problems)
   const rollout = parseRollout(get('rollout'), problems)
+  const rollbackFleet = parseBoolean('rollback-fleet', get('rollback-fleet'), problems)
   const substituteText = get('substitute-on-destination')
   const substituteOnDestination =
     substituteText === '' ? true : parseBoolean('substitute-on-destination', substituteText, problems)
@@ -293,6 +297,7 @@ export function readInputs(get: Get): Inputs {
     parallel,
     failFast,
     rollout,
+    rollbackFleet,
     substituteOnDestination,
     ...reboot
   }

@@ -94,6 +94,7 @@ async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number
       parallel: inputs.parallel,
       failFast: inputs.failFast,
       rollout: inputs.rollout,
+      rollbackFleet: inputs.rollbackFleet,
       connect: {
         knownHosts: inputs.knownHosts,
         insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,

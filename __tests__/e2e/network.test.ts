@@ -158,6 +158,57 @@ describeE2E('classic configuration.nix and NixOps network files', () => {
     expect(run.summary).toContain('not deployed: the canary failed (pi3; rollout: canary)')
   }, 300_000)
 
+  it('rollback-fleet: the last batch fails its health check, so the machine deployed before it is put back as it was', async () => {
+    const before = { pi: piState('pi'), pi2: piState('pi2') }
+    const run = await runAction(
+      legacyInputs({
+        network: fixture('network', 'rpi.nix'),
+        rollout: '1',
+        'rollback-fleet': 'true',
+        // Pruning waits for the fleet: had pi3's deploy pruned at once, its previous generation
+        // would be gone and going back would make a new one (its generations would differ).
+        'keep-generations': '1',
+        // Fails on pi2 (pi3b, the second batch) only.
+        'health-checks': '! ip -br addr | grep -q "10[.]99[.]4[.]2/"',
+        'health-timeout': '5'
+      })
+    )
+    expect(run.exitCode).toBe(1)
+    const results = JSON.parse(run.outputs.results) as Record<string, { result: string }>
+    expect(results.pi3.result).toBe('rolled-back')
+    expect(results.pi3b.result).toBe('rolled-back')
+    // Each runs and boots what it ran before, its profile and generations as they were.
+    expect(piState('pi')).toEqual(before.pi)
+    expect(piState('pi2')).toEqual(before.pi2)
+    expect(run.summary.split('\n')[0]).toBe(
+      '### nix-deploy-action: ⚠️ Rolled back: the new system failed and the target is back on its previous system (1 of 2 machines; 1 rolled back by rollback-fleet)'
+    )
+    expect(run.summary).toContain(
+      `**pi3 rolled back (rollback-fleet):** back on <code>${before.pi.current}</code>: another machine of the fleet failed (pi3b)`
+    )
+    expect(run.log).toContain('::warning title=nix-deploy-action%3A pi3%3A rolled back::')
+  }, 300_000)
+
+  it('rollback-fleet when every machine succeeds: nothing rolled back; keep-generations prunes after the fleet', async () => {
+    const first = await runAction(legacyInputs({ network: fixture('network', 'rpi.nix') }))
+    expect(first.exitCode).toBe(0)
+    const run = await runAction(
+      legacyInputs({
+        network: `${fixture('network', 'rpi.nix')}\n${fixture('network', 'lan.nix')}`,
+        'rollback-fleet': 'true',
+        'keep-generations': '1'
+      })
+    )
+    expect(run.exitCode).toBe(0)
+    const results = JSON.parse(run.outputs.results) as Record<string, { result: string; generation: string }>
+    expect(results.pi3).toMatchObject({ result: 'deployed', generation: '3' })
+    expect(results.pi3b).toMatchObject({ result: 'deployed', generation: '3' })
+    // Generation 2 (the first run's) pruned once both had a result; 1 stays: it is what booted.
+    expect(piState('pi').generations).toEqual(['system-1-link', 'system-3-link'])
+    expect(piState('pi2').generations).toEqual(['system-1-link', 'system-3-link'])
+    expect(run.summary).toContain('| Old generations deleted | 2 |')
+  }, 300_000)
+
   it('one machine failing does not stop the other; the step fails and results say which', async () => {
     const run = await runAction(
       legacyInputs({

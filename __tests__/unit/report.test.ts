@@ -137,4 +137,33 @@ describe('several machines', () => {
     expect(md).toContain('**Error (copy):** copy broke')
     expect(md).not.toContain('<evil>')
   })
+
+  it('rollback-fleet: a machine put back because another failed is counted apart and said so, not as failed', () => {
+    const md = renderSummary(
+      run(
+        [
+          'pi3',
+          host('rolled-back', {
+            rolledBackTo: PREV,
+            fleetRollback: 'another machine of the fleet failed (pi3b)'
+          })
+        ],
+        [
+          'pi3b',
+          host('failed', { error: { message: 'health check failed', hint: 'fix it', phase: 'activate' } })
+        ]
+      )
+    )
+    const lines = md.split('\n')
+    expect(lines[0]).toBe(
+      '### nix-deploy-action: ❌ Failed (1 of 2 machines; 1 rolled back by rollback-fleet)'
+    )
+    expect(md).toContain(
+      `**pi3 rolled back (rollback-fleet):** back on <code>${PREV}</code>: another machine of the fleet failed (pi3b)`
+    )
+    expect(md).not.toContain('**pi3 failed')
+    expect(md).toContain(
+      '<details open><summary>pi3: ↩️ Rolled back by rollback-fleet: another machine failed</summary>'
+    )
+  })
 })

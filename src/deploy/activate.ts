@@ -2,7 +2,7 @@ import { randomBytes } from 'crypto'
 import { ActionError, errorMessage } from '../errors'
 import { LockRequest } from '../target/lock'
 import { RemoteState } from '../target/remote-state'
-import { AgentState, Target } from '../target/target'
+import { AgentRequest, AgentState, Target } from '../target/target'
 import { Goal } from './goal'
 import { lostLockError } from './lock'
 
@@ -41,6 +41,8 @@ export interface ActivationOutcome {
   /** The agent's final word: done, confirmed, unconfirmed-kept. */
   outcome: string
   generation?: number
+  /** Whether that generation is one the agent made (not one nix-env reused): a fleet rollback deletes it. */
+  createdNew?: boolean
   /** What the agent logged (switch-to-configuration's output included): its tail. */
   log: string
   healthChecks?: string
@@ -178,12 +180,13 @@ export async function activate(
   }
   if (agent.finished) await target.removeAgentDir(dir)
   return finish(follower.state, goal.mode, before, toplevel, target.label, follower.log, healthReport, {
-    confirmedOverNewConnection
+    confirmedOverNewConnection,
+    createdNew: follower.createdNew
   })
 }
 
 /** What one activation works with (activate's arguments), handed on as one. */
-interface ActivationRun {
+export interface ActivationRun {
   target: Target
   goal: Goal
   settings: ActivationSettings
@@ -217,28 +220,13 @@ async function afterDeadAgent(
       dead.log.slice(-4000)
     )
   target.log.warning(`${what}; starting another to put the target back as it was`)
-  const dir = newAgentDir()
-  Object.assign(agent, { dir, finished: false })
-  const started = await target.startAgent({
-    dir,
-    toplevel,
-    action: goal.mode,
-    activationTimeoutSeconds: settings.activationTimeoutSeconds,
-    waitSeconds: 0,
-    onTimeout: 'rollback',
-    before,
-    lock,
-    rollbackOf: { generation: dead.generation, createdNew: dead.createdNew ?? false, dir: dead.dir }
-  })
-  if (started === 'lost-lock') throw lostLockError(target.label)
-  const follower = new Follower(target, dir, agent)
-  const state = await target.log.group(`Rollback on ${target.label}`, () =>
-    follower.until(s => s.outcome !== undefined, Date.now() + rollbackAllowanceMs(settings))
+  const follower = await putBack(
+    { target, goal, settings, toplevel, before, lock, agent },
+    { generation: dead.generation, createdNew: dead.createdNew ?? false, dir: dead.dir },
+    `Rollback on ${target.label}`
   )
-  if (agent.finished) {
-    await target.removeAgentDir(dir)
-    await target.removeAgentDir(dead.dir)
-  }
+  if (agent.finished) await target.removeAgentDir(dead.dir)
+  const state = follower.state
   const details = [dead.log.slice(-3000), follower.log.slice(-3000)].filter(Boolean).join('\n\n')
   if (state.outcome === 'rolled-back')
     throw new RolledBackError(
@@ -253,6 +241,56 @@ async function afterDeadAgent(
     'activate',
     details
   )
+}
+
+/**
+ * Starts an agent that only puts the target back as it was before the activation `undone` stands
+ * for (the profile, the running system, the boot entry: agent.sh's rollback), and follows it to its
+ * outcome.
+ */
+async function putBack(
+  { target, goal, settings, toplevel, before, lock, agent }: ActivationRun,
+  undone: NonNullable<AgentRequest['rollbackOf']>,
+  title: string
+): Promise<Follower> {
+  const dir = newAgentDir()
+  Object.assign(agent, { dir, finished: false })
+  const started = await target.startAgent({
+    dir,
+    toplevel,
+    action: goal.mode,
+    activationTimeoutSeconds: settings.activationTimeoutSeconds,
+    waitSeconds: 0,
+    onTimeout: 'rollback',
+    before,
+    lock,
+    rollbackOf: undone
+  })
+  if (started === 'lost-lock') throw lostLockError(target.label)
+  agent.started = true
+  const follower = new Follower(target, dir, agent)
+  await target.log.group(title, () =>
+    follower.until(s => s.outcome !== undefined, Date.now() + rollbackAllowanceMs(settings))
+  )
+  if (agent.finished) await target.removeAgentDir(dir)
+  return follower
+}
+
+/**
+ * Undoes a finished activation of this run (rollback-fleet: another machine of the fleet failed):
+ * the generation it made (deleted when it was new), back to what ran before. The caller holds the
+ * lock and has checked the target still runs `toplevel`. The agent's outcome and its log.
+ */
+export async function revertActivation(
+  run: ActivationRun,
+  made: { generation?: number; createdNew: boolean }
+): Promise<{ outcome: string | undefined; log: string }> {
+  const follower = await putBack(
+    run,
+    { generation: made.generation, createdNew: made.createdNew, dir: '' },
+    `Rollback on ${run.target.label} (rollback-fleet)`
+  )
+  return { outcome: follower.state.outcome, log: follower.log }
 }
 
 /** Follows switch-to-configuration to its exit status (and, when nothing is to be decided, to the outcome). */
@@ -365,7 +403,7 @@ function finish(
   label: string,
   log: string,
   healthChecks: string | undefined,
-  extra: { confirmedOverNewConnection: boolean }
+  extra: { confirmedOverNewConnection: boolean; createdNew?: boolean }
 ): ActivationOutcome {
   const details = [healthChecks, log.slice(-4000)].filter(Boolean).join('\n\n')
   switch (state.outcome) {
@@ -375,6 +413,7 @@ function finish(
       return {
         outcome: state.outcome,
         generation: state.generation,
+        createdNew: extra.createdNew,
         log,
         healthChecks,
         confirmedOverNewConnection: extra.confirmedOverNewConnection

@@ -10,12 +10,13 @@ import { CopyPlan, Survey, SurveyRequest, Target } from '../target/target'
 import { activate, ActivationSettings, AgentTracker, RolledBackError } from './activate'
 import { CompressionSetting } from './compression'
 import { CopyResult, gcRootPath, substituteOnTarget } from './copy'
-import { generationsToDelete } from './generations'
 import { changedBy, Goal, goalOf, verifyProblems } from './goal'
 import { LoadedKey, uploadKeys } from './keys'
 import { DeployLock, heldError, LEASE_SECONDS, ownerDescription } from './lock'
 import { checkBootSpace, checkSpace, checkTarget } from './preflight'
 import { BootTrial, rebootInto, RebootSettings, rebootsFor } from './reboot'
+import { pruneGenerations } from './prune'
+import { UndoRecord } from './revert'
 
 export interface BuiltSystem {
   toplevel: string
@@ -64,6 +65,8 @@ export type Timed = <T>(phase: Phase, fn: () => Promise<T>) => Promise<T>
 export interface DeployOutcome {
   result: MachineResult
   error?: unknown
+  /** Set when this deploy activated a system without rebooting: how a fleet rollback undoes it. */
+  undo?: UndoRecord
 }
 
 /**
@@ -82,7 +85,7 @@ export async function deployToTarget(
   const run = new DeployRun(target, job, deps, timed)
   try {
     await run.steps()
-    return { result: run.result }
+    return { result: run.result, undo: run.undo }
   } catch (e) {
     if (e instanceof RolledBackError)
       Object.assign(run.result, { result: 'rolled-back', rolledBackTo: e.rolledBackTo })
@@ -102,6 +105,8 @@ class DeployRun {
   private held: DeployLock | undefined
   private gcRootPlaced = false
   private readonly agent: AgentTracker = { started: false, finished: false }
+  /** What undoes this deploy's activation (rollback-fleet), once it succeeded. */
+  undo: UndoRecord | undefined
   /** The package diff, once the running system's closure is listed (a failed deploy reports it too). */
   private diffed: Promise<void> = Promise.resolve()
 
@@ -355,6 +360,17 @@ class DeployRun {
         healthChecks: outcome.healthChecks,
         confirmed: outcome.outcome === 'confirmed' ? 'over a new connection' : undefined
       })
+      // A reboot is not undone by an activation: a rebooted machine keeps what it booted.
+      if (goal === job.goal && goal.mode !== 'dry-activate')
+        this.undo = {
+          toplevel: job.built.toplevel,
+          goal,
+          before,
+          generation: outcome.generation,
+          createdNew: outcome.createdNew ?? false,
+          settings: { ...job.activation, magicRollback: false, healthChecks: [] },
+          lockTimeoutSeconds: job.lockTimeoutSeconds
+        }
     } finally {
       // The profile (switch, boot) or /run/current-system (test) holds the system now; a dry run's
       // or a rolled-back system's paths may be collected by the target's GC again.
@@ -405,25 +421,3 @@ class DeployRun {
 }
 
 const LOCK_POLL_MS = 2_000
-
-/** Deletes system generations beyond the newest `keep`, never the running, booted or current one. */
-async function pruneGenerations(
-  target: Target,
-  keep: number,
-  profileGeneration: number | undefined
-): Promise<number[]> {
-  const listing = await target.listGenerations()
-  const doomed = generationsToDelete(listing.generations, keep, {
-    profileGeneration,
-    runningPath: listing.running,
-    bootedPath: listing.booted
-  })
-  if (doomed.length === 0) return []
-  const refused = await target.deleteGenerations(doomed)
-  if (refused !== undefined) {
-    target.log.warning(`could not delete old generations ${doomed.join(', ')}: ${refused}`)
-    return []
-  }
-  target.log.info(`Deleted old system generations ${doomed.join(', ')} (keep-generations: ${keep})`)
-  return doomed
-}

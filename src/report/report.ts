@@ -43,6 +43,11 @@ export interface DeployReport {
   binfmt?: string
   activationLog?: string
   rolledBackTo?: string
+  /**
+   * Set when this machine's deploy succeeded and rollback-fleet put it back because another
+   * machine failed (result rolled-back): why, naming the machines that failed.
+   */
+  fleetRollback?: string
   /** How long the run waited for another deploy's lock on the target. */
   lockWaitMs?: number
   healthChecks?: string

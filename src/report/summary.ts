@@ -65,10 +65,12 @@ export function renderSummary(r: DeployReport): string {
  */
 function renderMachines(r: DeployReport): string {
   const hosts = r.hosts!
-  const failed = hosts.filter(h => h.report.result === 'failed' || h.report.result === 'rolled-back').length
+  const reverted = hosts.filter(h => h.report.fleetRollback !== undefined).length
+  const failed = hosts.filter(h => !h.report.fleetRollback && failedResult(h.report)).length
   const verdict = VERDICT[r.result ?? 'failed'] ?? r.result
+  const counts = failed > 0 ? `${failed} of ${hosts.length} machines` : `${hosts.length} machines`
   const lines = [
-    `### nix-deploy-action: ${verdict}${failed > 0 ? ` (${failed} of ${hosts.length} machines)` : ` (${hosts.length} machines)`}`,
+    `### nix-deploy-action: ${verdict} (${counts}${reverted > 0 ? `; ${reverted} rolled back by rollback-fleet` : ''})`,
     ''
   ]
   // What failed and what to do first: a reviewer must not have to find it in the table.
@@ -78,6 +80,12 @@ function renderMachines(r: DeployReport): string {
         `**${escapeHtml(machine)} failed (${h.error.phase}):** ${prose(h.error.message)}`,
         '',
         `**What to do:** ${prose(h.error.hint)}`,
+        ''
+      )
+  for (const { machine, report: h } of hosts)
+    if (h.fleetRollback)
+      lines.push(
+        `**${escapeHtml(machine)} rolled back (rollback-fleet):** back on ${code(h.rolledBackTo ?? 'what it ran')}: ${prose(h.fleetRollback)}`,
         ''
       )
   for (const w of r.warnings) lines.push(`> [!WARNING]`, `> ${prose(w)}`, '')
@@ -104,10 +112,10 @@ function renderMachines(r: DeployReport): string {
   if (r.builtDerivations !== undefined)
     lines.push(`Derivations built (all machines, together): ${r.builtDerivations}`, '')
   for (const { machine, report: h } of hosts) {
-    const ok = h.result !== 'failed' && h.result !== 'rolled-back'
+    const ok = !failedResult(h)
     const body = renderOne(h).split('\n').slice(1).join('\n')
     lines.push(
-      `<details${ok ? '' : ' open'}><summary>${escapeHtml(machine)}: ${escapeHtml(VERDICT[h.result ?? 'failed'] ?? '')}</summary>`,
+      `<details${ok ? '' : ' open'}><summary>${escapeHtml(machine)}: ${escapeHtml(verdictOf(h))}</summary>`,
       '',
       body,
       '',
@@ -118,9 +126,18 @@ function renderMachines(r: DeployReport): string {
   return lines.join('\n')
 }
 
+function failedResult(r: DeployReport): boolean {
+  return r.result === 'failed' || r.result === 'rolled-back'
+}
+
+function verdictOf(r: DeployReport): string {
+  if (r.fleetRollback) return '↩️ Rolled back by rollback-fleet: another machine failed'
+  return VERDICT[r.result ?? 'failed'] ?? r.result ?? ''
+}
+
 function renderOne(r: DeployReport): string {
   const lines: string[] = []
-  const verdict = VERDICT[r.result ?? 'failed'] ?? r.result
+  const verdict = verdictOf(r)
   lines.push(`### nix-deploy-action: ${verdict}`, '')
   if (r.error) {
     lines.push(

@@ -573,6 +573,20 @@ export class SharedJump {
     }
   }
 
+  /**
+   * Keeps the connection open (once dialled) until the returned function is called, also while no
+   * machine uses it: a fleet's batches, rollbacks and prunes then share one connection instead of
+   * re-dialling the jump host whenever every machine happened to be done at once.
+   */
+  hold(): () => void {
+    this.users++
+    let released = false
+    return () => {
+      if (!released) this.release()
+      released = true
+    }
+  }
+
   release(): void {
     this.users--
     if (this.users <= 0 && this.chain) {

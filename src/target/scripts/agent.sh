@@ -10,7 +10,8 @@
 # The action follows it through files in DIR: log, generation, status, outcome, and pid (whether
 # it still runs: an agent killed without an outcome -- out of memory, by hand -- is seen at once).
 # For such an agent, the action starts another with the same options and --rollback-of-generation
-# (what the dead one recorded): it only puts the target back as it was (rollback below). Its outcomes (the
+# (what the dead one recorded): it only puts the target back as it was (rollback below). The same
+# undoes a finished deploy when another machine of the fleet failed (rollback-fleet). Its outcomes (the
 # words after `finish`) are AGENT_OUTCOMES in agent.ts; a unit test checks they agree.
 #
 # It holds the deploy lock with the action (sourced lock.sh; no --lock-dir: no lock), renewing the
@@ -160,7 +161,12 @@ renew
 if [ "$rollback_only" = 1 ]; then
   # What the dead agent had done: the generation it made (- if none), and whether it was new.
   if [ "$rollback_gen" != - ]; then created_gen=$rollback_gen created_new=$rollback_new; fi
-  say "the previous activation agent ended without an outcome: putting the target back as it was"
+  # Without --rollback-of-dir: a finished deploy of this run undone (rollback-fleet).
+  if [ -n "$dead_dir" ]; then
+    say "the previous activation agent ended without an outcome: putting the target back as it was"
+  else
+    say "undoing this run's deploy: putting the target back as it was before it"
+  fi
   # What it was running may outlive it (no systemd to end its unit's processes): its activation's
   # process group (see run_renewing) is ended first, so it cannot change the system afterwards.
   if [ -n "$dead_dir" ] && [ -s "$dead_dir/tpid" ]; then kill -s KILL -- "-$(cat "$dead_dir/tpid")" 2>/dev/null || true; fi

@@ -1,0 +1,126 @@
+import { DeployJob, deployToTarget, Timed } from '../../src/deploy/deploy'
+import { goalOf } from '../../src/deploy/goal'
+import { movedOn, pruneAfterFleet, revertDeploy } from '../../src/deploy/revert'
+import { ActionError } from '../../src/errors'
+import { closureOf, FakeTarget, fakeCopy, storePath } from './fake-target'
+
+/**
+ * rollback-fleet's visit to a machine this run deployed (src/deploy/revert.ts) over a FakeTarget:
+ * back on what it ran, only under its lock and only while it still runs this run's system. The
+ * network e2e suite proves the same on two simulated Pis.
+ */
+const OLD = storePath('nixos-system-pi-old', 'o')
+const NEW = storePath('nixos-system-pi-new', 'n')
+const LATER = storePath('nixos-system-pi-later', 'l')
+const timed: Timed = (_phase, fn) => fn()
+
+function job(mode: 'switch' | 'test' | 'dry-activate' = 'switch'): DeployJob {
+  return {
+    name: 'pi',
+    goal: goalOf(mode),
+    built: { toplevel: NEW, hostSystem: 'aarch64-linux', closure: closureOf(NEW) },
+    keys: [],
+    activation: {
+      activationTimeoutSeconds: 30,
+      confirmTimeoutSeconds: 30,
+      healthTimeoutSeconds: 5,
+      connectTimeoutSeconds: 5,
+      magicRollback: false,
+      healthChecks: []
+    },
+    lockTimeoutSeconds: 30,
+    compression: 'auto',
+    substituteOnDestination: false
+  }
+}
+
+async function deployed(t: FakeTarget, mode: 'switch' | 'test' | 'dry-activate' = 'switch') {
+  const outcome = await deployToTarget(t, job(mode), fakeCopy([]), timed)
+  expect(outcome.error).toBeUndefined()
+  t.calls = []
+  return outcome
+}
+
+describe('rollback-fleet: undoing a finished deploy', () => {
+  it('switch: the generation it made goes, the previous system runs again, the lock is taken and released', async () => {
+    const t = new FakeTarget(OLD)
+    const { undo } = await deployed(t)
+    expect(undo).toMatchObject({ toplevel: NEW, generation: 2, before: { current: OLD } })
+    expect(t.current).toBe(NEW)
+
+    await expect(revertDeploy(t, undo!)).resolves.toEqual({ kind: 'reverted', to: OLD })
+    expect(t.current).toBe(OLD)
+    expect(t.profile).toBe(OLD)
+    expect(t.generations).toEqual([OLD])
+    expect(t.calls).toEqual([
+      'lock acquire',
+      'startAgent switch',
+      'rollbackOf 2 false',
+      'removeAgentDir',
+      'lock release'
+    ])
+    expect(t.lockOwner).toBeUndefined()
+  })
+
+  it('test: what ran before runs again; the profile was never touched', async () => {
+    const t = new FakeTarget(OLD)
+    const { undo } = await deployed(t, 'test')
+    await expect(revertDeploy(t, undo!)).resolves.toEqual({ kind: 'reverted', to: OLD })
+    expect(t.current).toBe(OLD)
+    expect(t.generations).toEqual([OLD])
+  })
+
+  it('a machine another deploy changed since is left as it is: nothing activated', async () => {
+    const t = new FakeTarget(OLD)
+    const { undo } = await deployed(t)
+    // Another run deployed after this one.
+    t.generations.push(LATER)
+    t.profileGen = 3
+    t.current = LATER
+    await expect(revertDeploy(t, undo!)).resolves.toEqual({
+      kind: 'moved-on',
+      now: `it runs ${LATER}, its system profile is ${LATER}`
+    })
+    expect(t.current).toBe(LATER)
+    expect(t.calls).toEqual(['lock acquire', 'lock release'])
+  })
+
+  it('the same system but a newer generation (deployed again by another run) also counts as moved on', () => {
+    const undo = { goal: goalOf('switch'), toplevel: NEW, generation: 2 }
+    const now = { current: NEW, profile: NEW, profileLink: 'system-4-link' }
+    expect(movedOn(undo as never, now as never)).toBe('has system generation 4, not 2')
+    expect(movedOn(undo as never, { ...now, profileLink: 'system-2-link' } as never)).toBeUndefined()
+  })
+
+  it('while another deploy holds the lock past lock-timeout: an error naming it, nothing changed', async () => {
+    const t = new FakeTarget(OLD)
+    const { undo } = await deployed(t)
+    t.lockOwner = 'other'
+    const err = await revertDeploy(t, { ...undo!, lockTimeoutSeconds: 0 }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ActionError)
+    expect((err as ActionError).message).toMatch(/is locked by another deploy: another run/)
+    expect(t.current).toBe(NEW)
+    expect(t.calls).toEqual(['lock acquire'])
+  })
+
+  it('a dry run, or a deploy that found the target unchanged, leaves nothing to undo', async () => {
+    const dry = await deployed(new FakeTarget(OLD), 'dry-activate')
+    expect(dry.undo).toBeUndefined()
+    const unchanged = await deployed(new FakeTarget(NEW))
+    expect(unchanged.result.result).toBe('unchanged')
+    expect(unchanged.undo).toBeUndefined()
+  })
+
+  it('deferred keep-generations: pruned under the lock after the fleet; skipped with a warning while another run holds it', async () => {
+    const t = new FakeTarget(OLD)
+    await deployed(t)
+    await expect(pruneAfterFleet(t, 1)).resolves.toEqual([1])
+    expect(t.calls).toEqual(['lock acquire', 'deleteGenerations 1', 'lock release'])
+
+    t.calls = []
+    t.lockOwner = 'other'
+    await expect(pruneAfterFleet(t, 1)).resolves.toEqual([])
+    expect(t.calls).toEqual(['lock acquire'])
+    expect(t.log.lines.join('\n')).toMatch(/old generations not pruned: .* is locked by another deploy/)
+  })
+})
