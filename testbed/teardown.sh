@@ -6,6 +6,7 @@ TESTBED=${TESTBED:-/var/lib/nda-testbed}
 PI=pi "$here/pi.sh" stop
 PI=pi2 "$here/pi.sh" stop
 PI=spi "$here/systemd-pi.sh" stop
+"$here/fleet.sh" down
 for m in root nix boot; do mountpoint -q "$TESTBED/spi/$m" && umount -l "$TESTBED/spi/$m"; done
 for j in jump jump2; do [ -f "$TESTBED/$j/sshd.pid" ] && kill "$(cat "$TESTBED/$j/sshd.pid")" 2>/dev/null; done
 for ns in nda-jump nda-jump2 nda-pi nda-pi2 nda-spi; do ip netns del "$ns" 2>/dev/null; done

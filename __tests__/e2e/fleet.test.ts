@@ -1,0 +1,159 @@
+import { execFileSync } from 'child_process'
+import * as fs from 'fs'
+import * as net from 'net'
+import * as os from 'os'
+import * as path from 'path'
+import { deployInputs, describeE2E, ROOT, runAction, testbed } from './harness'
+
+/**
+ * A fleet at scale: four light Pis on one bridge behind the jump host (testbed/fleet.sh; the bench
+ * runs twelve), deployed in one run. Every SSH session reaches them through one TCP connection to
+ * the jump host, counted by a forwarder in front of it: sshd's MaxStartups (10:30:100) refuses
+ * parallel handshakes from a client that dials the bastion once per machine.
+ */
+const FLEET = 4
+const fleetSh = path.join(ROOT, 'testbed', 'fleet.sh')
+
+function fleetExec(i: number, command: string): string {
+  return execFileSync('bash', [fleetSh, 'exec', String(i), 'sh', '-c', command], { encoding: 'utf8' }).trim()
+}
+
+/** A TCP forwarder to the jump host's sshd that counts the connections it accepted. */
+async function countingJumpForwarder(): Promise<{ port: number; count: () => number; close: () => void }> {
+  let accepted = 0
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer(client => {
+    accepted++
+    const upstream = net.connect(22, testbed().TESTBED_JUMP)
+    for (const s of [client, upstream]) {
+      sockets.add(s)
+      s.on('error', () => undefined)
+      s.on('close', () => sockets.delete(s))
+    }
+    client.pipe(upstream).pipe(client)
+  })
+  await new Promise<void>(res => server.listen(0, '10.99.1.1', res))
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    count: () => accepted,
+    close: () => {
+      for (const s of sockets) s.destroy()
+      server.close()
+    }
+  }
+}
+
+describeE2E(`a fleet of ${FLEET} Pis behind one jump host`, () => {
+  let hosts: string[] = []
+  let knownHosts = ''
+  let forwarder: Awaited<ReturnType<typeof countingJumpForwarder>>
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-fleet-'))
+  const fixture = (...p: string[]): string => path.join(testbed().TESTBED, 'fixture', ...p)
+
+  /** A network file of every fleet Pi, all with the same system (so it is built once), this motd. */
+  function network(motd: string): string {
+    const file = path.join(dir, `fleet-${motd}.nix`)
+    const machines = hosts.map((h, i) => `  pf${i + 1} = machine "${h}";`).join('\n')
+    fs.writeFileSync(
+      file,
+      `let
+  machine = host: { lib, ... }: {
+    deployment.targetHost = host;
+    nixpkgs.localSystem.system = "aarch64-linux";
+    imports = [ ${fixture('network', 'pi-configuration.nix')} ];
+    networking.hostName = lib.mkForce "pi-fleet";
+    users.motd = lib.mkForce "${motd}";
+  };
+in {
+${machines}
+}
+`
+    )
+    return file
+  }
+
+  function inputs(motd: string, extra: Record<string, string> = {}): Record<string, string> {
+    const { flake: _flake, ...rest } = deployInputs('unused')
+    return {
+      ...rest,
+      'target-host': '',
+      nixpkgs: fixture('nixpkgs'),
+      network: network(motd),
+      'jump-host': `10.99.1.1:${forwarder.port}`,
+      'known-hosts': knownHosts,
+      parallel: String(FLEET),
+      ...extra
+    }
+  }
+
+  const running = (): string[] => hosts.map((_, i) => fleetExec(i + 1, 'readlink /run/current-system'))
+
+  beforeAll(async () => {
+    execFileSync('bash', [fleetSh, 'up', String(FLEET)], { stdio: 'pipe' })
+    const env = fs.readFileSync(path.join(testbed().TESTBED, 'fleet', 'env'), 'utf8')
+    hosts = /FLEET_HOSTS="([^"]*)"/.exec(env)![1].split(' ')
+    forwarder = await countingJumpForwarder()
+    const jumpKey = fs.readFileSync(path.join(testbed().TESTBED_KEYS, 'jump_host_ed25519.pub'), 'utf8')
+    knownHosts = [
+      fs.readFileSync(path.join(testbed().TESTBED, 'fleet', 'known_hosts'), 'utf8').trim(),
+      `[10.99.1.1]:${forwarder.port} ${jumpKey.split(' ').slice(0, 2).join(' ')}`
+    ].join('\n')
+  }, 300_000)
+
+  afterAll(() => {
+    forwarder?.close()
+    execFileSync('bash', [fleetSh, 'down'], { stdio: 'pipe' })
+    fs.rmSync(dir, { recursive: true, force: true })
+  }, 120_000)
+
+  it('deploys every Pi in one run through one connection to the jump host; again: all unchanged, still one', async () => {
+    const before = forwarder.count()
+    const run = await runAction(inputs('fleet-a'))
+    expect(run.exitCode).toBe(0)
+    const results = JSON.parse(run.outputs.results) as Record<
+      string,
+      { result: string; 'store-path': string }
+    >
+    expect(Object.keys(results).sort()).toEqual(hosts.map((_, i) => `pf${i + 1}`).sort())
+    for (const r of Object.values(results)) expect(r.result).toBe('deployed')
+    // One system for all (one build), each Pi running it.
+    expect(running()).toEqual(hosts.map(() => run.outputs['store-path']))
+    expect(forwarder.count() - before).toBe(1)
+
+    const again = await runAction(inputs('fleet-a'))
+    expect(again.exitCode).toBe(0)
+    for (const r of Object.values(JSON.parse(again.outputs.results) as Record<string, { result: string }>))
+      expect(r.result).toBe('unchanged')
+    expect(forwarder.count() - before).toBe(2)
+  }, 600_000)
+
+  it('rollback-fleet in batches of 2: the last Pi fails its health check, so all are put back, over the same one connection', async () => {
+    const first = await runAction(inputs('fleet-b'))
+    expect(first.exitCode).toBe(0)
+    const before = running()
+    const generations = hosts.map((_, i) =>
+      fleetExec(i + 1, 'ls /nix/var/nix/profiles | grep "^system-" | sort')
+    )
+    const opened = forwarder.count()
+    const last = hosts[hosts.length - 1].replace(/[.]/g, '[.]')
+    const run = await runAction(
+      inputs('fleet-c', {
+        rollout: '2',
+        'rollback-fleet': 'true',
+        'health-checks': `! ip -br addr | grep -q "${last}/"`,
+        'health-timeout': '5'
+      })
+    )
+    expect(run.exitCode).toBe(1)
+    const results = JSON.parse(run.outputs.results) as Record<string, { result: string }>
+    for (const r of Object.values(results)) expect(r.result).toBe('rolled-back')
+    expect(running()).toEqual(before)
+    expect(
+      hosts.map((_, i) => fleetExec(i + 1, 'ls /nix/var/nix/profiles | grep "^system-" | sort'))
+    ).toEqual(generations)
+    expect(run.summary.split('\n')[0]).toMatch(
+      new RegExp(`\\(1 of ${FLEET} machines; ${FLEET - 1} rolled back by rollback-fleet\\)$`)
+    )
+    expect(forwarder.count() - opened).toBe(1)
+  }, 600_000)
+})
