@@ -6,7 +6,9 @@
 //   cache  the build phase of a cold run (nothing cached) against a warm run (the store restored
 //          through @actions/cache from a local cache service) and a run whose store already has
 //          everything (a persistent self-hosted runner), on a fixture with emulated builds.
-// BENCH_PARTS=copy,cache chooses the parts; each rewrites only its own section of RESULTS.md.
+//   fleet  one change deployed to 1, 4 and 12 light Pis (testbed/fleet.sh) by the action and by
+//          parallel nix-copy-closure + ssh switch-to-configuration with ProxyJump (colmena's way).
+// BENCH_PARTS=copy,cache,fleet chooses the parts; each rewrites only its own section of RESULTS.md.
 // BENCH_PI=spi runs the copy against the systemd Pi (systemd-nspawn, Nix 2.26 with its daemon)
 // instead of pi (sshd, Nix 2.8), into its own section.
 'use strict'
@@ -22,7 +24,7 @@ const env = Object.fromEntries(
 )
 const RATES = (process.env.BENCH_RATES || '10,50,100,0').split(',').map(Number) // Mbit/s; 0 = unthrottled
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 3)
-const PARTS = (process.env.BENCH_PARTS || 'copy,cache').split(',')
+const PARTS = (process.env.BENCH_PARTS || 'copy,cache,fleet').split(',')
 const PI = process.env.BENCH_PI || 'pi'
 if (!['pi', 'spi'].includes(PI)) throw new Error(`BENCH_PI must be pi or spi, not ${PI}`)
 const PI_SCRIPT = path.join(ROOT, 'testbed', PI === 'spi' ? 'systemd-pi.sh' : 'pi.sh')
@@ -263,6 +265,117 @@ async function cacheBench() {
   )
 }
 
+const FLEET_SIZES = (process.env.BENCH_FLEET || '1,4,12').split(',').map(Number)
+const FLEET_SH = path.join(ROOT, 'testbed', 'fleet.sh')
+
+/** A network file deploying the same system (built once) to the first `n` fleet Pis, with this motd. */
+function fleetNetwork(hosts, n, motd) {
+  const file = path.join(os.tmpdir(), `nda-bench-fleet-${n}-${motd}.nix`)
+  const machines = hosts.slice(0, n).map((h, i) => `  pf${i + 1} = machine "${h}";`).join('\n')
+  fs.writeFileSync(
+    file,
+    `let\n  machine = host: { lib, ... }: {\n    deployment.targetHost = host;\n    nixpkgs.localSystem.system = "aarch64-linux";\n` +
+      `    imports = [ ${path.join(TB, 'fixture', 'network', 'pi-configuration.nix')} ];\n` +
+      `    networking.hostName = lib.mkForce "pi-fleet";\n    users.motd = lib.mkForce "${motd}";\n  };\nin {\n${machines}\n}\n`
+  )
+  return file
+}
+
+/**
+ * fleet: a changed configuration (a new motd: the same small closure change for every Pi) deployed
+ * to 1, 4 and 12 light Pis behind the jump host, by the action (switch, magic rollback, lock,
+ * verify; one jump connection) and by colmena's approach stood in: per Pi, nix-copy-closure then
+ * ssh … 'nix-env --set … && switch-to-configuration switch', all Pis in parallel, each with
+ * OpenSSH ProxyJump (its own jump connection). The stand-in gets the system already built; the
+ * action's time is given whole and without its build phase (evaluation and build).
+ */
+async function fleetBench() {
+  const max = Math.max(...FLEET_SIZES)
+  run('bash', [FLEET_SH, 'up', String(max)], { stdio: 'ignore' })
+  const fleetEnv = fs.readFileSync(path.join(TB, 'fleet', 'env'), 'utf8')
+  const hosts = /FLEET_HOSTS="([^"]*)"/.exec(fleetEnv)[1].split(' ')
+  const knownHosts = path.join(TB, 'fleet', 'known_hosts')
+  const sshOpts = `-F ${env.TESTBED_SSH_CONFIG} -o UserKnownHostsFile=${knownHosts} -J jump`
+  const inputs = (n, motd, mode = 'switch') => {
+    const { flake: _f, ...rest } = actionInputs('unused')
+    return {
+      ...rest,
+      mode,
+      'target-host': '',
+      'known-hosts': fs.readFileSync(knownHosts, 'utf8'),
+      nixpkgs: path.join(TB, 'fixture', 'nixpkgs'),
+      network: fleetNetwork(hosts, n, motd),
+      parallel: String(max)
+    }
+  }
+  const standIn = (n, top) => {
+    const script =
+      'h=$1; p=$2; nix-copy-closure --to "root@$h" "$p" && ssh $NIX_SSHOPTS "root@$h" ' +
+      '"nix-env -p /nix/var/nix/profiles/system --set $p && $p/bin/switch-to-configuration switch"'
+    const t = process.hrtime.bigint()
+    const children = hosts.slice(0, n).map(h =>
+      new Promise(res => {
+        const c = require('child_process').spawn('sh', ['-c', script, 'sh', h, top], {
+          env: { ...NIX_ENV, NIX_SSHOPTS: sshOpts },
+          stdio: ['ignore', 'ignore', 'pipe']
+        })
+        let err = ''
+        c.stderr.on('data', d => (err += d))
+        c.on('close', code => res({ code, err }))
+      })
+    )
+    return Promise.all(children).then(rs => ({
+      seconds: Number(process.hrtime.bigint() - t) / 1e9,
+      failed: rs.filter(r => r.code !== 0).length,
+      refused: rs.filter(r => /Connection (closed|reset)|kex_exchange_identification/.test(r.err)).length
+    }))
+  }
+  const rows = []
+  for (const n of FLEET_SIZES) {
+    const t = { whole: [], deploy: [], standIn: [], failed: 0, refused: 0 }
+    for (let round = 0; round < ROUNDS; round++) {
+      const tag = `${Date.now()}-${n}-${round}`
+      const start = process.hrtime.bigint()
+      const a = await runBundled(inputs(n, `action-${tag}`))
+      const whole = Number(process.hrtime.bigint() - start) / 1e9
+      t.whole.push(whole)
+      t.deploy.push(whole - a.phase('build'))
+      // The stand-in's system: built (untimed) by the action in build mode.
+      const built = await harness().runAction(inputs(n, `standin-${tag}`, 'build'), { timeoutMs: 900_000 })
+      const top = built.outputs['store-path']
+      const s = await standIn(n, top)
+      t.standIn.push(s.seconds)
+      t.failed += s.failed
+      t.refused += s.refused
+      const runs = hosts.slice(0, n).map((_, i) => run('bash', [FLEET_SH, 'exec', String(i + 1), 'readlink', '/run/current-system']).trim())
+      if (s.failed === 0 && runs.some(r => r !== top)) throw new Error(`the stand-in did not leave every Pi on ${top}`)
+      console.log(`  fleet ${n} round ${round + 1}: action ${whole.toFixed(2)} s (deploy part ${t.deploy.at(-1).toFixed(2)} s), stand-in ${s.seconds.toFixed(2)} s${s.failed ? ` (${s.failed} failed)` : ''}`)
+    }
+    rows.push({ n, whole: median(t.whole), deploy: median(t.deploy), standIn: median(t.standIn), failed: t.failed, refused: t.refused })
+  }
+  run('bash', [FLEET_SH, 'down'], { stdio: 'ignore' })
+  const one = rows.find(r => r.n === 1) ?? rows[0]
+  const table = [
+    `| Pis | action, whole run (s) | action without build (s) | stand-in: parallel nix-copy-closure + ssh switch (s) | action without build ÷ stand-in | action ÷ its own 1-Pi run | stand-in Pis failed |`,
+    '|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map(r => `| ${r.n} | ${r.whole.toFixed(2)} | ${r.deploy.toFixed(2)} | ${r.standIn.toFixed(2)} | ${(r.deploy / r.standIn).toFixed(2)} | ${(r.whole / one.whole).toFixed(2)} | ${r.failed} of ${r.n * ROUNDS} |`)
+  ].join('\n')
+  console.log('\n' + table)
+  writeSection(
+    'fleet',
+    `## Fleet: one change to 1, 4 and 12 Pis\n\n` +
+      `Light Pis (testbed/fleet.sh: sshd in a network namespace with a private /nix, no systemd) on one bridge behind the jump host. ` +
+      `Each round deploys a new motd (the same small closure change on every Pi). The action: \`network\` with one machine per Pi, ` +
+      `\`mode: switch\` (lock, magic rollback with its confirmation over a new session, verify), \`parallel\` = the largest fleet, one TCP ` +
+      `connection to the jump host for all (the e2e fleet suite counts it); timed as a whole process, and without its build phase ` +
+      `(the network's evaluation and the build). The stand-in for colmena's approach: per Pi \`nix-copy-closure --to\` then ` +
+      `\`ssh … 'nix-env -p …/system --set P && P/bin/switch-to-configuration switch'\`, all Pis in parallel, each with OpenSSH ` +
+      `\`-J jump\` (its own jump connection; the jump host's sshd has the default MaxStartups 10:30:100); the system built beforehand, untimed. ` +
+      `Medians of ${ROUNDS} rounds. Goal: 12 Pis in ≤ 2× the time of one.\n\n` +
+      table + '\n'
+  )
+}
+
 /** Replaces one part's section of RESULTS.md (between its markers), keeping the others. */
 function writeSection(name, body) {
   const file = path.join(__dirname, 'RESULTS.md')
@@ -278,6 +391,7 @@ function writeSection(name, body) {
 async function main() {
   if (PARTS.includes('copy')) await copyBench()
   if (PARTS.includes('cache')) await cacheBench()
+  if (PARTS.includes('fleet')) await fleetBench()
 }
 
 main().catch(e => {
