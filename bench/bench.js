@@ -8,7 +8,8 @@
 //          everything (a persistent self-hosted runner), on a fixture with emulated builds.
 //   fleet  one change deployed to 1, 4 and 12 light Pis (testbed/fleet.sh) by the action and by
 //          parallel nix-copy-closure + ssh switch-to-configuration with ProxyJump (colmena's way).
-// BENCH_PARTS=copy,cache,fleet chooses the parts; each rewrites only its own section of RESULTS.md.
+//   latency  a no-op redeploy and a small change, the action against bench/standin-*.sh.
+// BENCH_PARTS=copy,cache,fleet,latency chooses the parts; each rewrites only its own section of RESULTS.md.
 // BENCH_PI=spi runs the copy against the systemd Pi (systemd-nspawn, Nix 2.26 with its daemon)
 // instead of pi (sshd, Nix 2.8), into its own section.
 'use strict'
@@ -24,7 +25,7 @@ const env = Object.fromEntries(
 )
 const RATES = (process.env.BENCH_RATES || '10,50,100,0').split(',').map(Number) // Mbit/s; 0 = unthrottled
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 3)
-const PARTS = (process.env.BENCH_PARTS || 'copy,cache,fleet').split(',')
+const PARTS = (process.env.BENCH_PARTS || 'copy,cache,fleet,latency').split(',')
 const PI = process.env.BENCH_PI || 'pi'
 if (!['pi', 'spi'].includes(PI)) throw new Error(`BENCH_PI must be pi or spi, not ${PI}`)
 const PI_SCRIPT = path.join(ROOT, 'testbed', PI === 'spi' ? 'systemd-pi.sh' : 'pi.sh')
@@ -265,6 +266,94 @@ async function cacheBench() {
   )
 }
 
+/**
+ * latency (#18): a no-op redeploy and a small change (pi-gen1 → pi-gen2: one package changed, one
+ * added), the action (switch: lock, magic rollback, verify) against committed stand-ins with plain
+ * tools (bench/standin-*.sh), each timed as a whole process. The action's activation overhead: its
+ * activate phase minus switch-to-configuration's own run time (the agent logs it).
+ */
+async function latencyBench() {
+  const rounds = Math.max(ROUNDS, 5)
+  const host = PI === 'spi' ? 'spi' : 'pi'
+  const attr = c => `${env.TESTBED_FIXTURE}#nixosConfigurations.${c}.config.system.build.toplevel`
+  toplevel('pi-gen1')
+  toplevel('pi-gen2')
+  const inputs = c => ({ ...actionInputs(c), mode: 'switch' })
+  const timeAction = async c => {
+    const t = process.hrtime.bigint()
+    const r = await runBundled(inputs(c))
+    const seconds = Number(process.hrtime.bigint() - t) / 1e9
+    const own = /switch-to-configuration switch exited 0 after ([0-9.]+) s/.exec(r.log)
+    return { seconds, activate: r.phase('activate'), switchSeconds: own ? Number(own[1]) : undefined, summary: r.summary }
+  }
+  const standIn = (script, c) => {
+    const t = process.hrtime.bigint()
+    const out = run('sh', [path.join(__dirname, script), attr(c), host], {
+      env: { ...NIX_ENV, SSH_CONFIG: env.TESTBED_SSH_CONFIG },
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    return { seconds: Number(process.hrtime.bigint() - t) / 1e9, out: out.trim() }
+  }
+  const reset = () => execFileSync('bash', [PI_SCRIPT, 'reset'], { stdio: 'ignore', env: { ...process.env, PI } })
+  const times = { noopAction: [], noopStandIn: [], switchAction: [], switchStandIn: [], overhead: [], switchOwn: [] }
+  reset()
+  await runBundled(inputs('pi-gen1'))
+  for (let round = 0; round < rounds; round++) {
+    const a = await timeAction('pi-gen1')
+    if (!/Unchanged/.test(a.summary.split('\n')[0])) throw new Error(`the no-op was not unchanged:\n${a.summary}`)
+    const s = standIn('standin-noop.sh', 'pi-gen1')
+    if (s.out !== 'unchanged') throw new Error(`the no-op stand-in said ${s.out}`)
+    times.noopAction.push(a.seconds)
+    times.noopStandIn.push(s.seconds)
+    console.log(`  no-op round ${round + 1}: action ${a.seconds.toFixed(2)} s, stand-in ${s.seconds.toFixed(2)} s`)
+  }
+  for (let round = 0; round < rounds; round++) {
+    // Each from pi-gen1 freshly deployed on a Pi that never had pi-gen2: the change is copied.
+    const order = round % 2 ? ['standIn', 'action'] : ['action', 'standIn']
+    for (const who of order) {
+      reset()
+      await runBundled(inputs('pi-gen1'))
+      if (who === 'action') {
+        const a = await timeAction('pi-gen2')
+        times.switchAction.push(a.seconds)
+        if (a.switchSeconds !== undefined) {
+          times.switchOwn.push(a.switchSeconds)
+          times.overhead.push(a.activate - a.switchSeconds)
+        }
+        console.log(`  small change round ${round + 1}: action ${a.seconds.toFixed(2)} s (activate ${a.activate.toFixed(2)} s, switch-to-configuration ${a.switchSeconds} s)`)
+      } else {
+        const s = standIn('standin-switch.sh', 'pi-gen2')
+        const now = pi('readlink', '-f', '/run/current-system').trim()
+        if (now !== toplevel('pi-gen2')) throw new Error(`the stand-in left the Pi on ${now}`)
+        times.switchStandIn.push(s.seconds)
+        console.log(`  small change round ${round + 1}: stand-in ${s.seconds.toFixed(2)} s`)
+      }
+    }
+  }
+  reset()
+  const m = Object.fromEntries(Object.entries(times).map(([k, v]) => [k, v.length ? median(v) : NaN]))
+  const table = [
+    '| what | nix-deploy-action (s) | stand-in (s) | action ÷ stand-in | goal (floor) |',
+    '|---|---:|---:|---:|---|',
+    `| no-op redeploy | ${m.noopAction.toFixed(2)} | ${m.noopStandIn.toFixed(2)} | ${(m.noopAction / m.noopStandIn).toFixed(2)} | ≤ 1.0 (≤ 1.2) |`,
+    `| small change (switch) | ${m.switchAction.toFixed(2)} | ${m.switchStandIn.toFixed(2)} | ${(m.switchAction / m.switchStandIn).toFixed(2)} | ≤ 1.0 (≤ 1.5) |`,
+    `| activation overhead (activate phase − switch-to-configuration's ${m.switchOwn.toFixed(2)} s) | ${m.overhead.toFixed(2)} | – | – | ≤ 0.5 s |`
+  ].join('\n')
+  console.log('\n' + table)
+  writeSection(
+    PI === 'spi' ? 'latency-spi' : 'latency',
+    `## Latency: a no-op redeploy and a small change${PI === 'spi' ? ' (systemd Pi)' : ''}\n\n` +
+      `Target ${PI} through the jump host, unthrottled. Each a whole process from start to exit, medians of ${rounds} rounds. ` +
+      `No-op: the target already runs \`pi-gen1\`; the action (\`mode: switch\`) against \`bench/standin-noop.sh\` ` +
+      `(\`nix eval\` of the toplevel, then \`ssh -J\` \`readlink /run/current-system\` on a fresh OpenSSH connection). ` +
+      `Small change: \`pi-gen1\` → \`pi-gen2\` (one package changed, one added; every trial from a freshly reset Pi running pi-gen1, ` +
+      `so the change is copied), the action (lock, magic rollback with its confirmation over a new connection, verify) against ` +
+      `\`bench/standin-switch.sh\` (\`nix eval\`, \`nix-copy-closure\`, \`nix-env --set\` + \`switch-to-configuration switch\` over one ` +
+      `OpenSSH ControlMaster connection through the jump host; no lock, no rollback). The system is built beforehand for both.\n\n` +
+      table + '\n'
+  )
+}
+
 const FLEET_SIZES = (process.env.BENCH_FLEET || '1,4,12').split(',').map(Number)
 const FLEET_SH = path.join(ROOT, 'testbed', 'fleet.sh')
 
@@ -392,6 +481,7 @@ async function main() {
   if (PARTS.includes('copy')) await copyBench()
   if (PARTS.includes('cache')) await cacheBench()
   if (PARTS.includes('fleet')) await fleetBench()
+  if (PARTS.includes('latency')) await latencyBench()
 }
 
 main().catch(e => {

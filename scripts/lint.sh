@@ -11,7 +11,7 @@ npx eslint .
 if command -v shellcheck >/dev/null 2>&1; then
   shellcheck -s sh src/target/scripts/*.sh nixos/*.sh
   # SC2016: single quotes that pass $ to another shell on purpose.
-  shellcheck -e SC2016 testbed/*.sh scripts/*.sh bench/run.sh .ci/run
+  shellcheck -e SC2016 testbed/*.sh scripts/*.sh bench/*.sh .ci/run
 elif [ "${CI:-}" = true ]; then
   echo "lint: shellcheck is not installed (scripts/install-deps.sh installs it)" >&2
   exit 1

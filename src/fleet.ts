@@ -26,6 +26,37 @@ export interface FleetMachine {
   }
 }
 
+/**
+ * One machine's connection dialled while Nix still evaluates and builds (a flake or
+ * configuration.nix deploy: its target is known from the inputs): the deploy then starts on a
+ * connection that is already up. A failed dial is reported when the deploy takes it, as any
+ * connect failure.
+ */
+export class EarlyDial {
+  private host: Promise<RemoteHost> | undefined
+
+  constructor(target: Endpoint, jumps: Endpoint[], connect: ConnectOptions) {
+    this.host = RemoteHost.connect(target, jumps, connect)
+    // Handled where it is taken; until then a failure must not be an unhandled rejection.
+    this.host.catch(() => undefined)
+  }
+
+  /** The early connection, once (later dials are the deploy's own). */
+  take(): Promise<RemoteHost> | undefined {
+    const host = this.host
+    this.host = undefined
+    return host
+  }
+
+  /** Closes the connection if the deploy did not take it (e.g. the build failed). */
+  dispose(): void {
+    void this.take()?.then(
+      h => h.close(),
+      () => undefined
+    )
+  }
+}
+
 export interface FleetOptions {
   parallel: number
   failFast: boolean
@@ -34,6 +65,8 @@ export interface FleetOptions {
   rollbackFleet: boolean
   connect: Omit<ConnectOptions, 'sudo'>
   timed: (report: DeployReport) => Timed
+  /** The single machine's connection, dialled during the build (see EarlyDial). */
+  early?: EarlyDial
 }
 
 /**
@@ -44,6 +77,8 @@ export interface FleetOptions {
  */
 export async function runFleet(machines: FleetMachine[], nix: RunnerNix, opts: FleetOptions): Promise<void> {
   const jumps = machines.find(m => m.deploy?.jumps.length)?.deploy?.jumps
+  // One machine dials its own chain each time: a connection it drops (the link to the target cut
+  // mid-copy) ends with its jump connection, instead of waiting on a jump host that cannot flush it.
   const shared = machines.length > 1 && jumps ? new SharedJump(jumps, opts.connect) : undefined
   const unhold = shared?.hold()
   try {
@@ -138,7 +173,9 @@ async function revertMachine(
     target.log.info(`rolling back (rollback-fleet): ${why}`)
     const outcome = await revertDeploy(target, undo)
     if (outcome.kind === 'moved-on') {
-      m.report.warnings.push(`not rolled back (rollback-fleet): it ${outcome.now}, not this run's system`)
+      m.report.warnings.push(
+        `not rolled back (rollback-fleet): it changed after this run deployed it (${outcome.now}); left as it is`
+      )
       return
     }
     Object.assign(m.report, {
@@ -206,8 +243,10 @@ async function deployOne(
   const timed = opts.timed(m.report)
   if (several) log.info(`deploying to ${endpoint.label}`)
   try {
-    const dial = (): Promise<RemoteHost> =>
+    const fresh = (): Promise<RemoteHost> =>
       RemoteHost.connect(endpoint, shared ?? jumps, { ...opts.connect, sudo })
+    // An early dial that failed during the build is tried once more now, as it would have been.
+    const dial = (): Promise<RemoteHost> => opts.early?.take()?.catch(fresh) ?? fresh()
     const target = await timed('connect', () => SshTarget.connect(dial, log))
     const outcome = await deployToTarget(target, job, deps, timed)
     applyMachineResult(m.report, outcome.result)

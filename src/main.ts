@@ -5,12 +5,12 @@ import * as os from 'os'
 import * as path from 'path'
 import { baselineClosure, buildMachines, Machine } from './build'
 import { ActionError, errorMessage, Phase } from './errors'
-import { FleetMachine, runFleet } from './fleet'
+import { EarlyDial, FleetMachine, FleetOptions, runFleet } from './fleet'
 import { InputName, Inputs, readInputs, SECRET_INPUTS } from './inputs'
 import { needsReboot, readBootIdentity } from './nix/boot'
 import { githubAccessConfig } from './nix/flake'
 import { RunnerNix } from './nix/nix'
-import { deployJob } from './plan'
+import { deployJob, makePlan } from './plan'
 import { diffClosures } from './report/diff'
 import { reportFailure } from './report/failure'
 import { DeployReport, outputsOf, worstReport } from './report/report'
@@ -66,6 +66,20 @@ function runnerSecretConfig(inputs: Inputs): string | undefined {
 
 /** inputs → plan → build → fleet (connect → copy → activate → verify) → report. */
 async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number): Promise<void> {
+  const early = dialEarly(inputs)
+  try {
+    await deployWith(inputs, report, runDeadline, early)
+  } finally {
+    early?.dispose()
+  }
+}
+
+async function deployWith(
+  inputs: Inputs,
+  report: DeployReport,
+  runDeadline: number | undefined,
+  early: EarlyDial | undefined
+): Promise<void> {
   const tempDir = await makeTempDir()
   const phase = <T>(p: Phase, fn: () => Promise<T>): Promise<T> => timed(report, p, fn)
   const { machines, nix } = await buildMachines(
@@ -95,16 +109,32 @@ async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number
       failFast: inputs.failFast,
       rollout: inputs.rollout,
       rollbackFleet: inputs.rollbackFleet,
-      connect: {
-        knownHosts: inputs.knownHosts,
-        insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
-        timeoutMs: inputs.connectTimeoutSeconds * 1000,
-        proxyCommand: inputs.proxyCommand
-      },
-      timed: r => (p, fn) => timed(r, p, fn)
+      connect: connectOptions(inputs),
+      timed: r => (p, fn) => timed(r, p, fn),
+      early
     }
   )
   if (several) report.result = worstReport(machines.map(m => m.report)).result
+}
+
+function connectOptions(inputs: Inputs): FleetOptions['connect'] {
+  return {
+    knownHosts: inputs.knownHosts,
+    insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
+    timeoutMs: inputs.connectTimeoutSeconds * 1000,
+    proxyCommand: inputs.proxyCommand
+  }
+}
+
+/**
+ * A flake or configuration.nix deploy knows its target from the inputs: its connection is dialled
+ * while Nix evaluates and builds (a no-op or a small change waits for neither in turn).
+ */
+function dialEarly(inputs: Inputs): EarlyDial | undefined {
+  if (inputs.source.kind === 'network') return undefined
+  const plan = makePlan(inputs)
+  if (plan.mode === 'build' || !plan.target) return undefined
+  return new EarlyDial(plan.target, plan.jumps, { ...connectOptions(inputs), sudo: plan.sudo })
 }
 
 /** A machine as the fleet deploys it: its job, or none when it is only built. */

@@ -88,7 +88,7 @@ describe('rollback-fleet: undoing a finished deploy', () => {
   it('the same system but a newer generation (deployed again by another run) also counts as moved on', () => {
     const undo = { goal: goalOf('switch'), toplevel: NEW, generation: 2 }
     const now = { current: NEW, profile: NEW, profileLink: 'system-4-link' }
-    expect(movedOn(undo as never, now as never)).toBe('has system generation 4, not 2')
+    expect(movedOn(undo as never, now as never)).toBe('it has system generation 4, not 2')
     expect(movedOn(undo as never, { ...now, profileLink: 'system-2-link' } as never)).toBeUndefined()
   })
 

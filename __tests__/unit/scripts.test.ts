@@ -93,6 +93,67 @@ describe('the follow script', () => {
   })
 })
 
+describe('the follow script: waiting on the target for news', () => {
+  /** Runs one follow poll (WAIT tenths) while `meanwhile` changes the agent's directory. */
+  async function pollWhile(
+    dir: string,
+    wait: number,
+    knowsStatus: boolean,
+    meanwhile: () => void,
+    offset = 0
+  ) {
+    const child = spawn('sh', [
+      '-c',
+      FOLLOW_SCRIPT,
+      'sh',
+      dir,
+      String(offset),
+      '4096',
+      String(wait),
+      knowsStatus ? '1' : '0'
+    ])
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', d => (stdout += d))
+    child.stderr.on('data', d => (stderr += d))
+    const timer = setTimeout(meanwhile, 300)
+    await new Promise(r => child.once('close', r))
+    clearTimeout(timer)
+    return { stdout, stderr }
+  }
+
+  it('a line logged while it waits comes back in the same poll', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-follow-wait-'))
+    fs.writeFileSync(path.join(dir, 'log'), '')
+    const r = await pollWhile(dir, 100, false, () => fs.appendFileSync(path.join(dir, 'log'), 'activating\n'))
+    expect(r.stdout).toBe('activating\n')
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('the exit status is news unless the action has it; then the outcome is', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-follow-wait-'))
+    fs.writeFileSync(path.join(dir, 'log'), '')
+    const status = await pollWhile(dir, 100, false, () => fs.writeFileSync(path.join(dir, 'status'), '0\n'))
+    expect(status.stderr).toMatch(/^status=0$/m)
+    const outcome = await pollWhile(dir, 100, true, () =>
+      fs.writeFileSync(path.join(dir, 'outcome'), 'confirmed\n')
+    )
+    expect(outcome.stderr).toMatch(/^outcome=confirmed$/m)
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('with nothing new it answers after its wait, saying so (no news, nothing logged)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-follow-wait-'))
+    fs.writeFileSync(path.join(dir, 'log'), 'old\n')
+    fs.writeFileSync(path.join(dir, 'status'), '0\n')
+    const r = await pollWhile(dir, 3, true, () => undefined, 4)
+    expect(r.stdout).toBe('')
+    expect(r.stderr).toMatch(/^size=4$/m)
+    expect(r.stderr).toMatch(/^outcome=$/m)
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+})
+
 describe('the follow script: whether the agent still runs', () => {
   const agentOf = (dir: string): string =>
     /^agent=(.*)$/m.exec(

@@ -6,7 +6,10 @@ import { AgentRequest, AgentState, Target } from '../target/target'
 import { Goal } from './goal'
 import { lostLockError } from './lock'
 
+/** Between polls of a target that does not wait for news itself. */
 const POLL_MS = 1_000
+/** How long one poll of the agent may wait on the target for news (see follow.sh). */
+const FOLLOW_WAIT_MS = 2_000
 /** No confirmation within this long of the run's deadline: the decision command alone may take 10 s. */
 const CONFIRM_MARGIN_MS = 10_000
 export const RUN_DIR_BASE = '/run/nix-deploy-action'
@@ -84,7 +87,12 @@ class Follower {
   /** Polls the agent until `until` holds (with nothing left to read) or `deadline` passes. */
   async until(done: (s: AgentState) => boolean, deadline: number): Promise<AgentState> {
     for (;;) {
-      const poll = await this.target.followAgent(this.dir, this.offset, deadline)
+      // The target waits for news (a log line, the status, the outcome) up to FOLLOW_WAIT_MS.
+      const wait = {
+        ms: Math.min(FOLLOW_WAIT_MS, deadline - Date.now()),
+        knowsStatus: this.state.status !== undefined
+      }
+      const poll = await this.target.followAgent(this.dir, this.offset, deadline, wait)
       if (poll.chunk) {
         this.target.log.untrusted(poll.chunk)
         this.log = (this.log + poll.chunk).slice(-MAX_KEPT_LOG)
@@ -104,7 +112,7 @@ class Follower {
         throw new AgentDied(poll.state.agent)
       if (done(poll.state) && !backlog) return poll.state
       if (Date.now() >= deadline) return poll.state
-      if (!backlog) await new Promise(res => setTimeout(res, POLL_MS))
+      if (!backlog && !poll.waited) await new Promise(res => setTimeout(res, POLL_MS))
     }
   }
 }

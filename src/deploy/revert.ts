@@ -48,7 +48,7 @@ export async function revertDeploy(target: Target, undo: UndoRecord): Promise<Re
     const moved = movedOn(undo, now)
     if (moved !== undefined) {
       target.log.warning(
-        `not rolled back: ${target.label} ${moved} now, not this run's system; left as it is`
+        `not rolled back: ${target.label} changed after this run deployed it (${moved}); left as it is`
       )
       return { kind: 'moved-on', now: moved }
     }
@@ -77,7 +77,7 @@ export function movedOn(undo: UndoRecord, now: RemoteState): string | undefined 
   if (problems.length > 0) return problems.join(', ')
   const generation = generationOf(now.profileLink)
   if (undo.goal.setsProfile && undo.generation !== undefined && generation !== undo.generation)
-    return `has system generation ${generation ?? '(none)'}, not ${undo.generation}`
+    return `it has system generation ${generation ?? '(none)'}, not ${undo.generation}`
   return undefined
 }
 

@@ -33,6 +33,7 @@ import {
   AgentPoll,
   AgentRequest,
   BootTrialRecord,
+  FollowWait,
   GenerationListing,
   ImportResult,
   KeyFile,
@@ -47,6 +48,8 @@ const STEP_TIMEOUT_MS = 120_000
 export const POLL_TIMEOUT_MS = 10_000
 /** One follow poll returns at most this much of the agent's log; a longer backlog takes more polls. */
 export const FOLLOW_CHUNK_BYTES = 256 * 1024
+/** The longest a follow poll waits on the target for news: well within POLL_TIMEOUT_MS. */
+const MAX_FOLLOW_WAIT_TENTHS = 30
 /** How long the target may spend substituting before the action copies everything itself. */
 const SUBSTITUTE_TIMEOUT_MS = 300_000
 /** upload-key.sh's exit status when destDir is not safe to write a secret into. */
@@ -235,14 +238,25 @@ export class SshTarget implements Target {
     return 'started'
   }
 
-  async followAgent(dir: string, offset: number, deadline: number): Promise<AgentPoll> {
+  async followAgent(dir: string, offset: number, deadline: number, wait?: FollowWait): Promise<AgentPoll> {
+    const tenths = wait ? Math.max(0, Math.min(Math.floor(wait.ms / 100), MAX_FOLLOW_WAIT_TENTHS)) : 0
     const r = await this.session.execRetrying(
-      shellCommand(['sh', '-c', FOLLOW_SCRIPT, 'sh', dir, String(offset), String(FOLLOW_CHUNK_BYTES)]),
+      shellCommand([
+        'sh',
+        '-c',
+        FOLLOW_SCRIPT,
+        'sh',
+        dir,
+        String(offset),
+        String(FOLLOW_CHUNK_BYTES),
+        String(tenths),
+        wait?.knowsStatus ? '1' : '0'
+      ]),
       deadline,
       { timeoutMs: POLL_TIMEOUT_MS, what: 'following the activation log' }
     )
     const { size, ...state } = parseAgentState(r.stderr)
-    return { chunk: r.stdout, size, state }
+    return { chunk: r.stdout, size, state, waited: tenths > 0 }
   }
 
   async decide(dir: string, decision: 'confirm' | 'abort'): Promise<string> {

@@ -36,8 +36,11 @@ export interface Target {
   uploadKey(key: KeyFile): Promise<void>
   /** Writes and starts the activation agent, detached; 'lost-lock' when this run no longer holds the lock. */
   startAgent(req: AgentRequest): Promise<'started' | 'lost-lock'>
-  /** One look at the agent: its log from `offset` (bounded) and its state. Retries the link until `deadline`. */
-  followAgent(dir: string, offset: number, deadline: number): Promise<AgentPoll>
+  /**
+   * One look at the agent: its log from `offset` (bounded) and its state. With `wait`, the target
+   * first waits up to that long for news (see follow.sh). Retries the link until `deadline`.
+   */
+  followAgent(dir: string, offset: number, deadline: number, wait?: FollowWait): Promise<AgentPoll>
   /** Writes the decision (once: the first of the action's and the agent's own timeout counts). */
   decide(dir: string, decision: 'confirm' | 'abort'): Promise<string>
   /** Tells the agent the action stops following; true when it had already finished. */
@@ -160,7 +163,15 @@ export interface AgentState {
   createdNew?: boolean
 }
 
+/** How long a follow poll may wait on the target for news, and whether the exit status is news. */
+export interface FollowWait {
+  ms: number
+  knowsStatus: boolean
+}
+
 export interface AgentPoll {
+  /** Whether the target waited for news before answering (else the caller paces its polls). */
+  waited?: boolean
   chunk: string
   /** The log's size on the target (more to read when beyond offset + chunk). */
   size: number
