@@ -13,6 +13,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=testbed/seed.sh
 . "$here/seed.sh"
+# shellcheck source=testbed/netns.sh
+. "$here/netns.sh"
 TESTBED=${TESTBED:-/var/lib/nda-testbed}
 export NIX_CONFIG=$'substituters =\nextra-platforms = aarch64-linux'
 FLEET=$TESTBED/fleet
@@ -79,18 +81,8 @@ up() {
 }
 
 down_one() {
-  local name=$1 dir="$FLEET/$1" p
-  # The Pi's processes are exactly those in its network namespace: ended by pid, never by name.
-  for _ in 1 2 3; do
-    p=$(ip netns pids "nda-$name" 2>/dev/null | tr '\n' ' ')
-    [ -n "$p" ] || break
-    # shellcheck disable=SC2086
-    kill $p 2>/dev/null || true
-    sleep 0.2
-  done
-  p=$(ip netns pids "nda-$name" 2>/dev/null | tr '\n' ' ')
-  # shellcheck disable=SC2086
-  [ -z "$p" ] || kill -9 $p 2>/dev/null || true
+  local name=$1 dir="$FLEET/$1"
+  end_netns_processes "nda-$name"
   for m in nix boot; do if mountpoint -q "$dir/$m"; then umount -l "$dir/$m"; fi; done
   ip netns del "nda-$name" 2>/dev/null || true
   rm -rf "${dir:?}"

@@ -9,6 +9,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=testbed/seed.sh
 . "$here/seed.sh"
+# shellcheck source=testbed/netns.sh
+. "$here/netns.sh"
 TESTBED=${TESTBED:-/var/lib/nda-testbed}
 export NIX_CONFIG=$'substituters =\nextra-platforms = aarch64-linux'
 PI=${PI:-pi}
@@ -22,20 +24,7 @@ pi_exec() {
 }
 
 stop() {
-  local p
-  # Everything whose network namespace is the Pi's is the Pi's: its sshd, its sessions, activation
-  # agents they started. End exactly those, by pid (`ip netns pids`): matching a name or pattern
-  # would hit processes of the whole machine: network namespaces do not isolate process ids.
-  for _ in 1 2 3; do
-    p=$(ip netns pids "nda-$PI" 2>/dev/null | tr '\n' ' ')
-    [ -n "$p" ] || break
-    # shellcheck disable=SC2086
-    kill $p 2>/dev/null || true
-    sleep 0.2
-  done
-  p=$(ip netns pids "nda-$PI" 2>/dev/null | tr '\n' ' ')
-  # shellcheck disable=SC2086
-  [ -z "$p" ] || kill -9 $p 2>/dev/null || true
+  end_netns_processes "nda-$PI"
   rm -f "$pidfile"
   if mountpoint -q "$TESTBED/$PI/nix"; then umount -l "$TESTBED/$PI/nix"; fi
   if mountpoint -q "$TESTBED/$PI/boot"; then umount -l "$TESTBED/$PI/boot"; fi

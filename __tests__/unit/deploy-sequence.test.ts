@@ -1,8 +1,8 @@
 import { RolledBackError } from '../../src/deploy/activate'
 import { DeployJob, deployToTarget, Timed } from '../../src/deploy/deploy'
-import { DeployMode, goalOf } from '../../src/deploy/goal'
+import { DeployMode } from '../../src/deploy/goal'
 import { ActionError } from '../../src/errors'
-import { closureOf, FakeTarget, fakeCopy, storePath } from './fake-target'
+import { FakeTarget, fakeCopy, fakeJob, storePath } from './fake-target'
 
 /**
  * The deploy sequence (src/deploy/deploy.ts and activate.ts) over a FakeTarget: every branch runs
@@ -13,24 +13,7 @@ const NEW = storePath('nixos-system-pi-new', 'n')
 const timed: Timed = (_phase, fn) => fn()
 
 function job(mode: DeployMode = 'switch', extra: Partial<DeployJob> = {}): DeployJob {
-  return {
-    name: '',
-    goal: goalOf(mode),
-    built: { toplevel: NEW, hostSystem: 'aarch64-linux', closure: closureOf(NEW) },
-    keys: [],
-    activation: {
-      activationTimeoutSeconds: 30,
-      confirmTimeoutSeconds: 30,
-      healthTimeoutSeconds: 5,
-      connectTimeoutSeconds: 5,
-      magicRollback: mode === 'switch' || mode === 'test',
-      healthChecks: []
-    },
-    lockTimeoutSeconds: 30,
-    compression: 'auto',
-    substituteOnDestination: false,
-    ...extra
-  }
+  return fakeJob(NEW, mode, extra)
 }
 
 /** A deployment key as loadKeys gives it (content read, masked). */

@@ -5,6 +5,8 @@
  * system is set by the test. Every call is recorded in `calls`, in order.
  */
 import { Readable } from 'stream'
+import { DeployJob } from '../../src/deploy/deploy'
+import { DeployMode, goalOf } from '../../src/deploy/goal'
 import { ActionError } from '../../src/errors'
 import { PathInfo } from '../../src/nix/closure'
 import { Log } from '../../src/report/untrusted'
@@ -406,5 +408,31 @@ export function fakeCopy(copied: string[][]) {
         codec: 'zstd' as const
       }
     }
+  }
+}
+
+/** A deploy job of `toplevel` for a FakeTarget (magic rollback for switch and test, as the defaults). */
+export function fakeJob(
+  toplevel: string,
+  mode: DeployMode = 'switch',
+  extra: Partial<DeployJob> = {}
+): DeployJob {
+  return {
+    name: '',
+    goal: goalOf(mode),
+    built: { toplevel, hostSystem: 'aarch64-linux', closure: closureOf(toplevel) },
+    keys: [],
+    activation: {
+      activationTimeoutSeconds: 30,
+      confirmTimeoutSeconds: 30,
+      healthTimeoutSeconds: 5,
+      connectTimeoutSeconds: 5,
+      magicRollback: mode === 'switch' || mode === 'test',
+      healthChecks: []
+    },
+    lockTimeoutSeconds: 30,
+    compression: 'auto',
+    substituteOnDestination: false,
+    ...extra
   }
 }

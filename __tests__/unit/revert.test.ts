@@ -2,7 +2,7 @@ import { DeployJob, deployToTarget, Timed } from '../../src/deploy/deploy'
 import { goalOf } from '../../src/deploy/goal'
 import { movedOn, pruneAfterFleet, revertDeploy } from '../../src/deploy/revert'
 import { ActionError } from '../../src/errors'
-import { closureOf, FakeTarget, fakeCopy, storePath } from './fake-target'
+import { FakeTarget, fakeCopy, fakeJob, storePath } from './fake-target'
 
 /**
  * rollback-fleet's visit to a machine this run deployed (src/deploy/revert.ts) over a FakeTarget:
@@ -15,23 +15,8 @@ const LATER = storePath('nixos-system-pi-later', 'l')
 const timed: Timed = (_phase, fn) => fn()
 
 function job(mode: 'switch' | 'test' | 'dry-activate' = 'switch'): DeployJob {
-  return {
-    name: 'pi',
-    goal: goalOf(mode),
-    built: { toplevel: NEW, hostSystem: 'aarch64-linux', closure: closureOf(NEW) },
-    keys: [],
-    activation: {
-      activationTimeoutSeconds: 30,
-      confirmTimeoutSeconds: 30,
-      healthTimeoutSeconds: 5,
-      connectTimeoutSeconds: 5,
-      magicRollback: false,
-      healthChecks: []
-    },
-    lockTimeoutSeconds: 30,
-    compression: 'auto',
-    substituteOnDestination: false
-  }
+  // Without magic rollback: the fleet's visit comes after the deploy was confirmed.
+  return fakeJob(NEW, mode, { name: 'pi', activation: { ...fakeJob(NEW).activation, magicRollback: false } })
 }
 
 async function deployed(t: FakeTarget, mode: 'switch' | 'test' | 'dry-activate' = 'switch') {
