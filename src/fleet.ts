@@ -4,12 +4,12 @@ import { DeployDeps, DeployOutcome, deployToTarget, DeployJob, Timed } from './d
 import { pruneAfterFleet, revertDeploy, UndoRecord } from './deploy/revert'
 import { RunnerNix } from './nix/nix'
 import { reportFailure } from './report/failure'
-import { applyMachineResult, DeployReport } from './report/report'
+import { applyMachineResult, DeployReport, failedResult, fleetCounts } from './report/report'
 import { Log, machineLog } from './report/untrusted'
 import { ConnectOptions, RemoteHost, SharedJump } from './ssh/connection'
 import { Endpoint } from './ssh/endpoint'
 import { SshTarget } from './target/ssh-target'
-import { Rollout, rollOut } from './rollout'
+import { inParallel, Rollout, rollOut } from './rollout'
 
 /** One machine of the run, ready to deploy (or only built: no job). */
 export interface FleetMachine {
@@ -124,9 +124,7 @@ async function deployFleet(
       if (several) machineLog(m.name, several).info(why)
     }
   })
-  const isFailure = (m: FleetMachine): boolean =>
-    m.report.result === 'failed' || m.report.result === 'rolled-back'
-  const failed = machines.filter(isFailure)
+  const failed = machines.filter(m => failedResult(m.report))
   const visit = (m: FleetMachine, fn: (target: SshTarget) => Promise<void>): Promise<void> =>
     visitMachine(m, several, shared, opts, fn)
   if (fleetRollback && failed.length > 0) {
@@ -150,11 +148,10 @@ async function deployFleet(
         m.report.deletedGenerations = await pruneAfterFleet(target, keep.get(m)!)
       })
   )
-  const failures = machines.filter(m => isFailure(m) && !m.report.fleetRollback).length
-  const reverted = machines.filter(m => m.report.fleetRollback).length
-  if (several && failures + reverted > 0)
+  const counts = fleetCounts(machines.map(m => m.report))
+  if (several && counts.failed + counts.reverted > 0)
     core.setFailed(
-      `${failures} of ${machines.length} machines failed${reverted > 0 ? `; ${reverted} rolled back by rollback-fleet` : ''}`
+      `${counts.failed} of ${machines.length} machines failed${counts.reverted > 0 ? `; ${counts.reverted} rolled back by rollback-fleet` : ''}`
     )
 }
 
@@ -201,14 +198,10 @@ async function visitMachine(
   opts: FleetOptions,
   fn: (target: SshTarget) => Promise<void>
 ): Promise<void> {
-  const { target: endpoint, jumps, sudo } = m.deploy!
   const log = machineLog(m.name, several)
   let target: SshTarget | undefined
   try {
-    target = await SshTarget.connect(
-      () => RemoteHost.connect(endpoint, shared ?? jumps, { ...opts.connect, sudo }),
-      log
-    )
+    target = await SshTarget.connect(dialer(m, shared, opts), log)
     await fn(target)
   } catch (e) {
     reportFailure(m.report, e, several ? m.name : '')
@@ -217,13 +210,14 @@ async function visitMachine(
   }
 }
 
-/** Runs `fn` over `items`, at most `limit` at a time. */
-async function inParallel<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  const pending = [...items]
-  const worker = async (): Promise<void> => {
-    for (let item = pending.shift(); item !== undefined; item = pending.shift()) await fn(item)
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+/** A new connection to the machine: its target through the shared jump connection, or its own hops. */
+function dialer(
+  m: FleetMachine,
+  shared: SharedJump | undefined,
+  opts: FleetOptions
+): () => Promise<RemoteHost> {
+  const { target, jumps, sudo } = m.deploy!
+  return () => RemoteHost.connect(target, shared ?? jumps, { ...opts.connect, sudo })
 }
 
 /** Connects to one machine and deploys it; 'failed' when it failed (reported already). */
@@ -238,13 +232,12 @@ async function deployOne(
     m.report.result = 'built'
     return { result: {} }
   }
-  const { job, target: endpoint, jumps, sudo } = m.deploy
+  const { job, target: endpoint } = m.deploy
   const log: Log = machineLog(m.name, several)
   const timed = opts.timed(m.report)
   if (several) log.info(`deploying to ${endpoint.label}`)
   try {
-    const fresh = (): Promise<RemoteHost> =>
-      RemoteHost.connect(endpoint, shared ?? jumps, { ...opts.connect, sudo })
+    const fresh = dialer(m, shared, opts)
     // An early dial that failed during the build is tried once more now, as it would have been.
     const dial = (): Promise<RemoteHost> => opts.early?.take()?.catch(fresh) ?? fresh()
     const target = await timed('connect', () => SshTarget.connect(dial, log))

@@ -66,16 +66,22 @@ function describe(r: Rollout): string {
 /** One batch, at most `parallel` at a time; returns the machines that failed. */
 async function deployBatch<M>(batch: M[], o: RolloutOptions<M>): Promise<M[]> {
   const failed: M[] = []
-  const pending = [...batch]
-  const worker = async (): Promise<void> => {
-    for (let m = pending.shift(); m !== undefined; m = pending.shift()) {
-      if (failed.length > 0 && o.failFast) {
-        o.skip(m, 'not deployed: another machine failed and fail-fast is on')
-        continue
-      }
-      if ((await o.deploy(m)) === 'failed') failed.push(m)
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(o.parallel, batch.length) }, worker))
+  await inParallel(batch, o.parallel, async m => {
+    if (failed.length > 0 && o.failFast) o.skip(m, 'not deployed: another machine failed and fail-fast is on')
+    else if ((await o.deploy(m)) === 'failed') failed.push(m)
+  })
   return failed
+}
+
+/** Runs `fn` over `items` in order, at most `limit` at a time. */
+export async function inParallel<T>(
+  items: T[],
+  limit: number,
+  fn: (item: T) => Promise<void>
+): Promise<void> {
+  const pending = [...items]
+  const worker = async (): Promise<void> => {
+    for (let item = pending.shift(); item !== undefined; item = pending.shift()) await fn(item)
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
 }

@@ -4,7 +4,6 @@ import { BootFile, BootIdentity, needsReboot } from '../nix/boot'
 import { PathInfo, totalNarSize } from '../nix/closure'
 import { diffClosures, parseDryActivate } from '../report/diff'
 import { MachineResult } from '../report/report'
-import { LOCK_DIR } from '../target/lock'
 import { generationOf, RemoteState } from '../target/remote-state'
 import { CopyPlan, Survey, SurveyRequest, Target } from '../target/target'
 import { activate, ActivationSettings, AgentTracker, RolledBackError } from './activate'
@@ -12,7 +11,7 @@ import { CompressionSetting } from './compression'
 import { CopyResult, gcRootPath, substituteOnTarget } from './copy'
 import { changedBy, Goal, goalOf, verifyProblems } from './goal'
 import { LoadedKey, uploadKeys } from './keys'
-import { DeployLock, heldError, LEASE_SECONDS, ownerDescription } from './lock'
+import { DeployLock, heldError, LOCK_POLL_MS, lockRequest } from './lock'
 import { checkBootSpace, checkSpace, checkTarget } from './preflight'
 import { BootTrial, rebootInto, RebootSettings, rebootsFor } from './reboot'
 import { pruneGenerations } from './prune'
@@ -117,13 +116,7 @@ class DeployRun {
     private readonly timed: Timed
   ) {
     this.gcRoot = gcRootPath(job.built.toplevel, this.runId)
-    this.lock = job.goal.locks
-      ? new DeployLock(
-          target,
-          { dir: LOCK_DIR, id: this.runId, leaseSeconds: LEASE_SECONDS, description: ownerDescription() },
-          target.log
-        )
-      : undefined
+    this.lock = job.goal.locks ? new DeployLock(target, lockRequest(this.runId), target.log) : undefined
   }
 
   async steps(): Promise<void> {
@@ -419,5 +412,3 @@ class DeployRun {
     this.target.close()
   }
 }
-
-const LOCK_POLL_MS = 2_000

@@ -1,6 +1,6 @@
 import { ActionError, errorMessage } from '../errors'
 import { Log } from '../report/untrusted'
-import { LockHolder, LockRequest } from '../target/lock'
+import { LOCK_DIR, LockHolder, LockRequest, parseLockAnswer } from '../target/lock'
 import { Target } from '../target/target'
 
 /**
@@ -11,6 +11,13 @@ import { Target } from '../target/target'
  */
 export const LEASE_SECONDS = 90
 const RENEW_EVERY_MS = 20_000
+/** How often a run waiting for another run's lock asks again. */
+export const LOCK_POLL_MS = 2_000
+
+/** This run's request for a target's deploy lock, under `id`. */
+export function lockRequest(id: string): LockRequest {
+  return { dir: LOCK_DIR, id, leaseSeconds: LEASE_SECONDS, description: ownerDescription() }
+}
 
 /** One line describing this run, for whoever finds the lock held (no newlines; it is shown as text). */
 export function ownerDescription(env: NodeJS.ProcessEnv = process.env): string {
@@ -50,6 +57,26 @@ export class DeployLock {
     readonly request: LockRequest,
     private readonly log: Log
   ) {}
+
+  /**
+   * Takes the lock on its own (a deploy takes it within its survey), waiting up to
+   * `timeoutSeconds` while another run holds it; renewed from then on.
+   */
+  static async acquire(target: Target, id: string, timeoutSeconds: number): Promise<DeployLock> {
+    const request = lockRequest(id)
+    const started = Date.now()
+    for (;;) {
+      const answer = parseLockAnswer(await target.lock('acquire', request))
+      if (answer.acquired) {
+        const lock = new DeployLock(target, request, target.log)
+        lock.startRenewing()
+        return lock
+      }
+      const waited = (Date.now() - started) / 1000
+      if (waited >= timeoutSeconds) throw heldError(target.label, answer.holder, waited)
+      await new Promise(r => setTimeout(r, LOCK_POLL_MS))
+    }
+  }
 
   get lost(): boolean {
     return this.lostIt

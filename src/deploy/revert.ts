@@ -6,13 +6,12 @@
  */
 import { randomBytes } from 'crypto'
 import { ActionError } from '../errors'
-import { LOCK_DIR, parseLockAnswer } from '../target/lock'
 import { generationOf, RemoteState } from '../target/remote-state'
 import { Target } from '../target/target'
 import { ActivationSettings, revertActivation } from './activate'
 import { pruneGenerations } from './prune'
 import { Goal, verifyProblems } from './goal'
-import { DeployLock, heldError, LEASE_SECONDS, ownerDescription } from './lock'
+import { DeployLock } from './lock'
 
 /** What undoing one machine's finished deploy needs, recorded by the deploy when it activated. */
 export interface UndoRecord {
@@ -41,7 +40,7 @@ export type RevertOutcome =
  * target runs when putting it back failed.
  */
 export async function revertDeploy(target: Target, undo: UndoRecord): Promise<RevertOutcome> {
-  const lock = await takeLock(target, undo.lockTimeoutSeconds)
+  const lock = await DeployLock.acquire(target, newLockId(), undo.lockTimeoutSeconds)
   let agentKeepsLock = false
   try {
     const now = await target.readState()
@@ -87,7 +86,7 @@ export function movedOn(undo: UndoRecord, now: RemoteState): string | undefined 
  * with a warning, when another deploy holds it.
  */
 export async function pruneAfterFleet(target: Target, keep: number): Promise<number[]> {
-  const lock = await takeLock(target, 0).catch((e: unknown) => {
+  const lock = await DeployLock.acquire(target, newLockId(), 0).catch((e: unknown) => {
     if (!(e instanceof ActionError)) throw e
     target.log.warning(`old generations not pruned: ${e.message}`)
     return undefined
@@ -101,26 +100,6 @@ export async function pruneAfterFleet(target: Target, keep: number): Promise<num
   }
 }
 
-const LOCK_POLL_MS = 2_000
-
-/** The machine's deploy lock, waiting up to `timeoutSeconds` while another run holds it. */
-async function takeLock(target: Target, timeoutSeconds: number): Promise<DeployLock> {
-  const request = {
-    dir: LOCK_DIR,
-    id: randomBytes(8).toString('hex'),
-    leaseSeconds: LEASE_SECONDS,
-    description: ownerDescription()
-  }
-  const started = Date.now()
-  for (;;) {
-    const answer = parseLockAnswer(await target.lock('acquire', request))
-    if (answer.acquired) {
-      const lock = new DeployLock(target, request, target.log)
-      lock.startRenewing()
-      return lock
-    }
-    const waited = (Date.now() - started) / 1000
-    if (waited >= timeoutSeconds) throw heldError(target.label, answer.holder, waited)
-    await new Promise(r => setTimeout(r, LOCK_POLL_MS))
-  }
+function newLockId(): string {
+  return randomBytes(8).toString('hex')
 }

@@ -95,6 +95,17 @@ const SEVERITY: Result[] = [
   'unchanged'
 ]
 
+/** Whether a machine's result is a failure (rolled back counts: what was asked did not happen). */
+export function failedResult(r: DeployReport): boolean {
+  return r.result === 'failed' || r.result === 'rolled-back'
+}
+
+/** A fleet's failures, and apart from them the machines rollback-fleet put back. */
+export function fleetCounts(reports: DeployReport[]): { failed: number; reverted: number } {
+  const reverted = reports.filter(r => r.fleetRollback !== undefined).length
+  return { failed: reports.filter(failedResult).length - reverted, reverted }
+}
+
 export function worstReport(reports: DeployReport[]): DeployReport {
   const rank = (r: DeployReport): number => {
     const i = SEVERITY.indexOf(r.result ?? 'failed')

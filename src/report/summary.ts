@@ -1,6 +1,6 @@
 import { formatBytes } from './format'
 import { ClosureDiff } from './diff'
-import { DeployReport } from './report'
+import { DeployReport, failedResult, fleetCounts } from './report'
 
 /** GitHub rejects step summaries over 1 MiB; stay well below with room for the truncation note. */
 export const SUMMARY_LIMIT = 1024 * 1024 - 4096
@@ -65,8 +65,7 @@ export function renderSummary(r: DeployReport): string {
  */
 function renderMachines(r: DeployReport): string {
   const hosts = r.hosts!
-  const reverted = hosts.filter(h => h.report.fleetRollback !== undefined).length
-  const failed = hosts.filter(h => !h.report.fleetRollback && failedResult(h.report)).length
+  const { failed, reverted } = fleetCounts(hosts.map(h => h.report))
   const verdict = VERDICT[r.result ?? 'failed'] ?? r.result
   const counts = failed > 0 ? `${failed} of ${hosts.length} machines` : `${hosts.length} machines`
   const lines = [
@@ -124,10 +123,6 @@ function renderMachines(r: DeployReport): string {
     )
   }
   return lines.join('\n')
-}
-
-function failedResult(r: DeployReport): boolean {
-  return r.result === 'failed' || r.result === 'rolled-back'
 }
 
 function verdictOf(r: DeployReport): string {
