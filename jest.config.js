@@ -18,6 +18,14 @@ module.exports = {
       globals: { NDA_E2E_PI: 'spi' },
       testMatch: ['safety', 'rollback', 'deploy', 'faults'].map(f => `<rootDir>/__tests__/e2e/${f}.test.ts`)
     },
+    // The deploy, PR, network, cache and bad-input suites again with the runner on Nix 2.26: a nix-daemon with its
+    // sandbox on, the action run by an unprivileged trusted user (harness RUNNER_NIX, testbed/modern-nix.sh).
+    {
+      ...common,
+      displayName: 'e2e-modern',
+      globals: { NDA_E2E_NIX: 'modern' },
+      testMatch: ['deploy', 'pr-flow', 'network', 'cache', 'bad-input'].map(f => `<rootDir>/__tests__/e2e/${f}.test.ts`)
+    },
     // npm run stress only (long): scripts/test.sh selects unit and e2e.
     { ...common, displayName: 'stress', testMatch: ['<rootDir>/__tests__/stress/**/*.test.ts'] }
   ]

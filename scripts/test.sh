@@ -20,7 +20,7 @@ npm run -s lint
 
 results=$(mktemp)
 status=0
-node_modules/.bin/jest --selectProjects unit e2e e2e-spi --runInBand --json --outputFile="$results" "$@" || status=$?
+node_modules/.bin/jest --selectProjects unit e2e e2e-spi e2e-modern --runInBand --json --outputFile="$results" "$@" || status=$?
 # One plain closing line, whatever the runner: "N passed, N failed, N skipped".
 node -e '
   const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))

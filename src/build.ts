@@ -1,4 +1,5 @@
 import * as core from '@actions/core'
+import * as os from 'os'
 import * as path from 'path'
 import { PendingSave, restoreForRun, storeCacheKeys } from './cache/store-cache'
 import { BuiltSystem } from './deploy/deploy'
@@ -6,6 +7,7 @@ import { LoadedKey, loadKeys } from './deploy/keys'
 import { ActionError, errorMessage, Phase } from './errors'
 import { Inputs } from './inputs'
 import { ensureBinfmt } from './nix/binfmt-setup'
+import { untrustedEmulationError } from './nix/daemon'
 import { hasBootTrial, readBootFiles, readBootIdentity } from './nix/boot'
 import { totalNarSize } from './nix/closure'
 import { MachineEvaluation, selectMachines } from './nix/legacy'
@@ -185,6 +187,7 @@ async function buildAll(
     report.binfmt =
       binfmt.how === 'native' ? 'native' : binfmt.how === 'not-available' ? 'no emulation' : 'QEMU binfmt'
     core.info(binfmt.detail)
+    if (binfmt.nixSettings.some(([k]) => k === 'extra-platforms')) await assertDaemonBuilds(nix, buildSystem)
     for (const [k, v] of binfmt.nixSettings) nix = nix.withSetting(k, v)
   }
   const what = multi
@@ -209,6 +212,32 @@ async function buildAll(
   }
   for (const m of machines) await listClosure(nix, m, report, build.built.length)
   return nix
+}
+
+/**
+ * An emulated build needs the action's extra-platforms; a nix-daemon applies it only for a trusted
+ * user. Fails before the build, naming the setting, when the daemon would ignore it and its own
+ * nix.conf lacks the platform (see untrustedEmulationError).
+ */
+async function assertDaemonBuilds(nix: RunnerNix, system: string): Promise<void> {
+  // root is trusted by any daemon, and a store root opens directly has no trust to check.
+  if (process.getuid?.() === 0) return
+  const store = await nix.storeInfo()
+  if (store)
+    core.info(
+      `Runner Nix: store ${store.url}${store.version ? ` (Nix ${store.version})` : ''}${store.trusted === undefined ? '' : store.trusted ? ', this user trusted' : ', this user not trusted'}`
+    )
+  if (store?.trusted !== false) return
+  const err = untrustedEmulationError(system, store, await nix.configuredPlatforms(), runnerUser())
+  if (err) throw err
+}
+
+function runnerUser(): string {
+  try {
+    return os.userInfo().username
+  } catch {
+    return `uid ${process.getuid?.() ?? '?'}`
+  }
 }
 
 async function listClosure(

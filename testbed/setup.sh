@@ -136,10 +136,15 @@ for u in nda-deploy nda-nosudo; do
   id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /bin/sh "$u"
 done
 # An unprivileged runner user (the action run as a runner service account with a nix-daemon).
-id nda-runner >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /bin/sh nda-runner
+# nda-untrusted: the same, but not in the modern Nix's trusted-users (modern-nix.sh).
+for u in nda-runner nda-untrusted; do
+  id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /bin/sh "$u"
+done
 echo 'nda-deploy ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/nda-deploy
 echo 'nda-nosudo ALL=(ALL) ALL' > /etc/sudoers.d/nda-nosudo
-chmod 0440 /etc/sudoers.d/nda-deploy /etc/sudoers.d/nda-nosudo
+# The runner user has passwordless sudo, as on a GitHub-hosted runner (for binfmt; Nix trust is the daemon's).
+echo 'nda-runner ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/nda-runner
+chmod 0440 /etc/sudoers.d/nda-deploy /etc/sudoers.d/nda-nosudo /etc/sudoers.d/nda-runner
 # sshd refuses accounts whose password field is "!" (locked); "*" means "no password, key login ok".
 usermod -p '*' nda-deploy; usermod -p '*' nda-nosudo
 
@@ -303,6 +308,7 @@ TESTBED_SSH_CONFIG=$TESTBED/ssh_config
 TESTBED_SUBSTITUTER=$TESTBED/substituter
 TESTBED_GITHUB_HOST=$gh_host
 TESTBED_GITHUB_CA=$TESTBED/github/ca.pem
+TESTBED_MODERN_NIX=$TESTBED/modern
 ENV
 
 # --- Seed the Pis with generation 0 ("as installed") when they have no system yet.
@@ -311,4 +317,7 @@ PI=pi2 "$here/pi.sh" seed-if-empty
 # --- The systemd Pi (systemd-pi.sh): boots its container once; the first time on a machine, builds
 # the root file system it boots (rootfs.sh, about 2 minutes, then cached).
 PI=spi "$here/systemd-pi.sh" start
+# --- The runner's side on Nix 2.26 with a nix-daemon and its sandbox (modern-nix.sh), from the same
+# root file system: for the e2e-modern suites.
+"$here/modern-nix.sh" up
 log "ready ($TESTBED/env)"

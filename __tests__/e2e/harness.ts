@@ -69,6 +69,20 @@ export const PIS: PiName[] = ['pi', 'pi2', 'spi']
  * Pi with systemd as PID 1.
  */
 export const MAIN_PI: PiName = (globalThis as { NDA_E2E_PI?: string }).NDA_E2E_PI === 'spi' ? 'spi' : 'pi'
+/**
+ * The runner's Nix: Debian's 2.8 run by root (the e2e and e2e-spi projects), or Nix 2.26 with a
+ * nix-daemon and its sandbox, the action run by an unprivileged user in trusted-users, as after
+ * install-nix-action (the e2e-modern project: jest.config.js, testbed/modern-nix.sh).
+ */
+export type RunnerNix = 'debian' | 'modern'
+export const RUNNER_NIX: RunnerNix =
+  (globalThis as { NDA_E2E_NIX?: string }).NDA_E2E_NIX === 'modern' ? 'modern' : 'debian'
+export type RunnerUser = { uid: number; gid: number; home: string }
+/** A user of the modern Nix: nda-runner (in its trusted-users) or nda-untrusted (not). */
+export function modernNixUser(name: 'nda-runner' | 'nda-untrusted' = 'nda-runner'): RunnerUser {
+  const id = (flag: string): number => Number(execFileSync('id', [flag, name], { encoding: 'utf8' }).trim())
+  return { uid: id('-u'), gid: id('-g'), home: path.join(testbed().TESTBED_MODERN_NIX, 'home', name) }
+}
 const piScript = (pi: PiName): string => path.join(ROOT, 'testbed', pi === 'spi' ? 'systemd-pi.sh' : 'pi.sh')
 
 export interface TestbedEnv {
@@ -93,6 +107,8 @@ export interface TestbedEnv {
   TESTBED_SPI: string
   /** The systemd Pi straight from the runner (a self-hosted runner on its LAN). */
   TESTBED_SPI_DIRECT: string
+  /** Nix 2.26 with its daemon (testbed/modern-nix.sh): bin/ (its programs), etc/nix.conf, daemon.log. */
+  TESTBED_MODERN_NIX: string
 }
 
 export function testbed(): TestbedEnv {
@@ -167,9 +183,13 @@ export async function runAction(
     /** Secrets besides the inputs that must never show (deployment.keys values). */
     secrets?: string[]
     /** Run as this (non-root) user, like a runner's service account; its files are chowned to it. */
-    user?: { uid: number; gid: number; home: string }
+    user?: RunnerUser
+    /** The runner's Nix (default: the project's, RUNNER_NIX); modern runs as nda-runner unless `user` says. */
+    nix?: RunnerNix
   } = {}
 ): Promise<ActionRun> {
+  const modern = (opts.nix ?? RUNNER_NIX) === 'modern'
+  if (modern) opts = { ...opts, user: opts.user ?? modernNixUser() }
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-run-'))
   const runnerTemp = opts.runnerTemp ?? path.join(work, 'runner-temp')
   fs.mkdirSync(runnerTemp, { recursive: true })
@@ -187,9 +207,16 @@ export async function runAction(
     }
     chownAll(work)
     if (!runnerTemp.startsWith(work)) chownAll(runnerTemp)
+    // A runner's checkout belongs to its user (Nix 2.26 refuses a git repository someone else owns).
+    // Its parents under the temp directory too (mkdtemp makes them 0700), as a runner's _work is.
+    if (opts.workspace && !opts.workspace.startsWith(work)) {
+      chownAll(opts.workspace)
+      for (let d = path.dirname(opts.workspace); d.startsWith(os.tmpdir() + path.sep); d = path.dirname(d))
+        fs.chownSync(d, uid, gid)
+    }
   }
   const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH,
+    PATH: modern ? `${path.join(testbed().TESTBED_MODERN_NIX, 'bin')}:${process.env.PATH}` : process.env.PATH,
     HOME: opts.user?.home ?? process.env.HOME,
     GITHUB_OUTPUT: files.out,
     GITHUB_STATE: files.state,

@@ -7,6 +7,7 @@ import { assertStorePath } from './store-path'
 import { promises as fs } from 'fs'
 import { LEGACY_EVAL_NIX } from './legacy-eval.nix'
 import { Evaluation } from './evaluation'
+import { ConfiguredPlatforms, parseConfiguredPlatforms, parseStoreInfo, StoreInfo } from './daemon'
 import { LegacySource, MachineEvaluation, parseMachine, RawMachine } from './legacy'
 
 export type { Evaluation } from './evaluation'
@@ -252,6 +253,33 @@ export class RunnerNix {
       'build',
       tail(r.stderr, 40)
     )
+  }
+
+  /**
+   * What the store this Nix builds in says of this user (version, trust); undefined when it cannot
+   * say (Nix before 2.14). Only the experimental feature is passed: the store's view, not ours.
+   */
+  async storeInfo(): Promise<StoreInfo | undefined> {
+    for (const sub of ['info', 'ping']) {
+      const r = await this.run('nix', [
+        '--extra-experimental-features',
+        'nix-command',
+        'store',
+        sub,
+        '--json'
+      ])
+      if (r.exitCode === 0) return parseStoreInfo(r.stdout)
+    }
+    return undefined
+  }
+
+  /** The platforms the runner's nix.conf lists (`config show`, Nix 2.20+; `show-config` before). */
+  async configuredPlatforms(): Promise<ConfiguredPlatforms | undefined> {
+    for (const sub of [['config', 'show'], ['show-config']]) {
+      const r = await this.run('nix', ['--extra-experimental-features', 'nix-command', ...sub, '--json'])
+      if (r.exitCode === 0) return parseConfiguredPlatforms(r.stdout)
+    }
+    return undefined
   }
 
   /** The output paths of derivations (for the store cache: what this run built itself). */
