@@ -7,7 +7,7 @@ import { LoadedKey, loadKeys } from './deploy/keys'
 import { ActionError, errorMessage, Phase } from './errors'
 import { Inputs } from './inputs'
 import { ensureBinfmt } from './nix/binfmt-setup'
-import { untrustedEmulationError } from './nix/daemon'
+import { StoreInfo, untrustedEmulationError } from './nix/daemon'
 import { hasBootTrial, readBootFiles, readBootIdentity } from './nix/boot'
 import { totalNarSize } from './nix/closure'
 import { MachineEvaluation, selectMachines } from './nix/legacy'
@@ -182,12 +182,16 @@ async function buildAll(
   const multi = machines.length > 1
   const first = machines[0].evaluation
   if (inputs.cache) report.cache = await restoreForRun(nix, storeCacheKeys(inputs, first.hostSystem))
+  const store = await daemonTrust(nix, report)
   for (const buildSystem of [...new Set(machines.map(m => m.evaluation.buildSystem))]) {
     const binfmt = await ensureBinfmt(buildSystem, inputs.binfmt)
     report.binfmt =
       binfmt.how === 'native' ? 'native' : binfmt.how === 'not-available' ? 'no emulation' : 'QEMU binfmt'
     core.info(binfmt.detail)
-    if (binfmt.nixSettings.some(([k]) => k === 'extra-platforms')) await assertDaemonBuilds(nix, buildSystem)
+    if (store?.trusted === false && binfmt.nixSettings.some(([k]) => k === 'extra-platforms')) {
+      const err = untrustedEmulationError(buildSystem, store, await nix.configuredPlatforms(), runnerUser())
+      if (err) throw err
+    }
     for (const [k, v] of binfmt.nixSettings) nix = nix.withSetting(k, v)
   }
   const what = multi
@@ -215,21 +219,29 @@ async function buildAll(
 }
 
 /**
- * An emulated build needs the action's extra-platforms; a nix-daemon applies it only for a trusted
- * user. Fails before the build, naming the setting, when the daemon would ignore it and its own
- * nix.conf lacks the platform (see untrustedEmulationError).
+ * What the store says of this user, for a run that is not root (root is trusted by any daemon, and
+ * a store root opens directly has no trust to check). A daemon that does not trust the user
+ * ignores most client settings: the action's extra-platforms (checked before an emulated build,
+ * see untrustedEmulationError) and the nix-options it names, warned about here.
  */
-async function assertDaemonBuilds(nix: RunnerNix, system: string): Promise<void> {
-  // root is trusted by any daemon, and a store root opens directly has no trust to check.
-  if (process.getuid?.() === 0) return
-  const store = await nix.storeInfo()
-  if (store)
-    core.info(
-      `Runner Nix: store ${store.url}${store.version ? ` (Nix ${store.version})` : ''}${store.trusted === undefined ? '' : store.trusted ? ', this user trusted' : ', this user not trusted'}`
-    )
-  if (store?.trusted !== false) return
-  const err = untrustedEmulationError(system, store, await nix.configuredPlatforms(), runnerUser())
-  if (err) throw err
+async function daemonTrust(nix: RunnerNix, report: DeployReport): Promise<StoreInfo | undefined> {
+  if (process.getuid?.() === 0) return undefined
+  const asked = await nix.storeInfo()
+  if (!asked) return undefined
+  const { info, ignored } = asked
+  core.info(
+    `Runner Nix: store ${info.url}${info.version ? ` (Nix ${info.version})` : ''}${info.trusted === undefined ? '' : info.trusted ? ', this user trusted' : ', this user not trusted'}`
+  )
+  const named = [
+    ...ignored.settings.map(s => `nix-options ${s}`),
+    ...ignored.substituters.map(s => `the substituter ${s}`)
+  ]
+  if (named.length > 0) {
+    const w = `${named.join(', ')}: ignored by the nix-daemon, which does not trust ${runnerUser()}. Set ${named.length > 1 ? 'them' : 'it'} in the daemon's nix.conf (a substituter in trusted-substituters), or add ${runnerUser()} to trusted-users.`
+    report.warnings.push(w)
+    core.warning(w)
+  }
+  return info
 }
 
 function runnerUser(): string {

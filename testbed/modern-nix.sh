@@ -47,7 +47,7 @@ up() {
   [ -x /usr/bin/bash-static ] || { echo "modern-nix: needs bash-static (scripts/install-deps.sh)" >&2; exit 1; }
   local rootfs stamp
   rootfs=$("$here/rootfs.sh")
-  stamp="$(sha256sum "$rootfs/usr/bin/nix" "$0" | sha256sum | cut -c1-16)"
+  stamp="$(cat "$rootfs/usr/bin/nix" "$0" | sha256sum | cut -c1-16)"
   if [ "$(cat "$M/.stamp" 2>/dev/null)" != "$stamp" ]; then
     down
     log "building $M from $rootfs"

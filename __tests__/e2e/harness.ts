@@ -207,8 +207,8 @@ export async function runAction(
     }
     chownAll(work)
     if (!runnerTemp.startsWith(work)) chownAll(runnerTemp)
-    // A runner's checkout belongs to its user (Nix 2.26 refuses a git repository someone else owns).
-    // Its parents under the temp directory too (mkdtemp makes them 0700), as a runner's _work is.
+    // A runner's checkout belongs to its user, and so do the directories above it in its _work (a
+    // test's come from mkdtemp, 0700: the user could not even reach the workspace).
     if (opts.workspace && !opts.workspace.startsWith(work)) {
       chownAll(opts.workspace)
       for (let d = path.dirname(opts.workspace); d.startsWith(os.tmpdir() + path.sep); d = path.dirname(d))

@@ -163,12 +163,18 @@ describeE2E('the runner on Nix 2.26 with a sandboxed nix-daemon and an unprivile
     fs.writeFileSync(localConf(), 'extra-platforms = aarch64-linux\n')
     restartDaemon()
     try {
-      const inputs = freshProbe('advised')
+      // And nix-options the daemon ignores for this user are named in a warning.
+      const inputs = { ...freshProbe('advised'), 'nix-options': 'keep-outputs = true\nmax-silent-time = 600' }
       const top = fixtureOutPath('pi-sandbox-probe')
       const offset = logSize()
       const run = await runAction(inputs, { nix: 'modern', user: modernNixUser('nda-untrusted') })
       expect(run.exitCode).toBe(0)
       expect(probeSaw(top)).toBe('sandboxed')
+      const warnings = run.log.split('\n').filter(l => l.startsWith('::warning::nix-options'))
+      expect(warnings).toHaveLength(1)
+      expect(warnings[0]).toMatch(
+        /^::warning::nix-options keep-outputs: ignored by the nix-daemon, which does not trust nda-untrusted/
+      )
       expect(new Set(connections(offset).map(c => `${c.user} ${c.trusted}`))).toEqual(
         new Set(['nda-untrusted false'])
       )

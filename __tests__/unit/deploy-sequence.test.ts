@@ -29,6 +29,10 @@ const keyFile = (name: string, destDir: string) => ({
 async function deploy(t: FakeTarget, j: DeployJob = job()) {
   const copied: string[][] = []
   const outcome = await deployToTarget(t, j, fakeCopy(copied), timed)
+  // Whatever the result, no finished agent's directory is left behind (its agent would wait for
+  // the action there, holding the lock, until it gives up): only one the action abandoned.
+  const left = [...t.agents.entries()].filter(([, a]) => a.state.outcome !== undefined && !a.abandoned)
+  expect(left.map(([dir]) => dir)).toEqual([])
   return { ...outcome, copied }
 }
 
@@ -51,7 +55,14 @@ describe('the deploy sequence over a Target', () => {
     // The lock is taken by the survey, before anything else; released last.
     expect(t.calls[0]).toBe('survey')
     expect(t.calls.indexOf('reconnect')).toBeLessThan(t.calls.indexOf('decide confirm'))
-    expect(t.calls.slice(-2)).toEqual(['lock release', 'close'])
+    // After the outcome, one command: the agent's directory, the GC root, the state, the lock.
+    expect(t.calls.slice(t.calls.lastIndexOf('decide confirm') + 1)).toEqual([
+      'wrapUp agent dir, GC root, lock',
+      'close'
+    ])
+    expect(t.calls).not.toContain('removeAgentDir')
+    expect(t.calls).not.toContain('removeGcRoot')
+    expect(t.calls).not.toContain('lock release')
   })
 
   it('unchanged: answered by the survey alone, which released the lock; nothing copied or activated', async () => {
@@ -483,5 +494,13 @@ describe('the deploy sequence over a Target', () => {
     t.profileGen = 3
     const { result } = await deploy(t, job('switch', { keepGenerations: 2 }))
     expect(result.deletedGenerations).toEqual([1, 2])
+    // Pruning runs under the lock: the wrap-up keeps it, and it is released after the prune.
+    expect(t.calls.slice(-4)).toEqual([
+      'wrapUp agent dir, GC root',
+      'deleteGenerations 1,2',
+      'lock release',
+      'close'
+    ])
+    expect(t.lockOwner).toBeUndefined()
   })
 })

@@ -24,7 +24,8 @@ import {
   RunningClosure,
   Survey,
   SurveyRequest,
-  Target
+  Target,
+  WrapUpRequest
 } from '../../src/target/target'
 
 /** How a system behaves when the simulated agent activates it. */
@@ -308,6 +309,16 @@ export class FakeTarget implements Target {
 
   async readState(): Promise<RemoteState> {
     return this.state()
+  }
+
+  async wrapUp(req: WrapUpRequest): Promise<{ state: RemoteState; lockReleased: boolean }> {
+    const parts = [req.agentDir && 'agent dir', req.gcRoot && 'GC root', req.lock && 'lock'].filter(Boolean)
+    this.calls.push(`wrapUp ${parts.join(', ')}`)
+    if (req.agentDir) this.agents.delete(req.agentDir)
+    const state = this.state()
+    const lockReleased = req.lock !== undefined && this.lockOwner === req.lock.id
+    if (lockReleased) this.lockOwner = undefined
+    return { state, lockReleased }
   }
 
   async listGenerations(): Promise<GenerationListing> {

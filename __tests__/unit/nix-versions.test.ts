@@ -1,5 +1,10 @@
 import { parsePathInfoJson } from '../../src/nix/closure'
-import { parseConfiguredPlatforms, parseStoreInfo, untrustedEmulationError } from '../../src/nix/daemon'
+import {
+  parseConfiguredPlatforms,
+  parseStoreInfo,
+  parseIgnoredSettings,
+  untrustedEmulationError
+} from '../../src/nix/daemon'
 import { failedDerivation } from '../../src/nix/nix'
 
 /**
@@ -88,6 +93,28 @@ describe('an emulated build through a daemon that may not trust this user', () =
     expect(untrustedEmulationError('aarch64-linux', { url: 'local' }, configured, 'runner')).toBeUndefined()
     expect(untrustedEmulationError('aarch64-linux', undefined, configured, 'runner')).toBeUndefined()
     expect(untrustedEmulationError('aarch64-linux', untrusted, undefined, 'runner')).toBeUndefined()
+  })
+})
+
+describe('client settings a daemon that does not trust this user ignores, as Nix 2.26 says on stderr', () => {
+  const nix226 = [
+    "warning: ignoring the client-specified setting 'keep-outputs', because it is a restricted setting and you are not a trusted user",
+    "warning: ignoring the client-specified setting 'sandbox', because it is a restricted setting and you are not a trusted user",
+    "warning: ignoring untrusted substituter 'file:///tmp', you are not a trusted user.",
+    'Run `man nix.conf` for more information on the `substituters` configuration option.',
+    "warning: ignoring the client-specified setting 'keep-outputs', because it is a restricted setting and you are not a trusted user"
+  ].join('\n')
+  it('names each setting and substituter once', () => {
+    expect(parseIgnoredSettings(nix226)).toEqual({
+      settings: ['keep-outputs', 'sandbox'],
+      substituters: ['file:///tmp']
+    })
+  })
+  it('finds nothing where nothing was ignored (a trusted user, or a daemon that does not say)', () => {
+    expect(parseIgnoredSettings("warning: unknown setting 'poll-interval'\n")).toEqual({
+      settings: [],
+      substituters: []
+    })
   })
 })
 

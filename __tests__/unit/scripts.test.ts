@@ -6,7 +6,9 @@ import {
   AGENT_OUTCOMES,
   DECIDE_SCRIPT,
   FOLLOW_SCRIPT,
-  START_AGENT_SCRIPT
+  LOCK_SCRIPT,
+  START_AGENT_SCRIPT,
+  WRAP_UP_SCRIPT
 } from '../../src/target/scripts'
 import { SCRIPT_FILES } from '../../src/target/scripts.generated'
 import * as fs from 'fs'
@@ -77,6 +79,49 @@ describe('the decide script: exactly one decision counts', () => {
     expect(decide('confirm')).toBe('won')
     expect(decide('abort')).toBe('lost:confirm')
     fs.rmSync(dir, { recursive: true })
+  })
+})
+
+describe("the wrap-up script: a deploy's last command", () => {
+  const setUp = (owner: string) => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-wrap-up-'))
+    const agentDir = path.join(root, 'agent')
+    fs.mkdirSync(agentDir)
+    fs.writeFileSync(path.join(agentDir, 'outcome'), 'confirmed\n')
+    const gcRoot = path.join(root, 'gcroot')
+    fs.symlinkSync('/nonexistent', gcRoot)
+    const lockDir = path.join(root, 'lock', 'held')
+    execFileSync('sh', ['-c', LOCK_SCRIPT, 'sh', 'acquire', lockDir, owner, '90', 'a test'])
+    const wrapUp = (id: string) =>
+      execFileSync('sh', ['-c', WRAP_UP_SCRIPT, 'sh', agentDir, gcRoot, lockDir, id], { encoding: 'utf8' })
+    return { root, agentDir, gcRoot, lockDir, wrapUp }
+  }
+  it("removes the agent's directory and the GC root, prints the state, then releases this run's lock", () => {
+    const t = setUp('run-1')
+    const out = t.wrapUp('run-1')
+    expect(out).toMatch(/^uid=\d+$/m)
+    expect(out).toMatch(/^boot-id=\S+$/m)
+    expect(out.trim().split('\n').pop()).toBe('lock-release=released')
+    expect(fs.existsSync(t.agentDir)).toBe(false)
+    expect(fs.existsSync(path.join(t.root, 'gcroot'))).toBe(false)
+    expect(fs.existsSync(path.join(t.lockDir, 'owner'))).toBe(false)
+    fs.rmSync(t.root, { recursive: true })
+  })
+  it("leaves another run's lock alone (it took it over), and says so", () => {
+    const t = setUp('run-2')
+    expect(t.wrapUp('run-1')).toMatch(/^lock-release=not-held$/m)
+    expect(fs.readFileSync(path.join(t.lockDir, 'owner'), 'utf8').split('\n')[0]).toBe('run-2')
+    fs.rmSync(t.root, { recursive: true })
+  })
+  it('does only what it is given: no lock, no directory, no GC root', () => {
+    const t = setUp('run-3')
+    const out = execFileSync('sh', ['-c', WRAP_UP_SCRIPT, 'sh', '', '', '', ''], { encoding: 'utf8' })
+    expect(out).toMatch(/^uid=\d+$/m)
+    expect(out).not.toMatch(/lock-release/)
+    expect(fs.existsSync(t.agentDir)).toBe(true)
+    expect(fs.lstatSync(t.gcRoot).isSymbolicLink()).toBe(true)
+    expect(fs.readFileSync(path.join(t.lockDir, 'owner'), 'utf8').split('\n')[0]).toBe('run-3')
+    fs.rmSync(t.root, { recursive: true })
   })
 })
 

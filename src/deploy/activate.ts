@@ -60,6 +60,8 @@ export interface AgentTracker {
   dir?: string
   started: boolean
   finished: boolean
+  /** The caller removes the finished agent's directory itself, in its last command (Target.wrapUp). */
+  leaveDir?: boolean
 }
 
 /** One activation being followed: the agent's directory, its log so far, its last state. */
@@ -167,30 +169,48 @@ export async function activate(
   const follower = new Follower(target, dir, agent)
   let healthReport: string | undefined
   let confirmedOverNewConnection = false
+  // A finished agent waits for its directory to go before it leaves the lock to the action: removed
+  // here whatever the outcome, unless it succeeded and the caller removes it (agent.leaveDir).
+  let leftToCaller = false
   try {
-    await followActivation(target, goal, settings, follower, waitSeconds)
-    const state = follower.state
-    if (state.status === 0 && waitSeconds > 0 && state.outcome === undefined) {
-      const decided = await decideAndFollow(target, settings, follower, waitSeconds, toplevel)
-      healthReport = decided.healthReport
-      confirmedOverNewConnection = decided.confirmed
-      if (decided.abort && follower.state.outcome === 'rolled-back')
-        throw new RolledBackError(
-          `${decided.abort.reason}; rolled back to ${before.current}`,
-          decided.abort.hint,
-          before.current,
-          [healthReport, follower.log.slice(-4000)].filter(Boolean).join('\n\n')
-        )
+    try {
+      await followActivation(target, goal, settings, follower, waitSeconds)
+      const state = follower.state
+      if (state.status === 0 && waitSeconds > 0 && state.outcome === undefined) {
+        const decided = await decideAndFollow(target, settings, follower, waitSeconds, toplevel)
+        healthReport = decided.healthReport
+        confirmedOverNewConnection = decided.confirmed
+        if (decided.abort && follower.state.outcome === 'rolled-back')
+          throw new RolledBackError(
+            `${decided.abort.reason}; rolled back to ${before.current}`,
+            decided.abort.hint,
+            before.current,
+            [healthReport, follower.log.slice(-4000)].filter(Boolean).join('\n\n')
+          )
+      }
+    } catch (e) {
+      if (!(e instanceof AgentDied)) throw e
+      return await afterDeadAgent({ target, goal, settings, toplevel, before, lock, agent }, follower, e)
     }
-  } catch (e) {
-    if (!(e instanceof AgentDied)) throw e
-    return afterDeadAgent({ target, goal, settings, toplevel, before, lock, agent }, follower, e)
+    const outcome = finish(
+      follower.state,
+      goal.mode,
+      before,
+      toplevel,
+      target.label,
+      follower.log,
+      healthReport,
+      {
+        confirmedOverNewConnection,
+        createdNew: follower.createdNew
+      }
+    )
+    leftToCaller = agent.leaveDir === true
+    return outcome
+  } finally {
+    // (afterDeadAgent removes the directories of the agents it dealt with: agent.dir is another's then.)
+    if (agent.finished && !leftToCaller && agent.dir === dir) await target.removeAgentDir(dir)
   }
-  if (agent.finished) await target.removeAgentDir(dir)
-  return finish(follower.state, goal.mode, before, toplevel, target.label, follower.log, healthReport, {
-    confirmedOverNewConnection,
-    createdNew: follower.createdNew
-  })
 }
 
 /** What one activation works with (activate's arguments), handed on as one. */

@@ -342,6 +342,11 @@ class DeployRun {
     // Before a reboot nothing new runs yet: no confirmation to wait for; the checks come after it.
     const settings =
       goal === job.goal ? job.activation : { ...job.activation, magicRollback: false, healthChecks: [] }
+    // The deploy's own activation is followed only by verify, whose one command (wrapUp) removes
+    // the agent's directory and the GC root: once it succeeded, they are left for it.
+    const verifyCleansUp = goal === job.goal
+    this.agent.leaveDir = verifyCleansUp
+    let succeeded = false
     try {
       const outcome = await this.timed('activate', () =>
         activate(target, goal, settings, job.built.toplevel, before, this.held?.request, this.agent)
@@ -364,17 +369,34 @@ class DeployRun {
           settings: { ...job.activation, magicRollback: false, healthChecks: [] },
           lockTimeoutSeconds: job.lockTimeoutSeconds
         }
+      succeeded = true
     } finally {
       // The profile (switch, boot) or /run/current-system (test) holds the system now; a dry run's
       // or a rolled-back system's paths may be collected by the target's GC again.
-      await this.releaseGcRoot()
+      if (!(verifyCleansUp && succeeded)) await this.releaseGcRoot()
     }
   }
 
-  /** The target must now run (and boot) the new system as the mode says; then old generations go. */
+  /**
+   * The target must now run (and boot) the new system as the mode says; then old generations go.
+   * The state is read in the deploy's last command on the target (wrapUp), which also removes the
+   * agent's directory and the GC root, and releases the lock unless pruning still needs it: each
+   * was a round trip of its own, after the outcome was already known.
+   */
   private async verify(before: RemoteState): Promise<void> {
-    const { target, job } = this
-    const after = await target.readState()
+    const { target, job, agent } = this
+    const prunes = job.keepGenerations !== undefined && job.goal.setsProfile
+    const releasing = prunes || this.held?.lost ? undefined : this.held
+    releasing?.stopRenewing()
+    const wrapped = await target.wrapUp({
+      agentDir: agent.leaveDir && agent.finished ? agent.dir : undefined,
+      gcRoot: this.gcRootPlaced ? this.gcRoot : undefined,
+      lock: releasing?.request
+    })
+    this.gcRootPlaced = false
+    // Not released (another run took it over meanwhile): cleanUp says so as it always did.
+    if (wrapped.lockReleased) this.held = undefined
+    const after = wrapped.state
     const problems = verifyProblems(job.goal, after, job.built.toplevel)
     if (problems.length > 0)
       throw new ActionError(

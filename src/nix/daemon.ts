@@ -80,3 +80,23 @@ export function untrustedEmulationError(
     'build'
   )
 }
+
+/** Client settings (nix-options) and substituters a daemon ignored for this user. */
+export interface IgnoredSettings {
+  settings: string[]
+  substituters: string[]
+}
+
+/**
+ * The client settings a nix-daemon ignored, as it says on the client's stderr (Nix 2.26 warns for
+ * each; a daemon that only logs it at debug level gives nothing to find here). Asked of Nix rather
+ * than listed here: which settings an untrusted client may set depends on the version, and
+ * evaluation settings (pure-eval, access-tokens, …) never reach the daemon at all.
+ */
+export function parseIgnoredSettings(stderr: string): IgnoredSettings {
+  const all = (re: RegExp): string[] => [...new Set([...stderr.matchAll(re)].map(m => m[1]))]
+  return {
+    settings: all(/ignoring the client-specified setting '([^']+)', because it is a restricted setting/g),
+    substituters: all(/ignoring untrusted substituter '([^']+)'/g)
+  }
+}

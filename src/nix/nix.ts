@@ -7,7 +7,14 @@ import { assertStorePath } from './store-path'
 import { promises as fs } from 'fs'
 import { LEGACY_EVAL_NIX } from './legacy-eval.nix'
 import { Evaluation } from './evaluation'
-import { ConfiguredPlatforms, parseConfiguredPlatforms, parseStoreInfo, StoreInfo } from './daemon'
+import {
+  ConfiguredPlatforms,
+  IgnoredSettings,
+  parseConfiguredPlatforms,
+  parseIgnoredSettings,
+  parseStoreInfo,
+  StoreInfo
+} from './daemon'
 import { LegacySource, MachineEvaluation, parseMachine, RawMachine } from './legacy'
 
 export type { Evaluation } from './evaluation'
@@ -256,19 +263,14 @@ export class RunnerNix {
   }
 
   /**
-   * What the store this Nix builds in says of this user (version, trust); undefined when it cannot
-   * say (Nix before 2.14). Only the experimental feature is passed: the store's view, not ours.
+   * What the store this Nix builds in says of this user (version, trust; undefined when it cannot
+   * say: Nix before 2.14), asked with this run's settings, and which of them a daemon ignored.
    */
-  async storeInfo(): Promise<StoreInfo | undefined> {
+  async storeInfo(): Promise<{ info: StoreInfo; ignored: IgnoredSettings } | undefined> {
     for (const sub of ['info', 'ping']) {
-      const r = await this.run('nix', [
-        '--extra-experimental-features',
-        'nix-command',
-        'store',
-        sub,
-        '--json'
-      ])
-      if (r.exitCode === 0) return parseStoreInfo(r.stdout)
+      const r = await this.run('nix', [...this.nixArgs(), 'store', sub, '--json'])
+      const info = r.exitCode === 0 ? parseStoreInfo(r.stdout) : undefined
+      if (info) return { info, ignored: parseIgnoredSettings(r.stderr) }
     }
     return undefined
   }

@@ -25,7 +25,8 @@ import {
   START_AGENT_SCRIPT,
   SUBSTITUTE_SCRIPT,
   SURVEY_SCRIPT,
-  UPLOAD_KEY_SCRIPT
+  UPLOAD_KEY_SCRIPT,
+  WRAP_UP_SCRIPT
 } from './scripts'
 import { TargetSession } from './session'
 import { parseRunningClosure, parseSurvey } from './survey'
@@ -40,7 +41,8 @@ import {
   RunningClosure,
   Survey,
   SurveyRequest,
-  Target
+  Target,
+  WrapUpRequest
 } from './target'
 
 const STEP_TIMEOUT_MS = 120_000
@@ -306,13 +308,16 @@ export class SshTarget implements Target {
       timeoutMs: STEP_TIMEOUT_MS,
       what: 'reading the system state'
     })
-    if (r.exitCode !== 0)
-      throw new ActionError(
-        `reading the system state of the target failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-300)}`,
-        'The target must have a POSIX shell with readlink, id and df (any NixOS has). With sudo, check that `sudo -n true` works for target-user.',
-        'connect'
-      )
-    return parseRemoteState(r.stdout)
+    return stateFrom(r)
+  }
+
+  async wrapUp(req: WrapUpRequest): Promise<{ state: RemoteState; lockReleased: boolean }> {
+    const r = await this.run(
+      WRAP_UP_SCRIPT,
+      [req.agentDir ?? '', req.gcRoot ?? '', req.lock?.dir ?? '', req.lock?.id ?? ''],
+      { timeoutMs: STEP_TIMEOUT_MS, what: 'reading the system state' }
+    )
+    return { state: stateFrom(r), lockReleased: /^lock-release=released$/m.test(r.stdout) }
   }
 
   async listGenerations(): Promise<GenerationListing> {
@@ -379,4 +384,15 @@ export class SshTarget implements Target {
   close(): void {
     this.session.close()
   }
+}
+
+/** The state probe_state printed (probe.sh), or why it could not be read. */
+function stateFrom(r: { exitCode: number; stdout: string; stderr: string }): RemoteState {
+  if (r.exitCode !== 0)
+    throw new ActionError(
+      `reading the system state of the target failed (exit ${r.exitCode}): ${r.stderr.trim().slice(-300)}`,
+      'The target must have a POSIX shell with readlink, id and df (any NixOS has). With sudo, check that `sudo -n true` works for target-user.',
+      'connect'
+    )
+  return parseRemoteState(r.stdout)
 }

@@ -12,6 +12,12 @@ import { AgentOutcome } from './scripts'
  * FakeTarget does them in memory, so every branch of src/deploy runs without root or a testbed.
  * Every verb that fails in a way the user can act on throws an ActionError saying what to do.
  */
+export interface WrapUpRequest {
+  agentDir?: string
+  gcRoot?: string
+  lock?: LockRequest
+}
+
 export interface Target {
   /** "target user@host:port", for messages. */
   readonly label: string
@@ -54,6 +60,12 @@ export interface Target {
   ): Promise<{ exitCode: number; output: string }>
   /** What runs and what the profile holds now. */
   readState(): Promise<RemoteState>
+  /**
+   * A deploy's last command once its activation has an outcome (one round trip for what were
+   * four): removes the agent's directory and the run's GC root (each when given), reads the state
+   * to verify, and releases the deploy lock last (when given). See wrap-up.sh.
+   */
+  wrapUp(req: WrapUpRequest): Promise<{ state: RemoteState; lockReleased: boolean }>
   listGenerations(): Promise<GenerationListing>
   /** Deletes system generations; the error text when nix-env refused. */
   deleteGenerations(numbers: number[]): Promise<string | undefined>

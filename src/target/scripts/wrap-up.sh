@@ -1,0 +1,14 @@
+# A deploy's last command on the target, once its activation has an outcome: what were four round
+# trips in one. Removes the agent's directory (the agent then leaves the lock to the action) and
+# this run's GC root (the profile or /run/current-system holds the system now), prints the state the
+# action verifies (probe_state), and releases the deploy lock last, so nothing of this deploy is
+# still read or written on the target once another run may take it.
+# usage: sh -c WRAP_UP sh AGENT_DIR GC_ROOT LOCK_DIR LOCK_ID   (an empty one: nothing to do for it)
+# shellcheck shell=sh disable=SC2034 # lease and lock_desc are read by lock_op (lock.sh)
+[ -z "$1" ] || rm -rf "$1"
+[ -z "$2" ] || rm -f "$2"
+probe_state
+if [ -n "$3" ]; then
+  lock_dir=$3 lock_id=$4 lease=0 lock_desc=''
+  printf 'lock-release=%s\n' "$(lock_op release)"
+fi
