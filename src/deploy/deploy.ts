@@ -394,7 +394,7 @@ class DeployRun {
       lock: releasing?.request
     })
     this.gcRootPlaced = false
-    // Not released (another run took it over meanwhile): cleanUp says so as it always did.
+    // Not released (another run took it over meanwhile, or the link failed): cleanUp tries again.
     if (wrapped.lockReleased) this.held = undefined
     const after = wrapped.state
     const problems = verifyProblems(job.goal, after, job.built.toplevel)
