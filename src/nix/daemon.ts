@@ -1,17 +1,18 @@
 import { ActionError } from '../errors'
 
 /**
- * What the store the runner's Nix builds in says of this user: `nix store info --json` (Nix 2.19+;
- * `nix store ping --json` from 2.14). With a nix-daemon (a multi-user install, as install-nix-action
+ * What the store the runner's Nix builds in says of this user: `nix store info --json` (Nix 2.26;
+ * `nix store ping --json` in some earlier versions; Nix 2.8 has neither). With a nix-daemon (a multi-user install, as install-nix-action
  * and nix-installer-action set up), `trusted` says whether the daemon applies this user's restricted
- * settings: for anyone not in trusted-users it ignores `extra-platforms`, `substituters`,
- * `builders`, `extra-sandbox-paths` passed on the command line, with only a warning.
+ * settings: for anyone not in trusted-users it ignores most settings passed on the command line
+ * (seen on 2.26: `extra-platforms`, `sandbox`, `system-features`, untrusted substituters), with
+ * only a warning.
  */
 export interface StoreInfo {
   url: string
   /** The daemon's (or local store's) Nix version. */
   version?: string
-  /** Undefined when the store does not say (a local store, or a daemon older than 2.14). */
+  /** Undefined when the store does not say (a local store, or a daemon that does not report it). */
   trusted?: boolean
 }
 

@@ -264,7 +264,7 @@ export class RunnerNix {
 
   /**
    * What the store this Nix builds in says of this user (version, trust; undefined when it cannot
-   * say: Nix before 2.14), asked with this run's settings, and which of them a daemon ignored.
+   * say, as Nix 2.8), asked with this run's settings, and which of them a daemon ignored.
    */
   async storeInfo(): Promise<{ info: StoreInfo; ignored: IgnoredSettings } | undefined> {
     for (const sub of ['info', 'ping']) {
@@ -275,7 +275,7 @@ export class RunnerNix {
     return undefined
   }
 
-  /** The platforms the runner's nix.conf lists (`config show`, Nix 2.20+; `show-config` before). */
+  /** The platforms the runner's nix.conf lists (`config show` in Nix 2.26, `show-config` in 2.8). */
   async configuredPlatforms(): Promise<ConfiguredPlatforms | undefined> {
     for (const sub of [['config', 'show'], ['show-config']]) {
       const r = await this.run('nix', ['--extra-experimental-features', 'nix-command', ...sub, '--json'])

@@ -6,18 +6,19 @@ import { LockHolder, LockRequest, LockVerb } from './lock'
 import { RemoteState } from './remote-state'
 import { AgentOutcome } from './scripts'
 
-/**
- * A machine the action deploys to, as the deploy sequence sees it: a narrow set of verbs (after
- * colmena's `Host`). SshTarget does them over SSH with the scripts in ./scripts; the unit tests'
- * FakeTarget does them in memory, so every branch of src/deploy runs without root or a testbed.
- * Every verb that fails in a way the user can act on throws an ActionError saying what to do.
- */
+/** What a deploy's last command does on the target (Target.wrapUp): each part only when given. */
 export interface WrapUpRequest {
   agentDir?: string
   gcRoot?: string
   lock?: LockRequest
 }
 
+/**
+ * A machine the action deploys to, as the deploy sequence sees it: a narrow set of verbs (after
+ * colmena's `Host`). SshTarget does them over SSH with the scripts in ./scripts; the unit tests'
+ * FakeTarget does them in memory, so every branch of src/deploy runs without root or a testbed.
+ * Every verb that fails in a way the user can act on throws an ActionError saying what to do.
+ */
 export interface Target {
   /** "target user@host:port", for messages. */
   readonly label: string
