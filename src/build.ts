@@ -114,12 +114,22 @@ function notePlan(report: DeployReport, plan: Plan, prefix = ''): void {
 }
 
 /**
+ * The plan of a flake or configuration.nix deploy, known from the inputs alone (it does not depend
+ * on the evaluation): decided once, before anything else. A network's machines are planned after
+ * their evaluation.
+ */
+export function singlePlanOf(inputs: Inputs): Plan | undefined {
+  return inputs.source.kind === 'network' ? undefined : makePlan(inputs)
+}
+
+/**
  * The runner's half: evaluates the source, plans each machine (its warnings first), reads every
  * machine's keys (masked before anything untrusted is printed), restores the store cache, sets up
  * binfmt, builds every system in one Nix invocation and lists their closures. Nothing here connects.
  */
 export async function buildMachines(
   inputs: Inputs,
+  singlePlan: Plan | undefined,
   nix: RunnerNix,
   report: DeployReport,
   tempDir: string,
@@ -127,9 +137,7 @@ export async function buildMachines(
 ): Promise<{ machines: Machine[]; nix: RunnerNix }> {
   report.flake = inputs.source.label
   report.mode = inputs.mode
-  // A flake or configuration.nix: the plan does not depend on the evaluation; decide it first, so
-  // its warnings (e.g. a fork PR's dry-activate becoming a build) come before the build's output.
-  const singlePlan = inputs.source.kind === 'network' ? undefined : makePlan(inputs)
+  // Its warnings (e.g. a fork PR's dry-activate becoming a build) come before the build's output.
   if (singlePlan) notePlan(report, singlePlan)
   const machines = await phase('build', () => evaluateMachines(inputs, nix, report, tempDir, singlePlan))
   // Every secret is registered before the build prints anything untrusted (see printUntrusted):

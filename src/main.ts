@@ -3,14 +3,14 @@ import { randomBytes } from 'crypto'
 import { promises as fs } from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { baselineClosure, buildMachines, Machine } from './build'
+import { baselineClosure, buildMachines, Machine, singlePlanOf } from './build'
 import { ActionError, errorMessage, Phase } from './errors'
 import { EarlyDial, FleetMachine, FleetOptions, runFleet } from './fleet'
 import { InputName, Inputs, readInputs, SECRET_INPUTS } from './inputs'
 import { needsReboot, readBootIdentity } from './nix/boot'
 import { githubAccessConfig } from './nix/flake'
 import { RunnerNix } from './nix/nix'
-import { deployJob, makePlan } from './plan'
+import { deployJob, Plan } from './plan'
 import { diffClosures } from './report/diff'
 import { reportFailure } from './report/failure'
 import { DeployReport, outputsOf, worstReport } from './report/report'
@@ -66,9 +66,10 @@ function runnerSecretConfig(inputs: Inputs): string | undefined {
 
 /** inputs → plan → build → fleet (connect → copy → activate → verify) → report. */
 async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number): Promise<void> {
-  const early = dialEarly(inputs)
+  const singlePlan = singlePlanOf(inputs)
+  const early = singlePlan && dialEarly(inputs, singlePlan)
   try {
-    await deployWith(inputs, report, runDeadline, early)
+    await deployWith(inputs, singlePlan, report, runDeadline, early)
   } finally {
     early?.dispose()
   }
@@ -76,6 +77,7 @@ async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number
 
 async function deployWith(
   inputs: Inputs,
+  singlePlan: Plan | undefined,
   report: DeployReport,
   runDeadline: number | undefined,
   early: EarlyDial | undefined
@@ -84,6 +86,7 @@ async function deployWith(
   const phase = <T>(p: Phase, fn: () => Promise<T>): Promise<T> => timed(report, p, fn)
   const { machines, nix } = await buildMachines(
     inputs,
+    singlePlan,
     new RunnerNix(inputs.nixOptions, runnerSecretConfig(inputs)),
     report,
     tempDir,
@@ -130,9 +133,7 @@ function connectOptions(inputs: Inputs): FleetOptions['connect'] {
  * A flake or configuration.nix deploy knows its target from the inputs: its connection is dialled
  * while Nix evaluates and builds (a no-op or a small change waits for neither in turn).
  */
-function dialEarly(inputs: Inputs): EarlyDial | undefined {
-  if (inputs.source.kind === 'network') return undefined
-  const plan = makePlan(inputs)
+function dialEarly(inputs: Inputs, plan: Plan): EarlyDial | undefined {
   if (plan.mode === 'build' || !plan.target) return undefined
   return new EarlyDial(plan.target, plan.jumps, { ...connectOptions(inputs), sudo: plan.sudo })
 }

@@ -524,6 +524,12 @@ export async function assertNothingLeftOnPi(
   throw new Error(`processes of a finished deploy are still running on ${pi}:\n${left.join('\n')}`)
 }
 
+/** The runner's binfmt registration of QEMU for aarch64 (qemu-user-static's, as update-binfmts names it). */
+export const QEMU_AARCH64_ENTRY = '/proc/sys/fs/binfmt_misc/qemu-aarch64'
+export function qemuAarch64Enabled(): boolean {
+  return fs.existsSync(QEMU_AARCH64_ENTRY) && /^enabled$/m.test(fs.readFileSync(QEMU_AARCH64_ENTRY, 'utf8'))
+}
+
 /** The barrier of the fixtures pi-barrier and network/overlap.nix (host and Pis share /tmp). */
 export const barrier = {
   dir: '/tmp/nda-barrier',

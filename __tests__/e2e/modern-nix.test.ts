@@ -1,7 +1,17 @@
 import { execFileSync } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
-import { deployInputs, describeE2E, fixtureOutPath, modernNixUser, ROOT, runAction, testbed } from './harness'
+import {
+  deployInputs,
+  describeE2E,
+  fixtureOutPath,
+  modernNixUser,
+  QEMU_AARCH64_ENTRY,
+  qemuAarch64Enabled,
+  ROOT,
+  runAction,
+  testbed
+} from './harness'
 
 /**
  * The runner on the Nix users run (issue #20): Nix 2.26 with a nix-daemon whose sandbox is on, the
@@ -55,14 +65,16 @@ describeE2E('the runner on Nix 2.26 with a sandboxed nix-daemon and an unprivile
       return false
     }
   }
-  const modernNix = (user: string, args: string[]): string =>
-    execFileSync(path.join(modern(), 'bin', 'nix'), args, {
+  const modernNix = (name: 'nda-runner' | 'nda-untrusted', args: string[]): string => {
+    const { uid, gid, home } = modernNixUser(name)
+    return execFileSync(path.join(modern(), 'bin', 'nix'), args, {
       encoding: 'utf8',
-      uid: Number(execFileSync('id', ['-u', user], { encoding: 'utf8' })),
-      gid: Number(execFileSync('id', ['-g', user], { encoding: 'utf8' })),
+      uid,
+      gid,
       cwd: '/',
-      env: { PATH: process.env.PATH, HOME: path.join(modern(), 'home', user) }
+      env: { PATH: process.env.PATH, HOME: home }
     }).trim()
+  }
 
   afterAll(() => {
     if (fs.existsSync(localConf())) {
@@ -72,7 +84,7 @@ describeE2E('the runner on Nix 2.26 with a sandboxed nix-daemon and an unprivile
   })
 
   it('the daemon is Nix 2.26 with its sandbox on, and trusts nda-runner but not nda-untrusted', () => {
-    const info = (user: string): { version: string; trusted: number } =>
+    const info = (user: 'nda-runner' | 'nda-untrusted'): { version: string; trusted: number } =>
       JSON.parse(modernNix(user, ['store', 'info', '--json'])) as { version: string; trusted: number }
     expect(info('nda-runner')).toMatchObject({ version: '2.26.3', trusted: 1 })
     expect(info('nda-untrusted')).toMatchObject({ version: '2.26.3', trusted: 0 })
@@ -118,21 +130,19 @@ describeE2E('the runner on Nix 2.26 with a sandboxed nix-daemon and an unprivile
   }, 300_000)
 
   it('binfmt: auto registers QEMU through passwordless sudo (as on a GitHub-hosted runner), with the F flag the sandbox needs', async () => {
-    const entry = '/proc/sys/fs/binfmt_misc/qemu-aarch64'
-    const enabled = (): boolean => fs.existsSync(entry) && /^enabled$/m.test(fs.readFileSync(entry, 'utf8'))
     execFileSync('update-binfmts', ['--disable', 'qemu-aarch64'])
     try {
-      expect(enabled()).toBe(false)
+      expect(qemuAarch64Enabled()).toBe(false)
       const inputs = freshProbe('sudo-binfmt')
       const top = fixtureOutPath('pi-sandbox-probe')
       const run = await runAction(inputs, { nix: 'modern', user: modernNixUser('nda-runner') })
       expect(run.exitCode).toBe(0)
-      expect(enabled()).toBe(true)
+      expect(qemuAarch64Enabled()).toBe(true)
       // F: the kernel opens the interpreter at registration, so it runs inside the sandbox.
-      expect(fs.readFileSync(entry, 'utf8')).toMatch(/^flags: [A-Z]*F/m)
+      expect(fs.readFileSync(QEMU_AARCH64_ENTRY, 'utf8')).toMatch(/^flags: [A-Z]*F/m)
       expect(probeSaw(top)).toBe('sandboxed')
     } finally {
-      if (!enabled()) execFileSync('update-binfmts', ['--enable', 'qemu-aarch64'])
+      if (!qemuAarch64Enabled()) execFileSync('update-binfmts', ['--enable', 'qemu-aarch64'])
     }
   }, 300_000)
 

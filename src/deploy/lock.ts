@@ -1,3 +1,4 @@
+import { randomBytes } from 'crypto'
 import { ActionError, errorMessage } from '../errors'
 import { Log } from '../report/untrusted'
 import { LOCK_DIR, LockHolder, LockRequest, parseLockAnswer } from '../target/lock'
@@ -62,8 +63,8 @@ export class DeployLock {
    * Takes the lock on its own (a deploy takes it within its survey), waiting up to
    * `timeoutSeconds` while another run holds it; renewed from then on.
    */
-  static async acquire(target: Target, id: string, timeoutSeconds: number): Promise<DeployLock> {
-    const request = lockRequest(id)
+  static async acquire(target: Target, timeoutSeconds: number): Promise<DeployLock> {
+    const request = lockRequest(randomBytes(8).toString('hex'))
     const started = Date.now()
     for (;;) {
       const answer = parseLockAnswer(await target.lock('acquire', request))

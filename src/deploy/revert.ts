@@ -4,7 +4,6 @@
  * nothing can need them any more. Each is a new visit: the machine's deploy lock taken again, and
  * its state read under it before anything changes.
  */
-import { randomBytes } from 'crypto'
 import { ActionError } from '../errors'
 import { generationOf, RemoteState } from '../target/remote-state'
 import { Target } from '../target/target'
@@ -40,7 +39,7 @@ export type RevertOutcome =
  * target runs when putting it back failed.
  */
 export async function revertDeploy(target: Target, undo: UndoRecord): Promise<RevertOutcome> {
-  const lock = await DeployLock.acquire(target, newLockId(), undo.lockTimeoutSeconds)
+  const lock = await DeployLock.acquire(target, undo.lockTimeoutSeconds)
   let agentKeepsLock = false
   try {
     const now = await target.readState()
@@ -86,7 +85,7 @@ export function movedOn(undo: UndoRecord, now: RemoteState): string | undefined 
  * with a warning, when another deploy holds it.
  */
 export async function pruneAfterFleet(target: Target, keep: number): Promise<number[]> {
-  const lock = await DeployLock.acquire(target, newLockId(), 0).catch((e: unknown) => {
+  const lock = await DeployLock.acquire(target, 0).catch((e: unknown) => {
     if (!(e instanceof ActionError)) throw e
     target.log.warning(`old generations not pruned: ${e.message}`)
     return undefined
@@ -98,8 +97,4 @@ export async function pruneAfterFleet(target: Target, keep: number): Promise<num
   } finally {
     await lock.release()
   }
-}
-
-function newLockId(): string {
-  return randomBytes(8).toString('hex')
 }
