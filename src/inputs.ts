@@ -345,7 +345,7 @@ function readReboot(
 
 /**
  * Defaults must be valid together: with health checks, the target's confirmation window, when not
- * set, leaves room for the checks and the confirmation's new connection (both hops).
+ * set, leaves room for the checks and the confirmation's new connection (both hops, at worst).
  */
 function confirmWindow(t: Timeouts): number {
   return Math.max(t.confirmTimeoutSeconds, t.healthTimeoutSeconds + 2 * t.connectTimeoutSeconds + 30)

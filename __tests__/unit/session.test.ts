@@ -4,9 +4,13 @@ import { plainLog } from '../../src/report/untrusted'
 import type { RemoteHost } from '../../src/ssh/connection'
 
 /** A stand-in connection: alive until told otherwise; exec answers or fails as set. */
-function fakeHost(n: number, opts: { alive?: boolean; fail?: boolean } = {}): RemoteHost {
+function fakeHost(
+  n: number,
+  opts: { alive?: boolean; fail?: boolean; redialTarget?: () => Promise<RemoteHost | undefined> } = {}
+): RemoteHost {
   let alive = opts.alive ?? true
   return {
+    redialTarget: opts.redialTarget ?? (async () => undefined),
     target: { label: 'target root@pi' },
     get alive() {
       return alive
@@ -52,6 +56,52 @@ describe('the session to a target', () => {
     ])
     expect(dials).toBe(1)
     expect(answers.map(a => a.stdout)).toEqual(['host 1', 'host 1', 'host 1'])
+  })
+  it('reconnects through the live jump host chain when it can, else dials both hops; a target the chain cannot reach fails', async () => {
+    let dials = 0
+    const dial = async (): Promise<RemoteHost> => fakeHost(100 + ++dials)
+    // The chain is up: the target alone is dialled again, through it.
+    const viaChain = new TargetSession(fakeHost(0, { redialTarget: async () => fakeHost(1) }), dial, plainLog)
+    await viaChain.reconnect()
+    expect((await viaChain.exec('x')).stdout).toBe('host 1')
+    expect(dials).toBe(0)
+    // No chain of its own (or it is down): both hops.
+    const direct = new TargetSession(fakeHost(0), dial, plainLog)
+    await direct.reconnect()
+    expect((await direct.exec('x')).stdout).toBe('host 101')
+    // The current connection is lost: both hops, without asking it.
+    let asked = false
+    const lost = new TargetSession(
+      fakeHost(0, {
+        alive: false,
+        redialTarget: async () => {
+          asked = true
+          return fakeHost(1)
+        }
+      }),
+      dial,
+      plainLog
+    )
+    await lost.reconnect()
+    expect(asked).toBe(false)
+    expect((await lost.exec('x')).stdout).toBe('host 102')
+    // Through a live chain the target refuses: that is the answer (the confirmation fails), and the
+    // next reconnect may try again.
+    let tries = 0
+    const refused = new TargetSession(
+      fakeHost(0, {
+        redialTarget: async () => {
+          tries++
+          throw new ActionError('target root@pi: connection refused', '', 'connect')
+        }
+      }),
+      dial,
+      plainLog
+    )
+    await expect(refused.reconnect()).rejects.toThrow(/connection refused/)
+    await expect(refused.reconnect()).rejects.toThrow(/connection refused/)
+    expect(tries).toBe(2)
+    expect(dials).toBe(2)
   })
   it('retries an idempotent command on a new connection after a failure, until its deadline', async () => {
     let dials = 0

@@ -138,9 +138,10 @@ function agentWaitSeconds(s: ActivationSettings): number {
 /**
  * Runs the activation on the target through the detached agent (src/target/scripts/agent.sh) and
  * follows it to its end, reconnecting when the connection drops. With health checks and magic
- * rollback, runs the checks, then confirms over a brand-new connection (both hops dialled afresh):
- * if the new system broke SSH or the network, that fails, and the target rolls itself back when
- * confirm-timeout passes.
+ * rollback, runs the checks, then confirms over a brand-new connection to the target (a new TCP
+ * connection from the jump host, a new SSH handshake and login; the jump host's connection is kept
+ * while it is up, as the deploy does not change it): if the new system broke SSH or the network,
+ * that fails, and the target rolls itself back when confirm-timeout passes.
  */
 export async function activate(
   target: Target,
