@@ -199,6 +199,104 @@ describe('the follow script: waiting on the target for news', () => {
   })
 })
 
+describe('wake.sh: a waiting script woken at once, and only the one meant', () => {
+  const WAKE = SCRIPT_FILES['wake.sh']
+  /** The shells a target's /bin/sh may be: dash (Debian), bash (NixOS's /bin/sh). */
+  const shells = ['dash', 'bash'].filter(sh => spawnSync(sh, ['-c', 'true']).status === 0)
+  const procState = (pid: number): string | undefined => {
+    try {
+      return /^\d+ \(.*\) (\S)/.exec(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1]
+    } catch {
+      return undefined
+    }
+  }
+
+  it.each(shells)(
+    '%s: a nap of 300 s ends when woken, and its sleep with it',
+    async sh => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-wake-'))
+      const marker = path.join(dir, 'marker')
+      // The sleeper registers, naps, then says which sleep it started: no test timing, only that it
+      // came back (a lost wake-up would nap 300 s, past this test's deadline).
+      const sleeper = spawn(sh, [
+        '-c',
+        `${WAKE}\necho $$ >"$1/pid"\nnap 300\necho "woken $nap_pid"`,
+        'sh',
+        dir,
+        marker
+      ])
+      let out = ''
+      sleeper.stdout.on('data', d => (out += d))
+      for (let i = 0; i < 200 && !fs.existsSync(path.join(dir, 'pid')); i++)
+        await new Promise(r => setTimeout(r, 25))
+      // Woken until it ends: a wake-up between its sleep's start and its wait is lost (then the
+      // target's scripts look a tenth of a second later), so the test does not depend on missing it.
+      const closed = new Promise(r => sleeper.once('close', r))
+      let ended = false
+      void closed.then(() => (ended = true))
+      while (!ended) {
+        execFileSync(sh, ['-c', `${WAKE}\nwake "$1/pid" "$2"`, 'sh', dir, marker])
+        await Promise.race([closed, new Promise(r => setTimeout(r, 100))])
+      }
+      const code = await closed
+      expect(code).toBe(0)
+      const napPid = Number(/^woken (\d+)$/m.exec(out)?.[1])
+      expect(napPid).toBeGreaterThan(0)
+      // The sleep it cut short was ended, not left behind for 300 s.
+      for (let i = 0; i < 100 && procState(napPid) !== undefined && procState(napPid) !== 'Z'; i++)
+        await new Promise(r => setTimeout(r, 25))
+      expect([undefined, 'Z']).toContain(procState(napPid))
+      fs.rmSync(dir, { recursive: true, force: true })
+    },
+    20_000
+  )
+
+  it.each(shells)(
+    '%s: a pid whose process lacks the argument, or no pid at all, is never signalled',
+    async sh => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-wake-'))
+      // USR1 would end this sleep (its default action): it must survive being "woken" as another.
+      const stranger = spawn('sleep', ['30'])
+      fs.writeFileSync(path.join(dir, 'pid'), `${stranger.pid}\n`)
+      fs.writeFileSync(path.join(dir, 'junk'), '12 34; rm -rf /\n')
+      const r = spawnSync(
+        sh,
+        [
+          '-c',
+          `${WAKE}\nwake "$1/pid" "$1" && wake "$1/junk" "$1" && wake "$1/none" "$1" && echo ok`,
+          'sh',
+          dir
+        ],
+        { encoding: 'utf8' }
+      )
+      expect(r.stdout).toBe('ok\n')
+      await new Promise(res => setTimeout(res, 200))
+      expect(stranger.exitCode).toBeNull()
+      expect(stranger.signalCode).toBeNull()
+      stranger.kill()
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  )
+
+  it('follow.sh registers itself where the agent wakes it: its pid, with the directory as an argument', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-follow-wake-'))
+    fs.writeFileSync(path.join(dir, 'log'), '')
+    const child = spawn('sh', ['-c', FOLLOW_SCRIPT, 'sh', dir, '0', '4096', '600', '0'])
+    for (let i = 0; i < 200 && !fs.existsSync(path.join(dir, 'follower')); i++)
+      await new Promise(r => setTimeout(r, 25))
+    const pid = Number(fs.readFileSync(path.join(dir, 'follower'), 'utf8'))
+    expect(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')).toContain(dir)
+    // The agent's wake-up after the status (the poll would also see it at its next look).
+    fs.writeFileSync(path.join(dir, 'status'), '0\n')
+    execFileSync('sh', ['-c', `${SCRIPT_FILES['wake.sh']}\nwake "$1/follower" "$1"`, 'sh', dir])
+    let stderr = ''
+    child.stderr.on('data', d => (stderr += d))
+    await new Promise(r => child.once('close', r))
+    expect(stderr).toMatch(/^status=0$/m)
+    fs.rmSync(dir, { recursive: true, force: true })
+  }, 20_000)
+})
+
 describe('the follow script: whether the agent still runs', () => {
   const agentOf = (dir: string): string =>
     /^agent=(.*)$/m.exec(

@@ -3,7 +3,7 @@
  * fixed text: every value from the action reaches them as a positional parameter or an option
  * value (quoted by shellCommand), never pasted into the script, so no input can change what they
  * do. They avoid bashisms: the target's /bin/sh may be any POSIX shell. Libraries (lock.sh,
- * probe.sh) are prepended to the scripts that use them.
+ * probe.sh, wake.sh) are prepended to the scripts that use them.
  */
 import { SCRIPT_FILES } from './scripts.generated'
 
@@ -15,11 +15,11 @@ export const LOCK_SCRIPT = compose('lock.sh', 'lock-command.sh')
 export const SURVEY_SCRIPT = compose('lock.sh', 'probe.sh', 'survey.sh')
 export const PROBE_SCRIPT = compose('probe.sh', 'probe-command.sh')
 export const RUNNING_CLOSURE_SCRIPT = compose('running-closure.sh')
-export const AGENT_SCRIPT = compose('lock.sh', 'agent.sh')
+export const AGENT_SCRIPT = compose('lock.sh', 'wake.sh', 'agent.sh')
 export const PREPARE_AGENT_SCRIPT = compose('prepare-agent.sh')
 export const START_AGENT_SCRIPT = compose('lock.sh', 'start-agent.sh')
-export const FOLLOW_SCRIPT = compose('follow.sh')
-export const DECIDE_SCRIPT = compose('decide.sh')
+export const FOLLOW_SCRIPT = compose('wake.sh', 'follow.sh')
+export const DECIDE_SCRIPT = compose('wake.sh', 'decide.sh')
 export const ABANDON_SCRIPT = compose('abandon.sh')
 export const REBOOT_SCRIPT = compose('reboot.sh')
 export const BOOT_TRIAL_SCRIPT = compose('boot-trial.sh')

@@ -78,6 +78,7 @@ renew() {
 # DIR/abandoned), the agent releases the lock itself.
 finish() {
   echo "$1" >"$dir/outcome.tmp" && mv -f "$dir/outcome.tmp" "$dir/outcome"
+  wake "$dir/follower" "$dir"
   say "outcome: $1"
   [ -n "$lock_dir" ] || exit 0
   n=0
@@ -99,12 +100,13 @@ gen_of_name() { basename "$1" | sed -n 's/^.*-\([0-9][0-9]*\)-link$/\1/p'; }
 # is killed, so a timed-out activation cannot change the system after the rollback.
 run_renewing() {
   rm -f "$dir/rc" "$dir/tpid"
-  { sh -c 'echo $$ >"$1"; shift; exec timeout -k 10 "$@"' sh "$dir/tpid" "$activation_timeout" "$@"; echo $? >"$dir/rc"; } &
+  # Its end wakes this shell (wake.sh): a fast activation's end is known at once.
+  { sh -c 'echo $$ >"$1"; shift; exec timeout -k 10 "$@"' sh "$dir/tpid" "$activation_timeout" "$@"; echo $? >"$dir/rc"; wake "$dir/pid" "$dir/agent.sh"; } &
   job=$!
   ticks=0
-  # Looked at every tenth of a second: the end of a fast activation is known at once.
+  # Looked at every tenth of a second besides (a wake-up lost between the look and the nap).
   while [ ! -s "$dir/rc" ]; do
-    sleep 0.1
+    nap 0.1
     ticks=$((ticks + 1))
     if [ $((ticks % 150)) = 0 ]; then renew; fi
   done
@@ -194,6 +196,7 @@ run_renewing "$top/bin/switch-to-configuration" "$action"
 took=$(($(uptime_cs) - started_cs))
 # The status first: a follow poll woken by the log line below then finds it too.
 echo "$rc" >"$dir/status.tmp" && mv -f "$dir/status.tmp" "$dir/status"
+wake "$dir/follower" "$dir"
 say "switch-to-configuration $action exited $rc after $((took / 100)).$((took % 100 / 10))$((took % 10)) s"
 if [ "$rc" != 0 ]; then
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then say "activation did not finish within $activation_timeout s"; else say "activation failed (exit $rc)"; fi
@@ -221,9 +224,9 @@ while :; do
     say "not confirmed within $wait_seconds s: rolling back"
     if rollback; then finish rolled-back-unconfirmed; else finish rollback-failed; fi
   fi
-  # Looks for the decision every tenth of a second: a confirmation is acted on at once (the action
-  # waits for the outcome), not up to a second later. The lease is renewed every 15 s.
+  # decide.sh wakes this shell (wake.sh): a confirmation is acted on at once (the action waits for
+  # the outcome). Looked at every tenth of a second besides; the lease is renewed every 15 s.
   ticks=$((ticks + 1))
   if [ $((ticks % 150)) = 0 ]; then renew; fi
-  sleep 0.1
+  nap 0.1
 done

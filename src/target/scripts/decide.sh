@@ -4,6 +4,8 @@
 # shellcheck shell=sh
 if mkdir "$1/decided" 2>/dev/null; then
   echo "$2" >"$1/decision.tmp" && mv -f "$1/decision.tmp" "$1/decision" && echo won
+  # The agent acts on it now, not at its next look.
+  wake "$1/pid" "$1/agent.sh"
 else
   echo "lost:$(cat "$1/decision" 2>/dev/null)"
 fi
