@@ -9,6 +9,7 @@
 //   fleet  one change deployed to 1, 4 and 12 light Pis (testbed/fleet.sh) by the action and by
 //          parallel nix-copy-closure + ssh switch-to-configuration with ProxyJump (colmena's way).
 //   latency  a no-op redeploy and a small change, the action against bench/standin-*.sh.
+//   timeline one small change's remote commands in order (start, duration): printed, not written.
 // BENCH_PARTS=copy,cache,fleet,latency chooses the parts; each rewrites only its own section of RESULTS.md.
 // BENCH_PI=spi runs the copy against the systemd Pi (systemd-nspawn, Nix 2.26 with its daemon)
 // instead of pi (sshd, Nix 2.8), into its own section.
@@ -354,6 +355,29 @@ async function latencyBench() {
   )
 }
 
+/**
+ * timeline: one small change (pi-gen1 → pi-gen2, switch) with RUNNER_DEBUG, printed as the remote
+ * commands in the order they started, each with its start (ms since the action's process started)
+ * and duration, and the phase times: where a deploy's time goes. Prints only; writes nothing.
+ */
+async function timelineBench() {
+  toplevel('pi-gen1')
+  toplevel('pi-gen2')
+  const inputs = c => ({ ...actionInputs(c), mode: 'switch' })
+  execFileSync('bash', [PI_SCRIPT, 'reset'], { stdio: 'ignore', env: { ...process.env, PI } })
+  await runBundled(inputs('pi-gen1'))
+  const t = process.hrtime.bigint()
+  const r = await runBundled(inputs('pi-gen2'))
+  const wall = Number(process.hrtime.bigint() - t) / 1e6
+  const commands = [...r.log.matchAll(/::debug::remote exit (-?\d+) after (\d+) ms \(started at (\d+) ms\): (.*)/g)]
+    .map(m => ({ start: Number(m[3]), ms: Number(m[2]), exit: m[1], what: m[4].replace(/^sh -c '# ?/, '').slice(0, 70) }))
+    .sort((a, b) => a.start - b.start)
+  console.log(`wall ${wall.toFixed(0)} ms; phases (ms): ${/::debug::phase timings \(ms\): (.*)/.exec(r.log)?.[1]}`)
+  for (const c of commands) console.log(`${String(c.start).padStart(6)} +${String(c.ms).padStart(5)}  exit ${c.exit}  ${c.what}`)
+  const own = /switch-to-configuration switch exited 0 after ([0-9.]+) s/.exec(r.log)
+  if (own) console.log(`switch-to-configuration: ${own[1]} s`)
+}
+
 const FLEET_SIZES = (process.env.BENCH_FLEET || '1,4,12').split(',').map(Number)
 const FLEET_SH = path.join(ROOT, 'testbed', 'fleet.sh')
 
@@ -482,6 +506,7 @@ async function main() {
   if (PARTS.includes('cache')) await cacheBench()
   if (PARTS.includes('fleet')) await fleetBench()
   if (PARTS.includes('latency')) await latencyBench()
+  if (PARTS.includes('timeline')) await timelineBench()
 }
 
 main().catch(e => {
