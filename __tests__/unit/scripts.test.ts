@@ -252,24 +252,28 @@ describe('wake.sh: a waiting script woken at once, and only the one meant', () =
   )
 
   it.each(shells)(
-    '%s: a pid whose process lacks the argument, or no pid at all, is never signalled',
+    '%s: a pid whose process lacks the argument, has ended, or no pid at all: nothing signalled, nothing said',
     async sh => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-wake-'))
       // USR1 would end this sleep (its default action): it must survive being "woken" as another.
       const stranger = spawn('sleep', ['30'])
       fs.writeFileSync(path.join(dir, 'pid'), `${stranger.pid}\n`)
       fs.writeFileSync(path.join(dir, 'junk'), '12 34; rm -rf /\n')
+      // A process that has ended (a follow poll the agent meant to wake is gone): quietly nothing.
+      const ended = spawnSync('sh', ['-c', 'echo $$'], { encoding: 'utf8' }).stdout.trim()
+      fs.writeFileSync(path.join(dir, 'gone'), `${ended}\n`)
       const r = spawnSync(
         sh,
         [
           '-c',
-          `${WAKE}\nwake "$1/pid" "$1" && wake "$1/junk" "$1" && wake "$1/none" "$1" && echo ok`,
+          `${WAKE}\nwake "$1/pid" "$1" && wake "$1/junk" "$1" && wake "$1/none" "$1" && wake "$1/gone" "$1" && echo ok`,
           'sh',
           dir
         ],
         { encoding: 'utf8' }
       )
       expect(r.stdout).toBe('ok\n')
+      expect(r.stderr).toBe('')
       await new Promise(res => setTimeout(res, 200))
       expect(stranger.exitCode).toBeNull()
       expect(stranger.signalCode).toBeNull()

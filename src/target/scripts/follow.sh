@@ -29,7 +29,7 @@ if [ ! -d "$dir" ]; then
   agent=gone
 elif [ -s "$dir/pid" ]; then
   pid=$(cat "$dir/pid")
-  if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dir/agent.sh"; then agent=alive; else agent=dead; fi
+  if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF "$dir/agent.sh"; then agent=alive; else agent=dead; fi
 else
   agent=starting
 fi

@@ -29,7 +29,8 @@ nap() {
 wake() {
   wake_pid=$(cat "$1" 2>/dev/null) || return 0
   case $wake_pid in '' | *[!0-9]*) return 0 ;; esac
-  if tr '\0' '\n' <"/proc/$wake_pid/cmdline" 2>/dev/null | grep -qxF -- "$2"; then
+  # (The braces: a redirection that fails -- the process is gone -- is silenced too.)
+  if { tr '\0' '\n' <"/proc/$wake_pid/cmdline"; } 2>/dev/null | grep -qxF -- "$2"; then
     kill -s USR1 "$wake_pid" 2>/dev/null
   fi
   return 0
