@@ -443,14 +443,25 @@ async function fleetBench() {
       refused: rs.filter(r => /Connection (closed|reset)|kex_exchange_identification/.test(r.err)).length
     }))
   }
+  // The whole machine's CPU time, busy and all (/proc/stat, in clock ticks): every simulated Pi, the
+  // jump host and the runner share these cores, so this says when a run is CPU-bound.
+  const cpuTicks = () => {
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
+    const idle = f[3] + (f[4] || 0)
+    return { busy: f.reduce((a, b) => a + b, 0) - idle, all: f.reduce((a, b) => a + b, 0) }
+  }
   const rows = []
   for (const n of FLEET_SIZES) {
-    const t = { whole: [], deploy: [], standIn: [], failed: 0, refused: 0 }
+    const t = { whole: [], deploy: [], standIn: [], busy: [], cpuSeconds: [], failed: 0, refused: 0 }
     for (let round = 0; round < ROUNDS; round++) {
       const tag = `${Date.now()}-${n}-${round}`
       const start = process.hrtime.bigint()
+      const cpuBefore = cpuTicks()
       const a = await runBundled(inputs(n, `action-${tag}`))
       const whole = Number(process.hrtime.bigint() - start) / 1e9
+      const cpuAfter = cpuTicks()
+      t.busy.push((cpuAfter.busy - cpuBefore.busy) / (cpuAfter.all - cpuBefore.all))
+      t.cpuSeconds.push((cpuAfter.busy - cpuBefore.busy) / 100)
       t.whole.push(whole)
       t.deploy.push(whole - a.phase('build'))
       // The stand-in's system: built (untimed) by the action in build mode.
@@ -464,14 +475,14 @@ async function fleetBench() {
       if (s.failed === 0 && runs.some(r => r !== top)) throw new Error(`the stand-in did not leave every Pi on ${top}`)
       console.log(`  fleet ${n} round ${round + 1}: action ${whole.toFixed(2)} s (deploy part ${t.deploy.at(-1).toFixed(2)} s), stand-in ${s.seconds.toFixed(2)} s${s.failed ? ` (${s.failed} failed)` : ''}`)
     }
-    rows.push({ n, whole: median(t.whole), deploy: median(t.deploy), standIn: median(t.standIn), failed: t.failed, refused: t.refused })
+    rows.push({ n, whole: median(t.whole), deploy: median(t.deploy), standIn: median(t.standIn), busy: median(t.busy), cpuSeconds: median(t.cpuSeconds), failed: t.failed, refused: t.refused })
   }
   run('bash', [FLEET_SH, 'down'], { stdio: 'ignore' })
   const one = rows.find(r => r.n === 1) ?? rows[0]
   const table = [
-    `| Pis | action, whole run (s) | action without build (s) | stand-in: parallel nix-copy-closure + ssh switch (s) | action without build ÷ stand-in | action ÷ its own 1-Pi run | stand-in Pis failed |`,
-    '|---:|---:|---:|---:|---:|---:|---:|',
-    ...rows.map(r => `| ${r.n} | ${r.whole.toFixed(2)} | ${r.deploy.toFixed(2)} | ${r.standIn.toFixed(2)} | ${(r.deploy / r.standIn).toFixed(2)} | ${(r.whole / one.whole).toFixed(2)} | ${r.failed} of ${r.n * ROUNDS} |`)
+    `| Pis | action, whole run (s) | action without build (s) | stand-in: parallel nix-copy-closure + ssh switch (s) | action without build ÷ stand-in | action ÷ its own 1-Pi run | machine CPU busy during the action's run (CPU-s; % of ${os.cpus().length} cores) | stand-in Pis failed |`,
+    '|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map(r => `| ${r.n} | ${r.whole.toFixed(2)} | ${r.deploy.toFixed(2)} | ${r.standIn.toFixed(2)} | ${(r.deploy / r.standIn).toFixed(2)} | ${(r.whole / one.whole).toFixed(2)} | ${r.cpuSeconds.toFixed(1)}; ${(100 * r.busy).toFixed(0)} % | ${r.failed} of ${r.n * ROUNDS} |`)
   ].join('\n')
   console.log('\n' + table)
   writeSection(

@@ -72,6 +72,39 @@ ${machines}
     return file
   }
 
+  /**
+   * A network file where pf1's system carries `noiseBytes` of incompressible data (a copy that
+   * takes a while on a slowed link) and every other Pi's activation takes `slowSeconds`.
+   */
+  function mixedNetwork(tag: string, noiseBytes: number, slowSeconds: number): string {
+    const file = path.join(dir, `fleet-${tag}.nix`)
+    const machines = hosts
+      .map((h, i) => `  pf${i + 1} = machine "${h}" ${i === 0 ? 'noisy' : 'slow'};`)
+      .join('\n')
+    fs.writeFileSync(
+      file,
+      `let
+  machine = host: extra: { lib, ... }: {
+    deployment.targetHost = host;
+    nixpkgs.localSystem.system = "aarch64-linux";
+    imports = [ ${fixture('network', 'pi-configuration.nix')} extra ];
+    networking.hostName = lib.mkForce "pi-fleet";
+    users.motd = lib.mkForce "${tag}";
+  };
+  noisy = { pkgs, ... }: {
+    environment.systemPackages = [
+      (pkgs.fixture.run "noise-${tag}" "mkdir -p $out/share; head -c ${noiseBytes} /dev/urandom > $out/share/noise")
+    ];
+  };
+  slow = { ... }: { system.activationScripts.slow = "sleep ${slowSeconds}"; };
+in {
+${machines}
+}
+`
+    )
+    return file
+  }
+
   function inputs(motd: string, extra: Record<string, string> = {}): Record<string, string> {
     const { flake: _flake, ...rest } = deployInputs('unused')
     return {
@@ -125,6 +158,76 @@ ${machines}
     for (const r of Object.values(JSON.parse(again.outputs.results) as Record<string, { result: string }>))
       expect(r.result).toBe('unchanged')
     expect(forwarder.count() - before).toBe(2)
+  }, 600_000)
+
+  it("one Pi's link cut mid-copy: it fails in bounded time, consistent; the others deploy and confirm over the same jump host connection", async () => {
+    const jumpNs = (...args: string[]): string =>
+      execFileSync('ip', ['netns', 'exec', 'nda-jump', ...args], { encoding: 'utf8' })
+    const before = running()
+    const opened = forwarder.count()
+    // pf1's bridge port on the jump host (testbed/fleet.sh): slowed, so there is a middle to cut.
+    jumpNs(
+      'tc',
+      'qdisc',
+      'replace',
+      'dev',
+      'f1',
+      'root',
+      'tbf',
+      'rate',
+      '2mbit',
+      'burst',
+      '32kb',
+      'latency',
+      '100ms'
+    )
+    let cut = false
+    try {
+      const run = await runAction(
+        { ...inputs('unused'), network: mixedNetwork(`cut-${Date.now()}`, 6_000_000, 15) },
+        {
+          timeoutMs: 150_000,
+          onOutput: log => {
+            if (!cut && /\[pf1\][^\n]* (MiB|KiB) on the wire/.test(log)) {
+              cut = true
+              jumpNs('ip', 'link', 'set', 'f1', 'down')
+            }
+          }
+        }
+      )
+      if (!cut)
+        console.log(
+          run.log
+            .split('\n')
+            .filter(l => /pf1|copy|Copy/.test(l))
+            .join('\n')
+            .slice(-4000)
+        )
+      expect(cut).toBe(true)
+      if (run.exitCode !== 1) console.log(run.log.slice(-6000))
+      expect(run.exitCode).toBe(1)
+      const results = JSON.parse(run.outputs.results) as Record<string, { result: string }>
+      expect(results.pf1.result).toBe('failed')
+      for (let i = 2; i <= FLEET; i++) expect(results[`pf${i}`].result).toBe('deployed')
+      // The others' confirmations (after their 15 s activations, so after the cut at the first
+      // progress line, 10 s into the copy) each went over a
+      // new connection to their Pi, through the one jump host connection that also carried pf1's.
+      expect(run.summary).toMatch(new RegExp(`Confirmed \\| over a new connection`))
+      expect(forwarder.count() - opened).toBe(1)
+      expect(run.log).toMatch(/::error[^\n]*lost the SSH connection to target root@10\.99\.10\.11/)
+      // keepalive (10 s x 3) notices the dead link: bounded, not a hang.
+      expect(run.ms).toBeLessThan(150_000)
+    } finally {
+      jumpNs('ip', 'link', 'set', 'f1', 'up')
+      try {
+        jumpNs('tc', 'qdisc', 'del', 'dev', 'f1', 'root')
+      } catch {
+        // no qdisc: nothing to remove
+      }
+    }
+    // pf1 as it was, its store consistent: nothing half-registered.
+    expect(running()[0]).toBe(before[0])
+    expect(fleetExec(1, 'nix-store --verify --check-contents 2>&1; echo "exit=$?"')).toMatch(/exit=0$/)
   }, 600_000)
 
   it('rollback-fleet in batches of 2: the last Pi fails its health check, so all are put back, over the same one connection', async () => {

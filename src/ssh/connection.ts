@@ -473,17 +473,23 @@ export class RemoteHost {
   private closed = false
   private lostReason: string | undefined
   private readonly stopWatchingJump?: () => void
+  /** The commands under way, each failed at once when the connection is lost or closed. */
+  private readonly pending = new Set<() => void>()
 
   private constructor(
     readonly target: Endpoint,
     private readonly sudo: boolean,
     private readonly client: Client,
     private readonly opts: ConnectOptions,
-    /** The chain it came through; `owned` when this host dialled it (closing the host ends it). */
-    private jump?: { chain: JumpChain; release: () => void; owned: boolean }
+    /**
+     * The chain it came through (`owned` when this host dialled it: closing the host ends it) and
+     * the channel the jump host forwards to the target.
+     */
+    private jump?: { chain: JumpChain; release: () => void; owned: boolean; tunnel: ClientChannel }
   ) {
     const lost = (what: string, err?: Error): void => {
       if (!this.closed) this.lostReason ??= `${what}${err ? `: ${err.message}` : ''}`
+      this.abandon()
     }
     client.on('close', () => lost(`the connection to ${target.label} closed`))
     client.on('error', err => lost(`the connection to ${target.label} failed`, err))
@@ -510,7 +516,8 @@ export class RemoteHost {
       return new RemoteHost(target, sudo, await connectClient(target, opts, channel), opts, {
         chain,
         release,
-        owned: !shared
+        owned: !shared,
+        tunnel: channel
       })
     } catch (e) {
       release()
@@ -565,6 +572,7 @@ export class RemoteHost {
         done = true
         if (timer) clearTimeout(timer)
         this.client.removeListener('close', onClientClose)
+        this.pending.delete(onClientClose)
         if (e) reject(e)
         else
           resolve({
@@ -575,6 +583,7 @@ export class RemoteHost {
           })
       }
       this.client.once('close', onClientClose)
+      this.pending.add(onClientClose)
       this.client.exec(wrapped, (e, channel) => {
         if (e)
           return finish(
@@ -646,10 +655,10 @@ export class RemoteHost {
       return undefined
     }
     // Handed over: closing this host now ends only its own session to the target.
-    this.jump = undefined
+    this.jump = { ...jump, owned: false, release: () => undefined }
     this.stopWatchingJump?.()
     this.close()
-    return new RemoteHost(this.target, this.sudo, client, this.opts, jump)
+    return new RemoteHost(this.target, this.sudo, client, this.opts, { ...jump, tunnel: channel })
   }
 
   /** The connection is gone: says which hop and what was being done, in one line (never the script). */
@@ -668,10 +677,28 @@ export class RemoteHost {
     } catch (e) {
       core.debug(`closing the target connection: ${errorMessage(e)}`)
     }
+    this.abandon()
     if (this.jump) {
       this.stopWatchingJump?.()
       this.jump.release()
     }
+  }
+
+  /**
+   * Gives up on this connection at once, without waiting for ssh2 to see it close: through a
+   * shared jump host chain, a target whose link died mid-copy never closes (the jump host cannot
+   * flush what it holds for it, so it answers neither the disconnect nor the channel's close), and
+   * every command on it would wait forever. Its commands fail now; the tunnel is told to close.
+   */
+  private abandon(): void {
+    for (const fail of [...this.pending]) fail()
+    const tunnel = this.jump?.tunnel
+    if (tunnel && this.jump && !this.jump.owned && (this.closed || this.lostReason !== undefined))
+      try {
+        tunnel.close()
+      } catch (e) {
+        core.debug(`closing the tunnel to the target: ${errorMessage(e)}`)
+      }
   }
 }
 
