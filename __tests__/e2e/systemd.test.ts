@@ -386,6 +386,7 @@ describeE2E(
           'health-checks': 'systemctl is-active fixture-gen1-trial.service'
         })
       )
+      if (run.exitCode !== 0) console.log(run.log.slice(-5000))
       expect(run.exitCode).toBe(0)
       expect(run.outputs).toMatchObject({ result: 'deployed', 'needs-reboot': 'true' })
       expect(bootId()).not.toBe(id)

@@ -387,6 +387,11 @@ export class FakeTarget implements Target {
     }
   }
 
+  /** The confirmation's new connection: a reconnect as far as these tests are concerned. */
+  reconnectToConfirm(): Promise<void> {
+    return this.reconnect()
+  }
+
   close(): void {
     this.calls.push('close')
   }

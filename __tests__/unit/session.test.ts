@@ -57,20 +57,34 @@ describe('the session to a target', () => {
     expect(dials).toBe(1)
     expect(answers.map(a => a.stdout)).toEqual(['host 1', 'host 1', 'host 1'])
   })
-  it('reconnects through the live jump host chain when it can, else dials both hops; a target the chain cannot reach fails', async () => {
+  it("a confirmation's redial goes through the live jump host chain when it can, else dials both hops; a target the chain cannot reach fails", async () => {
     let dials = 0
     const dial = async (): Promise<RemoteHost> => fakeHost(100 + ++dials)
     // The chain is up: the target alone is dialled again, through it.
     const viaChain = new TargetSession(fakeHost(0, { redialTarget: async () => fakeHost(1) }), dial, plainLog)
-    await viaChain.reconnect()
+    await viaChain.redialTarget()
     expect((await viaChain.exec('x')).stdout).toBe('host 1')
     expect(dials).toBe(0)
+    // A plain reconnect (a reboot, a lost link) dials both hops, whatever the chain.
+    let asked = false
+    const plain = new TargetSession(
+      fakeHost(0, {
+        redialTarget: async () => {
+          asked = true
+          return fakeHost(1)
+        }
+      }),
+      async () => fakeHost(99),
+      plainLog
+    )
+    await plain.reconnect()
+    expect(asked).toBe(false)
+    expect((await plain.exec('x')).stdout).toBe('host 99')
     // No chain of its own (or it is down): both hops.
     const direct = new TargetSession(fakeHost(0), dial, plainLog)
-    await direct.reconnect()
+    await direct.redialTarget()
     expect((await direct.exec('x')).stdout).toBe('host 101')
     // The current connection is lost: both hops, without asking it.
-    let asked = false
     const lost = new TargetSession(
       fakeHost(0, {
         alive: false,
@@ -82,7 +96,7 @@ describe('the session to a target', () => {
       dial,
       plainLog
     )
-    await lost.reconnect()
+    await lost.redialTarget()
     expect(asked).toBe(false)
     expect((await lost.exec('x')).stdout).toBe('host 102')
     // Through a live chain the target refuses: that is the answer (the confirmation fails), and the
@@ -98,8 +112,8 @@ describe('the session to a target', () => {
       dial,
       plainLog
     )
-    await expect(refused.reconnect()).rejects.toThrow(/connection refused/)
-    await expect(refused.reconnect()).rejects.toThrow(/connection refused/)
+    await expect(refused.redialTarget()).rejects.toThrow(/connection refused/)
+    await expect(refused.redialTarget()).rejects.toThrow(/connection refused/)
     expect(tries).toBe(2)
     expect(dials).toBe(2)
   })

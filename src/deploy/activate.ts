@@ -406,7 +406,7 @@ async function sendDecision(
     try {
       if (decision === 'confirm') {
         target.log.info(`Confirming over a new connection to ${target.label}`)
-        await target.reconnect()
+        await target.reconnectToConfirm()
       }
       const answer = await target.decide(dir, decision)
       return decision === 'confirm' && answer === 'won'

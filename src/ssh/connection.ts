@@ -139,7 +139,7 @@ function transportSocket(): { socket: Socket; ack: PromptAck } {
   return { socket, ack }
 }
 
-/** ssh2's channel internals PromptAck uses (ssh2 1.17; a unit test checks they are there). */
+/** ssh2's channel internals PromptAck uses (ssh2 1.17; the e2e transport suite fails if they are gone). */
 interface ChannelInternals {
   outgoing?: { id?: number; state?: string }
   _client?: { _protocol?: { channelWindowAdjust?: (id: number, amount: number) => void } }

@@ -6,7 +6,7 @@ import { ExecOptions, RemoteHost, RemoteResult } from '../ssh/connection'
  * The connection to one target, re-dialled when it is lost. Activation runs detached on the target,
  * so losing the connection (a flaky link, the new system restarting sshd or the network) is not a
  * failure in itself: the session reconnects -- both hops afresh -- and carries on following. A
- * confirmation's new connection (reconnect while the connection is up) dials only the target again.
+ * confirmation's new connection (redialTarget) dials only the target again.
  */
 export class TargetSession {
   private host: RemoteHost | undefined
@@ -51,12 +51,18 @@ export class TargetSession {
     return (await this.live()).exec(command, opts)
   }
 
-  /**
-   * Replaces the current connection with a new one to the target: through its own jump host chain
-   * while the connection and the chain are up (RemoteHost.redialTarget: the target dialled afresh,
-   * the jump host kept), else both hops dialled afresh. Joins a dial already under way.
-   */
+  /** Drops the current connection and dials a new one (both hops); joins a dial already under way. */
   reconnect(): Promise<RemoteHost> {
+    return this.redial()
+  }
+
+  /**
+   * A confirmation's new connection to the target: through the current connection's own jump
+   * host chain while the connection and the chain are up (RemoteHost.redialTarget: the target
+   * dialled afresh, the jump host kept), else both hops dialled afresh, as reconnect. Joins a dial
+   * already under way.
+   */
+  redialTarget(): Promise<RemoteHost> {
     const current = this.host
     if (this.dialing || !current?.alive) return this.redial()
     const attempt = this.throughChain(current)
@@ -64,7 +70,7 @@ export class TargetSession {
     return attempt
   }
 
-  /** reconnect through the live chain; both hops afresh when there is none. */
+  /** redialTarget through the live chain; both hops afresh when there is none. */
   private async throughChain(current: RemoteHost): Promise<RemoteHost> {
     let next: RemoteHost | undefined
     try {

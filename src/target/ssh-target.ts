@@ -381,6 +381,10 @@ export class SshTarget implements Target {
     await this.session.reconnect()
   }
 
+  async reconnectToConfirm(): Promise<void> {
+    await this.session.redialTarget()
+  }
+
   close(): void {
     this.session.close()
   }

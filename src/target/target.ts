@@ -78,11 +78,13 @@ export interface Target {
   reboot(trial?: BootTrialRecord): Promise<void>
   /** The deploy's verdict on a boot trial: 'expired' when the target's trial had already given up. */
   settleBootTrial(verdict: 'confirm' | 'reject'): Promise<'confirmed' | 'expired' | 'rejected'>
+  /** Drops the connection and dials a new one (both hops): a target that rebooted, a lost link. */
+  reconnect(): Promise<void>
   /**
    * Replaces the connection with a new one to the target (a new TCP connection from the jump host,
    * a new SSH login; the jump host's connection kept while it is up): proof the target still lets us in.
    */
-  reconnect(): Promise<void>
+  reconnectToConfirm(): Promise<void>
   close(): void
 }
 
