@@ -50,20 +50,27 @@ describeE2E(`a fleet of ${FLEET} Pis behind one jump host`, () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-fleet-'))
   const fixture = (...p: string[]): string => path.join(testbed().TESTBED, 'fixture', ...p)
 
-  /** A network file of every fleet Pi, all with the same system (so it is built once), this motd. */
-  function network(motd: string): string {
+  /**
+   * A network file of every fleet Pi with this motd, all with the same system (so it is built once)
+   * unless `extra` gives Pi i (from 0) a module of its own, defined in `extra.modules` (Nix let
+   * bindings).
+   */
+  function network(motd: string, extra?: { modules: string; of: (i: number) => string }): string {
     const file = path.join(dir, `fleet-${motd}.nix`)
-    const machines = hosts.map((h, i) => `  pf${i + 1} = machine "${h}";`).join('\n')
+    const machines = hosts
+      .map((h, i) => `  pf${i + 1} = machine "${h}" ${extra ? extra.of(i) : '({ ... }: { })'};`)
+      .join('\n')
     fs.writeFileSync(
       file,
       `let
-  machine = host: { lib, ... }: {
+  machine = host: extra: { lib, ... }: {
     deployment.targetHost = host;
     nixpkgs.localSystem.system = "aarch64-linux";
-    imports = [ ${fixture('network', 'pi-configuration.nix')} ];
+    imports = [ ${fixture('network', 'pi-configuration.nix')} extra ];
     networking.hostName = lib.mkForce "pi-fleet";
     users.motd = lib.mkForce "${motd}";
   };
+${extra?.modules ?? ''}
 in {
 ${machines}
 }
@@ -77,32 +84,15 @@ ${machines}
    * takes a while on a slowed link) and every other Pi's activation takes `slowSeconds`.
    */
   function mixedNetwork(tag: string, noiseBytes: number, slowSeconds: number): string {
-    const file = path.join(dir, `fleet-${tag}.nix`)
-    const machines = hosts
-      .map((h, i) => `  pf${i + 1} = machine "${h}" ${i === 0 ? 'noisy' : 'slow'};`)
-      .join('\n')
-    fs.writeFileSync(
-      file,
-      `let
-  machine = host: extra: { lib, ... }: {
-    deployment.targetHost = host;
-    nixpkgs.localSystem.system = "aarch64-linux";
-    imports = [ ${fixture('network', 'pi-configuration.nix')} extra ];
-    networking.hostName = lib.mkForce "pi-fleet";
-    users.motd = lib.mkForce "${tag}";
-  };
-  noisy = { pkgs, ... }: {
+    return network(tag, {
+      modules: `  noisy = { pkgs, ... }: {
     environment.systemPackages = [
       (pkgs.fixture.run "noise-${tag}" "mkdir -p $out/share; head -c ${noiseBytes} /dev/urandom > $out/share/noise")
     ];
   };
-  slow = { ... }: { system.activationScripts.slow = "sleep ${slowSeconds}"; };
-in {
-${machines}
-}
-`
-    )
-    return file
+  slow = { ... }: { system.activationScripts.slow = "sleep ${slowSeconds}"; };`,
+      of: i => (i === 0 ? 'noisy' : 'slow')
+    })
   }
 
   function inputs(motd: string, extra: Record<string, string> = {}): Record<string, string> {

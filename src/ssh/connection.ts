@@ -159,11 +159,17 @@ export class PromptAck {
   private readonly tunnels = new Set<ClientChannel>()
   private quiet = false
   private scheduled = false
+  private listening = false
   /** How many empty window adjusts were sent (for tests). */
   nudges = 0
 
-  constructor(socket: Socket) {
-    socket.on('data', () => {
+  constructor(private readonly socket: Socket) {}
+
+  /** Watches what arrives once there is a tunnel to answer on (a target dialled directly has none). */
+  private listen(): void {
+    if (this.listening) return
+    this.listening = true
+    this.socket.on('data', () => {
       this.quiet = true
       if (this.scheduled) return
       this.scheduled = true
@@ -181,6 +187,7 @@ export class PromptAck {
 
   /** A channel forwarded by this connection's host (to the next hop or a target). */
   addTunnel(channel: ClientChannel): void {
+    this.listen()
     this.tunnels.add(channel)
     channel.once('close', () => this.tunnels.delete(channel))
   }
@@ -540,16 +547,15 @@ export class RemoteHost {
    */
   exec(command: string, opts: ExecOptions = {}): Promise<RemoteResult> {
     const wrapped = this.sudo ? shellCommand(['sudo', '-n', '--', 'sh', '-c', command]) : command
-    const started = Date.now()
     // Since the process started: a run's commands in order, with the gaps between them.
-    const startedAt = Math.round(performance.now())
+    const startedAt = performance.now()
     const result = this.execRaw(wrapped, opts)
     // With RUNNER_DEBUG=1 (re-run with debug logging), every remote command and its duration.
     if (core.isDebug())
       void result.then(
         r =>
           core.debug(
-            `remote exit ${r.exitCode} after ${Date.now() - started} ms (started at ${startedAt} ms): ${command.replace(/\s+/g, ' ').slice(0, 120)}`
+            `remote exit ${r.exitCode} after ${Math.round(performance.now() - startedAt)} ms (started at ${Math.round(startedAt)} ms): ${command.replace(/\s+/g, ' ').slice(0, 120)}`
           ),
         () => undefined
       )
@@ -656,7 +662,6 @@ export class RemoteHost {
     }
     // Handed over: closing this host now ends only its own session to the target.
     this.jump = { ...jump, owned: false, release: () => undefined }
-    this.stopWatchingJump?.()
     this.close()
     return new RemoteHost(this.target, this.sudo, client, this.opts, { ...jump, tunnel: channel })
   }
@@ -692,10 +697,10 @@ export class RemoteHost {
    */
   private abandon(): void {
     for (const fail of [...this.pending]) fail()
-    const tunnel = this.jump?.tunnel
-    if (tunnel && this.jump && !this.jump.owned && (this.closed || this.lostReason !== undefined))
+    // An owned chain ends with this host (close), and its tunnel with it.
+    if (this.jump && !this.jump.owned)
       try {
-        tunnel.close()
+        this.jump.tunnel.close()
       } catch (e) {
         core.debug(`closing the tunnel to the target: ${errorMessage(e)}`)
       }
