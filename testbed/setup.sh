@@ -3,10 +3,13 @@
 #
 #   runner (root netns) --10.99.1.0/24-- jump (netns nda-jump, sshd) --10.99.2.0/24-- pi (netns nda-pi)
 #          \                                                  |---10.99.4.0/24-- pi2 (netns nda-pi2)
-#           \                                                 \---10.99.5.0/24-- spi (netns nda-spi: systemd
-#            \                                                     as PID 1 in a container, systemd-pi.sh;
-#             \                                                    also at 10.99.8.2, straight from the runner)
-#             \---------------------------10.99.3.0/24-------------------------------/ (to pi)
+#           \                                                 |---10.99.5.0/24-- spi (netns nda-spi: systemd
+#            \                                                |                  as PID 1 in a container,
+#             \                                               |                  systemd-pi.sh; also at
+#              \                                              |                  10.99.8.2, from the runner)
+#               \                                             \---10.99.11.0/24-- spi2 (netns nda-spi2: a
+#                \                                                 second systemd Pi, for fleets of them)
+#                 \-----------------------10.99.3.0/24-------------------------------/ (to pi)
 #   jump --10.99.6.0/24-- jump2 (netns nda-jump2, sshd: a second bastion) --10.99.7.0/24-- pi2
 #
 # The Pi runs sshd in its own network namespace and its own mount namespace with a private, size-
@@ -69,7 +72,7 @@ k="$TESTBED/keys"
 [ -f "$k/jump-only" ] || ssh-keygen -q -t ed25519 -N '' -C jump-only@testbed -f "$k/jump-only"
 [ -f "$k/jump2-only" ] || ssh-keygen -q -t ed25519 -N '' -C jump2-only@testbed -f "$k/jump2-only"
 [ -f "$k/stranger" ] || ssh-keygen -q -t ed25519 -N '' -C stranger@testbed -f "$k/stranger"
-for h in jump jump2 pi pi2 spi; do
+for h in jump jump2 pi pi2 spi spi2; do
   [ -f "$k/${h}_host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$k/${h}_host_ed25519"
   [ -f "$k/${h}_host_rsa" ] || ssh-keygen -q -t rsa -b 3072 -N '' -f "$k/${h}_host_rsa"
 done
@@ -94,6 +97,7 @@ cat "$k/deploy.pub" "$k/deploy-encrypted.pub" "$k/deploy-rsa.pub" > "$TESTBED/pi
   echo "10.99.4.2,10.99.7.2 $(cut -d' ' -f1,2 "$k/pi2_host_ed25519.pub")"
   echo "10.99.6.2 $(cut -d' ' -f1,2 "$k/jump2_host_ed25519.pub")"
   echo "10.99.5.2,10.99.8.2 $(cut -d' ' -f1,2 "$k/spi_host_ed25519.pub")"
+  echo "10.99.11.2 $(cut -d' ' -f1,2 "$k/spi2_host_ed25519.pub")"
 } > "$TESTBED/known_hosts"
 
 # --- A stand-in for GitHub's API (__tests__/e2e/github-service.ts runs it in the jump host's
@@ -280,6 +284,9 @@ Host spi
   ProxyJump jump
 Host spi-direct
   HostName 10.99.8.2
+Host spi2
+  HostName 10.99.11.2
+  ProxyJump jump
 # Last: the first value of a setting wins, so the hosts above may set their own User.
 Host *
   User root
@@ -302,6 +309,7 @@ TESTBED_JUMP2=10.99.6.2
 TESTBED_PI2_CHAIN=10.99.7.2
 TESTBED_SPI=10.99.5.2
 TESTBED_SPI_DIRECT=10.99.8.2
+TESTBED_SPI2=10.99.11.2
 TESTBED_KEYS=$k
 TESTBED_KNOWN_HOSTS=$TESTBED/known_hosts
 TESTBED_SSH_CONFIG=$TESTBED/ssh_config
@@ -317,6 +325,8 @@ PI=pi2 "$here/pi.sh" seed-if-empty
 # --- The systemd Pi (systemd-pi.sh): boots its container once; the first time on a machine, builds
 # the root file system it boots (rootfs.sh, about 2 minutes, then cached).
 PI=spi "$here/systemd-pi.sh" start
+# The second one (canary and rollback-fleet on systemd Pis), from the same root file system.
+PI=spi2 "$here/systemd-pi.sh" start
 # --- The runner's side on Nix 2.26 with a nix-daemon and its sandbox (modern-nix.sh), from the same
 # root file system: for the e2e-modern suites.
 "$here/modern-nix.sh" up

@@ -8,10 +8,11 @@
 # A reboot inside the container ends systemd-nspawn with status 133: the supervisor starts it again,
 # like a board coming back.
 #
-# PI=spi (default). Everything it starts is recorded by pid under $TESTBED/$PI/ and ended by pid.
+# PI=spi (default) or spi2. Everything it starts is recorded by pid under $TESTBED/$PI/ and ended by pid.
 #   systemd-pi.sh start          boot it (idempotent) and wait until sshd runs; seed generation 0
 #   systemd-pi.sh stop           power it off (SIGTERM to nspawn: an orderly shutdown), then by pid
-#   systemd-pi.sh reset          stop, wipe its /nix, /boot and overlay, start again (generation 0)
+#   systemd-pi.sh reset          power it off (a power cut: its processes killed), wipe its /nix,
+#                                /boot and overlay, start again (generation 0)
 #   systemd-pi.sh exec CMD...    run CMD inside it (all its namespaces; PID 1 is its systemd)
 #   systemd-pi.sh init-pid       print the pid (in this machine's namespace) of its systemd
 set -euo pipefail
@@ -20,7 +21,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/seed.sh"
 TESTBED=${TESTBED:-/var/lib/nda-testbed}
 PI=${PI:-spi}
-case "$PI" in spi) addr=10.99.5.2 ;; *) echo "systemd-pi.sh: PI must be spi" >&2; exit 2 ;; esac
+# Each on a link of its own from the jump host (the jump host's end: jump_if, .1 of its /24). spi
+# also has a direct link from the runner (10.99.8.0/24, a self-hosted runner on its LAN); spi2,
+# the second systemd Pi (a fleet of two for the canary and rollback-fleet tests), has none.
+case "$PI" in
+  spi) addr=10.99.5.2 jump_if=eth3 direct=yes ;;
+  spi2) addr=10.99.11.2 jump_if=eth5 direct=no ;;
+  *) echo "systemd-pi.sh: PI must be spi or spi2" >&2; exit 2 ;;
+esac
+jump_addr=${addr%.2}.1
 PI_NIX_SIZE=${PI_NIX_SIZE:-1g}
 PI_BOOT_SIZE=${PI_BOOT_SIZE:-64m}
 d="$TESTBED/$PI"
@@ -135,14 +144,15 @@ mounts() {
 network() {
   ip netns list | grep -qw "nda-$PI" || ip netns add "nda-$PI"
   ip -n "nda-$PI" link set lo up
-  if ! ip -n nda-jump link show eth3 >/dev/null 2>&1; then
+  if ! ip -n nda-jump link show "$jump_if" >/dev/null 2>&1; then
     ip -n "nda-$PI" link del eth0 2>/dev/null || true
-    ip -n nda-jump link add eth3 type veth peer name eth0 netns "nda-$PI"
+    ip -n nda-jump link add "$jump_if" type veth peer name eth0 netns "nda-$PI"
   fi
-  ip -n nda-jump addr replace 10.99.5.1/24 dev eth3
-  ip -n nda-jump link set eth3 up
+  ip -n nda-jump addr replace "$jump_addr/24" dev "$jump_if"
+  ip -n nda-jump link set "$jump_if" up
   ip -n "nda-$PI" addr replace "$addr/24" dev eth0
   ip -n "nda-$PI" link set eth0 up
+  [ "$direct" = yes ] || return 0
   # A direct link from the runner, as a self-hosted runner on the Pi's LAN has (10.99.8.0/24).
   if ! ip link show nda-spi0 >/dev/null 2>&1; then
     ip -n "nda-$PI" link del eth1 2>/dev/null || true
@@ -201,16 +211,26 @@ seed_if_empty() {
   install_generation0 systemd-pi.sh
 }
 
+# stop: an orderly shutdown. stop hard: the power cut, for a reset that wipes the Pi anyway (an
+# orderly shutdown spends up to 20 s, mostly stopping root's user manager, on every test's reset).
 stop() {
-  local sup nspawn p
+  local sup nspawn init p
   if alive "$supervisor_pidfile"; then
     sup=$(cat "$supervisor_pidfile")
     nspawn=$(children "$sup" | awk '{print $1}')
+    init=$(init_pid || true)
     # The supervisor first, so it does not boot the container again.
     kill "$sup" 2>/dev/null || true
     if [ -n "$nspawn" ]; then
-      # SIGTERM makes systemd-nspawn shut the container down in order; give it 20 s.
-      kill "$nspawn" 2>/dev/null || true
+      if [ "${1:-}" = hard ] && [ -n "$init" ]; then
+        # SIGKILL to the container's PID 1: the kernel ends every process of its PID namespace,
+        # and systemd-nspawn exits.
+        kill -9 "$init" 2>/dev/null || true
+      else
+        # SIGTERM makes systemd-nspawn shut the container down in order.
+        kill "$nspawn" 2>/dev/null || true
+      fi
+      # Give it 20 s.
       for _ in $(seq 100); do kill -0 "$nspawn" 2>/dev/null || break; sleep 0.2; done
       kill -9 "$nspawn" 2>/dev/null || true
     fi
@@ -233,7 +253,7 @@ wipe() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  reset) stop; wipe; start ;;
+  reset) stop hard; wipe; start ;;
   exec) shift; pi_exec "$@" ;;
   init-pid) init_pid ;;
   *) echo "usage: systemd-pi.sh start | stop | reset | exec CMD... | init-pid" >&2; exit 2 ;;

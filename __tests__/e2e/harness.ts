@@ -47,7 +47,7 @@ export function describeE2E(name: string, fn: () => void): void {
         setupDone = true
       }
     }, 300_000)
-    // After every test: nothing of its deploys still runs on either Pi. An agent that no run came
+    // After every test: nothing of its deploys still runs on any Pi. An agent that no run came
     // back for lingers up to 30 s after its final state before it frees the lock and ends.
     afterEach(async () => {
       if (missing) return
@@ -59,10 +59,10 @@ export function describeE2E(name: string, fn: () => void): void {
 
 /**
  * The testbed's Pis: pi and pi2 are sshd in a mount namespace with no init system (testbed/pi.sh);
- * spi boots systemd as PID 1 in a container (testbed/systemd-pi.sh).
+ * spi and spi2 boot systemd as PID 1 in a container each (testbed/systemd-pi.sh).
  */
-export type PiName = 'pi' | 'pi2' | 'spi'
-export const PIS: PiName[] = ['pi', 'pi2', 'spi']
+export type PiName = 'pi' | 'pi2' | 'spi' | 'spi2'
+export const PIS: PiName[] = ['pi', 'pi2', 'spi', 'spi2']
 /**
  * The Pi a test deploys to and inspects when it names none: pi (no init system: the agent's setsid
  * path), or spi in the e2e-spi project (jest.config.js), which runs the safety suites again on the
@@ -83,7 +83,8 @@ export function modernNixUser(name: 'nda-runner' | 'nda-untrusted' = 'nda-runner
   const id = (flag: string): number => Number(execFileSync('id', [flag, name], { encoding: 'utf8' }).trim())
   return { uid: id('-u'), gid: id('-g'), home: path.join(testbed().TESTBED_MODERN_NIX, 'home', name) }
 }
-const piScript = (pi: PiName): string => path.join(ROOT, 'testbed', pi === 'spi' ? 'systemd-pi.sh' : 'pi.sh')
+const piScript = (pi: PiName): string =>
+  path.join(ROOT, 'testbed', pi === 'spi' || pi === 'spi2' ? 'systemd-pi.sh' : 'pi.sh')
 
 export interface TestbedEnv {
   TESTBED: string
@@ -107,6 +108,8 @@ export interface TestbedEnv {
   TESTBED_SPI: string
   /** The systemd Pi straight from the runner (a self-hosted runner on its LAN). */
   TESTBED_SPI_DIRECT: string
+  /** The second systemd Pi (behind the jump host only). */
+  TESTBED_SPI2: string
   /** Nix 2.26 with its daemon (testbed/modern-nix.sh): bin/ (its programs), etc/nix.conf, daemon.log. */
   TESTBED_MODERN_NIX: string
 }

@@ -508,3 +508,99 @@ describeE2E(
     }, 300_000)
   }
 )
+
+/**
+ * A fleet of systemd Pis (spi and spi2, testbed/network/spi-fleet.nix): the canary and rollback-fleet
+ * rollouts where a switch really stops and starts units. That a machine's old service was started
+ * again (its ActiveEnterTimestampMonotonic moved) tells a machine deployed and put back from one
+ * nothing touched; its state (running system, profile, boot entry, generations) says it is back.
+ */
+describeE2E('a fleet of systemd Pis: canary and rollback-fleet', () => {
+  const fleetInputs = (extra: Record<string, string>): Record<string, string> => {
+    const { flake: _flake, ...rest } = spi('unused')
+    return {
+      ...rest,
+      'target-host': '',
+      network: path.join(testbed().TESTBED, 'fixture', 'network', 'spi-fleet.nix'),
+      nixpkgs: path.join(testbed().TESTBED, 'fixture', 'nixpkgs'),
+      machines: '@systemd',
+      ...extra
+    }
+  }
+  const FLEET = ['spi', 'spi2'] as const
+  type SystemdPi = (typeof FLEET)[number]
+  /** What a machine runs and which of the two services are active, with when gen0's last started. */
+  const unitFacts = (pi: SystemdPi): { gen0: string; fleet: string; gen0Started: number } => {
+    const [gen0, fleet, started] = onPi(
+      'systemctl is-active fixture-gen0.service || true; systemctl is-active fixture-spi-fleet.service || true; ' +
+        'systemctl show -P ActiveEnterTimestampMonotonic fixture-gen0.service',
+      pi
+    ).split('\n')
+    return { gen0, fleet, gen0Started: Number(started) }
+  }
+  type Results = Record<string, { result: string; 'store-path': string }>
+
+  beforeEach(() => {
+    for (const pi of FLEET) resetPi(pi)
+  }, 120_000)
+
+  it('canary: the first Pi fails its health check and is rolled back, its old service running again; the second is not touched', async () => {
+    const before = { spi: piState('spi'), spi2: piState('spi2') }
+    const units = { spi: unitFacts('spi'), spi2: unitFacts('spi2') }
+    expect(units.spi).toMatchObject({ gen0: 'active', fleet: 'inactive' })
+    const run = await runAction(
+      fleetInputs({
+        rollout: 'canary',
+        // Fails on spi (the first machine: the canary) only.
+        'health-checks': 'test "$(cat /etc/hostname)" != spi',
+        'health-timeout': '5'
+      })
+    )
+    expect(run.exitCode).toBe(1)
+    const results = JSON.parse(run.outputs.results) as Results
+    expect(results.spi.result).toBe('rolled-back')
+    expect(results.spi2.result).toBe('skipped')
+    expect(run.summary).toContain('not deployed: the canary failed (spi; rollout: canary)')
+    // spi ran the new system (its switch stopped fixture-gen0.service) and is back.
+    expect(piState('spi')).toEqual(before.spi)
+    const spiAfter = unitFacts('spi')
+    expect(spiAfter).toMatchObject({ gen0: 'active', fleet: 'inactive' })
+    expect(spiAfter.gen0Started).toBeGreaterThan(units.spi.gen0Started)
+    // spi2: as it was, down to its service's start; the new system never reached its store.
+    expect(piState('spi2')).toEqual(before.spi2)
+    expect(unitFacts('spi2')).toEqual(units.spi2)
+    const newSystem = results.spi['store-path']
+    expect(newSystem).toMatch(/^\/nix\/store\/[a-z0-9]{32}-nixos-system-[a-z0-9-]*spi-fleet$/)
+    expect(onPi(`test -e ${newSystem} && echo present || echo absent`, 'spi2')).toBe('absent')
+  }, 300_000)
+
+  it('rollback-fleet, one at a time: the second Pi fails its health check, so the first, deployed and healthy, is put back too', async () => {
+    const before = { spi: piState('spi'), spi2: piState('spi2') }
+    const units = { spi: unitFacts('spi'), spi2: unitFacts('spi2') }
+    const run = await runAction(
+      fleetInputs({
+        rollout: '1',
+        'rollback-fleet': 'true',
+        // Pruning waits for the fleet: the previous generation must still be there to go back to.
+        'keep-generations': '1',
+        // Fails on spi2 (the second batch) only.
+        'health-checks': 'test "$(cat /etc/hostname)" != spi2',
+        'health-timeout': '5'
+      })
+    )
+    expect(run.exitCode).toBe(1)
+    const results = JSON.parse(run.outputs.results) as Results
+    expect(results.spi.result).toBe('rolled-back')
+    expect(results.spi2.result).toBe('rolled-back')
+    expect(run.summary).toContain(
+      `**spi rolled back (rollback-fleet):** back on <code>${before.spi.current}</code>: another machine of the fleet failed (spi2)`
+    )
+    // Each ran the new system, and runs, boots and lists exactly what it did before.
+    for (const pi of FLEET) {
+      expect(piState(pi)).toEqual(before[pi])
+      const after = unitFacts(pi)
+      expect(after).toMatchObject({ gen0: 'active', fleet: 'inactive' })
+      expect(after.gen0Started).toBeGreaterThan(units[pi].gen0Started)
+    }
+  }, 300_000)
+})
