@@ -450,16 +450,28 @@ async function fleetBench() {
     const idle = f[3] + (f[4] || 0)
     return { busy: f.reduce((a, b) => a + b, 0) - idle, all: f.reduce((a, b) => a + b, 0) }
   }
+  // The CPU time of this process's finished children (/proc/self/stat cutime + cstime, clock ticks):
+  // across one action run, that is the action's process with everything it ran and waited for on
+  // the runner (nix; its SSH is ssh2, in its own process); the rest of the machine's busy time is the
+  // jump host, the Pis (sshd, nix-store --import, the activation under QEMU) and the kernel.
+  const childTicks = () => {
+    const f = fs.readFileSync('/proc/self/stat', 'utf8')
+    const fields = f.slice(f.lastIndexOf(')') + 2).split(' ').map(Number)
+    // fields[0] is the state (field 3): cutime and cstime are fields 16 and 17.
+    return fields[13] + fields[14]
+  }
   const rows = []
   for (const n of FLEET_SIZES) {
-    const t = { whole: [], deploy: [], standIn: [], busy: [], cpuSeconds: [], failed: 0, refused: 0 }
+    const t = { whole: [], deploy: [], standIn: [], busy: [], cpuSeconds: [], runnerCpu: [], standInRunnerCpu: [], standInCpuSeconds: [], failed: 0, refused: 0 }
     for (let round = 0; round < ROUNDS; round++) {
       const tag = `${Date.now()}-${n}-${round}`
       const start = process.hrtime.bigint()
       const cpuBefore = cpuTicks()
+      const childrenBefore = childTicks()
       const a = await runBundled(inputs(n, `action-${tag}`))
       const whole = Number(process.hrtime.bigint() - start) / 1e9
       const cpuAfter = cpuTicks()
+      t.runnerCpu.push((childTicks() - childrenBefore) / 100)
       t.busy.push((cpuAfter.busy - cpuBefore.busy) / (cpuAfter.all - cpuBefore.all))
       t.cpuSeconds.push((cpuAfter.busy - cpuBefore.busy) / 100)
       t.whole.push(whole)
@@ -467,7 +479,11 @@ async function fleetBench() {
       // The stand-in's system: built (untimed) by the action in build mode.
       const built = await harness().runAction(inputs(n, `standin-${tag}`, 'build'), { timeoutMs: 900_000 })
       const top = built.outputs['store-path']
+      const standInBefore = childTicks()
+      const standInCpuBefore = cpuTicks()
       const s = await standIn(n, top)
+      t.standInCpuSeconds.push((cpuTicks().busy - standInCpuBefore.busy) / 100)
+      t.standInRunnerCpu.push((childTicks() - standInBefore) / 100)
       t.standIn.push(s.seconds)
       t.failed += s.failed
       t.refused += s.refused
@@ -475,14 +491,14 @@ async function fleetBench() {
       if (s.failed === 0 && runs.some(r => r !== top)) throw new Error(`the stand-in did not leave every Pi on ${top}`)
       console.log(`  fleet ${n} round ${round + 1}: action ${whole.toFixed(2)} s (deploy part ${t.deploy.at(-1).toFixed(2)} s), stand-in ${s.seconds.toFixed(2)} s${s.failed ? ` (${s.failed} failed)` : ''}`)
     }
-    rows.push({ n, whole: median(t.whole), deploy: median(t.deploy), standIn: median(t.standIn), busy: median(t.busy), cpuSeconds: median(t.cpuSeconds), failed: t.failed, refused: t.refused })
+    rows.push({ n, whole: median(t.whole), deploy: median(t.deploy), standIn: median(t.standIn), busy: median(t.busy), cpuSeconds: median(t.cpuSeconds), runnerCpu: median(t.runnerCpu), standInRunnerCpu: median(t.standInRunnerCpu), standInCpuSeconds: median(t.standInCpuSeconds), failed: t.failed, refused: t.refused })
   }
   run('bash', [FLEET_SH, 'down'], { stdio: 'ignore' })
   const one = rows.find(r => r.n === 1) ?? rows[0]
   const table = [
-    `| Pis | action, whole run (s) | action without build (s) | stand-in: parallel nix-copy-closure + ssh switch (s) | action without build ÷ stand-in | action ÷ its own 1-Pi run | machine CPU busy during the action's run (CPU-s; % of ${os.cpus().length} cores) | stand-in Pis failed |`,
-    '|---:|---:|---:|---:|---:|---:|---:|---:|',
-    ...rows.map(r => `| ${r.n} | ${r.whole.toFixed(2)} | ${r.deploy.toFixed(2)} | ${r.standIn.toFixed(2)} | ${(r.deploy / r.standIn).toFixed(2)} | ${(r.whole / one.whole).toFixed(2)} | ${r.cpuSeconds.toFixed(1)}; ${(100 * r.busy).toFixed(0)} % | ${r.failed} of ${r.n * ROUNDS} |`)
+    `| Pis | action, whole run (s) | action without build (s) | stand-in: parallel nix-copy-closure + ssh switch (s) | action without build ÷ stand-in | action ÷ its own 1-Pi run | machine CPU busy during the action's run (CPU-s; % of ${os.cpus().length} cores) | of which the action's processes on the runner (CPU-s) | machine CPU busy during the stand-in's run (CPU-s) | of which the stand-in's processes on the runner (CPU-s) | stand-in Pis failed |`,
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...rows.map(r => `| ${r.n} | ${r.whole.toFixed(2)} | ${r.deploy.toFixed(2)} | ${r.standIn.toFixed(2)} | ${(r.deploy / r.standIn).toFixed(2)} | ${(r.whole / one.whole).toFixed(2)} | ${r.cpuSeconds.toFixed(1)}; ${(100 * r.busy).toFixed(0)} % | ${r.runnerCpu.toFixed(1)} | ${r.standInCpuSeconds.toFixed(1)} | ${r.standInRunnerCpu.toFixed(1)} | ${r.failed} of ${r.n * ROUNDS} |`)
   ].join('\n')
   console.log('\n' + table)
   writeSection(
@@ -495,6 +511,9 @@ async function fleetBench() {
       `(the network's evaluation and the build). The stand-in for colmena's approach: per Pi \`nix-copy-closure --to\` then ` +
       `\`ssh … 'nix-env -p …/system --set P && P/bin/switch-to-configuration switch'\`, all Pis in parallel, each with OpenSSH ` +
       `\`-J jump\` (its own jump connection; the jump host's sshd has the default MaxStartups 10:30:100); the system built beforehand, untimed. ` +
+      `CPU: the whole machine's busy time during each run (the simulated Pis, the jump host and the runner share its cores: ` +
+      `when it nears 100 % of them, the run is CPU-bound) and, of it, the runner's side: the process tree of the action ` +
+      `(or of the stand-in), from this process's reaped children. ` +
       `Medians of ${ROUNDS} rounds. Goal: 12 Pis in ≤ 2× the time of one.\n\n` +
       table + '\n'
   )
