@@ -539,6 +539,21 @@ describeE2E('a fleet of systemd Pis: canary and rollback-fleet', () => {
     return { gen0, fleet, gen0Started: Number(started) }
   }
   type Results = Record<string, { result: string; 'store-path': string }>
+  /** Deploys the fleet with a health check that fails on `pi` only; the step fails. */
+  async function runFailingOn(
+    pi: SystemdPi,
+    extra: Record<string, string>
+  ): Promise<{ run: Awaited<ReturnType<typeof runAction>>; results: Results }> {
+    const run = await runAction(
+      fleetInputs({
+        'health-checks': `test "$(cat /etc/hostname)" != ${pi}`,
+        'health-timeout': '5',
+        ...extra
+      })
+    )
+    expect(run.exitCode).toBe(1)
+    return { run, results: JSON.parse(run.outputs.results) as Results }
+  }
 
   beforeEach(() => {
     for (const pi of FLEET) resetPi(pi)
@@ -548,16 +563,8 @@ describeE2E('a fleet of systemd Pis: canary and rollback-fleet', () => {
     const before = { spi: piState('spi'), spi2: piState('spi2') }
     const units = { spi: unitFacts('spi'), spi2: unitFacts('spi2') }
     expect(units.spi).toMatchObject({ gen0: 'active', fleet: 'inactive' })
-    const run = await runAction(
-      fleetInputs({
-        rollout: 'canary',
-        // Fails on spi (the first machine: the canary) only.
-        'health-checks': 'test "$(cat /etc/hostname)" != spi',
-        'health-timeout': '5'
-      })
-    )
-    expect(run.exitCode).toBe(1)
-    const results = JSON.parse(run.outputs.results) as Results
+    // Fails on spi (the first machine: the canary) only.
+    const { run, results } = await runFailingOn('spi', { rollout: 'canary' })
     expect(results.spi.result).toBe('rolled-back')
     expect(results.spi2.result).toBe('skipped')
     expect(run.summary).toContain('not deployed: the canary failed (spi; rollout: canary)')
@@ -577,19 +584,13 @@ describeE2E('a fleet of systemd Pis: canary and rollback-fleet', () => {
   it('rollback-fleet, one at a time: the second Pi fails its health check, so the first, deployed and healthy, is put back too', async () => {
     const before = { spi: piState('spi'), spi2: piState('spi2') }
     const units = { spi: unitFacts('spi'), spi2: unitFacts('spi2') }
-    const run = await runAction(
-      fleetInputs({
-        rollout: '1',
-        'rollback-fleet': 'true',
-        // Pruning waits for the fleet: the previous generation must still be there to go back to.
-        'keep-generations': '1',
-        // Fails on spi2 (the second batch) only.
-        'health-checks': 'test "$(cat /etc/hostname)" != spi2',
-        'health-timeout': '5'
-      })
-    )
-    expect(run.exitCode).toBe(1)
-    const results = JSON.parse(run.outputs.results) as Results
+    // Fails on spi2 (the second batch) only.
+    const { run, results } = await runFailingOn('spi2', {
+      rollout: '1',
+      'rollback-fleet': 'true',
+      // Pruning waits for the fleet: the previous generation must still be there to go back to.
+      'keep-generations': '1'
+    })
     expect(results.spi.result).toBe('rolled-back')
     expect(results.spi2.result).toBe('rolled-back')
     expect(run.summary).toContain(
