@@ -93,6 +93,25 @@ describe('the lock script, run for real against a temporary directory', () => {
     expect(!answer.acquired && answer.holder.description).toBe(desc)
     expect(fs.existsSync('/tmp/nda-pwned')).toBe(false)
   })
+  it('a renewal keeps the description exactly, its spaces and backslashes too; a lock under a directory not there yet is made', () => {
+    lockOp('release', 'g')
+    fs.rmSync(lock, { recursive: true, force: true })
+    const desc = '  two  spaces \\n a \\ backslash\t(tab) '
+    take('k', 600, desc)
+    expect(lockOp('renew', 'k').trim()).toBe('renewed')
+    expect(fs.readFileSync(owner, 'utf8').split('\n')[2]).toBe(desc)
+    const answer = parseLockAnswer(take('m'))
+    expect(!answer.acquired && answer.holder.description).toBe(desc)
+    lockOp('release', 'k')
+
+    const nested = path.join(dir, 'not', 'yet', 'lock')
+    const out = execFileSync('sh', ['-c', LOCK_SCRIPT, 'sh', 'acquire', nested, 'n', '600', 'run n'], {
+      encoding: 'utf8'
+    })
+    expect(out.trim()).toBe('acquired')
+    expect(fs.readFileSync(path.join(nested, 'owner'), 'utf8').split('\n')[0]).toBe('n')
+    expect(fs.existsSync(path.join(dir, 'not', 'yet', 'lock.flock'))).toBe(true)
+  })
   it('describes the run without newlines', () => {
     expect(
       ownerDescription({ GITHUB_REPOSITORY: 'me/pi', GITHUB_RUN_ID: '42', GITHUB_WORKFLOW: 'deploy\nx' })

@@ -87,7 +87,17 @@ finish() {
   exit 0
 }
 # The time since boot in hundredths of a second (/proc/uptime has two decimals).
-uptime_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'; }
+uptime_cs() {
+  read -r up _ </proc/uptime
+  up="${up%.*}${up#*.}"
+  while [ "${up#0}" != "$up" ]; do up=${up#0}; done
+  echo "${up:-0}"
+}
+# Whole seconds since boot in $now_s, without even a subshell (the wait below looks every tenth).
+uptime_s() {
+  read -r up _ </proc/uptime
+  now_s=${up%%.*}
+}
 gen_of() { readlink "$1" 2>/dev/null | sed -n 's/^.*-\([0-9][0-9]*\)-link$/\1/p'; }
 generations() {
   for l in "$P"-*-link; do [ -e "$l" ] || [ -L "$l" ] || continue; gen_of_name "$l"; done | tr '\n' ' '
@@ -206,7 +216,8 @@ fi
 if [ "$wait_seconds" -le 0 ]; then finish 'done'; fi
 
 say "waiting up to $wait_seconds s for the deploy to be confirmed"
-deadline=$(($(cut -d. -f1 /proc/uptime) + wait_seconds))
+uptime_s
+deadline=$((now_s + wait_seconds))
 ticks=0
 while :; do
   if [ -f "$dir/decision" ]; then
@@ -218,7 +229,8 @@ while :; do
       timeout) ;;
     esac
   fi
-  if [ "$(cut -d. -f1 /proc/uptime)" -ge "$deadline" ] && mkdir "$dir/decided" 2>/dev/null; then
+  uptime_s
+  if [ "$now_s" -ge "$deadline" ] && mkdir "$dir/decided" 2>/dev/null; then
     echo timeout >"$dir/decision"
     if [ "$on_timeout" = keep ]; then finish unconfirmed-kept; fi
     say "not confirmed within $wait_seconds s: rolling back"

@@ -28,16 +28,23 @@ if [ "$n" -gt 0 ]; then tail -c +"$((offset + 1))" "$dir/log" | head -c "$n"; fi
 if [ ! -d "$dir" ]; then
   agent=gone
 elif [ -s "$dir/pid" ]; then
-  pid=$(cat "$dir/pid")
+  read -r pid <"$dir/pid"
   if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF "$dir/agent.sh"; then agent=alive; else agent=dead; fi
 else
   agent=starting
 fi
+# A state file's one line, read by the shell itself (a poll runs this many times per deploy, on a
+# Pi where every process start costs); empty when the file is not there (yet, or any more).
+line() {
+  v=''
+  if [ -f "$1" ]; then { IFS= read -r v; } 2>/dev/null <"$1"; fi
+  echo "$2=$v"
+}
 {
   echo "agent=$agent"
-  echo "created-new=$(cat "$dir/created-new" 2>/dev/null)"
+  line "$dir/created-new" created-new
   echo "size=$size"
-  echo "status=$(cat "$dir/status" 2>/dev/null)"
-  echo "generation=$(cat "$dir/generation" 2>/dev/null)"
-  echo "outcome=$(cat "$dir/outcome" 2>/dev/null)"
+  line "$dir/status" status
+  line "$dir/generation" generation
+  line "$dir/outcome" outcome
 } >&2

@@ -5,20 +5,30 @@
 #   lock_op release -> "released" | "not-held"
 # Owner file: line 1 the holder's id; line 2 `v2 BOOT_ID EXPIRY_UPTIME_SECONDS` (an older action wrote
 # the expiry in epoch seconds: honoured by the wall clock it names); line 3 who it is.
+# Every lock operation of a deploy runs this, on a Pi whose every process start costs: what the
+# shell can do itself (the parent directory, the uptime, the owner file's lines), it does without
+# starting one.
 # shellcheck shell=sh disable=SC2154
 lock_op() (
   verb=$1
-  base=$(dirname "$lock_dir")
-  mkdir -p "$base" || exit 2
+  # dirname's answer for the absolute paths the action gives (lock.ts).
+  base=${lock_dir%/*}
+  [ -n "$base" ] || base=/
+  [ -d "$base" ] || mkdir -p "$base" || exit 2
   command -v flock >/dev/null 2>&1 || { echo "flock (util-linux) is not on the target's PATH" >&2; exit 5; }
   exec 9>>"$base/lock.flock" || exit 2
   flock -w 30 9 || { echo "$base/lock.flock stayed locked for 30 s" >&2; exit 6; }
-  now=$(cut -d. -f1 /proc/uptime)
-  boot=$(cat /proc/sys/kernel/random/boot_id)
-  owner=$(sed -n 1p "$lock_dir/owner" 2>/dev/null)
+  read -r now _ </proc/uptime
+  now=${now%%.*}
+  read -r boot </proc/sys/kernel/random/boot_id
+  # The owner file's three lines, as written (only lock_op writes or removes it, under the flock).
+  owner='' lease_line='' desc=''
+  if [ -f "$lock_dir/owner" ]; then
+    { IFS= read -r owner; IFS= read -r lease_line; IFS= read -r desc; } 2>/dev/null <"$lock_dir/owner"
+  fi
   set -f
-  # shellcheck disable=SC2046 # the lease line's words
-  set -- $(sed -n 2p "$lock_dir/owner" 2>/dev/null)
+  # shellcheck disable=SC2086 # the lease line's words
+  set -- $lease_line
   left=-1
   if [ $# = 3 ] && [ "$1" = v2 ]; then
     case $3 in *[!0-9]*|'') ;; *) if [ "$2" = "$boot" ]; then left=$(($3 - now)); fi ;; esac
@@ -35,10 +45,10 @@ lock_op() (
       if [ "$owner" = "$lock_id" ] || [ -z "$owner" ] || [ "$left" -lt 0 ]; then
         write_owner "$lock_desc" && echo acquired
       else
-        printf 'held\n%s\n%s\n%s\n' "$owner" "$left" "$(sed -n 3p "$lock_dir/owner")"
+        printf 'held\n%s\n%s\n%s\n' "$owner" "$left" "$desc"
       fi ;;
     renew)
-      if [ "$owner" = "$lock_id" ]; then write_owner "$(sed -n 3p "$lock_dir/owner")" && echo renewed; else echo lost; fi ;;
+      if [ "$owner" = "$lock_id" ]; then write_owner "$desc" && echo renewed; else echo lost; fi ;;
     release)
       if [ "$owner" = "$lock_id" ]; then rm -f "$lock_dir/owner"; rmdir "$lock_dir" 2>/dev/null; echo released; else echo not-held; fi ;;
   esac
