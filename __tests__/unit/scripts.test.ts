@@ -282,6 +282,30 @@ describe('wake.sh: a waiting script woken at once, and only the one meant', () =
     }
   )
 
+  it.each(shells)(
+    '%s: a waiting loop looks a tenth of a second apart for half a second, then half a second apart, its last nap ending at its limit',
+    sh => {
+      // The naps' lengths as nap_look asks for them (nap itself replaced: no time passes).
+      const r = spawnSync(
+        sh,
+        [
+          '-c',
+          `${WAKE}\nnap() { printf '%s ' "$1"; }\n` +
+            'looked=0; while [ "$looked" -lt 22 ]; do nap_look 22; done; echo "= $looked"\n' +
+            'looked=0; for i in 1 2 3 4 5 6 7; do nap_look; done; echo "= $looked"',
+          'sh'
+        ],
+        { encoding: 'utf8' }
+      )
+      expect(r.stderr).toBe('')
+      expect(r.stdout.split('\n')).toEqual([
+        '0.1 0.1 0.1 0.1 0.1 0.5 0.5 0.5 0.2 = 22',
+        '0.1 0.1 0.1 0.1 0.1 0.5 0.5 = 15',
+        ''
+      ])
+    }
+  )
+
   it('follow.sh registers itself where the agent wakes it: its pid, with the directory as an argument', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-follow-wake-'))
     fs.writeFileSync(path.join(dir, 'log'), '')

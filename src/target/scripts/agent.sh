@@ -93,7 +93,7 @@ uptime_cs() {
   while [ "${up#0}" != "$up" ]; do up=${up#0}; done
   echo "${up:-0}"
 }
-# Whole seconds since boot in $now_s, without even a subshell (the wait below looks every tenth).
+# Whole seconds since boot in $now_s, without even a subshell (the wait below looks often).
 uptime_s() {
   read -r up _ </proc/uptime
   now_s=${up%%.*}
@@ -113,12 +113,11 @@ run_renewing() {
   # Its end wakes this shell (wake.sh): a fast activation's end is known at once.
   { sh -c 'echo $$ >"$1"; shift; exec timeout -k 10 "$@"' sh "$dir/tpid" "$activation_timeout" "$@"; echo $? >"$dir/rc"; wake "$dir/pid" "$dir/agent.sh"; } &
   job=$!
-  ticks=0
-  # Looked at every tenth of a second besides (a wake-up lost between the look and the nap).
+  looked=0 next_renew=150
+  # Looked at besides (nap_look: a wake-up lost between the look and the nap).
   while [ ! -s "$dir/rc" ]; do
-    nap 0.1
-    ticks=$((ticks + 1))
-    if [ $((ticks % 150)) = 0 ]; then renew; fi
+    nap_look
+    if [ "$looked" -ge "$next_renew" ]; then renew; next_renew=$((next_renew + 150)); fi
   done
   wait "$job"
   rc=$(cat "$dir/rc")
@@ -218,7 +217,7 @@ if [ "$wait_seconds" -le 0 ]; then finish 'done'; fi
 say "waiting up to $wait_seconds s for the deploy to be confirmed"
 uptime_s
 deadline=$((now_s + wait_seconds))
-ticks=0
+looked=0 next_renew=150
 while :; do
   if [ -f "$dir/decision" ]; then
     case "$(cat "$dir/decision")" in
@@ -237,8 +236,7 @@ while :; do
     if rollback; then finish rolled-back-unconfirmed; else finish rollback-failed; fi
   fi
   # decide.sh wakes this shell (wake.sh): a confirmation is acted on at once (the action waits for
-  # the outcome). Looked at every tenth of a second besides; the lease is renewed every 15 s.
-  ticks=$((ticks + 1))
-  if [ $((ticks % 150)) = 0 ]; then renew; fi
-  nap 0.1
+  # the outcome). Looked at besides (nap_look); the lease is renewed every 15 s.
+  if [ "$looked" -ge "$next_renew" ]; then renew; next_renew=$((next_renew + 150)); fi
+  nap_look
 done

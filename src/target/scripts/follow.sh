@@ -1,22 +1,22 @@
 # Prints the agent's log from byte OFFSET on stdout (at most MAX bytes: a long backlog comes in
 # several polls), and its state on stderr as key=value lines. With WAIT (tenths of a second), it
 # first waits up to that long for news -- the log grown past OFFSET, the exit status (unless the
-# action already has it: KNOWS_STATUS 1), the outcome, or the directory gone -- looking every
-# tenth, and woken at once by the agent when it writes the status or the outcome (wake.sh: it finds
-# this shell's pid in DIR/follower): the action learns of the log within a tenth of a second and of
-# the rest at once, on one command per change.
+# action already has it: KNOWS_STATUS 1), the outcome, or the directory gone -- looking a tenth
+# of a second apart, half a second apart after the first half second (nap_look, wake.sh), and woken
+# at once by the agent when it writes the status or the outcome (wake.sh: it finds this shell's pid
+# in DIR/follower): the action learns of the log within a tenth of a second (half a second once a
+# wait grew long) and of the rest at once, on one command per change.
 # usage: sh -c FOLLOW sh DIR OFFSET MAX [WAIT KNOWS_STATUS]
 # shellcheck shell=sh
 dir=$1 offset=$2 max=$3 wait=${4:-0} knows_status=${5:-0}
 # Registered before the first look: news written after it wakes this shell, news before it is seen.
 if [ "$wait" -gt 0 ]; then { echo $$ >"$dir/follower"; } 2>/dev/null; fi
-i=0
-while [ "$i" -lt "$wait" ] && [ -d "$dir" ] && [ ! -e "$dir/outcome" ]; do
+looked=0
+while [ "$looked" -lt "$wait" ] && [ -d "$dir" ] && [ ! -e "$dir/outcome" ]; do
   if [ "$knows_status" != 1 ] && [ -e "$dir/status" ]; then break; fi
   size=$(wc -c <"$dir/log" 2>/dev/null || echo 0)
   if [ $((size + 0)) -gt "$offset" ]; then break; fi
-  nap 0.1
-  i=$((i + 1))
+  nap_look "$wait"
 done
 size=$(wc -c <"$dir/log" 2>/dev/null || echo 0)
 size=$((size + 0))

@@ -1,10 +1,11 @@
-# Waking a script that waits for news at once, instead of at its next look a tenth of a second
-# later: agent.sh waits for its activation's end and for the decision, follow.sh for the exit status
+# Waking a script that waits for news at once, instead of at its next look (nap_look, below):
+# agent.sh waits for its activation's end and for the decision, follow.sh for the exit status
 # and the outcome. Sourced by both sides. The sleeper naps (a sleep it waits for, which a USR1
 # cuts short: trapped here); the waker signals the pid a file names only if that process's
 # arguments include the expected one exactly, so a stale pid, since reused by another process,
 # is never signalled (USR1's default action would end it).
 #   nap SECONDS              sleeps up to SECONDS, less when woken
+#   nap_look [LIMIT]         a waiting loop's nap until its next look (below)
 #   wake PIDFILE ARGUMENT    wakes the process in PIDFILE if ARGUMENT is one of its arguments
 # shellcheck shell=sh
 woken=0
@@ -25,6 +26,19 @@ nap() {
     kill "$nap_pid" 2>/dev/null
   fi
   return 0
+}
+# A waiting loop looks for itself besides being woken, for a wake-up lost between its look and its
+# nap (a signal that arrives just before the nap's wait). Each look costs the target a process
+# start or two (the nap's sleep, a wc): a tenth of a second apart for the first half second, then
+# half a second apart, so that a long activation does not cost a Pi twenty a second. The caller
+# sets looked=0 first; each nap adds the tenths it napped to it, the last one ending at LIMIT.
+nap_look() {
+  look_step=1
+  [ "$looked" -lt 5 ] || look_step=5
+  if [ -n "${1:-}" ] && [ $(($1 - looked)) -lt "$look_step" ]; then look_step=$(($1 - looked)); fi
+  [ "$look_step" -gt 0 ] || look_step=1
+  nap "0.$look_step"
+  looked=$((looked + look_step))
 }
 wake() {
   wake_pid=$(cat "$1" 2>/dev/null) || return 0
