@@ -86,17 +86,20 @@ finish() {
   if [ -e "$dir/outcome" ]; then lock_op release >/dev/null; fi
   exit 0
 }
-# The time since boot in hundredths of a second (/proc/uptime has two decimals).
-uptime_cs() {
+# The time since boot, read by the shell itself (the wait below looks often): whole seconds in
+# $now_s, hundredths in $now_cs (/proc/uptime has two decimals; "1xx - 100", so that a leading 0
+# is not read as octal).
+read_uptime() {
   read -r up _ </proc/uptime
-  up="${up%.*}${up#*.}"
-  while [ "${up#0}" != "$up" ]; do up=${up#0}; done
-  echo "${up:-0}"
+  now_s=${up%.*}
+  now_cs=$((now_s * 100 + 1${up#*.} - 100))
 }
-# Whole seconds since boot in $now_s, without even a subshell (the wait below looks often).
-uptime_s() {
-  read -r up _ </proc/uptime
-  now_s=${up%%.*}
+# A waiting loop's lease renewal, every 15 s of its looks (nap_look counts them in $looked).
+renew_when_due() {
+  if [ "$looked" -ge "$next_renew" ]; then
+    renew
+    next_renew=$((next_renew + 150))
+  fi
 }
 gen_of() { readlink "$1" 2>/dev/null | sed -n 's/^.*-\([0-9][0-9]*\)-link$/\1/p'; }
 generations() {
@@ -117,7 +120,7 @@ run_renewing() {
   # Looked at besides (nap_look: a wake-up lost between the look and the nap).
   while [ ! -s "$dir/rc" ]; do
     nap_look
-    if [ "$looked" -ge "$next_renew" ]; then renew; next_renew=$((next_renew + 150)); fi
+    renew_when_due
   done
   wait "$job"
   rc=$(cat "$dir/rc")
@@ -199,10 +202,12 @@ if [ "$sets_profile" = 1 ]; then
 fi
 
 say "switch-to-configuration $action"
-started_cs=$(uptime_cs)
+read_uptime
+started_cs=$now_cs
 run_renewing "$top/bin/switch-to-configuration" "$action"
 # How long the activation itself took: the bench's activation overhead is the rest of the phase.
-took=$(($(uptime_cs) - started_cs))
+read_uptime
+took=$((now_cs - started_cs))
 # The status first: a follow poll woken by the log line below then finds it too.
 echo "$rc" >"$dir/status.tmp" && mv -f "$dir/status.tmp" "$dir/status"
 wake "$dir/follower" "$dir"
@@ -215,7 +220,7 @@ fi
 if [ "$wait_seconds" -le 0 ]; then finish 'done'; fi
 
 say "waiting up to $wait_seconds s for the deploy to be confirmed"
-uptime_s
+read_uptime
 deadline=$((now_s + wait_seconds))
 looked=0 next_renew=150
 while :; do
@@ -228,7 +233,7 @@ while :; do
       timeout) ;;
     esac
   fi
-  uptime_s
+  read_uptime
   if [ "$now_s" -ge "$deadline" ] && mkdir "$dir/decided" 2>/dev/null; then
     echo timeout >"$dir/decision"
     if [ "$on_timeout" = keep ]; then finish unconfirmed-kept; fi
@@ -237,6 +242,6 @@ while :; do
   fi
   # decide.sh wakes this shell (wake.sh): a confirmation is acted on at once (the action waits for
   # the outcome). Looked at besides (nap_look); the lease is renewed every 15 s.
-  if [ "$looked" -ge "$next_renew" ]; then renew; next_renew=$((next_renew + 150)); fi
+  renew_when_due
   nap_look
 done

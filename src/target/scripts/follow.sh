@@ -28,7 +28,8 @@ if [ "$n" -gt 0 ]; then tail -c +"$((offset + 1))" "$dir/log" | head -c "$n"; fi
 if [ ! -d "$dir" ]; then
   agent=gone
 elif [ -s "$dir/pid" ]; then
-  read -r pid <"$dir/pid"
+  pid=''
+  { read -r pid; } 2>/dev/null <"$dir/pid"
   if { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF "$dir/agent.sh"; then agent=alive; else agent=dead; fi
 else
   agent=starting

@@ -31,17 +31,18 @@ nap() {
 # nap (a signal that arrives just before the nap's wait). Each look costs the target a process
 # start or two (the nap's sleep, a wc): a tenth of a second apart for the first half second, then
 # half a second apart, so that a long activation does not cost a Pi twenty a second. The caller
-# sets looked=0 first; each nap adds the tenths it napped to it, the last one ending at LIMIT.
+# sets looked=0 first and naps only while looked < LIMIT; each nap adds the tenths it napped to
+# it, the last one ending at LIMIT.
 nap_look() {
   look_step=1
   [ "$looked" -lt 5 ] || look_step=5
   if [ -n "${1:-}" ] && [ $(($1 - looked)) -lt "$look_step" ]; then look_step=$(($1 - looked)); fi
-  [ "$look_step" -gt 0 ] || look_step=1
   nap "0.$look_step"
   looked=$((looked + look_step))
 }
 wake() {
-  wake_pid=$(cat "$1" 2>/dev/null) || return 0
+  wake_pid=''
+  { read -r wake_pid; } 2>/dev/null <"$1"
   case $wake_pid in '' | *[!0-9]*) return 0 ;; esac
   # (The braces: a redirection that fails -- the process is gone -- is silenced too.)
   if { tr '\0' '\n' <"/proc/$wake_pid/cmdline"; } 2>/dev/null | grep -qxF -- "$2"; then
