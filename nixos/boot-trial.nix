@@ -8,7 +8,8 @@
 #   imports = [ "${nix-deploy-action}/nixos/boot-trial.nix" ];   # the action's repository
 #   services.nix-deploy-action.bootTrial.enable = true;
 #
-# The action sees the unit below in the new system (etc/systemd/system) and only then boots on trial.
+# The action sees the unit below in the new system (etc/systemd/system) and only then boots on trial;
+# the unit's X-NixDeployAction-Protocol says which steps the trial expects of it.
 # It cannot help a system that does not reach user space (a kernel that panics): for that, a
 # hardware watchdog (systemd.watchdog.runtimeTime) and the previous generation in the boot menu.
 { config, lib, pkgs, ... }:
@@ -24,6 +25,9 @@ in
       description = "nix-deploy-action boot trial: confirm the new system or go back to the previous one";
       wantedBy = [ "multi-user.target" ];
       after = [ "local-fs.target" ];
+      # The trial's protocol with the action (its record and renames, boot-trial.sh): the action
+      # reads it here to know how to confirm the boot.
+      unitConfig."X-NixDeployAction-Protocol" = "2";
       # Only a boot starts a trial; a switch that starts this unit finds none and ends at once.
       restartIfChanged = false;
       path = [ config.nix.package pkgs.coreutils pkgs.gnused config.systemd.package ];

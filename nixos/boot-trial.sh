@@ -5,21 +5,30 @@
 # machine nobody can reach by hand. extlinux, a Raspberry Pi's boot loader, has no one-shot boot
 # entry, so the action makes the new system the default and, in the same command that schedules the
 # reboot, writes a trial record (STATE_DIR/boot-trial): the new system, the system to go back to and
-# how long to wait. In the boot that runs the new system this script waits that long for the deploy
-# to confirm the boot over SSH (it renames the record to boot-trial.confirmed). Unconfirmed, or
-# rejected by the deploy (boot-trial.reject: its health checks failed), it puts the system profile
-# and the boot entry back on the previous system and reboots into it. A record for another system
-# than the one booted is over (the boot loader fell back, or it is left from an interrupted deploy).
+# the trial's two windows. In the boot that runs the new system this script waits:
+#   1. up to login-seconds (the deploy's reboot-timeout) for the deploy's first login, which renames
+#      the record to boot-trial.reached: a network that comes up slowly (Wi-Fi, a tunnel) is waited
+#      for, not mistaken for a broken system;
+#   2. then up to confirm-seconds for the deploy's verdict: boot-trial.reached renamed to
+#      boot-trial.confirmed (its health checks passed), or boot-trial.reject (they failed).
+# Unconfirmed in either window, or rejected, it puts the system profile and the boot entry back on
+# the previous system and reboots into it. A record for another system than the one booted is over
+# (the boot loader fell back, or it is left from an interrupted deploy).
 #
-# The confirmation and the expiry are the same rename of the same file: exactly one of them wins.
+# Each window ends with a rename of the file the deploy renames in the same step (boot-trial, then
+# boot-trial.reached): exactly one of the deploy and this script wins. A record without
+# login-seconds (an action before protocol 2) has one window, confirm-seconds, ended by the
+# deploy's rename of boot-trial to boot-trial.confirmed, as before.
 # Needs: sh, sed, head, readlink, mv, rm, sleep, nix-env and systemctl (or reboot) on PATH.
 # The environment overrides the paths (the project's unit tests use temporary ones).
+# nix-deploy-action boot trial protocol: 2
 set -u
 dir=${NDA_STATE_DIR:-/nix/var/nix-deploy-action}
 P=${NDA_SYSTEM_PROFILE:-/nix/var/nix/profiles/system}
 booted_link=${NDA_BOOTED_SYSTEM:-/run/booted-system}
 store=${NDA_STORE_DIR:-/nix/store}
 trial=$dir/boot-trial
+reached=$dir/boot-trial.reached
 reject=$dir/boot-trial.reject
 
 say() { echo "nix-deploy-action boot trial: $*"; }
@@ -39,7 +48,9 @@ if [ ! -f "$trial" ]; then
   exit 0
 fi
 new=$(field new) prev=$(field previous) gen=$(field previous-generation) secs=$(field confirm-seconds)
-if ! store_path "$new" || ! store_path "$prev" || ! digits "$secs" || { [ -n "$gen" ] && ! digits "$gen"; }; then
+login=$(field login-seconds)
+if ! store_path "$new" || ! store_path "$prev" || ! digits "$secs" || { [ -n "$gen" ] && ! digits "$gen"; } ||
+  { [ -n "$login" ] && ! digits "$login"; }; then
   say "the trial record is not readable: kept as $trial.invalid, nothing done"
   mv -f "$trial" "$trial.invalid"
   exit 1
@@ -51,22 +62,43 @@ if [ "$booted" != "$new" ]; then
   exit 0
 fi
 
-say "booted $new: waiting up to $secs s for the deploy to confirm it"
-waited=0
-while [ "$waited" -lt "$secs" ]; do
-  if [ ! -e "$trial" ]; then
-    say "confirmed"
-    exit 0
+# wait FILE SECONDS: until FILE is gone (0), a rejection (1) or SECONDS have passed (2).
+wait_gone() {
+  waited=0
+  while [ "$waited" -lt "$2" ]; do
+    [ -e "$1" ] || return 0
+    [ -e "$reject" ] && return 1
+    sleep 1
+    waited=$((waited + 1))
+  done
+  return 2
+}
+# expire FILE: the window's end, unless the deploy renamed FILE first (then it is not over).
+expire() { mv "$1" "$trial.expired" 2>/dev/null; }
+
+if [ -z "$login" ]; then
+  say "booted $new: waiting up to $secs s for the deploy to confirm it"
+  wait_gone "$trial" "$secs" && { say "confirmed"; exit 0; }
+  expire "$trial" || { say "confirmed"; exit 0; }
+  phase=confirm
+else
+  say "booted $new: waiting up to $login s for the deploy to log in"
+  phase=login
+  if wait_gone "$trial" "$login"; then
+    if [ ! -e "$reached" ]; then say "confirmed"; exit 0; fi
+    phase=confirm
+  elif ! expire "$trial"; then
+    phase=confirm
   fi
-  [ -e "$reject" ] && break
-  sleep 1
-  waited=$((waited + 1))
-done
-if ! mv "$trial" "$trial.expired" 2>/dev/null; then
-  say "confirmed"
-  exit 0
+  if [ "$phase" = confirm ]; then
+    say "the deploy logged in: waiting up to $secs s for its checks and confirmation"
+    wait_gone "$reached" "$secs" && { say "confirmed"; exit 0; }
+    expire "$reached" || { say "confirmed"; exit 0; }
+  fi
 fi
-if [ -e "$reject" ]; then why="the deploy rejected it (its checks failed)"; else why="not confirmed within $secs s"; fi
+if [ -e "$reject" ]; then why="the deploy rejected it"
+elif [ "$phase" = login ]; then why="the deploy did not log in within $login s"
+else why="not confirmed within $secs s"; fi
 rm -f "$reject"
 say "$why: going back to $prev"
 

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=(nix-bin qemu-user-static binfmt-support openssh-server openssh-client iproute2 zstd xz-utils util-linux procps sudo passwd shellcheck
   systemd-container debootstrap socat openssl
-  patchelf bash-static)
+  patchelf bash-static
+  qemu-system-arm qemu-utils u-boot-qemu cpio fdisk)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -8,7 +8,7 @@ import { ActionError, errorMessage, Phase } from './errors'
 import { Inputs } from './inputs'
 import { ensureBinfmt } from './nix/binfmt-setup'
 import { StoreInfo, untrustedEmulationError } from './nix/daemon'
-import { hasBootTrial, readBootFiles, readBootIdentity } from './nix/boot'
+import { bootTrialProtocol, readBootFiles, readBootIdentity } from './nix/boot'
 import { totalNarSize } from './nix/closure'
 import { MachineEvaluation, selectMachines } from './nix/legacy'
 import { RunnerNix } from './nix/nix'
@@ -282,7 +282,7 @@ async function listClosure(
     closure,
     boot,
     bootFiles: await readBootFiles(boot),
-    bootTrial: await hasBootTrial(m.evaluation.outPath)
+    bootTrialProtocol: await bootTrialProtocol(m.evaluation.outPath)
   }
 }
 

@@ -256,6 +256,7 @@ export function readInputs(get: Get): Inputs {
   const optional = readOptional(get, problems)
   const timeoutSeconds =
     get('timeout') === '' ? undefined : parseSeconds('timeout', get('timeout'), 0, 86400, problems)
+  const reboot = readReboot(get, mode, problems)
   checkCombinations(get, problems, {
     mode,
     source,
@@ -265,6 +266,7 @@ export function readInputs(get: Get): Inputs {
     knownHostCount: known.lines.length,
     insecureSkipHostKeyCheck,
     healthChecks,
+    reboot: reboot.reboot,
     ...timeouts
   })
   const parallel = parseCount('parallel', get('parallel'), 4, 64, problems)
@@ -275,7 +277,6 @@ export function readInputs(get: Get): Inputs {
   const substituteOnDestination =
     substituteText === '' ? true : parseBoolean('substitute-on-destination', substituteText, problems)
 
-  const reboot = readReboot(get, mode, problems)
   if (problems.length > 0) throw new InputError(problems)
   return {
     source: source!,
@@ -537,17 +538,20 @@ function checkCombinations(
     knownHostCount: number
     insecureSkipHostKeyCheck: boolean
     healthChecks: string[]
+    reboot: RebootWhen
   }
 ): void {
   const { mode, source, target, sshKey, jumpHosts } = i
   const targetHost = get('target-host')
   // The target waits confirm-timeout after activation; the checks must be able to finish before it.
-  const magicOn = i.magicRollback ?? (mode === 'switch' || mode === 'test')
+  // A reboot makes mode boot run the new system too: its checks run after the boot, on trial.
+  const runsNew = mode === 'switch' || mode === 'test' || (mode === 'boot' && i.reboot !== 'never')
+  const magicOn = i.magicRollback ?? runsNew
   // Only a confirm-timeout the user set can conflict (unset, it is worked out from health-timeout).
   if (
     magicOn &&
     i.healthChecks.length > 0 &&
-    (mode === 'switch' || mode === 'test') &&
+    runsNew &&
     get('confirm-timeout') !== '' &&
     i.confirmTimeoutSeconds <= i.healthTimeoutSeconds
   )

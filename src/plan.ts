@@ -85,10 +85,12 @@ export function makePlan(inputs: Inputs): Plan {
     )
   const { target, jumps } = endpoints(inputs, inputs.target, inputs.sshKey)
   const goal = goalOf(mode)
-  const { changesRunningSystem } = goal
-  if (!changesRunningSystem && inputs.healthChecks.length > 0)
+  // A reboot into the profile (mode boot with reboot on) runs the new system as a switch does: its
+  // boot is on trial and its checks run after it.
+  const runsNewSystem = goal.changesRunningSystem || (goal.setsProfile && inputs.reboot !== 'never')
+  if (!runsNewSystem && inputs.healthChecks.length > 0)
     warnings.push(`health-checks are not run in mode ${mode}: the new system does not run after it`)
-  if (inputs.magicRollback === true && !changesRunningSystem)
+  if (inputs.magicRollback === true && !runsNewSystem)
     warnings.push(`magic-rollback has no effect in mode ${mode}: the running system does not change`)
   return {
     requestedMode: inputs.mode,
@@ -96,8 +98,8 @@ export function makePlan(inputs: Inputs): Plan {
     target,
     jumps,
     goal,
-    magicRollback: changesRunningSystem && (inputs.magicRollback ?? true),
-    healthChecks: changesRunningSystem ? inputs.healthChecks : [],
+    magicRollback: runsNewSystem && (inputs.magicRollback ?? true),
+    healthChecks: runsNewSystem ? inputs.healthChecks : [],
     sudo: inputs.sudo === 'true' || (inputs.sudo === 'auto' && target.user !== 'root'),
     warnings
   }

@@ -11,6 +11,8 @@
 #                \                                                 second systemd Pi, for fleets of them)
 #                 \-----------------------10.99.3.0/24-------------------------------/ (to pi)
 #   jump --10.99.6.0/24-- jump2 (netns nda-jump2, sshd: a second bastion) --10.99.7.0/24-- pi2
+#   jump --10.99.12.0/24-- bpi (netns nda-bpi: a QEMU aarch64 machine that really boots, through
+#                          U-Boot, a real kernel and systemd; booting-pi.sh, powered on by its suite)
 #
 # The Pi runs sshd in its own network namespace and its own mount namespace with a private, size-
 # limited /nix (tmpfs) and a private /run, so its store, profiles and /run/current-system are separate
@@ -72,7 +74,7 @@ k="$TESTBED/keys"
 [ -f "$k/jump-only" ] || ssh-keygen -q -t ed25519 -N '' -C jump-only@testbed -f "$k/jump-only"
 [ -f "$k/jump2-only" ] || ssh-keygen -q -t ed25519 -N '' -C jump2-only@testbed -f "$k/jump2-only"
 [ -f "$k/stranger" ] || ssh-keygen -q -t ed25519 -N '' -C stranger@testbed -f "$k/stranger"
-for h in jump jump2 pi pi2 spi spi2; do
+for h in jump jump2 pi pi2 spi spi2 bpi; do
   [ -f "$k/${h}_host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$k/${h}_host_ed25519"
   [ -f "$k/${h}_host_rsa" ] || ssh-keygen -q -t rsa -b 3072 -N '' -f "$k/${h}_host_rsa"
 done
@@ -98,6 +100,7 @@ cat "$k/deploy.pub" "$k/deploy-encrypted.pub" "$k/deploy-rsa.pub" > "$TESTBED/pi
   echo "10.99.6.2 $(cut -d' ' -f1,2 "$k/jump2_host_ed25519.pub")"
   echo "10.99.5.2,10.99.8.2 $(cut -d' ' -f1,2 "$k/spi_host_ed25519.pub")"
   echo "10.99.11.2 $(cut -d' ' -f1,2 "$k/spi2_host_ed25519.pub")"
+  echo "10.99.12.2 $(cut -d' ' -f1,2 "$k/bpi_host_ed25519.pub")"
 } > "$TESTBED/known_hosts"
 
 # --- A stand-in for GitHub's API (__tests__/e2e/github-service.ts runs it in the jump host's
@@ -287,6 +290,9 @@ Host spi-direct
 Host spi2
   HostName 10.99.11.2
   ProxyJump jump
+Host bpi
+  HostName 10.99.12.2
+  ProxyJump jump
 # Last: the first value of a setting wins, so the hosts above may set their own User.
 Host *
   User root
@@ -310,6 +316,7 @@ TESTBED_PI2_CHAIN=10.99.7.2
 TESTBED_SPI=10.99.5.2
 TESTBED_SPI_DIRECT=10.99.8.2
 TESTBED_SPI2=10.99.11.2
+TESTBED_BPI=10.99.12.2
 TESTBED_KEYS=$k
 TESTBED_KNOWN_HOSTS=$TESTBED/known_hosts
 TESTBED_SSH_CONFIG=$TESTBED/ssh_config
@@ -327,6 +334,9 @@ PI=pi2 "$here/pi.sh" seed-if-empty
 PI=spi "$here/systemd-pi.sh" start
 # The second one (canary and rollback-fleet on systemd Pis), from the same root file system.
 PI=spi2 "$here/systemd-pi.sh" start
+# --- The booting Pi (booting-pi.sh: QEMU, U-Boot, a real arm64 kernel): its image and base disk
+# only (the first time on a machine about 9 minutes, then cached); its suite powers it on and off.
+"$here/booting-pi.sh" image
 # --- The runner's side on Nix 2.26 with a nix-daemon and its sandbox (modern-nix.sh), from the same
 # root file system: for the e2e-modern suites.
 "$here/modern-nix.sh" up

@@ -17,7 +17,17 @@ export const IN_CI = process.env.CI === 'true'
 /** Why the e2e tests cannot run here, or undefined when they can. */
 function missingPrerequisite(): string | undefined {
   if (process.getuid?.() !== 0) return 'e2e tests need root (network and mount namespaces, binfmt)'
-  for (const tool of ['nix', 'nix-store', 'ssh', 'ip', 'unshare', 'nsenter', 'systemd-nspawn', 'debootstrap'])
+  for (const tool of [
+    'nix',
+    'nix-store',
+    'ssh',
+    'ip',
+    'unshare',
+    'nsenter',
+    'systemd-nspawn',
+    'debootstrap',
+    'qemu-system-aarch64'
+  ])
     try {
       execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' })
     } catch {
@@ -83,8 +93,12 @@ export function modernNixUser(name: 'nda-runner' | 'nda-untrusted' = 'nda-runner
   const id = (flag: string): number => Number(execFileSync('id', [flag, name], { encoding: 'utf8' }).trim())
   return { uid: id('-u'), gid: id('-g'), home: path.join(testbed().TESTBED_MODERN_NIX, 'home', name) }
 }
-const piScript = (pi: PiName): string =>
-  path.join(ROOT, 'testbed', pi === 'spi' || pi === 'spi2' ? 'systemd-pi.sh' : 'pi.sh')
+const piScript = (pi: PiName | 'bpi'): string =>
+  path.join(
+    ROOT,
+    'testbed',
+    pi === 'bpi' ? 'booting-pi.sh' : pi === 'spi' || pi === 'spi2' ? 'systemd-pi.sh' : 'pi.sh'
+  )
 
 export interface TestbedEnv {
   TESTBED: string
@@ -110,6 +124,8 @@ export interface TestbedEnv {
   TESTBED_SPI_DIRECT: string
   /** The second systemd Pi (behind the jump host only). */
   TESTBED_SPI2: string
+  /** The booting Pi (testbed/booting-pi.sh: QEMU, U-Boot, a real kernel; behind the jump host only). */
+  TESTBED_BPI: string
   /** Nix 2.26 with its daemon (testbed/modern-nix.sh): bin/ (its programs), etc/nix.conf, daemon.log. */
   TESTBED_MODERN_NIX: string
 }
@@ -391,7 +407,7 @@ export async function deployed(config: string, extra: Record<string, string> = {
 }
 
 /** Runs a command on a Pi (default the first) over SSH (OpenSSH through the jump host), returning stdout. */
-export function onPi(command: string, pi: PiName = MAIN_PI): string {
+export function onPi(command: string, pi: PiName | 'bpi' = MAIN_PI): string {
   const t = testbed()
   return execFileSync('ssh', ['-F', t.TESTBED_SSH_CONFIG, pi, command], {
     encoding: 'utf8',
@@ -408,7 +424,7 @@ export interface PiState {
 }
 
 /** A Pi's deploy-relevant state: running system, profile, boot entry and generation links. */
-export function piState(pi: PiName = MAIN_PI): PiState {
+export function piState(pi: PiName | 'bpi' = MAIN_PI): PiState {
   const [current, profile, profileLink, bootDefault, gens] = onPi(
     'readlink -f /run/current-system; readlink -f /nix/var/nix/profiles/system; readlink /nix/var/nix/profiles/system; cat /nix/var/nix-fixture/boot-default 2>/dev/null || echo none; ls /nix/var/nix/profiles | grep "^system-" | tr "\\n" " "',
     pi
@@ -428,7 +444,7 @@ export function installedState(gen0: string): Partial<PiState> {
 }
 
 /** Wipes a Pi (default the first) and brings it back with fixture generation 0 only. */
-export function resetPi(pi: PiName = MAIN_PI): void {
+export function resetPi(pi: PiName | 'bpi' = MAIN_PI): void {
   execFileSync('bash', [piScript(pi), 'reset'], {
     env: { ...process.env, PI: pi },
     stdio: 'pipe'

@@ -186,3 +186,97 @@ describe('the boot trial on the target (nixos/boot-trial.sh)', () => {
     expect(w.calls()).not.toContain('systemctl reboot')
   })
 })
+
+/** The deploy's half (target/scripts/boot-trial.sh), run on the test's state directory. */
+const DEPLOY_STEPS = path.join(__dirname, '..', '..', 'src', 'target', 'scripts', 'boot-trial.sh')
+const deployStep = (w: World, step: string): string => {
+  const script = fs.readFileSync(DEPLOY_STEPS, 'utf8').replace(/^trial_dir=.*$/m, `trial_dir='${w.state}'`)
+  return spawnSync('sh', ['-c', script, 'sh', step], { encoding: 'utf8' }).stdout.trim()
+}
+
+/** The trial running in the background, and a way to wait for what it says. */
+function startTrial(w: World): {
+  said: (re: RegExp) => Promise<void>
+  exit: Promise<number | null>
+  out: () => string
+} {
+  const child = spawn('sh', [SCRIPT], { env: w.env })
+  let out = ''
+  const waiters: Array<{ re: RegExp; resolve: () => void }> = []
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString()
+    for (const x of waiters.filter(x => x.re.test(out))) x.resolve()
+  })
+  return {
+    said: re => new Promise<void>(resolve => (re.test(out) ? resolve() : waiters.push({ re, resolve }))),
+    exit: new Promise<number | null>(resolve => child.on('exit', code => resolve(code))),
+    out: () => out
+  }
+}
+
+describe('the boot trial, protocol 2: a window for the login, then one for the confirmation', () => {
+  const trial2 = (w: World, login: string, confirm: string) => ({
+    ...trialOf(w, confirm),
+    'login-seconds': login
+  })
+
+  it('no login within login-seconds: back to the previous system, saying so', () => {
+    const w = world({ booted: 'new' })
+    w.writeTrial(trial2(w, '1', '3600'))
+    expect(runTrial(w).status).toBe(0)
+    expect(w.calls()).toContain('systemctl reboot')
+    expect(w.profileTarget()).toBe(w.sys('old'))
+    expect(exists(w, 'boot-trial.expired')).toBe(true)
+    expect(fs.readFileSync(path.join(w.state, 'boot-trial.rolled-back'), 'utf8')).toMatch(
+      /did not log in within 1 s/
+    )
+    // The deploy that logs in now is told the trial is over.
+    expect(deployStep(w, 'check-in')).toBe('expired')
+  })
+
+  it('a check-in (a slow network: late in the first window), then the confirmation: nothing undone', async () => {
+    const w = world({ booted: 'new' })
+    w.writeTrial(trial2(w, '60', '60'))
+    const t = startTrial(w)
+    await t.said(/waiting up to 60 s for the deploy to log in/)
+    expect(deployStep(w, 'check-in')).toBe('reached')
+    // Again (a reconnect of the same run): still reached, the second window not restarted.
+    expect(deployStep(w, 'check-in')).toBe('reached')
+    await t.said(/waiting up to 60 s for its checks and confirmation/)
+    expect(deployStep(w, 'confirm')).toBe('confirmed')
+    expect(await t.exit).toBe(0)
+    expect(w.calls()).toEqual([])
+    expect(w.profileTarget()).toBe(w.sys('new'))
+    expect(exists(w, 'boot-trial.confirmed')).toBe(true)
+  })
+
+  it('a check-in, then no confirmation within confirm-seconds: back, and a late confirmation finds it expired', async () => {
+    const w = world({ booted: 'new' })
+    w.writeTrial(trial2(w, '60', '1'))
+    const t = startTrial(w)
+    await t.said(/to log in/)
+    expect(deployStep(w, 'check-in')).toBe('reached')
+    expect(await t.exit).toBe(0)
+    expect(t.out()).toMatch(/not confirmed within 1 s: going back/)
+    expect(w.profileTarget()).toBe(w.sys('old'))
+    expect(deployStep(w, 'confirm')).toBe('expired')
+  })
+
+  it('a check-in, then a rejection (a failed check, a failure after the boot): back at once', async () => {
+    const w = world({ booted: 'new' })
+    w.writeTrial(trial2(w, '3600', '3600'))
+    const t = startTrial(w)
+    await t.said(/to log in/)
+    expect(deployStep(w, 'check-in')).toBe('reached')
+    expect(deployStep(w, 'reject')).toBe('rejected')
+    expect(await t.exit).toBe(0)
+    expect(t.out()).toMatch(/the deploy rejected it: going back/)
+    expect(w.calls()).toContain('systemctl reboot')
+    expect(w.profileTarget()).toBe(w.sys('old'))
+  })
+
+  it('nothing pending: the check-in says none', () => {
+    const w = world({ booted: 'new' })
+    expect(deployStep(w, 'check-in')).toBe('none')
+  })
+})

@@ -2,6 +2,7 @@ import { RolledBackError } from '../../src/deploy/activate'
 import { DeployJob, deployToTarget, Timed } from '../../src/deploy/deploy'
 import { DeployMode } from '../../src/deploy/goal'
 import { ActionError } from '../../src/errors'
+import { BootTrialRecord } from '../../src/target/target'
 import { FakeTarget, fakeCopy, fakeJob, storePath } from './fake-target'
 
 /**
@@ -372,7 +373,7 @@ describe('the deploy sequence over a Target', () => {
 
     describe('on trial (the new system has nixos/boot-trial.nix)', () => {
       const trialJob = (extra: Partial<DeployJob> = {}) =>
-        rebootJob('auto', { built: { ...newKernel, bootTrial: true }, ...extra })
+        rebootJob('auto', { built: { ...newKernel, bootTrialProtocol: 2 }, ...extra })
       const withCheck = { ...job().activation, healthChecks: ['check-new'], healthTimeoutSeconds: 1 }
 
       it('the reboot writes the trial: back to the profile as it was; confirmed after the checks pass', async () => {
@@ -383,12 +384,14 @@ describe('the deploy sequence over a Target', () => {
         expect(t.calls).toContain('reboot on trial')
         expect(t.calls).not.toContain('reboot')
         const after = t.calls.slice(t.calls.indexOf('reboot on trial'))
+        expect(after.indexOf('settleBootTrial check-in')).toBeLessThan(after.indexOf('healthCheck check-new'))
         expect(after.indexOf('healthCheck check-new')).toBeLessThan(after.indexOf('settleBootTrial confirm'))
-        expect(t.trialVerdicts).toEqual(['confirm'])
+        expect(t.trialVerdicts).toEqual(['check-in', 'confirm'])
+        expect(result.rebootConfirmedMs).toBeGreaterThanOrEqual(0)
         expect(t.current).toBe(NEW)
         expect(t.log.lines.some(l => l.startsWith('warning: rebooting'))).toBe(false)
       })
-      it('what it goes back to: the previous profile and its generation, confirm-timeout long', async () => {
+      const recordOf = async (j: DeployJob): Promise<unknown> => {
         const t = bootedOld()
         let record: unknown
         const reboot = t.reboot.bind(t)
@@ -396,8 +399,67 @@ describe('the deploy sequence over a Target', () => {
           record = trial
           await reboot(trial)
         }
-        await deploy(t, trialJob())
-        expect(record).toEqual({ system: NEW, previous: OLD, previousGeneration: 1, confirmSeconds: 30 })
+        await deploy(t, j)
+        return record
+      }
+      it('what it goes back to: the previous profile and its generation; windows of reboot-timeout, then confirm-timeout', async () => {
+        const record = (await recordOf(trialJob())) as BootTrialRecord
+        expect(record).toMatchObject({
+          system: NEW,
+          previous: OLD,
+          previousGeneration: 1,
+          loginSeconds: 30,
+          confirmSeconds: 30
+        })
+        // This run's lock, held through the boot for the trial's start (120 s), both windows and 60 s.
+        expect(record.lock?.id).toMatch(/^[0-9a-f]{16}$/)
+        expect(record.lockWindowSeconds).toBe(120 + 30 + 30 + 60)
+      })
+      it('a module of protocol 1 (no first window): one window for the boot and the confirmation, and a warning', async () => {
+        const j = trialJob({ built: { ...newKernel, bootTrialProtocol: 1 } })
+        const record = (await recordOf(j)) as BootTrialRecord
+        expect(record).toMatchObject({
+          system: NEW,
+          previous: OLD,
+          previousGeneration: 1,
+          confirmSeconds: 60
+        })
+        expect(record.loginSeconds).toBeUndefined()
+        const t = bootedOld()
+        const { result } = await deploy(t, j)
+        expect(result.bootTrial).toBe('confirmed')
+        expect(t.trialVerdicts).toEqual(['confirm'])
+        expect(t.log.lines).toContainEqual(
+          expect.stringMatching(/^warning: the new system's boot trial .* is older than this action/)
+        )
+      })
+      it('a failure after the boot (a key refused) rejects the trial: back on the previous system, never confirmed unchecked', async () => {
+        const t = bootedOld()
+        const key = keyFile('k', '/run/keys')
+        const uploads = t.uploadKey.bind(t)
+        let uploadsSeen = 0
+        // The key goes up before the reboot; after it, its directory is refused.
+        t.uploadKey = async (...args: Parameters<typeof t.uploadKey>) => {
+          if (uploadsSeen++ > 0) t.refusedKeyDirs.add('/run/keys')
+          return uploads(...args)
+        }
+        const { result, error } = await deploy(t, trialJob({ keys: [key] }))
+        expect(error).toBeInstanceOf(RolledBackError)
+        expect((error as ActionError).message).toMatch(
+          /after the reboot into the new system on target root@pi, .*: the deploy rejected its boot trial \(only a checked system is confirmed\)/
+        )
+        expect(t.trialVerdicts).toEqual(['check-in', 'reject'])
+        expect(result).toMatchObject({ result: 'rolled-back', bootTrial: 'went-back' })
+        expect(t.current).toBe(OLD)
+      })
+      it("the run's timeout about to pass after the checks: rejected, not confirmed", async () => {
+        const t = bootedOld()
+        const activation = { ...job().activation, runDeadline: Date.now() + 5_000 }
+        const { error } = await deploy(t, trialJob({ activation }))
+        expect((error as ActionError).message).toMatch(
+          /the run's timeout was about to pass .* rejected its boot trial/
+        )
+        expect(t.trialVerdicts).toEqual(['check-in', 'reject'])
       })
       it('a new system nobody can reach after its boot: the trial goes back; rolled back to the previous system', async () => {
         const t = bootedOld()
@@ -405,7 +467,7 @@ describe('the deploy sequence over a Target', () => {
         const { result, error } = await deploy(t, trialJob())
         expect(error).toBeInstanceOf(RolledBackError)
         expect((error as ActionError).message).toMatch(
-          /booted the new system, but the deploy could not reach it to confirm it within confirm-timeout \(30 s\)/
+          /booted the new system, but the deploy could not reach it within its boot trial's window \(30 s of its boot\)/
         )
         expect(result).toMatchObject({ result: 'rolled-back', rolledBackTo: OLD, bootTrial: 'went-back' })
         expect(t.current).toBe(OLD)
@@ -423,7 +485,7 @@ describe('the deploy sequence over a Target', () => {
           /a health check failed after the reboot .*, so the deploy rejected its boot trial/
         )
         expect(result).toMatchObject({ result: 'rolled-back', bootTrial: 'went-back' })
-        expect(t.trialVerdicts).toEqual(['reject'])
+        expect(t.trialVerdicts).toEqual(['check-in', 'reject'])
         expect(t.current).toBe(OLD)
         expect(t.profile).toBe(OLD)
       })

@@ -16,7 +16,9 @@ import {
   AgentPoll,
   AgentRequest,
   AgentState,
+  BootTrialAnswer,
   BootTrialRecord,
+  BootTrialStep,
   CopyPlan,
   GenerationListing,
   ImportResult,
@@ -349,10 +351,11 @@ export class FakeTarget implements Target {
     if (trial && this.trialUnreachable) this.goBack()
   }
 
-  async settleBootTrial(verdict: 'confirm' | 'reject'): Promise<'confirmed' | 'expired' | 'rejected'> {
-    this.calls.push(`settleBootTrial ${verdict}`)
-    this.trialVerdicts.push(verdict)
-    if (!this.trial || this.trialExpired || verdict === 'reject') {
+  async settleBootTrial(step: BootTrialStep): Promise<BootTrialAnswer> {
+    this.calls.push(`settleBootTrial ${step}`)
+    this.trialVerdicts.push(step)
+    if (step === 'check-in') return this.trial ? 'reached' : 'expired'
+    if (!this.trial || this.trialExpired || step === 'reject') {
       const expired = !this.trial || this.trialExpired
       this.goBack()
       return expired ? 'expired' : 'rejected'

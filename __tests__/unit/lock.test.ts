@@ -1,6 +1,7 @@
 import { execFileSync } from 'child_process'
 import { ownerDescription } from '../../src/deploy/lock'
 import { LOCK_SCRIPT, parseLockAnswer } from '../../src/target/lock'
+import { SCRIPT_FILES } from '../../src/target/scripts.generated'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
@@ -58,6 +59,60 @@ describe('the lock script, run for real against a temporary directory', () => {
     expect(take('e').trim()).toBe('acquired')
     plant(['old-live', String(Math.floor(Date.now() / 1000) + 300), 'old live'])
     expect(parseLockAnswer(take('f')).acquired).toBe(false)
+    // ... but not for more than an hour: after a reboot a Pi without RTC may count from long ago.
+    plant(['old-clock', String(Math.floor(Date.now() / 1000) + 86400), 'clock far behind'])
+    expect(take('g').trim()).toBe('acquired')
+  })
+  it('held through a reboot on trial (v3): in the next boot, while the trial is pending and within its window', () => {
+    const otherBoot = '00000000-0000-0000-0000-000000000000'
+    const trial = path.join(dir, 'boot-trial')
+    const reached = path.join(dir, 'boot-trial.reached')
+    try {
+      // The boot it was written in: its expiry, as v2.
+      plant(['rebooting', `v3 ${bootId()} ${uptime() + 100} ${uptime() + 5000}`, 'a run rebooting'])
+      expect(parseLockAnswer(take('x'))).toMatchObject({ acquired: false, holder: { id: 'rebooting' } })
+      // The next boot, the trial pending (before and after the deploy's check-in): held, said so.
+      fs.writeFileSync(trial, '')
+      plant(['rebooting', `v3 ${otherBoot} 10 ${uptime() + 5000}`, 'a run rebooting'])
+      const held = parseLockAnswer(take('x'))
+      expect(held).toMatchObject({ acquired: false, holder: { id: 'rebooting', bootTrial: true } })
+      expect(!held.acquired && held.holder.secondsLeft).toBeGreaterThan(4900)
+      fs.renameSync(trial, reached)
+      expect(parseLockAnswer(take('x')).acquired).toBe(false)
+      // Past its window (a trial record nobody ended): free.
+      plant(['rebooting', `v3 ${otherBoot} 10 ${uptime() - 1}`, 'a run rebooting'])
+      expect(take('x').trim()).toBe('acquired')
+      // The trial over (confirmed, or gone back): free.
+      fs.renameSync(reached, path.join(dir, 'boot-trial.confirmed'))
+      plant(['rebooting', `v3 ${otherBoot} 10 ${uptime() + 5000}`, 'a run rebooting'])
+      expect(take('y').trim()).toBe('acquired')
+    } finally {
+      for (const f of ['boot-trial', 'boot-trial.reached', 'boot-trial.confirmed'])
+        fs.rmSync(path.join(dir, f), { force: true })
+    }
+  })
+  it('hold-through-boot: only the holder turns its lease into a v3 one, keeping its description', () => {
+    const hold = (id: string): string =>
+      execFileSync(
+        'sh',
+        [
+          '-c',
+          `${SCRIPT_FILES['lock.sh']}\nlock_dir=$1 lock_id=$2 lease=90 lock_window=$3 lock_desc=''\nlock_op hold-through-boot`,
+          'sh',
+          lock,
+          id,
+          '700'
+        ],
+        { encoding: 'utf8' }
+      ).trim()
+    plant(['holder', `v2 ${bootId()} ${uptime() + 90}`, 'the holder, its description'])
+    expect(hold('someone-else')).toBe('lost')
+    expect(hold('holder')).toBe('held-through-boot')
+    const [id, lease, desc] = fs.readFileSync(owner, 'utf8').split('\n')
+    expect(id).toBe('holder')
+    expect(lease.split(' ').slice(0, 2)).toEqual(['v3', bootId()])
+    expect(lease.split(' ')[3]).toBe('700')
+    expect(desc).toBe('the holder, its description')
   })
   it('a renewal after another run took the lock over says lost, and cannot take it back', () => {
     plant(['slow', `v2 ${bootId()} ${uptime() - 1}`, 'slow'])

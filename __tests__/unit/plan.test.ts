@@ -69,12 +69,16 @@ describe('makePlan', () => {
     const none = deployPlan(makePlan(inputs({ ...base, 'jump-host': 'a,b' })))
     expect(none.jumps.map(j => j.key.text)).toEqual([key.private, key.private])
   })
-  it('plans magic rollback for switch and test only, and sudo for non-root users', () => {
+  it('plans magic rollback for switch and test (and boot with a reboot), and sudo for non-root users', () => {
     expect(makePlan(inputs(base))).toMatchObject({ magicRollback: true, sudo: false, goal: { locks: true } })
     expect(makePlan(inputs({ ...base, mode: 'boot' }))).toMatchObject({
       magicRollback: false,
       goal: { locks: true }
     })
+    // With a reboot, boot runs the new system too: its boot is on trial, its checks run after it.
+    expect(
+      makePlan(inputs({ ...base, mode: 'boot', reboot: 'auto', 'health-checks': 'true' }))
+    ).toMatchObject({ magicRollback: true, healthChecks: ['true'], warnings: [] })
     expect(makePlan(inputs({ ...base, mode: 'dry-activate' }))).toMatchObject({
       magicRollback: false,
       goal: { locks: false, uploadsKeys: false }

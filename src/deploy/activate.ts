@@ -11,7 +11,7 @@ const POLL_MS = 1_000
 /** How long one poll of the agent may wait on the target for news (see follow.sh). */
 const FOLLOW_WAIT_MS = 2_000
 /** No confirmation within this long of the run's deadline: the decision command alone may take 10 s. */
-const CONFIRM_MARGIN_MS = 10_000
+export const CONFIRM_MARGIN_MS = 10_000
 export const RUN_DIR_BASE = '/run/nix-deploy-action'
 /** The activation log kept in memory (for the summary and dry-activate's units): its tail. */
 const MAX_KEPT_LOG = 1 << 20

@@ -25,8 +25,8 @@ export interface BuiltSystem {
   boot?: BootIdentity
   /** Its kernel and initrd as a boot loader copies them to /boot (names and sizes). */
   bootFiles?: BootFile[]
-  /** Whether it has the boot trial (nixos/boot-trial.nix): a reboot into it is then on trial. */
-  bootTrial?: boolean
+  /** Its boot trial's protocol (nixos/boot-trial.nix), if it has one: a reboot into it is then on trial. */
+  bootTrialProtocol?: number
 }
 
 /** Everything one machine's deploy needs, decided before it starts (plan.ts builds it). */
@@ -157,7 +157,7 @@ class DeployRun {
     const trial = this.bootTrial(before)
     if (!trial)
       target.log.warning(
-        `rebooting ${target.label} into the new system without a boot trial${job.built.bootTrial ? '' : ' (the new system lacks nixos/boot-trial.nix)'}: if it does not boot, or boots without SSH, it needs hands on the target (its boot menu keeps the previous generation)`
+        `rebooting ${target.label} into the new system without a boot trial${job.built.bootTrialProtocol !== undefined ? '' : ' (the new system lacks nixos/boot-trial.nix)'}: if it does not boot, or boots without SSH, it needs hands on the target (its boot menu keeps the previous generation)`
       )
     this.held?.stopRenewing()
     try {
@@ -168,7 +168,8 @@ class DeployRun {
           {
             ...job.reboot!,
             healthChecks: job.activation.healthChecks,
-            healthTimeoutSeconds: job.activation.healthTimeoutSeconds
+            healthTimeoutSeconds: job.activation.healthTimeoutSeconds,
+            runDeadline: job.activation.runDeadline
           },
           before.bootId,
           () => this.afterBoot(keys),
@@ -177,6 +178,7 @@ class DeployRun {
       )
       Object.assign(this.result, {
         rebootMs: back.ms,
+        rebootConfirmedMs: back.confirmedMs,
         bootTrial: trial ? 'confirmed' : undefined,
         healthChecks: back.healthReport ?? this.result.healthChecks
       })
@@ -192,15 +194,27 @@ class DeployRun {
    * the profile already held the new system (deployed earlier without a reboot), to what booted.
    */
   private bootTrial(before: RemoteState): BootTrial | undefined {
-    const { job } = this
-    if (!job.built.bootTrial || !job.activation.magicRollback) return undefined
+    const { job, target } = this
+    const protocol = job.built.bootTrialProtocol
+    if (protocol === undefined || !job.activation.magicRollback) return undefined
     const fromProfile = before.profile !== undefined && before.profile !== job.built.toplevel
     const previous = fromProfile ? before.profile : before.booted?.system
     if (previous === undefined || previous === job.built.toplevel) return undefined
+    const rebootSeconds = job.reboot!.timeoutSeconds
+    const windows =
+      protocol >= 2
+        ? { loginSeconds: rebootSeconds, confirmSeconds: job.activation.confirmTimeoutSeconds }
+        : // One window from the trial's start to the confirmation: room for the boot too.
+          { confirmSeconds: rebootSeconds + job.activation.confirmTimeoutSeconds }
+    if (protocol < 2)
+      target.log.warning(
+        `the new system's boot trial (nixos/boot-trial.nix) is older than this action: it waits ${windows.confirmSeconds} s from its start for the confirmation, the boot included. Update the module from this action's release to have it wait for the first login first`
+      )
     return {
       previous,
       previousGeneration: fromProfile ? generationOf(before.profileLink) : undefined,
-      confirmSeconds: job.activation.confirmTimeoutSeconds
+      ...windows,
+      lock: this.held?.request
     }
   }
 
@@ -339,9 +353,12 @@ class DeployRun {
   /** The activation as the job's goal says, or as `boot` (profile and boot entry only) before a reboot. */
   private async activate(before: RemoteState, goal: Goal = this.job.goal): Promise<void> {
     const { target, job } = this
-    // Before a reboot nothing new runs yet: no confirmation to wait for; the checks come after it.
+    // Nothing new runs after a `boot` activation (before a reboot, or mode boot without one): no
+    // confirmation to wait for; the checks come after the reboot, if any.
     const settings =
-      goal === job.goal ? job.activation : { ...job.activation, magicRollback: false, healthChecks: [] }
+      goal === job.goal && goal.changesRunningSystem
+        ? job.activation
+        : { ...job.activation, magicRollback: false, healthChecks: [] }
     // The deploy's own activation is followed only by verify, whose one command (wrapUp) removes
     // the agent's directory and the GC root: once it succeeded, they are left for it.
     const verifyCleansUp = goal === job.goal

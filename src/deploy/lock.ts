@@ -35,6 +35,12 @@ export function ownerDescription(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 export function heldError(label: string, holder: LockHolder, waitedSeconds: number): ActionError {
+  if (holder.bootTrial)
+    return new ActionError(
+      `${label} is in the boot trial of another deploy: ${holder.description || holder.id}; the trial ends by itself within ${holder.secondsLeft} s (confirmed by that run, or back to the previous system); waited ${Math.round(waitedSeconds)} s`,
+      'Wait for the trial to end (its lock is free then), or raise lock-timeout above reboot-timeout + confirm-timeout. A run cancelled after its reboot leaves the trial to end by itself.',
+      'copy'
+    )
   return new ActionError(
     `${label} is locked by another deploy: ${holder.description || holder.id} (its lease has ${holder.secondsLeft} s left by the target's clock); waited ${Math.round(waitedSeconds)} s`,
     "Wait for that deploy to finish (or use `concurrency:` in the workflow so deploys to one host queue), or raise lock-timeout. A crashed run's lock expires by itself at the lease time.",

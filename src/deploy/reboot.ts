@@ -1,7 +1,7 @@
 import { ActionError, errorMessage } from '../errors'
 import { RemoteState } from '../target/remote-state'
 import { BootTrialRecord, Target } from '../target/target'
-import { RolledBackError, runHealthChecks } from './activate'
+import { CONFIRM_MARGIN_MS, RolledBackError, runHealthChecks } from './activate'
 import { Goal } from './goal'
 
 export const REBOOT_WHENS = ['never', 'auto', 'always'] as const
@@ -15,8 +15,17 @@ export interface RebootSettings {
   pollMs?: number
 }
 
-/** Milliseconds between two attempts to reach a rebooting target. */
-const POLL_MS = 2000
+/**
+ * Milliseconds between two attempts to reach a rebooting target: the runner's first command should
+ * follow sshd's start closely (each attempt that fails costs the target one refused connection).
+ */
+const POLL_MS = 500
+
+/**
+ * The boot trial's first window starts when its unit starts, some time after the reboot began (the
+ * shutdown, the firmware, the kernel): the runner waits this much longer than the window.
+ */
+const TRIAL_START_ALLOWANCE_MS = 120_000
 
 /**
  * Whether this deploy reboots the target: only modes that set the system profile (what a boot
@@ -29,22 +38,37 @@ export function rebootsFor(goal: Goal, when: RebootWhen, needsReboot: boolean | 
 }
 
 /** A reboot's settings with the checks that follow it. */
-export type RebootIntoSettings = RebootSettings & { healthChecks: string[]; healthTimeoutSeconds: number }
+export type RebootIntoSettings = RebootSettings & {
+  healthChecks: string[]
+  healthTimeoutSeconds: number
+  /** When the `timeout` input ends the whole run (epoch ms), if set. */
+  runDeadline?: number
+}
 
 /** A boot on trial (nixos/boot-trial.nix on the target): what to go back to, and how long it waits. */
 export type BootTrial = Omit<BootTrialRecord, 'system'>
 
+/** How a reboot went, for the summary. */
+export interface RebootResult {
+  /** From the reboot command to the runner's first command on the new boot. */
+  ms: number
+  /** From that command to the trial's confirmation (the keys, the health checks): with a trial only. */
+  confirmedMs?: number
+  healthReport?: string
+}
+
 /**
  * Reboots the target into its boot entry and waits until it answers again with another boot id
  * (within the reboot timeout, else it fails naming it); then it must run and have booted
- * `toplevel`; `afterBoot` runs (the lock, the keys), then the health checks. Returns how long the
- * reboot took.
+ * `toplevel`; `afterBoot` runs (the lock, the keys), then the health checks.
  *
- * With a `trial`, the boot is on trial: the target's boot trial goes back to the previous system
- * (one more reboot) unless this confirms the boot after the checks passed. A system that boots
- * unreachable therefore comes back as the previous one: the wait spans the reboot, the trial's
- * wait and the reboot back. Checks that fail reject the trial; a confirmation that comes too late
- * finds it expired. Each ends in a RolledBackError once the target runs the previous system.
+ * With a `trial`, the boot is on trial, in two windows (protocol 2, see nixos/boot-trial.sh): the
+ * target waits up to `loginSeconds` (reboot-timeout) for this run's first login, which checks in,
+ * then up to `confirmSeconds` for the confirmation, and otherwise goes back to the previous system
+ * (one more reboot). Only a system whose after-boot steps and checks passed is confirmed: a failure
+ * there rejects the trial. A system that boots unreachable comes back as the previous one: the wait
+ * spans the reboot, the trial's first window and the reboot back. Each ends in a RolledBackError
+ * once the target runs the previous system.
  */
 export async function rebootInto(
   target: Target,
@@ -53,10 +77,11 @@ export async function rebootInto(
   bootIdBefore: string | undefined,
   afterBoot: () => Promise<void> = async () => undefined,
   trial?: BootTrial
-): Promise<{ ms: number; healthReport?: string }> {
+): Promise<RebootResult> {
   const start = Date.now()
-  await target.reboot(trial && { system: toplevel, ...trial })
-  const waitMs = settings.timeoutSeconds * 1000 * (trial ? 2 : 1) + (trial ? trial.confirmSeconds * 1000 : 0)
+  await target.reboot(trial && { system: toplevel, ...trial, lockWindowSeconds: lockWindowSeconds(trial) })
+  const rebootMs = settings.timeoutSeconds * 1000
+  const waitMs = trial ? trialWindowMs(trial) + rebootMs + TRIAL_START_ALLOWANCE_MS : rebootMs
   target.log.info(
     `Rebooting ${target.label}${trial ? ' into the new system on trial' : ''}; waiting up to ${Math.round(waitMs / 1000)} s for it to come back`
   )
@@ -66,7 +91,7 @@ export async function rebootInto(
     bootIdBefore,
     settings,
     trial
-      ? `within twice reboot-timeout (${settings.timeoutSeconds} s) and confirm-timeout (${trial.confirmSeconds} s): its boot, the trial's wait and the boot back`
+      ? `within its boot trial's first window and its boot back (${Math.round(waitMs / 1000)} s: twice reboot-timeout (${settings.timeoutSeconds} s) and ${TRIAL_START_ALLOWANCE_MS / 1000} s for the trial's start)`
       : undefined
   )
   const ms = Date.now() - start
@@ -74,8 +99,8 @@ export async function rebootInto(
   if (trial && runs(state, trial.previous)) {
     await afterBoot()
     throw new RolledBackError(
-      `${target.label} booted the new system, but the deploy could not reach it to confirm it within confirm-timeout (${trial.confirmSeconds} s) of its boot: its boot trial went back to the previous system ${trial.previous}`,
-      'The target runs its previous system again. The new system may not start sshd or the network (check services.openssh and networking in it), or it came up too slowly: raise confirm-timeout.',
+      `${target.label} booted the new system, but the deploy could not reach it within its boot trial's window (${trialWindowMs(trial) / 1000} s of its boot): its boot trial went back to the previous system ${trial.previous}`,
+      'The target runs its previous system again. The new system may not start sshd or the network (check services.openssh and networking in it), or it came up too slowly: raise reboot-timeout.',
       trial.previous
     )
   }
@@ -85,39 +110,114 @@ export async function rebootInto(
       "The new system is the profile's default boot entry, but the target did not boot it: check the boot loader (its entries in /boot, and that the firmware boots them). Nothing was rolled back.",
       'verify'
     )
+  if (!trial) return afterUntrialedBoot(target, settings, afterBoot, ms)
+  const back = (failure: TrialFailure): Promise<never> =>
+    backFromTrial(target, state.bootId, trial, settings, afterBoot, failure)
+  const reachedAt = Date.now()
+  if (trial.loginSeconds !== undefined) {
+    const checkIn = await target.settleBootTrial('check-in')
+    if (checkIn === 'expired')
+      return back({
+        message: `${target.label} booted the new system, but the deploy logged in only after its boot trial's first window (reboot-timeout, ${trial.loginSeconds} s) had ended: it goes back to the previous system ${trial.previous}`,
+        hint: 'The target runs its previous system again. Raise reboot-timeout: it must cover the boot up to sshd and the login through every hop.'
+      })
+    if (checkIn === 'none')
+      throw new ActionError(
+        `after the reboot ${target.label} runs the new system, but no boot trial is pending there (no /nix/var/nix-deploy-action/boot-trial)`,
+        'Another run may have settled it. Check what the target runs, and nix-deploy-boot-trial.service in its journal.',
+        'verify'
+      )
+  }
+  const checked = await checkAfterBoot(target, settings, afterBoot)
+  if (!checked.ok) {
+    await target.settleBootTrial('reject').catch(() => undefined)
+    return back(checked.failure)
+  }
+  // The run's `timeout` is about to end it: a confirmation now could land after the step failed.
+  if (settings.runDeadline !== undefined && Date.now() > settings.runDeadline - CONFIRM_MARGIN_MS) {
+    await target.settleBootTrial('reject').catch(() => undefined)
+    throw new ActionError(
+      `the run's timeout was about to pass before the new system could be confirmed on ${target.label}: the deploy rejected its boot trial, and the target goes back to the previous system ${trial.previous} by itself`,
+      'Raise timeout: it must leave room for the reboot, the checks and the confirmation.',
+      'verify'
+    )
+  }
+  if ((await target.settleBootTrial('confirm')) === 'expired')
+    return back({
+      message: `the deploy confirmed the new system on ${target.label} too late: its boot trial had waited confirm-timeout (${trial.confirmSeconds} s) after the deploy's login and went back to the previous system ${trial.previous}`,
+      hint: 'The target runs its previous system again. Raise confirm-timeout: it must leave room for the keys and the health checks.'
+    })
+  return { ms, confirmedMs: Date.now() - reachedAt, healthReport: checked.healthReport }
+}
+
+/**
+ * How long into the new boot the deploy lock stays held for the trial (uptime seconds): its start,
+ * both windows and a minute to spare. It ends earlier when the trial does (lock.sh).
+ */
+function lockWindowSeconds(trial: BootTrial): number {
+  return TRIAL_START_ALLOWANCE_MS / 1000 + (trial.loginSeconds ?? 0) + trial.confirmSeconds + 60
+}
+
+/** The trial's first window: the login (protocol 2), or the whole wait for the confirmation (1). */
+function trialWindowMs(trial: BootTrial): number {
+  return (trial.loginSeconds ?? trial.confirmSeconds) * 1000
+}
+
+interface TrialFailure {
+  message: string
+  hint: string
+  details?: string
+}
+
+/** After the boot: `afterBoot` (the lock, the keys), then the health checks. */
+async function checkAfterBoot(
+  target: Target,
+  settings: RebootIntoSettings,
+  afterBoot: () => Promise<void>
+): Promise<{ ok: true; healthReport?: string } | { ok: false; failure: TrialFailure }> {
   try {
     await afterBoot()
   } catch (e) {
-    // Reachable over SSH is what the trial asks: keep the system rather than reboot it under the
-    // run that may hold the lock now.
-    if (trial) await target.settleBootTrial('confirm').catch(() => undefined)
-    throw e
+    const hint = e instanceof ActionError ? ` ${e.hint}` : ''
+    return {
+      ok: false,
+      failure: {
+        message: `after the reboot into the new system on ${target.label}, ${errorMessage(e)}: the deploy rejected its boot trial (only a checked system is confirmed), and the target went back to the previous system`,
+        hint: `The target runs its previous system again.${hint}`
+      }
+    }
   }
-  const health =
-    settings.healthChecks.length > 0
-      ? await runHealthChecks(target, settings.healthChecks, settings.healthTimeoutSeconds)
-      : undefined
-  if (health && !health.ok) {
-    if (!trial)
-      throw new ActionError(
-        `the new system booted on ${target.label}, but a health check failed after the reboot: ${health.report}`,
-        'The target runs the new system. To go back, deploy the previous configuration, or on the target run `nixos-rebuild switch --rollback` (or choose the previous generation in the boot menu).',
-        'verify',
-        health.report
-      )
-    const verdict = await target.settleBootTrial('reject')
-    return backFromTrial(target, state.bootId, trial, settings, afterBoot, {
-      message: `a health check failed after the reboot into the new system on ${target.label}, so the deploy ${verdict === 'expired' ? 'found its boot trial already expired' : 'rejected its boot trial'} and the target went back to the previous system ${trial.previous}: ${health.report}`,
+  if (settings.healthChecks.length === 0) return { ok: true }
+  const health = await runHealthChecks(target, settings.healthChecks, settings.healthTimeoutSeconds)
+  if (health.ok) return { ok: true, healthReport: health.report }
+  return {
+    ok: false,
+    failure: {
+      message: `a health check failed after the reboot into the new system on ${target.label}, so the deploy rejected its boot trial and the target went back to the previous system: ${health.report}`,
       hint: 'The target runs its previous system again. Fix what the check found in the new configuration and deploy again.',
       details: health.report
-    })
+    }
   }
-  if (trial && (await target.settleBootTrial('confirm')) === 'expired')
-    return backFromTrial(target, state.bootId, trial, settings, afterBoot, {
-      message: `the deploy confirmed the new system on ${target.label} too late: its boot trial had waited confirm-timeout (${trial.confirmSeconds} s) and went back to the previous system ${trial.previous}`,
-      hint: 'The target runs its previous system again. Raise confirm-timeout: it must leave room for the reboot wait, the reconnection and the health checks.'
-    })
-  return { ms, healthReport: health?.report }
+}
+
+/** A reboot without a trial: the after-boot steps and checks, whose failure leaves the new system running. */
+async function afterUntrialedBoot(
+  target: Target,
+  settings: RebootIntoSettings,
+  afterBoot: () => Promise<void>,
+  ms: number
+): Promise<RebootResult> {
+  await afterBoot()
+  if (settings.healthChecks.length === 0) return { ms }
+  const health = await runHealthChecks(target, settings.healthChecks, settings.healthTimeoutSeconds)
+  if (!health.ok)
+    throw new ActionError(
+      `the new system booted on ${target.label}, but a health check failed after the reboot: ${health.report}`,
+      'The target runs the new system. To go back, deploy the previous configuration, or on the target run `nixos-rebuild switch --rollback` (or choose the previous generation in the boot menu).',
+      'verify',
+      health.report
+    )
+  return { ms, healthReport: health.report }
 }
 
 /** Whether the target runs `system` and booted it. */
@@ -132,7 +232,7 @@ async function backFromTrial(
   trial: BootTrial,
   settings: RebootIntoSettings,
   afterBoot: () => Promise<void>,
-  failure: { message: string; hint: string; details?: string }
+  failure: TrialFailure
 ): Promise<never> {
   target.log.info(`${target.label}: its boot trial goes back to ${trial.previous}; waiting for it to boot`)
   const state = await waitForNewBoot(
@@ -148,7 +248,11 @@ async function backFromTrial(
       'verify',
       failure.details
     )
-  await afterBoot()
+  // The lock and keys for the previous system; their failure (maybe why the trial went back) does
+  // not change what happened.
+  await afterBoot().catch((e: unknown) =>
+    target.log.warning(`${target.label} after its boot back: ${errorMessage(e)}`)
+  )
   throw new RolledBackError(failure.message, failure.hint, trial.previous, failure.details)
 }
 

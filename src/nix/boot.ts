@@ -102,12 +102,18 @@ export function bootBytesToAdd(files: BootFile[], present: string[]): number {
 const BOOT_TRIAL_UNIT = 'etc/systemd/system/nix-deploy-boot-trial.service'
 
 /**
- * Whether a toplevel in the runner's store has the boot trial (nixos/boot-trial.nix): only then
- * can a reboot into it be a trial that goes back to the previous system unless confirmed.
+ * The boot trial's protocol in a toplevel in the runner's store (nixos/boot-trial.nix), or
+ * undefined without it: only with it can a reboot be a trial that goes back to the previous system
+ * unless confirmed. Protocol 2 (its unit says X-NixDeployAction-Protocol=2) waits for the deploy's
+ * login and then for its confirmation; 1 (a module from before) only for the confirmation.
  */
-export async function hasBootTrial(toplevel: string): Promise<boolean> {
-  return fs.access(path.join(toplevel, BOOT_TRIAL_UNIT)).then(
-    () => true,
-    () => false
-  )
+export async function bootTrialProtocol(toplevel: string): Promise<number | undefined> {
+  const unit = await fs.readFile(path.join(toplevel, BOOT_TRIAL_UNIT), 'utf8').catch(() => undefined)
+  return unit === undefined ? undefined : trialProtocolOf(unit)
+}
+
+/** The protocol a boot trial unit declares (1 when it declares none). */
+export function trialProtocolOf(unit: string): number {
+  const m = /^X-NixDeployAction-Protocol=([0-9]+)\s*$/m.exec(unit)
+  return m ? Number(m[1]) : 1
 }

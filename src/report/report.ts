@@ -64,8 +64,13 @@ export interface DeployReport {
    * target booted (or, for a build, than diff-against): undefined when unknown.
    */
   needsReboot?: boolean
-  /** How long the reboot into the new system took (reboot: auto or always), when there was one. */
+  /**
+   * How long the reboot into the new system took (reboot: auto or always), when there was one:
+   * from the reboot to the deploy's first command on the new boot.
+   */
   rebootMs?: number
+  /** On trial: from that command to the trial's confirmation (the keys and health checks). */
+  rebootConfirmedMs?: number
   /**
    * A reboot on trial (the target has nixos/boot-trial.nix): confirmed by this run, or the target
    * went back to its previous system (unreachable after the boot, or its checks failed).
@@ -197,6 +202,7 @@ export type MachineResult = Pick<
   | 'needsReboot'
   | 'rebootMs'
   | 'bootTrial'
+  | 'rebootConfirmedMs'
 >
 
 /** Writes a machine's deploy result into its report: the one place the deploy's facts enter it. */

@@ -29,6 +29,8 @@ export interface LockHolder {
   id: string
   secondsLeft: number
   description: string
+  /** Held through a reboot for that run's boot trial, which is pending (lock.sh's v3 lease). */
+  bootTrial?: boolean
 }
 
 export type LockAnswer = { acquired: true } | { acquired: false; holder: LockHolder }
@@ -38,8 +40,10 @@ export type LockVerb = 'acquire' | 'renew' | 'release'
 export function parseLockAnswer(text: string): LockAnswer {
   const lines = text.split('\n')
   if (/^acquired$/.test(lines[0]?.trim() ?? '')) return { acquired: true }
-  const [, id = '', left = '', description = ''] = lines
-  return { acquired: false, holder: { id, secondsLeft: Number(left) || 0, description } }
+  const [, id = '', left = '', description = '', kind = ''] = lines
+  const holder: LockHolder = { id, secondsLeft: Number(left) || 0, description }
+  if (kind.trim() === 'boot-trial') holder.bootTrial = true
+  return { acquired: false, holder }
 }
 
 /** The arguments every lock script takes after its verb. */

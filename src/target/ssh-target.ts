@@ -33,7 +33,9 @@ import { parseRunningClosure, parseSurvey } from './survey'
 import {
   AgentPoll,
   AgentRequest,
+  BootTrialAnswer,
   BootTrialRecord,
+  BootTrialStep,
   FollowWait,
   GenerationListing,
   ImportResult,
@@ -348,7 +350,21 @@ export class SshTarget implements Target {
   async reboot(trial?: BootTrialRecord): Promise<void> {
     if (trial) for (const p of [trial.system, trial.previous]) assertStorePath(p, 'a boot trial system')
     const args = trial
-      ? [trial.system, trial.previous, String(trial.previousGeneration ?? ''), String(trial.confirmSeconds)]
+      ? [
+          trial.system,
+          trial.previous,
+          String(trial.previousGeneration ?? ''),
+          String(trial.confirmSeconds),
+          String(trial.loginSeconds ?? ''),
+          ...(trial.lock
+            ? [
+                trial.lock.dir,
+                trial.lock.id,
+                String(trial.lock.leaseSeconds),
+                String(trial.lockWindowSeconds ?? 0)
+              ]
+            : [])
+        ]
       : []
     const r = await this.run(REBOOT_SCRIPT, args, { timeoutMs: 60_000, what: 'scheduling the reboot' })
     const answer = r.stdout.trim().split('\n')
@@ -360,19 +376,16 @@ export class SshTarget implements Target {
       )
   }
 
-  async settleBootTrial(verdict: 'confirm' | 'reject'): Promise<'confirmed' | 'expired' | 'rejected'> {
-    const r = await this.run(BOOT_TRIAL_SCRIPT, [verdict], {
-      timeoutMs: 60_000,
-      what: `${verdict}ing the boot trial`
-    })
+  async settleBootTrial(step: BootTrialStep): Promise<BootTrialAnswer> {
+    const what = { 'check-in': 'checking in with', confirm: 'confirming', reject: 'rejecting' }[step]
+    const r = await this.run(BOOT_TRIAL_SCRIPT, [step], { timeoutMs: 60_000, what: `${what} the boot trial` })
     const answer = r.stdout.trim()
-    if (r.exitCode === 0 && (answer === 'confirmed' || answer === 'expired' || answer === 'rejected'))
-      return answer
+    if (r.exitCode === 0 && BOOT_TRIAL_ANSWERS.has(answer)) return answer as BootTrialAnswer
     throw new ActionError(
-      `could not ${verdict} the boot trial on ${this.label}: ${r.stderr.trim().slice(-300) || `exit ${r.exitCode}`}`,
-      verdict === 'confirm'
-        ? 'Unconfirmed, the target goes back to its previous system after the trial: deploy again once it is reachable.'
-        : 'The trial goes back to the previous system by itself when it is not confirmed.',
+      `${what} the boot trial on ${this.label} failed: ${r.stderr.trim().slice(-300) || `exit ${r.exitCode}`}`,
+      step === 'reject'
+        ? 'The trial goes back to the previous system by itself when it is not confirmed.'
+        : 'Unconfirmed, the target goes back to its previous system after the trial: deploy again once it is reachable.',
       'verify'
     )
   }
@@ -389,6 +402,9 @@ export class SshTarget implements Target {
     this.session.close()
   }
 }
+
+/** What target/scripts/boot-trial.sh answers. */
+const BOOT_TRIAL_ANSWERS = new Set<string>(['reached', 'confirmed', 'rejected', 'expired', 'none'])
 
 /** The state probe_state printed (probe.sh), or why it could not be read. */
 function stateFrom(r: { exitCode: number; stdout: string; stderr: string }): RemoteState {

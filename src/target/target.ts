@@ -76,8 +76,12 @@ export interface Target {
    * in the same command, the record the target's boot trial reads in the next boot.
    */
   reboot(trial?: BootTrialRecord): Promise<void>
-  /** The deploy's verdict on a boot trial: 'expired' when the target's trial had already given up. */
-  settleBootTrial(verdict: 'confirm' | 'reject'): Promise<'confirmed' | 'expired' | 'rejected'>
+  /**
+   * The deploy's step in a boot trial (see target/scripts/boot-trial.sh): its check-in after the
+   * boot ('reached'), its verdict ('confirmed', 'rejected'); 'expired' when the target's trial had
+   * already given up, 'none' when no trial is pending there.
+   */
+  settleBootTrial(step: BootTrialStep): Promise<BootTrialAnswer>
   /** Drops the connection and dials a new one (both hops): a target that rebooted, a lost link. */
   reconnect(): Promise<void>
   /**
@@ -90,15 +94,24 @@ export interface Target {
 
 /**
  * What the target's boot trial (nixos/boot-trial.sh) needs: the system booted on trial, the one to
- * go back to (with its generation, when the profile still has it) and how long to wait for the
- * deploy's confirmation after the boot.
+ * go back to (with its generation, when the profile still has it) and its windows.
  */
 export interface BootTrialRecord {
   system: string
   previous: string
   previousGeneration?: number
+  /** The second window: from the deploy's check-in to its confirmation (the first, protocol 1). */
   confirmSeconds: number
+  /** Protocol 2: the first window, from the trial's start to the deploy's check-in (reboot-timeout). */
+  loginSeconds?: number
+  /** This run's deploy lock, held through the boot while the trial is pending (lock.sh). */
+  lock?: LockRequest
+  /** How long into the next boot the lock may be held so (uptime seconds): the trial's whole wait. */
+  lockWindowSeconds?: number
 }
+
+export type BootTrialStep = 'check-in' | 'confirm' | 'reject'
+export type BootTrialAnswer = 'reached' | 'confirmed' | 'rejected' | 'expired' | 'none'
 
 /** When a target counts as already running the new system (per mode); 'never' for dry runs. */
 export type UnchangedWhen = 'switch' | 'boot' | 'test' | 'never'

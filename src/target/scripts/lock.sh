@@ -3,12 +3,20 @@
 #   lock_op acquire -> "acquired" | "held" ID SECONDS_LEFT DESCRIPTION (one per line)
 #   lock_op renew   -> "renewed" | "lost"
 #   lock_op release -> "released" | "not-held"
-# Owner file: line 1 the holder's id; line 2 `v2 BOOT_ID EXPIRY_UPTIME_SECONDS` (an older action wrote
-# the expiry in epoch seconds: honoured by the wall clock it names); line 3 who it is.
+#   lock_op hold-through-boot -> "held-through-boot" | "lost": the holder's lease (lock_window set)
+#                      goes on in the next boot while its boot trial is pending (see below)
+# Owner file: line 1 the holder's id; line 2 the lease; line 3 who it is. The lease:
+#   `v2 BOOT_ID EXPIRY`        until EXPIRY (uptime seconds) of that boot; void in another boot
+#   `v3 BOOT_ID EXPIRY WINDOW` the same, and in any later boot while a boot trial is pending there
+#                              (boot-trial or boot-trial.reached beside the lock) and the uptime is
+#                              below WINDOW: a reboot on trial keeps the lock until the trial ends
+#   `EXPIRY`                   an older action's, in epoch seconds: honoured by the wall clock, but
+#                              never for more than an hour (after a reboot a Pi without RTC may
+#                              start its clock far in the past)
 # Every lock operation of a deploy runs this, on a Pi whose every process start costs: what the
 # shell can do itself (the parent directory, the uptime, the owner file's lines), it does without
 # starting one.
-# shellcheck shell=sh disable=SC2154
+# shellcheck shell=sh disable=SC2154 # lock_dir, lock_id, lease, lock_desc, lock_window: the caller's
 lock_op() (
   verb=$1
   # dirname's answer for the absolute paths the action gives (lock.ts).
@@ -29,11 +37,17 @@ lock_op() (
   set -f
   # shellcheck disable=SC2086 # the lease line's words
   set -- $lease_line
-  left=-1
+  left=-1 kind=''
   if [ $# = 3 ] && [ "$1" = v2 ]; then
     case $3 in *[!0-9]*|'') ;; *) if [ "$2" = "$boot" ]; then left=$(($3 - now)); fi ;; esac
+  elif [ $# = 4 ] && [ "$1" = v3 ]; then
+    case $3/$4 in *[!0-9/]*|/*|*/) ;; *)
+      if [ "$2" = "$boot" ]; then left=$(($3 - now))
+      elif [ -e "$base/boot-trial" ] || [ -e "$base/boot-trial.reached" ]; then left=$(($4 - now)) kind=boot-trial
+      fi ;;
+    esac
   elif [ $# = 1 ]; then
-    case $1 in *[!0-9]*|'') ;; *) left=$(($1 - $(date +%s))) ;; esac
+    case $1 in *[!0-9]*|'') ;; *) left=$(($1 - $(date +%s))); [ "$left" -le 3600 ] || left=-1 ;; esac
   fi
   write_owner() {
     mkdir -p "$lock_dir" &&
@@ -45,10 +59,16 @@ lock_op() (
       if [ "$owner" = "$lock_id" ] || [ -z "$owner" ] || [ "$left" -lt 0 ]; then
         write_owner "$lock_desc" && echo acquired
       else
-        printf 'held\n%s\n%s\n%s\n' "$owner" "$left" "$desc"
+        printf 'held\n%s\n%s\n%s\n%s\n' "$owner" "$left" "$desc" "$kind"
       fi ;;
     renew)
       if [ "$owner" = "$lock_id" ]; then write_owner "$desc" && echo renewed; else echo lost; fi ;;
+    hold-through-boot)
+      if [ "$owner" = "$lock_id" ]; then
+        mkdir -p "$lock_dir" &&
+          printf '%s\nv3 %s %s %s\n%s\n' "$lock_id" "$boot" "$((now + lease))" "$lock_window" "$desc" >"$lock_dir/owner.tmp" &&
+          mv -f "$lock_dir/owner.tmp" "$lock_dir/owner" && echo held-through-boot
+      else echo lost; fi ;;
     release)
       if [ "$owner" = "$lock_id" ]; then rm -f "$lock_dir/owner"; rmdir "$lock_dir" 2>/dev/null; echo released; else echo not-held; fi ;;
   esac

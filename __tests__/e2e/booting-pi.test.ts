@@ -1,0 +1,101 @@
+import { execFileSync } from 'child_process'
+import * as path from 'path'
+import {
+  deployInputs,
+  describeE2E,
+  fixturePath,
+  onPi,
+  piState,
+  resetPi,
+  ROOT,
+  runAction,
+  testbed
+} from './harness'
+
+/**
+ * The booting Pi (testbed/booting-pi.sh): a QEMU aarch64 machine that boots as a Raspberry Pi 3
+ * with a stock NixOS image does (U-Boot, extlinux.conf, a real kernel and initrd, systemd), in
+ * tens of seconds. Its reboots are real: what a boot trial must survive is what a Pi does.
+ */
+const bpi = (config: string, extra: Record<string, string> = {}): Record<string, string> =>
+  deployInputs(config, { 'target-host': testbed().TESTBED_BPI, ...extra })
+const bootId = (): string => onPi('cat /proc/sys/kernel/random/boot_id', 'bpi')
+/** The system the boot loader boots by default: the init= of extlinux.conf's default entry. */
+const bootEntry = (): string =>
+  onPi(
+    "sed -n '/^LABEL nixos-default$/,/^LABEL/s|.*APPEND init=\\([^ ]*\\)/init.*|\\1|p' /boot/extlinux/extlinux.conf",
+    'bpi'
+  )
+const booted = (): string => onPi('readlink -f /run/booted-system', 'bpi')
+/** How many times the machine started U-Boot since it was powered on (its console). */
+const boots = (): number =>
+  Number(execFileSync('bash', [path.join(ROOT, 'testbed', 'booting-pi.sh'), 'boots'], { encoding: 'utf8' }))
+const trialFiles = (): string =>
+  onPi('cd /nix/var/nix-deploy-action && ls boot-trial* 2>/dev/null | sort | tr "\\n" " "', 'bpi')
+/** What the boot trial unit said in this boot (its journal). */
+const trialJournal = (): string => onPi('journalctl -b -o cat -u nix-deploy-boot-trial.service', 'bpi')
+
+describeE2E('a Pi that really reboots: the boot trial through real boots (testbed/booting-pi.sh)', () => {
+  beforeAll(() => resetPi('bpi'), 900_000)
+  afterAll(() => {
+    execFileSync('bash', [path.join(ROOT, 'testbed', 'booting-pi.sh'), 'stop'])
+  }, 60_000)
+
+  it('a new kernel whose network comes up 45 s into its boot: waited for, checked, confirmed; the new system runs and is the default', async () => {
+    const top = fixturePath('bpi-slow-network')
+    const idBefore = bootId()
+    const bootsBefore = boots()
+    const run = await runAction(
+      bpi('bpi-slow-network', {
+        reboot: 'auto',
+        'health-checks': 'systemctl is-active fixture-bpi-slow.service'
+      }),
+      { timeoutMs: 600_000 }
+    )
+    if (run.exitCode !== 0) console.log(run.log.slice(-6000))
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs).toMatchObject({ result: 'deployed', 'needs-reboot': 'true' })
+    expect(run.summary).toMatch(
+      /\| Reboot \| rebooted into the new system in [0-9.]+ s, checked and confirmed [0-9.]+ s later \(boot trial confirmed\) \|/
+    )
+    expect(bootId()).not.toBe(idBefore)
+    expect(boots()).toBe(bootsBefore + 1)
+    expect(booted()).toBe(top)
+    expect(piState('bpi')).toMatchObject({ current: top, profile: top })
+    expect(bootEntry()).toBe(top)
+    expect(trialFiles()).toBe('boot-trial.confirmed')
+    // The trial waited for the login (its first window: reboot-timeout, 300 s by default), not
+    // only confirm-timeout (30 s, less than this boot's way to sshd), then for the confirmation.
+    const said = trialJournal()
+    expect(said).toMatch(/waiting up to 300 s for the deploy to log in/)
+    expect(said).toMatch(/the deploy logged in: waiting up to 30 s for its checks and confirmation/)
+    expect(said).toMatch(/confirmed/)
+  }, 700_000)
+
+  it('a new system whose sshd never starts: its trial goes back without hands; the run fails saying so', async () => {
+    const before = piState('bpi')
+    const entryBefore = bootEntry()
+    const bootsBefore = boots()
+    const run = await runAction(bpi('bpi-no-ssh', { reboot: 'auto', 'reboot-timeout': '90' }), {
+      timeoutMs: 600_000
+    })
+    expect(run.exitCode).not.toBe(0)
+    expect(run.outputs.result).toBe('rolled-back')
+    expect(run.log).toMatch(
+      /::error title=.*booted the new system, but the deploy could not reach it within its boot trial's window \(90 s of its boot\)/
+    )
+    expect(run.summary).toContain('not confirmed, the target went back to its previous system')
+    // Two boots: the new system (unreachable), then the previous one.
+    expect(boots()).toBe(bootsBefore + 2)
+    expect(booted()).toBe(before.current)
+    expect(piState('bpi')).toMatchObject({ current: before.current, profile: before.profile })
+    expect(bootEntry()).toBe(entryBefore)
+    expect(trialFiles()).toBe('boot-trial.expired boot-trial.rolled-back')
+    expect(onPi('cat /nix/var/nix-deploy-action/boot-trial.rolled-back', 'bpi')).toBe(
+      'the deploy did not log in within 90 s'
+    )
+    expect(onPi('test -e /nix/var/nix-deploy-action/lock/owner && echo held || echo free', 'bpi')).toBe(
+      'free'
+    )
+  }, 700_000)
+})
