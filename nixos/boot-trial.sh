@@ -29,6 +29,9 @@ booted_link=${NDA_BOOTED_SYSTEM:-/run/booted-system}
 store=${NDA_STORE_DIR:-/nix/store}
 trial=$dir/boot-trial
 reached=$dir/boot-trial.reached
+# While this runs (or goes back), its boot id: the deploy lock stays held for it (lock.sh).
+active=$dir/boot-trial.active
+boot_id_file=${NDA_BOOT_ID_FILE:-/proc/sys/kernel/random/boot_id}
 reject=$dir/boot-trial.reject
 
 say() { echo "nix-deploy-action boot trial: $*"; }
@@ -43,6 +46,8 @@ store_path() {
   esac
 }
 
+# A marker left by a trial that went back (it reboots while active) is another boot's.
+rm -f "$active"
 if [ ! -f "$trial" ]; then
   say "no trial pending"
   exit 0
@@ -62,6 +67,12 @@ if [ "$booted" != "$new" ]; then
   exit 0
 fi
 
+cat "$boot_id_file" >"$active" 2>/dev/null
+confirmed() {
+  rm -f "$active"
+  say "confirmed"
+  exit 0
+}
 # wait FILE SECONDS: until FILE is gone (0), a rejection (1) or SECONDS have passed (2).
 wait_gone() {
   waited=0
@@ -78,22 +89,22 @@ expire() { mv "$1" "$trial.expired" 2>/dev/null; }
 
 if [ -z "$login" ]; then
   say "booted $new: waiting up to $secs s for the deploy to confirm it"
-  wait_gone "$trial" "$secs" && { say "confirmed"; exit 0; }
-  expire "$trial" || { say "confirmed"; exit 0; }
+  wait_gone "$trial" "$secs" && confirmed
+  expire "$trial" || confirmed
   phase=confirm
 else
   say "booted $new: waiting up to $login s for the deploy to log in"
   phase=login
   if wait_gone "$trial" "$login"; then
-    if [ ! -e "$reached" ]; then say "confirmed"; exit 0; fi
+    [ -e "$reached" ] || confirmed
     phase=confirm
   elif ! expire "$trial"; then
     phase=confirm
   fi
   if [ "$phase" = confirm ]; then
     say "the deploy logged in: waiting up to $secs s for its checks and confirmation"
-    wait_gone "$reached" "$secs" && { say "confirmed"; exit 0; }
-    expire "$reached" || { say "confirmed"; exit 0; }
+    wait_gone "$reached" "$secs" && confirmed
+    expire "$reached" || confirmed
   fi
 fi
 if [ -e "$reject" ]; then why="the deploy rejected it"
@@ -112,6 +123,7 @@ else
 fi
 "$prev/bin/switch-to-configuration" boot || ok=1
 if [ "$ok" != 0 ]; then
+  rm -f "$active"
   say "could not make $prev the boot default again: staying on $new"
   exit 1
 fi

@@ -2,7 +2,7 @@ import { existsSync } from 'fs'
 import * as path from 'path'
 import { utils as ssh2utils } from 'ssh2'
 import { COMPRESSIONS, CompressionSetting } from './deploy/compression'
-import { REBOOT_WHENS, RebootWhen } from './deploy/reboot'
+import { DEFAULT_REBOOT_TIMEOUT_SECONDS, REBOOT_WHENS, RebootWhen } from './deploy/reboot'
 import { errorMessage, InputError } from './errors'
 import { FlakeTarget, parseFlakeTarget } from './nix/flake'
 import { isStorePath } from './nix/store-path'
@@ -340,7 +340,13 @@ function readReboot(
     problems.push(
       `reboot: ${reboot} cannot be used with mode ${mode}: a reboot boots the system profile, which ${mode} does not set. Use mode switch or boot (needs-reboot is reported in every mode)`
     )
-  const rebootTimeoutSeconds = parseSeconds('reboot-timeout', get('reboot-timeout'), 300, 3600, problems)
+  const rebootTimeoutSeconds = parseSeconds(
+    'reboot-timeout',
+    get('reboot-timeout'),
+    DEFAULT_REBOOT_TIMEOUT_SECONDS,
+    3600,
+    problems
+  )
   return { reboot, rebootTimeoutSeconds }
 }
 

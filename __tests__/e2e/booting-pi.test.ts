@@ -32,6 +32,13 @@ const boots = (): number =>
   Number(execFileSync('bash', [path.join(ROOT, 'testbed', 'booting-pi.sh'), 'boots'], { encoding: 'utf8' }))
 const trialFiles = (): string =>
   onPi('cd /nix/var/nix-deploy-action && ls boot-trial* 2>/dev/null | sort | tr "\\n" " "', 'bpi')
+/** Until the boot trial's unit has ended in this boot (it looks for the deploy's verdict once a second). */
+async function trialUnitEnded(): Promise<void> {
+  const state = (): string =>
+    onPi('systemctl show -p ActiveState --value nix-deploy-boot-trial.service', 'bpi')
+  for (let i = 0; i < 60 && state() !== 'inactive'; i++) await new Promise(r => setTimeout(r, 500))
+  expect(state()).toBe('inactive')
+}
 /** What the boot trial unit said in this boot (its journal). */
 const trialJournal = (): string => onPi('journalctl -b -o cat -u nix-deploy-boot-trial.service', 'bpi')
 
@@ -63,12 +70,14 @@ describeE2E('a Pi that really reboots: the boot trial through real boots (testbe
     expect(booted()).toBe(top)
     expect(piState('bpi')).toMatchObject({ current: top, profile: top })
     expect(bootEntry()).toBe(top)
+    await trialUnitEnded()
     expect(trialFiles()).toBe('boot-trial.confirmed')
     // The trial waited for the login (its first window: reboot-timeout, 300 s by default), not
-    // only confirm-timeout (30 s, less than this boot's way to sshd), then for the confirmation.
+    // only confirm-timeout (less than this boot's way to sshd), then for the confirmation.
     const said = trialJournal()
     expect(said).toMatch(/waiting up to 300 s for the deploy to log in/)
-    expect(said).toMatch(/the deploy logged in: waiting up to 30 s for its checks and confirmation/)
+    // The second window: confirm-timeout, worked out from health-timeout with health checks.
+    expect(said).toMatch(/the deploy logged in: waiting up to [0-9]+ s for its checks and confirmation/)
     expect(said).toMatch(/confirmed/)
   }, 700_000)
 
@@ -98,4 +107,52 @@ describeE2E('a Pi that really reboots: the boot trial through real boots (testbe
       'free'
     )
   }, 700_000)
+
+  it('a run cancelled right after "Rebooting…", then a re-run: it takes the trial over, checks and confirms it; one consistent system', async () => {
+    const top = fixturePath('bpi-gen1')
+    const idBefore = bootId()
+    const bootsBefore = boots()
+    // Cancelled the hard way (SIGKILL: nothing of it runs after), once the reboot is scheduled.
+    const first = await runAction(bpi('bpi-gen1', { reboot: 'auto' }), {
+      timeoutMs: 600_000,
+      onOutput: (log, child) => {
+        if (/Rebooting .* into the new system on trial/.test(log)) child.kill('SIGKILL')
+      }
+    })
+    expect(first.exitCode).toBeNull()
+    expect(first.outputs.result).toBeUndefined()
+    // The re-run comes once the Pi answers again (a person re-running the job a minute later).
+    const deadline = Date.now() + 300_000
+    const newBoot = (): boolean => {
+      try {
+        return bootId() !== idBefore
+      } catch {
+        return false
+      }
+    }
+    while (!newBoot() && Date.now() < deadline) await new Promise(r => setTimeout(r, 2000))
+    expect(booted()).toBe(top)
+    // Pending: the cancelled run never logged in.
+    expect(trialFiles().split(' ')).toContain('boot-trial')
+    const rerun = await runAction(
+      bpi('bpi-gen1', { reboot: 'auto', 'health-checks': 'systemctl is-active fixture-bpi-gen1.service' }),
+      { timeoutMs: 600_000 }
+    )
+    if (rerun.exitCode !== 0) console.log(rerun.log.slice(-6000))
+    expect(rerun.exitCode).toBe(0)
+    expect(rerun.outputs).toMatchObject({ result: 'unchanged', 'needs-reboot': 'false' })
+    expect(rerun.summary).toMatch(
+      /\| Reboot \| an earlier run rebooted into this system on trial and did not settle it: checked and confirmed by this run in [0-9.]+ s \|/
+    )
+    // One boot (the cancelled run's), no other; the new system runs, is the profile and the default.
+    expect(boots()).toBe(bootsBefore + 1)
+    expect(booted()).toBe(top)
+    expect(piState('bpi')).toMatchObject({ current: top, profile: top })
+    expect(bootEntry()).toBe(top)
+    await trialUnitEnded()
+    expect(trialFiles()).toBe('boot-trial.confirmed')
+    expect(onPi('test -e /nix/var/nix-deploy-action/lock/owner && echo held || echo free', 'bpi')).toBe(
+      'free'
+    )
+  }, 900_000)
 })

@@ -413,9 +413,7 @@ describeE2E(
 
     it('a new system that boots with sshd broken: unconfirmed, the Pi boots its previous system again (rolled-back)', async () => {
       const before = piState('spi')
-      const run = await runAction(
-        spi('pi-no-ssh', { reboot: 'auto', 'reboot-timeout': '30' })
-      )
+      const run = await runAction(spi('pi-no-ssh', { reboot: 'auto', 'reboot-timeout': '30' }))
       expect(run.exitCode).not.toBe(0)
       expect(run.outputs.result).toBe('rolled-back')
       expect(run.log).toMatch(

@@ -58,6 +58,7 @@ function world(opts: { booted: string; failing?: string[] }): World {
   fs.symlinkSync(sys('new'), path.join(profiles, 'system-2-link'))
   fs.symlinkSync('system-2-link', path.join(profiles, 'system'))
   fs.symlinkSync(sys(opts.booted), path.join(root, 'booted-system'))
+  fs.writeFileSync(path.join(root, 'boot_id'), 'this-boot\n')
   return {
     root,
     state,
@@ -72,6 +73,7 @@ function world(opts: { booted: string; failing?: string[] }): World {
           .join('')
       ),
     env: {
+      NDA_BOOT_ID_FILE: path.join(root, 'boot_id'),
       PATH: `${bin}:/usr/bin:/bin`,
       CALLS: calls,
       NDA_STATE_DIR: state,
@@ -237,8 +239,12 @@ describe('the boot trial, protocol 2: a window for the login, then one for the c
   it('a check-in (a slow network: late in the first window), then the confirmation: nothing undone', async () => {
     const w = world({ booted: 'new' })
     w.writeTrial(trial2(w, '60', '60'))
+    // A marker of an earlier boot's trial (it went back while active) is removed at the start.
+    fs.writeFileSync(path.join(w.state, 'boot-trial.active'), 'an-earlier-boot\n')
     const t = startTrial(w)
     await t.said(/waiting up to 60 s for the deploy to log in/)
+    // While it waits, this boot's id marks it active (the deploy lock stays held for it).
+    expect(fs.readFileSync(path.join(w.state, 'boot-trial.active'), 'utf8').trim()).toBe('this-boot')
     expect(deployStep(w, 'check-in')).toBe('reached')
     // Again (a reconnect of the same run): still reached, the second window not restarted.
     expect(deployStep(w, 'check-in')).toBe('reached')
@@ -248,6 +254,7 @@ describe('the boot trial, protocol 2: a window for the login, then one for the c
     expect(w.calls()).toEqual([])
     expect(w.profileTarget()).toBe(w.sys('new'))
     expect(exists(w, 'boot-trial.confirmed')).toBe(true)
+    expect(exists(w, 'boot-trial.active')).toBe(false)
   })
 
   it('a check-in, then no confirmation within confirm-seconds: back, and a late confirmation finds it expired', async () => {

@@ -511,6 +511,64 @@ describe('the deploy sequence over a Target', () => {
         await deploy(t2, rebootJob('auto'))
         expect(t2.log.lines).toContainEqual(expect.stringMatching(/lacks nixos\/boot-trial.nix/))
       })
+      describe("an earlier run's trial of this system, pending (that run was cancelled after its reboot)", () => {
+        const cancelledAfterReboot = async (): Promise<FakeTarget> => {
+          const t = bootedOld()
+          t.generations.push(NEW)
+          t.profileGen = 2
+          await t.reboot({
+            system: NEW,
+            previous: OLD,
+            previousGeneration: 1,
+            confirmSeconds: 30,
+            loginSeconds: 300
+          })
+          t.booted = { system: NEW, ...kernel('6.6.63') }
+          t.calls.length = 0
+          return t
+        }
+        it('is checked and confirmed by the re-run: unchanged, the trial confirmed, no second reboot', async () => {
+          const t = await cancelledAfterReboot()
+          const { result, error } = await deploy(t, trialJob({ activation: withCheck }))
+          expect(error).toBeUndefined()
+          expect(result).toMatchObject({ result: 'unchanged', bootTrial: 'confirmed', earlierTrial: true })
+          expect(t.trialVerdicts).toEqual(['check-in', 'confirm'])
+          expect(t.calls.indexOf('healthCheck check-new')).toBeLessThan(
+            t.calls.indexOf('settleBootTrial confirm')
+          )
+          expect(t.calls).not.toContain('reboot on trial')
+          expect(t.current).toBe(NEW)
+          expect(t.trial).toBeUndefined()
+        })
+        it('whose check fails: rejected, back on the previous system, rolled back', async () => {
+          const t = await cancelledAfterReboot()
+          t.failingChecks.add('check-new')
+          const { result, error } = await deploy(t, trialJob({ activation: withCheck }))
+          expect(error).toBeInstanceOf(RolledBackError)
+          expect(result).toMatchObject({ result: 'rolled-back', bootTrial: 'went-back', earlierTrial: true })
+          expect(t.trialVerdicts).toEqual(['check-in', 'reject'])
+          expect(t.current).toBe(OLD)
+        })
+        it("of another system: not this run's to settle (it deploys as usual)", async () => {
+          const t = await cancelledAfterReboot()
+          const other = storePath('nixos-system-other')
+          const { result } = await deploy(
+            t,
+            trialJob({
+              built: {
+                ...newKernel,
+                toplevel: other,
+                closure: [{ path: other, narSize: 1, references: [] }],
+                bootTrialProtocol: 2
+              }
+            })
+          )
+          // (On a real target the trial's lock keeps such a run waiting until the trial ended.)
+          expect(result).toMatchObject({ result: 'deployed' })
+          expect(result.earlierTrial).toBeUndefined()
+          expect(t.trialVerdicts).toEqual([])
+        })
+      })
       it('a target already on the new system, booted on an older one: the trial goes back to what booted', async () => {
         const t = new FakeTarget(NEW)
         t.booted = { system: OLD, ...kernel('6.6.51') }

@@ -126,7 +126,15 @@ export class FakeTarget implements Target {
       platform: 'aarch64-linux',
       uid: 0,
       hasNixStore: true,
-      nixFreeBytes: 10e9
+      nixFreeBytes: 10e9,
+      trial: this.trial && {
+        stage: 'pending',
+        system: this.trial.system,
+        previous: this.trial.previous,
+        previousGeneration: this.trial.previousGeneration,
+        confirmSeconds: this.trial.confirmSeconds,
+        loginSeconds: this.trial.loginSeconds
+      }
     }
   }
 

@@ -39,6 +39,24 @@ describe('remote state', () => {
     expect(generationOf('system-12-link')).toBe(12)
     expect(generationOf(undefined)).toBeUndefined()
   })
+  it('reads a pending boot trial (its stage, systems and windows), and nothing from a broken record', () => {
+    const trial = `trial=reached\ntrial-new=${TOP}\ntrial-previous=${PREV}\ntrial-previous-generation=3\ntrial-confirm-seconds=30\ntrial-login-seconds=300\n`
+    expect(parseRemoteState(trial).trial).toEqual({
+      stage: 'reached',
+      system: TOP,
+      previous: PREV,
+      previousGeneration: 3,
+      confirmSeconds: 30,
+      loginSeconds: 300
+    })
+    expect(parseRemoteState(trial.replace('trial=reached', 'trial=pending')).trial?.stage).toBe('pending')
+    for (const [field, broken] of [
+      ['trial=reached', 'trial=done'],
+      [`trial-new=${TOP}`, 'trial-new=/etc'],
+      ['trial-confirm-seconds=30', 'trial-confirm-seconds=x']
+    ])
+      expect(parseRemoteState(trial.replace(field, broken)).trial).toBeUndefined()
+  })
   it('keeps only asked-for paths from the missing-paths answer', () => {
     expect([...parseMissing(`${TOP}\n/nix/store/zzz\nwarning: x\n`, new Set([TOP, PREV]))]).toEqual([TOP])
   })

@@ -4,7 +4,7 @@ import { BootFile, BootIdentity, needsReboot } from '../nix/boot'
 import { PathInfo, totalNarSize } from '../nix/closure'
 import { diffClosures, parseDryActivate } from '../report/diff'
 import { MachineResult } from '../report/report'
-import { generationOf, RemoteState } from '../target/remote-state'
+import { generationOf, PendingTrial, RemoteState } from '../target/remote-state'
 import { CopyPlan, Survey, SurveyRequest, Target } from '../target/target'
 import { activate, ActivationSettings, AgentTracker, RolledBackError } from './activate'
 import { CompressionSetting } from './compression'
@@ -13,7 +13,15 @@ import { changedBy, Goal, goalOf, verifyProblems } from './goal'
 import { LoadedKey, uploadKeys } from './keys'
 import { DeployLock, heldError, LOCK_POLL_MS, lockRequest } from './lock'
 import { checkBootSpace, checkSpace, checkTarget } from './preflight'
-import { BootTrial, rebootInto, RebootSettings, rebootsFor } from './reboot'
+import {
+  BootTrial,
+  DEFAULT_REBOOT_TIMEOUT_SECONDS,
+  rebootInto,
+  RebootIntoSettings,
+  RebootSettings,
+  rebootsFor,
+  settleTrial
+} from './reboot'
 import { pruneGenerations } from './prune'
 import { UndoRecord } from './revert'
 
@@ -129,6 +137,9 @@ class DeployRun {
       this.surveyUnderLock(keys.length === 0 && rebootWhen === 'never')
     )
     const before = this.preflight(survey)
+    const earlier = before.trial
+    if (earlier && earlier.system === job.built.toplevel && before.booted?.system === earlier.system)
+      await timed('verify', () => this.settleEarlierTrial(before, earlier, keys))
     const reboots = rebootsFor(job.goal, rebootWhen, this.result.needsReboot)
     if (survey.kind === 'unchanged')
       return this.unchanged(before, keys, reboots && this.result.needsReboot === true)
@@ -155,7 +166,12 @@ class DeployRun {
   private async rebootIntoNewSystem(before: RemoteState, keys: LoadedKey[]): Promise<void> {
     const { target, job } = this
     const trial = this.bootTrial(before)
-    if (!trial)
+    if (trial)
+      // What no board's mechanism covers yet (see the README, "A broken boot"): said before it happens.
+      target.log.warning(
+        `the boot trial brings ${target.label} back from a new system that reaches user space; a new kernel that panics, or an initrd that cannot mount its root, is not covered yet on any board and would need hands on the target (its boot menu keeps the previous generation)`
+      )
+    else
       target.log.warning(
         `rebooting ${target.label} into the new system without a boot trial${job.built.bootTrialProtocol !== undefined ? '' : ' (the new system lacks nixos/boot-trial.nix)'}: if it does not boot, or boots without SSH, it needs hands on the target (its boot menu keeps the previous generation)`
       )
@@ -165,12 +181,7 @@ class DeployRun {
         rebootInto(
           target,
           job.built.toplevel,
-          {
-            ...job.reboot!,
-            healthChecks: job.activation.healthChecks,
-            healthTimeoutSeconds: job.activation.healthTimeoutSeconds,
-            runDeadline: job.activation.runDeadline
-          },
+          this.afterBootSettings(),
           before.bootId,
           () => this.afterBoot(keys),
           trial
@@ -215,6 +226,48 @@ class DeployRun {
       previousGeneration: fromProfile ? generationOf(before.profileLink) : undefined,
       ...windows,
       lock: this.held?.request
+    }
+  }
+
+  /**
+   * The target booted this very system on a trial that an earlier run started and never settled
+   * (it was cancelled after its reboot): this run checks it as that run would have, and confirms it
+   * or has it go back. Its lock was this run's to take over (lock.sh).
+   */
+  private async settleEarlierTrial(
+    before: RemoteState,
+    earlier: PendingTrial,
+    keys: LoadedKey[]
+  ): Promise<void> {
+    const { target } = this
+    this.result.earlierTrial = true
+    target.log.info(
+      `${target.label} runs ${earlier.system} on a boot trial that an earlier run started and did not settle: checking and confirming it`
+    )
+    const { stage: _stage, system: _system, ...trial } = earlier
+    try {
+      const settled = await settleTrial(target, before.bootId, trial, this.afterBootSettings(), () =>
+        this.afterBoot(keys)
+      )
+      Object.assign(this.result, {
+        bootTrial: 'confirmed',
+        rebootConfirmedMs: settled.confirmedMs,
+        healthChecks: settled.healthReport ?? this.result.healthChecks
+      })
+    } catch (e) {
+      if (e instanceof RolledBackError) this.result.bootTrial = 'went-back'
+      throw e
+    }
+  }
+
+  /** What follows a boot: its checks and the reboot's timing (a run without `reboot` settling an earlier trial: the default). */
+  private afterBootSettings(): RebootIntoSettings {
+    const { job } = this
+    return {
+      ...(job.reboot ?? { when: 'never', timeoutSeconds: DEFAULT_REBOOT_TIMEOUT_SECONDS }),
+      healthChecks: job.activation.healthChecks,
+      healthTimeoutSeconds: job.activation.healthTimeoutSeconds,
+      runDeadline: job.activation.runDeadline
     }
   }
 

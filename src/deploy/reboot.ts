@@ -8,6 +8,9 @@ export const REBOOT_WHENS = ['never', 'auto', 'always'] as const
 /** The `reboot` input: never; auto, when the new system needs one (needs-reboot); always. */
 export type RebootWhen = (typeof REBOOT_WHENS)[number]
 
+/** reboot-timeout's default: a Pi on Wi-Fi or behind a tunnel takes a minute or more to sshd. */
+export const DEFAULT_REBOOT_TIMEOUT_SECONDS = 300
+
 export interface RebootSettings {
   when: RebootWhen
   timeoutSeconds: number
@@ -111,8 +114,24 @@ export async function rebootInto(
       'verify'
     )
   if (!trial) return afterUntrialedBoot(target, settings, afterBoot, ms)
+  return { ms, ...(await settleTrial(target, state.bootId, trial, settings, afterBoot)) }
+}
+
+/**
+ * A boot on trial, the new system booted and reached: the check-in (protocol 2), `afterBoot` and
+ * the health checks, then the confirmation; a failure rejects the trial, and once the target is
+ * back on the previous system it ends in a RolledBackError. Also how a run settles the pending
+ * trial of an earlier run of the same system (cancelled after its reboot).
+ */
+export async function settleTrial(
+  target: Target,
+  bootId: string | undefined,
+  trial: BootTrial,
+  settings: RebootIntoSettings,
+  afterBoot: () => Promise<void>
+): Promise<{ confirmedMs: number; healthReport?: string }> {
   const back = (failure: TrialFailure): Promise<never> =>
-    backFromTrial(target, state.bootId, trial, settings, afterBoot, failure)
+    backFromTrial(target, bootId, trial, settings, afterBoot, failure)
   const reachedAt = Date.now()
   if (trial.loginSeconds !== undefined) {
     const checkIn = await target.settleBootTrial('check-in')
@@ -147,7 +166,7 @@ export async function rebootInto(
       message: `the deploy confirmed the new system on ${target.label} too late: its boot trial had waited confirm-timeout (${trial.confirmSeconds} s) after the deploy's login and went back to the previous system ${trial.previous}`,
       hint: 'The target runs its previous system again. Raise confirm-timeout: it must leave room for the keys and the health checks.'
     })
-  return { ms, confirmedMs: Date.now() - reachedAt, healthReport: checked.healthReport }
+  return { confirmedMs: Date.now() - reachedAt, healthReport: checked.healthReport }
 }
 
 /**

@@ -76,6 +76,8 @@ export interface DeployReport {
    * went back to its previous system (unreachable after the boot, or its checks failed).
    */
   bootTrial?: 'confirmed' | 'went-back'
+  /** The trial settled was an earlier run's (cancelled after its reboot into this same system). */
+  earlierTrial?: boolean
   /** dry-activate: what switch-to-configuration says it would do to units. */
   dryActivate?: Array<{ action: string; units: string[] }>
   timings: PhaseTiming[]
@@ -203,6 +205,7 @@ export type MachineResult = Pick<
   | 'rebootMs'
   | 'bootTrial'
   | 'rebootConfirmedMs'
+  | 'earlierTrial'
 >
 
 /** Writes a machine's deploy result into its report: the one place the deploy's facts enter it. */

@@ -216,6 +216,10 @@ function summaryRows(r: DeployReport): Array<[string, string | undefined]> {
 
 /** Whether the new system needs a reboot to run (its boot files against what the target booted). */
 function rebootRow(r: DeployReport): string | undefined {
+  if (r.earlierTrial)
+    return r.bootTrial === 'went-back'
+      ? "an earlier run's boot trial of this system, checked by this run, failed: the target went back to its previous system"
+      : `an earlier run rebooted into this system on trial and did not settle it: checked and confirmed by this run${r.rebootConfirmedMs !== undefined ? ` in ${seconds(r.rebootConfirmedMs)}` : ''}`
   if (r.bootTrial === 'went-back')
     return 'rebooted into the new system on trial: not confirmed, the target went back to its previous system'
   if (r.rebootMs !== undefined && r.bootTrial === 'confirmed' && r.rebootConfirmedMs !== undefined)

@@ -23,6 +23,17 @@ export interface RemoteState {
   bootFiles: string[]
   /** /run/booted-system and what it booted with; undefined when the target has no such link. */
   booted?: BootIdentity & { system: string }
+  /** A boot trial still pending there (nixos/boot-trial.sh), before the deploy's login or after it. */
+  trial?: PendingTrial
+}
+
+export interface PendingTrial {
+  stage: 'pending' | 'reached'
+  system: string
+  previous: string
+  previousGeneration?: number
+  confirmSeconds: number
+  loginSeconds?: number
 }
 
 export function parseRemoteState(text: string): RemoteState {
@@ -52,7 +63,32 @@ export function parseRemoteState(text: string): RemoteState {
     bootId: /^[0-9a-f-]{36}$/.test(kv.get('boot-id') ?? '') ? kv.get('boot-id') : undefined,
     bootFreeBytes: kb('boot-free-kb'),
     bootFiles: (kv.get('boot-files') ?? '').split(' ').filter(Boolean),
-    booted: bootedOf(kv, storePath)
+    booted: bootedOf(kv, storePath),
+    trial: trialOf(kv, storePath)
+  }
+}
+
+function trialOf(
+  kv: Map<string, string>,
+  storePath: (k: string) => string | undefined
+): PendingTrial | undefined {
+  const stage = kv.get('trial')
+  const system = storePath('trial-new')
+  const previous = storePath('trial-previous')
+  const seconds = (k: string): number | undefined => {
+    const v = kv.get(k)
+    return v && /^[0-9]+$/.test(v) ? Number(v) : undefined
+  }
+  const confirmSeconds = seconds('trial-confirm-seconds')
+  if ((stage !== 'pending' && stage !== 'reached') || !system || !previous || confirmSeconds === undefined)
+    return undefined
+  return {
+    stage,
+    system,
+    previous,
+    previousGeneration: seconds('trial-previous-generation'),
+    confirmSeconds,
+    loginSeconds: seconds('trial-login-seconds')
   }
 }
 

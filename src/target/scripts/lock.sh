@@ -8,8 +8,13 @@
 # Owner file: line 1 the holder's id; line 2 the lease; line 3 who it is. The lease:
 #   `v2 BOOT_ID EXPIRY`        until EXPIRY (uptime seconds) of that boot; void in another boot
 #   `v3 BOOT_ID EXPIRY WINDOW` the same, and in any later boot while a boot trial is pending there
-#                              (boot-trial or boot-trial.reached beside the lock) and the uptime is
-#                              below WINDOW: a reboot on trial keeps the lock until the trial ends
+#                              (boot-trial or boot-trial.reached beside the lock, or the trial going
+#                              back in this boot: boot-trial.active holds its boot id) and the
+#                              uptime is below WINDOW: a reboot on trial keeps the lock until the
+#                              trial ends. With lock_trial_system set (the run's system), acquire
+#                              takes such a lock over when the pending trial is of that system and
+#                              it is what booted: "acquired" then "took-over-trial" (the run
+#                              settles the trial: a re-run after a cancelled one)
 #   `EXPIRY`                   an older action's, in epoch seconds: honoured by the wall clock, but
 #                              never for more than an hour (after a reboot a Pi without RTC may
 #                              start its clock far in the past)
@@ -37,13 +42,26 @@ lock_op() (
   set -f
   # shellcheck disable=SC2086 # the lease line's words
   set -- $lease_line
+  trial_active() {
+    [ -e "$base/boot-trial" ] || [ -e "$base/boot-trial.reached" ] || {
+      a='' && { read -r a <"$base/boot-trial.active"; } 2>/dev/null && [ "$a" = "$boot" ]
+    }
+  }
+  # The pending trial's system, when it is what booted.
+  trial_booted() {
+    t='' n=''
+    for f in "$base/boot-trial" "$base/boot-trial.reached"; do [ -f "$f" ] && t=$f; done
+    [ -n "$t" ] || return 1
+    while IFS= read -r l; do case $l in new=*) n=${l#new=} ;; esac; done <"$t"
+    [ -n "$n" ] && [ "$(readlink -f /run/booted-system 2>/dev/null)" = "$n" ] && echo "$n"
+  }
   left=-1 kind=''
   if [ $# = 3 ] && [ "$1" = v2 ]; then
     case $3 in *[!0-9]*|'') ;; *) if [ "$2" = "$boot" ]; then left=$(($3 - now)); fi ;; esac
   elif [ $# = 4 ] && [ "$1" = v3 ]; then
     case $3/$4 in *[!0-9/]*|/*|*/) ;; *)
       if [ "$2" = "$boot" ]; then left=$(($3 - now))
-      elif [ -e "$base/boot-trial" ] || [ -e "$base/boot-trial.reached" ]; then left=$(($4 - now)) kind=boot-trial
+      elif trial_active; then left=$(($4 - now)) kind=boot-trial
       fi ;;
     esac
   elif [ $# = 1 ]; then
@@ -58,6 +76,8 @@ lock_op() (
     acquire)
       if [ "$owner" = "$lock_id" ] || [ -z "$owner" ] || [ "$left" -lt 0 ]; then
         write_owner "$lock_desc" && echo acquired
+      elif [ "$kind" = boot-trial ] && [ -n "${lock_trial_system:-}" ] && [ "$(trial_booted)" = "$lock_trial_system" ]; then
+        write_owner "$lock_desc" && printf 'acquired\ntook-over-trial\n'
       else
         printf 'held\n%s\n%s\n%s\n%s\n' "$owner" "$left" "$desc" "$kind"
       fi ;;

@@ -18,4 +18,14 @@ probe_state() {
   printf 'booted-initrd=%s\n' "$(readlink -f /run/booted-system/initrd 2>/dev/null)"
   printf 'booted-kernel-modules=%s\n' "$(readlink -f /run/booted-system/kernel-modules 2>/dev/null)"
   printf 'booted-kernel-params=%s\n' "$({ tr '\n' ' ' </run/booted-system/kernel-params; } 2>/dev/null)"
+  # A boot trial still pending (nixos/boot-trial.sh): before the deploy's login, or after it.
+  for t in boot-trial:pending boot-trial.reached:reached; do
+    f=/nix/var/nix-deploy-action/${t%%:*}
+    [ -f "$f" ] || continue
+    printf 'trial=%s\n' "${t#*:}"
+    while IFS= read -r l; do
+      case $l in new=* | previous=* | previous-generation=* | confirm-seconds=* | login-seconds=*) printf 'trial-%s\n' "$l" ;; esac
+    done <"$f"
+    break
+  done
 }

@@ -1,6 +1,7 @@
 # Everything the deploy must know from the target before copying, as one SSH command (every command
 # costs a session, a shell start and a round trip through the jump host; the answers are small):
-#   --lock--   first, the deploy lock (lock.sh): "acquired", or "held" and its holder, and then
+#   --lock--   first, the deploy lock (lock.sh): "acquired" (and "took-over-trial" when it was held
+#              for a boot trial of TOPLEVEL, booted and pending), or "held" and its holder, and then
 #              nothing else: the state must be read under the lock, or a run that waited would
 #              decide (and roll back to) what another run has since replaced.
 #   --state--  what it runs and has (probe.sh)
@@ -15,14 +16,16 @@
 # Exit 3: no GC root; 4: the store query failed; 5: the lock could not be read or written.
 # usage: sh -c SURVEY sh GC_ROOT_LINK TOPLEVEL UNCHANGED_WHEN RELEASE GC_ROOT_MAX_AGE LOCK_DIR LOCK_ID LEASE DESCRIPTION < PATHS
 #   (LOCK_DIR '' for no lock)
-# shellcheck shell=sh disable=SC2034 # lease and lock_desc are read by lock_op (lock.sh)
+# shellcheck shell=sh disable=SC2034 # lease, lock_desc and lock_trial_system are read by lock_op (lock.sh)
 set -f
 gcroot=$1 top=$2 unchanged_when=$3 release=$4 max_age=$5 lock_dir=$6 lock_id=$7 lease=$8 lock_desc=$9
 echo '--lock--'
 if [ -n "$lock_dir" ]; then
+  # A boot trial of this very system, pending and booted, is this run's to settle (lock.sh).
+  lock_trial_system=$top
   answer=$(lock_op acquire) || exit 5
   printf '%s\n' "$answer"
-  [ "$answer" = acquired ] || exit 0
+  case $answer in acquired*) ;; *) exit 0 ;; esac
 fi
 echo '--state--'
 probe_state
@@ -34,7 +37,9 @@ case $unchanged_when in
 esac
 if [ "$unchanged" = 1 ]; then
   echo '--unchanged--'
-  if [ -n "$lock_dir" ] && [ "$release" = yes ]; then lock_op release; fi
+  # Not while a boot trial is pending: the run settles it under the lock.
+  if [ -n "$lock_dir" ] && [ "$release" = yes ] && [ ! -f "${lock_dir%/*}/boot-trial" ] &&
+    [ ! -f "${lock_dir%/*}/boot-trial.reached" ]; then lock_op release; fi
   exit 0
 fi
 echo '--copy--'
