@@ -10,7 +10,7 @@
 //          parallel nix-copy-closure + ssh switch-to-configuration with ProxyJump (colmena's way).
 //   latency  a no-op redeploy and a small change, the action against bench/standin-*.sh.
 //   timeline one small change's remote commands in order (start, duration): printed, not written.
-// BENCH_PARTS=copy,cache,fleet,latency chooses the parts; each rewrites only its own section of RESULTS.md.
+// BENCH_PARTS=copy,cache,fleet,latency (and reboot: the booting Pi) chooses the parts; each rewrites only its own section of RESULTS.md.
 // BENCH_PI=spi runs the copy against the systemd Pi (systemd-nspawn, Nix 2.26 with its daemon)
 // instead of pi (sshd, Nix 2.8), into its own section.
 'use strict'
@@ -26,7 +26,7 @@ const env = Object.fromEntries(
 )
 const RATES = (process.env.BENCH_RATES || '10,50,100,0').split(',').map(Number) // Mbit/s; 0 = unthrottled
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 3)
-const PARTS = (process.env.BENCH_PARTS || 'copy,cache,fleet,latency').split(',')
+const PARTS = (process.env.BENCH_PARTS || 'copy,cache,fleet,latency,reboot').split(',')
 const PI = process.env.BENCH_PI || 'pi'
 if (!['pi', 'spi'].includes(PI)) throw new Error(`BENCH_PI must be pi or spi, not ${PI}`)
 const PI_SCRIPT = path.join(ROOT, 'testbed', PI === 'spi' ? 'systemd-pi.sh' : 'pi.sh')
@@ -519,6 +519,80 @@ async function fleetBench() {
   )
 }
 
+/**
+ * reboot: a new kernel, deployed with `reboot: auto` on trial to the booting Pi (testbed/booting-pi.sh:
+ * QEMU, U-Boot, a real kernel), against the stand-in (bench/standin-reboot.sh: nixos-rebuild boot
+ * over SSH, a reboot, a look every half second). Each round deploys two new kernels in turn (the
+ * action one, the stand-in the other), so every deploy really reboots. From the Pi's own journal of
+ * each boot: kernel start to sshd listening (the boot's own time) and sshd listening to the first
+ * login that followed (how soon the runner got in).
+ */
+async function rebootBench() {
+  const script = path.join(ROOT, 'testbed', 'booting-pi.sh')
+  execFileSync('bash', [script, 'reset'], { stdio: 'ignore' })
+  const rounds = Math.max(1, Math.min(ROUNDS, 3))
+  const ssh = cmd => run('ssh', ['-F', env.TESTBED_SSH_CONFIG, 'bpi', cmd]).trim()
+  const attr = c => `${env.TESTBED_FIXTURE}#nixosConfigurations.${c}.config.system.build.toplevel`
+  for (const c of ['bpi-gen1', 'bpi-gen0']) toplevel(c)
+  // Seconds since kernel start (this boot): sshd listening, and the first login accepted after it.
+  const bootFacts = () => {
+    const lines = ssh('journalctl -b -o short-monotonic --no-pager -t sshd -t sshd-session').split('\n')
+    const at = re => {
+      const l = lines.find(x => re.test(x))
+      return l ? Number(/^\[\s*([0-9.]+)\]/.exec(l)[1]) : undefined
+    }
+    const listening = at(/Server listening on 0\.0\.0\.0/)
+    const firstLogin = lines
+      .map(l => [Number((/^\[\s*([0-9.]+)\]/.exec(l) || [0, -1])[1]), l])
+      .find(([t, l]) => t >= listening && /Accepted publickey/.test(l))
+    return { sshd: listening, loginAfter: firstLogin ? firstLogin[0] - listening : undefined }
+  }
+  const t = { actionReboot: [], actionConfirm: [], actionAll: [], standInReboot: [], standInAll: [], sshdAction: [], sshdStandIn: [], loginAction: [], loginStandIn: [] }
+  for (let round = 0; round < rounds; round++) {
+    const [mine, theirs] = round % 2 ? ['bpi-gen0', 'bpi-gen1'] : ['bpi-gen1', 'bpi-gen0']
+    let start = process.hrtime.bigint()
+    const r = await runBundled({ ...actionInputs(mine), mode: 'switch', 'target-host': env.TESTBED_BPI, reboot: 'auto' })
+    t.actionAll.push(Number(process.hrtime.bigint() - start) / 1e9)
+    const row = /rebooted into the new system in ([0-9.]+) s, checked and confirmed ([0-9.]+) s later/.exec(r.summary)
+    if (!row) throw new Error(`bench reboot: no reboot row in the summary:\n${r.summary}`)
+    t.actionReboot.push(Number(row[1]))
+    t.actionConfirm.push(Number(row[2]))
+    let f = bootFacts()
+    t.sshdAction.push(f.sshd)
+    t.loginAction.push(f.loginAfter)
+    start = process.hrtime.bigint()
+    const out = run('sh', [path.join(__dirname, 'standin-reboot.sh'), attr(theirs), 'bpi'], {
+      env: { ...NIX_ENV, SSH_CONFIG: env.TESTBED_SSH_CONFIG },
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    t.standInAll.push(Number(process.hrtime.bigint() - start) / 1e9)
+    t.standInReboot.push(Number(out.trim().split('\n').pop()))
+    f = bootFacts()
+    t.sshdStandIn.push(f.sshd)
+    t.loginStandIn.push(f.loginAfter)
+    console.log(`bench reboot: round ${round + 1}: action ${t.actionAll[round].toFixed(1)} s, stand-in ${t.standInAll[round].toFixed(1)} s`)
+  }
+  const m = xs => median(xs.filter(x => x !== undefined))
+  const s = x => (x === undefined || Number.isNaN(x) ? '–' : x.toFixed(2))
+  const table =
+    '| | nix-deploy-action (s) | stand-in (s) | action ÷ stand-in |\n|---|---:|---:|---:|\n' +
+    `| whole run (copy, boot entry, reboot, …) | ${s(m(t.actionAll))} | ${s(m(t.standInAll))} | ${s(m(t.actionAll) / m(t.standInAll))} |\n` +
+    `| reboot command → first command on the new boot | ${s(m(t.actionReboot))} | ${s(m(t.standInReboot))} | ${s(m(t.actionReboot) / m(t.standInReboot))} |\n` +
+    `| first command → trial confirmed (check-in, lock, confirm) | ${s(m(t.actionConfirm))} | – (no trial) | – |\n` +
+    `| the boot's own: kernel start → sshd listening (Pi's clock) | ${s(m(t.sshdAction))} | ${s(m(t.sshdStandIn))} | – |\n` +
+    `| sshd listening → first login (Pi's clock) | ${s(m(t.loginAction))} | ${s(m(t.loginStandIn))} | – |\n`
+  writeSection(
+    'reboot',
+    '## Reboot\n\n' +
+      'A new kernel with `reboot: auto` to the booting Pi (testbed/booting-pi.sh: QEMU aarch64 under software emulation, ' +
+      'U-Boot, extlinux.conf, Debian\'s arm64 kernel, systemd), on trial (nixos/boot-trial.nix), against ' +
+      'bench/standin-reboot.sh (nixos-rebuild boot over SSH, a reboot, a look every half second: no trial, no lock). ' +
+      'The two alternate between two new kernels, so each deploy reboots. The Pi-clock rows come from the journal ' +
+      `of each boot. Medians of ${rounds} rounds (one reboot each per round). Goal: sshd listening → first login ≤ 1 s.\n\n` +
+      table
+  )
+}
+
 /** Replaces one part's section of RESULTS.md (between its markers), keeping the others. */
 function writeSection(name, body) {
   const file = path.join(__dirname, 'RESULTS.md')
@@ -537,6 +611,7 @@ async function main() {
   if (PARTS.includes('fleet')) await fleetBench()
   if (PARTS.includes('latency')) await latencyBench()
   if (PARTS.includes('timeline')) await timelineBench()
+  if (PARTS.includes('reboot')) await rebootBench()
 }
 
 main().catch(e => {

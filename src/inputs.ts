@@ -266,7 +266,7 @@ export function readInputs(get: Get): Inputs {
     knownHostCount: known.lines.length,
     insecureSkipHostKeyCheck,
     healthChecks,
-    reboot: reboot.reboot,
+    ...reboot,
     ...timeouts
   })
   const parallel = parseCount('parallel', get('parallel'), 4, 64, problems)
@@ -545,6 +545,7 @@ function checkCombinations(
     insecureSkipHostKeyCheck: boolean
     healthChecks: string[]
     reboot: RebootWhen
+    rebootTimeoutSeconds: number
   }
 ): void {
   const { mode, source, target, sshKey, jumpHosts } = i
@@ -563,6 +564,15 @@ function checkCombinations(
   )
     problems.push(
       `confirm-timeout (${i.confirmTimeoutSeconds} s) must be longer than health-timeout (${i.healthTimeoutSeconds} s${get('health-timeout') === '' ? ', its default' : ''}): the target rolls back when no confirmation comes within confirm-timeout, and the checks run before the confirmation. Raise confirm-timeout, or leave it unset and it is worked out from health-timeout`
+    )
+  // A reboot's wait is made of logins: one that cannot fit in it would give up before it began.
+  if (
+    i.reboot !== 'never' &&
+    get('reboot-timeout') !== '' &&
+    i.rebootTimeoutSeconds <= i.connectTimeoutSeconds
+  )
+    problems.push(
+      `reboot-timeout (${i.rebootTimeoutSeconds} s) must be longer than connect-timeout (${i.connectTimeoutSeconds} s): after the reboot the action logs in again within reboot-timeout (on trial, the target waits that long for the login), and one login may take connect-timeout per hop. Raise reboot-timeout (a Pi on Wi-Fi or behind a tunnel needs a minute or more)`
     )
   // `build` never connects, so it needs none of the connection inputs.
   if (mode && mode !== 'build') {

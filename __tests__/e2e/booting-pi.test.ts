@@ -39,6 +39,17 @@ async function trialUnitEnded(): Promise<void> {
   for (let i = 0; i < 60 && state() !== 'inactive'; i++) await new Promise(r => setTimeout(r, 500))
   expect(state()).toBe('inactive')
 }
+/** `top` booted, running, the profile and the boot loader's default; its trial ended confirmed; the lock free. */
+async function expectConfirmed(top: string): Promise<void> {
+  expect(booted()).toBe(top)
+  expect(piState('bpi')).toMatchObject({ current: top, profile: top })
+  expect(bootEntry()).toBe(top)
+  await trialUnitEnded()
+  expect(trialFiles()).toBe('boot-trial.confirmed')
+  expect(lockState()).toBe('free')
+}
+const lockState = (): string =>
+  onPi('test -e /nix/var/nix-deploy-action/lock/owner && echo held || echo free', 'bpi')
 /** What the boot trial unit said in this boot (its journal). */
 const trialJournal = (): string => onPi('journalctl -b -o cat -u nix-deploy-boot-trial.service', 'bpi')
 
@@ -67,11 +78,7 @@ describeE2E('a Pi that really reboots: the boot trial through real boots (testbe
     )
     expect(bootId()).not.toBe(idBefore)
     expect(boots()).toBe(bootsBefore + 1)
-    expect(booted()).toBe(top)
-    expect(piState('bpi')).toMatchObject({ current: top, profile: top })
-    expect(bootEntry()).toBe(top)
-    await trialUnitEnded()
-    expect(trialFiles()).toBe('boot-trial.confirmed')
+    await expectConfirmed(top)
     // The trial waited for the login (its first window: reboot-timeout, 300 s by default), not
     // only confirm-timeout (less than this boot's way to sshd), then for the confirmation.
     const said = trialJournal()
@@ -103,9 +110,7 @@ describeE2E('a Pi that really reboots: the boot trial through real boots (testbe
     expect(onPi('cat /nix/var/nix-deploy-action/boot-trial.rolled-back', 'bpi')).toBe(
       'the deploy did not log in within 90 s'
     )
-    expect(onPi('test -e /nix/var/nix-deploy-action/lock/owner && echo held || echo free', 'bpi')).toBe(
-      'free'
-    )
+    expect(lockState()).toBe('free')
   }, 700_000)
 
   it('a run cancelled right after "Rebooting…", then a re-run: it takes the trial over, checks and confirms it; one consistent system', async () => {
@@ -146,13 +151,6 @@ describeE2E('a Pi that really reboots: the boot trial through real boots (testbe
     )
     // One boot (the cancelled run's), no other; the new system runs, is the profile and the default.
     expect(boots()).toBe(bootsBefore + 1)
-    expect(booted()).toBe(top)
-    expect(piState('bpi')).toMatchObject({ current: top, profile: top })
-    expect(bootEntry()).toBe(top)
-    await trialUnitEnded()
-    expect(trialFiles()).toBe('boot-trial.confirmed')
-    expect(onPi('test -e /nix/var/nix-deploy-action/lock/owner && echo held || echo free', 'bpi')).toBe(
-      'free'
-    )
+    await expectConfirmed(top)
   }, 900_000)
 })

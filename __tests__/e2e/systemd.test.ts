@@ -1,4 +1,4 @@
-import { execFileSync } from 'child_process'
+import { execFileSync, spawn } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
 import {
@@ -410,6 +410,22 @@ describeE2E(
       expect(piExec(['readlink', '/run/booted-system', '/run/current-system'], 'spi')).toBe(`${top}\n${top}`)
       expect(piState('spi')).toMatchObject({ current: top, profile: top, bootDefault: top })
     }, 300_000)
+
+    it("the demo's reboot with the machine under load (two busy loops on two cores): the trial waits for the login, confirmed", async () => {
+      const top = fixturePath('pi-gen1-trial')
+      // Busy loops of this test's own (ended by their pids), as a loaded runner has.
+      const loops = [0, 1].map(() => spawn('sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' }))
+      try {
+        const run = await runAction(spi('pi-gen1-trial', { reboot: 'auto' }), { timeoutMs: 600_000 })
+        if (run.exitCode !== 0) console.log(run.log.slice(-5000))
+        expect(run.exitCode).toBe(0)
+        expect(run.outputs).toMatchObject({ result: 'deployed', 'needs-reboot': 'true' })
+        expect(run.summary).toMatch(/\(boot trial confirmed\)/)
+        expect(piState('spi')).toMatchObject({ current: top, profile: top, bootDefault: top })
+      } finally {
+        for (const l of loops) l.kill('SIGKILL')
+      }
+    }, 700_000)
 
     it('a new system that boots with sshd broken: unconfirmed, the Pi boots its previous system again (rolled-back)', async () => {
       const before = piState('spi')

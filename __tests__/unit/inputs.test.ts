@@ -186,6 +186,15 @@ describe('readInputs', () => {
 })
 
 describe('safety inputs', () => {
+  it('requires reboot-timeout to exceed connect-timeout when a reboot may happen', () => {
+    expect(problems({ ...base, reboot: 'auto', 'reboot-timeout': '20', 'connect-timeout': '30' })).toEqual([
+      expect.stringMatching(/^reboot-timeout \(20 s\) must be longer than connect-timeout \(30 s\)/)
+    ])
+    expect(() =>
+      inputs({ ...base, reboot: 'auto', 'reboot-timeout': '20', 'connect-timeout': '10' })
+    ).not.toThrow()
+    expect(() => inputs({ ...base, reboot: 'never', 'reboot-timeout': '20' })).not.toThrow()
+  })
   it('requires confirm-timeout to exceed health-timeout when both apply', () => {
     expect(
       problems({ ...base, 'health-checks': 'true', 'health-timeout': '60', 'confirm-timeout': '30' })

@@ -91,6 +91,37 @@ describe('the lock script, run for real against a temporary directory', () => {
         fs.rmSync(path.join(dir, f), { force: true })
     }
   })
+  it("a trial's lock is taken over only for that system and only when it is what booted", () => {
+    const sys = `/nix/store/${'s'.repeat(32)}-nixos-system-trial`
+    const trial = path.join(dir, 'boot-trial')
+    const acquireAs = (system: string): string =>
+      execFileSync(
+        'sh',
+        [
+          '-c',
+          `${SCRIPT_FILES['lock.sh']}\nlock_dir=$1 lock_id=$2 lease=90 lock_desc=x lock_trial_system=$3\nlock_op acquire`,
+          'sh',
+          lock,
+          're-run',
+          system
+        ],
+        { encoding: 'utf8' }
+      )
+    try {
+      fs.writeFileSync(trial, `new=${sys}\n`)
+      plant(['cancelled', `v3 00000000-0000-0000-0000-000000000000 10 ${uptime() + 5000}`, 'a cancelled run'])
+      // Another system: held. The same system, but this machine did not boot it (no /run/booted-system
+      // naming it): held too.
+      expect(parseLockAnswer(acquireAs(`/nix/store/${'o'.repeat(32)}-other`))).toMatchObject({
+        acquired: false
+      })
+      expect(fs.existsSync('/run/booted-system') && fs.realpathSync('/run/booted-system') === sys).toBe(false)
+      expect(parseLockAnswer(acquireAs(sys))).toMatchObject({ acquired: false, holder: { bootTrial: true } })
+      expect(fs.readFileSync(owner, 'utf8').split('\n')[0]).toBe('cancelled')
+    } finally {
+      fs.rmSync(trial, { force: true })
+    }
+  })
   it('hold-through-boot: only the holder turns its lease into a v3 one, keeping its description', () => {
     const hold = (id: string): string =>
       execFileSync(

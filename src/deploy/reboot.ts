@@ -94,13 +94,13 @@ export async function rebootInto(
     bootIdBefore,
     settings,
     trial
-      ? `within its boot trial's first window and its boot back (${Math.round(waitMs / 1000)} s: twice reboot-timeout (${settings.timeoutSeconds} s) and ${TRIAL_START_ALLOWANCE_MS / 1000} s for the trial's start)`
+      ? `within ${Math.round(waitMs / 1000)} s: its boot trial's first window (${trialWindowMs(trial) / 1000} s), its boot back (reboot-timeout, ${settings.timeoutSeconds} s) and ${TRIAL_START_ALLOWANCE_MS / 1000} s for the trial's start`
       : undefined
   )
   const ms = Date.now() - start
   target.log.info(`${target.label} is back after ${(ms / 1000).toFixed(1)} s`)
   if (trial && runs(state, trial.previous)) {
-    await afterBoot()
+    await afterBootBack(target, afterBoot)
     throw new RolledBackError(
       `${target.label} booted the new system, but the deploy could not reach it within its boot trial's window (${trialWindowMs(trial) / 1000} s of its boot): its boot trial went back to the previous system ${trial.previous}`,
       'The target runs its previous system again. The new system may not start sshd or the network (check services.openssh and networking in it), or it came up too slowly: raise reboot-timeout.',
@@ -267,12 +267,18 @@ async function backFromTrial(
       'verify',
       failure.details
     )
-  // The lock and keys for the previous system; their failure (maybe why the trial went back) does
-  // not change what happened.
+  await afterBootBack(target, afterBoot)
+  throw new RolledBackError(failure.message, failure.hint, trial.previous, failure.details)
+}
+
+/**
+ * The lock and keys for the previous system, back from a trial: their failure (maybe why the trial
+ * went back) does not change what happened, so it is a warning.
+ */
+async function afterBootBack(target: Target, afterBoot: () => Promise<void>): Promise<void> {
   await afterBoot().catch((e: unknown) =>
     target.log.warning(`${target.label} after its boot back: ${errorMessage(e)}`)
   )
-  throw new RolledBackError(failure.message, failure.hint, trial.previous, failure.details)
 }
 
 /** Until the target answers from another boot than `bootIdBefore`; fails at `deadline`, saying what it waited for. */
