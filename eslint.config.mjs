@@ -23,6 +23,20 @@ export default tseslint.config(
     rules: { 'max-lines-per-function': ['error', { max: 80, skipBlankLines: true, skipComments: true }] }
   },
   {
+    // Plain log lines go through report/untrusted.ts (info, printUntrusted), which neutralises text
+    // from elsewhere: core.info and stdout write it as it is, and a \r in it could start a command.
+    files: ['src/**/*.ts'],
+    ignores: ['src/report/untrusted.ts'],
+    rules: {
+      'no-restricted-properties': [
+        'error',
+        { object: 'core', property: 'info', message: 'Use info() from report/untrusted.ts (it neutralises foreign text).' },
+        { object: 'process', property: 'stdout', message: 'Write through report/untrusted.ts.' },
+        { object: 'console', property: 'log', message: 'Use info() from report/untrusted.ts.' }
+      ]
+    }
+  },
+  {
     files: ['__tests__/**/*.ts'],
     rules: { '@typescript-eslint/no-require-imports': 'off', '@typescript-eslint/no-explicit-any': 'off' }
   }

@@ -16,6 +16,7 @@ import { makePlan, Plan } from './plan'
 import { ClosureEntry } from './report/diff'
 import { formatBytes } from './report/format'
 import { DeployReport } from './report/report'
+import { info } from './report/untrusted'
 import { HostAddress, isValidUser, parseHostAddress } from './ssh/address'
 
 /** The post step's state key for the store cache to save. */
@@ -161,7 +162,7 @@ async function evaluateMachines(
   const evaluations = await evaluateSource(inputs, nix, tempDir).finally(() => core.endGroup())
   const multi = evaluations.length > 1
   return evaluations.map(e => {
-    core.info(`${e.name ? `${e.name}: ` : ''}${e.outPath} (${e.hostSystem})`)
+    info(`${e.name ? `${e.name}: ` : ''}${e.outPath} (${e.hostSystem})`)
     const hostReport: DeployReport = multi ? { timings: [], warnings: [], flake: report.flake } : report
     for (const option of e.ignored) {
       const w = `${e.name}: ${option} is ignored: nix-deploy-action deploys over SSH to deployment.targetHost, and keeps no NixOps state`
@@ -195,7 +196,7 @@ async function buildAll(
     const binfmt = await ensureBinfmt(buildSystem, inputs.binfmt)
     report.binfmt =
       binfmt.how === 'native' ? 'native' : binfmt.how === 'not-available' ? 'no emulation' : 'QEMU binfmt'
-    core.info(binfmt.detail)
+    info(binfmt.detail)
     if (store?.trusted === false && binfmt.nixSettings.some(([k]) => k === 'extra-platforms')) {
       const err = untrustedEmulationError(buildSystem, store, await nix.configuredPlatforms(), runnerUser())
       if (err) throw err
@@ -236,9 +237,9 @@ async function daemonTrust(nix: RunnerNix, report: DeployReport): Promise<StoreI
   if (process.getuid?.() === 0) return undefined
   const asked = await nix.storeInfo()
   if (!asked) return undefined
-  const { info, ignored } = asked
-  core.info(
-    `Runner Nix: store ${info.url}${info.version ? ` (Nix ${info.version})` : ''}${info.trusted === undefined ? '' : info.trusted ? ', this user trusted' : ', this user not trusted'}`
+  const { info: store, ignored } = asked
+  info(
+    `Runner Nix: store ${store.url}${store.version ? ` (Nix ${store.version})` : ''}${store.trusted === undefined ? '' : store.trusted ? ', this user trusted' : ', this user not trusted'}`
   )
   const named = [
     ...ignored.settings.map(s => `nix-options ${s}`),
@@ -249,7 +250,7 @@ async function daemonTrust(nix: RunnerNix, report: DeployReport): Promise<StoreI
     report.warnings.push(w)
     core.warning(w)
   }
-  return info
+  return store
 }
 
 function runnerUser(): string {
@@ -272,7 +273,7 @@ async function listClosure(
   m.report.builtDerivations = builtDerivations
   m.report.cache = report.cache
   m.report.binfmt = report.binfmt
-  core.info(
+  info(
     `Built ${m.evaluation.name ? `${m.evaluation.name}: ` : ''}${m.evaluation.outPath}: closure ${formatBytes(m.report.closureSize)} in ${closure.length} paths`
   )
   const boot = await readBootIdentity(m.evaluation.outPath)

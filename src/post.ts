@@ -6,6 +6,7 @@ import { PendingSave, saveStore } from './cache/store-cache'
 import { formatBytes } from './report/format'
 import { STATE_CACHE, STATE_TEMP_DIR } from './main'
 import { RunnerNix } from './nix/nix'
+import { info } from './report/untrusted'
 
 /** Saves the store cache the main step prepared (it records nothing when nothing new was built). */
 async function saveStoreCache(): Promise<void> {
@@ -17,7 +18,7 @@ async function saveStoreCache(): Promise<void> {
   const line = r.saved
     ? `Store cache saved as ${s.key}: ${r.paths} paths, ${formatBytes(r.bytes ?? 0)}, in ${(r.ms / 1000).toFixed(1)} s`
     : `Store cache not saved: ${r.reason}`
-  if (r.saved) core.info(line)
+  if (r.saved) info(line)
   else core.warning(line)
   await core.summary
     .addRaw(`\n${line.replace(/[<>&]/g, c => `&#${c.charCodeAt(0)};`)}\n`)
@@ -43,5 +44,5 @@ export async function post(): Promise<void> {
     return
   }
   await fs.rm(resolved, { recursive: true, force: true })
-  core.info(`Removed ${resolved}`)
+  info(`Removed ${resolved}`)
 }

@@ -313,13 +313,15 @@ function unescapeCommandData(v: string): string {
  * every line is plain text, an `::add-mask::` there included (it registers nothing, and is shown);
  * a shown line has every mask registered so far replaced by ***.
  */
-export function runnerView(log: string): { shown: string[]; masks: string[] } {
+export function runnerView(log: string): { shown: string[]; masks: string[]; commands: string[] } {
   const masks: string[] = []
   const shown: string[] = []
+  const commands: string[] = []
   let stopToken: string | undefined
   const mask = (line: string): string =>
     masks.reduce((l, m) => (m.length > 0 ? l.split(m).join('***') : l), line)
-  for (const line of log.split('\n')) {
+  // Lines as the runner reads them (.NET's ReadLine): a bare \r ends one too.
+  for (const line of log.split(/\r\n|\r|\n/)) {
     if (stopToken !== undefined) {
       if (line.trim() === `::${stopToken}::`) stopToken = undefined
       else shown.push(mask(line))
@@ -331,6 +333,7 @@ export function runnerView(log: string): { shown: string[]; masks: string[] } {
       continue
     }
     const add = /^::add-mask::(.*)$/.exec(line)
+    if (/^\s*::/.test(line)) commands.push(line.trim())
     if (add) {
       const value = unescapeCommandData(add[1])
       masks.push(value)
@@ -341,7 +344,7 @@ export function runnerView(log: string): { shown: string[]; masks: string[] } {
     const cmd = /^::[a-z-]+(?: [^:]*)?::(.*)$/.exec(line)
     shown.push(mask(cmd ? unescapeCommandData(cmd[1]) : line))
   }
-  return { shown, masks }
+  return { shown, masks, commands }
 }
 
 /** The lines of a secret worth looking for (long enough to be the secret, not key file framing). */

@@ -1,5 +1,5 @@
 import { runnerView } from '../e2e/harness'
-import { machineLog, printUntrusted } from '../../src/report/untrusted'
+import { info, machineLog, neutralise, printUntrusted } from '../../src/report/untrusted'
 import { childEnv, forgetSecretInputs, isPrivateVariable } from '../../src/secrets'
 import { TailBuffer } from '../../src/tail-buffer'
 
@@ -33,6 +33,31 @@ describe("the test harness's model of the runner (what it shows of a step's outp
   it('a multi-line mask (escaped) masks each of its lines', () => {
     const v = runnerView('::add-mask::line-one-aaaa%0Aline-two-bbbb\nx line-two-bbbb\n')
     expect(v.shown[0]).toBe('x ***')
+  })
+})
+
+describe('the one printer of log lines (report/untrusted.ts)', () => {
+  const hostile = 'held by a run\r::error title=pwned::boom\r::add-mask::deploy\x1b[2K\x00'
+  it('neutralises a bare \\r and every other control character but tab and newline', () => {
+    expect(neutralise('a\rb\r\nc\td\x1be\x00f\x7f')).toBe('a\\x0db\nc\td\\x1be\\x00f\\x7f')
+  })
+  it("a target's text with \\r::error or ::add-mask:: is shown, never obeyed (info, a machine's log, untrusted blocks)", () => {
+    for (const print of [
+      () => info(`Waiting for the deploy lock, held by ${hostile}`),
+      () => info(hostile),
+      () => info(`first line\n::warning::${hostile}`),
+      () => machineLog('pi3', true).info(hostile),
+      () => machineLog('', false).info(hostile),
+      () => printUntrusted(`${hostile}\n::warning::x\n`)
+    ]) {
+      const v = runnerView(captureStdout(print))
+      expect(v.masks).toEqual([])
+      expect(v.commands.filter(c => !/^::(stop-commands::|[0-9a-f]{32}::$)/.test(c))).toEqual([])
+      expect(v.shown.join('\n')).toMatch(/error title=pwned::boom/)
+    }
+  })
+  it('text of our own is written as it is', () => {
+    expect(captureStdout(() => info('Deploying to root@pi: 3 paths'))).toBe('Deploying to root@pi: 3 paths\n')
   })
 })
 

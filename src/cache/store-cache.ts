@@ -7,6 +7,7 @@ import { RunnerNix } from '../nix/nix'
 import { randomBytes } from 'crypto'
 import { Inputs } from '../inputs'
 import { DeployReport } from '../report/report'
+import { info } from '../report/untrusted'
 import { runCommand, tail } from '../run-command'
 import { cacheKeys, CacheKeys, inputsHash } from './keys'
 
@@ -128,7 +129,7 @@ async function restoreInto(
       return { hit: false, matchedKey, paths: 0, bytes, ms: Date.now() - started }
     }
   }
-  core.info(`Restored ${paths.length} store paths (${formatBytes(bytes)}) from cache ${matchedKey}`)
+  info(`Restored ${paths.length} store paths (${formatBytes(bytes)}) from cache ${matchedKey}`)
   return { hit: true, matchedKey, paths: paths.length, bytes, ms: Date.now() - started }
 }
 

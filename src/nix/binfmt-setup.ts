@@ -3,6 +3,7 @@ import { existsSync, promises as fs } from 'fs'
 import * as path from 'path'
 import { ActionError } from '../errors'
 import { BinfmtSetting } from '../inputs'
+import { info } from '../report/untrusted'
 import { runCommand } from '../run-command'
 import {
   BinfmtEntry,
@@ -95,7 +96,7 @@ export async function ensureBinfmt(system: string, setting: BinfmtSetting): Prom
     )
   let interpreter = findInterpreter(arch)
   if (!interpreter && existsSync('/usr/bin/apt-get')) {
-    core.info(`Installing qemu-user-static for ${system} emulation`)
+    info(`Installing qemu-user-static for ${system} emulation`)
     await asRoot('apt-get', ['install', '-y', '-q', 'qemu-user-static'])
     interpreter = findInterpreter(arch)
   }

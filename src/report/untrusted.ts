@@ -16,10 +16,38 @@ import { randomBytes } from 'crypto'
  */
 export function printUntrusted(text: string, prefix = ''): void {
   if (text === '') return
-  const body = text.endsWith('\n') ? text.slice(0, -1) : text
+  // A progress line's bare \r becomes a line end; every other control character is shown escaped.
+  const plain = neutralise(text.replace(/\r(?!\n)/g, '\n'))
+  const body = plain.endsWith('\n') ? plain.slice(0, -1) : plain
   const lines = prefix ? body.replace(/^/gm, prefix) : body
   const token = randomBytes(16).toString('hex')
   process.stdout.write(`::stop-commands::${token}\n${lines}\n::${token}::\n`)
+}
+
+/**
+ * Every control character but tab and newline shown as an escape (`\x0d`): the runner reads the
+ * step's output with .NET's ReadLine, which also ends a line at a bare \r, so a \r in text from a
+ * target (a lock holder's description, an error's stderr) would start a line of its own, and a
+ * line that starts with `::` is a workflow command.
+ */
+// Control characters are what it looks for.
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x08\x0b-\x1f\x7f]/g
+export function neutralise(text: string): string {
+  return text
+    .replace(/\r\n/g, '\n')
+    .replace(CONTROL, c => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
+}
+
+/**
+ * The one printer of plain log lines (core.info writes its text as it is, so it is called here only).
+ * Control characters are neutralised; a message in which some line would still be read as a
+ * workflow command (text from elsewhere that starts with `::`) is printed with commands off.
+ */
+export function info(message: string): void {
+  const shown = neutralise(message)
+  if (/(^|\n)[ \t]*::/.test(shown)) printUntrusted(shown)
+  else core.info(shown)
 }
 
 /**
@@ -42,7 +70,7 @@ export function machineLog(name: string, several: boolean): Log {
   if (!several || !name)
     return {
       prefix: '',
-      info: m => core.info(m),
+      info: m => info(m),
       warning: m => core.warning(m),
       untrusted: t => printUntrusted(t),
       group: async (title, fn) => {
@@ -57,11 +85,11 @@ export function machineLog(name: string, several: boolean): Log {
   const prefix = `[${name}] `
   return {
     prefix,
-    info: m => core.info(m.replace(/^/gm, prefix)),
+    info: m => info(m.replace(/^/gm, prefix)),
     warning: m => core.warning(`${prefix}${m}`),
     untrusted: t => printUntrusted(t, prefix),
     group: async (title, fn) => {
-      core.info(`${prefix}── ${title}`)
+      info(`${prefix}── ${title}`)
       return fn()
     }
   }
