@@ -186,10 +186,18 @@ function parseNixOptions(text: string, problems: string[]): Array<[string, strin
     if (line === '' || line.startsWith('#')) return
     const m = /^([A-Za-z][A-Za-z0-9-]*)\s*=\s*(.*)$/.exec(line)
     if (!m) problems.push(`nix-options line ${i + 1}: expected "name = value", got ${JSON.stringify(line)}`)
+    else if (SECRET_NIX_SETTINGS.has(m[1].replace(/^extra-/, '')))
+      // Its value is not echoed: the line is a secret in the wrong place.
+      problems.push(
+        `nix-options line ${i + 1}: ${m[1]} holds a secret, and nix-options go onto the nix command line (visible to every process on the runner) and into the post step's state. Pass a GitHub token as github-token instead (masked, handed to Nix outside its argv), and rotate the token you put here`
+      )
     else options.push([m[1], m[2]])
   })
   return options
 }
+
+/** Nix settings whose values are secrets (as in `extra-access-tokens` too): refused in nix-options. */
+const SECRET_NIX_SETTINGS = new Set(['access-tokens'])
 
 function checkKey(name: string, key: PrivateKey, problems: string[]): void {
   // ssh2's own parser: the same code that will use the key, so what passes here connects later.

@@ -185,6 +185,22 @@ describe('readInputs', () => {
   })
 })
 
+describe('nix-options', () => {
+  it('refuses a secret setting (access-tokens, extra-access-tokens) without echoing its value, pointing to github-token', () => {
+    for (const name of ['access-tokens', 'extra-access-tokens']) {
+      const found = problems({
+        ...base,
+        'nix-options': `substituters =\n${name} = github.com=ghp_s3cr3tvalue`
+      })
+      expect(found).toEqual([
+        expect.stringMatching(new RegExp(`^nix-options line 2: ${name} holds a secret.*github-token`))
+      ])
+      expect(found.join('\n')).not.toContain('ghp_s3cr3tvalue')
+    }
+    expect(inputs({ ...base, 'nix-options': 'substituters =' }).nixOptions).toEqual([['substituters', '']])
+  })
+})
+
 describe('safety inputs', () => {
   it('requires reboot-timeout to exceed connect-timeout when a reboot may happen', () => {
     expect(problems({ ...base, reboot: 'auto', 'reboot-timeout': '20', 'connect-timeout': '30' })).toEqual([
