@@ -354,26 +354,35 @@ function connectClient(ep: Endpoint, opts: ConnectOptions, sock?: NodeJS.Readabl
   })
 }
 
-function forwardThrough(
-  jump: Client,
+/**
+ * A channel the jump host forwards to the target. One that opens only after the time limit is
+ * closed at once: on a fleet's shared jump connection each would otherwise keep a connection from
+ * the jump host to the target open for the rest of the run.
+ */
+export function forwardThrough(
+  jump: Pick<Client, 'forwardOut'>,
   jumpEp: Endpoint,
   target: Endpoint,
   timeoutMs: number
 ): Promise<ClientChannel> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () =>
-        reject(
-          new ActionError(
-            `${jumpEp.label} could not reach ${target.label} within the connect timeout`,
-            'Check the target address as the jump host sees it (it is dialled from the jump host), and that the target is up.',
-            'connect'
-          )
-        ),
-      timeoutMs
-    )
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      reject(
+        new ActionError(
+          `${jumpEp.label} could not reach ${target.label} within the connect timeout`,
+          'Check the target address as the jump host sees it (it is dialled from the jump host), and that the target is up.',
+          'connect'
+        )
+      )
+    }, timeoutMs)
     jump.forwardOut('127.0.0.1', 0, target.host, target.port, (err, channel) => {
       clearTimeout(timer)
+      if (timedOut) {
+        if (!err) channel.close()
+        return
+      }
       if (err)
         reject(
           new ActionError(
@@ -383,7 +392,7 @@ function forwardThrough(
           )
         )
       else {
-        promptAcks.get(jump)?.addTunnel(channel)
+        promptAcks.get(jump as Client)?.addTunnel(channel)
         resolve(channel)
       }
     })
