@@ -412,9 +412,10 @@ export async function deployed(config: string, extra: Record<string, string> = {
 /** Runs a command on a Pi (default the first) over SSH (OpenSSH through the jump host), returning stdout. */
 export function onPi(command: string, pi: PiName | 'bpi' = MAIN_PI): string {
   const t = testbed()
+  // A generous limit: only a hang fails here (a loaded 2-core machine can take seconds per login).
   return execFileSync('ssh', ['-F', t.TESTBED_SSH_CONFIG, pi, command], {
     encoding: 'utf8',
-    timeout: 30_000
+    timeout: 90_000
   }).trim()
 }
 

@@ -39,7 +39,18 @@ async function rebootSpi(): Promise<void> {
     }
   }
   expect(now).not.toBe(before)
-  piExec(['sh', '-c', 'systemctl is-system-running --wait || true'], 'spi')
+  // Until its boot has finished (running or degraded). Right after the boot id changed, systemctl
+  // may not reach the new boot's bus yet ("Failed to connect to system scope bus"): ask again.
+  let state = ''
+  for (let i = 0; i < 120 && !['running', 'degraded'].includes(state); i++) {
+    try {
+      state = piExec(['sh', '-c', 'systemctl is-system-running --wait 2>/dev/null || true'], 'spi')
+    } catch {
+      state = '' // its container between two boots
+    }
+    if (!['running', 'degraded'].includes(state)) await sleep(500)
+  }
+  expect(['running', 'degraded']).toContain(state)
 }
 
 /**
