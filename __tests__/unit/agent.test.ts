@@ -1,3 +1,4 @@
+import { ROLLBACK_MIN_SECONDS } from '../../src/deploy/activate'
 import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
@@ -43,7 +44,7 @@ interface World {
   run: (opts: Record<string, string>, env?: Record<string, string>) => { outcome: string; log: string }
 }
 
-function world(systems: string[], failing: string[] = []): World {
+function world(systems: string[], failing: string[] = [], slow: Record<string, number> = {}): World {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-agent-'))
   const bin = path.join(root, 'bin')
   fs.mkdirSync(bin)
@@ -58,7 +59,7 @@ function world(systems: string[], failing: string[] = []): World {
     const fail = failing.includes(name) ? `echo "${name}: fails on purpose" >&2; exit 1` : ''
     fs.writeFileSync(
       path.join(dir, 'bin', 'switch-to-configuration'),
-      `#!/bin/sh\necho "${name} $1" >>${callsFile}\n${fail}\ncase $1 in switch|test) ln -sfn ${dir} ${current} ;; esac\n`,
+      `#!/bin/sh\necho "${name} $1" >>${callsFile}\n${slow[name] ? `sleep ${slow[name]}` : ''}\n${fail}\ncase $1 in switch|test) ln -sfn ${dir} ${current} ;; esac\n`,
       { mode: 0o755 }
     )
   }
@@ -211,6 +212,17 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
     expect(w.calls()).toEqual([])
   })
 
+  it('an activation past activation-timeout is rolled back even when the old system takes longer than that to switch back', () => {
+    const w = world(['old', 'new'], [], { new: 30, old: 3 })
+    installed(w, 'old')
+    const r = w.run({ ...deploy(w, 'new'), '--activation-timeout': '1' })
+    expect(r.log).toMatch(/activation did not finish within 1 s/)
+    expect(r.outcome).toBe('rolled-back')
+    expect(fs.realpathSync(w.current)).toBe(w.sys('old'))
+  })
+  it("its rollback floor is the runner's (ROLLBACK_MIN_SECONDS)", () => {
+    expect(AGENT_SCRIPT).toContain(`ROLLBACK_MIN_SECONDS=${ROLLBACK_MIN_SECONDS}\n`)
+  })
   it('rollback-failed: the old system fails to re-activate too', () => {
     const w = world(['old', 'new'], ['new', 'old'])
     installed(w, 'old')

@@ -126,8 +126,12 @@ function newAgentDir(): string {
 
 /** Long enough for an agent's own rollback (two activations) after it decides. */
 function rollbackAllowanceMs(settings: ActivationSettings): number {
-  return (2 * settings.activationTimeoutSeconds + 60) * 1000
+  // Its two switches (re-activation, boot entry), each given at least ROLLBACK_MIN_SECONDS (agent.sh).
+  return (2 * Math.max(settings.activationTimeoutSeconds, ROLLBACK_MIN_SECONDS) + 60) * 1000
 }
+
+/** agent.sh's ROLLBACK_MIN_SECONDS: a unit test checks they agree. */
+export const ROLLBACK_MIN_SECONDS = 120
 
 /** How long the agent waits for a decision: confirm-timeout (magic rollback), or long enough for the checks. */
 function agentWaitSeconds(s: ActivationSettings): number {

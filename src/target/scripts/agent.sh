@@ -139,9 +139,13 @@ created_gen='' created_new=0
 # generation is gone, the profile set to its store path), the generation this deploy made deleted
 # (only one it made: nix-env --set reuses the newest generation when that already holds the system),
 # the previously running system re-activated (as "test" when it was itself a test deploy, so it does
-# not become the boot default), and the boot entry restored.
+# not become the boot default), and the boot entry restored. Each of its switches may take
+# ROLLBACK_MIN_SECONDS, or activation-timeout when that is longer: a short limit meant for the new
+# system must not cut off the way back to the old one.
+ROLLBACK_MIN_SECONDS=120
 rollback() {
   ok=0
+  [ "$activation_timeout" -ge "$ROLLBACK_MIN_SECONDS" ] || activation_timeout=$ROLLBACK_MIN_SECONDS
   if [ "$sets_profile" = 1 ] && [ -n "$created_gen" ]; then
     if [ -n "$prev_gen" ] && [ "$prev_gen" != "$created_gen" ]; then
       if ! nix-env -p "$P" --switch-generation "$prev_gen"; then
