@@ -1,6 +1,6 @@
 import { RolledBackError } from '../../src/deploy/activate'
 import { DeployJob, deployToTarget, Timed } from '../../src/deploy/deploy'
-import { DeployMode } from '../../src/deploy/goal'
+import { DeployMode, goalOf } from '../../src/deploy/goal'
 import { ActionError } from '../../src/errors'
 import { BootTrialRecord } from '../../src/target/target'
 import { FakeTarget, fakeCopy, fakeJob, storePath } from './fake-target'
@@ -539,6 +539,12 @@ describe('the deploy sequence over a Target', () => {
           expect(t.calls).not.toContain('reboot on trial')
           expect(t.current).toBe(NEW)
           expect(t.trial).toBeUndefined()
+        })
+        it('is left alone by a dry run (it changes nothing, and holds no lock)', async () => {
+          const t = await cancelledAfterReboot()
+          await deploy(t, trialJob({ goal: goalOf('dry-activate') }))
+          expect(t.trialVerdicts).toEqual([])
+          expect(t.trial).toBeDefined()
         })
         it('whose check fails: rejected, back on the previous system, rolled back', async () => {
           const t = await cancelledAfterReboot()

@@ -137,7 +137,8 @@ class DeployRun {
       this.surveyUnderLock(keys.length === 0 && rebootWhen === 'never')
     )
     const before = this.preflight(survey)
-    const earlier = before.trial
+    // Only a run that changes the target (and holds its lock) settles an earlier run's trial.
+    const earlier = job.goal.locks ? before.trial : undefined
     if (earlier && earlier.system === job.built.toplevel && before.booted?.system === earlier.system)
       await timed('verify', () => this.settleEarlierTrial(before, earlier, keys))
     const reboots = rebootsFor(job.goal, rebootWhen, this.result.needsReboot)
