@@ -26,26 +26,23 @@ describeE2E(
       stop: () => { leaks: string[]; nixSeen: number }
       actionPid: (pid: number) => void
     } {
-      const leaks = new Map<number, string>()
+      const leaks = new Map<number, { argv: string; ppid: number }>()
       const nixSeen = new Set<number>()
       let own = -1
+      let ownArgv = ''
       const scan = (): void => {
         for (const pid of fs.readdirSync('/proc').filter(p => /^\d+$/.test(p))) {
           if (Number(pid) === own || Number(pid) === process.pid) continue
           try {
-            // This test's own child is the action (started with its inputs, as the runner does):
-            // told apart by its parent, so that a scan before its first output does not count it.
             const ppid = Number(
               fs
                 .readFileSync(`/proc/${pid}/stat`, 'utf8')
                 .replace(/^.*\) /s, '')
                 .split(' ')[1]
             )
-            if (ppid === process.pid) continue
             const env = fs.readFileSync(`/proc/${pid}/environ`, 'utf8')
             const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8')
-            if (env.includes(secret) || argv.includes(secret))
-              leaks.set(Number(pid), argv.replace(/\0/g, ' ').slice(0, 80))
+            if (env.includes(secret) || argv.includes(secret)) leaks.set(Number(pid), { argv, ppid })
             if (env.includes('NIX_USER_CONF_FILES=/dev/fd/3')) nixSeen.add(Number(pid))
           } catch {
             // gone, or not ours to read
@@ -54,12 +51,21 @@ describeE2E(
       }
       const timer = setInterval(scan, 20)
       return {
-        actionPid: pid => (own = pid),
+        actionPid: pid => {
+          own = pid
+          ownArgv ||= fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+        },
         stop: () => {
           clearInterval(timer)
-          // The action's own process is started with its inputs (as the runner does): not another process.
+          // Not leaks: the action's own process (started with its inputs, as the runner does: this
+          // test's child, seen before its first output too), and a child it forked that had not yet
+          // exec'd its program (its argv still the action's, or empty, its environment a copy).
+          const notLeak = (pid: number, l: { argv: string; ppid: number }): boolean =>
+            pid === own || l.ppid === process.pid || (l.ppid === own && (l.argv === ownArgv || l.argv === ''))
           return {
-            leaks: [...leaks].filter(([pid]) => pid !== own).map(([pid, l]) => `${pid}: ${l}`),
+            leaks: [...leaks]
+              .filter(([pid, l]) => !notLeak(pid, l))
+              .map(([pid, l]) => `${pid} (parent ${l.ppid}): ${l.argv.replace(/\0/g, ' ').slice(0, 80)}`),
             nixSeen: nixSeen.size
           }
         }
