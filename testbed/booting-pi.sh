@@ -35,9 +35,9 @@ pi_ssh() { ssh -F "$TESTBED/ssh_config" -o ConnectTimeout=5 bpi "$@"; }
 
 # The kernel and initrd by hash for the fixture (lib.nix's bpiBoot): Nix copies them into the store.
 # Each under a name of its hash: Nix caches what a URL gave for an hour, so a URL names one content.
+# usage: fixture_boot_files VARS   (what booting-pi-image.sh printed)
 fixture_boot_files() {
-  local vars f h file
-  vars=$("$here/booting-pi-image.sh")
+  local vars=$1 f h file
   mkdir -p "$d/boot-files"
   echo '{' >"$TESTBED/fixture/bpi-boot.nix"
   for f in kernel initrd; do
@@ -55,7 +55,7 @@ base_disk() {
   local vars rootfs attr gen0 stamp staging
   vars=$("$here/booting-pi-image.sh")
   rootfs=$(sed -n 's/^rootfs=//p' <<<"$vars")
-  fixture_boot_files
+  fixture_boot_files "$vars"
   attr="path:$TESTBED/fixture#nixosConfigurations.bpi-gen0.config.system.build.toplevel"
   nixx build --no-link "$attr"
   gen0=$(nixx eval --raw "$attr.outPath")

@@ -72,6 +72,8 @@ export function describeE2E(name: string, fn: () => void): void {
  * spi and spi2 boot systemd as PID 1 in a container each (testbed/systemd-pi.sh).
  */
 export type PiName = 'pi' | 'pi2' | 'spi' | 'spi2'
+/** A Pi of PIS, or the booting Pi (testbed/booting-pi.sh: powered on by its own suite only). */
+export type AnyPi = PiName | 'bpi'
 export const PIS: PiName[] = ['pi', 'pi2', 'spi', 'spi2']
 /**
  * The Pi a test deploys to and inspects when it names none: pi (no init system: the agent's setsid
@@ -93,7 +95,7 @@ export function modernNixUser(name: 'nda-runner' | 'nda-untrusted' = 'nda-runner
   const id = (flag: string): number => Number(execFileSync('id', [flag, name], { encoding: 'utf8' }).trim())
   return { uid: id('-u'), gid: id('-g'), home: path.join(testbed().TESTBED_MODERN_NIX, 'home', name) }
 }
-const piScript = (pi: PiName | 'bpi'): string =>
+const piScript = (pi: AnyPi): string =>
   path.join(
     ROOT,
     'testbed',
@@ -410,7 +412,7 @@ export async function deployed(config: string, extra: Record<string, string> = {
 }
 
 /** Runs a command on a Pi (default the first) over SSH (OpenSSH through the jump host), returning stdout. */
-export function onPi(command: string, pi: PiName | 'bpi' = MAIN_PI): string {
+export function onPi(command: string, pi: AnyPi = MAIN_PI): string {
   const t = testbed()
   // A generous limit: only a hang fails here (a loaded 2-core machine can take seconds per login).
   return execFileSync('ssh', ['-F', t.TESTBED_SSH_CONFIG, pi, command], {
@@ -428,7 +430,7 @@ export interface PiState {
 }
 
 /** A Pi's deploy-relevant state: running system, profile, boot entry and generation links. */
-export function piState(pi: PiName | 'bpi' = MAIN_PI): PiState {
+export function piState(pi: AnyPi = MAIN_PI): PiState {
   const [current, profile, profileLink, bootDefault, gens] = onPi(
     'readlink -f /run/current-system; readlink -f /nix/var/nix/profiles/system; readlink /nix/var/nix/profiles/system; cat /nix/var/nix-fixture/boot-default 2>/dev/null || echo none; ls /nix/var/nix/profiles | grep "^system-" | tr "\\n" " "',
     pi
@@ -448,7 +450,7 @@ export function installedState(gen0: string): Partial<PiState> {
 }
 
 /** Wipes a Pi (default the first) and brings it back with fixture generation 0 only. */
-export function resetPi(pi: PiName | 'bpi' = MAIN_PI): void {
+export function resetPi(pi: AnyPi = MAIN_PI): void {
   execFileSync('bash', [piScript(pi), 'reset'], {
     env: { ...process.env, PI: pi },
     stdio: 'pipe'

@@ -13,8 +13,8 @@
 #                              uptime is below WINDOW: a reboot on trial keeps the lock until the
 #                              trial ends. With lock_trial_system set (the run's system), acquire
 #                              takes such a lock over when the pending trial is of that system and
-#                              it is what booted: "acquired" then "took-over-trial" (the run
-#                              settles the trial: a re-run after a cancelled one)
+#                              it is what booted (the run settles the trial: a re-run after a
+#                              cancelled one, which sees the trial in the target's state)
 #   `EXPIRY`                   an older action's, in epoch seconds: honoured by the wall clock, but
 #                              never for more than an hour (after a reboot a Pi without RTC may
 #                              start its clock far in the past)
@@ -67,9 +67,10 @@ lock_op() (
   elif [ $# = 1 ]; then
     case $1 in *[!0-9]*|'') ;; *) left=$(($1 - $(date +%s))); [ "$left" -le 3600 ] || left=-1 ;; esac
   fi
+  # write_owner DESCRIPTION [LEASE_LINE]: this run's lease (v2 by default), replaced in one rename.
   write_owner() {
     mkdir -p "$lock_dir" &&
-      printf '%s\nv2 %s %s\n%s\n' "$lock_id" "$boot" "$((now + lease))" "$1" >"$lock_dir/owner.tmp" &&
+      printf '%s\n%s\n%s\n' "$lock_id" "${2:-v2 $boot $((now + lease))}" "$1" >"$lock_dir/owner.tmp" &&
       mv -f "$lock_dir/owner.tmp" "$lock_dir/owner"
   }
   case $verb in
@@ -77,7 +78,7 @@ lock_op() (
       if [ "$owner" = "$lock_id" ] || [ -z "$owner" ] || [ "$left" -lt 0 ]; then
         write_owner "$lock_desc" && echo acquired
       elif [ "$kind" = boot-trial ] && [ -n "${lock_trial_system:-}" ] && [ "$(trial_booted)" = "$lock_trial_system" ]; then
-        write_owner "$lock_desc" && printf 'acquired\ntook-over-trial\n'
+        write_owner "$lock_desc" && echo acquired
       else
         printf 'held\n%s\n%s\n%s\n%s\n' "$owner" "$left" "$desc" "$kind"
       fi ;;
@@ -85,9 +86,7 @@ lock_op() (
       if [ "$owner" = "$lock_id" ]; then write_owner "$desc" && echo renewed; else echo lost; fi ;;
     hold-through-boot)
       if [ "$owner" = "$lock_id" ]; then
-        mkdir -p "$lock_dir" &&
-          printf '%s\nv3 %s %s %s\n%s\n' "$lock_id" "$boot" "$((now + lease))" "$lock_window" "$desc" >"$lock_dir/owner.tmp" &&
-          mv -f "$lock_dir/owner.tmp" "$lock_dir/owner" && echo held-through-boot
+        write_owner "$desc" "v3 $boot $((now + lease)) $lock_window" && echo held-through-boot
       else echo lost; fi ;;
     release)
       if [ "$owner" = "$lock_id" ]; then rm -f "$lock_dir/owner"; rmdir "$lock_dir" 2>/dev/null; echo released; else echo not-held; fi ;;

@@ -1,7 +1,7 @@
 # Everything the deploy must know from the target before copying, as one SSH command (every command
 # costs a session, a shell start and a round trip through the jump host; the answers are small):
-#   --lock--   first, the deploy lock (lock.sh): "acquired" (and "took-over-trial" when it was held
-#              for a boot trial of TOPLEVEL, booted and pending), or "held" and its holder, and then
+#   --lock--   first, the deploy lock (lock.sh): "acquired" (also when it was held for a boot trial
+#              of TOPLEVEL, booted and pending: taken over), or "held" and its holder, and then
 #              nothing else: the state must be read under the lock, or a run that waited would
 #              decide (and roll back to) what another run has since replaced.
 #   --state--  what it runs and has (probe.sh)
@@ -25,7 +25,7 @@ if [ -n "$lock_dir" ]; then
   lock_trial_system=$top
   answer=$(lock_op acquire) || exit 5
   printf '%s\n' "$answer"
-  case $answer in acquired*) ;; *) exit 0 ;; esac
+  [ "$answer" = acquired ] || exit 0
 fi
 echo '--state--'
 probe_state
