@@ -96,7 +96,8 @@ else
   say "booted $new: waiting up to $login s for the deploy to log in"
   phase=login
   if wait_gone "$trial" "$login"; then
-    [ -e "$reached" ] || confirmed
+    # Logged in and already confirmed (fast checks) between two looks: both steps were seen at once.
+    [ -e "$reached" ] || { say "the deploy logged in"; confirmed; }
     phase=confirm
   elif ! expire "$trial"; then
     phase=confirm
