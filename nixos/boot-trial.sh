@@ -3,9 +3,10 @@
 #
 # A new system that boots but cannot be reached (sshd broken, the network down) must not strand a
 # machine nobody can reach by hand. extlinux, a Raspberry Pi's boot loader, has no one-shot boot
-# entry, so the action makes the new system the default and, in the same command that schedules the
-# reboot, writes a trial record (STATE_DIR/boot-trial): the new system, the system to go back to and
-# the trial's two windows. In the boot that runs the new system this script waits:
+# entry, so the action makes the new system the default (or, with boot-once.sh's U-Boot hook, a
+# one-shot entry while the previous system stays the default) and, in the same command that
+# schedules the reboot, writes a trial record (STATE_DIR/boot-trial): the new system, the system to
+# go back to and the trial's two windows. In the boot that runs the new system this script waits:
 #   1. up to login-seconds (the deploy's reboot-timeout) for the deploy's first login, which renames
 #      the record to boot-trial.reached: a network that comes up slowly (Wi-Fi, a tunnel) is waited
 #      for, not mistaken for a broken system;
@@ -13,13 +14,14 @@
 #      boot-trial.confirmed (its health checks passed), or boot-trial.reject (they failed).
 # Unconfirmed in either window, or rejected, it puts the system profile and the boot entry back on
 # the previous system and reboots into it. A record for another system than the one booted is over
-# (the boot loader fell back, or it is left from an interrupted deploy).
+# (the boot loader fell back, or it is left from an interrupted deploy); a one-shot trial found in
+# a boot of the previous system is settled as fell-back: the new system never reached this script.
 #
 # Each window ends with a rename of the file the deploy renames in the same step (boot-trial, then
 # boot-trial.reached): exactly one of the deploy and this script wins. A record without
 # login-seconds (an action before protocol 2) has one window, confirm-seconds, ended by the
 # deploy's rename of boot-trial to boot-trial.confirmed, as before.
-# Needs: sh, sed, head, readlink, mv, rm, sleep, nix-env and systemctl (or reboot) on PATH.
+# Needs: sh, sed, head, cat, readlink, mv, rm, sleep, flock, nix-env and systemctl (or reboot) on PATH.
 # The environment overrides the paths (the project's unit tests use temporary ones).
 # nix-deploy-action boot trial protocol: 2
 set -u
@@ -46,6 +48,15 @@ store_path() {
   esac
 }
 
+# An absolute path in plain characters, no `..` (the one-shot file).
+plain_path() {
+  case $1 in
+    *..* | *[!A-Za-z0-9+._/-]*) return 1 ;;
+    /?*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
 # A marker left by a trial that went back (it reboots while active) is another boot's.
 rm -f "$active"
 if [ ! -f "$trial" ]; then
@@ -53,14 +64,32 @@ if [ ! -f "$trial" ]; then
   exit 0
 fi
 new=$(field new) prev=$(field previous) gen=$(field previous-generation) secs=$(field confirm-seconds)
-login=$(field login-seconds)
+login=$(field login-seconds) once=$(field once)
 if ! store_path "$new" || ! store_path "$prev" || ! digits "$secs" || { [ -n "$gen" ] && ! digits "$gen"; } ||
-  { [ -n "$login" ] && ! digits "$login"; }; then
+  { [ -n "$login" ] && ! digits "$login"; } || { [ -n "$once" ] && ! plain_path "$once"; }; then
   say "the trial record is not readable: kept as $trial.invalid, nothing done"
   mv -f "$trial" "$trial.invalid"
   exit 1
 fi
 booted=$(readlink -f "$booted_link" 2>/dev/null || true)
+if [ -n "$once" ] && [ "$booted" = "$prev" ]; then
+  # The new system was a one-shot entry (the previous one stayed the default) and this boot is the
+  # previous system's: the new one never got here. Settled as the deploy's `fell-back` step does
+  # (target/scripts/boot-trial.sh in the action), one at a time with it.
+  exec 8>>"$dir/lock.flock" && flock -w 30 8
+  if [ -f "$trial" ]; then
+    if [ -s "$once" ]; then
+      verdict=not-run why="the boot loader did not boot the new system's one-shot entry: its hook left $once as written"
+    else
+      verdict=fell-back why="the new system did not reach user space in its one boot (a kernel panic, an initrd that could not mount its root, or a hang ended by the watchdog): the next boot ran the previous system"
+    fi
+    [ ! -e "$once" ] || : >"$once"
+    echo "$why" >"$dir/boot-trial.rolled-back"
+    { cat "$trial" && echo "verdict=$verdict"; } >"$trial.fell-back.tmp" && mv -f "$trial.fell-back.tmp" "$trial.fell-back" && rm -f "$trial"
+    say "$why"
+  fi
+  exit 0
+fi
 if [ "$booted" != "$new" ]; then
   say "this boot runs ${booted:-no known system}, not the trial's $new: the trial is over"
   mv -f "$trial" "$trial.stale" 2>/dev/null || true

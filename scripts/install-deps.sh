@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 need_pkgs=(nix-bin qemu-user-static binfmt-support openssh-server openssh-client iproute2 zstd xz-utils util-linux procps sudo passwd shellcheck
   systemd-container debootstrap socat openssl
   patchelf bash-static
-  qemu-system-arm qemu-utils u-boot-qemu cpio fdisk)
+  qemu-system-arm qemu-utils u-boot-qemu u-boot-tools libubootenv-tool dosfstools cpio fdisk)
 missing=()
 for p in "${need_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

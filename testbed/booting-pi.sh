@@ -7,8 +7,13 @@
 # behind the jump host only, at 10.99.12.2 (a bridge in the namespace nda-bpi, whose tap is the
 # machine's network card). Under emulation a boot takes tens of seconds to sshd, as a Pi's does.
 #
-# Its disk is a copy-on-write layer over a base image with fixture generation bpi-gen0 installed:
-# a reset forgets everything a test did. Everything it starts is recorded by pid and ended by pid.
+# Its disk, as a Pi's SD card: a FAT partition (the firmware partition; /boot/firmware) and the
+# ext4 root. U-Boot keeps its environment in the machine's second flash bank; it holds the
+# action's one-shot hook (nixos/boot-once.sh, made by uboot-env.sh), which reads and empties
+# nix-deploy-once on the FAT partition, so a new system is booted once (services.nix-deploy-action.
+# bootTrial.bootOnce, written here as the module would). The disk is a copy-on-write layer over a
+# base image with fixture generation bpi-gen0 installed, the flash a copy of its first state: a
+# reset forgets everything a test did. Everything it starts is recorded by pid and ended by pid.
 #   booting-pi.sh image          build the image and base disk if missing (setup.sh; about 9 min
 #                                on a fresh machine, then cached)
 #   booting-pi.sh start          power it on (idempotent) and wait until sshd answers
@@ -59,12 +64,14 @@ base_disk() {
   attr="path:$TESTBED/fixture#nixosConfigurations.bpi-gen0.config.system.build.toplevel"
   nixx build --no-link "$attr"
   gen0=$(nixx eval --raw "$attr.outPath")
-  stamp=$({ echo "$gen0"; cat "$rootfs/../.stamp" "$0" "$here/pi-os.sh" "$k/bpi_host_ed25519.pub" "$TESTBED/pi/authorized_keys"; } | sha256sum | cut -c1-16)
-  if [ "$(cat "$d/base.stamp" 2>/dev/null)" = "$stamp" ] && [ -f "$d/base.img" ]; then return 0; fi
+  stamp=$({ echo "$gen0"; cat "$rootfs/../.stamp" "$0" "$here/pi-os.sh" "$here/uboot-env.sh" "$here/../nixos/boot-once.sh" \
+    "$k/bpi_host_ed25519.pub" "$TESTBED/pi/authorized_keys"; } | sha256sum | cut -c1-16)
+  if [ "$(cat "$d/base.stamp" 2>/dev/null)" = "$stamp" ] && [ -f "$d/base.img" ] && [ -f "$d/uboot-env.base" ]; then return 0; fi
   log "building the base disk (generation 0: $gen0)"
   mkdir -p "$d"
   staging=$d/staging
-  rm -rf "$staging" "$d/base.img" "$d/base.stamp"
+  stop
+  rm -rf "$staging" "$d/base.img" "$d/base.stamp" "$d/uboot-env.base" "$d/disk.qcow2" "$d/uboot-env.img"
   cp -a "$rootfs" "$staging"
   configure "$staging"
   # No first-boot wizard: the machine has its id.
@@ -107,6 +114,11 @@ UNIT
   # The boot partition is the testbed's (the fixture's boot loader writes only to such a /boot).
   mkdir -p "$staging/boot"
   touch "$staging/boot/.nda-testbed-boot"
+  # The firmware partition, mounted as NixOS's SD image has it, and the one-shot boot's file on it
+  # (what nixos/boot-trial.nix writes with bootOnce enabled).
+  mkdir -p "$staging/boot/firmware" "$staging/etc/nix-deploy-action"
+  echo '/dev/vda1 /boot/firmware vfat defaults,nofail 0 2' >>"$staging/etc/fstab"
+  echo /boot/firmware/nix-deploy-once >"$staging/etc/nix-deploy-action/boot-once"
   # Generation 0, as the SD image has it: its closure, the system profile, the boot entry.
   mount -t proc proc "$staging/proc"
   # shellcheck disable=SC2046
@@ -118,14 +130,19 @@ UNIT
     return 1
   fi
   umount "$staging/proc"
-  local part=$d/part.img
-  rm -f "$part"
+  local part=$d/part.img firmware=$d/firmware.img
+  rm -f "$part" "$firmware"
   mkfs.ext4 -q -F -L NIXOS_SD -d "$staging" "$part" 3G
+  truncate -s 64M "$firmware"
+  mkfs.vfat -n FIRMWARE "$firmware" >/dev/null
+  # 1 MiB, the FAT partition (64 MiB), the root (3 GiB, bootable: what U-Boot's scan boots from).
   truncate -s 0 "$d/base.img.tmp"
-  truncate -s $((3 * 1024 + 1))M "$d/base.img.tmp"
-  echo 'start=2048, type=83, bootable' | sfdisk -q "$d/base.img.tmp" >/dev/null
-  dd if="$part" of="$d/base.img.tmp" bs=1M seek=1 conv=sparse,notrunc status=none
-  rm -f "$part"
+  truncate -s $((3 * 1024 + 65))M "$d/base.img.tmp"
+  printf 'start=2048, size=131072, type=c\nstart=133120, type=83, bootable\n' | sfdisk -q "$d/base.img.tmp" >/dev/null
+  dd if="$firmware" of="$d/base.img.tmp" bs=1M seek=1 conv=sparse,notrunc status=none
+  dd if="$part" of="$d/base.img.tmp" bs=1M seek=65 conv=sparse,notrunc status=none
+  rm -f "$part" "$firmware"
+  "$here/uboot-env.sh" "$d/uboot-env.base"
   rm -rf "$staging"
   mv "$d/base.img.tmp" "$d/base.img"
   echo "$stamp" >"$d/base.stamp"
@@ -152,10 +169,11 @@ start() {
   network
   if ! alive; then
     [ -f "$d/disk.qcow2" ] || qemu-img create -q -f qcow2 -b "$d/base.img" -F raw "$d/disk.qcow2"
+    [ -f "$d/uboot-env.img" ] || cp --sparse=always "$d/uboot-env.base" "$d/uboot-env.img"
     : >"$d/console.log"
     # -smp 2, 1 GiB: a Pi 3 has 4 cores and 1 GiB; this machine has 2 cores to emulate them with.
     ip netns exec nda-bpi qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 1024 \
-      -bios /usr/lib/u-boot/qemu_arm64/u-boot.bin \
+      -bios /usr/lib/u-boot/qemu_arm64/u-boot.bin -drive if=pflash,unit=1,format=raw,file="$d/uboot-env.img" \
       -drive if=none,file="$d/disk.qcow2",format=qcow2,id=hd0 -device virtio-blk-pci,drive=hd0 \
       -netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=n0,mac=52:54:00:99:12:02,romfile= \
       -device i6300esb -watchdog-action reset \
@@ -192,7 +210,7 @@ case "${1:-}" in
   image) mkdir -p "$d"; base_disk ;;
   start) start ;;
   stop) stop ;;
-  reset) stop; rm -f "$d/disk.qcow2"; base_disk; start ;;
+  reset) stop; rm -f "$d/disk.qcow2" "$d/uboot-env.img"; base_disk; start ;;
   wait-ssh) wait_ssh "${2:?seconds}" ;;
   boots) grep -c '^U-Boot 20' "$d/console.log" || true ;;
   *) echo "usage: booting-pi.sh image | start | stop | reset | wait-ssh SECS | boots" >&2; exit 2 ;;

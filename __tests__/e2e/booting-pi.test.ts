@@ -1,4 +1,5 @@
 import { execFileSync } from 'child_process'
+import * as fs from 'fs'
 import * as path from 'path'
 import {
   deployInputs,
@@ -50,6 +51,16 @@ async function expectConfirmed(top: string): Promise<void> {
 }
 const lockState = (): string =>
   onPi('test -e /nix/var/nix-deploy-action/lock/owner && echo held || echo free', 'bpi')
+/** The boot loader's one-shot file (the testbed writes /etc/nix-deploy-action/boot-once so). */
+const ONCE_FILE = '/boot/firmware/nix-deploy-once'
+const onceFileBytes = (): number => Number(onPi(`wc -c <${ONCE_FILE}`, 'bpi'))
+/** How many times a kernel panicked on the machine's console since its last power-on. */
+const kernelPanics = (): number =>
+  (
+    fs
+      .readFileSync(path.join(testbed().TESTBED, 'bpi', 'console.log'), 'latin1')
+      .match(/Kernel panic - not syncing/g) ?? []
+  ).length
 /** The fields of the boot trial's record, kept under the name of how it ended (boot-trial.NAME). */
 const trialRecord = (name: string): Record<string, string> =>
   Object.fromEntries(
@@ -64,6 +75,34 @@ describeE2E('a Pi that really reboots: the boot trial through real boots (testbe
   afterAll(() => {
     execFileSync('bash', [path.join(ROOT, 'testbed', 'booting-pi.sh'), 'stop'])
   }, 60_000)
+
+  // First, while the previous system is generation 0: the boot back must reach sshd within this
+  // test's short reboot-timeout (90 s), which a previous system with a slow network would not.
+  it('a new system whose sshd never starts: its trial goes back without hands; the run fails saying so', async () => {
+    const before = piState('bpi')
+    const entryBefore = bootEntry()
+    const bootsBefore = boots()
+    const run = await runAction(bpi('bpi-no-ssh', { reboot: 'auto', 'reboot-timeout': '90' }), {
+      timeoutMs: 600_000
+    })
+    if (run.outputs.result !== 'rolled-back') console.log(run.log.slice(-8000))
+    expect(run.exitCode).not.toBe(0)
+    expect(run.outputs.result).toBe('rolled-back')
+    expect(run.log).toMatch(
+      /::error title=.*booted the new system, but the deploy could not reach it within its boot trial's window \(90 s of its boot\)/
+    )
+    expect(run.summary).toContain('not confirmed, the target went back to its previous system')
+    // Two boots: the new system (unreachable), then the previous one.
+    expect(boots()).toBe(bootsBefore + 2)
+    expect(booted()).toBe(before.current)
+    expect(piState('bpi')).toMatchObject({ current: before.current, profile: before.profile })
+    expect(bootEntry()).toBe(entryBefore)
+    expect(trialFiles()).toBe('boot-trial.expired boot-trial.rolled-back')
+    expect(onPi('cat /nix/var/nix-deploy-action/boot-trial.rolled-back', 'bpi')).toBe(
+      'the deploy did not log in within 90 s'
+    )
+    expect(lockState()).toBe('free')
+  }, 700_000)
 
   it('a new kernel whose network comes up 45 s into its boot: waited for, checked, confirmed; the new system runs and is the default', async () => {
     const top = fixturePath('bpi-slow-network')
@@ -80,7 +119,7 @@ describeE2E('a Pi that really reboots: the boot trial through real boots (testbe
     expect(run.exitCode).toBe(0)
     expect(run.outputs).toMatchObject({ result: 'deployed', 'needs-reboot': 'true' })
     expect(run.summary).toMatch(
-      /\| Reboot \| rebooted into the new system in [0-9.]+ s, checked and confirmed [0-9.]+ s later \(boot trial confirmed\) \|/
+      /\| Reboot \| rebooted into the new system in [0-9.]+ s, checked and confirmed [0-9.]+ s later \(boot trial confirmed; booted once, then made the default\) \|/
     )
     expect(bootId()).not.toBe(idBefore)
     expect(boots()).toBe(bootsBefore + 1)
@@ -92,30 +131,34 @@ describeE2E('a Pi that really reboots: the boot trial through real boots (testbe
     expect(record['login-seconds']).toBe('300')
     expect(Number(record['confirm-seconds'])).toBeGreaterThan(0)
     expect(record.new).toBe(top)
+    // Booted once (nixos/boot-once.sh's U-Boot hook read the entry and emptied its file), the
+    // previous system the default until the confirmation made the new one the default.
+    expect(record.once).toBe(ONCE_FILE)
+    expect(record['new-generation']).toMatch(/^[0-9]+$/)
+    expect(onceFileBytes()).toBe(0)
   }, 700_000)
 
-  it('a new system whose sshd never starts: its trial goes back without hands; the run fails saying so', async () => {
+  it('a new kernel that panics (its initrd cannot mount its root): booted once, then the previous system, still the default, without hands; the run fails saying so', async () => {
     const before = piState('bpi')
     const entryBefore = bootEntry()
     const bootsBefore = boots()
-    const run = await runAction(bpi('bpi-no-ssh', { reboot: 'auto', 'reboot-timeout': '90' }), {
-      timeoutMs: 600_000
-    })
+    const panicsBefore = kernelPanics()
+    const run = await runAction(bpi('bpi-panics', { reboot: 'auto' }), { timeoutMs: 600_000 })
     expect(run.exitCode).not.toBe(0)
     expect(run.outputs.result).toBe('rolled-back')
-    expect(run.log).toMatch(
-      /::error title=.*booted the new system, but the deploy could not reach it within its boot trial's window \(90 s of its boot\)/
-    )
+    expect(run.log).toMatch(/::error title=.*the new system did not reach user space on /)
     expect(run.summary).toContain('not confirmed, the target went back to its previous system')
-    // Two boots: the new system (unreachable), then the previous one.
+    // Two boots: the new system's (its kernel panicked: panic=10 reset the machine), the previous one's.
     expect(boots()).toBe(bootsBefore + 2)
+    expect(kernelPanics()).toBe(panicsBefore + 1)
     expect(booted()).toBe(before.current)
     expect(piState('bpi')).toMatchObject({ current: before.current, profile: before.profile })
     expect(bootEntry()).toBe(entryBefore)
-    expect(trialFiles()).toBe('boot-trial.expired boot-trial.rolled-back')
-    expect(onPi('cat /nix/var/nix-deploy-action/boot-trial.rolled-back', 'bpi')).toBe(
-      'the deploy did not log in within 90 s'
-    )
+    await trialUnitEnded()
+    expect(trialFiles()).toBe('boot-trial.fell-back boot-trial.rolled-back')
+    expect(trialRecord('fell-back')).toMatchObject({ new: fixturePath('bpi-panics'), verdict: 'fell-back' })
+    // U-Boot emptied the one-shot file when it booted the entry: no later boot runs it again.
+    expect(onceFileBytes()).toBe(0)
     expect(lockState()).toBe('free')
   }, 700_000)
 

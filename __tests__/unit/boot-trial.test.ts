@@ -192,8 +192,12 @@ describe('the boot trial on the target (nixos/boot-trial.sh)', () => {
 /** The deploy's half (target/scripts/boot-trial.sh), run on the test's state directory. */
 const DEPLOY_STEPS = path.join(__dirname, '..', '..', 'src', 'target', 'scripts', 'boot-trial.sh')
 const deployStep = (w: World, step: string): string => {
-  const script = fs.readFileSync(DEPLOY_STEPS, 'utf8').replace(/^trial_dir=.*$/m, `trial_dir='${w.state}'`)
-  return spawnSync('sh', ['-c', script, 'sh', step], { encoding: 'utf8' }).stdout.trim()
+  const script = fs
+    .readFileSync(DEPLOY_STEPS, 'utf8')
+    .replace(/^trial_dir=.*$/m, `trial_dir='${w.state}'`)
+    .replace(/^P=.*$/m, `P='${w.env.NDA_SYSTEM_PROFILE}'`)
+    .replace(/^booted_link=.*$/m, `booted_link='${w.env.NDA_BOOTED_SYSTEM}'`)
+  return spawnSync('sh', ['-c', script, 'sh', step], { env: w.env, encoding: 'utf8' }).stdout.trim()
 }
 
 /** The trial running in the background, and a way to wait for what it says. */
@@ -285,5 +289,77 @@ describe('the boot trial, protocol 2: a window for the login, then one for the c
   it('nothing pending: the check-in says none', () => {
     const w = world({ booted: 'new' })
     expect(deployStep(w, 'check-in')).toBe('none')
+  })
+})
+
+describe('a one-shot boot (reboot.sh made the new system an entry booted once; nixos/boot-once.sh)', () => {
+  /** The profile as reboot.sh leaves it: generation 1 (the old system) the default again, 2 the new. */
+  const oneShot = (booted: string, onceText: string, failing?: string[]): { w: World; once: string } => {
+    const w = world({ booted, failing })
+    const profile = w.env.NDA_SYSTEM_PROFILE
+    fs.unlinkSync(profile)
+    fs.symlinkSync('system-1-link', profile)
+    const once = path.join(w.root, 'nix-deploy-once')
+    fs.writeFileSync(once, onceText)
+    w.writeTrial({
+      ...trialOf(w, '3600'),
+      'login-seconds': '3600',
+      once,
+      'new-generation': '2'
+    })
+    return { w, once }
+  }
+  const field = (w: World, file: string, name: string): string | undefined =>
+    fs
+      .readFileSync(path.join(w.state, file), 'utf8')
+      .split('\n')
+      .find(l => l.startsWith(`${name}=`))
+      ?.slice(name.length + 1)
+
+  it('confirmed: the new system made the default (its generation the profile, its boot entry)', () => {
+    const { w } = oneShot('new', '')
+    expect(deployStep(w, 'check-in')).toBe('reached')
+    expect(deployStep(w, 'confirm')).toBe('confirmed')
+    expect(w.profileTarget()).toBe(w.sys('new'))
+    expect(w.calls()).toEqual([`nix-env -p ${w.env.NDA_SYSTEM_PROFILE} --switch-generation 2`, 'new boot'])
+    expect(exists(w, 'boot-trial.confirmed')).toBe(true)
+  })
+
+  it('confirmed, but its boot entry cannot be written: not-default (the next boot runs the previous system)', () => {
+    const { w } = oneShot('new', '', ['new'])
+    expect(deployStep(w, 'check-in')).toBe('reached')
+    expect(deployStep(w, 'confirm')).toBe('not-default')
+    // The profile back with the boot entry: a deploy of the new system sees it still to do.
+    expect(w.profileTarget()).toBe(w.sys('old'))
+  })
+
+  it('a boot of the previous system finds the trial pending: its trial settles it as fell-back, nothing else done', () => {
+    const { w, once } = oneShot('old', '')
+    expect(runTrial(w).status).toBe(0)
+    expect(w.calls()).toEqual([])
+    expect(w.profileTarget()).toBe(w.sys('old'))
+    expect(exists(w, 'boot-trial')).toBe(false)
+    expect(field(w, 'boot-trial.fell-back', 'verdict')).toBe('fell-back')
+    expect(fs.readFileSync(path.join(w.state, 'boot-trial.rolled-back'), 'utf8')).toMatch(
+      /did not reach user space/
+    )
+    expect(fs.readFileSync(once, 'utf8')).toBe('')
+    // The deploy, logging in after that, reads the same verdict.
+    expect(deployStep(w, 'fell-back')).toBe('fell-back')
+  })
+
+  it('the one-shot file as written (the boot loader has no hook): not-run, and the file emptied so no later boot runs it', () => {
+    const { w, once } = oneShot('old', 'nda_label=nixos-2\n')
+    expect(deployStep(w, 'fell-back')).toBe('not-run')
+    expect(fs.readFileSync(once, 'utf8')).toBe('')
+    expect(field(w, 'boot-trial.fell-back', 'verdict')).toBe('not-run')
+    // The target's trial, starting after it, finds nothing pending.
+    expect(runTrial(w).out).toMatch(/no trial pending/)
+  })
+
+  it('the new system booted: fell-back has nothing to settle', () => {
+    const { w } = oneShot('new', '')
+    expect(deployStep(w, 'fell-back')).toBe('none')
+    expect(exists(w, 'boot-trial')).toBe(true)
   })
 })

@@ -352,8 +352,9 @@ describe('the deploy sequence over a Target', () => {
       const t = bootedOld()
       const reboot = t.reboot.bind(t)
       t.reboot = async () => {
-        await reboot()
+        const scheduled = await reboot()
         t.lockOwner = 'another-run'
+        return scheduled
       }
       const { error } = await deploy(t, rebootJob('always'))
       expect((error as ActionError).message).toMatch(
@@ -397,7 +398,7 @@ describe('the deploy sequence over a Target', () => {
         const reboot = t.reboot.bind(t)
         t.reboot = async trial => {
           record = trial
-          await reboot(trial)
+          return reboot(trial)
         }
         await deploy(t, j)
         return record
@@ -414,6 +415,40 @@ describe('the deploy sequence over a Target', () => {
         // This run's lock, held through the boot for the trial's start (120 s), both windows and 60 s.
         expect(record.lock?.id).toMatch(/^[0-9a-f]{16}$/)
         expect(record.lockWindowSeconds).toBe(120 + 30 + 30 + 60)
+      })
+      it('a target with a one-shot boot: the record names its file; a new system that never reaches user space fails as rolled back, the previous system running', async () => {
+        const t = bootedOld()
+        t.bootOnce = '/boot/firmware/nix-deploy-once'
+        t.panicsOnce = true
+        const records: Array<BootTrialRecord | undefined> = []
+        const reboot = t.reboot.bind(t)
+        t.reboot = async trial => {
+          records.push(trial)
+          return reboot(trial)
+        }
+        const { result, error } = await deploy(t, trialJob())
+        expect(records.map(r => r?.once)).toEqual(['/boot/firmware/nix-deploy-once'])
+        expect(error).toBeInstanceOf(RolledBackError)
+        expect((error as ActionError).message).toMatch(/did not reach user space/)
+        expect(result).toMatchObject({ result: 'rolled-back', bootTrial: 'went-back' })
+        expect(t.trialVerdicts).toEqual(['fell-back'])
+        expect(t.current).toBe(OLD)
+        expect(t.log.lines.some(l => l.includes('not covered on this target'))).toBe(false)
+      })
+      it('a target with a one-shot boot that works: confirmed, and the summary says it was booted once', async () => {
+        const t = bootedOld()
+        t.bootOnce = '/boot/firmware/nix-deploy-once'
+        const { result, error } = await deploy(t, trialJob())
+        expect(error).toBeUndefined()
+        expect(result).toMatchObject({ result: 'deployed', bootTrial: 'confirmed', bootOnce: true })
+        expect(t.trialVerdicts).toEqual(['check-in', 'confirm'])
+      })
+      it('a target without a one-shot boot: a warning that a panic is not covered', async () => {
+        const t = bootedOld()
+        await deploy(t, trialJob())
+        expect(
+          t.log.lines.some(l => l.startsWith('warning:') && l.includes('not covered on this target'))
+        ).toBe(true)
       })
       it('a module of protocol 1 (no first window): one window for the boot and the confirmation, and a warning', async () => {
         const j = trialJob({ built: { ...newKernel, bootTrialProtocol: 1 } })

@@ -23,6 +23,7 @@ import {
   GenerationListing,
   ImportResult,
   KeyFile,
+  RebootScheduled,
   RunningClosure,
   Survey,
   SurveyRequest,
@@ -97,6 +98,10 @@ export class FakeTarget implements Target {
   trial: BootTrialRecord | undefined
   trialUnreachable = false
   trialExpired = false
+  /** With a one-shot boot (`once`): the new system panics, so the reset boots the previous one. */
+  panicsOnce = false
+  /** The boot loader's one-shot file readState reports (RemoteState.bootOnce). */
+  bootOnce: string | undefined
   trialVerdicts: string[] = []
   /** Reconnects that fail while it reboots, before it answers again. */
   downForReconnects = 0
@@ -134,7 +139,8 @@ export class FakeTarget implements Target {
         previousGeneration: this.trial.previousGeneration,
         confirmSeconds: this.trial.confirmSeconds,
         loginSeconds: this.trial.loginSeconds
-      }
+      },
+      bootOnce: this.bootOnce
     }
   }
 
@@ -348,7 +354,7 @@ export class FakeTarget implements Target {
     this.calls.push('removeGcRoot')
   }
 
-  async reboot(trial?: BootTrialRecord): Promise<void> {
+  async reboot(trial?: BootTrialRecord): Promise<RebootScheduled> {
     this.calls.push(trial ? 'reboot on trial' : 'reboot')
     this.reboots++
     const system = this.bootsInto ?? this.profile
@@ -356,12 +362,25 @@ export class FakeTarget implements Target {
     this.booted = { system }
     this.bootId = `boot-${this.reboots + 1}`
     this.trial = trial
+    if (trial?.once !== undefined && this.panicsOnce) {
+      // Booted once, panicked, reset: the default (the previous system) booted, the record pending.
+      this.current = trial.previous
+      this.booted = { system: trial.previous }
+      this.bootId = `boot-${this.reboots + 1}-fallback`
+      return { once: { ok: true } }
+    }
     if (trial && this.trialUnreachable) this.goBack()
+    return trial?.once !== undefined ? { once: { ok: true } } : {}
   }
 
   async settleBootTrial(step: BootTrialStep): Promise<BootTrialAnswer> {
     this.calls.push(`settleBootTrial ${step}`)
     this.trialVerdicts.push(step)
+    if (step === 'fell-back') {
+      const fell = this.trial?.once !== undefined && this.booted?.system !== this.trial.system
+      this.trial = undefined
+      return fell ? 'fell-back' : 'none'
+    }
     if (step === 'check-in') return this.trial ? 'reached' : 'expired'
     if (!this.trial || this.trialExpired || step === 'reject') {
       const expired = !this.trial || this.trialExpired

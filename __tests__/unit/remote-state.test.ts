@@ -1,5 +1,6 @@
 import { generationOf, parseRemoteState } from '../../src/target/remote-state'
 import { parseMissing } from '../../src/target/parse'
+import { isOnceFile } from '../../src/target/ssh-target'
 
 const TOP = '/nix/store/' + 'a'.repeat(32) + '-nixos-system-pi3-gen1'
 const PREV = '/nix/store/' + 'b'.repeat(32) + '-nixos-system-pi3-gen0'
@@ -57,6 +58,23 @@ describe('remote state', () => {
     ])
       expect(parseRemoteState(trial.replace(field, broken)).trial).toBeUndefined()
   })
+  it('reads the one-shot boot file the running system names; a path with shell or U-Boot words is refused before use', () => {
+    expect(parseRemoteState('boot-once=/boot/firmware/nix-deploy-once\n').bootOnce).toBe(
+      '/boot/firmware/nix-deploy-once'
+    )
+    expect(parseRemoteState('boot-once=\n').bootOnce).toBeUndefined()
+    expect(isOnceFile('/boot/firmware/nix-deploy-once')).toBe(true)
+    for (const bad of [
+      'boot/firmware/x',
+      '/boot/$(reboot)',
+      '/boot/a b',
+      '/boot/../etc/passwd',
+      '/boot/x;y',
+      ''
+    ])
+      expect(isOnceFile(bad)).toBe(false)
+  })
+
   it('keeps only asked-for paths from the missing-paths answer', () => {
     expect([...parseMissing(`${TOP}\n/nix/store/zzz\nwarning: x\n`, new Set([TOP, PREV]))]).toEqual([TOP])
   })

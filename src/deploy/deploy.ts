@@ -139,8 +139,15 @@ class DeployRun {
     const before = this.preflight(survey)
     // Only a run that changes the target (and holds its lock) settles an earlier run's trial.
     const earlier = job.goal.locks ? before.trial : undefined
-    if (earlier && earlier.system === job.built.toplevel && before.booted?.system === earlier.system)
+    if (earlier && earlier.system === job.built.toplevel && before.booted?.system === earlier.system) {
       await timed('verify', () => this.settleEarlierTrial(before, earlier, keys))
+      // A trial that booted the system once made it the profile only now: nothing is left to do.
+      if (survey.kind !== 'unchanged') {
+        const now = await target.readState()
+        if (now.current === job.built.toplevel && now.profile === job.built.toplevel)
+          return this.unchanged(now, [], false)
+      }
+    }
     const reboots = rebootsFor(job.goal, rebootWhen, this.result.needsReboot)
     if (survey.kind === 'unchanged')
       return this.unchanged(before, keys, reboots && this.result.needsReboot === true)
@@ -167,10 +174,14 @@ class DeployRun {
   private async rebootIntoNewSystem(before: RemoteState, keys: LoadedKey[]): Promise<void> {
     const { target, job } = this
     const trial = this.bootTrial(before)
-    if (trial)
-      // What no board's mechanism covers yet (see the README, "A broken boot"): said before it happens.
+    if (trial?.once !== undefined)
+      target.log.info(
+        `${target.label} boots the new system once (its boot loader's one-shot entry, ${trial.once}); its previous system stays the default until this run confirms the new one`
+      )
+    else if (trial)
+      // What this target's boot loader does not cover (see the README, "A broken boot"): said before it happens.
       target.log.warning(
-        `the boot trial brings ${target.label} back from a new system that reaches user space; a new kernel that panics, or an initrd that cannot mount its root, is not covered yet on any board and would need hands on the target (its boot menu keeps the previous generation)`
+        `the boot trial brings ${target.label} back from a new system that reaches user space; a new kernel that panics, or an initrd that cannot mount its root, is not covered on this target (no one-shot boot set up: services.nix-deploy-action.bootTrial.bootOnce) and would need hands on it (its boot menu keeps the previous generation)`
       )
     else
       target.log.warning(
@@ -192,6 +203,7 @@ class DeployRun {
         rebootMs: back.ms,
         rebootConfirmedMs: back.confirmedMs,
         bootTrial: trial ? 'confirmed' : undefined,
+        bootOnce: back.once === true ? true : undefined,
         healthChecks: back.healthReport ?? this.result.healthChecks
       })
     } catch (e) {
@@ -226,7 +238,8 @@ class DeployRun {
       previous,
       previousGeneration: fromProfile ? generationOf(before.profileLink) : undefined,
       ...windows,
-      lock: this.held?.request
+      lock: this.held?.request,
+      once: before.bootOnce
     }
   }
 

@@ -53,7 +53,7 @@ export type BootTrial = Omit<BootTrialRecord, 'system'>
 
 /** How a reboot went, for the summary. */
 export interface RebootResult {
-  /** From the reboot command to the runner's first command on the new boot. */
+  /** From the reboot command's answer (the reboot scheduled) to the runner's first command on the new boot. */
   ms: number
   /** From that command to the trial's confirmation (the keys, the health checks): with a trial only. */
   confirmedMs?: number
@@ -72,6 +72,11 @@ export interface RebootResult {
  * there rejects the trial. A system that boots unreachable comes back as the previous one: the wait
  * spans the reboot, the trial's first window and the reboot back. Each ends in a RolledBackError
  * once the target runs the previous system.
+ *
+ * With `trial.once` (the target's boot loader has a one-shot hook, nixos/boot-once.sh), the new
+ * system is booted once and the previous one stays the default until the confirmation: a new
+ * system that never reaches user space comes back as the previous one after its reset, and the
+ * run fails saying so. `once` in the result: it was so.
  */
 export async function rebootInto(
   target: Target,
@@ -80,9 +85,19 @@ export async function rebootInto(
   bootIdBefore: string | undefined,
   afterBoot: () => Promise<void> = async () => undefined,
   trial?: BootTrial
-): Promise<RebootResult> {
+): Promise<RebootResult & { once?: boolean }> {
+  const scheduled = await target.reboot(
+    trial && { system: toplevel, ...trial, lockWindowSeconds: lockWindowSeconds(trial) }
+  )
+  // From the reboot's scheduling (it happens 2 s later): the command itself may take a while on a
+  // Pi (a one-shot entry rewrites the boot menu first), and is no part of the boot.
   const start = Date.now()
-  await target.reboot(trial && { system: toplevel, ...trial, lockWindowSeconds: lockWindowSeconds(trial) })
+  if (trial?.once !== undefined && scheduled.once?.ok !== true) {
+    target.log.warning(
+      `${target.label}: the new system could not be made a one-shot boot entry${scheduled.once ? ` (${scheduled.once.why})` : ''}: it is the default, and a kernel that panics would need hands on the target`
+    )
+    trial = { ...trial, once: undefined }
+  }
   const rebootMs = settings.timeoutSeconds * 1000
   const waitMs = trial ? trialWindowMs(trial) + rebootMs + TRIAL_START_ALLOWANCE_MS : rebootMs
   target.log.info(
@@ -99,6 +114,23 @@ export async function rebootInto(
   )
   const ms = Date.now() - start
   target.log.info(`${target.label} is back after ${(ms / 1000).toFixed(1)} s`)
+  if (trial?.once !== undefined && runs(state, trial.previous)) {
+    const fell = await target.settleBootTrial('fell-back')
+    if (fell === 'fell-back' || fell === 'not-run') {
+      await afterBootBack(target, afterBoot)
+      throw fell === 'fell-back'
+        ? new RolledBackError(
+            `the new system did not reach user space on ${target.label} (a kernel panic, an initrd that could not mount its root, or a hang the watchdog ended): its boot loader ran it once, then booted the previous system ${trial.previous}, still the default`,
+            "The target runs its previous system again. Its console shows why the new kernel or initrd stopped; check the new system's kernel, initrd and file systems (boot.initrd.availableKernelModules, fileSystems).",
+            trial.previous
+          )
+        : new ActionError(
+            `${target.label} booted its previous system ${trial.previous}, not the new one: its boot loader did not run the one-shot entry (its one-shot file ${trial.once} is as the deploy wrote it)`,
+            "Nothing changed on the target: it runs the previous system, still the default. Install the boot loader's one-shot hook (nixos/boot-once.sh install, see the README's 'A broken boot'), or remove services.nix-deploy-action.bootTrial.bootOnce.",
+            'verify'
+          )
+    }
+  }
   if (trial && runs(state, trial.previous)) {
     await afterBootBack(target, afterBoot)
     throw new RolledBackError(
@@ -114,7 +146,11 @@ export async function rebootInto(
       'verify'
     )
   if (!trial) return afterUntrialedBoot(target, settings, afterBoot, ms)
-  return { ms, ...(await settleTrial(target, state.bootId, trial, settings, afterBoot)) }
+  return {
+    ms,
+    once: trial.once !== undefined,
+    ...(await settleTrial(target, state.bootId, trial, settings, afterBoot))
+  }
 }
 
 /**
@@ -161,11 +197,18 @@ export async function settleTrial(
       'verify'
     )
   }
-  if ((await target.settleBootTrial('confirm')) === 'expired')
+  const confirmed = await target.settleBootTrial('confirm')
+  if (confirmed === 'expired')
     return back({
       message: `the deploy confirmed the new system on ${target.label} too late: its boot trial had waited confirm-timeout (${trial.confirmSeconds} s) after the deploy's login and went back to the previous system ${trial.previous}`,
       hint: 'The target runs its previous system again. Raise confirm-timeout: it must leave room for the keys and the health checks.'
     })
+  if (confirmed === 'not-default')
+    throw new ActionError(
+      `the new system runs on ${target.label}, checked and confirmed, but it could not be made the boot default (it was booted once): its next boot runs the previous system ${trial.previous}`,
+      'Deploy again to make it the default, or on the target run `nixos-rebuild boot` (and check that /boot has room). Until then a reboot brings the previous system back.',
+      'verify'
+    )
   return { confirmedMs: Date.now() - reachedAt, healthReport: checked.healthReport }
 }
 

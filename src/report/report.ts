@@ -78,6 +78,8 @@ export interface DeployReport {
   bootTrial?: 'confirmed' | 'went-back'
   /** The trial settled was an earlier run's (cancelled after its reboot into this same system). */
   earlierTrial?: boolean
+  /** The new system was booted once (a one-shot entry), the previous one the default until confirmed. */
+  bootOnce?: boolean
   /** dry-activate: what switch-to-configuration says it would do to units. */
   dryActivate?: Array<{ action: string; units: string[] }>
   timings: PhaseTiming[]
@@ -206,6 +208,7 @@ export type MachineResult = Pick<
   | 'bootTrial'
   | 'rebootConfirmedMs'
   | 'earlierTrial'
+  | 'bootOnce'
 >
 
 /** Writes a machine's deploy result into its report: the one place the deploy's facts enter it. */

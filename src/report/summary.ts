@@ -223,7 +223,7 @@ function rebootRow(r: DeployReport): string | undefined {
   if (r.bootTrial === 'went-back')
     return 'rebooted into the new system on trial: not confirmed, the target went back to its previous system'
   if (r.rebootMs !== undefined && r.bootTrial === 'confirmed' && r.rebootConfirmedMs !== undefined)
-    return `rebooted into the new system in ${seconds(r.rebootMs)}, checked and confirmed ${seconds(r.rebootConfirmedMs)} later (boot trial confirmed)`
+    return `rebooted into the new system in ${seconds(r.rebootMs)}, checked and confirmed ${seconds(r.rebootConfirmedMs)} later (boot trial confirmed${r.bootOnce ? '; booted once, then made the default' : ''})`
   if (r.rebootMs !== undefined)
     return `rebooted into the new system in ${seconds(r.rebootMs)}${r.bootTrial === 'confirmed' ? ' (boot trial confirmed)' : ''}`
   if (r.needsReboot === undefined) return undefined

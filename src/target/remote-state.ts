@@ -25,6 +25,12 @@ export interface RemoteState {
   booted?: BootIdentity & { system: string }
   /** A boot trial still pending there (nixos/boot-trial.sh), before the deploy's login or after it. */
   trial?: PendingTrial
+  /**
+   * The boot loader's one-shot file, when the running system has one set up
+   * (/etc/nix-deploy-action/boot-once, from services.nix-deploy-action.bootTrial.bootOnce): a
+   * reboot on trial boots the new system once (nixos/boot-once.sh).
+   */
+  bootOnce?: string
 }
 
 export interface PendingTrial {
@@ -64,7 +70,8 @@ export function parseRemoteState(text: string): RemoteState {
     bootFreeBytes: kb('boot-free-kb'),
     bootFiles: (kv.get('boot-files') ?? '').split(' ').filter(Boolean),
     booted: bootedOf(kv, storePath),
-    trial: trialOf(kv, storePath)
+    trial: trialOf(kv, storePath),
+    bootOnce: kv.get('boot-once') || undefined
   }
 }
 

@@ -40,6 +40,7 @@ import {
   GenerationListing,
   ImportResult,
   KeyFile,
+  RebootScheduled,
   RunningClosure,
   Survey,
   SurveyRequest,
@@ -347,8 +348,14 @@ export class SshTarget implements Target {
       .catch(() => undefined)
   }
 
-  async reboot(trial?: BootTrialRecord): Promise<void> {
+  async reboot(trial?: BootTrialRecord): Promise<RebootScheduled> {
     if (trial) for (const p of [trial.system, trial.previous]) assertStorePath(p, 'a boot trial system')
+    if (trial?.once !== undefined && !isOnceFile(trial.once))
+      throw new ActionError(
+        `the target's one-shot boot file ${JSON.stringify(trial.once)} is not an absolute path of plain characters`,
+        'Check /etc/nix-deploy-action/boot-once on the target (services.nix-deploy-action.bootTrial.bootOnce).',
+        'activate'
+      )
     const args = trial
       ? [
           trial.system,
@@ -356,6 +363,7 @@ export class SshTarget implements Target {
           String(trial.previousGeneration ?? ''),
           String(trial.confirmSeconds),
           String(trial.loginSeconds ?? ''),
+          trial.once ?? '',
           ...(trial.lock
             ? [
                 trial.lock.dir,
@@ -366,18 +374,27 @@ export class SshTarget implements Target {
             : [])
         ]
       : []
-    const r = await this.run(REBOOT_SCRIPT, args, { timeoutMs: 60_000, what: 'scheduling the reboot' })
+    const r = await this.run(REBOOT_SCRIPT, args, { timeoutMs: 120_000, what: 'scheduling the reboot' })
     const answer = r.stdout.trim().split('\n')
     if (r.exitCode !== 0 || answer[answer.length - 1] !== 'scheduled')
       throw new ActionError(
         `could not reboot ${this.label}: ${r.stderr.trim().slice(-300)}`,
-        'The new system is the boot default: reboot the target by hand (or fix systemd-run / reboot on it) to run it.',
+        'Nothing was rebooted. Reboot the target by hand (or fix systemd-run / reboot on it) to run the system its boot menu defaults to.',
         'activate'
       )
+    if (trial?.once === undefined) return {}
+    const failed = answer.find(l => l.startsWith('once-failed'))
+    if (failed !== undefined) return { once: { ok: false, why: failed.slice('once-failed'.length).trim() } }
+    return answer.includes('once') ? { once: { ok: true } } : {}
   }
 
   async settleBootTrial(step: BootTrialStep): Promise<BootTrialAnswer> {
-    const what = { 'check-in': 'checking in with', confirm: 'confirming', reject: 'rejecting' }[step]
+    const what = {
+      'check-in': 'checking in with',
+      confirm: 'confirming',
+      reject: 'rejecting',
+      'fell-back': 'settling the fallback of'
+    }[step]
     const r = await this.run(BOOT_TRIAL_SCRIPT, [step], { timeoutMs: 60_000, what: `${what} the boot trial` })
     const answer = r.stdout.trim()
     if (r.exitCode === 0 && BOOT_TRIAL_ANSWERS.has(answer)) return answer as BootTrialAnswer
@@ -404,7 +421,21 @@ export class SshTarget implements Target {
 }
 
 /** What target/scripts/boot-trial.sh answers. */
-const BOOT_TRIAL_ANSWERS = new Set<string>(['reached', 'confirmed', 'rejected', 'expired', 'none'])
+const BOOT_TRIAL_ANSWERS = new Set<string>([
+  'reached',
+  'confirmed',
+  'not-default',
+  'rejected',
+  'expired',
+  'none',
+  'fell-back',
+  'not-run'
+])
+
+/** A one-shot boot file the target names: an absolute path in characters no shell or U-Boot reads twice. */
+export function isOnceFile(path: string): boolean {
+  return /^\/[A-Za-z0-9._/+-]+$/.test(path) && !path.includes('..')
+}
 
 /** The state probe_state printed (probe.sh), or why it could not be read. */
 function stateFrom(r: { exitCode: number; stdout: string; stderr: string }): RemoteState {

@@ -75,7 +75,7 @@ export interface Target {
    * Schedules a reboot a moment after it returns (detached: the session ends first); with `trial`,
    * in the same command, the record the target's boot trial reads in the next boot.
    */
-  reboot(trial?: BootTrialRecord): Promise<void>
+  reboot(trial?: BootTrialRecord): Promise<RebootScheduled>
   /**
    * The deploy's step in a boot trial (see target/scripts/boot-trial.sh): its check-in after the
    * boot ('reached'), its verdict ('confirmed', 'rejected'); 'expired' when the target's trial had
@@ -108,10 +108,34 @@ export interface BootTrialRecord {
   lock?: LockRequest
   /** How long into the next boot the lock may be held so (uptime seconds): the trial's whole wait. */
   lockWindowSeconds?: number
+  /**
+   * The boot loader's one-shot file (RemoteState.bootOnce): the new system is booted once while
+   * the previous one stays the default until the confirmation (target/scripts/reboot.sh).
+   */
+  once?: string
 }
 
-export type BootTrialStep = 'check-in' | 'confirm' | 'reject'
-export type BootTrialAnswer = 'reached' | 'confirmed' | 'rejected' | 'expired' | 'none'
+/** What the reboot command did besides scheduling the reboot. */
+export interface RebootScheduled {
+  /** The new system is a one-shot entry (with `once`); else why that failed (it is the default). */
+  once?: { ok: true } | { ok: false; why: string }
+}
+
+export type BootTrialStep = 'check-in' | 'confirm' | 'reject' | 'fell-back'
+/**
+ * 'not-default': confirmed, but the new system booted once could not be made the default.
+ * 'fell-back' / 'not-run': the target booted the previous system instead of a one-shot entry,
+ * which the boot loader ran (emptied its file) or not (see target/scripts/boot-trial.sh).
+ */
+export type BootTrialAnswer =
+  | 'reached'
+  | 'confirmed'
+  | 'not-default'
+  | 'rejected'
+  | 'expired'
+  | 'none'
+  | 'fell-back'
+  | 'not-run'
 
 /** When a target counts as already running the new system (per mode); 'never' for dry runs. */
 export type UnchangedWhen = 'switch' | 'boot' | 'test' | 'never'

@@ -18,6 +18,9 @@ probe_state() {
   printf 'booted-initrd=%s\n' "$(readlink -f /run/booted-system/initrd 2>/dev/null)"
   printf 'booted-kernel-modules=%s\n' "$(readlink -f /run/booted-system/kernel-modules 2>/dev/null)"
   printf 'booted-kernel-params=%s\n' "$({ tr '\n' ' ' </run/booted-system/kernel-params; } 2>/dev/null)"
+  # The boot loader's one-shot file (nixos/boot-trial.nix's bootOnce), when its file system is mounted.
+  o='' && { IFS= read -r o </etc/nix-deploy-action/boot-once; } 2>/dev/null && mountpoint -q "${o%/*}" 2>/dev/null || o=''
+  printf 'boot-once=%s\n' "$o"
   # A boot trial still pending (nixos/boot-trial.sh): before the deploy's login, or after it.
   for t in boot-trial:pending boot-trial.reached:reached; do
     f=/nix/var/nix-deploy-action/${t%%:*}
