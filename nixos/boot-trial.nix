@@ -55,14 +55,15 @@ in
   };
 
   config = {
-    systemd.services.nix-deploy-boot-trial = lib.mkIf cfg.enable {
+    # Each condition on a whole option (the fixture's stand-in for the module system, which the
+    # tests evaluate this with, takes them there; NixOS takes them anywhere).
+    systemd.services = lib.mkIf cfg.enable { nix-deploy-boot-trial = {
       description = "nix-deploy-action boot trial: confirm the new system or go back to the previous one";
       wantedBy = [ "multi-user.target" ];
       after = [ "local-fs.target" ];
       # The trial's protocol with the action (its record and renames, boot-trial.sh): the action
-      # reads it here to know how to confirm the boot.
-      # With bootOnce, the one-shot file is read in the boot that follows: the FAT partition
-      # mounted first (nofail alone would not wait for it).
+      # reads it here to know how to confirm the boot. With bootOnce, the one-shot file is read in
+      # the boot that follows: the FAT partition mounted first (nofail alone would not wait).
       unitConfig = { "X-NixDeployAction-Protocol" = "2"; }
         // (if once then { RequiresMountsFor = cfg.bootOnce.firmwareMount; } else { });
       # Only a boot starts a trial; a switch that starts this unit finds none and ends at once.
@@ -72,21 +73,23 @@ in
         Type = "simple";
         ExecStart = "${pkgs.runtimeShell} ${./boot-trial.sh}";
       };
-    };
-    # What the action reads to know that this machine boots a new system once (probe.sh).
-    environment.etc."nix-deploy-action/boot-once" = lib.mkIf once {
-      text = "${cfg.bootOnce.firmwareMount}/nix-deploy-once\n";
+    }; };
+    environment.etc = lib.mkIf once {
+      # What the action reads to know that this machine boots a new system once (probe.sh).
+      "nix-deploy-action/boot-once".text = "${cfg.bootOnce.firmwareMount}/nix-deploy-once\n";
+      # For boot-once.sh install (fw_setenv): where U-Boot keeps its environment.
+      "fw_env.config".text = "${cfg.bootOnce.fwEnvConfig}\n";
     };
     # boot.panic_on_fail: NixOS's stage 1 panics (rather than waiting at a shell) when it cannot
     # mount the root; panic=N: a panic resets the machine.
     boot.kernelParams = lib.mkIf once [ "panic=${toString cfg.bootOnce.panicSeconds}" "boot.panic_on_fail" ];
-    fileSystems.${cfg.bootOnce.firmwareMount} = lib.mkIf once {
-      device = lib.mkDefault "/dev/disk/by-label/FIRMWARE";
-      fsType = lib.mkDefault "vfat";
-      options = lib.mkForce [ "nofail" ];
+    fileSystems = lib.mkIf once {
+      ${cfg.bootOnce.firmwareMount} = {
+        device = lib.mkDefault "/dev/disk/by-label/FIRMWARE";
+        fsType = lib.mkDefault "vfat";
+        options = lib.mkForce [ "nofail" ];
+      };
     };
-    # For boot-once.sh install (fw_setenv): where U-Boot keeps its environment.
-    environment.etc."fw_env.config" = lib.mkIf once { text = "${cfg.bootOnce.fwEnvConfig}\n"; };
     environment.systemPackages = lib.mkIf once [
       pkgs.libubootenv
       (pkgs.writeShellScriptBin "nix-deploy-boot-once" ''exec ${pkgs.runtimeShell} ${./boot-once.sh} "$@"'')

@@ -502,6 +502,7 @@ describeE2E(
         nixpkgs: fixture('nixpkgs'),
         reboot: 'auto'
       })
+      if (run.exitCode !== 0) console.log(run.log.slice(-6000))
       expect(run.exitCode).toBe(0)
       expect(run.outputs).toMatchObject({ result: 'deployed', 'needs-reboot': 'true' })
       expect(bootId()).not.toBe(id)
