@@ -1,4 +1,10 @@
-import { escapeHtml, renderSummary, SUMMARY_LIMIT, truncateSummary } from '../../src/report/summary'
+import {
+  escapeHtml,
+  escapeMarkdown,
+  renderSummary,
+  SUMMARY_LIMIT,
+  truncateSummary
+} from '../../src/report/summary'
 
 const TOP = '/nix/store/' + 'a'.repeat(32) + '-nixos-system-pi3-gen1'
 
@@ -46,5 +52,12 @@ describe('summary', () => {
   })
   it('escapes quotes and backticks too', () => {
     expect(escapeHtml(`"'\`&`)).toBe('&#34;&#39;&#96;&#38;')
+  })
+  it('escapes Markdown: a host reads as it is, an e-mail-like one with its @ in a <span> (no mailto:)', () => {
+    expect(escapeMarkdown('root@pi.lan')).toBe('root<span>@</span>pi.lan')
+    expect(escapeMarkdown('root@10.99.2.2:22')).toBe('root@10.99.2.2:22')
+    expect(escapeMarkdown('[a](https://x.example) www.x.example\n# b')).toBe(
+      '&#91;a&#93;(https&#58;//x.example) www&#46;x.example<br># b'
+    )
   })
 })

@@ -5,8 +5,30 @@ import { DeployReport, failedResult, fleetCounts } from './report'
 /** GitHub rejects step summaries over 1 MiB; stay well below with room for the truncation note. */
 export const SUMMARY_LIMIT = 1024 * 1024 - 4096
 
+const entity = (c: string): string => `&#${c.charCodeAt(0)};`
+
+/** Text inside <pre>: an HTML block, which Markdown leaves as it is (no links, no markup in it). */
 export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"'`|]/g, c => `&#${c.charCodeAt(0)};`)
+  return s.replace(/[&<>"'`|]/g, entity)
+}
+
+/**
+ * What in text makes Markdown, as GitHub renders it (cmark-gfm with its extensions): HTML; inline
+ * syntax (links, images, footnotes, code, emphasis, strikethrough, a table's pipes, backslashes);
+ * a heading or list where the text starts a line; line ends; and autolinks: `://`, `www.`, and the
+ * `@` of an e-mail address (a letter in what follows it: `root@10.0.0.2` is not one).
+ */
+const MARKDOWN =
+  /[&<>"'`|\\[\]*_~]|(?<=^\s*)[#+=-]|(?<=^\s*\d{1,9})[.)](?=\s|$)|:(?=\/\/)|(?<=www)\.|(?<=[\w.+-])@(?=[\w.-]*[a-z])|\r\n?|\n/gi
+
+/**
+ * Text from Nix, the target or inputs as literal text in the summary (table cells, headings, inline
+ * HTML): MARKDOWN as entities, line ends as <br>, and an e-mail's `@` in a <span> of its own: the
+ * autolink extension looks for addresses in text with entities decoded, even inside <code>, and a
+ * tag between the parts stops it.
+ */
+export function escapeMarkdown(s: string): string {
+  return s.replace(MARKDOWN, c => (c === '@' ? '<span>@</span>' : /[\r\n]/.test(c) ? '<br>' : entity(c)))
 }
 
 const VERDICT: Record<string, string> = {
@@ -19,16 +41,19 @@ const VERDICT: Record<string, string> = {
   skipped: '⏭️ Skipped'
 }
 
-/**
- * Prose for the summary: HTML-escaped, and every `user@host` in code, which GitHub would otherwise
- * turn into a mailto: link.
- */
+/** A `user@host` in prose (one capture group: split keeps it). */
+const USER_AT_HOST = /([\w.-]+@[\w.[\]:-]*[\w\]])/
+
+/** Prose for the summary: escaped, and every `user@host` in it shown as code. */
 export function prose(s: string): string {
-  return escapeHtml(s).replace(/[A-Za-z0-9_.-]+@[A-Za-z0-9_.[\]:-]*[A-Za-z0-9_\]]/g, m => `<code>${m}</code>`)
+  return s
+    .split(USER_AT_HOST)
+    .map((part, i) => (i % 2 === 1 ? code(part) : escapeMarkdown(part)))
+    .join('')
 }
 
 function code(s: string): string {
-  return `<code>${escapeHtml(s)}</code>`
+  return `<code>${escapeMarkdown(s)}</code>`
 }
 
 /** deployment.tags as the machines input selects them: `@edge @rack1`. */
@@ -52,7 +77,8 @@ function codeBlock(text: string): string {
 
 /**
  * Renders the job summary (Markdown with HTML). Everything that comes from Nix, the Pi or inputs is
- * HTML-escaped; the whole is cut to SUMMARY_LIMIT with an explicit note.
+ * escaped (escapeMarkdown; escapeHtml inside <pre>); the whole is cut to SUMMARY_LIMIT with an
+ * explicit note.
  */
 export function renderSummary(r: DeployReport): string {
   if (r.hosts && r.hosts.length > 0) return truncateSummary(renderMachines(r))
@@ -76,7 +102,7 @@ function renderMachines(r: DeployReport): string {
   for (const { machine, report: h } of hosts)
     if (h.error)
       lines.push(
-        `**${escapeHtml(machine)} failed (${h.error.phase}):** ${prose(h.error.message)}`,
+        `**${escapeMarkdown(machine)} failed (${h.error.phase}):** ${prose(h.error.message)}`,
         '',
         `**What to do:** ${prose(h.error.hint)}`,
         ''
@@ -84,7 +110,7 @@ function renderMachines(r: DeployReport): string {
   for (const { machine, report: h } of hosts)
     if (h.fleetRollback)
       lines.push(
-        `**${escapeHtml(machine)} rolled back (rollback-fleet):** back on ${code(h.rolledBackTo ?? 'what it ran')}: ${prose(h.fleetRollback)}`,
+        `**${escapeMarkdown(machine)} rolled back (rollback-fleet):** back on ${code(h.rolledBackTo ?? 'what it ran')}: ${prose(h.fleetRollback)}`,
         ''
       )
   for (const w of r.warnings) lines.push(`> [!WARNING]`, `> ${prose(w)}`, '')
@@ -95,11 +121,11 @@ function renderMachines(r: DeployReport): string {
   for (const { machine, report: h } of hosts) {
     const total = h.timings.reduce((a, t) => a + t.ms, 0)
     const cells = [
-      escapeHtml(h.tags ? `${machine} (${tagList(h.tags)})` : machine),
+      escapeMarkdown(h.tags ? `${machine} (${tagList(h.tags)})` : machine),
       h.host ? code(h.host) : '',
-      escapeHtml(h.mode ?? ''),
-      escapeHtml(h.result ?? 'failed'),
-      escapeHtml(h.storePath ? shortStorePath(h.storePath) : ''),
+      escapeMarkdown(h.mode ?? ''),
+      escapeMarkdown(h.result ?? 'failed'),
+      escapeMarkdown(h.storePath ? shortStorePath(h.storePath) : ''),
       h.generation?.toString() ?? '',
       h.closureSize === undefined ? '' : formatBytes(h.closureSize),
       h.copiedBytes === undefined ? '' : formatBytes(h.copiedBytes),
@@ -114,7 +140,7 @@ function renderMachines(r: DeployReport): string {
     const ok = !failedResult(h)
     const body = renderOne(h).split('\n').slice(1).join('\n')
     lines.push(
-      `<details${ok ? '' : ' open'}><summary>${escapeHtml(machine)}: ${escapeHtml(verdictOf(h))}</summary>`,
+      `<details${ok ? '' : ' open'}><summary>${escapeMarkdown(machine)}: ${escapeMarkdown(verdictOf(h))}</summary>`,
       '',
       body,
       '',
@@ -245,7 +271,7 @@ function renderSections(r: DeployReport): string[] {
   if (r.dryActivate && r.dryActivate.length > 0) {
     lines.push('#### Units dry-activate reports', '', '| Would | Units |', '|---|---|')
     for (const d of r.dryActivate)
-      lines.push(`| ${escapeHtml(d.action)} | ${escapeHtml(d.units.join(', '))} |`)
+      lines.push(`| ${escapeMarkdown(d.action)} | ${escapeMarkdown(d.units.join(', '))} |`)
     lines.push('')
   }
   if (r.activationLog)
@@ -282,7 +308,7 @@ const LARGE_PATH_BYTES = 100 * 1024
 /** The package diff, like nvd: the system's own change, version changes, added, removed, closure size. */
 export function renderDiff(d: ClosureDiff, baseline: string): string[] {
   const lines = [`#### Changes against ${prose(baseline)}`, '']
-  const v = (xs: string[]): string => escapeHtml(xs.join(', '))
+  const v = (xs: string[]): string => escapeMarkdown(xs.join(', '))
   if (d.system) {
     const [before, after] = [d.system.before, d.system.after].map(shortStorePath)
     lines.push(`System: ${code(before)} → ${code(after)}`, '')
@@ -291,9 +317,10 @@ export function renderDiff(d: ClosureDiff, baseline: string): string[] {
     lines.push('No package versions change.', '')
   else {
     lines.push('| | Package | Before | After |', '|---|---|---|---|')
-    for (const c of d.changed) lines.push(`| ↕ | ${escapeHtml(c.pname)} | ${v(c.before)} | ${v(c.after)} |`)
-    for (const a of d.added) lines.push(`| + | ${escapeHtml(a.pname)} | | ${v(a.versions)} |`)
-    for (const r of d.removed) lines.push(`| − | ${escapeHtml(r.pname)} | ${v(r.versions)} | |`)
+    for (const c of d.changed)
+      lines.push(`| ↕ | ${escapeMarkdown(c.pname)} | ${v(c.before)} | ${v(c.after)} |`)
+    for (const a of d.added) lines.push(`| + | ${escapeMarkdown(a.pname)} | | ${v(a.versions)} |`)
+    for (const r of d.removed) lines.push(`| − | ${escapeMarkdown(r.pname)} | ${v(r.versions)} | |`)
     lines.push('')
   }
   const size =
@@ -313,7 +340,7 @@ export function renderDiff(d: ClosureDiff, baseline: string): string[] {
     )
     for (const o of d.otherPaths.slice(0, MAX_OTHER_PATHS)) {
       const size = o.narSize !== undefined && o.narSize >= LARGE_PATH_BYTES ? formatBytes(o.narSize) : ''
-      lines.push(`| ${o.change} | ${escapeHtml(o.name)} | ${size} |`)
+      lines.push(`| ${o.change} | ${escapeMarkdown(o.name)} | ${size} |`)
     }
     if (d.otherPaths.length > MAX_OTHER_PATHS)
       lines.push(`| | … and ${d.otherPaths.length - MAX_OTHER_PATHS} more | |`)
