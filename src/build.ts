@@ -190,7 +190,7 @@ async function buildAll(
 ): Promise<RunnerNix> {
   const multi = machines.length > 1
   const first = machines[0].evaluation
-  if (inputs.cache) report.cache = await restoreForRun(nix, storeCacheKeys(inputs, first.hostSystem))
+  if (inputs.cache) report.cache = await restoreForRun(nix, storeCacheKeys(inputs, first.hostSystem), inputs)
   const store = await daemonTrust(nix, report)
   for (const buildSystem of [...new Set(machines.map(m => m.evaluation.buildSystem))]) {
     const binfmt = await ensureBinfmt(buildSystem, inputs.binfmt)
@@ -220,7 +220,7 @@ async function buildAll(
   if (report.cache?.available && (build.built.length > 0 || !report.cache.hit)) {
     const paths = [...machines.map(m => m.evaluation.outPath), ...(await nix.outputsOf(build.built))]
     const key = storeCacheKeys(inputs, first.hostSystem).key
-    const save: PendingSave = { key, paths, settings: inputs.nixOptions }
+    const save: PendingSave = { key, paths, settings: inputs.nixOptions, signed: !!inputs.signingKey }
     core.saveState(STATE_CACHE, JSON.stringify(save))
   }
   for (const m of machines) await listClosure(nix, m, report, build.built.length)

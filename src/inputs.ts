@@ -10,6 +10,7 @@ import { HostAddress, isValidUser, parseHostAddress, parseHostChain, parsePort }
 import { KnownHostLine, parseKnownHosts } from './ssh/known-hosts'
 import { proxyTemplateProblem } from './ssh/proxy'
 import { parseRollout, Rollout } from './rollout'
+import { parseSigningKey, SigningKey } from './cache/signing'
 
 export const MODES = ['switch', 'boot', 'test', 'dry-activate', 'build'] as const
 export type Mode = (typeof MODES)[number]
@@ -74,6 +75,8 @@ export interface Inputs {
   cache: boolean
   /** Cache key prefix (undefined: nix-deploy-<platform>). */
   cacheKey?: string
+  /** signing-key: signs the store cache's entries; only entries it signed are restored for a deploy. */
+  signingKey?: SigningKey
   /** The whole run's deadline (undefined: none). */
   timeoutSeconds?: number
   /** Baseline for the package diff in build mode: a store path, or a flake configuration. */
@@ -132,6 +135,7 @@ export const INPUT_NAMES = [
   'timeout',
   'cache',
   'cache-key',
+  'signing-key',
   'parallel',
   'fail-fast',
   'rollout',
@@ -147,7 +151,8 @@ export const SECRET_INPUTS: readonly InputName[] = [
   'ssh-private-key',
   'ssh-key-passphrase',
   'jump-host-key',
-  'github-token'
+  'github-token',
+  'signing-key'
 ]
 
 function parseBoolean(name: string, v: string, problems: string[]): boolean {
@@ -481,11 +486,14 @@ function readTimeouts(get: Get, problems: string[]): Timeouts {
   }
 }
 
-/** keep-generations, compression, diff-against, github-token, cache, cache-key. */
+/** keep-generations, compression, diff-against, github-token, cache, cache-key, signing-key. */
 function readOptional(
   get: Get,
   problems: string[]
-): Pick<Inputs, 'keepGenerations' | 'compression' | 'diffAgainst' | 'githubToken' | 'cache' | 'cacheKey'> {
+): Pick<
+  Inputs,
+  'keepGenerations' | 'compression' | 'diffAgainst' | 'githubToken' | 'cache' | 'cacheKey' | 'signingKey'
+> {
   const keepText = get('keep-generations')
   let keepGenerations: number | undefined
   if (keepText !== '') {
@@ -529,13 +537,20 @@ function readOptional(
     problems.push(
       `cache-key: ${JSON.stringify(cacheKey)} must be letters, digits, ".", "_" and "-" (at most 200)`
     )
+  const signingText = get('signing-key')
+  const parsedKey = signingText === '' ? undefined : parseSigningKey(signingText)
+  if (typeof parsedKey === 'string')
+    problems.push(
+      `signing-key: ${parsedKey}. Pass the secret key file's content from a secret; its public half goes to the targets' and caches' trusted-public-keys`
+    )
   return {
     keepGenerations,
     compression: compressionText as CompressionSetting,
     diffAgainst,
     githubToken,
     cache: cacheOn,
-    cacheKey
+    cacheKey,
+    signingKey: typeof parsedKey === 'string' ? undefined : parsedKey
   }
 }
 

@@ -27,6 +27,8 @@ export function maskSecrets(get: (name: InputName) => string): void {
     const value = get(name)
     if (!value) continue
     maskSecret(value)
+    // A signing key's base64 alone is the secret too (NAME: is its public label).
+    if (name === 'signing-key') maskSecret(value.slice(value.indexOf(':') + 1))
   }
 }
 

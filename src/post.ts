@@ -7,14 +7,26 @@ import { formatBytes } from './report/format'
 import { STATE_CACHE, STATE_TEMP_DIR } from './main'
 import { RunnerNix } from './nix/nix'
 import { info } from './report/untrusted'
+import { parseSigningKey, SigningKey } from './cache/signing'
+import { maskSecret } from './secrets'
 
 /** Saves the store cache the main step prepared (it records nothing when nothing new was built). */
 async function saveStoreCache(): Promise<void> {
   const raw = core.getState(STATE_CACHE)
   if (!raw) return
   const s = JSON.parse(raw) as PendingSave
+  // The key is read again from the input (state is a file on the runner: it never holds the key).
+  const signingKey = s.signed ? postSigningKey() : undefined
+  if (s.signed && !signingKey) {
+    core.warning(
+      'Store cache not saved: signing-key is not readable in the post step, and an entry under a signed key must be signed.'
+    )
+    return
+  }
   core.startGroup('Save the Nix store cache')
-  const r = await saveStore(new RunnerNix(s.settings), s.key, s.paths).finally(() => core.endGroup())
+  const r = await saveStore(new RunnerNix(s.settings), s.key, s.paths, signingKey).finally(() =>
+    core.endGroup()
+  )
   const line = r.saved
     ? `Store cache saved as ${s.key}: ${r.paths} paths, ${formatBytes(r.bytes ?? 0)}, in ${(r.ms / 1000).toFixed(1)} s`
     : `Store cache not saved: ${r.reason}`
@@ -24,6 +36,16 @@ async function saveStoreCache(): Promise<void> {
     .addRaw(`\n${line.replace(/[<>&]/g, c => `&#${c.charCodeAt(0)};`)}\n`)
     .write()
     .catch(() => undefined)
+}
+
+/** signing-key as the main step read it, masked again in this process's log (a new step). */
+function postSigningKey(): SigningKey | undefined {
+  const text = core.getInput('signing-key')
+  if (!text) return undefined
+  maskSecret(text)
+  maskSecret(text.slice(text.indexOf(':') + 1))
+  const key = parseSigningKey(text)
+  return typeof key === 'string' ? undefined : key
 }
 
 /**

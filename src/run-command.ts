@@ -25,6 +25,11 @@ export interface RunOptions {
    * (the command runs under a shell, which a timeout would kill, not the command).
    */
   secretNixConfig?: string
+  /**
+   * A secret the command reads from the file /dev/fd/3 (e.g. a signing key named in a store URI's
+   * secret-key parameter), on a pipe as secretNixConfig is; not with secretNixConfig or timeoutMs.
+   */
+  secretFile?: string
 }
 
 /**
@@ -57,14 +62,20 @@ export function runCommand(cmd: string, args: string[], opts: RunOptions = {}): 
   return new Promise(resolve => {
     // Children never see the inputs or the runtime tokens (see childEnv), whatever env the caller gives.
     const base = childEnv(opts.env ?? process.env)
-    const secret = opts.secretNixConfig
+    if (opts.secretNixConfig !== undefined && opts.secretFile !== undefined)
+      throw new Error('runCommand: secretNixConfig with secretFile (both are /dev/fd/3)')
+    const secret = opts.secretNixConfig ?? opts.secretFile
     if (secret !== undefined && opts.timeoutMs !== undefined)
-      throw new Error('runCommand: secretNixConfig with timeoutMs')
+      throw new Error('runCommand: a secret on /dev/fd/3 with timeoutMs')
+    const env =
+      opts.secretNixConfig === undefined
+        ? base
+        : { ...base, NIX_USER_CONF_FILES: userConfFilesWithSecret(base) }
     const child =
       secret === undefined
         ? spawn(cmd, args, { env: base, stdio: ['pipe', 'pipe', 'pipe'] })
         : spawn('sh', ['-c', SECRET_CONFIG_WRAPPER, 'sh', cmd, ...args], {
-            env: { ...base, NIX_USER_CONF_FILES: userConfFilesWithSecret(base) },
+            env,
             stdio: ['pipe', 'pipe', 'pipe', 'pipe']
           })
     if (secret !== undefined) {

@@ -2,6 +2,7 @@ import { execFileSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
+import { parseSigningKey, SigningKey } from '../../src/cache/signing'
 import { CacheService } from './cache-service'
 import { deployInputs, describeE2E, fixtureOutPath, runAction, testbed } from './harness'
 
@@ -159,6 +160,83 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     expect(run.summary).toContain('| Derivations built | 0 |')
     expect(storeHas(top)).toBe(true)
     expect(fs.readdirSync(second)).toEqual([])
+  }, 600_000)
+
+  /** A fresh key pair as nix-store --generate-binary-cache-key writes it: its secret file's text. */
+  const newSigningKey = (name: string): SigningKey => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-sk-'))
+    try {
+      execFileSync('nix-store', ['--generate-binary-cache-key', name, `${dir}/sk`, `${dir}/pk`])
+      return parseSigningKey(fs.readFileSync(`${dir}/sk`, 'utf8')) as SigningKey
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  }
+  const deleteBuilt = (): string => {
+    const top = fixtureOutPath('pi-nonce')
+    const etc = execFileSync('nix-store', ['-qR', top], { encoding: 'utf8' })
+      .split('\n')
+      .find(p => p.endsWith('-etc'))!
+    execFileSync('nix-store', ['--delete', top, etc], { env: NIX_ENV, stdio: 'ignore' })
+    expect(storeHas(top)).toBe(false)
+    return top
+  }
+  const warnings = (log: string): string[] =>
+    log.split('\n').filter(l => l.startsWith('::warning') && !/No GitHub Actions cache/.test(l))
+
+  it('with signing-key, an unsigned entry written under its cache keys is refused; what the key signed restores into a deploy', async () => {
+    const key = newSigningKey('nda-cache-test-1')
+    const inputs = { ...freshInputs('signed'), 'signing-key': key.secret }
+    // Someone who can write to the cache (no key) saves an entry where the signed runs look.
+    const forged = { ...inputs, 'signing-key': '', 'cache-key': `nda-test-signed-signed-${key.fingerprint}` }
+    await coldRunSaved(forged)
+    deleteBuilt()
+
+    const refused = await runAction(inputs, { env: service.env() })
+    expect(refused.exitCode).toBe(0)
+    expect(refused.outputs['cache-hit']).toBe('false')
+    const forgedKey = savedEntries(forged)[0].key
+    expect(warnings(refused.log)).toEqual([
+      expect.stringContaining(`entry ${forgedKey} holds paths not signed by signing-key (nda-cache-test-1)`)
+    ])
+    expect(refused.summary).toMatch(/\| Derivations built \| [1-9]/)
+    // Its post step saves the system it built, signed, under the signed keys (the newest entry there).
+    const post = await runAction(inputs, {
+      env: service.env(),
+      state: refused.state,
+      runnerTemp: refused.runnerTemp
+    })
+    expect(post.log).toMatch(new RegExp(`Store cache saved as nda-test-signed-signed-${key.fingerprint}-`))
+    const top = deleteBuilt()
+
+    const deploy = await runAction(
+      { ...inputs, mode: 'switch', 'target-host': testbed().TESTBED_PI, 'jump-host': testbed().TESTBED_JUMP },
+      { env: service.env() }
+    )
+    expect(deploy.exitCode).toBe(0)
+    expect(deploy.outputs['cache-hit']).toBe('true')
+    expect(deploy.summary).toContain('| Derivations built | 0 |')
+    expect(deploy.log).toMatch(/Restored \d+ store paths .*, each signed by nda-cache-test-1/)
+    expect(storeHas(top)).toBe(true)
+    expect(warnings(deploy.log)).toEqual([])
+  }, 900_000)
+
+  it('a deploy without signing-key restores nothing, even with an entry there, and says why', async () => {
+    const inputs = freshInputs('unsigned-deploy')
+    await coldRunSaved(inputs)
+    const top = deleteBuilt()
+    const deploy = await runAction(
+      { ...inputs, mode: 'switch', 'target-host': testbed().TESTBED_PI, 'jump-host': testbed().TESTBED_JUMP },
+      { env: service.env() }
+    )
+    expect(deploy.exitCode).toBe(0)
+    expect(deploy.outputs['cache-hit']).toBe('false')
+    expect(deploy.log).not.toMatch(/Restored \d+ store paths/)
+    expect(deploy.summary).toMatch(
+      /\| Store cache \| not restored: a deploy imports only entries signed by signing-key/
+    )
+    expect(deploy.summary).toMatch(/\| Derivations built \| [1-9]/)
+    expect(storeHas(top)).toBe(true)
   }, 600_000)
 
   it('without a cache service: one warning, and the build goes on', async () => {

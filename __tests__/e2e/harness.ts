@@ -302,7 +302,13 @@ function userRunnable(): [string, string] {
   return runnable
 }
 
-const SECRET_INPUTS = ['ssh-private-key', 'ssh-key-passphrase', 'jump-host-key', 'github-token']
+const SECRET_INPUTS = [
+  'ssh-private-key',
+  'ssh-key-passphrase',
+  'jump-host-key',
+  'github-token',
+  'signing-key'
+]
 
 /** A workflow command's data as the runner reads it (core escapes %, CR and LF). */
 function unescapeCommandData(v: string): string {
@@ -386,6 +392,8 @@ export function assertNoSecretLeak(
   for (const f of walk(run.runnerTemp)) places[f] = fs.readFileSync(f, 'latin1')
   const secrets: Array<[string, string]> = [
     ...SECRET_INPUTS.map((name): [string, string] => [`secret input ${name}`, inputs[name] ?? '']),
+    // A Nix signing key's secret part alone (NAME: is its public label).
+    ['secret input signing-key (its key part)', (inputs['signing-key'] ?? '').split(':')[1] ?? ''],
     ...extra.map((v, i): [string, string] => [`secret #${i + 1} of the test`, v]),
     ...Object.entries(env)
       .filter(([k]) => /TOKEN/.test(k))

@@ -6,6 +6,7 @@ import { errorMessage } from '../errors'
 import { RunnerNix } from '../nix/nix'
 import { randomBytes } from 'crypto'
 import { Inputs } from '../inputs'
+import { SigningKey } from './signing'
 import { DeployReport } from '../report/report'
 import { info } from '../report/untrusted'
 import { runCommand, tail } from '../run-command'
@@ -20,8 +21,14 @@ import { cacheKeys, CacheKeys, inputsHash } from './keys'
  *           the current system needs, saved with @actions/cache under a unique key;
  *   restore (main step, after evaluation): @actions/cache restores DIR, then `nix copy --from` it
  *           imports the paths through Nix itself, so they are registered like any substituted path.
- * Importing unsigned paths needs a trusted Nix user (root with single-user Nix, or trusted-users for
- * a daemon); otherwise the restore is skipped with a warning and the build proceeds.
+ * Importing needs a trusted Nix user (root with single-user Nix, or trusted-users for a daemon);
+ * otherwise the restore is skipped with a warning and the build proceeds.
+ *
+ * What an entry is trusted for: any job that can write to this cache scope can write an entry under
+ * any key (a default-branch pull_request_target or workflow_run job running a pull request's code,
+ * say), and a restored path is used as it is. So with signing-key every path saved is signed with
+ * it and a restore imports only paths that carry its signature (Nix checks them against that one
+ * public key); without one, only a build (mode build: nothing reaches a target) restores, unverified.
  */
 
 /**
@@ -93,15 +100,33 @@ async function inFreshCacheDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   }
 }
 
-export function restoreStore(nix: RunnerNix, key: string, restoreKeys: string[]): Promise<RestoreOutcome> {
-  return inFreshCacheDir(dir => restoreInto(nix, dir, key, restoreKeys))
+export function restoreStore(
+  nix: RunnerNix,
+  key: string,
+  restoreKeys: string[],
+  signingKey?: SigningKey
+): Promise<RestoreOutcome> {
+  return inFreshCacheDir(dir => restoreInto(nix, dir, key, restoreKeys, signingKey))
+}
+
+/**
+ * `nix copy --from` the cache directory: with a signing key, only paths signed by it (its public key
+ * is the only trusted one for this copy, and signatures are required whatever nix.conf says);
+ * without one, unchecked.
+ */
+function importArgs(nix: RunnerNix, dir: string, paths: string[], signingKey?: SigningKey): string[] {
+  const check = signingKey
+    ? ['--option', 'require-sigs', 'true', '--option', 'trusted-public-keys', signingKey.publicKey]
+    : ['--no-check-sigs']
+  return [...nix.nixArgs(), 'copy', ...check, '--from', `file://${dir}`, ...paths]
 }
 
 async function restoreInto(
   nix: RunnerNix,
   dir: string,
   key: string,
-  restoreKeys: string[]
+  restoreKeys: string[],
+  signingKey?: SigningKey
 ): Promise<RestoreOutcome> {
   const started = Date.now()
   let matchedKey: string | undefined
@@ -114,22 +139,19 @@ async function restoreInto(
   const paths = await cachedPaths(dir)
   const bytes = await dirSize(dir)
   if (paths.length > 0) {
-    const r = await runCommand('nix', [
-      ...nix.nixArgs(),
-      'copy',
-      '--no-check-sigs',
-      '--from',
-      `file://${dir}`,
-      ...paths
-    ])
+    const r = await runCommand('nix', importArgs(nix, dir, paths, signingKey))
     if (r.exitCode !== 0) {
       core.warning(
-        `Importing the restored store cache failed, so the build starts cold: ${tail(r.stderr, 3)}. Importing unsigned paths needs a trusted Nix user (root, or trusted-users in nix.conf).`
+        signingKey && /signature/.test(r.stderr)
+          ? `The store cache entry ${matchedKey} holds paths not signed by signing-key (${signingKey.name}), so it was not imported and the build starts cold: someone who can write to this repository's cache wrote it, or it was saved with another key. Delete the entry (gh cache delete ${matchedKey}) if this repeats. Nix said: ${tail(r.stderr, 2)}`
+          : `Importing the restored store cache failed, so the build starts cold: ${tail(r.stderr, 3)}. Importing needs a trusted Nix user (root, or trusted-users in nix.conf).`
       )
       return { hit: false, matchedKey, paths: 0, bytes, ms: Date.now() - started }
     }
   }
-  info(`Restored ${paths.length} store paths (${formatBytes(bytes)}) from cache ${matchedKey}`)
+  info(
+    `Restored ${paths.length} store paths (${formatBytes(bytes)}) from cache ${matchedKey}${signingKey ? `, each signed by ${signingKey.name}` : ''}`
+  )
   return { hit: true, matchedKey, paths: paths.length, bytes, ms: Date.now() - started }
 }
 
@@ -150,21 +172,33 @@ export interface SaveOutcome {
   ms: number
 }
 
-/** Exports `paths` (with their closures) into a fresh binary cache directory, saves it, removes it. */
-export function saveStore(nix: RunnerNix, key: string, paths: string[]): Promise<SaveOutcome> {
-  return inFreshCacheDir(dir => saveFrom(nix, dir, key, paths))
+/**
+ * Exports `paths` (with their closures) into a fresh binary cache directory, saves it, removes it.
+ * With a signing key, Nix signs every path it writes there (the store URI's secret-key, read from a
+ * pipe: never a file or an argument).
+ */
+export function saveStore(
+  nix: RunnerNix,
+  key: string,
+  paths: string[],
+  signingKey?: SigningKey
+): Promise<SaveOutcome> {
+  return inFreshCacheDir(dir => saveFrom(nix, dir, key, paths, signingKey))
 }
 
-async function saveFrom(nix: RunnerNix, dir: string, key: string, paths: string[]): Promise<SaveOutcome> {
+async function saveFrom(
+  nix: RunnerNix,
+  dir: string,
+  key: string,
+  paths: string[],
+  signingKey?: SigningKey
+): Promise<SaveOutcome> {
   const started = Date.now()
   await fs.mkdir(dir, { recursive: true })
-  const r = await runCommand('nix', [
-    ...nix.nixArgs(),
-    'copy',
-    '--to',
-    `file://${dir}?compression=zstd`,
-    ...paths
-  ])
+  const store = `file://${dir}?compression=zstd${signingKey ? '&secret-key=/dev/fd/3' : ''}`
+  const r = await runCommand('nix', [...nix.nixArgs(), 'copy', '--to', store, ...paths], {
+    secretFile: signingKey?.secret
+  })
   if (r.exitCode !== 0)
     return {
       saved: false,
@@ -188,14 +222,21 @@ export interface PendingSave {
   key: string
   paths: string[]
   settings: Array<[string, string]>
+  /** Saved under a signing-key's cache keys: the post step signs it with the key (read again there). */
+  signed: boolean
 }
 
 let runKeys: CacheKeys | undefined
-/** This run's keys (one unique save key per run, computed once). */
+/**
+ * This run's keys (one unique save key per run, computed once). Entries saved with a signing key
+ * have keys of their own (its fingerprint after the prefix), so a signed run never picks an
+ * unsigned entry, however new; an entry someone else wrote there fails the signature check.
+ */
 export function storeCacheKeys(inputs: Inputs, hostSystem: string): CacheKeys {
   const runId = `${process.env.GITHUB_RUN_ID ?? Date.now()}-${process.env.GITHUB_RUN_ATTEMPT ?? '1'}-${randomBytes(3).toString('hex')}`
+  const prefix = inputs.cacheKey ?? `nix-deploy-${hostSystem}`
   runKeys ??= cacheKeys(
-    inputs.cacheKey ?? `nix-deploy-${hostSystem}`,
+    inputs.signingKey ? `${prefix}-signed-${inputs.signingKey.fingerprint}` : prefix,
     inputsHash(
       inputs.source.kind === 'flake'
         ? inputs.source.flake.ref
@@ -206,10 +247,20 @@ export function storeCacheKeys(inputs: Inputs, hostSystem: string): CacheKeys {
   return runKeys
 }
 
+/**
+ * Why this run restores nothing, or undefined when it may: a run that reaches a target (it runs the
+ * system there, dry-activate too) imports only what signing-key verifies.
+ */
+export function unverifiedRestoreRefused(inputs: Pick<Inputs, 'mode' | 'signingKey'>): string | undefined {
+  if (inputs.signingKey || inputs.mode === 'build') return undefined
+  return 'not restored: a deploy imports only entries signed by signing-key, and none is set (any job that can write to this cache could have written an entry)'
+}
+
 /** The main step's restore, with the report's view of it. Asks isFeatureAvailable first, so there is one warning, ours. */
 export async function restoreForRun(
   nix: RunnerNix,
-  keys: CacheKeys
+  keys: CacheKeys,
+  inputs: Pick<Inputs, 'mode' | 'signingKey'>
 ): Promise<NonNullable<DeployReport['cache']>> {
   if (!(await cacheServiceAvailable())) {
     core.warning(
@@ -217,7 +268,22 @@ export async function restoreForRun(
     )
     return { available: false, hit: false }
   }
+  const refused = unverifiedRestoreRefused(inputs)
+  if (refused) {
+    info(`Store cache ${refused}. Set signing-key to restore it in deploys (README: The store cache).`)
+    return { available: true, hit: false, refused }
+  }
   core.startGroup('Restore the Nix store cache')
-  const r = await restoreStore(nix, keys.key, keys.restoreKeys).finally(() => core.endGroup())
-  return { available: true, hit: r.hit, key: r.matchedKey, paths: r.paths, bytes: r.bytes, ms: r.ms }
+  const r = await restoreStore(nix, keys.key, keys.restoreKeys, inputs.signingKey).finally(() =>
+    core.endGroup()
+  )
+  return {
+    available: true,
+    hit: r.hit,
+    key: r.matchedKey,
+    paths: r.paths,
+    bytes: r.bytes,
+    ms: r.ms,
+    signedBy: inputs.signingKey?.name
+  }
 }

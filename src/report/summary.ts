@@ -209,16 +209,7 @@ function summaryRows(r: DeployReport): Array<[string, string | undefined]> {
     ['Waited for the deploy lock', r.lockWaitMs ? seconds(r.lockWaitMs) : undefined],
     ['Old generations deleted', r.deletedGenerations?.length ? r.deletedGenerations.join(', ') : undefined],
     ['Derivations built', r.builtDerivations?.toString()],
-    [
-      'Store cache',
-      r.cache === undefined
-        ? undefined
-        : !r.cache.available
-          ? 'no cache service'
-          : r.cache.hit
-            ? `restored ${r.cache.paths} paths (${formatBytes(r.cache.bytes ?? 0)}) from ${r.cache.key} in ${seconds(r.cache.ms ?? 0)}`
-            : 'no entry yet (saved after this run)'
-    ],
+    ['Store cache', cacheRow(r.cache)],
     [
       'Closure',
       r.closureSize === undefined
@@ -238,6 +229,17 @@ function summaryRows(r: DeployReport): Array<[string, string | undefined]> {
         : `${formatBytes(r.copiedBytes)} (NAR) in ${r.copiedPaths ?? 0} paths, ${formatBytes(r.wireBytes ?? 0)} on the wire${r.compression && r.compression !== 'none' ? ` (${r.compression})` : ''}`
     ]
   ]
+}
+
+/** What the store cache's restore did, and what it trusted. */
+function cacheRow(c: DeployReport['cache']): string | undefined {
+  if (c === undefined) return undefined
+  if (!c.available) return 'no cache service'
+  if (c.refused) return c.refused
+  if (!c.hit)
+    return c.key ? `entry ${c.key} not imported (see the warning)` : 'no entry yet (saved after this run)'
+  const signed = c.signedBy ? `, every path signed by ${c.signedBy}` : ''
+  return `restored ${c.paths} paths (${formatBytes(c.bytes ?? 0)}) from ${c.key} in ${seconds(c.ms ?? 0)}${signed}`
 }
 
 /** Whether the new system needs a reboot to run (its boot files against what the target booted). */
