@@ -48,14 +48,25 @@ CONF
 #!/bin/sh
 sys=$(readlink -f /run/booted-system) || exit 0
 [ -d "$sys/etc/systemd/system" ] || exit 0
-units=$(ls "$sys/etc/systemd/system" | grep '[.]service$')
+units=$(ls "$sys/etc/systemd/system" | grep -E '[.](service|target)$')
 mkdir -p /run/systemd/system
 for u in $units; do ln -sfn "$sys/etc/systemd/system/$u" "/run/systemd/system/$u"; done
 systemctl daemon-reload
+# A unit that waits for a deployment key (and what orders after one) waits until the deploy uploads
+# it, after sshd is up: started without waiting for it, as sshd on NixOS does not wait for them.
+keyed="" now=""
+for u in $units; do
+  case $u in
+    *-key.service | keys.target) keyed="$keyed $u" ;;
+    *) if grep -q -e '-key[.]service' -e 'keys[.]target' "$sys/etc/systemd/system/$u"; then keyed="$keyed $u"; else now="$now $u"; fi ;;
+  esac
+done
+# shellcheck disable=SC2086
+[ -z "$keyed" ] || systemctl start --no-block $keyed
 # One transaction, as multi-user.target starts them on NixOS: side by side, in their own order (the
 # boot trial does not wait for a slow unit to finish).
 # shellcheck disable=SC2086
-systemctl start $units || echo "nda-boot-units: failed to start: $(systemctl --failed --plain --no-legend | cut -d' ' -f1 | tr '\n' ' ')" >&2
+systemctl start $now || echo "nda-boot-units: failed to start: $(systemctl --failed --plain --no-legend | cut -d' ' -f1 | tr '\n' ' ')" >&2
 SH
   chmod 755 "$root/usr/local/sbin/nda-boot-units"
   cat >"$root/etc/systemd/system/nda-boot-units.service" <<'UNIT'

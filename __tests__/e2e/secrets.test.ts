@@ -33,7 +33,7 @@ describeE2E('secrets: child environments and key directories', () => {
   }, 300_000)
 
   // Each directory is prepared on the Pi as an attacker (an unprivileged user) could leave it.
-  const unsafe: Array<[string, string, RegExp]> = [
+  const unsafe: Array<[string, string, RegExp, string?]> = [
     [
       'a symlink to a directory an unprivileged user owns',
       'mkdir -p /run/nda-stolen && chown nda-nosudo /run/nda-stolen && ln -sfn /run/nda-stolen /run/nda-keys',
@@ -48,16 +48,22 @@ describeE2E('secrets: child environments and key directories', () => {
       'a directory anyone can write to',
       'mkdir -p /run/nda-keys && chmod 1777 /run/nda-keys',
       /is writable by group or others \(mode 1777\)/
+    ],
+    [
+      "root's own, inside a directory an unprivileged user owns (who could swap it after the check)",
+      'mkdir -p /run/nda-stolen/keys && chmod 0750 /run/nda-stolen/keys && chown nda-nosudo /run/nda-stolen',
+      /\/run\/nda-stolen is owned by uid [0-9]+, not root/,
+      '/run/nda-stolen/keys'
     ]
   ]
   it.each(unsafe)(
     'a key destDir that is %s is refused; nothing is written, nothing activated',
-    async (_what, prepare, why) => {
+    async (_what, prepare, why, dir = '/run/nda-keys') => {
       piExec(['sh', '-c', 'rm -rf /run/nda-keys /run/nda-stolen /run/nda-stolen-file'])
       piExec(['sh', '-c', prepare])
       const before = piState()
       const run = await runAction(networkInputs('key-dir.nix'), {
-        env: { NDA_KEY_DIR: '/run/nda-keys' },
+        env: { NDA_KEY_DIR: dir },
         secrets: ['key-dir-wifi-secret-6402']
       })
       expect(run.exitCode).not.toBe(0)

@@ -518,6 +518,18 @@ describeE2E(
       expect(onPi('stat -c "%U:%G %a" /run/keys/wifi-psk; cat /run/keys/wifi-psk', 'spi')).toBe(
         'root:root 640\nspi-wifi-secret-5521'
       )
+      // As NixOps' and colmena's: a unit per key and keys.target. The service that requires the key
+      // waited through the boot until the upload, then read it (it fails when the key is missing).
+      expect(onPi(`cat ${top}/etc/systemd/system/wifi-psk-key.service`, 'spi')).toMatch(
+        /^Before=keys\.target$/m
+      )
+      // Their start jobs may still be queued (the key unit looks once a second): waited for, 30 s at most.
+      const settled = onPi(
+        'u="wifi-psk-key.service keys.target wifi.service"; for i in $(seq 60); do [ -n "$(systemctl list-jobs --no-legend $u)" ] || break; sleep 0.5; done; systemctl is-active $u || true',
+        'spi'
+      )
+      expect(settled).toBe('active\nactive\nactive')
+      expect(onPi('cat /run/nda-wifi-psk-read', 'spi')).toBe(String('spi-wifi-secret-5521'.length))
     }, 300_000)
 
     it('switch (no reboot) to a system whose unit stops sshd: magic rollback, the old units and sshd back', async () => {

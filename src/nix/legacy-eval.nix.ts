@@ -48,11 +48,12 @@ let
 
   # NixOps options that only its cloud backends (or its own state) use: accepted and reported.
   cloudOptions = [ "ec2" "gce" "azure" "digitalOcean" "hetzner" "libvirtd" "virtualbox" "container" "packet" "vultr" "gcp" "route53" "autoLuks" ];
-  deploymentModule = name: { lib, ... }: {
+  deploymentModule = name: { config, lib, pkgs, ... }: {
     key = "nix-deploy-action#deployment";
     # As NixOps: the machine's name is its host name unless the configuration sets one (900 beats
     # lib.mkDefault, loses to a plain definition).
     config.networking.hostName = lib.mkOverride 900 name;
+    config.systemd = keyUnits pkgs config.deployment.keys;
     options.deployment = {
       targetHost = lib.mkOption { type = lib.types.str; default = name; description = "Host name or address to deploy to (default: the machine's name, as in NixOps)."; };
       targetPort = lib.mkOption { type = lib.types.nullOr lib.types.int; default = null; description = "SSH port (default 22)."; };
@@ -62,7 +63,7 @@ let
       keys = lib.mkOption {
         default = { };
         description = "Files uploaded outside the Nix store before activation, as NixOps did.";
-        type = lib.types.attrsOf (lib.types.submodule {
+        type = lib.types.attrsOf (lib.types.submodule ({ name, config, ... }: {
           options = {
             text = lib.mkOption { type = lib.types.nullOr lib.types.str; default = null; };
             keyFile = lib.mkOption { type = lib.types.nullOr lib.types.path; default = null; };
@@ -71,8 +72,10 @@ let
             user = lib.mkOption { type = lib.types.str; default = "root"; };
             group = lib.mkOption { type = lib.types.str; default = "root"; };
             permissions = lib.mkOption { type = lib.types.str; default = "0600"; };
+            # As NixOps': where the key is, for the services that read it.
+            path = lib.mkOption { type = lib.types.str; readOnly = true; default = "${'$'}{config.destDir}/${'$'}{name}"; };
           };
-        });
+        }));
       };
       hasFastConnection = lib.mkOption { type = lib.types.bool; default = false; };
       alwaysActivate = lib.mkOption { type = lib.types.bool; default = true; };
@@ -81,6 +84,35 @@ let
       encryptedLinksTo = lib.mkOption { type = lib.types.listOf lib.types.str; default = [ ]; };
     } // listToAttrs (map (n: { name = n; value = lib.mkOption { type = lib.types.attrs; default = { }; }; }) cloudOptions);
   };
+
+  # As NixOps and colmena: a unit <name>-key.service per key and keys.target after them all, so a
+  # service can order after its key and require it. A key in /run/keys is gone after a boot until
+  # the action uploads it again: its unit waits for the file (TimeoutStartSec=infinity, a look a
+  # second while it waits, nothing once it is there), and so does whatever requires it. Unlike
+  # NixOps' units it does not stop when the file is deleted. Names and directories the upload would
+  # refuse (deploy/keys.ts) get no unit: the deploy fails before activation anyway.
+  keyUnits = pkgs: keys:
+    let
+      safe = k: builtins.match "[A-Za-z0-9_][A-Za-z0-9._-]*" k != null
+        && builtins.match "/[A-Za-z0-9._/-]*" keys.${'$'}{k}.destDir != null;
+      names = filter safe (attrNames keys);
+      unit = k:
+        let inherit (keys.${'$'}{k}) path; in {
+          description = "deployment.keys.${'$'}{k}: ${'$'}{path} is there";
+          wantedBy = [ "keys.target" ];
+          before = [ "keys.target" ];
+          serviceConfig = {
+            Type = "oneshot";
+            RemainAfterExit = true;
+            TimeoutStartSec = "infinity";
+            # systemd's own quoting: $$ is a dollar; the path is the script's $0.
+            ExecStart = "${'$'}{pkgs.runtimeShell} -c 'while [ ! -e \"$$0\" ]; do sleep 1; done' ${'$'}{path}";
+          };
+        };
+    in {
+      services = listToAttrs (map (k: { name = "${'$'}{k}-key"; value = unit k; }) names);
+      targets = if names == [ ] then { } else { keys.description = "deployment.keys: every key is there"; };
+    };
 
   # Each machine through eval-config.nix, as NixOps did: the machine's modules from every network
   # file, the defaults, the deployment options; name, nodes and resources as module arguments.
