@@ -1,5 +1,17 @@
 import * as fs from 'fs'
-import { deployInputs, describeE2E, fixturePath, onPi, piState, resetPi, runAction } from './harness'
+import { LOCK_DIR } from '../../src/target/lock'
+import { shellCommand } from '../../src/ssh/quote'
+import {
+  ActionRun,
+  deployInputs,
+  describeE2E,
+  fixturePath,
+  onPi,
+  piState,
+  resetPi,
+  runAction,
+  runnerView
+} from './harness'
 
 /**
  * Hostile values in every input that reaches a command: each gives a clear validation error or is used
@@ -65,5 +77,66 @@ describeE2E('hostile input is refused or used literally, never executed', () => 
     )
     expect(run.exitCode).toBe(0)
     expect(run.outputs.result).toBe('deployed')
+  }, 300_000)
+})
+
+/**
+ * What a target (or a pull request's Nix code) writes reaches the log as text: a bare \r, which the
+ * runner also takes for a line end, must not start a workflow command there. Each place gets
+ * `\r::error title=pwned-<place>::…\r::add-mask::nda-planted-mask`: no such annotation, no such mask,
+ * and the text is still shown (escaped), so a test that printed nothing could not pass.
+ */
+describeE2E('text from the target is shown, never obeyed', () => {
+  beforeAll(() => resetPi(), 300_000)
+  afterEach(() => {
+    onPi(`rm -rf ${LOCK_DIR}`)
+  })
+  const planted = (place: string): string => `\r::error title=pwned-${place}::x\r::add-mask::nda-planted-mask`
+  const expectShownNotObeyed = (run: ActionRun, places: string[]): void => {
+    const view = runnerView(run.log)
+    expect(
+      view.commands.filter(c => /^::(error title=pwned|warning::pwned|add-mask::nda-planted)/.test(c))
+    ).toEqual([])
+    expect(view.masks).not.toContain('nda-planted-mask')
+    const shown = view.shown.join('\n')
+    for (const place of places) expect(shown).toContain(`pwned-${place}`)
+  }
+
+  it("a lock holder's description", async () => {
+    const boot = onPi('cat /proc/sys/kernel/random/boot_id')
+    const uptime = Math.floor(Number(onPi('cut -d" " -f1 /proc/uptime')))
+    const owner = ['planted-holder', `v2 ${boot} ${uptime + 600}`, `a run of someone else${planted('lock')}`]
+    onPi(
+      `mkdir -p ${LOCK_DIR} && printf '%s\\n' ${owner.map(l => shellCommand([l])).join(' ')} > ${LOCK_DIR}/owner`
+    )
+    const before = piState()
+    const run = await runAction(deployInputs('pi-gen1', { 'lock-timeout': '3' }))
+    expect(run.exitCode).not.toBe(0)
+    expect(run.outputs.result).toBe('failed')
+    expectShownNotObeyed(run, ['lock'])
+    expect(piState()).toEqual(before)
+  }, 300_000)
+
+  it("the evaluation's trace, a build log and the activation's output (which fails: rolled back)", async () => {
+    const before = piState()
+    const run = await runAction(deployInputs('pi-hostile-output'))
+    expect(run.outputs.result).toBe('rolled-back')
+    // Nix shows a build log only when the build fails: here it must just not be obeyed.
+    expectShownNotObeyed(run, ['activation'])
+    expect(runnerView(run.log).shown.join('\n')).toContain('pwned-activation-stderr')
+    expect(piState()).toEqual(before)
+  }, 300_000)
+
+  it("a health check's output (it fails: rolled back)", async () => {
+    const before = piState()
+    const run = await runAction(
+      deployInputs('pi-gen1', {
+        'health-checks': `printf '${planted('health').replace(/\r/g, '\\r')}\\n'; exit 1`,
+        'health-timeout': '3'
+      })
+    )
+    expect(run.outputs.result).toBe('rolled-back')
+    expectShownNotObeyed(run, ['health'])
+    expect(piState()).toEqual(before)
   }, 300_000)
 })
