@@ -586,14 +586,10 @@ function checkCombinations(
     i.confirmTimeoutSeconds <= i.healthTimeoutSeconds
   )
     problems.push(
-      `confirm-timeout (${i.confirmTimeoutSeconds} s) must be longer than health-timeout (${i.healthTimeoutSeconds} s${get('health-timeout') === '' ? ', its default' : ''}): the target rolls back when no confirmation comes within confirm-timeout, and the checks run before the confirmation. Raise confirm-timeout, or leave it unset and it is worked out from health-timeout`
+      `confirm-timeout (${i.confirmTimeoutSeconds} s) must be longer than health-timeout (${i.healthTimeoutSeconds} s): the target rolls back when no confirmation comes within confirm-timeout, and the checks run before the confirmation. Raise confirm-timeout, or leave it unset and it is worked out from health-timeout`
     )
   // A reboot's wait is made of logins: one that cannot fit in it would give up before it began.
-  if (
-    i.reboot !== 'never' &&
-    get('reboot-timeout') !== '' &&
-    i.rebootTimeoutSeconds <= i.connectTimeoutSeconds
-  )
+  if (i.reboot !== 'never' && i.rebootTimeoutSeconds <= i.connectTimeoutSeconds)
     problems.push(
       `reboot-timeout (${i.rebootTimeoutSeconds} s) must be longer than connect-timeout (${i.connectTimeoutSeconds} s): after the reboot the action logs in again within reboot-timeout (on trial, the target waits that long for the login), and one login may take connect-timeout per hop. Raise reboot-timeout (a Pi on Wi-Fi or behind a tunnel needs a minute or more)`
     )

@@ -8,6 +8,7 @@ import { execFileSync, spawn } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
+import { parse as parseYaml } from 'yaml'
 
 export const ROOT = path.join(__dirname, '..', '..')
 const TESTBED = process.env.TESTBED || '/var/lib/nda-testbed'
@@ -185,6 +186,19 @@ function parseFileCommand(text: string): Record<string, string> {
   return out
 }
 
+/** action.yml's static input defaults, which the runner hands to the action like given values. */
+const ACTION_DEFAULTS: Record<string, string> = Object.fromEntries(
+  Object.entries(
+    (
+      parseYaml(fs.readFileSync(path.join(ROOT, 'action.yml'), 'utf8')) as {
+        inputs: Record<string, { default?: string }>
+      }
+    ).inputs
+  )
+    .filter(([, i]) => i.default !== undefined && !String(i.default).includes('${{'))
+    .map(([name, i]) => [name, String(i.default)])
+)
+
 /**
  * Runs dist/index.js as the runner does: INPUT_* variables, GITHUB_OUTPUT / GITHUB_STATE /
  * GITHUB_STEP_SUMMARY files, RUNNER_TEMP. With `state`, runs it as the post step.
@@ -246,7 +260,10 @@ export async function runAction(
     GITHUB_WORKSPACE: opts.workspace ?? work,
     ...opts.env
   }
-  for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.toUpperCase()}`] = v
+  // As the runner: action.yml's default for every input the step does not set (an expression such
+  // as github-token's is left out: nothing here evaluates it).
+  for (const [k, v] of Object.entries({ ...ACTION_DEFAULTS, ...inputs }))
+    env[`INPUT_${k.replace(/ /g, '_').toUpperCase()}`] = v
   for (const [k, v] of Object.entries(opts.state ?? {})) env[`STATE_${k}`] = v
   const started = Date.now()
   return new Promise((resolve, reject) => {
