@@ -26,7 +26,7 @@ export class InputError extends ActionError {
       problems.length === 1
         ? problems[0]
         : `${problems.length} inputs are invalid:\n- ${problems.join('\n- ')}`,
-      'Fix the inputs in the workflow step (`with:`); the README lists every input and its allowed values.',
+      'Fix the inputs in the workflow step (`with:`); docs/inputs.md lists every input and its allowed values.',
       'inputs'
     )
   }

@@ -99,7 +99,7 @@ export interface Inputs {
   rebootTimeoutSeconds: number
 }
 
-/** Every input the action declares, in action.yml order (the README and a test check the list). */
+/** Every input the action declares, in action.yml order (docs/inputs.md and a test check the list). */
 export const INPUT_NAMES = [
   'flake',
   'configuration',

@@ -9,7 +9,7 @@ import { deployInputs, describeE2E, fixtureOutPath, runAction, testbed } from '.
  * The store cache with a multi-user Nix (nix-daemon), the action running as an ordinary user as on
  * a GitHub-hosted or most self-hosted runners. Building and saving work for any user; restoring
  * (importing unsigned paths) needs the user in trusted-users: without it the run warns once and
- * builds cold, with it the warm run builds nothing. (README: "The store cache".)
+ * builds cold, with it the warm run builds nothing. (docs/store-cache.md.)
  */
 const SOCKET = '/nix/var/nix/daemon-socket/socket'
 const USER = 'nda-runner'

@@ -7,8 +7,8 @@ import { INPUT_NAMES, InputName, MODES, readInputs } from '../../src/inputs'
 import { base } from './read-inputs'
 
 /**
- * action.yml is the contract editors and the Marketplace read, the README's tables the one people
- * read: both name the same inputs and outputs, in the same order, with the same defaults and
+ * action.yml is the contract editors and the Marketplace read, docs/inputs.md's tables the one
+ * people read: both name the same inputs and outputs, in the same order, with the same defaults and
  * accepted values, and a declared default means exactly what leaving the input empty means.
  */
 const root = path.join(__dirname, '..', '..')
@@ -16,9 +16,9 @@ const action = parse(fs.readFileSync(path.join(root, 'action.yml'), 'utf8')) as 
   inputs: Record<string, { description: string; default?: string }>
   outputs: Record<string, { description: string }>
 }
-const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8')
+const readme = fs.readFileSync(path.join(root, 'docs', 'inputs.md'), 'utf8')
 
-/** The rows of the README table under a `## heading`: first cell (its `name`) → the other cells. */
+/** The rows of the docs/inputs.md table under a `## heading`: first cell (its `name`) → the other cells. */
 function table(heading: string): Array<[string, string[]]> {
   const section = readme.split(`\n## ${heading}\n`)[1].split('\n## ')[0]
   return section
@@ -34,8 +34,8 @@ function table(heading: string): Array<[string, string[]]> {
 }
 
 /**
- * Inputs with a default in the README but none in action.yml, and why: the action must tell "not
- * given" from "given as the default" (README, Inputs).
+ * Inputs with a default in docs/inputs.md but none in action.yml, and why: the action must tell "not
+ * given" from "given as the default" (docs/inputs.md).
  */
 const DEFAULT_IN_CODE: Partial<Record<InputName, string>> = {
   machines: 'refused with flake',
@@ -59,7 +59,7 @@ const ACCEPTED: Partial<Record<InputName, readonly string[]>> = {
   rollout: ['all', 'canary']
 }
 
-describe('action.yml and the README agree', () => {
+describe('action.yml and docs/inputs.md agree', () => {
   const inputRows = table('Inputs')
 
   it('on the inputs and outputs, in order', () => {
@@ -68,13 +68,13 @@ describe('action.yml and the README agree', () => {
     expect(table('Outputs').map(([name]) => name)).toEqual(Object.keys(action.outputs))
   })
 
-  it('on every default: declared in action.yml where it is static, the same in the README', () => {
+  it('on every default: declared in action.yml where it is static, the same in docs/inputs.md', () => {
     for (const [name, [readmeDefault]] of inputRows) {
       const shown = readmeDefault.replace(/^`(.*)`$/, '$1')
       const declared = action.inputs[name].default
       if (declared !== undefined) expect([name, shown]).toEqual([name, declared])
       else if (!(name in DEFAULT_IN_CODE))
-        // No default: the README says so, or leaves the cell empty.
+        // No default: docs/inputs.md says so, or leaves the cell empty.
         expect([name, shown]).toEqual([name, expect.stringMatching(/^$|^\((none|all)\)$/)])
     }
   })

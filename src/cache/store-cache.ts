@@ -270,7 +270,7 @@ export async function restoreForRun(
   }
   const refused = unverifiedRestoreRefused(inputs)
   if (refused) {
-    info(`Store cache ${refused}. Set signing-key to restore it in deploys (README: The store cache).`)
+    info(`Store cache ${refused}. Set signing-key to restore it in deploys (docs/store-cache.md).`)
     return { available: true, hit: false, refused }
   }
   core.startGroup('Restore the Nix store cache')

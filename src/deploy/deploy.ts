@@ -179,7 +179,7 @@ class DeployRun {
         `${target.label} boots the new system once (its boot loader's one-shot entry, ${trial.once}); its previous system stays the default until this run confirms the new one`
       )
     else if (trial)
-      // What this target's boot loader does not cover (see the README, "A broken boot"): said before it happens.
+      // What this target's boot loader does not cover (docs/safety.md, "A broken boot"): said before it happens.
       target.log.warning(
         `the boot trial brings ${target.label} back from a new system that reaches user space; a new kernel that panics, or an initrd that cannot mount its root, is not covered on this target (no one-shot boot set up: services.nix-deploy-action.bootTrial.bootOnce) and would need hands on it (its boot menu keeps the previous generation)`
       )

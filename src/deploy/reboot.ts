@@ -126,7 +126,7 @@ export async function rebootInto(
           )
         : new ActionError(
             `${target.label} booted its previous system ${trial.previous}, not the new one: its boot loader did not run the one-shot entry (its one-shot file ${trial.once} is as the deploy wrote it)`,
-            "Nothing changed on the target: it runs the previous system, still the default. Install the boot loader's one-shot hook (nixos/boot-once.sh install, see the README's 'A broken boot'), or remove services.nix-deploy-action.bootTrial.bootOnce.",
+            "Nothing changed on the target: it runs the previous system, still the default. Install the boot loader's one-shot hook (nixos/boot-once.sh install, see docs/safety.md, 'A broken boot'), or remove services.nix-deploy-action.bootTrial.bootOnce.",
             'verify'
           )
     }
