@@ -59,6 +59,17 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     await service.stop()
   })
 
+  /** Deletes the system pi-nonce builds (and its etc) from the runner's store; its path. */
+  const deleteBuilt = (): string => {
+    const top = fixtureOutPath('pi-nonce')
+    const etc = execFileSync('nix-store', ['-qR', top], { encoding: 'utf8' })
+      .split('\n')
+      .find(p => p.endsWith('-etc'))!
+    execFileSync('nix-store', ['--delete', top, etc], { env: NIX_ENV, stdio: 'ignore' })
+    expect(storeHas(top)).toBe(false)
+    return top
+  }
+
   it('a cold run builds, and its post step saves only what the system needs', async () => {
     const inputs = freshInputs('cold')
     const run = await runAction(inputs, { env: service.env() })
@@ -75,12 +86,7 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
   it('after the built paths are deleted, a warm run restores them and builds nothing', async () => {
     const inputs = freshInputs('warm')
     await coldRunSaved(inputs)
-    const top = fixtureOutPath('pi-nonce')
-    const etc = execFileSync('nix-store', ['-qR', top], { encoding: 'utf8' })
-      .split('\n')
-      .find(p => p.endsWith('-etc'))!
-    execFileSync('nix-store', ['--delete', top, etc], { env: NIX_ENV, stdio: 'ignore' })
-    expect(storeHas(top)).toBe(false)
+    deleteBuilt()
 
     const run = await runAction(inputs, { env: service.env() })
     expect(run.exitCode).toBe(0)
@@ -172,15 +178,12 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
       fs.rmSync(dir, { recursive: true, force: true })
     }
   }
-  const deleteBuilt = (): string => {
-    const top = fixtureOutPath('pi-nonce')
-    const etc = execFileSync('nix-store', ['-qR', top], { encoding: 'utf8' })
-      .split('\n')
-      .find(p => p.endsWith('-etc'))!
-    execFileSync('nix-store', ['--delete', top, etc], { env: NIX_ENV, stdio: 'ignore' })
-    expect(storeHas(top)).toBe(false)
-    return top
-  }
+  /** A deploy (switch, to pi) of what `inputs` builds. */
+  const deployTo = (inputs: Record<string, string>) =>
+    runAction(
+      { ...inputs, mode: 'switch', 'target-host': testbed().TESTBED_PI, 'jump-host': testbed().TESTBED_JUMP },
+      { env: service.env() }
+    )
   const warnings = (log: string): string[] =>
     log.split('\n').filter(l => l.startsWith('::warning') && !/No GitHub Actions cache/.test(l))
 
@@ -209,10 +212,7 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     expect(post.log).toMatch(new RegExp(`Store cache saved as nda-test-signed-signed-${key.fingerprint}-`))
     const top = deleteBuilt()
 
-    const deploy = await runAction(
-      { ...inputs, mode: 'switch', 'target-host': testbed().TESTBED_PI, 'jump-host': testbed().TESTBED_JUMP },
-      { env: service.env() }
-    )
+    const deploy = await deployTo(inputs)
     expect(deploy.exitCode).toBe(0)
     expect(deploy.outputs['cache-hit']).toBe('true')
     expect(deploy.summary).toContain('| Derivations built | 0 |')
@@ -225,10 +225,7 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     const inputs = freshInputs('unsigned-deploy')
     await coldRunSaved(inputs)
     const top = deleteBuilt()
-    const deploy = await runAction(
-      { ...inputs, mode: 'switch', 'target-host': testbed().TESTBED_PI, 'jump-host': testbed().TESTBED_JUMP },
-      { env: service.env() }
-    )
+    const deploy = await deployTo(inputs)
     expect(deploy.exitCode).toBe(0)
     expect(deploy.outputs['cache-hit']).toBe('false')
     expect(deploy.log).not.toMatch(/Restored \d+ store paths/)
