@@ -8,15 +8,17 @@ import { STATE_CACHE, STATE_TEMP_DIR } from './main'
 import { RunnerNix } from './nix/nix'
 import { info } from './report/untrusted'
 import { parseSigningKey, SigningKey } from './cache/signing'
-import { maskSecret } from './secrets'
+import { forgetSecretInputs, maskSecret } from './secrets'
+import { SECRET_INPUTS } from './inputs'
+import { escapeMarkdown } from './report/summary'
 
 /** Saves the store cache the main step prepared (it records nothing when nothing new was built). */
-async function saveStoreCache(): Promise<void> {
+async function saveStoreCache(key: SigningKey | undefined): Promise<void> {
   const raw = core.getState(STATE_CACHE)
   if (!raw) return
   const s = JSON.parse(raw) as PendingSave
   // The key is read again from the input (state is a file on the runner: it never holds the key).
-  const signingKey = s.signed ? postSigningKey() : undefined
+  const signingKey = s.signed ? key : undefined
   if (s.signed && !signingKey) {
     core.warning(
       'Store cache not saved: signing-key is not readable in the post step, and an entry under a signed key must be signed.'
@@ -33,7 +35,7 @@ async function saveStoreCache(): Promise<void> {
   if (r.saved) info(line)
   else core.warning(line)
   await core.summary
-    .addRaw(`\n${line.replace(/[<>&]/g, c => `&#${c.charCodeAt(0)};`)}\n`)
+    .addRaw(`\n${escapeMarkdown(line)}\n`)
     .write()
     .catch(() => undefined)
 }
@@ -55,7 +57,11 @@ function postSigningKey(): SigningKey | undefined {
  * them from memory.
  */
 export async function post(): Promise<void> {
-  await saveStoreCache()
+  // Every secret input is in this process's environment again (a new step): read what it needs,
+  // then no child (tar, zstd, nix) inherits them.
+  const signingKey = postSigningKey()
+  forgetSecretInputs(SECRET_INPUTS)
+  await saveStoreCache(signingKey)
   const dir = core.getState(STATE_TEMP_DIR)
   if (!dir) return
   // Only ever delete what the main step made: a nix-deploy-action-* directory under the temp base.

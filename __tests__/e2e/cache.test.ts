@@ -216,7 +216,7 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     expect(deploy.exitCode).toBe(0)
     expect(deploy.outputs['cache-hit']).toBe('true')
     expect(deploy.summary).toContain('| Derivations built | 0 |')
-    expect(deploy.log).toMatch(/Restored \d+ store paths .*, each signed by nda-cache-test-1/)
+    expect(deploy.log).toMatch(/Restored \d+ store paths .*, each verified against nda-cache-test-1/)
     expect(storeHas(top)).toBe(true)
     expect(warnings(deploy.log)).toEqual([])
   }, 900_000)
@@ -234,6 +234,38 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     )
     expect(deploy.summary).toMatch(/\| Derivations built \| [1-9]/)
     expect(storeHas(top)).toBe(true)
+  }, 600_000)
+
+  it("an entry someone else wrote writes nothing outside the cache directory when it is unpacked (@actions/cache's own tar -P would)", async () => {
+    const inputs = freshInputs('unpack')
+    await coldRunSaved(inputs)
+    // The entry as a cache writer could replace it: a file by absolute name, and one above the workspace.
+    const outside = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-cacheract-'))
+    const work = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-ws-'))
+    const workspace = path.join(work, 'repo')
+    fs.mkdirSync(workspace)
+    const tar = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nda-entry-')), 'entry.tar')
+    execFileSync('python3', [
+      '-c',
+      'import io,sys,tarfile\nwith tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:\n' +
+        ' for n in sys.argv[2:]:\n  i = tarfile.TarInfo(n); b = b"pwned"; i.size = len(b); t.addfile(i, io.BytesIO(b))',
+      tar,
+      `${outside}/absolute`,
+      '../above-the-workspace',
+      '.nix-deploy-action-store-cache/x.narinfo'
+    ])
+    execFileSync('zstd', ['-q', '--rm', tar, '-o', `${tar}.zst`])
+    await service.replaceArchive(savedEntries(inputs)[0].key, fs.readFileSync(`${tar}.zst`))
+    deleteBuilt()
+
+    const run = await runAction(inputs, { env: service.env(), workspace })
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs['cache-hit']).toBe('false')
+    expect(fs.readdirSync(outside)).toEqual([])
+    expect(fs.readdirSync(work)).toEqual(['repo'])
+    expect(run.summary).toMatch(/\| Derivations built \| [1-9]/)
+    fs.rmSync(outside, { recursive: true, force: true })
+    fs.rmSync(work, { recursive: true, force: true })
   }, 600_000)
 
   it('without a cache service: one warning, and the build goes on', async () => {

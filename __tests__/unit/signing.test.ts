@@ -61,12 +61,20 @@ describe('signing-key', () => {
     expect(inputs(base).signingKey).toBeUndefined()
   })
 
-  it('lets only a build restore an unsigned cache', () => {
+  it('lets only a build on a GitHub-hosted runner restore an unsigned cache', () => {
     const key = parseSigningKey(SECRET) as SigningKey
-    expect(unverifiedRestoreRefused({ mode: 'build' })).toBeUndefined()
+    const hosted = { RUNNER_ENVIRONMENT: 'github-hosted' }
+    expect(unverifiedRestoreRefused({ mode: 'build' }, hosted)).toBeUndefined()
+    expect(unverifiedRestoreRefused({ mode: 'build' }, { RUNNER_ENVIRONMENT: 'self-hosted' })).toMatch(
+      /only a GitHub-hosted runner restores/
+    )
+    expect(unverifiedRestoreRefused({ mode: 'build' }, {})).toMatch(/only a GitHub-hosted runner restores/)
+    expect(unverifiedRestoreRefused({ mode: 'build', signingKey: key }, {})).toBeUndefined()
     for (const mode of ['switch', 'boot', 'test', 'dry-activate'] as const) {
-      expect(unverifiedRestoreRefused({ mode })).toMatch(/signing-key/)
-      expect(unverifiedRestoreRefused({ mode, signingKey: key })).toBeUndefined()
+      expect(unverifiedRestoreRefused({ mode }, hosted)).toMatch(
+        /a deploy imports only entries signed by signing-key/
+      )
+      expect(unverifiedRestoreRefused({ mode, signingKey: key }, {})).toBeUndefined()
     }
   })
 

@@ -7,6 +7,7 @@ import { RunnerNix } from '../nix/nix'
 import { randomBytes } from 'crypto'
 import { Inputs } from '../inputs'
 import { SigningKey } from './signing'
+import { extractCacheArchive } from './extract'
 import { DeployReport } from '../report/report'
 import { info } from '../report/untrusted'
 import { runCommand, tail } from '../run-command'
@@ -55,8 +56,17 @@ export function cacheDir(): string {
  * loading it first, 0.21 s without, on the testbed's machine, Node 24), which a run that caches
  * nothing need not pay.
  */
-function actionsCache(): Promise<typeof import('@actions/cache')> {
-  return import('@actions/cache')
+async function actionsCache(): Promise<typeof import('@actions/cache')> {
+  const [cache, tar] = await Promise.all([
+    import('@actions/cache'),
+    import('@actions/cache/lib/internal/tar')
+  ])
+  // Its restore unpacks with `tar -P` in the workspace, before anything is verified: ours instead
+  // (see extract.ts). restoreCache calls the module's export at call time, so replacing it works;
+  // the e2e cache suite fails if it ever does not (an entry with absolute names writes nothing).
+  ;(tar as unknown as { extractTar: (archive: string) => Promise<void> }).extractTar = archive =>
+    extractCacheArchive(archive, workspace(), CACHE_PATH)
+  return cache
 }
 
 export async function cacheServiceAvailable(): Promise<boolean> {
@@ -150,7 +160,7 @@ async function restoreInto(
     }
   }
   info(
-    `Restored ${paths.length} store paths (${formatBytes(bytes)}) from cache ${matchedKey}${signingKey ? `, each signed by ${signingKey.name}` : ''}`
+    `Restored ${paths.length} store paths (${formatBytes(bytes)}) from cache ${matchedKey}${signingKey ? `, each verified against ${signingKey.name}` : ''}`
   )
   return { hit: true, matchedKey, paths: paths.length, bytes, ms: Date.now() - started }
 }
@@ -248,12 +258,22 @@ export function storeCacheKeys(inputs: Inputs, hostSystem: string): CacheKeys {
 }
 
 /**
- * Why this run restores nothing, or undefined when it may: a run that reaches a target (it runs the
- * system there, dry-activate too) imports only what signing-key verifies.
+ * Why this run restores nothing, or undefined when it may. Only signing-key verifies an entry.
+ * Without it, a run that reaches a target (it runs the system there, dry-activate too) restores
+ * nothing, and a build only on a GitHub-hosted runner: a self-hosted runner keeps its store, so an
+ * entry's paths would still be there, unverified, for a later deploy on it (which would also sign
+ * them into the cache).
  */
-export function unverifiedRestoreRefused(inputs: Pick<Inputs, 'mode' | 'signingKey'>): string | undefined {
-  if (inputs.signingKey || inputs.mode === 'build') return undefined
-  return 'not restored: a deploy imports only entries signed by signing-key, and none is set (any job that can write to this cache could have written an entry)'
+export function unverifiedRestoreRefused(
+  inputs: Pick<Inputs, 'mode' | 'signingKey'>,
+  env: NodeJS.ProcessEnv = process.env
+): string | undefined {
+  if (inputs.signingKey) return undefined
+  if (inputs.mode !== 'build')
+    return 'not restored: a deploy imports only entries signed by signing-key, and none is set (any job that can write to this cache could have written an entry)'
+  if (env.RUNNER_ENVIRONMENT !== 'github-hosted')
+    return "not restored: without signing-key only a GitHub-hosted runner restores (its store is thrown away after the job); this runner's store outlives the job, and a later deploy on it would use what an unverified entry put there"
+  return undefined
 }
 
 /** The main step's restore, with the report's view of it. Asks isFeatureAvailable first, so there is one warning, ours. */

@@ -238,7 +238,7 @@ function cacheRow(c: DeployReport['cache']): string | undefined {
   if (c.refused) return c.refused
   if (!c.hit)
     return c.key ? `entry ${c.key} not imported (see the warning)` : 'no entry yet (saved after this run)'
-  const signed = c.signedBy ? `, every path signed by ${c.signedBy}` : ''
+  const signed = c.signedBy ? `, every path verified against ${c.signedBy}` : ''
   return `restored ${c.paths} paths (${formatBytes(c.bytes ?? 0)}) from ${c.key} in ${seconds(c.ms ?? 0)}${signed}`
 }
 
