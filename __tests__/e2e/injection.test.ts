@@ -117,7 +117,7 @@ describeE2E('text from the target is shown, never obeyed', () => {
     expect(piState()).toEqual(before)
   }, 300_000)
 
-  it("the evaluation's trace, a build log and the activation's output (which fails: rolled back)", async () => {
+  it("the activation's output (which fails: rolled back), with an evaluation's trace and a build's log that are not shown", async () => {
     const before = piState()
     const run = await runAction(deployInputs('pi-hostile-output'))
     expect(run.outputs.result).toBe('rolled-back')
@@ -125,6 +125,19 @@ describeE2E('text from the target is shown, never obeyed', () => {
     expectShownNotObeyed(run, ['activation'])
     expect(runnerView(run.log).shown.join('\n')).toContain('pwned-activation-stderr')
     expect(piState()).toEqual(before)
+  }, 300_000)
+
+  it('an evaluation error and the log of a build that fails', async () => {
+    for (const [config, place] of [
+      ['pi-hostile-eval', 'eval'],
+      ['pi-hostile-build', 'build']
+    ]) {
+      const before = piState()
+      const run = await runAction(deployInputs(config))
+      expect(run.outputs.result).toBe('failed')
+      expectShownNotObeyed(run, [place])
+      expect(piState()).toEqual(before)
+    }
   }, 300_000)
 
   it("a health check's output (it fails: rolled back)", async () => {

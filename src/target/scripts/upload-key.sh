@@ -23,15 +23,16 @@ check_dir() {
     refuse "$1 is writable by group or others (mode $4)"
   fi
 }
-# A parent that does not exist yet is made by root below, inside ones checked here.
+# What is missing is made first, then the whole chain is checked: a directory someone else made
+# meanwhile (in a parent they can write to) is then found as theirs.
+if [ ! -e "$dir" ] && [ ! -L "$dir" ]; then mkdir -p "$dir"; chmod 0750 "$dir"; fi
+check_dir "$dir" leaf
 parent=${dir%/*}
 while [ -n "$parent" ]; do
-  if [ -e "$parent" ] || [ -L "$parent" ]; then check_dir "$parent" sticky-ok; fi
+  check_dir "$parent" sticky-ok
   parent=${parent%/*}
 done
 check_dir / sticky-ok
-if [ ! -e "$dir" ] && [ ! -L "$dir" ]; then mkdir -p "$dir"; chmod 0750 "$dir"; fi
-check_dir "$dir" leaf
 tmp=$(mktemp "$dir/.$name.XXXXXXXXXX")
 trap 'rm -f "$tmp"' EXIT
 cat >"$tmp"
