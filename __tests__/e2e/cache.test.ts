@@ -258,14 +258,17 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     await service.replaceArchive(savedEntries(inputs)[0].key, fs.readFileSync(`${tar}.zst`))
     deleteBuilt()
 
-    const run = await runAction(inputs, { env: service.env(), workspace })
-    expect(run.exitCode).toBe(0)
-    expect(run.outputs['cache-hit']).toBe('false')
-    expect(fs.readdirSync(outside)).toEqual([])
-    expect(fs.readdirSync(work)).toEqual(['repo'])
-    expect(run.summary).toMatch(/\| Derivations built \| [1-9]/)
-    fs.rmSync(outside, { recursive: true, force: true })
-    fs.rmSync(work, { recursive: true, force: true })
+    try {
+      const run = await runAction(inputs, { env: service.env(), workspace })
+      expect(run.exitCode).toBe(0)
+      expect(fs.readdirSync(outside)).toEqual([])
+      expect(fs.readdirSync(work)).toEqual(['repo'])
+      expect(run.outputs['cache-hit']).toBe('false')
+      expect(run.summary).toMatch(/\| Derivations built \| [1-9]/)
+    } finally {
+      fs.rmSync(outside, { recursive: true, force: true })
+      fs.rmSync(work, { recursive: true, force: true })
+    }
   }, 600_000)
 
   it('without a cache service: one warning, and the build goes on', async () => {

@@ -148,16 +148,20 @@ async function restoreInto(
   if (!matchedKey) return { hit: false, paths: 0, bytes: 0, ms: Date.now() - started }
   const paths = await cachedPaths(dir)
   const bytes = await dirSize(dir)
-  if (paths.length > 0) {
-    const r = await runCommand('nix', importArgs(nix, dir, paths, signingKey))
-    if (r.exitCode !== 0) {
-      core.warning(
-        signingKey && /signature/.test(r.stderr)
-          ? `The store cache entry ${matchedKey} holds paths not signed by signing-key (${signingKey.name}), so it was not imported and the build starts cold: someone who can write to this repository's cache wrote it, or it was saved with another key. Delete the entry (gh cache delete ${matchedKey}) if this repeats. Nix said: ${tail(r.stderr, 2)}`
-          : `Importing the restored store cache failed, so the build starts cold: ${tail(r.stderr, 3)}. Importing needs a trusted Nix user (root, or trusted-users in nix.conf).`
-      )
-      return { hit: false, matchedKey, paths: 0, bytes, ms: Date.now() - started }
-    }
+  if (paths.length === 0) {
+    core.warning(
+      `The store cache entry ${matchedKey} holds no store paths (not one this action saved): nothing restored.`
+    )
+    return { hit: false, matchedKey, paths: 0, bytes, ms: Date.now() - started }
+  }
+  const r = await runCommand('nix', importArgs(nix, dir, paths, signingKey))
+  if (r.exitCode !== 0) {
+    core.warning(
+      signingKey && /signature/.test(r.stderr)
+        ? `The store cache entry ${matchedKey} holds paths not signed by signing-key (${signingKey.name}), so it was not imported and the build starts cold: someone who can write to this repository's cache wrote it, or it was saved with another key. Delete the entry (gh cache delete ${matchedKey}) if this repeats. Nix said: ${tail(r.stderr, 2)}`
+        : `Importing the restored store cache failed, so the build starts cold: ${tail(r.stderr, 3)}. Importing needs a trusted Nix user (root, or trusted-users in nix.conf).`
+    )
+    return { hit: false, matchedKey, paths: 0, bytes, ms: Date.now() - started }
   }
   info(
     `Restored ${paths.length} store paths (${formatBytes(bytes)}) from cache ${matchedKey}${signingKey ? `, each verified against ${signingKey.name}` : ''}`
