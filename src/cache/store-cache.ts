@@ -29,7 +29,8 @@ import { cacheKeys, CacheKeys, inputsHash } from './keys'
  * any key (a default-branch pull_request_target or workflow_run job running a pull request's code,
  * say), and a restored path is used as it is. So with signing-key every path saved is signed with
  * it and a restore imports only paths that carry its signature (Nix checks them against that one
- * public key); without one, only a build (mode build: nothing reaches a target) restores, unverified.
+ * public key); without one, only a build on a GitHub-hosted runner restores, unverified (see
+ * unverifiedRestoreRefused). And an entry is unpacked by extract.ts, not by @actions/cache's tar -P.
  */
 
 /**
