@@ -4,11 +4,11 @@ import * as os from 'os'
 import * as path from 'path'
 import { PendingSave, saveStore } from './cache/store-cache'
 import { formatBytes } from './report/format'
-import { STATE_CACHE, STATE_TEMP_DIR } from './main'
+import { maskSecrets, STATE_CACHE, STATE_TEMP_DIR } from './main'
 import { RunnerNix } from './nix/nix'
 import { info } from './report/untrusted'
 import { parseSigningKey, SigningKey } from './cache/signing'
-import { forgetSecretInputs, maskSecret } from './secrets'
+import { forgetSecretInputs } from './secrets'
 import { SECRET_INPUTS } from './inputs'
 import { escapeMarkdown } from './report/summary'
 
@@ -17,7 +17,6 @@ async function saveStoreCache(key: SigningKey | undefined): Promise<void> {
   const raw = core.getState(STATE_CACHE)
   if (!raw) return
   const s = JSON.parse(raw) as PendingSave
-  // The key is read again from the input (state is a file on the runner: it never holds the key).
   const signingKey = s.signed ? key : undefined
   if (s.signed && !signingKey) {
     core.warning(
@@ -40,13 +39,10 @@ async function saveStoreCache(key: SigningKey | undefined): Promise<void> {
     .catch(() => undefined)
 }
 
-/** signing-key as the main step read it, masked again in this process's log (a new step). */
+/** signing-key as the main step read it (state is a file on the runner: it never holds the key). */
 function postSigningKey(): SigningKey | undefined {
   const text = core.getInput('signing-key')
-  if (!text) return undefined
-  maskSecret(text)
-  maskSecret(text.slice(text.indexOf(':') + 1))
-  const key = parseSigningKey(text)
+  const key = text ? parseSigningKey(text) : undefined
   return typeof key === 'string' ? undefined : key
 }
 
@@ -57,8 +53,9 @@ function postSigningKey(): SigningKey | undefined {
  * them from memory.
  */
 export async function post(): Promise<void> {
-  // Every secret input is in this process's environment again (a new step): read what it needs,
-  // then no child (tar, zstd, nix) inherits them.
+  // Every secret input is in this process's environment again (a new step): masked as the main step
+  // masks them, read where needed, then no child (tar, zstd, nix) inherits them.
+  maskSecrets(name => core.getInput(name))
   const signingKey = postSigningKey()
   forgetSecretInputs(SECRET_INPUTS)
   await saveStoreCache(signingKey)

@@ -5,15 +5,15 @@ import * as path from 'path'
 // dist/ is what users run: it must be exactly what src/ bundles to. If this fails, run
 // `npm run bundle` and commit dist/.
 const root = path.join(__dirname, '..', '..')
+/** scripts/check-dist.js: bundles src/ into a temporary directory and compares it with dist/. */
+const checkDist = () =>
+  spawnSync('node', [path.join(root, 'scripts', 'check-dist.js')], { cwd: root, encoding: 'utf8' })
 
 describe('dist/', () => {
   it('is the fresh bundle of src/', () => {
     // scripts/check-dist.js: the same bundling as npm run bundle, into a temporary directory, and
     // every file compared (releases run it too).
-    const r = spawnSync('node', [path.join(root, 'scripts', 'check-dist.js')], {
-      cwd: root,
-      encoding: 'utf8'
-    })
+    const r = checkDist()
     if (r.status !== 0) throw new Error(r.stderr.trim() || `check-dist exited ${r.status}`)
   }, 120_000)
 
@@ -31,10 +31,7 @@ describe('dist/', () => {
       fs.writeFileSync(path.join(build, 'Release', 'sshcrypto.node'), '')
     }
     try {
-      const r = spawnSync('node', [path.join(root, 'scripts', 'check-dist.js')], {
-        cwd: root,
-        encoding: 'utf8'
-      })
+      const r = checkDist()
       expect([r.status, r.stderr.trim()]).toEqual([0, ''])
     } finally {
       if (built) fs.renameSync(aside, build)
