@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (it creates network namespaces and a simulated Pi)" >&2; exit 1; }
+# One run at a time on this machine's testbed (scripts/testbed-lock.sh).
+[ -n "${NDA_TESTBED_LOCKED:-}" ] || exec bash scripts/testbed-lock.sh bash "$0" "$@"
 
 bash scripts/install-deps.sh
 bash testbed/setup.sh

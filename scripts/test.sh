@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ]; then
+  # One run at a time on this machine's testbed (scripts/testbed-lock.sh).
+  [ -n "${NDA_TESTBED_LOCKED:-}" ] || exec bash scripts/testbed-lock.sh bash "$0" "$@"
   bash scripts/install-deps.sh
   bash testbed/setup.sh
 else
