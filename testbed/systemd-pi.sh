@@ -125,13 +125,15 @@ start() {
   seed_if_empty
 }
 
-# Until its systemd finished booting and sshd answers on its address (60 s, then fail loudly).
+# Until sshd runs (60 s, then fail loudly): sshd starts after the booted system's units were
+# started (nda-boot-units). "starting" counts too: a system whose unit waits for a deployment key
+# (deployment.keys) stays "starting" until a deploy uploads the key, as on NixOS.
 wait_ready() {
   local state
   for _ in $(seq 120); do
     state=$(pi_exec systemctl is-system-running 2>/dev/null || true)
     case "$state" in
-      running|degraded)
+      running|degraded|starting)
         if pi_exec systemctl is-active --quiet ssh.service; then return 0; fi ;;
     esac
     alive "$supervisor_pidfile" || break
