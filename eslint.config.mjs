@@ -23,16 +23,16 @@ export default tseslint.config(
     rules: { 'max-lines-per-function': ['error', { max: 80, skipBlankLines: true, skipComments: true }] }
   },
   {
-    // Plain log lines go through report/untrusted.ts (info, printUntrusted), which neutralises text
+    // Plain log lines go through log/untrusted.ts (info, printUntrusted), which neutralises text
     // from elsewhere: core.info and stdout write it as it is, and a \r in it could start a command.
     files: ['src/**/*.ts'],
-    ignores: ['src/report/untrusted.ts'],
+    ignores: ['src/log/untrusted.ts'],
     rules: {
       'no-restricted-properties': [
         'error',
-        { object: 'core', property: 'info', message: 'Use info() from report/untrusted.ts (it neutralises foreign text).' },
-        { object: 'process', property: 'stdout', message: 'Write through report/untrusted.ts.' },
-        { object: 'console', property: 'log', message: 'Use info() from report/untrusted.ts.' }
+        { object: 'core', property: 'info', message: 'Use info() from log/untrusted.ts (it neutralises foreign text).' },
+        { object: 'process', property: 'stdout', message: 'Write through log/untrusted.ts.' },
+        { object: 'console', property: 'log', message: 'Use info() from log/untrusted.ts.' }
       ]
     }
   },

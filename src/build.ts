@@ -14,9 +14,9 @@ import { MachineEvaluation, selectMachines } from './nix/legacy'
 import { RunnerNix } from './nix/nix'
 import { makePlan, Plan } from './plan'
 import { ClosureEntry } from './report/diff'
-import { formatBytes } from './report/format'
+import { formatBytes } from './log/format'
 import { DeployReport } from './report/report'
-import { info } from './report/untrusted'
+import { info } from './log/untrusted'
 import { HostAddress, isValidUser, parseHostAddress } from './ssh/address'
 
 /** The post step's state key for the store cache to save. */

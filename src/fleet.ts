@@ -1,11 +1,14 @@
 import * as core from '@actions/core'
 import { copyClosure } from './deploy/copy'
+import { checkGatedDeploy } from './deploy/preflight'
+import { SigningKey } from './cache/signing'
+import { readFileSync } from 'fs'
 import { DeployDeps, DeployOutcome, deployToTarget, DeployJob, Timed } from './deploy/deploy'
 import { pruneAfterFleet, revertDeploy, UndoRecord } from './deploy/revert'
 import { RunnerNix } from './nix/nix'
 import { reportFailure } from './report/failure'
 import { applyMachineResult, DeployReport, failedResult, fleetCounts } from './report/report'
-import { Log, machineLog } from './report/untrusted'
+import { Log, machineLog } from './log/untrusted'
 import { ConnectOptions, RemoteHost, SharedJump } from './ssh/connection'
 import { Endpoint } from './ssh/endpoint'
 import { SshTarget } from './target/ssh-target'
@@ -67,6 +70,17 @@ export interface FleetOptions {
   timed: (report: DeployReport) => Timed
   /** The single machine's connection, dialled during the build (see EarlyDial). */
   early?: EarlyDial
+  /** signing-key: what a deploy user's gate needs the copied paths signed with. */
+  signingKey?: SigningKey
+}
+
+/** A file's text, or undefined when it cannot be read. */
+function readTextOrNothing(file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8')
+  } catch {
+    return undefined
+  }
 }
 
 /**
@@ -96,7 +110,16 @@ async function deployFleet(
 ): Promise<void> {
   const several = machines.length > 1
   const deps: DeployDeps = {
-    copy: (target, plan, count, compression) => copyClosure(target, nix, plan, count, compression)
+    copy: (target, plan, count, compression) =>
+      copyClosure(target, nix, plan, count, compression, opts.signingKey),
+    checkGated: (label, job) =>
+      checkGatedDeploy(
+        label,
+        job.built.toplevel,
+        job.activation.healthChecks,
+        !!opts.signingKey,
+        readTextOrNothing
+      )
   }
   const fleetRollback = opts.rollbackFleet && several
   // The generation before this run's must outlive every machine's result: pruned after them.

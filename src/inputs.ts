@@ -1,6 +1,7 @@
 import { existsSync } from 'fs'
 import * as path from 'path'
 import { utils as ssh2utils } from 'ssh2'
+import { checksWindowSeconds } from './deploy/activate'
 import { COMPRESSIONS, CompressionSetting } from './deploy/compression'
 import { DEFAULT_REBOOT_TIMEOUT_SECONDS, REBOOT_WHENS, RebootWhen } from './deploy/reboot'
 import { errorMessage, InputError } from './errors'
@@ -12,29 +13,16 @@ import { proxyTemplateProblem } from './ssh/proxy'
 import { parseRollout, Rollout } from './rollout'
 import { parseSigningKey, SigningKey } from './cache/signing'
 
-export const MODES = ['switch', 'boot', 'test', 'dry-activate', 'build'] as const
-export type Mode = (typeof MODES)[number]
-export type BinfmtSetting = 'auto' | 'true' | 'false'
+export { MODES } from './modes'
+export type { Mode } from './modes'
+export type { Source } from './nix/source'
+export type { BinfmtSetting } from './nix/binfmt-setup'
+import { MODES, Mode } from './modes'
+import { Source } from './nix/source'
+import { BinfmtSetting } from './nix/binfmt-setup'
 
 export type { PrivateKey } from './ssh/endpoint'
 import { PrivateKey, splitPrivateKeys } from './ssh/endpoint'
-
-/**
- * What to build: a flake's nixosConfigurations entry, a classic configuration.nix evaluated with a
- * nixpkgs like nixos-rebuild does, or NixOps network files (one or several machines).
- */
-export type Source =
-  | { kind: 'flake'; flake: FlakeTarget; label: string }
-  | { kind: 'configuration'; configuration: string; nixpkgs: string; system: string; label: string }
-  | {
-      kind: 'network'
-      networks: string[]
-      nixpkgs: string
-      system: string
-      /** Machine names or globs to deploy; empty: all. */
-      machines: string[]
-      label: string
-    }
 
 /** Everything the action reads from `with:`, validated once. Absent optional values stay undefined. */
 export interface Inputs {
@@ -368,7 +356,7 @@ function readReboot(
  * set, leaves room for the checks and the confirmation's new connection (both hops, at worst).
  */
 function confirmWindow(t: Timeouts): number {
-  return Math.max(t.confirmTimeoutSeconds, t.healthTimeoutSeconds + 2 * t.connectTimeoutSeconds + 30)
+  return Math.max(t.confirmTimeoutSeconds, checksWindowSeconds(t))
 }
 
 /** target-host, and target-port/target-user (which also override a network file's, for one machine). */

@@ -116,7 +116,8 @@ async function deployWith(
       rollbackFleet: inputs.rollbackFleet,
       connect: connectOptions(inputs),
       timed: r => (p, fn) => timed(r, p, fn),
-      early
+      early,
+      signingKey: inputs.signingKey
     }
   )
   if (several) report.result = worstReport(machines.map(m => m.report)).result

@@ -87,3 +87,49 @@ UNIT
   ln -sfn /etc/systemd/system/nda-boot-units.service "$root/etc/systemd/system/multi-user.target.wants/nda-boot-units.service"
 }
 
+
+# The deploy user of nixos/deploy-user.nix, as that module sets it up on NixOS, on a systemd Pi's
+# Debian: the same gate and nda-root scripts (its nixos/deploy-user/*.sh, @placeholders@ filled in
+# as the module fills them, with this root's paths), the action's scripts beside them, the user
+# `nix-deploy` whose key runs only the gate (restrict,command= and a Match block forcing it), the
+# one sudo rule, and the Nix daemon trusting the deploy's signing key (require-sigs is Nix's
+# default). The module's NixOS side (users, sshd, sudo, nix.settings) is not evaluated here: no
+# nixpkgs on this machine. usage: configure_deploy_user ROOT REPO
+configure_deploy_user() {
+  local root=$1 repo=$2 lib=/usr/local/lib/nix-deploy-action hash protocol pub
+  rm -rf "$root$lib" && mkdir -p "$root$lib/scripts"
+  cp "$repo"/src/target/scripts/*.sh "$root$lib/scripts/"
+  chmod -R a+rX,go-w "$root$lib"
+  # The hash deploy-user.nix computes: the scripts' contents, joined in the order of their names.
+  hash=$(cd "$repo/src/target/scripts" && export LC_ALL=C && for f in *.sh; do cat "$f"; done | sha256sum | cut -d' ' -f1)
+  protocol=$(cat "$repo/nixos/deploy-user/PROTOCOL")
+  pub=$(cat "$k/gate-signing.public")
+  fill() {
+    sed -e "s|@path@|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|g" \
+      -e "s|@scripts@|$lib/scripts|g" -e "s|@protocol@|$protocol|g" -e "s|@scriptsHash@|$hash|g" \
+      -e "s|@root@|$lib/nda-root|g" -e "s|@sudo@|/usr/bin/sudo|g" -e "s|@keyName@|${pub%%:*}|g" \
+      -e "s|@publicKey@|$pub|g" -e "s|@keyDirs@|/run/keys|g" -e "s|@tmpdir@|/var/lib/nix-deploy|g" "$1"
+  }
+  { echo '#!/bin/sh'; fill "$repo/nixos/deploy-user/gate.sh"; } >"$root$lib/gate"
+  { echo '#!/bin/sh'; fill "$repo/nixos/deploy-user/root.sh"; } >"$root$lib/nda-root"
+  chmod 755 "$root$lib/gate" "$root$lib/nda-root"
+  chroot "$root" id nix-deploy >/dev/null 2>&1 ||
+    chroot "$root" useradd --system --no-create-home --home-dir /var/lib/nix-deploy --shell /bin/sh nix-deploy
+  chroot "$root" usermod -p '*' nix-deploy
+  # Debian's Nix lets the group nix-users reach the daemon (NixOS lets every user: allowed-users = *).
+  chroot "$root" usermod -a -G nix-users nix-deploy
+  # Its own directory, as the module's (imports are unpacked there).
+  chroot "$root" install -d -o nix-deploy -g nix-deploy -m 700 /var/lib/nix-deploy
+  echo "restrict,command=\"$lib/gate\" $(cat "$k/gate.pub")" >"$root/etc/ssh/nda_gate_authorized_keys"
+  chmod 644 "$root/etc/ssh/nda_gate_authorized_keys"
+  # At the end of sshd_config (a Match block ends only at the next Match or the end of the file).
+  if ! grep -q '^Match User nix-deploy' "$root/etc/ssh/sshd_config"; then
+    printf '%s\n' 'Match User nix-deploy' '  AuthorizedKeysFile /etc/ssh/nda_gate_authorized_keys' \
+      "  ForceCommand $lib/gate" '  DisableForwarding yes' '  PermitTTY no' '  PermitUserRC no' \
+      >>"$root/etc/ssh/sshd_config"
+  fi
+  echo "nix-deploy ALL=(root) NOPASSWD: $lib/nda-root" >"$root/etc/sudoers.d/nix-deploy"
+  chmod 0440 "$root/etc/sudoers.d/nix-deploy"
+  grep -q '^trusted-public-keys' "$root/etc/nix/nix.conf" 2>/dev/null ||
+    echo "trusted-public-keys = $pub" >>"$root/etc/nix/nix.conf"
+}

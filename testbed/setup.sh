@@ -64,6 +64,8 @@ find "$TESTBED/fixture" -mindepth 1 -maxdepth 1 ! -name busybox -exec rm -rf {} 
 cp -r "$here/fixture/." "$TESTBED/fixture/"
 # The NixOS module the action ships for targets (nixos/: the boot trial), as the fixtures use it.
 cp -r "$here/../nixos" "$TESTBED/fixture/nixos-module"
+# deploy-user.nix takes the action's scripts from ../src/target/scripts (the repository's layout).
+mkdir -p "$TESTBED/fixture/src/target" && cp -r "$here/../src/target/scripts" "$TESTBED/fixture/src/target/"
 
 # --- Keys: the deploy key (plain and passphrase-protected copies), a key nobody accepts, and the
 # hosts' own keys.
@@ -74,13 +76,20 @@ k="$TESTBED/keys"
 [ -f "$k/jump-only" ] || ssh-keygen -q -t ed25519 -N '' -C jump-only@testbed -f "$k/jump-only"
 [ -f "$k/jump2-only" ] || ssh-keygen -q -t ed25519 -N '' -C jump2-only@testbed -f "$k/jump2-only"
 [ -f "$k/stranger" ] || ssh-keygen -q -t ed25519 -N '' -C stranger@testbed -f "$k/stranger"
+# The systemd Pis' deploy user (nixos/deploy-user.nix): its SSH key, authorized for nothing else,
+# and the Nix key the action signs with (the Pis' daemons trust its public half).
+[ -f "$k/gate" ] || ssh-keygen -q -t ed25519 -N '' -C gate@testbed -f "$k/gate"
+[ -f "$k/gate-signing.secret" ] ||
+  nix-store --generate-binary-cache-key nda-gate-1 "$k/gate-signing.secret" "$k/gate-signing.public"
+[ -f "$k/other-signing.secret" ] ||
+  nix-store --generate-binary-cache-key nda-other-1 "$k/other-signing.secret" "$k/other-signing.public"
 for h in jump jump2 pi pi2 spi spi2 bpi; do
   [ -f "$k/${h}_host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$k/${h}_host_ed25519"
   [ -f "$k/${h}_host_rsa" ] || ssh-keygen -q -t rsa -b 3072 -N '' -f "$k/${h}_host_rsa"
 done
 # The jump host lets these keys forward to the Pi and nothing else; the Pi takes the deploy keys.
 {
-  for key in deploy deploy-encrypted deploy-rsa jump-only; do
+  for key in deploy deploy-encrypted deploy-rsa jump-only gate; do
     echo "restrict,port-forwarding $(cat "$k/$key.pub")"
   done
 } > "$TESTBED/jump/authorized_keys"

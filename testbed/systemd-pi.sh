@@ -105,6 +105,7 @@ start() {
   if alive "$supervisor_pidfile"; then wait_ready; return; fi
   mounts
   configure "$d/root"
+  configure_deploy_user "$d/root" "$here/.."
   # The supervisor: boots the container again when it rebooted itself (nspawn exits 133).
   # SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: systemd 257 cannot start units on this host's hybrid cgroups.
   # --keep-unit --register=no: there is no machined (nor system bus) on the host to register with.

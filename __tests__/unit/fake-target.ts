@@ -9,7 +9,7 @@ import { DeployJob } from '../../src/deploy/deploy'
 import { DeployMode, goalOf } from '../../src/deploy/goal'
 import { ActionError } from '../../src/errors'
 import { PathInfo } from '../../src/nix/closure'
-import { Log } from '../../src/report/untrusted'
+import { Log } from '../../src/log/untrusted'
 import { LockRequest, LockVerb } from '../../src/target/lock'
 import { RemoteState } from '../../src/target/remote-state'
 import {
@@ -193,6 +193,12 @@ export class FakeTarget implements Target {
 
   async substitute(paths: string[]): Promise<Set<string>> {
     return new Set(paths)
+  }
+
+  readonly importsSignedOnly = false
+
+  importSignedCache(): Promise<ImportResult> {
+    return Promise.reject(new Error('FakeTarget takes NAR streams only'))
   }
 
   async importStream(_codec: string, _s: Readable, check: string[]): Promise<ImportResult> {

@@ -2,9 +2,10 @@ import * as fs from 'fs'
 import * as path from 'path'
 
 /**
- * The shape of src/ (../shared/DESIGN.md): arrows point down only -- index → main → build / fleet /
- * plan → deploy → target → ssh; nix, report, cache and the small shared modules are used from
- * above -- and no module imports one that imports it back.
+ * The shape of src/ (../shared/DESIGN.md, ARCHITECTURE.md): arrows point down only -- index → main →
+ * build / fleet / plan → deploy → target → ssh; nix, report, cache, log and the small shared modules
+ * are used from above and never reach up to the orchestration -- and no module, nor folder, imports
+ * one that imports it back.
  */
 const SRC = path.join(__dirname, '..', '..', 'src')
 
@@ -50,6 +51,30 @@ describe('the layers of src/', () => {
           .map(d => `${f} -> ${d}`)
       )
     expect(wrong).toEqual([])
+  })
+  it.each(['nix/', 'cache/', 'report/', 'log/'])('%s imports nothing of the orchestration', layer => {
+    const wrong = [...g]
+      .filter(([f]) => f.startsWith(layer))
+      .flatMap(([f, deps]) => deps.filter(d => ORCHESTRATION.includes(d)).map(d => `${f} -> ${d}`))
+    expect(wrong).toEqual([])
+  })
+  it('has no cycle between folders (each folder taken as one node)', () => {
+    const folderOf = (f: string): string => (f.includes('/') ? f.split('/')[0] : f)
+    const edges = new Map<string, Set<string>>()
+    for (const [f, deps] of g)
+      for (const d of deps)
+        if (folderOf(f) !== folderOf(d)) {
+          const from = edges.get(folderOf(f)) ?? new Set<string>()
+          edges.set(folderOf(f), from.add(folderOf(d)))
+        }
+    const reaches = (from: string, to: string, seen = new Set<string>()): boolean =>
+      [...(edges.get(from) ?? [])].some(
+        n => n === to || (!seen.has(n) && (seen.add(n), reaches(n, to, seen)))
+      )
+    const cycles = [...edges].flatMap(([a, tos]) =>
+      [...tos].filter(b => reaches(b, a)).map(b => `${a} <-> ${b}`)
+    )
+    expect(cycles).toEqual([])
   })
   it('has no import cycle', () => {
     const cycles: string[] = []

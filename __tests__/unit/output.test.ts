@@ -1,5 +1,5 @@
 import { runnerView } from '../e2e/harness'
-import { info, machineLog, neutralise, printUntrusted } from '../../src/report/untrusted'
+import { info, machineLog, neutralise, printUntrusted } from '../../src/log/untrusted'
 import { childEnv, forgetSecretInputs, isPrivateVariable } from '../../src/secrets'
 import { TailBuffer } from '../../src/tail-buffer'
 
@@ -36,7 +36,7 @@ describe("the test harness's model of the runner (what it shows of a step's outp
   })
 })
 
-describe('the one printer of log lines (report/untrusted.ts)', () => {
+describe('the one printer of log lines (log/untrusted.ts)', () => {
   const hostile = 'held by a run\r::error title=pwned::boom\r::add-mask::deploy\x1b[2K\x00'
   it('neutralises a bare \\r and every other control character but tab and newline', () => {
     expect(neutralise('a\rb\r\nc\td\x1be\x00f\x7f')).toBe('a\\x0db\nc\td\\x1be\\x00f\\x7f')

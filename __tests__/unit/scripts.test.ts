@@ -23,6 +23,10 @@ describe('scripts run on the target', () => {
     const { generate, out } = require('../../scripts/embed-scripts.js')
     expect(fs.readFileSync(out, 'utf8')).toBe(generate())
   })
+  it('the Nix expression of classic evaluation is embedded as it is in src/nix/legacy-eval.nix', () => {
+    const { generateNix, nixOut } = require('../../scripts/embed-scripts.js')
+    expect(fs.readFileSync(nixOut, 'utf8')).toBe(generateNix())
+  })
   it("the agent's outcomes are the ones the action knows, and no other", () => {
     const code = SCRIPT_FILES['agent.sh']
       .split('\n')

@@ -1,6 +1,6 @@
 import { ActionError } from '../../src/errors'
 import { TargetSession } from '../../src/target/session'
-import { plainLog } from '../../src/report/untrusted'
+import { plainLog } from '../../src/log/untrusted'
 import type { RemoteHost } from '../../src/ssh/connection'
 
 /** A stand-in connection: alive until told otherwise; exec answers or fails as set. */

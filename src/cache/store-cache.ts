@@ -1,15 +1,15 @@
 import * as core from '@actions/core'
 import { promises as fs } from 'fs'
 import * as path from 'path'
-import { formatBytes } from '../report/format'
+import { formatBytes } from '../log/format'
 import { errorMessage } from '../errors'
 import { RunnerNix } from '../nix/nix'
 import { randomBytes } from 'crypto'
-import { Inputs } from '../inputs'
+import type { Mode } from '../modes'
+import type { Source } from '../nix/source'
 import { SigningKey } from './signing'
 import { extractCacheArchive } from './extract'
-import { DeployReport } from '../report/report'
-import { info } from '../report/untrusted'
+import { info } from '../log/untrusted'
 import { runCommand, tail } from '../run-command'
 import { cacheKeys, CacheKeys, inputsHash } from './keys'
 
@@ -241,13 +241,40 @@ export interface PendingSave {
   signed: boolean
 }
 
+/** What a run's restore trusts: its mode and signing-key (the slice of the inputs it reads). */
+export interface CacheTrustInputs {
+  mode: Mode
+  signingKey?: SigningKey
+}
+
+/** What the cache keys are made of. */
+export interface CacheKeyInputs {
+  cacheKey?: string
+  signingKey?: SigningKey
+  source: Source
+}
+
+/** What the main step's restore found, for the report (DeployReport.cache). */
+export interface StoreCacheRestore {
+  available: boolean
+  hit: boolean
+  key?: string
+  paths?: number
+  bytes?: number
+  ms?: number
+  /** Why nothing was restored, when the run would not trust an entry (unverifiedRestoreRefused). */
+  refused?: string
+  /** The signing key's name whose signature every restored path carried. */
+  signedBy?: string
+}
+
 let runKeys: CacheKeys | undefined
 /**
  * This run's keys (one unique save key per run, computed once). Entries saved with a signing key
  * have keys of their own (its fingerprint after the prefix), so a signed run never picks an
  * unsigned entry, however new; an entry someone else wrote there fails the signature check.
  */
-export function storeCacheKeys(inputs: Inputs, hostSystem: string): CacheKeys {
+export function storeCacheKeys(inputs: CacheKeyInputs, hostSystem: string): CacheKeys {
   const runId = `${process.env.GITHUB_RUN_ID ?? Date.now()}-${process.env.GITHUB_RUN_ATTEMPT ?? '1'}-${randomBytes(3).toString('hex')}`
   const prefix = inputs.cacheKey ?? `nix-deploy-${hostSystem}`
   runKeys ??= cacheKeys(
@@ -270,7 +297,7 @@ export function storeCacheKeys(inputs: Inputs, hostSystem: string): CacheKeys {
  * them into the cache).
  */
 export function unverifiedRestoreRefused(
-  inputs: Pick<Inputs, 'mode' | 'signingKey'>,
+  inputs: CacheTrustInputs,
   env: NodeJS.ProcessEnv = process.env
 ): string | undefined {
   if (inputs.signingKey) return undefined
@@ -285,8 +312,8 @@ export function unverifiedRestoreRefused(
 export async function restoreForRun(
   nix: RunnerNix,
   keys: CacheKeys,
-  inputs: Pick<Inputs, 'mode' | 'signingKey'>
-): Promise<NonNullable<DeployReport['cache']>> {
+  inputs: CacheTrustInputs
+): Promise<StoreCacheRestore> {
   if (!(await cacheServiceAvailable())) {
     core.warning(
       'No GitHub Actions cache service here (e.g. a local run or a GHES without cache): the Nix store is not cached between runs.'

@@ -133,10 +133,22 @@ function rollbackAllowanceMs(settings: ActivationSettings): number {
 /** agent.sh's ROLLBACK_MIN_SECONDS: a unit test checks they agree. */
 export const ROLLBACK_MIN_SECONDS = 120
 
+/**
+ * Long enough for the health checks and then the confirmation's new connection (both hops, at
+ * worst): how long the agent waits for a decision after checks, and the least confirm-timeout
+ * worked out when it is not given (inputs.ts).
+ */
+export function checksWindowSeconds(t: {
+  healthTimeoutSeconds: number
+  connectTimeoutSeconds: number
+}): number {
+  return t.healthTimeoutSeconds + 2 * t.connectTimeoutSeconds + 30
+}
+
 /** How long the agent waits for a decision: confirm-timeout (magic rollback), or long enough for the checks. */
 function agentWaitSeconds(s: ActivationSettings): number {
   if (s.magicRollback) return s.confirmTimeoutSeconds
-  return s.healthChecks.length > 0 ? s.healthTimeoutSeconds + 2 * s.connectTimeoutSeconds + 30 : 0
+  return s.healthChecks.length > 0 ? checksWindowSeconds(s) : 0
 }
 
 /**

@@ -2,14 +2,19 @@ import { ChildProcessByStdio, spawn } from 'child_process'
 import { readFileSync } from 'fs'
 import { Readable, Transform, Writable } from 'stream'
 import { ActionError, errorMessage } from '../errors'
-import { PathInfo, totalNarSize } from '../nix/closure'
+import { parseNarHashes, parsePathInfoJson, PathInfo, totalNarSize } from '../nix/closure'
 import { RunnerNix } from '../nix/nix'
 import * as path from 'path'
-import { formatBytes } from '../report/format'
-import { Log } from '../report/untrusted'
+import { formatBytes } from '../log/format'
+import { Log } from '../log/untrusted'
 import { CopyPlan, ImportResult, Target } from '../target/target'
 import { childEnv } from '../secrets'
 import { chooseCodec, Codec, CompressionSetting, onPath } from './compression'
+import { unsignedGateError } from './preflight'
+import { SigningKey } from '../cache/signing'
+import { runCommand } from '../run-command'
+import { mkdtemp, rm, writeFile } from 'fs/promises'
+import * as os from 'os'
 
 export interface CopyResult {
   /** The compression used on the wire. */
@@ -98,12 +103,14 @@ export async function copyClosure(
   nix: RunnerNix,
   plan: CopyPlan,
   closurePathCount: number,
-  compression: CompressionSetting = 'auto'
+  compression: CompressionSetting = 'auto',
+  signingKey?: SigningKey
 ): Promise<CopyResult> {
   const log = target.log
   const { toCopy } = plan
   const narBytes = totalNarSize(toCopy)
   if (toCopy.length === 0) return { copiedPaths: [], narBytes: 0, wireBytes: 0, codec: 'none' }
+  if (target.importsSignedOnly) return copySigned(target, nix, toCopy, closurePathCount, signingKey)
   const chosen = chooseCodec(compression, tool => onPath(tool), plan.targetCodecs)
   if (chosen.note) log.info(chosen.note)
   const codec = chosen.codec
@@ -266,4 +273,152 @@ async function checkPipeline(
       'The runner store may be damaged or the paths collected; re-run the job.',
       'copy'
     )
+}
+
+/**
+ * The copy to a deploy user's gate (nixos/deploy-user.nix), which imports only signed paths as an
+ * untrusted user of the target's Nix daemon: `nix copy --to file://DIR` on the runner writes the
+ * missing paths as a binary cache, each narinfo signed with signing-key (read from a pipe) and
+ * each NAR compressed with zstd; the directory goes over the channel as a tar, and the gate copies
+ * from it (the daemon checks every signature). Not streamed as the NAR export is: the cache is
+ * written first (on the runner's disk), then sent.
+ */
+async function copySigned(
+  target: Target,
+  nix: RunnerNix,
+  toCopy: PathInfo[],
+  closurePathCount: number,
+  signingKey: SigningKey | undefined
+): Promise<CopyResult> {
+  if (!signingKey) throw unsignedGateError(target.label)
+  const log = target.log
+  const narBytes = totalNarSize(toCopy)
+  log.info(
+    `Copying ${toCopy.length} of ${closurePathCount} paths (${formatBytes(narBytes)}) to ${target.label} as a binary cache signed by ${signingKey.name}`
+  )
+  const dir = await mkdtemp(path.join(process.env.RUNNER_TEMP || os.tmpdir(), 'nda-signed-'))
+  try {
+    await writeSignedCache(nix, dir, toCopy, signingKey)
+    const tar = spawn('tar', ['-c', '-C', dir, '.'], { env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+    let tarErr = ''
+    tar.stderr.on('data', (d: Buffer) => (tarErr += d.toString('utf8')))
+    const tarExit = new Promise<number>(resolve => tar.on('close', code => resolve(code ?? -1)))
+    let wireBytes = 0
+    const counted = tar.stdout.pipe(
+      new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          wireBytes += chunk.length
+          cb(null, chunk)
+        }
+      })
+    )
+    const progress = reportProgress(
+      log,
+      narBytes,
+      () => undefined,
+      () => wireBytes
+    )
+    let imported: ImportResult
+    try {
+      imported = await target.importSignedCache(
+        counted,
+        toCopy.map(p => p.path),
+        importTimeoutMs(narBytes)
+      )
+    } catch (e) {
+      tar.kill()
+      throw e
+    } finally {
+      clearInterval(progress)
+    }
+    if (imported.exitCode !== 0) {
+      tar.kill()
+      throw new ActionError(
+        `importing on ${target.label} failed (exit ${imported.exitCode}): ${imported.stderr.trim().slice(-800)}`,
+        /signature/i.test(imported.stderr)
+          ? `The target's Nix daemon takes only paths signed by a key in its trusted-public-keys: set services.nix-deploy-action.deployUser.signingPublicKey on the target to signing-key's public half (${signingKey.publicKey}), deploy that as root once, then re-run.`
+          : "Check the target's Nix and disk, then re-run: paths already imported are not sent again.",
+        'copy'
+      )
+    }
+    if ((await tarExit) !== 0)
+      throw new ActionError(
+        `tar on the runner failed: ${tarErr.trim().slice(-300)}`,
+        'Re-run the job.',
+        'copy'
+      )
+    // The gate answers for the paths the cache held; the whole list is checked here.
+    const stillMissing =
+      imported.stillMissing.size > 0
+        ? imported.stillMissing
+        : await target.queryMissing(toCopy.map(p => p.path))
+    if (stillMissing.size > 0)
+      throw new ActionError(
+        `after the copy, ${target.label} still lacks ${stillMissing.size} path(s), e.g. ${[...stillMissing][0]}`,
+        "Re-run the job; if it persists, check the target's Nix store (nix-store --verify).",
+        'copy'
+      )
+    return { copiedPaths: toCopy.map(p => p.path), narBytes, wireBytes, codec: 'zstd' }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+/**
+ * `nix copy --to file://DIR`: the paths as a binary cache, each signed (the key on a pipe). A binary
+ * cache takes a path only when it has the paths it references, and the target has those already:
+ * each gets a narinfo of its own first (no NAR: nothing reads one), removed before the cache is sent.
+ */
+async function writeSignedCache(
+  nix: RunnerNix,
+  dir: string,
+  toCopy: PathInfo[],
+  key: SigningKey
+): Promise<void> {
+  const stubs = await writeReferenceStubs(nix, dir, toCopy)
+  const store = `file://${dir}?compression=zstd&secret-key=/dev/fd/3`
+  const w = await runCommand(
+    'nix',
+    [...nix.nixArgs(), 'copy', '--no-recursive', '--to', store, ...toCopy.map(p => p.path)],
+    { secretFile: key.secret }
+  )
+  if (w.exitCode !== 0)
+    throw new ActionError(
+      `writing the signed binary cache on the runner failed: ${w.stderr.trim().slice(-500)}`,
+      "Check the runner's disk space (RUNNER_TEMP) and its Nix store, then re-run.",
+      'copy'
+    )
+  await Promise.all(stubs.map(f => rm(f, { force: true })))
+}
+
+/** A narinfo for each path the copied ones reference but do not include; returns their files. */
+async function writeReferenceStubs(nix: RunnerNix, dir: string, toCopy: PathInfo[]): Promise<string[]> {
+  const copied = new Set(toCopy.map(p => p.path))
+  const outside = [...new Set(toCopy.flatMap(p => p.references))].filter(r => !copied.has(r))
+  if (outside.length === 0) return []
+  const r = await runCommand('nix', [...nix.nixArgs(), 'path-info', '--json', ...outside])
+  if (r.exitCode !== 0)
+    throw new ActionError(
+      `reading the runner's store (nix path-info) failed: ${r.stderr.trim().slice(-300)}`,
+      "Check the runner's Nix store, then re-run.",
+      'copy'
+    )
+  const hashes = parseNarHashes(r.stdout)
+  const sizes = new Map(parsePathInfoJson(r.stdout).map(i => [i.path, i.narSize]))
+  return Promise.all(
+    outside.map(async ref => {
+      const hashPart = path.posix.basename(ref).slice(0, 32)
+      const file = path.join(dir, `${hashPart}.narinfo`)
+      const fields = [
+        `StorePath: ${ref}`,
+        `URL: nar/${hashPart}.nar`,
+        'Compression: none',
+        `NarHash: ${hashes.get(ref)}`,
+        `NarSize: ${sizes.get(ref) || 1}`,
+        'References: '
+      ]
+      await writeFile(file, fields.join('\n') + '\n')
+      return file
+    })
+  )
 }

@@ -64,6 +64,8 @@ export interface DeployDeps {
     closurePathCount: number,
     compression: CompressionSetting
   ): Promise<CopyResult>
+  /** Before anything changes on a deploy user's gate: what it will refuse (see checkGatedDeploy). */
+  checkGated?(label: string, job: DeployJob): void
 }
 
 export type Timed = <T>(phase: Phase, fn: () => Promise<T>) => Promise<T>
@@ -129,6 +131,8 @@ class DeployRun {
 
   async steps(): Promise<void> {
     const { target, job, timed } = this
+    if (target.importsSignedOnly)
+      await timed('connect', async () => this.deps.checkGated?.(target.label, job))
     if (job.sudoUser !== undefined) await timed('connect', () => target.checkSudo(job.sudoUser!))
     const keys = job.goal.uploadsKeys ? job.keys : []
     const rebootWhen = job.reboot?.when ?? 'never'

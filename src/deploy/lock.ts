@@ -1,6 +1,6 @@
 import { randomBytes } from 'crypto'
 import { ActionError, errorMessage } from '../errors'
-import { Log } from '../report/untrusted'
+import { Log } from '../log/untrusted'
 import { LOCK_DIR, LockHolder, LockRequest, parseLockAnswer } from '../target/lock'
 import { Target } from '../target/target'
 

@@ -1,6 +1,6 @@
 import { ActionError } from '../errors'
 import { BootFile, bootBytesToAdd } from '../nix/boot'
-import { formatBytes } from '../report/format'
+import { formatBytes } from '../log/format'
 import { RemoteState } from '../target/remote-state'
 
 /** Extra room on the target's /nix beyond the NAR bytes to copy: filesystem overhead, the Nix db, logs. */
@@ -59,4 +59,44 @@ export function checkBootSpace(state: RemoteState, label: string, files: BootFil
       'Keep fewer generations in /boot (boot.loader.generic-extlinux-compatible.configurationLimit, or systemd-boot.configurationLimit), or delete old generations (nix-env --delete-generations, or keep-generations on the next deploy), then re-run. Nothing was copied.',
       'copy'
     )
+}
+
+/**
+ * Before anything changes on a deploy user's gate (nixos/deploy-user.nix): the runner must sign
+ * (signing-key), the new system must bring the module (nda-root activates no system without it: it
+ * would lock the deploy user out), and every health check must be one that system lists (the gate
+ * runs no other command). Read from the new system in the runner's store.
+ */
+export function checkGatedDeploy(
+  label: string,
+  toplevel: string,
+  healthChecks: string[],
+  canSign: boolean,
+  readText: (file: string) => string | undefined
+): void {
+  if (!canSign) throw unsignedGateError(label)
+  const etc = `${toplevel}/etc/nix-deploy-action`
+  if (readText(`${etc}/deploy-user`) === undefined)
+    throw new ActionError(
+      `${label} logs in as a deploy user, and the new system does not have services.nix-deploy-action.deployUser (its ${etc}/deploy-user is missing): activated, it would lock the deploy user out, so the target refuses it`,
+      'Import nixos/deploy-user.nix in the configuration and enable services.nix-deploy-action.deployUser, then re-run. Nothing was changed on the target.',
+      'connect'
+    )
+  const listed = new Set((readText(`${etc}/health-checks`) ?? '').split('\n'))
+  const unlisted = healthChecks.filter(c => !listed.has(c))
+  if (unlisted.length > 0)
+    throw new ActionError(
+      `${label} logs in as a deploy user, which runs only the health checks the new system lists, and it does not list ${unlisted.map(c => JSON.stringify(c)).join(', ')}`,
+      'Add each to services.nix-deploy-action.deployUser.healthChecks exactly as the health-checks input writes it, then re-run. Nothing was changed on the target.',
+      'connect'
+    )
+}
+
+/** A deploy user's gate and no signing-key: nothing could be imported. */
+export function unsignedGateError(label: string): ActionError {
+  return new ActionError(
+    `${label} logs in as a deploy user (nixos/deploy-user.nix), which imports only signed store paths, and signing-key is not set`,
+    "Set signing-key to the Nix secret key whose public half is the target's services.nix-deploy-action.deployUser.signingPublicKey (a secret, e.g. in a protected environment). Nothing was changed on the target.",
+    'connect'
+  )
 }

@@ -2,8 +2,7 @@ import * as core from '@actions/core'
 import { existsSync, promises as fs } from 'fs'
 import * as path from 'path'
 import { ActionError } from '../errors'
-import { BinfmtSetting } from '../inputs'
-import { info } from '../report/untrusted'
+import { info } from '../log/untrusted'
 import { runCommand } from '../run-command'
 import {
   BinfmtEntry,
@@ -14,6 +13,9 @@ import {
   runnerSystem,
   runsNatively
 } from './binfmt'
+
+/** The `binfmt` input: register QEMU for a foreign platform when needed (auto), always, or never. */
+export type BinfmtSetting = 'auto' | 'true' | 'false'
 
 const BINFMT_DIR = '/proc/sys/fs/binfmt_misc'
 

@@ -28,6 +28,22 @@ export function parsePathInfoJson(json: string): PathInfo[] {
   })
 }
 
+/** The NAR hash of each path in `nix path-info --json` output (either layout), by path. */
+export function parseNarHashes(json: string): Map<string, string> {
+  const data = JSON.parse(json) as unknown
+  const entries: Array<[string, Record<string, unknown> | null]> = Array.isArray(data)
+    ? data.map(e => [String((e as { path: unknown }).path), e as Record<string, unknown>])
+    : Object.entries(data as Record<string, Record<string, unknown> | null>)
+  return new Map(
+    entries.map(([path, info]) => {
+      const hash = info?.narHash
+      if (typeof hash !== 'string' || !/^sha256[:-][A-Za-z0-9+/=]+$/.test(hash))
+        throw new Error(`nix path-info: no NAR hash for ${path}`)
+      return [assertStorePath(path, 'nix path-info entry'), hash]
+    })
+  )
+}
+
 /**
  * Orders paths so every path comes after the paths it references (within the set): the order
  * `nix-store --import` needs, since it registers a path only when its references are valid.

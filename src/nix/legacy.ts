@@ -1,5 +1,5 @@
 import { ActionError } from '../errors'
-import type { Source } from '../inputs'
+import type { Source } from './source'
 import { Evaluation } from './evaluation'
 import { assertStorePath } from './store-path'
 

@@ -1,11 +1,11 @@
 import { ActionError } from '../errors'
-import { printUntrusted } from '../report/untrusted'
+import { printUntrusted } from '../log/untrusted'
 import { CommandResult, runCommand, RunOptions, tail } from '../run-command'
 import { PathInfo, parsePathInfoJson } from './closure'
 import { FlakeTarget } from './flake'
 import { assertStorePath } from './store-path'
 import { promises as fs } from 'fs'
-import { LEGACY_EVAL_NIX } from './legacy-eval.nix'
+import { LEGACY_EVAL_NIX } from './legacy-eval.generated'
 import { Evaluation } from './evaluation'
 import {
   ConfiguredPlatforms,

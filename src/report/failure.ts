@@ -1,7 +1,7 @@
 import * as core from '@actions/core'
 import { ActionError } from '../errors'
 import { DeployReport } from './report'
-import { printUntrusted } from './untrusted'
+import { printUntrusted } from '../log/untrusted'
 
 /**
  * Reports a failure as an annotation and in the summary; for the whole run (no machine) also as the

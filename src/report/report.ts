@@ -1,5 +1,6 @@
 import { Phase } from '../errors'
-import { Mode } from '../inputs'
+import { Mode } from '../modes'
+import type { StoreCacheRestore } from '../cache/store-cache'
 import { ClosureDiff } from './diff'
 
 export const RESULTS = [
@@ -58,18 +59,7 @@ export interface DeployReport {
   diff?: ClosureDiff
   diffBaseline?: string
   /** The store cache restore: undefined when the cache is off. */
-  cache?: {
-    available: boolean
-    hit: boolean
-    key?: string
-    paths?: number
-    bytes?: number
-    ms?: number
-    /** Why nothing was restored, when the run would not trust an entry (unverifiedRestoreRefused). */
-    refused?: string
-    /** The signing key's name whose signature every restored path carried. */
-    signedBy?: string
-  }
+  cache?: StoreCacheRestore
   /**
    * Whether the new system boots another kernel, initrd, modules or kernel parameters than the
    * target booted (or, for a build, than diff-against): undefined when unknown.

@@ -1,4 +1,4 @@
-import { formatBytes } from './format'
+import { formatBytes } from '../log/format'
 import { ClosureDiff } from './diff'
 import { DeployReport, failedResult, fleetCounts } from './report'
 

@@ -8,7 +8,7 @@ import { Endpoint } from './endpoint'
 import { shellCommand } from './quote'
 import { KnownHostLine, HostKeyVerdict, blobKeyType, fingerprint, hostKeyPolicy } from './known-hosts'
 import { expandProxyCommand, ProxyProcess } from './proxy'
-import { printUntrusted } from '../report/untrusted'
+import { printUntrusted } from '../log/untrusted'
 
 export interface ConnectOptions {
   knownHosts: KnownHostLine[]
@@ -50,6 +50,8 @@ export interface ExecOptions {
   discardStdout?: boolean
   /** What the command does, for errors ("following the activation log"); never the script itself. */
   what?: string
+  /** Sent as it is, never through sudo (a deploy user's gate takes only its own command lines). */
+  noSudo?: boolean
 }
 
 /**
@@ -555,7 +557,8 @@ export class RemoteHost {
    * command runs as root through `sudo -n` (never prompts: a password requirement fails at once).
    */
   exec(command: string, opts: ExecOptions = {}): Promise<RemoteResult> {
-    const wrapped = this.sudo ? shellCommand(['sudo', '-n', '--', 'sh', '-c', command]) : command
+    const wrapped =
+      this.sudo && !opts.noSudo ? shellCommand(['sudo', '-n', '--', 'sh', '-c', command]) : command
     // Since the process started: a run's commands in order, with the gaps between them.
     const startedAt = performance.now()
     const result = this.execRaw(wrapped, opts)

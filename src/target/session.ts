@@ -1,5 +1,5 @@
 import { ActionError, errorMessage } from '../errors'
-import { Log, plainLog } from '../report/untrusted'
+import { Log, plainLog } from '../log/untrusted'
 import { ExecOptions, RemoteHost, RemoteResult } from '../ssh/connection'
 
 /**

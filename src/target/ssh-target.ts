@@ -2,7 +2,7 @@ import { Readable } from 'stream'
 import { ActionError, errorMessage } from '../errors'
 import { topoSort } from '../nix/closure'
 import { assertStorePath } from '../nix/store-path'
-import { Log } from '../report/untrusted'
+import { Log } from '../log/untrusted'
 import { RemoteHost } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
 import { LockRequest, LockVerb, lockArgs } from './lock'
@@ -28,6 +28,7 @@ import {
   UPLOAD_KEY_SCRIPT,
   WRAP_UP_SCRIPT
 } from './scripts'
+import { GATE_COMMAND, gateCommand, gateMismatch, GateVerb, parseGateVersion } from './gate'
 import { TargetSession } from './session'
 import { parseRunningClosure, parseSurvey } from './survey'
 import {
@@ -62,12 +63,62 @@ const UNSAFE_DEST_DIR = 10
 /** survey.sh removes other runs' GC roots older than this (no deploy takes that long). */
 export const GC_ROOT_MAX_AGE_MINUTES = 24 * 60
 
-/** A target reached over SSH (see TargetSession): every verb is one of ./scripts, run remotely. */
+/** The script each verb runs on a target that takes shell commands (a gate runs its own copies). */
+export const SCRIPT_OF: Partial<Record<GateVerb, string>> = {
+  survey: SURVEY_SCRIPT,
+  'running-closure': RUNNING_CLOSURE_SCRIPT,
+  lock: LOCK_SCRIPT,
+  substitute: SUBSTITUTE_SCRIPT,
+  import: IMPORT_SCRIPT,
+  'query-missing': QUERY_MISSING_SCRIPT,
+  'upload-key': UPLOAD_KEY_SCRIPT,
+  'prepare-agent': PREPARE_AGENT_SCRIPT,
+  'start-agent': START_AGENT_SCRIPT,
+  follow: FOLLOW_SCRIPT,
+  decide: DECIDE_SCRIPT,
+  abandon: ABANDON_SCRIPT,
+  probe: PROBE_SCRIPT,
+  'wrap-up': WRAP_UP_SCRIPT,
+  'list-generations': LIST_GENERATIONS_SCRIPT,
+  reboot: REBOOT_SCRIPT,
+  'boot-trial': BOOT_TRIAL_SCRIPT
+}
+
+/**
+ * A target reached over SSH (see TargetSession): every verb is one of ./scripts, run remotely --
+ * sent as `sh -c SCRIPT` to a login that takes commands (root, or sudo), or named to a deploy
+ * user's gate (nixos/deploy-user.nix), which runs its own copies and checks every value.
+ */
 export class SshTarget implements Target {
-  constructor(private readonly session: TargetSession) {}
+  constructor(
+    private readonly session: TargetSession,
+    /** Set when the login is a deploy user's gate (see gate.ts). */
+    readonly gated = false
+  ) {}
 
   static async connect(dial: () => Promise<RemoteHost>, log: Log): Promise<SshTarget> {
-    return new SshTarget(new TargetSession(await dial(), dial, log))
+    const first = await dial()
+    const session = new TargetSession(first, dial, log)
+    try {
+      // A deploy user's gate is never root's login: root's deploys skip the question.
+      return new SshTarget(session, first.target.user !== 'root' && (await isGate(session)))
+    } catch (e) {
+      session.close()
+      throw e
+    }
+  }
+
+  get importsSignedOnly(): boolean {
+    return this.gated
+  }
+
+  /** The command line of one verb, for this login. */
+  private command(verb: GateVerb, args: string[], shell?: string[]): string {
+    if (this.gated) return gateCommand(verb, args)
+    if (shell) return shellCommand(shell)
+    const script = SCRIPT_OF[verb]
+    if (script === undefined) throw new Error(`no script for ${verb}`)
+    return shellCommand(['sh', '-c', script, 'sh', ...args])
   }
 
   get label(): string {
@@ -79,27 +130,33 @@ export class SshTarget implements Target {
   }
 
   private run(
-    script: string,
+    verb: GateVerb,
     args: string[],
     opts: { stdin?: string | Readable; timeoutMs: number; what: string }
   ) {
-    return this.session.exec(shellCommand(['sh', '-c', script, 'sh', ...args]), opts)
+    return this.session.exec(this.command(verb, args), { ...opts, noSudo: this.gated })
   }
 
   /** As run, reconnecting and running it again when the connection drops: idempotent scripts only. */
   private runRetrying(
-    script: string,
+    verb: GateVerb,
     args: string[],
-    opts: { stdin?: string; timeoutMs: number; what: string }
+    opts: { stdin?: string; timeoutMs: number; what: string; deadline?: number; shell?: string[] }
   ) {
+    const { deadline, shell, ...rest } = opts
     return this.session.execRetrying(
-      shellCommand(['sh', '-c', script, 'sh', ...args]),
-      Date.now() + opts.timeoutMs,
-      opts
+      this.command(verb, args, shell),
+      deadline ?? Date.now() + opts.timeoutMs,
+      {
+        ...rest,
+        noSudo: this.gated
+      }
     )
   }
 
   async checkSudo(user: string): Promise<void> {
+    // A gate has a sudo rule of its own (nda-root), which the deploy's first root step uses.
+    if (this.gated) return
     const r = await this.session.exec('true', { timeoutMs: 30_000, what: 'checking sudo' })
     if (r.exitCode !== 0)
       throw new ActionError(
@@ -114,7 +171,7 @@ export class SshTarget implements Target {
   async survey(req: SurveyRequest): Promise<Survey> {
     const ordered = topoSort(req.closure)
     const r = await this.run(
-      SURVEY_SCRIPT,
+      'survey',
       [
         req.gcRoot,
         assertStorePath(req.toplevel, 'toplevel'),
@@ -133,14 +190,14 @@ export class SshTarget implements Target {
   }
 
   listRunningClosure(): Promise<RunningClosure> {
-    return this.run(RUNNING_CLOSURE_SCRIPT, [], {
+    return this.run('running-closure', [], {
       timeoutMs: STEP_TIMEOUT_MS,
       what: 'listing the running closure'
     }).then(parseRunningClosure, (e: unknown) => ({ error: errorMessage(e) }))
   }
 
   async lock(verb: LockVerb, req: LockRequest): Promise<string> {
-    const r = await this.run(LOCK_SCRIPT, [verb, ...lockArgs(req)], {
+    const r = await this.run('lock', [verb, ...lockArgs(req)], {
       timeoutMs: 60_000,
       what: `${verb === 'acquire' ? 'taking' : verb === 'renew' ? 'renewing' : 'releasing'} the deploy lock`
     })
@@ -154,7 +211,7 @@ export class SshTarget implements Target {
   }
 
   async substitute(paths: string[]): Promise<Set<string>> {
-    const r = await this.run(SUBSTITUTE_SCRIPT, [], {
+    const r = await this.run('substitute', [], {
       stdin: paths.join('\n') + '\n',
       timeoutMs: SUBSTITUTE_TIMEOUT_MS,
       what: 'substituting on the target from its own substituters'
@@ -170,7 +227,8 @@ export class SshTarget implements Target {
     check: string[],
     timeoutMs: number
   ): Promise<ImportResult> {
-    const r = await this.run(IMPORT_SCRIPT, [codec, ...check], {
+    if (this.gated) throw new Error('a gate imports only a signed binary cache (importSignedCache)')
+    const r = await this.run('import', [codec, ...check], {
       stdin: stream,
       timeoutMs,
       what: 'importing the copied paths (nix-store --import)'
@@ -178,8 +236,17 @@ export class SshTarget implements Target {
     return { exitCode: r.exitCode, stderr: r.stderr, stillMissing: parseMissing(r.stdout, new Set(check)) }
   }
 
+  async importSignedCache(stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult> {
+    const r = await this.run('import', [], {
+      stdin: stream,
+      timeoutMs,
+      what: 'importing the copied paths (nix copy from a signed binary cache, as the deploy user)'
+    })
+    return { exitCode: r.exitCode, stderr: r.stderr, stillMissing: parseMissing(r.stdout, new Set(check)) }
+  }
+
   async queryMissing(paths: string[]): Promise<Set<string>> {
-    const r = await this.run(QUERY_MISSING_SCRIPT, [], {
+    const r = await this.run('query-missing', [], {
       stdin: paths.join('\n') + '\n',
       timeoutMs: STEP_TIMEOUT_MS,
       what: 'checking the copied paths'
@@ -194,7 +261,7 @@ export class SshTarget implements Target {
   }
 
   async uploadKey(k: KeyFile): Promise<void> {
-    const r = await this.run(UPLOAD_KEY_SCRIPT, [k.destDir, k.name, k.user, k.group, k.permissions], {
+    const r = await this.run('upload-key', [k.destDir, k.name, k.user, k.group, k.permissions], {
       stdin: k.content,
       timeoutMs: 60_000,
       what: `uploading deployment.keys.${k.name}`
@@ -217,8 +284,9 @@ export class SshTarget implements Target {
     // A connection lost while preparing or starting (a flaky link, a jump host restarting) is
     // retried over a new one: both scripts are idempotent, and the start script starts the agent
     // at most once per directory ("started-already" on a retry whose first try got through).
-    const prep = await this.runRetrying(PREPARE_AGENT_SCRIPT, [req.dir], {
-      stdin: AGENT_SCRIPT,
+    const prep = await this.runRetrying('prepare-agent', [req.dir], {
+      // A gate writes its own copy of the agent (the one of the module's release).
+      stdin: this.gated ? '' : AGENT_SCRIPT,
       timeoutMs: STEP_TIMEOUT_MS,
       what: 'writing the activation agent'
     })
@@ -228,7 +296,7 @@ export class SshTarget implements Target {
         'The target user must be able to write /run (use root or sudo).',
         'activate'
       )
-    const started = await this.runRetrying(START_AGENT_SCRIPT, agentCommandOptions(req), {
+    const started = await this.runRetrying('start-agent', agentCommandOptions(req), {
       timeoutMs: STEP_TIMEOUT_MS,
       what: 'starting the activation agent'
     })
@@ -245,27 +313,17 @@ export class SshTarget implements Target {
 
   async followAgent(dir: string, offset: number, deadline: number, wait?: FollowWait): Promise<AgentPoll> {
     const tenths = wait ? Math.max(0, Math.min(Math.floor(wait.ms / 100), MAX_FOLLOW_WAIT_TENTHS)) : 0
-    const r = await this.session.execRetrying(
-      shellCommand([
-        'sh',
-        '-c',
-        FOLLOW_SCRIPT,
-        'sh',
-        dir,
-        String(offset),
-        String(FOLLOW_CHUNK_BYTES),
-        String(tenths),
-        wait?.knowsStatus ? '1' : '0'
-      ]),
-      deadline,
-      { timeoutMs: POLL_TIMEOUT_MS, what: 'following the activation log' }
+    const r = await this.runRetrying(
+      'follow',
+      [dir, String(offset), String(FOLLOW_CHUNK_BYTES), String(tenths), wait?.knowsStatus ? '1' : '0'],
+      { deadline, timeoutMs: POLL_TIMEOUT_MS, what: 'following the activation log' }
     )
     const { size, ...state } = parseAgentState(r.stderr)
     return { chunk: r.stdout, size, state, waited: tenths > 0 }
   }
 
   async decide(dir: string, decision: 'confirm' | 'abort'): Promise<string> {
-    const r = await this.run(DECIDE_SCRIPT, [dir, decision], {
+    const r = await this.run('decide', [dir, decision], {
       timeoutMs: POLL_TIMEOUT_MS,
       what: `sending the ${decision === 'confirm' ? 'confirmation' : 'abort'}`
     })
@@ -274,7 +332,7 @@ export class SshTarget implements Target {
 
   async abandonAgent(dir: string): Promise<boolean> {
     try {
-      const r = await this.run(ABANDON_SCRIPT, [dir], {
+      const r = await this.run('abandon', [dir], {
         timeoutMs: 15_000,
         what: 'handing the deploy lock to the activation agent'
       })
@@ -286,7 +344,8 @@ export class SshTarget implements Target {
 
   async removeAgentDir(dir: string): Promise<void> {
     await this.session
-      .exec(shellCommand(['rm', '-rf', dir]), {
+      .exec(this.command('remove-agent-dir', [dir], ['rm', '-rf', dir]), {
+        noSudo: this.gated,
         timeoutMs: 30_000,
         what: 'removing the activation directory'
       })
@@ -298,8 +357,11 @@ export class SshTarget implements Target {
     deadline: number,
     timeoutMs: number
   ): Promise<{ exitCode: number; output: string }> {
-    // Health checks are the one place where input is meant to be shell: run as written by `sh -c`.
-    const r = await this.session.execRetrying(shellCommand(['sh', '-c', check]), deadline, {
+    // Health checks are the one place where input is meant to be shell: run as written by `sh -c`
+    // (by a gate only when the running system lists it: services.nix-deploy-action.deployUser.healthChecks).
+    const r = await this.runRetrying('health', [check], {
+      deadline,
+      shell: ['sh', '-c', check],
       timeoutMs,
       what: 'running a health check'
     })
@@ -307,7 +369,7 @@ export class SshTarget implements Target {
   }
 
   async readState(): Promise<RemoteState> {
-    const r = await this.run(PROBE_SCRIPT, [], {
+    const r = await this.run('probe', [], {
       timeoutMs: STEP_TIMEOUT_MS,
       what: 'reading the system state'
     })
@@ -316,7 +378,7 @@ export class SshTarget implements Target {
 
   async wrapUp(req: WrapUpRequest): Promise<{ state: RemoteState; lockReleased: boolean }> {
     const r = await this.run(
-      WRAP_UP_SCRIPT,
+      'wrap-up',
       [req.agentDir ?? '', req.gcRoot ?? '', req.lock?.dir ?? '', req.lock?.id ?? ''],
       { timeoutMs: STEP_TIMEOUT_MS, what: 'reading the system state' }
     )
@@ -324,27 +386,32 @@ export class SshTarget implements Target {
   }
 
   async listGenerations(): Promise<GenerationListing> {
-    const r = await this.run(LIST_GENERATIONS_SCRIPT, [], { timeoutMs: 60_000, what: 'listing generations' })
+    const r = await this.run('list-generations', [], { timeoutMs: 60_000, what: 'listing generations' })
     return parseGenerations(r.stdout)
   }
 
   async deleteGenerations(numbers: number[]): Promise<string | undefined> {
+    const args = numbers.map(String)
     const r = await this.session.exec(
-      shellCommand([
+      this.command('delete-generations', args, [
         'nix-env',
         '-p',
         '/nix/var/nix/profiles/system',
         '--delete-generations',
-        ...numbers.map(String)
+        ...args
       ]),
-      { timeoutMs: STEP_TIMEOUT_MS, what: 'deleting old generations' }
+      { timeoutMs: STEP_TIMEOUT_MS, what: 'deleting old generations', noSudo: this.gated }
     )
     return r.exitCode === 0 ? undefined : r.stderr.trim().slice(-300) || `exit ${r.exitCode}`
   }
 
   async removeGcRoot(link: string): Promise<void> {
     await this.session
-      .exec(shellCommand(['rm', '-f', link]), { timeoutMs: 60_000, what: 'removing the GC root' })
+      .exec(this.command('remove-gc-root', [link], ['rm', '-f', link]), {
+        timeoutMs: 60_000,
+        what: 'removing the GC root',
+        noSudo: this.gated
+      })
       .catch(() => undefined)
   }
 
@@ -374,7 +441,7 @@ export class SshTarget implements Target {
             : [])
         ]
       : []
-    const r = await this.run(REBOOT_SCRIPT, args, { timeoutMs: 120_000, what: 'scheduling the reboot' })
+    const r = await this.run('reboot', args, { timeoutMs: 120_000, what: 'scheduling the reboot' })
     const answer = r.stdout.trim().split('\n')
     if (r.exitCode !== 0 || answer[answer.length - 1] !== 'scheduled')
       throw new ActionError(
@@ -395,7 +462,7 @@ export class SshTarget implements Target {
       reject: 'rejecting',
       'fell-back': 'settling the fallback of'
     }[step]
-    const r = await this.run(BOOT_TRIAL_SCRIPT, [step], { timeoutMs: 60_000, what: `${what} the boot trial` })
+    const r = await this.run('boot-trial', [step], { timeoutMs: 60_000, what: `${what} the boot trial` })
     const answer = r.stdout.trim()
     if (r.exitCode === 0 && BOOT_TRIAL_ANSWERS.has(answer)) return answer as BootTrialAnswer
     throw new ActionError(
@@ -446,4 +513,27 @@ function stateFrom(r: { exitCode: number; stdout: string; stderr: string }): Rem
       'connect'
     )
   return parseRemoteState(r.stdout)
+}
+
+/**
+ * Asks the login whether it is a deploy user's gate (nixos/deploy-user.nix): one command, sent
+ * without sudo. A login that takes commands has no such command (exit 127) and is not one. A gate
+ * of another release fails the deploy, naming what to update.
+ */
+async function isGate(session: TargetSession): Promise<boolean> {
+  const r = await session.exec(`${GATE_COMMAND} version`, {
+    timeoutMs: 30_000,
+    what: 'asking whether the login is a deploy user',
+    noSudo: true
+  })
+  const v = parseGateVersion(r.stdout)
+  if (!v) return false
+  const mismatch = gateMismatch(v)
+  if (mismatch)
+    throw new ActionError(
+      `${session.label}: ${mismatch}`,
+      "The target's deploy user runs the scripts of the release its nixos/deploy-user.nix came from: deploy the system that brings this release's module once with the action's release the target has (or as root), then use this one; keep the two pinned to the same tag.",
+      'connect'
+    )
+  return true
 }

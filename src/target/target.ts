@@ -1,7 +1,7 @@
 import { Readable } from 'stream'
 import { PathInfo } from '../nix/closure'
 import { ClosureEntry } from '../report/diff'
-import { Log } from '../report/untrusted'
+import { Log } from '../log/untrusted'
 import { LockHolder, LockRequest, LockVerb } from './lock'
 import { RemoteState } from './remote-state'
 import { AgentOutcome } from './scripts'
@@ -37,6 +37,13 @@ export interface Target {
   substitute(paths: string[]): Promise<Set<string>>
   /** Imports a NAR stream compressed with `codec`; returns which of `check` are still missing. */
   importStream(codec: string, stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult>
+  /**
+   * True for a deploy user's gate (nixos/deploy-user.nix): it imports only store paths signed by a
+   * key it trusts, from a binary cache (importSignedCache), never a NAR stream.
+   */
+  readonly importsSignedOnly: boolean
+  /** Imports a tar of a signed binary cache; returns which of `check` are still missing. */
+  importSignedCache(stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult>
   /** Which of `paths` the target's store lacks. */
   queryMissing(paths: string[]): Promise<Set<string>>
   /** Writes one deployment key (see upload-key.sh for what is refused). */

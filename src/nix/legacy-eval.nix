@@ -1,17 +1,16 @@
-/**
- * The Nix expression that evaluates a classic configuration.nix or NixOps network files. It uses
- * only nixpkgs' public entry points -- `<nixpkgs/nixos>` (nixos/default.nix) for a configuration,
- * nixos/lib/eval-config.nix for each machine of a network, as NixOps did -- and declares the
- * `deployment.*` options with ordinary lib.mkOption / lib.types, so it works the same on any
- * nixpkgs. Arguments come as one JSON string (`--argstr argsJson`), never spliced into Nix code.
- *
- *   names   the machine names of the network files (cheap: no machine is evaluated)
- *   tags    { <name> = deployment.tags; } of the machines given (only that option is forced)
- *   result  { description, machines.<name> = { drv, out, buildSystem, hostSystem, targetHost,
- *           targetPort, targetUser, keys, ignored } } for the selected machines (or the one
- *           configuration, named "")
- */
-export const LEGACY_EVAL_NIX = String.raw`{ argsJson }:
+# The Nix expression that evaluates a classic configuration.nix or NixOps network files. It uses
+# only nixpkgs' public entry points -- `<nixpkgs/nixos>` (nixos/default.nix) for a configuration,
+# nixos/lib/eval-config.nix for each machine of a network, as NixOps did -- and declares the
+# `deployment.*` options with ordinary lib.mkOption / lib.types, so it works the same on any
+# nixpkgs. Arguments come as one JSON string (`--argstr argsJson`), never spliced into Nix code.
+#
+#   names   the machine names of the network files (cheap: no machine is evaluated)
+#   tags    { <name> = deployment.tags; } of the machines given (only that option is forced)
+#   result  { description, machines.<name> = { drv, out, buildSystem, hostSystem, targetHost,
+#           targetPort, targetUser, keys, ignored } } for the selected machines (or the one
+#           configuration, named "")
+# (Embedded into the bundle by scripts/embed-scripts.js as legacy-eval.generated.ts.)
+{ argsJson }:
 let
   args = builtins.fromJSON argsJson;
   inherit (builtins) attrNames concatMap elem elemAt filter genList length listToAttrs tryEval;
@@ -73,7 +72,7 @@ let
             group = lib.mkOption { type = lib.types.str; default = "root"; };
             permissions = lib.mkOption { type = lib.types.str; default = "0600"; };
             # As NixOps': where the key is, for the services that read it.
-            path = lib.mkOption { type = lib.types.str; readOnly = true; default = "${'$'}{config.destDir}/${'$'}{name}"; };
+            path = lib.mkOption { type = lib.types.str; readOnly = true; default = "${config.destDir}/${name}"; };
           };
         }));
       };
@@ -94,11 +93,11 @@ let
   keyUnits = pkgs: keys:
     let
       safe = k: builtins.match "[A-Za-z0-9_][A-Za-z0-9._-]*" k != null
-        && builtins.match "/[A-Za-z0-9._/-]*" keys.${'$'}{k}.destDir != null;
+        && builtins.match "/[A-Za-z0-9._/-]*" keys.${k}.destDir != null;
       names = filter safe (attrNames keys);
       unit = k:
-        let inherit (keys.${'$'}{k}) path; in {
-          description = "deployment.keys.${'$'}{k}: ${'$'}{path} is there";
+        let inherit (keys.${k}) path; in {
+          description = "deployment.keys.${k}: ${path} is there";
           wantedBy = [ "keys.target" ];
           before = [ "keys.target" ];
           serviceConfig = {
@@ -106,11 +105,11 @@ let
             RemainAfterExit = true;
             TimeoutStartSec = "infinity";
             # systemd's own quoting: $$ is a dollar; the path is the script's $0.
-            ExecStart = "${'$'}{pkgs.runtimeShell} -c 'while [ ! -e \"$$0\" ]; do sleep 1; done' ${'$'}{path}";
+            ExecStart = "${pkgs.runtimeShell} -c 'while [ ! -e \"$$0\" ]; do sleep 1; done' ${path}";
           };
         };
     in {
-      services = listToAttrs (map (k: { name = "${'$'}{k}-key"; value = unit k; }) names);
+      services = listToAttrs (map (k: { name = "${k}-key"; value = unit k; }) names);
       targets = if names == [ ] then { } else { keys.description = "deployment.keys: every key is there"; };
     };
 
@@ -120,7 +119,7 @@ let
     inherit name;
     value = import (nixpkgs + "/nixos/lib/eval-config.nix") {
       system = args.system;
-      modules = concatMap (n: if n ? ${'$'}{name} then [ n.${'$'}{name} ] else [ ]) networks ++ defaults ++ [
+      modules = concatMap (n: if n ? ${name} then [ n.${name} ] else [ ]) networks ++ defaults ++ [
         (deploymentModule name)
         { _module.args = { inherit name nodes; resources = { }; }; }
       ];
@@ -129,14 +128,14 @@ let
 
   machine = name:
     let
-      d = nodes.${'$'}{name}.config.deployment;
-      ignored = filter (o: d.${'$'}{o} != { }) cloudOptions
+      d = nodes.${name}.config.deployment;
+      ignored = filter (o: d.${o} != { }) cloudOptions
         ++ (if d.targetEnv != "none" then [ "targetEnv" ] else [ ])
         ++ (if d.encryptedLinksTo != [ ] then [ "encryptedLinksTo" ] else [ ])
         ++ (if d.storeKeysOnMachine then [ "storeKeysOnMachine" ] else [ ]);
-    in describe nodes.${'$'}{name} // {
+    in describe nodes.${name} // {
       inherit (d) targetHost targetPort targetUser tags;
-      ignored = map (o: "deployment.${'$'}{o}") ignored;
+      ignored = map (o: "deployment.${o}") ignored;
       # keyFile as a string: a path would be copied into the store by toJSON.
       keys = builtins.mapAttrs (_: k: {
         inherit (k) text keyCommand destDir user group permissions;
@@ -148,9 +147,8 @@ let
 in
 {
   names = if resourceFiles != [ ] then { inherit resourceFiles; } else { inherit names; };
-  tags = listToAttrs (map (name: { inherit name; value = nodes.${'$'}{name}.config.deployment.tags; }) (args.machines or [ ]));
+  tags = listToAttrs (map (name: { inherit name; value = nodes.${name}.config.deployment.tags; }) (args.machines or [ ]));
   result =
     if args ? configuration then { description = ""; machines."" = configuration; }
     else { inherit description; machines = listToAttrs (map (name: { inherit name; value = machine name; }) args.machines); };
 }
-`

@@ -1,0 +1,405 @@
+import { spawnSync } from 'child_process'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { GATE_PROTOCOL, gateCommand, scriptsHash } from '../../src/target/gate'
+import { SCRIPT_FILES } from '../../src/target/scripts.generated'
+import { SCRIPT_OF } from '../../src/target/ssh-target'
+
+/**
+ * The deploy user's gate and nda-root (nixos/deploy-user/*.sh) run for real by sh, their
+ * @placeholders@ filled in as deploy-user.nix fills them, with stand-ins for what they hand over
+ * to: `sudo` runs the command it is given, nda-root's scripts directory holds scripts that only
+ * print their arguments (so a test sees exactly what would have run, and nothing else ran). The
+ * e2e suite (deploy-user.test.ts) runs the real ones on the systemd Pi.
+ */
+const ROOT = path.join(__dirname, '..', '..')
+const SRC = path.join(ROOT, 'nixos', 'deploy-user')
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-gate-test-'))
+const scripts = path.join(tmp, 'scripts')
+const marker = path.join(tmp, 'ran')
+
+function fill(file: string, values: Record<string, string>): string {
+  let text = fs.readFileSync(path.join(SRC, file), 'utf8')
+  for (const [k, v] of Object.entries(values)) text = text.split(`@${k}@`).join(v)
+  return text
+}
+
+beforeAll(() => {
+  fs.mkdirSync(scripts)
+  // Every script a verb may run: prints what it got (one line per argument) and its stdin.
+  for (const name of fs.readdirSync(path.join(ROOT, 'src', 'target', 'scripts')))
+    fs.writeFileSync(
+      path.join(scripts, name),
+      `echo "script ${name}" >>"${marker}"; for a in "$@"; do printf '${name}:arg:%s\\n' "$a"; done; [ -t 0 ] || sed 's/^/stdin:/'\n`
+    )
+  const common = {
+    path: process.env.PATH ?? '/usr/bin:/bin',
+    scripts,
+    protocol: String(GATE_PROTOCOL),
+    scriptsHash: scriptsHash()
+  }
+  fs.writeFileSync(
+    path.join(tmp, 'nda-root'),
+    '#!/bin/sh\n' +
+      fill('root.sh', { ...common, publicKey: 'nda-test-1:AAAA', keyDirs: '/run/keys /var/lib/keys' }),
+    { mode: 0o755 }
+  )
+  fs.writeFileSync(path.join(tmp, 'sudo'), '#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n', { mode: 0o755 })
+  fs.writeFileSync(
+    path.join(tmp, 'gate'),
+    '#!/bin/sh\n' +
+      fill('gate.sh', {
+        ...common,
+        root: path.join(tmp, 'nda-root'),
+        sudo: path.join(tmp, 'sudo'),
+        keyName: 'nda-test-1',
+        tmpdir: tmp
+      }),
+    { mode: 0o755 }
+  )
+})
+
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }))
+
+beforeEach(() => fs.rmSync(marker, { force: true }))
+
+/** The arguments the last script of a verb got (each script prints them, prefixed with its name). */
+const argsOf = (stdout: string, script: string) =>
+  stdout
+    .split('\n')
+    .filter(l => l.startsWith(`${script}:arg:`))
+    .map(l => l.slice(`${script}:`.length))
+
+/** The gate as sshd runs it: SSH_ORIGINAL_COMMAND is what the client asked for. */
+function gate(command: string | undefined, stdin = '') {
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH }
+  if (command !== undefined) env.SSH_ORIGINAL_COMMAND = command
+  const r = spawnSync('sh', [path.join(tmp, 'gate')], { env, input: stdin, encoding: 'utf8' })
+  const ran = fs.existsSync(marker) ? fs.readFileSync(marker, 'utf8').trim().split('\n') : []
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr, ran }
+}
+
+const storePath = (name: string) => `/nix/store/${'a'.repeat(32)}-${name}`
+const GC = '/nix/var/nix/gcroots/nix-deploy-action/x.1'
+const LOCK = '/nix/var/nix-deploy-action/lock'
+
+describe("the deploy user's gate (gate.sh)", () => {
+  it('answers version with its protocol and the hash of the scripts it runs', () => {
+    const r = gate('nix-deploy-action-gate version')
+    expect(r.stdout.trim()).toBe(`nix-deploy-action-gate ${GATE_PROTOCOL} ${scriptsHash()}`)
+  })
+
+  it.each([
+    ['a command', 'id'],
+    ['a login shell', undefined],
+    ['an empty command', ''],
+    ['the sftp subsystem', '/usr/lib/openssh/sftp-server'],
+    ['legacy scp', 'scp -t /root'],
+    ['an unknown verb', 'nix-deploy-action-gate sh'],
+    ['a value that is not _base64', 'nix-deploy-action-gate lock acquire'],
+    ['shell in place of a value', 'nix-deploy-action-gate lock _YQ==;id'],
+    ['no verb', 'nix-deploy-action-gate']
+  ])('refuses %s (exit 64), running nothing', (_what, command) => {
+    const r = gate(command)
+    expect(r.status).toBe(64)
+    expect(r.stderr).toMatch(/^nix-deploy-action-gate: refused: /)
+    expect(r.ran).toEqual([])
+  })
+
+  it('passes each value to nda-root as one argument, never parsed as shell', () => {
+    const hostile = `$(touch ${tmp}/pwned) \`id\` ; rm -rf / "' *`
+    const r = gate(gateCommand('lock', ['acquire', LOCK, 'run-1', '600', hostile]))
+    expect(r.status).toBe(0)
+    expect(argsOf(r.stdout, 'lock-command.sh')).toEqual([
+      'arg:acquire',
+      `arg:${LOCK}`,
+      'arg:run-1',
+      'arg:600',
+      `arg:${hostile}`
+    ])
+    expect(fs.existsSync(`${tmp}/pwned`)).toBe(false)
+  })
+
+  it('keeps empty values as values', () => {
+    const r = gate(gateCommand('wrap-up', ['', '', '', '']))
+    expect(r.status).toBe(0)
+    expect(argsOf(r.stdout, 'wrap-up.sh')).toEqual(['arg:', 'arg:', 'arg:', 'arg:'])
+  })
+
+  it('refuses a value with a line break', () => {
+    const command = `nix-deploy-action-gate lock _${Buffer.from('a\nb').toString('base64')}`
+    expect(gate(command).status).toBe(64)
+    expect(() => gateCommand('lock', ['a\nb'])).toThrow(/line break/)
+  })
+
+  it('takes store paths as Nix names them (capitals too), not derivations', () => {
+    const caps = `/nix/store/${'0'.repeat(32)}-X-Restart-Triggers-sshd`
+    expect(gate(gateCommand('query-missing'), `${caps}\n`).ran).toEqual(['script query-missing.sh'])
+    expect(gate(gateCommand('substitute'), `${storePath('evil.drv')}\n`).status).toBe(64)
+    // e, o, u and t are not in Nix's base32.
+    expect(gate(gateCommand('query-missing'), `/nix/store/${'e'.repeat(32)}-x\n`).status).toBe(64)
+  })
+
+  it('hands query-missing only store paths (an option on stdin is refused before anything runs)', () => {
+    expect(gate(gateCommand('query-missing'), `${storePath('x')}\n--option\nplugin-files\n`).ran).toEqual([])
+    const r = gate(gateCommand('query-missing'), `${storePath('x')}\n`)
+    expect(r.ran).toEqual(['script query-missing.sh'])
+    expect(r.stdout).toContain(`stdin:${storePath('x')}`)
+  })
+})
+
+/** nda-root, reached through the gate as the deploy user reaches it. */
+function root(verb: Parameters<typeof gateCommand>[0], args: string[], stdin = '') {
+  return gate(gateCommand(verb, args), stdin)
+}
+
+describe('nda-root (root.sh): every value checked again', () => {
+  it.each<[string, Parameters<typeof gateCommand>[0], string[], string?]>(
+    [
+      ['a GC root elsewhere', 'survey', ['/etc/x', storePath('s'), 'switch', 'no', '1440', '', '', '', '']],
+      [
+        'a GC root that climbs',
+        'survey',
+        [
+          '/nix/var/nix/gcroots/nix-deploy-action/../../x',
+          storePath('s'),
+          'switch',
+          'no',
+          '1',
+          '',
+          '',
+          '',
+          ''
+        ]
+      ],
+      ['a toplevel outside the store', 'survey', [GC, '/tmp/s', 'switch', 'no', '1', '', '', '', '']],
+      [
+        'an option among the closure',
+        'survey',
+        [GC, storePath('s'), 'switch', 'no', '1', '', '', '', ''],
+        '--option\nplugin-files\n/tmp/evil.so\n'
+      ],
+      ['another lock', 'lock', ['acquire', '/tmp/lock', 'id', '60', 'd']],
+      ['a lock id with a slash', 'lock', ['acquire', LOCK, '../x', '60', 'd']],
+      ['an activation directory elsewhere', 'prepare-agent', ['/tmp/agent']],
+      [
+        'another system profile',
+        'start-agent',
+        ['--dir', '/run/nix-deploy-action/a', '--system-profile', '/tmp/p']
+      ],
+      [
+        'a system outside the store',
+        'start-agent',
+        ['--dir', '/run/nix-deploy-action/a', '--toplevel', '/tmp/sys']
+      ],
+      [
+        'a system not in this store',
+        'start-agent',
+        ['--dir', '/run/nix-deploy-action/a', '--toplevel', storePath('nixos-system-x')]
+      ],
+      ['an option without a value', 'start-agent', ['--dir']],
+      ['an unknown action', 'start-agent', ['--action', 'exec']],
+      ['a generation that is not a number', 'delete-generations', ['1', '2;id']],
+      ['a GC root to remove elsewhere', 'remove-gc-root', ['/etc/passwd']],
+      ['a directory to remove elsewhere', 'remove-agent-dir', ['/run/nix-deploy-action/../../etc']],
+      ['a key directory not listed', 'upload-key', ['/etc', 'passwd', 'root', 'root', '0644'], 'x'],
+      ['a key name with a slash', 'upload-key', ['/run/keys', '../shadow', 'root', 'root', '0600'], 'x'],
+      ['a key mode that is not octal', 'upload-key', ['/run/keys', 'k', 'root', 'root', 'u+s'], 'x'],
+      ['an owner that is an option', 'upload-key', ['/run/keys', 'k', '-x', 'root', '0600'], 'x'],
+      ['a health check the system does not list', 'health', ['id']],
+      ['a reboot with other arguments', 'reboot', ['a', 'b']],
+      ['a boot trial step it does not know', 'boot-trial', ['exec']],
+      ['a follow that is not numbers', 'follow', ['/run/nix-deploy-action/a', 'x', '1', '1', '0']],
+      [
+        'a derivation among the closure',
+        'survey',
+        [GC, storePath('s'), 'switch', 'no', '1440', '', '', '', ''],
+        `${storePath('x.drv')}\n`
+      ],
+      [
+        "a GC root age that would remove other runs' roots",
+        'survey',
+        [GC, storePath('s'), 'switch', 'no', '0', '', '', '', '']
+      ],
+      ['a lock id that reads as an option', 'lock', ['acquire', LOCK, '--dir', '60', 'd']],
+      ['a setuid key', 'upload-key', ['/run/keys', 'k', 'root', 'root', '4755'], 'x'],
+      [
+        'a rollback that deletes a generation with nothing to go back to',
+        'start-agent',
+        [
+          '--dir',
+          '/run/nix-deploy-action/a',
+          '--action',
+          'switch',
+          '--rollback-of-generation',
+          '1',
+          '--rollback-created-new',
+          '1'
+        ]
+      ]
+    ].map(
+      ([w, v, a, i]) => [w, v, a, i ?? ''] as [string, Parameters<typeof gateCommand>[0], string[], string]
+    )
+  )('refuses %s (exit 64) and runs nothing', (_what, verb, args, stdin) => {
+    const r = root(verb, args, stdin)
+    expect(r.status).toBe(64)
+    expect(r.stderr).toMatch(/nda-root: refused: /)
+    expect(r.ran).toEqual([])
+  })
+
+  it.each<[string, Parameters<typeof gateCommand>[0], string[], string[], string?]>(
+    [
+      [
+        'survey',
+        'survey',
+        [GC, storePath('s'), 'switch', 'no', '1440', LOCK, 'id-1', '600', 'a run'],
+        ['lock.sh', 'probe.sh', 'survey.sh'],
+        `${storePath('s')}\n`
+      ],
+      ['lock', 'lock', ['renew', LOCK, 'id-1', '600', ''], ['lock.sh', 'lock-command.sh']],
+      ['follow', 'follow', ['/run/nix-deploy-action/a', '0', '262144', '30', '1'], ['wake.sh', 'follow.sh']],
+      ['decide', 'decide', ['/run/nix-deploy-action/a', 'confirm'], ['wake.sh', 'decide.sh']],
+      [
+        'wrap-up',
+        'wrap-up',
+        ['/run/nix-deploy-action/a', GC, LOCK, 'id-1'],
+        ['lock.sh', 'probe.sh', 'wrap-up.sh']
+      ],
+      [
+        'a key into a listed directory',
+        'upload-key',
+        ['/var/lib/keys', 'wifi-psk', 'root', 'keys', '0640'],
+        ['upload-key.sh'],
+        'secret'
+      ],
+      ['a plain reboot', 'reboot', [], ['lock.sh', 'reboot.sh']],
+      ['a boot trial step', 'boot-trial', ['check-in'], ['boot-trial.sh']],
+      ['the running closure', 'running-closure', [], ['running-closure.sh']],
+      ['the state', 'probe', [], ['probe.sh', 'probe-command.sh']],
+      ['the generations', 'list-generations', [], ['list-generations.sh']],
+      ['abandon', 'abandon', ['/run/nix-deploy-action/a'], ['abandon.sh']],
+      [
+        'start-agent',
+        'start-agent',
+        [
+          '--dir',
+          '/run/nix-deploy-action/a',
+          '--action',
+          'switch',
+          '--activation-timeout',
+          '60',
+          '--lock-dir',
+          LOCK,
+          '--lock-id',
+          'x',
+          '--lease',
+          '600',
+          '--rollback-of-generation',
+          '-',
+          '--rollback-created-new',
+          '0'
+        ],
+        ['lock.sh', 'start-agent.sh']
+      ]
+    ].map(
+      ([w, v, a, f, i]) =>
+        [w, v, a, f, i ?? ''] as [string, Parameters<typeof gateCommand>[0], string[], string[], string]
+    )
+  )('runs its own scripts for %s, with the values as they were sent', (_what, verb, args, files, stdin) => {
+    const r = root(verb, args, stdin)
+    expect(r.status).toBe(0)
+    expect(r.ran).toEqual(files.map(f => `script ${f}`))
+    // The same script, part for part, that the action sends a login that takes commands.
+    expect(files.map(f => SCRIPT_FILES[f as keyof typeof SCRIPT_FILES]).join('\n')).toBe(SCRIPT_OF[verb])
+    expect(argsOf(r.stdout, files[files.length - 1])).toEqual(args.map(a => `arg:${a}`))
+  })
+
+  it('writes its own agent, not one the client sends', () => {
+    // prepare-agent's stand-in prints its stdin: the agent nda-root composed from its own copies.
+    const r = gate(gateCommand('prepare-agent', ['/run/nix-deploy-action/a']), 'echo the client agent')
+    expect(r.ran).toEqual(['script prepare-agent.sh'])
+    for (const f of ['lock.sh', 'wake.sh', 'agent.sh']) expect(r.stdout).toContain(`stdin:echo "script ${f}"`)
+    expect(r.stdout).not.toContain('the client agent')
+  })
+})
+
+const nixInstantiate = spawnSync('sh', ['-c', 'command -v nix-instantiate'], {
+  encoding: 'utf8'
+}).stdout.trim()
+const describeNix = nixInstantiate || process.env.CI === 'true' ? describe : describe.skip
+
+/**
+ * deploy-user.nix evaluated by real Nix with a minimal lib and pkgs (no nixpkgs here): it parses,
+ * its assertions hold for a sound configuration, its marker carries the hash the action computes,
+ * and the scripts it writes have every placeholder filled in.
+ */
+describeNix('nixos/deploy-user.nix, evaluated', () => {
+  function evaluate(cfg: string): Record<string, unknown> {
+    const expr = `
+      let
+        lib = rec {
+          mkEnableOption = d: { type = "bool"; };
+          mkOption = o: o;
+          types = { str = "str"; listOf = t: "list"; };
+          mkIf = condition: content: { _type = "if"; inherit condition content; };
+          hasSuffix = s: x: builtins.substring (builtins.stringLength x - builtins.stringLength s) (builtins.stringLength s) x == s;
+          makeBinPath = ps: builtins.concatStringsSep ":" (map (p: "\${p}/bin") ps);
+          fileContents = f: builtins.head (builtins.split "\\n" (builtins.readFile f));
+          splitString = sep: s: builtins.filter builtins.isString (builtins.split sep s);
+          concatMapStrings = f: l: builtins.concatStringsSep "" (map f l);
+        };
+        pkgs = { runtimeShell = "/bin/sh"; bash = "bash"; writeScript = name: text: text; }
+          // builtins.listToAttrs (map (n: { name = n; value = "/pkgs/\${n}"; })
+               [ "coreutils" "gnutar" "zstd" "xz" "gzip" "util-linux" "gnused" "gawk" "gnugrep" "findutils" "procps" "dash" ]);
+        config = {
+          nix = { package = "/pkgs/nix"; settings = { trusted-users = [ "root" ]; }; };
+          systemd.package = "/pkgs/systemd";
+          security.sudo.enable = true;
+          services.nix-deploy-action.deployUser = ${cfg};
+        };
+        m = import ${path.join(ROOT, 'nixos', 'deploy-user.nix')} { inherit config lib pkgs; };
+        c = m.config.content;
+      in {
+        assertions = map (a: a.assertion) c.assertions;
+        marker = c.environment.etc."nix-deploy-action/deploy-user".text;
+        checks = c.environment.etc."nix-deploy-action/health-checks".text;
+        keys = c.users.users.nix-deploy.openssh.authorizedKeys.keys;
+        sshd = c.services.openssh.extraConfig;
+        trusted = c.nix.settings.trusted-public-keys;
+      }`
+    const r = spawnSync(
+      nixInstantiate || 'nix-instantiate',
+      ['--eval', '--strict', '--json', '--readonly-mode', '-E', expr],
+      {
+        encoding: 'utf8'
+      }
+    )
+    if (r.status !== 0) throw new Error(r.stderr)
+    return JSON.parse(r.stdout) as Record<string, unknown>
+  }
+  const sound = `{ enable = true; user = "nix-deploy"; authorizedKeys = [ "ssh-ed25519 AAAAC3 ci" ];
+    signingPublicKey = "deploy-1:AAAA"; keyDirs = [ "/run/keys" ]; healthChecks = [ "systemctl is-active nginx" ]; }`
+
+  it('marks the system with the protocol and the hash of the scripts the action carries', () => {
+    const r = evaluate(sound)
+    expect(r.assertions).toEqual([true, true, true, true])
+    expect(r.marker).toBe(`protocol ${GATE_PROTOCOL} scripts ${scriptsHash()}\n`)
+    expect(r.checks).toBe('systemctl is-active nginx\n')
+    expect(r.trusted).toEqual(['deploy-1:AAAA'])
+  })
+
+  it('binds each key to the gate and forces it for the user, with every placeholder filled', () => {
+    const r = evaluate(sound)
+    const [key] = r.keys as string[]
+    expect(key).toMatch(/^restrict,command=".*" ssh-ed25519 AAAAC3 ci$/s)
+    expect(r.sshd).toMatch(/Match User nix-deploy\n\s+ForceCommand /)
+    expect(r.sshd).toMatch(/DisableForwarding yes/)
+    expect(`${key}${r.sshd as string}`).not.toMatch(/@[a-zA-Z]+@/)
+  })
+
+  it('fails its assertion when the deploy user is a trusted Nix user or the key is not NAME:KEY', () => {
+    const r = evaluate(`${sound} // { signingPublicKey = "no-colon"; }`)
+    expect(r.assertions).toEqual([true, true, true, false])
+  })
+})

@@ -1,0 +1,120 @@
+# nix-deploy-action's gate: the forced command of the deploy user's SSH key (deploy-user.nix). It
+# runs only the action's own verbs, with the values as arguments, never through a shell: the
+# command line is "nix-deploy-action-gate VERB _B64 ..." (each argument base64, behind an
+# underscore so that an empty one is a word too), split on spaces with globbing off. What a deploy
+# needs as root goes to nda-root through sudo (the one command the sudo rule allows), which checks
+# every argument again; importing store paths runs here, as the deploy user, an untrusted user of
+# the Nix daemon, which accepts only paths signed by a key it trusts.
+# The placeholders (@…@) are filled in by deploy-user.nix (and by the testbed, with the same script).
+# shellcheck shell=sh
+set -f
+# shellcheck disable=SC2123 # PATH is set on purpose: the module's tools only
+PATH=@path@
+export PATH
+umask 077
+# Where imports are unpacked: the deploy user's own directory on the store's disk, not a small /tmp.
+TMPDIR=@tmpdir@
+export TMPDIR
+refuse() {
+  echo "nix-deploy-action-gate: refused: $*; this key runs only nix-deploy-action's own steps (services.nix-deploy-action.deployUser)" >&2
+  exit 64
+}
+IFS=' '
+# shellcheck disable=SC2086 # split on spaces, no globbing (set -f)
+set -- ${SSH_ORIGINAL_COMMAND:-}
+unset IFS
+[ "${1:-}" = nix-deploy-action-gate ] || refuse "${SSH_ORIGINAL_COMMAND:-a login shell}"
+[ $# -ge 2 ] || refuse "no verb"
+verb=$2
+shift 2
+# Each argument decoded in place (a value never meets a shell's parser).
+n=$#
+while [ "$n" -gt 0 ]; do
+  w=$1
+  shift
+  n=$((n - 1))
+  case $w in _*) w=${w#_} ;; *) refuse "an argument that is not _BASE64" ;; esac
+  case $w in *[!A-Za-z0-9+/=]*) refuse "an argument that is not _BASE64" ;; esac
+  # The x keeps trailing newlines that command substitution would drop; values with one are refused.
+  v=$(printf '%s' "$w" | base64 -d && echo x) || refuse "an argument that is not _BASE64"
+  v=${v%x}
+  case $v in *'
+'*) refuse "an argument with a line break" ;; esac
+  set -- "$@" "$v"
+done
+scripts=@scripts@
+# A store path (not a derivation: a substitute or import of one could build it), by Nix's grammar.
+is_store_path() {
+  case $1 in
+    /nix/store/*/* | /nix/store/*..* | *.drv) return 1 ;;
+    /nix/store/????????????????????????????????-?*)
+      h=${1#/nix/store/} && h=${h%%-*}
+      [ ${#h} = 32 ] || return 1
+      case $h in *[!0-9abcdfghijklmnpqrsvwxyz]*) return 1 ;; esac
+      case ${1#/nix/store/} in *[!0-9A-Za-z+._?=-]*) return 1 ;; esac
+      ;;
+    *) return 1 ;;
+  esac
+}
+# One store path per line on stdin, each checked (all of them before any is used), for the
+# scripts that read them there.
+store_paths_in() {
+  paths=$(cat)
+  for p in $paths; do is_store_path "$p" || refuse "a store path that is not one"; done
+  printf '%s\n' "$paths"
+}
+case $verb in
+  version)
+    # The protocol of these verbs and the hash of the scripts they run (src/target/scripts).
+    echo "nix-deploy-action-gate @protocol@ @scriptsHash@"
+    ;;
+  import)
+    # stdin: a tar of a binary cache (narinfos signed by the deploy's key, NARs), unpacked into a
+    # directory of the deploy user's own; every path it holds is copied into the store through the
+    # Nix daemon as this untrusted user, so the daemon refuses a path not signed by a key it
+    # trusts. Then prints which of them are still missing (none unless something failed).
+    [ $# = 0 ] || refuse "import with arguments"
+    tmp=$(mktemp -d "@tmpdir@/nda-gate.XXXXXX") || exit 70
+    trap 'rm -rf "$tmp"' EXIT
+    # The deploy user has no home of its own: Nix's caches go here, for this call only.
+    HOME=$tmp/home XDG_CACHE_HOME=$tmp/home/.cache
+    export HOME XDG_CACHE_HOME
+    mkdir -p "$tmp/cache" "$XDG_CACHE_HOME"
+    tar -x -C "$tmp/cache" --no-same-owner --no-same-permissions -f - || {
+      echo "nix-deploy-action-gate: the stream is not a tar of a binary cache" >&2
+      exit 65
+    }
+    # A binary cache is directories and regular files only.
+    [ -z "$(find "$tmp/cache" ! -type f ! -type d | head -n 1)" ] || refuse "a binary cache with links or devices in it"
+    set +f
+    paths=$(sed -n 's/^StorePath: //p' "$tmp"/cache/*.narinfo 2>/dev/null)
+    set -f
+    [ -n "$paths" ] || { echo "nix-deploy-action-gate: the binary cache holds no store path" >&2; exit 65; }
+    for p in $paths; do is_store_path "$p" || refuse "a narinfo whose StorePath is not a store path"; done
+    # shellcheck disable=SC2086 # one store path per word
+    if ! out=$(nix --extra-experimental-features nix-command copy --no-recursive --from "file://$tmp/cache" $paths 2>&1); then
+      printf '%s\n' "$out" >&2
+      case $out in
+        *ignature*) echo "nix-deploy-action-gate: this target imports only store paths signed by @keyName@ (nix.settings.trusted-public-keys); sign them with its secret key (the action's signing-key)" >&2 ;;
+      esac
+      exit 65
+    fi
+    # shellcheck disable=SC2086
+    exec nix-store --check-validity --print-invalid $paths
+    ;;
+  query-missing | substitute)
+    [ $# = 0 ] || refuse "$verb with arguments"
+    paths=$(store_paths_in) || exit $?
+    tmp=$(mktemp -d "@tmpdir@/nda-gate.XXXXXX") || exit 70
+    trap 'rm -rf "$tmp"' EXIT
+    HOME=$tmp XDG_CACHE_HOME=$tmp/.cache
+    export HOME XDG_CACHE_HOME
+    printf '%s\n' "$paths" | sh -c "$(cat "$scripts/$verb.sh")" sh
+    ;;
+  survey | running-closure | lock | probe | prepare-agent | start-agent | follow | decide | abandon | \
+    remove-agent-dir | health | wrap-up | list-generations | delete-generations | remove-gc-root | \
+    reboot | boot-trial | upload-key)
+    exec @sudo@ -n @root@ "$verb" "$@"
+    ;;
+  *) refuse "verb $verb" ;;
+esac

@@ -1,0 +1,18 @@
+import { FlakeTarget } from './flake'
+
+/**
+ * What to build: a flake's nixosConfigurations entry, a classic configuration.nix evaluated with a
+ * nixpkgs like nixos-rebuild does, or NixOps network files (one or several machines).
+ */
+export type Source =
+  | { kind: 'flake'; flake: FlakeTarget; label: string }
+  | { kind: 'configuration'; configuration: string; nixpkgs: string; system: string; label: string }
+  | {
+      kind: 'network'
+      networks: string[]
+      nixpkgs: string
+      system: string
+      /** Machine names or globs to deploy; empty: all. */
+      machines: string[]
+      label: string
+    }
