@@ -33,10 +33,11 @@ let
   ];
   # dash: no rc file of any kind is read (bash over SSH reads ~/.bashrc, in the deploy user's home).
   sh = "${pkgs.dash}/bin/dash";
+  # A script with common.sh in front of it, its placeholders filled in.
   fill = file: extra: builtins.replaceStrings
     ([ "@path@" "@scripts@" "@protocol@" "@scriptsHash@" ] ++ builtins.attrNames extra)
     ([ path "${scriptsDir}" protocol scriptsHash ] ++ builtins.attrValues extra)
-    (builtins.readFile file);
+    (builtins.readFile ./deploy-user/common.sh + builtins.readFile file);
   root = pkgs.writeScript "nda-root" ("#!${sh}\n" + fill ./deploy-user/root.sh {
     "@publicKey@" = cfg.signingPublicKey;
     "@keyDirs@" = builtins.concatStringsSep " " cfg.keyDirs;

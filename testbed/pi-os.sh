@@ -110,8 +110,10 @@ configure_deploy_user() {
       -e "s|@root@|$lib/nda-root|g" -e "s|@sudo@|/usr/bin/sudo|g" -e "s|@keyName@|${pub%%:*}|g" \
       -e "s|@publicKey@|$pub|g" -e "s|@keyDirs@|/run/keys|g" -e "s|@tmpdir@|/var/lib/nix-deploy|g" "$1"
   }
-  { echo '#!/bin/sh'; fill "$repo/nixos/deploy-user/gate.sh"; } >"$root$lib/gate"
-  { echo '#!/bin/sh'; fill "$repo/nixos/deploy-user/root.sh"; } >"$root$lib/nda-root"
+  local f
+  for f in gate nda-root; do
+    { echo '#!/bin/sh'; cat "$repo/nixos/deploy-user/common.sh" "$repo/nixos/deploy-user/${f#nda-}.sh" | fill /dev/stdin; } >"$root$lib/$f"
+  done
   chmod 755 "$root$lib/gate" "$root$lib/nda-root"
   chroot "$root" id nix-deploy >/dev/null 2>&1 ||
     chroot "$root" useradd --system --no-create-home --home-dir /var/lib/nix-deploy --shell /bin/sh nix-deploy

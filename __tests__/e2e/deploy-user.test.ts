@@ -36,20 +36,24 @@ const gated = (config: string, extra: Record<string, string> = {}): Record<strin
     ...extra
   })
 
+/** ssh and scp options for the deploy user's key alone (OpenSSH, the testbed's host names and keys). */
+const KEY_ALONE = (): string[] => [
+  '-F',
+  testbed().TESTBED_SSH_CONFIG,
+  '-o',
+  'IdentitiesOnly=yes',
+  '-o',
+  'BatchMode=yes',
+  '-i',
+  GATE_KEY()
+]
+
 /** ssh to spi (straight over its LAN link) as the deploy user with its key alone. */
 function asDeployUser(command: string | undefined, opts: { stdin?: string; args?: string[] } = {}) {
-  const t = testbed()
   const r = spawnSync(
     'ssh',
     [
-      '-F',
-      t.TESTBED_SSH_CONFIG,
-      '-o',
-      'IdentitiesOnly=yes',
-      '-o',
-      'BatchMode=yes',
-      '-i',
-      GATE_KEY(),
+      ...KEY_ALONE(),
       '-l',
       'nix-deploy',
       ...(opts.args ?? []),
@@ -144,22 +148,10 @@ describeE2E('a deploy key that is not root: the deploy user and its gate (nixos/
     expect(tty.stderr).toContain('PTY allocation request failed')
     // sshd refuses a forwarding (restrict, DisableForwarding): -W is a forwarding to the Pi's own sshd.
     expect(asDeployUser(undefined, { args: ['-W', '127.0.0.1:22'] }).status).not.toBe(0)
-    const scp = spawnSync(
-      'scp',
-      [
-        '-F',
-        testbed().TESTBED_SSH_CONFIG,
-        '-o',
-        'IdentitiesOnly=yes',
-        '-o',
-        'BatchMode=yes',
-        '-i',
-        GATE_KEY(),
-        '/etc/hostname',
-        'nix-deploy@spi-direct:/tmp/x'
-      ],
-      { encoding: 'utf8', timeout: 60_000 }
-    )
+    const scp = spawnSync('scp', [...KEY_ALONE(), '/etc/hostname', 'nix-deploy@spi-direct:/tmp/x'], {
+      encoding: 'utf8',
+      timeout: 60_000
+    })
     expect(scp.status).not.toBe(0)
     expect(piExec(['sh', '-c', 'test -e /tmp/x && echo there || echo none'], 'spi')).toBe('none')
   }, 120_000)

@@ -19,8 +19,10 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-gate-test-'))
 const scripts = path.join(tmp, 'scripts')
 const marker = path.join(tmp, 'ran')
 
+/** A script with common.sh in front of it, its placeholders filled in (as deploy-user.nix does). */
 function fill(file: string, values: Record<string, string>): string {
-  let text = fs.readFileSync(path.join(SRC, file), 'utf8')
+  let text =
+    fs.readFileSync(path.join(SRC, 'common.sh'), 'utf8') + fs.readFileSync(path.join(SRC, file), 'utf8')
   for (const [k, v] of Object.entries(values)) text = text.split(`@${k}@`).join(v)
   return text
 }

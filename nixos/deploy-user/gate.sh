@@ -43,19 +43,7 @@ while [ "$n" -gt 0 ]; do
   set -- "$@" "$v"
 done
 scripts=@scripts@
-# A store path (not a derivation: a substitute or import of one could build it), by Nix's grammar.
-is_store_path() {
-  case $1 in
-    /nix/store/*/* | /nix/store/*..* | *.drv) return 1 ;;
-    /nix/store/????????????????????????????????-?*)
-      h=${1#/nix/store/} && h=${h%%-*}
-      [ ${#h} = 32 ] || return 1
-      case $h in *[!0-9abcdfghijklmnpqrsvwxyz]*) return 1 ;; esac
-      case ${1#/nix/store/} in *[!0-9A-Za-z+._?=-]*) return 1 ;; esac
-      ;;
-    *) return 1 ;;
-  esac
-}
+# is_store_path: common.sh, put in front of this script.
 # One store path per line on stdin, each checked (all of them before any is used), for the
 # scripts that read them there.
 store_paths_in() {

@@ -37,20 +37,7 @@ num() { case $1 in '' | *[!0-9]*) return 1 ;; esac; }
 under() { case $2 in "$1"/*) token "${2#"$1"/}" ;; *) return 1 ;; esac; }
 agent_dir() { under "$RUN_BASE" "$1" || refuse "an activation directory that is not $RUN_BASE/NAME"; }
 gc_root() { under "$GC_BASE" "$1" || refuse "a GC root that is not $GC_BASE/NAME"; }
-# A store path (not a derivation: those are built, not deployed), by Nix's grammar: a 32-character
-# hash in Nix's base32, a dash, a name of letters, digits and +-._?=
-is_store_path() {
-  case $1 in
-    /nix/store/*/* | /nix/store/*..* | *.drv) return 1 ;;
-    /nix/store/????????????????????????????????-?*)
-      h=${1#/nix/store/} && h=${h%%-*}
-      [ ${#h} = 32 ] || return 1
-      case $h in *[!0-9abcdfghijklmnpqrsvwxyz]*) return 1 ;; esac
-      case ${1#/nix/store/} in *[!0-9A-Za-z+._?=-]*) return 1 ;; esac
-      ;;
-    *) return 1 ;;
-  esac
-}
+# is_store_path: common.sh, put in front of this script.
 # lock_args DIR ID LEASE: no lock (all empty) or the action's lock.
 lock_args() {
   if [ -z "$1" ]; then [ -z "$2" ] || refuse "a lock id without a lock"; return 0; fi

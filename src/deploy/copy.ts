@@ -118,20 +118,14 @@ export async function copyClosure(
     `Copying ${toCopy.length} of ${closurePathCount} paths (${formatBytes(narBytes)}) to ${target.label}, compression: ${codec.name}`
   )
   const pipeline = startExport(nix, toCopy, codec)
-  let wireBytes = 0
-  const countWire = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      wireBytes += chunk.length
-      cb(null, chunk)
-    }
-  })
-  const progress = reportProgress(log, narBytes, pipeline.narSent, () => wireBytes)
+  const wire = counted(pipeline.stream)
+  const progress = reportProgress(log, narBytes, pipeline.narSent, wire.bytes)
   const checkInline = toCopy.length <= MAX_PATHS_ON_COMMAND_LINE
   let imported
   try {
     imported = await target.importStream(
       codec.name,
-      pipeline.stream.pipe(countWire),
+      wire.stream,
       checkInline ? toCopy.map(p => p.path) : [],
       importTimeoutMs(narBytes)
     )
@@ -142,16 +136,11 @@ export async function copyClosure(
     clearInterval(progress)
   }
   await checkPipeline(target, pipeline, imported, codec)
-  const stillMissing = checkInline
-    ? imported.stillMissing
-    : await target.queryMissing(toCopy.map(p => p.path))
-  if (stillMissing.size > 0)
-    throw new ActionError(
-      `after the copy, ${target.label} still lacks ${stillMissing.size} path(s), e.g. ${[...stillMissing][0]}`,
-      "Re-run the job; if it persists, check the target's Nix store (nix-store --verify).",
-      'copy'
-    )
-  return { copiedPaths: toCopy.map(p => p.path), narBytes, wireBytes, codec: codec.name }
+  assertNoneMissing(
+    target.label,
+    checkInline ? imported.stillMissing : await target.queryMissing(toCopy.map(p => p.path))
+  )
+  return { copiedPaths: toCopy.map(p => p.path), narBytes, wireBytes: wire.bytes(), codec: codec.name }
 }
 
 /** The runner's side of a copy: nix-store --export, into the compressor when there is one. */
@@ -303,25 +292,12 @@ async function copySigned(
     let tarErr = ''
     tar.stderr.on('data', (d: Buffer) => (tarErr += d.toString('utf8')))
     const tarExit = new Promise<number>(resolve => tar.on('close', code => resolve(code ?? -1)))
-    let wireBytes = 0
-    const counted = tar.stdout.pipe(
-      new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          wireBytes += chunk.length
-          cb(null, chunk)
-        }
-      })
-    )
-    const progress = reportProgress(
-      log,
-      narBytes,
-      () => undefined,
-      () => wireBytes
-    )
+    const wire = counted(tar.stdout)
+    const progress = reportProgress(log, narBytes, () => undefined, wire.bytes)
     let imported: ImportResult
     try {
       imported = await target.importSignedCache(
-        counted,
+        wire.stream,
         toCopy.map(p => p.path),
         importTimeoutMs(narBytes)
       )
@@ -348,17 +324,13 @@ async function copySigned(
         'copy'
       )
     // The gate answers for the paths the cache held; the whole list is checked here.
-    const stillMissing =
+    assertNoneMissing(
+      target.label,
       imported.stillMissing.size > 0
         ? imported.stillMissing
         : await target.queryMissing(toCopy.map(p => p.path))
-    if (stillMissing.size > 0)
-      throw new ActionError(
-        `after the copy, ${target.label} still lacks ${stillMissing.size} path(s), e.g. ${[...stillMissing][0]}`,
-        "Re-run the job; if it persists, check the target's Nix store (nix-store --verify).",
-        'copy'
-      )
-    return { copiedPaths: toCopy.map(p => p.path), narBytes, wireBytes, codec: 'zstd' }
+    )
+    return { copiedPaths: toCopy.map(p => p.path), narBytes, wireBytes: wire.bytes(), codec: 'zstd' }
   } finally {
     await rm(dir, { recursive: true, force: true })
   }
@@ -421,4 +393,28 @@ async function writeReferenceStubs(nix: RunnerNix, dir: string, toCopy: PathInfo
       return file
     })
   )
+}
+
+/** A stream passed through, counting its bytes (what goes over the wire). */
+function counted(stream: Readable): { stream: Readable; bytes: () => number } {
+  let n = 0
+  const out = stream.pipe(
+    new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        n += chunk.length
+        cb(null, chunk)
+      }
+    })
+  )
+  return { stream: out, bytes: () => n }
+}
+
+/** After an import: fails naming a path the target still lacks. */
+function assertNoneMissing(label: string, stillMissing: Set<string>): void {
+  if (stillMissing.size > 0)
+    throw new ActionError(
+      `after the copy, ${label} still lacks ${stillMissing.size} path(s), e.g. ${[...stillMissing][0]}`,
+      "Re-run the job; if it persists, check the target's Nix store (nix-store --verify).",
+      'copy'
+    )
 }
