@@ -51,6 +51,15 @@ store_paths_in() {
   for p in $paths; do is_store_path "$p" || refuse "a store path that is not one"; done
   printf '%s\n' "$paths"
 }
+# A directory of this call's own under the deploy user's (removed when the gate ends), with Nix's
+# caches in it: the deploy user has no home Nix may write to.
+work_dir() {
+  tmp=$(mktemp -d "@tmpdir@/nda-gate.XXXXXX") || exit 70
+  trap 'rm -rf "$tmp"' EXIT
+  HOME=$tmp/home XDG_CACHE_HOME=$tmp/home/.cache
+  export HOME XDG_CACHE_HOME
+  mkdir -p "$XDG_CACHE_HOME"
+}
 case $verb in
   version)
     # The protocol of these verbs and the hash of the scripts they run (src/target/scripts).
@@ -62,12 +71,8 @@ case $verb in
     # Nix daemon as this untrusted user, so the daemon refuses a path not signed by a key it
     # trusts. Then prints which of them are still missing (none unless something failed).
     [ $# = 0 ] || refuse "import with arguments"
-    tmp=$(mktemp -d "@tmpdir@/nda-gate.XXXXXX") || exit 70
-    trap 'rm -rf "$tmp"' EXIT
-    # The deploy user has no home of its own: Nix's caches go here, for this call only.
-    HOME=$tmp/home XDG_CACHE_HOME=$tmp/home/.cache
-    export HOME XDG_CACHE_HOME
-    mkdir -p "$tmp/cache" "$XDG_CACHE_HOME"
+    work_dir
+    mkdir "$tmp/cache"
     tar -x -C "$tmp/cache" --no-same-owner --no-same-permissions -f - || {
       echo "nix-deploy-action-gate: the stream is not a tar of a binary cache" >&2
       exit 65
@@ -87,16 +92,14 @@ case $verb in
       esac
       exit 65
     fi
+    # Not exec: the EXIT trap removes the unpacked cache.
     # shellcheck disable=SC2086
-    exec nix-store --check-validity --print-invalid $paths
+    nix-store --check-validity --print-invalid $paths
     ;;
   query-missing | substitute)
     [ $# = 0 ] || refuse "$verb with arguments"
     paths=$(store_paths_in) || exit $?
-    tmp=$(mktemp -d "@tmpdir@/nda-gate.XXXXXX") || exit 70
-    trap 'rm -rf "$tmp"' EXIT
-    HOME=$tmp XDG_CACHE_HOME=$tmp/.cache
-    export HOME XDG_CACHE_HOME
+    work_dir
     printf '%s\n' "$paths" | sh -c "$(cat "$scripts/$verb.sh")" sh
     ;;
   survey | running-closure | lock | probe | prepare-agent | start-agent | follow | decide | abandon | \

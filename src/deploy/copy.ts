@@ -2,7 +2,7 @@ import { ChildProcessByStdio, spawn } from 'child_process'
 import { readFileSync } from 'fs'
 import { Readable, Transform, Writable } from 'stream'
 import { ActionError, errorMessage } from '../errors'
-import { parseNarHashes, parsePathInfoJson, PathInfo, totalNarSize } from '../nix/closure'
+import { parseNarFacts, PathInfo, totalNarSize } from '../nix/closure'
 import { RunnerNix } from '../nix/nix'
 import * as path from 'path'
 import { formatBytes } from '../log/format'
@@ -121,20 +121,14 @@ export async function copyClosure(
   const wire = counted(pipeline.stream)
   const progress = reportProgress(log, narBytes, pipeline.narSent, wire.bytes)
   const checkInline = toCopy.length <= MAX_PATHS_ON_COMMAND_LINE
-  let imported
-  try {
-    imported = await target.importStream(
+  const imported = await importing(progress, pipeline.kill, () =>
+    target.importStream(
       codec.name,
       wire.stream,
       checkInline ? toCopy.map(p => p.path) : [],
       importTimeoutMs(narBytes)
     )
-  } catch (e) {
-    pipeline.kill()
-    throw e
-  } finally {
-    clearInterval(progress)
-  }
+  )
   await checkPipeline(target, pipeline, imported, codec)
   assertNoneMissing(
     target.label,
@@ -294,19 +288,16 @@ async function copySigned(
     const tarExit = new Promise<number>(resolve => tar.on('close', code => resolve(code ?? -1)))
     const wire = counted(tar.stdout)
     const progress = reportProgress(log, narBytes, () => undefined, wire.bytes)
-    let imported: ImportResult
-    try {
-      imported = await target.importSignedCache(
-        wire.stream,
-        toCopy.map(p => p.path),
-        importTimeoutMs(narBytes)
-      )
-    } catch (e) {
-      tar.kill()
-      throw e
-    } finally {
-      clearInterval(progress)
-    }
+    const imported = await importing(
+      progress,
+      () => tar.kill(),
+      () =>
+        target.importSignedCache(
+          wire.stream,
+          toCopy.map(p => p.path),
+          importTimeoutMs(narBytes)
+        )
+    )
     if (imported.exitCode !== 0) {
       tar.kill()
       throw new ActionError(
@@ -375,8 +366,7 @@ async function writeReferenceStubs(nix: RunnerNix, dir: string, toCopy: PathInfo
       "Check the runner's Nix store, then re-run.",
       'copy'
     )
-  const hashes = parseNarHashes(r.stdout)
-  const sizes = new Map(parsePathInfoJson(r.stdout).map(i => [i.path, i.narSize]))
+  const facts = parseNarFacts(r.stdout)
   return Promise.all(
     outside.map(async ref => {
       const hashPart = path.posix.basename(ref).slice(0, 32)
@@ -385,8 +375,8 @@ async function writeReferenceStubs(nix: RunnerNix, dir: string, toCopy: PathInfo
         `StorePath: ${ref}`,
         `URL: nar/${hashPart}.nar`,
         'Compression: none',
-        `NarHash: ${hashes.get(ref)}`,
-        `NarSize: ${sizes.get(ref) || 1}`,
+        `NarHash: ${facts.get(ref)?.narHash}`,
+        `NarSize: ${facts.get(ref)?.narSize || 1}`,
         'References: '
       ]
       await writeFile(file, fields.join('\n') + '\n')
@@ -417,4 +407,20 @@ function assertNoneMissing(label: string, stillMissing: Set<string>): void {
       "Re-run the job; if it persists, check the target's Nix store (nix-store --verify).",
       'copy'
     )
+}
+
+/** The import on the target, with the runner's side killed when it fails and the progress stopped. */
+async function importing(
+  progress: NodeJS.Timeout,
+  killSender: () => void,
+  run: () => Promise<ImportResult>
+): Promise<ImportResult> {
+  try {
+    return await run()
+  } catch (e) {
+    killSender()
+    throw e
+  } finally {
+    clearInterval(progress)
+  }
 }

@@ -8,15 +8,19 @@ export interface PathInfo {
 }
 
 /**
- * Parses `nix path-info --json` output. Nix up to 2.18 prints an array of objects with a `path`
- * field; 2.19+ prints an object keyed by path. Both are accepted.
+ * The entries of `nix path-info --json` output. Nix up to 2.18 prints an array of objects with a
+ * `path` field; 2.19+ prints an object keyed by path. Both are accepted.
  */
-export function parsePathInfoJson(json: string): PathInfo[] {
+function pathInfoEntries(json: string): Array<[string, Record<string, unknown> | null]> {
   const data = JSON.parse(json) as unknown
-  const entries: Array<[string, Record<string, unknown>]> = Array.isArray(data)
+  return Array.isArray(data)
     ? data.map(e => [String((e as { path: unknown }).path), e as Record<string, unknown>])
-    : Object.entries(data as Record<string, Record<string, unknown>>)
-  return entries.map(([path, info]) => {
+    : Object.entries(data as Record<string, Record<string, unknown> | null>)
+}
+
+/** Each path's NAR size and references (a closure, as the runner lists it). */
+export function parsePathInfoJson(json: string): PathInfo[] {
+  return pathInfoEntries(json).map(([path, info]) => {
     if (info === null) throw new Error(`nix path-info: ${path} is not valid`)
     return {
       path: assertStorePath(path, 'nix path-info entry'),
@@ -28,18 +32,14 @@ export function parsePathInfoJson(json: string): PathInfo[] {
   })
 }
 
-/** The NAR hash of each path in `nix path-info --json` output (either layout), by path. */
-export function parseNarHashes(json: string): Map<string, string> {
-  const data = JSON.parse(json) as unknown
-  const entries: Array<[string, Record<string, unknown> | null]> = Array.isArray(data)
-    ? data.map(e => [String((e as { path: unknown }).path), e as Record<string, unknown>])
-    : Object.entries(data as Record<string, Record<string, unknown> | null>)
+/** What a narinfo needs of each path (its NAR's hash and size), by path. */
+export function parseNarFacts(json: string): Map<string, { narHash: string; narSize: number }> {
   return new Map(
-    entries.map(([path, info]) => {
-      const hash = info?.narHash
-      if (typeof hash !== 'string' || !/^sha256[:-][A-Za-z0-9+/=]+$/.test(hash))
+    pathInfoEntries(json).map(([path, info]) => {
+      const narHash = info?.narHash
+      if (typeof narHash !== 'string' || !/^sha256[:-][A-Za-z0-9+/=]+$/.test(narHash))
         throw new Error(`nix path-info: no NAR hash for ${path}`)
-      return [assertStorePath(path, 'nix path-info entry'), hash]
+      return [assertStorePath(path, 'nix path-info entry'), { narHash, narSize: Number(info?.narSize ?? 0) }]
     })
   )
 }

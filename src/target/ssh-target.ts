@@ -129,12 +129,14 @@ export class SshTarget implements Target {
     return this.session.log
   }
 
+  /** One verb; `shell` is the command a login that takes commands runs for it instead of a script. */
   private run(
     verb: GateVerb,
     args: string[],
-    opts: { stdin?: string | Readable; timeoutMs: number; what: string }
+    opts: { stdin?: string | Readable; timeoutMs: number; what: string; shell?: string[] }
   ) {
-    return this.session.exec(this.command(verb, args), { ...opts, noSudo: this.gated })
+    const { shell, ...rest } = opts
+    return this.session.exec(this.command(verb, args, shell), { ...rest, noSudo: this.gated })
   }
 
   /** As run, reconnecting and running it again when the connection drops: idempotent scripts only. */
@@ -343,13 +345,11 @@ export class SshTarget implements Target {
   }
 
   async removeAgentDir(dir: string): Promise<void> {
-    await this.session
-      .exec(this.command('remove-agent-dir', [dir], ['rm', '-rf', dir]), {
-        noSudo: this.gated,
-        timeoutMs: 30_000,
-        what: 'removing the activation directory'
-      })
-      .catch(() => undefined)
+    await this.run('remove-agent-dir', [dir], {
+      shell: ['rm', '-rf', dir],
+      timeoutMs: 30_000,
+      what: 'removing the activation directory'
+    }).catch(() => undefined)
   }
 
   async runHealthCheck(
@@ -392,27 +392,20 @@ export class SshTarget implements Target {
 
   async deleteGenerations(numbers: number[]): Promise<string | undefined> {
     const args = numbers.map(String)
-    const r = await this.session.exec(
-      this.command('delete-generations', args, [
-        'nix-env',
-        '-p',
-        '/nix/var/nix/profiles/system',
-        '--delete-generations',
-        ...args
-      ]),
-      { timeoutMs: STEP_TIMEOUT_MS, what: 'deleting old generations', noSudo: this.gated }
-    )
+    const r = await this.run('delete-generations', args, {
+      shell: ['nix-env', '-p', '/nix/var/nix/profiles/system', '--delete-generations', ...args],
+      timeoutMs: STEP_TIMEOUT_MS,
+      what: 'deleting old generations'
+    })
     return r.exitCode === 0 ? undefined : r.stderr.trim().slice(-300) || `exit ${r.exitCode}`
   }
 
   async removeGcRoot(link: string): Promise<void> {
-    await this.session
-      .exec(this.command('remove-gc-root', [link], ['rm', '-f', link]), {
-        timeoutMs: 60_000,
-        what: 'removing the GC root',
-        noSudo: this.gated
-      })
-      .catch(() => undefined)
+    await this.run('remove-gc-root', [link], {
+      shell: ['rm', '-f', link],
+      timeoutMs: 60_000,
+      what: 'removing the GC root'
+    }).catch(() => undefined)
   }
 
   async reboot(trial?: BootTrialRecord): Promise<RebootScheduled> {
