@@ -4,20 +4,19 @@ import * as path from 'path'
 import { PendingSave, restoreForRun, storeCacheKeys } from './cache/store-cache'
 import { BuiltSystem } from './deploy/deploy'
 import { LoadedKey, loadKeys } from './deploy/keys'
-import { ActionError, errorMessage, Phase } from './errors'
-import { Inputs } from './inputs'
+import { ActionError, Phase } from './errors'
 import { ensureBinfmt } from './nix/binfmt-setup'
 import { StoreInfo, untrustedEmulationError } from './nix/daemon'
 import { bootTrialProtocol, readBootFiles, readBootIdentity } from './nix/boot'
 import { totalNarSize } from './nix/closure'
 import { MachineEvaluation, selectMachines } from './nix/legacy'
+import type { Baseline } from './nix/source'
 import { RunnerNix } from './nix/nix'
-import { makePlan, Plan } from './plan'
+import { Plan, planMachine, RunPlan } from './plan'
 import { ClosureEntry } from './report/diff'
 import { formatBytes } from './log/format'
 import { DeployReport } from './report/report'
 import { info } from './log/untrusted'
-import { HostAddress, isValidUser, parseHostAddress } from './ssh/address'
 
 /** The post step's state key for the store cache to save. */
 export const STATE_CACHE = 'storeCache'
@@ -27,8 +26,6 @@ type Phased = <T>(p: Phase, fn: () => Promise<T>) => Promise<T>
 /** One machine of the run: a flake's or configuration.nix's system, or a network's machine. */
 export interface Machine {
   evaluation: MachineEvaluation
-  /** The inputs as they apply to this machine (its target from the network file). */
-  inputs: Inputs
   report: DeployReport
   plan: Plan
   /** deployment.keys with their content, read (and masked) before anything untrusted is printed. */
@@ -37,8 +34,8 @@ export interface Machine {
 }
 
 /** Evaluates what the source describes: one system, or the selected machines of a network. */
-async function evaluateSource(inputs: Inputs, nix: RunnerNix, tempDir: string): Promise<MachineEvaluation[]> {
-  const src = inputs.source
+async function evaluateSource(run: RunPlan, nix: RunnerNix, tempDir: string): Promise<MachineEvaluation[]> {
+  const src = run.source
   if (src.kind === 'flake') {
     const e = await nix.evaluate(src.flake)
     return [{ ...e, name: '', keys: [], ignored: [] }]
@@ -50,9 +47,9 @@ async function evaluateSource(inputs: Inputs, nix: RunnerNix, tempDir: string): 
   const tags = src.machines.some(p => p.startsWith('@')) ? await nix.networkMachineTags(src, names, expr) : {}
   const selected = selectMachines(names, src.machines, tags)
   const overrides = [
-    inputs.target && 'target-host',
-    inputs.targetOverride.port !== undefined && 'target-port',
-    inputs.targetOverride.user !== undefined && 'target-user'
+    run.machines.target && 'target-host',
+    run.machines.targetOverride.port !== undefined && 'target-port',
+    run.machines.targetOverride.user !== undefined && 'target-user'
   ].filter(Boolean)
   if (overrides.length > 0 && selected.length > 1)
     throw new ActionError(
@@ -61,46 +58,6 @@ async function evaluateSource(inputs: Inputs, nix: RunnerNix, tempDir: string): 
       'inputs'
     )
   return nix.evaluateLegacy(src, selected, expr)
-}
-
-/**
- * The inputs as they apply to one machine of a network: its host, port and user come from the file
- * (deployment.targetHost/Port/User); the action's target-* inputs override them when one machine
- * is deployed.
- */
-export function inputsForMachine(inputs: Inputs, m: MachineEvaluation): Inputs {
-  if (inputs.source.kind !== 'network') return inputs
-  let fromFile: HostAddress
-  try {
-    fromFile = parseHostAddress(m.targetHost ?? m.name, `${m.name}: deployment.targetHost`)
-  } catch (e) {
-    throw new ActionError(errorMessage(e), 'Fix deployment.targetHost in the network file.', 'inputs')
-  }
-  if (m.targetPort !== undefined) {
-    if (!Number.isInteger(m.targetPort) || m.targetPort < 1 || m.targetPort > 65535)
-      throw new ActionError(
-        `${m.name}: deployment.targetPort ${m.targetPort} is not a port (1-65535)`,
-        'Fix deployment.targetPort in the network file.',
-        'inputs'
-      )
-    fromFile.port = m.targetPort
-  }
-  if (m.targetUser !== undefined) {
-    if (!isValidUser(m.targetUser))
-      throw new ActionError(
-        `${m.name}: deployment.targetUser ${JSON.stringify(m.targetUser)} is not a valid user name`,
-        'Fix deployment.targetUser in the network file.',
-        'inputs'
-      )
-    fromFile.user = m.targetUser
-  }
-  const o = inputs.target
-  const target: HostAddress = {
-    host: o?.host ?? fromFile.host,
-    port: o?.port ?? inputs.targetOverride.port ?? fromFile.port,
-    user: o?.user ?? inputs.targetOverride.user ?? fromFile.user
-  }
-  return { ...inputs, target }
 }
 
 /** Records the plan in a report; its warnings as annotations, prefixed with the machine's name. */
@@ -115,51 +72,40 @@ function notePlan(report: DeployReport, plan: Plan, prefix = ''): void {
 }
 
 /**
- * The plan of a flake or configuration.nix deploy, known from the inputs alone (it does not depend
- * on the evaluation): decided once, before anything else. A network's machines are planned after
- * their evaluation.
- */
-export function singlePlanOf(inputs: Inputs): Plan | undefined {
-  return inputs.source.kind === 'network' ? undefined : makePlan(inputs)
-}
-
-/**
  * The runner's half: evaluates the source, plans each machine (its warnings first), reads every
  * machine's keys (masked before anything untrusted is printed), restores the store cache, sets up
  * binfmt, builds every system in one Nix invocation and lists their closures. Nothing here connects.
  */
 export async function buildMachines(
-  inputs: Inputs,
-  singlePlan: Plan | undefined,
+  run: RunPlan,
   nix: RunnerNix,
   report: DeployReport,
   tempDir: string,
   phase: Phased
 ): Promise<{ machines: Machine[]; nix: RunnerNix }> {
-  report.flake = inputs.source.label
-  report.mode = inputs.mode
+  report.flake = run.source.label
+  report.mode = run.requestedMode
   // Its warnings (e.g. a fork PR's dry-activate becoming a build) come before the build's output.
-  if (singlePlan) notePlan(report, singlePlan)
-  const machines = await phase('build', () => evaluateMachines(inputs, nix, report, tempDir, singlePlan))
+  if (run.single) notePlan(report, run.single)
+  const machines = await phase('build', () => evaluateMachines(run, nix, report, tempDir))
   // Every secret is registered before the build prints anything untrusted (see printUntrusted):
   // the keys are read now, for the machines whose mode uploads them.
   for (const m of machines)
     if (m.plan.mode !== 'build' && m.plan.goal.uploadsKeys)
       m.keys = await phase('inputs', () => loadKeys(m.evaluation.name || 'configuration', m.evaluation.keys))
-  nix = await phase('build', () => buildAll(inputs, nix, machines, report, tempDir))
+  nix = await phase('build', () => buildAll(run, nix, machines, report, tempDir))
   return { machines, nix }
 }
 
 /** Evaluates the source and plans each machine (with its own report when there are several). */
 async function evaluateMachines(
-  inputs: Inputs,
+  run: RunPlan,
   nix: RunnerNix,
   report: DeployReport,
-  tempDir: string,
-  singlePlan: Plan | undefined
+  tempDir: string
 ): Promise<Machine[]> {
-  core.startGroup(`Evaluate ${inputs.source.label}`)
-  const evaluations = await evaluateSource(inputs, nix, tempDir).finally(() => core.endGroup())
+  core.startGroup(`Evaluate ${run.source.label}`)
+  const evaluations = await evaluateSource(run, nix, tempDir).finally(() => core.endGroup())
   const multi = evaluations.length > 1
   return evaluations.map(e => {
     info(`${e.name ? `${e.name}: ` : ''}${e.outPath} (${e.hostSystem})`)
@@ -169,20 +115,19 @@ async function evaluateMachines(
       hostReport.warnings.push(w)
       core.warning(w)
     }
-    const machineInputs = inputsForMachine(inputs, e)
-    const plan = singlePlan ?? makePlan(machineInputs)
-    if (!singlePlan) notePlan(hostReport, plan, multi ? `${e.name}: ` : '')
+    const plan = planMachine(run, e)
+    if (!run.single) notePlan(hostReport, plan, multi ? `${e.name}: ` : '')
     if (e.name) hostReport.machine = e.name
     if (e.tags) hostReport.tags = e.tags
     hostReport.storePath = e.outPath
     hostReport.platform = e.hostSystem
-    return { evaluation: e, inputs: machineInputs, report: hostReport, plan, keys: [] as LoadedKey[] }
+    return { evaluation: e, report: hostReport, plan, keys: [] as LoadedKey[] }
   })
 }
 
 /** Restores the store cache, sets up binfmt, builds every system, lists closures; the Nix it used. */
 async function buildAll(
-  inputs: Inputs,
+  run: RunPlan,
   nix: RunnerNix,
   machines: Machine[],
   report: DeployReport,
@@ -190,10 +135,11 @@ async function buildAll(
 ): Promise<RunnerNix> {
   const multi = machines.length > 1
   const first = machines[0].evaluation
-  if (inputs.cache) report.cache = await restoreForRun(nix, storeCacheKeys(inputs, first.hostSystem), inputs)
+  if (run.cache)
+    report.cache = await restoreForRun(nix, storeCacheKeys(run.cache, first.hostSystem), run.cache)
   const store = await daemonTrust(nix, report)
   for (const buildSystem of [...new Set(machines.map(m => m.evaluation.buildSystem))]) {
-    const binfmt = await ensureBinfmt(buildSystem, inputs.binfmt)
+    const binfmt = await ensureBinfmt(buildSystem, run.nix.binfmt)
     report.binfmt =
       binfmt.how === 'native' ? 'native' : binfmt.how === 'not-available' ? 'no emulation' : 'QEMU binfmt'
     info(binfmt.detail)
@@ -217,10 +163,10 @@ async function buildAll(
     .finally(() => core.endGroup())
   report.builtDerivations = build.built.length
   // The post step saves the store cache, also when a deploy fails after this point.
-  if (report.cache?.available && (build.built.length > 0 || !report.cache.hit)) {
+  if (run.cache && report.cache?.available && (build.built.length > 0 || !report.cache.hit)) {
     const paths = [...machines.map(m => m.evaluation.outPath), ...(await nix.outputsOf(build.built))]
-    const key = storeCacheKeys(inputs, first.hostSystem).key
-    const save: PendingSave = { key, paths, settings: inputs.nixOptions, signed: !!inputs.signingKey }
+    const key = storeCacheKeys(run.cache, first.hostSystem).key
+    const save: PendingSave = { key, paths, settings: run.cache.nixOptions, signed: !!run.cache.signingKey }
     core.saveState(STATE_CACHE, JSON.stringify(save))
   }
   for (const m of machines) await listClosure(nix, m, report, build.built.length)
@@ -290,7 +236,7 @@ async function listClosure(
 /** The closure of diff-against: a store path as it is, or a flake configuration (built if needed). */
 export async function baselineClosure(
   nix: RunnerNix,
-  against: NonNullable<Inputs['diffAgainst']>,
+  against: Baseline,
   gcRoot: string
 ): Promise<{ entries: ClosureEntry[]; label: string; toplevel: string }> {
   if ('storePath' in against)

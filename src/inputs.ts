@@ -2,6 +2,7 @@ import { existsSync } from 'fs'
 import * as path from 'path'
 import { utils as ssh2utils } from 'ssh2'
 import { checksWindowSeconds } from './deploy/activate'
+import { canReboot, goalOf, runsNewSystem } from './deploy/goal'
 import { COMPRESSIONS, CompressionSetting } from './deploy/compression'
 import { DEFAULT_REBOOT_TIMEOUT_SECONDS, REBOOT_WHENS, RebootWhen } from './deploy/reboot'
 import { errorMessage, InputError } from './errors'
@@ -18,7 +19,7 @@ export type { Mode } from './modes'
 export type { Source } from './nix/source'
 export type { BinfmtSetting } from './nix/binfmt-setup'
 import { MODES, Mode } from './modes'
-import { Source } from './nix/source'
+import { Baseline, Source } from './nix/source'
 import { BinfmtSetting } from './nix/binfmt-setup'
 
 export type { PrivateKey } from './ssh/endpoint'
@@ -68,7 +69,7 @@ export interface Inputs {
   /** The whole run's deadline (undefined: none). */
   timeoutSeconds?: number
   /** Baseline for the package diff in build mode: a store path, or a flake configuration. */
-  diffAgainst?: { storePath: string } | { flake: FlakeTarget }
+  diffAgainst?: Baseline
   /** github-token: for the runner's Nix fetching github: flakes (access-tokens); never in argv or env. */
   githubToken?: string
   /** Machines deployed at the same time (network with several machines). */
@@ -337,7 +338,9 @@ function readReboot(
   if (!whens.includes(text))
     problems.push(`reboot: ${JSON.stringify(text)} is not one of ${REBOOT_WHENS.join(', ')}`)
   const reboot = (whens.includes(text) ? text : 'never') as RebootWhen
-  if (reboot !== 'never' && (mode === 'test' || mode === 'dry-activate'))
+  // A build ignores it (warned in the plan): the same workflow builds pull requests and deploys.
+  const goal = mode && goalOf(mode)
+  if (reboot !== 'never' && goal && goal.connects && !canReboot(goal))
     problems.push(
       `reboot: ${reboot} cannot be used with mode ${mode}: a reboot boots the system profile, which ${mode} does not set. Use mode switch or boot (needs-reboot is reported in every mode)`
     )
@@ -561,9 +564,9 @@ function checkCombinations(
 ): void {
   const { mode, source, target, sshKey, jumpHosts } = i
   const targetHost = get('target-host')
+  const goal = mode && goalOf(mode)
   // The target waits confirm-timeout after activation; the checks must be able to finish before it.
-  // A reboot makes mode boot run the new system too: its checks run after the boot, on trial.
-  const runsNew = mode === 'switch' || mode === 'test' || (mode === 'boot' && i.reboot !== 'never')
+  const runsNew = !!goal && runsNewSystem(goal, i.reboot !== 'never')
   const magicOn = i.magicRollback ?? runsNew
   // Only a confirm-timeout the user set can conflict (unset, it is worked out from health-timeout).
   if (
@@ -582,13 +585,12 @@ function checkCombinations(
       `reboot-timeout (${i.rebootTimeoutSeconds} s) must be longer than connect-timeout (${i.connectTimeoutSeconds} s): after the reboot the action logs in again within reboot-timeout (on trial, the target waits that long for the login), and one login may take connect-timeout per hop. Raise reboot-timeout (a Pi on Wi-Fi or behind a tunnel needs a minute or more)`
     )
   // `build` never connects, so it needs none of the connection inputs.
-  if (mode && mode !== 'build') {
-    // A missing key, host or known-hosts is allowed for dry-activate only: a fork PR gets no
-    // secrets and no variables, and the plan then degrades the run to a build with a warning
-    // instead of failing (see plan.ts).
-    if (!target && targetHost === '' && mode !== 'dry-activate' && source?.kind !== 'network')
+  if (goal && goal.connects) {
+    // A missing key, host or known-hosts is allowed where the goal builds without secrets (a fork
+    // PR gets no secrets and no variables): the plan then makes the run a build, with a warning.
+    if (!target && targetHost === '' && !goal.buildsWithoutSecrets && source?.kind !== 'network')
       problems.push(`target-host is required for mode ${mode} (or use mode: build to only build)`)
-    if (!sshKey && mode !== 'dry-activate')
+    if (!sshKey && !goal.buildsWithoutSecrets)
       problems.push(`ssh-private-key is required for mode ${mode}: pass the deploy key from a secret`)
     if (sshKey && i.knownHostCount === 0 && !i.insecureSkipHostKeyCheck)
       problems.push(

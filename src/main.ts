@@ -3,14 +3,14 @@ import { randomBytes } from 'crypto'
 import { promises as fs } from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { baselineClosure, buildMachines, Machine, singlePlanOf } from './build'
+import { baselineClosure, buildMachines, Machine } from './build'
+import { BuiltSystem } from './deploy/deploy'
 import { ActionError, errorMessage, Phase } from './errors'
-import { EarlyDial, FleetMachine, FleetOptions, runFleet } from './fleet'
-import { InputName, Inputs, readInputs, SECRET_INPUTS } from './inputs'
+import { EarlyDial, FleetMachine, runFleet } from './fleet'
+import { InputName, readInputs, SECRET_INPUTS } from './inputs'
 import { needsReboot, readBootIdentity } from './nix/boot'
-import { githubAccessConfig } from './nix/flake'
 import { RunnerNix } from './nix/nix'
-import { deployJob, Plan } from './plan'
+import { DeployPlan, deployJob, planRun, RunPlan } from './plan'
 import { diffClosures } from './report/diff'
 import { reportFailure } from './report/failure'
 import { DeployReport, outputsOf, worstReport } from './report/report'
@@ -53,33 +53,18 @@ async function makeTempDir(): Promise<string> {
   return dir
 }
 
-/** The runner's Nix settings that are secrets: github-token as access-tokens, if given. */
-function runnerSecretConfig(inputs: Inputs): string | undefined {
-  if (!inputs.githubToken) return undefined
-  const refs = [
-    inputs.flake?.ref,
-    inputs.diffAgainst && 'flake' in inputs.diffAgainst ? inputs.diffAgainst.flake.ref : undefined
-  ]
-  return githubAccessConfig(
-    inputs.githubToken,
-    refs.filter((r): r is string => r !== undefined)
-  )
-}
-
-/** inputs → plan → build → fleet (connect → copy → activate → verify) → report. */
-async function deploy(inputs: Inputs, report: DeployReport, runDeadline?: number): Promise<void> {
-  const singlePlan = singlePlanOf(inputs)
-  const early = singlePlan && dialEarly(inputs, singlePlan)
+/** plan → build → fleet (connect → copy → activate → verify); the report is written after it. */
+async function deploy(run: RunPlan, report: DeployReport, runDeadline?: number): Promise<void> {
+  const early = run.single && dialEarly(run, run.single)
   try {
-    await deployWith(inputs, singlePlan, report, runDeadline, early)
+    await deployWith(run, report, runDeadline, early)
   } finally {
     early?.dispose()
   }
 }
 
 async function deployWith(
-  inputs: Inputs,
-  singlePlan: Plan | undefined,
+  run: RunPlan,
   report: DeployReport,
   runDeadline: number | undefined,
   early: EarlyDial | undefined
@@ -87,9 +72,8 @@ async function deployWith(
   const tempDir = await makeTempDir()
   const phase = <T>(p: Phase, fn: () => Promise<T>): Promise<T> => timed(report, p, fn)
   const { machines, nix } = await buildMachines(
-    inputs,
-    singlePlan,
-    new RunnerNix(inputs.nixOptions, runnerSecretConfig(inputs)),
+    run,
+    new RunnerNix(run.nix.options, run.nix.secretConfig),
     report,
     tempDir,
     phase
@@ -97,7 +81,7 @@ async function deployWith(
   const several = machines.length > 1
   const [only] = machines
   if (!several && only.plan.mode === 'build') {
-    await diffAgainst(inputs, nix, only, report, tempDir, phase)
+    await diffAgainst(run, nix, only, report, tempDir, phase)
     report.result = 'built'
     return
   }
@@ -109,36 +93,18 @@ async function deployWith(
   await runFleet(
     machines.map(m => fleetMachine(m, runDeadline)),
     nix,
-    {
-      parallel: inputs.parallel,
-      failFast: inputs.failFast,
-      rollout: inputs.rollout,
-      rollbackFleet: inputs.rollbackFleet,
-      connect: connectOptions(inputs),
-      timed: r => (p, fn) => timed(r, p, fn),
-      early,
-      signingKey: inputs.signingKey
-    }
+    { ...run.fleet, connect: run.connect, timed: r => (p, fn) => timed(r, p, fn), early }
   )
   if (several) report.result = worstReport(machines.map(m => m.report)).result
-}
-
-function connectOptions(inputs: Inputs): FleetOptions['connect'] {
-  return {
-    knownHosts: inputs.knownHosts,
-    insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
-    timeoutMs: inputs.connectTimeoutSeconds * 1000,
-    proxyCommand: inputs.proxyCommand
-  }
 }
 
 /**
  * A flake or configuration.nix deploy knows its target from the inputs: its connection is dialled
  * while Nix evaluates and builds (a no-op or a small change waits for neither in turn).
  */
-function dialEarly(inputs: Inputs, plan: Plan): EarlyDial | undefined {
-  if (plan.mode === 'build' || !plan.target) return undefined
-  return new EarlyDial(plan.target, plan.jumps, { ...connectOptions(inputs), sudo: plan.sudo })
+function dialEarly(run: RunPlan, plan: NonNullable<RunPlan['single']>): EarlyDial | undefined {
+  if (plan.mode === 'build') return undefined
+  return new EarlyDial(plan.target, plan.jumps, { ...run.connect, sudo: plan.sudo })
 }
 
 /** A machine as the fleet deploys it: its job, or none when it is only built. */
@@ -146,31 +112,42 @@ function fleetMachine(m: Machine, runDeadline: number | undefined): FleetMachine
   const { plan } = m
   const name = m.evaluation.name
   if (plan.mode === 'build' || !m.built) return { name, report: m.report }
+  return deployingMachine(m, plan, m.built, runDeadline)
+}
+
+function deployingMachine(
+  m: Machine,
+  plan: DeployPlan,
+  built: BuiltSystem,
+  runDeadline: number | undefined
+): FleetMachine {
+  const name = m.evaluation.name
   return {
     name,
     report: m.report,
     deploy: {
       // proxy-command's %n: the machine's name in a network file, else its host.
-      target: name && /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name) ? { ...plan.target!, name } : plan.target,
+      target: name && /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name) ? { ...plan.target, name } : plan.target,
       jumps: plan.jumps,
       sudo: plan.sudo,
-      job: deployJob(m.inputs, plan, { name, keys: m.keys, built: m.built, runDeadline })
+      job: deployJob(plan, { name, keys: m.keys, built, runDeadline })
     }
   }
 }
 
 /** A build's package diff against diff-against; a failure here only costs the diff. */
 async function diffAgainst(
-  inputs: Inputs,
+  run: RunPlan,
   nix: RunnerNix,
   m: Machine,
   report: DeployReport,
   tempDir: string,
   phase: <T>(p: Phase, fn: () => Promise<T>) => Promise<T>
 ): Promise<void> {
-  if (!inputs.diffAgainst) return
+  const against = run.diffAgainst
+  if (!against) return
   await phase('build', async () => {
-    const baseline = await baselineClosure(nix, inputs.diffAgainst!, path.join(tempDir, 'baseline'))
+    const baseline = await baselineClosure(nix, against, path.join(tempDir, 'baseline'))
     report.diff = diffClosures(baseline.entries, m.built!.closure, {
       before: baseline.toplevel,
       after: m.built!.toplevel
@@ -193,7 +170,8 @@ export async function run(): Promise<void> {
     const inputs = await timed(report, 'inputs', async () => readInputs(get))
     // Read into memory now: no child process started from here on can inherit them.
     forgetSecretInputs(SECRET_INPUTS)
-    await withDeadline(inputs.timeoutSeconds, runDeadline => deploy(inputs, report, runDeadline))
+    const run = planRun(inputs)
+    await withDeadline(run.timeoutSeconds, runDeadline => deploy(run, report, runDeadline))
   } catch (e) {
     reportFailure(report, e)
   } finally {

@@ -1,10 +1,18 @@
+import type { CacheKeyInputs, CacheTrustInputs } from './cache/store-cache'
+import type { SigningKey } from './cache/signing'
 import { DeployJob, BuiltSystem } from './deploy/deploy'
-import { DeployMode, Goal, goalOf } from './deploy/goal'
+import { DeployMode, Goal, goalOf, runsNewSystem } from './deploy/goal'
 import { LoadedKey } from './deploy/keys'
-import { ActionError } from './errors'
+import { ActionError, errorMessage } from './errors'
 import { Inputs, Mode } from './inputs'
+import type { BinfmtSetting } from './nix/binfmt-setup'
+import { githubAccessConfig } from './nix/flake'
+import type { Baseline, Source } from './nix/source'
+import type { MachineEvaluation } from './nix/legacy'
+import type { Rollout } from './rollout'
+import type { ConnectOptions } from './ssh/connection'
 import type { Endpoint } from './ssh/endpoint'
-import { formatAddress } from './ssh/address'
+import { formatAddress, HostAddress, isValidUser, parseHostAddress } from './ssh/address'
 
 export type { Endpoint } from './ssh/endpoint'
 export type { DeployMode } from './deploy/goal'
@@ -36,30 +44,92 @@ export interface DeployPlan extends PlanBase {
   healthChecks: string[]
   /** Whether every remote command runs through sudo -n. */
   sudo: boolean
+  /** The deploy's timeouts and settings (deployJob adds the machine's own). */
+  job: JobSettings
 }
 
 /** Either kind: `plan.mode === 'build'` tells them apart. */
 export type Plan = BuildPlan | DeployPlan
 
+/** The inputs a machine's plan is made of (a network's machines each get their target from the file). */
+export type MachineSettings = Pick<
+  Inputs,
+  | 'mode'
+  | 'target'
+  | 'targetOverride'
+  | 'sshKey'
+  | 'knownHosts'
+  | 'insecureSkipHostKeyCheck'
+  | 'jumpHosts'
+  | 'jumpHostKeys'
+  | 'healthChecks'
+  | 'magicRollback'
+  | 'sudo'
+  | 'reboot'
+  | 'rebootTimeoutSeconds'
+  | 'activationTimeoutSeconds'
+  | 'confirmTimeoutSeconds'
+  | 'healthTimeoutSeconds'
+  | 'connectTimeoutSeconds'
+  | 'lockTimeoutSeconds'
+  | 'keepGenerations'
+  | 'compression'
+  | 'substituteOnDestination'
+>
+
+/** A deploy's settings the plan decides; the machine adds its name, built system, keys and deadline. */
+export type JobSettings = Omit<DeployJob, 'name' | 'goal' | 'built' | 'sudoUser' | 'keys' | 'activation'> & {
+  activation: Omit<DeployJob['activation'], 'magicRollback' | 'healthChecks' | 'runDeadline'>
+}
+
+/**
+ * What the whole run will do, decided once from the inputs: each phase takes its slice and none
+ * sees the inputs themselves.
+ */
+export interface RunPlan {
+  requestedMode: Mode
+  source: Source
+  /** The runner's Nix: its settings, the secret ones (never in argv or env), binfmt. */
+  nix: { options: Array<[string, string]>; secretConfig?: string; binfmt: BinfmtSetting }
+  /** The store cache; undefined when it is off. */
+  cache?: CacheKeyInputs & CacheTrustInputs & { nixOptions: Array<[string, string]> }
+  connect: Omit<ConnectOptions, 'sudo'>
+  fleet: {
+    parallel: number
+    failFast: boolean
+    rollout: Rollout
+    rollbackFleet: boolean
+    /** What a deploy user's gate needs the copied paths signed with. */
+    signingKey?: SigningKey
+  }
+  diffAgainst?: Baseline
+  /** The whole run's deadline (undefined: none). */
+  timeoutSeconds?: number
+  /** What each machine's plan is made of. */
+  machines: MachineSettings
+  /** A flake's or configuration.nix's one machine, planned before the build; none for a network. */
+  single?: Plan
+}
+
 export const DEFAULT_PORT = 22
 export const DEFAULT_USER = 'root'
 
-/** Decides what the run will do. Pure: all I/O happens in the phases that follow it. */
-export function makePlan(inputs: Inputs): Plan {
+/** Decides what one machine's deploy will do. Pure: all I/O happens in the phases that follow it. */
+export function makePlan(inputs: MachineSettings): Plan {
   const warnings: string[] = []
   let mode = inputs.mode
   const canConnect =
     inputs.target !== undefined &&
     inputs.sshKey !== undefined &&
     (inputs.knownHosts.length > 0 || inputs.insecureSkipHostKeyCheck)
-  if (mode === 'dry-activate' && !canConnect) {
+  if (goalOf(mode).buildsWithoutSecrets && !canConnect) {
     const missing = [
       !inputs.target && 'target-host',
       !inputs.sshKey && 'ssh-private-key',
       inputs.knownHosts.length === 0 && !inputs.insecureSkipHostKeyCheck && 'known-hosts'
     ].filter(Boolean)
     warnings.push(
-      `dry-activate ran as a build only: ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} empty. ` +
+      `${mode} ran as a build only: ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} empty. ` +
         'This is expected for pull requests from forks, which get no secrets; on other runs, check the secret and variable names.'
     )
     mode = 'build'
@@ -85,12 +155,10 @@ export function makePlan(inputs: Inputs): Plan {
     )
   const { target, jumps } = endpoints(inputs, inputs.target, inputs.sshKey)
   const goal = goalOf(mode)
-  // A reboot into the profile (mode boot with reboot on) runs the new system as a switch does: its
-  // boot is on trial and its checks run after it.
-  const runsNewSystem = goal.changesRunningSystem || (goal.setsProfile && inputs.reboot !== 'never')
-  if (!runsNewSystem && inputs.healthChecks.length > 0)
+  const runsNew = runsNewSystem(goal, inputs.reboot !== 'never')
+  if (!runsNew && inputs.healthChecks.length > 0)
     warnings.push(`health-checks are not run in mode ${mode}: the new system does not run after it`)
-  if (inputs.magicRollback === true && !runsNewSystem)
+  if (inputs.magicRollback === true && !runsNew)
     warnings.push(`magic-rollback has no effect in mode ${mode}: the running system does not change`)
   return {
     requestedMode: inputs.mode,
@@ -98,9 +166,10 @@ export function makePlan(inputs: Inputs): Plan {
     target,
     jumps,
     goal,
-    magicRollback: runsNewSystem && (inputs.magicRollback ?? true),
-    healthChecks: runsNewSystem ? inputs.healthChecks : [],
+    magicRollback: runsNew && (inputs.magicRollback ?? true),
+    healthChecks: runsNew ? inputs.healthChecks : [],
     sudo: inputs.sudo === 'true' || (inputs.sudo === 'auto' && target.user !== 'root'),
+    job: jobSettings(inputs),
     warnings
   }
 }
@@ -110,9 +179,9 @@ export function makePlan(inputs: Inputs): Plan {
  * key the one jump-host-key gives it (one key for all hops, or one per hop), else the target's.
  */
 function endpoints(
-  inputs: Inputs,
-  address: NonNullable<Inputs['target']>,
-  key: NonNullable<Inputs['sshKey']>
+  inputs: MachineSettings,
+  address: HostAddress,
+  key: NonNullable<MachineSettings['sshKey']>
 ): { target: Endpoint; jumps: Endpoint[] } {
   const user = address.user ?? DEFAULT_USER
   const target: Endpoint = { host: address.host, port: address.port ?? DEFAULT_PORT, user, key, label: '' }
@@ -133,29 +202,14 @@ function endpoints(
   return { target, jumps }
 }
 
-/**
- * What one machine's deploy needs (src/deploy takes nothing else): the goal of the mode, the built
- * system, its keys, and every timeout and setting. Only for a plan that reaches a target.
- */
-export function deployJob(
-  inputs: Inputs,
-  plan: DeployPlan,
-  machine: { name: string; keys: LoadedKey[]; built: BuiltSystem; runDeadline?: number }
-): DeployJob {
+/** The settings of a machine's deploy that the inputs decide (the rest is the machine's own). */
+function jobSettings(inputs: MachineSettings): JobSettings {
   return {
-    name: machine.name,
-    goal: plan.goal,
-    built: machine.built,
-    sudoUser: plan.sudo ? plan.target.user : undefined,
-    keys: machine.keys,
     activation: {
       activationTimeoutSeconds: inputs.activationTimeoutSeconds,
       confirmTimeoutSeconds: inputs.confirmTimeoutSeconds,
       healthTimeoutSeconds: inputs.healthTimeoutSeconds,
-      connectTimeoutSeconds: inputs.connectTimeoutSeconds,
-      magicRollback: plan.magicRollback,
-      healthChecks: plan.healthChecks,
-      runDeadline: machine.runDeadline
+      connectTimeoutSeconds: inputs.connectTimeoutSeconds
     },
     lockTimeoutSeconds: inputs.lockTimeoutSeconds,
     keepGenerations: inputs.keepGenerations,
@@ -163,4 +217,122 @@ export function deployJob(
     substituteOnDestination: inputs.substituteOnDestination,
     reboot: { when: inputs.reboot, timeoutSeconds: inputs.rebootTimeoutSeconds }
   }
+}
+
+/**
+ * What one machine's deploy needs (src/deploy takes nothing else): its plan's goal and settings,
+ * the built system, its keys and the run's deadline. Only for a plan that reaches a target.
+ */
+export function deployJob(
+  plan: DeployPlan,
+  machine: { name: string; keys: LoadedKey[]; built: BuiltSystem; runDeadline?: number }
+): DeployJob {
+  return {
+    ...plan.job,
+    name: machine.name,
+    goal: plan.goal,
+    built: machine.built,
+    sudoUser: plan.sudo ? plan.target.user : undefined,
+    keys: machine.keys,
+    activation: {
+      ...plan.job.activation,
+      magicRollback: plan.magicRollback,
+      healthChecks: plan.healthChecks,
+      runDeadline: machine.runDeadline
+    }
+  }
+}
+
+/**
+ * Where a network's machine is: its host, port and user from the file (deployment.targetHost/
+ * Port/User); target-host, target-port and target-user override them when one machine is deployed.
+ */
+export function machineTarget(settings: MachineSettings, m: MachineEvaluation): HostAddress {
+  let fromFile: HostAddress
+  try {
+    fromFile = parseHostAddress(m.targetHost ?? m.name, `${m.name}: deployment.targetHost`)
+  } catch (e) {
+    throw new ActionError(errorMessage(e), 'Fix deployment.targetHost in the network file.', 'inputs')
+  }
+  if (m.targetPort !== undefined) {
+    if (!Number.isInteger(m.targetPort) || m.targetPort < 1 || m.targetPort > 65535)
+      throw new ActionError(
+        `${m.name}: deployment.targetPort ${m.targetPort} is not a port (1-65535)`,
+        'Fix deployment.targetPort in the network file.',
+        'inputs'
+      )
+    fromFile.port = m.targetPort
+  }
+  if (m.targetUser !== undefined) {
+    if (!isValidUser(m.targetUser))
+      throw new ActionError(
+        `${m.name}: deployment.targetUser ${JSON.stringify(m.targetUser)} is not a valid user name`,
+        'Fix deployment.targetUser in the network file.',
+        'inputs'
+      )
+    fromFile.user = m.targetUser
+  }
+  const o = settings.target
+  return {
+    host: o?.host ?? fromFile.host,
+    port: o?.port ?? settings.targetOverride.port ?? fromFile.port,
+    user: o?.user ?? settings.targetOverride.user ?? fromFile.user
+  }
+}
+
+/** A machine's plan: the run's one plan, or (a network's machine) planned from where the file puts it. */
+export function planMachine(run: RunPlan, m: MachineEvaluation): Plan {
+  if (run.single) return run.single
+  return makePlan({ ...run.machines, target: machineTarget(run.machines, m) })
+}
+
+/** Decides what the run will do, from the validated inputs: the last place that sees them. */
+export function planRun(inputs: Inputs): RunPlan {
+  const { source } = inputs
+  return {
+    requestedMode: inputs.mode,
+    source,
+    nix: { options: inputs.nixOptions, secretConfig: runnerSecretConfig(inputs), binfmt: inputs.binfmt },
+    cache: inputs.cache
+      ? {
+          cacheKey: inputs.cacheKey,
+          signingKey: inputs.signingKey,
+          source,
+          mode: inputs.mode,
+          nixOptions: inputs.nixOptions
+        }
+      : undefined,
+    connect: {
+      knownHosts: inputs.knownHosts,
+      insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
+      timeoutMs: inputs.connectTimeoutSeconds * 1000,
+      proxyCommand: inputs.proxyCommand
+    },
+    fleet: {
+      parallel: inputs.parallel,
+      failFast: inputs.failFast,
+      rollout: inputs.rollout,
+      rollbackFleet: inputs.rollbackFleet,
+      signingKey: inputs.signingKey
+    },
+    diffAgainst: inputs.diffAgainst,
+    timeoutSeconds: inputs.timeoutSeconds,
+    machines: inputs,
+    // A flake's or configuration.nix's one machine has its target in the inputs: planned now, so
+    // its warnings come first and its connection can be dialled during the build.
+    single: source.kind === 'network' ? undefined : makePlan(inputs)
+  }
+}
+
+/** The runner's Nix settings that are secrets: github-token as access-tokens, if given. */
+function runnerSecretConfig(inputs: Inputs): string | undefined {
+  if (!inputs.githubToken) return undefined
+  const refs = [
+    inputs.flake?.ref,
+    inputs.diffAgainst && 'flake' in inputs.diffAgainst ? inputs.diffAgainst.flake.ref : undefined
+  ]
+  return githubAccessConfig(
+    inputs.githubToken,
+    refs.filter((r): r is string => r !== undefined)
+  )
 }

@@ -114,7 +114,7 @@ describe('deployment.keys content', () => {
 })
 
 describe("a network machine's target", () => {
-  const { inputsForMachine } = require('../../src/build') as typeof import('../../src/build')
+  const { machineTarget } = require('../../src/plan') as typeof import('../../src/plan')
   const { readInputs } = require('../../src/inputs') as typeof import('../../src/inputs')
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-net-'))
   fs.writeFileSync(path.join(dir, 'rpi.nix'), '{}')
@@ -140,33 +140,32 @@ describe("a network machine's target", () => {
         )[n] ?? ''
     )
   it('comes from the file (targetHost defaults to the name), inputs override it for one machine', () => {
-    expect(inputsForMachine(inputs({}), machine({})).target).toEqual({
+    expect(machineTarget(inputs({}), machine({}))).toEqual({
       host: 'pi3',
       port: undefined,
       user: undefined
     })
     expect(
-      inputsForMachine(inputs({}), machine({ targetHost: '10.0.0.5', targetPort: 2222, targetUser: 'admin' }))
-        .target
+      machineTarget(inputs({}), machine({ targetHost: '10.0.0.5', targetPort: 2222, targetUser: 'admin' }))
     ).toEqual({ host: '10.0.0.5', port: 2222, user: 'admin' })
     expect(
-      inputsForMachine(
+      machineTarget(
         inputs({ 'target-user': 'deploy' }),
         machine({ targetHost: '10.0.0.5', targetPort: 2222 })
-      ).target
+      )
     ).toEqual({ host: '10.0.0.5', port: 2222, user: 'deploy' })
-    expect(
-      inputsForMachine(inputs({ 'target-host': 'lan-pi' }), machine({ targetHost: '10.0.0.5' })).target?.host
-    ).toBe('lan-pi')
+    expect(machineTarget(inputs({ 'target-host': 'lan-pi' }), machine({ targetHost: '10.0.0.5' })).host).toBe(
+      'lan-pi'
+    )
   })
   it('refuses file values that are not a host, port or user (no injection through the file)', () => {
-    expect(() => inputsForMachine(inputs({}), machine({ targetHost: 'pi; reboot' }))).toThrow(
+    expect(() => machineTarget(inputs({}), machine({ targetHost: 'pi; reboot' }))).toThrow(
       /deployment.targetHost/
     )
-    expect(() => inputsForMachine(inputs({}), machine({ targetPort: 70000 }))).toThrow(
+    expect(() => machineTarget(inputs({}), machine({ targetPort: 70000 }))).toThrow(
       /pi3: deployment.targetPort 70000 is not a port/
     )
-    expect(() => inputsForMachine(inputs({}), machine({ targetUser: 'root -oProxyCommand=x' }))).toThrow(
+    expect(() => machineTarget(inputs({}), machine({ targetUser: 'root -oProxyCommand=x' }))).toThrow(
       /deployment.targetUser/
     )
   })

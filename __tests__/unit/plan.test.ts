@@ -113,7 +113,7 @@ describe('deployJob', () => {
     const read = inputs({ ...base, 'target-user': 'pi', 'health-checks': 'true', 'keep-generations': '3' })
     const plan = deployPlan(makePlan(read))
     const built = { toplevel: '/nix/store/x-system', hostSystem: 'aarch64-linux', closure: [] }
-    const job = deployJob(read, plan, { name: 'pi3', keys: [], built })
+    const job = deployJob(plan, { name: 'pi3', keys: [], built })
     expect(job).toMatchObject({
       name: 'pi3',
       sudoUser: 'pi',
@@ -123,14 +123,10 @@ describe('deployJob', () => {
     expect(job.goal).toMatchObject({ mode: 'switch' })
     expect(job.reboot).toEqual({ when: 'never', timeoutSeconds: 300 })
     const rebooting = inputs({ ...base, reboot: 'auto', 'reboot-timeout': '90' })
-    expect(
-      deployJob(rebooting, deployPlan(makePlan(rebooting)), { name: '', keys: [], built }).reboot
-    ).toEqual({
+    expect(deployJob(deployPlan(makePlan(rebooting)), { name: '', keys: [], built }).reboot).toEqual({
       when: 'auto',
       timeoutSeconds: 90
     })
-    expect(
-      deployJob(read, { ...plan, sudo: false }, { name: 'pi3', keys: [], built }).sudoUser
-    ).toBeUndefined()
+    expect(deployJob({ ...plan, sudo: false }, { name: 'pi3', keys: [], built }).sudoUser).toBeUndefined()
   })
 })

@@ -1,17 +1,27 @@
 /**
- * What each mode means for a deploy, in one place (as colmena's goal.rs): whether it sets the
+ * What each mode means, in one place (as colmena's goal.rs): whether it reaches a target, sets the
  * system profile, changes what runs, takes the deploy lock, when the target counts as already
- * there, and what "changed" means afterwards.
+ * there, and what "changed" means afterwards. The inputs' cross-checks (src/inputs.ts) and the plan
+ * (src/plan.ts) ask these predicates; neither spells a mode's meaning itself.
  */
+import type { Mode } from '../modes'
 import { RemoteState } from '../target/remote-state'
 import { UnchangedWhen } from '../target/target'
 
 /** The modes that reach a target (`build` never does). */
-export type DeployMode = 'switch' | 'boot' | 'test' | 'dry-activate'
+export type DeployMode = Exclude<Mode, 'build'>
 
-export interface Goal {
-  mode: DeployMode
-  /** switch, boot: the system profile gets the new generation. */
+/** A mode's meaning; plain `Goal` is a deploy's (the code below the plan deals with those only). */
+export interface Goal<M extends Mode = DeployMode> {
+  mode: M
+  /** Every mode but build connects to a target. */
+  connects: boolean
+  /**
+   * dry-activate only: without what it needs to connect (a fork's pull request gets no secrets) it
+   * runs as a build, with a warning, instead of failing.
+   */
+  buildsWithoutSecrets: boolean
+  /** switch, boot: the system profile gets the new generation (so a reboot can boot it). */
   setsProfile: boolean
   /** switch, test: what runs now changes. */
   changesRunningSystem: boolean
@@ -23,16 +33,32 @@ export interface Goal {
   uploadsKeys: boolean
 }
 
-export function goalOf(mode: DeployMode): Goal {
-  const changesTarget = mode !== 'dry-activate'
+export function goalOf<M extends Mode>(mode: M): Goal<M> {
+  const connects = mode !== 'build'
+  const changesTarget = connects && mode !== 'dry-activate'
   return {
     mode,
+    connects,
+    buildsWithoutSecrets: mode === 'dry-activate',
     setsProfile: mode === 'switch' || mode === 'boot',
     changesRunningSystem: mode === 'switch' || mode === 'test',
     locks: changesTarget,
-    unchangedWhen: changesTarget ? mode : 'never',
+    unchangedWhen: changesTarget ? (mode as UnchangedWhen) : 'never',
     uploadsKeys: changesTarget
   }
+}
+
+/**
+ * Whether the new system runs after the deploy: switch and test, and a reboot into the profile
+ * (mode boot with reboot on), which puts its boot on trial and runs its health checks after it.
+ */
+export function runsNewSystem(goal: Goal<Mode>, reboots: boolean): boolean {
+  return goal.changesRunningSystem || (goal.setsProfile && reboots)
+}
+
+/** A reboot boots the system profile: only a mode that sets it can ask for one. */
+export function canReboot(goal: Goal<Mode>): boolean {
+  return goal.setsProfile
 }
 
 /** Whether the deploy changed the target (the `changed` output). */

@@ -16,3 +16,6 @@ export type Source =
       machines: string[]
       label: string
     }
+
+/** What a build's package diff compares against (diff-against): a store path, or a flake configuration. */
+export type Baseline = { storePath: string } | { flake: FlakeTarget }
