@@ -221,14 +221,79 @@ export const MAX_JUMP_HOSTS = 8
  */
 export function readInputs(get: Get): Inputs {
   const problems: string[] = []
-
   const flake = readFlake(get, problems)
   const source = readSource(get, flake, problems)
+  const mode = readMode(get, problems)
+  const connection = readConnection(get, problems)
+  const nixOptions = parseNixOptions(get('nix-options'), problems)
+  const binfmtText = readAutoTrueFalse(get, 'binfmt', problems)
+  const timeouts = readTimeouts(get, problems)
+  const healthChecks = readHealthChecks(get)
+  if (get('confirm-timeout') === '' && healthChecks.length > 0)
+    timeouts.confirmTimeoutSeconds = confirmWindow(timeouts)
+  const sudoText = readAutoTrueFalse(get, 'sudo', problems)
+  const optional = readOptional(get, problems)
+  const timeoutSeconds =
+    get('timeout') === '' ? undefined : parseSeconds('timeout', get('timeout'), 0, 86400, problems)
+  const reboot = readReboot(get, mode, problems)
+  checkCombinations(get, problems, {
+    mode,
+    source,
+    target: connection.target,
+    sshKey: connection.sshKey,
+    jumpHosts: connection.jumpHosts,
+    knownHostCount: connection.knownHosts.length,
+    insecureSkipHostKeyCheck: connection.insecureSkipHostKeyCheck,
+    healthChecks,
+    ...reboot,
+    ...timeouts
+  })
+  const fleet = readFleet(get, problems)
+  const substituteText = get('substitute-on-destination')
+  const substituteOnDestination =
+    substituteText === '' ? true : parseBoolean('substitute-on-destination', substituteText, problems)
 
+  if (problems.length > 0) throw new InputError(problems)
+  return {
+    source: source!,
+    flake,
+    mode: mode as Mode,
+    ...connection,
+    nixOptions,
+    binfmt: binfmtText as BinfmtSetting,
+    ...timeouts,
+    healthChecks,
+    sudo: sudoText as Inputs['sudo'],
+    ...optional,
+    timeoutSeconds,
+    ...fleet,
+    substituteOnDestination,
+    ...reboot
+  }
+}
+
+function readMode(get: Get, problems: string[]): Mode | undefined {
   const modeText = get('mode') || 'switch'
   const mode = (MODES as readonly string[]).includes(modeText) ? (modeText as Mode) : undefined
   if (!mode) problems.push(`mode: ${JSON.stringify(modeText)} is not one of ${MODES.join(', ')}`)
+  return mode
+}
 
+/** Where and how to connect: the target, the keys and jump hosts, the proxy, and host key checking. */
+function readConnection(
+  get: Get,
+  problems: string[]
+): Pick<
+  Inputs,
+  | 'target'
+  | 'targetOverride'
+  | 'sshKey'
+  | 'jumpHosts'
+  | 'jumpHostKeys'
+  | 'proxyCommand'
+  | 'knownHosts'
+  | 'insecureSkipHostKeyCheck'
+> {
   const { target, targetOverride } = readTarget(get, problems)
   const keys = readKeys(get, problems)
   const insecureSkipHostKeyCheck = parseBoolean(
@@ -239,71 +304,35 @@ export function readInputs(get: Get): Inputs {
   const proxyCommand = readProxyCommand(get, problems)
   const known = parseKnownHosts(get('known-hosts'))
   problems.push(...known.errors)
+  return { target, targetOverride, ...keys, proxyCommand, knownHosts: known.lines, insecureSkipHostKeyCheck }
+}
 
-  const nixOptions = parseNixOptions(get('nix-options'), problems)
-  const binfmtText = get('binfmt') || 'auto'
-  if (!['auto', 'true', 'false'].includes(binfmtText))
-    problems.push(`binfmt: ${JSON.stringify(binfmtText)} is not one of auto, true, false`)
+/** binfmt and sudo: auto (when unset), true or false. */
+function readAutoTrueFalse(get: Get, name: 'binfmt' | 'sudo', problems: string[]): string {
+  const text = get(name) || 'auto'
+  if (!['auto', 'true', 'false'].includes(text))
+    problems.push(`${name}: ${JSON.stringify(text)} is not one of auto, true, false`)
+  return text
+}
 
-  const timeouts = readTimeouts(get, problems)
-  const healthChecks = get('health-checks')
+/** health-checks: one command a line; blank lines and # comments are left out. */
+function readHealthChecks(get: Get): string[] {
+  return get('health-checks')
     .split(/\r?\n/)
     .map(l => l.trim())
     .filter(l => l !== '' && !l.startsWith('#'))
-  if (get('confirm-timeout') === '' && healthChecks.length > 0)
-    timeouts.confirmTimeoutSeconds = confirmWindow(timeouts)
-  const sudoText = get('sudo') || 'auto'
-  if (!['auto', 'true', 'false'].includes(sudoText))
-    problems.push(`sudo: ${JSON.stringify(sudoText)} is not one of auto, true, false`)
-  const optional = readOptional(get, problems)
-  const timeoutSeconds =
-    get('timeout') === '' ? undefined : parseSeconds('timeout', get('timeout'), 0, 86400, problems)
-  const reboot = readReboot(get, mode, problems)
-  checkCombinations(get, problems, {
-    mode,
-    source,
-    target,
-    sshKey: keys.sshKey,
-    jumpHosts: keys.jumpHosts,
-    knownHostCount: known.lines.length,
-    insecureSkipHostKeyCheck,
-    healthChecks,
-    ...reboot,
-    ...timeouts
-  })
+}
+
+/** How a network's machines are deployed together: parallel, fail-fast, rollout, rollback-fleet. */
+function readFleet(
+  get: Get,
+  problems: string[]
+): Pick<Inputs, 'parallel' | 'failFast' | 'rollout' | 'rollbackFleet'> {
   const parallel = parseCount('parallel', get('parallel'), 4, 64, problems)
   const failFast = parseBoolean('fail-fast', get('fail-fast'), problems)
   const rollout = parseRollout(get('rollout'), problems)
   const rollbackFleet = parseBoolean('rollback-fleet', get('rollback-fleet'), problems)
-  const substituteText = get('substitute-on-destination')
-  const substituteOnDestination =
-    substituteText === '' ? true : parseBoolean('substitute-on-destination', substituteText, problems)
-
-  if (problems.length > 0) throw new InputError(problems)
-  return {
-    source: source!,
-    flake,
-    mode: mode as Mode,
-    target,
-    targetOverride,
-    ...keys,
-    proxyCommand,
-    knownHosts: known.lines,
-    insecureSkipHostKeyCheck,
-    nixOptions,
-    binfmt: binfmtText as BinfmtSetting,
-    ...timeouts,
-    healthChecks,
-    sudo: sudoText as Inputs['sudo'],
-    ...optional,
-    timeoutSeconds,
-    parallel,
-    failFast,
-    rollout,
-    rollbackFleet,
-    substituteOnDestination,
-    ...reboot
-  }
+  return { parallel, failFast, rollout, rollbackFleet }
 }
 
 function readFlake(get: Get, problems: string[]): FlakeTarget | undefined {
@@ -477,6 +506,37 @@ function readTimeouts(get: Get, problems: string[]): Timeouts {
   }
 }
 
+/** keep-generations: a whole number from 1 to 10000; unset (or invalid), undefined: keep all. */
+function readKeepGenerations(get: Get, problems: string[]): number | undefined {
+  const keepText = get('keep-generations')
+  if (keepText === '') return undefined
+  const keepGenerations = Number(keepText)
+  if (!/^[0-9]+$/.test(keepText) || keepGenerations < 1 || keepGenerations > 10000) {
+    problems.push(
+      `keep-generations: ${JSON.stringify(keepText)} is not a whole number of at least 1 (leave it empty to keep all)`
+    )
+    return undefined
+  }
+  return keepGenerations
+}
+
+/** diff-against: a store path (starting /nix/store/), else a flake configuration. */
+function readDiffAgainst(get: Get, problems: string[]): Inputs['diffAgainst'] {
+  const diffText = get('diff-against')
+  if (diffText === '') return undefined
+  if (diffText.startsWith('/nix/store/')) {
+    if (isStorePath(diffText)) return { storePath: diffText }
+    problems.push(`diff-against: ${JSON.stringify(diffText)} is not a valid store path`)
+    return undefined
+  }
+  try {
+    return { flake: parseFlakeTarget(diffText) }
+  } catch (e) {
+    problems.push(`diff-against: ${errorMessage(e)}`)
+    return undefined
+  }
+}
+
 /** keep-generations, compression, diff-against, github-token, cache, cache-key, signing-key. */
 function readOptional(
   get: Get,
@@ -485,33 +545,11 @@ function readOptional(
   Inputs,
   'keepGenerations' | 'compression' | 'diffAgainst' | 'githubToken' | 'cache' | 'cacheKey' | 'signingKey'
 > {
-  const keepText = get('keep-generations')
-  let keepGenerations: number | undefined
-  if (keepText !== '') {
-    keepGenerations = Number(keepText)
-    if (!/^[0-9]+$/.test(keepText) || keepGenerations < 1 || keepGenerations > 10000) {
-      problems.push(
-        `keep-generations: ${JSON.stringify(keepText)} is not a whole number of at least 1 (leave it empty to keep all)`
-      )
-      keepGenerations = undefined
-    }
-  }
+  const keepGenerations = readKeepGenerations(get, problems)
   const compressionText = get('compression') || 'auto'
   if (!(COMPRESSIONS as readonly string[]).includes(compressionText))
     problems.push(`compression: ${JSON.stringify(compressionText)} is not one of ${COMPRESSIONS.join(', ')}`)
-  const diffText = get('diff-against')
-  let diffAgainst: Inputs['diffAgainst']
-  if (diffText !== '') {
-    if (diffText.startsWith('/nix/store/')) {
-      if (isStorePath(diffText)) diffAgainst = { storePath: diffText }
-      else problems.push(`diff-against: ${JSON.stringify(diffText)} is not a valid store path`)
-    } else
-      try {
-        diffAgainst = { flake: parseFlakeTarget(diffText) }
-      } catch (e) {
-        problems.push(`diff-against: ${errorMessage(e)}`)
-      }
-  }
+  const diffAgainst = readDiffAgainst(get, problems)
   // Left as written (`\${{ github.token }}`): a local run (@github/local-action, act) that does not
   // evaluate action.yml's default. No token then, as with an empty one.
   const tokenText = get('github-token')
@@ -614,6 +652,29 @@ function listInput(text: string): string[] {
     .filter(s => s !== '')
 }
 
+/**
+ * nixpkgs as given: a NIX_PATH lookup (`<nixpkgs>`) as it is, else a path in the workspace, which
+ * must be a nixpkgs checkout.
+ */
+function resolveNixpkgs(nixpkgsText: string, problems: string[]): string {
+  if (/^<[A-Za-z0-9._/-]+>$/.test(nixpkgsText)) return nixpkgsText
+  const nixpkgs = workspacePath(nixpkgsText)
+  if (!existsSync(path.join(nixpkgs, 'nixos', 'lib', 'eval-config.nix')))
+    problems.push(
+      `nixpkgs: ${JSON.stringify(nixpkgsText)} is not a nixpkgs checkout (no nixos/lib/eval-config.nix in ${nixpkgs}); give a path to nixpkgs or "<nixpkgs>" for NIX_PATH`
+    )
+  return nixpkgs
+}
+
+/** machines: each a machine name, a glob of one, or an @tag. */
+function checkMachines(machines: string[], problems: string[]): void {
+  for (const m of machines)
+    if (!/^(?:[A-Za-z0-9_*?.[\]-]+|@[A-Za-z0-9_.:-]+)$/.test(m))
+      problems.push(
+        `machines: ${JSON.stringify(m)} is not a machine name, glob (letters, digits, -, _, ., *, ?) or @tag`
+      )
+}
+
 /** flake, configuration or network (exactly one), with nixpkgs / system / machines for the last two. */
 function readSource(
   get: (name: InputName) => string,
@@ -646,14 +707,7 @@ function readSource(
   }
   if (!/^[A-Za-z0-9_]+-[A-Za-z0-9_]+$/.test(system))
     problems.push(`system: ${JSON.stringify(system)} is not a Nix platform like aarch64-linux`)
-  let nixpkgs = nixpkgsText
-  if (!/^<[A-Za-z0-9._/-]+>$/.test(nixpkgsText)) {
-    nixpkgs = workspacePath(nixpkgsText)
-    if (!existsSync(path.join(nixpkgs, 'nixos', 'lib', 'eval-config.nix')))
-      problems.push(
-        `nixpkgs: ${JSON.stringify(nixpkgsText)} is not a nixpkgs checkout (no nixos/lib/eval-config.nix in ${nixpkgs}); give a path to nixpkgs or "<nixpkgs>" for NIX_PATH`
-      )
-  }
+  const nixpkgs = resolveNixpkgs(nixpkgsText, problems)
   const checkFile = (name: string, p: string): string => {
     const abs = workspacePath(p)
     if (!existsSync(abs)) problems.push(`${name}: ${JSON.stringify(p)} does not exist (looked for ${abs})`)
@@ -664,11 +718,7 @@ function readSource(
     const file = checkFile('configuration', configuration)
     return { kind: 'configuration', configuration: file, nixpkgs, system, label: configuration }
   }
-  for (const m of machines)
-    if (!/^(?:[A-Za-z0-9_*?.[\]-]+|@[A-Za-z0-9_.:-]+)$/.test(m))
-      problems.push(
-        `machines: ${JSON.stringify(m)} is not a machine name, glob (letters, digits, -, _, ., *, ?) or @tag`
-      )
+  checkMachines(machines, problems)
   return {
     kind: 'network',
     networks: networks.map(n => checkFile('network', n)),

@@ -1,4 +1,4 @@
-import { spawn } from 'child_process'
+import { ChildProcessWithoutNullStreams, spawn } from 'child_process'
 import { childEnv } from './secrets'
 import { TailBuffer } from './tail-buffer'
 
@@ -54,35 +54,44 @@ export function userConfFilesWithSecret(env: NodeJS.ProcessEnv): string {
 }
 
 /**
+ * Spawns the command (argv only) with the environment children may see; a secret (secretNixConfig
+ * or secretFile) goes through SECRET_CONFIG_WRAPPER and is written to its /dev/fd/3.
+ */
+function startCommand(cmd: string, args: string[], opts: RunOptions): ChildProcessWithoutNullStreams {
+  // Children never see the inputs or the runtime tokens (see childEnv), whatever env the caller gives.
+  const base = childEnv(opts.env ?? process.env)
+  if (opts.secretNixConfig !== undefined && opts.secretFile !== undefined)
+    throw new Error('runCommand: secretNixConfig with secretFile (both are /dev/fd/3)')
+  const secret = opts.secretNixConfig ?? opts.secretFile
+  if (secret !== undefined && opts.timeoutMs !== undefined)
+    throw new Error('runCommand: a secret on /dev/fd/3 with timeoutMs')
+  const env =
+    opts.secretNixConfig === undefined
+      ? base
+      : { ...base, NIX_USER_CONF_FILES: userConfFilesWithSecret(base) }
+  const child =
+    secret === undefined
+      ? spawn(cmd, args, { env: base, stdio: ['pipe', 'pipe', 'pipe'] })
+      : spawn('sh', ['-c', SECRET_CONFIG_WRAPPER, 'sh', cmd, ...args], {
+          env,
+          stdio: ['pipe', 'pipe', 'pipe', 'pipe']
+        })
+  if (secret !== undefined) {
+    const fd3 = child.stdio[3] as NodeJS.WritableStream & { on(e: 'error', f: () => void): void }
+    fd3.on('error', () => undefined)
+    fd3.end(secret)
+  }
+  return child
+}
+
+/**
  * Runs a local command without a shell (argv only, so nothing in it is interpreted) and collects its
  * output. Never throws for a non-zero exit; the caller turns that into an ActionError that says what
  * to do.
  */
 export function runCommand(cmd: string, args: string[], opts: RunOptions = {}): Promise<CommandResult> {
   return new Promise(resolve => {
-    // Children never see the inputs or the runtime tokens (see childEnv), whatever env the caller gives.
-    const base = childEnv(opts.env ?? process.env)
-    if (opts.secretNixConfig !== undefined && opts.secretFile !== undefined)
-      throw new Error('runCommand: secretNixConfig with secretFile (both are /dev/fd/3)')
-    const secret = opts.secretNixConfig ?? opts.secretFile
-    if (secret !== undefined && opts.timeoutMs !== undefined)
-      throw new Error('runCommand: a secret on /dev/fd/3 with timeoutMs')
-    const env =
-      opts.secretNixConfig === undefined
-        ? base
-        : { ...base, NIX_USER_CONF_FILES: userConfFilesWithSecret(base) }
-    const child =
-      secret === undefined
-        ? spawn(cmd, args, { env: base, stdio: ['pipe', 'pipe', 'pipe'] })
-        : spawn('sh', ['-c', SECRET_CONFIG_WRAPPER, 'sh', cmd, ...args], {
-            env,
-            stdio: ['pipe', 'pipe', 'pipe', 'pipe']
-          })
-    if (secret !== undefined) {
-      const fd3 = child.stdio[3] as NodeJS.WritableStream & { on(e: 'error', f: () => void): void }
-      fd3.on('error', () => undefined)
-      fd3.end(secret)
-    }
+    const child = startCommand(cmd, args, opts)
     // What a command prints is kept up to a limit (its tail): a build log can be endless.
     const out = new TailBuffer(MAX_KEPT_STDOUT)
     const err = new TailBuffer(MAX_KEPT_STDERR)

@@ -65,6 +65,62 @@ function findInterpreter(arch: string): string | undefined {
 }
 
 /**
+ * The qemu-user-static interpreter for `arch`, installed with apt-get when it is missing and the
+ * runner has apt-get; an error saying how to get one when there is none.
+ */
+async function qemuInterpreter(system: string, arch: string, runner: string): Promise<string> {
+  let interpreter = findInterpreter(arch)
+  if (!interpreter && existsSync('/usr/bin/apt-get')) {
+    info(`Installing qemu-user-static for ${system} emulation`)
+    await asRoot('apt-get', ['install', '-y', '-q', 'qemu-user-static'])
+    interpreter = findInterpreter(arch)
+  }
+  if (!interpreter)
+    throw new ActionError(
+      `the runner (${runner}) cannot build ${system}: no binfmt registration and no qemu-${arch}-static`,
+      'Install qemu-user-static on the runner (apt-get install qemu-user-static binfmt-support), or on NixOS set boot.binfmt.emulatedSystems = [ "' +
+        system +
+        '" ], or use a runner of that platform.',
+      'build'
+    )
+  return interpreter
+}
+
+/** Registers QEMU for `system` (which has no registration yet) and returns the new registration. */
+async function registerQemu(system: string, runner: string): Promise<BinfmtEntry> {
+  const arch = qemuArch(system)
+  if (!arch)
+    throw new ActionError(
+      `the runner (${runner}) cannot build ${system}, and QEMU emulation for it is not supported by this action`,
+      `Run the job on a ${system} runner or give Nix a remote builder for ${system} (nix-options: builders = …).`,
+      'build'
+    )
+  const interpreter = await qemuInterpreter(system, arch, runner)
+  if (!existsSync(path.join(BINFMT_DIR, 'register'))) {
+    const m = await asRoot('mount', ['-t', 'binfmt_misc', 'binfmt_misc', BINFMT_DIR])
+    if (!m.ok) core.warning(`mounting ${BINFMT_DIR} failed: ${m.err}`)
+  }
+  // Prefer the distribution's own mechanism, which knows its interpreter and flags.
+  let registered =
+    existsSync('/usr/sbin/update-binfmts') &&
+    (await asRoot('update-binfmts', ['--enable', `qemu-${arch}`])).ok
+  if (!registered || !findRegistration(await readEntries(), system)) {
+    const r = await asRoot('tee', [path.join(BINFMT_DIR, 'register')], registrationLine(system, interpreter))
+    registered = r.ok
+  }
+  const now = findRegistration(await readEntries(), system)
+  if (!registered || !now)
+    throw new ActionError(
+      `registering QEMU binfmt for ${system} failed`,
+      'Registering needs root: run the action as root, allow passwordless sudo, or register it on the runner beforehand (update-binfmts --enable qemu-' +
+        arch +
+        ').',
+      'build'
+    )
+  return now
+}
+
+/**
  * Makes sure the runner can build `system` binaries: nothing to do when native; an existing binfmt
  * registration (with or without the F flag) counts; otherwise, with binfmt auto/true, registers
  * qemu-user-static (installing it with apt-get when missing and allowed). binfmt: false leaves the
@@ -89,48 +145,7 @@ export async function ensureBinfmt(system: string, setting: BinfmtSetting): Prom
       nixSettings: []
     }
 
-  const arch = qemuArch(system)
-  if (!arch)
-    throw new ActionError(
-      `the runner (${runner}) cannot build ${system}, and QEMU emulation for it is not supported by this action`,
-      `Run the job on a ${system} runner or give Nix a remote builder for ${system} (nix-options: builders = …).`,
-      'build'
-    )
-  let interpreter = findInterpreter(arch)
-  if (!interpreter && existsSync('/usr/bin/apt-get')) {
-    info(`Installing qemu-user-static for ${system} emulation`)
-    await asRoot('apt-get', ['install', '-y', '-q', 'qemu-user-static'])
-    interpreter = findInterpreter(arch)
-  }
-  if (!interpreter)
-    throw new ActionError(
-      `the runner (${runner}) cannot build ${system}: no binfmt registration and no qemu-${arch}-static`,
-      'Install qemu-user-static on the runner (apt-get install qemu-user-static binfmt-support), or on NixOS set boot.binfmt.emulatedSystems = [ "' +
-        system +
-        '" ], or use a runner of that platform.',
-      'build'
-    )
-  if (!existsSync(path.join(BINFMT_DIR, 'register'))) {
-    const m = await asRoot('mount', ['-t', 'binfmt_misc', 'binfmt_misc', BINFMT_DIR])
-    if (!m.ok) core.warning(`mounting ${BINFMT_DIR} failed: ${m.err}`)
-  }
-  // Prefer the distribution's own mechanism, which knows its interpreter and flags.
-  let registered =
-    existsSync('/usr/sbin/update-binfmts') &&
-    (await asRoot('update-binfmts', ['--enable', `qemu-${arch}`])).ok
-  if (!registered || !findRegistration(await readEntries(), system)) {
-    const r = await asRoot('tee', [path.join(BINFMT_DIR, 'register')], registrationLine(system, interpreter))
-    registered = r.ok
-  }
-  const now = findRegistration(await readEntries(), system)
-  if (!registered || !now)
-    throw new ActionError(
-      `registering QEMU binfmt for ${system} failed`,
-      'Registering needs root: run the action as root, allow passwordless sudo, or register it on the runner beforehand (update-binfmts --enable qemu-' +
-        arch +
-        ').',
-      'build'
-    )
+  const now = await registerQemu(system, runner)
   return {
     how: 'newly-registered',
     detail: `registered QEMU binfmt for ${system} (${now.name}, flags ${now.flags || 'none'})`,

@@ -114,26 +114,7 @@ function renderMachines(r: DeployReport): string {
         ''
       )
   for (const w of r.warnings) lines.push(`> [!WARNING]`, `> ${prose(w)}`, '')
-  lines.push(
-    '| Machine | Host | Mode | Result | Store path | Generation | Closure | Copied | Time |',
-    '|---|---|---|---|---|---|---|---|---|'
-  )
-  for (const { machine, report: h } of hosts) {
-    const total = h.timings.reduce((a, t) => a + t.ms, 0)
-    const cells = [
-      escapeMarkdown(h.tags ? `${machine} (${tagList(h.tags)})` : machine),
-      h.host ? code(h.host) : '',
-      escapeMarkdown(h.mode ?? ''),
-      escapeMarkdown(h.result ?? 'failed'),
-      escapeMarkdown(h.storePath ? shortStorePath(h.storePath) : ''),
-      h.generation?.toString() ?? '',
-      h.closureSize === undefined ? '' : formatBytes(h.closureSize),
-      h.copiedBytes === undefined ? '' : formatBytes(h.copiedBytes),
-      seconds(total)
-    ]
-    lines.push(`| ${cells.join(' | ')} |`)
-  }
-  lines.push('')
+  lines.push(...machineTable(hosts), '')
   if (r.builtDerivations !== undefined)
     lines.push(`Derivations built (all machines, together): ${r.builtDerivations}`, '')
   for (const { machine, report: h } of hosts) {
@@ -149,6 +130,30 @@ function renderMachines(r: DeployReport): string {
     )
   }
   return lines.join('\n')
+}
+
+/** The fleet's table: one row per machine, with what it ran and how long it took. */
+function machineTable(hosts: NonNullable<DeployReport['hosts']>): string[] {
+  const rows = [
+    '| Machine | Host | Mode | Result | Store path | Generation | Closure | Copied | Time |',
+    '|---|---|---|---|---|---|---|---|---|'
+  ]
+  for (const { machine, report: h } of hosts) {
+    const total = h.timings.reduce((a, t) => a + t.ms, 0)
+    const cells = [
+      escapeMarkdown(h.tags ? `${machine} (${tagList(h.tags)})` : machine),
+      h.host ? code(h.host) : '',
+      escapeMarkdown(h.mode ?? ''),
+      escapeMarkdown(h.result ?? 'failed'),
+      escapeMarkdown(h.storePath ? shortStorePath(h.storePath) : ''),
+      h.generation?.toString() ?? '',
+      h.closureSize === undefined ? '' : formatBytes(h.closureSize),
+      h.copiedBytes === undefined ? '' : formatBytes(h.copiedBytes),
+      seconds(total)
+    ]
+    rows.push(`| ${cells.join(' | ')} |`)
+  }
+  return rows
 }
 
 function verdictOf(r: DeployReport): string {

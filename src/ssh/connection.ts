@@ -283,6 +283,36 @@ function clientConfig(
   return config
 }
 
+/** Starting proxy-command for this hop threw (most often: its template cannot be expanded for the hop). */
+function proxyCommandError(ep: Endpoint, e: unknown): ActionError {
+  return new ActionError(`proxy-command for ${ep.label}: ${errorMessage(e)}`, 'Fix proxy-command.', 'connect')
+}
+
+/**
+ * A proxy that ends before the handshake fails the connection at once, not at the timeout; one
+ * that ends later closes it (ssh2 sees its stream end). The proxy ends with the connection.
+ */
+function tieToProxy(client: Client, proxy: ProxyProcess, ep: Endpoint, fail: (e: ActionError) => void): void {
+  void proxy.exited.then(how => fail(proxyEnded(ep, how)))
+  client.once('close', () => proxy.kill())
+}
+
+/**
+ * The stream ssh2 talks over: the one given (a channel through a jump host), the proxy's, or else
+ * a TCP connection of our own to the host (with its PromptAck).
+ */
+function transportFor(
+  client: Client,
+  ep: Endpoint,
+  sock: NodeJS.ReadableStream | undefined,
+  proxy: ProxyProcess | undefined
+): ConnectConfig['sock'] {
+  if (sock || proxy) return (sock ?? proxy?.stream) as ConnectConfig['sock']
+  const transport = transportSocket()
+  promptAcks.set(client, transport.ack)
+  return transport.socket.connect({ host: ep.host, port: ep.port }) as ConnectConfig['sock']
+}
+
 function connectClient(ep: Endpoint, opts: ConnectOptions, sock?: NodeJS.ReadableStream): Promise<Client> {
   const policy = hostKeyPolicy(opts.knownHosts, ep.host, ep.port)
   return new Promise((resolve, reject) => {
@@ -327,26 +357,11 @@ function connectClient(ep: Endpoint, opts: ConnectOptions, sock?: NodeJS.Readabl
       try {
         proxy = startProxy(ep, opts.proxyCommand)
       } catch (e) {
-        return fail(
-          new ActionError(
-            `proxy-command for ${ep.label}: ${errorMessage(e)}`,
-            'Fix proxy-command.',
-            'connect'
-          )
-        )
+        return fail(proxyCommandError(ep, e))
       }
-      const started = proxy
-      // A proxy that ends before the handshake fails the connection at once, not at the timeout;
-      // one that ends later closes it (ssh2 sees its stream end).
-      void started.exited.then(how => fail(proxyEnded(ep, how)))
-      client.once('close', () => started.kill())
+      tieToProxy(client, proxy, ep, fail)
     }
-    if (sock || proxy) config.sock = (sock ?? proxy?.stream) as ConnectConfig['sock']
-    else {
-      const transport = transportSocket()
-      promptAcks.set(client, transport.ack)
-      config.sock = transport.socket.connect({ host: ep.host, port: ep.port }) as ConnectConfig['sock']
-    }
+    config.sock = transportFor(client, ep, sock, proxy)
     try {
       client.connect(config)
     } catch (e) {
@@ -354,6 +369,55 @@ function connectClient(ep: Endpoint, opts: ConnectOptions, sock?: NodeJS.Readabl
       if (!sock) (config.sock as Socket).destroy()
     }
   })
+}
+
+/** A command's output as it arrives: the tails kept of it, and how the command exited. */
+interface CommandOutput {
+  out: TailBuffer
+  err: TailBuffer
+  exitCode: number
+  signal: string | undefined
+}
+
+/** Keeps a command channel's output and exit status in `output`, and passes its text to opts' callbacks. */
+function collectOutput(channel: ClientChannel, opts: ExecOptions, output: CommandOutput): void {
+  channel.on('data', (d: Buffer) => {
+    if (!opts.discardStdout) output.out.push(d)
+    opts.onStdout?.(d.toString('utf8'))
+  })
+  channel.stderr.on('data', (d: Buffer) => {
+    output.err.push(d)
+    opts.onStderr?.(d.toString('utf8'))
+  })
+  channel.on('exit', (code: number | null, sig?: string) => {
+    if (code !== null && code !== undefined) output.exitCode = code
+    if (sig) output.signal = sig
+  })
+}
+
+/** Gives the command its input (a string, or a stream piped in), or none: its stdin ends at once. */
+function sendStdin(channel: ClientChannel, stdin: ExecOptions['stdin'], fail: (e: Error) => void): void {
+  if (typeof stdin === 'string') channel.end(stdin)
+  else if (stdin) {
+    stdin.on('error', ex => fail(ex))
+    stdin.pipe(channel)
+  } else channel.end()
+}
+
+function channelOpenError(label: string, what: string, e: Error): ActionError {
+  return new ActionError(
+    `cannot open a channel to ${label} for ${what}: ${e.message}`,
+    'Re-run the job; if it persists, check sshd on the target (MaxSessions).',
+    'connect'
+  )
+}
+
+function commandTimeoutError(label: string, what: string, timeoutMs: number): ActionError {
+  return new ActionError(
+    `${what} on ${label} did not finish within ${Math.round(timeoutMs / 1000)} s`,
+    'Check the target for a hung process or a full disk, then re-run.',
+    'connect'
+  )
 }
 
 /**
@@ -577,11 +641,13 @@ export class RemoteHost {
   private execRaw(wrapped: string, opts: ExecOptions): Promise<RemoteResult> {
     return new Promise((resolve, reject) => {
       if (this.lostReason || this.closed) return reject(this.lossError(opts.what))
-      const out = new TailBuffer(MAX_KEPT_STDOUT)
-      const err = new TailBuffer(MAX_KEPT_STDERR)
+      const output: CommandOutput = {
+        out: new TailBuffer(MAX_KEPT_STDOUT),
+        err: new TailBuffer(MAX_KEPT_STDERR),
+        exitCode: -1,
+        signal: undefined
+      }
       const what = opts.what ?? 'running a command'
-      let exitCode = -1
-      let signal: string | undefined
       let timer: NodeJS.Timeout | undefined
       let done = false
       const onClientClose = (): void => finish(this.lossError(what))
@@ -594,52 +660,24 @@ export class RemoteHost {
         if (e) reject(e)
         else
           resolve({
-            exitCode,
-            signal,
-            stdout: out.toString(),
-            stderr: err.toString()
+            exitCode: output.exitCode,
+            signal: output.signal,
+            stdout: output.out.toString(),
+            stderr: output.err.toString()
           })
       }
       this.client.once('close', onClientClose)
       this.pending.add(onClientClose)
       this.client.exec(wrapped, (e, channel) => {
-        if (e)
-          return finish(
-            new ActionError(
-              `cannot open a channel to ${this.target.label} for ${what}: ${e.message}`,
-              'Re-run the job; if it persists, check sshd on the target (MaxSessions).',
-              'connect'
-            )
-          )
+        if (e) return finish(channelOpenError(this.target.label, what, e))
         if (opts.timeoutMs !== undefined)
           timer = setTimeout(() => {
             channel.close()
-            finish(
-              new ActionError(
-                `${what} on ${this.target.label} did not finish within ${Math.round(opts.timeoutMs! / 1000)} s`,
-                'Check the target for a hung process or a full disk, then re-run.',
-                'connect'
-              )
-            )
+            finish(commandTimeoutError(this.target.label, what, opts.timeoutMs!))
           }, opts.timeoutMs)
-        channel.on('data', (d: Buffer) => {
-          if (!opts.discardStdout) out.push(d)
-          opts.onStdout?.(d.toString('utf8'))
-        })
-        channel.stderr.on('data', (d: Buffer) => {
-          err.push(d)
-          opts.onStderr?.(d.toString('utf8'))
-        })
-        channel.on('exit', (code: number | null, sig?: string) => {
-          if (code !== null && code !== undefined) exitCode = code
-          if (sig) signal = sig
-        })
+        collectOutput(channel, opts, output)
         channel.on('close', () => finish())
-        if (typeof opts.stdin === 'string') channel.end(opts.stdin)
-        else if (opts.stdin) {
-          opts.stdin.on('error', ex => finish(ex))
-          opts.stdin.pipe(channel)
-        } else channel.end()
+        sendStdin(channel, opts.stdin, finish)
       })
     })
   }
