@@ -16,7 +16,7 @@ import { Plan, planMachine, RunPlan } from './plan'
 import { ClosureEntry } from './report/diff'
 import { formatBytes } from './log/format'
 import { DeployReport } from './report/report'
-import { info } from './log/untrusted'
+import { info, logWarning } from './log/untrusted'
 
 /** The post step's state key for the store cache to save. */
 export const STATE_CACHE = 'storeCache'
@@ -65,10 +65,7 @@ function notePlan(report: DeployReport, plan: Plan, prefix = ''): void {
   report.requestedMode = plan.requestedMode
   report.mode = plan.mode
   report.host = plan.mode === 'build' ? undefined : plan.target.label.replace(/^target /, '')
-  for (const w of plan.warnings) {
-    report.warnings.push(`${prefix}${w}`)
-    core.warning(`${prefix}${w}`)
-  }
+  for (const w of plan.warnings) logWarning(report.warnings, `${prefix}${w}`)
 }
 
 /**
@@ -112,8 +109,7 @@ async function evaluateMachines(
     const hostReport: DeployReport = multi ? { timings: [], warnings: [], flake: report.flake } : report
     for (const option of e.ignored) {
       const w = `${e.name}: ${option} is ignored: nix-deploy-action deploys over SSH to deployment.targetHost, and keeps no NixOps state`
-      hostReport.warnings.push(w)
-      core.warning(w)
+      logWarning(hostReport.warnings, w)
     }
     const plan = planMachine(run, e)
     if (!run.single) notePlan(hostReport, plan, multi ? `${e.name}: ` : '')
@@ -136,7 +132,9 @@ async function buildAll(
   const multi = machines.length > 1
   const first = machines[0].evaluation
   if (run.cache)
-    report.cache = await restoreForRun(nix, storeCacheKeys(run.cache, first.hostSystem), run.cache)
+    report.cache = await restoreForRun(nix, storeCacheKeys(run.cache, first.hostSystem), run.cache, w =>
+      logWarning(report.warnings, w)
+    )
   const store = await daemonTrust(nix, report)
   for (const buildSystem of [...new Set(machines.map(m => m.evaluation.buildSystem))]) {
     const binfmt = await ensureBinfmt(buildSystem, run.nix.binfmt)
@@ -193,8 +191,7 @@ async function daemonTrust(nix: RunnerNix, report: DeployReport): Promise<StoreI
   ]
   if (named.length > 0) {
     const w = `${named.join(', ')}: ignored by the nix-daemon, which does not trust ${runnerUser()}. Set ${named.length > 1 ? 'them' : 'it'} in the daemon's nix.conf (a substituter in trusted-substituters), or add ${runnerUser()} to trusted-users.`
-    report.warnings.push(w)
-    core.warning(w)
+    logWarning(report.warnings, w)
   }
   return store
 }

@@ -1,4 +1,3 @@
-import * as core from '@actions/core'
 import { copyClosure } from './deploy/copy'
 import { checkGatedDeploy } from './deploy/preflight'
 import { SigningKey } from './cache/signing'
@@ -7,7 +6,7 @@ import { DeployDeps, DeployOutcome, deployToTarget, DeployJob, Timed } from './d
 import { pruneAfterFleet, revertDeploy, UndoRecord } from './deploy/revert'
 import { RunnerNix } from './nix/nix'
 import { reportFailure } from './report/failure'
-import { applyMachineResult, DeployReport, failedResult, fleetCounts } from './report/report'
+import { applyMachineResult, DeployReport, failedResult } from './report/report'
 import { Log, machineLog } from './log/untrusted'
 import { ConnectOptions, RemoteHost, SharedJump } from './ssh/connection'
 import { Endpoint } from './ssh/endpoint'
@@ -109,7 +108,35 @@ async function deployFleet(
   shared: SharedJump | undefined
 ): Promise<void> {
   const several = machines.length > 1
-  const deps: DeployDeps = {
+  const fleetRollback = opts.rollbackFleet && several
+  // The generation before this run's must outlive every machine's result: pruned after them.
+  const keep = fleetRollback ? deferPrunes(machines) : new Map<FleetMachine, number>()
+  const undo = await deployAll(machines, several, shared, deployDeps(nix, opts), opts)
+  const visit: Visit = (m, fn) => visitMachine(m, several, shared, opts, fn)
+  const failed = machines.filter(m => failedResult(m.report))
+  if (fleetRollback && failed.length > 0) {
+    for (const m of machines)
+      if (m.report.result === 'deployed' && m.report.changed && !undo.has(m))
+        m.report.warnings.push('not rolled back (rollback-fleet): it rebooted into the new system')
+    const failedNames = failed.map(f => f.name)
+    await inParallel([...undo.keys()], opts.parallel, m => revertMachine(m, undo.get(m)!, failedNames, visit))
+  }
+  await inParallel(
+    [...keep.keys()].filter(m => m.report.result === 'deployed'),
+    opts.parallel,
+    m =>
+      visit(m, async target => {
+        m.report.deletedGenerations = await pruneAfterFleet(target, keep.get(m)!)
+      })
+  )
+}
+
+/** A later visit to one machine of the fleet, over a new connection (see visitMachine). */
+type Visit = (m: FleetMachine, fn: (target: SshTarget) => Promise<void>) => Promise<void>
+
+/** The runner's side of every machine's deploy: the copy, and what a deploy user's gate will refuse. */
+function deployDeps(nix: RunnerNix, opts: FleetOptions): DeployDeps {
+  return {
     copy: (target, plan, count, compression) =>
       copyClosure(target, nix, plan, count, compression, opts.signingKey),
     checkGated: (label, job) =>
@@ -121,15 +148,27 @@ async function deployFleet(
         readTextOrNothing
       )
   }
-  const fleetRollback = opts.rollbackFleet && several
-  // The generation before this run's must outlive every machine's result: pruned after them.
+}
+
+/** Takes keep-generations off each machine's job, to prune after the fleet's results: how many each keeps. */
+function deferPrunes(machines: FleetMachine[]): Map<FleetMachine, number> {
   const keep = new Map<FleetMachine, number>()
-  if (fleetRollback)
-    for (const m of machines)
-      if (m.deploy?.job.keepGenerations !== undefined) {
-        keep.set(m, m.deploy.job.keepGenerations)
-        m.deploy = { ...m.deploy, job: { ...m.deploy.job, keepGenerations: undefined } }
-      }
+  for (const m of machines)
+    if (m.deploy?.job.keepGenerations !== undefined) {
+      keep.set(m, m.deploy.job.keepGenerations)
+      m.deploy = { ...m.deploy, job: { ...m.deploy.job, keepGenerations: undefined } }
+    }
+  return keep
+}
+
+/** Rolls every machine out; what undoes each one that changed (for rollback-fleet). */
+async function deployAll(
+  machines: FleetMachine[],
+  several: boolean,
+  shared: SharedJump | undefined,
+  deps: DeployDeps,
+  opts: FleetOptions
+): Promise<Map<FleetMachine, UndoRecord>> {
   const undo = new Map<FleetMachine, UndoRecord>()
   await rollOut(machines, m => m.name, {
     rollout: opts.rollout,
@@ -143,39 +182,10 @@ async function deployFleet(
     },
     skip: (m, why) => {
       m.report.result = 'skipped'
-      m.report.warnings.push(why)
-      if (several) machineLog(m.name, several).info(why)
+      machineLog(m.name, several, m.report.warnings).warning(why)
     }
   })
-  const failed = machines.filter(m => failedResult(m.report))
-  const visit = (m: FleetMachine, fn: (target: SshTarget) => Promise<void>): Promise<void> =>
-    visitMachine(m, several, shared, opts, fn)
-  if (fleetRollback && failed.length > 0) {
-    for (const m of machines)
-      if (m.report.result === 'deployed' && m.report.changed && !undo.has(m))
-        m.report.warnings.push('not rolled back (rollback-fleet): it rebooted into the new system')
-    await inParallel([...undo.keys()], opts.parallel, m =>
-      revertMachine(
-        m,
-        undo.get(m)!,
-        failed.map(f => f.name),
-        visit
-      )
-    )
-  }
-  await inParallel(
-    [...keep.keys()].filter(m => m.report.result === 'deployed'),
-    opts.parallel,
-    m =>
-      visit(m, async target => {
-        m.report.deletedGenerations = await pruneAfterFleet(target, keep.get(m)!)
-      })
-  )
-  const counts = fleetCounts(machines.map(m => m.report))
-  if (several && counts.failed + counts.reverted > 0)
-    core.setFailed(
-      `${counts.failed} of ${machines.length} machines failed${counts.reverted > 0 ? `; ${counts.reverted} rolled back by rollback-fleet` : ''}`
-    )
+  return undo
 }
 
 /**
@@ -186,7 +196,7 @@ async function revertMachine(
   m: FleetMachine,
   undo: UndoRecord,
   failedNames: string[],
-  visit: (m: FleetMachine, fn: (target: SshTarget) => Promise<void>) => Promise<void>
+  visit: Visit
 ): Promise<void> {
   const why = `another machine of the fleet failed (${failedNames.join(', ')})`
   await visit(m, async target => {
@@ -198,14 +208,12 @@ async function revertMachine(
       )
       return
     }
+    // The report annotates it (src/report/publish.ts): its result says what happened.
     Object.assign(m.report, {
       result: 'rolled-back',
       rolledBackTo: outcome.to,
       changed: false,
       fleetRollback: why
-    })
-    core.warning(`${m.name}: rolled back to ${outcome.to ?? 'what it ran'} (rollback-fleet): ${why}`, {
-      title: `nix-deploy-action: ${m.name}: rolled back`
     })
   })
 }
@@ -221,7 +229,7 @@ async function visitMachine(
   opts: FleetOptions,
   fn: (target: SshTarget) => Promise<void>
 ): Promise<void> {
-  const log = machineLog(m.name, several)
+  const log = machineLog(m.name, several, m.report.warnings)
   let target: SshTarget | undefined
   try {
     target = await SshTarget.connect(dialer(m, shared, opts), log)
@@ -256,7 +264,7 @@ async function deployOne(
     return { result: {} }
   }
   const { job, target: endpoint } = m.deploy
-  const log: Log = machineLog(m.name, several)
+  const log: Log = machineLog(m.name, several, m.report.warnings)
   const timed = opts.timed(m.report)
   if (several) log.info(`deploying to ${endpoint.label}`)
   try {

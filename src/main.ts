@@ -13,9 +13,10 @@ import { RunnerNix } from './nix/nix'
 import { DeployPlan, deployJob, planRun, RunPlan } from './plan'
 import { diffClosures } from './report/diff'
 import { reportFailure } from './report/failure'
-import { DeployReport, outputsOf, worstReport } from './report/report'
-import { renderSummary } from './report/summary'
-import { forgetSecretInputs, maskSecret, scrubSecrets } from './secrets'
+import { publishReport } from './report/publish'
+import { DeployReport, worstReport } from './report/report'
+import { logWarning } from './log/untrusted'
+import { forgetSecretInputs, maskSecret } from './secrets'
 
 export { STATE_CACHE } from './build'
 export const STATE_IS_POST = 'isPost'
@@ -154,11 +155,7 @@ async function diffAgainst(
     })
     report.diffBaseline = baseline.label
     report.needsReboot = needsReboot(await readBootIdentity(baseline.toplevel), m.built!.boot)
-  }).catch((e: unknown) => {
-    const w = `no package diff: ${errorMessage(e)}`
-    report.warnings.push(w)
-    core.warning(w)
-  })
+  }).catch((e: unknown) => logWarning(report.warnings, `no package diff: ${errorMessage(e)}`))
 }
 
 export async function run(): Promise<void> {
@@ -175,20 +172,7 @@ export async function run(): Promise<void> {
   } catch (e) {
     reportFailure(report, e)
   } finally {
-    await finishReport(report)
-  }
-}
-
-async function finishReport(report: DeployReport): Promise<void> {
-  // Millisecond phase times for `npm run bench` (the summary rounds to 0.1 s); RUNNER_DEBUG only.
-  core.debug(`phase timings (ms): ${JSON.stringify(report.timings)}`)
-  // The runner masks secrets in the log only: outputs and the summary are scrubbed here.
-  for (const [k, v] of Object.entries(outputsOf(report))) core.setOutput(k, scrubSecrets(v))
-  try {
-    await core.summary.addRaw(scrubSecrets(renderSummary(report))).write()
-  } catch (e) {
-    // No GITHUB_STEP_SUMMARY (e.g. a local run): the log has everything.
-    core.debug(`no job summary: ${errorMessage(e)}`)
+    await publishReport(report)
   }
 }
 

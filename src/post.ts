@@ -6,20 +6,22 @@ import { PendingSave, saveStore } from './cache/store-cache'
 import { formatBytes } from './log/format'
 import { maskSecrets, STATE_CACHE, STATE_TEMP_DIR } from './main'
 import { RunnerNix } from './nix/nix'
-import { info } from './log/untrusted'
+import { info, logWarning } from './log/untrusted'
 import { parseSigningKey, SigningKey } from './cache/signing'
 import { forgetSecretInputs } from './secrets'
 import { SECRET_INPUTS } from './inputs'
-import { escapeMarkdown } from './report/summary'
+import { errorMessage } from './errors'
+import { PostReport, publishPostReport } from './report/publish'
 
 /** Saves the store cache the main step prepared (it records nothing when nothing new was built). */
-async function saveStoreCache(key: SigningKey | undefined): Promise<void> {
+async function saveStoreCache(key: SigningKey | undefined, report: PostReport): Promise<void> {
   const raw = core.getState(STATE_CACHE)
   if (!raw) return
   const s = JSON.parse(raw) as PendingSave
   const signingKey = s.signed ? key : undefined
   if (s.signed && !signingKey) {
-    core.warning(
+    logWarning(
+      report.warnings,
       'Store cache not saved: signing-key is not readable in the post step, and an entry under a signed key must be signed.'
     )
     return
@@ -32,11 +34,8 @@ async function saveStoreCache(key: SigningKey | undefined): Promise<void> {
     ? `Store cache saved as ${s.key}: ${r.paths} paths, ${formatBytes(r.bytes ?? 0)}, in ${(r.ms / 1000).toFixed(1)} s`
     : `Store cache not saved: ${r.reason}`
   if (r.saved) info(line)
-  else core.warning(line)
-  await core.summary
-    .addRaw(`\n${escapeMarkdown(line)}\n`)
-    .write()
-    .catch(() => undefined)
+  else logWarning(report.warnings, line)
+  report.summary.push(line)
 }
 
 /** signing-key as the main step read it (state is a file on the runner: it never holds the key). */
@@ -53,19 +52,31 @@ function postSigningKey(): SigningKey | undefined {
  * them from memory.
  */
 export async function post(): Promise<void> {
-  // Every secret input is in this process's environment again (a new step): masked as the main step
-  // masks them, read where needed, then no child (tar, zstd, nix) inherits them.
-  maskSecrets(name => core.getInput(name))
-  const signingKey = postSigningKey()
-  forgetSecretInputs(SECRET_INPUTS)
-  await saveStoreCache(signingKey)
+  const report: PostReport = { warnings: [], summary: [] }
+  try {
+    // Every secret input is in this process's environment again (a new step): masked as the main
+    // step masks them, read where needed, then no child (tar, zstd, nix) inherits them.
+    maskSecrets(name => core.getInput(name))
+    const signingKey = postSigningKey()
+    forgetSecretInputs(SECRET_INPUTS)
+    await saveStoreCache(signingKey, report)
+    await removeTempDir(report)
+  } catch (e) {
+    logWarning(report.warnings, `post step: ${errorMessage(e)}`)
+  } finally {
+    await publishPostReport(report)
+  }
+}
+
+/** The run's directory under RUNNER_TEMP, if the main step made one. */
+async function removeTempDir(report: PostReport): Promise<void> {
   const dir = core.getState(STATE_TEMP_DIR)
   if (!dir) return
   // Only ever delete what the main step made: a nix-deploy-action-* directory under the temp base.
   const base = path.resolve(process.env.RUNNER_TEMP || os.tmpdir())
   const resolved = path.resolve(dir)
   if (path.dirname(resolved) !== base || !path.basename(resolved).startsWith('nix-deploy-action-')) {
-    core.warning(`post: not removing ${dir}: it is not a directory this action created`)
+    logWarning(report.warnings, `post: not removing ${dir}: it is not a directory this action created`)
     return
   }
   await fs.rm(resolved, { recursive: true, force: true })

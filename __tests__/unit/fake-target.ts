@@ -39,11 +39,13 @@ export const storePath = (name: string, c = 'a'): string => `/nix/store/${c.repe
 export class MemoryLog implements Log {
   readonly prefix = ''
   lines: string[] = []
+  readonly warnings: string[] = []
   info(m: string): void {
     this.lines.push(m)
   }
   warning(m: string): void {
     this.lines.push(`warning: ${m}`)
+    this.warnings.push(m)
   }
   untrusted(t: string): void {
     this.lines.push(`untrusted: ${t}`)

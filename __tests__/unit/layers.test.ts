@@ -92,4 +92,13 @@ describe('the layers of src/', () => {
     for (const f of g.keys()) visit(f, [])
     expect(cycles).toEqual([])
   })
+  it('has one writer of annotations, outputs, the job summary and the step failure: src/report/publish.ts', () => {
+    const writers = sources(SRC)
+      .filter(f => !f.endsWith('.generated.ts'))
+      .filter(f =>
+        /\bcore\.(warning|error|notice|setFailed|setOutput|summary)\b/.test(fs.readFileSync(f, 'utf8'))
+      )
+      .map(f => path.relative(SRC, f))
+    expect(writers).toEqual(['report/publish.ts'])
+  })
 })

@@ -111,13 +111,15 @@ async function inFreshCacheDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   }
 }
 
+/** Restores the store cache; what went wrong (the build goes on without it) goes to `warn`. */
 export function restoreStore(
   nix: RunnerNix,
   key: string,
   restoreKeys: string[],
+  warn: (warning: string) => void,
   signingKey?: SigningKey
 ): Promise<RestoreOutcome> {
-  return inFreshCacheDir(dir => restoreInto(nix, dir, key, restoreKeys, signingKey))
+  return inFreshCacheDir(dir => restoreInto(nix, dir, { key, restoreKeys, warn, signingKey }))
 }
 
 /**
@@ -135,29 +137,32 @@ function importArgs(nix: RunnerNix, dir: string, paths: string[], signingKey?: S
 async function restoreInto(
   nix: RunnerNix,
   dir: string,
-  key: string,
-  restoreKeys: string[],
-  signingKey?: SigningKey
+  {
+    key,
+    restoreKeys,
+    warn,
+    signingKey
+  }: { key: string; restoreKeys: string[]; warn: (warning: string) => void; signingKey?: SigningKey }
 ): Promise<RestoreOutcome> {
   const started = Date.now()
   let matchedKey: string | undefined
   try {
     matchedKey = await (await actionsCache()).restoreCache([CACHE_PATH], key, restoreKeys)
   } catch (e) {
-    core.warning(`Restoring the Nix store cache failed (the build goes on without it): ${errorMessage(e)}`)
+    warn(`Restoring the Nix store cache failed (the build goes on without it): ${errorMessage(e)}`)
   }
   if (!matchedKey) return { hit: false, paths: 0, bytes: 0, ms: Date.now() - started }
   const paths = await cachedPaths(dir)
   const bytes = await dirSize(dir)
   if (paths.length === 0) {
-    core.warning(
+    warn(
       `The store cache entry ${matchedKey} holds no store paths (not one this action saved): nothing restored.`
     )
     return { hit: false, matchedKey, paths: 0, bytes, ms: Date.now() - started }
   }
   const r = await runCommand('nix', importArgs(nix, dir, paths, signingKey))
   if (r.exitCode !== 0) {
-    core.warning(
+    warn(
       signingKey && /signature/.test(r.stderr)
         ? `The store cache entry ${matchedKey} holds paths not signed by signing-key (${signingKey.name}), so it was not imported and the build starts cold: someone who can write to this repository's cache wrote it, or it was saved with another key. Delete the entry (gh cache delete ${matchedKey}) if this repeats. Nix said: ${tail(r.stderr, 2)}`
         : `Importing the restored store cache failed, so the build starts cold: ${tail(r.stderr, 3)}. Importing needs a trusted Nix user (root, or trusted-users in nix.conf).`
@@ -312,10 +317,11 @@ export function unverifiedRestoreRefused(
 export async function restoreForRun(
   nix: RunnerNix,
   keys: CacheKeys,
-  inputs: CacheTrustInputs
+  inputs: CacheTrustInputs,
+  warn: (warning: string) => void
 ): Promise<StoreCacheRestore> {
   if (!(await cacheServiceAvailable())) {
-    core.warning(
+    warn(
       'No GitHub Actions cache service here (e.g. a local run or a GHES without cache): the Nix store is not cached between runs.'
     )
     return { available: false, hit: false }
@@ -326,7 +332,7 @@ export async function restoreForRun(
     return { available: true, hit: false, refused }
   }
   core.startGroup('Restore the Nix store cache')
-  const r = await restoreStore(nix, keys.key, keys.restoreKeys, inputs.signingKey).finally(() =>
+  const r = await restoreStore(nix, keys.key, keys.restoreKeys, warn, inputs.signingKey).finally(() =>
     core.endGroup()
   )
   return {

@@ -60,18 +60,33 @@ export interface Log {
   /** `[name] ` for a machine of several, '' otherwise. */
   readonly prefix: string
   info(message: string): void
+  /** A line now, and a warning for the report (src/report/publish.ts annotates it at the end). */
   warning(message: string): void
+  /** The warnings logged so far (the machine's report's own list, when it was given one). */
+  readonly warnings: string[]
   /** Text from the target or a build: shown, never obeyed (see printUntrusted). */
   untrusted(text: string): void
   group<T>(title: string, fn: () => Promise<T>): Promise<T>
 }
 
-export function machineLog(name: string, several: boolean): Log {
-  if (!several || !name)
+/**
+ * A warning: a log line now, where it happened, and an entry in a report's list, which
+ * src/report/publish.ts annotates when the run ends (the one writer of annotations).
+ */
+export function logWarning(warnings: string[], message: string, prefix = ''): void {
+  info(`${prefix}Warning: ${message}`.replace(/\n/g, `\n${prefix}`))
+  warnings.push(message)
+}
+
+export function machineLog(name: string, several: boolean, warnings: string[] = []): Log {
+  const prefix = several && name ? `[${name}] ` : ''
+  const warning = (m: string): void => logWarning(warnings, m, prefix)
+  if (!prefix)
     return {
-      prefix: '',
+      prefix,
       info: m => info(m),
-      warning: m => core.warning(m),
+      warning,
+      warnings,
       untrusted: t => printUntrusted(t),
       group: async (title, fn) => {
         core.startGroup(title)
@@ -82,11 +97,11 @@ export function machineLog(name: string, several: boolean): Log {
         }
       }
     }
-  const prefix = `[${name}] `
   return {
     prefix,
     info: m => info(m.replace(/^/gm, prefix)),
-    warning: m => core.warning(`${prefix}${m}`),
+    warning,
+    warnings,
     untrusted: t => printUntrusted(t, prefix),
     group: async (title, fn) => {
       info(`${prefix}── ${title}`)
@@ -95,5 +110,5 @@ export function machineLog(name: string, several: boolean): Log {
   }
 }
 
-/** The log of a run with one machine (or of work that is not any one machine's). */
+/** A log of no machine's report (tests, and defaults): its warnings stay in its own list. */
 export const plainLog: Log = machineLog('', false)

@@ -1,4 +1,3 @@
-import * as core from '@actions/core'
 import { existsSync, promises as fs } from 'fs'
 import * as path from 'path'
 import { ActionError } from '../errors'
@@ -98,7 +97,8 @@ async function registerQemu(system: string, runner: string): Promise<BinfmtEntry
   const interpreter = await qemuInterpreter(system, arch, runner)
   if (!existsSync(path.join(BINFMT_DIR, 'register'))) {
     const m = await asRoot('mount', ['-t', 'binfmt_misc', 'binfmt_misc', BINFMT_DIR])
-    if (!m.ok) core.warning(`mounting ${BINFMT_DIR} failed: ${m.err}`)
+    // What follows (a registration that works anyway, or fails with its own error) decides the run.
+    if (!m.ok) info(`mounting ${BINFMT_DIR} failed: ${m.err}`)
   }
   // Prefer the distribution's own mechanism, which knows its interpreter and flags.
   let registered =

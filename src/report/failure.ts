@@ -1,11 +1,11 @@
-import * as core from '@actions/core'
 import { ActionError } from '../errors'
 import { DeployReport } from './report'
 import { printUntrusted } from '../log/untrusted'
 
 /**
- * Reports a failure as an annotation and in the summary; for the whole run (no machine) also as the
- * step's failure. Anything but an ActionError is a bug, reported with its stack.
+ * Records a failure in a report (src/report/publish.ts turns it into the annotation, the summary
+ * and the step's failure). Anything but an ActionError is a bug, recorded with its stack. The
+ * failure's details (build or activation output: untrusted) are printed now, where they happened.
  */
 export function reportFailure(report: DeployReport, e: unknown, machine = ''): void {
   const err =
@@ -20,7 +20,4 @@ export function reportFailure(report: DeployReport, e: unknown, machine = ''): v
   report.error = { message: err.message, hint: err.hint, phase: err.phase, details: err.details }
   // Details hold build and activation output (untrusted): shown, never obeyed.
   if (err.details) printUntrusted(err.details, machine ? `[${machine}] ` : '')
-  const who = machine ? `${machine}: ` : ''
-  core.error(`${who}${err.message}\n${err.hint}`, { title: `nix-deploy-action: ${who}${err.phase} failed` })
-  if (!machine) core.setFailed(err.message)
 }

@@ -8,7 +8,7 @@ import { Endpoint } from './endpoint'
 import { shellCommand } from './quote'
 import { KnownHostLine, HostKeyVerdict, blobKeyType, fingerprint, hostKeyPolicy } from './known-hosts'
 import { expandProxyCommand, ProxyProcess } from './proxy'
-import { printUntrusted } from '../log/untrusted'
+import { info, printUntrusted } from '../log/untrusted'
 
 export interface ConnectOptions {
   knownHosts: KnownHostLine[]
@@ -266,7 +266,8 @@ function clientConfig(
     keepaliveCountMax: KEEPALIVE_COUNT_MAX,
     hostVerifier: (key: Buffer): boolean => {
       if (opts.insecureSkipHostKeyCheck) {
-        core.warning(
+        // The plan's warning (the report's annotation) says the check is off; this names the key.
+        info(
           `${ep.label}: host key ${blobKeyType(key)} ${fingerprint(key)} accepted without checking (insecure-skip-host-key-check)`
         )
         return true
