@@ -10,12 +10,11 @@ import { DeployMode, goalOf } from '../../src/deploy/goal'
 import { ActionError } from '../../src/errors'
 import { PathInfo } from '../../src/nix/closure'
 import { Log } from '../../src/log/untrusted'
-import { LockRequest, LockVerb } from '../../src/target/lock'
+import { LockRequest, LockVerb } from '../../src/target/lock/on-target'
 import { RemoteState } from '../../src/target/remote-state'
+import { AgentState } from '../../src/target/agent/outcome'
+import { AgentPoll, AgentRequest, AgentSession } from '../../src/target/agent/session'
 import {
-  AgentPoll,
-  AgentRequest,
-  AgentState,
   BootTrialAnswer,
   BootTrialRecord,
   BootTrialStep,
@@ -221,7 +220,7 @@ export class FakeTarget implements Target {
     this.keys.set(`${k.destDir}/${k.name}`, k)
   }
 
-  async startAgent(req: AgentRequest): Promise<'started' | 'lost-lock'> {
+  async startAgent(req: AgentRequest): Promise<AgentSession | 'lost-lock'> {
     this.calls.push(`startAgent ${req.action}`)
     if (req.lock && this.lockOwner !== req.lock.id) return 'lost-lock'
     const agent: Agent = { req, state: {}, log: '', abandoned: false }
@@ -232,10 +231,21 @@ export class FakeTarget implements Target {
       if (req.rollbackOf.generation !== undefined) this.rollback(agent)
       else if (req.before.current) this.current = req.before.current
       agent.state.outcome = 'rolled-back'
-      return 'started'
+      return this.sessionOf(req.dir)
     }
     this.runAgent(agent)
-    return 'started'
+    return this.sessionOf(req.dir)
+  }
+
+  /** The session of the agent in `dir`: its verbs are the fake's, recorded as they are called. */
+  private sessionOf(dir: string): AgentSession {
+    return {
+      dir,
+      follow: offset => this.followAgent(dir, offset),
+      decide: decision => this.decide(dir, decision),
+      abandon: () => this.abandonAgent(dir),
+      remove: () => this.removeAgentDir(dir)
+    }
   }
 
   /** The agent's first part: set the profile, activate; a failure rolls back at once. */

@@ -1,7 +1,8 @@
 import { ActionError, errorMessage } from '../errors'
 import { RemoteState } from '../target/remote-state'
 import { BootTrialRecord, Target } from '../target/target'
-import { CONFIRM_MARGIN_MS, RolledBackError, runHealthChecks } from './activate'
+import { CONFIRM_MARGIN_MS, RolledBackError } from './activate'
+import { runHealthChecks } from './health-checks'
 import { Goal } from './goal'
 
 export const REBOOT_WHENS = ['never', 'auto', 'always'] as const

@@ -51,19 +51,3 @@ export const ALL_SCRIPTS = {
   REBOOT_SCRIPT,
   BOOT_TRIAL_SCRIPT
 }
-
-/**
- * The agent's final outcomes (the words after `finish` in agent.sh): what the action reads from
- * DIR/outcome. A unit test checks this list against the script.
- */
-export const AGENT_OUTCOMES = [
-  'done',
-  'confirmed',
-  'unconfirmed-kept',
-  'rolled-back',
-  'rolled-back-unconfirmed',
-  'failed',
-  'profile-failed',
-  'rollback-failed'
-] as const
-export type AgentOutcome = (typeof AGENT_OUTCOMES)[number]

@@ -2,9 +2,9 @@ import { Readable } from 'stream'
 import { PathInfo } from '../nix/closure'
 import { ClosureEntry } from '../report/diff'
 import { Log } from '../log/untrusted'
-import { LockHolder, LockRequest, LockVerb } from './lock'
+import { LockHolder, LockRequest, LockVerb } from './lock/on-target'
 import { RemoteState } from './remote-state'
-import { AgentOutcome } from './scripts'
+import { AgentRequest, AgentSession } from './agent/session'
 
 /** What a deploy's last command does on the target (Target.wrapUp): each part only when given. */
 export interface WrapUpRequest {
@@ -48,18 +48,11 @@ export interface Target {
   queryMissing(paths: string[]): Promise<Set<string>>
   /** Writes one deployment key (see upload-key.sh for what is refused). */
   uploadKey(key: KeyFile): Promise<void>
-  /** Writes and starts the activation agent, detached; 'lost-lock' when this run no longer holds the lock. */
-  startAgent(req: AgentRequest): Promise<'started' | 'lost-lock'>
   /**
-   * One look at the agent: its log from `offset` (bounded) and its state. With `wait`, the target
-   * first waits up to that long for news (see follow.sh). Retries the link until `deadline`.
+   * Writes and starts the activation agent (src/target/scripts/agent.sh), detached; its session
+   * (follow, decide, abandon, remove), or 'lost-lock' when this run no longer holds the lock.
    */
-  followAgent(dir: string, offset: number, deadline: number, wait?: FollowWait): Promise<AgentPoll>
-  /** Writes the decision (once: the first of the action's and the agent's own timeout counts). */
-  decide(dir: string, decision: 'confirm' | 'abort'): Promise<string>
-  /** Tells the agent the action stops following; true when it had already finished. */
-  abandonAgent(dir: string): Promise<boolean>
-  removeAgentDir(dir: string): Promise<void>
+  startAgent(req: AgentRequest): Promise<AgentSession | 'lost-lock'>
   /** Runs one health check (shell, as written) with a time limit, retrying the link until `deadline`. */
   runHealthCheck(
     check: string,
@@ -193,51 +186,6 @@ export interface KeyFile {
   group: string
   permissions: string
   content: string
-}
-
-/** What the agent is told (agent.sh's named options). */
-export interface AgentRequest {
-  dir: string
-  toplevel: string
-  action: string
-  activationTimeoutSeconds: number
-  /** How long to wait for the action's decision (0: finish right after activating). */
-  waitSeconds: number
-  onTimeout: 'rollback' | 'keep'
-  before: RemoteState
-  lock?: LockRequest
-  /**
-   * Only put the target back as it was before: what an agent that died without an outcome had
-   * done (the generation it made, if any, and whether it was a new one).
-   */
-  rollbackOf?: { generation?: number; createdNew: boolean; dir: string }
-}
-
-/** Whether the agent runs: 'dead' (killed) or 'gone' (its directory too: a reboot) without an outcome is final. */
-export const AGENT_LIVENESS = ['alive', 'starting', 'dead', 'gone'] as const
-
-export interface AgentState {
-  status?: number
-  generation?: number
-  outcome?: AgentOutcome | string
-  agent?: (typeof AGENT_LIVENESS)[number]
-  /** Whether the generation it made was a new one (not one nix-env reused). */
-  createdNew?: boolean
-}
-
-/** How long a follow poll may wait on the target for news, and whether the exit status is news. */
-export interface FollowWait {
-  ms: number
-  knowsStatus: boolean
-}
-
-export interface AgentPoll {
-  /** Whether the target waited for news before answering (else the caller paces its polls). */
-  waited?: boolean
-  chunk: string
-  /** The log's size on the target (more to read when beyond offset + chunk). */
-  size: number
-  state: AgentState
 }
 
 /** One system generation: its number (system-N-link) and the system it holds. */
