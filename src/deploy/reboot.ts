@@ -165,7 +165,7 @@ async function checkBootedSystem(
 
 /**
  * A one-shot boot that came back on the previous system: fails saying whether the new one never
- * reached user space or the boot loader never ran its entry (boot-trial.sh's fell-back step).
+ * reached user space or the boot loader never ran its entry (boot-trial-steps.sh's fell-back step).
  */
 async function settleFallBack(
   target: Target,

@@ -417,7 +417,7 @@ export class SshTarget implements Target {
   }
 }
 
-/** What target/scripts/boot-trial.sh answers. */
+/** What target/scripts/boot-trial-steps.sh answers. */
 const BOOT_TRIAL_ANSWERS = new Set<string>([
   'reached',
   'confirmed',

@@ -77,7 +77,7 @@ export interface Target {
    */
   reboot(trial?: BootTrialRecord): Promise<RebootScheduled>
   /**
-   * The deploy's step in a boot trial (see target/scripts/boot-trial.sh): its check-in after the
+   * The deploy's step in a boot trial (see target/scripts/boot-trial-steps.sh): its check-in after the
    * boot ('reached'), its verdict ('confirmed', 'rejected'); 'expired' when the target's trial had
    * already given up, 'none' when no trial is pending there.
    */
@@ -125,7 +125,7 @@ export type BootTrialStep = 'check-in' | 'confirm' | 'reject' | 'fell-back'
 /**
  * 'not-default': confirmed, but the new system booted once could not be made the default.
  * 'fell-back' / 'not-run': the target booted the previous system instead of a one-shot entry,
- * which the boot loader ran (emptied its file) or not (see target/scripts/boot-trial.sh).
+ * which the boot loader ran (emptied its file) or not (see target/scripts/boot-trial-steps.sh).
  */
 export type BootTrialAnswer =
   | 'reached'
