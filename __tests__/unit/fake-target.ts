@@ -27,6 +27,7 @@ import {
   Survey,
   SurveyRequest,
   Target,
+  TargetStore,
   WrapUpRequest
 } from '../../src/target/target'
 
@@ -68,7 +69,8 @@ export class FakeTarget implements Target {
   current: string
   generations: string[] = []
   profileGen: number
-  store = new Set<string>()
+  /** The store paths it has. */
+  paths = new Set<string>()
   keys = new Map<string, KeyFile>()
   lockOwner: string | undefined
   /** Polls for which another run still holds the lock (then it is released). */
@@ -111,7 +113,7 @@ export class FakeTarget implements Target {
     this.current = running
     this.generations = [running]
     this.profileGen = 1
-    for (const p of closure) this.store.add(p)
+    for (const p of closure) this.paths.add(p)
   }
 
   get profile(): string {
@@ -169,7 +171,7 @@ export class FakeTarget implements Target {
       if (release) this.lockOwner = undefined
       return { kind: 'unchanged', state: s, lockReleased: release }
     }
-    const missing = req.closure.filter(p => !this.store.has(p.path))
+    const missing = req.closure.filter(p => !this.paths.has(p.path))
     return { kind: 'changed', state: s, copy: { toCopy: missing, targetCodecs: new Set(['zstd']) } }
   }
 
@@ -196,17 +198,27 @@ export class FakeTarget implements Target {
 
   readonly importsSignedOnly = false
 
+  get store(): TargetStore {
+    return {
+      importsSignedOnly: this.importsSignedOnly,
+      substitute: paths => this.substitute(paths),
+      importStream: (codec, stream, check) => this.importStream(codec, stream, check),
+      importSignedCache: () => this.importSignedCache(),
+      queryMissing: paths => this.queryMissing(paths)
+    }
+  }
+
   importSignedCache(): Promise<ImportResult> {
     return Promise.reject(new Error('FakeTarget takes NAR streams only'))
   }
 
   async importStream(_codec: string, _s: Readable, check: string[]): Promise<ImportResult> {
-    for (const p of check) this.store.add(p)
+    for (const p of check) this.paths.add(p)
     return { exitCode: 0, stderr: '', stillMissing: new Set() }
   }
 
   async queryMissing(paths: string[]): Promise<Set<string>> {
-    return new Set(paths.filter(p => !this.store.has(p)))
+    return new Set(paths.filter(p => !this.paths.has(p)))
   }
 
   async uploadKey(k: KeyFile): Promise<void> {
@@ -457,7 +469,7 @@ export function fakeCopy(copied: string[][]) {
     copy: async (target: Target, plan: CopyPlan) => {
       copied.push(plan.toCopy.map(p => p.path))
       if (plan.toCopy.length > 0)
-        await target.importStream(
+        await target.store.importStream(
           'zstd',
           Readable.from([]),
           plan.toCopy.map(p => p.path),

@@ -131,7 +131,7 @@ class DeployRun {
 
   async steps(): Promise<void> {
     const { target, job, timed } = this
-    if (target.importsSignedOnly)
+    if (target.store.importsSignedOnly)
       await timed('connect', async () => this.deps.checkGated?.(target.label, job))
     if (job.sudoUser !== undefined) await timed('connect', () => target.checkSudo(job.sudoUser!))
     const keys = job.goal.uploadsKeys ? job.keys : []

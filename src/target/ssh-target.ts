@@ -44,6 +44,7 @@ import {
   Survey,
   SurveyRequest,
   Target,
+  TargetStore,
   WrapUpRequest
 } from './target'
 
@@ -111,8 +112,15 @@ export class SshTarget implements Target {
     }
   }
 
-  get importsSignedOnly(): boolean {
-    return this.gated
+  /** Target.store: the store verbs below, each one script. */
+  get store(): TargetStore {
+    return {
+      importsSignedOnly: this.gated,
+      substitute: paths => this.substitute(paths),
+      importStream: (codec, stream, check, timeoutMs) => this.importStream(codec, stream, check, timeoutMs),
+      importSignedCache: (stream, check, timeoutMs) => this.importSignedCache(stream, check, timeoutMs),
+      queryMissing: paths => this.queryMissing(paths)
+    }
   }
 
   /** The command line of one verb, for this login. */
@@ -215,7 +223,7 @@ export class SshTarget implements Target {
     return r.stdout.trim()
   }
 
-  async substitute(paths: string[]): Promise<Set<string>> {
+  private async substitute(paths: string[]): Promise<Set<string>> {
     const r = await this.run('substitute', [], {
       stdin: paths.join('\n') + '\n',
       timeoutMs: SUBSTITUTE_TIMEOUT_MS,
@@ -226,7 +234,7 @@ export class SshTarget implements Target {
     return parseMissing(r.stdout, new Set(paths))
   }
 
-  async importStream(
+  private async importStream(
     codec: string,
     stream: Readable,
     check: string[],
@@ -241,7 +249,11 @@ export class SshTarget implements Target {
     return { exitCode: r.exitCode, stderr: r.stderr, stillMissing: parseMissing(r.stdout, new Set(check)) }
   }
 
-  async importSignedCache(stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult> {
+  private async importSignedCache(
+    stream: Readable,
+    check: string[],
+    timeoutMs: number
+  ): Promise<ImportResult> {
     const r = await this.run('import', [], {
       stdin: stream,
       timeoutMs,
@@ -250,7 +262,7 @@ export class SshTarget implements Target {
     return { exitCode: r.exitCode, stderr: r.stderr, stillMissing: parseMissing(r.stdout, new Set(check)) }
   }
 
-  async queryMissing(paths: string[]): Promise<Set<string>> {
+  private async queryMissing(paths: string[]): Promise<Set<string>> {
     const r = await this.run('query-missing', [], {
       stdin: paths.join('\n') + '\n',
       timeoutMs: STEP_TIMEOUT_MS,

@@ -33,19 +33,8 @@ export interface Target {
   listRunningClosure(): Promise<RunningClosure>
   /** One operation on the deploy lock; the script's answer (see lock.sh). */
   lock(verb: LockVerb, req: LockRequest): Promise<string>
-  /** Lets the target fetch `paths` from its own substituters; returns those still missing. */
-  substitute(paths: string[]): Promise<Set<string>>
-  /** Imports a NAR stream compressed with `codec`; returns which of `check` are still missing. */
-  importStream(codec: string, stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult>
-  /**
-   * True for a deploy user's gate (nixos/deploy-user.nix): it imports only store paths signed by a
-   * key it trusts, from a binary cache (importSignedCache), never a NAR stream.
-   */
-  readonly importsSignedOnly: boolean
-  /** Imports a tar of a signed binary cache; returns which of `check` are still missing. */
-  importSignedCache(stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult>
-  /** Which of `paths` the target's store lacks. */
-  queryMissing(paths: string[]): Promise<Set<string>>
+  /** Its Nix store, as a copy uses it (src/deploy/copy.ts). */
+  readonly store: TargetStore
   /** Writes one deployment key (see upload-key.sh for what is refused). */
   uploadKey(key: KeyFile): Promise<void>
   /**
@@ -90,6 +79,23 @@ export interface Target {
    */
   reconnectToConfirm(): Promise<void>
   close(): void
+}
+
+/** The target's Nix store: what it lacks, and the ways paths get into it. */
+export interface TargetStore {
+  /** Lets the target fetch `paths` from its own substituters; returns those still missing. */
+  substitute(paths: string[]): Promise<Set<string>>
+  /** Imports a NAR stream compressed with `codec`; returns which of `check` are still missing. */
+  importStream(codec: string, stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult>
+  /**
+   * True for a deploy user's gate (nixos/deploy-user.nix): it imports only store paths signed by a
+   * key it trusts, from a binary cache (importSignedCache), never a NAR stream.
+   */
+  readonly importsSignedOnly: boolean
+  /** Imports a tar of a signed binary cache; returns which of `check` are still missing. */
+  importSignedCache(stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult>
+  /** Which of `paths` the target's store lacks. */
+  queryMissing(paths: string[]): Promise<Set<string>>
 }
 
 /**
