@@ -75,7 +75,7 @@ booted=$(readlink -f "$booted_link" 2>/dev/null || true)
 if [ -n "$once" ] && [ "$booted" = "$prev" ]; then
   # The new system was a one-shot entry (the previous one stayed the default) and this boot is the
   # previous system's: the new one never got here. Settled as the deploy's `fell-back` step does
-  # (target/scripts/boot-trial.sh in the action), one at a time with it.
+  # (target/scripts/boot-trial-steps.sh in the action), one at a time with it.
   exec 8>>"$dir/lock.flock" && flock -w 30 8
   if [ -f "$trial" ]; then
     if [ -s "$once" ]; then

@@ -1,7 +1,7 @@
 import { execFile } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
-import { LOCK_DIR, LOCK_SCRIPT, parseLockAnswer } from '../../src/target/lock'
+import { LOCK_DIR, LOCK_SCRIPT, parseLockAnswer } from '../../src/target/lock/on-target'
 import { shellCommand } from '../../src/ssh/quote'
 import {
   assertNothingLeftOnPi,

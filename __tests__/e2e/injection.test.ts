@@ -1,5 +1,5 @@
 import * as fs from 'fs'
-import { LOCK_DIR } from '../../src/target/lock'
+import { LOCK_DIR } from '../../src/target/lock/on-target'
 import { shellCommand } from '../../src/ssh/quote'
 import {
   ActionRun,

@@ -189,8 +189,8 @@ describe('the boot trial on the target (nixos/boot-trial.sh)', () => {
   })
 })
 
-/** The deploy's half (target/scripts/boot-trial.sh), run on the test's state directory. */
-const DEPLOY_STEPS = path.join(__dirname, '..', '..', 'src', 'target', 'scripts', 'boot-trial.sh')
+/** The deploy's half (target/scripts/boot-trial-steps.sh), run on the test's state directory. */
+const DEPLOY_STEPS = path.join(__dirname, '..', '..', 'src', 'target', 'scripts', 'boot-trial-steps.sh')
 const deployStep = (w: World, step: string): string => {
   const script = fs
     .readFileSync(DEPLOY_STEPS, 'utf8')

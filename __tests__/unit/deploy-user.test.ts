@@ -276,7 +276,7 @@ describe('nda-root (root.sh): every value checked again', () => {
         'secret'
       ],
       ['a plain reboot', 'reboot', [], ['lock.sh', 'reboot.sh']],
-      ['a boot trial step', 'boot-trial', ['check-in'], ['boot-trial.sh']],
+      ['a boot trial step', 'boot-trial', ['check-in'], ['boot-trial-steps.sh']],
       ['the running closure', 'running-closure', [], ['running-closure.sh']],
       ['the state', 'probe', [], ['probe.sh', 'probe-command.sh']],
       ['the generations', 'list-generations', [], ['list-generations.sh']],

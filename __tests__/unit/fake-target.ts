@@ -10,12 +10,11 @@ import { DeployMode, goalOf } from '../../src/deploy/goal'
 import { ActionError } from '../../src/errors'
 import { PathInfo } from '../../src/nix/closure'
 import { Log } from '../../src/log/untrusted'
-import { LockRequest, LockVerb } from '../../src/target/lock'
+import { LockRequest, LockVerb } from '../../src/target/lock/on-target'
 import { RemoteState } from '../../src/target/remote-state'
+import { AgentState } from '../../src/target/agent/outcome'
+import { AgentPoll, AgentRequest, AgentSession } from '../../src/target/agent/session'
 import {
-  AgentPoll,
-  AgentRequest,
-  AgentState,
   BootTrialAnswer,
   BootTrialRecord,
   BootTrialStep,
@@ -28,6 +27,7 @@ import {
   Survey,
   SurveyRequest,
   Target,
+  TargetStore,
   WrapUpRequest
 } from '../../src/target/target'
 
@@ -71,7 +71,8 @@ export class FakeTarget implements Target {
   current: string
   generations: string[] = []
   profileGen: number
-  store = new Set<string>()
+  /** The store paths it has. */
+  paths = new Set<string>()
   keys = new Map<string, KeyFile>()
   lockOwner: string | undefined
   /** Polls for which another run still holds the lock (then it is released). */
@@ -114,7 +115,7 @@ export class FakeTarget implements Target {
     this.current = running
     this.generations = [running]
     this.profileGen = 1
-    for (const p of closure) this.store.add(p)
+    for (const p of closure) this.paths.add(p)
   }
 
   get profile(): string {
@@ -172,7 +173,7 @@ export class FakeTarget implements Target {
       if (release) this.lockOwner = undefined
       return { kind: 'unchanged', state: s, lockReleased: release }
     }
-    const missing = req.closure.filter(p => !this.store.has(p.path))
+    const missing = req.closure.filter(p => !this.paths.has(p.path))
     return { kind: 'changed', state: s, copy: { toCopy: missing, targetCodecs: new Set(['zstd']) } }
   }
 
@@ -199,17 +200,27 @@ export class FakeTarget implements Target {
 
   readonly importsSignedOnly = false
 
+  get store(): TargetStore {
+    return {
+      importsSignedOnly: this.importsSignedOnly,
+      substitute: paths => this.substitute(paths),
+      importStream: (codec, stream, check) => this.importStream(codec, stream, check),
+      importSignedCache: () => this.importSignedCache(),
+      queryMissing: paths => this.queryMissing(paths)
+    }
+  }
+
   importSignedCache(): Promise<ImportResult> {
     return Promise.reject(new Error('FakeTarget takes NAR streams only'))
   }
 
   async importStream(_codec: string, _s: Readable, check: string[]): Promise<ImportResult> {
-    for (const p of check) this.store.add(p)
+    for (const p of check) this.paths.add(p)
     return { exitCode: 0, stderr: '', stillMissing: new Set() }
   }
 
   async queryMissing(paths: string[]): Promise<Set<string>> {
-    return new Set(paths.filter(p => !this.store.has(p)))
+    return new Set(paths.filter(p => !this.paths.has(p)))
   }
 
   async uploadKey(k: KeyFile): Promise<void> {
@@ -223,7 +234,7 @@ export class FakeTarget implements Target {
     this.keys.set(`${k.destDir}/${k.name}`, k)
   }
 
-  async startAgent(req: AgentRequest): Promise<'started' | 'lost-lock'> {
+  async startAgent(req: AgentRequest): Promise<AgentSession | 'lost-lock'> {
     this.calls.push(`startAgent ${req.action}`)
     if (req.lock && this.lockOwner !== req.lock.id) return 'lost-lock'
     const agent: Agent = { req, state: {}, log: '', abandoned: false }
@@ -234,10 +245,21 @@ export class FakeTarget implements Target {
       if (req.rollbackOf.generation !== undefined) this.rollback(agent)
       else if (req.before.current) this.current = req.before.current
       agent.state.outcome = 'rolled-back'
-      return 'started'
+      return this.sessionOf(req.dir)
     }
     this.runAgent(agent)
-    return 'started'
+    return this.sessionOf(req.dir)
+  }
+
+  /** The session of the agent in `dir`: its verbs are the fake's, recorded as they are called. */
+  private sessionOf(dir: string): AgentSession {
+    return {
+      dir,
+      follow: offset => this.followAgent(dir, offset),
+      decide: decision => this.decide(dir, decision),
+      abandon: () => this.abandonAgent(dir),
+      remove: () => this.removeAgentDir(dir)
+    }
   }
 
   /** The agent's first part: set the profile, activate; a failure rolls back at once. */
@@ -449,7 +471,7 @@ export function fakeCopy(copied: string[][]) {
     copy: async (target: Target, plan: CopyPlan) => {
       copied.push(plan.toCopy.map(p => p.path))
       if (plan.toCopy.length > 0)
-        await target.importStream(
+        await target.store.importStream(
           'zstd',
           Readable.from([]),
           plan.toCopy.map(p => p.path),

@@ -1,6 +1,6 @@
 import { execFileSync } from 'child_process'
-import { ownerDescription } from '../../src/deploy/lock'
-import { LOCK_SCRIPT, parseLockAnswer } from '../../src/target/lock'
+import { ownerDescription } from '../../src/target/lock/runner'
+import { LOCK_SCRIPT, parseLockAnswer } from '../../src/target/lock/on-target'
 import { SCRIPT_FILES } from '../../src/target/scripts.generated'
 import * as fs from 'fs'
 import * as os from 'os'

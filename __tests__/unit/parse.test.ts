@@ -1,4 +1,4 @@
-import { parseAgentState } from '../../src/target/parse'
+import { parseAgentState } from '../../src/target/agent/outcome'
 
 describe('agent state', () => {
   it("parses the follow script's key=value lines", () => {

@@ -1,9 +1,9 @@
 import { execFileSync, spawn, spawnSync } from 'child_process'
-import { agentCommandOptions } from '../../src/target/parse'
+import { AGENT_OUTCOMES } from '../../src/target/agent/outcome'
+import { agentCommandOptions } from '../../src/target/agent/session'
 import { RemoteState } from '../../src/target/remote-state'
 import {
   ALL_SCRIPTS,
-  AGENT_OUTCOMES,
   DECIDE_SCRIPT,
   FOLLOW_SCRIPT,
   LOCK_SCRIPT,

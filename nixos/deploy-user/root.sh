@@ -233,7 +233,7 @@ case $verb in
   boot-trial)
     [ $# = 1 ] || refuse "boot-trial takes 1 argument"
     case $1 in check-in | confirm | reject | fell-back) ;; *) refuse "boot-trial $1" ;; esac
-    run boot-trial.sh "$1" </dev/null
+    run boot-trial-steps.sh "$1" </dev/null
     ;;
   upload-key)
     # Only into the directories the module names (deployUser.keyDirs), as upload-key.sh checks them.

@@ -1,20 +1,18 @@
 import { randomBytes } from 'crypto'
-import { ActionError, errorMessage } from '../errors'
-import { LockRequest } from '../target/lock'
+import { ActionError } from '../errors'
+import { AgentDied, Follower } from '../target/agent/follower'
+import { AgentState } from '../target/agent/outcome'
+import { AgentRequest, AgentSession } from '../target/agent/session'
+import { LockRequest } from '../target/lock/on-target'
+import { lostLockError } from '../target/lock/runner'
 import { RemoteState } from '../target/remote-state'
-import { AgentRequest, AgentState, Target } from '../target/target'
+import { Target } from '../target/target'
 import { Goal } from './goal'
-import { lostLockError } from './lock'
+import { runHealthChecks } from './health-checks'
 
-/** Between polls of a target that does not wait for news itself. */
-const POLL_MS = 1_000
-/** How long one poll of the agent may wait on the target for news (see follow.sh). */
-const FOLLOW_WAIT_MS = 2_000
 /** No confirmation within this long of the run's deadline: the decision command alone may take 10 s. */
 export const CONFIRM_MARGIN_MS = 10_000
 export const RUN_DIR_BASE = '/run/nix-deploy-action'
-/** The activation log kept in memory (for the summary and dry-activate's units): its tail. */
-const MAX_KEPT_LOG = 1 << 20
 
 /** The deploy failed but the target is back on what it ran before. */
 export class RolledBackError extends ActionError {
@@ -57,66 +55,12 @@ export interface ActivationOutcome {
  * may, the deploy lock is the agent's to keep (it renews it) and the action must not release it.
  */
 export interface AgentTracker {
-  dir?: string
+  /** The agent now in charge (another one once a dead agent's rollback started). */
+  session?: AgentSession
   started: boolean
   finished: boolean
   /** The caller removes the finished agent's directory itself, in its last command (Target.wrapUp). */
   leaveDir?: boolean
-}
-
-/** One activation being followed: the agent's directory, its log so far, its last state. */
-/** The agent ended without an outcome: killed ('dead'), or its directory gone too (a reboot). */
-class AgentDied extends Error {
-  constructor(readonly how: 'dead' | 'gone') {
-    super(`the activation agent ${how === 'dead' ? 'was killed' : 'is gone'}`)
-  }
-}
-
-class Follower {
-  log = ''
-  offset = 0
-  state: AgentState = {}
-  /** What the agent recorded while it could: kept when its directory is gone. */
-  generation: number | undefined
-  createdNew: boolean | undefined
-
-  constructor(
-    private readonly target: Target,
-    readonly dir: string,
-    private readonly agent: AgentTracker
-  ) {}
-
-  /** Polls the agent until `until` holds (with nothing left to read) or `deadline` passes. */
-  async until(done: (s: AgentState) => boolean, deadline: number): Promise<AgentState> {
-    for (;;) {
-      // The target waits for news (a log line, the status, the outcome) up to FOLLOW_WAIT_MS.
-      const wait = {
-        ms: Math.min(FOLLOW_WAIT_MS, deadline - Date.now()),
-        knowsStatus: this.state.status !== undefined
-      }
-      const poll = await this.target.followAgent(this.dir, this.offset, deadline, wait)
-      if (poll.chunk) {
-        this.target.log.untrusted(poll.chunk)
-        this.log = (this.log + poll.chunk).slice(-MAX_KEPT_LOG)
-      }
-      this.offset = Math.max(this.offset, Math.min(poll.size, this.offset + Buffer.byteLength(poll.chunk)))
-      this.state = poll.state
-      this.generation = poll.state.generation ?? this.generation
-      this.createdNew = poll.state.createdNew ?? this.createdNew
-      if (poll.state.outcome !== undefined) this.agent.finished = true
-      const backlog = this.offset < poll.size
-      // follow.sh looks at the process before the outcome: no outcome from a dead agent is final.
-      if (
-        poll.state.outcome === undefined &&
-        (poll.state.agent === 'dead' || poll.state.agent === 'gone') &&
-        !backlog
-      )
-        throw new AgentDied(poll.state.agent)
-      if (done(poll.state) && !backlog) return poll.state
-      if (Date.now() >= deadline) return poll.state
-      if (!backlog && !poll.waited) await new Promise(res => setTimeout(res, POLL_MS))
-    }
-  }
 }
 
 /** A fresh directory for one activation agent under RUN_DIR_BASE. */
@@ -168,46 +112,23 @@ export async function activate(
   lock: LockRequest | undefined,
   agent: AgentTracker = { started: false, finished: false }
 ): Promise<ActivationOutcome> {
-  const dir = newAgentDir()
-  agent.dir = dir
+  const run: ActivationRun = { target, goal, settings, toplevel, before, lock, agent }
   const waitSeconds = agentWaitSeconds(settings)
-  const started = await target.startAgent({
-    dir,
-    toplevel,
-    action: goal.mode,
-    activationTimeoutSeconds: settings.activationTimeoutSeconds,
+  const follower = await startAgent(run, {
     waitSeconds,
-    onTimeout: settings.magicRollback ? 'rollback' : 'keep',
-    before,
-    lock
+    onTimeout: settings.magicRollback ? 'rollback' : 'keep'
   })
-  if (started === 'lost-lock') throw lostLockError(target.label)
-  agent.started = true
-  const follower = new Follower(target, dir, agent)
-  let healthReport: string | undefined
-  let confirmedOverNewConnection = false
+  const { session } = follower
   // A finished agent waits for its directory to go before it leaves the lock to the action: removed
   // here whatever the outcome, unless it succeeded and the caller removes it (agent.leaveDir).
   let leftToCaller = false
   try {
+    let decided: Decided
     try {
-      await followActivation(target, goal, settings, follower, waitSeconds)
-      const state = follower.state
-      if (state.status === 0 && waitSeconds > 0 && state.outcome === undefined) {
-        const decided = await decideAndFollow(target, settings, follower, waitSeconds, toplevel)
-        healthReport = decided.healthReport
-        confirmedOverNewConnection = decided.confirmed
-        if (decided.abort && follower.state.outcome === 'rolled-back')
-          throw new RolledBackError(
-            `${decided.abort.reason}; rolled back to ${before.current}`,
-            decided.abort.hint,
-            before.current,
-            [healthReport, follower.log.slice(-4000)].filter(Boolean).join('\n\n')
-          )
-      }
+      decided = await followAndDecide(run, follower, waitSeconds)
     } catch (e) {
       if (!(e instanceof AgentDied)) throw e
-      return await afterDeadAgent({ target, goal, settings, toplevel, before, lock, agent }, follower, e)
+      return await afterDeadAgent(run, follower, e)
     }
     const outcome = finish(
       follower.state,
@@ -216,18 +137,66 @@ export async function activate(
       toplevel,
       target.label,
       follower.log,
-      healthReport,
+      decided.healthReport,
       {
-        confirmedOverNewConnection,
+        confirmedOverNewConnection: decided.confirmed,
         createdNew: follower.createdNew
       }
     )
     leftToCaller = agent.leaveDir === true
     return outcome
   } finally {
-    // (afterDeadAgent removes the directories of the agents it dealt with: agent.dir is another's then.)
-    if (agent.finished && !leftToCaller && agent.dir === dir) await target.removeAgentDir(dir)
+    // (afterDeadAgent removes the directories of the agents it dealt with: agent.session is another's then.)
+    if (agent.finished && !leftToCaller && agent.session === session) await session.remove()
   }
+}
+
+/**
+ * Starts an agent in a fresh directory for `run` and a Follower of it; the agent is then the
+ * tracker's (agent.session). Fails when this run no longer holds the lock.
+ */
+async function startAgent(
+  { target, goal, settings, toplevel, before, lock, agent }: ActivationRun,
+  req: Pick<AgentRequest, 'waitSeconds' | 'onTimeout' | 'rollbackOf'>
+): Promise<Follower> {
+  Object.assign(agent, { session: undefined, finished: false })
+  const session = await target.startAgent({
+    dir: newAgentDir(),
+    toplevel,
+    action: goal.mode,
+    activationTimeoutSeconds: settings.activationTimeoutSeconds,
+    before,
+    lock,
+    ...req
+  })
+  if (session === 'lost-lock') throw lostLockError(target.label)
+  Object.assign(agent, { session, started: true })
+  return new Follower(session, target.log, agent)
+}
+
+/**
+ * Follows the activation to its exit status, then, when the agent waits for a decision, decides
+ * (checks, confirmation) and follows the agent to its outcome. Throws when the action aborted and
+ * the agent rolled back.
+ */
+async function followAndDecide(
+  run: ActivationRun,
+  follower: Follower,
+  waitSeconds: number
+): Promise<Decided> {
+  const { target, goal, settings, toplevel, before } = run
+  await followActivation(target, goal, settings, follower, waitSeconds)
+  const state = follower.state
+  if (!(state.status === 0 && waitSeconds > 0 && state.outcome === undefined)) return { confirmed: false }
+  const decided = await decideAndFollow(target, settings, follower, waitSeconds, toplevel)
+  if (decided.abort && follower.state.outcome === 'rolled-back')
+    throw new RolledBackError(
+      `${decided.abort.reason}; rolled back to ${before.current}`,
+      decided.abort.hint,
+      before.current,
+      [decided.healthReport, follower.log.slice(-4000)].filter(Boolean).join('\n\n')
+    )
+  return decided
 }
 
 /** What one activation works with (activate's arguments), handed on as one. */
@@ -270,7 +239,7 @@ async function afterDeadAgent(
     { generation: dead.generation, createdNew: dead.createdNew ?? false, dir: dead.dir },
     `Rollback on ${target.label}`
   )
-  if (agent.finished) await target.removeAgentDir(dead.dir)
+  if (agent.finished) await dead.session.remove()
   const state = follower.state
   const details = [dead.log.slice(-3000), follower.log.slice(-3000)].filter(Boolean).join('\n\n')
   if (state.outcome === 'rolled-back')
@@ -294,30 +263,16 @@ async function afterDeadAgent(
  * outcome.
  */
 async function putBack(
-  { target, goal, settings, toplevel, before, lock, agent }: ActivationRun,
+  run: ActivationRun,
   undone: NonNullable<AgentRequest['rollbackOf']>,
   title: string
 ): Promise<Follower> {
-  const dir = newAgentDir()
-  Object.assign(agent, { dir, finished: false })
-  const started = await target.startAgent({
-    dir,
-    toplevel,
-    action: goal.mode,
-    activationTimeoutSeconds: settings.activationTimeoutSeconds,
-    waitSeconds: 0,
-    onTimeout: 'rollback',
-    before,
-    lock,
-    rollbackOf: undone
-  })
-  if (started === 'lost-lock') throw lostLockError(target.label)
-  agent.started = true
-  const follower = new Follower(target, dir, agent)
+  const { target, settings, agent } = run
+  const follower = await startAgent(run, { waitSeconds: 0, onTimeout: 'rollback', rollbackOf: undone })
   await target.log.group(title, () =>
     follower.until(s => s.outcome !== undefined, Date.now() + rollbackAllowanceMs(settings))
   )
-  if (agent.finished) await target.removeAgentDir(dir)
+  if (agent.finished) await follower.session.remove()
   return follower
 }
 
@@ -398,7 +353,7 @@ async function decideAndFollow(
     }
     target.log.warning(`${abort.reason}: not confirming it; the target rolls back now`)
   }
-  const confirmed = await sendDecision(target, follower.dir, abort ? 'abort' : 'confirm', agentDeadline)
+  const confirmed = await sendDecision(target, follower.session, abort ? 'abort' : 'confirm', agentDeadline)
   await target.log.group(`Result of the deploy on ${target.label}`, () =>
     follower.until(
       s => s.outcome !== undefined,
@@ -414,7 +369,7 @@ async function decideAndFollow(
  */
 async function sendDecision(
   target: Target,
-  dir: string,
+  session: AgentSession,
   decision: 'confirm' | 'abort',
   agentDeadline: number
 ): Promise<boolean> {
@@ -424,7 +379,7 @@ async function sendDecision(
         target.log.info(`Confirming over a new connection to ${target.label}`)
         await target.reconnectToConfirm()
       }
-      const answer = await target.decide(dir, decision)
+      const answer = await session.decide(decision)
       return decision === 'confirm' && answer === 'won'
     } catch (e) {
       if (!(e instanceof ActionError)) throw e
@@ -521,46 +476,4 @@ function failureOf(
         details
       )
   }
-}
-
-/** Runs every check on the target until all pass at once or health-timeout passes. */
-export async function runHealthChecks(
-  target: Target,
-  checks: string[],
-  timeoutSeconds: number
-): Promise<{ ok: boolean; report: string }> {
-  const deadline = Date.now() + timeoutSeconds * 1000
-  for (let attempt = 1; ; attempt++) {
-    const failure = await firstFailingCheck(target, checks, deadline, attempt)
-    if (!failure) {
-      target.log.info(`Health checks passed (attempt ${attempt})`)
-      return { ok: true, report: `health checks passed on attempt ${attempt}: ${checks.join('; ')}` }
-    }
-    if (Date.now() + 2000 >= deadline) {
-      target.log.warning(failure)
-      return { ok: false, report: failure }
-    }
-    target.log.info(`${failure.split('\n')[0]}; retrying`)
-    await new Promise(res => setTimeout(res, 2000))
-  }
-}
-
-/** Runs the checks in order; what the first failing one said, or undefined when all passed. */
-async function firstFailingCheck(
-  target: Target,
-  checks: string[],
-  deadline: number,
-  attempt: number
-): Promise<string | undefined> {
-  for (const check of checks) {
-    const remaining = Math.max(1000, deadline - Date.now())
-    try {
-      const r = await target.runHealthCheck(check, deadline, Math.min(remaining, 30_000))
-      if (r.exitCode !== 0)
-        return `health check failed (attempt ${attempt}, exit ${r.exitCode}): ${check}\n${r.output.trim().slice(-2000)}`
-    } catch (e) {
-      return `health check could not run (attempt ${attempt}): ${check}\n${errorMessage(e)}`
-    }
-  }
-  return undefined
 }

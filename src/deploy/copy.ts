@@ -41,7 +41,7 @@ export async function substituteOnTarget(
   const log = target.log
   if (plan.toCopy.length === 0) return { plan, substituted: [] }
   try {
-    const missing = await target.substitute(plan.toCopy.map(p => p.path))
+    const missing = await target.store.substitute(plan.toCopy.map(p => p.path))
     const substituted = plan.toCopy.filter(p => !missing.has(p.path))
     if (substituted.length > 0)
       log.info(
@@ -110,7 +110,7 @@ export async function copyClosure(
   const { toCopy } = plan
   const narBytes = totalNarSize(toCopy)
   if (toCopy.length === 0) return { copiedPaths: [], narBytes: 0, wireBytes: 0, codec: 'none' }
-  if (target.importsSignedOnly) return copySigned(target, nix, toCopy, closurePathCount, signingKey)
+  if (target.store.importsSignedOnly) return copySigned(target, nix, toCopy, closurePathCount, signingKey)
   const chosen = chooseCodec(compression, tool => onPath(tool), plan.targetCodecs)
   if (chosen.note) log.info(chosen.note)
   const codec = chosen.codec
@@ -122,7 +122,7 @@ export async function copyClosure(
   const progress = reportProgress(log, narBytes, pipeline.narSent, wire.bytes)
   const checkInline = toCopy.length <= MAX_PATHS_ON_COMMAND_LINE
   const imported = await importing(progress, pipeline.kill, () =>
-    target.importStream(
+    target.store.importStream(
       codec.name,
       wire.stream,
       checkInline ? toCopy.map(p => p.path) : [],
@@ -132,7 +132,7 @@ export async function copyClosure(
   await checkPipeline(target, pipeline, imported, codec)
   assertNoneMissing(
     target.label,
-    checkInline ? imported.stillMissing : await target.queryMissing(toCopy.map(p => p.path))
+    checkInline ? imported.stillMissing : await target.store.queryMissing(toCopy.map(p => p.path))
   )
   return { copiedPaths: toCopy.map(p => p.path), narBytes, wireBytes: wire.bytes(), codec: codec.name }
 }
@@ -292,7 +292,7 @@ async function copySigned(
       progress,
       () => tar.kill(),
       () =>
-        target.importSignedCache(
+        target.store.importSignedCache(
           wire.stream,
           toCopy.map(p => p.path),
           importTimeoutMs(narBytes)
@@ -319,7 +319,7 @@ async function copySigned(
       target.label,
       imported.stillMissing.size > 0
         ? imported.stillMissing
-        : await target.queryMissing(toCopy.map(p => p.path))
+        : await target.store.queryMissing(toCopy.map(p => p.path))
     )
     return { copiedPaths: toCopy.map(p => p.path), narBytes, wireBytes: wire.bytes(), codec: 'zstd' }
   } finally {

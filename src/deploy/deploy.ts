@@ -11,7 +11,7 @@ import { CompressionSetting } from './compression'
 import { CopyResult, gcRootPath, substituteOnTarget } from './copy'
 import { changedBy, Goal, goalOf, verifyProblems } from './goal'
 import { LoadedKey, uploadKeys } from './keys'
-import { DeployLock, heldError, LOCK_POLL_MS, lockRequest } from './lock'
+import { DeployLock, heldError, LOCK_POLL_MS, lockRequest } from '../target/lock/runner'
 import { checkBootSpace, checkSpace, checkTarget } from './preflight'
 import {
   BootTrial,
@@ -131,7 +131,7 @@ class DeployRun {
 
   async steps(): Promise<void> {
     const { target, job, timed } = this
-    if (target.importsSignedOnly)
+    if (target.store.importsSignedOnly)
       await timed('connect', async () => this.deps.checkGated?.(target.label, job))
     if (job.sudoUser !== undefined) await timed('connect', () => target.checkSudo(job.sudoUser!))
     const keys = job.goal.uploadsKeys ? job.keys : []
@@ -477,7 +477,7 @@ class DeployRun {
     const releasing = prunes || this.held?.lost ? undefined : this.held
     releasing?.stopRenewing()
     const wrapped = await target.wrapUp({
-      agentDir: agent.leaveDir && agent.finished ? agent.dir : undefined,
+      agentDir: agent.leaveDir && agent.finished ? agent.session?.dir : undefined,
       gcRoot: this.gcRootPlaced ? this.gcRoot : undefined,
       lock: releasing?.request
     })
@@ -514,8 +514,8 @@ class DeployRun {
     await this.releaseGcRoot()
     if (this.held) {
       // An agent that may still roll back keeps the lock (it renews it) until its final state.
-      const { started, finished, dir } = this.agent
-      if (!started || finished || (dir !== undefined && (await this.target.abandonAgent(dir))))
+      const { started, finished, session } = this.agent
+      if (!started || finished || (session !== undefined && (await session.abandon())))
         await this.held.release()
       else this.held.stopRenewing()
     }

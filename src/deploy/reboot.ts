@@ -1,7 +1,8 @@
 import { ActionError, errorMessage } from '../errors'
 import { RemoteState } from '../target/remote-state'
 import { BootTrialRecord, Target } from '../target/target'
-import { CONFIRM_MARGIN_MS, RolledBackError, runHealthChecks } from './activate'
+import { CONFIRM_MARGIN_MS, RolledBackError } from './activate'
+import { runHealthChecks } from './health-checks'
 import { Goal } from './goal'
 
 export const REBOOT_WHENS = ['never', 'auto', 'always'] as const
@@ -86,18 +87,9 @@ export async function rebootInto(
   afterBoot: () => Promise<void> = async () => undefined,
   trial?: BootTrial
 ): Promise<RebootResult & { once?: boolean }> {
-  const scheduled = await target.reboot(
-    trial && { system: toplevel, ...trial, lockWindowSeconds: lockWindowSeconds(trial) }
-  )
-  // From the reboot's scheduling (it happens 2 s later): the command itself may take a while on a
-  // Pi (a one-shot entry rewrites the boot menu first), and is no part of the boot.
-  const start = Date.now()
-  if (trial?.once !== undefined && scheduled.once?.ok !== true) {
-    target.log.warning(
-      `${target.label}: the new system could not be made a one-shot boot entry${scheduled.once ? ` (${scheduled.once.why})` : ''}: it is the default, and a kernel that panics would need hands on the target`
-    )
-    trial = { ...trial, once: undefined }
-  }
+  const scheduled = await scheduleReboot(target, toplevel, trial)
+  const start = scheduled.at
+  trial = scheduled.trial
   const rebootMs = settings.timeoutSeconds * 1000
   const waitMs = trial ? trialWindowMs(trial) + rebootMs + TRIAL_START_ALLOWANCE_MS : rebootMs
   target.log.info(
@@ -114,23 +106,47 @@ export async function rebootInto(
   )
   const ms = Date.now() - start
   target.log.info(`${target.label} is back after ${(ms / 1000).toFixed(1)} s`)
-  if (trial?.once !== undefined && runs(state, trial.previous)) {
-    const fell = await target.settleBootTrial('fell-back')
-    if (fell === 'fell-back' || fell === 'not-run') {
-      await afterBootBack(target, afterBoot)
-      throw fell === 'fell-back'
-        ? new RolledBackError(
-            `the new system did not reach user space on ${target.label} (a kernel panic, an initrd that could not mount its root, or a hang the watchdog ended): its boot loader ran it once, then booted the previous system ${trial.previous}, still the default`,
-            "The target runs its previous system again. Its console shows why the new kernel or initrd stopped; check the new system's kernel, initrd and file systems (boot.initrd.availableKernelModules, fileSystems).",
-            trial.previous
-          )
-        : new ActionError(
-            `${target.label} booted its previous system ${trial.previous}, not the new one: its boot loader did not run the one-shot entry (its one-shot file ${trial.once} is as the deploy wrote it)`,
-            "Nothing changed on the target: it runs the previous system, still the default. Install the boot loader's one-shot hook (nixos/boot-once.sh install, see docs/safety.md, 'A broken boot'), or remove services.nix-deploy-action.bootTrial.bootOnce.",
-            'verify'
-          )
-    }
+  await checkBootedSystem(target, state, toplevel, afterBoot, trial)
+  if (!trial) return afterUntrialedBoot(target, settings, afterBoot, ms)
+  return {
+    ms,
+    once: trial.once !== undefined,
+    ...(await settleTrial(target, state.bootId, trial, settings, afterBoot))
   }
+}
+
+/**
+ * Schedules the reboot, with the trial's record when on trial; when the reboot was scheduled, and
+ * the trial as it stands (without its one-shot entry when that could not be made).
+ */
+async function scheduleReboot(
+  target: Target,
+  toplevel: string,
+  trial: BootTrial | undefined
+): Promise<{ at: number; trial?: BootTrial }> {
+  const scheduled = await target.reboot(
+    trial && { system: toplevel, ...trial, lockWindowSeconds: lockWindowSeconds(trial) }
+  )
+  // From the reboot's scheduling (it happens 2 s later): the command itself may take a while on a
+  // Pi (a one-shot entry rewrites the boot menu first), and is no part of the boot.
+  const at = Date.now()
+  if (trial?.once === undefined || scheduled.once?.ok === true) return { at, trial }
+  target.log.warning(
+    `${target.label}: the new system could not be made a one-shot boot entry${scheduled.once ? ` (${scheduled.once.why})` : ''}: it is the default, and a kernel that panics would need hands on the target`
+  )
+  return { at, trial: { ...trial, once: undefined } }
+}
+
+/** Fails unless the target came back on the new system, saying which it runs and why. */
+async function checkBootedSystem(
+  target: Target,
+  state: RemoteState,
+  toplevel: string,
+  afterBoot: () => Promise<void>,
+  trial: BootTrial | undefined
+): Promise<void> {
+  if (trial?.once !== undefined && runs(state, trial.previous))
+    await settleFallBack(target, afterBoot, { ...trial, once: trial.once })
   if (trial && runs(state, trial.previous)) {
     await afterBootBack(target, afterBoot)
     throw new RolledBackError(
@@ -145,12 +161,31 @@ export async function rebootInto(
       "The new system is the profile's default boot entry, but the target did not boot it: check the boot loader (its entries in /boot, and that the firmware boots them). Nothing was rolled back.",
       'verify'
     )
-  if (!trial) return afterUntrialedBoot(target, settings, afterBoot, ms)
-  return {
-    ms,
-    once: trial.once !== undefined,
-    ...(await settleTrial(target, state.bootId, trial, settings, afterBoot))
-  }
+}
+
+/**
+ * A one-shot boot that came back on the previous system: fails saying whether the new one never
+ * reached user space or the boot loader never ran its entry (boot-trial-steps.sh's fell-back step).
+ */
+async function settleFallBack(
+  target: Target,
+  afterBoot: () => Promise<void>,
+  trial: BootTrial & { once: string }
+): Promise<void> {
+  const fell = await target.settleBootTrial('fell-back')
+  if (fell !== 'fell-back' && fell !== 'not-run') return
+  await afterBootBack(target, afterBoot)
+  throw fell === 'fell-back'
+    ? new RolledBackError(
+        `the new system did not reach user space on ${target.label} (a kernel panic, an initrd that could not mount its root, or a hang the watchdog ended): its boot loader ran it once, then booted the previous system ${trial.previous}, still the default`,
+        "The target runs its previous system again. Its console shows why the new kernel or initrd stopped; check the new system's kernel, initrd and file systems (boot.initrd.availableKernelModules, fileSystems).",
+        trial.previous
+      )
+    : new ActionError(
+        `${target.label} booted its previous system ${trial.previous}, not the new one: its boot loader did not run the one-shot entry (its one-shot file ${trial.once} is as the deploy wrote it)`,
+        "Nothing changed on the target: it runs the previous system, still the default. Install the boot loader's one-shot hook (nixos/boot-once.sh install, see docs/safety.md, 'A broken boot'), or remove services.nix-deploy-action.bootTrial.bootOnce.",
+        'verify'
+      )
 }
 
 /**

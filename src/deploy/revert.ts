@@ -10,7 +10,7 @@ import { Target } from '../target/target'
 import { ActivationSettings, revertActivation } from './activate'
 import { pruneGenerations } from './prune'
 import { Goal, verifyProblems } from './goal'
-import { DeployLock } from './lock'
+import { DeployLock } from '../target/lock/runner'
 
 /** What undoing one machine's finished deploy needs, recorded by the deploy when it activated. */
 export interface UndoRecord {

@@ -22,7 +22,7 @@ export const FOLLOW_SCRIPT = compose('wake.sh', 'follow.sh')
 export const DECIDE_SCRIPT = compose('wake.sh', 'decide.sh')
 export const ABANDON_SCRIPT = compose('abandon.sh')
 export const REBOOT_SCRIPT = compose('lock.sh', 'reboot.sh')
-export const BOOT_TRIAL_SCRIPT = compose('boot-trial.sh')
+export const BOOT_TRIAL_SCRIPT = compose('boot-trial-steps.sh')
 export const UPLOAD_KEY_SCRIPT = compose('upload-key.sh')
 export const IMPORT_SCRIPT = compose('import.sh')
 export const SUBSTITUTE_SCRIPT = compose('substitute.sh')
@@ -51,19 +51,3 @@ export const ALL_SCRIPTS = {
   REBOOT_SCRIPT,
   BOOT_TRIAL_SCRIPT
 }
-
-/**
- * The agent's final outcomes (the words after `finish` in agent.sh): what the action reads from
- * DIR/outcome. A unit test checks this list against the script.
- */
-export const AGENT_OUTCOMES = [
-  'done',
-  'confirmed',
-  'unconfirmed-kept',
-  'rolled-back',
-  'rolled-back-unconfirmed',
-  'failed',
-  'profile-failed',
-  'rollback-failed'
-] as const
-export type AgentOutcome = (typeof AGENT_OUTCOMES)[number]

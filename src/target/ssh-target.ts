@@ -5,12 +5,11 @@ import { assertStorePath } from '../nix/store-path'
 import { Log } from '../log/untrusted'
 import { RemoteHost } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
-import { LockRequest, LockVerb, lockArgs } from './lock'
-import { agentCommandOptions, parseAgentState, parseGenerations, parseMissing } from './parse'
+import { LockRequest, LockVerb, lockArgs } from './lock/on-target'
+import { parseGenerations, parseMissing } from './parse'
 import { parseRemoteState, RemoteState } from './remote-state'
 import {
   ABANDON_SCRIPT,
-  AGENT_SCRIPT,
   BOOT_TRIAL_SCRIPT,
   DECIDE_SCRIPT,
   FOLLOW_SCRIPT,
@@ -28,16 +27,15 @@ import {
   UPLOAD_KEY_SCRIPT,
   WRAP_UP_SCRIPT
 } from './scripts'
+import { startAgentOverSsh, VerbWire } from './agent/over-ssh'
+import { AgentRequest, AgentSession } from './agent/session'
 import { GATE_COMMAND, gateCommand, gateMismatch, GateVerb, parseGateVersion } from './gate'
 import { TargetSession } from './session'
 import { parseRunningClosure, parseSurvey } from './survey'
 import {
-  AgentPoll,
-  AgentRequest,
   BootTrialAnswer,
   BootTrialRecord,
   BootTrialStep,
-  FollowWait,
   GenerationListing,
   ImportResult,
   KeyFile,
@@ -46,16 +44,11 @@ import {
   Survey,
   SurveyRequest,
   Target,
+  TargetStore,
   WrapUpRequest
 } from './target'
 
 const STEP_TIMEOUT_MS = 120_000
-/** Each follow poll must answer quickly; one that does not means the link is gone. */
-export const POLL_TIMEOUT_MS = 10_000
-/** One follow poll returns at most this much of the agent's log; a longer backlog takes more polls. */
-export const FOLLOW_CHUNK_BYTES = 256 * 1024
-/** The longest a follow poll waits on the target for news: well within POLL_TIMEOUT_MS. */
-const MAX_FOLLOW_WAIT_TENTHS = 30
 /** How long the target may spend substituting before the action copies everything itself. */
 const SUBSTITUTE_TIMEOUT_MS = 300_000
 /** upload-key.sh's exit status when destDir is not safe to write a secret into. */
@@ -108,8 +101,26 @@ export class SshTarget implements Target {
     }
   }
 
-  get importsSignedOnly(): boolean {
-    return this.gated
+  /** What the agent's session runs its verbs through (./agent/over-ssh.ts). */
+  private get wire(): VerbWire {
+    return {
+      label: this.label,
+      log: this.log,
+      gated: this.gated,
+      run: (verb, args, opts) => this.run(verb, args, opts),
+      runRetrying: (verb, args, opts) => this.runRetrying(verb, args, opts)
+    }
+  }
+
+  /** Target.store: the store verbs below, each one script. */
+  get store(): TargetStore {
+    return {
+      importsSignedOnly: this.gated,
+      substitute: paths => this.substitute(paths),
+      importStream: (codec, stream, check, timeoutMs) => this.importStream(codec, stream, check, timeoutMs),
+      importSignedCache: (stream, check, timeoutMs) => this.importSignedCache(stream, check, timeoutMs),
+      queryMissing: paths => this.queryMissing(paths)
+    }
   }
 
   /** The command line of one verb, for this login. */
@@ -212,7 +223,7 @@ export class SshTarget implements Target {
     return r.stdout.trim()
   }
 
-  async substitute(paths: string[]): Promise<Set<string>> {
+  private async substitute(paths: string[]): Promise<Set<string>> {
     const r = await this.run('substitute', [], {
       stdin: paths.join('\n') + '\n',
       timeoutMs: SUBSTITUTE_TIMEOUT_MS,
@@ -223,7 +234,7 @@ export class SshTarget implements Target {
     return parseMissing(r.stdout, new Set(paths))
   }
 
-  async importStream(
+  private async importStream(
     codec: string,
     stream: Readable,
     check: string[],
@@ -238,7 +249,11 @@ export class SshTarget implements Target {
     return { exitCode: r.exitCode, stderr: r.stderr, stillMissing: parseMissing(r.stdout, new Set(check)) }
   }
 
-  async importSignedCache(stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult> {
+  private async importSignedCache(
+    stream: Readable,
+    check: string[],
+    timeoutMs: number
+  ): Promise<ImportResult> {
     const r = await this.run('import', [], {
       stdin: stream,
       timeoutMs,
@@ -247,7 +262,7 @@ export class SshTarget implements Target {
     return { exitCode: r.exitCode, stderr: r.stderr, stillMissing: parseMissing(r.stdout, new Set(check)) }
   }
 
-  async queryMissing(paths: string[]): Promise<Set<string>> {
+  private async queryMissing(paths: string[]): Promise<Set<string>> {
     const r = await this.run('query-missing', [], {
       stdin: paths.join('\n') + '\n',
       timeoutMs: STEP_TIMEOUT_MS,
@@ -282,74 +297,8 @@ export class SshTarget implements Target {
       )
   }
 
-  async startAgent(req: AgentRequest): Promise<'started' | 'lost-lock'> {
-    // A connection lost while preparing or starting (a flaky link, a jump host restarting) is
-    // retried over a new one: both scripts are idempotent, and the start script starts the agent
-    // at most once per directory ("started-already" on a retry whose first try got through).
-    const prep = await this.runRetrying('prepare-agent', [req.dir], {
-      // A gate writes its own copy of the agent (the one of the module's release).
-      stdin: this.gated ? '' : AGENT_SCRIPT,
-      timeoutMs: STEP_TIMEOUT_MS,
-      what: 'writing the activation agent'
-    })
-    if (prep.exitCode !== 0)
-      throw new ActionError(
-        `could not prepare the activation on ${this.label}: ${prep.stderr.trim().slice(-300)}`,
-        'The target user must be able to write /run (use root or sudo).',
-        'activate'
-      )
-    const started = await this.runRetrying('start-agent', agentCommandOptions(req), {
-      timeoutMs: STEP_TIMEOUT_MS,
-      what: 'starting the activation agent'
-    })
-    if (started.exitCode === 0 && started.stdout.trim() === 'lost-lock') return 'lost-lock'
-    if (started.exitCode !== 0 || !/started-/.test(started.stdout))
-      throw new ActionError(
-        `could not start the activation on ${this.label}: ${started.stderr.trim().slice(-300)}`,
-        'Check that the target has setsid (util-linux) or systemd-run.',
-        'activate'
-      )
-    this.log.info(`Activation agent started on ${this.label} (${started.stdout.trim()}, ${req.dir})`)
-    return 'started'
-  }
-
-  async followAgent(dir: string, offset: number, deadline: number, wait?: FollowWait): Promise<AgentPoll> {
-    const tenths = wait ? Math.max(0, Math.min(Math.floor(wait.ms / 100), MAX_FOLLOW_WAIT_TENTHS)) : 0
-    const r = await this.runRetrying(
-      'follow',
-      [dir, String(offset), String(FOLLOW_CHUNK_BYTES), String(tenths), wait?.knowsStatus ? '1' : '0'],
-      { deadline, timeoutMs: POLL_TIMEOUT_MS, what: 'following the activation log' }
-    )
-    const { size, ...state } = parseAgentState(r.stderr)
-    return { chunk: r.stdout, size, state, waited: tenths > 0 }
-  }
-
-  async decide(dir: string, decision: 'confirm' | 'abort'): Promise<string> {
-    const r = await this.run('decide', [dir, decision], {
-      timeoutMs: POLL_TIMEOUT_MS,
-      what: `sending the ${decision === 'confirm' ? 'confirmation' : 'abort'}`
-    })
-    return r.stdout.trim()
-  }
-
-  async abandonAgent(dir: string): Promise<boolean> {
-    try {
-      const r = await this.run('abandon', [dir], {
-        timeoutMs: 15_000,
-        what: 'handing the deploy lock to the activation agent'
-      })
-      return r.stdout.trim() === 'finished'
-    } catch {
-      return false
-    }
-  }
-
-  async removeAgentDir(dir: string): Promise<void> {
-    await this.run('remove-agent-dir', [dir], {
-      shell: ['rm', '-rf', dir],
-      timeoutMs: 30_000,
-      what: 'removing the activation directory'
-    }).catch(() => undefined)
+  startAgent(req: AgentRequest): Promise<AgentSession | 'lost-lock'> {
+    return startAgentOverSsh(this.wire, req)
   }
 
   async runHealthCheck(
@@ -480,7 +429,7 @@ export class SshTarget implements Target {
   }
 }
 
-/** What target/scripts/boot-trial.sh answers. */
+/** What target/scripts/boot-trial-steps.sh answers. */
 const BOOT_TRIAL_ANSWERS = new Set<string>([
   'reached',
   'confirmed',

@@ -1,7 +1,7 @@
 import { ActionError } from '../errors'
 import { PathInfo } from '../nix/closure'
 import { parseClosureListing } from '../report/diff'
-import { parseLockAnswer } from './lock'
+import { parseLockAnswer } from './lock/on-target'
 import { parseRemoteState } from './remote-state'
 import { CopyPlan, RunningClosure, Survey } from './target'
 

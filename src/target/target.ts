@@ -2,9 +2,9 @@ import { Readable } from 'stream'
 import { PathInfo } from '../nix/closure'
 import { ClosureEntry } from '../report/diff'
 import { Log } from '../log/untrusted'
-import { LockHolder, LockRequest, LockVerb } from './lock'
+import { LockHolder, LockRequest, LockVerb } from './lock/on-target'
 import { RemoteState } from './remote-state'
-import { AgentOutcome } from './scripts'
+import { AgentRequest, AgentSession } from './agent/session'
 
 /** What a deploy's last command does on the target (Target.wrapUp): each part only when given. */
 export interface WrapUpRequest {
@@ -33,33 +33,15 @@ export interface Target {
   listRunningClosure(): Promise<RunningClosure>
   /** One operation on the deploy lock; the script's answer (see lock.sh). */
   lock(verb: LockVerb, req: LockRequest): Promise<string>
-  /** Lets the target fetch `paths` from its own substituters; returns those still missing. */
-  substitute(paths: string[]): Promise<Set<string>>
-  /** Imports a NAR stream compressed with `codec`; returns which of `check` are still missing. */
-  importStream(codec: string, stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult>
-  /**
-   * True for a deploy user's gate (nixos/deploy-user.nix): it imports only store paths signed by a
-   * key it trusts, from a binary cache (importSignedCache), never a NAR stream.
-   */
-  readonly importsSignedOnly: boolean
-  /** Imports a tar of a signed binary cache; returns which of `check` are still missing. */
-  importSignedCache(stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult>
-  /** Which of `paths` the target's store lacks. */
-  queryMissing(paths: string[]): Promise<Set<string>>
+  /** Its Nix store, as a copy uses it (src/deploy/copy.ts). */
+  readonly store: TargetStore
   /** Writes one deployment key (see upload-key.sh for what is refused). */
   uploadKey(key: KeyFile): Promise<void>
-  /** Writes and starts the activation agent, detached; 'lost-lock' when this run no longer holds the lock. */
-  startAgent(req: AgentRequest): Promise<'started' | 'lost-lock'>
   /**
-   * One look at the agent: its log from `offset` (bounded) and its state. With `wait`, the target
-   * first waits up to that long for news (see follow.sh). Retries the link until `deadline`.
+   * Writes and starts the activation agent (src/target/scripts/agent.sh), detached; its session
+   * (follow, decide, abandon, remove), or 'lost-lock' when this run no longer holds the lock.
    */
-  followAgent(dir: string, offset: number, deadline: number, wait?: FollowWait): Promise<AgentPoll>
-  /** Writes the decision (once: the first of the action's and the agent's own timeout counts). */
-  decide(dir: string, decision: 'confirm' | 'abort'): Promise<string>
-  /** Tells the agent the action stops following; true when it had already finished. */
-  abandonAgent(dir: string): Promise<boolean>
-  removeAgentDir(dir: string): Promise<void>
+  startAgent(req: AgentRequest): Promise<AgentSession | 'lost-lock'>
   /** Runs one health check (shell, as written) with a time limit, retrying the link until `deadline`. */
   runHealthCheck(
     check: string,
@@ -84,7 +66,7 @@ export interface Target {
    */
   reboot(trial?: BootTrialRecord): Promise<RebootScheduled>
   /**
-   * The deploy's step in a boot trial (see target/scripts/boot-trial.sh): its check-in after the
+   * The deploy's step in a boot trial (see target/scripts/boot-trial-steps.sh): its check-in after the
    * boot ('reached'), its verdict ('confirmed', 'rejected'); 'expired' when the target's trial had
    * already given up, 'none' when no trial is pending there.
    */
@@ -97,6 +79,23 @@ export interface Target {
    */
   reconnectToConfirm(): Promise<void>
   close(): void
+}
+
+/** The target's Nix store: what it lacks, and the ways paths get into it. */
+export interface TargetStore {
+  /** Lets the target fetch `paths` from its own substituters; returns those still missing. */
+  substitute(paths: string[]): Promise<Set<string>>
+  /** Imports a NAR stream compressed with `codec`; returns which of `check` are still missing. */
+  importStream(codec: string, stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult>
+  /**
+   * True for a deploy user's gate (nixos/deploy-user.nix): it imports only store paths signed by a
+   * key it trusts, from a binary cache (importSignedCache), never a NAR stream.
+   */
+  readonly importsSignedOnly: boolean
+  /** Imports a tar of a signed binary cache; returns which of `check` are still missing. */
+  importSignedCache(stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult>
+  /** Which of `paths` the target's store lacks. */
+  queryMissing(paths: string[]): Promise<Set<string>>
 }
 
 /**
@@ -132,7 +131,7 @@ export type BootTrialStep = 'check-in' | 'confirm' | 'reject' | 'fell-back'
 /**
  * 'not-default': confirmed, but the new system booted once could not be made the default.
  * 'fell-back' / 'not-run': the target booted the previous system instead of a one-shot entry,
- * which the boot loader ran (emptied its file) or not (see target/scripts/boot-trial.sh).
+ * which the boot loader ran (emptied its file) or not (see target/scripts/boot-trial-steps.sh).
  */
 export type BootTrialAnswer =
   | 'reached'
@@ -193,51 +192,6 @@ export interface KeyFile {
   group: string
   permissions: string
   content: string
-}
-
-/** What the agent is told (agent.sh's named options). */
-export interface AgentRequest {
-  dir: string
-  toplevel: string
-  action: string
-  activationTimeoutSeconds: number
-  /** How long to wait for the action's decision (0: finish right after activating). */
-  waitSeconds: number
-  onTimeout: 'rollback' | 'keep'
-  before: RemoteState
-  lock?: LockRequest
-  /**
-   * Only put the target back as it was before: what an agent that died without an outcome had
-   * done (the generation it made, if any, and whether it was a new one).
-   */
-  rollbackOf?: { generation?: number; createdNew: boolean; dir: string }
-}
-
-/** Whether the agent runs: 'dead' (killed) or 'gone' (its directory too: a reboot) without an outcome is final. */
-export const AGENT_LIVENESS = ['alive', 'starting', 'dead', 'gone'] as const
-
-export interface AgentState {
-  status?: number
-  generation?: number
-  outcome?: AgentOutcome | string
-  agent?: (typeof AGENT_LIVENESS)[number]
-  /** Whether the generation it made was a new one (not one nix-env reused). */
-  createdNew?: boolean
-}
-
-/** How long a follow poll may wait on the target for news, and whether the exit status is news. */
-export interface FollowWait {
-  ms: number
-  knowsStatus: boolean
-}
-
-export interface AgentPoll {
-  /** Whether the target waited for news before answering (else the caller paces its polls). */
-  waited?: boolean
-  chunk: string
-  /** The log's size on the target (more to read when beyond offset + chunk). */
-  size: number
-  state: AgentState
 }
 
 /** One system generation: its number (system-N-link) and the system it holds. */

@@ -12,7 +12,7 @@
 # For such an agent, the action starts another with the same options and --rollback-of-generation
 # (what the dead one recorded): it only puts the target back as it was (rollback below). The same
 # undoes a finished deploy when another machine of the fleet failed (rollback-fleet). Its outcomes (the
-# words after `finish`) are AGENT_OUTCOMES in agent.ts; a unit test checks they agree.
+# words after `finish`) are AGENT_OUTCOMES in src/target/agent/outcome.ts; a unit test checks they agree.
 #
 # It holds the deploy lock with the action (sourced lock.sh; no --lock-dir: no lock), renewing the
 # lease every 15 s until it reaches a final state, so no other deploy starts while this one may still

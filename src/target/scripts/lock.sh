@@ -1,5 +1,5 @@
-# The deploy lock's operations, shared by every script that touches the lock (see lock.ts for why it
-# is kept this way). Sourced: the caller sets lock_dir, lock_id, lease and lock_desc.
+# The deploy lock's operations, shared by every script that touches the lock (why it is kept this
+# way: src/target/lock/on-target.ts). Sourced: the caller sets lock_dir, lock_id, lease and lock_desc.
 #   lock_op acquire -> "acquired" | "held" ID SECONDS_LEFT DESCRIPTION (one per line)
 #   lock_op renew   -> "renewed" | "lost"
 #   lock_op release -> "released" | "not-held"
@@ -24,7 +24,7 @@
 # shellcheck shell=sh disable=SC2154 # lock_dir, lock_id, lease, lock_desc, lock_window: the caller's
 lock_op() (
   verb=$1
-  # dirname's answer for the absolute paths the action gives (lock.ts).
+  # dirname's answer for the absolute paths the action gives (src/target/lock/on-target.ts: LOCK_DIR).
   base=${lock_dir%/*}
   [ -n "$base" ] || base=/
   [ -d "$base" ] || mkdir -p "$base" || exit 2

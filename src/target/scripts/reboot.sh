@@ -13,7 +13,7 @@
 # becomes a one-shot entry instead: the previous system is made the default again (profile and
 # boot entry), the new one's generation stays in the boot menu, and ONCE names it. A new system
 # that never reaches user space (a kernel panic) is left by the next reset, which boots the
-# default. The confirmation makes the new system the default (boot-trial.sh). When a step of this
+# default. The confirmation makes the new system the default (boot-trial-steps.sh). When a step of this
 # fails, the new system is made the default again and the trial goes on without it (prints
 # once-failed and why).
 # usage: sh -c REBOOT sh [NEW PREVIOUS GENERATION SECONDS LOGIN_SECONDS ONCE [LOCK_DIR LOCK_ID LEASE WINDOW]]

@@ -1,14 +1,16 @@
 import { randomBytes } from 'crypto'
-import { ActionError, errorMessage } from '../errors'
-import { Log } from '../log/untrusted'
-import { LOCK_DIR, LockHolder, LockRequest, parseLockAnswer } from '../target/lock'
-import { Target } from '../target/target'
+import { ActionError, errorMessage } from '../../errors'
+import { Log } from '../../log/untrusted'
+import { LOCK_DIR, LockHolder, LockRequest, parseLockAnswer } from './on-target'
+import { Target } from '../target'
+
+/* The deploy lock's runner half: this run's hold on it and its lease; the target's half: ./on-target.ts. */
 
 /**
  * A lease, renewed by the action and by the activation agent on the target while either is alive: a
  * run that crashed or lost its connection frees the target this long after its last renewal (so a
  * re-run after a cut link waits at most this long), while a deploy in progress keeps it. How the
- * target keeps it (its own clocks, flock): src/target/lock.ts.
+ * target keeps it (its own clocks, flock): ./on-target.ts.
  */
 export const LEASE_SECONDS = 90
 const RENEW_EVERY_MS = 20_000

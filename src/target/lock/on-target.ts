@@ -1,5 +1,6 @@
 /**
- * The deploy lock as the target keeps it (src/target/scripts/lock.sh).
+ * The deploy lock's target half: how the target keeps it (src/target/scripts/lock.sh, lock-command.sh),
+ * what its answers say and the arguments it takes. The runner's half (the lease it renews): ./runner.ts.
  *
  * One clock: the lease is kept in the target's own monotonic clock (/proc/uptime) with its boot id.
  * The runner's clock is never compared with the target's (a Pi without an RTC or NTP is minutes
@@ -12,7 +13,7 @@
  * expired lease, a renewal racing a takeover, and a release racing a takeover are thus each decided
  * once: exactly one wins.
  */
-export { LOCK_SCRIPT } from './scripts'
+export { LOCK_SCRIPT } from '../scripts'
 
 export const LOCK_DIR = '/nix/var/nix-deploy-action/lock'
 

@@ -1,0 +1,127 @@
+/**
+ * The agent's session over SSH (SshTarget's startAgent): each step is one of the target's scripts
+ * (prepare-agent.sh, start-agent.sh, follow.sh, decide.sh, abandon.sh), or, for a deploy user, the
+ * gate's verb of that name (nixos/deploy-user/gate.sh).
+ */
+import { Readable } from 'stream'
+import { ActionError } from '../../errors'
+import { Log } from '../../log/untrusted'
+import { RemoteResult } from '../../ssh/connection'
+import { GateVerb } from '../gate'
+import { AGENT_SCRIPT } from '../scripts'
+import { parseAgentState } from './outcome'
+import { agentCommandOptions, AgentPoll, AgentRequest, AgentSession, FollowWait } from './session'
+
+/** Each follow poll must answer quickly; one that does not means the link is gone. */
+export const POLL_TIMEOUT_MS = 10_000
+/** One follow poll returns at most this much of the agent's log; a longer backlog takes more polls. */
+export const FOLLOW_CHUNK_BYTES = 256 * 1024
+/** The longest a follow poll waits on the target for news: well within POLL_TIMEOUT_MS. */
+const MAX_FOLLOW_WAIT_TENTHS = 30
+const START_TIMEOUT_MS = 120_000
+
+interface RunOptions {
+  stdin?: string | Readable
+  timeoutMs: number
+  what: string
+  /** The command a login that takes commands runs instead of the verb's script. */
+  shell?: string[]
+}
+
+/** What the session needs of its SshTarget: to run one verb, once or retried until a deadline. */
+export interface VerbWire {
+  readonly label: string
+  readonly log: Log
+  /** A deploy user's gate, which runs its own copies of the scripts (gate.ts). */
+  readonly gated: boolean
+  run(verb: GateVerb, args: string[], opts: RunOptions): Promise<RemoteResult>
+  /** Idempotent verbs only: reconnects and runs it again when the connection drops. */
+  runRetrying(
+    verb: GateVerb,
+    args: string[],
+    opts: RunOptions & { stdin?: string; deadline?: number }
+  ): Promise<RemoteResult>
+}
+
+/** Writes and starts the agent, detached; 'lost-lock' when this run no longer holds the lock. */
+export async function startAgentOverSsh(
+  wire: VerbWire,
+  req: AgentRequest
+): Promise<AgentSession | 'lost-lock'> {
+  // A connection lost while preparing or starting (a flaky link, a jump host restarting) is
+  // retried over a new one: both scripts are idempotent, and the start script starts the agent
+  // at most once per directory ("started-already" on a retry whose first try got through).
+  const prep = await wire.runRetrying('prepare-agent', [req.dir], {
+    // A gate writes its own copy of the agent (the one of the module's release).
+    stdin: wire.gated ? '' : AGENT_SCRIPT,
+    timeoutMs: START_TIMEOUT_MS,
+    what: 'writing the activation agent'
+  })
+  if (prep.exitCode !== 0)
+    throw new ActionError(
+      `could not prepare the activation on ${wire.label}: ${prep.stderr.trim().slice(-300)}`,
+      'The target user must be able to write /run (use root or sudo).',
+      'activate'
+    )
+  const started = await wire.runRetrying('start-agent', agentCommandOptions(req), {
+    timeoutMs: START_TIMEOUT_MS,
+    what: 'starting the activation agent'
+  })
+  if (started.exitCode === 0 && started.stdout.trim() === 'lost-lock') return 'lost-lock'
+  if (started.exitCode !== 0 || !/started-/.test(started.stdout))
+    throw new ActionError(
+      `could not start the activation on ${wire.label}: ${started.stderr.trim().slice(-300)}`,
+      'Check that the target has setsid (util-linux) or systemd-run.',
+      'activate'
+    )
+  wire.log.info(`Activation agent started on ${wire.label} (${started.stdout.trim()}, ${req.dir})`)
+  return new SshAgentSession(wire, req.dir)
+}
+
+class SshAgentSession implements AgentSession {
+  constructor(
+    private readonly wire: VerbWire,
+    readonly dir: string
+  ) {}
+
+  async follow(offset: number, deadline: number, wait?: FollowWait): Promise<AgentPoll> {
+    const tenths = wait ? Math.max(0, Math.min(Math.floor(wait.ms / 100), MAX_FOLLOW_WAIT_TENTHS)) : 0
+    const r = await this.wire.runRetrying(
+      'follow',
+      [this.dir, String(offset), String(FOLLOW_CHUNK_BYTES), String(tenths), wait?.knowsStatus ? '1' : '0'],
+      { deadline, timeoutMs: POLL_TIMEOUT_MS, what: 'following the activation log' }
+    )
+    const { size, ...state } = parseAgentState(r.stderr)
+    return { chunk: r.stdout, size, state, waited: tenths > 0 }
+  }
+
+  async decide(decision: 'confirm' | 'abort'): Promise<string> {
+    const r = await this.wire.run('decide', [this.dir, decision], {
+      timeoutMs: POLL_TIMEOUT_MS,
+      what: `sending the ${decision === 'confirm' ? 'confirmation' : 'abort'}`
+    })
+    return r.stdout.trim()
+  }
+
+  async abandon(): Promise<boolean> {
+    try {
+      const r = await this.wire.run('abandon', [this.dir], {
+        timeoutMs: 15_000,
+        what: 'handing the deploy lock to the activation agent'
+      })
+      return r.stdout.trim() === 'finished'
+    } catch {
+      return false
+    }
+  }
+
+  async remove(): Promise<void> {
+    await this.wire
+      .run('remove-agent-dir', [this.dir], {
+        shell: ['rm', '-rf', this.dir],
+        timeoutMs: 30_000,
+        what: 'removing the activation directory'
+      })
+      .catch(() => undefined)
+  }
+}
