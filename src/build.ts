@@ -3,19 +3,19 @@ import * as os from 'os'
 import * as path from 'path'
 import { PendingSave, restoreForRun, storeCacheKeys } from './cache/store-cache'
 import { BuiltSystem } from './deploy/deploy'
-import { LoadedKey, loadKeys } from './deploy/keys'
-import { ActionError, Phase } from './errors'
-import { ensureBinfmt } from './nix/binfmt-setup'
+import { LoadedKey, loadKeys } from './deploy/deployment-keys'
+import { ActionError, errorMessage, Phase } from './errors'
+import { BinfmtSetting, ensureBinfmt } from './nix/binfmt-setup'
 import { StoreInfo, untrustedEmulationError } from './nix/daemon'
-import { bootTrialProtocol, readBootFiles, readBootIdentity } from './nix/boot'
+import { bootTrialProtocol, needsReboot, readBootFiles, readBootIdentity } from './nix/boot'
 import { totalNarSize } from './nix/closure'
 import { MachineEvaluation, selectMachines } from './nix/legacy'
 import type { Baseline } from './nix/source'
 import { RunnerNix } from './nix/nix'
 import { Plan, planMachine, RunPlan } from './plan'
-import { ClosureEntry } from './report/diff'
+import { ClosureEntry, diffClosures } from './report/diff'
 import { formatBytes } from './log/format'
-import { DeployReport } from './report/report'
+import { BuildFacts, MachineBuildFacts } from './report/report'
 import { info, logWarning } from './log/untrusted'
 
 /** The post step's state key for the store cache to save. */
@@ -26,11 +26,51 @@ type Phased = <T>(p: Phase, fn: () => Promise<T>) => Promise<T>
 /** One machine of the run: a flake's or configuration.nix's system, or a network's machine. */
 export interface Machine {
   evaluation: MachineEvaluation
-  report: DeployReport
   plan: Plan
   /** deployment.keys with their content, read (and masked) before anything untrusted is printed. */
   keys: LoadedKey[]
   built?: BuiltSystem
+  /** What its report says of its build (src/report/assemble.ts makes the report). */
+  facts: MachineBuildFacts
+}
+
+/**
+ * What the build phase found and did, filled as it goes: a build that fails still leaves what it
+ * got to (its warnings, the cache's restore) for the report.
+ */
+export interface BuildResult {
+  facts: BuildFacts
+  machines: Machine[]
+  /** The runner's Nix as the build used it (binfmt's settings added): what later phases copy with. */
+  nix: RunnerNix
+}
+
+/** A build's result before it starts: the run's plan is known, nothing else. */
+export function startBuild(run: RunPlan, nix: RunnerNix): BuildResult {
+  const single = run.single
+  return {
+    facts: {
+      source: run.source.label,
+      requestedMode: run.requestedMode,
+      mode: single?.mode ?? run.requestedMode,
+      host: single && hostOf(single),
+      // Its warnings (e.g. a fork PR's dry-activate becoming a build) come before the build's output.
+      warnings: single ? logged(single.warnings) : [],
+      machines: []
+    },
+    machines: [],
+    nix
+  }
+}
+
+function hostOf(plan: Plan): string | undefined {
+  return plan.mode === 'build' ? undefined : plan.target.label.replace(/^target /, '')
+}
+
+/** Warnings as a log line each now (src/report/publish.ts annotates them at the end). */
+function logged(warnings: string[], into: string[] = []): string[] {
+  for (const w of warnings) logWarning(into, w)
+  return into
 }
 
 /** Evaluates what the source describes: one system, or the selected machines of a network. */
@@ -60,14 +100,6 @@ async function evaluateSource(run: RunPlan, nix: RunnerNix, tempDir: string): Pr
   return nix.evaluateLegacy(src, selected, expr)
 }
 
-/** Records the plan in a report; its warnings as annotations, prefixed with the machine's name. */
-function notePlan(report: DeployReport, plan: Plan, prefix = ''): void {
-  report.requestedMode = plan.requestedMode
-  report.mode = plan.mode
-  report.host = plan.mode === 'build' ? undefined : plan.target.label.replace(/^target /, '')
-  for (const w of plan.warnings) logWarning(report.warnings, `${prefix}${w}`)
-}
-
 /**
  * The runner's half: evaluates the source, plans each machine (its warnings first), reads every
  * machine's keys (masked before anything untrusted is printed), restores the store cache, sets up
@@ -75,81 +107,94 @@ function notePlan(report: DeployReport, plan: Plan, prefix = ''): void {
  */
 export async function buildMachines(
   run: RunPlan,
-  nix: RunnerNix,
-  report: DeployReport,
+  result: BuildResult,
   tempDir: string,
   phase: Phased
-): Promise<{ machines: Machine[]; nix: RunnerNix }> {
-  report.flake = run.source.label
-  report.mode = run.requestedMode
-  // Its warnings (e.g. a fork PR's dry-activate becoming a build) come before the build's output.
-  if (run.single) notePlan(report, run.single)
-  const machines = await phase('build', () => evaluateMachines(run, nix, report, tempDir))
+): Promise<void> {
+  result.machines = await phase('build', () => evaluateMachines(run, result.nix, tempDir))
+  result.facts.machines = result.machines.map(m => m.facts)
   // Every secret is registered before the build prints anything untrusted (see printUntrusted):
   // the keys are read now, for the machines whose mode uploads them.
-  for (const m of machines)
+  for (const m of result.machines)
     if (m.plan.mode !== 'build' && m.plan.goal.uploadsKeys)
       m.keys = await phase('inputs', () => loadKeys(m.evaluation.name || 'configuration', m.evaluation.keys))
-  nix = await phase('build', () => buildAll(run, nix, machines, report, tempDir))
-  return { machines, nix }
+  await phase('build', () => buildAll(run, result, tempDir))
+  const [only] = result.machines
+  if (result.machines.length === 1 && only.plan.mode === 'build' && run.diffAgainst)
+    await phase('build', () => diffAgainst(run.diffAgainst!, result, only, tempDir))
 }
 
-/** Evaluates the source and plans each machine (with its own report when there are several). */
-async function evaluateMachines(
-  run: RunPlan,
-  nix: RunnerNix,
-  report: DeployReport,
+/** A build's package diff against diff-against; a failure here only costs the diff. */
+async function diffAgainst(
+  against: Baseline,
+  result: BuildResult,
+  m: Machine,
   tempDir: string
-): Promise<Machine[]> {
+): Promise<void> {
+  try {
+    const baseline = await baselineClosure(result.nix, against, path.join(tempDir, 'baseline'))
+    result.facts.diff = {
+      diff: diffClosures(baseline.entries, m.built!.closure, {
+        before: baseline.toplevel,
+        after: m.built!.toplevel
+      }),
+      baseline: baseline.label,
+      needsReboot: needsReboot(await readBootIdentity(baseline.toplevel), m.built!.boot)
+    }
+  } catch (e) {
+    logWarning(result.facts.warnings, `no package diff: ${errorMessage(e)}`)
+  }
+}
+
+/** Evaluates the source and plans each machine. */
+async function evaluateMachines(run: RunPlan, nix: RunnerNix, tempDir: string): Promise<Machine[]> {
   core.startGroup(`Evaluate ${run.source.label}`)
   const evaluations = await evaluateSource(run, nix, tempDir).finally(() => core.endGroup())
-  const multi = evaluations.length > 1
   return evaluations.map(e => {
     info(`${e.name ? `${e.name}: ` : ''}${e.outPath} (${e.hostSystem})`)
-    const hostReport: DeployReport = multi ? { timings: [], warnings: [], flake: report.flake } : report
-    for (const option of e.ignored) {
-      const w = `${e.name}: ${option} is ignored: nix-deploy-action deploys over SSH to deployment.targetHost, and keeps no NixOps state`
-      logWarning(hostReport.warnings, w)
-    }
+    const warnings = logged(
+      e.ignored.map(
+        option =>
+          `${e.name}: ${option} is ignored: nix-deploy-action deploys over SSH to deployment.targetHost, and keeps no NixOps state`
+      )
+    )
     const plan = planMachine(run, e)
-    if (!run.single) notePlan(hostReport, plan, multi ? `${e.name}: ` : '')
-    if (e.name) hostReport.machine = e.name
-    if (e.tags) hostReport.tags = e.tags
-    hostReport.storePath = e.outPath
-    hostReport.platform = e.hostSystem
-    return { evaluation: e, report: hostReport, plan, keys: [] as LoadedKey[] }
+    // The run's one plan was logged before the build; a network machine's is its own.
+    if (!run.single)
+      logged(
+        plan.warnings.map(w => (evaluations.length > 1 ? `${e.name}: ${w}` : w)),
+        warnings
+      )
+    const facts: MachineBuildFacts = {
+      name: e.name,
+      tags: e.tags,
+      storePath: e.outPath,
+      platform: e.hostSystem,
+      requestedMode: plan.requestedMode,
+      mode: plan.mode,
+      host: hostOf(plan),
+      warnings
+    }
+    return { evaluation: e, plan, keys: [] as LoadedKey[], facts }
   })
 }
 
-/** Restores the store cache, sets up binfmt, builds every system, lists closures; the Nix it used. */
-async function buildAll(
-  run: RunPlan,
-  nix: RunnerNix,
-  machines: Machine[],
-  report: DeployReport,
-  tempDir: string
-): Promise<RunnerNix> {
-  const multi = machines.length > 1
+/** Restores the store cache, sets up binfmt, builds every system, lists closures. */
+async function buildAll(run: RunPlan, result: BuildResult, tempDir: string): Promise<void> {
+  const { machines, facts } = result
   const first = machines[0].evaluation
   if (run.cache)
-    report.cache = await restoreForRun(nix, storeCacheKeys(run.cache, first.hostSystem), run.cache, w =>
-      logWarning(report.warnings, w)
+    facts.cache = await restoreForRun(result.nix, storeCacheKeys(run.cache, first.hostSystem), run.cache, w =>
+      logWarning(facts.warnings, w)
     )
-  const store = await daemonTrust(nix, report)
-  for (const buildSystem of [...new Set(machines.map(m => m.evaluation.buildSystem))]) {
-    const binfmt = await ensureBinfmt(buildSystem, run.nix.binfmt)
-    report.binfmt =
-      binfmt.how === 'native' ? 'native' : binfmt.how === 'not-available' ? 'no emulation' : 'QEMU binfmt'
-    info(binfmt.detail)
-    if (store?.trusted === false && binfmt.nixSettings.some(([k]) => k === 'extra-platforms')) {
-      const err = untrustedEmulationError(buildSystem, store, await nix.configuredPlatforms(), runnerUser())
-      if (err) throw err
-    }
-    for (const [k, v] of binfmt.nixSettings) nix = nix.withSetting(k, v)
-  }
-  const what = multi
-    ? `${machines.length} systems (${machines.map(m => m.evaluation.name).join(', ')})`
-    : first.outPath
+  const store = await daemonTrust(result.nix, facts.warnings)
+  for (const buildSystem of [...new Set(machines.map(m => m.evaluation.buildSystem))])
+    result.nix = await withBinfmt(result.nix, buildSystem, run.nix.binfmt, store, facts)
+  const nix = result.nix
+  const what =
+    machines.length > 1
+      ? `${machines.length} systems (${machines.map(m => m.evaluation.name).join(', ')})`
+      : first.outPath
   core.startGroup(`Build ${what}`)
   // Build logs are the derivations' own output (a pull request's code): shown, never obeyed.
   const build = await nix
@@ -159,15 +204,34 @@ async function buildAll(
       path.join(tempDir, 'system')
     )
     .finally(() => core.endGroup())
-  report.builtDerivations = build.built.length
+  facts.builtDerivations = build.built.length
   // The post step saves the store cache, also when a deploy fails after this point.
-  if (run.cache && report.cache?.available && (build.built.length > 0 || !report.cache.hit)) {
+  if (run.cache && facts.cache?.available && (build.built.length > 0 || !facts.cache.hit)) {
     const paths = [...machines.map(m => m.evaluation.outPath), ...(await nix.outputsOf(build.built))]
     const key = storeCacheKeys(run.cache, first.hostSystem).key
     const save: PendingSave = { key, paths, settings: run.cache.nixOptions, signed: !!run.cache.signingKey }
     core.saveState(STATE_CACHE, JSON.stringify(save))
   }
-  for (const m of machines) await listClosure(nix, m, report, build.built.length)
+  for (const m of machines) await listClosure(nix, m)
+}
+
+/** binfmt for one build system; the Nix to build with (its settings added). */
+async function withBinfmt(
+  nix: RunnerNix,
+  buildSystem: string,
+  setting: BinfmtSetting,
+  store: StoreInfo | undefined,
+  facts: BuildFacts
+): Promise<RunnerNix> {
+  const binfmt = await ensureBinfmt(buildSystem, setting)
+  facts.binfmt =
+    binfmt.how === 'native' ? 'native' : binfmt.how === 'not-available' ? 'no emulation' : 'QEMU binfmt'
+  info(binfmt.detail)
+  if (store?.trusted === false && binfmt.nixSettings.some(([k]) => k === 'extra-platforms')) {
+    const err = untrustedEmulationError(buildSystem, store, await nix.configuredPlatforms(), runnerUser())
+    if (err) throw err
+  }
+  for (const [k, v] of binfmt.nixSettings) nix = nix.withSetting(k, v)
   return nix
 }
 
@@ -177,7 +241,7 @@ async function buildAll(
  * ignores most client settings: the action's extra-platforms (checked before an emulated build,
  * see untrustedEmulationError) and the nix-options it names, warned about here.
  */
-async function daemonTrust(nix: RunnerNix, report: DeployReport): Promise<StoreInfo | undefined> {
+async function daemonTrust(nix: RunnerNix, warnings: string[]): Promise<StoreInfo | undefined> {
   if (process.getuid?.() === 0) return undefined
   const asked = await nix.storeInfo()
   if (!asked) return undefined
@@ -191,7 +255,7 @@ async function daemonTrust(nix: RunnerNix, report: DeployReport): Promise<StoreI
   ]
   if (named.length > 0) {
     const w = `${named.join(', ')}: ignored by the nix-daemon, which does not trust ${runnerUser()}. Set ${named.length > 1 ? 'them' : 'it'} in the daemon's nix.conf (a substituter in trusted-substituters), or add ${runnerUser()} to trusted-users.`
-    logWarning(report.warnings, w)
+    logWarning(warnings, w)
   }
   return store
 }
@@ -204,20 +268,12 @@ function runnerUser(): string {
   }
 }
 
-async function listClosure(
-  nix: RunnerNix,
-  m: Machine,
-  report: DeployReport,
-  builtDerivations: number
-): Promise<void> {
+async function listClosure(nix: RunnerNix, m: Machine): Promise<void> {
   const closure = await nix.closure(m.evaluation.outPath)
-  m.report.closureSize = totalNarSize(closure)
-  m.report.closurePaths = closure.length
-  m.report.builtDerivations = builtDerivations
-  m.report.cache = report.cache
-  m.report.binfmt = report.binfmt
+  m.facts.closureSize = totalNarSize(closure)
+  m.facts.closurePaths = closure.length
   info(
-    `Built ${m.evaluation.name ? `${m.evaluation.name}: ` : ''}${m.evaluation.outPath}: closure ${formatBytes(m.report.closureSize)} in ${closure.length} paths`
+    `Built ${m.evaluation.name ? `${m.evaluation.name}: ` : ''}${m.evaluation.outPath}: closure ${formatBytes(m.facts.closureSize)} in ${closure.length} paths`
   )
   const boot = await readBootIdentity(m.evaluation.outPath)
   m.built = {

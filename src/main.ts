@@ -3,19 +3,17 @@ import { randomBytes } from 'crypto'
 import { promises as fs } from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { baselineClosure, buildMachines, Machine } from './build'
+import { buildMachines, Machine, startBuild } from './build'
 import { BuiltSystem } from './deploy/deploy'
-import { ActionError, errorMessage, Phase } from './errors'
+import { ActionError, Phase } from './errors'
 import { EarlyDial, FleetMachine, runFleet } from './fleet'
 import { InputName, readInputs, SECRET_INPUTS } from './inputs'
-import { needsReboot, readBootIdentity } from './nix/boot'
 import { RunnerNix } from './nix/nix'
 import { DeployPlan, deployJob, planRun, RunPlan } from './plan'
-import { diffClosures } from './report/diff'
 import { reportFailure } from './report/failure'
 import { publishReport } from './report/publish'
-import { DeployReport, worstReport } from './report/report'
-import { logWarning } from './log/untrusted'
+import { reportBuild, reportFleet } from './report/assemble'
+import { DeployReport } from './report/report'
 import { forgetSecretInputs, maskSecret } from './secrets'
 
 export { STATE_CACHE } from './build'
@@ -72,31 +70,21 @@ async function deployWith(
 ): Promise<void> {
   const tempDir = await makeTempDir()
   const phase = <T>(p: Phase, fn: () => Promise<T>): Promise<T> => timed(report, p, fn)
-  const { machines, nix } = await buildMachines(
-    run,
-    new RunnerNix(run.nix.options, run.nix.secretConfig),
-    report,
-    tempDir,
-    phase
-  )
-  const several = machines.length > 1
-  const [only] = machines
-  if (!several && only.plan.mode === 'build') {
-    await diffAgainst(run, nix, only, report, tempDir, phase)
-    report.result = 'built'
-    return
+  const build = startBuild(run, new RunnerNix(run.nix.options, run.nix.secretConfig))
+  let reports: DeployReport[]
+  try {
+    await buildMachines(run, build, tempDir, phase)
+  } finally {
+    reports = reportBuild(report, build.facts)
   }
-  if (several) {
-    const buildTiming = report.timings.find(t => t.phase === 'build')
-    report.hosts = machines.map(m => ({ machine: m.evaluation.name, report: m.report }))
-    for (const m of machines) if (buildTiming) m.report.timings.push({ ...buildTiming })
-  }
+  const { machines } = build
+  if (machines.length === 1 && machines[0].plan.mode === 'build') return
   await runFleet(
-    machines.map(m => fleetMachine(m, runDeadline)),
-    nix,
+    machines.map((m, n) => fleetMachine(m, reports[n], runDeadline)),
+    build.nix,
     { ...run.fleet, connect: run.connect, timed: r => (p, fn) => timed(r, p, fn), early }
   )
-  if (several) report.result = worstReport(machines.map(m => m.report)).result
+  reportFleet(report, reports)
 }
 
 /**
@@ -109,15 +97,16 @@ function dialEarly(run: RunPlan, plan: NonNullable<RunPlan['single']>): EarlyDia
 }
 
 /** A machine as the fleet deploys it: its job, or none when it is only built. */
-function fleetMachine(m: Machine, runDeadline: number | undefined): FleetMachine {
+function fleetMachine(m: Machine, report: DeployReport, runDeadline: number | undefined): FleetMachine {
   const { plan } = m
   const name = m.evaluation.name
-  if (plan.mode === 'build' || !m.built) return { name, report: m.report }
-  return deployingMachine(m, plan, m.built, runDeadline)
+  if (plan.mode === 'build' || !m.built) return { name, report }
+  return deployingMachine(m, report, plan, m.built, runDeadline)
 }
 
 function deployingMachine(
   m: Machine,
+  report: DeployReport,
   plan: DeployPlan,
   built: BuiltSystem,
   runDeadline: number | undefined
@@ -125,7 +114,7 @@ function deployingMachine(
   const name = m.evaluation.name
   return {
     name,
-    report: m.report,
+    report,
     deploy: {
       // proxy-command's %n: the machine's name in a network file, else its host.
       target: name && /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name) ? { ...plan.target, name } : plan.target,
@@ -134,28 +123,6 @@ function deployingMachine(
       job: deployJob(plan, { name, keys: m.keys, built, runDeadline })
     }
   }
-}
-
-/** A build's package diff against diff-against; a failure here only costs the diff. */
-async function diffAgainst(
-  run: RunPlan,
-  nix: RunnerNix,
-  m: Machine,
-  report: DeployReport,
-  tempDir: string,
-  phase: <T>(p: Phase, fn: () => Promise<T>) => Promise<T>
-): Promise<void> {
-  const against = run.diffAgainst
-  if (!against) return
-  await phase('build', async () => {
-    const baseline = await baselineClosure(nix, against, path.join(tempDir, 'baseline'))
-    report.diff = diffClosures(baseline.entries, m.built!.closure, {
-      before: baseline.toplevel,
-      after: m.built!.toplevel
-    })
-    report.diffBaseline = baseline.label
-    report.needsReboot = needsReboot(await readBootIdentity(baseline.toplevel), m.built!.boot)
-  }).catch((e: unknown) => logWarning(report.warnings, `no package diff: ${errorMessage(e)}`))
 }
 
 export async function run(): Promise<void> {

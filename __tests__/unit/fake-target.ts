@@ -27,6 +27,8 @@ import {
   Survey,
   SurveyRequest,
   Target,
+  SystemProfile,
+  TargetBoot,
   TargetStore,
   WrapUpRequest
 } from '../../src/target/target'
@@ -206,7 +208,22 @@ export class FakeTarget implements Target {
       substitute: paths => this.substitute(paths),
       importStream: (codec, stream, check) => this.importStream(codec, stream, check),
       importSignedCache: () => this.importSignedCache(),
-      queryMissing: paths => this.queryMissing(paths)
+      queryMissing: paths => this.queryMissing(paths),
+      removeGcRoot: () => this.removeGcRoot()
+    }
+  }
+
+  get systemProfile(): SystemProfile {
+    return {
+      listGenerations: () => this.listGenerations(),
+      deleteGenerations: numbers => this.deleteGenerations(numbers)
+    }
+  }
+
+  get boot(): TargetBoot {
+    return {
+      reboot: trial => this.reboot(trial),
+      settleTrial: step => this.settleBootTrial(step)
     }
   }
 

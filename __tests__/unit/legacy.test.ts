@@ -99,7 +99,8 @@ describe('the evaluation expression', () => {
 })
 
 describe('deployment.keys content', () => {
-  const { keyContent } = require('../../src/deploy/keys') as typeof import('../../src/deploy/keys')
+  const { keyContent } =
+    require('../../src/deploy/deployment-keys') as typeof import('../../src/deploy/deployment-keys')
   const key = { name: 'k', destDir: '/run/keys', user: 'root', group: 'root', permissions: '0600' }
   it('comes from text, a file on the runner, or a command run without a shell', async () => {
     expect(await keyContent({ ...key, text: 'inline' })).toBe('inline')

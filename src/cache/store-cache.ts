@@ -11,7 +11,7 @@ import { SigningKey } from './signing'
 import { extractCacheArchive } from './extract'
 import { info } from '../log/untrusted'
 import { runCommand, tail } from '../run-command'
-import { cacheKeys, CacheKeys, inputsHash } from './keys'
+import { cacheKeys, CacheKeys, inputsHash } from './cache-keys'
 
 /**
  * Keeps the runner's Nix store warm between runs without ever untarring into /nix/store (which is

@@ -10,7 +10,7 @@ import { activate, ActivationSettings, AgentTracker, RolledBackError } from './a
 import { CompressionSetting } from './compression'
 import { CopyResult, gcRootPath, substituteOnTarget } from './copy'
 import { changedBy, Goal, goalOf, verifyProblems } from './goal'
-import { LoadedKey, uploadKeys } from './keys'
+import { LoadedKey, uploadKeys } from './deployment-keys'
 import { DeployLock, heldError, LOCK_POLL_MS, lockRequest } from '../target/lock/runner'
 import { checkBootSpace, checkSpace, checkTarget } from './preflight'
 import {
@@ -505,7 +505,7 @@ class DeployRun {
   private async releaseGcRoot(): Promise<void> {
     if (!this.gcRootPlaced) return
     this.gcRootPlaced = false
-    await this.target.removeGcRoot(this.gcRoot)
+    await this.target.store.removeGcRoot(this.gcRoot)
   }
 
   /** Always, success or not: the diff settled, the GC root gone, the lock released (unless the agent keeps it). */

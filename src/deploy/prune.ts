@@ -7,14 +7,14 @@ export async function pruneGenerations(
   keep: number,
   profileGeneration: number | undefined
 ): Promise<number[]> {
-  const listing = await target.listGenerations()
+  const listing = await target.systemProfile.listGenerations()
   const doomed = generationsToDelete(listing.generations, keep, {
     profileGeneration,
     runningPath: listing.running,
     bootedPath: listing.booted
   })
   if (doomed.length === 0) return []
-  const refused = await target.deleteGenerations(doomed)
+  const refused = await target.systemProfile.deleteGenerations(doomed)
   if (refused !== undefined) {
     target.log.warning(`could not delete old generations ${doomed.join(', ')}: ${refused}`)
     return []

@@ -124,7 +124,7 @@ async function scheduleReboot(
   toplevel: string,
   trial: BootTrial | undefined
 ): Promise<{ at: number; trial?: BootTrial }> {
-  const scheduled = await target.reboot(
+  const scheduled = await target.boot.reboot(
     trial && { system: toplevel, ...trial, lockWindowSeconds: lockWindowSeconds(trial) }
   )
   // From the reboot's scheduling (it happens 2 s later): the command itself may take a while on a
@@ -172,7 +172,7 @@ async function settleFallBack(
   afterBoot: () => Promise<void>,
   trial: BootTrial & { once: string }
 ): Promise<void> {
-  const fell = await target.settleBootTrial('fell-back')
+  const fell = await target.boot.settleTrial('fell-back')
   if (fell !== 'fell-back' && fell !== 'not-run') return
   await afterBootBack(target, afterBoot)
   throw fell === 'fell-back'
@@ -205,7 +205,7 @@ export async function settleTrial(
     backFromTrial(target, bootId, trial, settings, afterBoot, failure)
   const reachedAt = Date.now()
   if (trial.loginSeconds !== undefined) {
-    const checkIn = await target.settleBootTrial('check-in')
+    const checkIn = await target.boot.settleTrial('check-in')
     if (checkIn === 'expired')
       return back({
         message: `${target.label} booted the new system, but the deploy logged in only after its boot trial's first window (reboot-timeout, ${trial.loginSeconds} s) had ended: it goes back to the previous system ${trial.previous}`,
@@ -220,19 +220,19 @@ export async function settleTrial(
   }
   const checked = await checkAfterBoot(target, settings, afterBoot)
   if (!checked.ok) {
-    await target.settleBootTrial('reject').catch(() => undefined)
+    await target.boot.settleTrial('reject').catch(() => undefined)
     return back(checked.failure)
   }
   // The run's `timeout` is about to end it: a confirmation now could land after the step failed.
   if (settings.runDeadline !== undefined && Date.now() > settings.runDeadline - CONFIRM_MARGIN_MS) {
-    await target.settleBootTrial('reject').catch(() => undefined)
+    await target.boot.settleTrial('reject').catch(() => undefined)
     throw new ActionError(
       `the run's timeout was about to pass before the new system could be confirmed on ${target.label}: the deploy rejected its boot trial, and the target goes back to the previous system ${trial.previous} by itself`,
       'Raise timeout: it must leave room for the reboot, the checks and the confirmation.',
       'verify'
     )
   }
-  const confirmed = await target.settleBootTrial('confirm')
+  const confirmed = await target.boot.settleTrial('confirm')
   if (confirmed === 'expired')
     return back({
       message: `the deploy confirmed the new system on ${target.label} too late: its boot trial had waited confirm-timeout (${trial.confirmSeconds} s) after the deploy's login and went back to the previous system ${trial.previous}`,

@@ -89,7 +89,7 @@ let
   # the action uploads it again: its unit waits for the file (TimeoutStartSec=infinity, a look a
   # second while it waits, nothing once it is there), and so does whatever requires it. Unlike
   # NixOps' units it does not stop when the file is deleted. Names and directories the upload would
-  # refuse (deploy/keys.ts) get no unit: the deploy fails before activation anyway.
+  # refuse (deploy/deployment-keys.ts) get no unit: the deploy fails before activation anyway.
   keyUnits = pkgs: keys:
     let
       safe = k: builtins.match "[A-Za-z0-9_][A-Za-z0-9._-]*" k != null

@@ -94,6 +94,41 @@ export interface DeployReport {
   hosts?: Array<{ machine: string; report: DeployReport }>
 }
 
+/** What the build phase learned of one machine (src/build.ts fills it; assemble.ts reports it). */
+export interface MachineBuildFacts {
+  /** Its name in a network file ('' otherwise). */
+  name: string
+  tags?: string[]
+  storePath: string
+  platform: string
+  requestedMode: Mode
+  mode: Mode
+  /** user@host:port, for a machine the run deploys. */
+  host?: string
+  closureSize?: number
+  closurePaths?: number
+  /** Its own warnings (its plan's, ignored NixOps options). */
+  warnings: string[]
+}
+
+/** What the build phase learned of the run, filled as it goes (a failed build reports what it got to). */
+export interface BuildFacts {
+  /** The source's label (a flake reference, a file). */
+  source: string
+  requestedMode: Mode
+  /** The one plan's mode and host (a flake or configuration.nix), known before the build. */
+  mode: Mode
+  host?: string
+  /** The run's warnings: its one plan's, the store cache's, the daemon's. */
+  warnings: string[]
+  machines: MachineBuildFacts[]
+  cache?: StoreCacheRestore
+  binfmt?: string
+  builtDerivations?: number
+  /** A build's package diff against diff-against (mode build, one machine). */
+  diff?: { diff: ClosureDiff; baseline: string; needsReboot?: boolean }
+}
+
 /** Worst first: what the single-valued outputs describe when several machines were deployed. */
 const SEVERITY: Result[] = [
   'failed',

@@ -44,6 +44,8 @@ import {
   Survey,
   SurveyRequest,
   Target,
+  SystemProfile,
+  TargetBoot,
   TargetStore,
   WrapUpRequest
 } from './target'
@@ -119,7 +121,24 @@ export class SshTarget implements Target {
       substitute: paths => this.substitute(paths),
       importStream: (codec, stream, check, timeoutMs) => this.importStream(codec, stream, check, timeoutMs),
       importSignedCache: (stream, check, timeoutMs) => this.importSignedCache(stream, check, timeoutMs),
-      queryMissing: paths => this.queryMissing(paths)
+      queryMissing: paths => this.queryMissing(paths),
+      removeGcRoot: link => this.removeGcRoot(link)
+    }
+  }
+
+  /** Target.systemProfile: listing and deleting generations, each one script. */
+  get systemProfile(): SystemProfile {
+    return {
+      listGenerations: () => this.listGenerations(),
+      deleteGenerations: numbers => this.deleteGenerations(numbers)
+    }
+  }
+
+  /** Target.boot: the reboot and the boot trial's steps. */
+  get boot(): TargetBoot {
+    return {
+      reboot: trial => this.reboot(trial),
+      settleTrial: step => this.settleBootTrial(step)
     }
   }
 
@@ -334,12 +353,12 @@ export class SshTarget implements Target {
     return { state: stateFrom(r), lockReleased: /^lock-release=released$/m.test(r.stdout) }
   }
 
-  async listGenerations(): Promise<GenerationListing> {
+  private async listGenerations(): Promise<GenerationListing> {
     const r = await this.run('list-generations', [], { timeoutMs: 60_000, what: 'listing generations' })
     return parseGenerations(r.stdout)
   }
 
-  async deleteGenerations(numbers: number[]): Promise<string | undefined> {
+  private async deleteGenerations(numbers: number[]): Promise<string | undefined> {
     const args = numbers.map(String)
     const r = await this.run('delete-generations', args, {
       shell: ['nix-env', '-p', '/nix/var/nix/profiles/system', '--delete-generations', ...args],
@@ -349,7 +368,7 @@ export class SshTarget implements Target {
     return r.exitCode === 0 ? undefined : r.stderr.trim().slice(-300) || `exit ${r.exitCode}`
   }
 
-  async removeGcRoot(link: string): Promise<void> {
+  private async removeGcRoot(link: string): Promise<void> {
     await this.run('remove-gc-root', [link], {
       shell: ['rm', '-f', link],
       timeoutMs: 60_000,
@@ -357,7 +376,7 @@ export class SshTarget implements Target {
     }).catch(() => undefined)
   }
 
-  async reboot(trial?: BootTrialRecord): Promise<RebootScheduled> {
+  private async reboot(trial?: BootTrialRecord): Promise<RebootScheduled> {
     if (trial) for (const p of [trial.system, trial.previous]) assertStorePath(p, 'a boot trial system')
     if (trial?.once !== undefined && !isOnceFile(trial.once))
       throw new ActionError(
@@ -397,7 +416,7 @@ export class SshTarget implements Target {
     return answer.includes('once') ? { once: { ok: true } } : {}
   }
 
-  async settleBootTrial(step: BootTrialStep): Promise<BootTrialAnswer> {
+  private async settleBootTrial(step: BootTrialStep): Promise<BootTrialAnswer> {
     const what = {
       'check-in': 'checking in with',
       confirm: 'confirming',

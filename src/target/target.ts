@@ -56,21 +56,10 @@ export interface Target {
    * to verify, and releases the deploy lock last (when given). See wrap-up.sh.
    */
   wrapUp(req: WrapUpRequest): Promise<{ state: RemoteState; lockReleased: boolean }>
-  listGenerations(): Promise<GenerationListing>
-  /** Deletes system generations; the error text when nix-env refused. */
-  deleteGenerations(numbers: number[]): Promise<string | undefined>
-  removeGcRoot(link: string): Promise<void>
-  /**
-   * Schedules a reboot a moment after it returns (detached: the session ends first); with `trial`,
-   * in the same command, the record the target's boot trial reads in the next boot.
-   */
-  reboot(trial?: BootTrialRecord): Promise<RebootScheduled>
-  /**
-   * The deploy's step in a boot trial (see target/scripts/boot-trial-steps.sh): its check-in after the
-   * boot ('reached'), its verdict ('confirmed', 'rejected'); 'expired' when the target's trial had
-   * already given up, 'none' when no trial is pending there.
-   */
-  settleBootTrial(step: BootTrialStep): Promise<BootTrialAnswer>
+  /** The system profile's generations. */
+  readonly systemProfile: SystemProfile
+  /** Its reboot into the new system, and the deploy's steps in the boot trial that follows. */
+  readonly boot: TargetBoot
   /** Drops the connection and dials a new one (both hops): a target that rebooted, a lost link. */
   reconnect(): Promise<void>
   /**
@@ -96,6 +85,30 @@ export interface TargetStore {
   importSignedCache(stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult>
   /** Which of `paths` the target's store lacks. */
   queryMissing(paths: string[]): Promise<Set<string>>
+  /** Removes a GC root this run made (never fails: a root left behind only delays a GC). */
+  removeGcRoot(link: string): Promise<void>
+}
+
+/** The system profile's generations (what keep-generations prunes). */
+export interface SystemProfile {
+  listGenerations(): Promise<GenerationListing>
+  /** Deletes system generations; the error text when nix-env refused. */
+  deleteGenerations(numbers: number[]): Promise<string | undefined>
+}
+
+/** A reboot, and the boot trial after it (nixos/boot-trial.nix). */
+export interface TargetBoot {
+  /**
+   * Schedules a reboot a moment after it returns (detached: the session ends first); with `trial`,
+   * in the same command, the record the target's boot trial reads in the next boot.
+   */
+  reboot(trial?: BootTrialRecord): Promise<RebootScheduled>
+  /**
+   * The deploy's step in a boot trial (see target/scripts/boot-trial-steps.sh): its check-in after the
+   * boot ('reached'), its verdict ('confirmed', 'rejected'); 'expired' when the target's trial had
+   * already given up, 'none' when no trial is pending there.
+   */
+  settleTrial(step: BootTrialStep): Promise<BootTrialAnswer>
 }
 
 /**
