@@ -548,7 +548,7 @@ describeE2E(
 )
 
 /**
- * A fleet of systemd Pis (spi and spi2, testbed/network/spi-fleet.nix): the canary and rollback-fleet
+ * A fleet of systemd Pis (spi and spi2, testbed/fixture/network/spi-fleet.nix): the canary and rollback-fleet
  * rollouts where a switch really stops and starts units. That a machine's old service was started
  * again (its ActiveEnterTimestampMonotonic moved) tells a machine deployed and put back from one
  * nothing touched; its state (running system, profile, boot entry, generations) says it is back.

@@ -92,6 +92,10 @@ describe('the layers of src/', () => {
     for (const f of g.keys()) visit(f, [])
     expect(cycles).toEqual([])
   })
+  it('lets only main, plan and post see the inputs: below the plan, phases take their slice of it', () => {
+    const readers = [...g].filter(([, deps]) => deps.includes('inputs')).map(([f]) => f)
+    expect(readers.sort()).toEqual(['main', 'plan', 'post'])
+  })
   it('has one writer of annotations, outputs, the job summary and the step failure: src/report/publish.ts', () => {
     const writers = sources(SRC)
       .filter(f => !f.endsWith('.generated.ts'))
