@@ -12,7 +12,7 @@ import { totalNarSize } from './nix/closure'
 import { MachineEvaluation, selectMachines } from './nix/legacy'
 import type { Baseline } from './nix/source'
 import { RunnerNix } from './nix/nix'
-import { Plan, planMachine, RunPlan } from './plan'
+import { MachinePlan, planMachine, RunPlan } from './plan'
 import { ClosureEntry, diffClosures } from './report/diff'
 import { formatBytes } from './log/format'
 import { BuildFacts, MachineBuildFacts } from './report/report'
@@ -26,7 +26,7 @@ type Phased = <T>(p: Phase, fn: () => Promise<T>) => Promise<T>
 /** One machine of the run: a flake's or configuration.nix's system, or a network's machine. */
 export interface Machine {
   evaluation: MachineEvaluation
-  plan: Plan
+  plan: MachinePlan
   /** deployment.keys with their content, read (and masked) before anything untrusted is printed. */
   keys: LoadedKey[]
   built?: BuiltSystem
@@ -63,7 +63,7 @@ export function startBuild(run: RunPlan, nix: RunnerNix): BuildResult {
   }
 }
 
-function hostOf(plan: Plan): string | undefined {
+function hostOf(plan: MachinePlan): string | undefined {
   return plan.mode === 'build' ? undefined : plan.target.label.replace(/^target /, '')
 }
 

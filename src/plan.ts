@@ -49,7 +49,7 @@ export interface DeployPlan extends PlanBase {
 }
 
 /** Either kind: `plan.mode === 'build'` tells them apart. */
-export type Plan = BuildPlan | DeployPlan
+export type MachinePlan = BuildPlan | DeployPlan
 
 /** The inputs a machine's plan is made of (a network's machines each get their target from the file). */
 export type MachineSettings = Pick<
@@ -108,14 +108,14 @@ export interface RunPlan {
   /** What each machine's plan is made of. */
   machines: MachineSettings
   /** A flake's or configuration.nix's one machine, planned before the build; none for a network. */
-  single?: Plan
+  single?: MachinePlan
 }
 
 export const DEFAULT_PORT = 22
 export const DEFAULT_USER = 'root'
 
 /** Decides what one machine's deploy will do. Pure: all I/O happens in the phases that follow it. */
-export function makePlan(inputs: MachineSettings): Plan {
+export function makePlan(inputs: MachineSettings): MachinePlan {
   const warnings: string[] = []
   let mode = inputs.mode
   const canConnect =
@@ -281,7 +281,7 @@ export function machineTarget(settings: MachineSettings, m: MachineEvaluation): 
 }
 
 /** A machine's plan: the run's one plan, or (a network's machine) planned from where the file puts it. */
-export function planMachine(run: RunPlan, m: MachineEvaluation): Plan {
+export function planMachine(run: RunPlan, m: MachineEvaluation): MachinePlan {
   if (run.single) return run.single
   return makePlan({ ...run.machines, target: machineTarget(run.machines, m) })
 }

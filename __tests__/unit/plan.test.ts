@@ -1,12 +1,12 @@
 import { ActionError } from '../../src/errors'
-import { DeployPlan, deployJob, makePlan, Plan } from '../../src/plan'
+import { DeployPlan, deployJob, makePlan, MachinePlan } from '../../src/plan'
 import { utils } from 'ssh2'
 import { base, inputs, key } from './read-inputs'
 
 const key2 = utils.generateKeyPairSync('ed25519')
 
 /** The plan as a deploy plan; fails the test when it is a build plan. */
-function deployPlan(plan: Plan): DeployPlan {
+function deployPlan(plan: MachinePlan): DeployPlan {
   if (plan.mode === 'build') throw new Error(`expected a deploy plan, got a build plan`)
   return plan
 }
