@@ -223,7 +223,7 @@ async function withBinfmt(
   store: StoreInfo | undefined,
   facts: BuildFacts
 ): Promise<RunnerNix> {
-  const binfmt = await ensureBinfmt(buildSystem, setting)
+  const binfmt = await ensureBinfmt(buildSystem, setting, w => logWarning(facts.warnings, w))
   facts.binfmt =
     binfmt.how === 'native' ? 'native' : binfmt.how === 'not-available' ? 'no emulation' : 'QEMU binfmt'
   info(binfmt.detail)

@@ -9,7 +9,7 @@ import { post } from './post'
 
 if (core.getState(STATE_IS_POST) === 'true') {
   // It reports its own failures (src/report/publish.ts) and never fails the job.
-  void post()
+  post().catch(() => undefined)
 } else {
   // Exit when the run is done even if a connection or timer is still open (a timed-out step).
   void run().finally(() => process.exit())

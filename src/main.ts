@@ -3,7 +3,7 @@ import { randomBytes } from 'crypto'
 import { promises as fs } from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { buildMachines, Machine, startBuild } from './build'
+import { BuildResult, buildMachines, Machine, startBuild } from './build'
 import { BuiltSystem } from './deploy/deploy'
 import { ActionError, Phase } from './errors'
 import { EarlyDial, FleetMachine, runFleet } from './fleet'
@@ -52,11 +52,32 @@ async function makeTempDir(): Promise<string> {
   return dir
 }
 
+/**
+ * How far the run got: its build, and whether the report has taken it in yet. The `timeout`
+ * input's deadline can end the run while the build still runs; what it found is reported then.
+ */
+interface RunProgress {
+  build?: BuildResult
+  machineReports?: DeployReport[]
+}
+
+/** The build's facts into the report, once: after the build, or when the run ends before that. */
+function reportBuildOnce(report: DeployReport, progress: RunProgress): DeployReport[] {
+  if (!progress.build) return []
+  progress.machineReports ??= reportBuild(report, progress.build.facts)
+  return progress.machineReports
+}
+
 /** plan → build → fleet (connect → copy → activate → verify); the report is written after it. */
-async function deploy(run: RunPlan, report: DeployReport, runDeadline?: number): Promise<void> {
+async function deploy(
+  run: RunPlan,
+  report: DeployReport,
+  progress: RunProgress,
+  runDeadline?: number
+): Promise<void> {
   const early = run.single && dialEarly(run, run.single)
   try {
-    await deployWith(run, report, runDeadline, early)
+    await deployWith(run, report, progress, runDeadline, early)
   } finally {
     early?.dispose()
   }
@@ -65,18 +86,20 @@ async function deploy(run: RunPlan, report: DeployReport, runDeadline?: number):
 async function deployWith(
   run: RunPlan,
   report: DeployReport,
+  progress: RunProgress,
   runDeadline: number | undefined,
   early: EarlyDial | undefined
 ): Promise<void> {
   const tempDir = await makeTempDir()
   const phase = <T>(p: Phase, fn: () => Promise<T>): Promise<T> => timed(report, p, fn)
   const build = startBuild(run, new RunnerNix(run.nix.options, run.nix.secretConfig))
-  let reports: DeployReport[]
+  progress.build = build
   try {
     await buildMachines(run, build, tempDir, phase)
   } finally {
-    reports = reportBuild(report, build.facts)
+    reportBuildOnce(report, progress)
   }
+  const reports = reportBuildOnce(report, progress)
   const { machines } = build
   if (machines.length === 1 && machines[0].plan.mode === 'build') return
   await runFleet(
@@ -129,14 +152,16 @@ export async function run(): Promise<void> {
   core.saveState(STATE_IS_POST, 'true')
   const report: DeployReport = { timings: [], warnings: [] }
   const get = (name: InputName): string => core.getInput(name)
+  const progress: RunProgress = {}
   try {
     maskSecrets(get)
     const inputs = await timed(report, 'inputs', async () => readInputs(get))
     // Read into memory now: no child process started from here on can inherit them.
     forgetSecretInputs(SECRET_INPUTS)
     const run = planRun(inputs)
-    await withDeadline(run.timeoutSeconds, runDeadline => deploy(run, report, runDeadline))
+    await withDeadline(run.timeoutSeconds, runDeadline => deploy(run, report, progress, runDeadline))
   } catch (e) {
+    reportBuildOnce(report, progress)
     reportFailure(report, e)
   } finally {
     await publishReport(report)

@@ -317,10 +317,37 @@ export function planRun(inputs: Inputs): RunPlan {
     },
     diffAgainst: inputs.diffAgainst,
     timeoutSeconds: inputs.timeoutSeconds,
-    machines: inputs,
+    machines: machineSettings(inputs),
     // A flake's or configuration.nix's one machine has its target in the inputs: planned now, so
     // its warnings come first and its connection can be dialled during the build.
-    single: source.kind === 'network' ? undefined : makePlan(inputs)
+    single: source.kind === 'network' ? undefined : makePlan(machineSettings(inputs))
+  }
+}
+
+/** The inputs a machine's plan is made of, and nothing else (no token, no signing key). */
+function machineSettings(i: Inputs): MachineSettings {
+  return {
+    mode: i.mode,
+    target: i.target,
+    targetOverride: i.targetOverride,
+    sshKey: i.sshKey,
+    knownHosts: i.knownHosts,
+    insecureSkipHostKeyCheck: i.insecureSkipHostKeyCheck,
+    jumpHosts: i.jumpHosts,
+    jumpHostKeys: i.jumpHostKeys,
+    healthChecks: i.healthChecks,
+    magicRollback: i.magicRollback,
+    sudo: i.sudo,
+    reboot: i.reboot,
+    rebootTimeoutSeconds: i.rebootTimeoutSeconds,
+    activationTimeoutSeconds: i.activationTimeoutSeconds,
+    confirmTimeoutSeconds: i.confirmTimeoutSeconds,
+    healthTimeoutSeconds: i.healthTimeoutSeconds,
+    connectTimeoutSeconds: i.connectTimeoutSeconds,
+    lockTimeoutSeconds: i.lockTimeoutSeconds,
+    keepGenerations: i.keepGenerations,
+    compression: i.compression,
+    substituteOnDestination: i.substituteOnDestination
   }
 }
 

@@ -1,5 +1,6 @@
 import { execFileSync } from 'child_process'
 import * as fs from 'fs'
+import * as path from 'path'
 import {
   deployInputs,
   describeE2E,
@@ -10,7 +11,8 @@ import {
   piExec as piExecArgs,
   piState,
   resetPi,
-  runAction
+  runAction,
+  testbed
 } from './harness'
 
 /**
@@ -165,6 +167,20 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
       piExec('rm', '-f', '/nix/filler')
     }
   }, 600_000)
+
+  it('a timeout during the build still reports what the run knew: its plan, its warnings', async () => {
+    fs.writeFileSync(path.join(testbed().TESTBED, 'fixture', 'slow-build-nonce'), `${Date.now()}`)
+    const run = await runAction(
+      deployInputs('pi-slow-build', { mode: 'boot', 'health-checks': 'true', timeout: '6' })
+    )
+    expect(run.exitCode).not.toBe(0)
+    expect(run.log).toMatch(/::error title=.*the deploy did not finish within timeout \(6 s\)/)
+    // The plan's warning, known before the build began, is annotated and in the summary.
+    expect(run.log).toContain('::warning::health-checks are not run in mode boot')
+    expect(run.summary).toContain('health-checks are not run in mode boot')
+    expect(run.summary).toMatch(/\| Mode \| `?boot/)
+    expect(run.outputs.result).toBe('failed')
+  }, 120_000)
 
   it('the whole-run timeout fails the step at once; the Pi rolls itself back (no confirmation)', async () => {
     const before = piState()

@@ -1,3 +1,4 @@
+import * as os from 'os'
 import { reportBuild, reportFleet } from '../../src/report/assemble'
 import { publishReport } from '../../src/report/publish'
 import { ClosureDiff } from '../../src/report/diff'
@@ -42,7 +43,8 @@ describe('reportBuild: the report made of what the build found', () => {
       report,
       facts([machine('', { warnings: ['its own'] })], { warnings: ['the run'] })
     )
-    expect(reports).toEqual([report])
+    expect(reports).toHaveLength(1)
+    expect(reports[0]).toBe(report)
     expect(report).toMatchObject({
       flake: '.#pi',
       mode: 'switch',
@@ -50,7 +52,7 @@ describe('reportBuild: the report made of what the build found', () => {
       closureSize: 1000,
       builtDerivations: 2,
       binfmt: 'QEMU binfmt',
-      warnings: ['the run', 'its own']
+      warnings: ['its own', 'the run']
     })
     expect(report.hosts).toBeUndefined()
     expect(report.result).toBeUndefined()
@@ -85,10 +87,10 @@ describe('reportBuild: the report made of what the build found', () => {
   it("several machines: one report each under hosts, each with the build's time; the fleet's result the worst", () => {
     const report = empty()
     const reports = reportBuild(report, facts([machine('pi1'), machine('pi2', { tags: ['lab'] })]))
-    expect(report.hosts?.map(h => [h.machine, h.report])).toEqual([
-      ['pi1', reports[0]],
-      ['pi2', reports[1]]
-    ])
+    expect(report.hosts?.map(h => h.machine)).toEqual(['pi1', 'pi2'])
+    // The very reports the fleet then fills.
+    expect(report.hosts?.[0].report).toBe(reports[0])
+    expect(report.hosts?.[1].report).toBe(reports[1])
     expect(reports[1]).toMatchObject({
       machine: 'pi2',
       tags: ['lab'],
@@ -104,6 +106,35 @@ describe('reportBuild: the report made of what the build found', () => {
     reportFleet(report, reports)
     expect(report.result).toBe('failed')
   })
+  it("several machines not all built (the build failed, or the run's timeout passed): one report, the run's, with every warning", () => {
+    const report = empty()
+    const reports = reportBuild(
+      report,
+      facts(
+        [
+          machine('pi1', { warnings: ['pi1: deployment.ec2 is ignored'] }),
+          machine('pi2', { closureSize: undefined, warnings: ['health-checks are not run in mode boot'] })
+        ],
+        { warnings: ['no cache service'] }
+      )
+    )
+    expect(reports).toEqual([])
+    expect(report.hosts).toBeUndefined()
+    expect(report.warnings).toEqual([
+      'no cache service',
+      'pi1: deployment.ec2 is ignored',
+      'pi2: health-checks are not run in mode boot'
+    ])
+  })
+  it('a build-only run that failed after its closure was listed stays failed', () => {
+    const report: DeployReport = {
+      ...empty(),
+      result: 'failed',
+      error: { message: 'm', hint: 'h', phase: 'report' }
+    }
+    reportBuild(report, facts([machine('', { mode: 'build' })], { mode: 'build' }))
+    expect(report.result).toBe('failed')
+  })
   it('a build that failed before evaluating reports the run and its warnings, and no machine', () => {
     const report = empty()
     expect(reportBuild(report, facts([], { warnings: ['no cache service'] }))).toEqual([])
@@ -112,12 +143,20 @@ describe('reportBuild: the report made of what the build found', () => {
   })
 })
 
-/** What publishReport writes to stdout (workflow commands, GITHUB_OUTPUT unset: outputs there too). */
-async function published(report: DeployReport): Promise<string[]> {
+/**
+ * What publishReport writes to stdout (workflow commands; GITHUB_OUTPUT unset: outputs there too,
+ * or `outputFile`), and the exit code it leaves.
+ */
+async function publishedWithCode(
+  report: DeployReport,
+  outputFile?: string
+): Promise<[string[], number | undefined]> {
   const write = process.stdout.write
   const saved = { output: process.env.GITHUB_OUTPUT, summary: process.env.GITHUB_STEP_SUMMARY }
-  delete process.env.GITHUB_OUTPUT
+  if (outputFile) process.env.GITHUB_OUTPUT = outputFile
+  else delete process.env.GITHUB_OUTPUT
   delete process.env.GITHUB_STEP_SUMMARY
+  let code: number | undefined
   let out = ''
   process.stdout.write = ((chunk: string | Uint8Array): boolean => {
     out += chunk.toString()
@@ -128,10 +167,16 @@ async function published(report: DeployReport): Promise<string[]> {
   } finally {
     process.stdout.write = write
     if (saved.output !== undefined) process.env.GITHUB_OUTPUT = saved.output
+    else delete process.env.GITHUB_OUTPUT
     if (saved.summary !== undefined) process.env.GITHUB_STEP_SUMMARY = saved.summary
+    code = process.exitCode === undefined ? undefined : Number(process.exitCode)
     process.exitCode = undefined
   }
-  return out.split('\n').filter(l => /^::(warning|error)/.test(l))
+  return [out.split('\n').filter(l => /^::(warning|error)/.test(l)), code]
+}
+
+async function published(report: DeployReport): Promise<string[]> {
+  return (await publishedWithCode(report))[0]
 }
 
 describe('publishReport: every annotation, written once, at the end', () => {
@@ -175,5 +220,15 @@ describe('publishReport: every annotation, written once, at the end', () => {
       '::warning title=nix-deploy-action%3A pi3%3A rolled back::pi3: rolled back to /nix/store/old (rollback-fleet): pi2 failed',
       '::error::1 of 3 machines failed; 1 rolled back by rollback-fleet'
     ])
+  })
+  it('fails the step even when its outputs cannot be written', async () => {
+    const [lines, code] = await publishedWithCode(
+      { result: 'deployed', timings: [], warnings: [] },
+      os.tmpdir()
+    )
+    expect(code).toBe(1)
+    expect(lines).toEqual([expect.stringMatching(/^::error::could not write the step's outputs: /)])
+    const [, ok] = await publishedWithCode({ result: 'deployed', timings: [], warnings: [] })
+    expect(ok).toBeUndefined()
   })
 })

@@ -45,7 +45,8 @@ export async function revertDeploy(target: Target, undo: UndoRecord): Promise<Re
     const now = await target.readState()
     const moved = movedOn(undo, now)
     if (moved !== undefined) {
-      target.log.warning(
+      // The fleet records it as the machine's warning (src/fleet.ts revertMachine).
+      target.log.info(
         `not rolled back: ${target.label} changed after this run deployed it (${moved}); left as it is`
       )
       return { kind: 'moved-on', now: moved }

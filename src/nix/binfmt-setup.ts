@@ -86,7 +86,7 @@ async function qemuInterpreter(system: string, arch: string, runner: string): Pr
 }
 
 /** Registers QEMU for `system` (which has no registration yet) and returns the new registration. */
-async function registerQemu(system: string, runner: string): Promise<BinfmtEntry> {
+async function registerQemu(system: string, runner: string, warn: (w: string) => void): Promise<BinfmtEntry> {
   const arch = qemuArch(system)
   if (!arch)
     throw new ActionError(
@@ -97,8 +97,7 @@ async function registerQemu(system: string, runner: string): Promise<BinfmtEntry
   const interpreter = await qemuInterpreter(system, arch, runner)
   if (!existsSync(path.join(BINFMT_DIR, 'register'))) {
     const m = await asRoot('mount', ['-t', 'binfmt_misc', 'binfmt_misc', BINFMT_DIR])
-    // What follows (a registration that works anyway, or fails with its own error) decides the run.
-    if (!m.ok) info(`mounting ${BINFMT_DIR} failed: ${m.err}`)
+    if (!m.ok) warn(`mounting ${BINFMT_DIR} failed: ${m.err}`)
   }
   // Prefer the distribution's own mechanism, which knows its interpreter and flags.
   let registered =
@@ -126,7 +125,11 @@ async function registerQemu(system: string, runner: string): Promise<BinfmtEntry
  * qemu-user-static (installing it with apt-get when missing and allowed). binfmt: false leaves the
  * runner alone (Nix may still have remote builders, configured through nix-options).
  */
-export async function ensureBinfmt(system: string, setting: BinfmtSetting): Promise<BinfmtOutcome> {
+export async function ensureBinfmt(
+  system: string,
+  setting: BinfmtSetting,
+  warn: (warning: string) => void
+): Promise<BinfmtOutcome> {
   const runner = runnerSystem()
   if (runsNatively(runner, system))
     return { how: 'native', detail: `${runner} runner builds ${system} natively`, nixSettings: [] }
@@ -145,7 +148,7 @@ export async function ensureBinfmt(system: string, setting: BinfmtSetting): Prom
       nixSettings: []
     }
 
-  const now = await registerQemu(system, runner)
+  const now = await registerQemu(system, runner, warn)
   return {
     how: 'newly-registered',
     detail: `registered QEMU binfmt for ${system} (${now.name}, flags ${now.flags || 'none'})`,

@@ -2,9 +2,10 @@ import { BuildFacts, DeployReport, MachineBuildFacts, PhaseTiming, worstReport }
 
 /**
  * The report takes in what the build found: the run's facts, then one report per machine (the
- * run's own when there is one; else each machine's under `hosts`, with the build's time). The
- * reports returned are the ones the deploys then fill (applyMachineResult). Also called for a
- * build that failed part-way: what it got to is reported.
+ * run's own when there is one; else, once every machine is built, each machine's under `hosts`,
+ * with the build's time). The reports returned are the ones the deploys then fill
+ * (applyMachineResult). Also called for a build that failed part-way or ran out of time: what it
+ * got to is reported, in the run's report.
  */
 export function reportBuild(report: DeployReport, facts: BuildFacts): DeployReport[] {
   Object.assign(report, {
@@ -16,19 +17,28 @@ export function reportBuild(report: DeployReport, facts: BuildFacts): DeployRepo
     binfmt: facts.binfmt,
     builtDerivations: facts.builtDerivations
   })
-  report.warnings.push(...facts.warnings)
   if (facts.machines.length === 1) {
     const [m] = facts.machines
+    // Its own warnings (its plan's first) before the build's.
     fillMachine(report, m, facts)
+    report.warnings.push(...facts.warnings)
     if (facts.diff)
       Object.assign(report, {
         diff: facts.diff.diff,
         diffBaseline: facts.diff.baseline,
         needsReboot: facts.diff.needsReboot
       })
-    // A build-only run that listed its closure is done (a failure after this says otherwise).
-    if (m.mode === 'build' && m.closureSize !== undefined) report.result = 'built'
+    // A build-only run that listed its closure is done, unless it failed after that.
+    if (m.mode === 'build' && m.closureSize !== undefined && !report.error) report.result = 'built'
     return [report]
+  }
+  report.warnings.push(...facts.warnings)
+  if (facts.machines.some(m => m.closureSize === undefined)) {
+    // Not every machine was built: the run failed as one, and its report says so; each machine's
+    // warnings go with it, named.
+    for (const m of facts.machines)
+      report.warnings.push(...m.warnings.map(w => (w.startsWith(`${m.name}: `) ? w : `${m.name}: ${w}`)))
+    return []
   }
   const buildTiming = report.timings.find(t => t.phase === 'build')
   const hosts = facts.machines.map(m => {

@@ -12,16 +12,23 @@ import { escapeMarkdown, renderSummary } from './summary'
 export async function publishReport(report: DeployReport): Promise<void> {
   // Millisecond phase times for `npm run bench` (the summary rounds to 0.1 s); RUNNER_DEBUG only.
   core.debug(`phase timings (ms): ${JSON.stringify(report.timings)}`)
-  annotate(report)
-  for (const [k, v] of Object.entries(outputsOf(report))) core.setOutput(k, scrubSecrets(v))
+  // The step fails whatever else fails here (an outputs file that cannot be written).
+  let failed = stepFailure(report)
+  try {
+    annotate(report)
+    for (const [k, v] of Object.entries(outputsOf(report))) core.setOutput(k, scrubSecrets(v))
+  } catch (e) {
+    // Later steps would read outputs that are not there: the step says so by failing.
+    failed ??= `could not write the step's outputs: ${errorMessage(e)}`
+  }
   try {
     await core.summary.addRaw(scrubSecrets(renderSummary(report))).write()
   } catch (e) {
     // No GITHUB_STEP_SUMMARY (e.g. a local run): the log has everything.
     core.debug(`no job summary: ${errorMessage(e)}`)
+  } finally {
+    if (failed) core.setFailed(failed)
   }
-  const failed = stepFailure(report)
-  if (failed) core.setFailed(failed)
 }
 
 /** The run's warnings and failure, then each machine's (named) when several were deployed. */
