@@ -193,10 +193,10 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
     )
     expect(run.log).not.toContain('Confirming over a new connection')
     expect(run.ms).toBeLessThan(30_000)
-    // The agent finishes the activation, waits confirm-timeout, and rolls back by itself.
-    for (let i = 0; i < 60 && piState().current !== before.current; i++)
-      await new Promise(r => setTimeout(r, 1000))
-    await new Promise(r => setTimeout(r, 8000))
+    // The agent finishes the activation, waits confirm-timeout, and rolls back by itself: its
+    // current system and its profile back as they were (looked at each second, for at most 60 s).
+    const same = (): boolean => JSON.stringify(piState()) === JSON.stringify(before)
+    for (let i = 0; i < 60 && !same(); i++) await new Promise(r => setTimeout(r, 1000))
     expect(piState()).toEqual(before)
   }, 300_000)
 })
