@@ -3,6 +3,7 @@ import { reportBuild, reportFleet } from '../../src/report/assemble'
 import { publishReport } from '../../src/report/publish'
 import { ClosureDiff } from '../../src/report/diff'
 import { BuildFacts, DeployReport, MachineBuildFacts } from '../../src/report/report'
+import { interceptStdout } from './stdout'
 
 const top = (c: string): string => `/nix/store/${c.repeat(32)}-nixos-system`
 
@@ -151,28 +152,29 @@ async function publishedWithCode(
   report: DeployReport,
   outputFile?: string
 ): Promise<[string[], number | undefined]> {
-  const write = process.stdout.write
   const saved = { output: process.env.GITHUB_OUTPUT, summary: process.env.GITHUB_STEP_SUMMARY }
   if (outputFile) process.env.GITHUB_OUTPUT = outputFile
   else delete process.env.GITHUB_OUTPUT
   delete process.env.GITHUB_STEP_SUMMARY
   let code: number | undefined
-  let out = ''
-  process.stdout.write = ((chunk: string | Uint8Array): boolean => {
-    out += chunk.toString()
-    return true
-  }) as typeof process.stdout.write
+  const stdout = interceptStdout()
   try {
     await publishReport(report)
   } finally {
-    process.stdout.write = write
+    stdout.restore()
     if (saved.output !== undefined) process.env.GITHUB_OUTPUT = saved.output
     else delete process.env.GITHUB_OUTPUT
     if (saved.summary !== undefined) process.env.GITHUB_STEP_SUMMARY = saved.summary
     code = process.exitCode === undefined ? undefined : Number(process.exitCode)
     process.exitCode = undefined
   }
-  return [out.split('\n').filter(l => /^::(warning|error)/.test(l)), code]
+  return [
+    stdout
+      .text()
+      .split('\n')
+      .filter(l => /^::(warning|error)/.test(l)),
+    code
+  ]
 }
 
 async function published(report: DeployReport): Promise<string[]> {

@@ -2,21 +2,17 @@ import { runnerView } from '../e2e/harness'
 import { info, machineLog, neutralise, printUntrusted } from '../../src/log/untrusted'
 import { childEnv, forgetSecretInputs, isPrivateVariable } from '../../src/secrets'
 import { TailBuffer } from '../../src/tail-buffer'
+import { interceptStdout } from './stdout'
 
 /** Captures what the action writes to stdout while `fn` runs. */
 function captureStdout(fn: () => void): string {
-  const write = process.stdout.write
-  let out = ''
-  process.stdout.write = ((chunk: string | Uint8Array): boolean => {
-    out += chunk.toString()
-    return true
-  }) as typeof process.stdout.write
+  const stdout = interceptStdout()
   try {
     fn()
   } finally {
-    process.stdout.write = write
+    stdout.restore()
   }
-  return out
+  return stdout.text()
 }
 
 describe("the test harness's model of the runner (what it shows of a step's output)", () => {
