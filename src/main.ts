@@ -94,12 +94,12 @@ async function deployWith(
   const phase = <T>(p: Phase, fn: () => Promise<T>): Promise<T> => timed(report, p, fn)
   const build = startBuild(run, new RunnerNix(run.nix.options, run.nix.secretConfig))
   progress.build = build
+  let reports: DeployReport[]
   try {
     await buildMachines(run, build, tempDir, phase)
   } finally {
-    reportBuildOnce(report, progress)
+    reports = reportBuildOnce(report, progress)
   }
-  const reports = reportBuildOnce(report, progress)
   const { machines } = build
   if (machines.length === 1 && machines[0].plan.mode === 'build') return
   await runFleet(
