@@ -1,10 +1,12 @@
 import { createHash } from 'crypto'
-import { execFileSync } from 'child_process'
+import { execFileSync, spawn } from 'child_process'
 import * as fs from 'fs'
+import * as path from 'path'
 import { parseKnownHosts } from '../../src/ssh/known-hosts'
 import { ConnectOptions, promptAckOf, RemoteHost, SharedJump } from '../../src/ssh/connection'
 import { Endpoint } from '../../src/ssh/endpoint'
-import { describeE2E, key, testbed } from './harness'
+import { ActionError } from '../../src/errors'
+import { describeE2E, key, NODE24, testbed } from './harness'
 
 /**
  * The transport through the testbed's jump host (OpenSSH): the runner acknowledges what the jump
@@ -103,4 +105,66 @@ describeE2E('the SSH transport through a jump host', () => {
       hold()
     }
   }, 120_000)
+
+  it("a target that closes its TCP connection behind the jump host (a rebooting Pi's sshd, killed after it let us in): its commands fail as a lost connection, none waits forever", async () => {
+    // The jump host relays to the Pi through a relay in its own namespace, which can end its side
+    // alone: the jump host then sends the channel's EOF and keeps the channel half-open.
+    const relay = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        'nda-jump',
+        NODE24,
+        path.join(__dirname, '..', '..', 'testbed', 'half-close-relay.js'),
+        testbed().TESTBED_PI,
+        '22'
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] }
+    )
+    try {
+      const port = Number(
+        await new Promise<string>((resolve, reject) => {
+          relay.stdout.once('data', (d: Buffer) => resolve(d.toString().trim()))
+          relay.once('exit', code => reject(new Error(`the relay exited (${code})`)))
+        })
+      )
+      // The Pi's host key, for the address the jump host dials now.
+      const piKey = fs
+        .readFileSync(testbed().TESTBED_KNOWN_HOSTS, 'utf8')
+        .split('\n')
+        .find(l => l.split(' ')[0].split(',').includes(testbed().TESTBED_PI))!
+      const knownHosts = parseKnownHosts(`[127.0.0.1]:${port} ${piKey.split(' ').slice(1).join(' ')}`).lines
+      const host = await RemoteHost.connect(
+        { ...endpoint('127.0.0.1', 'target'), port, label: `target root@127.0.0.1:${port}` },
+        [endpoint(testbed().TESTBED_JUMP, 'jump host')],
+        { ...opts(), knownHosts: [...opts().knownHosts, ...knownHosts] }
+      )
+      try {
+        expect((await host.exec('echo up')).stdout).toBe('up\n')
+        // A command under way, with no timeout of its own (as a poll during a reboot can be).
+        const running = host.exec('sleep 600')
+        running.catch(() => undefined)
+        await new Promise(r => setTimeout(r, 500))
+        process.kill(relay.pid!, 'SIGUSR1')
+        // A generous deadline, so that a hang fails here (and the relay and connection still end).
+        const outcome = await Promise.race([
+          running.then(
+            () => 'finished',
+            (e: unknown) => e
+          ),
+          new Promise(r => setTimeout(() => r('still waiting after 30 s'), 30_000).unref())
+        ])
+        expect(outcome).toBeInstanceOf(ActionError)
+        expect((outcome as ActionError).phase).toBe('connect')
+        expect(host.alive).toBe(false)
+        // And the next command fails at once instead of waiting for a channel.
+        await expect(host.exec('true')).rejects.toBeInstanceOf(ActionError)
+      } finally {
+        host.close()
+      }
+    } finally {
+      relay.kill('SIGKILL')
+    }
+  }, 60_000)
 })

@@ -350,9 +350,12 @@ function connectClient(ep: Endpoint, opts: ConnectOptions, sock?: NodeJS.Readabl
       ]).then(how => fail(how === undefined ? e : proxyEnded(ep, how)))
     }
     client.on('error', err => failLater(connectError(ep, err, verdict)))
-    client.on('close', () =>
+    const closed = (): void =>
       failLater(connectError(ep, new Error('the connection closed during the handshake'), verdict))
-    )
+    client.on('close', closed)
+    // SSH has no half-close: the other end's EOF ends the connection. Over a forwarded channel or
+    // a proxy's pipes, ssh2 hears only 'end' there (no 'close' until our side ends too).
+    client.on('end', closed)
     const config = clientConfig(ep, opts, policy, v => (verdict = v))
     if (!sock && opts.proxyCommand !== undefined) {
       try {
@@ -528,9 +531,12 @@ export class JumpChain {
       const onClose = (): void => listener(`the connection to ${this.hops[n].label} closed`)
       const onError = (err: Error): void => listener(`the connection to ${this.hops[n].label} failed`, err)
       c.on('close', onClose)
+      // A hop over the hop before it ends with the channel's EOF only (see RemoteHost).
+      c.on('end', onClose)
       c.on('error', onError)
       return () => {
         c.removeListener('close', onClose)
+        c.removeListener('end', onClose)
         c.removeListener('error', onError)
       }
     })
@@ -575,6 +581,10 @@ export class RemoteHost {
       this.abandon()
     }
     client.on('close', () => lost(`the connection to ${target.label} closed`))
+    // A target that closes its TCP connection behind a jump host (a rebooting Pi's sshd killed
+    // after it let us in) arrives as the tunnel's EOF: ssh2 then says 'end', stops its keepalives
+    // and never 'close' -- without this, every command on it would wait forever.
+    client.on('end', () => lost(`the connection to ${target.label} ended`))
     client.on('error', err => lost(`the connection to ${target.label} failed`, err))
     if (jump) this.stopWatchingJump = jump.chain.onLost(lost)
   }
@@ -669,13 +679,17 @@ export class RemoteHost {
       }
       this.client.once('close', onClientClose)
       this.pending.add(onClientClose)
+      let opened: ClientChannel | undefined
+      // From the request on: a channel the target never opens times out like a command that hangs.
+      if (opts.timeoutMs !== undefined)
+        timer = setTimeout(() => {
+          opened?.close()
+          finish(commandTimeoutError(this.target.label, what, opts.timeoutMs!))
+        }, opts.timeoutMs)
       this.client.exec(wrapped, (e, channel) => {
         if (e) return finish(channelOpenError(this.target.label, what, e))
-        if (opts.timeoutMs !== undefined)
-          timer = setTimeout(() => {
-            channel.close()
-            finish(commandTimeoutError(this.target.label, what, opts.timeoutMs!))
-          }, opts.timeoutMs)
+        opened = channel
+        if (done) return void channel.close()
         collectOutput(channel, opts, output)
         channel.on('close', () => finish())
         sendStdin(channel, opts.stdin, finish)
