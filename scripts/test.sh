@@ -11,6 +11,8 @@ if [ "$(id -u)" = 0 ]; then
   [ -n "${NDA_TESTBED_LOCKED:-}" ] || exec bash scripts/testbed-lock.sh bash "$0" "$@"
   bash scripts/install-deps.sh
   bash testbed/setup.sh
+  # The e2e suites take the testbed as set up (__tests__/e2e/harness.ts), not once per test file.
+  export NDA_TESTBED_SET_UP=1
 else
   [ -x node_modules/.bin/jest ] || npm ci --no-audit --no-fund
   echo "test: not root, so the end-to-end suites will skip (they need network and mount namespaces)"

@@ -62,6 +62,8 @@ fi
 # the repository's (a file left over from an earlier checkout must not stand in for a missing one).
 find "$TESTBED/fixture" -mindepth 1 -maxdepth 1 ! -name busybox -exec rm -rf {} +
 cp -r "$here/fixture/." "$TESTBED/fixture/"
+# Generation 0's store path, as seed.sh caches it, is the old fixture's.
+rm -f "$TESTBED/gen0.out"
 # The NixOS module the action ships for targets (nixos/: the boot trial), as the fixtures use it.
 cp -r "$here/../nixos" "$TESTBED/fixture/nixos-module"
 # deploy-user.nix takes the action's scripts from ../src/target/scripts (the repository's layout).
@@ -246,30 +248,8 @@ if ! alive "$TESTBED/jump2/sshd.pid"; then
   ip netns exec nda-jump2 /usr/sbin/sshd -f "$TESTBED/jump2/sshd_config"
 fi
 
-# --- The Pis: private /nix (tmpfs, size-limited like an SD card), /boot (a small firmware
-# partition, marked as the testbed's: the fixture's boot loader writes nowhere else) and /run.
-for pi in pi pi2; do
-  if ! mountpoint -q "$TESTBED/$pi/nix"; then
-    mount -t tmpfs -o size="$PI_NIX_SIZE",mode=0755 tmpfs "$TESTBED/$pi/nix"
-  fi
-  mkdir -p "$TESTBED/$pi/boot"
-  if ! mountpoint -q "$TESTBED/$pi/boot"; then
-    mount -t tmpfs -o size="$PI_BOOT_SIZE",mode=0755 tmpfs "$TESTBED/$pi/boot"
-    touch "$TESTBED/$pi/boot/.nda-testbed-boot"
-  fi
-  if ! alive "$TESTBED/$pi/run/sshd-pi.pid"; then
-    log "starting $pi's sshd"
-    mkdir -p "$TESTBED/$pi/nix/store" "$TESTBED/$pi/nix/var/nix" "$TESTBED/$pi/root"
-    # root's home is the Pi's own, empty as on a fresh NixOS: this machine's dotfiles (a ~/.bashrc
-    # that runs pyenv init, say) must not run on every SSH command as if they were the Pi's.
-    ip netns exec "nda-$pi" unshare --mount --propagation private sh -c '
-      mount --bind "$1/$2/nix" /nix && mount --bind "$1/$2/run" /run && mount --bind "$1/$2/root" /root &&
-      mount --bind "$1/$2/boot" /boot &&
-      mkdir -p /run/sshd &&
-      exec /usr/sbin/sshd -f "$1/$2/sshd_config"' sh "$TESTBED" "$pi"
-    for _ in $(seq 50); do alive "$TESTBED/$pi/run/sshd-pi.pid" && break; sleep 0.1; done
-  fi
-done
+# --- The Pis: private /nix, /boot and /run, and their sshd (pi.sh start).
+for pi in pi pi2; do PI=$pi "$here/pi.sh" start; done
 
 # An OpenSSH client config for the tests' own checks of the Pi (and the benchmark's peers).
 cat > "$TESTBED/ssh_config" <<CONF
