@@ -516,15 +516,21 @@ export function fixtureOutPath(config: string): string {
 
 /** Builds (if needed) and returns the store path of a fixture configuration on the runner. */
 export function fixturePath(config: string): string {
-  execFileSync(
+  // One Nix call: the build says what it built (`--json`), no second evaluation to ask.
+  const json = execFileSync(
     'nix',
-    ['--extra-experimental-features', 'nix-command flakes', 'build', '--no-link', toplevelAttr(config)],
-    {
-      env: FIXTURE_NIX_ENV,
-      stdio: 'pipe'
-    }
+    [
+      '--extra-experimental-features',
+      'nix-command flakes',
+      'build',
+      '--no-link',
+      '--json',
+      toplevelAttr(config)
+    ],
+    { env: FIXTURE_NIX_ENV, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }
   )
-  return fixtureOutPath(config)
+  const [built] = JSON.parse(json) as Array<{ outputs: { out: string } }>
+  return built.outputs.out
 }
 
 /** NAR sizes of a path's closure on the runner, by path. */
