@@ -38,6 +38,8 @@ alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 # marked as the testbed's: the fixture's boot loader writes nowhere else) and /run, and its sshd.
 # Its namespace, sshd_config and keys are setup.sh's.
 start() {
+  ip netns list | grep -qw "nda-$PI" || { echo "pi.sh: no namespace nda-$PI: run testbed/setup.sh" >&2; return 1; }
+  mkdir -p "$TESTBED/$PI/nix"
   if ! mountpoint -q "$TESTBED/$PI/nix"; then
     mount -t tmpfs -o size="${PI_NIX_SIZE:-1g}",mode=0755 tmpfs "$TESTBED/$PI/nix"
   fi

@@ -12,7 +12,7 @@ install_generation0() {
   if [ -z "$out" ] || ! nix-store --check-validity "$out" 2>/dev/null; then
     nix --extra-experimental-features 'nix-command flakes' build --no-link "$attr"
     out=$(nix --extra-experimental-features 'nix-command flakes' eval --raw "$attr.outPath")
-    echo "$out" >"$TESTBED/gen0.out"
+    echo "$out" >"$TESTBED/gen0.out.tmp" && mv -f "$TESTBED/gen0.out.tmp" "$TESTBED/gen0.out"
   fi
   # shellcheck disable=SC2046
   nix-store --export $(nix-store -qR "$out") | pi_exec nix-store --import >/dev/null

@@ -28,8 +28,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 TESTBED=${TESTBED:-/var/lib/nda-testbed}
-PI_NIX_SIZE=${PI_NIX_SIZE:-1g}
-PI_BOOT_SIZE=${PI_BOOT_SIZE:-64m}
+export PI_NIX_SIZE=${PI_NIX_SIZE:-1g} PI_BOOT_SIZE=${PI_BOOT_SIZE:-64m}
 log() { echo "testbed: $*"; }
 
 [ "$(id -u)" = 0 ] || { echo "testbed: needs root (network and mount namespaces)" >&2; exit 1; }
@@ -38,13 +37,6 @@ chmod 700 "$TESTBED/keys"
 
 # --- Nix on the runner: no internet here, so no substituters (else every call retries for ~5 s).
 export NIX_CONFIG=$'substituters =\nextra-platforms = aarch64-linux'
-
-# --- QEMU binfmt for aarch64 (the fixture's builders and the Pi's activation scripts are aarch64).
-[ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
-  log "enabling qemu-aarch64 binfmt"
-  update-binfmts --enable qemu-aarch64
-fi
 
 # --- The fixture flake with its aarch64 busybox.
 if [ ! -x "$TESTBED/fixture/busybox/bin/busybox" ]; then
@@ -60,10 +52,10 @@ if [ ! -x "$TESTBED/fixture/busybox/bin/busybox" ]; then
 fi
 # The flake, its building blocks, the nixpkgs stand-in and the configuration/network files: exactly
 # the repository's (a file left over from an earlier checkout must not stand in for a missing one).
-find "$TESTBED/fixture" -mindepth 1 -maxdepth 1 ! -name busybox -exec rm -rf {} +
-cp -r "$here/fixture/." "$TESTBED/fixture/"
 # Generation 0's store path, as seed.sh caches it, is the old fixture's.
 rm -f "$TESTBED/gen0.out"
+find "$TESTBED/fixture" -mindepth 1 -maxdepth 1 ! -name busybox -exec rm -rf {} +
+cp -r "$here/fixture/." "$TESTBED/fixture/"
 # The NixOS module the action ships for targets (nixos/: the boot trial), as the fixtures use it.
 cp -r "$here/../nixos" "$TESTBED/fixture/nixos-module"
 # deploy-user.nix takes the action's scripts from ../src/target/scripts (the repository's layout).
@@ -237,19 +229,9 @@ for pi in pi pi2; do
     "AllowTcpForwarding no" "SetEnv NIX_CONF_DIR=$TESTBED/pi-nix-conf" > "$TESTBED/$pi/sshd_config"
 done
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-mkdir -p /run/sshd
-if ! alive "$TESTBED/jump/sshd.pid"; then
-  log "starting the jump host's sshd"
-  ip netns exec nda-jump /usr/sbin/sshd -f "$TESTBED/jump/sshd_config"
-fi
-if ! alive "$TESTBED/jump2/sshd.pid"; then
-  log "starting the second jump host's sshd"
-  ip netns exec nda-jump2 /usr/sbin/sshd -f "$TESTBED/jump2/sshd_config"
-fi
-
-# --- The Pis: private /nix, /boot and /run, and their sshd (pi.sh start).
-for pi in pi pi2; do PI=$pi "$here/pi.sh" start; done
+# --- QEMU binfmt, the jump hosts' sshd, and the Pis (pi.sh start: a private /nix, tmpfs and
+# size-limited like an SD card, /boot and /run, and their sshd).
+"$here/repair.sh"
 
 # An OpenSSH client config for the tests' own checks of the Pi (and the benchmark's peers).
 cat > "$TESTBED/ssh_config" <<CONF

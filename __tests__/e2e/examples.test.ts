@@ -181,8 +181,8 @@ exec ip netns exec nda-jump socat - TCP:${pi}:"$3"
       { mode: 0o755 }
     )
   }, 300_000)
-  afterAll(() => {
-    github.stop()
+  afterAll(async () => {
+    await github.stop()
     fs.rmSync(bin, { recursive: true, force: true })
     // The degraded example leaves a failed unit behind: the systemd Pi starts the next suite clean.
     resetPi('spi')

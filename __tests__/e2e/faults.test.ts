@@ -61,7 +61,8 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
   afterEach(() => {
     unlimitLink()
     jumpNs('ip', 'link', 'set', PI_LINK, 'up')
-    execFileSync('bash', [`${__dirname}/../../testbed/setup.sh`], { stdio: 'ignore' })
+    // The jump host's sshd, if a test killed it (testbed/repair.sh).
+    execFileSync('bash', [`${__dirname}/../../testbed/repair.sh`], { stdio: 'ignore' })
   }, 120_000)
 
   it('the link cut mid-copy: a clear error in bounded time, nothing half-registered, a re-run copies only the rest', async () => {
@@ -114,7 +115,7 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
     expect(run.exitCode).not.toBe(0)
     expect(run.log).toMatch(/::error title=.*lost the SSH connection to target root@10\.99\.[25]\.2/)
     unlimitLink()
-    execFileSync('bash', [`${__dirname}/../../testbed/setup.sh`], { stdio: 'ignore' })
+    execFileSync('bash', [`${__dirname}/../../testbed/repair.sh`], { stdio: 'ignore' })
     expect(piState()).toEqual(before)
     expect(verifyPiStore()).toMatch(/exit=0$/)
     const rerun = await runAction(deployInputs('pi-bench'))

@@ -95,9 +95,15 @@ export class GitHubStandIn {
       .map(l => JSON.parse(l) as GitHubRequest)
   }
 
-  stop(): void {
+  /** Stops the server and waits for it to end (the next suite's may listen on the same address). */
+  async stop(): Promise<void> {
+    const child = this.child
     // ip netns exec execs the server: the recorded pid is the server's.
-    if (this.child?.pid !== undefined && this.child.exitCode === null) this.child.kill('SIGTERM')
+    if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      const ended = new Promise(resolve => child.once('exit', resolve))
+      child.kill('SIGTERM')
+      await ended
+    }
     if (this.dir) fs.rmSync(this.dir, { recursive: true, force: true })
   }
 }

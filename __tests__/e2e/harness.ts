@@ -39,12 +39,13 @@ function missingPrerequisite(): string | undefined {
 }
 
 /**
- * scripts/test.sh sets the testbed up before jest and says so (NDA_TESTBED_SET_UP): the suites take
- * it as it is. Run otherwise (jest by hand), each test file sets it up first. A suite that breaks
- * a part of the testbed repairs it itself (faults runs setup.sh after each test); a reset repairs
- * its Pi.
+ * scripts/test.sh sets the testbed up once before jest and says so (NDA_TESTBED_SET_UP): each test
+ * file then only repairs what an earlier one may have left stopped (testbed/repair.sh: binfmt, the
+ * jump hosts' sshd, pi and pi2). Run otherwise (jest by hand), each test file sets it up first. A
+ * reset repairs its Pi.
  */
 const TESTBED_SET_UP = process.env.NDA_TESTBED_SET_UP === '1'
+let setupDone = false
 /**
  * `describe` for e2e suites. Off CI without the prerequisites the suite is skipped with a one-line
  * reason; in CI (CI=true) a missing prerequisite fails the suite instead of skipping it silently.
@@ -59,7 +60,11 @@ export function describeE2E(name: string, fn: () => void): void {
   describe(name, () => {
     beforeAll(() => {
       if (missing) throw new Error(`CI=true and ${missing}`)
-      if (!TESTBED_SET_UP) execFileSync('bash', [path.join(ROOT, 'testbed', 'setup.sh')], { stdio: 'pipe' })
+      if (!setupDone)
+        execFileSync('bash', [path.join(ROOT, 'testbed', TESTBED_SET_UP ? 'repair.sh' : 'setup.sh')], {
+          stdio: 'pipe'
+        })
+      setupDone = true
     }, 300_000)
     // After every test: nothing of its deploys still runs on any Pi. An agent that no run came
     // back for lingers up to 30 s after its final state before it frees the lock and ends.
