@@ -22,14 +22,50 @@ fi
 # and a floating promise or a broken script is a bug the e2e suite may not hit.
 npm run -s lint
 
-results=$(mktemp)
+results=$(mktemp -d)
 status=0
-node_modules/.bin/jest --selectProjects unit e2e e2e-spi e2e-modern --runInBand --json --outputFile="$results" "$@" || status=$?
+# One jest run, its JSON results kept under a name for the closing line.
+jest_run() {
+  local name=$1
+  shift
+  node_modules/.bin/jest --runInBand --passWithNoTests --json --outputFile="$results/$name.json" "$@"
+}
+all_projects=(--selectProjects unit e2e e2e-spi e2e-modern)
+
+if [ "$(id -u)" != 0 ] || [ $# -gt 0 ] || [ -n "${NDA_SERIAL:-}" ]; then
+  # Everything in one jest (without root the e2e suites skip; arguments go to that one run).
+  jest_run all "${all_projects[@]}" "$@" || status=1
+else
+  # Two lanes side by side after the suites that switch the machine's own state. The booting Pi's
+  # suite (about 13 minutes of real boots) has a Pi of its own and its own door on the jump host
+  # (testbed/setup.sh), and checks no other Pi, so it runs beside everything else instead of
+  # after it. docs/testing.md says what else keeps the lanes apart.
+  #   1. unit, then binfmt and modern-nix: they turn the runner's aarch64 binfmt off and restart
+  #      the modern nix-daemon, which no other suite may see.
+  jest_run first --selectProjects unit e2e \
+    --testPathPattern '__tests__/unit/' '__tests__/e2e/(binfmt|modern-nix)\.test\.ts$' || status=1
+  #   2. the booting Pi's lane (its log shown when it ends), and the main lane beside it.
+  booting_log=$results/booting-pi.log
+  echo "test: the booting Pi's suite runs beside the others; its log follows theirs"
+  jest_run booting-pi --selectProjects e2e --testPathPattern '__tests__/e2e/booting-pi\.test\.ts$' \
+    >"$booting_log" 2>&1 &
+  booting=$!
+  jest_run main --selectProjects e2e e2e-spi e2e-modern \
+    --testPathIgnorePatterns '/node_modules/' '__tests__/e2e/(binfmt|modern-nix|booting-pi)\.test\.ts$' ||
+    status=1
+  wait "$booting" || status=1
+  echo "test: the booting Pi's lane:"
+  cat "$booting_log"
+fi
+
 # One plain closing line, whatever the runner: "N passed, N failed, N skipped".
 node -e '
-  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))
-  console.log(`jest: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests} skipped`)
-  if (r.numTotalTests === 0) { console.log("jest: no test ran"); process.exitCode = 1 }
+  const fs = require("fs")
+  const runs = fs.readdirSync(process.argv[1]).filter(f => f.endsWith(".json"))
+    .map(f => JSON.parse(fs.readFileSync(`${process.argv[1]}/${f}`, "utf8")))
+  const sum = k => runs.reduce((n, r) => n + r[k], 0)
+  console.log(`jest: ${sum("numPassedTests")} passed, ${sum("numFailedTests")} failed, ${sum("numPendingTests")} skipped`)
+  if (sum("numTotalTests") === 0) { console.log("jest: no test ran"); process.exitCode = 1 }
 ' "$results" || status=1
-rm -f "$results"
+rm -rf "$results"
 exit "$status"

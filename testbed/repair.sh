@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Brings back what a test may have stopped, as testbed/setup.sh left it (root; cheap and
-# idempotent): the qemu-aarch64 binfmt, the jump hosts' sshd, and pi's and pi2's mounts, links and
+# idempotent): the qemu-aarch64 binfmt, the jump hosts' sshd (the jump host's two doors), and pi's and pi2's mounts, links and
 # sshd. It makes nothing setup.sh did not: a missing namespace or file is setup.sh's to make.
 # setup.sh ends its network part with it; the e2e suites run it before each test file.
 set -euo pipefail
@@ -8,6 +8,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 TESTBED=${TESTBED:-/var/lib/nda-testbed}
 log() { echo "testbed: $*"; }
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# One repair at a time: the booting Pi's suite runs beside the others (scripts/test.sh), and two
+# repairs that both found an sshd stopped would both start it.
+exec 9>"$TESTBED/repair.lock"
+flock 9
 
 # QEMU binfmt for aarch64 (the fixture's builders and the Pis' activation scripts are aarch64).
 [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
@@ -17,10 +21,10 @@ if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
 fi
 
 mkdir -p /run/sshd
-for jump in jump jump2; do
-  if ! alive "$TESTBED/$jump/sshd.pid"; then
-    log "starting $jump's sshd"
-    ip netns exec "nda-$jump" /usr/sbin/sshd -f "$TESTBED/$jump/sshd_config"
+for door in jump/sshd jump/sshd-bpi jump2/sshd; do
+  if ! alive "$TESTBED/$door.pid"; then
+    log "starting ${door%%/*}'s sshd (${door#*/})"
+    ip netns exec "nda-${door%%/*}" /usr/sbin/sshd -f "$TESTBED/${door%%/*}/sshd_config${door#*/sshd}"
   fi
 done
 

@@ -50,7 +50,12 @@ let setupDone = false
  * `describe` for e2e suites. Off CI without the prerequisites the suite is skipped with a one-line
  * reason; in CI (CI=true) a missing prerequisite fails the suite instead of skipping it silently.
  */
-export function describeE2E(name: string, fn: () => void): void {
+export function describeE2E(
+  name: string,
+  fn: () => void,
+  /** The Pis whose leftovers are checked after each test: the suite's own (it may run beside others). */
+  opts: { pis?: PiName[] } = {}
+): void {
   const missing = missingPrerequisite()
   if (missing && !IN_CI) {
     console.log(`skipping e2e "${name}": ${missing}`)
@@ -70,7 +75,7 @@ export function describeE2E(name: string, fn: () => void): void {
     // back for lingers up to 30 s after its final state before it frees the lock and ends.
     afterEach(async () => {
       if (missing) return
-      for (const pi of PIS) await assertNothingLeftOnPi([], pi, 45_000)
+      for (const pi of opts.pis ?? PIS) await assertNothingLeftOnPi([], pi, 45_000)
     }, 120_000)
     fn()
   })
@@ -137,6 +142,8 @@ export interface TestbedEnv {
   TESTBED_SPI2: string
   /** The booting Pi (testbed/booting-pi.sh: QEMU, U-Boot, a real kernel; behind the jump host only). */
   TESTBED_BPI: string
+  /** The jump host's second door (host:2222), the booting Pi's: its suite runs beside the others. */
+  TESTBED_JUMP_BPI: string
   /** Nix 2.26 with its daemon (testbed/modern-nix.sh): bin/ (its programs), etc/nix.conf, daemon.log. */
   TESTBED_MODERN_NIX: string
 }
@@ -628,14 +635,24 @@ export const barrier = {
 }
 
 /**
- * Kills the jump host's SSH sessions by pid (`ip netns pids`, never by name: a pattern would match
- * sshd processes of the whole machine). With `listener`, its sshd too (setup.sh restarts it).
+ * Kills the SSH sessions of the jump host's port 22 by pid (the children of its sshd, never by
+ * name: a pattern would match sshd processes of the whole machine; never its other door's, which
+ * the booting Pi's suite uses beside). With `listener`, that sshd too (repair.sh restarts it).
  */
 export function killJumpSessions(opts: { listener?: boolean } = {}): number {
   const listener = fs.readFileSync(path.join(testbed().TESTBED, 'jump', 'sshd.pid'), 'utf8').trim()
-  const pids = execFileSync('ip', ['netns', 'pids', 'nda-jump'], { encoding: 'utf8' })
-    .split('\n')
-    .filter(p => p && (opts.listener || p !== listener))
+  const inJump = new Set(
+    execFileSync('ip', ['netns', 'pids', 'nda-jump'], { encoding: 'utf8' }).split('\n').filter(Boolean)
+  )
+  const parentOf = (pid: string): string | undefined => {
+    try {
+      return /^PPid:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
+    } catch {
+      return undefined // ended meanwhile
+    }
+  }
+  const sessions = [...inJump].filter(p => parentOf(p) === listener)
+  const pids = [...sessions, ...(opts.listener ? [listener] : [])]
   for (const p of pids)
     try {
       process.kill(Number(p), 'SIGTERM')
