@@ -21,7 +21,7 @@ if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
 fi
 
 mkdir -p /run/sshd
-for door in jump/sshd jump/sshd-bpi jump2/sshd; do
+for door in jump/sshd jump/sshd-bpi jump/sshd-spi jump2/sshd; do
   if ! alive "$TESTBED/$door.pid"; then
     log "starting ${door%%/*}'s sshd (${door#*/})"
     ip netns exec "nda-${door%%/*}" /usr/sbin/sshd -f "$TESTBED/${door%%/*}/sshd_config${door#*/sshd}"

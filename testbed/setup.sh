@@ -97,7 +97,7 @@ done
 chmod 0644 "$TESTBED/jump2/authorized_keys"
 cat "$k/deploy.pub" "$k/deploy-encrypted.pub" "$k/deploy-rsa.pub" > "$TESTBED/pi/authorized_keys"
 {
-  echo "10.99.1.2,[10.99.1.2]:2222 $(cut -d' ' -f1,2 "$k/jump_host_ed25519.pub")"
+  echo "10.99.1.2,[10.99.1.2]:2222,[10.99.1.2]:2223 $(cut -d' ' -f1,2 "$k/jump_host_ed25519.pub")"
   echo "10.99.2.2,10.99.3.2 $(cut -d' ' -f1,2 "$k/pi_host_ed25519.pub")"
   echo "10.99.4.2,10.99.7.2 $(cut -d' ' -f1,2 "$k/pi2_host_ed25519.pub")"
   echo "10.99.6.2 $(cut -d' ' -f1,2 "$k/jump2_host_ed25519.pub")"
@@ -222,10 +222,13 @@ CONF
 }
 sshd_config jump 0.0.0.0:22 "$TESTBED/jump/authorized_keys" "$TESTBED/jump/sshd.pid" \
   "AllowTcpForwarding yes" > "$TESTBED/jump/sshd_config"
-# The jump host's second door, port 2222 (the same host, keys and rules): the booting Pi's suite
-# goes through it, so that it can run beside the others, whose faults stop and cut port 22's sshd.
+# The jump host's other doors (the same host, keys and rules): port 2222 for the booting Pi's
+# suites, 2223 for the systemd Pis' (scripts/test.sh's lanes), so that each lane's faults, which
+# stop and cut its own door's sshd, leave the other lanes' connections alone.
 sshd_config jump 0.0.0.0:2222 "$TESTBED/jump/authorized_keys" "$TESTBED/jump/sshd-bpi.pid" \
   "AllowTcpForwarding yes" > "$TESTBED/jump/sshd_config-bpi"
+sshd_config jump 0.0.0.0:2223 "$TESTBED/jump/authorized_keys" "$TESTBED/jump/sshd-spi.pid" \
+  "AllowTcpForwarding yes" > "$TESTBED/jump/sshd_config-spi"
 sshd_config jump2 0.0.0.0:22 "$TESTBED/jump2/authorized_keys" "$TESTBED/jump2/sshd.pid" \
   "AllowTcpForwarding yes" "AllowUsers nda-deploy" > "$TESTBED/jump2/sshd_config"
 for pi in pi pi2; do
@@ -257,14 +260,17 @@ Host jump2
 Host pi2-chain
   HostName 10.99.7.2
   ProxyJump jump,jump2
+Host jump-spi
+  HostName 10.99.1.2
+  Port 2223
 Host spi
   HostName 10.99.5.2
-  ProxyJump jump
+  ProxyJump jump-spi
 Host spi-direct
   HostName 10.99.8.2
 Host spi2
   HostName 10.99.11.2
-  ProxyJump jump
+  ProxyJump jump-spi
 Host jump-bpi
   HostName 10.99.1.2
   Port 2222
@@ -296,6 +302,7 @@ TESTBED_SPI_DIRECT=10.99.8.2
 TESTBED_SPI2=10.99.11.2
 TESTBED_BPI=10.99.12.2
 TESTBED_JUMP_BPI=10.99.1.2:2222
+TESTBED_JUMP_SPI=10.99.1.2:2223
 TESTBED_KEYS=$k
 TESTBED_KNOWN_HOSTS=$TESTBED/known_hosts
 TESTBED_SSH_CONFIG=$TESTBED/ssh_config

@@ -13,7 +13,7 @@ PI=spi2 "$here/systemd-pi.sh" stop
 for p in spi spi2; do
   for m in root nix boot; do mountpoint -q "$TESTBED/$p/$m" && umount -l "$TESTBED/$p/$m"; done
 done
-for p in jump/sshd jump/sshd-bpi jump2/sshd; do [ -f "$TESTBED/$p.pid" ] && kill "$(cat "$TESTBED/$p.pid")" 2>/dev/null; done
+for p in jump/sshd jump/sshd-bpi jump/sshd-spi jump2/sshd; do [ -f "$TESTBED/$p.pid" ] && kill "$(cat "$TESTBED/$p.pid")" 2>/dev/null; done
 for ns in nda-jump nda-jump2 nda-pi nda-pi2 nda-spi nda-spi2 nda-bpi; do ip netns del "$ns" 2>/dev/null; done
 ip link del nda-jump0 2>/dev/null; ip link del nda-pi0 2>/dev/null; ip link del nda-spi0 2>/dev/null
 ip route del unreachable 10.99.0.0/16 2>/dev/null

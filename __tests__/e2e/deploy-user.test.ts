@@ -6,6 +6,7 @@ import {
   deployInputs,
   describeE2E,
   fixturePath,
+  jumpHost,
   key,
   onPi,
   piExec,
@@ -30,7 +31,7 @@ const gated = (config: string, extra: Record<string, string> = {}): Record<strin
     'target-host': testbed().TESTBED_SPI,
     'target-user': 'nix-deploy',
     // The jump host's user would default to the target's; the testbed's takes root.
-    'jump-host': `root@${testbed().TESTBED_JUMP}`,
+    'jump-host': jumpHost(),
     'ssh-private-key': key('gate'),
     'signing-key': key('gate-signing.secret'),
     ...extra

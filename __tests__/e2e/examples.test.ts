@@ -1,20 +1,17 @@
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { parse } from 'yaml'
 import { GitHubStandIn } from './github-service'
 import {
-  ActionRun,
-  ROOT,
-  describeE2E,
-  fixturePath,
-  key,
-  piState,
-  PiName,
-  resetPi,
-  runAction,
-  testbed
-} from './harness'
+  allExampleJobs,
+  exampleStep,
+  expressionDefaults,
+  expressions,
+  NOT_RUN,
+  piKeyAs,
+  RUN
+} from './examples-run'
+import { ActionRun, describeE2E, fixturePath, piState, PiName, resetPi, runAction, testbed } from './harness'
 
 /**
  * The workflows users copy (examples/) run as they are: each nix-deploy-action step's `with:` (and
@@ -24,104 +21,6 @@ import {
  * the real tunnels would from outside. Where an example names a host that exists only on the
  * internet (a public bastion), `overrides` says so and what stands in for it.
  */
-
-/** Every `${{ … }}` the examples' steps use, by its text: an example with a new one fails here until it is mapped. */
-function expressions(
-  t: ReturnType<typeof testbed>,
-  github: GitHubStandIn,
-  extraKnownHosts: string[] = []
-): Record<string, string> {
-  const knownHosts = [fs.readFileSync(t.TESTBED_KNOWN_HOSTS, 'utf8').trim(), ...extraKnownHosts].join('\n')
-  return {
-    'secrets.PI_DEPLOY_KEY': key('deploy'),
-    'vars.PI_KNOWN_HOSTS': knownHosts,
-    "inputs.host || 'pi3'": 'pi3',
-    "inputs.mode || 'switch'": 'switch',
-    'inputs.machines': '',
-    'github.token': github.token,
-    'secrets.CF_ACCESS_CLIENT_ID': 'stand-in-client.access',
-    'secrets.CF_ACCESS_CLIENT_SECRET': 'stand-in-service-token-secret'
-  }
-}
-
-/** The Pi's host key line under another name (the name a tunnel's host goes by). */
-function piKeyAs(name: string): string {
-  const pub = fs.readFileSync(path.join(testbed().TESTBED_KEYS, 'pi_host_ed25519.pub'), 'utf8')
-  return `${name} ${pub.split(' ').slice(0, 2).join(' ')}`
-}
-
-interface ActionStep {
-  with: Record<string, string>
-  env: Record<string, string>
-}
-
-/** The nix-deploy-action step(s) of an example's job, with every expression replaced. */
-function exampleStep(file: string, job: string, values: Record<string, string>): ActionStep {
-  const doc = parse(fs.readFileSync(path.join(ROOT, 'examples', file), 'utf8')) as {
-    jobs: Record<
-      string,
-      { steps: Array<{ uses?: string; with?: Record<string, unknown>; env?: Record<string, unknown> }> }
-    >
-  }
-  const steps = doc.jobs[job].steps.filter(s => s.uses?.startsWith('org/nix-deploy-action@'))
-  expect(steps).toHaveLength(1)
-  const fill = (block: Record<string, unknown> = {}): Record<string, string> =>
-    Object.fromEntries(
-      Object.entries(block).map(([k, v]) => [
-        k,
-        String(v).replace(/\$\{\{\s*(.*?)\s*\}\}/g, (_, expr: string) => {
-          if (!(expr in values)) throw new Error(`examples/${file}: no test value for \${{ ${expr} }}`)
-          return values[expr]
-        })
-      ])
-    )
-  return { with: fill(steps[0].with), env: fill(steps[0].env) }
-}
-
-/** The jobs with a nix-deploy-action step, over all examples: each must be run below or say why not. */
-function allExampleJobs(): string[] {
-  const jobs: string[] = []
-  for (const file of fs.readdirSync(path.join(ROOT, 'examples')).filter(f => f.endsWith('.yml'))) {
-    const doc = parse(fs.readFileSync(path.join(ROOT, 'examples', file), 'utf8')) as {
-      jobs: Record<string, { steps: Array<{ uses?: string }> }>
-    }
-    for (const [job, j] of Object.entries(doc.jobs))
-      if (j.steps.some(s => s.uses?.startsWith('org/nix-deploy-action@'))) jobs.push(`${file}#${job}`)
-  }
-  return jobs.sort()
-}
-
-const RUN = [
-  'pr-dry-run.yml#build',
-  'deploy.yml#deploy',
-  'deploy-github-hosted.yml#deploy',
-  'deploy-cloudflare-tunnel.yml#deploy',
-  'deploy-tailscale.yml#deploy',
-  'nixops-network.yml#deploy',
-  'pr-dry-run.yml#dry-activate'
-]
-/** Not run here, and why. */
-const NOT_RUN: Record<string, string> = {}
-
-/**
- * The inputs the runner fills in from action.yml's defaults when a step does not set them, where the
- * default is an expression (the action's code has the plain defaults itself).
- */
-function expressionDefaults(values: Record<string, string>): Record<string, string> {
-  const action = parse(fs.readFileSync(path.join(ROOT, 'action.yml'), 'utf8')) as {
-    inputs: Record<string, { default?: string }>
-  }
-  const out: Record<string, string> = {}
-  for (const [name, input] of Object.entries(action.inputs)) {
-    const m = /^\$\{\{\s*(.*?)\s*\}\}$/.exec(input.default ?? '')
-    if (m) {
-      if (!(m[1] in values))
-        throw new Error(`action.yml: no test value for the default \${{ ${m[1]} }} of ${name}`)
-      out[name] = values[m[1]]
-    }
-  }
-  return out
-}
 
 describeE2E('the examples users copy run as they are against the testbed', () => {
   let bin: string
@@ -154,7 +53,7 @@ describeE2E('the examples users copy run as they are against the testbed', () =>
 
   beforeAll(async () => {
     await github.start()
-    for (const c of ['pi3', 'pi3-degraded']) fixturePath(c)
+    fixturePath('pi3')
     // The tunnels' clients, stood in for: each checks what the real one would be given, then
     // carries stdin/stdout to the Pi's sshd from inside the jump host's namespace.
     bin = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-example-bin-'))
@@ -184,11 +83,9 @@ exec ip netns exec nda-jump socat - TCP:${pi}:"$3"
   afterAll(async () => {
     await github.stop()
     fs.rmSync(bin, { recursive: true, force: true })
-    // The degraded example leaves a failed unit behind: the systemd Pi starts the next suite clean.
-    resetPi('spi')
   }, 120_000)
 
-  it('every example job with a nix-deploy-action step is run here, or says why not', () => {
+  it('every example job with a nix-deploy-action step is run here (or in examples-spi.test.ts), or says why not', () => {
     expect(allExampleJobs()).toEqual([...RUN, ...Object.keys(NOT_RUN)].sort())
   })
 
@@ -207,40 +104,6 @@ exec ip netns exec nda-jump socat - TCP:${pi}:"$3"
     const fetched = github.requests().filter(r => r.url.startsWith(`/repos/${repo}/`))
     expect(fetched.length).toBeGreaterThan(0)
     expect(fetched.every(r => r.authorized)).toBe(true)
-  }, 300_000)
-
-  it('deploy.yml on the systemd Pi: its health checks pass on a healthy system', async () => {
-    resetPi('spi')
-    const t = testbed()
-    const run = await runExample('deploy.yml#deploy', {
-      ...expressions(t, github),
-      'vars.PI_HOST': t.TESTBED_SPI_DIRECT
-    })
-    expect(run.exitCode).toBe(0)
-    expect(run.outputs.result).toBe('deployed')
-    expect(run.summary).toMatch(/\| Health checks \| health checks passed on attempt 1/)
-    expect(deployed('spi')).toBe(fixturePath('pi3'))
-  }, 300_000)
-
-  it('deploy.yml on the systemd Pi: its health checks fail on a degraded system, which is rolled back', async () => {
-    resetPi('spi')
-    const t = testbed()
-    const before = deployed('spi')
-    const run = await runExample(
-      'deploy.yml#deploy',
-      {
-        ...expressions(t, github),
-        "inputs.host || 'pi3'": 'pi3-degraded',
-        'vars.PI_HOST': t.TESTBED_SPI_DIRECT
-      },
-      // A degraded system stays degraded: its checks fail on every try, so 10 s of them say as
-      // much as the example's 60.
-      { overrides: { 'health-timeout': '10' } }
-    )
-    expect(run.exitCode).not.toBe(0)
-    expect(run.outputs.result).toBe('rolled-back')
-    expect(run.summary).toMatch(/systemctl is-system-running --wait/)
-    expect(deployed('spi')).toBe(before)
   }, 300_000)
 
   it('deploy-github-hosted.yml through the jump host', async () => {

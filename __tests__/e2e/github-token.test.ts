@@ -27,6 +27,7 @@ describeE2E(
       actionPid: (pid: number) => void
     } {
       const leaks = new Map<number, { argv: string; ppid: number }>()
+      // The action's own Nix calls (its children): other lanes' runs use the same pipe (scripts/test.sh).
       const nixSeen = new Set<number>()
       let own = -1
       let ownArgv = ''
@@ -43,7 +44,7 @@ describeE2E(
             const env = fs.readFileSync(`/proc/${pid}/environ`, 'utf8')
             const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8')
             if (env.includes(secret) || argv.includes(secret)) leaks.set(Number(pid), { argv, ppid })
-            if (env.includes('NIX_USER_CONF_FILES=/dev/fd/3')) nixSeen.add(Number(pid))
+            if (env.includes('NIX_USER_CONF_FILES=/dev/fd/3') && ppid === own) nixSeen.add(Number(pid))
           } catch {
             // gone, or not ours to read
           }

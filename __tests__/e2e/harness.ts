@@ -75,7 +75,7 @@ export function describeE2E(
     // back for lingers up to 30 s after its final state before it frees the lock and ends.
     afterEach(async () => {
       if (missing) return
-      for (const pi of opts.pis ?? PIS) await assertNothingLeftOnPi([], pi, 45_000)
+      for (const pi of opts.pis ?? LANE_PIS) await assertNothingLeftOnPi([], pi, 45_000)
     }, 120_000)
     fn()
   })
@@ -89,6 +89,24 @@ export type PiName = 'pi' | 'pi2' | 'spi' | 'spi2'
 /** A Pi of PIS, or the booting Pi (testbed/booting-pi.sh: powered on by its own suite only). */
 export type AnyPi = PiName | 'bpi'
 export const PIS: PiName[] = ['pi', 'pi2', 'spi', 'spi2']
+/**
+ * The lane of scripts/test.sh this jest runs in (NDA_LANE): `spi`, the systemd Pis' suites; `main`,
+ * the ones on pi and pi2; unset, everything in one jest. A lane checks and cuts only its own.
+ */
+const LANE = process.env.NDA_LANE
+const LANE_PIS: PiName[] = LANE === 'spi' ? ['spi', 'spi2'] : LANE === 'main' ? ['pi', 'pi2'] : PIS
+/**
+ * The jump host's door this lane goes through (testbed/setup.sh): port 2223 for the systemd Pis'
+ * lane, else 22; `pidFile` is its sshd's.
+ */
+export function jumpDoor(): { host: string; pidFile: string } {
+  const t = testbed()
+  return LANE === 'spi'
+    ? { host: t.TESTBED_JUMP_SPI, pidFile: path.join(t.TESTBED, 'jump', 'sshd-spi.pid') }
+    : { host: t.TESTBED_JUMP, pidFile: path.join(t.TESTBED, 'jump', 'sshd.pid') }
+}
+/** `jump-host` through this lane's door, as `user@host[:port]`. */
+export const jumpHost = (user = 'root'): string => `${user}@${jumpDoor().host}`
 /**
  * The Pi a test deploys to and inspects when it names none: pi (no init system: the agent's setsid
  * path), or spi in the e2e-spi project (jest.config.js), which runs the safety suites again on the
@@ -144,6 +162,8 @@ export interface TestbedEnv {
   TESTBED_BPI: string
   /** The jump host's second door (host:2222), the booting Pi's: its suite runs beside the others. */
   TESTBED_JUMP_BPI: string
+  /** Its third door (host:2223), the systemd Pis' lane's. */
+  TESTBED_JUMP_SPI: string
   /** Nix 2.26 with its daemon (testbed/modern-nix.sh): bin/ (its programs), etc/nix.conf, daemon.log. */
   TESTBED_MODERN_NIX: string
 }
@@ -168,7 +188,7 @@ export function deployInputs(config: string, extra: Record<string, string> = {})
     flake: `${t.TESTBED_FIXTURE}#${config}`,
     mode: 'switch',
     'target-host': MAIN_PI === 'spi' ? t.TESTBED_SPI : t.TESTBED_PI,
-    'jump-host': t.TESTBED_JUMP,
+    'jump-host': jumpDoor().host,
     'ssh-private-key': key('deploy'),
     'known-hosts': fs.readFileSync(t.TESTBED_KNOWN_HOSTS, 'utf8'),
     'nix-options': 'substituters =',
@@ -635,12 +655,12 @@ export const barrier = {
 }
 
 /**
- * Kills the SSH sessions of the jump host's port 22 by pid (the children of its sshd, never by
- * name: a pattern would match sshd processes of the whole machine; never its other door's, which
- * the booting Pi's suite uses beside). With `listener`, that sshd too (repair.sh restarts it).
+ * Kills the SSH sessions of this lane's door of the jump host by pid (the children of its sshd,
+ * never by name: a pattern would match sshd processes of the whole machine; never another door's,
+ * which another lane uses beside). With `listener`, that sshd too (repair.sh restarts it).
  */
 export function killJumpSessions(opts: { listener?: boolean } = {}): number {
-  const listener = fs.readFileSync(path.join(testbed().TESTBED, 'jump', 'sshd.pid'), 'utf8').trim()
+  const listener = fs.readFileSync(jumpDoor().pidFile, 'utf8').trim()
   const inJump = new Set(
     execFileSync('ip', ['netns', 'pids', 'nda-jump'], { encoding: 'utf8' }).split('\n').filter(Boolean)
   )

@@ -4,6 +4,7 @@ import {
   deployInputs,
   describeE2E,
   fixturePath,
+  jumpHost,
   killJumpSessions,
   onPi,
   piExec,
@@ -217,7 +218,7 @@ describeE2E('deploy lock, sudo and generation retention', () => {
 
   it('a non-root user with passwordless sudo deploys through sudo -n', async () => {
     const run = await runAction(
-      deployInputs('pi-gen1', { 'target-user': 'nda-deploy', 'jump-host': 'root@10.99.1.2' })
+      deployInputs('pi-gen1', { 'target-user': 'nda-deploy', 'jump-host': jumpHost() })
     )
     expect(run.exitCode).toBe(0)
     expect(run.outputs.result).toBe('deployed')
@@ -227,7 +228,7 @@ describeE2E('deploy lock, sudo and generation retention', () => {
   it('a user whose sudo wants a password fails at once and clearly', async () => {
     const before = piState()
     const run = await runAction(
-      deployInputs('pi-gen2', { 'target-user': 'nda-nosudo', 'jump-host': 'root@10.99.1.2' })
+      deployInputs('pi-gen2', { 'target-user': 'nda-nosudo', 'jump-host': jumpHost() })
     )
     expect(run.exitCode).not.toBe(0)
     expect(run.log).toMatch(/::error title=.*sudo on the target asks nda-nosudo for a password/)
