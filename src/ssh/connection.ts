@@ -206,6 +206,9 @@ export class PromptAck {
   }
 }
 
+/** The clients whose connection ended (the other end's EOF) before a RemoteHost took them. */
+const endedClients = new WeakSet<Client>()
+
 /** The PromptAck of each client dialled over TCP (the first hop, or a target without jump host). */
 const promptAcks = new WeakMap<Client, PromptAck>()
 
@@ -354,8 +357,12 @@ function connectClient(ep: Endpoint, opts: ConnectOptions, sock?: NodeJS.Readabl
       failLater(connectError(ep, new Error('the connection closed during the handshake'), verdict))
     client.on('close', closed)
     // SSH has no half-close: the other end's EOF ends the connection. Over a forwarded channel or
-    // a proxy's pipes, ssh2 hears only 'end' there (no 'close' until our side ends too).
-    client.on('end', closed)
+    // a proxy's pipes, ssh2 hears only 'end' there (no 'close' until our side ends too). An end
+    // just after the login (in the same read) comes before the RemoteHost listens: noted here.
+    client.on('end', () => {
+      endedClients.add(client)
+      closed()
+    })
     const config = clientConfig(ep, opts, policy, v => (verdict = v))
     if (!sock && opts.proxyCommand !== undefined) {
       try {
@@ -585,6 +592,7 @@ export class RemoteHost {
     // after it let us in) arrives as the tunnel's EOF: ssh2 then says 'end', stops its keepalives
     // and never 'close' -- without this, every command on it would wait forever.
     client.on('end', () => lost(`the connection to ${target.label} ended`))
+    if (endedClients.has(client)) lost(`the connection to ${target.label} ended`)
     client.on('error', err => lost(`the connection to ${target.label} failed`, err))
     if (jump) this.stopWatchingJump = jump.chain.onLost(lost)
   }
@@ -686,14 +694,19 @@ export class RemoteHost {
           opened?.close()
           finish(commandTimeoutError(this.target.label, what, opts.timeoutMs!))
         }, opts.timeoutMs)
-      this.client.exec(wrapped, (e, channel) => {
-        if (e) return finish(channelOpenError(this.target.label, what, e))
-        opened = channel
-        if (done) return void channel.close()
-        collectOutput(channel, opts, output)
-        channel.on('close', () => finish())
-        sendStdin(channel, opts.stdin, finish)
-      })
+      try {
+        this.client.exec(wrapped, (e, channel) => {
+          if (e) return finish(channelOpenError(this.target.label, what, e))
+          opened = channel
+          if (done) return void channel.close()
+          collectOutput(channel, opts, output)
+          channel.on('close', () => finish())
+          sendStdin(channel, opts.stdin, finish)
+        })
+      } catch (e) {
+        // ssh2 throws "Not connected" at once on a connection that just ended.
+        finish(channelOpenError(this.target.label, what, e as Error))
+      }
     })
   }
 
