@@ -31,6 +31,23 @@ jest_run() {
   node_modules/.bin/jest --runInBand --passWithNoTests --json --outputFile="$results/$name.json" "$@"
 }
 all_projects=(--selectProjects unit e2e e2e-spi e2e-modern)
+# The lanes started in the background, ended with everything they started if this script ends
+# first (Ctrl-C, a kill): by their recorded pids and their children's, never by name.
+lanes=()
+# shellcheck disable=SC2317 # called from the trap below
+kill_tree() {
+  local child
+  for child in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null || true
+}
+# shellcheck disable=SC2317
+stop_lanes() {
+  local pid
+  for pid in "${lanes[@]}"; do kill_tree "$pid"; done
+  [ "${#lanes[@]}" = 0 ] || bash testbed/booting-pi.sh stop >/dev/null 2>&1 || true
+}
+trap stop_lanes EXIT
+trap 'exit 130' INT TERM
 
 if [ "$(id -u)" != 0 ] || [ $# -gt 0 ] || [ -n "${NDA_SERIAL:-}" ]; then
   # Everything in one jest (without root the e2e suites skip; arguments go to that one run).
@@ -51,6 +68,7 @@ else
   NDA_LANE=booting-pi jest_run booting-pi --selectProjects e2e \
     --testPathPattern '__tests__/e2e/booting-pi\.test\.ts$' >"$results/booting-pi.log" 2>&1 &
   booting=$!
+  lanes+=("$booting")
   (
     export NDA_LANE=spi
     lane=0
@@ -60,6 +78,7 @@ else
     exit "$lane"
   ) >"$results/spi.log" 2>&1 &
   spi=$!
+  lanes+=("$spi")
   NDA_LANE=main jest_run main --selectProjects e2e e2e-modern --testPathIgnorePatterns '/node_modules/' \
     '__tests__/e2e/(binfmt|modern-nix|booting-pi|systemd|deploy-user|examples-spi)\.test\.ts$' ||
     status=1
@@ -69,16 +88,21 @@ else
   wait "$booting" || status=1
   echo "test: the booting Pi's lane:"
   cat "$results/booting-pi.log"
+  lanes=()
 fi
 
 # One plain closing line, whatever the runner: "N passed, N failed, N skipped".
 node -e '
   const fs = require("fs")
-  const runs = fs.readdirSync(process.argv[1]).filter(f => f.endsWith(".json"))
-    .map(f => JSON.parse(fs.readFileSync(`${process.argv[1]}/${f}`, "utf8")))
+  const names = fs.readdirSync(process.argv[1]).filter(f => f.endsWith(".json"))
+  const runs = names.map(f => JSON.parse(fs.readFileSync(`${process.argv[1]}/${f}`, "utf8")))
   const sum = k => runs.reduce((n, r) => n + r[k], 0)
   console.log(`jest: ${sum("numPassedTests")} passed, ${sum("numFailedTests")} failed, ${sum("numPendingTests")} skipped`)
   if (sum("numTotalTests") === 0) { console.log("jest: no test ran"); process.exitCode = 1 }
+  // A lane whose suites were all left out (a renamed file) must not pass for having run nothing.
+  for (const [i, r] of runs.entries()) if (runs.length > 1 && r.numTotalTests === 0) {
+    console.log(`jest: the run ${names[i]} ran no test`); process.exitCode = 1
+  }
 ' "$results" || status=1
 rm -rf "$results"
 exit "$status"

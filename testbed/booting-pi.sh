@@ -42,16 +42,18 @@ pi_ssh() { ssh -F "$TESTBED/ssh_config" -o ConnectTimeout=5 bpi "$@"; }
 # Each under a name of its hash: Nix caches what a URL gave for an hour, so a URL names one content.
 # usage: fixture_boot_files VARS   (what booting-pi-image.sh printed)
 fixture_boot_files() {
-  local vars=$1 f h file
+  local vars=$1 f h file out=$d/bpi-boot.nix.new
   mkdir -p "$d/boot-files"
-  echo '{' >"$TESTBED/fixture/bpi-boot.nix"
+  echo '{' >"$out"
   for f in kernel initrd; do
     file=$(sed -n "s/^$f=//p" <<<"$vars")
     h=$(nix-hash --type sha256 --flat --base32 "$file")
     [ -f "$d/boot-files/$h-$f" ] || cp "$file" "$d/boot-files/$h-$f"
-    echo "  $f = { url = \"file://$d/boot-files/$h-$f\"; sha256 = \"$h\"; name = \"$f\"; };" >>"$TESTBED/fixture/bpi-boot.nix"
+    echo "  $f = { url = \"file://$d/boot-files/$h-$f\"; sha256 = \"$h\"; name = \"$f\"; };" >>"$out"
   done
-  echo '}' >>"$TESTBED/fixture/bpi-boot.nix"
+  echo '}' >>"$out"
+  # In one step: the fixture flake is evaluated meanwhile by the other lanes (scripts/test.sh).
+  mv "$out" "$TESTBED/fixture/bpi-boot.nix"
 }
 
 # The base disk: the root file system with the Pi's own files and generation 0, as an ext4

@@ -8,10 +8,18 @@ here=$(cd "$(dirname "$0")" && pwd)
 TESTBED=${TESTBED:-/var/lib/nda-testbed}
 log() { echo "testbed: $*"; }
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-# One repair at a time: the booting Pi's suite runs beside the others (scripts/test.sh), and two
-# repairs that both found an sshd stopped would both start it.
+# One repair at a time: scripts/test.sh's lanes run side by side, and two repairs that both found
+# an sshd stopped would both start it.
 exec 9>"$TESTBED/repair.lock"
 flock 9
+# In a lane (NDA_LANE), only what is the lane's own: its door of the jump host, and pi and pi2 in
+# the main lane only (another lane's repair must not start a Pi the main lane is resetting).
+case "${NDA_LANE:-}" in
+  booting-pi) doors=(jump/sshd-bpi) pis=() ;;
+  spi) doors=(jump/sshd-spi) pis=() ;;
+  main) doors=(jump/sshd jump2/sshd) pis=(pi pi2) ;;
+  *) doors=(jump/sshd jump/sshd-bpi jump/sshd-spi jump2/sshd) pis=(pi pi2) ;;
+esac
 
 # QEMU binfmt for aarch64 (the fixture's builders and the Pis' activation scripts are aarch64).
 [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
@@ -21,11 +29,11 @@ if ! grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
 fi
 
 mkdir -p /run/sshd
-for door in jump/sshd jump/sshd-bpi jump/sshd-spi jump2/sshd; do
+for door in "${doors[@]}"; do
   if ! alive "$TESTBED/$door.pid"; then
     log "starting ${door%%/*}'s sshd (${door#*/})"
     ip netns exec "nda-${door%%/*}" /usr/sbin/sshd -f "$TESTBED/${door%%/*}/sshd_config${door#*/sshd}"
   fi
 done
 
-for pi in pi pi2; do PI=$pi "$here/pi.sh" start; done
+for pi in "${pis[@]}"; do PI=$pi "$here/pi.sh" start; done
