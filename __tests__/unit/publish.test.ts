@@ -1,0 +1,21 @@
+import { publishUriProblem, signingStoreUri } from '../../src/nix/publish'
+
+describe('publish-to', () => {
+  it('takes the binary caches Nix uploads to', () => {
+    for (const uri of [
+      's3://pis?region=eu-west-1&endpoint=minio.lan:9000',
+      'file:///srv/cache',
+      'https://cache.lan'
+    ])
+      expect(publishUriProblem(uri)).toBeUndefined()
+  })
+  it('refuses what is not one, spaces, and a key in the URI (signing-key signs, from a pipe)', () => {
+    expect(publishUriProblem('ssh://pi')).toMatch(/is not a binary cache Nix uploads to/)
+    expect(publishUriProblem('file:///srv/cache --option x y')).toBe('publish-to: no spaces or line breaks')
+    expect(publishUriProblem('file:///srv/c?secret-key=/etc/k')).toMatch(/no secret-key=/)
+  })
+  it('signs with the key on fd 3, whatever the URI already says', () => {
+    expect(signingStoreUri('file:///srv/cache')).toBe('file:///srv/cache?secret-key=/dev/fd/3')
+    expect(signingStoreUri('s3://pis?region=x')).toBe('s3://pis?region=x&secret-key=/dev/fd/3')
+  })
+})
