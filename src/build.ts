@@ -12,7 +12,9 @@ import { totalNarSize } from './nix/closure'
 import { MachineEvaluation, selectMachines } from './nix/legacy'
 import type { Baseline } from './nix/source'
 import { RunnerNix } from './nix/nix'
-import { MachinePlan, planMachine, RunPlan } from './plan'
+import { machineTarget, MachinePlan, planMachine, RunPlan } from './plan'
+import { planShards, PlannedMachine } from './plan-shards'
+import { publishClosures } from './cache/publish'
 import { ClosureEntry, diffClosures } from './report/diff'
 import { formatBytes } from './log/format'
 import { BuildFacts, MachineBuildFacts } from './report/report'
@@ -119,9 +121,44 @@ export async function buildMachines(
     if (m.plan.mode !== 'build' && m.plan.goal.uploadsKeys)
       m.keys = await phase('inputs', () => loadKeys(m.evaluation.name || 'configuration', m.evaluation.keys))
   await phase('build', () => buildAll(run, result, tempDir))
+  if (run.publish) await phase('build', () => publish(run.publish!, run, result))
   const [only] = result.machines
   if (result.machines.length === 1 && only.plan.mode === 'build' && run.diffAgainst)
     await phase('build', () => diffAgainst(run.diffAgainst!, result, only, tempDir))
+}
+
+/** publish-to: every closure to the binary cache, signed; the deploy plan of its shards. */
+async function publish(
+  to: NonNullable<RunPlan['publish']>,
+  run: RunPlan,
+  result: BuildResult
+): Promise<void> {
+  core.startGroup(`Publish to ${to.uri}`)
+  const toplevels = result.machines.map(m => m.evaluation.outPath)
+  const published = await publishClosures(result.nix, to.uri, toplevels, to.signingKey).finally(() =>
+    core.endGroup()
+  )
+  const machines = result.machines.map(m => plannedMachine(run, m))
+  const plan = planShards(machines, to.shards, to.rollout, {
+    uri: to.uri,
+    publicKey: to.signingKey.publicKey
+  })
+  info(`Published ${toplevels.length} closures to ${to.uri} in ${(published.ms / 1000).toFixed(1)} s`)
+  result.facts.published = { uri: to.uri, ms: published.ms, plan: JSON.stringify(plan) }
+}
+
+/** A machine as the deploy plan carries it: where a shard job finds it, without evaluating. */
+function plannedMachine(run: RunPlan, m: Machine): PlannedMachine {
+  const e = m.evaluation
+  const target = run.source.kind === 'network' ? machineTarget(run.machines, e) : run.machines.target
+  return {
+    name: e.name || target?.host || 'configuration',
+    storePath: e.outPath,
+    host: target?.host ?? '',
+    port: target?.port ?? 22,
+    user: target?.user ?? 'root',
+    tags: e.tags ?? []
+  }
 }
 
 /** A build's package diff against diff-against; a failure here only costs the diff. */

@@ -3,6 +3,7 @@ import * as path from 'path'
 import { utils as ssh2utils } from 'ssh2'
 import { checksWindowSeconds } from './deploy/activate'
 import { canReboot, goalOf, runsNewSystem } from './deploy/goal'
+import { publishUriProblem } from './cache/publish'
 import { COMPRESSIONS, CompressionSetting } from './deploy/compression'
 import { DEFAULT_REBOOT_TIMEOUT_SECONDS, REBOOT_WHENS, RebootWhen } from './deploy/reboot'
 import { errorMessage, InputError } from './errors'
@@ -80,6 +81,8 @@ export interface Inputs {
   rollout: Rollout
   /** With network: when a machine fails, put the machines this run deployed back on what they ran. */
   rollbackFleet: boolean
+  /** mode build: the binary cache to publish to, and the shards of the deploy plan. */
+  publish?: { uri: string; shards: number }
   /** Let the target fetch what its own substituters have before copying the rest. */
   substituteOnDestination: boolean
   /** Reboot into the new system: never, when its kernel/initrd/modules/parameters change, always. */
@@ -129,6 +132,8 @@ export const INPUT_NAMES = [
   'fail-fast',
   'rollout',
   'rollback-fleet',
+  'publish-to',
+  'shards',
   'substitute-on-destination',
   'reboot',
   'reboot-timeout'
@@ -327,12 +332,31 @@ function readHealthChecks(get: Get): string[] {
 function readFleet(
   get: Get,
   problems: string[]
-): Pick<Inputs, 'parallel' | 'failFast' | 'rollout' | 'rollbackFleet'> {
+): Pick<Inputs, 'parallel' | 'failFast' | 'rollout' | 'rollbackFleet' | 'publish'> {
   const parallel = parseCount('parallel', get('parallel'), 4, 64, problems)
   const failFast = parseBoolean('fail-fast', get('fail-fast'), problems)
   const rollout = parseRollout(get('rollout'), problems)
   const rollbackFleet = parseBoolean('rollback-fleet', get('rollback-fleet'), problems)
-  return { parallel, failFast, rollout, rollbackFleet }
+  return { parallel, failFast, rollout, rollbackFleet, publish: readPublish(get, problems) }
+}
+
+/** publish-to and shards: a build that publishes, signed with signing-key. */
+function readPublish(get: Get, problems: string[]): Inputs['publish'] {
+  const uri = get('publish-to').trim()
+  const shards = parseCount('shards', get('shards'), 1, 256, problems)
+  if (uri === '') return undefined
+  const problem = publishUriProblem(uri)
+  if (problem) problems.push(problem)
+  const mode = (MODES as readonly string[]).find(m => m === (get('mode') || 'switch'))
+  if (mode && goalOf(mode as Mode).connects)
+    problems.push(
+      `publish-to is for mode build (the job that builds once for the fleet's deploy jobs), not mode ${mode}`
+    )
+  if (get('signing-key') === '')
+    problems.push(
+      'publish-to needs signing-key: the targets substitute only paths signed by a key they trust'
+    )
+  return { uri, shards }
 }
 
 function readFlake(get: Get, problems: string[]): FlakeTarget | undefined {

@@ -105,6 +105,8 @@ export interface RunPlan {
   diffAgainst?: Baseline
   /** The whole run's deadline (undefined: none). */
   timeoutSeconds?: number
+  /** mode build with publish-to: where to publish, with which key, and the shards of the plan. */
+  publish?: { uri: string; shards: number; rollout: Rollout; signingKey: SigningKey }
   /** What each machine's plan is made of. */
   machines: MachineSettings
   /** A flake's or configuration.nix's one machine, planned before the build; none for a network. */
@@ -317,6 +319,11 @@ export function planRun(inputs: Inputs): RunPlan {
     },
     diffAgainst: inputs.diffAgainst,
     timeoutSeconds: inputs.timeoutSeconds,
+    // readInputs refuses publish-to without signing-key.
+    publish:
+      inputs.publish && inputs.signingKey
+        ? { ...inputs.publish, rollout: inputs.rollout, signingKey: inputs.signingKey }
+        : undefined,
     machines: machineSettings(inputs),
     // A flake's or configuration.nix's one machine has its target in the inputs: planned now, so
     // its warnings come first and its connection can be dialled during the build.

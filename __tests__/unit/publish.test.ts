@@ -1,4 +1,4 @@
-import { publishUriProblem, signingStoreUri } from '../../src/nix/publish'
+import { publishUriProblem, signingStoreUri } from '../../src/cache/publish'
 
 describe('publish-to', () => {
   it('takes the binary caches Nix uploads to', () => {

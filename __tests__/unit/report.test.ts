@@ -28,6 +28,7 @@ describe('outputs', () => {
       generation: '3',
       'needs-reboot': 'true',
       'cache-hit': 'false',
+      'deploy-plan': '',
       results: JSON.stringify({
         configuration: {
           host: '',

@@ -15,7 +15,8 @@ export function reportBuild(report: DeployReport, facts: BuildFacts): DeployRepo
     host: facts.host,
     cache: facts.cache,
     binfmt: facts.binfmt,
-    builtDerivations: facts.builtDerivations
+    builtDerivations: facts.builtDerivations,
+    published: facts.published
   })
   if (facts.machines.length === 1) {
     const [m] = facts.machines

@@ -91,6 +91,8 @@ export interface DeployReport {
   /** Several machines (a network): one report each; the fields above then describe the run. */
   /** The machine's deployment.tags (network files). */
   tags?: string[]
+  /** publish-to: where the build published the closures, how long it took, the deploy plan (JSON). */
+  published?: { uri: string; ms: number; plan: string }
   hosts?: Array<{ machine: string; report: DeployReport }>
 }
 
@@ -127,6 +129,8 @@ export interface BuildFacts {
   builtDerivations?: number
   /** A build's package diff against diff-against (mode build, one machine). */
   diff?: { diff: ClosureDiff; baseline: string; needsReboot?: boolean }
+  /** publish-to: where the closures went, how long it took, and the deploy plan (JSON). */
+  published?: { uri: string; ms: number; plan: string }
 }
 
 /** Worst first: what the single-valued outputs describe when several machines were deployed. */
@@ -197,7 +201,12 @@ export function resultsOf(r: DeployReport): Record<
 export function outputsOf(r: DeployReport): Record<string, string> {
   const one =
     r.hosts && r.hosts.length > 0 ? outputsOne(worstReport(r.hosts.map(h => h.report))) : outputsOne(r)
-  return { ...one, 'cache-hit': String(r.cache?.hit ?? false), results: JSON.stringify(resultsOf(r)) }
+  return {
+    ...one,
+    'cache-hit': String(r.cache?.hit ?? false),
+    results: JSON.stringify(resultsOf(r)),
+    'deploy-plan': r.published?.plan ?? ''
+  }
 }
 
 function outputsOne(r: DeployReport): Record<string, string> {

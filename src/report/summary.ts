@@ -117,6 +117,7 @@ function renderMachines(r: DeployReport): string {
   lines.push(...machineTable(hosts), '')
   if (r.builtDerivations !== undefined)
     lines.push(`Derivations built (all machines, together): ${r.builtDerivations}`, '')
+  if (r.published) lines.push(`Published to ${code(r.published.uri)} in ${seconds(r.published.ms)}`, '')
   for (const { machine, report: h } of hosts) {
     const ok = !failedResult(h)
     const body = renderOne(h).split('\n').slice(1).join('\n')
@@ -202,6 +203,7 @@ function summaryRows(r: DeployReport): Array<[string, string | undefined]> {
         : r.mode
     ],
     ['Configuration', r.flake],
+    ['Published to', r.published && `${code(r.published.uri)} in ${seconds(r.published.ms)}`],
     ['Platform', r.platform && r.binfmt ? `${r.platform} (${r.binfmt})` : r.platform],
     ['Store path', r.storePath],
     ['Previous store path', r.previousStorePath],

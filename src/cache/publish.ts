@@ -5,10 +5,10 @@
  * each path as it writes it (the store URI's secret-key, read from a pipe: the key never touches
  * a file or an argument).
  */
-import { SigningKey } from '../cache/signing'
+import { SigningKey } from './signing'
 import { ActionError } from '../errors'
 import { runCommand } from '../run-command'
-import { RunnerNix } from './nix'
+import { RunnerNix } from '../nix/nix'
 
 /** What the cache URI of publish-to may be: the stores Nix uploads to, nothing it would run. */
 const PUBLISH_SCHEMES = ['s3://', 'file://', 'http://', 'https://']
