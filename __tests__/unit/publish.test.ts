@@ -19,3 +19,20 @@ describe('publish-to', () => {
     expect(signingStoreUri('s3://pis?region=x')).toBe('s3://pis?region=x&secret-key=/dev/fd/3')
   })
 })
+
+describe('publish-to among the inputs', () => {
+  const { inputs } = require('./read-inputs') as typeof import('./read-inputs')
+  const SECRET =
+    'test-1:WCnin4rkjEK4VeBngQKzCRwMQkLxXAcJiQpxCmKP+SstWg+dIzjtuQD3U9ZIB6TApoCNLMSYVQQVOPJzPelVHA=='
+  const build = { flake: '.#pi3', mode: 'build', 'publish-to': 'file:///srv/cache', 'signing-key': SECRET }
+  it('is read with its shards (1 unless given)', () => {
+    expect(inputs(build).publish).toEqual({ uri: 'file:///srv/cache', shards: 1 })
+    expect(inputs({ ...build, shards: '20' }).publish).toEqual({ uri: 'file:///srv/cache', shards: 20 })
+    expect(inputs({ flake: '.#pi3', mode: 'build' }).publish).toBeUndefined()
+  })
+  it('is for a build that signs: not with a mode that deploys, not without signing-key', () => {
+    expect(() => inputs({ ...build, mode: 'switch' })).toThrow(/publish-to is for mode build/)
+    expect(() => inputs({ ...build, 'signing-key': '' })).toThrow(/publish-to needs signing-key/)
+    expect(() => inputs({ ...build, shards: '0' })).toThrow(/shards/)
+  })
+})
