@@ -135,7 +135,7 @@ async function publish(
 ): Promise<void> {
   core.startGroup(`Publish to ${to.uri}`)
   const toplevels = result.machines.map(m => m.evaluation.outPath)
-  const published = await publishClosures(result.nix, to.uri, toplevels, to.signingKey).finally(() =>
+  const ms = await publishClosures(result.nix, to.uri, toplevels, to.signingKey).finally(() =>
     core.endGroup()
   )
   const machines = result.machines.map(m => plannedMachine(run, m))
@@ -143,8 +143,8 @@ async function publish(
     uri: to.uri,
     publicKey: to.signingKey.publicKey
   })
-  info(`Published ${toplevels.length} closures to ${to.uri} in ${(published.ms / 1000).toFixed(1)} s`)
-  result.facts.published = { uri: to.uri, ms: published.ms, plan: JSON.stringify(plan) }
+  info(`Published ${toplevels.length} closures to ${to.uri} in ${(ms / 1000).toFixed(1)} s`)
+  result.facts.published = { uri: to.uri, ms, plan: JSON.stringify(plan) }
 }
 
 /** A machine as the deploy plan carries it: where a shard job finds it, without evaluating. */

@@ -253,7 +253,7 @@ export function readInputs(get: Get): Inputs {
     ...reboot,
     ...timeouts
   })
-  const fleet = readFleet(get, problems)
+  const fleet = readFleet(get, mode, problems)
   const substituteText = get('substitute-on-destination')
   const substituteOnDestination =
     substituteText === '' ? true : parseBoolean('substitute-on-destination', substituteText, problems)
@@ -331,24 +331,24 @@ function readHealthChecks(get: Get): string[] {
 /** How a network's machines are deployed together: parallel, fail-fast, rollout, rollback-fleet. */
 function readFleet(
   get: Get,
+  mode: Mode | undefined,
   problems: string[]
 ): Pick<Inputs, 'parallel' | 'failFast' | 'rollout' | 'rollbackFleet' | 'publish'> {
   const parallel = parseCount('parallel', get('parallel'), 4, 64, problems)
   const failFast = parseBoolean('fail-fast', get('fail-fast'), problems)
   const rollout = parseRollout(get('rollout'), problems)
   const rollbackFleet = parseBoolean('rollback-fleet', get('rollback-fleet'), problems)
-  return { parallel, failFast, rollout, rollbackFleet, publish: readPublish(get, problems) }
+  return { parallel, failFast, rollout, rollbackFleet, publish: readPublish(get, mode, problems) }
 }
 
 /** publish-to and shards: a build that publishes, signed with signing-key. */
-function readPublish(get: Get, problems: string[]): Inputs['publish'] {
+function readPublish(get: Get, mode: Mode | undefined, problems: string[]): Inputs['publish'] {
   const uri = get('publish-to').trim()
   const shards = parseCount('shards', get('shards'), 1, 256, problems)
   if (uri === '') return undefined
   const problem = publishUriProblem(uri)
   if (problem) problems.push(problem)
-  const mode = (MODES as readonly string[]).find(m => m === (get('mode') || 'switch'))
-  if (mode && goalOf(mode as Mode).connects)
+  if (mode && goalOf(mode).connects)
     problems.push(
       `publish-to is for mode build (the job that builds once for the fleet's deploy jobs), not mode ${mode}`
     )

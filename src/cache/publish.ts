@@ -28,20 +28,13 @@ export function signingStoreUri(uri: string): string {
   return `${uri}${uri.includes('?') ? '&' : '?'}secret-key=/dev/fd/3`
 }
 
-export interface PublishResult {
-  uri: string
-  /** The toplevels whose closures were published. */
-  paths: string[]
-  ms: number
-}
-
-/** Uploads the closures of `toplevels` to `uri`, each path signed with `key`. */
+/** Uploads the closures of `toplevels` to `uri`, each path signed with `key`; how long it took (ms). */
 export async function publishClosures(
   nix: RunnerNix,
   uri: string,
   toplevels: string[],
   key: SigningKey
-): Promise<PublishResult> {
+): Promise<number> {
   const started = Date.now()
   const r = await runCommand('nix', [...nix.nixArgs(), 'copy', '--to', signingStoreUri(uri), ...toplevels], {
     secretFile: key.secret
@@ -52,5 +45,5 @@ export async function publishClosures(
       'Check that the runner can write to the cache (for S3: credentials in the environment, the bucket and region in the URI), then re-run.',
       'build'
     )
-  return { uri, paths: toplevels, ms: Date.now() - started }
+  return Date.now() - started
 }

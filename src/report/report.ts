@@ -91,8 +91,7 @@ export interface DeployReport {
   /** Several machines (a network): one report each; the fields above then describe the run. */
   /** The machine's deployment.tags (network files). */
   tags?: string[]
-  /** publish-to: where the build published the closures, how long it took, the deploy plan (JSON). */
-  published?: { uri: string; ms: number; plan: string }
+  published?: Published
   hosts?: Array<{ machine: string; report: DeployReport }>
 }
 
@@ -129,8 +128,14 @@ export interface BuildFacts {
   builtDerivations?: number
   /** A build's package diff against diff-against (mode build, one machine). */
   diff?: { diff: ClosureDiff; baseline: string; needsReboot?: boolean }
-  /** publish-to: where the closures went, how long it took, and the deploy plan (JSON). */
-  published?: { uri: string; ms: number; plan: string }
+  published?: Published
+}
+
+/** publish-to: where the build published the closures, how long it took, the deploy plan (JSON). */
+export interface Published {
+  uri: string
+  ms: number
+  plan: string
 }
 
 /** Worst first: what the single-valued outputs describe when several machines were deployed. */
