@@ -2,7 +2,7 @@ import * as fs from 'fs'
 import * as path from 'path'
 import { parse } from 'yaml'
 import { GitHubStandIn } from './github-service'
-import { key, ROOT, testbed } from './harness'
+import { ActionRun, key, ROOT, runAction, testbed } from './harness'
 
 /**
  * The workflows users copy (examples/) run as they are: each nix-deploy-action step's `with:` (and
@@ -108,4 +108,25 @@ export function expressionDefaults(values: Record<string, string>): Record<strin
     }
   }
   return out
+}
+
+/**
+ * Runs an example job's step (`file.yml#job`) as the runner would: action.yml's expression
+ * defaults, the step's `with:` (then `overrides`), its `env:` (then `env`), in `workspace`
+ * (default the fixture flake).
+ */
+export function runExample(
+  name: string,
+  values: Record<string, string>,
+  opts: { overrides?: Record<string, string>; env?: Record<string, string>; workspace?: string } = {}
+): Promise<ActionRun> {
+  const [file, job] = name.split('#')
+  const step = exampleStep(file, job, values)
+  return runAction(
+    { ...expressionDefaults(values), ...step.with, ...opts.overrides },
+    {
+      env: { ...step.env, ...opts.env },
+      workspace: opts.workspace ?? path.join(testbed().TESTBED, 'fixture')
+    }
+  )
 }

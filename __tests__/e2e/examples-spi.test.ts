@@ -1,6 +1,5 @@
-import * as path from 'path'
-import { exampleStep, expressionDefaults, expressions } from './examples-run'
-import { describeE2E, fixturePath, piState, resetPi, runAction, testbed } from './harness'
+import { expressions, runExample } from './examples-run'
+import { describeE2E, fixturePath, piState, resetPi, testbed } from './harness'
 
 /**
  * examples/deploy.yml on the systemd Pi (spi, straight over its LAN link): apart from
@@ -12,18 +11,6 @@ const NO_GITHUB = { token: 'ghs_unused-by-these-examples' }
 describeE2E(
   'the examples users copy, on the systemd Pi',
   () => {
-    const runExample = (
-      name: string,
-      values: Record<string, string>,
-      opts: { overrides?: Record<string, string> } = {}
-    ) => {
-      const [file, job] = name.split('#')
-      const step = exampleStep(file, job, values)
-      return runAction(
-        { ...expressionDefaults(values), ...step.with, ...opts.overrides },
-        { env: step.env, workspace: path.join(testbed().TESTBED, 'fixture') }
-      )
-    }
     const deployed = (): string => piState('spi').current
 
     beforeAll(() => {

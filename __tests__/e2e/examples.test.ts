@@ -4,14 +4,13 @@ import * as path from 'path'
 import { GitHubStandIn } from './github-service'
 import {
   allExampleJobs,
-  exampleStep,
-  expressionDefaults,
   expressions,
   NOT_RUN,
   piKeyAs,
-  RUN
+  RUN,
+  runExample as runExampleStep
 } from './examples-run'
-import { ActionRun, describeE2E, fixturePath, piState, PiName, resetPi, runAction, testbed } from './harness'
+import { ActionRun, describeE2E, fixturePath, piState, PiName, resetPi, testbed } from './harness'
 
 /**
  * The workflows users copy (examples/) run as they are: each nix-deploy-action step's `with:` (and
@@ -28,21 +27,13 @@ describeE2E('the examples users copy run as they are against the testbed', () =>
   const github = new GitHubStandIn()
   const fixtureDir = (): string => path.join(testbed().TESTBED, 'fixture')
   /** Runs an example job's step in `workspace` (default the fixture flake: `.#pi3`). */
+  /** An example's step, with GitHub's stand-in and the tunnels' clients (bin) in its environment. */
   const runExample = (
     name: string,
     values: Record<string, string>,
     opts: { overrides?: Record<string, string>; workspace?: string } = {}
-  ) => {
-    const [file, job] = name.split('#')
-    const step = exampleStep(file, job, values)
-    return runAction(
-      { ...expressionDefaults(values), ...step.with, ...opts.overrides },
-      {
-        env: { ...step.env, ...github.env(), PATH: `${bin}:${process.env.PATH}` },
-        workspace: opts.workspace ?? fixtureDir()
-      }
-    )
-  }
+  ): Promise<ActionRun> =>
+    runExampleStep(name, values, { ...opts, env: { ...github.env(), PATH: `${bin}:${process.env.PATH}` } })
   const deployed = (pi: PiName): string => piState(pi).current
   /** The example deployed the fixture's pi3 to pi. */
   const expectPi3 = (run: ActionRun): void => {
