@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Operates a simulated Pi from the host side, outside SSH (so it works whatever the action did).
-# PI=pi (default) or PI=pi2 chooses which.
+# PI=pi (default), pi2 or pi3 chooses which.
 #   pi.sh exec CMD...     run CMD inside the Pi's mount and network namespaces
 #   pi.sh seed-if-empty   install fixture generation 0 when the Pi has no system yet
 #   pi.sh start           mount the Pi's private /nix, /boot and /run and start its sshd (setup.sh)
@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 TESTBED=${TESTBED:-/var/lib/nda-testbed}
 export NIX_CONFIG=$'substituters =\nextra-platforms = aarch64-linux'
 PI=${PI:-pi}
-case "$PI" in pi|pi2) ;; *) echo "pi.sh: PI must be pi or pi2" >&2; exit 2 ;; esac
+case "$PI" in pi|pi2|pi3) ;; *) echo "pi.sh: PI must be pi, pi2 or pi3" >&2; exit 2 ;; esac
 pidfile="$TESTBED/$PI/run/sshd-pi.pid"
 
 pi_exec() {

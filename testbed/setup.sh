@@ -9,6 +9,10 @@
 #              \                                              |                  10.99.8.2, from the runner)
 #               \                                             \---10.99.11.0/24-- spi2 (netns nda-spi2: a
 #                \                                                 second systemd Pi, for fleets of them)
+#                 \                                            |---10.99.13.0/24-- pi3 (netns nda-pi3: like pi,
+#                  \                                           |                   the safety lane's, scripts/test.sh)
+#                   \                                          \---10.99.14.0/24-- spi3 (netns nda-spi3: like
+#                    \                                             spi, the safety lane's)
 #                 \-----------------------10.99.3.0/24-------------------------------/ (to pi)
 #   jump --10.99.6.0/24-- jump2 (netns nda-jump2, sshd: a second bastion) --10.99.7.0/24-- pi2
 #   jump --10.99.12.0/24-- bpi (netns nda-bpi: a QEMU aarch64 machine that really boots, through
@@ -32,7 +36,7 @@ export PI_NIX_SIZE=${PI_NIX_SIZE:-1g} PI_BOOT_SIZE=${PI_BOOT_SIZE:-64m}
 log() { echo "testbed: $*"; }
 
 [ "$(id -u)" = 0 ] || { echo "testbed: needs root (network and mount namespaces)" >&2; exit 1; }
-mkdir -p "$TESTBED"/{keys,jump,jump2,pi/nix,pi/run,pi2/nix,pi2/run,fixture}
+mkdir -p "$TESTBED"/{keys,jump,jump2,pi/nix,pi/run,pi2/nix,pi2/run,pi3/nix,pi3/run,fixture}
 chmod 700 "$TESTBED/keys"
 
 # --- Nix on the runner: no internet here, so no substituters (else every call retries for ~5 s).
@@ -77,7 +81,7 @@ k="$TESTBED/keys"
   nix-store --generate-binary-cache-key nda-gate-1 "$k/gate-signing.secret" "$k/gate-signing.public"
 [ -f "$k/other-signing.secret" ] ||
   nix-store --generate-binary-cache-key nda-other-1 "$k/other-signing.secret" "$k/other-signing.public"
-for h in jump jump2 pi pi2 spi spi2 bpi; do
+for h in jump jump2 pi pi2 pi3 spi spi2 spi3 bpi; do
   [ -f "$k/${h}_host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$k/${h}_host_ed25519"
   [ -f "$k/${h}_host_rsa" ] || ssh-keygen -q -t rsa -b 3072 -N '' -f "$k/${h}_host_rsa"
 done
@@ -97,13 +101,15 @@ done
 chmod 0644 "$TESTBED/jump2/authorized_keys"
 cat "$k/deploy.pub" "$k/deploy-encrypted.pub" "$k/deploy-rsa.pub" > "$TESTBED/pi/authorized_keys"
 {
-  echo "10.99.1.2,[10.99.1.2]:2222,[10.99.1.2]:2223 $(cut -d' ' -f1,2 "$k/jump_host_ed25519.pub")"
+  echo "10.99.1.2,[10.99.1.2]:2222,[10.99.1.2]:2223,[10.99.1.2]:2224 $(cut -d' ' -f1,2 "$k/jump_host_ed25519.pub")"
   echo "10.99.2.2,10.99.3.2 $(cut -d' ' -f1,2 "$k/pi_host_ed25519.pub")"
   echo "10.99.4.2,10.99.7.2 $(cut -d' ' -f1,2 "$k/pi2_host_ed25519.pub")"
   echo "10.99.6.2 $(cut -d' ' -f1,2 "$k/jump2_host_ed25519.pub")"
   echo "10.99.5.2,10.99.8.2 $(cut -d' ' -f1,2 "$k/spi_host_ed25519.pub")"
   echo "10.99.11.2 $(cut -d' ' -f1,2 "$k/spi2_host_ed25519.pub")"
   echo "10.99.12.2 $(cut -d' ' -f1,2 "$k/bpi_host_ed25519.pub")"
+  echo "10.99.13.2 $(cut -d' ' -f1,2 "$k/pi3_host_ed25519.pub")"
+  echo "10.99.14.2 $(cut -d' ' -f1,2 "$k/spi3_host_ed25519.pub")"
 } > "$TESTBED/known_hosts"
 
 # --- A stand-in for GitHub's API (__tests__/e2e/github-service.ts runs it in the jump host's
@@ -161,7 +167,7 @@ usermod -p '*' nda-deploy; usermod -p '*' nda-nosudo
 # --- Network. Keep every test address on this machine: the whole range is unreachable from the root
 # namespace except through the on-link routes of our own veths.
 ip route replace unreachable 10.99.0.0/16
-for ns in nda-jump nda-jump2 nda-pi nda-pi2; do
+for ns in nda-jump nda-jump2 nda-pi nda-pi2 nda-pi3; do
   ip netns list | grep -qw "$ns" || ip netns add "$ns"
   ip -n "$ns" link set lo up
 done
@@ -198,6 +204,8 @@ ns_link() { # ns-a if-a addr-a ns-b if-b addr-b
   ip -n "$4" addr replace "$6" dev "$5"; ip -n "$4" link set "$5" up
 }
 ns_link nda-jump eth4 10.99.6.1/24 nda-jump2 eth0 10.99.6.2/24
+# pi3, the safety lane's Pi: jump (eth7) -- pi3 (eth0), behind the jump host only.
+ns_link nda-jump eth7 10.99.13.1/24 nda-pi3 eth0 10.99.13.2/24
 ns_link nda-jump2 eth1 10.99.7.1/24 nda-pi2 eth1 10.99.7.2/24
 
 # --- sshd configs. StrictModes is off because the key files live under $TESTBED.
@@ -223,15 +231,17 @@ CONF
 sshd_config jump 0.0.0.0:22 "$TESTBED/jump/authorized_keys" "$TESTBED/jump/sshd.pid" \
   "AllowTcpForwarding yes" > "$TESTBED/jump/sshd_config"
 # The jump host's other doors (the same host, keys and rules): port 2222 for the booting Pi's
-# suites, 2223 for the systemd Pis' (scripts/test.sh's lanes), so that each lane's faults, which
+# suites, 2223 for the systemd Pis', 2224 for the safety lane's (scripts/test.sh's lanes), so that each lane's faults, which
 # stop and cut its own door's sshd, leave the other lanes' connections alone.
 sshd_config jump 0.0.0.0:2222 "$TESTBED/jump/authorized_keys" "$TESTBED/jump/sshd-bpi.pid" \
   "AllowTcpForwarding yes" > "$TESTBED/jump/sshd_config-bpi"
 sshd_config jump 0.0.0.0:2223 "$TESTBED/jump/authorized_keys" "$TESTBED/jump/sshd-spi.pid" \
   "AllowTcpForwarding yes" > "$TESTBED/jump/sshd_config-spi"
+sshd_config jump 0.0.0.0:2224 "$TESTBED/jump/authorized_keys" "$TESTBED/jump/sshd-safety.pid" \
+  "AllowTcpForwarding yes" > "$TESTBED/jump/sshd_config-safety"
 sshd_config jump2 0.0.0.0:22 "$TESTBED/jump2/authorized_keys" "$TESTBED/jump2/sshd.pid" \
   "AllowTcpForwarding yes" "AllowUsers nda-deploy" > "$TESTBED/jump2/sshd_config"
-for pi in pi pi2; do
+for pi in pi pi2 pi3; do
   sshd_config "$pi" 0.0.0.0:22 "$TESTBED/pi/authorized_keys" /run/sshd-pi.pid \
     "AllowTcpForwarding no" "SetEnv NIX_CONF_DIR=$TESTBED/pi-nix-conf" > "$TESTBED/$pi/sshd_config"
 done
@@ -274,6 +284,15 @@ Host spi2
 Host jump-bpi
   HostName 10.99.1.2
   Port 2222
+Host jump-safety
+  HostName 10.99.1.2
+  Port 2224
+Host pi3
+  HostName 10.99.13.2
+  ProxyJump jump-safety
+Host spi3
+  HostName 10.99.14.2
+  ProxyJump jump-safety
 Host bpi
   HostName 10.99.12.2
   ProxyJump jump-bpi
@@ -303,6 +322,9 @@ TESTBED_SPI2=10.99.11.2
 TESTBED_BPI=10.99.12.2
 TESTBED_JUMP_BPI=10.99.1.2:2222
 TESTBED_JUMP_SPI=10.99.1.2:2223
+TESTBED_PI3=10.99.13.2
+TESTBED_SPI3=10.99.14.2
+TESTBED_JUMP_SAFETY=10.99.1.2:2224
 TESTBED_KEYS=$k
 TESTBED_KNOWN_HOSTS=$TESTBED/known_hosts
 TESTBED_SSH_CONFIG=$TESTBED/ssh_config
@@ -315,11 +337,14 @@ ENV
 # --- Seed the Pis with generation 0 ("as installed") when they have no system yet.
 PI=pi "$here/pi.sh" seed-if-empty
 PI=pi2 "$here/pi.sh" seed-if-empty
+PI=pi3 "$here/pi.sh" seed-if-empty
 # --- The systemd Pi (systemd-pi.sh): boots its container once; the first time on a machine, builds
 # the root file system it boots (rootfs.sh, about 2 minutes, then cached).
 PI=spi "$here/systemd-pi.sh" start
 # The second one (canary and rollback-fleet on systemd Pis), from the same root file system.
 PI=spi2 "$here/systemd-pi.sh" start
+# The safety lane's (scripts/test.sh): the safety suites on a systemd Pi beside the systemd Pis' lane.
+PI=spi3 "$here/systemd-pi.sh" start
 # --- The booting Pi (booting-pi.sh: QEMU, U-Boot, a real arm64 kernel): its image and base disk
 # only (the first time on a machine about 9 minutes, then cached); its suite powers it on and off.
 "$here/booting-pi.sh" image

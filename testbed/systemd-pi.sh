@@ -8,7 +8,7 @@
 # A reboot inside the container ends systemd-nspawn with status 133: the supervisor starts it again,
 # like a board coming back.
 #
-# PI=spi (default) or spi2. Everything it starts is recorded by pid under $TESTBED/$PI/ and ended by pid.
+# PI=spi (default), spi2 or spi3. Everything it starts is recorded by pid under $TESTBED/$PI/ and ended by pid.
 #   systemd-pi.sh start          boot it (idempotent) and wait until sshd runs; seed generation 0
 #   systemd-pi.sh stop           power it off (SIGTERM to nspawn: an orderly shutdown), then by pid
 #   systemd-pi.sh reset          power it off (a power cut: its processes killed), wipe its /nix,
@@ -29,7 +29,9 @@ PI=${PI:-spi}
 case "$PI" in
   spi) addr=10.99.5.2 jump_if=eth3 direct=yes ;;
   spi2) addr=10.99.11.2 jump_if=eth5 direct=no ;;
-  *) echo "systemd-pi.sh: PI must be spi or spi2" >&2; exit 2 ;;
+  # The safety lane's systemd Pi (scripts/test.sh), behind the jump host only.
+  spi3) addr=10.99.14.2 jump_if=eth8 direct=no ;;
+  *) echo "systemd-pi.sh: PI must be spi, spi2 or spi3" >&2; exit 2 ;;
 esac
 jump_addr=${addr%.2}.1
 PI_NIX_SIZE=${PI_NIX_SIZE:-1g}

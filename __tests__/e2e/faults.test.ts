@@ -23,7 +23,7 @@ const jumpNs = (...args: string[]): string =>
   execFileSync('ip', ['netns', 'exec', 'nda-jump', ...args], { encoding: 'utf8' })
 const piExec = (...args: string[]): string => piExecArgs(args)
 /** The jump host's link towards the Pi under test (testbed/setup.sh, systemd-pi.sh). */
-const PI_LINK = MAIN_PI === 'spi' ? 'eth3' : 'eth1'
+const PI_LINK = { pi: 'eth1', pi2: 'eth2', pi3: 'eth7', spi: 'eth3', spi2: 'eth5', spi3: 'eth8' }[MAIN_PI]
 const limitLink = (rate: string): void =>
   void jumpNs(
     'tc',
@@ -80,7 +80,7 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
     expect(cut).toBe(true)
     expect(run.exitCode).not.toBe(0)
     expect(run.log).toMatch(
-      /::error title=nix-deploy-action%3A (copy|connect) failed::lost the SSH connection to target root@10\.99\.[25]\.2 while /
+      /::error title=nix-deploy-action%3A (copy|connect) failed::lost the SSH connection to target root@10\.99\.(2|5|13|14)\.2 while /
     )
     // The message says what was being done, in words: never the text of a remote script.
     const message = /::error title=[^\n]*?::(lost the SSH connection[^\n]*?)%0A/.exec(run.log)![1]
@@ -113,7 +113,7 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
     })
     expect(killed).toBe(true)
     expect(run.exitCode).not.toBe(0)
-    expect(run.log).toMatch(/::error title=.*lost the SSH connection to target root@10\.99\.[25]\.2/)
+    expect(run.log).toMatch(/::error title=.*lost the SSH connection to target root@10\.99\.(2|5|13|14)\.2/)
     unlimitLink()
     execFileSync('bash', [`${__dirname}/../../testbed/repair.sh`], { stdio: 'ignore' })
     expect(piState()).toEqual(before)
@@ -159,7 +159,9 @@ describeE2E('faults during a deploy leave the Pi consistent, and a re-run finish
     try {
       expect(filled).toBe(true)
       expect(run.exitCode).not.toBe(0)
-      expect(run.log).toMatch(/::error title=.*nix-store --import on target root@10\.99\.[25]\.2 failed/)
+      expect(run.log).toMatch(
+        /::error title=.*nix-store --import on target root@10\.99\.(2|5|13|14)\.2 failed/
+      )
       expect(run.log).toMatch(/out of disk space/)
       expect(piState()).toEqual(before)
       expect(verifyPiStore()).toMatch(/exit=0$/)

@@ -1,9 +1,16 @@
 import { execFileSync } from 'child_process'
 import * as fs from 'fs'
-import * as net from 'net'
 import * as os from 'os'
 import * as path from 'path'
-import { deployInputs, describeE2E, ROOT, runAction, testbed } from './harness'
+import {
+  countingJumpForwarder,
+  deployInputs,
+  describeE2E,
+  lightFleetNetwork,
+  ROOT,
+  runAction,
+  testbed
+} from './harness'
 
 /**
  * A fleet at scale: four light Pis on one bridge behind the jump host (testbed/fleet.sh; the bench
@@ -16,31 +23,6 @@ const fleetSh = path.join(ROOT, 'testbed', 'fleet.sh')
 
 function fleetExec(i: number, command: string): string {
   return execFileSync('bash', [fleetSh, 'exec', String(i), 'sh', '-c', command], { encoding: 'utf8' }).trim()
-}
-
-/** A TCP forwarder to the jump host's sshd that counts the connections it accepted. */
-async function countingJumpForwarder(): Promise<{ port: number; count: () => number; close: () => void }> {
-  let accepted = 0
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer(client => {
-    accepted++
-    const upstream = net.connect(22, testbed().TESTBED_JUMP)
-    for (const s of [client, upstream]) {
-      sockets.add(s)
-      s.on('error', () => undefined)
-      s.on('close', () => sockets.delete(s))
-    }
-    client.pipe(upstream).pipe(client)
-  })
-  await new Promise<void>(res => server.listen(0, '10.99.1.1', res))
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    count: () => accepted,
-    close: () => {
-      for (const s of sockets) s.destroy()
-      server.close()
-    }
-  }
 }
 
 describeE2E(`a fleet of ${FLEET} Pis behind one jump host`, () => {
@@ -56,27 +38,7 @@ describeE2E(`a fleet of ${FLEET} Pis behind one jump host`, () => {
    * bindings).
    */
   function network(motd: string, extra?: { modules: string; of: (i: number) => string }): string {
-    const file = path.join(dir, `fleet-${motd}.nix`)
-    const machines = hosts
-      .map((h, i) => `  pf${i + 1} = machine "${h}" ${extra ? extra.of(i) : '({ ... }: { })'};`)
-      .join('\n')
-    fs.writeFileSync(
-      file,
-      `let
-  machine = host: extra: { lib, ... }: {
-    deployment.targetHost = host;
-    nixpkgs.localSystem.system = "aarch64-linux";
-    imports = [ ${fixture('network', 'pi-configuration.nix')} extra ];
-    networking.hostName = lib.mkForce "pi-fleet";
-    users.motd = lib.mkForce "${motd}";
-  };
-${extra?.modules ?? ''}
-in {
-${machines}
-}
-`
-    )
-    return file
+    return lightFleetNetwork(path.join(dir, `fleet-${motd}.nix`), hosts, motd, extra)
   }
 
   /**

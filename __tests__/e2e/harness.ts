@@ -6,6 +6,7 @@
  */
 import { execFileSync, spawn } from 'child_process'
 import * as fs from 'fs'
+import * as net from 'net'
 import * as os from 'os'
 import * as path from 'path'
 import { parse as parseYaml } from 'yaml'
@@ -82,37 +83,70 @@ export function describeE2E(
 }
 
 /**
- * The testbed's Pis: pi and pi2 are sshd in a mount namespace with no init system (testbed/pi.sh);
- * spi and spi2 boot systemd as PID 1 in a container each (testbed/systemd-pi.sh).
+ * The testbed's Pis: pi, pi2 and pi3 are sshd in a mount namespace with no init system
+ * (testbed/pi.sh); spi, spi2 and spi3 boot systemd as PID 1 in a container each
+ * (testbed/systemd-pi.sh).
  */
-export type PiName = 'pi' | 'pi2' | 'spi' | 'spi2'
+export type PiName = 'pi' | 'pi2' | 'pi3' | 'spi' | 'spi2' | 'spi3'
 /** A Pi of PIS, or the booting Pi (testbed/booting-pi.sh: powered on by its own suite only). */
 export type AnyPi = PiName | 'bpi'
-export const PIS: PiName[] = ['pi', 'pi2', 'spi', 'spi2']
+export const PIS: PiName[] = ['pi', 'pi2', 'pi3', 'spi', 'spi2', 'spi3']
 /**
  * The lane of scripts/test.sh this jest runs in (NDA_LANE): `spi`, the systemd Pis' suites; `main`,
- * the ones on pi and pi2; unset, everything in one jest. A lane checks and cuts only its own.
+ * the ones on pi and pi2; `safety`, the safety suites on pi3 and spi3; unset, everything in one jest. A
+ * lane checks and cuts only its own.
  */
 const LANE = process.env.NDA_LANE
-const LANE_PIS: PiName[] = LANE === 'spi' ? ['spi', 'spi2'] : LANE === 'main' ? ['pi', 'pi2'] : PIS
+const LANE_PIS: PiName[] =
+  LANE === 'spi'
+    ? ['spi', 'spi2']
+    : LANE === 'main'
+      ? ['pi', 'pi2']
+      : LANE === 'safety'
+        ? ['pi3', 'spi3']
+        : PIS
 /**
  * The jump host's door this lane goes through (testbed/setup.sh): port 2223 for the systemd Pis'
- * lane, else 22; `pidFile` is its sshd's.
+ * lane, 2224 for the safety lane, else 22; `pidFile` is its sshd's.
  */
 export function jumpDoor(): { host: string; pidFile: string } {
   const t = testbed()
-  return LANE === 'spi'
-    ? { host: t.TESTBED_JUMP_SPI, pidFile: path.join(t.TESTBED, 'jump', 'sshd-spi.pid') }
-    : { host: t.TESTBED_JUMP, pidFile: path.join(t.TESTBED, 'jump', 'sshd.pid') }
+  const door = (host: string, name: string): { host: string; pidFile: string } => ({
+    host,
+    pidFile: path.join(t.TESTBED, 'jump', `${name}.pid`)
+  })
+  if (LANE === 'spi') return door(t.TESTBED_JUMP_SPI, 'sshd-spi')
+  if (LANE === 'safety') return door(t.TESTBED_JUMP_SAFETY, 'sshd-safety')
+  return door(t.TESTBED_JUMP, 'sshd')
 }
 /** `jump-host` through this lane's door, as `user@host[:port]`. */
 export const jumpHost = (user = 'root'): string => `${user}@${jumpDoor().host}`
 /**
  * The Pi a test deploys to and inspects when it names none: pi (no init system: the agent's setsid
  * path), or spi in the e2e-spi project (jest.config.js), which runs the safety suites again on the
- * Pi with systemd as PID 1.
+ * Pi with systemd as PID 1; pi3 and spi3, the same kinds, in the safety lane.
  */
-export const MAIN_PI: PiName = (globalThis as { NDA_E2E_PI?: string }).NDA_E2E_PI === 'spi' ? 'spi' : 'pi'
+export const MAIN_PI: PiName =
+  (globalThis as { NDA_E2E_PI?: string }).NDA_E2E_PI === 'spi'
+    ? LANE === 'safety'
+      ? 'spi3'
+      : 'spi'
+    : LANE === 'safety'
+      ? 'pi3'
+      : 'pi'
+/** MAIN_PI's address behind the jump host. */
+export function mainPiAddress(): string {
+  const t = testbed()
+  const addresses: Record<PiName, string> = {
+    pi: t.TESTBED_PI,
+    pi2: t.TESTBED_PI2,
+    pi3: t.TESTBED_PI3,
+    spi: t.TESTBED_SPI,
+    spi2: t.TESTBED_SPI2,
+    spi3: t.TESTBED_SPI3
+  }
+  return addresses[MAIN_PI]
+}
 /**
  * The runner's Nix: Debian's 2.8 run by root (the e2e and e2e-spi projects), or Nix 2.26 with a
  * nix-daemon and its sandbox, the action run by an unprivileged user in trusted-users, as after
@@ -131,7 +165,7 @@ const piScript = (pi: AnyPi): string =>
   path.join(
     ROOT,
     'testbed',
-    pi === 'bpi' ? 'booting-pi.sh' : pi === 'spi' || pi === 'spi2' ? 'systemd-pi.sh' : 'pi.sh'
+    pi === 'bpi' ? 'booting-pi.sh' : pi.startsWith('spi') ? 'systemd-pi.sh' : 'pi.sh'
   )
 
 export interface TestbedEnv {
@@ -164,6 +198,11 @@ export interface TestbedEnv {
   TESTBED_JUMP_BPI: string
   /** Its third door (host:2223), the systemd Pis' lane's. */
   TESTBED_JUMP_SPI: string
+  /** The safety lane's Pis (like pi and spi; behind the jump host only). */
+  TESTBED_PI3: string
+  TESTBED_SPI3: string
+  /** The jump host's fourth door (host:2224), the safety lane's. */
+  TESTBED_JUMP_SAFETY: string
   /** Nix 2.26 with its daemon (testbed/modern-nix.sh): bin/ (its programs), etc/nix.conf, daemon.log. */
   TESTBED_MODERN_NIX: string
 }
@@ -187,7 +226,7 @@ export function deployInputs(config: string, extra: Record<string, string> = {})
   return {
     flake: `${t.TESTBED_FIXTURE}#${config}`,
     mode: 'switch',
-    'target-host': MAIN_PI === 'spi' ? t.TESTBED_SPI : t.TESTBED_PI,
+    'target-host': mainPiAddress(),
     'jump-host': jumpDoor().host,
     'ssh-private-key': key('deploy'),
     'known-hosts': fs.readFileSync(t.TESTBED_KNOWN_HOSTS, 'utf8'),
@@ -680,4 +719,77 @@ export function killJumpSessions(opts: { listener?: boolean } = {}): number {
       // ended meanwhile
     }
   return pids.length
+}
+
+/**
+ * Writes a network file of the light fleet Pis at `hosts` (testbed/fleet.sh: pf1, pf2, ...) with
+ * this motd, all with the same system (so it is built once) unless `extra` gives Pi i (from 0) a
+ * module of its own, defined in `extra.modules` (Nix let bindings). Returns the file.
+ */
+export function lightFleetNetwork(
+  file: string,
+  hosts: string[],
+  motd: string,
+  extra?: { modules: string; of: (i: number) => string }
+): string {
+  const machines = hosts
+    .map((h, i) => `  pf${i + 1} = machine "${h}" ${extra ? extra.of(i) : '({ ... }: { })'};`)
+    .join('\n')
+  fs.writeFileSync(
+    file,
+    `let
+  machine = host: extra: { lib, ... }: {
+    deployment.targetHost = host;
+    nixpkgs.localSystem.system = "aarch64-linux";
+    imports = [ ${path.join(testbed().TESTBED, 'fixture', 'network', 'pi-configuration.nix')} extra ];
+    networking.hostName = lib.mkForce "pi-fleet";
+    users.motd = lib.mkForce "${motd}";
+  };
+${extra?.modules ?? ''}
+in {
+${machines}
+}
+`
+  )
+  return file
+}
+
+/**
+ * A TCP forwarder to the jump host's sshd (this lane's door) on the runner's side: it counts the
+ * connections it accepted and the bytes it carried each way (all a run's SSH traffic through the
+ * jump host, when the run's jump-host is `10.99.1.1:port`).
+ */
+export async function countingJumpForwarder(): Promise<{
+  port: number
+  count: () => number
+  bytes: () => { up: number; down: number }
+  close: () => void
+}> {
+  let accepted = 0
+  let up = 0
+  let down = 0
+  const sockets = new Set<net.Socket>()
+  const door = jumpDoor().host.split(':')
+  const server = net.createServer(client => {
+    accepted++
+    const upstream = net.connect(Number(door[1] ?? 22), door[0])
+    for (const s of [client, upstream]) {
+      sockets.add(s)
+      s.on('error', () => undefined)
+      s.on('close', () => sockets.delete(s))
+    }
+    client.on('data', (d: Buffer) => (up += d.length))
+    upstream.on('data', (d: Buffer) => (down += d.length))
+    client.pipe(upstream).pipe(client)
+  })
+  await new Promise<void>(res => server.listen(0, '10.99.1.1', res))
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    count: () => accepted,
+    bytes: () => ({ up, down }),
+    close: () => {
+      for (const s of sockets) s.destroy()
+      server.close()
+    }
+  }
 }
