@@ -13,7 +13,8 @@ import { MachineEvaluation, selectMachines } from './nix/legacy'
 import type { Baseline } from './nix/source'
 import { RunnerNix } from './nix/nix'
 import { machineTarget, MachinePlan, planMachine, RunPlan } from './plan'
-import { planShards, PlannedMachine } from './plan-shards'
+import { planShards, PlannedMachine, shardMachines } from './nix/deploy-plan'
+import type { Source } from './nix/source'
 import { publishClosures } from './cache/publish'
 import { ClosureEntry, diffClosures } from './report/diff'
 import { formatBytes } from './log/format'
@@ -82,6 +83,7 @@ async function evaluateSource(run: RunPlan, nix: RunnerNix, tempDir: string): Pr
     const e = await nix.evaluate(src.flake)
     return [{ ...e, name: '', keys: [], ignored: [] }]
   }
+  if (src.kind === 'plan') return plannedEvaluations(src)
   const expr = path.join(tempDir, 'evaluate.nix')
   if (src.kind === 'configuration') return nix.evaluateLegacy(src, [], expr)
   const names = await nix.networkMachineNames(src, expr)
@@ -102,6 +104,26 @@ async function evaluateSource(run: RunPlan, nix: RunnerNix, tempDir: string): Pr
   return nix.evaluateLegacy(src, selected, expr)
 }
 
+/** A deploy plan's shard as evaluations: what the build job found, nothing evaluated here. */
+function plannedEvaluations(src: Extract<Source, { kind: 'plan' }>): MachineEvaluation[] {
+  const machines = shardMachines(src.plan, src.shard)
+  // readInputs checked the shard.
+  if (typeof machines === 'string') throw new ActionError(machines, 'Give a shard of the plan.', 'inputs')
+  return machines.map(m => ({
+    name: m.name,
+    outPath: m.storePath,
+    drvPath: '',
+    buildSystem: m.system,
+    hostSystem: m.system,
+    targetHost: m.host,
+    targetPort: m.port,
+    targetUser: m.user,
+    tags: m.tags,
+    keys: [],
+    ignored: []
+  }))
+}
+
 /**
  * The runner's half: evaluates the source, plans each machine (its warnings first), reads every
  * machine's keys (masked before anything untrusted is printed), restores the store cache, sets up
@@ -120,7 +142,9 @@ export async function buildMachines(
   for (const m of result.machines)
     if (m.plan.mode !== 'build' && m.plan.goal.uploadsKeys)
       m.keys = await phase('inputs', () => loadKeys(m.evaluation.name || 'configuration', m.evaluation.keys))
-  await phase('build', () => buildAll(run, result, tempDir))
+  if (run.source.kind === 'plan')
+    await phase('build', () => closuresFromCache(run.source as PlanSource, result))
+  else await phase('build', () => buildAll(run, result, tempDir))
   if (run.publish) await phase('build', () => publish(run.publish!, run, result))
   const [only] = result.machines
   if (result.machines.length === 1 && only.plan.mode === 'build' && run.diffAgainst)
@@ -150,14 +174,30 @@ async function publish(
 /** A machine as the deploy plan carries it: where a shard job finds it, without evaluating. */
 function plannedMachine(run: RunPlan, m: Machine): PlannedMachine {
   const e = m.evaluation
+  if (e.keys.length > 0)
+    throw new ActionError(
+      `${e.name}: deployment.keys (${e.keys.map(k => k.name).join(', ')}) cannot travel in a deploy plan: a job output holds no secrets`,
+      'Deploy the machines with deployment.keys from one job (without publish-to), or give them their secrets another way (e.g. agenix or sops-nix on the target).',
+      'build'
+    )
   const target = run.source.kind === 'network' ? machineTarget(run.machines, e) : run.machines.target
+  if (!target)
+    throw new ActionError(
+      `${e.name || 'the configuration'} has no target to put in the deploy plan`,
+      'Give target-host (a flake or configuration.nix), or deployment.targetHost in the network file: a shard job deploys each machine where the plan says.',
+      'build'
+    )
   return {
-    name: e.name || target?.host || 'configuration',
+    name: e.name || target.host,
     storePath: e.outPath,
-    host: target?.host ?? '',
-    port: target?.port ?? 22,
-    user: target?.user ?? 'root',
-    tags: e.tags ?? []
+    system: e.hostSystem,
+    host: target.host,
+    port: target.port ?? 22,
+    user: target.user ?? 'root',
+    tags: e.tags ?? [],
+    boot: m.built?.boot,
+    bootFiles: m.built?.bootFiles,
+    bootTrialProtocol: m.built?.bootTrialProtocol
   }
 }
 
@@ -183,9 +223,39 @@ async function diffAgainst(
   }
 }
 
+type PlanSource = Extract<Source, { kind: 'plan' }>
+
+/**
+ * A shard of a deploy plan builds nothing: each machine's closure is listed from the plan's binary
+ * cache (its .narinfo files, not its NARs), its boot facts are the plan's.
+ */
+async function closuresFromCache(src: PlanSource, result: BuildResult): Promise<void> {
+  const { uri } = src.plan.cache
+  info(`Deploying ${src.label} from ${uri}: nothing is evaluated or built here`)
+  result.facts.builtDerivations = 0
+  for (const m of result.machines) {
+    const planned = src.plan.machines.find(p => p.name === m.evaluation.name)!
+    const closure = await result.nix.closure(m.evaluation.outPath, uri)
+    m.facts.closureSize = totalNarSize(closure)
+    m.facts.closurePaths = closure.length
+    info(
+      `${m.evaluation.name}: ${m.evaluation.outPath}: closure ${formatBytes(m.facts.closureSize)} in ${closure.length} paths`
+    )
+    m.built = {
+      toplevel: m.evaluation.outPath,
+      hostSystem: m.evaluation.hostSystem,
+      closure,
+      boot: planned.boot,
+      bootFiles: planned.bootFiles,
+      bootTrialProtocol: planned.bootTrialProtocol,
+      cache: src.plan.cache
+    }
+  }
+}
+
 /** Evaluates the source and plans each machine. */
 async function evaluateMachines(run: RunPlan, nix: RunnerNix, tempDir: string): Promise<Machine[]> {
-  core.startGroup(`Evaluate ${run.source.label}`)
+  core.startGroup(`${run.source.kind === 'plan' ? 'Read' : 'Evaluate'} ${run.source.label}`)
   const evaluations = await evaluateSource(run, nix, tempDir).finally(() => core.endGroup())
   return evaluations.map(e => {
     info(`${e.name ? `${e.name}: ` : ''}${e.outPath} (${e.hostSystem})`)

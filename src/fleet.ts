@@ -1,4 +1,5 @@
 import { copyClosure } from './deploy/copy'
+import { fetchFromCache } from './cache/publish'
 import { checkGatedDeploy } from './deploy/preflight'
 import { SigningKey } from './cache/signing'
 import { readFileSync } from 'fs'
@@ -139,6 +140,7 @@ function deployDeps(nix: RunnerNix, opts: FleetOptions): DeployDeps {
   return {
     copy: (target, plan, count, compression) =>
       copyClosure(target, nix, plan, count, compression, opts.signingKey),
+    fetchFromCache: (cache, paths) => fetchFromCache(nix, cache, paths),
     checkGated: (label, job) =>
       checkGatedDeploy(
         label,

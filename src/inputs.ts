@@ -4,6 +4,7 @@ import { utils as ssh2utils } from 'ssh2'
 import { checksWindowSeconds } from './deploy/activate'
 import { canReboot, goalOf, runsNewSystem } from './deploy/goal'
 import { publishUriProblem } from './cache/publish'
+import { deployPlanProblems, shardMachines } from './nix/deploy-plan'
 import { COMPRESSIONS, CompressionSetting } from './deploy/compression'
 import { DEFAULT_REBOOT_TIMEOUT_SECONDS, REBOOT_WHENS, RebootWhen } from './deploy/reboot'
 import { errorMessage, InputError } from './errors'
@@ -134,6 +135,8 @@ export const INPUT_NAMES = [
   'rollback-fleet',
   'publish-to',
   'shards',
+  'deploy-plan',
+  'shard',
   'substitute-on-destination',
   'reboot',
   'reboot-timeout'
@@ -650,7 +653,7 @@ function checkCombinations(
   if (goal && goal.connects) {
     // A missing key, host or known-hosts is allowed where the goal builds without secrets (a fork
     // PR gets no secrets and no variables): the plan then makes the run a build, with a warning.
-    if (!target && targetHost === '' && !goal.buildsWithoutSecrets && source?.kind !== 'network')
+    if (!target && targetHost === '' && !goal.buildsWithoutSecrets && !hasOwnTargets(source))
       problems.push(`target-host is required for mode ${mode} (or use mode: build to only build)`)
     if (!sshKey && !goal.buildsWithoutSecrets)
       problems.push(`ssh-private-key is required for mode ${mode}: pass the deploy key from a secret`)
@@ -659,8 +662,22 @@ function checkCombinations(
         'known-hosts is required to verify the target (and jump host): add their lines from `ssh-keyscan`, checked out of band, or set insecure-skip-host-key-check: true (not recommended)'
       )
   }
-  if (jumpHosts.length > 0 && targetHost === '' && source?.kind !== 'network')
+  if (jumpHosts.length > 0 && targetHost === '' && !hasOwnTargets(source))
     problems.push('jump-host is set but target-host is empty')
+  if (source?.kind === 'plan') {
+    if (mode === 'build')
+      problems.push(
+        'mode build with deploy-plan: the plan is built already; give the deploy mode (e.g. switch)'
+      )
+    for (const n of ['target-host', 'target-port', 'target-user'] as const)
+      if (get(n) !== '')
+        problems.push(`${n} is not used with deploy-plan: the plan gives each machine its target`)
+  }
+}
+
+/** A network file and a deploy plan give each machine its target: target-host is not needed. */
+function hasOwnTargets(source: Source | undefined): boolean {
+  return source?.kind === 'network' || source?.kind === 'plan'
 }
 
 /** A path input, relative to the workspace (where actions/checkout puts the repository). */
@@ -699,7 +716,10 @@ function checkMachines(machines: string[], problems: string[]): void {
       )
 }
 
-/** flake, configuration or network (exactly one), with nixpkgs / system / machines for the last two. */
+/**
+ * flake, configuration, network or deploy-plan (exactly one), with nixpkgs / system / machines for
+ * configuration and network, shard for deploy-plan.
+ */
 function readSource(
   get: (name: InputName) => string,
   flake: FlakeTarget | undefined,
@@ -707,9 +727,14 @@ function readSource(
 ): Source | undefined {
   const configuration = get('configuration')
   const networks = listInput(get('network'))
-  const given = [flake && 'flake', configuration && 'configuration', networks.length > 0 && 'network'].filter(
-    Boolean
-  )
+  const planText = get('deploy-plan').trim()
+  const given = [
+    flake && 'flake',
+    configuration && 'configuration',
+    networks.length > 0 && 'network',
+    planText && 'deploy-plan'
+  ].filter(Boolean)
+  if (get('shard') !== '' && !planText) problems.push('shard is only used with deploy-plan')
   const nixpkgsText = get('nixpkgs') || '<nixpkgs>'
   const system = get('system') || 'aarch64-linux'
   const machines = listInput(get('machines'))
@@ -721,9 +746,10 @@ function readSource(
     return undefined
   }
   if (given.length > 1) {
-    problems.push(`set only one of flake, configuration, network (got ${given.join(', ')})`)
+    problems.push(`set only one of flake, configuration, network, deploy-plan (got ${given.join(', ')})`)
     return undefined
   }
+  if (planText) return readPlanSource(get, planText, problems)
   if (flake) {
     for (const n of ['nixpkgs', 'system', 'machines'] as const)
       if (get(n) !== '') problems.push(`${n} is only used with configuration or network, not with flake`)
@@ -750,5 +776,28 @@ function readSource(
     system,
     machines,
     label: networks.join(' ')
+  }
+}
+
+/** deploy-plan and shard: a shard job deploys what an earlier job built and published. */
+function readPlanSource(get: Get, text: string, problems: string[]): Source | undefined {
+  for (const n of ['nixpkgs', 'system', 'machines', 'publish-to', 'diff-against'] as const)
+    if (get(n) !== '') problems.push(`${n} is not used with deploy-plan (the plan's job evaluated and built)`)
+  const { plan, problems: planProblems } = deployPlanProblems(text)
+  problems.push(...planProblems)
+  if (!plan) return undefined
+  const shard = get('shard').trim()
+  const machines = shardMachines(plan, shard)
+  if (typeof machines === 'string') {
+    problems.push(machines)
+    return undefined
+  }
+  return {
+    kind: 'plan',
+    plan,
+    shard,
+    label: shard
+      ? `deploy-plan shard ${shard} (${machines.length} machines)`
+      : `deploy-plan (${machines.length} machines)`
   }
 }

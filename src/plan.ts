@@ -327,7 +327,8 @@ export function planRun(inputs: Inputs): RunPlan {
     machines: machineSettings(inputs),
     // A flake's or configuration.nix's one machine has its target in the inputs: planned now, so
     // its warnings come first and its connection can be dialled during the build.
-    single: source.kind === 'network' ? undefined : makePlan(machineSettings(inputs))
+    single:
+      source.kind === 'network' || source.kind === 'plan' ? undefined : makePlan(machineSettings(inputs))
   }
 }
 

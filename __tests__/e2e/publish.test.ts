@@ -2,7 +2,7 @@ import { execFileSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { deployPlanProblems } from '../../src/plan-shards'
+import { deployPlanProblems } from '../../src/nix/deploy-plan'
 import { describeE2E, runAction, testbed } from './harness'
 
 /**

@@ -182,6 +182,7 @@ describe('the deploy sequence over a Target', () => {
       t,
       j,
       {
+        fetchFromCache: async () => {},
         copy: async (target, plan) => {
           t.lockOwner = 'someone-else' // the lease ran out during a long copy, and another run took it
           return copy.copy(target, plan)

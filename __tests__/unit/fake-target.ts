@@ -485,6 +485,7 @@ export function closureOf(top: string, pkg = storePath('hello-2.12', 'h')): Path
 /** A copy that records what it was asked to copy and puts it into the fake's store. */
 export function fakeCopy(copied: string[][]) {
   return {
+    fetchFromCache: async () => {},
     copy: async (target: Target, plan: CopyPlan) => {
       copied.push(plan.toCopy.map(p => p.path))
       if (plan.toCopy.length > 0)

@@ -305,7 +305,7 @@ describe('configuration and network sources', () => {
   })
   it('refuses unclear sources, missing files, a nixpkgs without NixOS, bad parallel and machines', () => {
     expect(problems({ ...conn, flake: '.#pi3', network: 'rpi.nix', 'target-host': 'pi' })).toEqual([
-      'set only one of flake, configuration, network (got flake, network)'
+      'set only one of flake, configuration, network, deploy-plan (got flake, network)'
     ])
     expect(problems({ ...conn })[0]).toMatch(/^flake is required: .*or network: for NixOps network files/)
     expect(problems({ ...conn, network: 'nope.nix' })[0]).toMatch(/^network: "nope.nix" does not exist/)

@@ -36,7 +36,8 @@ describe('outputs', () => {
           'store-path': TOP,
           generation: '3',
           changed: 'true',
-          'needs-reboot': 'true'
+          'needs-reboot': 'true',
+          'copied-bytes': '99'
         }
       })
     })
@@ -89,7 +90,8 @@ describe('several machines', () => {
         'store-path': TOP,
         generation: '4',
         changed: 'true',
-        'needs-reboot': 'false'
+        'needs-reboot': 'false',
+        'copied-bytes': '0'
       },
       pi3b: {
         host: 'root@10.0.0.3:22',
@@ -97,7 +99,8 @@ describe('several machines', () => {
         'store-path': PREV,
         generation: '',
         changed: 'false',
-        'needs-reboot': ''
+        'needs-reboot': '',
+        'copied-bytes': '0'
       },
       pi3c: {
         host: 'root@10.0.0.4:22',
@@ -105,7 +108,8 @@ describe('several machines', () => {
         'store-path': TOP,
         generation: '',
         changed: 'false',
-        'needs-reboot': ''
+        'needs-reboot': '',
+        'copied-bytes': '0'
       }
     })
     expect(worstReport([host('unchanged'), host('deployed')]).result).toBe('deployed')

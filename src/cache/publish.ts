@@ -6,22 +6,11 @@
  * a file or an argument).
  */
 import { SigningKey } from './signing'
+export { publishUriProblem } from '../nix/store-uri'
+import type { BinaryCache } from '../nix/deploy-plan'
 import { ActionError } from '../errors'
 import { runCommand } from '../run-command'
 import { RunnerNix } from '../nix/nix'
-
-/** What the cache URI of publish-to may be: the stores Nix uploads to, nothing it would run. */
-const PUBLISH_SCHEMES = ['s3://', 'file://', 'http://', 'https://']
-
-/** Why `uri` cannot be publish-to, or undefined when it can. */
-export function publishUriProblem(uri: string): string | undefined {
-  if (!PUBLISH_SCHEMES.some(s => uri.startsWith(s)))
-    return `publish-to: ${JSON.stringify(uri)} is not a binary cache Nix uploads to (${PUBLISH_SCHEMES.join(', ')})`
-  if (/\s/.test(uri)) return 'publish-to: no spaces or line breaks'
-  if (/[?&]secret-key=/.test(uri))
-    return 'publish-to: no secret-key= in it: the paths are signed with signing-key, read from a pipe'
-  return undefined
-}
 
 /** The store URI Nix writes to: the user's, signing with the key on fd 3. */
 export function signingStoreUri(uri: string): string {
@@ -46,4 +35,28 @@ export async function publishClosures(
       'build'
     )
   return Date.now() - started
+}
+
+/**
+ * Fetches `paths` (with their closures) from the binary cache `cache` into the runner's store:
+ * what a shard job's target could not fetch itself, before the runner copies it. The paths must be
+ * signed with the cache's key (Nix checks each; the key is trusted for this call only).
+ */
+export async function fetchFromCache(nix: RunnerNix, cache: BinaryCache, paths: string[]): Promise<void> {
+  const r = await runCommand('nix', [
+    ...nix.nixArgs(),
+    'copy',
+    '--option',
+    'extra-trusted-public-keys',
+    cache.publicKey,
+    '--from',
+    cache.uri,
+    ...paths
+  ])
+  if (r.exitCode !== 0)
+    throw new ActionError(
+      `fetching ${paths.length} paths from ${cache.uri} on the runner failed: ${r.stderr.trim().slice(-500)}`,
+      "Neither the target nor the runner could fetch the closure from the plan's binary cache: check that both reach it (for S3: the runner's credentials in the environment), or re-run the build job that published it.",
+      'copy'
+    )
 }

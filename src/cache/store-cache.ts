@@ -287,7 +287,9 @@ export function storeCacheKeys(inputs: CacheKeyInputs, hostSystem: string): Cach
     inputsHash(
       inputs.source.kind === 'flake'
         ? inputs.source.flake.ref
-        : `${inputs.source.nixpkgs} ${inputs.source.label}`
+        : inputs.source.kind === 'plan'
+          ? inputs.source.label
+          : `${inputs.source.nixpkgs} ${inputs.source.label}`
     ),
     runId
   )

@@ -7,7 +7,7 @@ import { RunnerNix } from '../nix/nix'
 import * as path from 'path'
 import { formatBytes } from '../log/format'
 import { Log } from '../log/untrusted'
-import { CopyPlan, ImportResult, Target } from '../target/target'
+import { BinaryCache, CopyPlan, ImportResult, Target } from '../target/target'
 import { childEnv } from '../secrets'
 import { chooseCodec, Codec, CompressionSetting, onPath } from './compression'
 import { unsignedGateError } from './preflight'
@@ -36,18 +36,26 @@ export const GC_ROOT_DIR = '/nix/var/nix/gcroots/nix-deploy-action'
  */
 export async function substituteOnTarget(
   target: Target,
-  plan: CopyPlan
+  plan: CopyPlan,
+  cache?: BinaryCache
 ): Promise<{ plan: CopyPlan; substituted: PathInfo[] }> {
   const log = target.log
   if (plan.toCopy.length === 0) return { plan, substituted: [] }
+  const from = cache ? `its own substituters and ${cache.uri}` : 'its own substituters'
   try {
-    const missing = await target.store.substitute(plan.toCopy.map(p => p.path))
+    const missing = await target.store.substitute(
+      plan.toCopy.map(p => p.path),
+      cache
+    )
     const substituted = plan.toCopy.filter(p => !missing.has(p.path))
     if (substituted.length > 0)
       log.info(
-        `The target fetched ${substituted.length} of ${plan.toCopy.length} paths (${formatBytes(totalNarSize(substituted))}) from its own substituters`
+        `The target fetched ${substituted.length} of ${plan.toCopy.length} paths (${formatBytes(totalNarSize(substituted))}) from ${from}`
       )
-    else log.info("The target's substituters had none of the paths (or are unreachable): copying them all")
+    else
+      log.info(
+        `The target fetched none of the paths from ${from} (unreachable, or they lack them): copying them all`
+      )
     return { plan: { ...plan, toCopy: plan.toCopy.filter(p => missing.has(p.path)) }, substituted }
   } catch (e) {
     log.info('Substituting on the target did not work (the target said what follows): copying every path')

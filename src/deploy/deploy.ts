@@ -5,7 +5,8 @@ import { PathInfo, totalNarSize } from '../nix/closure'
 import { diffClosures, parseDryActivate } from '../report/diff'
 import { MachineResult } from '../report/report'
 import { generationOf, PendingTrial, RemoteState } from '../target/remote-state'
-import { CopyPlan, Survey, SurveyRequest, Target } from '../target/target'
+import { BinaryCache, CopyPlan, Survey, SurveyRequest, Target } from '../target/target'
+import { formatBytes } from '../log/format'
 import { activate, ActivationSettings, AgentTracker, RolledBackError } from './activate'
 import { CompressionSetting } from './compression'
 import { CopyResult, gcRootPath, substituteOnTarget } from './copy'
@@ -35,6 +36,11 @@ export interface BuiltSystem {
   bootFiles?: BootFile[]
   /** Its boot trial's protocol (nixos/boot-trial.nix), if it has one: a reboot into it is then on trial. */
   bootTrialProtocol?: number
+  /**
+   * The binary cache it was published to (a deploy plan's): the target substitutes from it, and
+   * only what it cannot fetch goes through the runner (which fetches that from the cache first).
+   */
+  cache?: { uri: string; publicKey: string }
 }
 
 /** Everything one machine's deploy needs, decided before it starts (plan.ts builds it). */
@@ -66,6 +72,8 @@ export interface DeployDeps {
   ): Promise<CopyResult>
   /** Before anything changes on a deploy user's gate: what it will refuse (see checkGatedDeploy). */
   checkGated?(label: string, job: DeployJob): void
+  /** Fetches `paths` (and their closures) from a binary cache into the runner's store. */
+  fetchFromCache(cache: BinaryCache, paths: string[]): Promise<void>
 }
 
 export type Timed = <T>(phase: Phase, fn: () => Promise<T>) => Promise<T>
@@ -405,11 +413,24 @@ class DeployRun {
     const { target, job, timed } = this
     const copied = await timed('copy', async () => {
       checkSpace(before, target.label, totalNarSize(plan.toCopy))
+      const { cache } = job.built
       const { plan: rest, substituted } = job.substituteOnDestination
-        ? await substituteOnTarget(target, plan)
+        ? await substituteOnTarget(target, plan, cache)
         : { plan, substituted: [] }
       this.result.substitutedPaths = substituted.length
       this.result.substitutedBytes = totalNarSize(substituted)
+      if (job.substituteOnDestination) this.result.substitutedFrom = cache?.uri
+      if (cache && rest.toCopy.length > 0) {
+        // A deploy plan's runner has none of the closure: what the target could not fetch itself,
+        // the runner fetches from the cache and copies through the tunnel, as without a plan.
+        target.log.warning(
+          `${target.label} did not fetch ${rest.toCopy.length} of the closure's paths (${formatBytes(totalNarSize(rest.toCopy))}) from ${cache.uri}${job.substituteOnDestination ? '' : ' (substitute-on-destination is false)'}: the runner fetches them and copies them through the SSH connection`
+        )
+        await this.deps.fetchFromCache(
+          cache,
+          rest.toCopy.map(p => p.path)
+        )
+      }
       return this.deps.copy(target, rest, job.built.closure.length, job.compression)
     })
     Object.assign(this.result, {

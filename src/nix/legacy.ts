@@ -4,7 +4,7 @@ import { Evaluation } from './evaluation'
 import { assertStorePath } from './store-path'
 
 /** A classic configuration.nix or NixOps network files (everything but a flake). */
-export type LegacySource = Exclude<Source, { kind: 'flake' }>
+export type LegacySource = Exclude<Source, { kind: 'flake' } | { kind: 'plan' }>
 
 /** A `deployment.keys.<name>` entry: a file uploaded outside the Nix store before activation. */
 export interface DeploymentKey {

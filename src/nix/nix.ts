@@ -292,12 +292,23 @@ export class RunnerNix {
   }
 
   /** The closure of a built path with NAR sizes and references. */
-  async closure(outPath: string): Promise<PathInfo[]> {
-    const r = await this.run('nix', [...this.nixArgs(), 'path-info', '--json', '--recursive', outPath])
+  /** The closure of `outPath`: in the runner's store, or in the binary cache `store` (its .narinfo files). */
+  async closure(outPath: string, store?: string): Promise<PathInfo[]> {
+    const from = store ? ['--store', store] : []
+    const r = await this.run('nix', [
+      ...this.nixArgs(),
+      'path-info',
+      ...from,
+      '--json',
+      '--recursive',
+      outPath
+    ])
     if (r.exitCode !== 0)
       throw new ActionError(
-        `listing the closure of ${outPath} failed: ${nixErrorSummary(r.stderr)}`,
-        'The build result may have been garbage-collected; re-run the job.',
+        `listing the closure of ${outPath}${store ? ` in ${store}` : ''} failed: ${nixErrorSummary(r.stderr)}`,
+        store
+          ? 'The runner must read the binary cache the plan names (for S3: credentials in the environment), and the build job must have published to it; re-run the build job if the cache lost the paths.'
+          : 'The build result may have been garbage-collected; re-run the job.',
         'build',
         tail(r.stderr, 20)
       )

@@ -1,8 +1,10 @@
+import type { DeployPlanDoc } from './deploy-plan'
 import { FlakeTarget } from './flake'
 
 /**
  * What to build: a flake's nixosConfigurations entry, a classic configuration.nix evaluated with a
- * nixpkgs like nixos-rebuild does, or NixOps network files (one or several machines).
+ * nixpkgs like nixos-rebuild does, or NixOps network files (one or several machines); or nothing:
+ * a shard of a deploy plan, built and published by an earlier job (deploy-plan, issue #35).
  */
 export type Source =
   | { kind: 'flake'; flake: FlakeTarget; label: string }
@@ -14,6 +16,13 @@ export type Source =
       system: string
       /** Machine names or globs to deploy; empty: all. */
       machines: string[]
+      label: string
+    }
+  | {
+      kind: 'plan'
+      plan: DeployPlanDoc
+      /** The shard's id ('' : every machine of the plan). */
+      shard: string
       label: string
     }
 

@@ -34,9 +34,11 @@ export interface DeployReport {
   copiedBytes?: number
   copiedPaths?: number
   wireBytes?: number
-  /** substitute-on-destination: what the target fetched from its own substituters. */
+  /** substitute-on-destination: what the target fetched from its own substituters (and substitutedFrom). */
   substitutedPaths?: number
   substitutedBytes?: number
+  /** The binary cache of a deploy plan the target fetched from too. */
+  substitutedFrom?: string
   compression?: string
   generation?: number
   builtDerivations?: number
@@ -178,6 +180,7 @@ export function resultsOf(r: DeployReport): Record<
     generation: string
     changed: string
     'needs-reboot': string
+    'copied-bytes': string
   }
 > {
   const hosts = r.hosts ?? [{ machine: '', report: r }]
@@ -192,7 +195,8 @@ export function resultsOf(r: DeployReport): Record<
           'store-path': o['store-path'],
           generation: o.generation,
           changed: o.changed,
-          'needs-reboot': o['needs-reboot']
+          'needs-reboot': o['needs-reboot'],
+          'copied-bytes': o['copied-bytes']
         }
       ]
     })
@@ -242,6 +246,7 @@ export type MachineResult = Pick<
   | 'wireBytes'
   | 'substitutedPaths'
   | 'substitutedBytes'
+  | 'substitutedFrom'
   | 'compression'
   | 'generation'
   | 'activationLog'

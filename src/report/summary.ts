@@ -226,7 +226,7 @@ function summaryRows(r: DeployReport): Array<[string, string | undefined]> {
     [
       'Substituted on the target',
       r.substitutedPaths
-        ? `${formatBytes(r.substitutedBytes ?? 0)} (NAR) in ${r.substitutedPaths} paths, from its own substituters`
+        ? `${formatBytes(r.substitutedBytes ?? 0)} (NAR) in ${r.substitutedPaths} paths, from its own substituters${r.substitutedFrom ? ` and ${r.substitutedFrom}` : ''}`
         : undefined
     ],
     [

@@ -33,6 +33,7 @@ import { GATE_COMMAND, gateCommand, gateMismatch, GateVerb, parseGateVersion } f
 import { TargetSession } from './session'
 import { parseRunningClosure, parseSurvey } from './survey'
 import {
+  BinaryCache,
   BootTrialAnswer,
   BootTrialRecord,
   BootTrialStep,
@@ -118,7 +119,7 @@ export class SshTarget implements Target {
   get store(): TargetStore {
     return {
       importsSignedOnly: this.gated,
-      substitute: paths => this.substitute(paths),
+      substitute: (paths, cache) => this.substitute(paths, cache),
       importStream: (codec, stream, check, timeoutMs) => this.importStream(codec, stream, check, timeoutMs),
       importSignedCache: (stream, check, timeoutMs) => this.importSignedCache(stream, check, timeoutMs),
       queryMissing: paths => this.queryMissing(paths),
@@ -242,11 +243,17 @@ export class SshTarget implements Target {
     return r.stdout.trim()
   }
 
-  private async substitute(paths: string[]): Promise<Set<string>> {
-    const r = await this.run('substitute', [], {
+  private async substitute(paths: string[], cache?: BinaryCache): Promise<Set<string>> {
+    // A gate's user is not the daemon's trusted user: a substituter it names would be ignored, and
+    // the gate takes no arguments (nixos/deploy-user/gate.sh). Its Pi's own nix.conf may list the cache.
+    const from = cache && !this.gated ? [cache.uri, cache.publicKey] : []
+    const r = await this.run('substitute', from, {
       stdin: paths.join('\n') + '\n',
       timeoutMs: SUBSTITUTE_TIMEOUT_MS,
-      what: 'substituting on the target from its own substituters'
+      what:
+        from.length > 0
+          ? `substituting on the target from ${cache!.uri}`
+          : 'substituting on the target from its own substituters'
     })
     if (r.exitCode !== 0 && r.stdout.trim() === '')
       throw new Error(`exit ${r.exitCode}: ${r.stderr.trim().slice(-200)}`)

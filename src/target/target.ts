@@ -5,6 +5,8 @@ import { Log } from '../log/untrusted'
 import { LockHolder, LockRequest, LockVerb } from './lock/on-target'
 import { RemoteState } from './remote-state'
 import { AgentRequest, AgentSession } from './agent/session'
+import type { BinaryCache } from '../nix/deploy-plan'
+export type { BinaryCache } from '../nix/deploy-plan'
 
 /** What a deploy's last command does on the target (Target.wrapUp): each part only when given. */
 export interface WrapUpRequest {
@@ -72,8 +74,11 @@ export interface Target {
 
 /** The target's Nix store: what it lacks, and the ways paths get into it. */
 export interface TargetStore {
-  /** Lets the target fetch `paths` from its own substituters; returns those still missing. */
-  substitute(paths: string[]): Promise<Set<string>>
+  /**
+   * Lets the target fetch `paths` from its own substituters, and from `cache` too when given (a
+   * deploy plan's binary cache, trusted for its key); returns those still missing.
+   */
+  substitute(paths: string[], cache?: BinaryCache): Promise<Set<string>>
   /** Imports a NAR stream compressed with `codec`; returns which of `check` are still missing. */
   importStream(codec: string, stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult>
   /**

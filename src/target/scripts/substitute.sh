@@ -2,11 +2,18 @@
 # substituters (e.g. cache.nixos.org for everything from nixpkgs), before anything crosses the
 # tunnel; then prints which are still missing. Bounded for a target without internet: one download
 # attempt, a short connect timeout, no fallback to building. A failure to substitute is not an error
-# (--keep-going; the rest is copied). usage: sh -c SUBSTITUTE sh < PATHS
+# (--keep-going; the rest is copied). With a binary cache's URI and public key as arguments (a
+# deploy plan's: the paths were published there, signed), from that cache too.
+# usage: sh -c SUBSTITUTE sh [URI PUBLIC-KEY] < PATHS
 # shellcheck shell=sh
 set -f
 paths=$(cat)
+if [ $# = 2 ]; then
+  set -- --option extra-substituters "$1" --option extra-trusted-public-keys "$2"
+else
+  set --
+fi
 printf '%s
-' "$paths" | xargs nix-store --realise --keep-going --option download-attempts 1 --option connect-timeout 5 --option fallback false >/dev/null 2>&1
+' "$paths" | xargs nix-store --realise --keep-going --option download-attempts 1 --option connect-timeout 5 --option fallback false "$@" >/dev/null 2>&1
 printf '%s
 ' "$paths" | xargs nix-store --check-validity --print-invalid

@@ -3,16 +3,30 @@
  * which later jobs read with `fromJSON` (a matrix of shards, each deployed by a job of its own from
  * the binary cache the build published to). Pure: the JSON is made here and read back here.
  */
-import type { Rollout } from './rollout'
+import type { Rollout } from '../rollout'
+import { isValidUser, parseHostAddress } from '../ssh/address'
+import type { BootFile, BootIdentity } from './boot'
+import { isStorePath } from './store-path'
+import { publishUriProblem } from './store-uri'
 
-/** One machine as the plan carries it: what a shard job needs to deploy it without evaluating. */
+/**
+ * One machine as the plan carries it: what a shard job needs to deploy it without evaluating or
+ * building (its closure's paths it asks the cache for; its boot facts the build read).
+ */
 export interface PlannedMachine {
   name: string
   storePath: string
+  /** The platform it runs (nixpkgs.hostPlatform). */
+  system: string
   host: string
   port: number
   user: string
   tags: string[]
+  /** Its kernel, initrd, modules and parameters: does its deploy need a reboot? */
+  boot?: BootIdentity
+  bootFiles?: BootFile[]
+  /** Its boot trial's protocol (nixos/boot-trial.nix), if it has one. */
+  bootTrialProtocol?: number
 }
 
 /** A job's share of the fleet; `needs` names the shards it must wait for (the canary). */
@@ -21,11 +35,17 @@ export interface Shard {
   machines: string[]
 }
 
+/** A binary cache the paths were published to (publish-to), and the key they are signed with. */
+export interface BinaryCache {
+  uri: string
+  publicKey: string
+}
+
 export interface DeployPlanDoc {
   /** The plan's format: a shard job refuses a plan of another. */
   version: 1
   /** Where the build published the closures, and the public key they are signed with. */
-  cache: { uri: string; publicKey: string }
+  cache: BinaryCache
   machines: PlannedMachine[]
   /** `canary` first when the rollout is canary; then 1..N. */
   shards: Shard[]
@@ -64,6 +84,39 @@ export function planShards(
   }
 }
 
+/** Why a planned machine cannot be deployed as the plan says, or undefined. */
+function plannedMachineProblem(m: Partial<PlannedMachine>): string | undefined {
+  const name = JSON.stringify(m?.name)
+  if (typeof m?.name !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(m.name))
+    return `deploy-plan: a machine's name ${name} is not a machine name`
+  if (typeof m.storePath !== 'string' || !isStorePath(m.storePath))
+    return `deploy-plan: machine ${name} has no store path`
+  if (typeof m.system !== 'string' || !/^[A-Za-z0-9_]+-[A-Za-z0-9_]+$/.test(m.system))
+    return `deploy-plan: machine ${name} has no platform (system)`
+  try {
+    parseHostAddress(String(m.host), 'host')
+  } catch {
+    return `deploy-plan: machine ${name} has no host to deploy to`
+  }
+  if (!Number.isInteger(m.port) || m.port! < 1 || m.port! > 65535)
+    return `deploy-plan: machine ${name} has no port (1-65535)`
+  if (typeof m.user !== 'string' || !isValidUser(m.user))
+    return `deploy-plan: machine ${name} has no valid user`
+  return undefined
+}
+
+/**
+ * The machines of one shard of the plan (every machine of the plan when `shard` is empty), or why
+ * there are none.
+ */
+export function shardMachines(plan: DeployPlanDoc, shard: string): PlannedMachine[] | string {
+  if (shard === '') return plan.machines
+  const found = plan.shards.find(s => s.id === shard)
+  if (!found)
+    return `shard ${JSON.stringify(shard)} is not a shard of deploy-plan (its shards: ${plan.shards.map(s => s.id).join(', ') || 'none'})`
+  return found.machines.map(n => plan.machines.find(m => m.name === n)!)
+}
+
 /** The plan as a shard job reads it back: a problem for every way it is not one (none: it is). */
 export function deployPlanProblems(text: string): { plan?: DeployPlanDoc; problems: string[] } {
   let value: unknown
@@ -78,7 +131,19 @@ export function deployPlanProblems(text: string): { plan?: DeployPlanDoc; proble
   if (!Array.isArray(plan?.machines) || !Array.isArray(plan?.shards))
     problems.push('deploy-plan has no machines or shards')
   if (problems.length > 0) return { problems }
+  if (typeof plan.cache?.uri !== 'string' || publishUriProblem(plan.cache.uri))
+    problems.push('deploy-plan has no binary cache URI (cache.uri, as publish-to took it)')
+  if (
+    typeof plan.cache?.publicKey !== 'string' ||
+    !/^[A-Za-z0-9._-]+:[A-Za-z0-9+/=]+$/.test(plan.cache.publicKey)
+  )
+    problems.push('deploy-plan has no public key of its cache (cache.publicKey, NAME:base64)')
+  for (const m of plan.machines!) {
+    const problem = plannedMachineProblem(m)
+    if (problem) problems.push(problem)
+  }
   const names = new Set(plan.machines!.map(m => m.name))
+  if (names.size !== plan.machines!.length) problems.push('deploy-plan names a machine twice')
   for (const s of plan.shards!)
     for (const m of s.machines)
       if (!names.has(m))

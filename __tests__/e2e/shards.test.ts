@@ -1,0 +1,228 @@
+import { ChildProcess, execFileSync, spawn } from 'child_process'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import { DeployPlanDoc, deployPlanProblems } from '../../src/nix/deploy-plan'
+import {
+  countingJumpForwarder,
+  deployInputs,
+  describeE2E,
+  lightFleetNetwork,
+  narSizes,
+  NODE24,
+  ROOT,
+  runAction,
+  testbed
+} from './harness'
+
+/**
+ * A fleet past one job (issue #35): a build job publishes every closure to a binary cache served
+ * over HTTP (testbed/cache-server.js in the jump host's namespace, as an S3 bucket or a cache server
+ * on the site's network would be) and plans three shards; three shard jobs, started at once as
+ * separate action processes with nothing shared but the plan, deploy their Pis from it: each Pi
+ * fetches its closure from the cache itself, the runner evaluates and builds nothing and sends
+ * only SSH's few KiB per Pi through the jump host.
+ */
+const FLEET = 6
+const fleetSh = path.join(ROOT, 'testbed', 'fleet.sh')
+const fleetExec = (i: number, command: string): string =>
+  execFileSync('bash', [fleetSh, 'exec', String(i), 'sh', '-c', command], { encoding: 'utf8' }).trim()
+
+interface CacheRequest {
+  client: string
+  method: string
+  path: string
+  status: number
+  bytes: number
+}
+
+describeE2E('deploy-plan: shard jobs deploy from the binary cache, building nothing', () => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-shards-'))
+  const denyFile = path.join(work, 'deny')
+  let hosts: string[] = []
+  let knownHosts = ''
+  let cacheUri = ''
+  let server: ChildProcess
+  let requests = ''
+  let forwarder: Awaited<ReturnType<typeof countingJumpForwarder>>
+  let signing: { secret: string; public: string }
+
+  const cacheLog = (): CacheRequest[] =>
+    requests
+      .split('\n')
+      .filter(Boolean)
+      .map(l => JSON.parse(l) as CacheRequest)
+
+  beforeAll(async () => {
+    execFileSync('bash', [fleetSh, 'up', String(FLEET)], { stdio: 'pipe' })
+    const env = fs.readFileSync(path.join(testbed().TESTBED, 'fleet', 'env'), 'utf8')
+    hosts = /FLEET_HOSTS="([^"]*)"/.exec(env)![1].split(' ')
+    execFileSync('nix-store', ['--generate-binary-cache-key', 'nda-shards-1', `${work}/sk`, `${work}/pk`])
+    signing = {
+      secret: fs.readFileSync(`${work}/sk`, 'utf8'),
+      public: fs.readFileSync(`${work}/pk`, 'utf8').trim()
+    }
+    fs.mkdirSync(path.join(work, 'cache'))
+    fs.writeFileSync(
+      path.join(work, 'cache', 'nix-cache-info'),
+      'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n'
+    )
+    server = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        'nda-jump',
+        NODE24,
+        path.join(ROOT, 'testbed', 'cache-server.js'),
+        path.join(work, 'cache'),
+        denyFile
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] }
+    )
+    server.stderr!.on('data', (d: Buffer) => (requests += d.toString()))
+    const port = await new Promise<string>((resolve, reject) => {
+      server.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()))
+      server.once('exit', code => reject(new Error(`the cache server exited (${code})`)))
+    })
+    // The jump host's own address: the runner reaches it on its link, the Pis through their gateway.
+    cacheUri = `http://${testbed().TESTBED_JUMP}:${port}`
+    forwarder = await countingJumpForwarder()
+    const jumpKey = fs.readFileSync(path.join(testbed().TESTBED_KEYS, 'jump_host_ed25519.pub'), 'utf8')
+    knownHosts = [
+      fs.readFileSync(path.join(testbed().TESTBED, 'fleet', 'known_hosts'), 'utf8').trim(),
+      `[10.99.1.1]:${forwarder.port} ${jumpKey.split(' ').slice(0, 2).join(' ')}`
+    ].join('\n')
+  }, 300_000)
+
+  afterAll(() => {
+    forwarder?.close()
+    // Its own pid (ip netns exec execs node).
+    server?.kill()
+    execFileSync('bash', [fleetSh, 'down'], { stdio: 'pipe' })
+    fs.rmSync(work, { recursive: true, force: true })
+  }, 120_000)
+
+  /** The build job: every Pi's system built once, published to the cache, planned in 3 shards. */
+  async function buildJob(motd: string): Promise<{ text: string; plan: DeployPlanDoc }> {
+    const run = await runAction({
+      // 2 MiB of incompressible data in every Pi's new system: what a copy through the runner would carry.
+      network: lightFleetNetwork(path.join(work, `${motd}.nix`), hosts, motd, {
+        modules: `  noisy = { pkgs, ... }: {
+    environment.systemPackages = [
+      (pkgs.fixture.run "noise-${motd}" "mkdir -p $out/share; head -c 2097152 /dev/urandom > $out/share/noise")
+    ];
+  };`,
+        of: () => 'noisy'
+      }),
+      nixpkgs: path.join(testbed().TESTBED, 'fixture', 'nixpkgs'),
+      mode: 'build',
+      'nix-options': 'substituters =',
+      'publish-to': cacheUri,
+      'signing-key': signing.secret,
+      shards: '3'
+    })
+    if (run.exitCode !== 0) console.log(run.log)
+    expect(run.exitCode).toBe(0)
+    const text = run.outputs['deploy-plan']
+    const { plan, problems } = deployPlanProblems(text)
+    expect(problems).toEqual([])
+    return { text, plan: plan! }
+  }
+
+  /** A shard job: nothing but the plan and the connection's inputs, in a RUNNER_TEMP of its own. */
+  function shardJob(plan: string, shard: string) {
+    const { flake: _flake, 'target-host': _host, ...connection } = deployInputs('unused')
+    return runAction({
+      ...connection,
+      'deploy-plan': plan,
+      shard,
+      'jump-host': `10.99.1.1:${forwarder.port}`,
+      'known-hosts': knownHosts
+    })
+  }
+
+  it('three shard jobs at once: each Pi fetches its closure from the cache; the runner builds nothing and sends only SSH', async () => {
+    const { text, plan } = await buildJob('shards-a')
+    expect(plan.shards.map(s => s.machines)).toEqual([
+      ['pf1', 'pf2'],
+      ['pf3', 'pf4'],
+      ['pf5', 'pf6']
+    ])
+    const top = plan.machines[0].storePath
+    const gen0 = fleetExec(1, 'readlink /run/current-system')
+    // What each Pi lacks of the new system: what a copy through the runner would carry.
+    const lacking = [...narSizes(top)]
+      .filter(([p]) => fleetExec(1, `test -e ${p} && echo have || echo lack`) === 'lack')
+      .reduce((n, [, size]) => n + size, 0)
+    expect(lacking).toBeGreaterThan(2_000_000)
+
+    requests = ''
+    const sshBefore = forwarder.bytes()
+    const runs = await Promise.all(['1', '2', '3'].map(shard => shardJob(text, shard)))
+    const ssh = forwarder.bytes()
+    for (const run of runs) {
+      if (run.exitCode !== 0) console.log(run.log)
+      expect(run.exitCode).toBe(0)
+      // Nothing evaluated or built: no source was given, and the phases say so.
+      expect(run.log).not.toMatch(/::group::(Evaluate|Build) /)
+    }
+    expect(new Set(runs.map(r => r.runnerTemp)).size).toBe(3)
+    // Every machine once, deployed from the plan, by its shard's job.
+    const results = runs.map(r => JSON.parse(r.outputs.results) as Record<string, Record<string, string>>)
+    expect(results.map(r => Object.keys(r).sort())).toEqual([
+      ['pf1', 'pf2'],
+      ['pf3', 'pf4'],
+      ['pf5', 'pf6']
+    ])
+    for (const r of results)
+      for (const m of Object.values(r)) {
+        expect(m).toMatchObject({ result: 'deployed', 'store-path': top, 'copied-bytes': '0' })
+      }
+    for (let i = 1; i <= FLEET; i++) {
+      expect(fleetExec(i, 'readlink /run/current-system')).toBe(top)
+      expect(fleetExec(i, 'readlink /run/current-system')).not.toBe(gen0)
+    }
+    // Each Pi fetched the NARs itself, from its own address.
+    const narsBy = (client: string): CacheRequest[] =>
+      cacheLog().filter(
+        r => r.client === client && r.method === 'GET' && r.path.startsWith('/nar/') && r.status === 200
+      )
+    for (const host of hosts) expect(narsBy(host).length).toBeGreaterThan(0)
+    // The runner fetched no NAR (only .narinfo files, to list the closures)...
+    expect(narsBy('10.99.1.1')).toEqual([])
+    const runnerFromCache = cacheLog()
+      .filter(r => r.client === '10.99.1.1')
+      .reduce((n, r) => n + r.bytes, 0)
+    // ... and through the jump host only SSH: per Pi a small part of what a copy would carry.
+    const perPi = (ssh.up - sshBefore.up + ssh.down - sshBefore.down + runnerFromCache) / FLEET
+    console.log(
+      `shards: ${Math.round(perPi / 1024)} KiB per Pi through the runner's link (SSH and .narinfo), against ${Math.round(lacking / 1024)} KiB of NAR each Pi lacked`
+    )
+    expect(perPi).toBeLessThan(lacking / 8)
+  }, 900_000)
+
+  it('a Pi that cannot reach the cache: its closure goes through the runner, with a warning naming it; the others still fetch it', async () => {
+    const { text, plan } = await buildJob('shards-b')
+    const top = plan.machines[0].storePath
+    fs.writeFileSync(denyFile, `${hosts[5]}\n`)
+    try {
+      const run = await shardJob(text, '3')
+      if (run.exitCode !== 0) console.log(run.log)
+      expect(run.exitCode).toBe(0)
+      const results = JSON.parse(run.outputs.results) as Record<string, Record<string, string>>
+      expect(results.pf5).toMatchObject({ result: 'deployed', 'copied-bytes': '0' })
+      expect(results.pf6.result).toBe('deployed')
+      expect(Number(results.pf6['copied-bytes'])).toBeGreaterThan(0)
+      expect(run.log).toMatch(
+        new RegExp(
+          `::warning::.*target root@${hosts[5].replace(/\./g, '\\.')} did not fetch \\d+ of the closure's paths`
+        )
+      )
+      expect(fleetExec(5, 'readlink /run/current-system')).toBe(top)
+      expect(fleetExec(6, 'readlink /run/current-system')).toBe(top)
+    } finally {
+      fs.rmSync(denyFile, { force: true })
+    }
+  }, 900_000)
+})
