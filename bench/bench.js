@@ -10,7 +10,8 @@
 //          parallel nix-copy-closure + ssh switch-to-configuration with ProxyJump (colmena's way).
 //   latency  a no-op redeploy and a small change, the action against bench/standin-*.sh.
 //   timeline one small change's remote commands in order (start, duration): printed, not written.
-// BENCH_PARTS=copy,cache,fleet,latency (and reboot: the booting Pi) chooses the parts; each rewrites only its own section of RESULTS.md.
+//   fanout   one change to 12 light Pis by one job against three shard jobs from a binary cache.
+// BENCH_PARTS=copy,cache,fleet,fanout,latency (and reboot: the booting Pi) chooses the parts; each rewrites only its own section of RESULTS.md.
 // BENCH_PI=spi runs the copy against the systemd Pi (systemd-nspawn, Nix 2.26 with its daemon)
 // instead of pi (sshd, Nix 2.8), into its own section.
 'use strict'
@@ -26,7 +27,7 @@ const env = Object.fromEntries(
 )
 const RATES = (process.env.BENCH_RATES || '10,50,100,0').split(',').map(Number) // Mbit/s; 0 = unthrottled
 const ROUNDS = Number(process.env.BENCH_ROUNDS || 3)
-const PARTS = (process.env.BENCH_PARTS || 'copy,cache,fleet,latency,reboot').split(',')
+const PARTS = (process.env.BENCH_PARTS || 'copy,cache,fleet,fanout,latency,reboot').split(',')
 const PI = process.env.BENCH_PI || 'pi'
 if (!['pi', 'spi'].includes(PI)) throw new Error(`BENCH_PI must be pi or spi, not ${PI}`)
 const PI_SCRIPT = path.join(ROOT, 'testbed', PI === 'spi' ? 'systemd-pi.sh' : 'pi.sh')
@@ -520,6 +521,116 @@ async function fleetBench() {
 }
 
 /**
+ * fanout (issue #35): one change (a new 4 MiB of incompressible data in every Pi's system) to 12
+ * light Pis, by one job (network, parallel 12: every closure through the runner and the jump host)
+ * against a fan-out (build and publish to a binary cache served over HTTP in the jump host's
+ * namespace, untimed, then three shard jobs at once with deploy-plan: every Pi fetches from the
+ * cache). Counted: the bytes through the runner's link to the jump host (a counting forwarder in
+ * front of its sshd, and the cache server's bytes to the runner) and the runner's CPU (this
+ * process's reaped children), each per Pi; the wall time of the deploy jobs.
+ */
+async function fanoutBench() {
+  const n = Number(process.env.BENCH_FANOUT || 12)
+  run('bash', [FLEET_SH, 'up', String(n)], { stdio: 'ignore' })
+  const hosts = /FLEET_HOSTS="([^"]*)"/.exec(fs.readFileSync(path.join(TB, 'fleet', 'env'), 'utf8'))[1].split(' ')
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-bench-fanout-'))
+  run('nix-store', ['--generate-binary-cache-key', 'nda-bench-1', `${work}/sk`, `${work}/pk`])
+  fs.mkdirSync(path.join(work, 'cache'))
+  fs.writeFileSync(path.join(work, 'cache', 'nix-cache-info'), 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n')
+  const server = require('child_process').spawn(
+    'ip',
+    ['netns', 'exec', 'nda-jump', process.execPath, path.join(ROOT, 'testbed', 'cache-server.js'), path.join(work, 'cache'), path.join(work, 'deny')],
+    { stdio: ['ignore', 'pipe', 'pipe'] }
+  )
+  let served = 0
+  server.stderr.on('data', d => {
+    for (const line of d.toString().split('\n').filter(Boolean)) {
+      const r = JSON.parse(line)
+      if (r.client === '10.99.1.1') served += r.bytes
+    }
+  })
+  const port = await new Promise(res => server.stdout.once('data', d => res(d.toString().trim())))
+  const cacheUri = `http://${env.TESTBED_JUMP}:${port}`
+  const forwarder = await harness().countingJumpForwarder()
+  const jumpKey = fs.readFileSync(path.join(env.TESTBED_KEYS, 'jump_host_ed25519.pub'), 'utf8').split(' ').slice(0, 2).join(' ')
+  const knownHosts = `${fs.readFileSync(path.join(TB, 'fleet', 'known_hosts'), 'utf8').trim()}\n[10.99.1.1]:${forwarder.port} ${jumpKey}`
+  const childTicks = () => {
+    const f = fs.readFileSync('/proc/self/stat', 'utf8')
+    const fields = f.slice(f.lastIndexOf(')') + 2).split(' ').map(Number)
+    return fields[13] + fields[14]
+  }
+  const network = tag =>
+    harness().lightFleetNetwork(path.join(work, `${tag}.nix`), hosts, tag, {
+      modules: `  noisy = { pkgs, ... }: {\n    environment.systemPackages = [ (pkgs.fixture.run "noise-${tag}" "mkdir -p $out/share; head -c 4194304 /dev/urandom > $out/share/noise") ];\n  };`,
+      of: () => 'noisy'
+    })
+  const { flake: _f, 'target-host': _t, ...connection } = actionInputs('unused')
+  const via = { ...connection, 'jump-host': `10.99.1.1:${forwarder.port}`, 'known-hosts': knownHosts }
+  /** Runs fn, counting its wall time, the bytes through the runner's link and the runner's CPU. */
+  const measured = async fn => {
+    const before = { bytes: forwarder.bytes(), served, ticks: childTicks(), t: process.hrtime.bigint() }
+    await fn()
+    const after = forwarder.bytes()
+    return {
+      seconds: Number(process.hrtime.bigint() - before.t) / 1e9,
+      bytesPerPi: (after.up - before.bytes.up + after.down - before.bytes.down + served - before.served) / n,
+      cpuPerPi: (childTicks() - before.ticks) / 100 / n
+    }
+  }
+  const t = { one: [], fan: [] }
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      const tag = `fanout-${Date.now()}-${round}`
+      t.one.push(
+        await measured(() =>
+          runBundled({ ...via, mode: 'switch', nixpkgs: path.join(TB, 'fixture', 'nixpkgs'), network: network(`one-${tag}`), parallel: String(n) })
+        )
+      )
+      const build = await harness().runAction(
+        { network: network(`fan-${tag}`), nixpkgs: path.join(TB, 'fixture', 'nixpkgs'), mode: 'build', 'nix-options': 'substituters =', 'publish-to': cacheUri, 'signing-key': fs.readFileSync(`${work}/sk`, 'utf8'), shards: '3' },
+        { timeoutMs: 900_000 }
+      )
+      if (build.exitCode !== 0) throw new Error(`the build job failed:\n${build.log.slice(-3000)}`)
+      const plan = build.outputs['deploy-plan']
+      t.fan.push(await measured(() => Promise.all(['1', '2', '3'].map(shard => runBundled({ ...via, mode: 'switch', 'deploy-plan': plan, shard, parallel: String(n), 'substitute-on-destination': 'true' })))))
+      const o = t.one.at(-1)
+      const f = t.fan.at(-1)
+      console.log(
+        `  fanout round ${round + 1}: one job ${o.seconds.toFixed(2)} s, ${(o.bytesPerPi / 1024).toFixed(0)} KiB/Pi; shards ${f.seconds.toFixed(2)} s, ${(f.bytesPerPi / 1024).toFixed(0)} KiB/Pi`
+      )
+    }
+  } finally {
+    forwarder.close()
+    server.kill()
+    run('bash', [FLEET_SH, 'down'], { stdio: 'ignore' })
+    fs.rmSync(work, { recursive: true, force: true })
+  }
+  const m = (rows, k) => median(rows.map(r => r[k]))
+  const one = { seconds: m(t.one, 'seconds'), bytesPerPi: m(t.one, 'bytesPerPi'), cpuPerPi: m(t.one, 'cpuPerPi') }
+  const fan = { seconds: m(t.fan, 'seconds'), bytesPerPi: m(t.fan, 'bytesPerPi'), cpuPerPi: m(t.fan, 'cpuPerPi') }
+  const row = (name, r) =>
+    `| ${name} | ${r.seconds.toFixed(2)} | ${(r.bytesPerPi / 1024).toFixed(0)} | ${(r.bytesPerPi / one.bytesPerPi).toFixed(3)} | ${r.cpuPerPi.toFixed(2)} | ${(r.cpuPerPi / one.cpuPerPi).toFixed(2)} |`
+  const table = [
+    `| ${n} Pis, one change of 4 MiB each | deploy jobs, wall time (s) | bytes through the runner's link per Pi (KiB) | ÷ one job | runner CPU per Pi (CPU-s) | ÷ one job |`,
+    '|---|---:|---:|---:|---:|---:|',
+    row('one job (network, parallel)', one),
+    row('fan-out: 3 shard jobs from the binary cache', fan)
+  ].join('\n')
+  console.log('\n' + table)
+  writeSection(
+    'fanout',
+    `## Fleet past one job: shards from a binary cache\n\n` +
+      `${n} light Pis (testbed/fleet.sh). Each round gives every Pi a new system with 4 MiB of new incompressible data. One job: ` +
+      `\`network\`, \`mode: switch\`, \`parallel\` ${n}, every closure copied through the runner and the jump host. Fan-out: a build job ` +
+      `publishes to a binary cache served over HTTP in the jump host's namespace (untimed), then three shard jobs run at once with ` +
+      `\`deploy-plan\`, each Pi fetching from the cache itself. Bytes: everything through the runner's link to the jump host (a ` +
+      `counting forwarder in front of its sshd, plus the cache server's bytes to the runner: the .narinfo files). CPU: the runner's ` +
+      `processes (the action with everything it ran). Medians of ${ROUNDS} rounds.\n\n` +
+      table + '\n'
+  )
+}
+
+/**
  * reboot: a new kernel, deployed with `reboot: auto` on trial to the booting Pi (testbed/booting-pi.sh:
  * QEMU, U-Boot, a real kernel), against the stand-in (bench/standin-reboot.sh: nixos-rebuild boot
  * over SSH, a reboot, a look every half second). Each round deploys two new kernels in turn (the
@@ -609,6 +720,7 @@ async function main() {
   if (PARTS.includes('copy')) await copyBench()
   if (PARTS.includes('cache')) await cacheBench()
   if (PARTS.includes('fleet')) await fleetBench()
+  if (PARTS.includes('fanout')) await fanoutBench()
   if (PARTS.includes('latency')) await latencyBench()
   if (PARTS.includes('timeline')) await timelineBench()
   if (PARTS.includes('reboot')) await rebootBench()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # npm run bench: the copy and store cache benchmarks (root; 20-30 minutes with the defaults).
-#   BENCH_PARTS=copy,cache,fleet,latency,reboot   which benchmarks to run (timeline: one deploy's remote commands, printed;
+#   BENCH_PARTS=copy,cache,fleet,fanout,latency,reboot   which benchmarks to run (timeline: one deploy's remote commands, printed;
 #                                          reboot: the booting Pi, about 10 minutes)
 #   BENCH_FLEET=1,4,12        fleet sizes (light Pis behind the jump host)
 #   BENCH_RATES=10,50,100,0   link rates in Mbit/s (0 = unthrottled)

@@ -140,8 +140,10 @@ export async function buildMachines(
   // Every secret is registered before the build prints anything untrusted (see printUntrusted):
   // the keys are read now, for the machines whose mode uploads them.
   for (const m of result.machines)
-    if (m.plan.mode !== 'build' && m.plan.goal.uploadsKeys)
+    if (m.plan.mode !== 'build' && m.plan.mode !== 'report' && m.plan.goal.uploadsKeys)
       m.keys = await phase('inputs', () => loadKeys(m.evaluation.name || 'configuration', m.evaluation.keys))
+  // mode report only looks at what the machines run: it needs no closure.
+  if (run.requestedMode === 'report') return
   if (run.source.kind === 'plan')
     await phase('build', () => closuresFromCache(run.source as PlanSource, result))
   else await phase('build', () => buildAll(run, result, tempDir))
@@ -163,10 +165,13 @@ async function publish(
     core.endGroup()
   )
   const machines = result.machines.map(m => plannedMachine(run, m))
-  const plan = planShards(machines, to.shards, to.rollout, {
-    uri: to.uri,
-    publicKey: to.signingKey.publicKey
-  })
+  const plan = planShards(
+    machines,
+    to.shards,
+    to.rollout,
+    { uri: to.uri, publicKey: to.signingKey.publicKey },
+    process.env.GITHUB_SHA || undefined
+  )
   info(`Published ${toplevels.length} closures to ${to.uri} in ${(ms / 1000).toFixed(1)} s`)
   result.facts.published = { uri: to.uri, ms, plan: JSON.stringify(plan) }
 }

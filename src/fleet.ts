@@ -3,6 +3,7 @@ import { fetchFromCache } from './cache/publish'
 import { checkGatedDeploy } from './deploy/preflight'
 import { SigningKey } from './cache/signing'
 import { readFileSync } from 'fs'
+import { ActionError } from './errors'
 import { DeployDeps, DeployOutcome, deployToTarget, DeployJob, Timed } from './deploy/deploy'
 import { pruneAfterFleet, revertDeploy, UndoRecord } from './deploy/revert'
 import { RunnerNix } from './nix/nix'
@@ -282,5 +283,64 @@ async function deployOne(
   } catch (e) {
     reportFailure(m.report, e, several ? m.name : '')
     return 'failed'
+  }
+}
+
+/** mode report: one machine of a deploy plan, and the system the plan has for it. */
+export interface LookedAtMachine {
+  name: string
+  report: DeployReport
+  target: Endpoint
+  jumps: Endpoint[]
+  sudo: boolean
+  planned: string
+}
+
+/**
+ * mode report, a fleet's last job: reads what every machine of the deploy plan runs, `parallel`
+ * at a time through one jump connection, changing nothing. A machine runs the plan's system
+ * (deployed) or it does not: its shard's job failed, was cancelled or did not run (failed, named).
+ */
+export async function lookAtFleet(
+  machines: LookedAtMachine[],
+  opts: Pick<FleetOptions, 'parallel' | 'connect'>
+): Promise<void> {
+  const several = machines.length > 1
+  const jumps = machines.find(m => m.jumps.length)?.jumps
+  const shared = several && jumps ? new SharedJump(jumps, opts.connect) : undefined
+  const unhold = shared?.hold()
+  try {
+    await inParallel(machines, opts.parallel, m => lookAt(m, several, shared, opts))
+  } finally {
+    unhold?.()
+  }
+}
+
+async function lookAt(
+  m: LookedAtMachine,
+  several: boolean,
+  shared: SharedJump | undefined,
+  opts: Pick<FleetOptions, 'connect'>
+): Promise<void> {
+  const log = machineLog(m.name, several, m.report.warnings)
+  let target: SshTarget | undefined
+  m.report.storePath = m.planned
+  try {
+    const dial = (): Promise<RemoteHost> =>
+      RemoteHost.connect(m.target, shared ?? m.jumps, { ...opts.connect, sudo: m.sudo })
+    target = await SshTarget.connect(dial, log)
+    const state = await target.readState()
+    if (state.current !== m.planned)
+      throw new ActionError(
+        `${target.label} runs ${state.current ?? 'no system'}, not the deploy plan's ${m.planned}`,
+        "Its shard's job failed, was cancelled or did not run: look at that job, re-run it (Re-run failed jobs), then this one.",
+        'verify'
+      )
+    m.report.result = 'deployed'
+    log.info(`${target.label} runs the deploy plan's ${m.planned}`)
+  } catch (e) {
+    reportFailure(m.report, e, several ? m.name : '')
+  } finally {
+    target?.close()
   }
 }

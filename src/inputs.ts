@@ -664,6 +664,20 @@ function checkCombinations(
   }
   if (jumpHosts.length > 0 && targetHost === '' && !hasOwnTargets(source))
     problems.push('jump-host is set but target-host is empty')
+  checkPlanCombinations(get, problems, mode, source)
+}
+
+/** deploy-plan with mode and the target inputs; mode report without a plan. */
+function checkPlanCombinations(
+  get: Get,
+  problems: string[],
+  mode: Mode | undefined,
+  source: Source | undefined
+): void {
+  if (mode === 'report' && source && source.kind !== 'plan')
+    problems.push(
+      "mode report reads what the machines of a deploy plan run: give deploy-plan (the build job's output), not flake, configuration or network"
+    )
   if (source?.kind === 'plan') {
     if (mode === 'build')
       problems.push(
@@ -792,12 +806,11 @@ function readPlanSource(get: Get, text: string, problems: string[]): Source | un
     problems.push(machines)
     return undefined
   }
+  const of = `${machines.length} machines${plan.commit ? `, commit ${plan.commit.slice(0, 12)}` : ''}`
   return {
     kind: 'plan',
     plan,
     shard,
-    label: shard
-      ? `deploy-plan shard ${shard} (${machines.length} machines)`
-      : `deploy-plan (${machines.length} machines)`
+    label: shard ? `deploy-plan shard ${shard} (${of})` : `deploy-plan (${of})`
   }
 }

@@ -6,7 +6,7 @@ import * as path from 'path'
 import { BuildResult, buildMachines, Machine, startBuild } from './build'
 import { BuiltSystem } from './deploy/deploy'
 import { ActionError, Phase } from './errors'
-import { EarlyDial, FleetMachine, runFleet } from './fleet'
+import { EarlyDial, FleetMachine, LookedAtMachine, lookAtFleet, runFleet } from './fleet'
 import { InputName, readInputs, SECRET_INPUTS } from './inputs'
 import { RunnerNix } from './nix/nix'
 import { DeployPlan, deployJob, planRun, RunPlan } from './plan'
@@ -15,6 +15,7 @@ import { publishReport } from './report/publish'
 import { reportBuild, reportFleet } from './report/assemble'
 import { DeployReport } from './report/report'
 import { forgetSecretInputs, maskSecret } from './secrets'
+import { endAllProxies } from './ssh/proxy'
 
 export { STATE_CACHE } from './build'
 export const STATE_IS_POST = 'isPost'
@@ -102,6 +103,12 @@ async function deployWith(
   }
   const { machines } = build
   if (machines.length === 1 && machines[0].plan.mode === 'build') return
+  if (run.requestedMode === 'report') {
+    const looked = machines.flatMap((m, n) => lookedAtMachine(m, reports[n]))
+    await phase('verify', () => lookAtFleet(looked, { parallel: run.fleet.parallel, connect: run.connect }))
+    reportFleet(report, reports)
+    return
+  }
   await runFleet(
     machines.map((m, n) => fleetMachine(m, reports[n], runDeadline)),
     build.nix,
@@ -119,11 +126,19 @@ function dialEarly(run: RunPlan, plan: NonNullable<RunPlan['single']>): EarlyDia
   return new EarlyDial(plan.target, plan.jumps, { ...run.connect, sudo: plan.sudo })
 }
 
+/** mode report: a machine of the deploy plan, to read what it runs. */
+function lookedAtMachine(m: Machine, report: DeployReport): LookedAtMachine[] {
+  const { plan } = m
+  if (plan.mode !== 'report') return []
+  const { target, jumps, sudo } = plan
+  return [{ name: m.evaluation.name, report, target, jumps, sudo, planned: m.evaluation.outPath }]
+}
+
 /** A machine as the fleet deploys it: its job, or none when it is only built. */
 function fleetMachine(m: Machine, report: DeployReport, runDeadline: number | undefined): FleetMachine {
   const { plan } = m
   const name = m.evaluation.name
-  if (plan.mode === 'build' || !m.built) return { name, report }
+  if (plan.mode === 'build' || plan.mode === 'report' || !m.built) return { name, report }
   return deployingMachine(m, report, plan, m.built, runDeadline)
 }
 
@@ -165,6 +180,7 @@ export async function run(): Promise<void> {
     reportFailure(report, e)
   } finally {
     await publishReport(report)
+    await endAllProxies()
   }
 }
 

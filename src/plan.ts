@@ -48,8 +48,19 @@ export interface DeployPlan extends PlanBase {
   job: JobSettings
 }
 
-/** Either kind: `plan.mode === 'build'` tells them apart. */
-export type MachinePlan = BuildPlan | DeployPlan
+/**
+ * mode report (a deploy plan's last job): where the machine is, to read what it runs; it changes
+ * nothing there.
+ */
+export interface ReportPlan extends PlanBase {
+  mode: 'report'
+  target: Endpoint
+  jumps: Endpoint[]
+  sudo: boolean
+}
+
+/** Any kind: `plan.mode` tells them apart. */
+export type MachinePlan = BuildPlan | DeployPlan | ReportPlan
 
 /** The inputs a machine's plan is made of (a network's machines each get their target from the file). */
 export type MachineSettings = Pick<
@@ -156,6 +167,8 @@ export function makePlan(inputs: MachineSettings): MachinePlan {
       'inputs'
     )
   const { target, jumps } = endpoints(inputs, inputs.target, inputs.sshKey)
+  const sudo = inputs.sudo === 'true' || (inputs.sudo === 'auto' && target.user !== 'root')
+  if (mode === 'report') return { requestedMode: inputs.mode, mode, target, jumps, sudo, warnings }
   const goal = goalOf(mode)
   const runsNew = runsNewSystem(goal, inputs.reboot !== 'never')
   if (!runsNew && inputs.healthChecks.length > 0)
@@ -170,7 +183,7 @@ export function makePlan(inputs: MachineSettings): MachinePlan {
     goal,
     magicRollback: runsNew && (inputs.magicRollback ?? true),
     healthChecks: runsNew ? inputs.healthChecks : [],
-    sudo: inputs.sudo === 'true' || (inputs.sudo === 'auto' && target.user !== 'root'),
+    sudo,
     job: jobSettings(inputs),
     warnings
   }

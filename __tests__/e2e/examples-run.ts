@@ -88,7 +88,14 @@ export const RUN = [
   'pr-dry-run.yml#dry-activate'
 ]
 /** Not run here, and why. */
-export const NOT_RUN: Record<string, string> = {}
+export const NOT_RUN: Record<string, string> = {
+  // Its steps are what __tests__/e2e/shards.test.ts runs against an HTTP binary cache and 6 light
+  // Pis (publish-to, deploy-plan with shard, mode report); the file itself names an S3 bucket.
+  'fleet-fanout.yml#build': 'publishes to an S3 bucket (shards.test.ts: the same inputs, an HTTP cache)',
+  'fleet-fanout.yml#canary': "a shard of the build job's plan (shards.test.ts)",
+  'fleet-fanout.yml#shards': "shards of the build job's plan (shards.test.ts: three at once)",
+  'fleet-fanout.yml#report': 'mode report over the plan (shards.test.ts)'
+}
 
 /**
  * The inputs the runner fills in from action.yml's defaults when a step does not set them, where the

@@ -142,6 +142,18 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
     })
   }
 
+  /** The fleet's last job: mode report over the whole plan, its own RUNNER_TEMP too. */
+  function reportJob(plan: string) {
+    const { flake: _flake, 'target-host': _host, ...connection } = deployInputs('unused')
+    return runAction({
+      ...connection,
+      'deploy-plan': plan,
+      mode: 'report',
+      'jump-host': `10.99.1.1:${forwarder.port}`,
+      'known-hosts': knownHosts
+    })
+  }
+
   it('three shard jobs at once: each Pi fetches its closure from the cache; the runner builds nothing and sends only SSH', async () => {
     const { text, plan } = await buildJob('shards-a')
     expect(plan.shards.map(s => s.machines)).toEqual([
@@ -200,6 +212,16 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
       `shards: ${Math.round(perPi / 1024)} KiB per Pi through the runner's link (SSH and .narinfo), against ${Math.round(lacking / 1024)} KiB of NAR each Pi lacked`
     )
     expect(perPi).toBeLessThan(lacking / 8)
+
+    // The last job: every machine once, each running the plan's system; nothing changed by it.
+    const report = await reportJob(text)
+    if (report.exitCode !== 0) console.log(report.log)
+    expect(report.exitCode).toBe(0)
+    const all = JSON.parse(report.outputs.results) as Record<string, Record<string, string>>
+    expect(Object.keys(all).sort()).toEqual(hosts.map((_, i) => `pf${i + 1}`).sort())
+    for (const m of Object.values(all)) expect(m).toMatchObject({ result: 'deployed', 'store-path': top })
+    for (const name of Object.keys(all)) expect(report.summary.split(name).length - 1).toBeGreaterThan(0)
+    for (let i = 1; i <= FLEET; i++) expect(fleetExec(i, 'readlink /run/current-system')).toBe(top)
   }, 900_000)
 
   it('a Pi that cannot reach the cache: its closure goes through the runner, with a warning naming it; the others still fetch it', async () => {
@@ -221,6 +243,25 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
       )
       expect(fleetExec(5, 'readlink /run/current-system')).toBe(top)
       expect(fleetExec(6, 'readlink /run/current-system')).toBe(top)
+
+      // Shards 1 and 2 of this plan never ran: the last job fails and names each of their machines.
+      const report = await reportJob(text)
+      expect(report.exitCode).not.toBe(0)
+      const all = JSON.parse(report.outputs.results) as Record<string, Record<string, string>>
+      expect(Object.entries(all).map(([name, m]) => [name, m.result])).toEqual([
+        ['pf1', 'failed'],
+        ['pf2', 'failed'],
+        ['pf3', 'failed'],
+        ['pf4', 'failed'],
+        ['pf5', 'deployed'],
+        ['pf6', 'deployed']
+      ])
+      for (const i of [1, 2, 3, 4])
+        expect(report.log).toMatch(
+          new RegExp(
+            `::error title=.*pf${i}.*target root@${hosts[i - 1].replace(/\./g, '\\.')} runs /nix/store/\\S+, not the deploy plan's`
+          )
+        )
     } finally {
       fs.rmSync(denyFile, { force: true })
     }

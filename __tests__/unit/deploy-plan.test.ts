@@ -126,4 +126,25 @@ describe('deploy-plan among the inputs', () => {
     expect(() => inputs({ ...base, shard: '1' })).toThrow(/shard is only used with deploy-plan/)
     expect(() => inputs({ ...shardJob, 'ssh-private-key': '' })).toThrow(/ssh-private-key is required/)
   })
+  it('mode report: for a deploy plan only, as a deploy connects', () => {
+    expect(inputs({ ...connection, 'deploy-plan': planText, mode: 'report' }).source).toMatchObject({
+      kind: 'plan',
+      shard: ''
+    })
+    expect(() => inputs({ ...base, mode: 'report' })).toThrow(
+      /mode report reads what the machines of a deploy plan run/
+    )
+    expect(() => inputs({ 'deploy-plan': planText, mode: 'report' })).toThrow(/ssh-private-key is required/)
+  })
+  it('names the commit the build job built, when it ran in GitHub Actions', () => {
+    const sha = '0123456789abcdef0123456789abcdef01234567'
+    const withCommit = JSON.stringify(planShards(fleet(4), 2, { kind: 'all' }, cache, sha))
+    expect(inputs({ ...connection, 'deploy-plan': withCommit, shard: '1' }).source.label).toBe(
+      'deploy-plan shard 1 (2 machines, commit 0123456789ab)'
+    )
+    const forged = { ...JSON.parse(withCommit), commit: '$(reboot)' }
+    expect(deployPlanProblems(JSON.stringify(forged)).problems).toEqual([
+      'deploy-plan: its commit is not a commit id'
+    ])
+  })
 })

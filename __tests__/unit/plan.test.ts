@@ -7,7 +7,8 @@ const key2 = utils.generateKeyPairSync('ed25519')
 
 /** The plan as a deploy plan; fails the test when it is a build plan. */
 function deployPlan(plan: MachinePlan): DeployPlan {
-  if (plan.mode === 'build') throw new Error(`expected a deploy plan, got a build plan`)
+  if (plan.mode === 'build' || plan.mode === 'report')
+    throw new Error(`expected a deploy plan, got a ${plan.mode} plan`)
   return plan
 }
 

@@ -8,8 +8,8 @@ import type { Mode } from '../modes'
 import { RemoteState } from '../target/remote-state'
 import { UnchangedWhen } from '../target/target'
 
-/** The modes that reach a target (`build` never does). */
-export type DeployMode = Exclude<Mode, 'build'>
+/** The modes that deploy to a target (`build` never connects; `report` only looks). */
+export type DeployMode = Exclude<Mode, 'build' | 'report'>
 
 /** A mode's meaning; plain `Goal` is a deploy's (the code below the plan deals with those only). */
 export interface Goal<M extends Mode = DeployMode> {
@@ -35,7 +35,7 @@ export interface Goal<M extends Mode = DeployMode> {
 
 export function goalOf<M extends Mode>(mode: M): Goal<M> {
   const connects = mode !== 'build'
-  const changesTarget = connects && mode !== 'dry-activate'
+  const changesTarget = connects && mode !== 'dry-activate' && mode !== 'report'
   return {
     mode,
     connects,

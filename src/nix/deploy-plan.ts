@@ -46,6 +46,8 @@ export interface DeployPlanDoc {
   version: 1
   /** Where the build published the closures, and the public key they are signed with. */
   cache: BinaryCache
+  /** The commit the build job built (GITHUB_SHA), when it ran in GitHub Actions. */
+  commit?: string
   machines: PlannedMachine[]
   /** `canary` first when the rollout is canary; then 1..N. */
   shards: Shard[]
@@ -62,7 +64,8 @@ export function planShards(
   machines: PlannedMachine[],
   count: number,
   rollout: Rollout,
-  cache: DeployPlanDoc['cache']
+  cache: DeployPlanDoc['cache'],
+  commit?: string
 ): DeployPlanDoc {
   const rest = [...machines]
   const shards: Shard[] = []
@@ -78,6 +81,7 @@ export function planShards(
   return {
     version: 1,
     cache,
+    ...(commit ? { commit } : {}),
     machines,
     shards,
     matrix: { shard: shards.filter(s => s.id !== 'canary').map(s => s.id) }
@@ -131,6 +135,8 @@ export function deployPlanProblems(text: string): { plan?: DeployPlanDoc; proble
   if (!Array.isArray(plan?.machines) || !Array.isArray(plan?.shards))
     problems.push('deploy-plan has no machines or shards')
   if (problems.length > 0) return { problems }
+  if (plan.commit !== undefined && (typeof plan.commit !== 'string' || !/^[0-9a-f]{7,64}$/.test(plan.commit)))
+    problems.push('deploy-plan: its commit is not a commit id')
   if (typeof plan.cache?.uri !== 'string' || publishUriProblem(plan.cache.uri))
     problems.push('deploy-plan has no binary cache URI (cache.uri, as publish-to took it)')
   if (

@@ -34,7 +34,8 @@ export function reportBuild(report: DeployReport, facts: BuildFacts): DeployRepo
     return [report]
   }
   report.warnings.push(...facts.warnings)
-  if (facts.machines.some(m => m.closureSize === undefined)) {
+  // mode report lists no closure: it only reads what each machine runs.
+  if (facts.machines.some(m => m.closureSize === undefined && m.mode !== 'report')) {
     // Not every machine was built: the run failed as one, and its report says so; each machine's
     // warnings go with it, named.
     for (const m of facts.machines)

@@ -142,7 +142,7 @@ function machineTable(hosts: NonNullable<DeployReport['hosts']>): string[] {
   for (const { machine, report: h } of hosts) {
     const total = h.timings.reduce((a, t) => a + t.ms, 0)
     const cells = [
-      escapeMarkdown(h.tags ? `${machine} (${tagList(h.tags)})` : machine),
+      escapeMarkdown(h.tags?.length ? `${machine} (${tagList(h.tags)})` : machine),
       h.host ? code(h.host) : '',
       escapeMarkdown(h.mode ?? ''),
       escapeMarkdown(h.result ?? 'failed'),
@@ -194,7 +194,7 @@ function summaryRows(r: DeployReport): Array<[string, string | undefined]> {
   return [
     ['Result', r.result],
     ['Machine', r.machine],
-    ['Tags', r.tags && tagList(r.tags)],
+    ['Tags', r.tags?.length ? tagList(r.tags) : undefined],
     ['Host', r.host],
     [
       'Mode',

@@ -75,6 +75,28 @@ function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   }
 }
 
+/**
+ * Ends every proxy this process started and waits until each has exited (SIGTERM, then SIGKILL
+ * after two seconds): the run's last step, so that no tunnel outlives the action. A loaded runner
+ * may take a moment to end a killed process; the exit hook alone would not wait for it.
+ */
+export async function endAllProxies(): Promise<void> {
+  await Promise.all(
+    [...running].map(
+      child =>
+        new Promise<void>(resolve => {
+          // Never started (spawn failed) or already ended: nothing to wait for.
+          if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null)
+            return resolve()
+          child.once('exit', () => resolve())
+          child.once('error', () => resolve())
+          killGroup(child, 'SIGTERM')
+          setTimeout(() => killGroup(child, 'SIGKILL'), 2000).unref()
+        })
+    )
+  )
+}
+
 /** A running proxy-command: the stream ssh2 talks over, and what to say when it fails. */
 export class ProxyProcess {
   readonly stream: Duplex
