@@ -159,12 +159,13 @@ async function publish(
   run: RunPlan,
   result: BuildResult
 ): Promise<void> {
+  // Planned first: a machine the plan cannot carry fails the build before anything is uploaded.
+  const machines = result.machines.map(m => plannedMachine(run, m))
   core.startGroup(`Publish to ${to.uri}`)
   const toplevels = result.machines.map(m => m.evaluation.outPath)
   const ms = await publishClosures(result.nix, to.uri, toplevels, to.signingKey).finally(() =>
     core.endGroup()
   )
-  const machines = result.machines.map(m => plannedMachine(run, m))
   const plan = planShards(
     machines,
     to.shards,
@@ -193,7 +194,8 @@ function plannedMachine(run: RunPlan, m: Machine): PlannedMachine {
       'build'
     )
   return {
-    name: e.name || target.host,
+    // A flake's machine is named by its host (an IPv6 address made a name: its colons are not).
+    name: e.name || target.host.replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[.-]/, '_'),
     storePath: e.outPath,
     system: e.hostSystem,
     host: target.host,

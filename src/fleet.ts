@@ -330,14 +330,19 @@ async function lookAt(
       RemoteHost.connect(m.target, shared ?? m.jumps, { ...opts.connect, sudo: m.sudo })
     target = await SshTarget.connect(dial, log)
     const state = await target.readState()
-    if (state.current !== m.planned)
+    // A shard in mode boot leaves the plan's system in the profile, to run after the next reboot.
+    if (state.current !== m.planned && state.profile !== m.planned)
       throw new ActionError(
         `${target.label} runs ${state.current ?? 'no system'}, not the deploy plan's ${m.planned}`,
         "Its shard's job failed, was cancelled or did not run: look at that job, re-run it (Re-run failed jobs), then this one.",
         'verify'
       )
     m.report.result = 'deployed'
-    log.info(`${target.label} runs the deploy plan's ${m.planned}`)
+    log.info(
+      state.current === m.planned
+        ? `${target.label} runs the deploy plan's ${m.planned}`
+        : `${target.label} boots the deploy plan's ${m.planned} next (its system profile); it runs ${state.current ?? 'no system'} until then`
+    )
   } catch (e) {
     reportFailure(m.report, e, several ? m.name : '')
   } finally {

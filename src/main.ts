@@ -130,8 +130,11 @@ function dialEarly(run: RunPlan, plan: NonNullable<RunPlan['single']>): EarlyDia
 function lookedAtMachine(m: Machine, report: DeployReport): LookedAtMachine[] {
   const { plan } = m
   if (plan.mode !== 'report') return []
-  const { target, jumps, sudo } = plan
-  return [{ name: m.evaluation.name, report, target, jumps, sudo, planned: m.evaluation.outPath }]
+  const { jumps, sudo } = plan
+  const name = m.evaluation.name
+  // proxy-command's %n: the machine's name, as for a deploy.
+  const target = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name) ? { ...plan.target, name } : plan.target
+  return [{ name, report, target, jumps, sudo, planned: m.evaluation.outPath }]
 }
 
 /** A machine as the fleet deploys it: its job, or none when it is only built. */
@@ -179,8 +182,11 @@ export async function run(): Promise<void> {
     reportBuildOnce(report, progress)
     reportFailure(report, e)
   } finally {
-    await publishReport(report)
-    await endAllProxies()
+    try {
+      await publishReport(report)
+    } finally {
+      await endAllProxies()
+    }
   }
 }
 

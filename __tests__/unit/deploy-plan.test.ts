@@ -92,6 +92,17 @@ describe('a shard job reading the plan', () => {
       'deploy-plan: a machine\'s name "../pi" is not a machine name'
     )
     expect(withMachine({ name: 'pi2' })).toContain('deploy-plan names a machine twice')
+    expect(withMachine({ host: 7 })).toEqual(['deploy-plan: machine "pi1" has no host to deploy to'])
+    expect(withMachine({ tags: 'edge' })).toEqual(['deploy-plan: machine "pi1" has no list of tags'])
+    expect(withMachine({ boot: { kernel: 1 } })).toEqual([
+      'deploy-plan: machine "pi1" has boot facts that are not'
+    ])
+    expect(deployPlanProblems(JSON.stringify({ ...doc, machines: [null] })).problems).toEqual([
+      'deploy-plan: a machine is not an object'
+    ])
+    expect(
+      deployPlanProblems(JSON.stringify({ ...doc, shards: [{ id: 1, machines: 'pi1' }] })).problems
+    ).toEqual(['deploy-plan has a shard without an id or a list of machines'])
     expect(
       deployPlanProblems(
         JSON.stringify({ ...doc, cache: { uri: 'file:///c --option x', publicKey: 'k:AA==' } })

@@ -38,6 +38,25 @@ async function deploy(t: FakeTarget, j: DeployJob = job()) {
 }
 
 describe('the deploy sequence over a Target', () => {
+  it("a deploy plan's shard through a deploy user's gate: refused before anything is asked of the target", async () => {
+    const t = new (class extends FakeTarget {
+      override readonly importsSignedOnly = true
+    })(OLD)
+    const j = job('switch')
+    const outcome = await deployToTarget(
+      t,
+      { ...j, built: { ...j.built, cache: { uri: 'https://cache.lan', publicKey: 'k-1:AAAA' } } },
+      fakeCopy([]),
+      timed
+    )
+    expect(outcome.error).toBeInstanceOf(ActionError)
+    expect((outcome.error as ActionError).message).toMatch(
+      /a deploy plan's shard cannot deploy through one yet/
+    )
+    // Nothing asked of it but to close the connection.
+    expect(t.calls).toEqual(['close'])
+    expect(t.current).toBe(OLD)
+  })
   it('switch: copies only what is missing, activates, confirms over a new connection, releases the lock', async () => {
     const t = new FakeTarget(OLD, [OLD, storePath('hello-2.12', 'h')])
     const { result, error, copied } = await deploy(t)

@@ -200,7 +200,7 @@ export class FakeTarget implements Target {
     return new Set(paths)
   }
 
-  readonly importsSignedOnly = false
+  readonly importsSignedOnly: boolean = false
 
   get store(): TargetStore {
     return {

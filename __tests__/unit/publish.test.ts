@@ -13,6 +13,14 @@ describe('publish-to', () => {
     expect(publishUriProblem('ssh://pi')).toMatch(/is not a binary cache Nix uploads to/)
     expect(publishUriProblem('file:///srv/cache --option x y')).toBe('publish-to: no spaces or line breaks')
     expect(publishUriProblem('file:///srv/c?secret-key=/etc/k')).toMatch(/no secret-key=/)
+    // A deploy plan's URI is a substituter on every target, as root: nothing Nix would trust by.
+    expect(publishUriProblem('https://cache.lan?trusted=1')).toMatch(
+      /the store setting "trusted" is not one it takes/
+    )
+    expect(publishUriProblem('https://cache.lan?priority=10&local-nar-cache=/etc')).toMatch(
+      /"local-nar-cache"/
+    )
+    expect(publishUriProblem('s3://pis?region=eu-west-1&endpoint=minio.lan:9000&scheme=http')).toBeUndefined()
   })
   it('signs with the key on fd 3, whatever the URI already says', () => {
     expect(signingStoreUri('file:///srv/cache')).toBe('file:///srv/cache?secret-key=/dev/fd/3')

@@ -28,6 +28,8 @@ export interface CopyResult {
 }
 
 export const GC_ROOT_DIR = '/nix/var/nix/gcroots/nix-deploy-action'
+/** How long the target may substitute from its own substituters (bounded: one attempt each). */
+export const SUBSTITUTE_TIMEOUT_MS = 300_000
 
 /**
  * Lets the target substitute what it can of `plan.toCopy`; returns the plan with only what is still
@@ -42,10 +44,15 @@ export async function substituteOnTarget(
   const log = target.log
   if (plan.toCopy.length === 0) return { plan, substituted: [] }
   const from = cache ? `its own substituters and ${cache.uri}` : 'its own substituters'
+  const paths = plan.toCopy.map(p => p.path)
   try {
+    // From a deploy plan's cache the whole closure comes this way: as long as an import of it may take.
     const missing = await target.store.substitute(
-      plan.toCopy.map(p => p.path),
+      paths,
+      cache,
       cache
+        ? Math.max(SUBSTITUTE_TIMEOUT_MS, importTimeoutMs(totalNarSize(plan.toCopy)))
+        : SUBSTITUTE_TIMEOUT_MS
     )
     const substituted = plan.toCopy.filter(p => !missing.has(p.path))
     if (substituted.length > 0)
@@ -58,9 +65,16 @@ export async function substituteOnTarget(
       )
     return { plan: { ...plan, toCopy: plan.toCopy.filter(p => missing.has(p.path)) }, substituted }
   } catch (e) {
-    log.info('Substituting on the target did not work (the target said what follows): copying every path')
+    log.info(
+      'Substituting on the target did not work (the target said what follows): copying what it still lacks'
+    )
     log.untrusted(errorMessage(e))
-    return { plan, substituted: [] }
+    // What it fetched before the failure stays fetched: only the rest is copied.
+    const missing = await target.store.queryMissing(paths).catch(() => new Set(paths))
+    return {
+      plan: { ...plan, toCopy: plan.toCopy.filter(p => missing.has(p.path)) },
+      substituted: plan.toCopy.filter(p => !missing.has(p.path))
+    }
   }
 }
 

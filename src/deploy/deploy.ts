@@ -139,6 +139,12 @@ class DeployRun {
 
   async steps(): Promise<void> {
     const { target, job, timed } = this
+    if (target.store.importsSignedOnly && job.built.cache)
+      throw new ActionError(
+        `${target.label} is a deploy user's gate, and a deploy plan's shard cannot deploy through one yet: the gate's checks read the new system on the runner, which a shard job does not have`,
+        'Deploy these machines as root (target-user root, with the deploy key), or from one job without deploy-plan.',
+        'connect'
+      )
     if (target.store.importsSignedOnly)
       await timed('connect', async () => this.deps.checkGated?.(target.label, job))
     if (job.sudoUser !== undefined) await timed('connect', () => target.checkSudo(job.sudoUser!))

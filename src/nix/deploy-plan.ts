@@ -90,15 +90,17 @@ export function planShards(
 
 /** Why a planned machine cannot be deployed as the plan says, or undefined. */
 function plannedMachineProblem(m: Partial<PlannedMachine>): string | undefined {
-  const name = JSON.stringify(m?.name)
-  if (typeof m?.name !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(m.name))
+  if (typeof m !== 'object' || m === null) return 'deploy-plan: a machine is not an object'
+  const name = JSON.stringify(m.name)
+  if (typeof m.name !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(m.name))
     return `deploy-plan: a machine's name ${name} is not a machine name`
   if (typeof m.storePath !== 'string' || !isStorePath(m.storePath))
     return `deploy-plan: machine ${name} has no store path`
   if (typeof m.system !== 'string' || !/^[A-Za-z0-9_]+-[A-Za-z0-9_]+$/.test(m.system))
     return `deploy-plan: machine ${name} has no platform (system)`
   try {
-    parseHostAddress(String(m.host), 'host')
+    if (typeof m.host !== 'string') throw new Error('no host')
+    parseHostAddress(m.host, 'host')
   } catch {
     return `deploy-plan: machine ${name} has no host to deploy to`
   }
@@ -106,6 +108,25 @@ function plannedMachineProblem(m: Partial<PlannedMachine>): string | undefined {
     return `deploy-plan: machine ${name} has no port (1-65535)`
   if (typeof m.user !== 'string' || !isValidUser(m.user))
     return `deploy-plan: machine ${name} has no valid user`
+  if (!Array.isArray(m.tags) || !m.tags.every(t => typeof t === 'string'))
+    return `deploy-plan: machine ${name} has no list of tags`
+  return bootFactsProblem(m, name)
+}
+
+/** The boot facts the build read (all optional): of the types a deploy reads them as. */
+function bootFactsProblem(m: Partial<PlannedMachine>, name: string): string | undefined {
+  const strings = (o: unknown): boolean =>
+    typeof o === 'object' && o !== null && Object.values(o).every(v => typeof v === 'string')
+  if (m.boot !== undefined && !strings(m.boot))
+    return `deploy-plan: machine ${name} has boot facts that are not`
+  const files = m.bootFiles
+  if (
+    files !== undefined &&
+    !(Array.isArray(files) && files.every(f => typeof f?.name === 'string' && Number.isFinite(f?.bytes)))
+  )
+    return `deploy-plan: machine ${name} has boot files that are not`
+  if (m.bootTrialProtocol !== undefined && !Number.isInteger(m.bootTrialProtocol))
+    return `deploy-plan: machine ${name} has a boot trial protocol that is not one`
   return undefined
 }
 
@@ -148,6 +169,12 @@ export function deployPlanProblems(text: string): { plan?: DeployPlanDoc; proble
     const problem = plannedMachineProblem(m)
     if (problem) problems.push(problem)
   }
+  if (problems.length > 0) return { problems }
+  const shardsWellFormed = plan.shards!.every(
+    s =>
+      typeof s?.id === 'string' && Array.isArray(s.machines) && s.machines.every(n => typeof n === 'string')
+  )
+  if (!shardsWellFormed) return { problems: ['deploy-plan has a shard without an id or a list of machines'] }
   const names = new Set(plan.machines!.map(m => m.name))
   if (names.size !== plan.machines!.length) problems.push('deploy-plan names a machine twice')
   for (const s of plan.shards!)

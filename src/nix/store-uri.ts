@@ -10,5 +10,32 @@ export function publishUriProblem(uri: string): string | undefined {
   if (/\s/.test(uri)) return 'publish-to: no spaces or line breaks'
   if (/[?&]secret-key=/.test(uri))
     return 'publish-to: no secret-key= in it: the paths are signed with signing-key, read from a pipe'
+  // The same URI is a substituter on every target, as root (deploy-plan): only settings of where
+  // and how to store, none that Nix would trust or write elsewhere by (trusted=, local-nar-cache=).
+  const query = uri.includes('?') ? uri.slice(uri.indexOf('?') + 1) : ''
+  for (const pair of query.split('&').filter(Boolean)) {
+    const name = pair.split('=')[0]
+    if (!STORE_SETTINGS.includes(name))
+      return `publish-to: the store setting ${JSON.stringify(name)} is not one it takes (${STORE_SETTINGS.join(', ')})`
+  }
   return undefined
 }
+
+/** The settings of an S3 or HTTP binary cache's URI that say where and how it stores. */
+const STORE_SETTINGS = [
+  'region',
+  'endpoint',
+  'scheme',
+  'profile',
+  'priority',
+  'want-mass-query',
+  'compression',
+  'compression-level',
+  'parallel-compression',
+  'narinfo-compression',
+  'ls-compression',
+  'log-compression',
+  'write-nar-listing',
+  'multipart-upload',
+  'buffer-size'
+]

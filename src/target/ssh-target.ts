@@ -53,7 +53,6 @@ import {
 
 const STEP_TIMEOUT_MS = 120_000
 /** How long the target may spend substituting before the action copies everything itself. */
-const SUBSTITUTE_TIMEOUT_MS = 300_000
 /** upload-key.sh's exit status when destDir is not safe to write a secret into. */
 const UNSAFE_DEST_DIR = 10
 /** survey.sh removes other runs' GC roots older than this (no deploy takes that long). */
@@ -119,7 +118,7 @@ export class SshTarget implements Target {
   get store(): TargetStore {
     return {
       importsSignedOnly: this.gated,
-      substitute: (paths, cache) => this.substitute(paths, cache),
+      substitute: (paths, cache, timeoutMs) => this.substitute(paths, cache, timeoutMs),
       importStream: (codec, stream, check, timeoutMs) => this.importStream(codec, stream, check, timeoutMs),
       importSignedCache: (stream, check, timeoutMs) => this.importSignedCache(stream, check, timeoutMs),
       queryMissing: paths => this.queryMissing(paths),
@@ -243,13 +242,17 @@ export class SshTarget implements Target {
     return r.stdout.trim()
   }
 
-  private async substitute(paths: string[], cache?: BinaryCache): Promise<Set<string>> {
+  private async substitute(
+    paths: string[],
+    cache: BinaryCache | undefined,
+    timeoutMs: number
+  ): Promise<Set<string>> {
     // A gate's user is not the daemon's trusted user: a substituter it names would be ignored, and
     // the gate takes no arguments (nixos/deploy-user/gate.sh). Its Pi's own nix.conf may list the cache.
     const from = cache && !this.gated ? [cache.uri, cache.publicKey] : []
     const r = await this.run('substitute', from, {
       stdin: paths.join('\n') + '\n',
-      timeoutMs: SUBSTITUTE_TIMEOUT_MS,
+      timeoutMs,
       what:
         from.length > 0
           ? `substituting on the target from ${cache!.uri}`

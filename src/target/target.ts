@@ -78,7 +78,7 @@ export interface TargetStore {
    * Lets the target fetch `paths` from its own substituters, and from `cache` too when given (a
    * deploy plan's binary cache, trusted for its key); returns those still missing.
    */
-  substitute(paths: string[], cache?: BinaryCache): Promise<Set<string>>
+  substitute(paths: string[], cache: BinaryCache | undefined, timeoutMs: number): Promise<Set<string>>
   /** Imports a NAR stream compressed with `codec`; returns which of `check` are still missing. */
   importStream(codec: string, stream: Readable, check: string[], timeoutMs: number): Promise<ImportResult>
   /**
