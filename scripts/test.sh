@@ -53,19 +53,28 @@ if [ "$(id -u)" != 0 ] || [ $# -gt 0 ] || [ -n "${NDA_SERIAL:-}" ]; then
   # Everything in one jest (without root the e2e suites skip; arguments go to that one run).
   jest_run all "${all_projects[@]}" "$@" || status=1
 else
-  # Four lanes side by side after the suites that switch the machine's own state, each on Pis of
-  # its own and through its own door of the jump host (testbed/setup.sh), each checking and
-  # cutting only its own (NDA_LANE, __tests__/e2e/harness.ts). docs/testing.md says what else
-  # keeps them apart.
+  # Lanes side by side after the suites that switch the machine's own state, each on Pis of its
+  # own and through its own door of the jump host (testbed/setup.sh), each checking and cutting
+  # only its own (NDA_LANE, __tests__/e2e/harness.ts). docs/testing.md says what else keeps them
+  # apart. Three lanes, or four with 4 cores or more (NDA_LANES=3 or 4 chooses): on 2 cores the
+  # suite is CPU-bound with three, and a fourth only stretches the real boots' windows.
   #   1. unit, then binfmt and modern-nix: they turn the runner's aarch64 binfmt off and restart
   #      the modern nix-daemon, which no other suite may see.
   jest_run first --selectProjects unit e2e \
     --testPathPattern '__tests__/unit/' '__tests__/e2e/(binfmt|modern-nix)\.test\.ts$' || status=1
+  lane_count=${NDA_LANES:-$([ "$(nproc)" -ge 4 ] && echo 4 || echo 3)}
+  # The safety lane's suites: faults, safety and rollback on pi3, and e2e-spi's faults on spi3.
+  # Without it they run in the main lane (on pi) and the systemd Pis' lane (on spi).
+  safety_suites='faults|safety|rollback'
+  spi_ignored='__tests__/e2e/faults\.test\.ts$'
+  if [ "$lane_count" != 4 ]; then safety_suites='' spi_ignored='^$'; fi
   #   2. the booting Pi's lane (about 13 minutes of real boots), the systemd Pis' lane (their own
-  #      suites, and the safety suites again on spi: project e2e-spi) and the safety lane (the
-  #      safety suites on pi3, and faults again on spi3), each logged to a file shown when it ends;
-  #      the main lane (pi, pi2 and the light Pis) beside them, on the terminal.
-  echo "test: four lanes side by side: the booting Pi's, the systemd Pis', the safety suites' and the main one; the first three's logs follow the main one's"
+  #      suites, and the safety suites again on spi: project e2e-spi), with four the safety lane,
+  #      each logged to a file shown when it ends; the main lane (pi, pi2 and the light Pis) beside
+  #      them, on the terminal.
+  others="the booting Pi's, the systemd Pis'"
+  [ -z "$safety_suites" ] || others="$others, the safety suites'"
+  echo "test: $lane_count lanes side by side: $others and the main one; the others' logs follow the main one's"
   NDA_LANE=booting-pi jest_run booting-pi --selectProjects e2e \
     --testPathPattern '__tests__/e2e/booting-pi\.test\.ts$' >"$results/booting-pi.log" 2>&1 &
   booting=$!
@@ -76,33 +85,38 @@ else
     lane=0
     jest_run spi-own --selectProjects e2e \
       --testPathPattern '__tests__/e2e/(systemd|deploy-user|examples-spi)\.test\.ts$' || lane=1
-    jest_run spi-safety --selectProjects e2e-spi \
-      --testPathIgnorePatterns '/node_modules/' '__tests__/e2e/faults\.test\.ts$' || lane=1
+    jest_run spi-safety --selectProjects e2e-spi --testPathIgnorePatterns '/node_modules/' "$spi_ignored" || lane=1
     exit "$lane"
   ) >"$results/spi.log" 2>&1 &
   spi=$!
   lanes+=("$spi")
-  # shellcheck disable=SC2030,SC2031 # each lane's subshell sets its own NDA_LANE, on purpose
-  (
-    export NDA_LANE=safety
-    lane=0
-    jest_run safety-own --selectProjects e2e \
-      --testPathPattern '__tests__/e2e/(faults|safety|rollback)\.test\.ts$' || lane=1
-    jest_run safety-spi --selectProjects e2e-spi --testPathPattern '__tests__/e2e/faults\.test\.ts$' || lane=1
-    exit "$lane"
-  ) >"$results/safety.log" 2>&1 &
-  safety=$!
-  lanes+=("$safety")
+  waited=(spi booting)
+  if [ -n "$safety_suites" ]; then
+    # shellcheck disable=SC2030,SC2031 # each lane's subshell sets its own NDA_LANE, on purpose
+    (
+      export NDA_LANE=safety
+      lane=0
+      jest_run safety-own --selectProjects e2e \
+        --testPathPattern "__tests__/e2e/($safety_suites)\\.test\\.ts\$" || lane=1
+      jest_run safety-spi --selectProjects e2e-spi --testPathPattern "$spi_ignored" || lane=1
+      exit "$lane"
+    ) >"$results/safety.log" 2>&1 &
+    safety=$!
+    lanes+=("$safety")
+    waited=(spi safety booting)
+  fi
   NDA_LANE=main jest_run main --selectProjects e2e e2e-modern --testPathIgnorePatterns '/node_modules/' \
-    '__tests__/e2e/(binfmt|modern-nix|booting-pi|systemd|deploy-user|examples-spi|faults|safety|rollback)\.test\.ts$' ||
+    "__tests__/e2e/(binfmt|modern-nix|booting-pi|systemd|deploy-user|examples-spi${safety_suites:+|$safety_suites})\\.test\\.ts\$" ||
     status=1
-  for lane in spi safety booting; do
+  for lane in "${waited[@]}"; do
     wait "${!lane}" || status=1
   done
   echo "test: the systemd Pis' lane:"
   cat "$results/spi.log"
-  echo "test: the safety lane:"
-  cat "$results/safety.log"
+  if [ -n "$safety_suites" ]; then
+    echo "test: the safety lane:"
+    cat "$results/safety.log"
+  fi
   echo "test: the booting Pi's lane:"
   cat "$results/booting-pi.log"
   lanes=()
