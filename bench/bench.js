@@ -531,8 +531,7 @@ async function fleetBench() {
  */
 async function fanoutBench() {
   const n = Number(process.env.BENCH_FANOUT || 12)
-  run('bash', [FLEET_SH, 'up', String(n)], { stdio: 'ignore' })
-  const hosts = /FLEET_HOSTS="([^"]*)"/.exec(fs.readFileSync(path.join(TB, 'fleet', 'env'), 'utf8'))[1].split(' ')
+  const hosts = harness().fleetUp(n)
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-bench-fanout-'))
   run('nix-store', ['--generate-binary-cache-key', 'nda-bench-1', `${work}/sk`, `${work}/pk`])
   fs.mkdirSync(path.join(work, 'cache'))
@@ -552,8 +551,7 @@ async function fanoutBench() {
   const port = await new Promise(res => server.stdout.once('data', d => res(d.toString().trim())))
   const cacheUri = `http://${env.TESTBED_JUMP}:${port}`
   const forwarder = await harness().countingJumpForwarder()
-  const jumpKey = fs.readFileSync(path.join(env.TESTBED_KEYS, 'jump_host_ed25519.pub'), 'utf8').split(' ').slice(0, 2).join(' ')
-  const knownHosts = `${fs.readFileSync(path.join(TB, 'fleet', 'known_hosts'), 'utf8').trim()}\n[10.99.1.1]:${forwarder.port} ${jumpKey}`
+  const knownHosts = harness().fleetKnownHosts(forwarder.port)
   const childTicks = () => {
     const f = fs.readFileSync('/proc/self/stat', 'utf8')
     const fields = f.slice(f.lastIndexOf(')') + 2).split(' ').map(Number)
@@ -602,7 +600,7 @@ async function fanoutBench() {
   } finally {
     forwarder.close()
     server.kill()
-    run('bash', [FLEET_SH, 'down'], { stdio: 'ignore' })
+    harness().fleetDown()
     fs.rmSync(work, { recursive: true, force: true })
   }
   const m = (rows, k) => median(rows.map(r => r[k]))

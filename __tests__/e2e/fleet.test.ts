@@ -6,8 +6,11 @@ import {
   countingJumpForwarder,
   deployInputs,
   describeE2E,
+  fleetDown,
+  fleetExec,
+  fleetKnownHosts,
+  fleetUp,
   lightFleetNetwork,
-  ROOT,
   runAction,
   testbed
 } from './harness'
@@ -19,11 +22,6 @@ import {
  * parallel handshakes from a client that dials the bastion once per machine.
  */
 const FLEET = 4
-const fleetSh = path.join(ROOT, 'testbed', 'fleet.sh')
-
-function fleetExec(i: number, command: string): string {
-  return execFileSync('bash', [fleetSh, 'exec', String(i), 'sh', '-c', command], { encoding: 'utf8' }).trim()
-}
 
 describeE2E(`a fleet of ${FLEET} Pis behind one jump host`, () => {
   let hosts: string[] = []
@@ -74,20 +72,14 @@ describeE2E(`a fleet of ${FLEET} Pis behind one jump host`, () => {
   const running = (): string[] => hosts.map((_, i) => fleetExec(i + 1, 'readlink /run/current-system'))
 
   beforeAll(async () => {
-    execFileSync('bash', [fleetSh, 'up', String(FLEET)], { stdio: 'pipe' })
-    const env = fs.readFileSync(path.join(testbed().TESTBED, 'fleet', 'env'), 'utf8')
-    hosts = /FLEET_HOSTS="([^"]*)"/.exec(env)![1].split(' ')
+    hosts = fleetUp(FLEET)
     forwarder = await countingJumpForwarder()
-    const jumpKey = fs.readFileSync(path.join(testbed().TESTBED_KEYS, 'jump_host_ed25519.pub'), 'utf8')
-    knownHosts = [
-      fs.readFileSync(path.join(testbed().TESTBED, 'fleet', 'known_hosts'), 'utf8').trim(),
-      `[10.99.1.1]:${forwarder.port} ${jumpKey.split(' ').slice(0, 2).join(' ')}`
-    ].join('\n')
+    knownHosts = fleetKnownHosts(forwarder.port)
   }, 300_000)
 
   afterAll(() => {
     forwarder?.close()
-    execFileSync('bash', [fleetSh, 'down'], { stdio: 'pipe' })
+    fleetDown()
     fs.rmSync(dir, { recursive: true, force: true })
   }, 120_000)
 

@@ -793,3 +793,35 @@ export async function countingJumpForwarder(): Promise<{
     }
   }
 }
+
+/** The light fleet Pis (testbed/fleet.sh): start the first `n`; their addresses, pf1 first. */
+export function fleetUp(n: number): string[] {
+  execFileSync('bash', [path.join(ROOT, 'testbed', 'fleet.sh'), 'up', String(n)], { stdio: 'pipe' })
+  const env = fs.readFileSync(path.join(testbed().TESTBED, 'fleet', 'env'), 'utf8')
+  return /FLEET_HOSTS="([^"]*)"/.exec(env)![1].split(' ')
+}
+
+/** Stops and removes every fleet Pi. */
+export function fleetDown(): void {
+  execFileSync('bash', [path.join(ROOT, 'testbed', 'fleet.sh'), 'down'], { stdio: 'pipe' })
+}
+
+/** Runs a shell command inside fleet Pi `i` (pf1 is 1), from the host; its stdout. */
+export function fleetExec(i: number, command: string): string {
+  return execFileSync(
+    'bash',
+    [path.join(ROOT, 'testbed', 'fleet.sh'), 'exec', String(i), 'sh', '-c', command],
+    {
+      encoding: 'utf8'
+    }
+  ).trim()
+}
+
+/** known-hosts for the fleet Pis and the jump host as a counting forwarder on `port` shows it. */
+export function fleetKnownHosts(port: number): string {
+  const jumpKey = fs.readFileSync(path.join(testbed().TESTBED_KEYS, 'jump_host_ed25519.pub'), 'utf8')
+  return [
+    fs.readFileSync(path.join(testbed().TESTBED, 'fleet', 'known_hosts'), 'utf8').trim(),
+    `[10.99.1.1]:${port} ${jumpKey.split(' ').slice(0, 2).join(' ')}`
+  ].join('\n')
+}

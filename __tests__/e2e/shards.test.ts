@@ -7,6 +7,10 @@ import {
   countingJumpForwarder,
   deployInputs,
   describeE2E,
+  fleetDown,
+  fleetExec,
+  fleetKnownHosts,
+  fleetUp,
   lightFleetNetwork,
   narSizes,
   NODE24,
@@ -24,9 +28,6 @@ import {
  * only SSH's few KiB per Pi through the jump host.
  */
 const FLEET = 6
-const fleetSh = path.join(ROOT, 'testbed', 'fleet.sh')
-const fleetExec = (i: number, command: string): string =>
-  execFileSync('bash', [fleetSh, 'exec', String(i), 'sh', '-c', command], { encoding: 'utf8' }).trim()
 
 interface CacheRequest {
   client: string
@@ -54,9 +55,7 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
       .map(l => JSON.parse(l) as CacheRequest)
 
   beforeAll(async () => {
-    execFileSync('bash', [fleetSh, 'up', String(FLEET)], { stdio: 'pipe' })
-    const env = fs.readFileSync(path.join(testbed().TESTBED, 'fleet', 'env'), 'utf8')
-    hosts = /FLEET_HOSTS="([^"]*)"/.exec(env)![1].split(' ')
+    hosts = fleetUp(FLEET)
     execFileSync('nix-store', ['--generate-binary-cache-key', 'nda-shards-1', `${work}/sk`, `${work}/pk`])
     signing = {
       secret: fs.readFileSync(`${work}/sk`, 'utf8'),
@@ -88,18 +87,14 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
     // The jump host's own address: the runner reaches it on its link, the Pis through their gateway.
     cacheUri = `http://${testbed().TESTBED_JUMP}:${port}`
     forwarder = await countingJumpForwarder()
-    const jumpKey = fs.readFileSync(path.join(testbed().TESTBED_KEYS, 'jump_host_ed25519.pub'), 'utf8')
-    knownHosts = [
-      fs.readFileSync(path.join(testbed().TESTBED, 'fleet', 'known_hosts'), 'utf8').trim(),
-      `[10.99.1.1]:${forwarder.port} ${jumpKey.split(' ').slice(0, 2).join(' ')}`
-    ].join('\n')
+    knownHosts = fleetKnownHosts(forwarder.port)
   }, 300_000)
 
   afterAll(() => {
     forwarder?.close()
     // Its own pid (ip netns exec execs node).
     server?.kill()
-    execFileSync('bash', [fleetSh, 'down'], { stdio: 'pipe' })
+    fleetDown()
     fs.rmSync(work, { recursive: true, force: true })
   }, 120_000)
 
