@@ -40,7 +40,7 @@ export interface BuiltSystem {
    * The binary cache it was published to (a deploy plan's): the target substitutes from it, and
    * only what it cannot fetch goes through the runner (which fetches that from the cache first).
    */
-  cache?: { uri: string; publicKey: string }
+  cache?: BinaryCache
 }
 
 /** Everything one machine's deploy needs, decided before it starts (plan.ts builds it). */
