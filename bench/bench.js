@@ -395,6 +395,17 @@ function fleetNetwork(hosts, n, motd) {
   return file
 }
 
+// The CPU time of this process's finished children (/proc/self/stat cutime + cstime, clock ticks):
+// across one action run, that is the action's process with everything it ran and waited for on
+// the runner (nix; its SSH is ssh2, in its own process); the rest of the machine's busy time is the
+// jump host, the Pis (sshd, nix-store --import, the activation under QEMU) and the kernel.
+function childTicks() {
+  const f = fs.readFileSync('/proc/self/stat', 'utf8')
+  const fields = f.slice(f.lastIndexOf(')') + 2).split(' ').map(Number)
+  // fields[0] is the state (field 3): cutime and cstime are fields 16 and 17.
+  return fields[13] + fields[14]
+}
+
 /**
  * fleet: a changed configuration (a new motd: the same small closure change for every Pi) deployed
  * to 1, 4 and 12 light Pis behind the jump host, by the action (switch, magic rollback, lock,
@@ -450,16 +461,6 @@ async function fleetBench() {
     const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
     const idle = f[3] + (f[4] || 0)
     return { busy: f.reduce((a, b) => a + b, 0) - idle, all: f.reduce((a, b) => a + b, 0) }
-  }
-  // The CPU time of this process's finished children (/proc/self/stat cutime + cstime, clock ticks):
-  // across one action run, that is the action's process with everything it ran and waited for on
-  // the runner (nix; its SSH is ssh2, in its own process); the rest of the machine's busy time is the
-  // jump host, the Pis (sshd, nix-store --import, the activation under QEMU) and the kernel.
-  const childTicks = () => {
-    const f = fs.readFileSync('/proc/self/stat', 'utf8')
-    const fields = f.slice(f.lastIndexOf(')') + 2).split(' ').map(Number)
-    // fields[0] is the state (field 3): cutime and cstime are fields 16 and 17.
-    return fields[13] + fields[14]
   }
   const rows = []
   for (const n of FLEET_SIZES) {
@@ -552,11 +553,6 @@ async function fanoutBench() {
   const cacheUri = `http://${env.TESTBED_JUMP}:${port}`
   const forwarder = await harness().countingJumpForwarder()
   const knownHosts = harness().fleetKnownHosts(forwarder.port)
-  const childTicks = () => {
-    const f = fs.readFileSync('/proc/self/stat', 'utf8')
-    const fields = f.slice(f.lastIndexOf(')') + 2).split(' ').map(Number)
-    return fields[13] + fields[14]
-  }
   const network = tag =>
     harness().lightFleetNetwork(path.join(work, `${tag}.nix`), hosts, tag, {
       modules: `  noisy = { pkgs, ... }: {\n    environment.systemPackages = [ (pkgs.fixture.run "noise-${tag}" "mkdir -p $out/share; head -c 4194304 /dev/urandom > $out/share/noise") ];\n  };`,

@@ -15,19 +15,21 @@ import { Endpoint } from './ssh/endpoint'
 import { SshTarget } from './target/ssh-target'
 import { inParallel, Rollout, rollOut } from './rollout'
 
+/** Where a machine is and how its commands run there. */
+export interface MachineReach {
+  target: Endpoint
+  /** The jump hosts, first dialled first (empty: none). */
+  jumps: Endpoint[]
+  sudo: boolean
+}
+
 /** One machine of the run, ready to deploy (or only built: no job). */
 export interface FleetMachine {
   name: string
   /** This machine's report (with one machine, the run's own). */
   report: DeployReport
   /** Undefined for a build-only plan (mode build, or dry-activate degraded to a build). */
-  deploy?: {
-    job: DeployJob
-    target: Endpoint
-    /** The jump hosts, first dialled first (empty: none). */
-    jumps: Endpoint[]
-    sudo: boolean
-  }
+  deploy?: MachineReach & { job: DeployJob }
 }
 
 /**
@@ -91,13 +93,28 @@ function readTextOrNothing(file: string): string | undefined {
  * (then machines not yet started are skipped; running ones finish safely).
  */
 export async function runFleet(machines: FleetMachine[], nix: RunnerNix, opts: FleetOptions): Promise<void> {
-  const jumps = machines.find(m => m.deploy?.jumps.length)?.deploy?.jumps
-  // One machine dials its own chain each time: a connection it drops (the link to the target cut
-  // mid-copy) ends with its jump connection, instead of waiting on a jump host that cannot flush it.
-  const shared = machines.length > 1 && jumps ? new SharedJump(jumps, opts.connect) : undefined
+  await withSharedJump(
+    machines.map(m => m.deploy),
+    opts.connect,
+    shared => deployFleet(machines, nix, opts, shared)
+  )
+}
+
+/**
+ * Runs `fn` with one jump connection for every machine when there are several; one machine dials
+ * its own chain each time: a connection it drops (the link to the target cut mid-copy) ends with
+ * its jump connection, instead of waiting on a jump host that cannot flush it.
+ */
+async function withSharedJump(
+  reaches: Array<MachineReach | undefined>,
+  connect: FleetOptions['connect'],
+  fn: (shared: SharedJump | undefined) => Promise<void>
+): Promise<void> {
+  const jumps = reaches.find(r => r?.jumps.length)?.jumps
+  const shared = reaches.length > 1 && jumps ? new SharedJump(jumps, connect) : undefined
   const unhold = shared?.hold()
   try {
-    await deployFleet(machines, nix, opts, shared)
+    await fn(shared)
   } finally {
     unhold?.()
   }
@@ -114,7 +131,7 @@ async function deployFleet(
   // The generation before this run's must outlive every machine's result: pruned after them.
   const keep = fleetRollback ? deferPrunes(machines) : new Map<FleetMachine, number>()
   const undo = await deployAll(machines, several, shared, deployDeps(nix, opts), opts)
-  const visit: Visit = (m, fn) => visitMachine(m, several, shared, opts, fn)
+  const visit: Visit = (m, fn) => visitMachine(m, m.deploy!, several, shared, opts.connect, fn)
   const failed = machines.filter(m => failedResult(m.report))
   if (fleetRollback && failed.length > 0) {
     for (const m of machines)
@@ -226,16 +243,17 @@ async function revertMachine(
  * connection through the shared jump; a failure is the machine's (reported, result failed).
  */
 async function visitMachine(
-  m: FleetMachine,
+  m: Pick<FleetMachine, 'name' | 'report'>,
+  reach: MachineReach,
   several: boolean,
   shared: SharedJump | undefined,
-  opts: FleetOptions,
+  connect: FleetOptions['connect'],
   fn: (target: SshTarget) => Promise<void>
 ): Promise<void> {
   const log = machineLog(m.name, several, m.report.warnings)
   let target: SshTarget | undefined
   try {
-    target = await SshTarget.connect(dialer(m, shared, opts), log)
+    target = await SshTarget.connect(dialer(reach, shared, connect), log)
     await fn(target)
   } catch (e) {
     reportFailure(m.report, e, several ? m.name : '')
@@ -246,12 +264,11 @@ async function visitMachine(
 
 /** A new connection to the machine: its target through the shared jump connection, or its own hops. */
 function dialer(
-  m: FleetMachine,
+  { target, jumps, sudo }: MachineReach,
   shared: SharedJump | undefined,
-  opts: FleetOptions
+  connect: FleetOptions['connect']
 ): () => Promise<RemoteHost> {
-  const { target, jumps, sudo } = m.deploy!
-  return () => RemoteHost.connect(target, shared ?? jumps, { ...opts.connect, sudo })
+  return () => RemoteHost.connect(target, shared ?? jumps, { ...connect, sudo })
 }
 
 /** Connects to one machine and deploys it; 'failed' when it failed (reported already). */
@@ -271,7 +288,7 @@ async function deployOne(
   const timed = opts.timed(m.report)
   if (several) log.info(`deploying to ${endpoint.label}`)
   try {
-    const fresh = dialer(m, shared, opts)
+    const fresh = dialer(m.deploy, shared, opts.connect)
     // An early dial that failed during the build is tried once more now, as it would have been.
     const dial = (): Promise<RemoteHost> => opts.early?.take()?.catch(fresh) ?? fresh()
     const target = await timed('connect', () => SshTarget.connect(dial, log))
@@ -290,9 +307,7 @@ async function deployOne(
 export interface LookedAtMachine {
   name: string
   report: DeployReport
-  target: Endpoint
-  jumps: Endpoint[]
-  sudo: boolean
+  reach: MachineReach
   planned: string
 }
 
@@ -306,46 +321,31 @@ export async function lookAtFleet(
   opts: Pick<FleetOptions, 'parallel' | 'connect'>
 ): Promise<void> {
   const several = machines.length > 1
-  const jumps = machines.find(m => m.jumps.length)?.jumps
-  const shared = several && jumps ? new SharedJump(jumps, opts.connect) : undefined
-  const unhold = shared?.hold()
-  try {
-    await inParallel(machines, opts.parallel, m => lookAt(m, several, shared, opts))
-  } finally {
-    unhold?.()
-  }
+  // The planned path, also for a machine that cannot be reached: what it should run.
+  for (const m of machines) m.report.storePath = m.planned
+  await withSharedJump(
+    machines.map(m => m.reach),
+    opts.connect,
+    shared =>
+      inParallel(machines, opts.parallel, m =>
+        visitMachine(m, m.reach, several, shared, opts.connect, target => lookAt(m, target))
+      )
+  )
 }
 
-async function lookAt(
-  m: LookedAtMachine,
-  several: boolean,
-  shared: SharedJump | undefined,
-  opts: Pick<FleetOptions, 'connect'>
-): Promise<void> {
-  const log = machineLog(m.name, several, m.report.warnings)
-  let target: SshTarget | undefined
-  m.report.storePath = m.planned
-  try {
-    const dial = (): Promise<RemoteHost> =>
-      RemoteHost.connect(m.target, shared ?? m.jumps, { ...opts.connect, sudo: m.sudo })
-    target = await SshTarget.connect(dial, log)
-    const state = await target.readState()
-    // A shard in mode boot leaves the plan's system in the profile, to run after the next reboot.
-    if (state.current !== m.planned && state.profile !== m.planned)
-      throw new ActionError(
-        `${target.label} runs ${state.current ?? 'no system'}, not the deploy plan's ${m.planned}`,
-        "Its shard's job failed, was cancelled or did not run: look at that job, re-run it (Re-run failed jobs), then this one.",
-        'verify'
-      )
-    m.report.result = 'deployed'
-    log.info(
-      state.current === m.planned
-        ? `${target.label} runs the deploy plan's ${m.planned}`
-        : `${target.label} boots the deploy plan's ${m.planned} next (its system profile); it runs ${state.current ?? 'no system'} until then`
+async function lookAt(m: LookedAtMachine, target: SshTarget): Promise<void> {
+  const state = await target.readState()
+  // A shard in mode boot leaves the plan's system in the profile, to run after the next reboot.
+  if (state.current !== m.planned && state.profile !== m.planned)
+    throw new ActionError(
+      `${target.label} runs ${state.current ?? 'no system'}, not the deploy plan's ${m.planned}`,
+      "Its shard's job failed, was cancelled or did not run: look at that job, re-run it (Re-run failed jobs), then this one.",
+      'verify'
     )
-  } catch (e) {
-    reportFailure(m.report, e, several ? m.name : '')
-  } finally {
-    target?.close()
-  }
+  m.report.result = 'deployed'
+  target.log.info(
+    state.current === m.planned
+      ? `${target.label} runs the deploy plan's ${m.planned}`
+      : `${target.label} boots the deploy plan's ${m.planned} next (its system profile); it runs ${state.current ?? 'no system'} until then`
+  )
 }

@@ -6,10 +6,10 @@ import * as path from 'path'
 import { BuildResult, buildMachines, Machine, startBuild } from './build'
 import { BuiltSystem } from './deploy/deploy'
 import { ActionError, Phase } from './errors'
-import { EarlyDial, FleetMachine, LookedAtMachine, lookAtFleet, runFleet } from './fleet'
+import { EarlyDial, FleetMachine, LookedAtMachine, lookAtFleet, MachineReach, runFleet } from './fleet'
 import { InputName, readInputs, SECRET_INPUTS } from './inputs'
 import { RunnerNix } from './nix/nix'
-import { DeployPlan, deployJob, planRun, RunPlan } from './plan'
+import { DeployPlan, deployJob, planRun, ReportPlan, RunPlan } from './plan'
 import { reportFailure } from './report/failure'
 import { publishReport } from './report/publish'
 import { reportBuild, reportFleet } from './report/assemble'
@@ -130,11 +130,14 @@ function dialEarly(run: RunPlan, plan: NonNullable<RunPlan['single']>): EarlyDia
 function lookedAtMachine(m: Machine, report: DeployReport): LookedAtMachine[] {
   const { plan } = m
   if (plan.mode !== 'report') return []
-  const { jumps, sudo } = plan
   const name = m.evaluation.name
-  // proxy-command's %n: the machine's name, as for a deploy.
-  const target = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name) ? { ...plan.target, name } : plan.target
-  return [{ name, report, target, jumps, sudo, planned: m.evaluation.outPath }]
+  return [{ name, report, reach: machineReach(plan, name), planned: m.evaluation.outPath }]
+}
+
+/** Where the fleet dials a machine; proxy-command's %n is its name in a network file, else its host. */
+function machineReach(plan: DeployPlan | ReportPlan, name: string): MachineReach {
+  const named = name && /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name)
+  return { target: named ? { ...plan.target, name } : plan.target, jumps: plan.jumps, sudo: plan.sudo }
 }
 
 /** A machine as the fleet deploys it: its job, or none when it is only built. */
@@ -157,10 +160,7 @@ function deployingMachine(
     name,
     report,
     deploy: {
-      // proxy-command's %n: the machine's name in a network file, else its host.
-      target: name && /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(name) ? { ...plan.target, name } : plan.target,
-      jumps: plan.jumps,
-      sudo: plan.sudo,
+      ...machineReach(plan, name),
       job: deployJob(plan, { name, keys: m.keys, built, runDeadline })
     }
   }
