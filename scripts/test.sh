@@ -49,6 +49,28 @@ stop_lanes() {
 trap stop_lanes EXIT
 trap 'exit 130' INT TERM
 
+# CPU per lane, measured (docs/design/parallel-suite.md): each lane in a cpuacct cgroup of its own
+# where the machine has cgroup v1's cpuacct, and the whole machine's busy time from /proc/stat.
+# What a lane starts counts to it (the booting Pi's QEMU included); the Pis' sshd started by
+# setup.sh and the systemd Pis' containers count to the machine only.
+cpuacct=/sys/fs/cgroup/cpuacct
+cpu_lanes=()
+machine_busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+busy_at_start=$(machine_busy)
+lane_cgroup() {
+  [ -w "$cpuacct" ] || return 0
+  if mkdir -p "$cpuacct/nda-lane-$1"; then echo "$BASHPID" >"$cpuacct/nda-lane-$1/cgroup.procs" || true; fi
+}
+cpu_report() {
+  local line="test: CPU-seconds" lane usage
+  for lane in "${cpu_lanes[@]}"; do
+    usage=$(cat "$cpuacct/nda-lane-$lane/cpuacct.usage" 2>/dev/null) || continue
+    line="$line, lane $lane $((usage / 1000000000))"
+    rmdir "$cpuacct/nda-lane-$lane" 2>/dev/null || true
+  done
+  echo "$line, the machine $((($(machine_busy) - busy_at_start) / $(getconf CLK_TCK))) ($(nproc) cores)"
+}
+
 if [ "$(id -u)" != 0 ] || [ $# -gt 0 ] || [ -n "${NDA_SERIAL:-}" ]; then
   # Everything in one jest (without root the e2e suites skip; arguments go to that one run).
   jest_run all "${all_projects[@]}" "$@" || status=1
@@ -75,13 +97,18 @@ else
   others="the booting Pi's, the systemd Pis'"
   [ -z "$safety_suites" ] || others="$others, the safety suites'"
   echo "test: $lane_count lanes side by side: $others and the main one; the others' logs follow the main one's"
-  NDA_LANE=booting-pi jest_run booting-pi --selectProjects e2e \
-    --testPathPattern '__tests__/e2e/booting-pi\.test\.ts$' >"$results/booting-pi.log" 2>&1 &
+  cpu_lanes=(booting-pi spi main)
+  (
+    lane_cgroup booting-pi
+    NDA_LANE=booting-pi jest_run booting-pi --selectProjects e2e \
+      --testPathPattern '__tests__/e2e/booting-pi\.test\.ts$'
+  ) >"$results/booting-pi.log" 2>&1 &
   booting=$!
   lanes+=("$booting")
   # shellcheck disable=SC2030,SC2031 # each lane's subshell sets its own NDA_LANE, on purpose
   (
     export NDA_LANE=spi
+    lane_cgroup spi
     lane=0
     jest_run spi-own --selectProjects e2e \
       --testPathPattern '__tests__/e2e/(systemd|deploy-user|examples-spi)\.test\.ts$' || lane=1
@@ -95,6 +122,7 @@ else
     # shellcheck disable=SC2030,SC2031 # each lane's subshell sets its own NDA_LANE, on purpose
     (
       export NDA_LANE=safety
+      lane_cgroup safety
       lane=0
       jest_run safety-own --selectProjects e2e \
         --testPathPattern "__tests__/e2e/($safety_suites)\\.test\\.ts\$" || lane=1
@@ -104,10 +132,13 @@ else
     safety=$!
     lanes+=("$safety")
     waited=(spi safety booting)
+    cpu_lanes+=(safety)
   fi
-  NDA_LANE=main jest_run main --selectProjects e2e e2e-modern --testPathIgnorePatterns '/node_modules/' \
-    "__tests__/e2e/(binfmt|modern-nix|booting-pi|systemd|deploy-user|examples-spi${safety_suites:+|$safety_suites})\\.test\\.ts\$" ||
-    status=1
+  (
+    lane_cgroup main
+    NDA_LANE=main jest_run main --selectProjects e2e e2e-modern --testPathIgnorePatterns '/node_modules/' \
+      "__tests__/e2e/(binfmt|modern-nix|booting-pi|systemd|deploy-user|examples-spi${safety_suites:+|$safety_suites})\\.test\\.ts\$"
+  ) || status=1
   for lane in "${waited[@]}"; do
     wait "${!lane}" || status=1
   done
@@ -120,6 +151,7 @@ else
   echo "test: the booting Pi's lane:"
   cat "$results/booting-pi.log"
   lanes=()
+  cpu_report
 fi
 
 # One plain closing line, whatever the runner: "N passed, N failed, N skipped".
