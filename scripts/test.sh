@@ -28,6 +28,8 @@ status=0
 jest_run() {
   local name=$1
   shift
+  # Its results are expected: a jest that ends without writing them (it crashed) fails the closing line.
+  : >"$results/$name.expected"
   node_modules/.bin/jest --runInBand --passWithNoTests --json --outputFile="$results/$name.json" "$@"
 }
 all_projects=(--selectProjects unit e2e e2e-spi e2e-modern)
@@ -166,6 +168,10 @@ node -e '
   for (const [i, r] of runs.entries()) if (runs.length > 1 && r.numTotalTests === 0) {
     console.log(`jest: the run ${names[i]} ran no test`); process.exitCode = 1
   }
+  for (const f of fs.readdirSync(process.argv[1]).filter(f => f.endsWith(".expected")))
+    if (!names.includes(f.replace(/expected$/, "json"))) {
+      console.log(`jest: the run ${f.replace(/\.expected$/, "")} wrote no results (see its log above)`); process.exitCode = 1
+    }
 ' "$results" || status=1
 rm -rf "$results"
 exit "$status"

@@ -524,10 +524,22 @@ export async function deployed(config: string, extra: Record<string, string> = {
 export function onPi(command: string, pi: AnyPi = MAIN_PI): string {
   const t = testbed()
   // A generous limit: only a hang fails here (a loaded 2-core machine can take seconds per login).
-  return execFileSync('ssh', ['-F', t.TESTBED_SSH_CONFIG, pi, command], {
-    encoding: 'utf8',
-    timeout: 90_000
-  }).trim()
+  try {
+    return execFileSync('ssh', ['-F', t.TESTBED_SSH_CONFIG, pi, command], {
+      encoding: 'utf8',
+      timeout: 90_000
+    }).trim()
+  } catch (e) {
+    // A plain Error: execFileSync's refers to itself (error.error), which jest's --json cannot
+    // write (the whole lane's results were lost once); a cause is not enumerable, so not written.
+    const { message, stderr } = e as Error & { stderr?: string }
+    throw new Error(
+      `ssh ${pi} ${JSON.stringify(command.slice(0, 120))}: ${message}\n${stderr ?? ''}`.trim(),
+      {
+        cause: e
+      }
+    )
+  }
 }
 
 export interface PiState {
