@@ -1,4 +1,5 @@
 import * as core from '@actions/core'
+import { randomBytes } from 'crypto'
 import * as os from 'os'
 import * as path from 'path'
 import { PendingSave, restoreForRun, storeCacheKeys } from './cache/store-cache'
@@ -171,6 +172,7 @@ async function publish(
     to.shards,
     to.rollout,
     { uri: to.uri, publicKey: to.signingKey.publicKey },
+    randomBytes(8).toString('hex'),
     process.env.GITHUB_SHA || undefined
   )
   info(`Published ${toplevels.length} closures to ${to.uri} in ${(ms / 1000).toFixed(1)} s`)

@@ -3,7 +3,6 @@ import { fetchFromCache } from './cache/publish'
 import { checkGatedDeploy } from './deploy/preflight'
 import { SigningKey } from './cache/signing'
 import { readFileSync } from 'fs'
-import { ActionError } from './errors'
 import { DeployDeps, DeployOutcome, deployToTarget, DeployJob, Timed } from './deploy/deploy'
 import { pruneAfterFleet, revertDeploy, UndoRecord } from './deploy/revert'
 import { RunnerNix } from './nix/nix'
@@ -105,7 +104,7 @@ export async function runFleet(machines: FleetMachine[], nix: RunnerNix, opts: F
  * its own chain each time: a connection it drops (the link to the target cut mid-copy) ends with
  * its jump connection, instead of waiting on a jump host that cannot flush it.
  */
-async function withSharedJump(
+export async function withSharedJump(
   reaches: Array<MachineReach | undefined>,
   connect: FleetOptions['connect'],
   fn: (shared: SharedJump | undefined) => Promise<void>
@@ -151,7 +150,7 @@ async function deployFleet(
 }
 
 /** A later visit to one machine of the fleet, over a new connection (see visitMachine). */
-type Visit = (m: FleetMachine, fn: (target: SshTarget) => Promise<void>) => Promise<void>
+export type Visit<M = FleetMachine> = (m: M, fn: (target: SshTarget) => Promise<void>) => Promise<void>
 
 /** The runner's side of every machine's deploy: the copy, and what a deploy user's gate will refuse. */
 function deployDeps(nix: RunnerNix, opts: FleetOptions): DeployDeps {
@@ -212,16 +211,20 @@ async function deployAll(
  * rollback-fleet on one machine this run deployed: back on what it ran before (result
  * rolled-back), unless another deploy changed it since (then left as it is, with a warning).
  */
-async function revertMachine(
-  m: FleetMachine,
+export async function revertMachine<M extends Pick<FleetMachine, 'name' | 'report'>>(
+  m: M,
   undo: UndoRecord,
   failedNames: string[],
-  visit: Visit
+  visit: Visit<M>
 ): Promise<void> {
   const why = `another machine of the fleet failed (${failedNames.join(', ')})`
   await visit(m, async target => {
     target.log.info(`rolling back (rollback-fleet): ${why}`)
-    const outcome = await revertDeploy(target, undo)
+    const back = undo.recordWhenBack && {
+      ...undo.recordWhenBack,
+      message: undo.recordWhenBack.message ?? why
+    }
+    const outcome = await revertDeploy(target, { ...undo, recordWhenBack: back })
     if (outcome.kind === 'moved-on') {
       m.report.warnings.push(
         `not rolled back (rollback-fleet): it changed after this run deployed it (${outcome.now}); left as it is`
@@ -242,7 +245,7 @@ async function revertMachine(
  * A new visit to one machine after its deploy (a fleet rollback, a deferred prune): its own
  * connection through the shared jump; a failure is the machine's (reported, result failed).
  */
-async function visitMachine(
+export async function visitMachine(
   m: Pick<FleetMachine, 'name' | 'report'>,
   reach: MachineReach,
   several: boolean,
@@ -301,51 +304,4 @@ async function deployOne(
     reportFailure(m.report, e, several ? m.name : '')
     return 'failed'
   }
-}
-
-/** mode report: one machine of a deploy plan, and the system the plan has for it. */
-export interface LookedAtMachine {
-  name: string
-  report: DeployReport
-  reach: MachineReach
-  planned: string
-}
-
-/**
- * mode report, a fleet's last job: reads what every machine of the deploy plan runs, `parallel`
- * at a time through one jump connection, changing nothing. A machine runs the plan's system
- * (deployed) or it does not: its shard's job failed, was cancelled or did not run (failed, named).
- */
-export async function lookAtFleet(
-  machines: LookedAtMachine[],
-  opts: Pick<FleetOptions, 'parallel' | 'connect'>
-): Promise<void> {
-  const several = machines.length > 1
-  // The planned path, also for a machine that cannot be reached: what it should run.
-  for (const m of machines) m.report.storePath = m.planned
-  await withSharedJump(
-    machines.map(m => m.reach),
-    opts.connect,
-    shared =>
-      inParallel(machines, opts.parallel, m =>
-        visitMachine(m, m.reach, several, shared, opts.connect, target => lookAt(m, target))
-      )
-  )
-}
-
-async function lookAt(m: LookedAtMachine, target: SshTarget): Promise<void> {
-  const state = await target.readState()
-  // A shard in mode boot leaves the plan's system in the profile, to run after the next reboot.
-  if (state.current !== m.planned && state.profile !== m.planned)
-    throw new ActionError(
-      `${target.label} runs ${state.current ?? 'no system'}, not the deploy plan's ${m.planned}`,
-      "Its shard's job failed, was cancelled or did not run: look at that job, re-run it (Re-run failed jobs), then this one.",
-      'verify'
-    )
-  m.report.result = 'deployed'
-  target.log.info(
-    state.current === m.planned
-      ? `${target.label} runs the deploy plan's ${m.planned}`
-      : `${target.label} boots the deploy plan's ${m.planned} next (its system profile); it runs ${state.current ?? 'no system'} until then`
-  )
 }

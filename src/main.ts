@@ -4,9 +4,11 @@ import { promises as fs } from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { BuildResult, buildMachines, Machine, startBuild } from './build'
-import { BuiltSystem } from './deploy/deploy'
+import { planStamp, PlanStamp } from './target/plan-record'
 import { ActionError, Phase } from './errors'
-import { EarlyDial, FleetMachine, LookedAtMachine, lookAtFleet, MachineReach, runFleet } from './fleet'
+import { EarlyDial, FleetMachine, MachineReach, runFleet } from './fleet'
+import { FleetLook, LookedAtMachine, lookAtFleet } from './fleet-report'
+import type { DeployPlanDoc } from './nix/deploy-plan'
 import { InputName, readInputs, SECRET_INPUTS } from './inputs'
 import { RunnerNix } from './nix/nix'
 import { DeployPlan, deployJob, planRun, ReportPlan, RunPlan } from './plan'
@@ -103,14 +105,18 @@ async function deployWith(
   }
   const { machines } = build
   if (machines.length === 1 && machines[0].plan.mode === 'build') return
-  if (run.requestedMode === 'report') {
-    const looked = machines.flatMap((m, n) => lookedAtMachine(m, reports[n]))
-    await phase('verify', () => lookAtFleet(looked, { parallel: run.fleet.parallel, connect: run.connect }))
+  const { source } = run
+  if (run.requestedMode === 'report' && source.kind === 'plan') {
+    const looked = machines.flatMap((m, n) => lookedAtMachine(m, reports[n], source.plan))
+    await phase('verify', () => lookAtFleet(looked, lookOptions(run, source.plan, machines)))
     reportFleet(report, reports)
     return
   }
+  // A shard of a deploy plan leaves its record on each machine it deploys (for the report job).
+  const stamp = source.kind === 'plan' ? planStamp(source.plan, source.shard) : undefined
+  if (stamp?.shard) for (const r of reports) r.shard = stamp.shard
   await runFleet(
-    machines.map((m, n) => fleetMachine(m, reports[n], runDeadline)),
+    machines.map((m, n) => fleetMachine(m, reports[n], runDeadline, stamp)),
     build.nix,
     { ...run.fleet, connect: run.connect, timed: r => (p, fn) => timed(r, p, fn), early }
   )
@@ -127,11 +133,25 @@ function dialEarly(run: RunPlan, plan: NonNullable<RunPlan['single']>): EarlyDia
 }
 
 /** mode report: a machine of the deploy plan, to read what it runs. */
-function lookedAtMachine(m: Machine, report: DeployReport): LookedAtMachine[] {
+function lookedAtMachine(m: Machine, report: DeployReport, doc: DeployPlanDoc): LookedAtMachine[] {
   const { plan } = m
   if (plan.mode !== 'report') return []
   const name = m.evaluation.name
-  return [{ name, report, reach: machineReach(plan, name), planned: m.evaluation.outPath }]
+  const shard = doc.shards.find(s => s.machines.includes(name))?.id ?? ''
+  return [{ name, report, reach: machineReach(plan, name), planned: m.evaluation.outPath, shard }]
+}
+
+/** mode report over a plan; with rollback-fleet, this job's timeouts for putting machines back. */
+function lookOptions(run: RunPlan, doc: DeployPlanDoc, machines: Machine[]): FleetLook {
+  const plan = machines.find(m => m.plan.mode === 'report')?.plan as ReportPlan | undefined
+  const rollback =
+    run.fleet.rollbackFleet && plan
+      ? {
+          settings: { ...plan.job.activation, magicRollback: false, healthChecks: [] },
+          lockTimeoutSeconds: plan.job.lockTimeoutSeconds
+        }
+      : undefined
+  return { parallel: run.fleet.parallel, connect: run.connect, planId: doc.id, rollback }
 }
 
 /** Where the fleet dials a machine; proxy-command's %n is its name in a network file, else its host. */
@@ -141,27 +161,21 @@ function machineReach(plan: DeployPlan | ReportPlan, name: string): MachineReach
 }
 
 /** A machine as the fleet deploys it: its job, or none when it is only built. */
-function fleetMachine(m: Machine, report: DeployReport, runDeadline: number | undefined): FleetMachine {
+function fleetMachine(
+  m: Machine,
+  report: DeployReport,
+  runDeadline: number | undefined,
+  planStamp: PlanStamp | undefined
+): FleetMachine {
   const { plan } = m
   const name = m.evaluation.name
   if (plan.mode === 'build' || plan.mode === 'report' || !m.built) return { name, report }
-  return deployingMachine(m, report, plan, m.built, runDeadline)
-}
-
-function deployingMachine(
-  m: Machine,
-  report: DeployReport,
-  plan: DeployPlan,
-  built: BuiltSystem,
-  runDeadline: number | undefined
-): FleetMachine {
-  const name = m.evaluation.name
   return {
     name,
     report,
     deploy: {
       ...machineReach(plan, name),
-      job: deployJob(plan, { name, keys: m.keys, built, runDeadline })
+      job: deployJob(plan, { name, keys: m.keys, built: m.built, runDeadline, planStamp })
     }
   }
 }

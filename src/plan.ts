@@ -1,4 +1,5 @@
 import type { CacheKeyInputs, CacheTrustInputs } from './cache/store-cache'
+import type { PlanStamp } from './target/plan-record'
 import type { SigningKey } from './cache/signing'
 import { DeployJob, BuiltSystem } from './deploy/deploy'
 import { DeployMode, Goal, goalOf, runsNewSystem } from './deploy/goal'
@@ -57,6 +58,8 @@ export interface ReportPlan extends PlanBase {
   target: Endpoint
   jumps: Endpoint[]
   sudo: boolean
+  /** Its timeouts: with rollback-fleet, how it puts deployed machines back. */
+  job: JobSettings
 }
 
 /** Any kind: `plan.mode` tells them apart. */
@@ -168,7 +171,8 @@ export function makePlan(inputs: MachineSettings): MachinePlan {
     )
   const { target, jumps } = endpoints(inputs, inputs.target, inputs.sshKey)
   const sudo = inputs.sudo === 'true' || (inputs.sudo === 'auto' && target.user !== 'root')
-  if (mode === 'report') return { requestedMode: inputs.mode, mode, target, jumps, sudo, warnings }
+  if (mode === 'report')
+    return { requestedMode: inputs.mode, mode, target, jumps, sudo, job: jobSettings(inputs), warnings }
   const goal = goalOf(mode)
   const runsNew = runsNewSystem(goal, inputs.reboot !== 'never')
   if (!runsNew && inputs.healthChecks.length > 0)
@@ -240,10 +244,17 @@ function jobSettings(inputs: MachineSettings): JobSettings {
  */
 export function deployJob(
   plan: DeployPlan,
-  machine: { name: string; keys: LoadedKey[]; built: BuiltSystem; runDeadline?: number }
+  machine: {
+    name: string
+    keys: LoadedKey[]
+    built: BuiltSystem
+    runDeadline?: number
+    planStamp?: PlanStamp
+  }
 ): DeployJob {
   return {
     ...plan.job,
+    planStamp: machine.planStamp,
     name: machine.name,
     goal: plan.goal,
     built: machine.built,

@@ -3,7 +3,8 @@
 // PUT and reads with GET), on 0.0.0.0 (its port on the first line of stdout). Each request is a JSON
 // line on stderr: the client's address, the method, the path and the bytes sent or received. A
 // client whose address is a line of argv[3] (read at each request) gets 403: a Pi that cannot
-// reach the cache.
+// reach the cache. One whose line is "stall ADDRESS" gets no answer at all (a cache that hangs):
+// its requests are held until it is no longer listed and asks again, or the server ends.
 'use strict'
 const fs = require('fs')
 const http = require('http')
@@ -27,6 +28,10 @@ const server = http.createServer((req, res) => {
     res.statusCode = status
     res.end()
     process.stderr.write(JSON.stringify({ client, method: req.method, path: rel, status, bytes }) + '\n')
+  }
+  if (denied().includes(`stall ${client}`)) {
+    process.stderr.write(JSON.stringify({ client, method: req.method, path: rel, status: 0, bytes }) + '\n')
+    return
   }
   if (!file.startsWith(root + path.sep) || denied().includes(client)) return done(403)
   if (req.method === 'PUT') {

@@ -126,26 +126,36 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
   }
 
   /** A shard job: nothing but the plan and the connection's inputs, in a RUNNER_TEMP of its own. */
-  function shardJob(plan: string, shard: string) {
+  function shardJob(
+    plan: string,
+    shard: string,
+    extra: Record<string, string> = {},
+    opts: Parameters<typeof runAction>[1] = {}
+  ) {
     const { flake: _flake, 'target-host': _host, ...connection } = deployInputs('unused')
-    return runAction({
-      ...connection,
-      'deploy-plan': plan,
-      shard,
-      'jump-host': `10.99.1.1:${forwarder.port}`,
-      'known-hosts': knownHosts
-    })
+    return runAction(
+      {
+        ...connection,
+        'deploy-plan': plan,
+        shard,
+        'jump-host': `10.99.1.1:${forwarder.port}`,
+        'known-hosts': knownHosts,
+        ...extra
+      },
+      opts
+    )
   }
 
   /** The fleet's last job: mode report over the whole plan, its own RUNNER_TEMP too. */
-  function reportJob(plan: string) {
+  function reportJob(plan: string, extra: Record<string, string> = {}) {
     const { flake: _flake, 'target-host': _host, ...connection } = deployInputs('unused')
     return runAction({
       ...connection,
       'deploy-plan': plan,
       mode: 'report',
       'jump-host': `10.99.1.1:${forwarder.port}`,
-      'known-hosts': knownHosts
+      'known-hosts': knownHosts,
+      ...extra
     })
   }
 
@@ -260,5 +270,62 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
     } finally {
       fs.rmSync(denyFile, { force: true })
     }
+  }, 900_000)
+
+  it("shards that end three ways: the report tells each machine's from the record its shard left there, and with rollback-fleet puts the deployed ones back", async () => {
+    const system = (i: number) => ({
+      current: fleetExec(i, 'readlink /run/current-system'),
+      profile: fleetExec(i, 'readlink /nix/var/nix/profiles/system')
+    })
+    const before = hosts.map((_, i) => system(i + 1))
+    const { text, plan } = await buildJob('shards-c')
+    const top = plan.machines[0].storePath
+    // Shard 1 deploys its Pis; shard 2's health check fails on both of its Pis, which roll back.
+    const one = await shardJob(text, '1')
+    if (one.exitCode !== 0) console.log(one.log)
+    expect(one.exitCode).toBe(0)
+    const two = await shardJob(text, '2', { 'health-checks': 'false', 'health-timeout': '5' })
+    expect(two.exitCode).not.toBe(0)
+    expect(JSON.parse(two.outputs.results)).toMatchObject({
+      pf3: { result: 'rolled-back', shard: '2' },
+      pf4: { result: 'rolled-back', shard: '2' }
+    })
+    // Shard 3's job is cancelled (SIGINT, as a runner's cancel) while pf5 waits on a cache that
+    // never answers it, once pf5's record says its deploy started; one at a time, pf6 is never reached.
+    fs.writeFileSync(denyFile, `stall ${hosts[4]}\n`)
+    let job: ChildProcess | undefined
+    const three = shardJob(text, '3', { parallel: '1' }, { onOutput: (_, child) => (job = child) })
+    const record = (): string =>
+      fleetExec(5, 'cat /nix/var/nix-deploy-action/plan-record 2>/dev/null || true')
+    const deadline = Date.now() + 300_000
+    while (!(record().includes(`plan=${plan.id}\n`) && /^state=started$/m.test(record()))) {
+      expect(Date.now()).toBeLessThan(deadline)
+      await new Promise(r => setTimeout(r, 500))
+    }
+    job!.kill('SIGINT')
+    expect((await three).exitCode).not.toBe(0)
+    fs.rmSync(denyFile, { force: true })
+
+    const report = await reportJob(text, { 'rollback-fleet': 'true' })
+    if (report.exitCode === 0) console.log(report.log)
+    expect(report.exitCode).not.toBe(0)
+    const all = JSON.parse(report.outputs.results) as Record<string, Record<string, string>>
+    expect(Object.entries(all).map(([name, m]) => [name, m.result, m.shard, m['shard-outcome']])).toEqual([
+      ['pf1', 'rolled-back', '1', 'deployed'],
+      ['pf2', 'rolled-back', '1', 'deployed'],
+      ['pf3', 'failed', '2', 'rolled-back'],
+      ['pf4', 'failed', '2', 'rolled-back'],
+      ['pf5', 'failed', '3', 'stopped'],
+      ['pf6', 'failed', '3', 'not-reached']
+    ])
+    // Every Pi runs and boots what it did before the plan: shard 1's two put back by the report
+    // job (the generation shard 1 made gone), shard 2's by themselves, shard 3's never changed.
+    for (let i = 1; i <= FLEET; i++) expect(system(i)).toEqual(before[i - 1])
+    expect(before.map(b => b.current)).not.toContain(top)
+    // Read again (the report job re-run): the two it put back say so, not "changed since".
+    const again = await reportJob(text)
+    const reread = JSON.parse(again.outputs.results) as Record<string, Record<string, string>>
+    expect([reread.pf1['shard-outcome'], reread.pf2['shard-outcome']]).toEqual(['rolled-back', 'rolled-back'])
+    expect(fleetExec(1, 'cat /nix/var/nix-deploy-action/plan-record')).toMatch(/^by-rollback-fleet=1$/m)
   }, 900_000)
 })

@@ -11,10 +11,11 @@ const machine = (n: number): PlannedMachine => ({
 })
 const fleet = (n: number): PlannedMachine[] => Array.from({ length: n }, (_, i) => machine(i + 1))
 const cache = { uri: 's3://pis?region=eu-west-1', publicKey: 'pis-1:AAAA' }
+const PLAN_ID = '0123456789abcdef'
 
 describe('planShards: the fleet split into jobs', () => {
   it('splits in order into shards whose sizes differ by at most one; every machine once', () => {
-    const plan = planShards(fleet(10), 3, { kind: 'all' }, cache)
+    const plan = planShards(fleet(10), 3, { kind: 'all' }, cache, PLAN_ID)
     expect(plan.shards.map(s => s.machines)).toEqual([
       ['pi1', 'pi2', 'pi3', 'pi4'],
       ['pi5', 'pi6', 'pi7'],
@@ -23,14 +24,14 @@ describe('planShards: the fleet split into jobs', () => {
     expect(plan.matrix).toEqual({ shard: ['1', '2', '3'] })
   })
   it('never makes an empty shard: more shards asked than machines gives one machine each', () => {
-    expect(planShards(fleet(2), 5, { kind: 'all' }, cache).shards.map(s => s.machines)).toEqual([
+    expect(planShards(fleet(2), 5, { kind: 'all' }, cache, PLAN_ID).shards.map(s => s.machines)).toEqual([
       ['pi1'],
       ['pi2']
     ])
-    expect(planShards([], 3, { kind: 'all' }, cache).shards).toEqual([])
+    expect(planShards([], 3, { kind: 'all' }, cache, PLAN_ID).shards).toEqual([])
   })
   it('puts the canary in a shard of its own, outside the matrix (its job runs first)', () => {
-    const plan = planShards(fleet(5), 2, { kind: 'canary' }, cache)
+    const plan = planShards(fleet(5), 2, { kind: 'canary' }, cache, PLAN_ID)
     expect(plan.shards[0]).toEqual({ id: 'canary', machines: ['pi1'] })
     expect(plan.shards.slice(1).map(s => s.machines)).toEqual([
       ['pi2', 'pi3'],
@@ -39,12 +40,17 @@ describe('planShards: the fleet split into jobs', () => {
     expect(plan.matrix.shard).toEqual(['1', '2'])
   })
   it('reads back what it wrote, and refuses what is not a plan of its version', () => {
-    const text = JSON.stringify(planShards(fleet(3), 2, { kind: 'all' }, cache))
+    const text = JSON.stringify(planShards(fleet(3), 2, { kind: 'all' }, cache, PLAN_ID))
     expect(deployPlanProblems(text)).toEqual({ plan: JSON.parse(text), problems: [] })
     expect(deployPlanProblems('{').problems[0]).toMatch(/^deploy-plan is not JSON/)
     expect(deployPlanProblems('{"version":2}').problems).toContain(
       'deploy-plan is not a plan of this version (version 1)'
     )
+    // A plan made before plans had an id: its shards' records could not be told from another's.
+    const { id: _id, ...withoutId } = JSON.parse(text) as Record<string, unknown>
+    expect(deployPlanProblems(JSON.stringify(withoutId)).problems).toEqual([
+      "deploy-plan has no id (16 hex digits): make it again with this action's build job"
+    ])
     const forged = { ...JSON.parse(text), shards: [{ id: '1', machines: ['pi9'] }] }
     expect(deployPlanProblems(JSON.stringify(forged)).problems).toEqual([
       'deploy-plan: shard 1 names "pi9", which it does not plan'
@@ -53,7 +59,7 @@ describe('planShards: the fleet split into jobs', () => {
 })
 
 describe('a shard job reading the plan', () => {
-  const text = JSON.stringify(planShards(fleet(5), 2, { kind: 'canary' }, cache))
+  const text = JSON.stringify(planShards(fleet(5), 2, { kind: 'canary' }, cache, PLAN_ID))
   const plan = deployPlanProblems(text).plan!
   it('takes the machines of its shard, in the plan order; every machine without a shard', () => {
     expect((shardMachines(plan, 'canary') as PlannedMachine[]).map(m => m.name)).toEqual(['pi1'])
@@ -117,7 +123,7 @@ describe('a shard job reading the plan', () => {
 
 describe('deploy-plan among the inputs', () => {
   const { inputs, base } = require('./read-inputs') as typeof import('./read-inputs')
-  const planText = JSON.stringify(planShards(fleet(4), 2, { kind: 'all' }, cache))
+  const planText = JSON.stringify(planShards(fleet(4), 2, { kind: 'all' }, cache, PLAN_ID))
   const { flake: _flake, 'target-host': _host, ...connection } = base
   const shardJob = { ...connection, 'deploy-plan': planText, shard: '2' }
   it("is a source of its own: the shard, no evaluation; the targets are the plan's", () => {
@@ -149,7 +155,7 @@ describe('deploy-plan among the inputs', () => {
   })
   it('names the commit the build job built, when it ran in GitHub Actions', () => {
     const sha = '0123456789abcdef0123456789abcdef01234567'
-    const withCommit = JSON.stringify(planShards(fleet(4), 2, { kind: 'all' }, cache, sha))
+    const withCommit = JSON.stringify(planShards(fleet(4), 2, { kind: 'all' }, cache, PLAN_ID, sha))
     expect(inputs({ ...connection, 'deploy-plan': withCommit, shard: '1' }).source.label).toBe(
       'deploy-plan shard 1 (2 machines, commit 0123456789ab)'
     )

@@ -685,3 +685,63 @@ describe('the deploy sequence over a Target', () => {
     expect(t.lockOwner).toBeUndefined()
   })
 })
+
+describe("a deploy plan's shard leaves its record on the machine (src/target/plan-record.ts)", () => {
+  const stamp = { plan: '0123456789abcdef', shard: '2', run: '7/1' }
+  // Store paths of Nix's base32 only: the record keeps no other (the fake reads it back as probe.sh prints it).
+  const FROM = storePath('nixos-system-pi-old', 'a')
+
+  it('started under the lock before the copy, then deployed with the way back, before the lock is released', async () => {
+    const t = new FakeTarget(FROM)
+    const { error } = await deploy(t, job('switch', { planStamp: stamp }))
+    expect(error).toBeUndefined()
+    const at = (c: string): number => t.calls.indexOf(c)
+    expect(at('writePlanRecord started')).toBeGreaterThan(at('survey'))
+    expect(at('writePlanRecord deployed')).toBeGreaterThan(at('decide confirm'))
+    expect(at('writePlanRecord deployed')).toBeLessThan(at('wrapUp agent dir, GC root, lock'))
+    expect(t.planRecord).toEqual({
+      ...stamp,
+      state: 'deployed',
+      system: NEW,
+      mode: 'switch',
+      beforeCurrent: FROM,
+      beforeProfile: FROM,
+      beforeGeneration: 1,
+      generation: 2,
+      createdNew: true
+    })
+  })
+
+  it('a deploy that rolled back says so, and why; one that was not to change anything writes nothing', async () => {
+    const t = new FakeTarget(FROM)
+    t.failingChecks.add('check-new')
+    const { error } = await deploy(
+      t,
+      job('switch', {
+        planStamp: stamp,
+        activation: { ...job().activation, healthChecks: ['check-new'], healthTimeoutSeconds: 1 }
+      })
+    )
+    expect(error).toBeInstanceOf(RolledBackError)
+    expect(t.planRecord).toMatchObject({ state: 'rolled-back', system: NEW, beforeCurrent: FROM })
+    expect(t.planRecord?.message).toMatch(/a health check failed/)
+    const same = new FakeTarget(NEW)
+    await deploy(same, job('switch', { planStamp: stamp }))
+    expect(same.calls).toEqual(['survey', 'close'])
+    expect(same.planRecord).toBeUndefined()
+  }, 20_000)
+
+  it("a deploy that never held the machine's lock leaves another run's record as it is", async () => {
+    const t = new FakeTarget(FROM)
+    t.lockOwner = 'other'
+    const { error } = await deploy(t, job('switch', { planStamp: stamp, lockTimeoutSeconds: 0 }))
+    expect(error).toBeInstanceOf(ActionError)
+    expect(t.calls.filter(c => c.startsWith('writePlanRecord'))).toEqual([])
+  })
+
+  it('no plan, no record', async () => {
+    const t = new FakeTarget(FROM)
+    await deploy(t)
+    expect(t.calls.filter(c => c.startsWith('writePlanRecord'))).toEqual([])
+  })
+})

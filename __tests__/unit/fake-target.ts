@@ -4,6 +4,7 @@
  * paths, the deploy lock, uploaded keys) and runs a simulated activation agent whose behaviour per
  * system is set by the test. Every call is recorded in `calls`, in order.
  */
+import { formatPlanRecord, parsePlanRecord, PlanRecord } from '../../src/target/plan-record'
 import { Readable } from 'stream'
 import { DeployJob } from '../../src/deploy/deploy'
 import { DeployMode, goalOf } from '../../src/deploy/goal'
@@ -107,6 +108,8 @@ export class FakeTarget implements Target {
   panicsOnce = false
   /** The boot loader's one-shot file readState reports (RemoteState.bootOnce). */
   bootOnce: string | undefined
+  /** Its deploy-plan record (writePlanRecord), as readState returns it. */
+  planRecord: PlanRecord | undefined
   trialVerdicts: string[] = []
   /** Reconnects that fail while it reboots, before it answers again. */
   downForReconnects = 0
@@ -145,8 +148,18 @@ export class FakeTarget implements Target {
         confirmSeconds: this.trial.confirmSeconds,
         loginSeconds: this.trial.loginSeconds
       },
-      bootOnce: this.bootOnce
+      bootOnce: this.bootOnce,
+      planRecord: this.planRecord
     }
+  }
+
+  /** As the target keeps it: the record's text, read back as probe.sh prints it. */
+  async writePlanRecord(record: PlanRecord): Promise<void> {
+    this.calls.push(`writePlanRecord ${record.state}`)
+    const lines = formatPlanRecord(record).split('\n').filter(Boolean)
+    this.planRecord = parsePlanRecord(
+      new Map(lines.map(l => [`plan-${l.slice(0, l.indexOf('='))}`, l.slice(l.indexOf('=') + 1)]))
+    )
   }
 
   async checkSudo(): Promise<void> {
@@ -288,6 +301,7 @@ export class FakeTarget implements Target {
       this.generations.push(req.toplevel)
       this.profileGen = this.generations.length
       a.state.generation = this.profileGen
+      a.state.createdNew = true
     }
     const behaviour = this.behaviour.get(req.toplevel) ?? 'ok'
     a.log += `activating ${req.toplevel}\n`

@@ -37,7 +37,9 @@ describe('outputs', () => {
           generation: '3',
           changed: 'true',
           'needs-reboot': 'true',
-          'copied-bytes': '99'
+          'copied-bytes': '99',
+          shard: '',
+          'shard-outcome': ''
         }
       })
     })
@@ -91,7 +93,9 @@ describe('several machines', () => {
         generation: '4',
         changed: 'true',
         'needs-reboot': 'false',
-        'copied-bytes': '0'
+        'copied-bytes': '0',
+        shard: '',
+        'shard-outcome': ''
       },
       pi3b: {
         host: 'root@10.0.0.3:22',
@@ -100,7 +104,9 @@ describe('several machines', () => {
         generation: '',
         changed: 'false',
         'needs-reboot': '',
-        'copied-bytes': '0'
+        'copied-bytes': '0',
+        shard: '',
+        'shard-outcome': ''
       },
       pi3c: {
         host: 'root@10.0.0.4:22',
@@ -109,7 +115,9 @@ describe('several machines', () => {
         generation: '',
         changed: 'false',
         'needs-reboot': '',
-        'copied-bytes': '0'
+        'copied-bytes': '0',
+        shard: '',
+        'shard-outcome': ''
       }
     })
     expect(worstReport([host('unchanged'), host('deployed')]).result).toBe('deployed')

@@ -40,11 +40,24 @@ describe('rollback-fleet: undoing a finished deploy', () => {
     expect(t.calls).toEqual([
       'lock acquire',
       'startAgent switch',
-      'rollbackOf 2 false',
+      'rollbackOf 2 true',
       'removeAgentDir',
       'lock release'
     ])
     expect(t.lockOwner).toBeUndefined()
+  })
+
+  it("a deploy plan's shard: the machine it puts back says so in its plan record, before the lock is released", async () => {
+    const t = new FakeTarget(storePath('nixos-system-pi-old', 'a'))
+    const stamp = { plan: '0123456789abcdef', shard: '1' }
+    const outcome = await deployToTarget(t, { ...job(), planStamp: stamp }, fakeCopy([]), timed)
+    expect(t.planRecord?.state).toBe('deployed')
+    const undo = outcome.undo!
+    expect(undo.recordWhenBack).toMatchObject({ state: 'rolled-back', byRollbackFleet: true })
+    t.calls = []
+    await revertDeploy(t, { ...undo, recordWhenBack: { ...undo.recordWhenBack!, message: 'pi2 failed' } })
+    expect(t.planRecord).toMatchObject({ ...stamp, state: 'rolled-back', message: 'pi2 failed' })
+    expect(t.calls.slice(-2)).toEqual(['writePlanRecord rolled-back', 'lock release'])
   })
 
   it('test: what ran before runs again; the profile was never touched', async () => {

@@ -25,6 +25,7 @@ import {
 } from './reboot'
 import { pruneGenerations } from './prune'
 import { UndoRecord } from './revert'
+import type { PlanRecord, PlanStamp } from '../target/plan-record'
 
 export interface BuiltSystem {
   toplevel: string
@@ -60,6 +61,8 @@ export interface DeployJob {
   substituteOnDestination: boolean
   /** Whether (and how long) to reboot into the new system; default never. */
   reboot?: RebootSettings
+  /** A deploy plan's shard: the plan record it leaves on the machine (src/target/plan-record.ts). */
+  planStamp?: PlanStamp
 }
 
 /** What the deploy needs from the runner side: the copy of store paths (see copyClosure). */
@@ -106,6 +109,7 @@ export async function deployToTarget(
   } catch (e) {
     if (e instanceof RolledBackError)
       Object.assign(run.result, { result: 'rolled-back', rolledBackTo: e.rolledBackTo })
+    await run.recordFailure(e)
     return { result: run.result, error: e }
   } finally {
     await run.cleanUp()
@@ -124,6 +128,8 @@ class DeployRun {
   private readonly agent: AgentTracker = { started: false, finished: false }
   /** What undoes this deploy's activation (rollback-fleet), once it succeeded. */
   undo: UndoRecord | undefined
+  /** What the target ran before, once this deploy of a plan wrote its record (`started`) there. */
+  private recordedFrom: RemoteState | undefined
   /** The package diff, once the running system's closure is listed (a failed deploy reports it too). */
   private diffed: Promise<void> = Promise.resolve()
 
@@ -171,6 +177,7 @@ class DeployRun {
       return this.unchanged(before, keys, reboots && this.result.needsReboot === true)
     this.diffed = this.packageDiff(before)
     if (survey.copy instanceof Error) throw survey.copy
+    await this.record('started', before)
     await this.copy(before, survey.copy)
     // Only while this run still holds the lock (the agent's start checks it too).
     if (this.lock?.lost) await this.lock.assertHeld()
@@ -179,7 +186,58 @@ class DeployRun {
       await this.activate(before, goalOf('boot'))
       await this.rebootIntoNewSystem(before, keys)
     } else await this.activate(before)
+    // Still under the lock (verify's last command releases it); a failed verify records over it.
+    await this.record('deployed', before)
     await timed('verify', () => this.verify(before))
+  }
+
+  /**
+   * A deploy of a plan's shard leaves its record on the machine (src/target/plan-record.ts), under
+   * the lock: `started` once it is to change the machine, then `deployed` with the way back, or why
+   * it failed. The fleet's report job reads it.
+   */
+  private async record(state: 'started' | 'deployed', before: RemoteState): Promise<void> {
+    const { job, undo } = this
+    if (!job.planStamp || job.goal.mode === 'dry-activate') return
+    const record: PlanRecord = {
+      ...job.planStamp,
+      state,
+      system: job.built.toplevel,
+      mode: job.goal.mode,
+      beforeCurrent: before.current,
+      beforeProfile: before.profile,
+      beforeGeneration: generationOf(before.profileLink),
+      generation: state === 'deployed' ? undo?.generation : undefined,
+      createdNew: state === 'deployed' ? undo?.createdNew : undefined,
+      // A reboot is not undone by an activation (no undo record then): rollback-fleet leaves it.
+      rebooted: state === 'deployed' && undo === undefined ? true : undefined
+    }
+    await this.timed(state === 'started' ? 'copy' : 'activate', () => this.target.writePlanRecord(record))
+    this.recordedFrom = before
+    // The shard's own rollback-fleet (several machines in it) says so on each machine it puts back.
+    if (state === 'deployed' && undo)
+      undo.recordWhenBack = { ...record, state: 'rolled-back', byRollbackFleet: true }
+  }
+
+  /** The plan record of a deploy that failed after its start (best effort: the target may be gone). */
+  async recordFailure(e: unknown): Promise<void> {
+    const { job, target, recordedFrom } = this
+    if (!job.planStamp || recordedFrom === undefined) return
+    const rolledBack = e instanceof RolledBackError
+    await target
+      .writePlanRecord({
+        ...job.planStamp,
+        state: rolledBack ? 'rolled-back' : 'failed',
+        system: job.built.toplevel,
+        mode: job.goal.mode,
+        beforeCurrent: recordedFrom.current,
+        beforeProfile: recordedFrom.profile,
+        beforeGeneration: generationOf(recordedFrom.profileLink),
+        message: errorMessage(e)
+      })
+      .catch((w: unknown) =>
+        target.log.info(`The deploy plan record on ${target.label} could not be written: ${errorMessage(w)}`)
+      )
   }
 
   /**

@@ -4,7 +4,8 @@
  * nothing can need them any more. Each is a new visit: the machine's deploy lock taken again, and
  * its state read under it before anything changes.
  */
-import { ActionError } from '../errors'
+import { ActionError, errorMessage } from '../errors'
+import type { PlanRecord } from '../target/plan-record'
 import { generationOf, RemoteState } from '../target/remote-state'
 import { Target } from '../target/target'
 import { ActivationSettings, revertActivation } from './activate'
@@ -23,6 +24,8 @@ export interface UndoRecord {
   createdNew: boolean
   settings: ActivationSettings
   lockTimeoutSeconds: number
+  /** mode report's rollback-fleet: the deploy-plan record it leaves once the machine is back, under the lock. */
+  recordWhenBack?: PlanRecord
 }
 
 /** What a fleet rollback came to on one machine. */
@@ -56,7 +59,17 @@ export async function revertDeploy(target: Target, undo: UndoRecord): Promise<Re
     const { outcome, log } = await revertActivation(run, undo).finally(() => {
       agentKeepsLock = agent.started && !agent.finished
     })
-    if (outcome === 'rolled-back') return { kind: 'reverted', to: undo.before.current }
+    if (outcome === 'rolled-back') {
+      if (undo.recordWhenBack)
+        await target
+          .writePlanRecord(undo.recordWhenBack)
+          .catch((e: unknown) =>
+            target.log.info(
+              `The deploy plan record on ${target.label} could not be written: ${errorMessage(e)}`
+            )
+          )
+      return { kind: 'reverted', to: undo.before.current }
+    }
     throw new ActionError(
       `rolling ${target.label} back to ${undo.before.current ?? 'what it ran'} (rollback-fleet) failed: ${outcome ?? 'no outcome'}`,
       `It may be in a mixed state: check /run/current-system and /nix/var/nix/profiles/system on it and activate a known-good generation by hand (it ran ${undo.before.current ?? 'nothing'} before this run, profile ${undo.before.profile ?? 'none'}).`,

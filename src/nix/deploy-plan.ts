@@ -41,9 +41,17 @@ export interface BinaryCache {
   publicKey: string
 }
 
+/** A deploy plan's id: random, made by the build job; the records its shards leave carry it. */
+export const PLAN_ID_PATTERN = /^[0-9a-f]{16}$/
+
 export interface DeployPlanDoc {
   /** The plan's format: a shard job refuses a plan of another. */
   version: 1
+  /**
+   * This plan among others: the record a shard job leaves on each machine carries it
+   * (src/target/plan-record.ts), so the report job tells this plan's deploys from earlier ones.
+   */
+  id: string
   /** Where the build published the closures, and the public key they are signed with. */
   cache: BinaryCache
   /** The commit the build job built (GITHUB_SHA), when it ran in GitHub Actions. */
@@ -65,6 +73,7 @@ export function planShards(
   count: number,
   rollout: Rollout,
   cache: DeployPlanDoc['cache'],
+  id: string,
   commit?: string
 ): DeployPlanDoc {
   const rest = [...machines]
@@ -80,6 +89,7 @@ export function planShards(
   }
   return {
     version: 1,
+    id,
     cache,
     ...(commit ? { commit } : {}),
     machines,
@@ -156,6 +166,8 @@ export function deployPlanProblems(text: string): { plan?: DeployPlanDoc; proble
   if (!Array.isArray(plan?.machines) || !Array.isArray(plan?.shards))
     problems.push('deploy-plan has no machines or shards')
   if (problems.length > 0) return { problems }
+  if (typeof plan.id !== 'string' || !PLAN_ID_PATTERN.test(plan.id))
+    problems.push("deploy-plan has no id (16 hex digits): make it again with this action's build job")
   if (plan.commit !== undefined && (typeof plan.commit !== 'string' || !/^[0-9a-f]{7,64}$/.test(plan.commit)))
     problems.push('deploy-plan: its commit is not a commit id')
   if (typeof plan.cache?.uri !== 'string' || publishUriProblem(plan.cache.uri))

@@ -19,6 +19,14 @@ export interface PhaseTiming {
   ms: number
 }
 
+/**
+ * mode report: what a machine's deploy-plan record says of its shard, when it does not run the
+ * plan's system (src/target/plan-record.ts): the shard failed on it, rolled it back, stopped while
+ * deploying it (cancelled, or its runner lost), deployed it but it changed since, or never reached
+ * it (no record of this plan).
+ */
+export type ShardOutcome = 'failed' | 'rolled-back' | 'stopped' | 'moved-on' | 'not-reached'
+
 /** Everything the run learned, filled in phase by phase; outputs and the summary are rendered from it. */
 export interface DeployReport {
   result?: Result
@@ -51,6 +59,13 @@ export interface DeployReport {
    * machine failed (result rolled-back): why, naming the machines that failed.
    */
   fleetRollback?: string
+  /** A deploy plan's shard this machine is in (a shard job's, mode report's). */
+  shard?: string
+  /**
+   * mode report: what the machine's record says of its shard's deploy (src/target/plan-record.ts),
+   * `deployed` when it runs the plan's system.
+   */
+  shardOutcome?: ShardOutcome | 'deployed'
   /** How long the run waited for another deploy's lock on the target. */
   lockWaitMs?: number
   healthChecks?: string
@@ -181,6 +196,8 @@ export function resultsOf(r: DeployReport): Record<
     changed: string
     'needs-reboot': string
     'copied-bytes': string
+    shard: string
+    'shard-outcome': string
   }
 > {
   const hosts = r.hosts ?? [{ machine: '', report: r }]
@@ -196,7 +213,9 @@ export function resultsOf(r: DeployReport): Record<
           generation: o.generation,
           changed: o.changed,
           'needs-reboot': o['needs-reboot'],
-          'copied-bytes': o['copied-bytes']
+          'copied-bytes': o['copied-bytes'],
+          shard: report.shard ?? '',
+          'shard-outcome': report.shardOutcome ?? ''
         }
       ]
     })

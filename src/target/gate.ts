@@ -36,6 +36,8 @@ export type GateVerb =
   | 'reboot'
   | 'boot-trial'
   | 'upload-key'
+  /** Not a gate's verb: a deploy plan's shard is refused before it (only root writes the record). */
+  | 'plan-record'
 
 /**
  * The hash of the action's scripts as deploy-user.nix computes it of its own copies: sha256 of

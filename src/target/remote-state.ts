@@ -1,5 +1,6 @@
 import { BootIdentity, normaliseParams } from '../nix/boot'
 import { isStorePath } from '../nix/store-path'
+import { parsePlanRecord, PlanRecord } from './plan-record'
 
 /** What the Pi runs and has, read in one round trip before and after a deploy. */
 export interface RemoteState {
@@ -31,6 +32,8 @@ export interface RemoteState {
    * reboot on trial boots the new system once (nixos/boot-once.sh).
    */
   bootOnce?: string
+  /** The last deploy plan's record there (a shard job's, src/target/plan-record.ts). */
+  planRecord?: PlanRecord
 }
 
 export interface PendingTrial {
@@ -71,7 +74,8 @@ export function parseRemoteState(text: string): RemoteState {
     bootFiles: (kv.get('boot-files') ?? '').split(' ').filter(Boolean),
     booted: bootedOf(kv, storePath),
     trial: trialOf(kv, storePath),
-    bootOnce: kv.get('boot-once') || undefined
+    bootOnce: kv.get('boot-once') || undefined,
+    planRecord: parsePlanRecord(kv)
   }
 }
 

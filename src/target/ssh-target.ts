@@ -8,6 +8,7 @@ import { shellCommand } from '../ssh/quote'
 import { LockRequest, LockVerb, lockArgs } from './lock/on-target'
 import { parseGenerations, parseMissing } from './parse'
 import { parseRemoteState, RemoteState } from './remote-state'
+import { formatPlanRecord, PlanRecord } from './plan-record'
 import {
   ABANDON_SCRIPT,
   BOOT_TRIAL_SCRIPT,
@@ -16,6 +17,7 @@ import {
   IMPORT_SCRIPT,
   LIST_GENERATIONS_SCRIPT,
   LOCK_SCRIPT,
+  PLAN_RECORD_SCRIPT,
   PREPARE_AGENT_SCRIPT,
   PROBE_SCRIPT,
   QUERY_MISSING_SCRIPT,
@@ -76,7 +78,8 @@ export const SCRIPT_OF: Partial<Record<GateVerb, string>> = {
   'wrap-up': WRAP_UP_SCRIPT,
   'list-generations': LIST_GENERATIONS_SCRIPT,
   reboot: REBOOT_SCRIPT,
-  'boot-trial': BOOT_TRIAL_SCRIPT
+  'boot-trial': BOOT_TRIAL_SCRIPT,
+  'plan-record': PLAN_RECORD_SCRIPT
 }
 
 /**
@@ -352,6 +355,20 @@ export class SshTarget implements Target {
       what: 'reading the system state'
     })
     return stateFrom(r)
+  }
+
+  async writePlanRecord(record: PlanRecord): Promise<void> {
+    const r = await this.run('plan-record', [], {
+      stdin: formatPlanRecord(record),
+      timeoutMs: STEP_TIMEOUT_MS,
+      what: 'writing the deploy plan record'
+    })
+    if (r.exitCode !== 0)
+      throw new ActionError(
+        `writing the deploy plan record on ${this.label} failed: ${r.stderr.trim().slice(-300)}`,
+        'Check that /nix/var/nix-deploy-action on the target is a directory root can write.',
+        'activate'
+      )
   }
 
   async wrapUp(req: WrapUpRequest): Promise<{ state: RemoteState; lockReleased: boolean }> {

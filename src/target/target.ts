@@ -4,6 +4,7 @@ import { ClosureEntry } from '../report/diff'
 import { Log } from '../log/untrusted'
 import { LockHolder, LockRequest, LockVerb } from './lock/on-target'
 import { RemoteState } from './remote-state'
+import type { PlanRecord } from './plan-record'
 import { AgentRequest, AgentSession } from './agent/session'
 import type { BinaryCache } from '../nix/deploy-plan'
 export type { BinaryCache } from '../nix/deploy-plan'
@@ -58,6 +59,8 @@ export interface Target {
    * to verify, and releases the deploy lock last (when given). See wrap-up.sh.
    */
   wrapUp(req: WrapUpRequest): Promise<{ state: RemoteState; lockReleased: boolean }>
+  /** Replaces its deploy-plan record (src/target/plan-record.ts), which readState then returns. */
+  writePlanRecord(record: PlanRecord): Promise<void>
   /** The system profile's generations. */
   readonly systemProfile: SystemProfile
   /** Its reboot into the new system, and the deploy's steps in the boot trial that follows. */

@@ -1,0 +1,180 @@
+/**
+ * mode report, a fleet's last job (issue #35): reads what every machine of the deploy plan runs,
+ * and the record its shard left there (src/target/plan-record.ts), `parallel` at a time through
+ * one jump connection. A machine runs the plan's system (deployed) or it does not, and then its
+ * record says why: its shard failed on it, rolled it back, stopped while deploying it (cancelled,
+ * its runner lost), deployed it but it changed since, or never reached it. With rollback-fleet,
+ * when one does not run it, the machines this plan's shards deployed go back to what they ran
+ * before, each under its deploy lock, as one job's rollback-fleet does (src/fleet.ts).
+ */
+import { ActivationSettings } from './deploy/activate'
+import { DeployMode, goalOf } from './deploy/goal'
+import { UndoRecord } from './deploy/revert'
+import { ActionError } from './errors'
+import { FleetOptions, MachineReach, revertMachine, Visit, visitMachine, withSharedJump } from './fleet'
+import { machineLog } from './log/untrusted'
+import { DeployReport, failedResult, ShardOutcome } from './report/report'
+import { inParallel } from './rollout'
+import { PlanRecord, shardOutcome } from './target/plan-record'
+import { RemoteState } from './target/remote-state'
+import { SshTarget } from './target/ssh-target'
+
+/** mode report: one machine of a deploy plan, and what the plan has for it. */
+export interface LookedAtMachine {
+  name: string
+  report: DeployReport
+  reach: MachineReach
+  /** The plan's system for it. */
+  planned: string
+  /** The plan's shard it is in. */
+  shard: string
+}
+
+export interface FleetLook {
+  parallel: number
+  connect: FleetOptions['connect']
+  /** The deploy plan's id: only the records of its own shards count. */
+  planId: string
+  /** rollback-fleet: how the deployed machines go back (this job's timeouts). */
+  rollback?: { settings: ActivationSettings; lockTimeoutSeconds: number }
+}
+
+export async function lookAtFleet(machines: LookedAtMachine[], opts: FleetLook): Promise<void> {
+  const several = machines.length > 1
+  // The planned path, also for a machine that cannot be reached: what it should run.
+  for (const m of machines) Object.assign(m.report, { storePath: m.planned, shard: m.shard })
+  const records = new Map<LookedAtMachine, PlanRecord | undefined>()
+  await withSharedJump(
+    machines.map(m => m.reach),
+    opts.connect,
+    async shared => {
+      const visit: Visit<LookedAtMachine> = (m, fn) =>
+        visitMachine(m, m.reach, several, shared, opts.connect, fn)
+      await inParallel(machines, opts.parallel, m =>
+        visit(m, async target => {
+          records.set(m, await lookAt(m, target, opts.planId))
+        })
+      )
+      const failed = machines.filter(m => failedResult(m.report)).map(m => m.name)
+      const { rollback } = opts
+      if (!rollback || failed.length === 0) return
+      const why = `rollback-fleet in the report job: another machine of the plan failed (${failed.join(', ')})`
+      await inParallel(
+        machines.filter(m => m.report.result === 'deployed'),
+        opts.parallel,
+        async m => {
+          const undo = undoOf(m, records.get(m), opts.planId, { ...rollback, why })
+          if (typeof undo !== 'string') return revertMachine(m, undo, failed, visit)
+          machineLog(m.name, several, m.report.warnings).warning(`not rolled back (rollback-fleet): ${undo}`)
+        }
+      )
+    }
+  )
+}
+
+/** What the machine runs; the plan record it holds (for rollback-fleet). Throws when it does not run the plan's system. */
+async function lookAt(
+  m: LookedAtMachine,
+  target: SshTarget,
+  planId: string
+): Promise<PlanRecord | undefined> {
+  const state = await target.readState()
+  const record = state.planRecord
+  // A shard in mode boot leaves the plan's system in the profile, to run after the next reboot.
+  if (state.current !== m.planned && state.profile !== m.planned) {
+    const outcome = shardOutcome(planId, record)
+    m.report.shardOutcome = outcome
+    throw notRunning(target.label, m, state.current, outcome, record)
+  }
+  m.report.result = 'deployed'
+  m.report.shardOutcome = 'deployed'
+  target.log.info(
+    state.current === m.planned
+      ? `${target.label} runs the deploy plan's ${m.planned}`
+      : `${target.label} boots the deploy plan's ${m.planned} next (its system profile); it runs ${state.current ?? 'no system'} until then`
+  )
+  return record
+}
+
+/** Why a machine does not run the plan's system, as its shard's record tells it. */
+function notRunning(
+  label: string,
+  m: LookedAtMachine,
+  current: string | undefined,
+  outcome: ShardOutcome,
+  record: PlanRecord | undefined
+): ActionError {
+  const runs = `${label} runs ${current ?? 'no system'}, not the deploy plan's ${m.planned}`
+  const shard = `shard ${m.shard}${record?.run ? ` (run ${record.run})` : ''}`
+  const rerun = `re-run shard ${m.shard}'s job (Re-run failed jobs), then this one.`
+  const why = record?.message ?? 'no reason recorded'
+  const [message, hint] = {
+    failed: [
+      `${shard} failed on it: ${why}`,
+      `Fix what failed (that job's log has the whole error), then ${rerun}`
+    ],
+    'rolled-back': record?.byRollbackFleet
+      ? [
+          `${shard} deployed it, and the report job put it back (${why})`,
+          `It runs what it ran before the plan. Fix what failed on the other machines, then re-run the plan's shard jobs and this one.`
+        ]
+      : [
+          `${shard} deployed it and rolled it back: ${why}`,
+          `Fix what failed (that job's log has the whole error), then ${rerun}`
+        ],
+    stopped: [
+      `${shard}'s job stopped while deploying it (cancelled, or its runner was lost)`,
+      `The target keeps a working generation (its activation agent rolls back by itself when no confirmation comes): ${rerun}`
+    ],
+    'moved-on': [
+      `${shard} deployed it, but it changed since (another deploy, or by hand)`,
+      `Find what changed it; to deploy the plan again, ${rerun}`
+    ],
+    'not-reached': [
+      `no job of this plan got to it (shard ${m.shard}'s job failed before it, was cancelled, or did not run)`,
+      `Look at that job, then ${rerun}`
+    ]
+  }[outcome]
+  return new ActionError(`${runs}: ${message}`, hint.charAt(0).toUpperCase() + hint.slice(1), 'verify')
+}
+
+/** The modes whose deploy an activation undoes (dry-activate changes nothing). */
+const UNDONE_MODES: readonly string[] = ['switch', 'boot', 'test']
+
+/** How rollback-fleet puts a deployed machine back, from its shard's record; or why it does not. */
+function undoOf(
+  m: LookedAtMachine,
+  record: PlanRecord | undefined,
+  planId: string,
+  rollback: NonNullable<FleetLook['rollback']> & { why: string }
+): UndoRecord | string {
+  if (record?.plan !== planId || record.system !== m.planned)
+    return "no shard of this plan changed it (it ran the plan's system before)"
+  if (record.rebooted) return 'it rebooted into the new system'
+  const before = recordedBefore(record)
+  if (!before || !UNDONE_MODES.includes(record.mode))
+    return 'its shard left no way back on it (its plan record)'
+  return {
+    toplevel: record.system,
+    goal: goalOf(record.mode as DeployMode),
+    before,
+    generation: record.generation,
+    createdNew: record.createdNew ?? false,
+    settings: rollback.settings,
+    lockTimeoutSeconds: rollback.lockTimeoutSeconds,
+    // A later report finds it rolled back, and why, not "changed since".
+    recordWhenBack: { ...record, state: 'rolled-back', message: rollback.why, byRollbackFleet: true }
+  }
+}
+
+/** The "before" of a deployed record, as the state a fleet rollback goes back to (undefined: none to go back to). */
+export function recordedBefore(r: PlanRecord): RemoteState | undefined {
+  if (r.state !== 'deployed' || r.rebooted || r.beforeCurrent === undefined) return undefined
+  return {
+    current: r.beforeCurrent,
+    profile: r.beforeProfile,
+    profileLink: r.beforeGeneration === undefined ? undefined : `system-${r.beforeGeneration}-link`,
+    hasNixStore: true,
+    bootFiles: []
+  }
+}
