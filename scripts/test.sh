@@ -61,12 +61,16 @@ machine_busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
 busy_at_start=$(machine_busy)
 lane_cgroup() {
   [ -w "$cpuacct" ] || return 0
-  if mkdir -p "$cpuacct/nda-lane-$1"; then echo "$BASHPID" >"$cpuacct/nda-lane-$1/cgroup.procs" || true; fi
+  mkdir -p "$cpuacct/nda-lane-$1" || return 0
+  # The group outlives a run while daemons a lane started (its Pis' sshd) live on: counted from here.
+  cat "$cpuacct/nda-lane-$1/cpuacct.usage" >"$results/cpu-$1.start" 2>/dev/null || true
+  echo "$BASHPID" >"$cpuacct/nda-lane-$1/cgroup.procs" || true
 }
 cpu_report() {
   local line="test: CPU-seconds" lane usage
   for lane in "${cpu_lanes[@]}"; do
     usage=$(cat "$cpuacct/nda-lane-$lane/cpuacct.usage" 2>/dev/null) || continue
+    usage=$((usage - $(cat "$results/cpu-$lane.start" 2>/dev/null || echo 0)))
     line="$line, lane $lane $((usage / 1000000000))"
     rmdir "$cpuacct/nda-lane-$lane" 2>/dev/null || true
   done

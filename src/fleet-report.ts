@@ -115,7 +115,7 @@ function notRunning(
     ],
     'rolled-back': record?.byRollbackFleet
       ? [
-          `${shard} deployed it, and the report job put it back (${why})`,
+          `${shard} deployed it, and rollback-fleet put it back (${why})`,
           `It runs what it ran before the plan. Fix what failed on the other machines, then re-run the plan's shard jobs and this one.`
         ]
       : [
@@ -142,7 +142,7 @@ function notRunning(
 const UNDONE_MODES: readonly string[] = ['switch', 'boot', 'test']
 
 /** How rollback-fleet puts a deployed machine back, from its shard's record; or why it does not. */
-function undoOf(
+export function undoOf(
   m: LookedAtMachine,
   record: PlanRecord | undefined,
   planId: string,
@@ -154,9 +154,13 @@ function undoOf(
   const before = recordedBefore(record)
   if (!before || !UNDONE_MODES.includes(record.mode))
     return 'its shard left no way back on it (its plan record)'
+  const goal = goalOf(record.mode as DeployMode)
+  // The generation it made is how a later deploy is told apart (movedOn): without it, not undone.
+  if (goal.setsProfile && record.generation === undefined)
+    return 'its shard left no way back on it (no generation in its plan record)'
   return {
     toplevel: record.system,
-    goal: goalOf(record.mode as DeployMode),
+    goal,
     before,
     generation: record.generation,
     createdNew: record.createdNew ?? false,

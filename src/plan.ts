@@ -332,7 +332,8 @@ export function planRun(inputs: Inputs): RunPlan {
       knownHosts: inputs.knownHosts,
       insecureSkipHostKeyCheck: inputs.insecureSkipHostKeyCheck,
       timeoutMs: inputs.connectTimeoutSeconds * 1000,
-      proxyCommand: inputs.proxyCommand
+      proxyCommand: inputs.proxyCommand,
+      compressTarget: inputs.source?.kind === 'plan'
     },
     fleet: {
       parallel: inputs.parallel,

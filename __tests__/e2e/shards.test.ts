@@ -294,17 +294,25 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
     // never answers it, once pf5's record says its deploy started; one at a time, pf6 is never reached.
     fs.writeFileSync(denyFile, `stall ${hosts[4]}\n`)
     let job: ChildProcess | undefined
-    const three = shardJob(text, '3', { parallel: '1' }, { onOutput: (_, child) => (job = child) })
-    const record = (): string =>
-      fleetExec(5, 'cat /nix/var/nix-deploy-action/plan-record 2>/dev/null || true')
-    const deadline = Date.now() + 300_000
-    while (!(record().includes(`plan=${plan.id}\n`) && /^state=started$/m.test(record()))) {
-      expect(Date.now()).toBeLessThan(deadline)
-      await new Promise(r => setTimeout(r, 500))
+    const three = shardJob(
+      text,
+      '3',
+      { parallel: '1' },
+      { timeoutMs: 600_000, onOutput: (_, child) => (job = child) }
+    )
+    try {
+      const deadline = Date.now() + 300_000
+      for (;;) {
+        const record = fleetExec(5, 'cat /nix/var/nix-deploy-action/plan-record 2>/dev/null || true')
+        if (record.includes(`plan=${plan.id}\n`) && /^state=started$/m.test(record)) break
+        expect(Date.now()).toBeLessThan(deadline)
+        await new Promise(r => setTimeout(r, 500))
+      }
+    } finally {
+      job?.kill('SIGINT')
+      fs.rmSync(denyFile, { force: true })
     }
-    job!.kill('SIGINT')
     expect((await three).exitCode).not.toBe(0)
-    fs.rmSync(denyFile, { force: true })
 
     const report = await reportJob(text, { 'rollback-fleet': 'true' })
     if (report.exitCode === 0) console.log(report.log)

@@ -712,7 +712,7 @@ describe("a deploy plan's shard leaves its record on the machine (src/target/pla
     })
   })
 
-  it('a deploy that rolled back says so, and why; one that was not to change anything writes nothing', async () => {
+  it('a deploy that rolled back says so, and why', async () => {
     const t = new FakeTarget(FROM)
     t.failingChecks.add('check-new')
     const { error } = await deploy(
@@ -725,11 +725,43 @@ describe("a deploy plan's shard leaves its record on the machine (src/target/pla
     expect(error).toBeInstanceOf(RolledBackError)
     expect(t.planRecord).toMatchObject({ state: 'rolled-back', system: NEW, beforeCurrent: FROM })
     expect(t.planRecord?.message).toMatch(/a health check failed/)
+  }, 20_000)
+
+  it("a target that ran the plan's system already: recorded as unchanged under the lock (no way back); a re-run of the plan keeps its first record", async () => {
     const same = new FakeTarget(NEW)
     await deploy(same, job('switch', { planStamp: stamp }))
-    expect(same.calls).toEqual(['survey', 'close'])
-    expect(same.planRecord).toBeUndefined()
-  }, 20_000)
+    expect(same.calls).toEqual(['survey', 'writePlanRecord unchanged', 'lock release', 'close'])
+    expect(same.planRecord).toMatchObject({ state: 'unchanged', system: NEW, beforeCurrent: undefined })
+    const t = new FakeTarget(FROM)
+    await deploy(t, job('switch', { planStamp: stamp }))
+    t.calls = []
+    await deploy(t, job('switch', { planStamp: { ...stamp, run: '7/2' } }))
+    expect(t.calls).toEqual(['survey', 'lock release', 'close'])
+    expect(t.planRecord).toMatchObject({ state: 'deployed', run: '7/1', beforeCurrent: FROM })
+  })
+
+  it("a run that lost the lock to another during its copy writes nothing over that run's record", async () => {
+    const t = new FakeTarget(FROM)
+    const copy = fakeCopy([])
+    const outcome = await deployToTarget(
+      t,
+      job('switch', { planStamp: stamp }),
+      {
+        fetchFromCache: async () => {},
+        copy: async (target, plan) => {
+          t.lockOwner = 'someone-else' // the lease ran out during a long copy, and another run took it
+          return copy.copy(target, plan)
+        }
+      },
+      timed
+    )
+    expect(outcome.error).toBeInstanceOf(ActionError)
+    expect(t.calls.filter(c => c.startsWith('writePlanRecord'))).toEqual([
+      'writePlanRecord started',
+      'writePlanRecord failed (not held)'
+    ])
+    expect(t.planRecord?.state).toBe('started')
+  })
 
   it("a deploy that never held the machine's lock leaves another run's record as it is", async () => {
     const t = new FakeTarget(FROM)

@@ -154,12 +154,18 @@ export class FakeTarget implements Target {
   }
 
   /** As the target keeps it: the record's text, read back as probe.sh prints it. */
-  async writePlanRecord(record: PlanRecord): Promise<void> {
+  async writePlanRecord(record: PlanRecord, lock: LockRequest): Promise<'written' | 'not-held'> {
+    // As plan-record.sh: only while the lock is `lock`'s.
+    if (this.lockOwner !== lock.id) {
+      this.calls.push(`writePlanRecord ${record.state} (not held)`)
+      return 'not-held'
+    }
     this.calls.push(`writePlanRecord ${record.state}`)
     const lines = formatPlanRecord(record).split('\n').filter(Boolean)
     this.planRecord = parsePlanRecord(
       new Map(lines.map(l => [`plan-${l.slice(0, l.indexOf('='))}`, l.slice(l.indexOf('=') + 1)]))
     )
+    return 'written'
   }
 
   async checkSudo(): Promise<void> {

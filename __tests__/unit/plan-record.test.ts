@@ -1,6 +1,6 @@
 import { formatPlanRecord, PlanRecord, planStamp, shardOutcome } from '../../src/target/plan-record'
 import { parseRemoteState } from '../../src/target/remote-state'
-import { recordedBefore } from '../../src/fleet-report'
+import { LookedAtMachine, recordedBefore, undoOf } from '../../src/fleet-report'
 
 /**
  * The record a deploy plan's shard job leaves on each machine (src/target/plan-record.ts), as the
@@ -54,7 +54,7 @@ describe('the plan record', () => {
       state: 'failed',
       message: `health check failed\nstate=deployed\r\nbefore-current=${NEW}`
     })
-    expect(text.split('\n').filter(Boolean)).toHaveLength(13)
+    expect(text.split('\n').filter(Boolean)).toHaveLength(14)
     const r = parseRemoteState(probed(text)).planRecord!
     expect(r.state).toBe('failed')
     expect(r.beforeCurrent).toBe(OLD)
@@ -81,6 +81,9 @@ describe('the plan record', () => {
         parseRemoteState(probed(formatPlanRecord({ ...deployed, ...broken } as PlanRecord))).planRecord
       ).toBeUndefined()
     expect(parseRemoteState(`current=${NEW}\n`).planRecord).toBeUndefined()
+    // A write cut short: everything but its last line, end=1.
+    const cut = probed(formatPlanRecord(deployed)).split('\n').slice(0, -1).join('\n')
+    expect(parseRemoteState(cut).planRecord).toBeUndefined()
   })
 
   it("tells a shard's end on a machine that does not run the plan's system", () => {
@@ -113,5 +116,49 @@ describe('the plan record', () => {
       run: '99/2'
     })
     expect(planStamp({ id: PLAN }, '', {}).run).toBeUndefined()
+  })
+})
+
+describe('rollback-fleet in the report job: which machines it puts back, from their records', () => {
+  const machine = { name: 'pf1', planned: NEW, shard: '2' } as LookedAtMachine
+  const rollback = {
+    settings: {
+      activationTimeoutSeconds: 60,
+      confirmTimeoutSeconds: 60,
+      healthTimeoutSeconds: 10,
+      connectTimeoutSeconds: 10,
+      magicRollback: false,
+      healthChecks: []
+    },
+    lockTimeoutSeconds: 30,
+    why: 'pf3 failed'
+  }
+  const undo = (r: PlanRecord | undefined) => undoOf(machine, r, PLAN, rollback)
+
+  it("one this plan's shard deployed: back to what it ran, the generation it made; the record then says so", () => {
+    expect(undo(deployed)).toMatchObject({
+      toplevel: NEW,
+      goal: { mode: 'switch' },
+      before: { current: OLD, profile: OLD, profileLink: 'system-4-link' },
+      generation: 5,
+      createdNew: true,
+      recordWhenBack: { state: 'rolled-back', byRollbackFleet: true, message: 'pf3 failed' }
+    })
+  })
+
+  it('none it did not change, or cannot tell how to put back', () => {
+    for (const r of [
+      undefined,
+      { ...deployed, plan: 'fedcba9876543210' }, // another plan's deploy
+      { ...deployed, system: OLD }, // not this plan's system for it
+      { ...deployed, state: 'unchanged' as const, beforeCurrent: undefined }, // ran it before the plan
+      { ...deployed, rebooted: true }, // a reboot is not undone by an activation
+      { ...deployed, state: 'started' as const },
+      { ...deployed, generation: undefined } // a later deploy could not be told apart
+    ])
+      expect(typeof undo(r)).toBe('string')
+    expect(typeof undo({ ...deployed, mode: 'test', generation: undefined, createdNew: undefined })).toBe(
+      'object'
+    )
   })
 })

@@ -90,6 +90,15 @@ describe('rollback-fleet: undoing a finished deploy', () => {
     expect(movedOn(undo as never, { ...now, profileLink: 'system-2-link' } as never)).toBeUndefined()
   })
 
+  it('mode boot: a machine that runs something else than before has booted since: moved on', () => {
+    const undo = { goal: goalOf('boot'), toplevel: NEW, generation: 2, before: { current: OLD } }
+    const now = { current: OLD, profile: NEW, profileLink: 'system-2-link' }
+    expect(movedOn(undo as never, now as never)).toBeUndefined()
+    expect(movedOn(undo as never, { ...now, current: NEW } as never)).toBe(
+      `it runs ${NEW} now (it booted since)`
+    )
+  })
+
   it('while another deploy holds the lock past lock-timeout: an error naming it, nothing changed', async () => {
     const t = new FakeTarget(OLD)
     const { undo } = await deployed(t)

@@ -44,6 +44,9 @@ export interface BuiltSystem {
   cache?: BinaryCache
 }
 
+/** How long a failed deploy tries to leave its plan record (the target may be gone). */
+const RECORD_FAILURE_TIMEOUT_MS = 20_000
+
 /** Everything one machine's deploy needs, decided before it starts (plan.ts builds it). */
 export interface DeployJob {
   /** The machine's name in a network file ('' otherwise). */
@@ -128,8 +131,10 @@ class DeployRun {
   private readonly agent: AgentTracker = { started: false, finished: false }
   /** What undoes this deploy's activation (rollback-fleet), once it succeeded. */
   undo: UndoRecord | undefined
-  /** What the target ran before, once this deploy of a plan wrote its record (`started`) there. */
-  private recordedFrom: RemoteState | undefined
+  /** What the target ran before, once this deploy (holding the lock) is to change it: a failure is recorded from then. */
+  private recordFrom: RemoteState | undefined
+  /** The plan record this deploy last wrote. */
+  private recorded: PlanRecord['state'] | undefined
   /** The package diff, once the running system's closure is listed (a failed deploy reports it too). */
   private diffed: Promise<void> = Promise.resolve()
 
@@ -157,9 +162,11 @@ class DeployRun {
     const keys = job.goal.uploadsKeys ? job.keys : []
     const rebootWhen = job.reboot?.when ?? 'never'
     // With reboot on, a target that already runs the system may still need to boot it: keep the lock.
+    // A plan's shard keeps the lock on an unchanged target too: its record is written under it.
     const survey = await timed('connect', () =>
-      this.surveyUnderLock(keys.length === 0 && rebootWhen === 'never')
+      this.surveyUnderLock(keys.length === 0 && rebootWhen === 'never' && !job.planStamp)
     )
+    if (survey.kind !== 'unchanged') this.recordFrom = survey.state
     const before = this.preflight(survey)
     // Only a run that changes the target (and holds its lock) settles an earlier run's trial.
     const earlier = job.goal.locks ? before.trial : undefined
@@ -196,45 +203,69 @@ class DeployRun {
    * the lock: `started` once it is to change the machine, then `deployed` with the way back, or why
    * it failed. The fleet's report job reads it.
    */
-  private async record(state: 'started' | 'deployed', before: RemoteState): Promise<void> {
+  private async record(state: 'started' | 'deployed' | 'unchanged', before: RemoteState): Promise<void> {
     const { job, undo } = this
     if (!job.planStamp || job.goal.mode === 'dry-activate') return
+    // A re-run of the same plan's shard keeps what its first attempt recorded (the way back).
+    if (state === 'unchanged' && before.planRecord?.plan === job.planStamp.plan) return
     const record: PlanRecord = {
       ...job.planStamp,
       state,
       system: job.built.toplevel,
       mode: job.goal.mode,
-      beforeCurrent: before.current,
-      beforeProfile: before.profile,
-      beforeGeneration: generationOf(before.profileLink),
+      // What it ran before this plan: none when it ran the plan's system already.
+      ...(state === 'unchanged'
+        ? {}
+        : {
+            beforeCurrent: before.current,
+            beforeProfile: before.profile,
+            beforeGeneration: generationOf(before.profileLink)
+          }),
       generation: state === 'deployed' ? undo?.generation : undefined,
       createdNew: state === 'deployed' ? undo?.createdNew : undefined,
       // A reboot is not undone by an activation (no undo record then): rollback-fleet leaves it.
       rebooted: state === 'deployed' && undo === undefined ? true : undefined
     }
-    await this.timed(state === 'started' ? 'copy' : 'activate', () => this.target.writePlanRecord(record))
-    this.recordedFrom = before
+    const lock = this.held?.request
+    // Only a deploy that holds the lock changes anything (dry-activate takes none: returned above).
+    if (!lock) return
+    const wrote = await this.timed(state === 'started' ? 'copy' : 'activate', () =>
+      this.target.writePlanRecord(record, lock)
+    )
+    // Another run holds the lock now: what this one does next fails on that too (assertHeld).
+    if (wrote === 'not-held') return
+    this.recorded = state
     // The shard's own rollback-fleet (several machines in it) says so on each machine it puts back.
     if (state === 'deployed' && undo)
       undo.recordWhenBack = { ...record, state: 'rolled-back', byRollbackFleet: true }
   }
 
-  /** The plan record of a deploy that failed after its start (best effort: the target may be gone). */
+  /**
+   * The plan record of a deploy that failed after it took the lock to change the target, while it
+   * still holds it (another run's record is never overwritten), best effort and briefly: the target
+   * may be gone. A deployed record stays unless the target went back: it runs the plan's system.
+   */
   async recordFailure(e: unknown): Promise<void> {
-    const { job, target, recordedFrom } = this
-    if (!job.planStamp || recordedFrom === undefined) return
+    const { job, target, recordFrom } = this
+    const lock = this.held?.request
+    if (!job.planStamp || recordFrom === undefined || !lock || this.held?.lost) return
     const rolledBack = e instanceof RolledBackError
+    if (this.recorded === 'deployed' && !rolledBack) return
     await target
-      .writePlanRecord({
-        ...job.planStamp,
-        state: rolledBack ? 'rolled-back' : 'failed',
-        system: job.built.toplevel,
-        mode: job.goal.mode,
-        beforeCurrent: recordedFrom.current,
-        beforeProfile: recordedFrom.profile,
-        beforeGeneration: generationOf(recordedFrom.profileLink),
-        message: errorMessage(e)
-      })
+      .writePlanRecord(
+        {
+          ...job.planStamp,
+          state: rolledBack ? 'rolled-back' : 'failed',
+          system: job.built.toplevel,
+          mode: job.goal.mode,
+          beforeCurrent: recordFrom.current,
+          beforeProfile: recordFrom.profile,
+          beforeGeneration: generationOf(recordFrom.profileLink),
+          message: errorMessage(e)
+        },
+        lock,
+        RECORD_FAILURE_TIMEOUT_MS
+      )
       .catch((w: unknown) =>
         target.log.info(`The deploy plan record on ${target.label} could not be written: ${errorMessage(w)}`)
       )
@@ -451,6 +482,7 @@ class DeployRun {
       copiedPaths: 0,
       generation: this.job.goal.setsProfile ? generationOf(before.profileLink) : undefined
     })
+    await this.record('unchanged', before)
     this.target.log.info(`${this.target.label} already runs ${this.job.built.toplevel}: nothing to do`)
   }
 

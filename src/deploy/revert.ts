@@ -62,7 +62,7 @@ export async function revertDeploy(target: Target, undo: UndoRecord): Promise<Re
     if (outcome === 'rolled-back') {
       if (undo.recordWhenBack)
         await target
-          .writePlanRecord(undo.recordWhenBack)
+          .writePlanRecord(undo.recordWhenBack, lock.request)
           .catch((e: unknown) =>
             target.log.info(
               `The deploy plan record on ${target.label} could not be written: ${errorMessage(e)}`
@@ -87,6 +87,9 @@ export async function revertDeploy(target: Target, undo: UndoRecord): Promise<Re
 export function movedOn(undo: UndoRecord, now: RemoteState): string | undefined {
   const problems = verifyProblems(undo.goal, now, undo.toplevel)
   if (problems.length > 0) return problems.join(', ')
+  // A deploy that left what runs as it was (boot): a machine running something else since has booted.
+  if (!undo.goal.changesRunningSystem && now.current !== undo.before.current)
+    return `it runs ${now.current ?? 'no system'} now (it booted since)`
   const generation = generationOf(now.profileLink)
   if (undo.goal.setsProfile && undo.generation !== undefined && generation !== undo.generation)
     return `it has system generation ${generation ?? '(none)'}, not ${undo.generation}`

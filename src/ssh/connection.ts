@@ -22,6 +22,13 @@ export interface ConnectOptions {
    * jump host when there is one, else the target), which then runs over its stdin and stdout.
    */
   proxyCommand?: string
+  /**
+   * Compress the target's SSH session (zlib@openssh.com, after authentication; OpenSSH's sshd
+   * takes it by default). A deploy plan's shard sets it: its targets fetch the NARs from the plan's
+   * cache, so what passes through the runner's link is the action's own commands and scripts,
+   * text that compresses about fourfold. Off otherwise: a copy's stream is zstd already.
+   */
+  compressTarget?: boolean
 }
 
 /**
@@ -248,7 +255,7 @@ function proxyEnded(ep: Endpoint, how: string): ActionError {
 }
 
 /**
- * ssh2's settings for one hop: its user and key, keepalives, and the host key checked against
+ * ssh2's settings for one hop (compressTarget: set only for the target's): its user and key, keepalives, and the host key checked against
  * known-hosts -- offering only the algorithms known-hosts can verify, so a host with several keys
  * is checked against the one we know (as OpenSSH does).
  */
@@ -284,6 +291,9 @@ function clientConfig(
     config.algorithms = {
       serverHostKey: policy.algorithms as NonNullable<ConnectConfig['algorithms']>['serverHostKey']
     }
+  // Offered first, taken by any OpenSSH sshd (after authentication: zlib@openssh.com).
+  if (opts.compressTarget)
+    config.algorithms = { ...config.algorithms, compress: ['zlib@openssh.com', 'zlib', 'none'] }
   return config
 }
 
@@ -506,7 +516,8 @@ export class JumpChain {
       for (const [n, hop] of hops.entries()) {
         const channel =
           n === 0 ? undefined : await forwardThrough(clients[n - 1], hops[n - 1], hop, opts.timeoutMs)
-        clients.push(await connectClient(hop, opts, channel))
+        // A jump host carries the target's session, encrypted: nothing there to compress.
+        clients.push(await connectClient(hop, { ...opts, compressTarget: false }, channel))
       }
     } catch (e) {
       new JumpChain(hops, clients).end()

@@ -11,8 +11,9 @@ import { PLAN_ID_PATTERN } from '../nix/deploy-plan'
 import { isStorePath } from '../nix/store-path'
 import type { ShardOutcome } from '../report/report'
 
-export type PlanRecordState = 'started' | 'deployed' | 'failed' | 'rolled-back'
-const STATES: readonly PlanRecordState[] = ['started', 'deployed', 'failed', 'rolled-back']
+/** `unchanged`: it ran the plan's system already (nothing of this plan to undo there). */
+export type PlanRecordState = 'started' | 'deployed' | 'unchanged' | 'failed' | 'rolled-back'
+const STATES: readonly PlanRecordState[] = ['started', 'deployed', 'unchanged', 'failed', 'rolled-back']
 
 /** Which plan a deploy belongs to, and where it ran: the same on every record of one shard job. */
 export interface PlanStamp {
@@ -41,7 +42,7 @@ export interface PlanRecord extends PlanStamp {
   rebooted?: boolean
   /** Why it failed or rolled back: one line. */
   message?: string
-  /** Rolled back by a report job's rollback-fleet (its own deploy had succeeded). */
+  /** Put back by rollback-fleet (a shard job's own, or the report job's): its own deploy had succeeded. */
   byRollbackFleet?: boolean
 }
 
@@ -69,7 +70,9 @@ export function formatPlanRecord(r: PlanRecord): string {
     ['created-new', r.createdNew === undefined ? undefined : r.createdNew ? 1 : 0],
     ['rebooted', r.rebooted ? 1 : undefined],
     ['message', r.message],
-    ['by-rollback-fleet', r.byRollbackFleet ? 1 : undefined]
+    ['by-rollback-fleet', r.byRollbackFleet ? 1 : undefined],
+    // Last: a record cut short (a write that did not finish) lacks it and is not read.
+    ['end', 1]
   ]
   return fields
     .filter(([, v]) => v !== undefined && v !== '')
@@ -97,6 +100,7 @@ export function parsePlanRecord(kv: Map<string, string>): PlanRecord | undefined
   const mode = get('mode')
   if (!plan || !PLAN_ID_PATTERN.test(plan) || !state || !STATES.includes(state) || !system || !mode)
     return undefined
+  if (get('end') !== '1') return undefined
   if (!/^[a-z-]+$/.test(mode)) return undefined
   const created = get('created-new')
   return {
@@ -135,5 +139,5 @@ export function planStamp(
 export function shardOutcome(planId: string, record: PlanRecord | undefined): ShardOutcome {
   if (!record || record.plan !== planId) return 'not-reached'
   if (record.state === 'started') return 'stopped'
-  return record.state === 'deployed' ? 'moved-on' : record.state
+  return record.state === 'deployed' || record.state === 'unchanged' ? 'moved-on' : record.state
 }

@@ -29,7 +29,7 @@ export const SUBSTITUTE_SCRIPT = compose('substitute.sh')
 export const QUERY_MISSING_SCRIPT = compose('query-missing.sh')
 export const LIST_GENERATIONS_SCRIPT = compose('list-generations.sh')
 export const WRAP_UP_SCRIPT = compose('lock.sh', 'probe.sh', 'wrap-up.sh')
-export const PLAN_RECORD_SCRIPT = compose('plan-record.sh')
+export const PLAN_RECORD_SCRIPT = compose('lock.sh', 'plan-record.sh')
 
 /** Every script as it is sent, by name (for the tests: each must be valid POSIX sh). */
 export const ALL_SCRIPTS = {

@@ -357,18 +357,24 @@ export class SshTarget implements Target {
     return stateFrom(r)
   }
 
-  async writePlanRecord(record: PlanRecord): Promise<void> {
-    const r = await this.run('plan-record', [], {
+  async writePlanRecord(
+    record: PlanRecord,
+    lock: LockRequest,
+    timeoutMs = STEP_TIMEOUT_MS
+  ): Promise<'written' | 'not-held'> {
+    const r = await this.run('plan-record', [lock.dir, lock.id], {
       stdin: formatPlanRecord(record),
-      timeoutMs: STEP_TIMEOUT_MS,
+      timeoutMs,
       what: 'writing the deploy plan record'
     })
-    if (r.exitCode !== 0)
+    if (r.exitCode === 0 && /^not-held$/m.test(r.stdout)) return 'not-held'
+    if (r.exitCode !== 0 || !/^written$/m.test(r.stdout))
       throw new ActionError(
         `writing the deploy plan record on ${this.label} failed: ${r.stderr.trim().slice(-300)}`,
         'Check that /nix/var/nix-deploy-action on the target is a directory root can write.',
         'activate'
       )
+    return 'written'
   }
 
   async wrapUp(req: WrapUpRequest): Promise<{ state: RemoteState; lockReleased: boolean }> {

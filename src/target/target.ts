@@ -59,8 +59,11 @@ export interface Target {
    * to verify, and releases the deploy lock last (when given). See wrap-up.sh.
    */
   wrapUp(req: WrapUpRequest): Promise<{ state: RemoteState; lockReleased: boolean }>
-  /** Replaces its deploy-plan record (src/target/plan-record.ts), which readState then returns. */
-  writePlanRecord(record: PlanRecord): Promise<void>
+  /**
+   * Replaces its deploy-plan record (src/target/plan-record.ts), which readState then returns, only
+   * while `lock` holds its deploy lock (else "not-held", nothing written).
+   */
+  writePlanRecord(record: PlanRecord, lock: LockRequest, timeoutMs?: number): Promise<'written' | 'not-held'>
   /** The system profile's generations. */
   readonly systemProfile: SystemProfile
   /** Its reboot into the new system, and the deploy's steps in the boot trial that follows. */

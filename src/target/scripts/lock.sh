@@ -3,6 +3,7 @@
 #   lock_op acquire -> "acquired" | "held" ID SECONDS_LEFT DESCRIPTION (one per line)
 #   lock_op renew   -> "renewed" | "lost"
 #   lock_op release -> "released" | "not-held"
+#   lock_op check   -> "held" | "not-held": whether lock_id holds it (its lease untouched)
 #   lock_op hold-through-boot -> "held-through-boot" | "lost": the holder's lease (lock_window set)
 #                      goes on in the next boot while its boot trial is pending (see below)
 # Owner file: line 1 the holder's id; line 2 the lease; line 3 who it is. The lease:
@@ -90,5 +91,7 @@ lock_op() (
       else echo lost; fi ;;
     release)
       if [ "$owner" = "$lock_id" ]; then rm -f "$lock_dir/owner"; rmdir "$lock_dir" 2>/dev/null; echo released; else echo not-held; fi ;;
+    check)
+      if [ "$owner" = "$lock_id" ]; then echo held; else echo not-held; fi ;;
   esac
 )
