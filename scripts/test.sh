@@ -95,19 +95,29 @@ else
   # Without it they run in the main lane (on pi) and the systemd Pis' lane (on spi).
   safety_suites='faults|safety|rollback'
   spi_ignored='__tests__/e2e/faults\.test\.ts$'
-  if [ "$lane_count" != 4 ]; then safety_suites='' spi_ignored='^$'; fi
+  # With three, the booting Pi's lane runs faults after its own suite, on the safety lane's pi3
+  # (idle then, its door of its own): the main lane waits most of its time, the booting Pi's
+  # lane ends about 400 s before it, and faults is its longest suite (about 250 s, mostly windows).
+  after_boot=''
+  if [ "$lane_count" != 4 ]; then safety_suites='' spi_ignored='^$' after_boot='faults'; fi
   #   2. the booting Pi's lane (about 13 minutes of real boots), the systemd Pis' lane (their own
   #      suites, and the safety suites again on spi: project e2e-spi), with four the safety lane,
   #      each logged to a file shown when it ends; the main lane (pi, pi2 and the light Pis) beside
   #      them, on the terminal.
-  others="the booting Pi's, the systemd Pis'"
+  others="the booting Pi's${after_boot:+ (then $after_boot on pi3)}, the systemd Pis'"
   [ -z "$safety_suites" ] || others="$others, the safety suites'"
   echo "test: $lane_count lanes side by side: $others and the main one; the others' logs follow the main one's"
   cpu_lanes=(booting-pi spi main)
   (
     lane_cgroup booting-pi
+    lane=0
     NDA_LANE=booting-pi jest_run booting-pi --selectProjects e2e \
-      --testPathPattern '__tests__/e2e/booting-pi\.test\.ts$'
+      --testPathPattern '__tests__/e2e/booting-pi\.test\.ts$' || lane=1
+    if [ -n "$after_boot" ]; then
+      NDA_LANE=safety jest_run booting-pi-then --selectProjects e2e \
+        --testPathPattern "__tests__/e2e/($after_boot)\\.test\\.ts\$" || lane=1
+    fi
+    exit "$lane"
   ) >"$results/booting-pi.log" 2>&1 &
   booting=$!
   lanes+=("$booting")
@@ -143,7 +153,7 @@ else
   (
     lane_cgroup main
     NDA_LANE=main jest_run main --selectProjects e2e e2e-modern --testPathIgnorePatterns '/node_modules/' \
-      "__tests__/e2e/(binfmt|modern-nix|booting-pi|systemd|deploy-user|examples-spi${safety_suites:+|$safety_suites})\\.test\\.ts\$"
+      "__tests__/e2e/(binfmt|modern-nix|booting-pi|systemd|deploy-user|examples-spi${safety_suites:+|$safety_suites}${after_boot:+|$after_boot})\\.test\\.ts\$"
   ) || status=1
   for lane in "${waited[@]}"; do
     wait "${!lane}" || status=1
