@@ -208,27 +208,17 @@ class DeployRun {
     if (!job.planStamp || job.goal.mode === 'dry-activate') return
     // A re-run of the same plan's shard keeps what its first attempt recorded (the way back).
     if (state === 'unchanged' && before.planRecord?.plan === job.planStamp.plan) return
+    const lock = this.held?.request
+    // Only a deploy that holds the lock changes anything (dry-activate takes none: returned above).
+    if (!lock) return
     const record: PlanRecord = {
-      ...job.planStamp,
-      state,
-      system: job.built.toplevel,
-      mode: job.goal.mode,
       // What it ran before this plan: none when it ran the plan's system already.
-      ...(state === 'unchanged'
-        ? {}
-        : {
-            beforeCurrent: before.current,
-            beforeProfile: before.profile,
-            beforeGeneration: generationOf(before.profileLink)
-          }),
+      ...this.planRecord(state, state === 'unchanged' ? undefined : before),
       generation: state === 'deployed' ? undo?.generation : undefined,
       createdNew: state === 'deployed' ? undo?.createdNew : undefined,
       // A reboot is not undone by an activation (no undo record then): rollback-fleet leaves it.
       rebooted: state === 'deployed' && undo === undefined ? true : undefined
     }
-    const lock = this.held?.request
-    // Only a deploy that holds the lock changes anything (dry-activate takes none: returned above).
-    if (!lock) return
     const wrote = await this.timed(state === 'started' ? 'copy' : 'activate', () =>
       this.target.writePlanRecord(record, lock)
     )
@@ -238,6 +228,20 @@ class DeployRun {
     // The shard's own rollback-fleet (several machines in it) says so on each machine it puts back.
     if (state === 'deployed' && undo)
       undo.recordWhenBack = { ...record, state: 'rolled-back', byRollbackFleet: true }
+  }
+
+  /** This deploy's plan record in `state`, with what the target ran before this deploy, if given. */
+  private planRecord(state: PlanRecord['state'], before: RemoteState | undefined): PlanRecord {
+    const { job } = this
+    return {
+      ...job.planStamp!,
+      state,
+      system: job.built.toplevel,
+      mode: job.goal.mode,
+      beforeCurrent: before?.current,
+      beforeProfile: before?.profile,
+      beforeGeneration: generationOf(before?.profileLink)
+    }
   }
 
   /**
@@ -251,21 +255,12 @@ class DeployRun {
     if (!job.planStamp || recordFrom === undefined || !lock || this.held?.lost) return
     const rolledBack = e instanceof RolledBackError
     if (this.recorded === 'deployed' && !rolledBack) return
+    const record = {
+      ...this.planRecord(rolledBack ? 'rolled-back' : 'failed', recordFrom),
+      message: errorMessage(e)
+    }
     await target
-      .writePlanRecord(
-        {
-          ...job.planStamp,
-          state: rolledBack ? 'rolled-back' : 'failed',
-          system: job.built.toplevel,
-          mode: job.goal.mode,
-          beforeCurrent: recordFrom.current,
-          beforeProfile: recordFrom.profile,
-          beforeGeneration: generationOf(recordFrom.profileLink),
-          message: errorMessage(e)
-        },
-        lock,
-        RECORD_FAILURE_TIMEOUT_MS
-      )
+      .writePlanRecord(record, lock, RECORD_FAILURE_TIMEOUT_MS)
       .catch((w: unknown) =>
         target.log.info(`The deploy plan record on ${target.label} could not be written: ${errorMessage(w)}`)
       )

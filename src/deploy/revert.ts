@@ -24,7 +24,7 @@ export interface UndoRecord {
   createdNew: boolean
   settings: ActivationSettings
   lockTimeoutSeconds: number
-  /** mode report's rollback-fleet: the deploy-plan record it leaves once the machine is back, under the lock. */
+  /** A deploy plan's machine: the record rollback-fleet leaves once it is back, under the lock. */
   recordWhenBack?: PlanRecord
 }
 
