@@ -24,7 +24,7 @@ import {
   settleTrial
 } from './reboot'
 import { pruneGenerations } from './prune'
-import { UndoRecord } from './revert'
+import { leavePlanRecord, UndoRecord } from './revert'
 import type { PlanRecord, PlanStamp } from '../target/plan-record'
 
 export interface BuiltSystem {
@@ -259,11 +259,7 @@ class DeployRun {
       ...this.planRecord(rolledBack ? 'rolled-back' : 'failed', recordFrom),
       message: errorMessage(e)
     }
-    await target
-      .writePlanRecord(record, lock, RECORD_FAILURE_TIMEOUT_MS)
-      .catch((w: unknown) =>
-        target.log.info(`The deploy plan record on ${target.label} could not be written: ${errorMessage(w)}`)
-      )
+    await leavePlanRecord(target, record, lock, RECORD_FAILURE_TIMEOUT_MS)
   }
 
   /**

@@ -12,6 +12,7 @@ import { ActivationSettings, revertActivation } from './activate'
 import { pruneGenerations } from './prune'
 import { Goal, verifyProblems } from './goal'
 import { DeployLock } from '../target/lock/runner'
+import type { LockRequest } from '../target/lock/on-target'
 
 /** What undoing one machine's finished deploy needs, recorded by the deploy when it activated. */
 export interface UndoRecord {
@@ -60,14 +61,7 @@ export async function revertDeploy(target: Target, undo: UndoRecord): Promise<Re
       agentKeepsLock = agent.started && !agent.finished
     })
     if (outcome === 'rolled-back') {
-      if (undo.recordWhenBack)
-        await target
-          .writePlanRecord(undo.recordWhenBack, lock.request)
-          .catch((e: unknown) =>
-            target.log.info(
-              `The deploy plan record on ${target.label} could not be written: ${errorMessage(e)}`
-            )
-          )
+      if (undo.recordWhenBack) await leavePlanRecord(target, undo.recordWhenBack, lock.request)
       return { kind: 'reverted', to: undo.before.current }
     }
     throw new ActionError(
@@ -81,6 +75,23 @@ export async function revertDeploy(target: Target, undo: UndoRecord): Promise<Re
     if (agentKeepsLock) lock.stopRenewing()
     else await lock.release()
   }
+}
+
+/**
+ * Writes a deploy plan record where what it tells is already done (a failure, a rollback): best
+ * effort, the target may be gone; a record it could not write is said, not an error.
+ */
+export async function leavePlanRecord(
+  target: Target,
+  record: PlanRecord,
+  lock: LockRequest,
+  timeoutMs?: number
+): Promise<void> {
+  await target
+    .writePlanRecord(record, lock, timeoutMs)
+    .catch((e: unknown) =>
+      target.log.info(`The deploy plan record on ${target.label} could not be written: ${errorMessage(e)}`)
+    )
 }
 
 /** Why the target no longer counts as running this run's system (undefined: it still does). */
