@@ -113,7 +113,14 @@ start() {
   # --keep-unit --register=no: there is no machined (nor system bus) on the host to register with.
   # CAP_NET_ADMIN: the network namespace is its own; its root may bring links up and down, as a
   # Pi's root can (a generation that takes the network down must really do it).
+  # The supervisor moves itself into a cgroup of its own ($cgroup) first: systemd-nspawn with
+  # --keep-unit puts the container into "payload" beside its own cgroup, so containers started from
+  # one cgroup shared one tree -- spi's systemd saw spi2's user@0.service as its own, and a login or
+  # a reboot waited, up to minutes, for a unit another container kept running.
+  local cgroup
+  cgroup=$(container_cgroup)
   setsid bash -c '
+    if [ -n "$4" ]; then mkdir -p "$4" && echo $$ >"$4/cgroup.procs"; fi
     while :; do
       SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn --quiet --console=passive \
         -D "$1" -M "$2" --keep-unit --register=no --network-namespace-path="/run/netns/nda-$2" \
@@ -122,10 +129,22 @@ start() {
       echo "nda: container exited with status $rc at $(date +%s)"
       [ "$rc" = 133 ] || exit "$rc"
       echo "$(date +%s)" >>"$3/reboots"
-    done' bash "$d/root" "$PI" "$d" </dev/null >>"$d/console.log" 2>&1 &
+    done' bash "$d/root" "$PI" "$d" "$cgroup" </dev/null >>"$d/console.log" 2>&1 &
   echo $! >"$supervisor_pidfile"
   wait_ready
   seed_if_empty
+}
+
+# The container's own cgroup in the cgroup2 hierarchy (hybrid hosts mount it at /sys/fs/cgroup/unified),
+# a child of its root (the root may hold processes; a child without controllers too).
+container_cgroup() {
+  local m
+  for m in /sys/fs/cgroup/unified /sys/fs/cgroup; do
+    if [ "$(stat -f -c %T "$m" 2>/dev/null)" = cgroup2fs ]; then
+      echo "$m/nda-$PI"
+      return
+    fi
+  done
 }
 
 # Until sshd runs (60 s, then fail loudly): sshd starts after the booted system's units were
@@ -153,7 +172,7 @@ seed_if_empty() {
 }
 
 # stop: an orderly shutdown. stop hard: the power cut, for a reset that wipes the Pi anyway (an
-# orderly shutdown spends up to 20 s, mostly stopping root's user manager, on every test's reset).
+# orderly shutdown is not needed on every test's reset).
 stop() {
   local sup nspawn init p
   if alive "$supervisor_pidfile"; then
@@ -181,6 +200,10 @@ stop() {
   p=$(ip netns pids "nda-$PI" 2>/dev/null | tr '\n' ' ')
   # shellcheck disable=SC2086
   [ -z "$p" ] || kill -9 $p 2>/dev/null || true
+  # Its cgroups, emptied: the next start makes them again.
+  local cgroup
+  cgroup=$(container_cgroup)
+  [ -z "$cgroup" ] || [ ! -d "$cgroup" ] || find "$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null || true
 }
 
 wipe() {

@@ -534,11 +534,36 @@ export function onPi(command: string, pi: AnyPi = MAIN_PI): string {
     // write (the whole lane's results were lost once); a cause is not enumerable, so not written.
     const { message, stderr } = e as Error & { stderr?: string }
     throw new Error(
-      `ssh ${pi} ${JSON.stringify(command.slice(0, 120))}: ${message}\n${stderr ?? ''}`.trim(),
+      `ssh ${pi} ${JSON.stringify(command.slice(0, 120))}: ${message}\n${stderr ?? ''}`.trim() +
+        systemdPiDiagnosis(pi),
       {
         cause: e
       }
     )
+  }
+}
+
+/**
+ * For a failed login to a systemd Pi: what its systemd was doing (queued jobs, the journal's last
+ * lines), read through its namespaces, not SSH: a login that hung once left no trace to go by.
+ */
+function systemdPiDiagnosis(pi: AnyPi): string {
+  if (!pi.startsWith('spi')) return ''
+  try {
+    const out = execFileSync(
+      'bash',
+      [
+        piScript(pi),
+        'exec',
+        'sh',
+        '-c',
+        'systemctl list-jobs --no-pager; journalctl --no-pager -n 40 -o short-monotonic'
+      ],
+      { env: { ...process.env, PI: pi }, encoding: 'utf8', timeout: 20_000 }
+    )
+    return `\n--- ${pi}: its jobs and journal ---\n${out}`
+  } catch (e) {
+    return `\n--- ${pi}: no diagnosis (${(e as Error).message}) ---`
   }
 }
 

@@ -12,6 +12,7 @@ import {
   piProcesses,
   piState,
   resetPi,
+  ROOT,
   runAction,
   testbed
 } from './harness'
@@ -86,6 +87,35 @@ describeE2E('a target with systemd as PID 1, logind and a modern Nix', () => {
       'active\nactive\nactive'
     )
     expect(onPi('nix-store --version', 'spi')).toMatch(/^nix-store \(Nix\) 2\.2[6-9]/)
+    // Its cgroup tree is its own: every process in it is in its network namespace. (The systemd
+    // Pis once shared one, and spi's systemd waited, for minutes, on spi2's user@0.service.)
+    const init = Number(
+      execFileSync('bash', [path.join(ROOT, 'testbed', 'systemd-pi.sh'), 'init-pid'], {
+        env: { ...process.env, PI: 'spi' },
+        encoding: 'utf8'
+      })
+    )
+    const tree = cgroupOf(init)
+      .slice('0::'.length)
+      .replace(/\/init\.scope$/, '')
+    expect(tree).not.toBe('')
+    const netns = (pid: string): string => fs.readlinkSync(`/proc/${pid}/ns/net`)
+    const inTree = fs.readdirSync('/proc').filter(pid => {
+      try {
+        return /^\d+$/.test(pid) && cgroupOf(Number(pid)).startsWith(`0::${tree}/`)
+      } catch {
+        return false // ended meanwhile
+      }
+    })
+    expect(inTree.length).toBeGreaterThan(3)
+    const foreign = inTree.filter(pid => {
+      try {
+        return netns(pid) !== netns(String(init))
+      } catch {
+        return false
+      }
+    })
+    expect(foreign).toEqual([])
     // The control for the detached-activation test below: a process an SSH session started in a
     // new session of its own (setsid, nohup) is still the logind session's, and dies with it.
     onPi('setsid nohup sleep 4321 >/dev/null 2>&1 < /dev/null & echo started', 'spi')
