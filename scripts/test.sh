@@ -6,23 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" = 0 ]; then
-  # One run at a time on this machine's testbed (scripts/testbed-lock.sh).
-  [ -n "${NDA_TESTBED_LOCKED:-}" ] || exec bash scripts/testbed-lock.sh bash "$0" "$@"
-  bash scripts/install-deps.sh
-  bash testbed/setup.sh
-  # The e2e suites take the testbed as set up (__tests__/e2e/harness.ts), not once per test file.
-  export NDA_TESTBED_SET_UP=1
-else
-  [ -x node_modules/.bin/jest ] || npm ci --no-audit --no-fund
-  echo "test: not root, so the end-to-end suites will skip (they need network and mount namespaces)"
-fi
-
-# Lint first (types, formatting, eslint's promise rules, shellcheck of the remote scripts): cheap,
-# and a floating promise or a broken script is a bug the e2e suite may not hit.
-npm run -s lint
-
-results=$(mktemp -d)
 status=0
 # One jest run, its JSON results kept under a name for the closing line.
 jest_run() {
@@ -58,7 +41,6 @@ trap 'exit 130' INT TERM
 cpuacct=/sys/fs/cgroup/cpuacct
 cpu_lanes=()
 machine_busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
-busy_at_start=$(machine_busy)
 lane_cgroup() {
   [ -w "$cpuacct" ] || return 0
   mkdir -p "$cpuacct/nda-lane-$1" || return 0
@@ -77,7 +59,43 @@ cpu_report() {
   echo "$line, the machine $((($(machine_busy) - busy_at_start) / $(getconf CLK_TCK))) ($(nproc) cores)"
 }
 
-if [ "$(id -u)" != 0 ] || [ $# -gt 0 ] || [ -n "${NDA_SERIAL:-}" ]; then
+# Lanes side by side (below) as root with no arguments; else everything in one jest.
+lanes_mode=''
+[ "$(id -u)" != 0 ] || [ $# -gt 0 ] || [ -n "${NDA_SERIAL:-}" ] || lanes_mode=yes
+if [ "$(id -u)" = 0 ]; then
+  # One run at a time on this machine's testbed (scripts/testbed-lock.sh).
+  [ -n "${NDA_TESTBED_LOCKED:-}" ] || exec bash scripts/testbed-lock.sh bash "$0" "$@"
+  bash scripts/install-deps.sh
+else
+  [ -x node_modules/.bin/jest ] || npm ci --no-audit --no-fund
+  echo "test: not root, so the end-to-end suites will skip (they need network and mount namespaces)"
+fi
+
+results=$(mktemp -d)
+
+# Lint first (types, formatting, eslint's promise rules, shellcheck of the remote scripts): cheap,
+# and a floating promise or a broken script is a bug the e2e suite may not hit. Before the unit
+# tests start: it writes src/target/scripts' embedding, which they bundle.
+npm run -s lint
+busy_at_start=$(machine_busy)
+
+if [ -n "$lanes_mode" ]; then
+  # The unit tests need no testbed: they run beside its setup and the lanes (about 65 s of CPU
+  # that the lanes, which mostly wait, have room for), logged to a file shown at the end.
+  (
+    lane_cgroup unit
+    jest_run unit --selectProjects unit
+  ) >"$results/unit.log" 2>&1 &
+  unit=$!
+  lanes+=("$unit")
+fi
+if [ "$(id -u)" = 0 ]; then
+  bash testbed/setup.sh
+  # The e2e suites take the testbed as set up (__tests__/e2e/harness.ts), not once per test file.
+  export NDA_TESTBED_SET_UP=1
+fi
+
+if [ -z "$lanes_mode" ]; then
   # Everything in one jest (without root the e2e suites skip; arguments go to that one run).
   jest_run all "${all_projects[@]}" "$@" || status=1
 else
@@ -86,10 +104,9 @@ else
   # only its own (NDA_LANE, __tests__/e2e/harness.ts). docs/testing.md says what else keeps them
   # apart. Three lanes, or four with 4 cores or more (NDA_LANES=3 or 4 chooses): on 2 cores the
   # suite is CPU-bound with three, and a fourth only stretches the real boots' windows.
-  #   1. unit, then binfmt and modern-nix: they turn the runner's aarch64 binfmt off and restart
-  #      the modern nix-daemon, which no other suite may see.
-  jest_run first --selectProjects unit e2e \
-    --testPathPattern '__tests__/unit/' '__tests__/e2e/(binfmt|modern-nix)\.test\.ts$' || status=1
+  #   1. binfmt and modern-nix: they turn the runner's aarch64 binfmt off and restart the modern
+  #      nix-daemon, which no other suite may see.
+  jest_run first --selectProjects e2e --testPathPattern '__tests__/e2e/(binfmt|modern-nix)\.test\.ts$' || status=1
   lane_count=${NDA_LANES:-$([ "$(nproc)" -ge 4 ] && echo 4 || echo 3)}
   # The safety lane's suites: faults, safety and rollback on pi3, and e2e-spi's faults on spi3.
   # Without it they run in the main lane (on pi) and the systemd Pis' lane (on spi).
@@ -107,7 +124,7 @@ else
   others="the booting Pi's${after_boot:+ (then $after_boot on pi3)}, the systemd Pis'"
   [ -z "$safety_suites" ] || others="$others, the safety suites'"
   echo "test: $lane_count lanes side by side: $others and the main one; the others' logs follow the main one's"
-  cpu_lanes=(booting-pi spi main)
+  cpu_lanes=(unit booting-pi spi main)
   (
     lane_cgroup booting-pi
     lane=0
@@ -133,7 +150,7 @@ else
   ) >"$results/spi.log" 2>&1 &
   spi=$!
   lanes+=("$spi")
-  waited=(spi booting)
+  waited=(unit spi booting)
   if [ -n "$safety_suites" ]; then
     # shellcheck disable=SC2030,SC2031 # each lane's subshell sets its own NDA_LANE, on purpose
     (
@@ -147,7 +164,7 @@ else
     ) >"$results/safety.log" 2>&1 &
     safety=$!
     lanes+=("$safety")
-    waited=(spi safety booting)
+    waited=(unit spi safety booting)
     cpu_lanes+=(safety)
   fi
   (
@@ -158,6 +175,8 @@ else
   for lane in "${waited[@]}"; do
     wait "${!lane}" || status=1
   done
+  echo "test: the unit tests:"
+  cat "$results/unit.log"
   echo "test: the systemd Pis' lane:"
   cat "$results/spi.log"
   if [ -n "$safety_suites" ]; then
