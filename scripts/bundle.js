@@ -16,6 +16,17 @@ const nativeBuilds = [
   path.join(root, 'node_modules', 'cpu-features', 'build')
 ]
 const moved = []
+// A bundling killed in the middle (a test run stopped) left a build directory aside: back first.
+for (const dir of nativeBuilds)
+  if (fs.existsSync(`${dir}.nda-bundling`) && !fs.existsSync(dir)) fs.renameSync(`${dir}.nda-bundling`, dir)
+const putBack = () => {
+  for (const dir of moved.splice(0)) fs.renameSync(`${dir}.nda-bundling`, dir)
+}
+for (const signal of ['SIGTERM', 'SIGINT'])
+  process.on(signal, () => {
+    putBack()
+    process.exit(1)
+  })
 try {
   for (const dir of nativeBuilds)
     if (fs.existsSync(dir)) {
@@ -28,5 +39,5 @@ try {
     { cwd: root, stdio: 'inherit' }
   )
 } finally {
-  for (const dir of moved) fs.renameSync(`${dir}.nda-bundling`, dir)
+  putBack()
 }

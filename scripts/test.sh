@@ -30,6 +30,8 @@ stop_lanes() {
   local pid
   for pid in "${lanes[@]}"; do kill_tree "$pid"; done
   [ "${#lanes[@]}" = 0 ] || bash testbed/booting-pi.sh stop >/dev/null 2>&1 || true
+  # Also when lint or the setup failed.
+  [ -z "${results:-}" ] || rm -rf "$results"
 }
 trap stop_lanes EXIT
 trap 'exit 130' INT TERM

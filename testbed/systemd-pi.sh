@@ -113,18 +113,22 @@ start() {
   # --keep-unit --register=no: there is no machined (nor system bus) on the host to register with.
   # CAP_NET_ADMIN: the network namespace is its own; its root may bring links up and down, as a
   # Pi's root can (a generation that takes the network down must really do it).
-  # The supervisor moves itself into a cgroup of its own ($cgroup) first: systemd-nspawn with
-  # --keep-unit puts the container into "payload" beside its own cgroup, so containers started from
-  # one cgroup shared one tree -- spi's systemd saw spi2's user@0.service as its own, and a login or
-  # a reboot waited, up to minutes, for a unit another container kept running.
+  # systemd-nspawn starts in a cgroup of its own ($cgroup, empty but for it): with --keep-unit it
+  # puts the container into "payload" beside its own cgroup, so containers started from one cgroup
+  # shared one tree -- spi's systemd saw spi2's user@0.service as its own, and a login or a reboot
+  # waited, up to minutes, for a unit another container kept running.
   local cgroup
   cgroup=$(container_cgroup)
   setsid bash -c '
-    if [ -n "$4" ]; then mkdir -p "$4" && echo $$ >"$4/cgroup.procs"; fi
     while :; do
-      SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn --quiet --console=passive \
-        -D "$1" -M "$2" --keep-unit --register=no --network-namespace-path="/run/netns/nda-$2" \
-        --bind="$3/nix:/nix" --bind="$3/boot:/boot" --capability=CAP_NET_ADMIN -b systemd.firstboot=off
+      (
+        if [ -n "$4" ] && ! { mkdir -p "$4" && echo "$BASHPID" >"$4/cgroup.procs"; }; then
+          echo "nda: could not start in the cgroup $4: this container shares its cgroup tree"
+        fi
+        SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 exec systemd-nspawn --quiet --console=passive \
+          -D "$1" -M "$2" --keep-unit --register=no --network-namespace-path="/run/netns/nda-$2" \
+          --bind="$3/nix:/nix" --bind="$3/boot:/boot" --capability=CAP_NET_ADMIN -b systemd.firstboot=off
+      )
       rc=$?
       echo "nda: container exited with status $rc at $(date +%s)"
       [ "$rc" = 133 ] || exit "$rc"
@@ -200,10 +204,15 @@ stop() {
   p=$(ip netns pids "nda-$PI" 2>/dev/null | tr '\n' ' ')
   # shellcheck disable=SC2086
   [ -z "$p" ] || kill -9 $p 2>/dev/null || true
-  # Its cgroups, emptied: the next start makes them again.
+  # Whatever is left in its cgroup tree is its own too (a process outside its network namespace
+  # included): killed, waited for (5 s), then the tree removed; the next start makes it again.
   local cgroup
   cgroup=$(container_cgroup)
-  [ -z "$cgroup" ] || [ ! -d "$cgroup" ] || find "$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  if [ -n "$cgroup" ] && [ -d "$cgroup" ]; then
+    [ ! -e "$cgroup/cgroup.kill" ] || echo 1 >"$cgroup/cgroup.kill" 2>/dev/null || true
+    for _ in $(seq 50); do grep -qx 'populated 0' "$cgroup/cgroup.events" 2>/dev/null && break; sleep 0.1; done
+    find "$cgroup" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  fi
 }
 
 wipe() {
