@@ -140,7 +140,7 @@ start() {
 }
 
 # The container's own cgroup in the cgroup2 hierarchy (hybrid hosts mount it at /sys/fs/cgroup/unified),
-# a child of its root (the root may hold processes; a child without controllers too).
+# a child of its root: systemd-nspawn starts in it, then makes supervisor/ and payload/ under it.
 container_cgroup() {
   local m
   for m in /sys/fs/cgroup/unified /sys/fs/cgroup; do
