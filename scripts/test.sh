@@ -104,12 +104,13 @@ else
   # Lanes side by side after the suites that switch the machine's own state, each on Pis of its
   # own and through its own door of the jump host (testbed/setup.sh), each checking and cutting
   # only its own (NDA_LANE, __tests__/e2e/harness.ts). docs/testing.md says what else keeps them
-  # apart. Three lanes, or four with 4 cores or more (NDA_LANES=3 or 4 chooses): on 2 cores the
-  # suite is CPU-bound with three, and a fourth only stretches the real boots' windows.
+  # apart. Four lanes (NDA_LANES=3 chooses three): on 2 cores, four once stretched the real boots'
+  # windows past what the tests allow, while the systemd Pis shared one cgroup tree and waited on
+  # each other; with a tree each (bddd2d2) four took 13.7 min here, three 16.0-16.7.
   #   1. binfmt and modern-nix: they turn the runner's aarch64 binfmt off and restart the modern
   #      nix-daemon, which no other suite may see.
   jest_run first --selectProjects e2e --testPathPattern '__tests__/e2e/(binfmt|modern-nix)\.test\.ts$' || status=1
-  lane_count=${NDA_LANES:-$([ "$(nproc)" -ge 4 ] && echo 4 || echo 3)}
+  lane_count=${NDA_LANES:-4}
   # The safety lane's suites: faults, safety and rollback on pi3, and e2e-spi's faults on spi3.
   # Without it they run in the main lane (on pi) and the systemd Pis' lane (on spi).
   safety_suites='faults|safety|rollback'
