@@ -550,16 +550,10 @@ export function onPi(command: string, pi: AnyPi = MAIN_PI): string {
 function systemdPiDiagnosis(pi: AnyPi): string {
   if (!pi.startsWith('spi')) return ''
   try {
-    const out = execFileSync(
-      'bash',
-      [
-        piScript(pi),
-        'exec',
-        'sh',
-        '-c',
-        'systemctl list-jobs --no-pager; journalctl --no-pager -n 40 -o short-monotonic'
-      ],
-      { env: { ...process.env, PI: pi }, encoding: 'utf8', timeout: 20_000 }
+    const out = piExec(
+      ['sh', '-c', 'systemctl list-jobs --no-pager; journalctl --no-pager -n 40 -o short-monotonic'],
+      pi as PiName,
+      20_000
     )
     return `\n--- ${pi}: its jobs and journal ---\n${out}`
   } catch (e) {
@@ -652,10 +646,11 @@ export function narSizes(storePath: string): Map<string, number> {
 }
 
 /** Runs a command inside a Pi's namespaces from the host (works whatever SSH on the Pi does). */
-export function piExec(args: string[], pi: PiName = MAIN_PI): string {
+export function piExec(args: string[], pi: PiName = MAIN_PI, timeoutMs?: number): string {
   return execFileSync('bash', [piScript(pi), 'exec', ...args], {
     encoding: 'utf8',
-    env: { ...process.env, PI: pi }
+    env: { ...process.env, PI: pi },
+    timeout: timeoutMs
   }).trim()
 }
 
