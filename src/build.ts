@@ -9,6 +9,7 @@ import { ActionError, errorMessage, Phase } from './errors'
 import { BinfmtSetting, ensureBinfmt } from './nix/binfmt-setup'
 import { StoreInfo, untrustedEmulationError } from './nix/daemon'
 import { bootTrialProtocol, needsReboot, readBootFiles, readBootIdentity } from './nix/boot'
+import { readDeployUserFacts } from './nix/deploy-user-facts'
 import { totalNarSize } from './nix/closure'
 import { MachineEvaluation, selectMachines } from './nix/legacy'
 import type { Baseline } from './nix/source'
@@ -206,7 +207,8 @@ function plannedMachine(run: RunPlan, m: Machine): PlannedMachine {
     tags: e.tags ?? [],
     boot: m.built?.boot,
     bootFiles: m.built?.bootFiles,
-    bootTrialProtocol: m.built?.bootTrialProtocol
+    bootTrialProtocol: m.built?.bootTrialProtocol,
+    deployUser: m.built?.deployUser
   }
 }
 
@@ -257,6 +259,7 @@ async function closuresFromCache(src: PlanSource, result: BuildResult): Promise<
       boot: planned.boot,
       bootFiles: planned.bootFiles,
       bootTrialProtocol: planned.bootTrialProtocol,
+      deployUser: planned.deployUser,
       cache: src.plan.cache
     }
   }
@@ -398,7 +401,8 @@ async function listClosure(nix: RunnerNix, m: Machine): Promise<void> {
     closure,
     boot,
     bootFiles: await readBootFiles(boot),
-    bootTrialProtocol: await bootTrialProtocol(m.evaluation.outPath)
+    bootTrialProtocol: await bootTrialProtocol(m.evaluation.outPath),
+    deployUser: await readDeployUserFacts(m.evaluation.outPath)
   }
 }
 

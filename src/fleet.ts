@@ -2,7 +2,6 @@ import { copyClosure } from './deploy/copy'
 import { fetchFromCache } from './cache/publish'
 import { checkGatedDeploy } from './deploy/preflight'
 import { SigningKey } from './cache/signing'
-import { readFileSync } from 'fs'
 import { DeployDeps, DeployOutcome, deployToTarget, DeployJob, Timed } from './deploy/deploy'
 import { pruneAfterFleet, revertDeploy, UndoRecord } from './deploy/revert'
 import { RunnerNix } from './nix/nix'
@@ -74,15 +73,6 @@ export interface FleetOptions {
   early?: EarlyDial
   /** signing-key: what a deploy user's gate needs the copied paths signed with. */
   signingKey?: SigningKey
-}
-
-/** A file's text, or undefined when it cannot be read. */
-function readTextOrNothing(file: string): string | undefined {
-  try {
-    return readFileSync(file, 'utf8')
-  } catch {
-    return undefined
-  }
 }
 
 /**
@@ -158,14 +148,16 @@ function deployDeps(nix: RunnerNix, opts: FleetOptions): DeployDeps {
     copy: (target, plan, count, compression) =>
       copyClosure(target, nix, plan, count, compression, opts.signingKey),
     fetchFromCache: (cache, paths) => fetchFromCache(nix, cache, paths),
+    // A deploy plan's target fetches the paths signed from its cache: signing-key only for what it cannot.
     checkGated: (label, job) =>
       checkGatedDeploy(
         label,
         job.built.toplevel,
+        job.built.deployUser,
         job.activation.healthChecks,
-        !!opts.signingKey,
-        readTextOrNothing
-      )
+        !!opts.signingKey || job.built.cache !== undefined
+      ),
+    signsCopies: !!opts.signingKey
   }
 }
 

@@ -35,7 +35,9 @@ pidfile=$d/qemu.pid
 export NIX_CONFIG=$'substituters =\nextra-platforms = aarch64-linux'
 nixx() { nix --extra-experimental-features 'nix-command flakes' "$@"; }
 log() { echo "booting-pi: $*" >&2; }
-alive() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+# shellcheck source=testbed/pidfile.sh
+. "$here/pidfile.sh"
+qemu_alive() { pid_of "$pidfile" >/dev/null; }
 pi_ssh() { ssh -F "$TESTBED/ssh_config" -o ConnectTimeout=5 bpi "$@"; }
 
 # The kernel and initrd by hash for the fixture (lib.nix's bpiBoot): Nix copies them into the store.
@@ -169,7 +171,7 @@ network() {
 
 start() {
   network
-  if ! alive; then
+  if ! qemu_alive; then
     [ -f "$d/disk.qcow2" ] || qemu-img create -q -f qcow2 -b "$d/base.img" -F raw "$d/disk.qcow2"
     [ -f "$d/uboot-env.img" ] || cp --sparse=always "$d/uboot-env.base" "$d/uboot-env.img"
     : >"$d/console.log"
@@ -189,7 +191,7 @@ wait_ssh() {
   local until=$(($(date +%s) + $1))
   while [ "$(date +%s)" -lt "$until" ]; do
     if pi_ssh true 2>/dev/null; then return 0; fi
-    alive || { log "QEMU is not running"; break; }
+    qemu_alive || { log "QEMU is not running"; break; }
     sleep 1
   done
   log "no SSH from $PI within $1 s; its console ends:"
@@ -198,9 +200,8 @@ wait_ssh() {
 }
 
 stop() {
-  if alive; then
-    local pid
-    pid=$(cat "$pidfile")
+  local pid
+  if pid=$(pid_of "$pidfile"); then
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true

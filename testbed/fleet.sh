@@ -22,10 +22,15 @@ MAX=40
 k=$TESTBED/keys
 
 addr() { echo "10.99.10.$((10 + $1))"; }
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=testbed/pidfile.sh
+. "$here/pidfile.sh"
 
 # Used by install_generation0 (seed.sh): a command inside the fleet Pi $PI.
-pi_exec() { nsenter -t "$(cat "$FLEET/$PI/run/sshd-pi.pid")" -m -n -- "$@"; }
+pi_exec() {
+  local pid
+  pid=$(pid_of "$FLEET/$PI/run/sshd-pi.pid") || { echo "fleet.sh: $PI is not running" >&2; return 1; }
+  nsenter -t "$pid" -m -n -- "$@"
+}
 
 up_one() {
   local i=$1 name="pf$1" dir="$FLEET/pf$1"

@@ -20,7 +20,7 @@ pidfile="$TESTBED/$PI/run/sshd-pi.pid"
 
 pi_exec() {
   local pid
-  pid=$(cat "$pidfile" 2>/dev/null) || { echo "pi.sh: the Pi is not running (no $pidfile)" >&2; return 1; }
+  pid=$(pid_of "$pidfile") || { echo "pi.sh: the Pi is not running (no live $pidfile)" >&2; return 1; }
   nsenter -t "$pid" -m -n -- "$@"
 }
 
@@ -32,7 +32,8 @@ stop() {
   rm -rf "${TESTBED:?}/$PI/run" && mkdir -p "$TESTBED/$PI/run"
 }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=testbed/pidfile.sh
+. "$here/pidfile.sh"
 
 # The Pi: private /nix (tmpfs, size-limited like an SD card), /boot (a small firmware partition,
 # marked as the testbed's: the fixture's boot loader writes nowhere else) and /run, and its sshd.

@@ -7,7 +7,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 TESTBED=${TESTBED:-/var/lib/nda-testbed}
 log() { echo "testbed: $*"; }
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=testbed/pidfile.sh
+. "$here/pidfile.sh"
 # One repair at a time: scripts/test.sh's lanes run side by side, and two repairs that both found
 # an sshd stopped would both start it.
 exec 9>"$TESTBED/repair.lock"

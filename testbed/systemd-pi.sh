@@ -41,14 +41,14 @@ k="$TESTBED/keys"
 supervisor_pidfile="$d/supervisor.pid"
 export NIX_CONFIG=$'substituters =\nextra-platforms = aarch64-linux'
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# shellcheck source=testbed/pidfile.sh
+. "$here/pidfile.sh"
 children() { cat "/proc/$1/task/$1/children" 2>/dev/null || true; }
 
 # The container's systemd: the child of systemd-nspawn, the child of the supervisor.
 init_pid() {
   local sup nspawn init
-  alive "$supervisor_pidfile" || return 1
-  sup=$(cat "$supervisor_pidfile")
+  sup=$(pid_of "$supervisor_pidfile") || return 1
   nspawn=$(children "$sup" | awk '{print $1}')
   [ -n "$nspawn" ] || return 1
   init=$(children "$nspawn" | awk '{print $1}')
@@ -179,8 +179,7 @@ seed_if_empty() {
 # orderly shutdown is not needed on every test's reset).
 stop() {
   local sup nspawn init p
-  if alive "$supervisor_pidfile"; then
-    sup=$(cat "$supervisor_pidfile")
+  if sup=$(pid_of "$supervisor_pidfile"); then
     nspawn=$(children "$sup" | awk '{print $1}')
     init=$(init_pid || true)
     # The supervisor first, so it does not boot the container again.

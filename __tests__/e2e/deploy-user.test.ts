@@ -1,5 +1,8 @@
 import { spawnSync } from 'child_process'
+import * as fs from 'fs'
+import * as os from 'os'
 import * as path from 'path'
+import { deployPlanProblems } from '../../src/nix/deploy-plan'
 import { gateCommand, GateVerb } from '../../src/target/gate'
 import {
   assertNothingLeftOnPi,
@@ -13,6 +16,7 @@ import {
   piState,
   resetPi,
   runAction,
+  startCacheServer,
   testbed
 } from './harness'
 
@@ -130,6 +134,136 @@ describeE2E('a deploy key that is not root: the deploy user and its gate (nixos/
     )
   }, 900_000)
 
+  it("a deploy plan's shard through the gate: the Pi copies the signed closure from the plan's cache itself, the shard job has no signing-key; a plan whose system lacks the module is refused before anything", async () => {
+    const work = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-gated-shard-'))
+    const cache = await startCacheServer(path.join(work, 'cache'), path.join(work, 'deny'))
+    // spi's one way to the cache: the jump host's address on the runner's link, through its gateway.
+    piRoute('replace')
+    try {
+      const build = async (config: string) => {
+        const run = await runAction(
+          gated(config, {
+            mode: 'build',
+            'publish-to': cache.uri,
+            shards: '1',
+            'health-checks': 'test -e /run/current-system/nixos-version'
+          })
+        )
+        if (run.exitCode !== 0) console.log(run.log.slice(-5000))
+        expect(run.exitCode).toBe(0)
+        const { plan, problems } = deployPlanProblems(run.outputs['deploy-plan'])
+        expect(problems).toEqual([])
+        return { text: run.outputs['deploy-plan'], plan: plan! }
+      }
+      // The shard job: the plan and what connects, no signing-key, no target.
+      const shard = (text: string) => {
+        const {
+          flake: _flake,
+          'target-host': _host,
+          'target-user': _user,
+          'signing-key': _signing,
+          ...connection
+        } = gated('unused', { 'health-checks': 'test -e /run/current-system/nixos-version' })
+        return runAction({ ...connection, 'deploy-plan': text, shard: '1' })
+      }
+      const narsFromSpi = () =>
+        cache
+          .requests()
+          .filter(r => r.client === testbed().TESTBED_SPI && r.path.startsWith('/nar/') && r.status === 200)
+      const valid = (p: string) =>
+        piExec(
+          ['sh', '-c', `nix-store --check-validity ${p} 2>/dev/null && echo valid || echo invalid`],
+          'spi'
+        )
+
+      const { text, plan } = await build('spi-gated-2')
+      const top = plan.machines[0].storePath
+      expect(plan.machines[0]).toMatchObject({
+        user: 'nix-deploy',
+        deployUser: {
+          enabled: true,
+          healthChecks: expect.arrayContaining(['test -e /run/current-system/nixos-version'])
+        }
+      })
+      expect(valid(top)).toBe('invalid')
+      const run = await shard(text)
+      if (run.exitCode !== 0) console.log(run.log.slice(-5000))
+      expect(run.exitCode).toBe(0)
+      const results = JSON.parse(run.outputs.results) as Record<string, Record<string, string>>
+      expect(Object.values(results)).toEqual([
+        expect.objectContaining({ result: 'deployed', 'store-path': top, 'copied-bytes': '0' })
+      ])
+      expect(piState('spi')).toMatchObject({ current: top, profile: top })
+      // Fetched by spi itself, and taken by its daemon signed by the deploy key.
+      expect(narsFromSpi().length).toBeGreaterThan(0)
+      expect(onPi(`nix --extra-experimental-features nix-command path-info --json ${top}`, 'spi')).toContain(
+        'nda-gate-1:'
+      )
+      // The record nda-root wrote under the lock, which the fleet's last job reads.
+      const record = piExec(['cat', '/nix/var/nix-deploy-action/plan-record'], 'spi')
+      expect(record).toContain(`plan=${plan.id}\n`)
+      expect(record).toMatch(/^state=deployed$/m)
+      const {
+        flake: _f,
+        'target-host': _h,
+        'target-user': _u,
+        'signing-key': _s,
+        ...connect
+      } = gated('unused')
+      const report = await runAction({ ...connect, 'deploy-plan': text, mode: 'report' })
+      if (report.exitCode !== 0) console.log(report.log.slice(-5000))
+      expect(report.exitCode).toBe(0)
+      expect(
+        Object.values(JSON.parse(report.outputs.results) as Record<string, Record<string, string>>)
+      ).toEqual([expect.objectContaining({ result: 'deployed', 'store-path': top })])
+
+      // A plan whose system would lock the deploy user out: refused before the Pi fetches anything.
+      const bare = await build('spi-gated-without-module')
+      expect(bare.plan.machines[0].deployUser).toEqual({ enabled: false, healthChecks: [] })
+      cache.clear()
+      const refused = await shard(bare.text)
+      expect(refused.exitCode).toBe(1)
+      expect(refused.log).toMatch(/does not have services\.nix-deploy-action\.deployUser/)
+      expect(narsFromSpi()).toEqual([])
+      expect(valid(bare.plan.machines[0].storePath)).toBe('invalid')
+      expect(piState('spi')).toMatchObject({ current: top, profile: top })
+      expect(onPi('ls /nix/var/nix-deploy-action/lock 2>/dev/null | wc -l', 'spi')).toBe('0')
+
+      // spi cut off from the cache: without signing-key the runner cannot copy for it (refused,
+      // spi unchanged); with it, what spi could not fetch goes through the runner, signed.
+      piRoute('delete')
+      const other = await build('spi-gated-1')
+      const otherTop = other.plan.machines[0].storePath
+      const unsigned = await shard(other.text)
+      expect(unsigned.exitCode).toBe(1)
+      expect(unsigned.log).toMatch(
+        /did not fetch \d+ of the closure's paths from \S+, and without signing-key/
+      )
+      expect(piState('spi')).toMatchObject({ current: top, profile: top })
+      const signed = await runAction({
+        ...gated('unused'),
+        flake: '',
+        'target-host': '',
+        'target-user': '',
+        'deploy-plan': other.text,
+        shard: '1',
+        'health-checks': 'test -e /run/current-system/nixos-version'
+      })
+      if (signed.exitCode !== 0) console.log(signed.log.slice(-5000))
+      expect(signed.exitCode).toBe(0)
+      const copied = Object.values(
+        JSON.parse(signed.outputs.results) as Record<string, Record<string, string>>
+      )
+      expect(copied).toEqual([expect.objectContaining({ result: 'deployed', 'store-path': otherTop })])
+      expect(Number(copied[0]['copied-bytes'])).toBeGreaterThan(0)
+      expect(piState('spi')).toMatchObject({ current: otherTop, profile: otherTop })
+    } finally {
+      piRoute('delete')
+      cache.close()
+      fs.rmSync(work, { recursive: true, force: true })
+    }
+  }, 600_000)
+
   it('with the SSH key alone: no command, shell, PTY, scp, sftp or forwarding', () => {
     for (const command of [
       'id',
@@ -223,6 +357,18 @@ describeE2E('a deploy key that is not root: the deploy user and its gate (nixos/
     expect(piState('spi')).toMatchObject({ current: before.current, profile: before.profile })
   }, 600_000)
 })
+
+/** spi's route to the jump host's address on the runner's link (where the tests' cache listens). */
+function piRoute(op: 'replace' | 'delete'): void {
+  const r = spawnSync(
+    'ip',
+    ['-n', 'nda-spi', 'route', op, `${testbed().TESTBED_JUMP}/32`, 'via', '10.99.5.1'],
+    {
+      encoding: 'utf8'
+    }
+  )
+  if (r.status !== 0 && op === 'replace') throw new Error(`ip route ${op}: ${r.stderr}`)
+}
 
 /** Copies a closure to spi as root (over its LAN link), as an administrator would. */
 function execNixCopyAsRoot(storePath: string): void {

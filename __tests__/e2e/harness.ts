@@ -786,6 +786,58 @@ ${machines}
   return file
 }
 
+/** One request the binary cache server answered (testbed/cache-server.js logs each as JSON). */
+export interface CacheRequest {
+  client: string
+  method: string
+  path: string
+  status: number
+  bytes: number
+}
+
+/**
+ * A binary cache served over HTTP from `dir` (made here, with its nix-cache-info) by
+ * testbed/cache-server.js in the jump host's namespace, as an S3 bucket or a cache server on the
+ * site's network would be; a client whose address is a line of `denyFile` gets 403. `uri` is the
+ * jump host's own address, which the runner reaches on its link; a Pi reaches it through its gateway.
+ */
+export async function startCacheServer(
+  dir: string,
+  denyFile: string
+): Promise<{
+  uri: string
+  port: string
+  requests: () => CacheRequest[]
+  clear: () => void
+  close: () => void
+}> {
+  fs.mkdirSync(dir, { recursive: true })
+  fs.writeFileSync(path.join(dir, 'nix-cache-info'), 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n')
+  const server = spawn(
+    'ip',
+    ['netns', 'exec', 'nda-jump', NODE24, path.join(ROOT, 'testbed', 'cache-server.js'), dir, denyFile],
+    { stdio: ['ignore', 'pipe', 'pipe'] }
+  )
+  let log = ''
+  server.stderr!.on('data', (d: Buffer) => (log += d.toString()))
+  const port = await new Promise<string>((resolve, reject) => {
+    server.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()))
+    server.once('exit', code => reject(new Error(`the cache server exited (${code})`)))
+  })
+  return {
+    uri: `http://${testbed().TESTBED_JUMP}:${port}`,
+    port,
+    requests: () =>
+      log
+        .split('\n')
+        .filter(Boolean)
+        .map(l => JSON.parse(l) as CacheRequest),
+    clear: () => (log = ''),
+    // Its own pid (ip netns exec execs node).
+    close: () => void server.kill()
+  }
+}
+
 /**
  * A TCP forwarder to the jump host's sshd (this lane's door) on the runner's side: it counts the
  * connections it accepted and the bytes it carried each way (all a run's SSH traffic through the

@@ -1,9 +1,10 @@
-import { ChildProcess, execFileSync, spawn } from 'child_process'
+import { ChildProcess, execFileSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { DeployPlanDoc, deployPlanProblems } from '../../src/nix/deploy-plan'
 import {
+  CacheRequest,
   countingJumpForwarder,
   deployInputs,
   describeE2E,
@@ -13,9 +14,8 @@ import {
   fleetUp,
   lightFleetNetwork,
   narSizes,
-  NODE24,
-  ROOT,
   runAction,
+  startCacheServer,
   testbed
 } from './harness'
 
@@ -29,30 +29,17 @@ import {
  */
 const FLEET = 6
 
-interface CacheRequest {
-  client: string
-  method: string
-  path: string
-  status: number
-  bytes: number
-}
-
 describeE2E('deploy-plan: shard jobs deploy from the binary cache, building nothing', () => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-shards-'))
   const denyFile = path.join(work, 'deny')
   let hosts: string[] = []
   let knownHosts = ''
   let cacheUri = ''
-  let server: ChildProcess
-  let requests = ''
+  let cache: Awaited<ReturnType<typeof startCacheServer>>
   let forwarder: Awaited<ReturnType<typeof countingJumpForwarder>>
   let signing: { secret: string; public: string }
 
-  const cacheLog = (): CacheRequest[] =>
-    requests
-      .split('\n')
-      .filter(Boolean)
-      .map(l => JSON.parse(l) as CacheRequest)
+  const cacheLog = (): CacheRequest[] => cache.requests()
 
   beforeAll(async () => {
     hosts = fleetUp(FLEET)
@@ -61,39 +48,15 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
       secret: fs.readFileSync(`${work}/sk`, 'utf8'),
       public: fs.readFileSync(`${work}/pk`, 'utf8').trim()
     }
-    fs.mkdirSync(path.join(work, 'cache'))
-    fs.writeFileSync(
-      path.join(work, 'cache', 'nix-cache-info'),
-      'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n'
-    )
-    server = spawn(
-      'ip',
-      [
-        'netns',
-        'exec',
-        'nda-jump',
-        NODE24,
-        path.join(ROOT, 'testbed', 'cache-server.js'),
-        path.join(work, 'cache'),
-        denyFile
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] }
-    )
-    server.stderr!.on('data', (d: Buffer) => (requests += d.toString()))
-    const port = await new Promise<string>((resolve, reject) => {
-      server.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()))
-      server.once('exit', code => reject(new Error(`the cache server exited (${code})`)))
-    })
-    // The jump host's own address: the runner reaches it on its link, the Pis through their gateway.
-    cacheUri = `http://${testbed().TESTBED_JUMP}:${port}`
+    cache = await startCacheServer(path.join(work, 'cache'), denyFile)
+    cacheUri = cache.uri
     forwarder = await countingJumpForwarder()
     knownHosts = fleetKnownHosts(forwarder.port)
   }, 300_000)
 
   afterAll(() => {
     forwarder?.close()
-    // Its own pid (ip netns exec execs node).
-    server?.kill()
+    cache?.close()
     fleetDown()
     fs.rmSync(work, { recursive: true, force: true })
   }, 120_000)
@@ -174,7 +137,7 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
       .reduce((n, [, size]) => n + size, 0)
     expect(lacking).toBeGreaterThan(2_000_000)
 
-    requests = ''
+    cache.clear()
     const sshBefore = forwarder.bytes()
     const runs = await Promise.all(['1', '2', '3'].map(shard => shardJob(text, shard)))
     const ssh = forwarder.bytes()

@@ -103,6 +103,15 @@ describe('a shard job reading the plan', () => {
     expect(withMachine({ boot: { kernel: 1 } })).toEqual([
       'deploy-plan: machine "pi1" has boot facts that are not'
     ])
+    expect(withMachine({ deployUser: { enabled: 'yes', healthChecks: [] } })).toEqual([
+      'deploy-plan: machine "pi1"\'s deployUser has no enabled (true or false)'
+    ])
+    expect(withMachine({ deployUser: { enabled: true, healthChecks: ['a\nb'] } })).toEqual([
+      'deploy-plan: machine "pi1"\'s deployUser has no list of health checks (one line each)'
+    ])
+    expect(
+      withMachine({ deployUser: { enabled: true, healthChecks: ['systemctl is-active nginx'] } })
+    ).toEqual([])
     expect(deployPlanProblems(JSON.stringify({ ...doc, machines: [null] })).problems).toEqual([
       'deploy-plan: a machine is not an object'
     ])

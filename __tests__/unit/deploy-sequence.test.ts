@@ -38,24 +38,35 @@ async function deploy(t: FakeTarget, j: DeployJob = job()) {
 }
 
 describe('the deploy sequence over a Target', () => {
-  it("a deploy plan's shard through a deploy user's gate: refused before anything is asked of the target", async () => {
+  it("a deploy plan's shard through a deploy user's gate that did not fetch from the cache, without signing-key: refused before the runner fetches anything; the target keeps its system", async () => {
     const t = new (class extends FakeTarget {
       override readonly importsSignedOnly = true
     })(OLD)
     const j = job('switch')
+    const fetched: string[][] = []
+    const copied: string[][] = []
     const outcome = await deployToTarget(
       t,
-      { ...j, built: { ...j.built, cache: { uri: 'https://cache.lan', publicKey: 'k-1:AAAA' } } },
-      fakeCopy([]),
+      {
+        ...j,
+        substituteOnDestination: true,
+        built: { ...j.built, cache: { uri: 'https://cache.lan', publicKey: 'k-1:AAAA' } }
+      },
+      {
+        ...fakeCopy(copied),
+        fetchFromCache: async (_cache, paths) => void fetched.push(paths),
+        signsCopies: false
+      },
       timed
     )
     expect(outcome.error).toBeInstanceOf(ActionError)
     expect((outcome.error as ActionError).message).toMatch(
-      /a deploy plan's shard cannot deploy through one yet/
+      /did not fetch \d+ of the closure's paths from https:\/\/cache\.lan, and without signing-key/
     )
-    // Nothing asked of it but to close the connection.
-    expect(t.calls).toEqual(['close'])
+    expect([fetched, copied]).toEqual([[], []])
     expect(t.current).toBe(OLD)
+    expect(t.profile).toBe(OLD)
+    expect(t.lockOwner).toBeUndefined()
   })
   it('switch: copies only what is missing, activates, confirms over a new connection, releases the lock', async () => {
     const t = new FakeTarget(OLD, [OLD, storePath('hello-2.12', 'h')])

@@ -5,6 +5,8 @@ import * as path from 'path'
 import { GATE_PROTOCOL, gateCommand, scriptsHash } from '../../src/target/gate'
 import { SCRIPT_FILES } from '../../src/target/scripts.generated'
 import { SCRIPT_OF } from '../../src/target/ssh-target'
+import { STORE_SETTINGS } from '../../src/nix/store-uri'
+import { formatPlanRecord } from '../../src/target/plan-record'
 
 /**
  * The deploy user's gate and nda-root (nixos/deploy-user/*.sh) run for real by sh, their
@@ -85,6 +87,15 @@ function gate(command: string | undefined, stdin = '') {
 const storePath = (name: string) => `/nix/store/${'a'.repeat(32)}-${name}`
 const GC = '/nix/var/nix/gcroots/nix-deploy-action/x.1'
 const LOCK = '/nix/var/nix-deploy-action/lock'
+/** A deploy plan's record as a shard job writes it (its message with a character past ASCII). */
+const RECORD = formatPlanRecord({
+  plan: '0123456789abcdef',
+  shard: '2',
+  state: 'failed',
+  system: storePath('nixos-system-pi'),
+  mode: 'switch',
+  message: 'the health check failed … on pi3'
+})
 
 describe("the deploy user's gate (gate.sh)", () => {
   it('answers version with its protocol and the hash of the scripts it runs', () => {
@@ -141,6 +152,46 @@ describe("the deploy user's gate (gate.sh)", () => {
     expect(gate(gateCommand('substitute'), `${storePath('evil.drv')}\n`).status).toBe(64)
     // e, o, u and t are not in Nix's base32.
     expect(gate(gateCommand('query-missing'), `/nix/store/${'e'.repeat(32)}-x\n`).status).toBe(64)
+  })
+
+  it("substitutes from a deploy plan's cache given as one value: HTTP(S) or S3 with publish-to's settings only", () => {
+    const uri = 'https://cache.example.org/fleet?priority=10&want-mass-query=true'
+    const r = gate(gateCommand('substitute', [uri]), `${storePath('x')}\n`)
+    expect(r.status).toBe(0)
+    expect(r.ran).toEqual(['script substitute.sh'])
+    expect(argsOf(r.stdout, 'substitute.sh')).toEqual([`arg:${uri}`])
+    expect(gate(gateCommand('substitute', ['s3://b?region=eu-west-1&endpoint=minio.lan:9000'])).status).toBe(
+      0
+    )
+    for (const bad of [
+      'file:///etc',
+      'ssh://root@evil',
+      'daemon',
+      'local?root=/tmp/x',
+      'http://cache?trusted=1',
+      'http://cache?local-nar-cache=/var/lib/nix-deploy',
+      'http://cache?priority=1&trusted=true',
+      'http://a b',
+      'http://',
+      'https://cache/$(id)'
+    ]) {
+      fs.rmSync(marker, { force: true })
+      const refused = gate(gateCommand('substitute', [bad]), `${storePath('x')}\n`)
+      expect({ bad, status: refused.status, ran: refused.ran }).toEqual({ bad, status: 64, ran: [] })
+    }
+    fs.rmSync(marker, { force: true })
+    const two = gate(gateCommand('substitute', [uri, 'nda-test-1:AAAA']), `${storePath('x')}\n`)
+    expect([two.status, two.ran]).toEqual([64, []])
+  })
+
+  it('takes the same cache settings as publish-to (STORE_SETTINGS)', () => {
+    const text = fs.readFileSync(path.join(SRC, 'gate.sh'), 'utf8')
+    const block = /# STORE_SETTINGS[^\n]*\n([^)]*)\)/.exec(text)![1]
+    const names = block
+      .replace(/\\\n/g, ' ')
+      .split(/[|\s]+/)
+      .filter(Boolean)
+    expect(names.sort()).toEqual([...STORE_SETTINGS].sort())
   })
 
   it('hands query-missing only store paths (an option on stdin is refused before anything runs)', () => {
@@ -213,6 +264,18 @@ describe('nda-root (root.sh): every value checked again', () => {
       ['a reboot with other arguments', 'reboot', ['a', 'b']],
       ['a boot trial step it does not know', 'boot-trial', ['exec']],
       ['a follow that is not numbers', 'follow', ['/run/nix-deploy-action/a', 'x', '1', '1', '0']],
+      ['a plan record without a lock', 'plan-record', ['', ''], RECORD],
+      ['a plan record under another lock', 'plan-record', ['/tmp/lock', 'id-1'], RECORD],
+      ['a plan record with a lock id that is not a name', 'plan-record', [LOCK, '../x'], RECORD],
+      ['a plan record cut short (no end=1)', 'plan-record', [LOCK, 'id-1'], RECORD.replace('end=1\n', '')],
+      [
+        'a plan record line that is not key=value',
+        'plan-record',
+        [LOCK, 'id-1'],
+        `current=/x\nsh -c id\n${RECORD}`
+      ],
+      ['a plan record with a control character', 'plan-record', [LOCK, 'id-1'], `message=a\rb\n${RECORD}`],
+      ['a plan record over 8 KiB', 'plan-record', [LOCK, 'id-1'], `message=${'x'.repeat(9000)}\n${RECORD}`],
       [
         'a derivation among the closure',
         'survey',
@@ -277,6 +340,7 @@ describe('nda-root (root.sh): every value checked again', () => {
       ],
       ['a plain reboot', 'reboot', [], ['lock.sh', 'reboot.sh']],
       ['a boot trial step', 'boot-trial', ['check-in'], ['boot-trial-steps.sh']],
+      ['a plan record', 'plan-record', [LOCK, 'id-1'], ['lock.sh', 'plan-record.sh'], RECORD],
       ['the running closure', 'running-closure', [], ['running-closure.sh']],
       ['the state', 'probe', [], ['probe.sh', 'probe-command.sh']],
       ['the generations', 'list-generations', [], ['list-generations.sh']],
@@ -315,6 +379,16 @@ describe('nda-root (root.sh): every value checked again', () => {
     // The same script, part for part, that the action sends a login that takes commands.
     expect(files.map(f => SCRIPT_FILES[f as keyof typeof SCRIPT_FILES]).join('\n')).toBe(SCRIPT_OF[verb])
     expect(argsOf(r.stdout, files[files.length - 1])).toEqual(args.map(a => `arg:${a}`))
+  })
+
+  it('hands plan-record the record as sent, line for line', () => {
+    const r = root('plan-record', [LOCK, 'id-1'], RECORD)
+    expect(r.status).toBe(0)
+    const received = r.stdout
+      .split('\n')
+      .filter(l => l.startsWith('stdin:'))
+      .map(l => l.slice('stdin:'.length))
+    expect(received.join('\n') + '\n').toBe(RECORD)
   })
 
   it('writes its own agent, not one the client sends', () => {

@@ -1,12 +1,17 @@
 import {
   BOOT_MARGIN_BYTES,
   checkBootSpace,
+  checkGatedDeploy,
   checkSpace,
   checkTarget,
   SPACE_MARGIN_BYTES
 } from '../../src/deploy/preflight'
 import { bootBytesToAdd, bootFileName } from '../../src/nix/boot'
 import { RemoteState } from '../../src/target/remote-state'
+import { readDeployUserFacts } from '../../src/nix/deploy-user-facts'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
 
 describe('preflight', () => {
   const S = '/nix/store/' + 'a'.repeat(32) + '-nixos-system'
@@ -82,5 +87,44 @@ describe('preflight', () => {
     // No /boot, or no kernel (a container): nothing to check.
     expect(() => checkBootSpace({ ...ok, bootFiles: [] }, 'pi', [kernel, initrd])).not.toThrow()
     expect(() => checkBootSpace(boot(0), 'pi', [])).not.toThrow()
+  })
+})
+
+describe("a deploy user's gate, before anything changes (checkGatedDeploy)", () => {
+  const top = '/nix/store/' + 'b'.repeat(32) + '-nixos-system-pi'
+  const facts = { enabled: true, healthChecks: ['systemctl is-active nginx'] }
+  it('lets through a signed deploy of a system with the module, running only checks it lists', () => {
+    expect(() => checkGatedDeploy('pi', top, facts, ['systemctl is-active nginx'], true)).not.toThrow()
+    expect(() => checkGatedDeploy('pi', top, facts, [], true)).not.toThrow()
+  })
+  it('refuses a deploy nothing signs, a system without the module, a check it does not list', () => {
+    expect(() => checkGatedDeploy('pi', top, facts, [], false)).toThrow(/signing-key is not set/)
+    expect(() => checkGatedDeploy('pi', top, { enabled: false, healthChecks: [] }, [], true)).toThrow(
+      /does not have services\.nix-deploy-action\.deployUser/
+    )
+    expect(() => checkGatedDeploy('pi', top, facts, ['id'], true)).toThrow(/does not list "id"/)
+  })
+  it('refuses a deploy plan that does not say (one of an earlier release), naming the fix', () => {
+    expect(() => checkGatedDeploy('pi', top, undefined, [], true)).toThrow(
+      /deploy-plan does not say whether its new system has services\.nix-deploy-action\.deployUser/
+    )
+  })
+  it("reads the facts from the system's etc/nix-deploy-action", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-facts-'))
+    try {
+      expect(await readDeployUserFacts(dir)).toEqual({ enabled: false, healthChecks: [] })
+      fs.mkdirSync(path.join(dir, 'etc', 'nix-deploy-action'), { recursive: true })
+      fs.writeFileSync(path.join(dir, 'etc', 'nix-deploy-action', 'deploy-user'), 'protocol 2 scripts x\n')
+      fs.writeFileSync(
+        path.join(dir, 'etc', 'nix-deploy-action', 'health-checks'),
+        'systemctl is-active nginx\ntest -e /run/x\n'
+      )
+      expect(await readDeployUserFacts(dir)).toEqual({
+        enabled: true,
+        healthChecks: ['systemctl is-active nginx', 'test -e /run/x']
+      })
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
   })
 })

@@ -51,6 +51,26 @@ store_paths_in() {
   for p in $paths; do is_store_path "$p" || refuse "a store path that is not one"; done
   printf '%s\n' "$paths"
 }
+# A binary cache a deploy plan names (src/nix/store-uri.ts): HTTP(S) or S3, URI characters only,
+# and only the settings publish-to takes (none that Nix would trust or write elsewhere by).
+cache_uri() {
+  case $1 in http://?* | https://?* | s3://?*) ;; *) return 1 ;; esac
+  case $1 in *[!A-Za-z0-9._~:/?\&=%@+,-]*) return 1 ;; esac
+  case $1 in *\?*) q=${1#*\?} ;; *) q='' ;; esac
+  IFS='&'
+  # shellcheck disable=SC2086 # split on &, no globbing (set -f)
+  set -- $q
+  unset IFS
+  for pair; do
+    case ${pair%%=*} in
+      # STORE_SETTINGS (a unit test checks they agree)
+      region | endpoint | scheme | profile | priority | want-mass-query | compression | compression-level | \
+        parallel-compression | narinfo-compression | ls-compression | log-compression | write-nar-listing | \
+        multipart-upload | buffer-size) ;;
+      *) return 1 ;;
+    esac
+  done
+}
 # A directory of this call's own under the deploy user's (removed when the gate ends), with Nix's
 # caches in it: the deploy user has no home Nix may write to.
 work_dir() {
@@ -97,14 +117,20 @@ case $verb in
     nix-store --check-validity --print-invalid $paths
     ;;
   query-missing | substitute)
-    [ $# = 0 ] || refuse "$verb with arguments"
+    # substitute takes a deploy plan's binary cache: copied from as this user, so the daemon takes
+    # only the paths signed by a key it trusts (a substituter this user names would be ignored).
+    if [ "$verb" = substitute ] && [ $# = 1 ]; then
+      cache_uri "$1" || refuse "a binary cache that is not http://, https:// or s3:// with only the settings publish-to takes"
+    else
+      [ $# = 0 ] || refuse "$verb with arguments"
+    fi
     paths=$(store_paths_in) || exit $?
     work_dir
-    printf '%s\n' "$paths" | sh -c "$(cat "$scripts/$verb.sh")" sh
+    printf '%s\n' "$paths" | sh -c "$(cat "$scripts/$verb.sh")" sh "$@"
     ;;
   survey | running-closure | lock | probe | prepare-agent | start-agent | follow | decide | abandon | \
     remove-agent-dir | health | wrap-up | list-generations | delete-generations | remove-gc-root | \
-    reboot | boot-trial | upload-key)
+    reboot | boot-trial | upload-key | plan-record)
     exec @sudo@ -n @root@ "$verb" "$@"
     ;;
   *) refuse "verb $verb" ;;

@@ -247,5 +247,21 @@ case $verb in
     case $5 in [0-7][0-7][0-7] | 0[0-7][0-7][0-7]) ;; *) refuse "a mode that is not octal permissions (no setuid, setgid or sticky)" ;; esac
     run upload-key.sh "$@"
     ;;
+  plan-record)
+    # A deploy plan's record (src/target/plan-record.ts), written under the deploy lock: key=value
+    # lines without control characters, ending with end=1, at most 8 KiB (the report job checks
+    # every value again).
+    [ $# = 2 ] || refuse "plan-record takes 2 arguments"
+    [ -n "$1" ] || refuse "plan-record without a lock"
+    lock_args "$1" "$2" ''
+    record=$(head -c 8193)
+    [ "$(printf '%s' "$record" | wc -c)" -le 8192 ] || refuse "a plan record over 8 KiB"
+    if printf '%s\n' "$record" | LC_ALL=C grep -qv '^[a-z][a-z-]*=[^[:cntrl:]]*$'; then
+      refuse "a plan record line that is not key=value"
+    fi
+    [ "${record##*
+}" = end=1 ] || refuse "a plan record that does not end with end=1"
+    printf '%s\n' "$record" | run "lock.sh plan-record.sh" "$@"
+    ;;
   *) refuse "verb $verb" ;;
 esac

@@ -2,6 +2,7 @@ import { randomBytes } from 'crypto'
 import { ActionError, errorMessage, Phase } from '../errors'
 import { BootFile, BootIdentity, needsReboot } from '../nix/boot'
 import { PathInfo, totalNarSize } from '../nix/closure'
+import type { DeployUserFacts } from '../nix/deploy-user-facts'
 import { diffClosures, parseDryActivate } from '../report/diff'
 import { MachineResult } from '../report/report'
 import { generationOf, PendingTrial, RemoteState } from '../target/remote-state'
@@ -37,6 +38,8 @@ export interface BuiltSystem {
   bootFiles?: BootFile[]
   /** Its boot trial's protocol (nixos/boot-trial.nix), if it has one: a reboot into it is then on trial. */
   bootTrialProtocol?: number
+  /** What a deploy user's gate checks of it (undefined only from a deploy plan of an earlier release). */
+  deployUser?: DeployUserFacts
   /**
    * The binary cache it was published to (a deploy plan's): the target substitutes from it, and
    * only what it cannot fetch goes through the runner (which fetches that from the cache first).
@@ -78,6 +81,8 @@ export interface DeployDeps {
   ): Promise<CopyResult>
   /** Before anything changes on a deploy user's gate: what it will refuse (see checkGatedDeploy). */
   checkGated?(label: string, job: DeployJob): void
+  /** Whether the runner signs what it copies (signing-key): a deploy user's gate imports nothing else. */
+  signsCopies?: boolean
   /** Fetches `paths` (and their closures) from a binary cache into the runner's store. */
   fetchFromCache(cache: BinaryCache, paths: string[]): Promise<void>
 }
@@ -150,12 +155,6 @@ class DeployRun {
 
   async steps(): Promise<void> {
     const { target, job, timed } = this
-    if (target.store.importsSignedOnly && job.built.cache)
-      throw new ActionError(
-        `${target.label} is a deploy user's gate, and a deploy plan's shard cannot deploy through one yet: the gate's checks read the new system on the runner, which a shard job does not have`,
-        'Deploy these machines as root (target-user root, with the deploy key), or from one job without deploy-plan.',
-        'connect'
-      )
     if (target.store.importsSignedOnly)
       await timed('connect', async () => this.deps.checkGated?.(target.label, job))
     if (job.sudoUser !== undefined) await timed('connect', () => target.checkSudo(job.sudoUser!))
@@ -513,6 +512,12 @@ class DeployRun {
         target.log.warning(
           `${target.label} did not fetch ${rest.toCopy.length} of the closure's paths (${formatBytes(totalNarSize(rest.toCopy))}) from ${cache.uri}${job.substituteOnDestination ? '' : ' (substitute-on-destination is false)'}: the runner fetches them and copies them through the SSH connection`
         )
+        if (target.store.importsSignedOnly && !this.deps.signsCopies)
+          throw new ActionError(
+            `${target.label} logs in as a deploy user, which imports only signed store paths: it did not fetch ${rest.toCopy.length} of the closure's paths from ${cache.uri}, and without signing-key the runner cannot copy them to it`,
+            `Let ${target.label} reach ${cache.uri} (its log above says what failed), or set signing-key to the key the build signed with. Nothing was changed on the target.`,
+            'copy'
+          )
         await this.deps.fetchFromCache(
           cache,
           rest.toCopy.map(p => p.path)

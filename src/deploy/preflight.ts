@@ -2,6 +2,7 @@ import { ActionError } from '../errors'
 import { BootFile, bootBytesToAdd } from '../nix/boot'
 import { formatBytes } from '../log/format'
 import { RemoteState } from '../target/remote-state'
+import type { DeployUserFacts } from '../nix/deploy-user-facts'
 
 /** Extra room on the target's /nix beyond the NAR bytes to copy: filesystem overhead, the Nix db, logs. */
 export const SPACE_MARGIN_BYTES = 64 * 1024 * 1024
@@ -62,27 +63,34 @@ export function checkBootSpace(state: RemoteState, label: string, files: BootFil
 }
 
 /**
- * Before anything changes on a deploy user's gate (nixos/deploy-user.nix): the runner must sign
- * (signing-key), the new system must bring the module (nda-root activates no system without it: it
- * would lock the deploy user out), and every health check must be one that system lists (the gate
- * runs no other command). Read from the new system in the runner's store.
+ * Before anything changes on a deploy user's gate (nixos/deploy-user.nix): the paths must come
+ * signed (signing-key, or a deploy plan's cache, whose paths the build signed), the new system must
+ * bring the module (nda-root activates no system without it: it would lock the deploy user out),
+ * and every health check must be one that system lists (the gate runs no other command). `facts`
+ * are the new system's, read where it was built; undefined from a deploy plan of an earlier release.
  */
 export function checkGatedDeploy(
   label: string,
   toplevel: string,
+  facts: DeployUserFacts | undefined,
   healthChecks: string[],
-  canSign: boolean,
-  readText: (file: string) => string | undefined
+  signed: boolean
 ): void {
-  if (!canSign) throw unsignedGateError(label)
+  if (!signed) throw unsignedGateError(label)
+  if (facts === undefined)
+    throw new ActionError(
+      `${label} logs in as a deploy user, and deploy-plan does not say whether its new system has services.nix-deploy-action.deployUser (a plan of an earlier release)`,
+      "Make the plan again with this release's build job (mode build with publish-to), then re-run the shards. Nothing was changed on the target.",
+      'connect'
+    )
   const etc = `${toplevel}/etc/nix-deploy-action`
-  if (readText(`${etc}/deploy-user`) === undefined)
+  if (!facts.enabled)
     throw new ActionError(
       `${label} logs in as a deploy user, and the new system does not have services.nix-deploy-action.deployUser (its ${etc}/deploy-user is missing): activated, it would lock the deploy user out, so the target refuses it`,
       'Import nixos/deploy-user.nix in the configuration and enable services.nix-deploy-action.deployUser, then re-run. Nothing was changed on the target.',
       'connect'
     )
-  const listed = new Set((readText(`${etc}/health-checks`) ?? '').split('\n'))
+  const listed = new Set(facts.healthChecks)
   const unlisted = healthChecks.filter(c => !listed.has(c))
   if (unlisted.length > 0)
     throw new ActionError(

@@ -6,6 +6,7 @@
 import type { Rollout } from '../rollout'
 import { isValidUser, parseHostAddress } from '../ssh/address'
 import type { BootFile, BootIdentity } from './boot'
+import { DeployUserFacts, deployUserFactsProblem } from './deploy-user-facts'
 import { isStorePath } from './store-path'
 import { publishUriProblem } from './store-uri'
 
@@ -27,6 +28,8 @@ export interface PlannedMachine {
   bootFiles?: BootFile[]
   /** Its boot trial's protocol (nixos/boot-trial.nix), if it has one. */
   bootTrialProtocol?: number
+  /** What a deploy user's gate checks of its system (a plan of an earlier release lacks it). */
+  deployUser?: DeployUserFacts
 }
 
 /** A job's share of the fleet; `needs` names the shards it must wait for (the canary). */
@@ -123,7 +126,7 @@ function plannedMachineProblem(m: Partial<PlannedMachine>): string | undefined {
   return bootFactsProblem(m, name)
 }
 
-/** The boot facts the build read (all optional): of the types a deploy reads them as. */
+/** The facts the build read of its system (all optional): of the types a deploy reads them as. */
 function bootFactsProblem(m: Partial<PlannedMachine>, name: string): string | undefined {
   const strings = (o: unknown): boolean =>
     typeof o === 'object' && o !== null && Object.values(o).every(v => typeof v === 'string')
@@ -137,6 +140,8 @@ function bootFactsProblem(m: Partial<PlannedMachine>, name: string): string | un
     return `deploy-plan: machine ${name} has boot files that are not`
   if (m.bootTrialProtocol !== undefined && !Number.isInteger(m.bootTrialProtocol))
     return `deploy-plan: machine ${name} has a boot trial protocol that is not one`
+  const deployUser = m.deployUser === undefined ? undefined : deployUserFactsProblem(m.deployUser)
+  if (deployUser) return `deploy-plan: machine ${name}'s deployUser ${deployUser}`
   return undefined
 }
 

@@ -22,7 +22,7 @@ export function publishUriProblem(uri: string): string | undefined {
 }
 
 /** The settings of an S3 or HTTP binary cache's URI that say where and how it stores. */
-const STORE_SETTINGS = [
+export const STORE_SETTINGS = [
   'region',
   'endpoint',
   'scheme',

@@ -10,7 +10,7 @@ import { SCRIPT_FILES } from './scripts.generated'
 
 export const GATE_COMMAND = 'nix-deploy-action-gate'
 /** nixos/deploy-user/PROTOCOL (a unit test checks they agree). */
-export const GATE_PROTOCOL = 1
+export const GATE_PROTOCOL = 2
 
 /** The verbs the gate runs (gate.sh; nda-root checks each one's arguments again). */
 export type GateVerb =
@@ -36,7 +36,6 @@ export type GateVerb =
   | 'reboot'
   | 'boot-trial'
   | 'upload-key'
-  /** Not a gate's verb: a deploy plan's shard is refused before it (only root writes the record). */
   | 'plan-record'
 
 /**

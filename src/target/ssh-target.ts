@@ -250,9 +250,9 @@ export class SshTarget implements Target {
     cache: BinaryCache | undefined,
     timeoutMs: number
   ): Promise<Set<string>> {
-    // A gate's user is not the daemon's trusted user: a substituter it names would be ignored, and
-    // the gate takes no arguments (nixos/deploy-user/gate.sh). Its Pi's own nix.conf may list the cache.
-    const from = cache && !this.gated ? [cache.uri, cache.publicKey] : []
+    // A gate's user is not the daemon's trusted user: a substituter or key it names would be
+    // ignored, so it copies from the cache itself (the daemon checks the signatures: substitute.sh).
+    const from = !cache ? [] : this.gated ? [cache.uri] : [cache.uri, cache.publicKey]
     const r = await this.run('substitute', from, {
       stdin: paths.join('\n') + '\n',
       timeoutMs,

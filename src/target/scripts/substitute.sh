@@ -3,12 +3,21 @@
 # tunnel; then prints which are still missing. Bounded for a target without internet: one download
 # attempt, a short connect timeout, no fallback to building. A failure to substitute is not an error
 # (--keep-going; the rest is copied). With a binary cache's URI and public key as arguments (a
-# deploy plan's: the paths were published there, signed), from that cache too.
-# usage: sh -c SUBSTITUTE sh [URI PUBLIC-KEY] < PATHS
+# deploy plan's: the paths were published there, signed), from that cache too. With the URI alone
+# (a deploy user's gate: a substituter named by a user the daemon does not trust is ignored), the
+# paths are copied from the cache by this client instead, and the daemon takes only those signed by
+# a key it trusts.
+# usage: sh -c SUBSTITUTE sh [URI [PUBLIC-KEY]] < PATHS
 # shellcheck shell=sh
 set -f
 paths=$(cat)
-if [ $# = 2 ]; then
+if [ $# = 1 ]; then
+  printf '%s
+' "$paths" | xargs nix --extra-experimental-features nix-command copy --from "$1" --option download-attempts 1 --option connect-timeout 5 >/dev/null 2>&1
+  printf '%s
+' "$paths" | xargs nix-store --check-validity --print-invalid
+  exit
+elif [ $# = 2 ]; then
   set -- --option extra-substituters "$1" --option extra-trusted-public-keys "$2"
 else
   set --
