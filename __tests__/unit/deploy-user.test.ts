@@ -3,7 +3,7 @@ import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import { GATE_PROTOCOL, gateCommand, scriptsHash } from '../../src/target/gate'
-import { SCRIPT_FILES } from '../../src/target/scripts.generated'
+import { SCRIPT_FILES, WIRE_SCRIPT_FILES } from '../../src/target/scripts.generated'
 import { SCRIPT_OF } from '../../src/target/ssh-target'
 import { STORE_SETTINGS } from '../../src/nix/store-uri'
 import { formatPlanRecord } from '../../src/target/plan-record'
@@ -377,7 +377,8 @@ describe('nda-root (root.sh): every value checked again', () => {
     expect(r.status).toBe(0)
     expect(r.ran).toEqual(files.map(f => `script ${f}`))
     // The same script, part for part, that the action sends a login that takes commands.
-    expect(files.map(f => SCRIPT_FILES[f as keyof typeof SCRIPT_FILES]).join('\n')).toBe(SCRIPT_OF[verb])
+    // (sent without comments: shfmt -mn of the same files.)
+    expect(files.map(f => WIRE_SCRIPT_FILES[f as keyof typeof SCRIPT_FILES]).join('\n')).toBe(SCRIPT_OF[verb])
     expect(argsOf(r.stdout, files[files.length - 1])).toEqual(args.map(a => `arg:${a}`))
   })
 

@@ -10,7 +10,7 @@ import {
   START_AGENT_SCRIPT,
   WRAP_UP_SCRIPT
 } from '../../src/target/scripts'
-import { SCRIPT_FILES } from '../../src/target/scripts.generated'
+import { SCRIPT_FILES, WIRE_SCRIPT_FILES } from '../../src/target/scripts.generated'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
@@ -22,6 +22,22 @@ describe('scripts run on the target', () => {
   it('are embedded as they are in src/target/scripts (npm run build regenerates them)', () => {
     const { generate, out } = require('../../scripts/embed-scripts.js')
     expect(fs.readFileSync(out, 'utf8')).toBe(generate())
+  })
+  it('are sent without comments (shfmt -mn): the same commands, in fewer bytes', () => {
+    for (const [name, text] of Object.entries(WIRE_SCRIPT_FILES)) {
+      const raw = SCRIPT_FILES[name as keyof typeof SCRIPT_FILES]
+      execFileSync('sh', ['-n', '-c', text])
+      expect({ name, comment: /^\s*#/m.test(text) }).toEqual({ name, comment: false })
+      expect(text.length).toBeLessThan(raw.length)
+      // Every word of the code is there, in order (the comments' words are not).
+      const words = (t: string) => t.match(/[A-Za-z_][A-Za-z0-9_]{3,}/g) ?? []
+      const code = raw
+        .split('\n')
+        .filter(l => !/^\s*#/.test(l))
+        .map(l => l.replace(/\s#\s.*$/, ''))
+        .join('\n')
+      expect({ name, words: words(text) }).toEqual({ name, words: words(code) })
+    }
   })
   it('the Nix expression of classic evaluation is embedded as it is in src/nix/legacy-eval.nix', () => {
     const { generateNix, nixOut } = require('../../scripts/embed-scripts.js')

@@ -5,10 +5,11 @@
  * do. They avoid bashisms: the target's /bin/sh may be any POSIX shell. Libraries (lock.sh,
  * probe.sh, wake.sh) are prepended to the scripts that use them.
  */
-import { SCRIPT_FILES } from './scripts.generated'
+import { SCRIPT_FILES, WIRE_SCRIPT_FILES } from './scripts.generated'
 
 type ScriptFile = keyof typeof SCRIPT_FILES
-const compose = (...files: ScriptFile[]): string => files.map(f => SCRIPT_FILES[f]).join('\n')
+// As sent: without comments (WIRE_SCRIPT_FILES, shfmt -mn), each command carries its script.
+const compose = (...files: ScriptFile[]): string => files.map(f => WIRE_SCRIPT_FILES[f]).join('\n')
 
 /** The deploy lock's operations (lock.sh): acquire, renew, release. */
 export const LOCK_SCRIPT = compose('lock.sh', 'lock-command.sh')
