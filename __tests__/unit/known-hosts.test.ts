@@ -1,5 +1,5 @@
+import { sshKeyPair } from './ssh-keys'
 import { createHmac } from 'crypto'
-import { utils } from 'ssh2'
 import {
   fingerprint,
   hostKeyPolicy,
@@ -11,10 +11,10 @@ import {
 function publicBlob(type: 'ed25519' | 'ecdsa' | 'rsa'): Buffer {
   const kp =
     type === 'rsa'
-      ? utils.generateKeyPairSync('rsa', { bits: 2048 })
+      ? sshKeyPair('rsa', { bits: 2048 })
       : type === 'ecdsa'
-        ? utils.generateKeyPairSync('ecdsa', { bits: 256 })
-        : utils.generateKeyPairSync('ed25519')
+        ? sshKeyPair('ecdsa', { bits: 256 })
+        : sshKeyPair('ed25519')
   const [, b64] = kp.public.split(' ')
   return Buffer.from(b64, 'base64')
 }

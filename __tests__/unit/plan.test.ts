@@ -1,9 +1,9 @@
+import { sshKeyPair } from './ssh-keys'
 import { ActionError } from '../../src/errors'
 import { DeployPlan, deployJob, makePlan, MachinePlan } from '../../src/plan'
-import { utils } from 'ssh2'
 import { base, inputs, key } from './read-inputs'
 
-const key2 = utils.generateKeyPairSync('ed25519')
+const key2 = sshKeyPair('ed25519')
 
 /** The plan as a deploy plan; fails the test when it is a build plan. */
 function deployPlan(plan: MachinePlan): DeployPlan {

@@ -1,7 +1,7 @@
+import { sshKeyPair } from './ssh-keys'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { utils as ssh2utils } from 'ssh2'
 import { ActionError } from '../../src/errors'
 import { RemoteHost } from '../../src/ssh/connection'
 import { Endpoint } from '../../src/ssh/endpoint'
@@ -76,7 +76,7 @@ describe('the proxy process', () => {
 })
 
 describe('connecting through proxy-command', () => {
-  const key = ssh2utils.generateKeyPairSync('ed25519').private
+  const key = sshKeyPair('ed25519').private
   const ep: Endpoint = {
     host: '10.0.0.9',
     port: 22,

@@ -1,8 +1,8 @@
-import { utils } from 'ssh2'
+import { sshKeyPair } from './ssh-keys'
 import { InputName, readInputs } from '../../src/inputs'
 
 /** A deploy key and its known_hosts line, made once per test file. */
-export const key = utils.generateKeyPairSync('ed25519')
+export const key = sshKeyPair('ed25519')
 export const hostLine = `pi ${key.public}`
 
 /** readInputs over these values (every other input empty, as the runner gives it). */
