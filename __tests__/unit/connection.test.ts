@@ -1,4 +1,4 @@
-import { forwardThrough, NEVER_OFFERED_CIPHERS } from '../../src/ssh/connection'
+import { forwardThrough, gatherWrites, NEVER_OFFERED_CIPHERS } from '../../src/ssh/connection'
 
 describe('ciphers', () => {
   it('never offers chacha20-poly1305 (ssh2 pure-JS corrupts it through a jump host)', () => {
@@ -34,7 +34,12 @@ describe('a channel forwarded by the jump host', () => {
   })
   it('that opens in time is the tunnel, left open', async () => {
     let closed = 0
-    const channel = { close: () => closed++ }
+    const channel = {
+      close: () => closed++,
+      write: () => true,
+      end: () => undefined,
+      destroy: () => undefined
+    }
     const jump = {
       forwardOut: (
         _a: string,
@@ -49,5 +54,56 @@ describe('a channel forwarded by the jump host', () => {
     } as never
     await expect(forwardThrough(jump, ep('jump'), ep('pi'), 1000)).resolves.toBe(channel)
     expect(closed).toBe(0)
+  })
+})
+
+describe('the writes of a session tunnelled through a jump host (gatherWrites)', () => {
+  /** A channel that records what reaches it. */
+  const recorder = () => {
+    const calls: string[] = []
+    const channel = {
+      destroyed: false,
+      write: (chunk: Buffer) => (calls.push(`write ${chunk.toString()}`), true),
+      end: () => calls.push('end'),
+      destroy: () => ((channel.destroyed = true), calls.push('destroy'))
+    }
+    gatherWrites(channel as never)
+    return {
+      channel: channel as unknown as { write(b: Buffer): boolean; end(): void; destroy(): void },
+      calls
+    }
+  }
+  const tick = () => new Promise(resolve => setImmediate(resolve))
+
+  it('gathers the small writes of one tick into one, in order; the next tick is a write of its own', async () => {
+    const { channel, calls } = recorder()
+    for (const part of ['a', 'b', 'c']) expect(channel.write(Buffer.from(part))).toBe(true)
+    expect(calls).toEqual([])
+    await tick()
+    channel.write(Buffer.from('d'))
+    await tick()
+    expect(calls).toEqual(['write abc', 'write d'])
+  })
+
+  it("passes a copy's large packet on at once, after what was gathered before it", async () => {
+    const { channel, calls } = recorder()
+    const big = 'x'.repeat(32 * 1024)
+    channel.write(Buffer.from('a'))
+    channel.write(Buffer.from(big))
+    expect(calls).toEqual(['write a', `write ${big}`])
+    await tick()
+    expect(calls).toHaveLength(2)
+  })
+
+  it('writes what was gathered before the channel ends or is destroyed', async () => {
+    const ended = recorder()
+    ended.channel.write(Buffer.from('a'))
+    ended.channel.end()
+    expect(ended.calls).toEqual(['write a', 'end'])
+    const destroyed = recorder()
+    destroyed.channel.write(Buffer.from('b'))
+    destroyed.channel.destroy()
+    await tick()
+    expect(destroyed.calls).toEqual(['write b', 'destroy'])
   })
 })
