@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_pkgs=(nix-bin qemu-user-static binfmt-support openssh-server openssh-client iproute2 zstd xz-utils util-linux procps sudo passwd shellcheck shfmt
+need_pkgs=(nix-bin qemu-user-static binfmt-support openssh-server openssh-client iproute2 zstd xz-utils util-linux procps sudo passwd shellcheck
   systemd-container debootstrap socat openssl
   patchelf bash-static
   qemu-system-arm qemu-utils u-boot-qemu u-boot-tools libubootenv-tool dosfstools cpio fdisk)

@@ -155,7 +155,7 @@ function deployDeps(nix: RunnerNix, opts: FleetOptions): DeployDeps {
         job.built.toplevel,
         job.built.deployUser,
         job.activation.healthChecks,
-        !!opts.signingKey || job.built.cache !== undefined
+        !!opts.signingKey || (job.built.cache !== undefined && job.substituteOnDestination)
       ),
     signsCopies: !!opts.signingKey
   }

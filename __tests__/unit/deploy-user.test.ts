@@ -5,7 +5,7 @@ import * as path from 'path'
 import { GATE_PROTOCOL, gateCommand, scriptsHash } from '../../src/target/gate'
 import { SCRIPT_FILES, WIRE_SCRIPT_FILES } from '../../src/target/scripts.generated'
 import { SCRIPT_OF } from '../../src/target/ssh-target'
-import { STORE_SETTINGS } from '../../src/nix/store-uri'
+import { publishUriProblem, STORE_SETTINGS } from '../../src/nix/store-uri'
 import { formatPlanRecord } from '../../src/target/plan-record'
 
 /**
@@ -182,6 +182,27 @@ describe("the deploy user's gate (gate.sh)", () => {
     fs.rmSync(marker, { force: true })
     const two = gate(gateCommand('substitute', [uri, 'nda-test-1:AAAA']), `${storePath('x')}\n`)
     expect([two.status, two.ran]).toEqual([64, []])
+  })
+
+  it('takes an HTTP(S) or S3 cache exactly when publish-to takes it (publishUriProblem)', () => {
+    for (const uri of [
+      'http://[fd00::1]:5000/cache',
+      'http://cache?&region=x',
+      'https://cache/x?priority=10&want-mass-query=true',
+      's3://bucket?region=eu-west-1&endpoint=minio.lan:9000',
+      'http://cache/x%20y',
+      'http://cache!x',
+      "http://cache/it's",
+      'http://cache(x)',
+      'https://cache/$(id)',
+      'http://cache?trusted=1',
+      'http://cache?local-nar-cache=/x',
+      'http://cache?secret-key=/k'
+    ]) {
+      fs.rmSync(marker, { force: true })
+      const r = gate(gateCommand('substitute', [uri]), `${storePath('x')}\n`)
+      expect({ uri, gate: r.status === 0 }).toEqual({ uri, gate: publishUriProblem(uri) === undefined })
+    }
   })
 
   it('takes the same cache settings as publish-to (STORE_SETTINGS)', () => {
@@ -377,7 +398,7 @@ describe('nda-root (root.sh): every value checked again', () => {
     expect(r.status).toBe(0)
     expect(r.ran).toEqual(files.map(f => `script ${f}`))
     // The same script, part for part, that the action sends a login that takes commands.
-    // (sent without comments: shfmt -mn of the same files.)
+    // (sent minified: the same files through mvdan/sh, scripts/embed-scripts.js.)
     expect(files.map(f => WIRE_SCRIPT_FILES[f as keyof typeof SCRIPT_FILES]).join('\n')).toBe(SCRIPT_OF[verb])
     expect(argsOf(r.stdout, files[files.length - 1])).toEqual(args.map(a => `arg:${a}`))
   })

@@ -51,17 +51,19 @@ store_paths_in() {
   for p in $paths; do is_store_path "$p" || refuse "a store path that is not one"; done
   printf '%s\n' "$paths"
 }
-# A binary cache a deploy plan names (src/nix/store-uri.ts): HTTP(S) or S3, URI characters only,
-# and only the settings publish-to takes (none that Nix would trust or write elsewhere by).
+# A binary cache a deploy plan names (src/nix/store-uri.ts, the same checks): HTTP(S) or S3, the
+# characters it takes only, and only the settings publish-to takes (none that Nix would trust or
+# write elsewhere by).
 cache_uri() {
   case $1 in http://?* | https://?* | s3://?*) ;; *) return 1 ;; esac
-  case $1 in *[!A-Za-z0-9._~:/?\&=%@+,-]*) return 1 ;; esac
+  case $1 in *[!][A-Za-z0-9._~:/?\&=%@+,-]*) return 1 ;; esac
   case $1 in *\?*) q=${1#*\?} ;; *) q='' ;; esac
   IFS='&'
   # shellcheck disable=SC2086 # split on &, no globbing (set -f)
   set -- $q
   unset IFS
   for pair; do
+    [ -n "$pair" ] || continue
     case ${pair%%=*} in
       # STORE_SETTINGS (a unit test checks they agree)
       region | endpoint | scheme | profile | priority | want-mass-query | compression | compression-level | \
@@ -122,7 +124,7 @@ case $verb in
     if [ "$verb" = substitute ] && [ $# = 1 ]; then
       cache_uri "$1" || refuse "a binary cache that is not http://, https:// or s3:// with only the settings publish-to takes"
     else
-      [ $# = 0 ] || refuse "$verb with arguments"
+      [ $# = 0 ] || refuse "$verb takes no arguments (substitute: at most a binary cache's URI)"
     fi
     paths=$(store_paths_in) || exit $?
     work_dir

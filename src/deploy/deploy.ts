@@ -515,7 +515,7 @@ class DeployRun {
         if (target.store.importsSignedOnly && !this.deps.signsCopies)
           throw new ActionError(
             `${target.label} logs in as a deploy user, which imports only signed store paths: it did not fetch ${rest.toCopy.length} of the closure's paths from ${cache.uri}, and without signing-key the runner cannot copy them to it`,
-            `Let ${target.label} reach ${cache.uri} (its log above says what failed), or set signing-key to the key the build signed with. Nothing was changed on the target.`,
+            `Let ${target.label} reach ${cache.uri}, and check that the build signed with the key whose public half is its services.nix-deploy-action.deployUser.signingPublicKey (the plan's cache key is ${cache.publicKey}); or set signing-key to that key here. The target's system was not changed.`,
             'copy'
           )
         await this.deps.fetchFromCache(

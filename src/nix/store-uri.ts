@@ -8,6 +8,9 @@ export function publishUriProblem(uri: string): string | undefined {
   if (!PUBLISH_SCHEMES.some(s => uri.startsWith(s)))
     return `publish-to: ${JSON.stringify(uri)} is not a binary cache Nix uploads to (${PUBLISH_SCHEMES.join(', ')})`
   if (/\s/.test(uri)) return 'publish-to: no spaces or line breaks'
+  // The characters a deploy user's gate takes in the URI (nixos/deploy-user/gate.sh, cache_uri).
+  if (/[^A-Za-z0-9._~:/?&=%@+,[\]-]/.test(uri))
+    return `publish-to: ${JSON.stringify(uri)} has a character other than letters, digits and ._~:/?&=%@+,[]- (percent-encode it)`
   if (/[?&]secret-key=/.test(uri))
     return 'publish-to: no secret-key= in it: the paths are signed with signing-key, read from a pipe'
   // The same URI is a substituter on every target, as root (deploy-plan): only settings of where

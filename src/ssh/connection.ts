@@ -498,20 +498,23 @@ const GATHERED_WRITE_MAX = 4096
  * shard's deploy of one Pi: 212 writes, 189 of them under 64 bytes (window adjustments, channel
  * opens, requests, EOFs, closes). A copy's 32 KiB packets go as they come.
  */
-export function gatherWrites(channel: Pick<ClientChannel, 'write' | 'end' | 'destroy' | 'destroyed'>): void {
-  const write = channel.write.bind(channel) as (chunk: Buffer) => boolean
+export function gatherWrites(
+  channel: Pick<ClientChannel, 'write' | 'end' | 'destroy' | 'destroyed' | 'writableEnded'>
+): void {
+  const write = channel.write.bind(channel) as (chunk: Uint8Array) => boolean
   const end = channel.end.bind(channel) as (...args: unknown[]) => unknown
   const destroy = channel.destroy.bind(channel) as (...args: unknown[]) => unknown
-  let pending: Buffer[] = []
+  let pending: Uint8Array[] = []
   const flush = (): void => {
-    if (pending.length === 0 || channel.destroyed) return void (pending = [])
+    // A channel the far side closed meanwhile takes nothing more (so would it have, written at once).
+    if (pending.length === 0 || channel.destroyed || channel.writableEnded) return void (pending = [])
     const chunk = pending.length === 1 ? pending[0] : Buffer.concat(pending)
     pending = []
     write(chunk)
   }
   channel.write = ((chunk: unknown, ...rest: unknown[]): boolean => {
-    // Only ssh2's own writes are gathered: a Buffer, no encoding or callback.
-    if (!Buffer.isBuffer(chunk) || rest.length > 0 || chunk.length > GATHERED_WRITE_MAX) {
+    // Only ssh2's own writes are gathered: bytes, no encoding or callback.
+    if (!(chunk instanceof Uint8Array) || rest.length > 0 || chunk.length > GATHERED_WRITE_MAX) {
       flush()
       return (write as (...a: unknown[]) => boolean)(chunk, ...rest)
     }

@@ -8,7 +8,7 @@
 import { SCRIPT_FILES, WIRE_SCRIPT_FILES } from './scripts.generated'
 
 type ScriptFile = keyof typeof SCRIPT_FILES
-// As sent: without comments (WIRE_SCRIPT_FILES, shfmt -mn), each command carries its script.
+// As sent: minified (WIRE_SCRIPT_FILES, scripts/embed-scripts.js), each command carries its script.
 const compose = (...files: ScriptFile[]): string => files.map(f => WIRE_SCRIPT_FILES[f]).join('\n')
 
 /** The deploy lock's operations (lock.sh): acquire, renew, release. */

@@ -263,7 +263,13 @@ export class SshTarget implements Target {
     })
     if (r.exitCode !== 0 && r.stdout.trim() === '')
       throw new Error(`exit ${r.exitCode}: ${r.stderr.trim().slice(-200)}`)
-    return parseMissing(r.stdout, new Set(paths))
+    const missing = parseMissing(r.stdout, new Set(paths))
+    // A gate's copy from the cache says why it fetched less (unreachable, a signature refused).
+    if (missing.size > 0 && r.stderr.trim() !== '') {
+      this.log.info(`The target's copy from the cache ended with (shown, not obeyed):`)
+      this.log.untrusted(r.stderr.trim().slice(-1000))
+    }
+    return missing
   }
 
   private async importStream(

@@ -12,8 +12,12 @@
 set -f
 paths=$(cat)
 if [ $# = 1 ]; then
-  printf '%s
-' "$paths" | xargs nix --extra-experimental-features nix-command copy --from "$1" --option download-attempts 1 --option connect-timeout 5 >/dev/null 2>&1
+  # What went wrong, if anything, in its last lines (an unreachable cache, a signature refused).
+  if ! err=$(printf '%s
+' "$paths" | xargs nix --extra-experimental-features nix-command copy --from "$1" --option download-attempts 1 --option connect-timeout 5 2>&1 >/dev/null); then
+    printf '%s
+' "$err" | tail -n 5 >&2
+  fi
   printf '%s
 ' "$paths" | xargs nix-store --check-validity --print-invalid
   exit
