@@ -246,6 +246,15 @@ for pi in pi pi2 pi3; do
     "AllowTcpForwarding no" "SetEnv NIX_CONF_DIR=$TESTBED/pi-nix-conf" > "$TESTBED/$pi/sshd_config"
 done
 
+# A benchmark stopped half-way (bench/bench.js throttles the jump host's links to pi and spi with
+# tc) leaves its rate behind: the tests' links are unthrottled.
+for link in eth1 eth3; do
+  if ip netns exec nda-jump tc qdisc show dev "$link" root 2>/dev/null | grep -q '^qdisc tbf'; then
+    log "removing a link rate a benchmark left on the jump host's $link"
+    ip netns exec nda-jump tc qdisc del dev "$link" root
+  fi
+done
+
 # --- QEMU binfmt, the jump hosts' sshd, and the Pis (pi.sh start: a private /nix, tmpfs and
 # size-limited like an SD card, /boot and /run, and their sshd).
 "$here/repair.sh"
