@@ -154,6 +154,12 @@ describe("the deploy user's gate (gate.sh)", () => {
     expect(gate(gateCommand('query-missing'), `/nix/store/${'e'.repeat(32)}-x\n`).status).toBe(64)
   })
 
+  /** The gate's substitute of one store path with these arguments, what ran counted afresh. */
+  const substitute = (args: string[]) => {
+    fs.rmSync(marker, { force: true })
+    return gate(gateCommand('substitute', args), `${storePath('x')}\n`)
+  }
+
   it("substitutes from a deploy plan's cache given as one value: HTTP(S) or S3 with publish-to's settings only", () => {
     const uri = 'https://cache.example.org/fleet?priority=10&want-mass-query=true'
     const r = gate(gateCommand('substitute', [uri]), `${storePath('x')}\n`)
@@ -175,12 +181,10 @@ describe("the deploy user's gate (gate.sh)", () => {
       'http://',
       'https://cache/$(id)'
     ]) {
-      fs.rmSync(marker, { force: true })
-      const refused = gate(gateCommand('substitute', [bad]), `${storePath('x')}\n`)
+      const refused = substitute([bad])
       expect({ bad, status: refused.status, ran: refused.ran }).toEqual({ bad, status: 64, ran: [] })
     }
-    fs.rmSync(marker, { force: true })
-    const two = gate(gateCommand('substitute', [uri, 'nda-test-1:AAAA']), `${storePath('x')}\n`)
+    const two = substitute([uri, 'nda-test-1:AAAA'])
     expect([two.status, two.ran]).toEqual([64, []])
   })
 
@@ -198,11 +202,11 @@ describe("the deploy user's gate (gate.sh)", () => {
       'http://cache?trusted=1',
       'http://cache?local-nar-cache=/x',
       'http://cache?secret-key=/k'
-    ]) {
-      fs.rmSync(marker, { force: true })
-      const r = gate(gateCommand('substitute', [uri]), `${storePath('x')}\n`)
-      expect({ uri, gate: r.status === 0 }).toEqual({ uri, gate: publishUriProblem(uri) === undefined })
-    }
+    ])
+      expect({ uri, gate: substitute([uri]).status === 0 }).toEqual({
+        uri,
+        gate: publishUriProblem(uri) === undefined
+      })
   })
 
   it('takes the same cache settings as publish-to (STORE_SETTINGS)', () => {
