@@ -3,7 +3,9 @@
 # (within minutes on a busy machine: a systemd Pi's supervisor's pid was found on pi's sshd). A
 # pid file names this testbed's process only while that process started before the file was
 # written: sshd and QEMU write theirs once running, the scripts write $! after the start; a process
-# that got the pid later started after it. Sourced by the testbed's scripts.
+# that got the pid later started after it. Both times are wall-clock ones (the start time through
+# /proc/stat's btime): a clock stepped forward meanwhile would make a running process look ended
+# (nothing on the testbed steps it). Sourced by the testbed's scripts.
 
 # pid_of FILE: the pid FILE names, while that process is the one it was written for; fails otherwise.
 pid_of() {
