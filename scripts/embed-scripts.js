@@ -7,6 +7,7 @@
 // a generated file is stale.
 'use strict'
 const fs = require('fs')
+const { print, LangVariant } = require('sh-syntax')
 const path = require('path')
 
 const root = path.join(__dirname, '..')
@@ -23,7 +24,6 @@ const nixOut = path.join(root, 'src', 'nix', 'legacy-eval.generated.ts')
  * they are (their hash is of those).
  */
 async function minify(name, text) {
-  const { print, LangVariant } = require('sh-syntax')
   try {
     return await print(text, { originalText: text, minify: true, variant: LangVariant.LangPOSIX })
   } catch (e) {

@@ -37,7 +37,6 @@ nixx() { nix --extra-experimental-features 'nix-command flakes' "$@"; }
 log() { echo "booting-pi: $*" >&2; }
 # shellcheck source=testbed/pidfile.sh
 . "$here/pidfile.sh"
-qemu_alive() { pid_of "$pidfile" >/dev/null; }
 pi_ssh() { ssh -F "$TESTBED/ssh_config" -o ConnectTimeout=5 bpi "$@"; }
 
 # The kernel and initrd by hash for the fixture (lib.nix's bpiBoot): Nix copies them into the store.
@@ -171,7 +170,7 @@ network() {
 
 start() {
   network
-  if ! qemu_alive; then
+  if ! alive "$pidfile"; then
     [ -f "$d/disk.qcow2" ] || qemu-img create -q -f qcow2 -b "$d/base.img" -F raw "$d/disk.qcow2"
     [ -f "$d/uboot-env.img" ] || cp --sparse=always "$d/uboot-env.base" "$d/uboot-env.img"
     : >"$d/console.log"
@@ -191,7 +190,7 @@ wait_ssh() {
   local until=$(($(date +%s) + $1))
   while [ "$(date +%s)" -lt "$until" ]; do
     if pi_ssh true 2>/dev/null; then return 0; fi
-    qemu_alive || { log "QEMU is not running"; break; }
+    alive "$pidfile" || { log "QEMU is not running"; break; }
     sleep 1
   done
   log "no SSH from $PI within $1 s; its console ends:"

@@ -23,7 +23,7 @@ export async function readDeployUserFacts(toplevel: string): Promise<DeployUserF
 }
 
 /** The health-checks file: one check per line, exactly as the health-checks input writes it. */
-export function parseHealthChecks(text: string): string[] {
+function parseHealthChecks(text: string): string[] {
   return text.split('\n').filter(c => c !== '')
 }
 

@@ -18,15 +18,12 @@ if [ $# = 1 ]; then
     printf '%s
 ' "$err" | tail -n 5 >&2
   fi
-  printf '%s
-' "$paths" | xargs nix-store --check-validity --print-invalid
-  exit
-elif [ $# = 2 ]; then
-  set -- --option extra-substituters "$1" --option extra-trusted-public-keys "$2"
 else
-  set --
-fi
-printf '%s
+  if [ $# = 2 ]; then
+    set -- --option extra-substituters "$1" --option extra-trusted-public-keys "$2"
+  fi
+  printf '%s
 ' "$paths" | xargs nix-store --realise --keep-going --option download-attempts 1 --option connect-timeout 5 --option fallback false "$@" >/dev/null 2>&1
+fi
 printf '%s
 ' "$paths" | xargs nix-store --check-validity --print-invalid
