@@ -19,9 +19,10 @@ const nixOut = path.join(root, 'src', 'nix', 'legacy-eval.generated.ts')
 /**
  * A script as the action sends it: minified by mvdan/sh (shfmt's parser and printer, as the npm
  * package sh-syntax, pinned in package-lock.json), the same program without its comments and
- * indentation, parsed as POSIX sh (a bashism fails here). Each command carries its script, so this
- * is most of what crosses the runner's link per target; a deploy user's gate runs the files as
- * they are (their hash is of those).
+ * indentation, parsed as POSIX sh (a bashism fails here). A target that takes shell commands keeps
+ * these files, each named by the SHA-256 of this text (src/target/kept-scripts.ts); one that
+ * cannot gets each script with its command. A deploy user's gate runs the files as they are
+ * (their hash is of those).
  */
 async function minify(name, text) {
   try {

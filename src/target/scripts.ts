@@ -7,9 +7,21 @@
  */
 import { SCRIPT_FILES, WIRE_SCRIPT_FILES } from './scripts.generated'
 
-type ScriptFile = keyof typeof SCRIPT_FILES
-// As sent: minified (WIRE_SCRIPT_FILES, scripts/embed-scripts.js), each command carries its script.
-const compose = (...files: ScriptFile[]): string => files.map(f => WIRE_SCRIPT_FILES[f]).join('\n')
+export type ScriptFile = keyof typeof SCRIPT_FILES
+/** Each script as sent, by its text: the files it is made of (what a target keeps: kept-scripts.ts). */
+const PARTS = new Map<string, readonly ScriptFile[]>()
+// As sent: minified (WIRE_SCRIPT_FILES, scripts/embed-scripts.js), joined by newlines; by their
+// hashes to a target that keeps them (kept-scripts.ts).
+const compose = (...files: ScriptFile[]): string => {
+  const text = files.map(f => WIRE_SCRIPT_FILES[f]).join('\n')
+  PARTS.set(text, files)
+  return text
+}
+
+/** The files a script sent to a target is made of; undefined for any other text. */
+export function partsOf(script: string): readonly ScriptFile[] | undefined {
+  return PARTS.get(script)
+}
 
 /** The deploy lock's operations (lock.sh): acquire, renew, release. */
 export const LOCK_SCRIPT = compose('lock.sh', 'lock-command.sh')
@@ -32,6 +44,13 @@ export const LIST_GENERATIONS_SCRIPT = compose('list-generations.sh')
 export const WRAP_UP_SCRIPT = compose('lock.sh', 'probe.sh', 'wrap-up.sh')
 export const PLAN_RECORD_SCRIPT = compose('lock.sh', 'plan-record.sh')
 
+/** What runs a script the target keeps, and what keeps them there (kept-scripts.ts): sent as they are. */
+export const KEPT_RUN_SCRIPT = WIRE_SCRIPT_FILES['kept-run.sh']
+export const KEEP_SCRIPTS_SCRIPT = WIRE_SCRIPT_FILES['keep-scripts.sh']
+
+/** Every file a composed script is made of: what a target keeps. */
+export const KEPT_FILES: readonly ScriptFile[] = [...new Set([...PARTS.values()].flat())].sort()
+
 /** Every script as it is sent, by name (for the tests: each must be valid POSIX sh). */
 export const ALL_SCRIPTS = {
   LOCK_SCRIPT,
@@ -52,5 +71,7 @@ export const ALL_SCRIPTS = {
   WRAP_UP_SCRIPT,
   PLAN_RECORD_SCRIPT,
   REBOOT_SCRIPT,
-  BOOT_TRIAL_SCRIPT
+  BOOT_TRIAL_SCRIPT,
+  KEPT_RUN_SCRIPT,
+  KEEP_SCRIPTS_SCRIPT
 }

@@ -3,9 +3,11 @@ import { ActionError, errorMessage } from '../errors'
 import { topoSort } from '../nix/closure'
 import { assertStorePath } from '../nix/store-path'
 import { Log } from '../log/untrusted'
-import { RemoteHost } from '../ssh/connection'
+import * as core from '@actions/core'
+import { ExecOptions, RemoteHost, RemoteResult } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
 import { LockRequest, LockVerb, lockArgs } from './lock/on-target'
+import { isScriptMissing, keepScriptsCommand, KEPT_SCRIPTS_DIR, keptRunCommand } from './kept-scripts'
 import { parseGenerations, parseMissing } from './parse'
 import { parseRemoteState, RemoteState } from './remote-state'
 import { formatPlanRecord, PlanRecord } from './plan-record'
@@ -27,7 +29,9 @@ import {
   SUBSTITUTE_SCRIPT,
   SURVEY_SCRIPT,
   UPLOAD_KEY_SCRIPT,
-  WRAP_UP_SCRIPT
+  WRAP_UP_SCRIPT,
+  partsOf,
+  ScriptFile
 } from './scripts'
 import { startAgentOverSsh, VerbWire } from './agent/over-ssh'
 import { AgentRequest, AgentSession } from './agent/session'
@@ -88,6 +92,12 @@ export const SCRIPT_OF: Partial<Record<GateVerb, string>> = {
  * user's gate (nixos/deploy-user.nix), which runs its own copies and checks every value.
  */
 export class SshTarget implements Target {
+  /** 'no' once the target showed it cannot keep the scripts (kept-scripts.ts): each command carries its own. */
+  private keptState: 'unknown' | 'no' = 'unknown'
+  /** The writing of the kept scripts under way, and how many were started. */
+  private keeping: Promise<'kept' | 'cannot' | 'failed'> | undefined
+  private keepings = 0
+
   constructor(
     private readonly session: TargetSession,
     /** Set when the login is a deploy user's gate (see gate.ts). */
@@ -167,9 +177,9 @@ export class SshTarget implements Target {
     verb: GateVerb,
     args: string[],
     opts: { stdin?: string | Readable; timeoutMs: number; what: string; shell?: string[] }
-  ) {
+  ): Promise<RemoteResult> {
     const { shell, ...rest } = opts
-    return this.session.exec(this.command(verb, args, shell), { ...rest, noSudo: this.gated })
+    return this.send(verb, args, shell, rest, (command, o) => this.session.exec(command, o))
   }
 
   /** As run, reconnecting and running it again when the connection drops: idempotent scripts only. */
@@ -177,16 +187,91 @@ export class SshTarget implements Target {
     verb: GateVerb,
     args: string[],
     opts: { stdin?: string; timeoutMs: number; what: string; deadline?: number; shell?: string[] }
-  ) {
+  ): Promise<RemoteResult> {
     const { deadline, shell, ...rest } = opts
-    return this.session.execRetrying(
-      this.command(verb, args, shell),
-      deadline ?? Date.now() + opts.timeoutMs,
-      {
-        ...rest,
-        noSudo: this.gated
+    const until = deadline ?? Date.now() + opts.timeoutMs
+    return this.send(verb, args, shell, rest, (command, o) => this.session.execRetrying(command, until, o))
+  }
+
+  /**
+   * Sends one verb: by the hashes of its script's kept files where the target keeps them (and, the
+   * first time, writes them there and sends it again: kept-run.sh ran nothing), else with its script.
+   */
+  private async send(
+    verb: GateVerb,
+    args: string[],
+    shell: string[] | undefined,
+    opts: ExecOptions,
+    exec: (command: string, opts: ExecOptions) => Promise<RemoteResult>
+  ): Promise<RemoteResult> {
+    const execOpts = { ...opts, noSudo: this.gated }
+    const kept = this.keptParts(verb, shell, opts.stdin)
+    if (kept) {
+      // With its stdin kept too, the command's own stdin is not read: none is sent.
+      const keptOpts = kept.input ? { ...execOpts, stdin: undefined } : execOpts
+      const command = keptRunCommand(kept.script, kept.input, args)
+      const r = await exec(command, keptOpts)
+      if (!isScriptMissing(r)) return r
+      const keeping = await this.keepScripts()
+      if (keeping === 'kept') {
+        const again = await exec(command, keptOpts)
+        if (!isScriptMissing(again)) return again
+        // Written, yet not found as written (no sha256sum?): every later command carries its script.
+        this.log.info(`${this.label} does not run the scripts it keeps: each command carries its script`)
+        this.keptState = 'no'
       }
-    )
+    }
+    return exec(this.command(verb, args, shell), execOpts)
+  }
+
+  /** The kept files of a verb's script (and of its stdin, when that is a script); undefined: send it. */
+  private keptParts(
+    verb: GateVerb,
+    shell: string[] | undefined,
+    stdin: ExecOptions['stdin']
+  ): { script: readonly ScriptFile[]; input?: readonly ScriptFile[] } | undefined {
+    // A gate runs its own copies; a stream (a copy) cannot be sent again after a miss.
+    if (this.gated || shell || this.keptState === 'no' || (stdin !== undefined && typeof stdin !== 'string'))
+      return undefined
+    const script = SCRIPT_OF[verb]
+    const parts = script === undefined ? undefined : partsOf(script)
+    if (!parts) return undefined
+    return { script: parts, input: stdin === undefined ? undefined : partsOf(stdin) }
+  }
+
+  /**
+   * Writes the kept scripts on the target (shared by the commands that found them missing at once);
+   * false when it could not (the commands then carry their scripts). At most twice per deploy.
+   */
+  private keepScripts(): Promise<'kept' | 'cannot' | 'failed'> {
+    if (this.keepings >= 2) return Promise.resolve('failed')
+    this.keeping ??= (async () => {
+      this.keepings++
+      try {
+        const r = await this.session.exec(keepScriptsCommand(), {
+          timeoutMs: STEP_TIMEOUT_MS,
+          what: "keeping the action's scripts on the target"
+        })
+        if (r.exitCode === 0 && /^kept$/m.test(r.stdout)) {
+          this.log.info(
+            `Kept this release's scripts on ${this.label} (${KEPT_SCRIPTS_DIR}): later commands carry their hashes`
+          )
+          return 'kept'
+        }
+        this.log.info(
+          `${this.label} cannot keep the action's scripts in ${KEPT_SCRIPTS_DIR} (exit ${r.exitCode}): each command carries its script`
+        )
+        this.keptState = 'no'
+        return 'cannot'
+      } catch (e) {
+        // The connection: the command that asked is sent with its script (over a new one if need be).
+        core.debug(`keeping the scripts on ${this.label}: ${errorMessage(e)}`)
+        return 'failed'
+      } finally {
+        this.keeping = undefined
+      }
+    })()
+    return this.keeping
   }
 
   async checkSudo(user: string): Promise<void> {
