@@ -286,7 +286,10 @@ async function deployOne(
     const fresh = dialer(m.deploy, shared, opts.connect)
     // An early dial that failed during the build is tried once more now, as it would have been.
     const dial = (): Promise<RemoteHost> => opts.early?.take()?.catch(fresh) ?? fresh()
-    const target = await timed('connect', () => SshTarget.connect(dial, log))
+    // Only a deploy that changes the target writes the scripts it keeps there (kept-scripts.ts).
+    const target = await timed('connect', () =>
+      SshTarget.connect(dial, log, { writesKeptScripts: job.goal.locks })
+    )
     const outcome = await deployToTarget(target, job, deps, timed)
     applyMachineResult(m.report, outcome.result)
     if (outcome.error !== undefined) throw outcome.error

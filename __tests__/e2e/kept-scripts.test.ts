@@ -37,6 +37,11 @@ describeE2E(
         expect(piState().current).toBe(fixturePath(config))
       }
 
+      // A dry run changes nothing on the Pi: it keeps none (its commands carry their scripts).
+      const dry = await runAction(deployInputs('pi-gen1', { mode: 'dry-activate' }))
+      expect(dry.exitCode).toBe(0)
+      expect(onPi(`test -e ${KEPT_SCRIPTS_DIR} && echo there || echo none`)).toBe('none')
+
       await deploy('pi-gen1')
       // Every file the scripts are made of, named by the SHA-256 of its text, private to root.
       const first = keptOnPi()

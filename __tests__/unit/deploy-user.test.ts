@@ -366,7 +366,6 @@ describe('nda-root (root.sh): every value checked again', () => {
       ['a plain reboot', 'reboot', [], ['lock.sh', 'reboot.sh']],
       ['a boot trial step', 'boot-trial', ['check-in'], ['boot-trial-steps.sh']],
       ['a plan record', 'plan-record', [LOCK, 'id-1'], ['lock.sh', 'plan-record.sh'], RECORD],
-      ['the running closure', 'running-closure', [], ['running-closure.sh']],
       ['the state', 'probe', [], ['probe.sh', 'probe-command.sh']],
       ['the generations', 'list-generations', [], ['list-generations.sh']],
       ['abandon', 'abandon', ['/run/nix-deploy-action/a'], ['abandon.sh']],

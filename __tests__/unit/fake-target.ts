@@ -24,7 +24,6 @@ import {
   ImportResult,
   KeyFile,
   RebootScheduled,
-  RunningClosure,
   Survey,
   SurveyRequest,
   Target,
@@ -195,11 +194,12 @@ export class FakeTarget implements Target {
       return { kind: 'unchanged', state: s, lockReleased: release }
     }
     const missing = req.closure.filter(p => !this.paths.has(p.path))
-    return { kind: 'changed', state: s, copy: { toCopy: missing, targetCodecs: new Set(['zstd']) } }
-  }
-
-  async listRunningClosure(): Promise<RunningClosure> {
-    return { entries: [{ path: this.current, narSize: 1000 }] }
+    return {
+      kind: 'changed',
+      state: s,
+      copy: { toCopy: missing, targetCodecs: new Set(['zstd']) },
+      running: { entries: [{ path: this.current, narSize: 1000 }] }
+    }
   }
 
   async lock(verb: LockVerb, req: LockRequest): Promise<string> {

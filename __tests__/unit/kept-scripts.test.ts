@@ -88,6 +88,14 @@ describe('kept-run.sh: a script the target keeps, checked against its name befor
     // A changed input file stops it too, before the script runs.
     expect(isScriptMissing(sh(keptRun(dir, [runs], [changed], [])))).toBe(true)
     expect(fs.existsSync(marker)).toBe(false)
+    // What a login says first (sshd, sudo) does not hide it.
+    expect(
+      isScriptMissing({
+        exitCode: 97,
+        stderr: 'Could not chdir to home directory /nonexistent\nnda-script-missing\n'
+      })
+    ).toBe(true)
+    expect(isScriptMissing({ exitCode: 97, stderr: 'nda-script-missing\nand then more\n' })).toBe(false)
     // The same script's own exit 97 is not a miss (it says nothing of the kind).
     const exits = keepOwn(dir, 'echo other >&2; exit 97\n')
     expect(isScriptMissing(sh(keptRun(dir, [exits], [], [])))).toBe(false)
@@ -167,7 +175,10 @@ describe('keep-scripts.sh: writes each file under its hash, whole, private to ro
 })
 
 /** A target that runs each command here, its /nix/var being tmp; counts what it was sent. */
-function localTarget(env: NodeJS.ProcessEnv = process.env): {
+function localTarget(
+  env: NodeJS.ProcessEnv = process.env,
+  writesKeptScripts = true
+): {
   target: SshTarget
   sent: string[]
   dir: string
@@ -186,7 +197,7 @@ function localTarget(env: NodeJS.ProcessEnv = process.env): {
     }
   } as unknown as RemoteHost
   const session = new TargetSession(host, async () => host, plainLog)
-  return { target: new SshTarget(session), sent, dir }
+  return { target: new SshTarget(session, false, writesKeptScripts), sent, dir }
 }
 
 describe('SshTarget: sends the hashes of scripts the target keeps', () => {
@@ -235,6 +246,24 @@ describe('SshTarget: sends the hashes of scripts the target keeps', () => {
     sent.length = 0
     await target.readState()
     expect(sent).toEqual([shellCommand(['sh', '-c', PROBE_SCRIPT, 'sh'])])
+  })
+
+  it('a visit that changes nothing (a dry run, the report job) writes none: it sends the scripts it misses', async () => {
+    const { target, sent, dir } = localTarget(process.env, false)
+    await target.readState()
+    expect(sent).toEqual([
+      keptRunCommand(partsOf(PROBE_SCRIPT)!, undefined, []),
+      shellCommand(['sh', '-c', PROBE_SCRIPT, 'sh'])
+    ])
+    expect(fs.existsSync(dir)).toBe(false)
+    sent.length = 0
+    await target.readState()
+    expect(sent).toEqual([shellCommand(['sh', '-c', PROBE_SCRIPT, 'sh'])])
+    // Where a deploy kept them, it runs them in place.
+    sh(keepScriptsCommand(dir))
+    const { target: later, sent: laterSent } = localTarget(process.env, false)
+    await later.readState()
+    expect(laterSent).toEqual([keptRunCommand(partsOf(PROBE_SCRIPT)!, undefined, [])])
   })
 
   it("a script given as stdin (the agent) is read from the kept files: the command's stdin is empty", async () => {

@@ -5,11 +5,11 @@ import * as path from 'path'
 import { ActionError } from '../../src/errors'
 import { PathInfo } from '../../src/nix/closure'
 import { parseSurvey } from '../../src/target/survey'
-import { RUNNING_CLOSURE_SCRIPT, SURVEY_SCRIPT } from '../../src/target/scripts'
+import { SURVEY_SCRIPT } from '../../src/target/scripts'
 import { CopyPlan, Survey } from '../../src/target/target'
 
 /**
- * SURVEY_SCRIPT's and RUNNING_CLOSURE_SCRIPT's shell logic run for real by sh, with a stand-in
+ * SURVEY_SCRIPT's shell logic run for real by sh, with a stand-in
  * `nix-store` on PATH (the e2e tests run them against real Nix on the simulated Pi with every
  * deploy); the survey's answer read by parseSurvey.
  */
@@ -89,15 +89,41 @@ describe('the survey of the target (one command before the copy)', () => {
     expect(fs.readlinkSync(path.join(dir, 'gcroots', 'nda', 'system.run1'))).toBe(toplevel)
   })
 
-  it('lists the running closure with sizes, in the format the package diff reads', () => {
-    const out = execFileSync('sh', ['-c', RUNNING_CLOSURE_SCRIPT], { encoding: 'utf8', env: stubEnv({}) })
-    expect(out).toBe(`${running.join('\n')}\n--sizes--\n1000\n1000\n`)
-    const failed = spawnSync('sh', ['-c', RUNNING_CLOSURE_SCRIPT], {
-      encoding: 'utf8',
-      env: stubEnv({ FAIL_LISTING: '1' })
+  it('answers what it runs as it differs from the new closure: only those paths cross; put together whole', () => {
+    const r = survey()
+    // The running closure is glibc and hello; the new one hello, htop and the toplevel.
+    const section = r.stdout.slice(r.stdout.indexOf('--running--'))
+    expect(section.split('\n').filter(Boolean).sort()).toEqual(
+      [
+        '--running--',
+        'count 2',
+        `new ${P('htop-3.3.0', 'j')}`,
+        `new ${toplevel}`,
+        `only ${P('glibc-2.37', 'g')} 1000`
+      ].sort()
+    )
+    expect(section).not.toContain(`${P('hello-2.12', 'h')}`)
+    const s = changed(parseSurvey(r, 'pi', closure))
+    expect(s.running).toEqual({
+      entries: [
+        { path: P('hello-2.12', 'h'), narSize: 100 },
+        { path: P('glibc-2.37', 'g'), narSize: 1000 }
+      ]
     })
-    expect(failed.status).toBe(1)
-    expect(failed.stderr).toContain('listing refused')
+    // A listing that fails gives no section, and no diff; the rest of the answer stands.
+    const failed = survey({ FAIL_LISTING: '1' })
+    expect(failed.exitCode).toBe(0)
+    const f = changed(parseSurvey(failed, 'pi', closure))
+    expect(f.copy).not.toBeInstanceOf(Error)
+    expect(f.running).toEqual({ error: 'the target did not list its running closure' })
+  })
+
+  it("a running section that does not add up gives no diff (a target's word is checked)", () => {
+    const r = survey()
+    const lying = { ...r, stdout: r.stdout.replace('count 2', 'count 5') }
+    expect('error' in changed(parseSurvey(lying, 'pi', closure)).running).toBe(true)
+    const twice = { ...r, stdout: r.stdout + `only ${P('hello-2.12', 'h')} 7\n` }
+    expect('error' in changed(parseSurvey(twice, 'pi', closure)).running).toBe(true)
   })
 
   it('no GC root (exit 3) and a failed store query (exit 4) come back as errors, after the state', () => {

@@ -130,7 +130,7 @@ case $verb in
     work_dir
     printf '%s\n' "$paths" | sh -c "$(cat "$scripts/$verb.sh")" sh "$@"
     ;;
-  survey | running-closure | lock | probe | prepare-agent | start-agent | follow | decide | abandon | \
+  survey | lock | probe | prepare-agent | start-agent | follow | decide | abandon | \
     remove-agent-dir | health | wrap-up | list-generations | delete-generations | remove-gc-root | \
     reboot | boot-trial | upload-key | plan-record)
     exec @sudo@ -n @root@ "$verb" "$@"

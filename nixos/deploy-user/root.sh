@@ -87,10 +87,9 @@ run() {
 verb=$1
 shift
 case $verb in
-  running-closure | probe | list-generations)
+  probe | list-generations)
     [ $# = 0 ] || refuse "$verb with arguments"
     case $verb in
-      running-closure) run running-closure.sh ;;
       probe) run "probe.sh probe-command.sh" ;;
       list-generations) run list-generations.sh ;;
     esac

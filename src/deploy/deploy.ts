@@ -6,7 +6,7 @@ import type { DeployUserFacts } from '../nix/deploy-user-facts'
 import { diffClosures, parseDryActivate } from '../report/diff'
 import { MachineResult } from '../report/report'
 import { generationOf, PendingTrial, RemoteState } from '../target/remote-state'
-import { BinaryCache, CopyPlan, Survey, SurveyRequest, Target } from '../target/target'
+import { BinaryCache, CopyPlan, RunningClosure, Survey, SurveyRequest, Target } from '../target/target'
 import { formatBytes } from '../log/format'
 import { activate, ActivationSettings, AgentTracker, RolledBackError } from './activate'
 import { CompressionSetting } from './compression'
@@ -140,8 +140,6 @@ class DeployRun {
   private recordFrom: RemoteState | undefined
   /** The plan record this deploy last wrote. */
   private recorded: PlanRecord['state'] | undefined
-  /** The package diff, once the running system's closure is listed (a failed deploy reports it too). */
-  private diffed: Promise<void> = Promise.resolve()
 
   constructor(
     private readonly target: Target,
@@ -181,7 +179,7 @@ class DeployRun {
     const reboots = rebootsFor(job.goal, rebootWhen, this.result.needsReboot)
     if (survey.kind === 'unchanged')
       return this.unchanged(before, keys, reboots && this.result.needsReboot === true)
-    this.diffed = this.packageDiff(before)
+    this.packageDiff(before, survey.running)
     if (survey.copy instanceof Error) throw survey.copy
     await this.record('started', before)
     await this.copy(before, survey.copy)
@@ -476,23 +474,19 @@ class DeployRun {
     this.target.log.info(`${this.target.label} already runs ${this.job.built.toplevel}: nothing to do`)
   }
 
-  /** The running system's closure against the new one, listed under the lock alongside the copy. */
-  private packageDiff(before: RemoteState): Promise<void> {
+  /** The running system's closure (the survey's, under the lock) against the new one. */
+  private packageDiff(before: RemoteState, running: RunningClosure): void {
     const { target, job } = this
-    return target.listRunningClosure().then(closure => {
-      if ('error' in closure) {
-        // The target's own words: shown, never obeyed.
-        target.log.info("No package diff: listing the target's closure failed:")
-        target.log.untrusted(closure.error)
-        return
-      }
-      this.result.diff = diffClosures(closure.entries, job.built.closure, {
-        before: before.current,
-        after: job.built.toplevel
-      })
-      // Which system it runs is the diff's System line.
-      this.result.diffBaseline = `what ${target.label} runs`
+    if ('error' in running) {
+      target.log.info(`No package diff: ${running.error}`)
+      return
+    }
+    this.result.diff = diffClosures(running.entries, job.built.closure, {
+      before: before.current,
+      after: job.built.toplevel
     })
+    // Which system it runs is the diff's System line.
+    this.result.diffBaseline = `what ${target.label} runs`
   }
 
   private async copy(before: RemoteState, plan: CopyPlan): Promise<void> {
@@ -531,7 +525,6 @@ class DeployRun {
       wireBytes: copied.wireBytes,
       compression: copied.codec
     })
-    await timed('copy', () => this.diffed)
   }
 
   /** The activation as the job's goal says, or as `boot` (profile and boot entry only) before a reboot. */
@@ -621,9 +614,8 @@ class DeployRun {
     await this.target.store.removeGcRoot(this.gcRoot)
   }
 
-  /** Always, success or not: the diff settled, the GC root gone, the lock released (unless the agent keeps it). */
+  /** Always, success or not: the GC root gone, the lock released (unless the agent keeps it). */
   async cleanUp(): Promise<void> {
-    await this.diffed.catch((e: unknown) => this.target.log.info(`No package diff: ${errorMessage(e)}`))
     await this.releaseGcRoot()
     if (this.held) {
       // An agent that may still roll back keeps the lock (it renews it) until its final state.

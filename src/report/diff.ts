@@ -139,23 +139,6 @@ function otherPaths(before: ClosureEntry[], after: ClosureEntry[]): ClosureDiff[
   )
 }
 
-/** Parses `nix-store -qR X` output followed by `nix-store -q --size` of the same paths (same order). */
-export function parseClosureListing(pathsText: string, sizesText?: string): ClosureEntry[] {
-  const paths = pathsText
-    .split('\n')
-    .map(l => l.trim())
-    .filter(l => l.startsWith('/nix/store/'))
-  const sizes = sizesText
-    ?.split('\n')
-    .map(l => l.trim())
-    .filter(l => /^[0-9]+$/.test(l))
-    .map(Number)
-  return paths.map((path, i) => ({
-    path,
-    narSize: sizes && sizes.length === paths.length ? sizes[i] : undefined
-  }))
-}
-
 /** Units switch-to-configuration dry-activate says it would touch, by action. */
 export function parseDryActivate(output: string): Array<{ action: string; units: string[] }> {
   const out: Array<{ action: string; units: string[] }> = []

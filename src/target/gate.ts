@@ -19,7 +19,6 @@ export type GateVerb =
   | 'query-missing'
   | 'substitute'
   | 'survey'
-  | 'running-closure'
   | 'lock'
   | 'probe'
   | 'prepare-agent'

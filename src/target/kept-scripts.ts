@@ -61,7 +61,10 @@ export function keepScriptsCommand(
   ])
 }
 
-/** kept-run.sh ran nothing: a file it needs is not kept (or not as its name says). */
+/**
+ * kept-run.sh ran nothing: a file it needs is not kept (or not as its name says). Its word is the
+ * last line: the login may have said something first ("Could not chdir to home directory").
+ */
 export function isScriptMissing(r: Pick<RemoteResult, 'exitCode' | 'stderr'>): boolean {
-  return r.exitCode === SCRIPT_MISSING_EXIT && r.stderr.trim() === SCRIPT_MISSING_SAID
+  return r.exitCode === SCRIPT_MISSING_EXIT && r.stderr.trimEnd().split('\n').pop() === SCRIPT_MISSING_SAID
 }

@@ -27,7 +27,6 @@ export function partsOf(script: string): readonly ScriptFile[] | undefined {
 export const LOCK_SCRIPT = compose('lock.sh', 'lock-command.sh')
 export const SURVEY_SCRIPT = compose('lock.sh', 'probe.sh', 'survey.sh')
 export const PROBE_SCRIPT = compose('probe.sh', 'probe-command.sh')
-export const RUNNING_CLOSURE_SCRIPT = compose('running-closure.sh')
 export const AGENT_SCRIPT = compose('lock.sh', 'wake.sh', 'agent.sh')
 export const PREPARE_AGENT_SCRIPT = compose('prepare-agent.sh')
 export const START_AGENT_SCRIPT = compose('lock.sh', 'start-agent.sh')
@@ -56,7 +55,6 @@ export const ALL_SCRIPTS = {
   LOCK_SCRIPT,
   SURVEY_SCRIPT,
   PROBE_SCRIPT,
-  RUNNING_CLOSURE_SCRIPT,
   AGENT_SCRIPT,
   PREPARE_AGENT_SCRIPT,
   START_AGENT_SCRIPT,

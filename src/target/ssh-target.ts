@@ -24,7 +24,6 @@ import {
   PROBE_SCRIPT,
   QUERY_MISSING_SCRIPT,
   REBOOT_SCRIPT,
-  RUNNING_CLOSURE_SCRIPT,
   START_AGENT_SCRIPT,
   SUBSTITUTE_SCRIPT,
   SURVEY_SCRIPT,
@@ -37,7 +36,7 @@ import { startAgentOverSsh, VerbWire } from './agent/over-ssh'
 import { AgentRequest, AgentSession } from './agent/session'
 import { GATE_COMMAND, gateCommand, gateMismatch, GateVerb, parseGateVersion } from './gate'
 import { TargetSession } from './session'
-import { parseRunningClosure, parseSurvey } from './survey'
+import { parseSurvey } from './survey'
 import {
   BinaryCache,
   BootTrialAnswer,
@@ -47,7 +46,6 @@ import {
   ImportResult,
   KeyFile,
   RebootScheduled,
-  RunningClosure,
   Survey,
   SurveyRequest,
   Target,
@@ -67,7 +65,6 @@ export const GC_ROOT_MAX_AGE_MINUTES = 24 * 60
 /** The script each verb runs on a target that takes shell commands (a gate runs its own copies). */
 export const SCRIPT_OF: Partial<Record<GateVerb, string>> = {
   survey: SURVEY_SCRIPT,
-  'running-closure': RUNNING_CLOSURE_SCRIPT,
   lock: LOCK_SCRIPT,
   substitute: SUBSTITUTE_SCRIPT,
   import: IMPORT_SCRIPT,
@@ -101,15 +98,28 @@ export class SshTarget implements Target {
   constructor(
     private readonly session: TargetSession,
     /** Set when the login is a deploy user's gate (see gate.ts). */
-    readonly gated = false
+    readonly gated = false,
+    /**
+     * Whether this visit may write the kept scripts (a deploy that changes the target); a dry run,
+     * the report job and a rollback-fleet visit use those there and send the rest with their commands.
+     */
+    private readonly writesKeptScripts = false
   ) {}
 
-  static async connect(dial: () => Promise<RemoteHost>, log: Log): Promise<SshTarget> {
+  static async connect(
+    dial: () => Promise<RemoteHost>,
+    log: Log,
+    opts: { writesKeptScripts?: boolean } = {}
+  ): Promise<SshTarget> {
     const first = await dial()
     const session = new TargetSession(first, dial, log)
     try {
       // A deploy user's gate is never root's login: root's deploys skip the question.
-      return new SshTarget(session, first.target.user !== 'root' && (await isGate(session)))
+      return new SshTarget(
+        session,
+        first.target.user !== 'root' && (await isGate(session)),
+        opts.writesKeptScripts ?? false
+      )
     } catch (e) {
       session.close()
       throw e
@@ -244,7 +254,11 @@ export class SshTarget implements Target {
    * false when it could not (the commands then carry their scripts). At most twice per deploy.
    */
   private keepScripts(): Promise<'kept' | 'cannot' | 'failed'> {
-    if (this.keepings >= 2) return Promise.resolve('failed')
+    // Not this visit's to write, or written twice already (a target that loses them, or says so).
+    if (!this.writesKeptScripts || this.keepings >= 2) {
+      this.keptState = 'no'
+      return Promise.resolve('cannot')
+    }
     this.keeping ??= (async () => {
       this.keepings++
       try {
@@ -307,13 +321,6 @@ export class SshTarget implements Target {
       }
     )
     return parseSurvey(r, this.label, ordered)
-  }
-
-  listRunningClosure(): Promise<RunningClosure> {
-    return this.run('running-closure', [], {
-      timeoutMs: STEP_TIMEOUT_MS,
-      what: 'listing the running closure'
-    }).then(parseRunningClosure, (e: unknown) => ({ error: errorMessage(e) }))
   }
 
   async lock(verb: LockVerb, req: LockRequest): Promise<string> {

@@ -1,15 +1,36 @@
 import { ActionError } from '../errors'
 import { PathInfo } from '../nix/closure'
-import { parseClosureListing } from '../report/diff'
+import { ClosureEntry } from '../report/diff'
 import { parseLockAnswer } from './lock/on-target'
 import { parseRemoteState } from './remote-state'
 import { CopyPlan, RunningClosure, Survey } from './target'
 
-/** Reads running-closure.sh's answer. */
-export function parseRunningClosure(r: { exitCode: number; stdout: string; stderr: string }): RunningClosure {
-  if (r.exitCode !== 0) return { error: r.stderr.trim().slice(-300) || `exit ${r.exitCode}` }
-  const [paths, sizes] = r.stdout.split('--sizes--')
-  return { entries: parseClosureListing(paths, sizes) }
+/**
+ * The running system's closure from the survey's --running-- section: the new closure's paths but
+ * those it lacks ("new"), and its own the new one lacks ("only", with their sizes). A count that
+ * does not match what comes out (a listing cut short, a target that says anything) gives no diff.
+ */
+export function parseRunning(text: string | undefined, ordered: PathInfo[]): RunningClosure {
+  if (text === undefined) return { error: 'the target did not list its running closure' }
+  const lines = text.split('\n')
+  const count = lines.map(l => /^count +([0-9]+)$/.exec(l.trim())).find(m => m)?.[1]
+  const lacks = new Set(lines.filter(l => l.startsWith('new ')).map(l => l.slice(4).trim()))
+  const only: ClosureEntry[] = []
+  for (const l of lines) {
+    const m = /^only (\/nix\/store\/\S+) ([0-9]+)$/.exec(l.trim())
+    if (m) only.push({ path: m[1], narSize: Number(m[2]) })
+  }
+  const shared = ordered.filter(p => !lacks.has(p.path)).map(p => ({ path: p.path, narSize: p.narSize }))
+  const entries = [...shared, ...only]
+  if (
+    count === undefined ||
+    Number(count) !== entries.length ||
+    new Set(entries.map(e => e.path)).size !== entries.length
+  )
+    return {
+      error: `the target's listing of its running closure does not add up (${count ?? 'no'} paths said, ${entries.length} put together)`
+    }
+  return { entries }
 }
 
 /** Splits the survey's output at its section markers (a marker line starts a section). */
@@ -21,7 +42,7 @@ function sections(stdout: string): Map<string, string> {
     if (name) out.set(name, lines.join('\n'))
   }
   for (const line of stdout.split('\n')) {
-    const m = /^--(lock|state|unchanged|copy)--$/.exec(line)
+    const m = /^--(lock|state|unchanged|copy|running)--$/.exec(line)
     if (m) {
       flush()
       name = m[1]
@@ -85,5 +106,5 @@ export function parseSurvey(
       targetCodecs: new Set(listed('codec '))
     }
   }
-  return { kind: 'changed', state, copy }
+  return { kind: 'changed', state, copy, running: parseRunning(parts.get('running'), ordered) }
 }

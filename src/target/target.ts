@@ -30,10 +30,8 @@ export interface Target {
 
   /** With sudo: fails at once when sudo -n does not work for `user`. */
   checkSudo(user: string): Promise<void>
-  /** The lock first, then under it the state, whether it is unchanged, and what to copy. */
+  /** The lock first, then under it the state, whether it is unchanged, what to copy, and what it runs. */
   survey(req: SurveyRequest): Promise<Survey>
-  /** The running system's closure with sizes (only the package diff needs it; never throws). */
-  listRunningClosure(): Promise<RunningClosure>
   /** One operation on the deploy lock; the script's answer (see lock.sh). */
   lock(verb: LockVerb, req: LockRequest): Promise<string>
   /** Its Nix store, as a copy uses it (src/deploy/copy.ts). */
@@ -196,6 +194,8 @@ export type Survey =
       state: RemoteState
       /** What to copy, or why the target could not say (raised after the state checks). */
       copy: CopyPlan | Error
+      /** What it runs, for the package diff (put together from what differs from the new closure). */
+      running: RunningClosure
     }
 
 /** The running system's closure for the package diff, or why it could not be listed. */

@@ -13,6 +13,11 @@
 #              with a GC root (a symlink may point at a path that does not exist yet), so a
 #              garbage collection on the target between import and profile switch cannot delete
 #              what is copied; other runs' roots older than GC_ROOT_MAX_AGE minutes are removed.
+#   --running-- the running system's closure as it differs from the new one, for the package diff
+#              (src/target/survey.ts puts it back together from the new closure): "count N" paths,
+#              "new PATH" for each path of the new closure it lacks, "only PATH SIZE" for each of
+#              its own the new one lacks. Only the difference crosses the link, not a closure of a
+#              thousand paths. Nothing (no diff) when it cannot be listed.
 # Exit 3: no GC root; 4: the store query failed; 5: the lock could not be read or written.
 # usage: sh -c SURVEY sh GC_ROOT_LINK TOPLEVEL UNCHANGED_WHEN RELEASE GC_ROOT_MAX_AGE LOCK_DIR LOCK_ID LEASE DESCRIPTION < PATHS
 #   (LOCK_DIR '' for no lock)
@@ -47,6 +52,26 @@ gcdir=$(dirname "$gcroot")
 mkdir -p "$gcdir" && ln -sfn "$top" "$gcroot" || exit 3
 find "$gcdir" -maxdepth 1 -type l -mmin +"$max_age" -exec rm -f {} + 2>/dev/null
 for c in zstd xz gzip; do command -v "$c" >/dev/null 2>&1 && echo "codec $c"; done
-# shellcheck disable=SC2046 # the store paths on stdin, one word each (set -f: no globbing)
-missing=$(nix-store --check-validity --print-invalid $(cat)) || exit 4
+new=$(cat)
+# shellcheck disable=SC2086 # the store paths on stdin, one word each (set -f: no globbing)
+missing=$(nix-store --check-validity --print-invalid $new) || exit 4
 [ -z "$missing" ] || printf '%s\n' "$missing" | sed 's/^/missing /'
+running=$(nix-store -qR /run/current-system 2>/dev/null) && [ -n "$running" ] || exit 0
+# Each list after a line "--" (never a store path): the new closure first, then the running one.
+differ=$({ printf '%s\n' "$new"; echo --; printf '%s\n' "$running"; } | awk '
+  $0 == "--" { second = 1; next }
+  !second { if ($0 != "") n[$0] = 1; next }
+  { r[$0] = 1; if (!($0 in n)) print "only " $0 }
+  END { for (p in n) if (!(p in r)) print "new " p }') || exit 0
+only=$(printf '%s\n' "$differ" | sed -n 's/^only //p')
+if [ -n "$only" ]; then
+  # shellcheck disable=SC2086 # one store path per word
+  sizes=$(nix-store -q --size $only) || exit 0
+fi
+echo '--running--'
+printf 'count %s\n' "$(printf '%s\n' "$running" | wc -l)"
+printf '%s\n' "$differ" | grep '^new ' || true
+[ -z "$only" ] || { printf '%s\n' "$only"; echo --; printf '%s\n' "$sizes"; } | awk '
+  $0 == "--" { second = 1; next }
+  !second { p[++n] = $0; next }
+  { print "only " p[++i] " " $0 }'
