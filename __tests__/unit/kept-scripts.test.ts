@@ -18,7 +18,7 @@ import {
   KEPT_FILES,
   KEPT_RUN_SCRIPT,
   partsOf,
-  PREPARE_AGENT_SCRIPT,
+  PLACE_AND_START_AGENT_SCRIPT,
   PROBE_SCRIPT
 } from '../../src/target/scripts'
 import { WIRE_SCRIPT_FILES } from '../../src/target/scripts.generated'
@@ -48,8 +48,8 @@ function keepOwn(dir: string, text: string): string {
   return h
 }
 
-const keptRun = (dir: string, parts: string[], input: string[], args: string[]): string =>
-  shellCommand(['sh', '-c', KEPT_RUN_SCRIPT, 'sh', dir, parts.join(' '), input.join(' '), ...args])
+const keptRun = (dir: string, parts: string[], input: string[], args: string[], refresh = '1'): string =>
+  shellCommand(['sh', '-c', KEPT_RUN_SCRIPT, 'sh', dir, parts.join(' '), input.join(' '), refresh, ...args])
 
 describe('kept-run.sh: a script the target keeps, checked against its name before anything runs', () => {
   it('runs the files joined, with the arguments; its stdin is the input files when named', () => {
@@ -101,12 +101,15 @@ describe('kept-run.sh: a script the target keeps, checked against its name befor
     expect(isScriptMissing(sh(keptRun(dir, [exits], [], [])))).toBe(false)
   })
 
-  it('refreshes the mtime of what it ran, in place (the prune keeps what is used)', () => {
+  it('refreshes the mtime of what it ran, in place, when asked (the prune keeps what deploys use)', () => {
     const dir = path.join(tmp, 'scripts')
     const h = keepOwn(dir, 'true\n')
     const file = path.join(dir, h)
     fs.utimesSync(file, new Date('2020-01-01'), new Date('2020-01-01'))
     const inode = fs.statSync(file).ino
+    // Not asked (a visit that changes nothing): not even the file's mtime changes.
+    expect(sh(keptRun(dir, [h], [], [], '0')).exitCode).toBe(0)
+    expect(fs.statSync(file).mtime.getFullYear()).toBe(2020)
     expect(sh(keptRun(dir, [h], [], [])).exitCode).toBe(0)
     expect(fs.statSync(file).mtime.getFullYear()).toBeGreaterThan(2020)
     expect(fs.statSync(file).ino).toBe(inode)
@@ -155,8 +158,11 @@ describe('keep-scripts.sh: writes each file under its hash, whole, private to ro
     expect(sh(keepScriptsCommand(dir)).exitCode).toBe(0)
     for (const script of [PROBE_SCRIPT, AGENT_SCRIPT]) {
       const parts = partsOf(script)!
-      const text = parts.map(f => WIRE_SCRIPT_FILES[f].replace(/\n+$/, '')).join('\n') + '\n'
-      // What kept-run.sh joins: each file without its trailing newlines, then one.
+      // What kept-run.sh joins: the files one after the other (each ends in one newline), less the last.
+      const text = parts
+        .map(f => WIRE_SCRIPT_FILES[f])
+        .join('')
+        .slice(0, -1)
       const viaLoader = sh(
         shellCommand([
           'sh',
@@ -165,7 +171,8 @@ describe('keep-scripts.sh: writes each file under its hash, whole, private to ro
           'sh',
           dir,
           parts.map(keptName).join(' '),
-          ''
+          '',
+          '0'
         ])
       )
       expect(viaLoader.stdout).toBe(text)
@@ -252,7 +259,7 @@ describe('SshTarget: sends the hashes of scripts the target keeps', () => {
     const { target, sent, dir } = localTarget(process.env, false)
     await target.readState()
     expect(sent).toEqual([
-      keptRunCommand(partsOf(PROBE_SCRIPT)!, undefined, []),
+      keptRunCommand(partsOf(PROBE_SCRIPT)!, undefined, [], false),
       shellCommand(['sh', '-c', PROBE_SCRIPT, 'sh'])
     ])
     expect(fs.existsSync(dir)).toBe(false)
@@ -263,19 +270,26 @@ describe('SshTarget: sends the hashes of scripts the target keeps', () => {
     sh(keepScriptsCommand(dir))
     const { target: later, sent: laterSent } = localTarget(process.env, false)
     await later.readState()
-    expect(laterSent).toEqual([keptRunCommand(partsOf(PROBE_SCRIPT)!, undefined, [])])
+    expect(laterSent).toEqual([keptRunCommand(partsOf(PROBE_SCRIPT)!, undefined, [], false)])
   })
 
   it("a script given as stdin (the agent) is read from the kept files: the command's stdin is empty", async () => {
-    const { target, sent } = localTarget()
+    // A stand-in nohup: the start script's setsid path starts nothing here.
+    const bin = path.join(tmp, 'bin')
+    fs.mkdirSync(bin)
+    fs.writeFileSync(path.join(bin, 'nohup'), '#!/bin/sh\nexit 0\n', { mode: 0o755 })
+    const { target, sent } = localTarget({ ...process.env, PATH: `${bin}:${process.env.PATH}` })
     await target.readState()
     sent.length = 0
     const agentDir = path.join(tmp, 'agent')
     // The verb the agent's session sends (over-ssh.ts), through the same private path.
     const run = (target as unknown as { run: (...a: unknown[]) => Promise<RemoteResult> }).run.bind(target)
-    const r = await run('prepare-agent', [agentDir], { stdin: AGENT_SCRIPT, timeoutMs: 10_000, what: 'x' })
-    expect(r.exitCode).toBe(0)
-    expect(sent).toEqual([keptRunCommand(partsOf(PREPARE_AGENT_SCRIPT)!, partsOf(AGENT_SCRIPT), [agentDir])])
+    const args = ['--dir', agentDir, '--toplevel', '/nix/store/x']
+    const r = await run('start-agent', args, { stdin: AGENT_SCRIPT, timeoutMs: 10_000, what: 'x' })
+    expect(r).toMatchObject({ exitCode: 0, stdout: 'started-setsid\n' })
+    expect(sent).toEqual([
+      keptRunCommand(partsOf(PLACE_AND_START_AGENT_SCRIPT)!, partsOf(AGENT_SCRIPT), args)
+    ])
     const written = fs.readFileSync(path.join(agentDir, 'agent.sh'), 'utf8')
     expect(written.replace(/\n+/g, '\n')).toBe(AGENT_SCRIPT.replace(/\n+/g, '\n'))
   })

@@ -8,6 +8,7 @@ import {
   FOLLOW_SCRIPT,
   LOCK_SCRIPT,
   START_AGENT_SCRIPT,
+  PLACE_AND_START_AGENT_SCRIPT,
   WRAP_UP_SCRIPT
 } from '../../src/target/scripts'
 import { SCRIPT_FILES, WIRE_SCRIPT_FILES } from '../../src/target/scripts.generated'
@@ -408,5 +409,40 @@ describe('the start script', () => {
     await new Promise(r => setTimeout(r, 300))
     expect(fs.readFileSync(path.join(dir, 'starts'), 'utf8')).toBe('started\n')
     fs.rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('for a login that takes commands, writes the agent (stdin) first, private; the agent keeps the umask it was started with', async () => {
+    const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nda-place-')), 'run', 'a')
+    const agent = `umask > ${dir}/../umask; echo started >> ${dir}/../starts\n`
+    const start = (): ReturnType<typeof spawnSync> =>
+      spawnSync(
+        'sh',
+        ['-c', `umask 022; exec sh -c "$0" sh "$@"`, PLACE_AND_START_AGENT_SCRIPT, '--dir', dir],
+        {
+          encoding: 'utf8',
+          input: agent
+        }
+      )
+    const first = start()
+    expect(first.stdout.toString().trim()).toMatch(/^started-(setsid|systemd)$/)
+    expect(fs.readFileSync(path.join(dir, 'agent.sh'), 'utf8')).toBe(agent)
+    expect(fs.statSync(dir).mode & 0o777).toBe(0o700)
+    expect(fs.statSync(path.join(dir, 'agent.sh')).mode & 0o777).toBe(0o600)
+    expect(fs.existsSync(path.join(dir, 'log'))).toBe(true)
+    // A retry rewrites the agent (by a rename) and starts nothing.
+    expect(start().stdout.toString().trim()).toBe('started-already')
+    const starts = path.join(dir, '..', 'starts')
+    for (let i = 0; i < 50 && !fs.existsSync(starts); i++) await new Promise(r => setTimeout(r, 100))
+    await new Promise(r => setTimeout(r, 300))
+    expect(fs.readFileSync(starts, 'utf8')).toBe('started\n')
+    expect(fs.readFileSync(path.join(dir, '..', 'umask'), 'utf8').trim()).toBe('0022')
+    // No --dir: it says so and starts nothing.
+    const none = spawnSync('sh', ['-c', PLACE_AND_START_AGENT_SCRIPT, 'sh'], {
+      encoding: 'utf8',
+      input: agent
+    })
+    expect(none.status).toBe(1)
+    expect(none.stderr).toContain('could not write the activation agent')
+    fs.rmSync(path.join(dir, '..', '..'), { recursive: true, force: true })
   })
 })

@@ -34,16 +34,28 @@ export function keptName(file: ScriptFile): string {
 
 /**
  * The command that runs the script made of `parts` from the target's kept files, with `args`;
- * with `inputParts`, its stdin is those files' text (the command's own stdin is not read).
+ * with `inputParts`, its stdin is those files' text (the command's own stdin is not read). With
+ * `refresh` (a deploy that changes the target), the files used are marked as used.
  */
 export function keptRunCommand(
   parts: readonly ScriptFile[],
   inputParts: readonly ScriptFile[] | undefined,
   args: readonly string[],
+  refresh = true,
   dir = KEPT_SCRIPTS_DIR
 ): string {
   const names = (files: readonly ScriptFile[] = []): string => files.map(keptName).join(' ')
-  return shellCommand(['sh', '-c', KEPT_RUN_SCRIPT, 'sh', dir, names(parts), names(inputParts), ...args])
+  return shellCommand([
+    'sh',
+    '-c',
+    KEPT_RUN_SCRIPT,
+    'sh',
+    dir,
+    names(parts),
+    names(inputParts),
+    refresh ? '1' : '0',
+    ...args
+  ])
 }
 
 /** The command that writes every kept file on the target (prints "kept" when all were written). */

@@ -28,8 +28,10 @@ export const LOCK_SCRIPT = compose('lock.sh', 'lock-command.sh')
 export const SURVEY_SCRIPT = compose('lock.sh', 'probe.sh', 'survey.sh')
 export const PROBE_SCRIPT = compose('probe.sh', 'probe-command.sh')
 export const AGENT_SCRIPT = compose('lock.sh', 'wake.sh', 'agent.sh')
-export const PREPARE_AGENT_SCRIPT = compose('prepare-agent.sh')
+/** The start as a deploy user's gate composes it (nixos/deploy-user/root.sh): for the tests. */
 export const START_AGENT_SCRIPT = compose('lock.sh', 'start-agent.sh')
+/** The start as a login that takes commands runs it: the agent (stdin) written first, in one command. */
+export const PLACE_AND_START_AGENT_SCRIPT = compose('lock.sh', 'place-agent.sh', 'start-agent.sh')
 export const FOLLOW_SCRIPT = compose('wake.sh', 'follow.sh')
 export const DECIDE_SCRIPT = compose('wake.sh', 'decide.sh')
 export const ABANDON_SCRIPT = compose('abandon.sh')
@@ -56,8 +58,8 @@ export const ALL_SCRIPTS = {
   SURVEY_SCRIPT,
   PROBE_SCRIPT,
   AGENT_SCRIPT,
-  PREPARE_AGENT_SCRIPT,
   START_AGENT_SCRIPT,
+  PLACE_AND_START_AGENT_SCRIPT,
   FOLLOW_SCRIPT,
   DECIDE_SCRIPT,
   ABANDON_SCRIPT,

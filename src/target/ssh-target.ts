@@ -20,11 +20,10 @@ import {
   LIST_GENERATIONS_SCRIPT,
   LOCK_SCRIPT,
   PLAN_RECORD_SCRIPT,
-  PREPARE_AGENT_SCRIPT,
   PROBE_SCRIPT,
   QUERY_MISSING_SCRIPT,
   REBOOT_SCRIPT,
-  START_AGENT_SCRIPT,
+  PLACE_AND_START_AGENT_SCRIPT,
   SUBSTITUTE_SCRIPT,
   SURVEY_SCRIPT,
   UPLOAD_KEY_SCRIPT,
@@ -70,8 +69,7 @@ export const SCRIPT_OF: Partial<Record<GateVerb, string>> = {
   import: IMPORT_SCRIPT,
   'query-missing': QUERY_MISSING_SCRIPT,
   'upload-key': UPLOAD_KEY_SCRIPT,
-  'prepare-agent': PREPARE_AGENT_SCRIPT,
-  'start-agent': START_AGENT_SCRIPT,
+  'start-agent': PLACE_AND_START_AGENT_SCRIPT,
   follow: FOLLOW_SCRIPT,
   decide: DECIDE_SCRIPT,
   abandon: ABANDON_SCRIPT,
@@ -219,7 +217,7 @@ export class SshTarget implements Target {
     if (kept) {
       // With its stdin kept too, the command's own stdin is not read: none is sent.
       const keptOpts = kept.input ? { ...execOpts, stdin: undefined } : execOpts
-      const command = keptRunCommand(kept.script, kept.input, args)
+      const command = keptRunCommand(kept.script, kept.input, args, this.writesKeptScripts)
       const r = await exec(command, keptOpts)
       if (!isScriptMissing(r)) return r
       const keeping = await this.keepScripts()

@@ -1,5 +1,6 @@
 import { ActionError } from '../errors'
 import { PathInfo } from '../nix/closure'
+import { isStorePath } from '../nix/store-path'
 import { ClosureEntry } from '../report/diff'
 import { parseLockAnswer } from './lock/on-target'
 import { parseRemoteState } from './remote-state'
@@ -7,22 +8,32 @@ import { CopyPlan, RunningClosure, Survey } from './target'
 
 /**
  * The running system's closure from the survey's --running-- section: the new closure's paths but
- * those it lacks ("new"), and its own the new one lacks ("only", with their sizes). A count that
- * does not match what comes out (a listing cut short, a target that says anything) gives no diff.
+ * those it lacks (the missing ones, and "new": those the store has but it does not run), and its
+ * own the new one lacks ("only", with their sizes). A path that is not a store path, or a count
+ * that does not match what comes out (a listing cut short, a target that says anything), gives no diff.
  */
-export function parseRunning(text: string | undefined, ordered: PathInfo[]): RunningClosure {
+export function parseRunning(
+  text: string | undefined,
+  ordered: PathInfo[],
+  missing: Set<string>
+): RunningClosure {
   if (text === undefined) return { error: 'the target did not list its running closure' }
-  const lines = text.split('\n')
-  const count = lines.map(l => /^count +([0-9]+)$/.exec(l.trim())).find(m => m)?.[1]
-  const lacks = new Set(lines.filter(l => l.startsWith('new ')).map(l => l.slice(4).trim()))
+  const lines = text.split('\n').map(l => l.trim())
+  const count = lines.map(l => /^count +([0-9]+)$/.exec(l)).find(m => m)?.[1]
+  const lacks = new Set(missing)
   const only: ClosureEntry[] = []
+  let foreign = false
   for (const l of lines) {
-    const m = /^only (\/nix\/store\/\S+) ([0-9]+)$/.exec(l.trim())
-    if (m) only.push({ path: m[1], narSize: Number(m[2]) })
+    const m = /^(new|only) (\S+)(?: ([0-9]+))?$/.exec(l)
+    if (!m) continue
+    if (!isStorePath(m[2]) || (m[1] === 'only') !== (m[3] !== undefined)) foreign = true
+    else if (m[1] === 'new') lacks.add(m[2])
+    else only.push({ path: m[2], narSize: Number(m[3]) })
   }
   const shared = ordered.filter(p => !lacks.has(p.path)).map(p => ({ path: p.path, narSize: p.narSize }))
   const entries = [...shared, ...only]
   if (
+    foreign ||
     count === undefined ||
     Number(count) !== entries.length ||
     new Set(entries.map(e => e.path)).size !== entries.length
@@ -106,5 +117,10 @@ export function parseSurvey(
       targetCodecs: new Set(listed('codec '))
     }
   }
-  return { kind: 'changed', state, copy, running: parseRunning(parts.get('running'), ordered) }
+  // What it runs only with what it lacks: the diff needs both (no diff when the query failed).
+  const running =
+    copy instanceof Error
+      ? { error: 'the target could not say which paths it lacks' }
+      : parseRunning(parts.get('running'), ordered, new Set(copy.toCopy.map(p => p.path)))
+  return { kind: 'changed', state, copy, running }
 }

@@ -1,7 +1,7 @@
 /**
  * The agent's session over SSH (SshTarget's startAgent): each step is one of the target's scripts
- * (prepare-agent.sh, start-agent.sh, follow.sh, decide.sh, abandon.sh), or, for a deploy user, the
- * gate's verb of that name (nixos/deploy-user/gate.sh).
+ * (place-agent.sh with start-agent.sh, follow.sh, decide.sh, abandon.sh), or, for a deploy user,
+ * the gate's verb of that name (prepare-agent, then start-agent: nixos/deploy-user/gate.sh).
  */
 import { Readable } from 'stream'
 import { ActionError } from '../../errors'
@@ -48,22 +48,26 @@ export async function startAgentOverSsh(
   wire: VerbWire,
   req: AgentRequest
 ): Promise<AgentSession | 'lost-lock'> {
-  // A connection lost while preparing or starting (a flaky link, a jump host restarting) is
-  // retried over a new one: both scripts are idempotent, and the start script starts the agent
+  // A connection lost while writing or starting the agent (a flaky link, a jump host restarting)
+  // is retried over a new one: the scripts are idempotent, and the start script starts the agent
   // at most once per directory ("started-already" on a retry whose first try got through).
-  const prep = await wire.runRetrying('prepare-agent', [req.dir], {
-    // A gate writes its own copy of the agent (the one of the module's release).
-    stdin: wire.gated ? '' : AGENT_SCRIPT,
-    timeoutMs: START_TIMEOUT_MS,
-    what: 'writing the activation agent'
-  })
-  if (prep.exitCode !== 0)
-    throw new ActionError(
-      `could not prepare the activation on ${wire.label}: ${prep.stderr.trim().slice(-300)}`,
-      'The target user must be able to write /run (use root or sudo).',
-      'activate'
-    )
+  if (wire.gated) {
+    // A gate writes its own copy of the agent (the one of the module's release), as a verb of its own.
+    const prep = await wire.runRetrying('prepare-agent', [req.dir], {
+      stdin: '',
+      timeoutMs: START_TIMEOUT_MS,
+      what: 'writing the activation agent'
+    })
+    if (prep.exitCode !== 0)
+      throw new ActionError(
+        `could not prepare the activation on ${wire.label}: ${prep.stderr.trim().slice(-300)}`,
+        'The target user must be able to write /run (use root or sudo).',
+        'activate'
+      )
+  }
+  // Else the start writes the agent first (place-agent.sh), in the same command: one round trip.
   const started = await wire.runRetrying('start-agent', agentCommandOptions(req), {
+    stdin: wire.gated ? undefined : AGENT_SCRIPT,
     timeoutMs: START_TIMEOUT_MS,
     what: 'starting the activation agent'
   })
@@ -71,7 +75,7 @@ export async function startAgentOverSsh(
   if (started.exitCode !== 0 || !/started-/.test(started.stdout))
     throw new ActionError(
       `could not start the activation on ${wire.label}: ${started.stderr.trim().slice(-300)}`,
-      'Check that the target has setsid (util-linux) or systemd-run.',
+      'The target user must be able to write /run (use root or sudo), and the target needs setsid (util-linux) or systemd-run.',
       'activate'
     )
   wire.log.info(`Activation agent started on ${wire.label} (${started.stdout.trim()}, ${req.dir})`)

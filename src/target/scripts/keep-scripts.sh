@@ -10,6 +10,8 @@ shift
 mkdir -p "${dir%/*}" || exit 1
 umask 077
 mkdir -p "$dir" || exit 1
+# Root's alone, even if it was made otherwise; never through a link.
+[ ! -L "$dir" ] && chmod 700 "$dir" || exit 1
 find "$dir" -type f -mtime +90 -exec rm -f {} \; 2>/dev/null
 while [ $# -ge 2 ]; do
   case $1 in '' | *[!0-9a-f]*) exit 2 ;; esac

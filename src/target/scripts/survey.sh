@@ -15,9 +15,10 @@
 #              what is copied; other runs' roots older than GC_ROOT_MAX_AGE minutes are removed.
 #   --running-- the running system's closure as it differs from the new one, for the package diff
 #              (src/target/survey.ts puts it back together from the new closure): "count N" paths,
-#              "new PATH" for each path of the new closure it lacks, "only PATH SIZE" for each of
-#              its own the new one lacks. Only the difference crosses the link, not a closure of a
-#              thousand paths. Nothing (no diff) when it cannot be listed.
+#              "new PATH" for each path of the new closure it lacks that the store has (those it
+#              lacks are the missing ones above), "only PATH SIZE" for each of its own the new one
+#              lacks. Only the difference crosses the link, not a closure of a thousand paths.
+#              Nothing (no diff) when it cannot be listed.
 # Exit 3: no GC root; 4: the store query failed; 5: the lock could not be read or written.
 # usage: sh -c SURVEY sh GC_ROOT_LINK TOPLEVEL UNCHANGED_WHEN RELEASE GC_ROOT_MAX_AGE LOCK_DIR LOCK_ID LEASE DESCRIPTION < PATHS
 #   (LOCK_DIR '' for no lock)
@@ -57,12 +58,13 @@ new=$(cat)
 missing=$(nix-store --check-validity --print-invalid $new) || exit 4
 [ -z "$missing" ] || printf '%s\n' "$missing" | sed 's/^/missing /'
 running=$(nix-store -qR /run/current-system 2>/dev/null) && [ -n "$running" ] || exit 0
-# Each list after a line "--" (never a store path): the new closure first, then the running one.
-differ=$({ printf '%s\n' "$new"; echo --; printf '%s\n' "$running"; } | awk '
-  $0 == "--" { second = 1; next }
-  !second { if ($0 != "") n[$0] = 1; next }
+# Each list after a line "--" (never a store path): the missing paths, the new closure, the running one.
+differ=$({ printf '%s\n' "$missing"; echo --; printf '%s\n' "$new"; echo --; printf '%s\n' "$running"; } | awk '
+  $0 == "--" { part++; next }
+  part == 0 { m[$0] = 1; next }
+  part == 1 { if ($0 != "") n[$0] = 1; next }
   { r[$0] = 1; if (!($0 in n)) print "only " $0 }
-  END { for (p in n) if (!(p in r)) print "new " p }') || exit 0
+  END { for (p in n) if (!(p in r) && !(p in m)) print "new " p }') || exit 0
 only=$(printf '%s\n' "$differ" | sed -n 's/^only //p')
 if [ -n "$only" ]; then
   # shellcheck disable=SC2086 # one store path per word
