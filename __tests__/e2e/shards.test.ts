@@ -181,7 +181,7 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
     )
     expect(perPi).toBeLessThan(lacking / 8)
     // The action's own SSH, bounded: 43-44 KiB per Pi measured here, where the fresh Pis are sent
-    // this release's scripts; 35 once they keep them (bench fanout; docs/design/fleet-fanout.md).
+    // this release's scripts; 34 once they keep them (bench fanout; docs/design/fleet-fanout.md).
     expect(perPi).toBeLessThan(64 * 1024)
 
     // The last job: every machine once, each running the plan's system; nothing changed by it.
