@@ -1,9 +1,9 @@
+import * as core from '@actions/core'
 import { Readable } from 'stream'
 import { ActionError, errorMessage } from '../errors'
 import { topoSort } from '../nix/closure'
 import { assertStorePath } from '../nix/store-path'
 import { Log } from '../log/untrusted'
-import * as core from '@actions/core'
 import { ExecOptions, RemoteHost, RemoteResult } from '../ssh/connection'
 import { shellCommand } from '../ssh/quote'
 import { LockRequest, LockVerb, lockArgs } from './lock/on-target'
@@ -248,8 +248,10 @@ export class SshTarget implements Target {
   }
 
   /**
-   * Writes the kept scripts on the target (shared by the commands that found them missing at once);
-   * false when it could not (the commands then carry their scripts). At most twice per deploy.
+   * Writes the kept scripts on the target (shared by the commands that found them missing at once):
+   * 'kept'; 'cannot' when this visit may not or the target could not (from then on each command
+   * carries its script); 'failed' when the connection failed (this command carries its script).
+   * At most twice per deploy.
    */
   private keepScripts(): Promise<'kept' | 'cannot' | 'failed'> {
     // Not this visit's to write, or written twice already (a target that loses them, or says so).
