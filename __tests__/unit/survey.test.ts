@@ -4,7 +4,7 @@ import * as os from 'os'
 import * as path from 'path'
 import { ActionError } from '../../src/errors'
 import { PathInfo } from '../../src/nix/closure'
-import { parseSurvey } from '../../src/target/survey'
+import { closureByReference, expandPlaces, parseSurvey, referenceMismatch } from '../../src/target/survey'
 import { SURVEY_SCRIPT } from '../../src/target/scripts'
 import { CopyPlan, Survey } from '../../src/target/target'
 
@@ -25,17 +25,30 @@ const closure: PathInfo[] = [
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-survey-'))
 const bin = path.join(dir, 'bin')
 fs.mkdirSync(bin)
-// The stand-in: -qR lists `running` (or fails with FAIL_LISTING), -q --size prints a size per path,
-// --check-validity --print-invalid prints the arguments not in VALID (or fails with FAIL_QUERY).
+// The stand-in: -qR lists the toplevel's closure (CLOSURE), or else `running` (or fails with
+// FAIL_LISTING), -q --size prints a size per path, --check-validity --print-invalid prints the
+// arguments not in VALID (or fails with FAIL_QUERY), --check-validity alone fails for one not in
+// VALID. `nix path-info` (the closure from the cache) prints CACHE_CLOSURE, or fails without it.
 fs.writeFileSync(
   path.join(bin, 'nix-store'),
   `#!/bin/sh
 case "$1" in
-  -qR) [ -z "$FAIL_LISTING" ] || { echo "error: listing refused" >&2; exit 1; }; printf '%s\\n' ${running.join(' ')} ;;
+  -qR) [ "$2" != "${toplevel}" ] || { printf '%s\\n' $CLOSURE; exit 0; }
+    [ -z "$FAIL_LISTING" ] || { echo "error: listing refused" >&2; exit 1; }; printf '%s\\n' ${running.join(' ')} ;;
   -q) shift 2; for p in "$@"; do echo 1000; done ;;
-  --check-validity) shift 2; [ -z "$FAIL_QUERY" ] || { echo "error: database is locked" >&2; exit 1; }
+  --check-validity) [ "$2" = --print-invalid ] || { case " $VALID " in *" $2 "*) exit 0 ;; *) exit 1 ;; esac; }
+    shift 2; [ -z "$FAIL_QUERY" ] || { echo "error: database is locked" >&2; exit 1; }
     for p in "$@"; do case " $VALID " in *" $p "*) ;; *) echo "$p" ;; esac; done ;;
 esac
+`,
+  { mode: 0o755 }
+)
+fs.writeFileSync(
+  path.join(bin, 'nix'),
+  `#!/bin/sh
+echo "$*" >>"${path.join(dir, 'nix-calls')}"
+[ -n "$CACHE_CLOSURE" ] || { echo "error: unable to download" >&2; exit 1; }
+printf '%s\\n' $CACHE_CLOSURE
 `,
   { mode: 0o755 }
 )
@@ -52,7 +65,7 @@ const lockDir = path.join(dir, 'var', 'lock')
 function survey(
   env: Record<string, string> = {},
   gcRoot = path.join(dir, 'gcroots', 'nda', 'system.run1'),
-  opts: { unchangedWhen?: string; release?: string; lockId?: string; top?: string } = {}
+  opts: { unchangedWhen?: string; release?: string; lockId?: string; top?: string; cache?: string } = {}
 ) {
   const r = spawnSync(
     'sh',
@@ -65,9 +78,15 @@ function survey(
       opts.unchangedWhen ?? 'switch',
       opts.release ?? 'yes',
       '1440',
-      ...(opts.lockId ? [lockDir, opts.lockId, '600', `run ${opts.lockId}`] : ['', '', '', ''])
+      ...(opts.lockId ? [lockDir, opts.lockId, '600', `run ${opts.lockId}`] : ['', '', '', '']),
+      ...(opts.cache ? [opts.cache] : [])
     ],
-    { input: closure.map(p => p.path).join('\n') + '\n', encoding: 'utf8', env: stubEnv(env) }
+    // By reference, nothing on stdin: what the script read would be lost.
+    {
+      input: opts.cache ? '' : closure.map(p => p.path).join('\n') + '\n',
+      encoding: 'utf8',
+      env: stubEnv(env)
+    }
   )
   return { exitCode: r.status ?? -1, stdout: r.stdout, stderr: r.stderr }
 }
@@ -216,5 +235,81 @@ describe('the survey of the target (one command before the copy)', () => {
     ).toBe(true)
     expect(() => fs.lstatSync(path.join(gc, 'stale.run0'))).toThrow()
     expect(fs.lstatSync(path.join(gc, 'system.run3')).isSymbolicLink()).toBe(true)
+  })
+})
+
+describe('the survey with the closure by reference (a deploy plan: the target lists it from the cache)', () => {
+  const cache = 'http://cache.example:8080?priority=10'
+  const ref = closureByReference(closure)
+  const listed = closure.map(p => p.path).join(' ')
+  const byRef = (env: Record<string, string> = {}) =>
+    survey({ CACHE_CLOSURE: listed, ...env }, path.join(dir, 'gcroots', 'nda', 'ref.run'), { cache })
+  const read = (r: ReturnType<typeof survey>) => {
+    expect(referenceMismatch(r, ref)).toBeUndefined()
+    return changed(parseSurvey({ ...r, stdout: expandPlaces(r.stdout, ref.sorted) }, 'pi', closure))
+  }
+  beforeEach(() => fs.rmSync(path.join(dir, 'nix-calls'), { force: true }))
+
+  it('no path of the new closure crosses, either way; read back, the same answer as with the paths', () => {
+    const r = byRef()
+    expect(r.exitCode).toBe(0)
+    expect(r.stdout).not.toContain(P('htop-3.3.0', 'j'))
+    expect(r.stdout).not.toContain(toplevel)
+    expect(r.stdout).toContain(`\nclosure 3 ${ref.digest}`)
+    // It asked the cache named, for the toplevel's closure.
+    expect(fs.readFileSync(path.join(dir, 'nix-calls'), 'utf8')).toContain(
+      `path-info --recursive --store ${cache}`
+    )
+    const s = read(r)
+    const withPaths = changed(parseSurvey(survey(), 'pi', closure))
+    expect(s.copy).toEqual(withPaths.copy)
+    expect(s.running).toEqual(withPaths.running)
+    expect((s.copy as CopyPlan).toCopy.map(p => p.path)).toEqual([P('htop-3.3.0', 'j'), toplevel])
+    // What the store has and the running system does not: a place too.
+    const kept = byRef({ VALID: `${P('hello-2.12', 'h')} ${P('htop-3.3.0', 'j')}` })
+    expect(kept.stdout).toMatch(/\nnew-at [0-9]+\n/)
+    expect(read(kept).running).toEqual(withPaths.running)
+  })
+
+  it('a target that has the system lists its closure from its store, without the cache', () => {
+    const r = byRef({ VALID: closure.map(p => p.path).join(' '), CLOSURE: listed, CACHE_CLOSURE: '' })
+    expect(fs.existsSync(path.join(dir, 'nix-calls'))).toBe(false)
+    expect((read(r).copy as CopyPlan).toCopy).toEqual([])
+  })
+
+  it('runs of places as FIRST-LAST; the places read back as the paths', () => {
+    const many = Array.from({ length: 10 }, (_, i) => P(`p${i}`, String.fromCharCode(97 + i)))
+    const valid = [many[3], many[4], many[6]]
+    const r = survey(
+      { CACHE_CLOSURE: many.join(' '), VALID: valid.join(' ') },
+      path.join(dir, 'gcroots', 'nda', 'ref.many'),
+      { cache }
+    )
+    const lines = r.stdout.split('\n').filter(l => l.startsWith('missing-at '))
+    expect(lines).toEqual(['missing-at 0-2', 'missing-at 5', 'missing-at 7-9'])
+    const sorted = [...many].sort()
+    const paths = expandPlaces(lines.join('\n'), sorted).split('\n')
+    expect(paths).toEqual(sorted.filter(p => !valid.includes(p)).map(p => `missing ${p}`))
+  })
+
+  it('a cache it cannot read, another closure, a place outside it: asked again with the paths', () => {
+    const unknown = byRef({ CACHE_CLOSURE: '' })
+    expect(unknown.exitCode).toBe(0)
+    expect(unknown.stdout).toContain('\nclosure unknown\n')
+    expect(referenceMismatch(unknown, ref)).toMatch(/could not list the closure/)
+    const other = byRef({ CACHE_CLOSURE: `${listed} ${P('extra', 'x')}` })
+    expect(referenceMismatch(other, ref)).toMatch(/another closure \(4 paths, where the runner listed 3/)
+    const r = byRef()
+    expect(
+      referenceMismatch({ ...r, stdout: r.stdout.replace(/missing-at \S+/, 'missing-at 2-3') }, ref)
+    ).toMatch(/outside the closure/)
+    expect(
+      referenceMismatch({ ...r, stdout: r.stdout.replace(/missing-at \S+/, 'missing-at 2-1') }, ref)
+    ).toMatch(/outside the closure/)
+    expect(
+      referenceMismatch({ ...r, stdout: r.stdout.replace(/missing-at \S+/, 'missing-at x') }, ref)
+    ).toMatch(/not a place/)
+    // Held or unchanged: no copy section, nothing to check.
+    expect(referenceMismatch({ exitCode: 0, stdout: '--lock--\nheld\n' }, ref)).toBeUndefined()
   })
 })

@@ -39,21 +39,24 @@ export const SUBSTITUTE_TIMEOUT_MS = 300_000
 export async function substituteOnTarget(
   target: Target,
   plan: CopyPlan,
-  cache?: BinaryCache
+  cache?: BinaryCache,
+  toplevel?: string
 ): Promise<{ plan: CopyPlan; substituted: PathInfo[] }> {
   const log = target.log
   if (plan.toCopy.length === 0) return { plan, substituted: [] }
   const from = cache ? `its own substituters and ${cache.uri}` : 'its own substituters'
   const paths = plan.toCopy.map(p => p.path)
+  // A deploy plan's cache holds the whole closure: asked for the system, the target fetches what it
+  // lacks of it (a path is valid only with its closure), and no list of paths crosses the link.
+  // Only when the system is still missing after does it say which of the rest it lacks.
+  const byReference = cache !== undefined && toplevel !== undefined && paths.includes(toplevel)
   try {
     // From a deploy plan's cache the whole closure comes this way: as long as an import of it may take.
-    const missing = await target.store.substitute(
-      paths,
-      cache,
-      cache
-        ? Math.max(SUBSTITUTE_TIMEOUT_MS, importTimeoutMs(totalNarSize(plan.toCopy)))
-        : SUBSTITUTE_TIMEOUT_MS
-    )
+    const timeoutMs = cache
+      ? Math.max(SUBSTITUTE_TIMEOUT_MS, importTimeoutMs(totalNarSize(plan.toCopy)))
+      : SUBSTITUTE_TIMEOUT_MS
+    let missing = await target.store.substitute(byReference ? [toplevel] : paths, cache, timeoutMs)
+    if (byReference && missing.size > 0) missing = await target.store.queryMissing(paths)
     const substituted = plan.toCopy.filter(p => !missing.has(p.path))
     if (substituted.length > 0)
       log.info(

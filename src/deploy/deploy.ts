@@ -400,6 +400,8 @@ class DeployRun {
     const req: SurveyRequest = {
       toplevel: job.built.toplevel,
       closure: job.built.closure,
+      // The target fetches a deploy plan's system from its cache: it can list the closure from there too.
+      closureFrom: job.substituteOnDestination ? job.built.cache?.uri : undefined,
       gcRoot: this.gcRoot,
       unchangedWhen: job.goal.unchangedWhen,
       releaseIfUnchanged,
@@ -495,7 +497,7 @@ class DeployRun {
       checkSpace(before, target.label, totalNarSize(plan.toCopy))
       const { cache } = job.built
       const { plan: rest, substituted } = job.substituteOnDestination
-        ? await substituteOnTarget(target, plan, cache)
+        ? await substituteOnTarget(target, plan, cache, job.built.toplevel)
         : { plan, substituted: [] }
       this.result.substitutedPaths = substituted.length
       this.result.substitutedBytes = totalNarSize(substituted)

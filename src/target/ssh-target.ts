@@ -35,7 +35,7 @@ import { startAgentOverSsh, VerbWire } from './agent/over-ssh'
 import { AgentRequest, AgentSession } from './agent/session'
 import { GATE_COMMAND, gateCommand, gateMismatch, GateVerb, parseGateVersion } from './gate'
 import { TargetSession } from './session'
-import { parseSurvey } from './survey'
+import { closureByReference, expandPlaces, parseSurvey, referenceMismatch } from './survey'
 import {
   BinaryCache,
   BootTrialAnswer,
@@ -304,22 +304,30 @@ export class SshTarget implements Target {
 
   async survey(req: SurveyRequest): Promise<Survey> {
     const ordered = topoSort(req.closure)
-    const r = await this.run(
-      'survey',
-      [
-        req.gcRoot,
-        assertStorePath(req.toplevel, 'toplevel'),
-        req.unchangedWhen,
-        req.releaseIfUnchanged ? 'yes' : 'no',
-        String(GC_ROOT_MAX_AGE_MINUTES),
-        ...(req.lock ? lockArgs(req.lock) : ['', '', '', ''])
-      ],
-      {
-        stdin: ordered.map(p => p.path).join('\n') + '\n',
-        timeoutMs: STEP_TIMEOUT_MS,
-        what: 'surveying the target (lock, running system, missing paths)'
-      }
-    )
+    const args = [
+      req.gcRoot,
+      assertStorePath(req.toplevel, 'toplevel'),
+      req.unchangedWhen,
+      req.releaseIfUnchanged ? 'yes' : 'no',
+      String(GC_ROOT_MAX_AGE_MINUTES),
+      ...(req.lock ? lockArgs(req.lock) : ['', '', '', ''])
+    ]
+    const what = 'surveying the target (lock, running system, missing paths)'
+    // A gate's survey verb takes the paths (nixos/deploy-user/root.sh): only a shell lists them itself.
+    if (req.closureFrom !== undefined && !this.gated) {
+      const ref = closureByReference(ordered)
+      const r = await this.run('survey', [...args, req.closureFrom], { timeoutMs: STEP_TIMEOUT_MS, what })
+      const why = referenceMismatch(r, ref)
+      if (why === undefined)
+        return parseSurvey({ ...r, stdout: expandPlaces(r.stdout, ref.sorted) }, this.label, ordered)
+      // Asked again under the lock it now holds (acquiring a lock it holds renews it).
+      this.log.info(`${this.label}: ${why}; the survey sends it the closure's paths instead`)
+    }
+    const r = await this.run('survey', args, {
+      stdin: ordered.map(p => p.path).join('\n') + '\n',
+      timeoutMs: STEP_TIMEOUT_MS,
+      what
+    })
     return parseSurvey(r, this.label, ordered)
   }
 

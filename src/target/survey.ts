@@ -1,3 +1,4 @@
+import { createHash } from 'crypto'
 import { ActionError } from '../errors'
 import { PathInfo } from '../nix/closure'
 import { isStorePath } from '../nix/store-path'
@@ -42,6 +43,65 @@ export function parseRunning(
       error: `the target's listing of its running closure does not add up (${count ?? 'no'} paths said, ${entries.length} put together)`
     }
   return { entries }
+}
+
+/**
+ * The new closure as survey.sh lists it when it is named, not sent (a deploy plan's, CACHE given):
+ * its paths sorted bytewise (as `LC_ALL=C sort`; store paths are ASCII), and the SHA-256 of that
+ * listing, one path per line, that the target answers with.
+ */
+export function closureByReference(closure: PathInfo[]): { sorted: string[]; digest: string } {
+  const sorted = [...new Set(closure.map(p => p.path))].sort()
+  return {
+    sorted,
+    digest: createHash('sha256')
+      .update(sorted.join('\n') + '\n')
+      .digest('hex')
+  }
+}
+
+const PLACES = /^(missing|new)-at ([0-9]+)(?:-([0-9]+))?$/
+
+/**
+ * Why a survey asked with the closure by reference cannot be read against `sorted` (the runner's
+ * own listing from the cache), or undefined when it can (or when it never got as far as the
+ * closure: the lock held, the system unchanged, an error). A target that could not list it, or
+ * listed another one, or names a place outside it, is asked again with the paths.
+ */
+export function referenceMismatch(
+  r: { exitCode: number; stdout: string },
+  ref: { sorted: string[]; digest: string }
+): string | undefined {
+  const copy = sections(r.stdout).get('copy')
+  if (copy === undefined || r.exitCode !== 0) return undefined
+  const lines = copy.split('\n').map(l => l.trim())
+  if (lines.includes('closure unknown')) return 'it could not list the closure from the cache'
+  const m = lines.map(l => /^closure +([0-9]+) +([0-9a-f]{64})\b/.exec(l)).find(x => x)
+  if (!m) return 'it did not say which closure it listed'
+  if (Number(m[1]) !== ref.sorted.length || m[2] !== ref.digest)
+    return `it listed another closure (${m[1]} paths, where the runner listed ${ref.sorted.length} from the same cache)`
+  const all = [...lines, ...(sections(r.stdout).get('running') ?? '').split('\n').map(l => l.trim())]
+  for (const l of all) {
+    const p = PLACES.exec(l)
+    if (p && !(Number(p[2]) <= Number(p[3] ?? p[2]) && Number(p[3] ?? p[2]) < ref.sorted.length))
+      return `it named a place outside the closure (${l})`
+    if (!p && /^(missing|new)-at /.test(l)) return `it answered what is not a place in the closure (${l})`
+  }
+  return undefined
+}
+
+/** The survey's answer with each place in the sorted closure (referenceMismatch passed) as its path. */
+export function expandPlaces(stdout: string, sorted: string[]): string {
+  return stdout
+    .split('\n')
+    .flatMap(l => {
+      const p = PLACES.exec(l.trim())
+      if (!p) return [l]
+      const first = Number(p[2])
+      const last = Number(p[3] ?? p[2])
+      return sorted.slice(first, last + 1).map(path => `${p[1]} ${path}`)
+    })
+    .join('\n')
 }
 
 /** Splits the survey's output at its section markers (a marker line starts a section). */

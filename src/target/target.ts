@@ -171,6 +171,12 @@ export type UnchangedWhen = 'switch' | 'boot' | 'test' | 'never'
 export interface SurveyRequest {
   toplevel: string
   closure: PathInfo[]
+  /**
+   * The binary cache the target fetches the system from next (a deploy plan's): a target that
+   * takes shell commands lists the closure itself, from there, instead of being sent its paths
+   * (survey.sh with CACHE). A gate is sent them.
+   */
+  closureFrom?: string
   gcRoot: string
   unchangedWhen: UnchangedWhen
   /** Release the lock in the same command when the target is unchanged (no keys to upload under it). */

@@ -19,12 +19,19 @@
 #              lacks are the missing ones above), "only PATH SIZE" for each of its own the new one
 #              lacks. Only the difference crosses the link, not a closure of a thousand paths.
 #              Nothing (no diff) when it cannot be listed.
+# With CACHE (a deploy plan's binary cache, which the target fetches the system from next), the new
+# closure is not sent but named: the target lists it itself (from its store when it has the system,
+# else from the cache's .narinfo files), sorted, and answers "closure COUNT SHA256" of that listing
+# (the runner checks it listed the same) and, instead of paths of it, their places in that order
+# ("missing-at" and "new-at", each FIRST or FIRST-LAST, 0 the first): a thousand store paths cross
+# neither way. "closure unknown" when it cannot list it (the cache unreachable): the runner asks
+# again with the paths.
 # Exit 3: no GC root; 4: the store query failed; 5: the lock could not be read or written.
-# usage: sh -c SURVEY sh GC_ROOT_LINK TOPLEVEL UNCHANGED_WHEN RELEASE GC_ROOT_MAX_AGE LOCK_DIR LOCK_ID LEASE DESCRIPTION < PATHS
-#   (LOCK_DIR '' for no lock)
+# usage: sh -c SURVEY sh GC_ROOT_LINK TOPLEVEL UNCHANGED_WHEN RELEASE GC_ROOT_MAX_AGE LOCK_DIR LOCK_ID LEASE DESCRIPTION [CACHE] < PATHS
+#   (LOCK_DIR '' for no lock; no PATHS with CACHE)
 # shellcheck shell=sh disable=SC2034 # lease, lock_desc and lock_trial_system are read by lock_op (lock.sh)
 set -f
-gcroot=$1 top=$2 unchanged_when=$3 release=$4 max_age=$5 lock_dir=$6 lock_id=$7 lease=$8 lock_desc=$9
+gcroot=$1 top=$2 unchanged_when=$3 release=$4 max_age=$5 lock_dir=$6 lock_id=$7 lease=$8 lock_desc=$9 cache=${10:-}
 echo '--lock--'
 if [ -n "$lock_dir" ]; then
   # A boot trial of this very system, pending and booted, is this run's to settle (lock.sh).
@@ -53,10 +60,43 @@ gcdir=$(dirname "$gcroot")
 mkdir -p "$gcdir" && ln -sfn "$top" "$gcroot" || exit 3
 find "$gcdir" -maxdepth 1 -type l -mmin +"$max_age" -exec rm -f {} + 2>/dev/null
 for c in zstd xz gzip; do command -v "$c" >/dev/null 2>&1 && echo "codec $c"; done
-new=$(cat)
-# shellcheck disable=SC2086 # the store paths on stdin, one word each (set -f: no globbing)
+# Paths ($2, one per line) of the sorted closure as "$1-at" lines of their places in it (see above).
+places() {
+  [ -n "$2" ] || return 0
+  { printf '%s\n' "$new"; echo --; printf '%s\n' "$2"; } | awk -v tag="$1-at" '
+    $0 == "--" { part = 1; next }
+    !part { at[$0] = n++; next }
+    $0 in at { hit[at[$0]] = 1 }
+    END {
+      for (i = 0; i <= n; i++) {
+        if (i in hit) { if (first == "") first = i; last = i; continue }
+        if (first != "") { print tag " " (first == last ? first : first "-" last); first = "" }
+      }
+    }'
+}
+if [ -z "$cache" ]; then
+  new=$(cat)
+else
+  # Bounded, under the lock: a cache that is down, or stalls, costs seconds, not the deploy (asked
+  # again with the paths, the target then fails to fetch from it, and the runner copies instead).
+  bound=''
+  command -v timeout >/dev/null 2>&1 && bound='timeout 60'
+  if nix-store --check-validity "$top" >/dev/null 2>&1; then
+    new=$(nix-store -qR "$top") || exit 4
+  elif ! new=$($bound nix --extra-experimental-features nix-command path-info --recursive --store "$cache" \
+    --option connect-timeout 5 --option stalled-download-timeout 10 --option download-attempts 1 "$top" 2>/dev/null) ||
+    [ -z "$new" ]; then
+    echo 'closure unknown'
+    exit 0
+  fi
+  new=$(printf '%s\n' "$new" | LC_ALL=C sort -u)
+  printf 'closure %s %s\n' "$(printf '%s\n' "$new" | wc -l)" "$(printf '%s\n' "$new" | sha256sum)"
+fi
+# shellcheck disable=SC2086 # the store paths, one word each (set -f: no globbing)
 missing=$(nix-store --check-validity --print-invalid $new) || exit 4
-[ -z "$missing" ] || printf '%s\n' "$missing" | sed 's/^/missing /'
+if [ -n "$cache" ]; then
+  places missing "$missing"
+elif [ -n "$missing" ]; then printf '%s\n' "$missing" | sed 's/^/missing /'; fi
 running=$(nix-store -qR /run/current-system 2>/dev/null) && [ -n "$running" ] || exit 0
 # Each list after a line "--" (never a store path): the missing paths, the new closure, the running one.
 differ=$({ printf '%s\n' "$missing"; echo --; printf '%s\n' "$new"; echo --; printf '%s\n' "$running"; } | awk '
@@ -72,7 +112,11 @@ if [ -n "$only" ]; then
 fi
 echo '--running--'
 printf 'count %s\n' "$(printf '%s\n' "$running" | wc -l)"
-printf '%s\n' "$differ" | grep '^new ' || true
+if [ -n "$cache" ]; then
+  places new "$(printf '%s\n' "$differ" | sed -n 's/^new //p')"
+else
+  printf '%s\n' "$differ" | grep '^new ' || true
+fi
 [ -z "$only" ] || { printf '%s\n' "$only"; echo --; printf '%s\n' "$sizes"; } | awk '
   $0 == "--" { second = 1; next }
   !second { p[++n] = $0; next }
