@@ -588,7 +588,9 @@ async function fanoutBench() {
       )
       if (build.exitCode !== 0) throw new Error(`the build job failed:\n${build.log.slice(-3000)}`)
       const plan = build.outputs['deploy-plan']
-      t.fan.push(await measured(() => Promise.all(['1', '2', '3'].map(shard => runBundled({ ...via, mode: 'switch', 'deploy-plan': plan, shard, parallel: String(n), 'substitute-on-destination': 'true' })))))
+      // Each shard job on a fresh runner: no Nix cache of .narinfo files (the build job's upload left one here).
+      const fresh = shard => ({ extraEnv: { XDG_CACHE_HOME: fs.mkdtempSync(path.join(work, `xdg-${shard}-`)) } })
+      t.fan.push(await measured(() => Promise.all(['1', '2', '3'].map(shard => runBundled({ ...via, mode: 'switch', 'deploy-plan': plan, shard, parallel: String(n), 'substitute-on-destination': 'true' }, fresh(shard))))))
       const o = t.one.at(-1)
       const f = t.fan.at(-1)
       console.log(
@@ -623,7 +625,8 @@ async function fanoutBench() {
       `\`deploy-plan\`, each Pi fetching from the cache itself. Every system has a thousand tiny store paths more (the same ` +
       `every round), as a real NixOS closure has. Bytes: everything through the runner's link to the jump host (a counting ` +
       `forwarder in front of its sshd); apart, the cache server's bytes to the runner (the .narinfo files it lists the closures ` +
-      `from: the runner's link to the cache, which in a real fleet is not the site's). CPU: the runner's ` +
+      `from, each shard job with an empty Nix cache as on a fresh runner: the runner's link to the cache, which in a real fleet is ` +
+      `not the site's). CPU: the runner's ` +
       `processes (the action with everything it ran). Medians of ${ROUNDS} rounds.\n\n` +
       table + '\n'
   )
