@@ -95,13 +95,17 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
     return { text, plan: plan! }
   }
 
-  /** A shard job: nothing but the plan and the connection's inputs, in a RUNNER_TEMP of its own. */
+  /**
+   * A shard job: nothing but the plan and the connection's inputs, in a RUNNER_TEMP of its own, its
+   * Nix's cache of .narinfo files empty as on a fresh runner (the build job's upload left one here).
+   */
   function shardJob(
     plan: string,
     shard: string,
     extra: Record<string, string> = {},
     opts: Parameters<typeof runAction>[1] = {}
   ) {
+    opts = { ...opts, env: { XDG_CACHE_HOME: fs.mkdtempSync(path.join(work, 'xdg-')), ...opts.env } }
     const { flake: _flake, 'target-host': _host, ...connection } = deployInputs('unused')
     return runAction(
       {

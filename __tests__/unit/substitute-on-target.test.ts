@@ -35,7 +35,8 @@ function target(fetches: (asked: string[]) => string[]) {
   }
   return { asked, target: { label: 'pi', log: new MemoryLog(), store } as unknown as Target }
 }
-const plan = { toCopy, targetCodecs: new Set<string>() }
+/** As the survey answers when the target listed the closure from the plan's cache itself. */
+const plan = { toCopy, targetCodecs: new Set<string>(), listedFromCache: true }
 
 describe("substituting on the target from a deploy plan's cache", () => {
   it('asks for the system alone: its closure comes with it, and no list of paths is sent', async () => {
@@ -46,12 +47,20 @@ describe("substituting on the target from a deploy plan's cache", () => {
     expect(r.substituted.map(p => p.path)).toEqual([lib, app, toplevel])
   })
 
-  it('the system still missing: it says which of the closure it lacks, and only those are copied', async () => {
-    const t = target(() => [lib])
+  it('the system still missing: asked for every path, as without a plan (its own substituters may have them); only the rest is copied', async () => {
+    // The plan's cache gives nothing more; the target's own substituter has lib.
+    const t = target(asked => (asked.length > 1 ? [lib] : []))
     const r = await substituteOnTarget(t.target, plan, cache, toplevel)
-    expect(t.asked).toEqual({ substitute: [[toplevel]], queryMissing: [[lib, app, toplevel]] })
+    expect(t.asked).toEqual({ substitute: [[toplevel], [lib, app, toplevel]], queryMissing: [] })
     expect(r.plan.toCopy.map(p => p.path)).toEqual([app, toplevel])
     expect(r.substituted.map(p => p.path)).toEqual([lib])
+  })
+
+  it('a target that could not list the closure from the cache is asked for every path at once', async () => {
+    const t = target(asked => asked)
+    const r = await substituteOnTarget(t.target, { ...plan, listedFromCache: undefined }, cache, toplevel)
+    expect(t.asked).toEqual({ substitute: [[lib, app, toplevel]], queryMissing: [] })
+    expect(r.plan.toCopy).toEqual([])
   })
 
   it("from the target's own substituters (no plan): every path is asked for", async () => {

@@ -4,9 +4,14 @@ import * as os from 'os'
 import * as path from 'path'
 import { ActionError } from '../../src/errors'
 import { PathInfo } from '../../src/nix/closure'
-import { closureByReference, expandPlaces, parseSurvey, referenceMismatch } from '../../src/target/survey'
+import { plainLog } from '../../src/log/untrusted'
+import type { ExecOptions, RemoteHost, RemoteResult } from '../../src/ssh/connection'
+import { KEPT_SCRIPTS_DIR } from '../../src/target/kept-scripts'
+import { closureByReference, parseSurvey, readByReference } from '../../src/target/survey'
 import { SURVEY_SCRIPT } from '../../src/target/scripts'
-import { CopyPlan, Survey } from '../../src/target/target'
+import { TargetSession } from '../../src/target/session'
+import { SshTarget } from '../../src/target/ssh-target'
+import { CopyPlan, Survey, SurveyRequest } from '../../src/target/target'
 
 /**
  * SURVEY_SCRIPT's shell logic run for real by sh, with a stand-in
@@ -15,7 +20,7 @@ import { CopyPlan, Survey } from '../../src/target/target'
  */
 const P = (name: string, c = 'a'): string => `/nix/store/${c.repeat(32)}-${name}`
 const running = [P('glibc-2.37', 'g'), P('hello-2.12', 'h')]
-const toplevel = P('nixos-system-pi-24.05', 't')
+const toplevel = P('nixos-system-pi-24.05', 's')
 const closure: PathInfo[] = [
   { path: P('hello-2.12', 'h'), narSize: 100, references: [] },
   { path: P('htop-3.3.0', 'j'), narSize: 200, references: [] },
@@ -47,6 +52,7 @@ fs.writeFileSync(
   path.join(bin, 'nix'),
   `#!/bin/sh
 echo "$*" >>"${path.join(dir, 'nix-calls')}"
+echo "warning: unknown setting 'stalled-download-timeout'" >&2
 [ -n "$CACHE_CLOSURE" ] || { echo "error: unable to download" >&2; exit 1; }
 printf '%s\\n' $CACHE_CLOSURE
 `,
@@ -241,12 +247,21 @@ describe('the survey of the target (one command before the copy)', () => {
 describe('the survey with the closure by reference (a deploy plan: the target lists it from the cache)', () => {
   const cache = 'http://cache.example:8080?priority=10'
   const ref = closureByReference(closure)
-  const listed = closure.map(p => p.path).join(' ')
+  // Listed in neither order (nix path-info's, nix-store -qR's): the target sorts them itself.
+  const listed = closure
+    .map(p => p.path)
+    .reverse()
+    .join(' ')
   const byRef = (env: Record<string, string> = {}) =>
     survey({ CACHE_CLOSURE: listed, ...env }, path.join(dir, 'gcroots', 'nda', 'ref.run'), { cache })
   const read = (r: ReturnType<typeof survey>) => {
-    expect(referenceMismatch(r, ref)).toBeUndefined()
-    return changed(parseSurvey({ ...r, stdout: expandPlaces(r.stdout, ref.sorted) }, 'pi', closure))
+    const answer = readByReference(r, ref)
+    if (!('stdout' in answer)) throw new Error(answer.why)
+    return changed(parseSurvey({ ...r, stdout: answer.stdout }, 'pi', closure))
+  }
+  const why = (r: { exitCode: number; stdout: string }) => {
+    const answer = readByReference(r, ref)
+    return 'why' in answer ? answer.why : undefined
   }
   beforeEach(() => fs.rmSync(path.join(dir, 'nix-calls'), { force: true }))
 
@@ -256,7 +271,7 @@ describe('the survey with the closure by reference (a deploy plan: the target li
     expect(r.stdout).not.toContain(P('htop-3.3.0', 'j'))
     expect(r.stdout).not.toContain(toplevel)
     expect(r.stdout).toContain(`\nclosure 3 ${ref.digest}`)
-    // It asked the cache named, for the toplevel's closure.
+    // It asked the cache named, for the toplevel's closure; nix's warnings are not paths.
     expect(fs.readFileSync(path.join(dir, 'nix-calls'), 'utf8')).toContain(
       `path-info --recursive --store ${cache}`
     )
@@ -272,14 +287,16 @@ describe('the survey with the closure by reference (a deploy plan: the target li
   })
 
   it('a target that has the system lists its closure from its store, without the cache', () => {
-    const r = byRef({ VALID: closure.map(p => p.path).join(' '), CLOSURE: listed, CACHE_CLOSURE: '' })
+    const r = byRef({ VALID: listed, CLOSURE: listed, CACHE_CLOSURE: '' })
     expect(fs.existsSync(path.join(dir, 'nix-calls'))).toBe(false)
     expect((read(r).copy as CopyPlan).toCopy).toEqual([])
   })
 
-  it('runs of places as FIRST-LAST; the places read back as the paths', () => {
-    const many = Array.from({ length: 10 }, (_, i) => P(`p${i}`, String.fromCharCode(97 + i)))
-    const valid = [many[3], many[4], many[6]]
+  it('runs of places as FIRST-LAST, in the bytewise order of the paths; read back as the paths', () => {
+    // Listed in descending order: the places are of the sorted listing, not of the order given.
+    const many = Array.from({ length: 10 }, (_, i) => P(`p${i}`, String.fromCharCode(106 - i)))
+    const sorted = [...many].sort()
+    const valid = [sorted[3], sorted[4], sorted[6]]
     const r = survey(
       { CACHE_CLOSURE: many.join(' '), VALID: valid.join(' ') },
       path.join(dir, 'gcroots', 'nda', 'ref.many'),
@@ -287,29 +304,120 @@ describe('the survey with the closure by reference (a deploy plan: the target li
     )
     const lines = r.stdout.split('\n').filter(l => l.startsWith('missing-at '))
     expect(lines).toEqual(['missing-at 0-2', 'missing-at 5', 'missing-at 7-9'])
-    const sorted = [...many].sort()
-    const paths = expandPlaces(lines.join('\n'), sorted).split('\n')
-    expect(paths).toEqual(sorted.filter(p => !valid.includes(p)).map(p => `missing ${p}`))
+    const infos = many.map(p => ({ path: p, narSize: 1, references: [] }))
+    const answer = readByReference(r, closureByReference(infos))
+    expect('stdout' in answer && answer.stdout.split('\n').filter(l => l.startsWith('missing '))).toEqual(
+      sorted.filter(p => !valid.includes(p)).map(p => `missing ${p}`)
+    )
   })
 
-  it('a cache it cannot read, another closure, a place outside it: asked again with the paths', () => {
+  it('a cache it cannot read, another closure, places outside it, out of order or twice: asked again with the paths', () => {
     const unknown = byRef({ CACHE_CLOSURE: '' })
     expect(unknown.exitCode).toBe(0)
     expect(unknown.stdout).toContain('\nclosure unknown\n')
-    expect(referenceMismatch(unknown, ref)).toMatch(/could not list the closure/)
+    // Why, for the log: nix's last word.
+    expect(unknown.stderr.trim()).toBe('error: unable to download')
+    expect(why(unknown)).toMatch(/could not list the closure/)
     const other = byRef({ CACHE_CLOSURE: `${listed} ${P('extra', 'x')}` })
-    expect(referenceMismatch(other, ref)).toMatch(/another closure \(4 paths, where the runner listed 3/)
+    expect(why(other)).toMatch(/another closure \(4 paths, where the runner listed 3/)
     const r = byRef()
-    expect(
-      referenceMismatch({ ...r, stdout: r.stdout.replace(/missing-at \S+/, 'missing-at 2-3') }, ref)
-    ).toMatch(/outside the closure/)
-    expect(
-      referenceMismatch({ ...r, stdout: r.stdout.replace(/missing-at \S+/, 'missing-at 2-1') }, ref)
-    ).toMatch(/outside the closure/)
-    expect(
-      referenceMismatch({ ...r, stdout: r.stdout.replace(/missing-at \S+/, 'missing-at x') }, ref)
-    ).toMatch(/not a place/)
+    const places = (...lines: string[]) => ({
+      ...r,
+      stdout: r.stdout.replace(/missing-at \S+/, lines.join('\n'))
+    })
+    for (const bad of [
+      ['missing-at 2-3'],
+      ['missing-at 2-1'],
+      ['missing-at 1', 'missing-at 0'],
+      ['missing-at 0-1', 'missing-at 1']
+    ])
+      expect(why(places(...bad))).toMatch(/outside the closure, out of order or twice/)
+    expect(why(places('missing-at x'))).toMatch(/not a place/)
+    // Only the copy and running sections are read as places; elsewhere a line is only a line.
+    const elsewhere = readByReference(
+      { ...r, stdout: r.stdout.replace('--state--\n', '--state--\nmissing-at 0-2\n') },
+      ref
+    )
+    expect('stdout' in elsewhere && elsewhere.stdout).toContain('--state--\nmissing-at 0-2\n')
     // Held or unchanged: no copy section, nothing to check.
-    expect(referenceMismatch({ exitCode: 0, stdout: '--lock--\nheld\n' }, ref)).toBeUndefined()
+    expect(why({ exitCode: 0, stdout: '--lock--\nheld\n' })).toBeUndefined()
+  })
+})
+
+describe('SshTarget.survey: the closure by reference, asked again with the paths when that fails', () => {
+  const cache = 'http://cache.example:8080'
+  const req = (gcRoot: string): SurveyRequest => ({
+    toplevel,
+    closure,
+    closureFrom: cache,
+    gcRoot,
+    unchangedWhen: 'switch',
+    releaseIfUnchanged: true
+  })
+  /** A target running each command here (the stand-ins on PATH), or answering `canned`; what it was sent. */
+  function target(env: Record<string, string>, gated = false, canned?: RemoteResult) {
+    const kept = fs.mkdtempSync(path.join(dir, 'kept-'))
+    const sent: { command: string; stdin: string }[] = []
+    const host = {
+      target: { label: 'target root@local', user: 'root' },
+      alive: true,
+      close: () => undefined,
+      redialTarget: async () => undefined,
+      exec: async (command: string, opts: ExecOptions = {}): Promise<RemoteResult> => {
+        const stdin = typeof opts.stdin === 'string' ? opts.stdin : ''
+        sent.push({ command, stdin })
+        if (canned) return canned
+        const r = spawnSync('sh', ['-c', command.split(KEPT_SCRIPTS_DIR).join(kept)], {
+          input: stdin,
+          env: stubEnv(env),
+          encoding: 'utf8'
+        })
+        return { exitCode: r.status ?? -1, signal: undefined, stdout: r.stdout, stderr: r.stderr }
+      }
+    } as unknown as RemoteHost
+    const session = new TargetSession(host, async () => host, plainLog)
+    return { target: new SshTarget(session, gated, true), sent }
+  }
+  /** The target keeps the scripts already (the first command writes them): each command is sent once. */
+  async function keeping(t: ReturnType<typeof target>) {
+    await t.target.readState()
+    t.sent.length = 0
+    return t
+  }
+  const surveys = (sent: { command: string; stdin: string }[]) =>
+    sent.filter(s => s.command.includes(cache) || s.stdin.includes(toplevel))
+
+  it('a target that lists it: one survey, named not sent; its copy plan says so', async () => {
+    const t = await keeping(target({ CACHE_CLOSURE: closure.map(p => p.path).join(' ') }))
+    const s = changed(await t.target.survey(req(path.join(dir, 'gcroots', 'nda', 'ssh.a'))))
+    expect(surveys(t.sent).map(x => x.stdin)).toEqual([''])
+    expect(s.copy).toEqual({
+      toCopy: closure.filter(p => p.path !== P('hello-2.12', 'h')),
+      targetCodecs: expect.any(Set),
+      listedFromCache: true
+    })
+  })
+
+  it('one that cannot: asked again, under the same lock, with the paths; its copy plan says it did not list it', async () => {
+    const t = await keeping(target({ CACHE_CLOSURE: '' }))
+    const s = changed(await t.target.survey(req(path.join(dir, 'gcroots', 'nda', 'ssh.b'))))
+    const [first, second] = surveys(t.sent)
+    expect(first).toMatchObject({ stdin: '' })
+    expect(first.command).toContain(cache)
+    expect(second.command).not.toContain(cache)
+    expect(second.stdin.split('\n').filter(Boolean).sort()).toEqual(closure.map(p => p.path).sort())
+    expect((s.copy as CopyPlan).listedFromCache).toBeUndefined()
+    expect((s.copy as CopyPlan).toCopy.map(p => p.path)).toEqual([P('htop-3.3.0', 'j'), toplevel])
+  })
+
+  it("a deploy user's gate is sent the paths (its survey verb takes nine arguments)", async () => {
+    const answer = survey()
+    const t = target({}, true, { ...answer, signal: undefined })
+    changed(await t.target.survey(req(path.join(dir, 'gcroots', 'nda', 'ssh.c'))))
+    expect(t.sent).toHaveLength(1)
+    const words = t.sent[0].command.split(' ')
+    expect(words.slice(0, 2)).toEqual(['nix-deploy-action-gate', 'survey'])
+    expect(words).toHaveLength(2 + 9)
+    expect(t.sent[0].stdin).toContain(toplevel)
   })
 })

@@ -46,17 +46,20 @@ export async function substituteOnTarget(
   if (plan.toCopy.length === 0) return { plan, substituted: [] }
   const from = cache ? `its own substituters and ${cache.uri}` : 'its own substituters'
   const paths = plan.toCopy.map(p => p.path)
-  // A deploy plan's cache holds the whole closure: asked for the system, the target fetches what it
-  // lacks of it (a path is valid only with its closure), and no list of paths crosses the link.
-  // Only when the system is still missing after does it say which of the rest it lacks.
-  const byReference = cache !== undefined && toplevel !== undefined && paths.includes(toplevel)
+  // A deploy plan's cache holds the whole closure: asked for the system, a target that listed the
+  // closure from that cache fetches what it lacks of it (a path is valid only with its closure),
+  // and no list of paths crosses the link. Only when the system is still missing after is it sent
+  // the list, as without a plan: its own substituters (cache.nixos.org) may have what the plan's
+  // cache did not give. A target that could not list it (the cache down) is sent the list at once.
+  const byReference =
+    cache !== undefined && plan.listedFromCache === true && toplevel !== undefined && paths.includes(toplevel)
   try {
     // From a deploy plan's cache the whole closure comes this way: as long as an import of it may take.
     const timeoutMs = cache
       ? Math.max(SUBSTITUTE_TIMEOUT_MS, importTimeoutMs(totalNarSize(plan.toCopy)))
       : SUBSTITUTE_TIMEOUT_MS
     let missing = await target.store.substitute(byReference ? [toplevel] : paths, cache, timeoutMs)
-    if (byReference && missing.size > 0) missing = await target.store.queryMissing(paths)
+    if (byReference && missing.size > 0) missing = await target.store.substitute(paths, cache, timeoutMs)
     const substituted = plan.toCopy.filter(p => !missing.has(p.path))
     if (substituted.length > 0)
       log.info(

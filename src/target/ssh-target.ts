@@ -35,7 +35,7 @@ import { startAgentOverSsh, VerbWire } from './agent/over-ssh'
 import { AgentRequest, AgentSession } from './agent/session'
 import { GATE_COMMAND, gateCommand, gateMismatch, GateVerb, parseGateVersion } from './gate'
 import { TargetSession } from './session'
-import { closureByReference, expandPlaces, parseSurvey, referenceMismatch } from './survey'
+import { closureByReference, parseSurvey, readByReference } from './survey'
 import {
   BinaryCache,
   BootTrialAnswer,
@@ -317,11 +317,15 @@ export class SshTarget implements Target {
     if (req.closureFrom !== undefined && !this.gated) {
       const ref = closureByReference(ordered)
       const r = await this.run('survey', [...args, req.closureFrom], { timeoutMs: STEP_TIMEOUT_MS, what })
-      const why = referenceMismatch(r, ref)
-      if (why === undefined)
-        return parseSurvey({ ...r, stdout: expandPlaces(r.stdout, ref.sorted) }, this.label, ordered)
+      const read = readByReference(r, ref)
+      if ('stdout' in read) {
+        const survey = parseSurvey({ ...r, stdout: read.stdout }, this.label, ordered)
+        if (survey.kind === 'changed' && !(survey.copy instanceof Error)) survey.copy.listedFromCache = true
+        return survey
+      }
       // Asked again under the lock it now holds (acquiring a lock it holds renews it).
-      this.log.info(`${this.label}: ${why}; the survey sends it the closure's paths instead`)
+      this.log.info(`${this.label}: ${read.why}; the survey sends it the closure's paths instead`)
+      if (r.stderr.trim() !== '') this.log.untrusted(r.stderr.trim().slice(-300))
     }
     const r = await this.run('survey', args, {
       stdin: ordered.map(p => p.path).join('\n') + '\n',

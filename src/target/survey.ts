@@ -63,45 +63,51 @@ export function closureByReference(closure: PathInfo[]): { sorted: string[]; dig
 const PLACES = /^(missing|new)-at ([0-9]+)(?:-([0-9]+))?$/
 
 /**
- * Why a survey asked with the closure by reference cannot be read against `sorted` (the runner's
- * own listing from the cache), or undefined when it can (or when it never got as far as the
- * closure: the lock held, the system unchanged, an error). A target that could not list it, or
- * listed another one, or names a place outside it, is asked again with the paths.
+ * The answer of a survey asked with the closure by reference, each place in the closure as the
+ * path it is in `ref.sorted` (the runner's own listing from the cache); or why it cannot be read
+ * so, and the target is asked again with the paths: it could not list the closure, it listed
+ * another one, or it named places outside it, out of order or twice (survey.sh names each place
+ * once, in order: whatever a lying target says, no more paths come out than the closure has). An
+ * answer that never got as far as the closure (the lock held, the system unchanged, an error) is
+ * read as it is.
  */
-export function referenceMismatch(
+export function readByReference(
   r: { exitCode: number; stdout: string },
   ref: { sorted: string[]; digest: string }
-): string | undefined {
-  const copy = sections(r.stdout).get('copy')
-  if (copy === undefined || r.exitCode !== 0) return undefined
+): { stdout: string } | { why: string } {
+  const parts = sections(r.stdout)
+  const copy = parts.get('copy')
+  if (copy === undefined || r.exitCode !== 0) return { stdout: r.stdout }
   const lines = copy.split('\n').map(l => l.trim())
-  if (lines.includes('closure unknown')) return 'it could not list the closure from the cache'
+  if (lines.includes('closure unknown')) return { why: 'it could not list the closure from the cache' }
   const m = lines.map(l => /^closure +([0-9]+) +([0-9a-f]{64})\b/.exec(l)).find(x => x)
-  if (!m) return 'it did not say which closure it listed'
+  if (!m) return { why: 'it did not say which closure it listed' }
   if (Number(m[1]) !== ref.sorted.length || m[2] !== ref.digest)
-    return `it listed another closure (${m[1]} paths, where the runner listed ${ref.sorted.length} from the same cache)`
-  const all = [...lines, ...(sections(r.stdout).get('running') ?? '').split('\n').map(l => l.trim())]
-  for (const l of all) {
-    const p = PLACES.exec(l)
-    if (p && !(Number(p[2]) <= Number(p[3] ?? p[2]) && Number(p[3] ?? p[2]) < ref.sorted.length))
-      return `it named a place outside the closure (${l})`
-    if (!p && /^(missing|new)-at /.test(l)) return `it answered what is not a place in the closure (${l})`
+    return {
+      why: `it listed another closure (${m[1]} paths, where the runner listed ${ref.sorted.length} from the same cache)`
+    }
+  for (const name of ['copy', 'running']) {
+    const text = parts.get(name)
+    if (text === undefined) continue
+    const after = new Map<string, number>()
+    const out: string[] = []
+    for (const line of text.split('\n')) {
+      const l = line.trim()
+      if (!/^(missing|new)-at /.test(l)) {
+        out.push(line)
+        continue
+      }
+      const p = PLACES.exec(l)
+      if (!p) return { why: `it answered what is not a place in the closure (${l.slice(0, 80)})` }
+      const [first, last] = [Number(p[2]), Number(p[3] ?? p[2])]
+      if (first > last || last >= ref.sorted.length || first <= (after.get(p[1]) ?? -1))
+        return { why: `it named places outside the closure, out of order or twice (${l.slice(0, 80)})` }
+      after.set(p[1], last)
+      for (const path of ref.sorted.slice(first, last + 1)) out.push(`${p[1]} ${path}`)
+    }
+    parts.set(name, out.join('\n'))
   }
-  return undefined
-}
-
-/** The survey's answer with each place in the sorted closure (referenceMismatch passed) as its path. */
-export function expandPlaces(stdout: string, sorted: string[]): string {
-  return stdout
-    .split('\n')
-    .flatMap(l => {
-      const p = PLACES.exec(l.trim())
-      if (!p) return [l]
-      const first = Number(p[2])
-      const last = Number(p[3] ?? p[2])
-      return sorted.slice(first, last + 1).map(path => `${p[1]} ${path}`)
-    })
-    .join('\n')
+  return { stdout: [...parts].map(([name, text]) => `--${name}--\n${text}`).join('\n') }
 }
 
 /** Splits the survey's output at its section markers (a marker line starts a section). */

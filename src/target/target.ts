@@ -189,6 +189,11 @@ export interface CopyPlan {
   toCopy: PathInfo[]
   /** Decompressors the target has. */
   targetCodecs: Set<string>
+  /**
+   * The target listed the closure itself from the deploy plan's cache (survey.sh with CACHE): the
+   * cache answered it, so asked for the system alone it fetches the rest with it.
+   */
+  listedFromCache?: boolean
 }
 
 /** What the survey found: the lock held by another run, or the state under this run's lock. */

@@ -24,8 +24,9 @@
 # else from the cache's .narinfo files), sorted, and answers "closure COUNT SHA256" of that listing
 # (the runner checks it listed the same) and, instead of paths of it, their places in that order
 # ("missing-at" and "new-at", each FIRST or FIRST-LAST, 0 the first): a thousand store paths cross
-# neither way. "closure unknown" when it cannot list it (the cache unreachable): the runner asks
-# again with the paths.
+# neither way, each place once and in order. "closure unknown" when it cannot list it (the cache
+# down or stalled, within half a minute; nix's last word on stderr): the runner asks again with
+# the paths.
 # Exit 3: no GC root; 4: the store query failed; 5: the lock could not be read or written.
 # usage: sh -c SURVEY sh GC_ROOT_LINK TOPLEVEL UNCHANGED_WHEN RELEASE GC_ROOT_MAX_AGE LOCK_DIR LOCK_ID LEASE DESCRIPTION [CACHE] < PATHS
 #   (LOCK_DIR '' for no lock; no PATHS with CACHE)
@@ -77,17 +78,25 @@ places() {
 if [ -z "$cache" ]; then
   new=$(cat)
 else
-  # Bounded, under the lock: a cache that is down, or stalls, costs seconds, not the deploy (asked
-  # again with the paths, the target then fails to fetch from it, and the runner copies instead).
+  # Bounded, under the lock: a cache that is down or stalls costs at most half a minute, not the
+  # deploy (asked again with the paths, the target is sent the list to fetch, and the runner
+  # copies what it still lacks). Why, in stderr's last line.
   bound=''
-  command -v timeout >/dev/null 2>&1 && bound='timeout 60'
+  command -v timeout >/dev/null 2>&1 && bound='timeout 30'
   if nix-store --check-validity "$top" >/dev/null 2>&1; then
     new=$(nix-store -qR "$top") || exit 4
-  elif ! new=$($bound nix --extra-experimental-features nix-command path-info --recursive --store "$cache" \
-    --option connect-timeout 5 --option stalled-download-timeout 10 --option download-attempts 1 "$top" 2>/dev/null) ||
-    [ -z "$new" ]; then
-    echo 'closure unknown'
-    exit 0
+  else
+    # Its warnings and errors interleaved with the paths: the paths are the lines that are ones.
+    new=''
+    if said=$($bound nix --extra-experimental-features nix-command path-info --recursive --store "$cache" \
+      --option connect-timeout 5 --option stalled-download-timeout 10 --option download-attempts 1 "$top" 2>&1); then
+      new=$(printf '%s\n' "$said" | grep '^/nix/store/')
+    fi
+    if [ -z "$new" ]; then
+      printf '%s\n' "$said" | grep -v '^/nix/store/' | tail -n 1 >&2
+      echo 'closure unknown'
+      exit 0
+    fi
   fi
   new=$(printf '%s\n' "$new" | LC_ALL=C sort -u)
   printf 'closure %s %s\n' "$(printf '%s\n' "$new" | wc -l)" "$(printf '%s\n' "$new" | sha256sum)"
