@@ -196,6 +196,20 @@ describeE2E('a deploy key that is not root: the deploy user and its gate (nixos/
       expect(piState('spi')).toMatchObject({ current: top, profile: top })
       // Fetched by spi itself, and taken by its daemon signed by the deploy key.
       expect(narsFromSpi().length).toBeGreaterThan(0)
+      // The closure named, not sent: the gate listed it from the cache (the system's .narinfo read
+      // for that, as the deploy user with a fresh cache of its own), then fetched it (read again).
+      const topInfo = `/${path.basename(top).slice(0, 32)}.narinfo`
+      expect(
+        cache
+          .requests()
+          .filter(
+            r =>
+              r.client === testbed().TESTBED_SPI &&
+              r.method === 'GET' &&
+              r.path === topInfo &&
+              r.status === 200
+          ).length
+      ).toBe(2)
       expect(onPi(`nix --extra-experimental-features nix-command path-info --json ${top}`, 'spi')).toContain(
         'nda-gate-1:'
       )

@@ -20,6 +20,7 @@ const SRC = path.join(ROOT, 'nixos', 'deploy-user')
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-gate-test-'))
 const scripts = path.join(tmp, 'scripts')
 const marker = path.join(tmp, 'ran')
+const LISTING = path.join(tmp, 'listing')
 
 /** A script with common.sh in front of it, its placeholders filled in (as deploy-user.nix does). */
 function fill(file: string, values: Record<string, string>): string {
@@ -37,8 +38,16 @@ beforeAll(() => {
       path.join(scripts, name),
       `echo "script ${name}" >>"${marker}"; for a in "$@"; do printf '${name}:arg:%s\\n' "$a"; done; [ -t 0 ] || sed 's/^/stdin:/'\n`
     )
+  // The gate's `nix` (its listing of a deploy plan's closure from the cache): LISTING's lines, or
+  // a failure when there is none.
+  fs.mkdirSync(path.join(tmp, 'bin'))
+  fs.writeFileSync(
+    path.join(tmp, 'bin', 'nix'),
+    `#!/bin/sh\necho "$*" >"${tmp}/nix-args"\necho "warning: a word from nix" >&2\n[ -f "${LISTING}" ] || { echo "error: unable to download" >&2; exit 1; }\ncat "${LISTING}"\n`,
+    { mode: 0o755 }
+  )
   const common = {
-    path: process.env.PATH ?? '/usr/bin:/bin',
+    path: `${path.join(tmp, 'bin')}:${process.env.PATH ?? '/usr/bin:/bin'}`,
     scripts,
     protocol: String(GATE_PROTOCOL),
     scriptsHash: scriptsHash()
@@ -224,6 +233,52 @@ describe("the deploy user's gate (gate.sh)", () => {
     const r = gate(gateCommand('query-missing'), `${storePath('x')}\n`)
     expect(r.ran).toEqual(['script query-missing.sh'])
     expect(r.stdout).toContain(`stdin:${storePath('x')}`)
+  })
+})
+
+describe("the gate's survey by reference (a deploy plan's closure, listed from its cache as the deploy user)", () => {
+  const uri = 'https://cache.example.org/fleet?priority=10'
+  const args = [GC, storePath('s'), 'switch', 'no', '1440', LOCK, 'id-1', '600', 'a run']
+  const stdinOf = (stdout: string) =>
+    stdout
+      .split('\n')
+      .filter(l => l.startsWith('stdin:'))
+      .map(l => l.slice('stdin:'.length))
+  afterEach(() => fs.rmSync(LISTING, { force: true }))
+
+  it('lists it from the cache named, and hands nda-root the listing with "-" in the cache\'s place', () => {
+    const listed = [storePath('s'), storePath('lib')]
+    fs.writeFileSync(LISTING, listed.join('\n') + '\n')
+    const r = gate(gateCommand('survey', [...args, uri]))
+    expect(r.status).toBe(0)
+    expect(r.ran).toEqual(['script lock.sh', 'script probe.sh', 'script survey.sh'])
+    expect(argsOf(r.stdout, 'survey.sh')).toEqual([...args, '-'].map(a => `arg:${a}`))
+    // nix's warning is not a path.
+    expect(stdinOf(r.stdout).filter(Boolean)).toEqual(listed)
+    expect(fs.readFileSync(path.join(tmp, 'nix-args'), 'utf8')).toContain(
+      `path-info --recursive --store ${uri} `
+    )
+  })
+
+  it('a cache it cannot list: nda-root gets none (it answers "closure unknown"), and nix\'s last word is said', () => {
+    const r = gate(gateCommand('survey', [...args, uri]))
+    expect(r.status).toBe(0)
+    expect(argsOf(r.stdout, 'survey.sh').at(-1)).toBe('arg:-')
+    expect(stdinOf(r.stdout).filter(Boolean)).toEqual([])
+    expect(r.stderr.trim()).toBe('error: unable to download')
+  })
+
+  it('refuses a cache publish-to would not take, or paths on stdin beside it; nda-root refuses a cache at all', () => {
+    for (const bad of ['file:///etc', 'http://cache?trusted=1', '-'])
+      expect(gate(gateCommand('survey', [...args, bad])).status).toBe(64)
+    expect(gate(gateCommand('survey', [...args, uri]), `${storePath('x')}\n`).status).toBe(64)
+    // The deploy user calling nda-root itself, with a cache for root to fetch from.
+    const direct = spawnSync(path.join(tmp, 'nda-root'), ['survey', ...args, uri], {
+      input: '',
+      encoding: 'utf8'
+    })
+    expect(direct.status).toBe(64)
+    expect(fs.existsSync(marker)).toBe(false)
   })
 })
 

@@ -71,7 +71,14 @@ const lockDir = path.join(dir, 'var', 'lock')
 function survey(
   env: Record<string, string> = {},
   gcRoot = path.join(dir, 'gcroots', 'nda', 'system.run1'),
-  opts: { unchangedWhen?: string; release?: string; lockId?: string; top?: string; cache?: string } = {}
+  opts: {
+    unchangedWhen?: string
+    release?: string
+    lockId?: string
+    top?: string
+    cache?: string
+    input?: string
+  } = {}
 ) {
   const r = spawnSync(
     'sh',
@@ -89,7 +96,7 @@ function survey(
     ],
     // By reference, nothing on stdin: what the script read would be lost.
     {
-      input: opts.cache ? '' : closure.map(p => p.path).join('\n') + '\n',
+      input: opts.input ?? (opts.cache ? '' : closure.map(p => p.path).join('\n') + '\n'),
       encoding: 'utf8',
       env: stubEnv(env)
     }
@@ -286,6 +293,15 @@ describe('the survey with the closure by reference (a deploy plan: the target li
     expect(read(kept).running).toEqual(withPaths.running)
   })
 
+  it('a deploy user\'s gate\'s listing (CACHE "-"): read from stdin, answered by reference; none is "closure unknown"', () => {
+    const gc = path.join(dir, 'gcroots', 'nda', 'ref.gate')
+    const r = survey({ CACHE_CLOSURE: '' }, gc, { cache: '-', input: listed.split(' ').join('\n') + '\n' })
+    expect(fs.existsSync(path.join(dir, 'nix-calls'))).toBe(false)
+    expect((read(r).copy as CopyPlan).toCopy.map(p => p.path)).toEqual([P('htop-3.3.0', 'j'), toplevel])
+    const none = survey({}, gc, { cache: '-', input: '\n' })
+    expect(why(none)).toMatch(/could not list the closure/)
+  })
+
   it('a target that has the system lists its closure from its store, without the cache', () => {
     const r = byRef({ VALID: listed, CLOSURE: listed, CACHE_CLOSURE: '' })
     expect(fs.existsSync(path.join(dir, 'nix-calls'))).toBe(false)
@@ -384,6 +400,11 @@ describe('SshTarget.survey: the closure by reference, asked again with the paths
     t.sent.length = 0
     return t
   }
+  /** What survey.sh answers by reference, listing `closure` from the cache. */
+  const byReferenceAnswer = () =>
+    survey({ CACHE_CLOSURE: closure.map(p => p.path).join(' ') }, path.join(dir, 'gcroots', 'nda', 'ssh.r'), {
+      cache
+    })
   const surveys = (sent: { command: string; stdin: string }[]) =>
     sent.filter(s => s.command.includes(cache) || s.stdin.includes(toplevel))
 
@@ -410,14 +431,16 @@ describe('SshTarget.survey: the closure by reference, asked again with the paths
     expect((s.copy as CopyPlan).toCopy.map(p => p.path)).toEqual([P('htop-3.3.0', 'j'), toplevel])
   })
 
-  it("a deploy user's gate is sent the paths (its survey verb takes nine arguments)", async () => {
-    const answer = survey()
+  it("a deploy user's gate is named the cache too (its survey verb's tenth value: it lists as its user)", async () => {
+    const answer = byReferenceAnswer()
     const t = target({}, true, { ...answer, signal: undefined })
-    changed(await t.target.survey(req(path.join(dir, 'gcroots', 'nda', 'ssh.c'))))
+    const s = changed(await t.target.survey(req(path.join(dir, 'gcroots', 'nda', 'ssh.c'))))
     expect(t.sent).toHaveLength(1)
     const words = t.sent[0].command.split(' ')
     expect(words.slice(0, 2)).toEqual(['nix-deploy-action-gate', 'survey'])
-    expect(words).toHaveLength(2 + 9)
-    expect(t.sent[0].stdin).toContain(toplevel)
+    expect(words).toHaveLength(2 + 10)
+    expect(Buffer.from(words[11].slice(1), 'base64').toString()).toBe(cache)
+    expect(t.sent[0].stdin).toBe('')
+    expect((s.copy as CopyPlan).listedFromCache).toBe(true)
   })
 })

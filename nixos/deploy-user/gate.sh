@@ -130,7 +130,34 @@ case $verb in
     work_dir
     printf '%s\n' "$paths" | sh -c "$(cat "$scripts/$verb.sh")" sh "$@"
     ;;
-  survey | lock | probe | prepare-agent | start-agent | follow | decide | abandon | \
+  survey)
+    # With a deploy plan's binary cache (a tenth value), the new closure is listed from it here, as
+    # this user (nda-root fetches nothing a deploy key names), bounded as survey.sh bounds its own
+    # listing, and handed to nda-root on stdin with "-" in its place: it answers by reference. A
+    # closure it could not list goes as none ("closure unknown": the runner sends the paths).
+    if [ $# = 10 ]; then
+      cache_uri "${10}" || refuse "a binary cache that is not http://, https:// or s3:// with only the settings publish-to takes"
+      is_store_path "$2" || refuse "a toplevel that is not a store path"
+      [ -z "$(cat)" ] || refuse "a survey by reference with store paths on stdin"
+      top=$2 cache=${10}
+      set -- "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" -
+      work_dir
+      listing=''
+      # nda-root lists a system the store has from the store.
+      if ! nix-store --check-validity "$top" >/dev/null 2>&1; then
+        if said=$(timeout 30 nix --extra-experimental-features nix-command path-info --recursive --store "$cache" \
+          --option connect-timeout 5 --option stalled-download-timeout 10 --option download-attempts 1 "$top" 2>&1); then
+          listing=$(printf '%s\n' "$said" | grep '^/nix/store/')
+        fi
+        [ -n "$listing" ] || printf '%s\n' "$said" | grep -v '^/nix/store/' | tail -n 1 >&2
+      fi
+      # Not exec: the EXIT trap removes this call's directory.
+      printf '%s\n' "$listing" | @sudo@ -n @root@ survey "$@"
+      exit $?
+    fi
+    exec @sudo@ -n @root@ "$verb" "$@"
+    ;;
+  lock | probe | prepare-agent | start-agent | follow | decide | abandon | \
     remove-agent-dir | health | wrap-up | list-generations | delete-generations | remove-gc-root | \
     reboot | boot-trial | upload-key | plan-record)
     exec @sudo@ -n @root@ "$verb" "$@"

@@ -313,8 +313,8 @@ export class SshTarget implements Target {
       ...(req.lock ? lockArgs(req.lock) : ['', '', '', ''])
     ]
     const what = 'surveying the target (lock, running system, missing paths)'
-    // A gate's survey verb takes the paths (nixos/deploy-user/root.sh): only a shell lists them itself.
-    if (req.closureFrom !== undefined && !this.gated) {
+    // Named, not sent: the target lists the closure itself (a deploy user's gate as its user).
+    if (req.closureFrom !== undefined) {
       const ref = closureByReference(ordered)
       const r = await this.run('survey', [...args, req.closureFrom], { timeoutMs: STEP_TIMEOUT_MS, what })
       const read = readByReference(r, ref)

@@ -172,9 +172,9 @@ export interface SurveyRequest {
   toplevel: string
   closure: PathInfo[]
   /**
-   * The binary cache the target fetches the system from next (a deploy plan's): a target that
-   * takes shell commands lists the closure itself, from there, instead of being sent its paths
-   * (survey.sh with CACHE). A gate is sent them.
+   * The binary cache the target fetches the system from next (a deploy plan's): the target lists
+   * the closure itself, from there, instead of being sent its paths (survey.sh with CACHE; a
+   * deploy user's gate lists it as its user, nixos/deploy-user/gate.sh).
    */
   closureFrom?: string
   gcRoot: string

@@ -26,7 +26,7 @@
 # ("missing-at" and "new-at", each FIRST or FIRST-LAST, 0 the first): a thousand store paths cross
 # neither way, each place once and in order. "closure unknown" when it cannot list it (the cache
 # down or stalled, within half a minute; nix's last word on stderr): the runner asks again with
-# the paths.
+# the paths. CACHE "-": the listing is on stdin (a deploy user's gate made it, as its user).
 # Exit 3: no GC root; 4: the store query failed; 5: the lock could not be read or written.
 # usage: sh -c SURVEY sh GC_ROOT_LINK TOPLEVEL UNCHANGED_WHEN RELEASE GC_ROOT_MAX_AGE LOCK_DIR LOCK_ID LEASE DESCRIPTION [CACHE] < PATHS
 #   (LOCK_DIR '' for no lock; no PATHS with CACHE)
@@ -85,6 +85,11 @@ else
   command -v timeout >/dev/null 2>&1 && bound='timeout 30'
   if nix-store --check-validity "$top" >/dev/null 2>&1; then
     new=$(nix-store -qR "$top") || exit 4
+  elif [ "$cache" = - ]; then
+    # A deploy user's gate listed it from the cache, as its user (nixos/deploy-user/gate.sh); none
+    # when it could not.
+    new=$(cat)
+    [ -n "$new" ] || { echo 'closure unknown'; exit 0; }
   else
     # Its warnings and errors interleaved with the paths: the paths are the lines that are ones.
     new=''
