@@ -85,7 +85,7 @@ describeE2E('the store cache with a multi-user Nix (nix-daemon) and an unprivile
     daemon?.kill()
     fs.rmSync(SOCKET, { force: true })
     await service.stop()
-  })
+  }, 60_000)
 
   it('an untrusted user builds and saves; restoring warns once that it needs trusted-users, and builds cold', async () => {
     await startDaemon('root')

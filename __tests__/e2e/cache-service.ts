@@ -164,7 +164,13 @@ export class CacheService {
   }
 
   async stop(): Promise<void> {
-    await new Promise<void>(r => (this.server ? this.server.close(() => r()) : r()))
+    // close() waits for idle keep-alive connections (the cache client's) to time out: closed here.
+    const server = this.server
+    await new Promise<void>(r => {
+      if (!server) return r()
+      server.close(() => r())
+      server.closeAllConnections()
+    })
     // Azurite may still be writing its files: remove them only once it has exited.
     const azurite = this.azurite
     if (azurite && azurite.exitCode === null && azurite.signalCode === null) {

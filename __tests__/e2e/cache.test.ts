@@ -57,7 +57,7 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
   }
   afterAll(async () => {
     await service.stop()
-  })
+  }, 60_000)
 
   /** Deletes the system pi-nonce builds (and its etc) from the runner's store; its path. */
   const deleteBuilt = (): string => {

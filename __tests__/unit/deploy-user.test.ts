@@ -21,6 +21,7 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-gate-test-'))
 const scripts = path.join(tmp, 'scripts')
 const marker = path.join(tmp, 'ran')
 const LISTING = path.join(tmp, 'listing')
+const VALID = path.join(tmp, 'valid')
 
 /** A script with common.sh in front of it, its placeholders filled in (as deploy-user.nix does). */
 function fill(file: string, values: Record<string, string>): string {
@@ -44,6 +45,13 @@ beforeAll(() => {
   fs.writeFileSync(
     path.join(tmp, 'bin', 'nix'),
     `#!/bin/sh\necho "$*" >"${tmp}/nix-args"\necho "warning: a word from nix" >&2\n[ -f "${LISTING}" ] || { echo "error: unable to download" >&2; exit 1; }\ncat "${LISTING}"\n`,
+    { mode: 0o755 }
+  )
+  // Its `nix-store`: the paths in VALID are valid; anything else asks the real one.
+  const realNixStore = spawnSync('sh', ['-c', 'command -v nix-store'], { encoding: 'utf8' }).stdout.trim()
+  fs.writeFileSync(
+    path.join(tmp, 'bin', 'nix-store'),
+    `#!/bin/sh\n[ "$1" = --check-validity ] && grep -qxF -- "$2" "${VALID}" 2>/dev/null && exit 0\nexec ${realNixStore || 'false'} "$@"\n`,
     { mode: 0o755 }
   )
   const common = {
@@ -244,7 +252,13 @@ describe("the gate's survey by reference (a deploy plan's closure, listed from i
       .split('\n')
       .filter(l => l.startsWith('stdin:'))
       .map(l => l.slice('stdin:'.length))
-  afterEach(() => fs.rmSync(LISTING, { force: true }))
+  afterEach(() => {
+    fs.rmSync(LISTING, { force: true })
+    fs.rmSync(VALID, { force: true })
+    fs.rmSync(path.join(tmp, 'nix-args'), { force: true })
+    // Each call's directory is gone, whatever the call came to.
+    expect(fs.readdirSync(tmp).filter(n => n.startsWith('nda-gate.'))).toEqual([])
+  })
 
   it('lists it from the cache named, and hands nda-root the listing with "-" in the cache\'s place', () => {
     const listed = [storePath('s'), storePath('lib')]
@@ -266,6 +280,30 @@ describe("the gate's survey by reference (a deploy plan's closure, listed from i
     expect(argsOf(r.stdout, 'survey.sh').at(-1)).toBe('arg:-')
     expect(stdinOf(r.stdout).filter(Boolean)).toEqual([])
     expect(r.stderr.trim()).toBe('error: unable to download')
+  })
+
+  it('a listing with anything but store paths in it goes as none, never as a refusal', () => {
+    fs.writeFileSync(LISTING, `${storePath('s')}\n${storePath('x.drv')}\n`)
+    const r = gate(gateCommand('survey', [...args, uri]))
+    expect(r.status).toBe(0)
+    expect(stdinOf(r.stdout).filter(Boolean)).toEqual([])
+    expect(r.stderr.trim()).toBe('the cache listed what is not a store path')
+  })
+
+  it('a system the store has: not listed from the cache (nda-root lists it from the store)', () => {
+    fs.writeFileSync(VALID, `${storePath('s')}\n`)
+    fs.writeFileSync(LISTING, `${storePath('s')}\n`)
+    const r = gate(gateCommand('survey', [...args, uri]))
+    expect(r.status).toBe(0)
+    expect(fs.existsSync(path.join(tmp, 'nix-args'))).toBe(false)
+    expect(stdinOf(r.stdout).filter(Boolean)).toEqual([])
+  })
+
+  it("nda-root's refusal comes back as its status (64), nothing run", () => {
+    fs.writeFileSync(LISTING, `${storePath('s')}\n`)
+    const r = gate(gateCommand('survey', ['/etc/x', ...args.slice(1), uri]))
+    expect([r.status, r.ran]).toEqual([64, []])
+    expect(r.stderr).toMatch(/nda-root: refused: /)
   })
 
   it('refuses a cache publish-to would not take, or paths on stdin beside it; nda-root refuses a cache at all', () => {

@@ -431,6 +431,35 @@ describe('SshTarget.survey: the closure by reference, asked again with the paths
     expect((s.copy as CopyPlan).toCopy.map(p => p.path)).toEqual([P('htop-3.3.0', 'j'), toplevel])
   })
 
+  it('a gate that could not list it is sent the paths: nine values and the closure on stdin', async () => {
+    const unknown = survey({ CACHE_CLOSURE: '' }, path.join(dir, 'gcroots', 'nda', 'ssh.u'), { cache })
+    const withPaths = survey()
+    const answers = [unknown, withPaths]
+    const sent: { command: string; stdin: string }[] = []
+    const gated = new SshTarget(
+      new TargetSession(
+        {
+          target: { label: 'target root@local', user: 'root' },
+          alive: true,
+          close: () => undefined,
+          redialTarget: async () => undefined,
+          exec: async (command: string, opts: ExecOptions = {}) => {
+            sent.push({ command, stdin: typeof opts.stdin === 'string' ? opts.stdin : '' })
+            return { ...answers.shift()!, signal: undefined }
+          }
+        } as unknown as RemoteHost,
+        async () => undefined as unknown as RemoteHost,
+        plainLog
+      ),
+      true,
+      true
+    )
+    const s = changed(await gated.survey(req(path.join(dir, 'gcroots', 'nda', 'ssh.v'))))
+    expect(sent.map(x => x.command.split(' ').length)).toEqual([2 + 10, 2 + 9])
+    expect(sent.map(x => x.stdin.split('\n').filter(Boolean).length)).toEqual([0, closure.length])
+    expect((s.copy as CopyPlan).listedFromCache).toBeUndefined()
+  })
+
   it("a deploy user's gate is named the cache too (its survey verb's tenth value: it lists as its user)", async () => {
     const answer = byReferenceAnswer()
     const t = target({}, true, { ...answer, signal: undefined })

@@ -4,7 +4,8 @@
 # underscore so that an empty one is a word too), split on spaces with globbing off. What a deploy
 # needs as root goes to nda-root through sudo (the one command the sudo rule allows), which checks
 # every argument again; importing store paths runs here, as the deploy user, an untrusted user of
-# the Nix daemon, which accepts only paths signed by a key it trusts.
+# the Nix daemon, which accepts only paths signed by a key it trusts, and so does reading a deploy
+# plan's binary cache (the survey's listing of the closure, the substitution).
 # The placeholders (@…@) are filled in by deploy-user.nix (and by the testbed, with the same script).
 # shellcheck shell=sh
 set -f
@@ -132,26 +133,31 @@ case $verb in
     ;;
   survey)
     # With a deploy plan's binary cache (a tenth value), the new closure is listed from it here, as
-    # this user (nda-root fetches nothing a deploy key names), bounded as survey.sh bounds its own
-    # listing, and handed to nda-root on stdin with "-" in its place: it answers by reference. A
-    # closure it could not list goes as none ("closure unknown": the runner sends the paths).
+    # this user (nda-root fetches nothing a deploy key names), and handed to nda-root on stdin with
+    # "-" in its place: it answers by reference. Listed before nda-root takes the lock, bounded as
+    # survey.sh bounds its own listing (half a minute). A closure it could not list, or a listing
+    # with anything but store paths in it, goes as none ("closure unknown": the runner sends the
+    # paths), never as a refusal.
     if [ $# = 10 ]; then
       cache_uri "${10}" || refuse "a binary cache that is not http://, https:// or s3:// with only the settings publish-to takes"
       is_store_path "$2" || refuse "a toplevel that is not a store path"
-      [ -z "$(cat)" ] || refuse "a survey by reference with store paths on stdin"
+      [ -z "$(head -c 1)" ] || refuse "a survey by reference with store paths on stdin"
       top=$2 cache=${10}
       set -- "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" -
       work_dir
       listing=''
       # nda-root lists a system the store has from the store.
       if ! nix-store --check-validity "$top" >/dev/null 2>&1; then
-        if said=$(timeout 30 nix --extra-experimental-features nix-command path-info --recursive --store "$cache" \
-          --option connect-timeout 5 --option stalled-download-timeout 10 --option download-attempts 1 "$top" 2>&1); then
-          listing=$(printf '%s\n' "$said" | grep '^/nix/store/')
+        if listing=$(timeout 30 nix --extra-experimental-features nix-command path-info --recursive --store "$cache" \
+          --option connect-timeout 5 --option stalled-download-timeout 10 --option download-attempts 1 "$top" 2>"$tmp/err"); then
+          for p in $listing; do is_store_path "$p" || { echo "the cache listed what is not a store path" >"$tmp/err"; listing=''; break; }; done
+        else
+          [ $? != 124 ] || echo "listing the closure from the cache took over 30 s" >"$tmp/err"
+          listing=''
         fi
-        [ -n "$listing" ] || printf '%s\n' "$said" | grep -v '^/nix/store/' | tail -n 1 >&2
+        [ -n "$listing" ] || tail -n 1 "$tmp/err" >&2
       fi
-      # Not exec: the EXIT trap removes this call's directory.
+      # Not exec: the EXIT trap removes this call's directory. The status is nda-root's.
       printf '%s\n' "$listing" | @sudo@ -n @root@ survey "$@"
       exit $?
     fi

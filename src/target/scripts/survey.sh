@@ -29,7 +29,7 @@
 # the paths. CACHE "-": the listing is on stdin (a deploy user's gate made it, as its user).
 # Exit 3: no GC root; 4: the store query failed; 5: the lock could not be read or written.
 # usage: sh -c SURVEY sh GC_ROOT_LINK TOPLEVEL UNCHANGED_WHEN RELEASE GC_ROOT_MAX_AGE LOCK_DIR LOCK_ID LEASE DESCRIPTION [CACHE] < PATHS
-#   (LOCK_DIR '' for no lock; no PATHS with CACHE)
+#   (LOCK_DIR '' for no lock; no PATHS with a cache's URI; with "-", the gate's listing)
 # shellcheck shell=sh disable=SC2034 # lease, lock_desc and lock_trial_system are read by lock_op (lock.sh)
 set -f
 gcroot=$1 top=$2 unchanged_when=$3 release=$4 max_age=$5 lock_dir=$6 lock_id=$7 lease=$8 lock_desc=$9 cache=${10:-}
@@ -96,6 +96,8 @@ else
     if said=$($bound nix --extra-experimental-features nix-command path-info --recursive --store "$cache" \
       --option connect-timeout 5 --option stalled-download-timeout 10 --option download-attempts 1 "$top" 2>&1); then
       new=$(printf '%s\n' "$said" | grep '^/nix/store/')
+    elif [ $? = 124 ]; then
+      said='listing the closure from the cache took over 30 s'
     fi
     if [ -z "$new" ]; then
       printf '%s\n' "$said" | grep -v '^/nix/store/' | tail -n 1 >&2
