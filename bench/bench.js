@@ -556,7 +556,7 @@ async function fanoutBench() {
   const network = tag =>
     harness().lightFleetNetwork(path.join(work, `${tag}.nix`), hosts, tag, {
       // A thousand store paths more (tiny files, the same every round), as a real NixOS closure has.
-      modules: `  noisy = { pkgs, ... }: {\n    environment.systemPackages = [ (pkgs.fixture.run "noise-${tag}" "mkdir -p $out/share; head -c 4194304 /dev/urandom > $out/share/noise") ];\n    environment.etc.many.text = builtins.concatStringsSep "\\n" (builtins.genList (i: builtins.toFile "nda-many-\${toString i}" (toString i)) 1000);\n  };`,
+      modules: `  noisy = { pkgs, ... }: {\n    environment.systemPackages = [ (pkgs.fixture.run "noise-${tag}" "mkdir -p $out/share; head -c 4194304 /dev/urandom > $out/share/noise") ];\n    ${harness().manyStorePaths(1000)}\n  };`,
       of: () => 'noisy'
     })
   const { flake: _f, 'target-host': _t, ...connection } = actionInputs('unused')

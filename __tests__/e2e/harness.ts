@@ -754,6 +754,14 @@ export function killJumpSessions(opts: { listener?: boolean } = {}): number {
 }
 
 /**
+ * A NixOS option line that gives a system `n` store paths more: tiny files (builtins.toFile, the
+ * same for every system and run), as many as a real NixOS closure has.
+ */
+export function manyStorePaths(n: number): string {
+  return `environment.etc.many.text = builtins.concatStringsSep "\\n" (builtins.genList (i: builtins.toFile "nda-many-\${toString i}" (toString i)) ${n});`
+}
+
+/**
  * Writes a network file of the light fleet Pis at `hosts` (testbed/fleet.sh: pf1, pf2, ...) with
  * this motd, all with the same system (so it is built once) unless `extra` gives Pi i (from 0) a
  * module of its own, defined in `extra.modules` (Nix let bindings). Returns the file.

@@ -13,6 +13,7 @@ import {
   fleetKnownHosts,
   fleetUp,
   lightFleetNetwork,
+  manyStorePaths,
   narSizes,
   runAction,
   startCacheServer,
@@ -76,7 +77,7 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
     environment.systemPackages = [
       (pkgs.fixture.run "noise-${motd}" "mkdir -p $out/share; head -c 2097152 /dev/urandom > $out/share/noise")
     ];
-    environment.etc.many.text = builtins.concatStringsSep "\\n" (builtins.genList (i: builtins.toFile "nda-many-\${toString i}" (toString i)) ${paths});
+    ${manyStorePaths(paths)}
   };`,
         of: () => 'noisy'
       }),

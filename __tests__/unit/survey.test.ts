@@ -370,8 +370,8 @@ describe('SshTarget.survey: the closure by reference, asked again with the paths
     unchangedWhen: 'switch',
     releaseIfUnchanged: true
   })
-  /** A target running each command here (the stand-ins on PATH), or answering `canned`; what it was sent. */
-  function target(env: Record<string, string>, gated = false, canned?: RemoteResult) {
+  /** A target running each command here (the stand-ins on PATH), or answering `canned` in turn; what it was sent. */
+  function target(env: Record<string, string>, gated = false, canned?: Omit<RemoteResult, 'signal'>[]) {
     const kept = fs.mkdtempSync(path.join(dir, 'kept-'))
     const sent: { command: string; stdin: string }[] = []
     const host = {
@@ -382,7 +382,7 @@ describe('SshTarget.survey: the closure by reference, asked again with the paths
       exec: async (command: string, opts: ExecOptions = {}): Promise<RemoteResult> => {
         const stdin = typeof opts.stdin === 'string' ? opts.stdin : ''
         sent.push({ command, stdin })
-        if (canned) return canned
+        if (canned) return { ...canned.shift()!, signal: undefined }
         const r = spawnSync('sh', ['-c', command.split(KEPT_SCRIPTS_DIR).join(kept)], {
           input: stdin,
           env: stubEnv(env),
@@ -433,36 +433,16 @@ describe('SshTarget.survey: the closure by reference, asked again with the paths
 
   it('a gate that could not list it is sent the paths: nine values and the closure on stdin', async () => {
     const unknown = survey({ CACHE_CLOSURE: '' }, path.join(dir, 'gcroots', 'nda', 'ssh.u'), { cache })
-    const withPaths = survey()
-    const answers = [unknown, withPaths]
-    const sent: { command: string; stdin: string }[] = []
-    const gated = new SshTarget(
-      new TargetSession(
-        {
-          target: { label: 'target root@local', user: 'root' },
-          alive: true,
-          close: () => undefined,
-          redialTarget: async () => undefined,
-          exec: async (command: string, opts: ExecOptions = {}) => {
-            sent.push({ command, stdin: typeof opts.stdin === 'string' ? opts.stdin : '' })
-            return { ...answers.shift()!, signal: undefined }
-          }
-        } as unknown as RemoteHost,
-        async () => undefined as unknown as RemoteHost,
-        plainLog
-      ),
-      true,
-      true
-    )
-    const s = changed(await gated.survey(req(path.join(dir, 'gcroots', 'nda', 'ssh.v'))))
-    expect(sent.map(x => x.command.split(' ').length)).toEqual([2 + 10, 2 + 9])
-    expect(sent.map(x => x.stdin.split('\n').filter(Boolean).length)).toEqual([0, closure.length])
+    const t = target({}, true, [unknown, survey()])
+    const s = changed(await t.target.survey(req(path.join(dir, 'gcroots', 'nda', 'ssh.v'))))
+    expect(t.sent.map(x => x.command.split(' ').length)).toEqual([2 + 10, 2 + 9])
+    expect(t.sent.map(x => x.stdin.split('\n').filter(Boolean).length)).toEqual([0, closure.length])
     expect((s.copy as CopyPlan).listedFromCache).toBeUndefined()
   })
 
   it("a deploy user's gate is named the cache too (its survey verb's tenth value: it lists as its user)", async () => {
     const answer = byReferenceAnswer()
-    const t = target({}, true, { ...answer, signal: undefined })
+    const t = target({}, true, [answer])
     const s = changed(await t.target.survey(req(path.join(dir, 'gcroots', 'nda', 'ssh.c'))))
     expect(t.sent).toHaveLength(1)
     const words = t.sent[0].command.split(' ')
