@@ -3,7 +3,13 @@ import { execFileSync, spawn } from 'child_process'
 import * as fs from 'fs'
 import * as path from 'path'
 import { parseKnownHosts } from '../../src/ssh/known-hosts'
-import { ConnectOptions, promptAckOf, RemoteHost, SharedJump } from '../../src/ssh/connection'
+import {
+  ConnectOptions,
+  ignoresHostKeyAnnouncements,
+  promptAckOf,
+  RemoteHost,
+  SharedJump
+} from '../../src/ssh/connection'
 import { Endpoint } from '../../src/ssh/endpoint'
 import { ActionError } from '../../src/errors'
 import { describeE2E, key, NODE24, testbed } from './harness'
@@ -83,6 +89,11 @@ describeE2E('the SSH transport through a jump host', () => {
         expect(r).toMatchObject({ exitCode: i % 4, stdout: `out-${i}\n`, stderr: `err-${i}\n` })
       }
       expect(ack!.nudges).toBeGreaterThan(before)
+      // Both hops' sshd announced their host keys after the login (OpenSSH does to every client);
+      // neither was asked to prove them (ssh2's internals as ignoreHostKeyAnnouncements expects),
+      // and both connections carry on.
+      const target = (host as unknown as { client: import('ssh2').Client }).client
+      expect([ignoresHostKeyAnnouncements(chain.first), ignoresHostKeyAnnouncements(target)]).toEqual([true, true])
       // A large output (many packets, ssh2's own window adjusts in between) arrives whole, in order.
       const hash = createHash('sha256')
       let bytes = 0

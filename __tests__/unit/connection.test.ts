@@ -1,4 +1,9 @@
-import { forwardThrough, gatherWrites, NEVER_OFFERED_CIPHERS } from '../../src/ssh/connection'
+import {
+  forwardThrough,
+  gatherWrites,
+  ignoreHostKeyAnnouncements,
+  NEVER_OFFERED_CIPHERS
+} from '../../src/ssh/connection'
 
 describe('ciphers', () => {
   it('never offers chacha20-poly1305 (ssh2 pure-JS corrupts it through a jump host)', () => {
@@ -12,6 +17,41 @@ describe('ciphers', () => {
     )
     expect(offered).not.toContain('chacha20-poly1305@openssh.com')
     expect(offered[0]).toBe('aes128-gcm@openssh.com')
+  })
+})
+
+describe("the server's host keys announcement after the login (hostkeys-00@openssh.com)", () => {
+  /** A client's protocol as ssh2 1.17 holds it: ssh2's own handler records what it was given. */
+  function client() {
+    const ssh2Saw: string[] = []
+    const acknowledged: number[] = []
+    const proto = {
+      _handlers: {
+        GLOBAL_REQUEST: (_p: unknown, name: string, _wantReply: boolean) => void ssh2Saw.push(name)
+      },
+      requestSuccess: () => void acknowledged.push(1)
+    }
+    return { client: { _protocol: proto } as never, proto, ssh2Saw, acknowledged }
+  }
+  it('is taken without asking the server to prove its keys; other global requests go to ssh2', () => {
+    const c = client()
+    expect(ignoreHostKeyAnnouncements(c.client)).toBe(true)
+    c.proto._handlers.GLOBAL_REQUEST(c.proto, 'hostkeys-00@openssh.com', false)
+    expect(c.ssh2Saw).toEqual([])
+    expect(c.acknowledged).toEqual([])
+    c.proto._handlers.GLOBAL_REQUEST(c.proto, 'keepalive@openssh.com', true)
+    expect(c.ssh2Saw).toEqual(['keepalive@openssh.com'])
+  })
+  it('is acknowledged when the server asks for a reply', () => {
+    const c = client()
+    ignoreHostKeyAnnouncements(c.client)
+    c.proto._handlers.GLOBAL_REQUEST(c.proto, 'hostkeys-00@openssh.com', true)
+    expect(c.acknowledged).toEqual([1])
+    expect(c.ssh2Saw).toEqual([])
+  })
+  it("leaves a client without ssh2's internals as it is (says so)", () => {
+    expect(ignoreHostKeyAnnouncements({} as never)).toBe(false)
+    expect(ignoreHostKeyAnnouncements({ _protocol: { _handlers: {} } } as never)).toBe(false)
   })
 })
 
