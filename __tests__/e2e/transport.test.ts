@@ -93,7 +93,10 @@ describeE2E('the SSH transport through a jump host', () => {
       // neither was asked to prove them (ssh2's internals as ignoreHostKeyAnnouncements expects),
       // and both connections carry on.
       const target = (host as unknown as { client: import('ssh2').Client }).client
-      expect([ignoresHostKeyAnnouncements(chain.first), ignoresHostKeyAnnouncements(target)]).toEqual([true, true])
+      expect([ignoresHostKeyAnnouncements(chain.first), ignoresHostKeyAnnouncements(target)]).toEqual([
+        true,
+        true
+      ])
       // A large output (many packets, ssh2's own window adjusts in between) arrives whole, in order.
       const hash = createHash('sha256')
       let bytes = 0

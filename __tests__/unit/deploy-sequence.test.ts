@@ -702,14 +702,16 @@ describe("a deploy plan's shard leaves its record on the machine (src/target/pla
   // Store paths of Nix's base32 only: the record keeps no other (the fake reads it back as probe.sh prints it).
   const FROM = storePath('nixos-system-pi-old', 'a')
 
-  it('started under the lock before the copy, then deployed with the way back, before the lock is released', async () => {
+  it("started under the lock before the copy, then deployed with the way back in the deploy's last command, before it releases the lock", async () => {
     const t = new FakeTarget(FROM)
     const { error } = await deploy(t, job('switch', { planStamp: stamp }))
     expect(error).toBeUndefined()
     const at = (c: string): number => t.calls.indexOf(c)
     expect(at('writePlanRecord started')).toBeGreaterThan(at('survey'))
-    expect(at('writePlanRecord deployed')).toBeGreaterThan(at('decide confirm'))
-    expect(at('writePlanRecord deployed')).toBeLessThan(at('wrapUp agent dir, GC root, lock'))
+    // One command: the record (wrap-up.sh writes it first), then the lock released.
+    expect(at('wrapUp plan record deployed, agent dir, GC root, lock')).toBeGreaterThan(at('decide confirm'))
+    expect(t.calls.filter(c => c.startsWith('writePlanRecord'))).toEqual(['writePlanRecord started'])
+    expect(t.lockOwner).toBeUndefined()
     expect(t.planRecord).toEqual({
       ...stamp,
       state: 'deployed',
@@ -721,6 +723,34 @@ describe("a deploy plan's shard leaves its record on the machine (src/target/pla
       generation: 2,
       createdNew: true
     })
+  })
+
+  it('a deployed record the machine cannot write fails the deploy and says why; the rest of the last command is done', async () => {
+    const t = new FakeTarget(FROM)
+    t.planRecordWriteFails = true
+    const { error } = await deploy(t, job('switch', { planStamp: stamp }))
+    expect(error).toBeInstanceOf(ActionError)
+    expect((error as ActionError).message).toMatch(
+      /writing the deploy plan record on .* failed: No space left on device/
+    )
+    // The system runs; the record stays as the deploy started it; the lock is not left behind.
+    expect(t.current).toBe(NEW)
+    expect(t.planRecord).toMatchObject({ state: 'started', system: NEW })
+    expect(t.lockOwner).toBeUndefined()
+  })
+
+  it("a run that lost the lock before its last command leaves the new holder's record as it is", async () => {
+    const t = new FakeTarget(FROM)
+    const theirs = { ...stamp, run: '8/1', state: 'started' as const, system: FROM, mode: 'switch' }
+    t.onWrapUp = () => {
+      // The lease ran out (a link down for long), and another run of the plan took the machine over.
+      t.lockOwner = 'someone-else'
+      t.planRecord = theirs
+    }
+    await deploy(t, job('switch', { planStamp: stamp }))
+    expect(t.calls).toContain('wrapUp plan record deployed, agent dir, GC root, lock')
+    expect(t.planRecord).toEqual(theirs)
+    expect(t.lockOwner).toBe('someone-else')
   })
 
   it('a deploy that rolled back says so, and why', async () => {

@@ -394,6 +394,26 @@ describe('nda-root (root.sh): every value checked again', () => {
       ],
       ['a plan record with a control character', 'plan-record', [LOCK, 'id-1'], `message=a\rb\n${RECORD}`],
       ['a plan record over 8 KiB', 'plan-record', [LOCK, 'id-1'], `message=${'x'.repeat(9000)}\n${RECORD}`],
+      ['a wrap-up with 5 values', 'wrap-up', ['', '', '', '', LOCK], RECORD],
+      ["a wrap-up's plan record without a lock", 'wrap-up', ['', '', '', '', '', ''], RECORD],
+      [
+        "a wrap-up's plan record under another lock",
+        'wrap-up',
+        ['', '', LOCK, 'id-1', '/tmp/lock', 'id-1'],
+        RECORD
+      ],
+      [
+        "a wrap-up's plan record cut short (no end=1)",
+        'wrap-up',
+        ['', '', '', '', LOCK, 'id-1'],
+        RECORD.replace('end=1\n', '')
+      ],
+      [
+        "a wrap-up's plan record line that is not key=value",
+        'wrap-up',
+        ['', '', '', '', LOCK, 'id-1'],
+        `current=/x\nsh -c id\n${RECORD}`
+      ],
       [
         'a derivation among the closure',
         'survey',
@@ -447,7 +467,14 @@ describe('nda-root (root.sh): every value checked again', () => {
         'wrap-up',
         'wrap-up',
         ['/run/nix-deploy-action/a', GC, LOCK, 'id-1'],
-        ['lock.sh', 'probe.sh', 'wrap-up.sh']
+        ['lock.sh', 'probe.sh', 'record.sh', 'wrap-up.sh']
+      ],
+      [
+        'wrap-up with the plan record',
+        'wrap-up',
+        ['/run/nix-deploy-action/a', GC, '', '', LOCK, 'id-1'],
+        ['lock.sh', 'probe.sh', 'record.sh', 'wrap-up.sh'],
+        RECORD
       ],
       [
         'a key into a listed directory',
@@ -458,7 +485,7 @@ describe('nda-root (root.sh): every value checked again', () => {
       ],
       ['a plain reboot', 'reboot', [], ['lock.sh', 'reboot.sh']],
       ['a boot trial step', 'boot-trial', ['check-in'], ['boot-trial-steps.sh']],
-      ['a plan record', 'plan-record', [LOCK, 'id-1'], ['lock.sh', 'plan-record.sh'], RECORD],
+      ['a plan record', 'plan-record', [LOCK, 'id-1'], ['lock.sh', 'record.sh', 'plan-record.sh'], RECORD],
       ['the state', 'probe', [], ['probe.sh', 'probe-command.sh']],
       ['the generations', 'list-generations', [], ['list-generations.sh']],
       ['abandon', 'abandon', ['/run/nix-deploy-action/a'], ['abandon.sh']],
@@ -502,14 +529,23 @@ describe('nda-root (root.sh): every value checked again', () => {
     expect(argsOf(r.stdout, files[files.length - 1])).toEqual(args.map(a => `arg:${a}`))
   })
 
-  it('hands plan-record the record as sent, line for line', () => {
-    const r = root('plan-record', [LOCK, 'id-1'], RECORD)
+  it.each<[string, string[]]>([
+    ['plan-record', [LOCK, 'id-1']],
+    ['wrap-up', ['/run/nix-deploy-action/a', GC, LOCK, 'id-1', LOCK, 'id-1']]
+  ])('hands %s the record as sent, line for line', (verb, args) => {
+    const r = root(verb as Parameters<typeof gateCommand>[0], args, RECORD)
     expect(r.status).toBe(0)
     const received = r.stdout
       .split('\n')
       .filter(l => l.startsWith('stdin:'))
       .map(l => l.slice('stdin:'.length))
     expect(received.join('\n') + '\n').toBe(RECORD)
+  })
+
+  it('hands a wrap-up without a record no input', () => {
+    const r = root('wrap-up', ['/run/nix-deploy-action/a', GC, LOCK, 'id-1'], RECORD)
+    expect(r.status).toBe(0)
+    expect(r.stdout.split('\n').filter(l => l.startsWith('stdin:'))).toEqual([])
   })
 
   it('writes its own agent, not one the client sends', () => {

@@ -30,7 +30,8 @@ import {
   SystemProfile,
   TargetBoot,
   TargetStore,
-  WrapUpRequest
+  WrapUpRequest,
+  WrapUpResult
 } from '../../src/target/target'
 
 /** How a system behaves when the simulated agent activates it. */
@@ -86,6 +87,10 @@ export class FakeTarget implements Target {
   /** From this follow poll on (1-based), the target cannot be reached. */
   unreachableFromPoll: number | undefined
   refusedKeyDirs = new Set<string>()
+  /** wrapUp cannot write the deploy plan record (a full disk, say): it says so, and does the rest. */
+  planRecordWriteFails = false
+  /** Runs as wrapUp begins (another run taking the lock over, say). */
+  onWrapUp: (() => void) | undefined
   /** /boot: free bytes and the files in it (undefined: no /boot). */
   bootFreeBytes: number | undefined
   bootFiles: string[] = []
@@ -154,12 +159,14 @@ export class FakeTarget implements Target {
 
   /** As the target keeps it: the record's text, read back as probe.sh prints it. */
   async writePlanRecord(record: PlanRecord, lock: LockRequest): Promise<'written' | 'not-held'> {
-    // As plan-record.sh: only while the lock is `lock`'s.
-    if (this.lockOwner !== lock.id) {
-      this.calls.push(`writePlanRecord ${record.state} (not held)`)
-      return 'not-held'
-    }
-    this.calls.push(`writePlanRecord ${record.state}`)
+    const wrote = this.putPlanRecord(record, lock)
+    this.calls.push(`writePlanRecord ${record.state}${wrote === 'not-held' ? ' (not held)' : ''}`)
+    return wrote
+  }
+
+  /** As record.sh: only while the lock is `lock`'s; read back as probe.sh prints it. */
+  private putPlanRecord(record: PlanRecord, lock: LockRequest): 'written' | 'not-held' {
+    if (this.lockOwner !== lock.id) return 'not-held'
     const lines = formatPlanRecord(record).split('\n').filter(Boolean)
     this.planRecord = parsePlanRecord(
       new Map(lines.map(l => [`plan-${l.slice(0, l.indexOf('='))}`, l.slice(l.indexOf('=') + 1)]))
@@ -394,14 +401,30 @@ export class FakeTarget implements Target {
     return this.state()
   }
 
-  async wrapUp(req: WrapUpRequest): Promise<{ state: RemoteState; lockReleased: boolean }> {
-    const parts = [req.agentDir && 'agent dir', req.gcRoot && 'GC root', req.lock && 'lock'].filter(Boolean)
+  async wrapUp(req: WrapUpRequest): Promise<WrapUpResult> {
+    const parts = [
+      req.record && `plan record ${req.record.record.state}`,
+      req.agentDir && 'agent dir',
+      req.gcRoot && 'GC root',
+      req.lock && 'lock'
+    ].filter(Boolean)
     this.calls.push(`wrapUp ${parts.join(', ')}`)
+    this.onWrapUp?.()
+    // As wrap-up.sh: the record first (its own failure leaves the rest to do), the lock released last.
+    const record = !req.record
+      ? undefined
+      : this.planRecordWriteFails
+        ? new ActionError(
+            `writing the deploy plan record on ${this.label} failed: No space left on device`,
+            'Free space.',
+            'activate'
+          )
+        : this.putPlanRecord(req.record.record, req.record.lock)
     if (req.agentDir) this.agents.delete(req.agentDir)
     const state = this.state()
     const lockReleased = req.lock !== undefined && this.lockOwner === req.lock.id
     if (lockReleased) this.lockOwner = undefined
-    return { state, lockReleased }
+    return { state, lockReleased, ...(record ? { record } : {}) }
   }
 
   async listGenerations(): Promise<GenerationListing> {

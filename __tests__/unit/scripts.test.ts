@@ -144,6 +144,79 @@ describe("the wrap-up script: a deploy's last command", () => {
     expect(fs.readFileSync(path.join(t.lockDir, 'owner'), 'utf8').split('\n')[0]).toBe('run-3')
     fs.rmSync(t.root, { recursive: true })
   })
+
+  /** wrap-up.sh with the deploy plan's record on stdin (or what `stdin` is), under the lock of `recordId`. */
+  const wrapUpWithRecord = (
+    t: ReturnType<typeof setUp>,
+    recordId: string,
+    release: boolean,
+    stdin?: number
+  ) =>
+    spawnSync(
+      'sh',
+      [
+        '-c',
+        WRAP_UP_SCRIPT,
+        'sh',
+        t.agentDir,
+        t.gcRoot,
+        release ? t.lockDir : '',
+        release ? recordId : '',
+        t.lockDir,
+        recordId
+      ],
+      stdin === undefined
+        ? { input: RECORD, encoding: 'utf8' }
+        : { stdio: [stdin, 'pipe', 'pipe'], encoding: 'utf8' }
+    )
+  const RECORD = 'plan=0123456789abcdef\nshard=1\nstate=deployed\nend=1\n'
+  const recordFile = (t: ReturnType<typeof setUp>) => path.join(t.root, 'lock', 'plan-record')
+
+  it("with the plan's record: writes it first, whole, under this run's lock, then releases the lock", () => {
+    const t = setUp('run-4')
+    const r = wrapUpWithRecord(t, 'run-4', true)
+    expect(r.status).toBe(0)
+    const lines = r.stdout.trim().split('\n')
+    expect(lines[0]).toBe('plan-record=written')
+    expect(lines).toContain('lock-release=released')
+    expect(fs.readFileSync(recordFile(t), 'utf8')).toBe(RECORD)
+    expect((fs.statSync(recordFile(t)).mode & 0o777).toString(8)).toBe('600')
+    // No temporary file left beside it.
+    expect(fs.readdirSync(path.join(t.root, 'lock')).filter(f => f.startsWith('plan-record.'))).toEqual([])
+    fs.rmSync(t.root, { recursive: true })
+  })
+  it("with the plan's record, keeping the lock (old generations still to prune): written, the lock still this run's", () => {
+    const t = setUp('run-5')
+    const r = wrapUpWithRecord(t, 'run-5', false)
+    expect(r.stdout).toMatch(/^plan-record=written$/m)
+    expect(r.stdout).not.toMatch(/lock-release/)
+    expect(fs.readFileSync(path.join(t.lockDir, 'owner'), 'utf8').split('\n')[0]).toBe('run-5')
+    fs.rmSync(t.root, { recursive: true })
+  })
+  it("with the record of a run that lost the lock: nothing written over the new holder's, the rest done", () => {
+    const t = setUp('run-7')
+    fs.writeFileSync(recordFile(t), 'theirs\n')
+    const r = wrapUpWithRecord(t, 'run-6', true)
+    expect(r.stdout).toMatch(/^plan-record=not-held$/m)
+    expect(r.stdout).toMatch(/^lock-release=not-held$/m)
+    expect(fs.readFileSync(recordFile(t), 'utf8')).toBe('theirs\n')
+    expect(fs.existsSync(t.agentDir)).toBe(false)
+    fs.rmSync(t.root, { recursive: true })
+  })
+  it('with a record it cannot write: says failed, leaves the old one, and still reads the state and releases the lock', () => {
+    const t = setUp('run-8')
+    fs.writeFileSync(recordFile(t), 'before\n')
+    // Its input cannot be read (a directory): the write fails part way, as on a full disk.
+    const dir = fs.openSync(t.root, 'r')
+    const r = wrapUpWithRecord(t, 'run-8', true, dir)
+    fs.closeSync(dir)
+    expect(r.stdout).toMatch(/^plan-record=failed$/m)
+    expect(r.stdout).toMatch(/^uid=\d+$/m)
+    expect(r.stdout).toMatch(/^lock-release=released$/m)
+    expect(fs.readFileSync(recordFile(t), 'utf8')).toBe('before\n')
+    expect(fs.readdirSync(path.join(t.root, 'lock')).filter(f => f.startsWith('plan-record.'))).toEqual([])
+    fs.rmSync(t.root, { recursive: true })
+  })
 })
 
 describe('the follow script', () => {

@@ -51,6 +51,20 @@ stdin_store_paths() {
   for p in $paths; do is_store_path "$p" || refuse "a store path that is not one: $p"; done
   printf '%s\n' "$paths"
 }
+# A deploy plan's record (src/target/plan-record.ts) from stdin, printed back once checked: key=value
+# lines without control characters, ending with end=1, at most 8 KiB (the report job checks every
+# value again). Refuses anything else (call it as record=$(checked_record) || exit 64: in a
+# command substitution, refuse ends only that subshell), before anything is written.
+checked_record() {
+  record=$(head -c 8193)
+  [ "$(printf '%s' "$record" | wc -c)" -le 8192 ] || refuse "a plan record over 8 KiB"
+  if printf '%s\n' "$record" | LC_ALL=C grep -qv '^[a-z][a-z-]*=[^[:cntrl:]]*$'; then
+    refuse "a plan record line that is not key=value"
+  fi
+  [ "${record##*
+}" = end=1 ] || refuse "a plan record that does not end with end=1"
+  printf '%s\n' "$record"
+}
 # A system this machine may be set to: one it has (running, booted, a generation), or a new one.
 allowed_system() {
   if ! is_store_path "$1" || [ ! -x "$1/bin/switch-to-configuration" ]; then refuse "$1 is not a NixOS system in the store"; fi
@@ -181,11 +195,19 @@ case $verb in
     exec rm -rf "$1"
     ;;
   wrap-up)
-    [ $# = 4 ] || refuse "wrap-up takes 4 arguments"
+    # With 6: the deploy plan's record on stdin too, written under the lock given last.
+    [ $# = 4 ] || [ $# = 6 ] || refuse "wrap-up takes 4 or 6 arguments"
     [ -z "$1" ] || agent_dir "$1"
     [ -z "$2" ] || gc_root "$2"
     lock_args "$3" "$4" ''
-    run "lock.sh probe.sh wrap-up.sh" "$@" </dev/null
+    if [ $# = 4 ]; then
+      run "lock.sh probe.sh record.sh wrap-up.sh" "$@" </dev/null
+    else
+      [ -n "$5" ] || refuse "a plan record without a lock"
+      lock_args "$5" "$6" ''
+      record=$(checked_record) || exit 64
+      printf '%s\n' "$record" | run "lock.sh probe.sh record.sh wrap-up.sh" "$@"
+    fi
     ;;
   remove-gc-root)
     [ $# = 1 ] || refuse "remove-gc-root takes 1 argument"
@@ -250,20 +272,11 @@ case $verb in
     run upload-key.sh "$@"
     ;;
   plan-record)
-    # A deploy plan's record (src/target/plan-record.ts), written under the deploy lock: key=value
-    # lines without control characters, ending with end=1, at most 8 KiB (the report job checks
-    # every value again).
     [ $# = 2 ] || refuse "plan-record takes 2 arguments"
     [ -n "$1" ] || refuse "plan-record without a lock"
     lock_args "$1" "$2" ''
-    record=$(head -c 8193)
-    [ "$(printf '%s' "$record" | wc -c)" -le 8192 ] || refuse "a plan record over 8 KiB"
-    if printf '%s\n' "$record" | LC_ALL=C grep -qv '^[a-z][a-z-]*=[^[:cntrl:]]*$'; then
-      refuse "a plan record line that is not key=value"
-    fi
-    [ "${record##*
-}" = end=1 ] || refuse "a plan record that does not end with end=1"
-    printf '%s\n' "$record" | run "lock.sh plan-record.sh" "$@"
+    record=$(checked_record) || exit 64
+    printf '%s\n' "$record" | run "lock.sh record.sh plan-record.sh" "$@"
     ;;
   *) refuse "verb $verb" ;;
 esac

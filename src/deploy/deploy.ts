@@ -14,6 +14,7 @@ import { CopyResult, gcRootPath, substituteOnTarget } from './copy'
 import { changedBy, Goal, goalOf, verifyProblems } from './goal'
 import { LoadedKey, uploadKeys } from './deployment-keys'
 import { DeployLock, heldError, LOCK_POLL_MS, lockRequest } from '../target/lock/runner'
+import type { LockRequest } from '../target/lock/on-target'
 import { checkBootSpace, checkSpace, checkTarget } from './preflight'
 import {
   BootTrial,
@@ -190,8 +191,7 @@ class DeployRun {
       await this.activate(before, goalOf('boot'))
       await this.rebootIntoNewSystem(before, keys)
     } else await this.activate(before)
-    // Still under the lock (verify's last command releases it); a failed verify records over it.
-    await this.record('deployed', before)
+    // Still under the lock: verify's last command writes the deployed record, then releases it.
     await timed('verify', () => this.verify(before))
   }
 
@@ -200,14 +200,27 @@ class DeployRun {
    * the lock: `started` once it is to change the machine, then `deployed` with the way back, or why
    * it failed. The fleet's report job reads it.
    */
-  private async record(state: 'started' | 'deployed' | 'unchanged', before: RemoteState): Promise<void> {
+  private async record(state: 'started' | 'unchanged', before: RemoteState): Promise<void> {
+    const toWrite = this.recordToWrite(state, before)
+    if (!toWrite) return
+    const wrote = await this.timed(state === 'started' ? 'copy' : 'activate', () =>
+      this.target.writePlanRecord(toWrite.record, toWrite.lock)
+    )
+    this.wroteRecord(toWrite.record, wrote)
+  }
+
+  /** The plan record to write in `state` and the lock it is written under; undefined: none to write. */
+  private recordToWrite(
+    state: 'started' | 'deployed' | 'unchanged',
+    before: RemoteState
+  ): { record: PlanRecord; lock: LockRequest } | undefined {
     const { job, undo } = this
-    if (!job.planStamp || job.goal.mode === 'dry-activate') return
+    if (!job.planStamp || job.goal.mode === 'dry-activate') return undefined
     // A re-run of the same plan's shard keeps what its first attempt recorded (the way back).
-    if (state === 'unchanged' && before.planRecord?.plan === job.planStamp.plan) return
+    if (state === 'unchanged' && before.planRecord?.plan === job.planStamp.plan) return undefined
     const lock = this.held?.request
     // Only a deploy that holds the lock changes anything (dry-activate takes none: returned above).
-    if (!lock) return
+    if (!lock) return undefined
     const record: PlanRecord = {
       // What it ran before this plan: none when it ran the plan's system already.
       ...this.planRecord(state, state === 'unchanged' ? undefined : before),
@@ -216,15 +229,17 @@ class DeployRun {
       // A reboot is not undone by an activation (no undo record then): rollback-fleet leaves it.
       rebooted: state === 'deployed' && undo === undefined ? true : undefined
     }
-    const wrote = await this.timed(state === 'started' ? 'copy' : 'activate', () =>
-      this.target.writePlanRecord(record, lock)
-    )
+    return { record, lock }
+  }
+
+  /** What a written plan record changes for the rest of the deploy. */
+  private wroteRecord(record: PlanRecord, wrote: 'written' | 'not-held'): void {
     // Another run holds the lock now: what this one does next fails on that too (assertHeld).
     if (wrote === 'not-held') return
-    this.recorded = state
+    this.recorded = record.state
     // The shard's own rollback-fleet (several machines in it) says so on each machine it puts back.
-    if (state === 'deployed' && undo)
-      undo.recordWhenBack = { ...record, state: 'rolled-back', byRollbackFleet: true }
+    if (record.state === 'deployed' && this.undo)
+      this.undo.recordWhenBack = { ...record, state: 'rolled-back', byRollbackFleet: true }
   }
 
   /** This deploy's plan record in `state`, with what the target ran before this deploy, if given. */
@@ -584,14 +599,19 @@ class DeployRun {
     const prunes = job.keepGenerations !== undefined && job.goal.setsProfile
     const releasing = prunes || this.held?.lost ? undefined : this.held
     releasing?.stopRenewing()
+    // The plan's deployed record first, under the lock (a failed verify records over it).
+    const record = this.recordToWrite('deployed', before)
     const wrapped = await target.wrapUp({
       agentDir: agent.leaveDir && agent.finished ? agent.session?.dir : undefined,
       gcRoot: this.gcRootPlaced ? this.gcRoot : undefined,
-      lock: releasing?.request
+      lock: releasing?.request,
+      record
     })
     this.gcRootPlaced = false
     // Not released (another run took it over meanwhile, or the link failed): cleanUp tries again.
     if (wrapped.lockReleased) this.held = undefined
+    if (wrapped.record instanceof ActionError) throw wrapped.record
+    if (record && wrapped.record) this.wroteRecord(record.record, wrapped.record)
     const after = wrapped.state
     const problems = verifyProblems(job.goal, after, job.built.toplevel)
     if (problems.length > 0)

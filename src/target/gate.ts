@@ -10,7 +10,7 @@ import { SCRIPT_FILES } from './scripts.generated'
 
 export const GATE_COMMAND = 'nix-deploy-action-gate'
 /** nixos/deploy-user/PROTOCOL (a unit test checks they agree). */
-export const GATE_PROTOCOL = 3
+export const GATE_PROTOCOL = 4
 
 /** The verbs the gate runs (gate.sh; nda-root checks each one's arguments again). */
 export type GateVerb =

@@ -3,7 +3,7 @@
  * fixed text: every value from the action reaches them as a positional parameter or an option
  * value (quoted by shellCommand), never pasted into the script, so no input can change what they
  * do. They avoid bashisms: the target's /bin/sh may be any POSIX shell. Libraries (lock.sh,
- * probe.sh, wake.sh) are prepended to the scripts that use them.
+ * probe.sh, wake.sh, record.sh) are prepended to the scripts that use them.
  */
 import { SCRIPT_FILES, WIRE_SCRIPT_FILES } from './scripts.generated'
 
@@ -42,8 +42,8 @@ export const IMPORT_SCRIPT = compose('import.sh')
 export const SUBSTITUTE_SCRIPT = compose('substitute.sh')
 export const QUERY_MISSING_SCRIPT = compose('query-missing.sh')
 export const LIST_GENERATIONS_SCRIPT = compose('list-generations.sh')
-export const WRAP_UP_SCRIPT = compose('lock.sh', 'probe.sh', 'wrap-up.sh')
-export const PLAN_RECORD_SCRIPT = compose('lock.sh', 'plan-record.sh')
+export const WRAP_UP_SCRIPT = compose('lock.sh', 'probe.sh', 'record.sh', 'wrap-up.sh')
+export const PLAN_RECORD_SCRIPT = compose('lock.sh', 'record.sh', 'plan-record.sh')
 
 /** What runs a script the target keeps, and what keeps them there (kept-scripts.ts): sent as they are. */
 export const KEPT_RUN_SCRIPT = WIRE_SCRIPT_FILES['kept-run.sh']

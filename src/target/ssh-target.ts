@@ -51,11 +51,11 @@ import {
   SystemProfile,
   TargetBoot,
   TargetStore,
-  WrapUpRequest
+  WrapUpRequest,
+  WrapUpResult
 } from './target'
 
 const STEP_TIMEOUT_MS = 120_000
-/** How long the target may spend substituting before the action copies everything itself. */
 /** upload-key.sh's exit status when destDir is not safe to write a secret into. */
 const UNSAFE_DEST_DIR = 10
 /** survey.sh removes other runs' GC roots older than this (no deploy takes that long). */
@@ -478,22 +478,41 @@ export class SshTarget implements Target {
       what: 'writing the deploy plan record'
     })
     if (r.exitCode === 0 && /^not-held$/m.test(r.stdout)) return 'not-held'
-    if (r.exitCode !== 0 || !/^written$/m.test(r.stdout))
-      throw new ActionError(
-        `writing the deploy plan record on ${this.label} failed: ${r.stderr.trim().slice(-300)}`,
-        'Check that /nix/var/nix-deploy-action on the target is a directory root can write.',
-        'activate'
-      )
+    if (r.exitCode !== 0 || !/^written$/m.test(r.stdout)) throw this.planRecordError(r.stderr)
     return 'written'
   }
 
-  async wrapUp(req: WrapUpRequest): Promise<{ state: RemoteState; lockReleased: boolean }> {
+  private planRecordError(stderr: string): ActionError {
+    return new ActionError(
+      `writing the deploy plan record on ${this.label} failed: ${stderr.trim().slice(-300)}`,
+      'Check that /nix/var/nix-deploy-action on the target is a directory root can write.',
+      'activate'
+    )
+  }
+
+  async wrapUp(req: WrapUpRequest): Promise<WrapUpResult> {
+    const args = [req.agentDir ?? '', req.gcRoot ?? '', req.lock?.dir ?? '', req.lock?.id ?? '']
     const r = await this.run(
       'wrap-up',
-      [req.agentDir ?? '', req.gcRoot ?? '', req.lock?.dir ?? '', req.lock?.id ?? ''],
-      { timeoutMs: STEP_TIMEOUT_MS, what: 'reading the system state' }
+      req.record ? [...args, req.record.lock.dir, req.record.lock.id] : args,
+      {
+        stdin: req.record ? formatPlanRecord(req.record.record) : undefined,
+        timeoutMs: STEP_TIMEOUT_MS,
+        what: 'reading the system state'
+      }
     )
-    return { state: stateFrom(r), lockReleased: /^lock-release=released$/m.test(r.stdout) }
+    const result: WrapUpResult = {
+      state: stateFrom(r),
+      lockReleased: /^lock-release=released$/m.test(r.stdout)
+    }
+    if (req.record) {
+      const written = /^plan-record=(written|not-held)$/m.exec(r.stdout)?.[1] as
+        | 'written'
+        | 'not-held'
+        | undefined
+      result.record = written ?? this.planRecordError(r.stderr)
+    }
+    return result
   }
 
   private async listGenerations(): Promise<GenerationListing> {

@@ -1,6 +1,7 @@
 import { Readable } from 'stream'
 import { PathInfo } from '../nix/closure'
 import { ClosureEntry } from '../report/diff'
+import { ActionError } from '../errors'
 import { Log } from '../log/untrusted'
 import { LockHolder, LockRequest, LockVerb } from './lock/on-target'
 import { RemoteState } from './remote-state'
@@ -14,6 +15,16 @@ export interface WrapUpRequest {
   agentDir?: string
   gcRoot?: string
   lock?: LockRequest
+  /** A deploy plan's record written first, while `lock` of its own holds the deploy lock (as writePlanRecord). */
+  record?: { record: PlanRecord; lock: LockRequest }
+}
+
+/** What a deploy's last command found and did (Target.wrapUp). */
+export interface WrapUpResult {
+  state: RemoteState
+  lockReleased: boolean
+  /** The record's fate, when one was given; an error when it could not be written. */
+  record?: 'written' | 'not-held' | ActionError
 }
 
 /**
@@ -53,10 +64,11 @@ export interface Target {
   readState(): Promise<RemoteState>
   /**
    * A deploy's last command once its activation has an outcome (one round trip for what were
-   * four): removes the agent's directory and the run's GC root (each when given), reads the state
-   * to verify, and releases the deploy lock last (when given). See wrap-up.sh.
+   * five): writes the deploy plan's record, removes the agent's directory and the run's GC root
+   * (each when given), reads the state to verify, and releases the deploy lock last (when given).
+   * See wrap-up.sh.
    */
-  wrapUp(req: WrapUpRequest): Promise<{ state: RemoteState; lockReleased: boolean }>
+  wrapUp(req: WrapUpRequest): Promise<WrapUpResult>
   /**
    * Replaces its deploy-plan record (src/target/plan-record.ts), which readState then returns, only
    * while `lock` holds its deploy lock (else "not-held", nothing written).
