@@ -293,6 +293,72 @@ describe('the follow script: waiting on the target for news', () => {
   })
 })
 
+describe('the follow script: the log held a moment for the lines that follow it', () => {
+  /**
+   * One follow poll with nap replaced (no time passes): each nap is written down, and at the
+   * naps `at` names the stand-in agent appends to its log or writes its status or outcome.
+   */
+  function pollWithNaps(wait: number, at: Record<number, string>) {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-follow-settle-'))
+    const dir = path.join(root, 'agent')
+    fs.mkdirSync(dir)
+    fs.writeFileSync(path.join(dir, 'log'), '')
+    const acts = Object.entries(at)
+      .map(([n, what]) => `${n}) ${what} ;;`)
+      .join(' ')
+    const nap = `n=0\nnap() { n=$((n+1)); printf '%s\\n' "$1" >>"$dir/../naps"; case $n in ${acts} esac; }`
+    const r = spawnSync(
+      'sh',
+      [
+        '-c',
+        `${SCRIPT_FILES['wake.sh']}\n${nap}\n${SCRIPT_FILES['follow.sh']}`,
+        'sh',
+        dir,
+        '0',
+        '4096',
+        String(wait),
+        '0'
+      ],
+      { encoding: 'utf8' }
+    )
+    const napsFile = path.join(root, 'naps')
+    const naps = fs.existsSync(napsFile) ? fs.readFileSync(napsFile, 'utf8').trim().split('\n') : []
+    fs.rmSync(root, { recursive: true, force: true })
+    return { stdout: r.stdout, stderr: r.stderr, naps }
+  }
+  const tenths = (naps: string[]): number => naps.reduce((t, n) => t + Math.round(Number(n) * 10), 0)
+  const log = (line: string) => `echo ${line} >>"$dir/log"`
+
+  it('lines logged a moment apart come in one poll: the first, then a second more', () => {
+    const r = pollWithNaps(30, { 1: log('activating'), 3: log('setting-up-etc') })
+    expect(r.stdout).toBe('activating\nsetting-up-etc\n')
+    // One nap before the news, then the second it is held: 0.1 s five times, 0.5 s once.
+    expect(r.naps).toEqual(['0.1', '0.1', '0.1', '0.1', '0.1', '0.1', '0.5'])
+  })
+
+  it('the exit status or the outcome ends the hold at once', () => {
+    const status = pollWithNaps(30, { 1: log('activating'), 2: 'echo 0 >"$dir/status"' })
+    expect(status.stdout).toBe('activating\n')
+    expect(status.stderr).toMatch(/^status=0$/m)
+    expect(status.naps).toHaveLength(2)
+    const outcome = pollWithNaps(30, { 1: log('rolling-back'), 3: 'echo rolled-back >"$dir/outcome"' })
+    expect(outcome.stderr).toMatch(/^outcome=rolled-back$/m)
+    expect(outcome.naps).toHaveLength(3)
+  })
+
+  it('never past the wait the action asked for', () => {
+    const r = pollWithNaps(3, { 1: log('activating') })
+    expect(r.stdout).toBe('activating\n')
+    expect(tenths(r.naps)).toBe(3)
+  })
+
+  it('nothing new: no hold after the wait', () => {
+    const r = pollWithNaps(7, {})
+    expect(r.stdout).toBe('')
+    expect(tenths(r.naps)).toBe(7)
+  })
+})
+
 describe('wake.sh: a waiting script woken at once, and only the one meant', () => {
   const WAKE = SCRIPT_FILES['wake.sh']
   /** The shells a target's /bin/sh may be: dash (Debian), bash (NixOS's /bin/sh). */

@@ -5,7 +5,10 @@
 # of a second apart, half a second apart after the first half second (nap_look, wake.sh), and woken
 # at once by the agent when it writes the status or the outcome (wake.sh: it finds this shell's pid
 # in DIR/follower): the action learns of the log within a tenth of a second (half a second once a
-# wait grew long) and of the rest at once, on one command per change.
+# wait grew long) and of the rest at once, on one command per change. News that is the log alone
+# is held a second more (cut short by the status or the outcome; never past WAIT), so that the lines an activation
+# prints a moment apart come in one poll, not one each: every poll is a command (a round trip
+# through the jump host, about a kilobyte of SSH, processes on the Pi).
 # usage: sh -c FOLLOW sh DIR OFFSET MAX [WAIT KNOWS_STATUS]
 # shellcheck shell=sh
 dir=$1 offset=$2 max=$3 wait=${4:-0} knows_status=${5:-0}
@@ -17,6 +20,14 @@ while [ "$looked" -lt "$wait" ] && [ -d "$dir" ] && [ ! -e "$dir/outcome" ]; do
   size=$(wc -c <"$dir/log" 2>/dev/null || echo 0)
   if [ $((size + 0)) -gt "$offset" ]; then break; fi
   nap_look "$wait"
+done
+# Within the wait the action asked for (it counts on the answer by then).
+settle=$((wait - looked))
+[ "$settle" -le 10 ] || settle=10
+looked=0
+while [ "$looked" -lt "$settle" ] && [ -d "$dir" ] && [ ! -e "$dir/outcome" ]; do
+  if [ "$knows_status" != 1 ] && [ -e "$dir/status" ]; then break; fi
+  nap_look "$settle"
 done
 size=$(wc -c <"$dir/log" 2>/dev/null || echo 0)
 size=$((size + 0))
