@@ -96,6 +96,21 @@ describe('the deploy sequence over a Target', () => {
     expect(t.calls).not.toContain('lock release')
   })
 
+  it('the confirmation brings back the outcome it decided: no follow poll after it', async () => {
+    const t = new FakeTarget(OLD)
+    let pollsAtDecision = -1
+    const decide = t.decide.bind(t)
+    t.decide = async (dir, decision) => {
+      pollsAtDecision = t.polls
+      return decide(dir, decision)
+    }
+    const { result, error } = await deploy(t)
+    expect(error).toBeUndefined()
+    expect(result).toMatchObject({ result: 'deployed', confirmed: 'over a new connection' })
+    expect(pollsAtDecision).toBeGreaterThan(0)
+    expect(t.polls).toBe(pollsAtDecision)
+  })
+
   it('unchanged: answered by the survey alone, which released the lock; nothing copied or activated', async () => {
     const t = new FakeTarget(NEW)
     const { result, error, copied } = await deploy(t)

@@ -395,6 +395,12 @@ describe('nda-root (root.sh): every value checked again', () => {
       ['a plan record with a control character', 'plan-record', [LOCK, 'id-1'], `message=a\rb\n${RECORD}`],
       ['a plan record over 8 KiB', 'plan-record', [LOCK, 'id-1'], `message=${'x'.repeat(9000)}\n${RECORD}`],
       ['a wrap-up with 5 values', 'wrap-up', ['', '', '', '', LOCK], RECORD],
+      ['a decision with 3 values', 'decide', ['/run/nix-deploy-action/a', 'confirm', '0']],
+      [
+        'a decision whose look is not numbers',
+        'decide',
+        ['/run/nix-deploy-action/a', 'confirm', '0', '4096', '1;id']
+      ],
       ["a wrap-up's plan record without a lock", 'wrap-up', ['', '', '', '', '', ''], RECORD],
       [
         "a wrap-up's plan record under another lock",
@@ -462,7 +468,13 @@ describe('nda-root (root.sh): every value checked again', () => {
       ],
       ['lock', 'lock', ['renew', LOCK, 'id-1', '600', ''], ['lock.sh', 'lock-command.sh']],
       ['follow', 'follow', ['/run/nix-deploy-action/a', '0', '262144', '30', '1'], ['wake.sh', 'follow.sh']],
-      ['decide', 'decide', ['/run/nix-deploy-action/a', 'confirm'], ['wake.sh', 'decide.sh']],
+      ['decide', 'decide', ['/run/nix-deploy-action/a', 'confirm'], ['wake.sh', 'decide.sh', 'follow.sh']],
+      [
+        'decide with a look',
+        'decide',
+        ['/run/nix-deploy-action/a', 'confirm', '120', '262144', '20'],
+        ['wake.sh', 'decide.sh', 'follow.sh']
+      ],
       [
         'wrap-up',
         'wrap-up',

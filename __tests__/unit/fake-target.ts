@@ -118,7 +118,9 @@ export class FakeTarget implements Target {
   /** Reconnects that fail while it reboots, before it answers again. */
   downForReconnects = 0
   agents = new Map<string, Agent>()
-  private polls = 0
+  polls = 0
+  /** Looks at the agent: follow polls and decisions' looks. */
+  looks = 0
 
   constructor(running: string, closure: string[] = [running]) {
     this.current = running
@@ -299,7 +301,11 @@ export class FakeTarget implements Target {
     return {
       dir,
       follow: offset => this.followAgent(dir, offset),
-      decide: decision => this.decide(dir, decision),
+      decide: async (decision, follow) => {
+        const answer = await this.decide(dir, decision)
+        // With a look (decide.sh then follow.sh): what the decision brought, in the same command.
+        return follow ? { answer, poll: this.look(dir, follow.offset) } : { answer }
+      },
       abandon: () => this.abandonAgent(dir),
       remove: () => this.removeAgentDir(dir)
     }
@@ -353,6 +359,12 @@ export class FakeTarget implements Target {
         '',
         'connect'
       )
+    return this.look(dir, offset)
+  }
+
+  /** One look at the agent (follow.sh's answer); the fake's agent acts on its decision first. */
+  private look(dir: string, offset: number): AgentPoll {
+    this.looks++
     const a = this.agents.get(dir)!
     // A decision (or its absence: breaks-ssh) settles the wait.
     if (a.state.status === 0 && a.state.outcome === undefined && a.decision) {

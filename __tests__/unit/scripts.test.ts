@@ -101,6 +101,21 @@ describe('the decide script: exactly one decision counts', () => {
     expect(decide('abort')).toBe('lost:confirm')
     fs.rmSync(dir, { recursive: true })
   })
+  it("with a look: the answer's line, then a follow poll's answer from the offset, the exit status known", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-decide-'))
+    fs.writeFileSync(path.join(dir, 'log'), 'old\nactivated\n')
+    fs.writeFileSync(path.join(dir, 'status'), '0\n')
+    // No agent here to bring the outcome: the look answers after its wait (3 tenths).
+    const r = spawnSync('sh', ['-c', DECIDE_SCRIPT, 'sh', dir, 'confirm', '4', '4096', '3'], {
+      encoding: 'utf8'
+    })
+    expect(r.status).toBe(0)
+    expect(r.stdout).toBe('won\nactivated\n')
+    expect(r.stderr).toMatch(/^size=14$/m)
+    expect(r.stderr).toMatch(/^status=0$/m)
+    expect(fs.readFileSync(path.join(dir, 'decision'), 'utf8')).toBe('confirm\n')
+    fs.rmSync(dir, { recursive: true })
+  })
 })
 
 describe("the wrap-up script: a deploy's last command", () => {

@@ -183,10 +183,12 @@ case $verb in
     run "wake.sh follow.sh" "$@" </dev/null
     ;;
   decide)
-    [ $# = 2 ] || refuse "decide takes 2 arguments"
+    # With 5: then a follow poll's answer (its OFFSET MAX WAIT), as follow's.
+    [ $# = 2 ] || [ $# = 5 ] || refuse "decide takes 2 or 5 arguments"
     agent_dir "$1"
     case $2 in confirm | abort) ;; *) refuse "decision $2" ;; esac
-    run "wake.sh decide.sh" "$@" </dev/null
+    if [ $# = 5 ]; then for n in "$3" "$4" "$5"; do num "$n" || refuse "decide's numbers"; done; fi
+    run "wake.sh decide.sh follow.sh" "$@" </dev/null
     ;;
   abandon | remove-agent-dir)
     [ $# = 1 ] || refuse "$verb takes 1 argument"

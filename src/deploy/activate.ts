@@ -353,7 +353,7 @@ async function decideAndFollow(
     }
     target.log.warning(`${abort.reason}: not confirming it; the target rolls back now`)
   }
-  const confirmed = await sendDecision(target, follower.session, abort ? 'abort' : 'confirm', agentDeadline)
+  const confirmed = await sendDecision(target, follower, abort ? 'abort' : 'confirm', agentDeadline)
   await target.log.group(`Result of the deploy on ${target.label}`, () =>
     follower.until(
       s => s.outcome !== undefined,
@@ -369,7 +369,7 @@ async function decideAndFollow(
  */
 async function sendDecision(
   target: Target,
-  session: AgentSession,
+  follower: Follower,
   decision: 'confirm' | 'abort',
   agentDeadline: number
 ): Promise<boolean> {
@@ -379,7 +379,7 @@ async function sendDecision(
         target.log.info(`Confirming over a new connection to ${target.label}`)
         await target.reconnectToConfirm()
       }
-      const answer = await session.decide(decision)
+      const answer = await follower.decide(decision)
       return decision === 'confirm' && answer === 'won'
     } catch (e) {
       if (!(e instanceof ActionError)) throw e

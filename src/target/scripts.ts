@@ -33,7 +33,8 @@ export const START_AGENT_SCRIPT = compose('lock.sh', 'start-agent.sh')
 /** The start as a login that takes commands runs it: the agent (stdin) written first, in one command. */
 export const PLACE_AND_START_AGENT_SCRIPT = compose('lock.sh', 'place-agent.sh', 'start-agent.sh')
 export const FOLLOW_SCRIPT = compose('wake.sh', 'follow.sh')
-export const DECIDE_SCRIPT = compose('wake.sh', 'decide.sh')
+/** The decision, then (given where the log was) a follow poll's answer: follow.sh after it. */
+export const DECIDE_SCRIPT = compose('wake.sh', 'decide.sh', 'follow.sh')
 export const ABANDON_SCRIPT = compose('abandon.sh')
 export const REBOOT_SCRIPT = compose('lock.sh', 'reboot.sh')
 export const BOOT_TRIAL_SCRIPT = compose('boot-trial-steps.sh')

@@ -46,6 +46,8 @@ export class Follower {
    * AgentDied when it ended without an outcome.
    */
   async until(done: (s: AgentState) => boolean, deadline: number): Promise<AgentState> {
+    // What the last look (a decision's) saw may be enough: the status and the outcome, once there, stay.
+    if (this.looked && done(this.state) && this.offset >= this.size) return this.state
     for (;;) {
       // The target waits for news (a log line, the status, the outcome) up to FOLLOW_WAIT_MS.
       const wait = {
@@ -67,8 +69,25 @@ export class Follower {
     }
   }
 
+  /**
+   * Sends the decision, with one look at the agent in the same command (its wait as a poll's):
+   * the outcome the decision brings is then seen without another. The decision's answer.
+   */
+  async decide(decision: 'confirm' | 'abort'): Promise<string> {
+    const wait = { ms: FOLLOW_WAIT_MS, knowsStatus: true }
+    const { answer, poll } = await this.session.decide(decision, { offset: this.offset, wait })
+    if (poll) this.take(poll.chunk, poll.size, poll.state)
+    return answer
+  }
+
+  /** Whether a look's answer was taken outside until (a decision's), and the log's size it saw. */
+  private looked = false
+  private size = 0
+
   /** Takes one poll's news; whether more of the log is left to read. */
   private take(chunk: string, size: number, state: AgentState): boolean {
+    this.looked = true
+    this.size = size
     if (chunk) {
       this.out.untrusted(chunk)
       this.log = (this.log + chunk).slice(-MAX_KEPT_LOG)

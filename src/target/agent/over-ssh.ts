@@ -82,6 +82,17 @@ export async function startAgentOverSsh(
   return new SshAgentSession(wire, req.dir)
 }
 
+/** A follow poll's wait on the target, in the tenths of a second follow.sh counts in. */
+function waitTenths(wait: FollowWait | undefined): number {
+  return wait ? Math.max(0, Math.min(Math.floor(wait.ms / 100), MAX_FOLLOW_WAIT_TENTHS)) : 0
+}
+
+/** follow.sh's answer: the log's chunk on stdout, the state on stderr. */
+function pollFrom(stdout: string, stderr: string, tenths: number): AgentPoll {
+  const { size, ...state } = parseAgentState(stderr)
+  return { chunk: stdout, size, state, waited: tenths > 0 }
+}
+
 class SshAgentSession implements AgentSession {
   constructor(
     private readonly wire: VerbWire,
@@ -89,22 +100,32 @@ class SshAgentSession implements AgentSession {
   ) {}
 
   async follow(offset: number, deadline: number, wait?: FollowWait): Promise<AgentPoll> {
-    const tenths = wait ? Math.max(0, Math.min(Math.floor(wait.ms / 100), MAX_FOLLOW_WAIT_TENTHS)) : 0
+    const tenths = waitTenths(wait)
     const r = await this.wire.runRetrying(
       'follow',
       [this.dir, String(offset), String(FOLLOW_CHUNK_BYTES), String(tenths), wait?.knowsStatus ? '1' : '0'],
       { deadline, timeoutMs: POLL_TIMEOUT_MS, what: 'following the activation log' }
     )
-    const { size, ...state } = parseAgentState(r.stderr)
-    return { chunk: r.stdout, size, state, waited: tenths > 0 }
+    return pollFrom(r.stdout, r.stderr, tenths)
   }
 
-  async decide(decision: 'confirm' | 'abort'): Promise<string> {
-    const r = await this.wire.run('decide', [this.dir, decision], {
+  async decide(
+    decision: 'confirm' | 'abort',
+    follow?: { offset: number; wait: FollowWait }
+  ): Promise<{ answer: string; poll?: AgentPoll }> {
+    const tenths = waitTenths(follow?.wait)
+    const looks = follow ? [String(follow.offset), String(FOLLOW_CHUNK_BYTES), String(tenths)] : []
+    const r = await this.wire.run('decide', [this.dir, decision, ...looks], {
       timeoutMs: POLL_TIMEOUT_MS,
       what: `sending the ${decision === 'confirm' ? 'confirmation' : 'abort'}`
     })
-    return r.stdout.trim()
+    // The answer's first line; then, with a look, the log from the offset (follow.sh's stdout).
+    const cut = r.stdout.indexOf('\n')
+    const answer = (cut < 0 ? r.stdout : r.stdout.slice(0, cut)).trim()
+    // A look's answer ends with its state (size=...); without one (a target whose decide did not
+    // look), the poll is left to follow.
+    if (!follow || !/^size=/m.test(r.stderr)) return { answer }
+    return { answer, poll: pollFrom(cut < 0 ? '' : r.stdout.slice(cut + 1), r.stderr, tenths) }
   }
 
   async abandon(): Promise<boolean> {

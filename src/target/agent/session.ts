@@ -49,8 +49,15 @@ export interface AgentSession {
    * first waits up to that long for news (see follow.sh). Retries the link until `deadline`.
    */
   follow(offset: number, deadline: number, wait?: FollowWait): Promise<AgentPoll>
-  /** Writes the decision (once: the first of the action's and the agent's own timeout counts). */
-  decide(decision: 'confirm' | 'abort'): Promise<string>
+  /**
+   * Writes the decision (once: the first of the action's and the agent's own timeout counts):
+   * "won", or "lost:" and the decision that counted. With `follow`, then one look at the agent in
+   * the same command, as follow(offset, …, wait) with the exit status known.
+   */
+  decide(
+    decision: 'confirm' | 'abort',
+    follow?: { offset: number; wait: FollowWait }
+  ): Promise<{ answer: string; poll?: AgentPoll }>
   /** Tells the agent the action stops following; true when it had already finished. */
   abandon(): Promise<boolean>
   /** Removes its directory (a finished agent waits for that before it leaves the lock to the action). */

@@ -77,9 +77,10 @@ renew() {
 # lock after its checks; if it does not come for the outcome within 30 s (it is gone, or it wrote
 # DIR/abandoned), the agent releases the lock itself.
 finish() {
+  # Said first: the action, which stops reading the log once it sees the outcome, has the line too.
+  say "outcome: $1"
   echo "$1" >"$dir/outcome.tmp" && mv -f "$dir/outcome.tmp" "$dir/outcome"
   wake "$dir/follower" "$dir"
-  say "outcome: $1"
   [ -n "$lock_dir" ] || exit 0
   n=0
   while [ -e "$dir/outcome" ] && [ ! -e "$dir/abandoned" ] && [ $n -lt 30 ]; do sleep 1; n=$((n + 1)); done
