@@ -35,12 +35,14 @@ describe("the server's host keys announcement after the login (hostkeys-00@opens
   }
   it('is taken without asking the server to prove its keys; other global requests go to ssh2', () => {
     const c = client()
-    expect(ignoreHostKeyAnnouncements(c.client)).toBe(true)
+    let ignored = 0
+    expect(ignoreHostKeyAnnouncements(c.client, () => ignored++)).toBe(true)
     c.proto._handlers.GLOBAL_REQUEST(c.proto, 'hostkeys-00@openssh.com', false)
     expect(c.ssh2Saw).toEqual([])
     expect(c.acknowledged).toEqual([])
     c.proto._handlers.GLOBAL_REQUEST(c.proto, 'keepalive@openssh.com', true)
     expect(c.ssh2Saw).toEqual(['keepalive@openssh.com'])
+    expect(ignored).toBe(1)
   })
   it('is acknowledged when the server asks for a reply', () => {
     const c = client()

@@ -754,6 +754,26 @@ describe("a deploy plan's shard leaves its record on the machine (src/target/pla
     expect(t.lockOwner).toBeUndefined()
   })
 
+  it.each(['before', 'after-record'] as const)(
+    'a link lost during the last command (%s the target wrote the record): the record says deployed, not failed',
+    async when => {
+      const t = new FakeTarget(FROM)
+      t.wrapUpLinkFails = when
+      const { error } = await deploy(t, job('switch', { planStamp: stamp }))
+      // The verify could not read the state: the run fails and says why; the target runs the new system.
+      expect(error).toBeInstanceOf(ActionError)
+      expect(t.current).toBe(NEW)
+      // Confirmed, so what rollback-fleet must undo: recorded as deployed, with the way back.
+      expect(t.planRecord).toMatchObject({
+        state: 'deployed',
+        system: NEW,
+        beforeCurrent: FROM,
+        generation: 2
+      })
+      expect(t.lockOwner).toBeUndefined()
+    }
+  )
+
   it("a run that lost the lock before its last command leaves the new holder's record as it is", async () => {
     const t = new FakeTarget(FROM)
     const theirs = { ...stamp, run: '8/1', state: 'started' as const, system: FROM, mode: 'switch' }

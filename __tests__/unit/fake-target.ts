@@ -91,6 +91,8 @@ export class FakeTarget implements Target {
   planRecordWriteFails = false
   /** Runs as wrapUp begins (another run taking the lock over, say). */
   onWrapUp: (() => void) | undefined
+  /** The link fails during wrapUp: before the target did anything, or after it wrote the record. */
+  wrapUpLinkFails: 'before' | 'after-record' | undefined
   /** /boot: free bytes and the files in it (undefined: no /boot). */
   bootFreeBytes: number | undefined
   bootFiles: string[] = []
@@ -119,8 +121,6 @@ export class FakeTarget implements Target {
   downForReconnects = 0
   agents = new Map<string, Agent>()
   polls = 0
-  /** Looks at the agent: follow polls and decisions' looks. */
-  looks = 0
 
   constructor(running: string, closure: string[] = [running]) {
     this.current = running
@@ -364,7 +364,6 @@ export class FakeTarget implements Target {
 
   /** One look at the agent (follow.sh's answer); the fake's agent acts on its decision first. */
   private look(dir: string, offset: number): AgentPoll {
-    this.looks++
     const a = this.agents.get(dir)!
     // A decision (or its absence: breaks-ssh) settles the wait.
     if (a.state.status === 0 && a.state.outcome === undefined && a.decision) {
@@ -422,6 +421,16 @@ export class FakeTarget implements Target {
     ].filter(Boolean)
     this.calls.push(`wrapUp ${parts.join(', ')}`)
     this.onWrapUp?.()
+    const linkLost = () =>
+      new ActionError(
+        `lost the SSH connection to ${this.label} while reading the system state`,
+        '',
+        'connect'
+      )
+    if (this.wrapUpLinkFails === 'before') {
+      this.wrapUpLinkFails = undefined
+      throw linkLost()
+    }
     // As wrap-up.sh: the record first (its own failure leaves the rest to do), the lock released last.
     const record = !req.record
       ? undefined
@@ -432,6 +441,10 @@ export class FakeTarget implements Target {
             'activate'
           )
         : this.putPlanRecord(req.record.record, req.record.lock)
+    if (this.wrapUpLinkFails === 'after-record') {
+      this.wrapUpLinkFails = undefined
+      throw linkLost()
+    }
     if (req.agentDir) this.agents.delete(req.agentDir)
     const state = this.state()
     const lockReleased = req.lock !== undefined && this.lockOwner === req.lock.id

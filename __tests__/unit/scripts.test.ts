@@ -192,7 +192,7 @@ describe("the wrap-up script: a deploy's last command", () => {
     const r = wrapUpWithRecord(t, 'run-4', true)
     expect(r.status).toBe(0)
     const lines = r.stdout.trim().split('\n')
-    expect(lines[0]).toBe('plan-record=written')
+    expect(lines[0]).toBe('record-write=written')
     expect(lines).toContain('lock-release=released')
     expect(fs.readFileSync(recordFile(t), 'utf8')).toBe(RECORD)
     expect((fs.statSync(recordFile(t)).mode & 0o777).toString(8)).toBe('600')
@@ -203,7 +203,7 @@ describe("the wrap-up script: a deploy's last command", () => {
   it("with the plan's record, keeping the lock (old generations still to prune): written, the lock still this run's", () => {
     const t = setUp('run-5')
     const r = wrapUpWithRecord(t, 'run-5', false)
-    expect(r.stdout).toMatch(/^plan-record=written$/m)
+    expect(r.stdout).toMatch(/^record-write=written$/m)
     expect(r.stdout).not.toMatch(/lock-release/)
     expect(fs.readFileSync(path.join(t.lockDir, 'owner'), 'utf8').split('\n')[0]).toBe('run-5')
     fs.rmSync(t.root, { recursive: true })
@@ -212,10 +212,26 @@ describe("the wrap-up script: a deploy's last command", () => {
     const t = setUp('run-7')
     fs.writeFileSync(recordFile(t), 'theirs\n')
     const r = wrapUpWithRecord(t, 'run-6', true)
-    expect(r.stdout).toMatch(/^plan-record=not-held$/m)
+    expect(r.stdout).toMatch(/^record-write=not-held$/m)
     expect(r.stdout).toMatch(/^lock-release=not-held$/m)
     expect(fs.readFileSync(recordFile(t), 'utf8')).toBe('theirs\n')
     expect(fs.existsSync(t.agentDir)).toBe(false)
+    fs.rmSync(t.root, { recursive: true })
+  })
+  it("with a lock it cannot check (no flock, its file busy): the record's write fails, not taken for a lost lock", () => {
+    const t = setUp('run-9')
+    fs.writeFileSync(recordFile(t), 'before\n')
+    // lock.sh's lock_op failing as it does without flock (exit 5), for the record's check alone.
+    const parts = ['lock.sh', 'probe.sh', 'record.sh', 'wrap-up.sh'] as const
+    const script = parts
+      .map(f => (f === 'record.sh' ? `lock_op() { return 5; }\n${SCRIPT_FILES[f]}` : SCRIPT_FILES[f]))
+      .join('\n')
+    const r = spawnSync('sh', ['-c', script, 'sh', t.agentDir, t.gcRoot, '', '', t.lockDir, 'run-9'], {
+      input: RECORD,
+      encoding: 'utf8'
+    })
+    expect(r.stdout).toMatch(/^record-write=failed$/m)
+    expect(fs.readFileSync(recordFile(t), 'utf8')).toBe('before\n')
     fs.rmSync(t.root, { recursive: true })
   })
   it('with a record it cannot write: says failed, leaves the old one, and still reads the state and releases the lock', () => {
@@ -225,7 +241,7 @@ describe("the wrap-up script: a deploy's last command", () => {
     const dir = fs.openSync(t.root, 'r')
     const r = wrapUpWithRecord(t, 'run-8', true, dir)
     fs.closeSync(dir)
-    expect(r.stdout).toMatch(/^plan-record=failed$/m)
+    expect(r.stdout).toMatch(/^record-write=failed$/m)
     expect(r.stdout).toMatch(/^uid=\d+$/m)
     expect(r.stdout).toMatch(/^lock-release=released$/m)
     expect(fs.readFileSync(recordFile(t), 'utf8')).toBe('before\n')
@@ -347,8 +363,8 @@ describe('the follow script: the log held a moment for the lines that follow it'
   it('lines logged a moment apart come in one poll: the first, then a second more', () => {
     const r = pollWithNaps(30, { 1: log('activating'), 3: log('setting-up-etc') })
     expect(r.stdout).toBe('activating\nsetting-up-etc\n')
-    // One nap before the news, then the second it is held: 0.1 s five times, 0.5 s once.
-    expect(r.naps).toEqual(['0.1', '0.1', '0.1', '0.1', '0.1', '0.1', '0.5'])
+    // One nap before the news, then the second it is held, in two naps.
+    expect(r.naps).toEqual(['0.1', '0.5', '0.5'])
   })
 
   it('the exit status or the outcome ends the hold at once', () => {
@@ -365,6 +381,29 @@ describe('the follow script: the log held a moment for the lines that follow it'
     const r = pollWithNaps(3, { 1: log('activating') })
     expect(r.stdout).toBe('activating\n')
     expect(tenths(r.naps)).toBe(3)
+  })
+
+  it('no hold for a backlog that fills a poll already', () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-follow-backlog-'))
+    fs.writeFileSync(path.join(root, 'log'), 'x'.repeat(5000))
+    const nap = `nap() { echo "$1" >>"$dir/../naps-${path.basename(root)}"; }`
+    const r = spawnSync(
+      'sh',
+      [
+        '-c',
+        `${SCRIPT_FILES['wake.sh']}\n${nap}\n${SCRIPT_FILES['follow.sh']}`,
+        'sh',
+        root,
+        '0',
+        '4096',
+        '30',
+        '0'
+      ],
+      { encoding: 'utf8' }
+    )
+    expect(r.stdout.length).toBe(4096)
+    expect(fs.existsSync(path.join(os.tmpdir(), `naps-${path.basename(root)}`))).toBe(false)
+    fs.rmSync(root, { recursive: true, force: true })
   })
 
   it('nothing new: no hold after the wait', () => {

@@ -61,6 +61,8 @@ export interface AgentTracker {
   finished: boolean
   /** The caller removes the finished agent's directory itself, in its last command (Target.wrapUp). */
   leaveDir?: boolean
+  /** The finished agent's directory, left to the caller, is still there (its last command failed). */
+  dirLeft?: boolean
 }
 
 /** A fresh directory for one activation agent under RUN_DIR_BASE. */
@@ -144,6 +146,7 @@ export async function activate(
       }
     )
     leftToCaller = agent.leaveDir === true
+    agent.dirLeft = leftToCaller
     return outcome
   } finally {
     // (afterDeadAgent removes the directories of the agents it dealt with: agent.session is another's then.)

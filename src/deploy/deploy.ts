@@ -141,6 +141,8 @@ class DeployRun {
   private recordFrom: RemoteState | undefined
   /** The plan record this deploy last wrote. */
   private recorded: PlanRecord['state'] | undefined
+  /** The deployed record, while the last command that writes it is under way. */
+  private deployedRecordSent: { record: PlanRecord; lock: LockRequest } | undefined
 
   constructor(
     private readonly target: Target,
@@ -267,10 +269,12 @@ class DeployRun {
     if (!job.planStamp || recordFrom === undefined || !lock || this.held?.lost) return
     const rolledBack = e instanceof RolledBackError
     if (this.recorded === 'deployed' && !rolledBack) return
-    const record = {
-      ...this.planRecord(rolledBack ? 'rolled-back' : 'failed', recordFrom),
-      message: errorMessage(e)
-    }
+    // The last command went out with the deployed record and never answered (a lost link): it may
+    // have written it, and it is true (the activation was confirmed): written again, not "failed".
+    const sent = this.deployedRecordSent
+    const record = sent
+      ? sent.record
+      : { ...this.planRecord(rolledBack ? 'rolled-back' : 'failed', recordFrom), message: errorMessage(e) }
     await leavePlanRecord(target, record, lock, RECORD_FAILURE_TIMEOUT_MS)
   }
 
@@ -599,14 +603,19 @@ class DeployRun {
     const prunes = job.keepGenerations !== undefined && job.goal.setsProfile
     const releasing = prunes || this.held?.lost ? undefined : this.held
     releasing?.stopRenewing()
-    // The plan's deployed record first, under the lock (a failed verify records over it).
+    // The plan's deployed record first, under the lock: the activation was confirmed. (A verify
+    // that then fails keeps it: the target runs the new system, which rollback-fleet undoes.)
     const record = this.recordToWrite('deployed', before)
+    this.deployedRecordSent = record
+    const agentDir = agent.leaveDir && agent.finished ? agent.session?.dir : undefined
     const wrapped = await target.wrapUp({
-      agentDir: agent.leaveDir && agent.finished ? agent.session?.dir : undefined,
+      agentDir,
       gcRoot: this.gcRootPlaced ? this.gcRoot : undefined,
       lock: releasing?.request,
       record
     })
+    this.deployedRecordSent = undefined
+    if (agentDir) agent.dirLeft = false
     this.gcRootPlaced = false
     // Not released (another run took it over meanwhile, or the link failed): cleanUp tries again.
     if (wrapped.lockReleased) this.held = undefined
@@ -639,6 +648,13 @@ class DeployRun {
   /** Always, success or not: the GC root gone, the lock released (unless the agent keeps it). */
   async cleanUp(): Promise<void> {
     await this.releaseGcRoot()
+    // Its finished agent waits for the directory to go (holding the lock) when the last command
+    // that removes it failed: removed here, best effort, before the lock is released.
+    const { dirLeft, session: left } = this.agent
+    if (dirLeft && left) {
+      this.agent.dirLeft = false
+      await left.remove()
+    }
     if (this.held) {
       // An agent that may still roll back keeps the lock (it renews it) until its final state.
       const { started, finished, session } = this.agent

@@ -229,24 +229,25 @@ interface ProtocolInternals {
  * announcement is taken as said (wants no reply; acknowledged if it asks) and nothing is asked.
  * Every other global request goes to ssh2's own handler. Whether it took (tests look).
  */
-export function ignoreHostKeyAnnouncements(client: Client): boolean {
+export function ignoreHostKeyAnnouncements(client: Client, onIgnored?: () => void): boolean {
   const proto = (client as unknown as ProtocolInternals)._protocol
   const handlers = proto?._handlers
   const own = handlers?.GLOBAL_REQUEST
   if (!handlers || !own) return false
   handlers.GLOBAL_REQUEST = (p, name, wantReply, data) => {
     if (name !== 'hostkeys-00@openssh.com') return own(p, name, wantReply, data)
+    onIgnored?.()
     if (wantReply) proto.requestSuccess?.()
   }
   return true
 }
 
-/** The clients whose announcement ignoreHostKeyAnnouncements took (tests look at them). */
-const quietHostKeys = new WeakSet<Client>()
+/** How many host keys announcements each client took without a proof (tests look). */
+const ignoredAnnouncements = new WeakMap<Client, number>()
 
-/** Whether a client's host keys announcement is ignored (see ignoreHostKeyAnnouncements). */
-export function ignoresHostKeyAnnouncements(client: Client): boolean {
-  return quietHostKeys.has(client)
+/** The host keys announcements a client ignored; undefined when ssh2's internals were not there. */
+export function hostKeyAnnouncementsIgnored(client: Client): number | undefined {
+  return ignoredAnnouncements.get(client)
 }
 
 /** The clients whose connection ended (the other end's EOF) before a RemoteHost took them. */
@@ -424,7 +425,8 @@ function connectClient(ep: Endpoint, opts: ConnectOptions, sock?: NodeJS.Readabl
     config.sock = transportFor(client, ep, sock, proxy)
     try {
       client.connect(config)
-      if (ignoreHostKeyAnnouncements(client)) quietHostKeys.add(client)
+      const ignored = () => ignoredAnnouncements.set(client, (ignoredAnnouncements.get(client) ?? 0) + 1)
+      if (ignoreHostKeyAnnouncements(client, ignored)) ignoredAnnouncements.set(client, 0)
     } catch (e) {
       fail(connectError(ep, e as Error))
       if (!sock) (config.sock as Socket).destroy()

@@ -4,7 +4,8 @@
  * job reads it back (probe.sh prints it with every state read): it tells a shard that failed on a
  * machine from one that stopped while deploying it (cancelled, its runner lost) or never reached
  * it, and with rollback-fleet it is what puts a deployed machine back. Root writes it, in
- * /nix/var/nix-deploy-action (plan-record.sh); the report still checks every value it reads.
+ * /nix/var/nix-deploy-action (record.sh, for plan-record.sh and wrap-up.sh); the report still
+ * checks every value it reads.
  * Pure: the text is made and read here.
  */
 import { PLAN_ID_PATTERN } from '../nix/deploy-plan'
@@ -53,7 +54,7 @@ function oneLine(v: string, max = 300): string {
   return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat
 }
 
-/** The record as the file holds it: key=value lines (plan-record.sh writes stdin as it is). */
+/** The record as the file holds it: key=value lines (record.sh writes stdin as it is). */
 export function formatPlanRecord(r: PlanRecord): string {
   const fields: Array<[string, string | number | boolean | undefined]> = [
     ['plan', r.plan],

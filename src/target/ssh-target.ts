@@ -506,7 +506,7 @@ export class SshTarget implements Target {
       lockReleased: /^lock-release=released$/m.test(r.stdout)
     }
     if (req.record) {
-      const written = /^plan-record=(written|not-held)$/m.exec(r.stdout)?.[1] as
+      const written = /^record-write=(written|not-held)$/m.exec(r.stdout)?.[1] as
         | 'written'
         | 'not-held'
         | undefined

@@ -119,13 +119,14 @@ class SshAgentSession implements AgentSession {
       timeoutMs: POLL_TIMEOUT_MS,
       what: `sending the ${decision === 'confirm' ? 'confirmation' : 'abort'}`
     })
-    // The answer's first line; then, with a look, the log from the offset (follow.sh's stdout).
+    // decide.sh's one line; then, with a look, the log from the offset (follow.sh's stdout).
     const cut = r.stdout.indexOf('\n')
-    const answer = (cut < 0 ? r.stdout : r.stdout.slice(0, cut)).trim()
-    // A look's answer ends with its state (size=...); without one (a target whose decide did not
-    // look), the poll is left to follow.
-    if (!follow || !/^size=/m.test(r.stderr)) return { answer }
-    return { answer, poll: pollFrom(cut < 0 ? '' : r.stdout.slice(cut + 1), r.stderr, tenths) }
+    const first = cut < 0 ? r.stdout : r.stdout.slice(0, cut)
+    const answer = /^(won|failed|lost:.*)$/.test(first) ? first : ''
+    // Only a look that answered whole (decide.sh's line, then follow.sh's state) is taken; else
+    // the next follow poll reads the log from where the action was.
+    if (!follow || !answer || cut < 0 || !/^size=/m.test(r.stderr)) return { answer }
+    return { answer, poll: pollFrom(r.stdout.slice(cut + 1), r.stderr, tenths) }
   }
 
   async abandon(): Promise<boolean> {

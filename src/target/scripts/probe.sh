@@ -21,7 +21,7 @@ probe_state() {
   # The boot loader's one-shot file (nixos/boot-trial.nix's bootOnce), when its file system is mounted.
   o='' && { IFS= read -r o </etc/nix-deploy-action/boot-once; } 2>/dev/null && mountpoint -q "${o%/*}" 2>/dev/null || o=''
   printf 'boot-once=%s\n' "$o"
-  # The last deploy plan's record here (plan-record.sh): its keys prefixed, so none can pose as another.
+  # The last deploy plan's record here (record.sh): its keys prefixed, so none can pose as another.
   if [ -f /nix/var/nix-deploy-action/plan-record ]; then
     while IFS= read -r l; do printf 'plan-%s\n' "$l"; done </nix/var/nix-deploy-action/plan-record
   fi

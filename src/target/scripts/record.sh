@@ -8,7 +8,9 @@
 # shellcheck shell=sh disable=SC2034 # lease and lock_desc are read by lock_op (lock.sh)
 plan_record() {
   lock_dir=$1 lock_id=$2 lease=0 lock_desc=''
-  if [ "$(lock_op check)" != held ]; then
+  # A check that could not be made (no flock, its file busy for long) is a failure, not a lost lock.
+  record_lock=$(lock_op check) || return 1
+  if [ "$record_lock" != held ]; then
     echo not-held
     return 0
   fi
