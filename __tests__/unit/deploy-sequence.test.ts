@@ -771,8 +771,23 @@ describe("a deploy plan's shard leaves its record on the machine (src/target/pla
         generation: 2
       })
       expect(t.lockOwner).toBeUndefined()
+      // The finished agent's directory, which the last command did not remove, is gone too.
+      expect(t.agents.size).toBe(0)
     }
   )
+
+  it('a deployed record the last command could not write, the lock still held (old generations to prune): written again as deployed', async () => {
+    const t = new FakeTarget(FROM)
+    t.planRecordWriteFails = true
+    const { error } = await deploy(t, job('switch', { planStamp: stamp, keepGenerations: 5 }))
+    expect(error).toBeInstanceOf(ActionError)
+    expect(t.calls.filter(c => c.startsWith('writePlanRecord'))).toEqual([
+      'writePlanRecord started',
+      'writePlanRecord deployed'
+    ])
+    expect(t.planRecord).toMatchObject({ state: 'deployed', system: NEW, generation: 2 })
+    expect(t.lockOwner).toBeUndefined()
+  })
 
   it("a run that lost the lock before its last command leaves the new holder's record as it is", async () => {
     const t = new FakeTarget(FROM)

@@ -101,6 +101,15 @@ describe('the decide script: exactly one decision counts', () => {
     expect(decide('abort')).toBe('lost:confirm')
     fs.rmSync(dir, { recursive: true })
   })
+  it('a decision it cannot write: "failed", and the claim given up (the agent\'s own timeout can still decide)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-decide-'))
+    // Where the decision is written first, a directory: the write fails, as on a full /run.
+    fs.mkdirSync(path.join(dir, 'decision.tmp'))
+    const r = spawnSync('sh', ['-c', DECIDE_SCRIPT, 'sh', dir, 'confirm'], { encoding: 'utf8' })
+    expect(r.stdout).toBe('failed\n')
+    expect(fs.existsSync(path.join(dir, 'decided'))).toBe(false)
+    fs.rmSync(dir, { recursive: true })
+  })
   it("with a look: the answer's line, then a follow poll's answer from the offset, the exit status known", () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-decide-'))
     fs.writeFileSync(path.join(dir, 'log'), 'old\nactivated\n')
@@ -386,7 +395,7 @@ describe('the follow script: the log held a moment for the lines that follow it'
   it('no hold for a backlog that fills a poll already', () => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-follow-backlog-'))
     fs.writeFileSync(path.join(root, 'log'), 'x'.repeat(5000))
-    const nap = `nap() { echo "$1" >>"$dir/../naps-${path.basename(root)}"; }`
+    const nap = `nap() { echo "$1" >>"$dir/naps"; }`
     const r = spawnSync(
       'sh',
       [
@@ -402,7 +411,7 @@ describe('the follow script: the log held a moment for the lines that follow it'
       { encoding: 'utf8' }
     )
     expect(r.stdout.length).toBe(4096)
-    expect(fs.existsSync(path.join(os.tmpdir(), `naps-${path.basename(root)}`))).toBe(false)
+    expect(fs.existsSync(path.join(root, 'naps'))).toBe(false)
     fs.rmSync(root, { recursive: true, force: true })
   })
 

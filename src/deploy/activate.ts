@@ -162,7 +162,7 @@ async function startAgent(
   { target, goal, settings, toplevel, before, lock, agent }: ActivationRun,
   req: Pick<AgentRequest, 'waitSeconds' | 'onTimeout' | 'rollbackOf'>
 ): Promise<Follower> {
-  Object.assign(agent, { session: undefined, finished: false })
+  Object.assign(agent, { session: undefined, finished: false, dirLeft: false })
   const session = await target.startAgent({
     dir: newAgentDir(),
     toplevel,

@@ -269,8 +269,10 @@ class DeployRun {
     if (!job.planStamp || recordFrom === undefined || !lock || this.held?.lost) return
     const rolledBack = e instanceof RolledBackError
     if (this.recorded === 'deployed' && !rolledBack) return
-    // The last command went out with the deployed record and never answered (a lost link): it may
-    // have written it, and it is true (the activation was confirmed): written again, not "failed".
+    // The last command went out with the deployed record and did not write it, or never answered
+    // (a lost link; it may have): the activation succeeded, so the record says deployed, not
+    // failed. (A link that dies silently is noticed after ~30 s, when the agent, no longer waiting
+    // for the action, has released the lock itself: then nothing is written and it says started.)
     const sent = this.deployedRecordSent
     const record = sent
       ? sent.record
@@ -603,8 +605,8 @@ class DeployRun {
     const prunes = job.keepGenerations !== undefined && job.goal.setsProfile
     const releasing = prunes || this.held?.lost ? undefined : this.held
     releasing?.stopRenewing()
-    // The plan's deployed record first, under the lock: the activation was confirmed. (A verify
-    // that then fails keeps it: the target runs the new system, which rollback-fleet undoes.)
+    // The plan's deployed record first, under the lock: the activation succeeded. (A verify that
+    // then fails keeps it: what the machine runs is for rollback-fleet to judge.)
     const record = this.recordToWrite('deployed', before)
     this.deployedRecordSent = record
     const agentDir = agent.leaveDir && agent.finished ? agent.session?.dir : undefined
@@ -614,12 +616,13 @@ class DeployRun {
       lock: releasing?.request,
       record
     })
-    this.deployedRecordSent = undefined
     if (agentDir) agent.dirLeft = false
     this.gcRootPlaced = false
     // Not released (another run took it over meanwhile, or the link failed): cleanUp tries again.
     if (wrapped.lockReleased) this.held = undefined
+    // Not written: recordFailure tries the deployed record again while the lock is still held.
     if (wrapped.record instanceof ActionError) throw wrapped.record
+    this.deployedRecordSent = undefined
     if (record && wrapped.record) this.wroteRecord(record.record, wrapped.record)
     const after = wrapped.state
     const problems = verifyProblems(job.goal, after, job.built.toplevel)

@@ -80,7 +80,7 @@ export class Follower {
     return answer
   }
 
-  /** Whether a look's answer was taken outside until (a decision's), and the log's size it saw. */
+  /** Whether a look's answer (a poll's or a decision's) was taken yet, and the log's size it saw. */
   private looked = false
   private size = 0
 

@@ -14,7 +14,7 @@
 dir=$1 offset=$2 max=$3 wait=${4:-0} knows_status=${5:-0}
 # Registered before the first look: news written after it wakes this shell, news before it is seen.
 if [ "$wait" -gt 0 ]; then { echo $$ >"$dir/follower"; } 2>/dev/null; fi
-looked=0
+looked=0 size=0
 while [ "$looked" -lt "$wait" ] && [ -d "$dir" ] && [ ! -e "$dir/outcome" ]; do
   if [ "$knows_status" != 1 ] && [ -e "$dir/status" ]; then break; fi
   size=$(wc -c <"$dir/log" 2>/dev/null || echo 0)
@@ -27,7 +27,7 @@ done
 # is the one the loop above just read.
 held=$((wait - looked))
 [ "$held" -le 10 ] || held=10
-[ $((${size:-0} - offset)) -lt "$max" ] || held=0
+[ $((size - offset)) -lt "$max" ] || held=0
 while [ "$held" -gt 0 ] && [ -d "$dir" ] && [ ! -e "$dir/outcome" ]; do
   if [ "$knows_status" != 1 ] && [ -e "$dir/status" ]; then break; fi
   step=5

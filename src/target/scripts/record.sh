@@ -1,5 +1,6 @@
 # The deploy plan's record (src/target/plan-record.ts), sourced by plan-record.sh and wrap-up.sh:
 #   plan_record LOCK_DIR LOCK_ID < RECORD -> "written" | "not-held"; fails when it cannot write
+#   the record or cannot check the lock
 # Which plan and shard last deployed here, how far it got, and what the machine ran before. Root's
 # file in root's directory (the lock's), replaced whole (a rename): a report job reading it finds
 # the old record or the new one, never half of one (a record cut short lacks its last line, end=1,
