@@ -338,11 +338,11 @@ describe('the follow script: the log held a moment for the lines that follow it'
    * One follow poll with nap replaced (no time passes): each nap is written down, and at the
    * naps `at` names the stand-in agent appends to its log or writes its status or outcome.
    */
-  function pollWithNaps(wait: number, at: Record<number, string>) {
+  function pollWithNaps(wait: number, at: Record<number, string>, initialLog = '') {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-follow-settle-'))
     const dir = path.join(root, 'agent')
     fs.mkdirSync(dir)
-    fs.writeFileSync(path.join(dir, 'log'), '')
+    fs.writeFileSync(path.join(dir, 'log'), initialLog)
     const acts = Object.entries(at)
       .map(([n, what]) => `${n}) ${what} ;;`)
       .join(' ')
@@ -393,26 +393,9 @@ describe('the follow script: the log held a moment for the lines that follow it'
   })
 
   it('no hold for a backlog that fills a poll already', () => {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-follow-backlog-'))
-    fs.writeFileSync(path.join(root, 'log'), 'x'.repeat(5000))
-    const nap = `nap() { echo "$1" >>"$dir/naps"; }`
-    const r = spawnSync(
-      'sh',
-      [
-        '-c',
-        `${SCRIPT_FILES['wake.sh']}\n${nap}\n${SCRIPT_FILES['follow.sh']}`,
-        'sh',
-        root,
-        '0',
-        '4096',
-        '30',
-        '0'
-      ],
-      { encoding: 'utf8' }
-    )
+    const r = pollWithNaps(30, {}, 'x'.repeat(5000))
     expect(r.stdout.length).toBe(4096)
-    expect(fs.existsSync(path.join(root, 'naps'))).toBe(false)
-    fs.rmSync(root, { recursive: true, force: true })
+    expect(r.naps).toEqual([])
   })
 
   it('nothing new: no hold after the wait', () => {
