@@ -187,7 +187,11 @@ async function deployAll(
     failFast: opts.failFast,
     deploy: async m => {
       const outcome = await deployOne(m, several, shared, deps, opts)
-      if (outcome === 'failed') return 'failed'
+      if ('failed' in outcome) {
+        // A step after its activation failed: it may run the new system, so it is put back too.
+        if (outcome.undo) undo.set(m, outcome.undo)
+        return 'failed'
+      }
       if (outcome.undo && m.report.changed) undo.set(m, outcome.undo)
       return m.report.result === 'unchanged' ? 'unchanged' : 'changed'
     },
@@ -201,7 +205,9 @@ async function deployAll(
 
 /**
  * rollback-fleet on one machine this run deployed: back on what it ran before (result
- * rolled-back), unless another deploy changed it since (then left as it is, with a warning).
+ * rolled-back), unless another deploy changed it since (then left as it is, with a warning). A
+ * machine whose own deploy failed after its activation (result failed) goes back the same way
+ * and stays a failure: its error is kept, and said again should putting it back fail too.
  */
 export async function revertMachine<M extends Pick<FleetMachine, 'name' | 'report'>>(
   m: M,
@@ -209,7 +215,11 @@ export async function revertMachine<M extends Pick<FleetMachine, 'name' | 'repor
   failedNames: string[],
   visit: Visit<M>
 ): Promise<void> {
-  const why = `another machine of the fleet failed (${failedNames.join(', ')})`
+  const own = failedResult(m.report) ? m.report.error : undefined
+  const others = failedNames.filter(n => n !== m.name)
+  const why = own
+    ? `its deploy failed after activating the new system${others.length > 0 ? `, and so did ${others.join(', ')}` : ''}`
+    : `another machine of the fleet failed (${failedNames.join(', ')})`
   await visit(m, async target => {
     target.log.info(`rolling back (rollback-fleet): ${why}`)
     const back = undo.recordWhenBack && {
@@ -219,8 +229,16 @@ export async function revertMachine<M extends Pick<FleetMachine, 'name' | 'repor
     const outcome = await revertDeploy(target, { ...undo, recordWhenBack: back })
     if (outcome.kind === 'moved-on') {
       m.report.warnings.push(
-        `not rolled back (rollback-fleet): it changed after this run deployed it (${outcome.now}); left as it is`
+        own
+          ? `not rolled back (rollback-fleet): it does not run what this run deployed (${outcome.now}); left as it is`
+          : `not rolled back (rollback-fleet): it changed after this run deployed it (${outcome.now}); left as it is`
       )
+      return
+    }
+    if (own) {
+      // Its own failure, rolled back: the result says so, as when its agent rolls back by itself.
+      Object.assign(m.report, { result: 'rolled-back', rolledBackTo: outcome.to })
+      m.report.warnings.push(`rolled back to ${outcome.to ?? 'what it ran'} by rollback-fleet: ${why}`)
       return
     }
     // The report annotates it (src/report/publish.ts): its result says what happened.
@@ -231,6 +249,8 @@ export async function revertMachine<M extends Pick<FleetMachine, 'name' | 'repor
       fleetRollback: why
     })
   })
+  // Putting it back failed (visitMachine reported that as its error): its deploy's error, said too.
+  if (own && m.report.error !== own) m.report.warnings.push(`its deploy had failed before: ${own.message}`)
 }
 
 /**
@@ -266,14 +286,17 @@ function dialer(
   return () => RemoteHost.connect(target, shared ?? jumps, { ...connect, sudo })
 }
 
-/** Connects to one machine and deploys it; 'failed' when it failed (reported already). */
+/**
+ * Connects to one machine and deploys it; `failed` when it failed (reported already), with what
+ * undoes its activation when that had succeeded before a later step failed.
+ */
 async function deployOne(
   m: FleetMachine,
   several: boolean,
   shared: SharedJump | undefined,
   deps: DeployDeps,
   opts: FleetOptions
-): Promise<DeployOutcome | 'failed'> {
+): Promise<DeployOutcome | { failed: true; undo?: UndoRecord }> {
   if (!m.deploy) {
     m.report.result = 'built'
     return { result: {} }
@@ -282,6 +305,7 @@ async function deployOne(
   const log: Log = machineLog(m.name, several, m.report.warnings)
   const timed = opts.timed(m.report)
   if (several) log.info(`deploying to ${endpoint.label}`)
+  let undo: UndoRecord | undefined
   try {
     const fresh = dialer(m.deploy, shared, opts.connect)
     // An early dial that failed during the build is tried once more now, as it would have been.
@@ -292,11 +316,12 @@ async function deployOne(
     )
     const outcome = await deployToTarget(target, job, deps, timed)
     applyMachineResult(m.report, outcome.result)
+    undo = outcome.undo
     if (outcome.error !== undefined) throw outcome.error
     if (several) log.info(`${m.report.result}`)
     return outcome
   } catch (e) {
     reportFailure(m.report, e, several ? m.name : '')
-    return 'failed'
+    return { failed: true, undo }
   }
 }

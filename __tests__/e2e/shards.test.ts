@@ -318,4 +318,41 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
     expect([reread.pf1['shard-outcome'], reread.pf2['shard-outcome']]).toEqual(['rolled-back', 'rolled-back'])
     expect(fleetExec(1, 'cat /nix/var/nix-deploy-action/plan-record')).toMatch(/^by-rollback-fleet=1$/m)
   }, 900_000)
+
+  it("a shard's Pi that fails after activating (its deployed record cannot be written): with rollback-fleet the shard puts it back too, a failure still", async () => {
+    const system = (i: number) => ({
+      current: fleetExec(i, 'readlink /run/current-system'),
+      profile: fleetExec(i, 'readlink /nix/var/nix/profiles/system')
+    })
+    const before = [system(1), system(2)]
+    const { text, plan } = await buildJob('shards-d')
+    const top = plan.machines[0].storePath
+    expect(before.map(b => b.current)).not.toContain(top)
+    // On pf2 only (the marker is in its own /nix), the health check, which passes, leaves the record
+    // a mount point: renaming the deployed record over it fails (EBUSY), in the deploy's last
+    // command, after the activation was confirmed: the Pi runs the new system, and its deploy failed.
+    const record = '/nix/var/nix-deploy-action/plan-record'
+    const marker = '/nix/var/nda-test-record-busy'
+    fleetExec(2, `touch ${marker}`)
+    try {
+      const one = await shardJob(text, '1', {
+        'rollback-fleet': 'true',
+        'health-checks': `[ ! -e ${marker} ] || mountpoint -q ${record} || mount --bind ${marker} ${record}`
+      })
+      expect(fleetExec(2, `mountpoint -q ${record} && echo busy`)).toBe('busy')
+      expect(one.exitCode).not.toBe(0)
+      expect(JSON.parse(one.outputs.results)).toMatchObject({
+        pf1: { result: 'rolled-back', shard: '1' },
+        pf2: { result: 'rolled-back', shard: '1' }
+      })
+      // pf2's own failure is its error; pf1 was put back for it.
+      expect(one.log).toMatch(/::error title=[^:]*pf2[^:]*activate failed::/)
+      expect(one.log).not.toMatch(/::error title=[^:]*pf1/)
+      expect(fleetExec(1, `cat ${record}`)).toMatch(/^by-rollback-fleet=1$/m)
+    } finally {
+      fleetExec(2, `umount ${record} 2>/dev/null; rm -f ${marker}`)
+    }
+    // Both run and boot what they did before: none of the fleet is left on the new system.
+    expect([system(1), system(2)]).toEqual(before)
+  }, 900_000)
 })

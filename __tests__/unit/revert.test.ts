@@ -2,6 +2,9 @@ import { DeployJob, deployToTarget, Timed } from '../../src/deploy/deploy'
 import { goalOf } from '../../src/deploy/goal'
 import { movedOn, pruneAfterFleet, revertDeploy } from '../../src/deploy/revert'
 import { ActionError } from '../../src/errors'
+import { revertMachine, Visit } from '../../src/fleet'
+import { reportFailure } from '../../src/report/failure'
+import { DeployReport } from '../../src/report/report'
 import { FakeTarget, fakeCopy, fakeJob, storePath } from './fake-target'
 
 /**
@@ -129,5 +132,72 @@ describe('rollback-fleet: undoing a finished deploy', () => {
     await expect(pruneAfterFleet(t, 1)).resolves.toEqual([])
     expect(t.calls).toEqual(['lock acquire'])
     expect(t.log.lines.join('\n')).toMatch(/old generations not pruned: .* is locked by another deploy/)
+  })
+
+  describe('a machine whose own deploy failed after its activation (its last command lost on the link)', () => {
+    const stamp = { plan: '0123456789abcdef', shard: '1' }
+    /** The fleet's visit (visitMachine) over a FakeTarget: a failure is the machine's, reported. */
+    const visitOf =
+      (t: FakeTarget): Visit<{ name: string; report: DeployReport }> =>
+      async (m, fn) =>
+        fn(t as never).catch((e: unknown) => reportFailure(m.report, e))
+
+    async function failedAfterActivating(t: FakeTarget) {
+      t.wrapUpLinkFails = 'after-record'
+      const outcome = await deployToTarget(t, { ...job(), planStamp: stamp }, fakeCopy([]), timed)
+      expect(outcome.error).toBeInstanceOf(ActionError)
+      expect(t.current).toBe(NEW)
+      const report: DeployReport = { timings: [], warnings: [] }
+      reportFailure(report, outcome.error)
+      t.calls = []
+      return { undo: outcome.undo, m: { name: 'pi', report } }
+    }
+
+    it('its undo comes with the failure; rollback-fleet puts it back, and it stays a failure with its error', async () => {
+      const t = new FakeTarget(OLD)
+      const { undo, m } = await failedAfterActivating(t)
+      // Its record, once back, says its own deploy failed (not put back for another machine).
+      expect(undo).toMatchObject({ toplevel: NEW, generation: 2, before: { current: OLD } })
+      expect(undo!.recordWhenBack).toMatchObject({ ...stamp, state: 'rolled-back', system: NEW })
+      expect(undo!.recordWhenBack!.byRollbackFleet).toBeUndefined()
+      const error = m.report.error!
+      await revertMachine(m, undo!, ['pi', 'pi2'], visitOf(t))
+      expect(t.current).toBe(OLD)
+      expect(t.profile).toBe(OLD)
+      expect(m.report).toMatchObject({ result: 'rolled-back', rolledBackTo: OLD, error })
+      expect(m.report.fleetRollback).toBeUndefined()
+      expect(t.planRecord).toMatchObject({ state: 'rolled-back', message: error.message })
+      expect(t.planRecord!.byRollbackFleet).toBeUndefined()
+      expect(t.calls[0]).toBe('lock acquire')
+      expect(t.calls.slice(-2)).toEqual(['writePlanRecord rolled-back', 'lock release'])
+    })
+
+    it('putting it back fails too: that is its error now, and the first one is kept as a warning', async () => {
+      const t = new FakeTarget(OLD)
+      const { undo, m } = await failedAfterActivating(t)
+      const first = m.report.error!.message
+      t.lockOwner = 'other'
+      await revertMachine(m, { ...undo!, lockTimeoutSeconds: 0 }, ['pi'], visitOf(t))
+      expect(t.current).toBe(NEW)
+      expect(m.report.result).toBe('failed')
+      expect(m.report.error!.message).toMatch(/is locked by another deploy/)
+      expect(m.report.warnings).toEqual([`its deploy had failed before: ${first}`])
+    })
+
+    it('one rolled back by its own agent leaves nothing for rollback-fleet to undo', async () => {
+      const t = new FakeTarget(OLD)
+      t.failingChecks.add('check-new')
+      const outcome = await deployToTarget(
+        t,
+        fakeJob(NEW, 'switch', {
+          name: 'pi',
+          activation: { ...fakeJob(NEW).activation, healthChecks: ['check-new'], healthTimeoutSeconds: 1 }
+        }),
+        fakeCopy([]),
+        timed
+      )
+      expect(outcome.result.result).toBe('rolled-back')
+      expect(outcome.undo).toBeUndefined()
+    }, 20_000)
   })
 })

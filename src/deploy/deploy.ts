@@ -94,7 +94,10 @@ export type Timed = <T>(phase: Phase, fn: () => Promise<T>) => Promise<T>
 export interface DeployOutcome {
   result: MachineResult
   error?: unknown
-  /** Set when this deploy activated a system without rebooting: how a fleet rollback undoes it. */
+  /**
+   * Set when this deploy activated a system without rebooting, also when a step after that failed
+   * (its last command, the checks of what it runs): how a fleet rollback undoes it.
+   */
   undo?: UndoRecord
 }
 
@@ -119,7 +122,7 @@ export async function deployToTarget(
     if (e instanceof RolledBackError)
       Object.assign(run.result, { result: 'rolled-back', rolledBackTo: e.rolledBackTo })
     await run.recordFailure(e)
-    return { result: run.result, error: e }
+    return { result: run.result, error: e, undo: run.undoAfterFailure(e) }
   } finally {
     await run.cleanUp()
   }
@@ -278,6 +281,21 @@ class DeployRun {
       ? sent.record
       : { ...this.planRecord(rolledBack ? 'rolled-back' : 'failed', recordFrom), message: errorMessage(e) }
     await leavePlanRecord(target, record, lock, RECORD_FAILURE_TIMEOUT_MS)
+  }
+
+  /**
+   * A deploy that failed after its activation succeeded (its last command, the checks after it):
+   * the machine may run the new system, so rollback-fleet still puts it back (only while it runs
+   * it: movedOn), and its record then says that its own deploy failed, not that another's did.
+   */
+  undoAfterFailure(e: unknown): UndoRecord | undefined {
+    const { undo, job, recordFrom } = this
+    if (!undo || e instanceof RolledBackError) return undefined
+    const failed =
+      job.planStamp && recordFrom
+        ? { ...this.planRecord('rolled-back', recordFrom), message: errorMessage(e) }
+        : undefined
+    return { ...undo, recordWhenBack: failed }
   }
 
   /**
