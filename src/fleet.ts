@@ -218,7 +218,7 @@ export async function revertMachine<M extends Pick<FleetMachine, 'name' | 'repor
   const own = failedResult(m.report) ? m.report.error : undefined
   const others = failedNames.filter(n => n !== m.name)
   const why = own
-    ? `its deploy failed after activating the new system${others.length > 0 ? `, and so did ${others.join(', ')}` : ''}`
+    ? `its own deploy failed after activating the new system${others.length > 0 ? ` (${others.join(', ')} failed too)` : ''}`
     : `another machine of the fleet failed (${failedNames.join(', ')})`
   await visit(m, async target => {
     target.log.info(`rolling back (rollback-fleet): ${why}`)
@@ -236,9 +236,8 @@ export async function revertMachine<M extends Pick<FleetMachine, 'name' | 'repor
       return
     }
     if (own) {
-      // Its own failure, rolled back: the result says so, as when its agent rolls back by itself.
-      Object.assign(m.report, { result: 'rolled-back', rolledBackTo: outcome.to })
-      m.report.warnings.push(`rolled back to ${outcome.to ?? 'what it ran'} by rollback-fleet: ${why}`)
+      // Still a failure (its error stays): the report says rollback-fleet put it back, and why.
+      Object.assign(m.report, { result: 'rolled-back', rolledBackTo: outcome.to, failureRolledBack: why })
       return
     }
     // The report annotates it (src/report/publish.ts): its result says what happened.

@@ -93,6 +93,8 @@ export class FakeTarget implements Target {
   onWrapUp: (() => void) | undefined
   /** The link fails during wrapUp: before the target did anything, or after it wrote the record. */
   wrapUpLinkFails: 'before' | 'after-record' | undefined
+  /** The link fails on this many lock releases to come (a deploy's cleanUp on a link still down). */
+  lockReleaseLinkFails = 0
   /** /boot: free bytes and the files in it (undefined: no /boot). */
   bootFreeBytes: number | undefined
   bootFiles: string[] = []
@@ -214,6 +216,10 @@ export class FakeTarget implements Target {
   async lock(verb: LockVerb, req: LockRequest): Promise<string> {
     this.calls.push(`lock ${verb}`)
     if (verb === 'release') {
+      if (this.lockReleaseLinkFails > 0) {
+        this.lockReleaseLinkFails--
+        throw new ActionError(`lost the SSH connection to ${this.label}`, '', 'connect')
+      }
       if (this.lockOwner !== req.id) return 'not-held'
       this.lockOwner = undefined
       return 'released'

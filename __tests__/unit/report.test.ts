@@ -179,4 +179,35 @@ describe('several machines', () => {
       '<details open><summary>pi3: ↩️ Rolled back by rollback-fleet: another machine failed</summary>'
     )
   })
+
+  it('rollback-fleet: a machine whose own deploy failed after its activation, put back, is one of the failures, its error shown', () => {
+    const md = renderSummary(
+      run(
+        [
+          'pi3',
+          host('rolled-back', {
+            rolledBackTo: PREV,
+            fleetRollback: 'another machine of the fleet failed (pi3b)'
+          })
+        ],
+        [
+          'pi3b',
+          host('rolled-back', {
+            rolledBackTo: PREV,
+            failureRolledBack: 'its own deploy failed after activating the new system',
+            error: { message: 'lost the SSH connection', hint: 'check the link', phase: 'verify' }
+          })
+        ]
+      )
+    )
+    const lines = md.split('\n')
+    expect(lines[0]).toMatch(/\(1 of 2 machines; 1 rolled back by rollback-fleet\)$/)
+    expect(md).toContain('**pi3b failed (verify):** lost the SSH connection')
+    expect(md).toContain(
+      `**pi3b rolled back (rollback-fleet):** back on <code>${PREV}</code>: its own deploy failed after activating the new system`
+    )
+    expect(md).toContain(
+      '<details open><summary>pi3b: ↩️ Rolled back by rollback-fleet after its own deploy failed</summary>'
+    )
+  })
 })

@@ -164,11 +164,18 @@ describe('rollback-fleet: undoing a finished deploy', () => {
       await revertMachine(m, undo!, ['pi', 'pi2'], visitOf(t))
       expect(t.current).toBe(OLD)
       expect(t.profile).toBe(OLD)
-      expect(m.report).toMatchObject({ result: 'rolled-back', rolledBackTo: OLD, error })
+      expect(m.report).toMatchObject({
+        result: 'rolled-back',
+        rolledBackTo: OLD,
+        error,
+        failureRolledBack: 'its own deploy failed after activating the new system (pi2 failed too)'
+      })
+      // Not counted as put back for another machine: it is one of the fleet's failures.
       expect(m.report.fleetRollback).toBeUndefined()
       expect(t.planRecord).toMatchObject({ state: 'rolled-back', message: error.message })
       expect(t.planRecord!.byRollbackFleet).toBeUndefined()
-      expect(t.calls[0]).toBe('lock acquire')
+      // Its own lock first (its cleanUp released it already: not held), then the rollback's.
+      expect(t.calls.slice(0, 2)).toEqual(['lock release', 'lock acquire'])
       expect(t.calls.slice(-2)).toEqual(['writePlanRecord rolled-back', 'lock release'])
     })
 
@@ -184,20 +191,25 @@ describe('rollback-fleet: undoing a finished deploy', () => {
       expect(m.report.warnings).toEqual([`its deploy had failed before: ${first}`])
     })
 
-    it('one rolled back by its own agent leaves nothing for rollback-fleet to undo', async () => {
+    it('a lock its lost link kept it from releasing is its own: released first, so the rollback does not wait out the lease', async () => {
       const t = new FakeTarget(OLD)
-      t.failingChecks.add('check-new')
-      const outcome = await deployToTarget(
-        t,
-        fakeJob(NEW, 'switch', {
-          name: 'pi',
-          activation: { ...fakeJob(NEW).activation, healthChecks: ['check-new'], healthTimeoutSeconds: 1 }
-        }),
-        fakeCopy([]),
-        timed
-      )
-      expect(outcome.result.result).toBe('rolled-back')
-      expect(outcome.undo).toBeUndefined()
-    }, 20_000)
+      t.wrapUpLinkFails = 'before'
+      // The link is still down for the deploy's cleanUp: its release fails, the lease stays.
+      t.lockReleaseLinkFails = 1
+      const outcome = await deployToTarget(t, { ...job(), planStamp: stamp }, fakeCopy([]), timed)
+      const held = t.lockOwner
+      expect(held).toBeDefined()
+      expect(outcome.undo?.leftLock?.id).toBe(held)
+      const report: DeployReport = { timings: [], warnings: [] }
+      reportFailure(report, outcome.error)
+      const m = { name: 'pi', report }
+      t.calls = []
+      // No time to wait for the lease (lock-timeout 0): only its release lets the rollback in.
+      await revertMachine(m, { ...outcome.undo!, lockTimeoutSeconds: 0 }, ['pi'], visitOf(t))
+      expect(t.current).toBe(OLD)
+      expect(m.report.result).toBe('rolled-back')
+      expect(t.calls.slice(0, 2)).toEqual(['lock release', 'lock acquire'])
+      expect(t.lockOwner).toBeUndefined()
+    })
   })
 })

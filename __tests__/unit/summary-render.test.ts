@@ -151,7 +151,16 @@ const ONE: DeployReport = {
 }
 
 /** Several machines: names, tags, rollback-fleet's text and the run's own warnings too. */
-const FLEET_FIELDS = ['fleet warning', 'machine A', 'machine B', 'tag B', 'fleetRollback B', 'rolledBackTo B']
+const FLEET_FIELDS = [
+  'fleet warning',
+  'machine A',
+  'machine B',
+  'tag B',
+  'fleetRollback B',
+  'rolledBackTo B',
+  'machine C',
+  'failureRolledBack C'
+]
 const FLEET: DeployReport = {
   result: 'failed',
   builtDerivations: 1,
@@ -168,6 +177,19 @@ const FLEET: DeployReport = {
         rolledBackTo: hostile('rolledBackTo B'),
         fleetRollback: hostile('fleetRollback B'),
         storePath: P('nixos-system-b'),
+        timings: [],
+        warnings: []
+      }
+    },
+    {
+      // Its own deploy failed after its activation, and rollback-fleet put it back.
+      machine: hostile('machine C'),
+      report: {
+        result: 'rolled-back',
+        host: 'root@pi.lan',
+        rolledBackTo: P('nixos-system-c-before'),
+        failureRolledBack: hostile('failureRolledBack C'),
+        error: { message: 'lost the SSH connection', hint: 'Check the link.', phase: 'verify' },
         timings: [],
         warnings: []
       }

@@ -290,12 +290,13 @@ class DeployRun {
    */
   undoAfterFailure(e: unknown): UndoRecord | undefined {
     const { undo, job, recordFrom } = this
+    // (An agent's own rollback throws before the undo is set: checked all the same.)
     if (!undo || e instanceof RolledBackError) return undefined
     const failed =
       job.planStamp && recordFrom
         ? { ...this.planRecord('rolled-back', recordFrom), message: errorMessage(e) }
         : undefined
-    return { ...undo, recordWhenBack: failed }
+    return { ...undo, recordWhenBack: failed, leftLock: this.held?.request }
   }
 
   /**

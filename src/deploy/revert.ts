@@ -27,6 +27,12 @@ export interface UndoRecord {
   lockTimeoutSeconds: number
   /** A deploy plan's machine: the record rollback-fleet leaves once it is back, under the lock. */
   recordWhenBack?: PlanRecord
+  /**
+   * A deploy that failed after its activation: its own lock, which its lost link may not have let
+   * it release. Released first, so the rollback does not wait out that lease (its finished agent,
+   * releasing it later, then finds it not held).
+   */
+  leftLock?: LockRequest
 }
 
 /** What a fleet rollback came to on one machine. */
@@ -43,6 +49,7 @@ export type RevertOutcome =
  * target runs when putting it back failed.
  */
 export async function revertDeploy(target: Target, undo: UndoRecord): Promise<RevertOutcome> {
+  if (undo.leftLock) await target.lock('release', undo.leftLock).catch(() => undefined)
   const lock = await DeployLock.acquire(target, undo.lockTimeoutSeconds)
   let agentKeepsLock = false
   try {
@@ -51,7 +58,7 @@ export async function revertDeploy(target: Target, undo: UndoRecord): Promise<Re
     if (moved !== undefined) {
       // The fleet records it as the machine's warning (src/fleet.ts revertMachine).
       target.log.info(
-        `not rolled back: ${target.label} changed after this run deployed it (${moved}); left as it is`
+        `not rolled back: ${target.label} does not run what this run deployed (${moved}); left as it is`
       )
       return { kind: 'moved-on', now: moved }
     }

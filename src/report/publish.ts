@@ -37,13 +37,11 @@ function annotate(report: DeployReport): void {
   for (const { machine, report: m } of report.hosts ?? []) {
     const who = `${machine}: `
     for (const w of m.warnings) core.warning(w.startsWith(who) ? w : `${who}${w}`)
-    if (m.fleetRollback)
-      core.warning(
-        `${who}rolled back to ${m.rolledBackTo ?? 'what it ran'} (rollback-fleet): ${m.fleetRollback}`,
-        {
-          title: `nix-deploy-action: ${who}rolled back`
-        }
-      )
+    const putBack = m.fleetRollback ?? m.failureRolledBack
+    if (putBack)
+      core.warning(`${who}rolled back to ${m.rolledBackTo ?? 'what it ran'} (rollback-fleet): ${putBack}`, {
+        title: `nix-deploy-action: ${who}rolled back`
+      })
     if (m.error) annotateError(m.error, who)
   }
   if (report.error) annotateError(report.error, '')

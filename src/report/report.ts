@@ -59,6 +59,11 @@ export interface DeployReport {
    * machine failed (result rolled-back): why, naming the machines that failed.
    */
   fleetRollback?: string
+  /**
+   * Set when this machine's own deploy failed after its activation and rollback-fleet put it back
+   * (result rolled-back, its error kept): why.
+   */
+  failureRolledBack?: string
   /** A deploy plan's shard this machine is in (a shard job's, mode report's). */
   shard?: string
   /**

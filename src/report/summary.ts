@@ -107,12 +107,14 @@ function renderMachines(r: DeployReport): string {
         `**What to do:** ${prose(h.error.hint)}`,
         ''
       )
-  for (const { machine, report: h } of hosts)
-    if (h.fleetRollback)
+  for (const { machine, report: h } of hosts) {
+    const why = h.fleetRollback ?? h.failureRolledBack
+    if (why)
       lines.push(
-        `**${escapeMarkdown(machine)} rolled back (rollback-fleet):** back on ${code(h.rolledBackTo ?? 'what it ran')}: ${prose(h.fleetRollback)}`,
+        `**${escapeMarkdown(machine)} rolled back (rollback-fleet):** back on ${code(h.rolledBackTo ?? 'what it ran')}: ${prose(why)}`,
         ''
       )
+  }
   for (const w of r.warnings) lines.push(`> [!WARNING]`, `> ${prose(w)}`, '')
   lines.push(...machineTable(hosts), '')
   if (r.builtDerivations !== undefined)
@@ -159,6 +161,7 @@ function machineTable(hosts: NonNullable<DeployReport['hosts']>): string[] {
 
 function verdictOf(r: DeployReport): string {
   if (r.fleetRollback) return '↩️ Rolled back by rollback-fleet: another machine failed'
+  if (r.failureRolledBack) return '↩️ Rolled back by rollback-fleet after its own deploy failed'
   return VERDICT[r.result ?? 'failed'] ?? r.result ?? ''
 }
 
