@@ -8,7 +8,7 @@
  * before, each under its deploy lock, as one job's rollback-fleet does (src/fleet.ts).
  */
 import { ActivationSettings } from './deploy/activate'
-import { DeployMode, goalOf } from './deploy/goal'
+import { DeployMode, goalOf, verifyProblems } from './deploy/goal'
 import { UndoRecord } from './deploy/revert'
 import { ActionError } from './errors'
 import { FleetOptions, MachineReach, revertMachine, Visit, visitMachine, withSharedJump } from './fleet'
@@ -16,8 +16,9 @@ import { machineLog } from './log/untrusted'
 import { DeployReport, failedResult, ShardOutcome } from './report/report'
 import { inParallel } from './rollout'
 import { PlanRecord, shardOutcome } from './target/plan-record'
-import { RemoteState } from './target/remote-state'
-import { SshTarget } from './target/ssh-target'
+import { DeployLock } from './target/lock/runner'
+import { generationOf, RemoteState } from './target/remote-state'
+import { Target } from './target/target'
 
 /** mode report: one machine of a deploy plan, and what the plan has for it. */
 export interface LookedAtMachine {
@@ -37,13 +38,22 @@ export interface FleetLook {
   planId: string
   /** rollback-fleet: how the deployed machines go back (this job's timeouts). */
   rollback?: { settings: ActivationSettings; lockTimeoutSeconds: number }
+  /** How long to wait for a deploy of the plan that has not ended on a machine (lock-timeout). */
+  lockTimeoutSeconds: number
+}
+
+/** What the report job learned of a machine that runs the plan's system. */
+interface Looked {
+  record: PlanRecord | undefined
+  /** Read again once no deploy held its lock: a started record's deploy, which did not record its end. */
+  settled?: RemoteState
 }
 
 export async function lookAtFleet(machines: LookedAtMachine[], opts: FleetLook): Promise<void> {
   const several = machines.length > 1
   // The planned path, also for a machine that cannot be reached: what it should run.
   for (const m of machines) Object.assign(m.report, { storePath: m.planned, shard: m.shard })
-  const records = new Map<LookedAtMachine, PlanRecord | undefined>()
+  const looks = new Map<LookedAtMachine, Looked>()
   await withSharedJump(
     machines.map(m => m.reach),
     opts.connect,
@@ -52,7 +62,7 @@ export async function lookAtFleet(machines: LookedAtMachine[], opts: FleetLook):
         visitMachine(m, m.reach, several, shared, opts.connect, fn)
       await inParallel(machines, opts.parallel, m =>
         visit(m, async target => {
-          records.set(m, await lookAt(m, target, opts.planId))
+          looks.set(m, await lookAt(m, target, opts))
         })
       )
       const failed = machines.filter(m => failedResult(m.report)).map(m => m.name)
@@ -63,7 +73,8 @@ export async function lookAtFleet(machines: LookedAtMachine[], opts: FleetLook):
         machines.filter(m => m.report.result === 'deployed'),
         opts.parallel,
         async m => {
-          const undo = undoOf(m, records.get(m), opts.planId, { ...rollback, why })
+          const { record, settled } = looks.get(m)!
+          const undo = undoOf(m, record, opts.planId, { ...rollback, why }, settled)
           if (typeof undo !== 'string') return revertMachine(m, undo, failed, visit)
           machineLog(m.name, several, m.report.warnings).warning(`not rolled back (rollback-fleet): ${undo}`)
         }
@@ -72,17 +83,31 @@ export async function lookAtFleet(machines: LookedAtMachine[], opts: FleetLook):
   )
 }
 
-/** What the machine runs; the plan record it holds (for rollback-fleet). Throws when it does not run the plan's system. */
-async function lookAt(
-  m: LookedAtMachine,
-  target: SshTarget,
-  planId: string
-): Promise<PlanRecord | undefined> {
-  const state = await target.readState()
+/**
+ * What the machine runs; the plan record it holds (for rollback-fleet). Throws when it does not
+ * run the plan's system. (Exported for the unit tests, over a FakeTarget.)
+ */
+export async function lookAt(m: LookedAtMachine, target: Target, opts: FleetLook): Promise<Looked> {
+  let state = await target.readState()
+  let settled: RemoteState | undefined
+  // A deploy of this plan started here and did not record its end, and the machine runs the plan's
+  // system: its activation agent may still be deciding (a shard job cancelled during its health
+  // checks sends no confirmation, and the agent rolls back). Read again once the lock is free.
+  if (runsPlanned(state, m) && startedHere(state.planRecord, opts.planId)) {
+    target.log.info(
+      `${target.label}: the deploy plan's deploy started here and has not recorded its end: reading it again once its deploy lock is free`
+    )
+    settled = state = await readWhenUnlocked(m, target, opts.lockTimeoutSeconds)
+  }
   const record = state.planRecord
-  // A shard in mode boot leaves the plan's system in the profile, to run after the next reboot.
-  if (state.current !== m.planned && state.profile !== m.planned) {
-    const outcome = shardOutcome(planId, record)
+  // That deploy, once it ended, counts only as its mode leaves the machine: one whose agent's
+  // rollback failed half-way (the profile back, not what runs) does not run the plan's system.
+  const runs =
+    settled && record && startedHere(record, opts.planId)
+      ? verifyProblems(goalOf(record.mode as DeployMode), settled, m.planned).length === 0
+      : runsPlanned(state, m)
+  if (!runs) {
+    const outcome = shardOutcome(opts.planId, record)
     m.report.shardOutcome = outcome
     throw notRunning(target.label, m, state.current, outcome, record)
   }
@@ -93,7 +118,43 @@ async function lookAt(
       ? `${target.label} runs the deploy plan's ${m.planned}`
       : `${target.label} boots the deploy plan's ${m.planned} next (its system profile); it runs ${state.current ?? 'no system'} until then`
   )
-  return record
+  if (startedHere(record, opts.planId))
+    m.report.warnings.push(
+      "its shard's job stopped before recording how its deploy ended (cancelled, or its link lost); it runs (or boots next) the plan's system"
+    )
+  return { record, settled }
+}
+
+/** Whether it runs the plan's system (a shard in mode boot leaves it in the profile, to run after the next reboot). */
+function runsPlanned(state: RemoteState, m: LookedAtMachine): boolean {
+  return state.current === m.planned || state.profile === m.planned
+}
+
+function startedHere(record: PlanRecord | undefined, planId: string): boolean {
+  return record?.plan === planId && record.state === 'started'
+}
+
+/** The state read under the machine's deploy lock: once a deploy that holds it has ended. */
+async function readWhenUnlocked(
+  m: LookedAtMachine,
+  target: Target,
+  timeoutSeconds: number
+): Promise<RemoteState> {
+  const lock = await DeployLock.acquire(target, timeoutSeconds).catch((e: unknown) => {
+    if (!(e instanceof ActionError)) throw e
+    // Not known to be deployed: its shard's deploy stopped before it ended (as far as its record tells).
+    m.report.shardOutcome = 'stopped'
+    throw new ActionError(
+      `${target.label} runs the deploy plan's system, but its deploy has not ended: ${e.message}`,
+      `Its activation agent may still roll it back. Run this job again once that deploy has ended (or raise lock-timeout).`,
+      'verify'
+    )
+  })
+  try {
+    return await target.readState()
+  } finally {
+    await lock.release()
+  }
 }
 
 /** Why a machine does not run the plan's system, as its shard's record tells it. */
@@ -146,24 +207,37 @@ export function undoOf(
   m: LookedAtMachine,
   record: PlanRecord | undefined,
   planId: string,
-  rollback: NonNullable<FleetLook['rollback']> & { why: string }
+  rollback: NonNullable<FleetLook['rollback']> & { why: string },
+  settled?: RemoteState
 ): UndoRecord | string {
   if (record?.plan !== planId || record.system !== m.planned)
     return "no shard of this plan changed it (it ran the plan's system before)"
   if (record.rebooted) return 'it rebooted into the new system'
-  const before = recordedBefore(record)
+  // A started record, read again under the lock once its deploy ended (settled): the deploy
+  // activated and was confirmed, and stopped before it recorded so (its job cancelled, its link lost).
+  const started = record.state === 'started'
+  // Booted into the plan's system since (a reboot's deploy stopped after its trial): not undone.
+  if (started && settled?.booted?.system === m.planned) return 'it rebooted into the new system'
+  const before = started && !settled ? undefined : recordedBefore(record)
   if (!before || !UNDONE_MODES.includes(record.mode))
     return 'its shard left no way back on it (its plan record)'
   const goal = goalOf(record.mode as DeployMode)
-  // The generation it made is how a later deploy is told apart (movedOn): without it, not undone.
-  if (goal.setsProfile && record.generation === undefined)
+  // The generation it made (for a started record: the one the profile holds now, which has the
+  // plan's system) is how a later deploy is told apart (movedOn): without it, not undone.
+  const generation = !started
+    ? record.generation
+    : settled?.profile === m.planned
+      ? generationOf(settled.profileLink)
+      : undefined
+  if (goal.setsProfile && generation === undefined)
     return 'its shard left no way back on it (no generation in its plan record)'
   return {
     toplevel: record.system,
     goal,
     before,
-    generation: record.generation,
-    createdNew: record.createdNew ?? false,
+    generation,
+    // Not known of a started record: the generation is then kept (only the profile goes back).
+    createdNew: started ? false : (record.createdNew ?? false),
     settings: rollback.settings,
     lockTimeoutSeconds: rollback.lockTimeoutSeconds,
     // A later report finds it rolled back, and why, not "changed since".
@@ -171,9 +245,10 @@ export function undoOf(
   }
 }
 
-/** The "before" of a deployed record, as the state a fleet rollback goes back to (undefined: none to go back to). */
+/** The "before" of a deployed (or started) record, as the state a fleet rollback goes back to (undefined: none to go back to). */
 export function recordedBefore(r: PlanRecord): RemoteState | undefined {
-  if (r.state !== 'deployed' || r.rebooted || r.beforeCurrent === undefined) return undefined
+  if ((r.state !== 'deployed' && r.state !== 'started') || r.rebooted || r.beforeCurrent === undefined)
+    return undefined
   return {
     current: r.beforeCurrent,
     profile: r.beforeProfile,

@@ -151,7 +151,14 @@ function lookOptions(run: RunPlan, doc: DeployPlanDoc, machines: Machine[]): Fle
           lockTimeoutSeconds: plan.job.lockTimeoutSeconds
         }
       : undefined
-  return { parallel: run.fleet.parallel, connect: run.connect, planId: doc.id, rollback }
+  return {
+    parallel: run.fleet.parallel,
+    connect: run.connect,
+    planId: doc.id,
+    rollback,
+    // (No plan of mode report: no machine to look at.)
+    lockTimeoutSeconds: plan?.job.lockTimeoutSeconds ?? 0
+  }
 }
 
 /** Where the fleet dials a machine; proxy-command's %n is its name in a network file, else its host. */

@@ -355,4 +355,42 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
     // Both run and boot what they did before: none of the fleet is left on the new system.
     expect([system(1), system(2)]).toEqual(before)
   }, 900_000)
+
+  it('a shard job cancelled during its health checks: the report job waits for that deploy to end (its agent rolls back) and does not call the Pi deployed', async () => {
+    const system = () => ({
+      current: fleetExec(1, 'readlink /run/current-system'),
+      profile: fleetExec(1, 'readlink /nix/var/nix/profiles/system')
+    })
+    const before = system()
+    const { text, plan } = await buildJob('shards-e')
+    const top = plan.machines[0].storePath
+    expect(before.current).not.toBe(top)
+    // pf1 alone (parallel 1); its health check takes longer than the test waits (it ends by itself).
+    let job: ChildProcess | undefined
+    const one = shardJob(
+      text,
+      '1',
+      { parallel: '1', 'health-checks': 'sleep 40', 'health-timeout': '20', 'confirm-timeout': '45' },
+      { timeoutMs: 600_000, onOutput: (_, child) => (job = child) }
+    )
+    try {
+      // Cancelled once pf1 runs the new system: its agent waits for a confirmation that never comes.
+      const deadline = Date.now() + 300_000
+      while (fleetExec(1, 'readlink /run/current-system') !== top) {
+        expect(Date.now()).toBeLessThan(deadline)
+        await new Promise(r => setTimeout(r, 200))
+      }
+    } finally {
+      job?.kill('SIGINT')
+    }
+    expect((await one).exitCode).not.toBe(0)
+
+    // At once, as a workflow's `if: always()` job after a cancel: pf1 still runs the new system.
+    const report = await reportJob(text)
+    expect(report.exitCode).not.toBe(0)
+    const all = JSON.parse(report.outputs.results) as Record<string, Record<string, string>>
+    expect([all.pf1.result, all.pf1['shard-outcome']]).toEqual(['failed', 'stopped'])
+    expect(all.pf2['shard-outcome']).toBe('not-reached')
+    expect(system()).toEqual(before)
+  }, 900_000)
 })

@@ -1,6 +1,9 @@
 import { formatPlanRecord, PlanRecord, planStamp, shardOutcome } from '../../src/target/plan-record'
 import { parseRemoteState } from '../../src/target/remote-state'
-import { LookedAtMachine, recordedBefore, undoOf } from '../../src/fleet-report'
+import { lookAt, LookedAtMachine, recordedBefore, undoOf } from '../../src/fleet-report'
+import { ActionError } from '../../src/errors'
+import { DeployReport } from '../../src/report/report'
+import { FakeTarget } from './fake-target'
 
 /**
  * The record a deploy plan's shard job leaves on each machine (src/target/plan-record.ts), as the
@@ -95,14 +98,16 @@ describe('the plan record', () => {
     expect(shardOutcome(PLAN, deployed)).toBe('moved-on')
   })
 
-  it('the way back is only a deployed record without a reboot', () => {
+  it('the way back is only that of a deployed (or started) record without a reboot', () => {
     expect(recordedBefore(deployed)).toMatchObject({
       current: OLD,
       profile: OLD,
       profileLink: 'system-4-link'
     })
+    expect(recordedBefore({ ...deployed, state: 'started' })).toMatchObject({ current: OLD })
     expect(recordedBefore({ ...deployed, rebooted: true })).toBeUndefined()
-    expect(recordedBefore({ ...deployed, state: 'started' })).toBeUndefined()
+    for (const state of ['failed', 'rolled-back', 'unchanged'] as const)
+      expect(recordedBefore({ ...deployed, state })).toBeUndefined()
     expect(recordedBefore({ ...deployed, beforeCurrent: undefined })).toBeUndefined()
   })
 
@@ -160,5 +165,128 @@ describe('rollback-fleet in the report job: which machines it puts back, from th
     expect(typeof undo({ ...deployed, mode: 'test', generation: undefined, createdNew: undefined })).toBe(
       'object'
     )
+  })
+
+  it("a started record's deploy, read again under its lock once it ended and running the plan's system: back, keeping the generation it made", () => {
+    const started: PlanRecord = {
+      ...deployed,
+      state: 'started',
+      generation: undefined,
+      createdNew: undefined
+    }
+    const settled = {
+      current: NEW,
+      profile: NEW,
+      profileLink: 'system-6-link',
+      hasNixStore: true,
+      bootFiles: []
+    }
+    // Not read under the lock: its agent may still have been deciding; nothing to go by.
+    expect(typeof undo(started)).toBe('string')
+    expect(undoOf(machine, started, PLAN, rollback, settled)).toMatchObject({
+      toplevel: NEW,
+      before: { current: OLD, profile: OLD, profileLink: 'system-4-link' },
+      // The generation the profile holds (with the plan's system), not deleted: not known to be new.
+      generation: 6,
+      createdNew: false,
+      recordWhenBack: { state: 'rolled-back', byRollbackFleet: true }
+    })
+    // Its profile no longer holds the plan's system: which generation was the plan's is unknown.
+    expect(typeof undoOf(machine, started, PLAN, rollback, { ...settled, profile: OLD })).toBe('string')
+  })
+})
+
+describe("the report job's look at a machine whose record says this plan's deploy only started", () => {
+  const started: PlanRecord = { ...deployed, state: 'started', generation: undefined, createdNew: undefined }
+  const opts = { parallel: 1, connect: {} as never, planId: PLAN, lockTimeoutSeconds: 60 }
+  const machine = (): LookedAtMachine =>
+    ({
+      name: 'pf1',
+      planned: NEW,
+      shard: '2',
+      report: { timings: [], warnings: [] } as DeployReport
+    }) as LookedAtMachine
+
+  /** Runs the plan's system; its shard's agent holds the lock and, on the report's first try, ends as `end` leaves it. */
+  function deciding(end: (t: FakeTarget) => void): FakeTarget {
+    const t = new FakeTarget(OLD)
+    t.generations.push(NEW)
+    t.profileGen = 2
+    t.current = NEW
+    t.planRecord = started
+    t.lockOwner = 'its-agent'
+    const lock = t.lock.bind(t)
+    t.lock = async (verb, req) => {
+      const answer = await lock(verb, req)
+      if (verb === 'acquire' && t.lockOwner === 'its-agent') {
+        end(t)
+        t.lockOwner = undefined
+      }
+      return answer
+    }
+    return t
+  }
+
+  it('its agent, still deciding, rolls it back: read once the lock is free, it is not deployed (stopped)', async () => {
+    const t = deciding(t => {
+      t.current = OLD
+      t.profileGen = 1
+    })
+    const m = machine()
+    const err = await lookAt(m, t, opts).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ActionError)
+    expect(m.report.shardOutcome).toBe('stopped')
+    expect(m.report.result).toBeUndefined()
+    expect(t.calls).toEqual(['lock acquire', 'lock acquire', 'lock release'])
+  }, 10_000)
+
+  it('confirmed, and stopped before its record: deployed with a warning, and the state read under the lock is kept for rollback-fleet', async () => {
+    const t = deciding(() => undefined)
+    const m = machine()
+    const looked = await lookAt(m, t, opts)
+    expect(m.report).toMatchObject({ result: 'deployed', shardOutcome: 'deployed' })
+    expect(m.report.warnings).toHaveLength(1)
+    expect(looked.settled).toMatchObject({ current: NEW, profile: NEW, profileLink: 'system-2-link' })
+  }, 10_000)
+
+  it("an agent whose rollback failed half-way (the profile back, not what runs): not the plan's system for a switch", async () => {
+    const t = deciding(t => {
+      t.profileGen = 1
+    })
+    const m = machine()
+    await expect(lookAt(m, t, opts)).rejects.toBeInstanceOf(ActionError)
+    expect(m.report.shardOutcome).toBe('stopped')
+  }, 10_000)
+
+  it('a deploy that does not end within lock-timeout: not deployed (stopped), saying so', async () => {
+    const t = new FakeTarget(NEW)
+    t.planRecord = started
+    t.lockOwner = 'its-agent'
+    const m = machine()
+    const err = await lookAt(m, t, { ...opts, lockTimeoutSeconds: 0 }).catch((e: unknown) => e)
+    expect((err as ActionError).message).toMatch(/its deploy has not ended/)
+    expect(m.report.shardOutcome).toBe('stopped')
+  })
+
+  it('one whose record says it was deployed is read once, without the lock', async () => {
+    const t = new FakeTarget(NEW)
+    t.planRecord = deployed
+    const m = machine()
+    await lookAt(m, t, opts)
+    expect(m.report.result).toBe('deployed')
+    expect(t.calls).toEqual([])
+  })
+
+  it("rollback-fleet does not undo one that booted into the plan's system since (a reboot, stopped after its trial)", () => {
+    const settled = {
+      current: NEW,
+      profile: NEW,
+      profileLink: 'system-6-link',
+      hasNixStore: true,
+      bootFiles: [],
+      booted: { system: NEW } as never
+    }
+    const rollback = { settings: {} as never, lockTimeoutSeconds: 30, why: 'pf3 failed' }
+    expect(undoOf(machine(), started, PLAN, rollback, settled)).toBe('it rebooted into the new system')
   })
 })
