@@ -27,17 +27,25 @@ for (const signal of ['SIGTERM', 'SIGINT'])
     putBack()
     process.exit(1)
   })
+// Only what this bundling writes: a chunk an earlier one wrote and this one does not is not left in it.
+fs.rmSync(out, { recursive: true, force: true })
 try {
   for (const dir of nativeBuilds)
     if (fs.existsSync(dir)) {
       fs.renameSync(dir, `${dir}.nda-bundling`)
       moved.push(dir)
     }
-  execFileSync(
-    path.join(root, 'node_modules', '.bin', 'ncc'),
-    ['build', 'src/index.ts', '-o', out, '--license', 'licenses.txt', '--no-source-map-register', '-q'],
-    { cwd: root, stdio: 'inherit' }
-  )
+  // The action, and apart from it @actions/cache (src/cache/actions-cache-bundle.ts), which it
+  // loads from dist/cache/ only when the cache is used: most of the code, not parsed otherwise.
+  for (const [entry, dir] of [
+    ['src/index.ts', out],
+    ['src/cache/actions-cache-bundle.ts', path.join(out, 'cache')]
+  ])
+    execFileSync(
+      path.join(root, 'node_modules', '.bin', 'ncc'),
+      ['build', entry, '-o', dir, '--license', 'licenses.txt', '--no-source-map-register', '-q'],
+      { cwd: root, stdio: 'inherit' }
+    )
 } finally {
   putBack()
 }

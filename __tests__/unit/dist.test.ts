@@ -47,6 +47,19 @@ describe('dist/', () => {
     expect(walk(path.join(root, 'dist')).filter(f => f.endsWith('.node') || f.endsWith('.exe'))).toEqual([])
   })
 
+  it('carries @actions/cache apart (dist/cache/, required only when the cache is used), as src/cache/store-cache.ts loads it', () => {
+    // A message of @actions/cache's own: its code is not in what every run parses.
+    const marker = 'Cache Service Url not found'
+    expect(fs.readFileSync(path.join(root, 'dist', 'index.js'), 'utf8')).not.toContain(marker)
+    expect(fs.readFileSync(path.join(root, 'dist', 'cache', 'index.js'), 'utf8')).toContain(marker)
+    const { cache, tar } = require(
+      path.join(root, 'dist', 'cache', 'index.js')
+    ) as typeof import('../../src/cache/actions-cache-bundle')
+    expect(
+      [cache.restoreCache, cache.saveCache, cache.isFeatureAvailable, tar.extractTar].map(f => typeof f)
+    ).toEqual(Array(4).fill('function'))
+  })
+
   it('is what action.yml runs, on node24, for main and post', () => {
     const yml = fs.readFileSync(path.join(root, 'action.yml'), 'utf8')
     expect(yml).toMatch(/^ {2}using: node24$/m)

@@ -51,17 +51,19 @@ export function cacheDir(): string {
   return path.join(workspace(), CACHE_PATH)
 }
 
+/** Node's own require, in the bundle (webpack leaves what it loads out of dist/index.js). */
+declare const __non_webpack_require__: NodeJS.Require
+
 /**
- * @actions/cache, loaded when the cache is first used: it and what it needs (the Azure storage and
- * HTTP clients) are much of the bundle's start-up work (node dist/index.js to its input error: 0.29 s
- * loading it first, 0.21 s without, on the testbed's machine, Node 24), which a run that caches
- * nothing need not pay.
+ * @actions/cache, loaded when the cache is first used. It and what it needs (the Azure storage and
+ * HTTP clients) are most of the action's code: a bundle of its own, dist/cache/index.js beside
+ * dist/index.js (scripts/bundle.js), so that a run that caches nothing neither runs nor even
+ * parses it. Only the bundled action calls this (the e2e cache suites); unit tests do not.
  */
 async function actionsCache(): Promise<typeof import('@actions/cache')> {
-  const [cache, tar] = await Promise.all([
-    import('@actions/cache'),
-    import('@actions/cache/lib/internal/tar')
-  ])
+  const { cache, tar } = __non_webpack_require__(
+    path.join(__dirname, 'cache', 'index.js')
+  ) as typeof import('./actions-cache-bundle')
   // Its restore unpacks with `tar -P` in the workspace, before anything is verified: ours instead
   // (see extract.ts). restoreCache calls the module's export at call time, so replacing it works;
   // the e2e cache suite fails if it ever does not (an entry with absolute names writes nothing).
