@@ -72,7 +72,10 @@ async function actionsCache(): Promise<typeof import('@actions/cache')> {
   return cache
 }
 
-export async function cacheServiceAvailable(): Promise<boolean> {
+export async function cacheServiceAvailable(env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
+  // Without either URL the runner gives the cache service, isFeatureAvailable says no whatever
+  // else is set: asked only when one is there, so a run without a cache service never loads it.
+  if (!env.ACTIONS_CACHE_URL && !env.ACTIONS_RESULTS_URL) return false
   try {
     return (await actionsCache()).isFeatureAvailable()
   } catch {
