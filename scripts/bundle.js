@@ -27,7 +27,12 @@ for (const signal of ['SIGTERM', 'SIGINT'])
     putBack()
     process.exit(1)
   })
-// Only what this bundling writes: a chunk an earlier one wrote and this one does not is not left in it.
+// Only what this bundling writes: a chunk an earlier one wrote and this one does not is not left in
+// it. (Never the checkout or a directory above it, given by mistake.)
+if (!path.relative(out, root).startsWith('..')) {
+  console.error(`bundle.js: refusing to empty ${out}, which holds the checkout`)
+  process.exit(2)
+}
 fs.rmSync(out, { recursive: true, force: true })
 try {
   for (const dir of nativeBuilds)

@@ -72,12 +72,17 @@ async function actionsCache(): Promise<typeof import('@actions/cache')> {
   return cache
 }
 
+/**
+ * Whether the runner has a GitHub Actions cache service. Without either URL the runner gives it,
+ * isFeatureAvailable says no whatever else is set (a unit test holds @actions/cache to that): it is
+ * asked only when one is there, so a run without a cache service never loads dist/cache/. A
+ * dist/cache/ that cannot be loaded is thrown, not taken for "no cache service".
+ */
 export async function cacheServiceAvailable(env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
-  // Without either URL the runner gives the cache service, isFeatureAvailable says no whatever
-  // else is set: asked only when one is there, so a run without a cache service never loads it.
   if (!env.ACTIONS_CACHE_URL && !env.ACTIONS_RESULTS_URL) return false
+  const cache = await actionsCache()
   try {
-    return (await actionsCache()).isFeatureAvailable()
+    return cache.isFeatureAvailable()
   } catch {
     return false
   }
@@ -327,7 +332,14 @@ export async function restoreForRun(
   inputs: CacheTrustInputs,
   warn: (warning: string) => void
 ): Promise<StoreCacheRestore> {
-  if (!(await cacheServiceAvailable())) {
+  const available = await cacheServiceAvailable().catch((e: unknown) => {
+    warn(
+      `The store cache's code (dist/cache/index.js) could not be loaded, so the Nix store is not cached between runs: ${errorMessage(e)}`
+    )
+    return undefined
+  })
+  if (available === undefined) return { available: false, hit: false }
+  if (!available) {
     warn(
       'No GitHub Actions cache service here (e.g. a local run or a GHES without cache): the Nix store is not cached between runs.'
     )
