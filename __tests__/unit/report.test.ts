@@ -151,21 +151,18 @@ describe('several machines', () => {
     expect(md).not.toContain('<evil>')
   })
 
+  /** pi3, deployed and then put back by rollback-fleet because pi3b failed. */
+  const putBackForPi3b = (): [string, DeployReport] => [
+    'pi3',
+    host('rolled-back', { rolledBackTo: PREV, fleetRollback: 'another machine of the fleet failed (pi3b)' })
+  ]
+
   it('rollback-fleet: a machine put back because another failed is counted apart and said so, not as failed', () => {
     const md = renderSummary(
-      run(
-        [
-          'pi3',
-          host('rolled-back', {
-            rolledBackTo: PREV,
-            fleetRollback: 'another machine of the fleet failed (pi3b)'
-          })
-        ],
-        [
-          'pi3b',
-          host('failed', { error: { message: 'health check failed', hint: 'fix it', phase: 'activate' } })
-        ]
-      )
+      run(putBackForPi3b(), [
+        'pi3b',
+        host('failed', { error: { message: 'health check failed', hint: 'fix it', phase: 'activate' } })
+      ])
     )
     const lines = md.split('\n')
     expect(lines[0]).toBe(
@@ -182,23 +179,14 @@ describe('several machines', () => {
 
   it('rollback-fleet: a machine whose own deploy failed after its activation, put back, is one of the failures, its error shown', () => {
     const md = renderSummary(
-      run(
-        [
-          'pi3',
-          host('rolled-back', {
-            rolledBackTo: PREV,
-            fleetRollback: 'another machine of the fleet failed (pi3b)'
-          })
-        ],
-        [
-          'pi3b',
-          host('rolled-back', {
-            rolledBackTo: PREV,
-            failureRolledBack: 'its own deploy failed after activating the new system',
-            error: { message: 'lost the SSH connection', hint: 'check the link', phase: 'verify' }
-          })
-        ]
-      )
+      run(putBackForPi3b(), [
+        'pi3b',
+        host('rolled-back', {
+          rolledBackTo: PREV,
+          failureRolledBack: 'its own deploy failed after activating the new system',
+          error: { message: 'lost the SSH connection', hint: 'check the link', phase: 'verify' }
+        })
+      ])
     )
     const lines = md.split('\n')
     expect(lines[0]).toMatch(/\(1 of 2 machines; 1 rolled back by rollback-fleet\)$/)
