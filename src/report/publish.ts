@@ -1,7 +1,7 @@
 import * as core from '@actions/core'
 import { errorMessage } from '../errors'
 import { scrubSecrets } from '../secrets'
-import { DeployReport, fleetCounts, outputsOf } from './report'
+import { DeployReport, fleetCounts, fleetRollbackWhy, outputsOf } from './report'
 import { escapeMarkdown, renderSummary } from './summary'
 
 /**
@@ -37,7 +37,7 @@ function annotate(report: DeployReport): void {
   for (const { machine, report: m } of report.hosts ?? []) {
     const who = `${machine}: `
     for (const w of m.warnings) core.warning(w.startsWith(who) ? w : `${who}${w}`)
-    const putBack = m.fleetRollback ?? m.failureRolledBack
+    const putBack = fleetRollbackWhy(m)
     if (putBack)
       core.warning(`${who}rolled back to ${m.rolledBackTo ?? 'what it ran'} (rollback-fleet): ${putBack}`, {
         title: `nix-deploy-action: ${who}rolled back`

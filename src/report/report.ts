@@ -176,6 +176,11 @@ export function failedResult(r: DeployReport): boolean {
   return r.result === 'failed' || r.result === 'rolled-back'
 }
 
+/** Why rollback-fleet put this machine back (another machine failed, or its own deploy did after activating); undefined: it did not. */
+export function fleetRollbackWhy(r: DeployReport): string | undefined {
+  return r.fleetRollback ?? r.failureRolledBack
+}
+
 /** A fleet's failures, and apart from them the machines rollback-fleet put back. */
 export function fleetCounts(reports: DeployReport[]): { failed: number; reverted: number } {
   const reverted = reports.filter(r => r.fleetRollback !== undefined).length

@@ -1,6 +1,6 @@
 import { formatBytes } from '../log/format'
 import { ClosureDiff } from './diff'
-import { DeployReport, failedResult, fleetCounts } from './report'
+import { DeployReport, failedResult, fleetCounts, fleetRollbackWhy } from './report'
 
 /** GitHub rejects step summaries over 1 MiB; stay well below with room for the truncation note. */
 export const SUMMARY_LIMIT = 1024 * 1024 - 4096
@@ -108,7 +108,7 @@ function renderMachines(r: DeployReport): string {
         ''
       )
   for (const { machine, report: h } of hosts) {
-    const why = h.fleetRollback ?? h.failureRolledBack
+    const why = fleetRollbackWhy(h)
     if (why)
       lines.push(
         `**${escapeMarkdown(machine)} rolled back (rollback-fleet):** back on ${code(h.rolledBackTo ?? 'what it ran')}: ${prose(why)}`,
