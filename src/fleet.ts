@@ -157,7 +157,7 @@ function deployDeps(nix: RunnerNix, opts: FleetOptions): DeployDeps {
         job.activation.healthChecks,
         !!opts.signingKey || (job.built.cache !== undefined && job.substituteOnDestination)
       ),
-    signsCopies: !!opts.signingKey
+    signingPublicKey: opts.signingKey?.publicKey
   }
 }
 

@@ -2,7 +2,9 @@ import { execFileSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
+import { fetchFromCache } from '../../src/cache/publish'
 import { deployPlanProblems } from '../../src/nix/deploy-plan'
+import { RunnerNix } from '../../src/nix/nix'
 import { describeE2E, runAction, testbed } from './harness'
 
 /**
@@ -69,5 +71,88 @@ describeE2E('publish-to: build once, publish once, plan the shards', () => {
       )
     }
     expect(run.summary).toContain(`Published to`)
+  }, 600_000)
+
+  it("the runner's fetch from a plan's cache (for a target that cannot reach it) takes only signed paths, whatever nix-options say", async () => {
+    const cache = `file://${path.join(work, 'unsigned')}`
+    const nix = ['--extra-experimental-features', 'nix-command']
+    // An input-addressed path (a content-addressed one needs no signature), put in the cache unsigned.
+    const built = execFileSync(
+      'nix-build',
+      [
+        '--option',
+        'substituters',
+        '',
+        '--option',
+        'sandbox',
+        'false',
+        '--no-out-link',
+        '-E',
+        `derivation { name = "nda-unsigned"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${Date.now()} > $out" ]; }`
+      ],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }
+    ).trim()
+    execFileSync('nix', [...nix, 'copy', '--to', cache, built], { stdio: 'ignore' })
+    execFileSync('nix-store', ['--delete', built], { stdio: 'ignore' })
+    expect(fs.existsSync(built)).toBe(false)
+    // The user's nix-options turn signature checks off: the fetch still refuses it.
+    const lax = new RunnerNix([
+      ['substituters', ''],
+      ['require-sigs', 'false']
+    ])
+    await expect(fetchFromCache(lax, { uri: cache, publicKey: key.public }, [built])).rejects.toThrow(
+      /fetching 1 paths from .* on the runner failed/
+    )
+    expect(fs.existsSync(built)).toBe(false)
+  }, 120_000)
+
+  it('a cache that holds the closures already, signed with another key (a rotated key): every path gets this key too', async () => {
+    const cache = path.join(work, 'rotated')
+    const publish = (secret: string) =>
+      runAction({
+        network: fixture('network', 'rpi.nix'),
+        nixpkgs: fixture('nixpkgs'),
+        mode: 'build',
+        'nix-options': 'substituters =',
+        'publish-to': `file://${cache}`,
+        'signing-key': secret
+      })
+    execFileSync('nix-store', ['--generate-binary-cache-key', 'nda-fleet-2', `${work}/sk2`, `${work}/pk2`])
+    const rotated = fs.readFileSync(`${work}/pk2`, 'utf8').trim()
+    const first = await publish(key.secret)
+    expect(first.exitCode).toBe(0)
+    const again = await publish(fs.readFileSync(`${work}/sk2`, 'utf8'))
+    if (again.exitCode !== 0) console.log(again.log)
+    expect(again.exitCode).toBe(0)
+    const { plan } = deployPlanProblems(again.outputs['deploy-plan'])
+    expect(plan!.cache.publicKey).toBe(rotated)
+    // Each path of each closure, as the cache's .narinfo has it: signed by both keys now.
+    for (const m of plan!.machines) {
+      const infos = JSON.parse(
+        execFileSync(
+          'nix',
+          [
+            '--extra-experimental-features',
+            'nix-command',
+            'path-info',
+            '--store',
+            `file://${cache}`,
+            '--json',
+            '--sigs',
+            '--recursive',
+            m.storePath
+          ],
+          { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }
+        )
+      ) as Array<{ path: string; signatures?: string[] }>
+      expect(infos.length).toBeGreaterThan(1)
+      for (const info of infos) {
+        const signers = (info.signatures ?? []).map(s => s.split(':')[0]).sort()
+        expect({ path: info.path, signers }).toEqual({
+          path: info.path,
+          signers: ['nda-fleet-1', 'nda-fleet-2']
+        })
+      }
+    }
   }, 600_000)
 })

@@ -55,7 +55,7 @@ describe('the deploy sequence over a Target', () => {
       {
         ...fakeCopy(copied),
         fetchFromCache: async (_cache, paths) => void fetched.push(paths),
-        signsCopies: false
+        signingPublicKey: undefined
       },
       timed
     )
@@ -67,6 +67,59 @@ describe('the deploy sequence over a Target', () => {
     expect(t.current).toBe(OLD)
     expect(t.profile).toBe(OLD)
     expect(t.lockOwner).toBeUndefined()
+  })
+  it("a deploy plan's shard through a deploy user's gate, with a signing-key that is not the plan's cache key: the runner neither fetches nor signs; the target keeps its system", async () => {
+    const gated = () =>
+      new (class extends FakeTarget {
+        override readonly importsSignedOnly = true
+      })(OLD)
+    const j = job('switch')
+    const shard = (t: FakeTarget, fetched: string[][], copied: string[][]) =>
+      deployToTarget(
+        t,
+        {
+          ...j,
+          substituteOnDestination: true,
+          built: { ...j.built, cache: { uri: 'https://cache.lan', publicKey: 'attacker-1:AAAA' } }
+        },
+        {
+          ...fakeCopy(copied),
+          fetchFromCache: async (_cache, paths) => void fetched.push(paths),
+          signingPublicKey: 'fleet-1:BBBB'
+        },
+        timed
+      )
+    const fetched: string[][] = []
+    const copied: string[][] = []
+    const t = gated()
+    const outcome = await shard(t, fetched, copied)
+    expect(outcome.error).toBeInstanceOf(ActionError)
+    expect((outcome.error as ActionError).message).toMatch(
+      /the deploy plan's cache key is another \(attacker-1:AAAA\), so the runner does not sign them/
+    )
+    expect([fetched, copied]).toEqual([[], []])
+    expect([t.current, t.profile, t.lockOwner]).toEqual([OLD, OLD, undefined])
+    // The same plan with the signing-key it was published with: fetched, signed and copied.
+    const ok = gated()
+    const fetchedOk: string[][] = []
+    const copiedOk: string[][] = []
+    const signed = await deployToTarget(
+      ok,
+      {
+        ...j,
+        substituteOnDestination: true,
+        built: { ...j.built, cache: { uri: 'https://cache.lan', publicKey: 'fleet-1:BBBB' } }
+      },
+      {
+        ...fakeCopy(copiedOk),
+        fetchFromCache: async (_cache, paths) => void fetchedOk.push(paths),
+        signingPublicKey: 'fleet-1:BBBB'
+      },
+      timed
+    )
+    expect(signed.error).toBeUndefined()
+    expect(fetchedOk.length).toBe(1)
+    expect(ok.current).toBe(NEW)
   })
   it('switch: copies only what is missing, activates, confirms over a new connection, releases the lock', async () => {
     const t = new FakeTarget(OLD, [OLD, storePath('hello-2.12', 'h')])

@@ -34,6 +34,30 @@ export async function publishClosures(
       'Check that the runner can write to the cache (for S3: credentials in the environment, the bucket and region in the URI), then re-run.',
       'build'
     )
+  // nix copy skips what the cache has already, and with it the signature: a path published before
+  // under another key (a rotated key, a bucket shared with another pipeline) would lack this one,
+  // and every Pi would refuse it. Signing adds this key's signature where it is missing only.
+  const signed = await runCommand(
+    'nix',
+    [
+      ...nix.nixArgs(),
+      'store',
+      'sign',
+      '--store',
+      uri,
+      '--key-file',
+      '/dev/fd/3',
+      '--recursive',
+      ...toplevels
+    ],
+    { secretFile: key.secret }
+  )
+  if (signed.exitCode !== 0)
+    throw new ActionError(
+      `signing what ${uri} held already with signing-key failed: ${signed.stderr.trim().slice(-500)}`,
+      'Some paths were in the cache before this run, signed with another key. Check that the runner can write to the cache (it rewrites their .narinfo files), then re-run.',
+      'build'
+    )
   return Date.now() - started
 }
 
@@ -46,6 +70,10 @@ export async function fetchFromCache(nix: RunnerNix, cache: BinaryCache, paths: 
   const r = await runCommand('nix', [
     ...nix.nixArgs(),
     'copy',
+    // Whatever the runner's nix.conf says: the target imports what the runner sends unchecked.
+    '--option',
+    'require-sigs',
+    'true',
     '--option',
     'extra-trusted-public-keys',
     cache.publicKey,

@@ -82,8 +82,11 @@ export interface DeployDeps {
   ): Promise<CopyResult>
   /** Before anything changes on a deploy user's gate: what it will refuse (see checkGatedDeploy). */
   checkGated?(label: string, job: DeployJob): void
-  /** Whether the runner signs what it copies (signing-key): a deploy user's gate imports nothing else. */
-  signsCopies?: boolean
+  /**
+   * The public half of signing-key, when the runner signs what it copies: a deploy user's gate
+   * imports nothing else.
+   */
+  signingPublicKey?: string
   /** Fetches `paths` (and their closures) from a binary cache into the runner's store. */
   fetchFromCache(cache: BinaryCache, paths: string[]): Promise<void>
 }
@@ -548,10 +551,19 @@ class DeployRun {
         target.log.warning(
           `${target.label} did not fetch ${rest.toCopy.length} of the closure's paths (${formatBytes(totalNarSize(rest.toCopy))}) from ${cache.uri}${job.substituteOnDestination ? '' : ' (substitute-on-destination is false)'}: the runner fetches them and copies them through the SSH connection`
         )
-        if (target.store.importsSignedOnly && !this.deps.signsCopies)
+        const signing = this.deps.signingPublicKey
+        if (target.store.importsSignedOnly && !signing)
           throw new ActionError(
             `${target.label} logs in as a deploy user, which imports only signed store paths: it did not fetch ${rest.toCopy.length} of the closure's paths from ${cache.uri}, and without signing-key the runner cannot copy them to it`,
             `Let ${target.label} reach ${cache.uri}, and check that the build signed with the key whose public half is its services.nix-deploy-action.deployUser.signingPublicKey (the plan's cache key is ${cache.publicKey}); or set signing-key to that key here. The target's system was not changed.`,
+            'copy'
+          )
+        // The runner re-signs what it fetched with signing-key, which the gate trusts: only what
+        // that key signed in the first place, or a plan from elsewhere would get anything in.
+        if (target.store.importsSignedOnly && signing !== cache.publicKey)
+          throw new ActionError(
+            `${target.label} logs in as a deploy user, which imports only paths signed with signing-key (${signing}); it did not fetch ${rest.toCopy.length} of the closure's paths from ${cache.uri}, and the deploy plan's cache key is another (${cache.publicKey}), so the runner does not sign them for it`,
+            `Give this job the deploy plan of a build job that published with this signing-key (its public half is the plan's cache key), or let ${target.label} reach ${cache.uri}. The target's system was not changed.`,
             'copy'
           )
         await this.deps.fetchFromCache(
