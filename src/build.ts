@@ -15,7 +15,7 @@ import { MachineEvaluation, selectMachines } from './nix/legacy'
 import type { Baseline } from './nix/source'
 import { RunnerNix } from './nix/nix'
 import { machineTarget, MachinePlan, planMachine, RunPlan } from './plan'
-import { planShards, PlannedMachine, shardMachines } from './nix/deploy-plan'
+import { planShards, PlannedMachine, shardMachines, sharedTargetProblem } from './nix/deploy-plan'
 import type { Source } from './nix/source'
 import { publishClosures } from './cache/publish'
 import { ClosureEntry, diffClosures } from './report/diff'
@@ -269,7 +269,7 @@ async function closuresFromCache(src: PlanSource, result: BuildResult): Promise<
 async function evaluateMachines(run: RunPlan, nix: RunnerNix, tempDir: string): Promise<Machine[]> {
   core.startGroup(`${run.source.kind === 'plan' ? 'Read' : 'Evaluate'} ${run.source.label}`)
   const evaluations = await evaluateSource(run, nix, tempDir).finally(() => core.endGroup())
-  return evaluations.map(e => {
+  const machines = evaluations.map(e => {
     info(`${e.name ? `${e.name}: ` : ''}${e.outPath} (${e.hostSystem})`)
     const warnings = logged(
       e.ignored.map(
@@ -296,6 +296,29 @@ async function evaluateMachines(run: RunPlan, nix: RunnerNix, tempDir: string): 
     }
     return { evaluation: e, plan, keys: [] as LoadedKey[], facts }
   })
+  if (run.source.kind === 'network') refuseSharedTargets(run, evaluations)
+  return machines
+}
+
+/**
+ * A network file whose machines name one target twice (a copied entry): refused before anything is
+ * built, whatever the mode. A machine whose target does not parse is left to the step that needs it.
+ */
+function refuseSharedTargets(run: RunPlan, evaluations: MachineEvaluation[]): void {
+  const targets = evaluations.flatMap(e => {
+    try {
+      return [{ name: e.name, ...machineTarget(run.machines, e) }]
+    } catch {
+      return []
+    }
+  })
+  const problem = sharedTargetProblem(targets.map(t => ({ ...t, port: t.port ?? 22 })))
+  if (problem)
+    throw new ActionError(
+      `the network file's machines ${problem}`,
+      'Fix deployment.targetHost (or deployment.targetPort) in the network file: each machine is a target of its own.',
+      'inputs'
+    )
 }
 
 /** Restores the store cache, sets up binfmt, builds every system, lists closures. */

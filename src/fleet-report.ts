@@ -105,11 +105,11 @@ export async function lookAt(m: LookedAtMachine, target: Target, opts: FleetLook
   const runs =
     settled && record && startedHere(record, opts.planId)
       ? verifyProblems(goalOf(record.mode as DeployMode), settled, m.planned).length === 0
-      : runsPlanned(state, m)
+      : runsPlanned(state, m) && !endedBadly(record, m, opts.planId)
   if (!runs) {
     const outcome = shardOutcome(opts.planId, record)
     m.report.shardOutcome = outcome
-    throw notRunning(target.label, m, state.current, outcome, record)
+    throw notRunning(target.label, m, state, outcome, record, opts.rollback !== undefined)
   }
   m.report.result = 'deployed'
   m.report.shardOutcome = 'deployed'
@@ -128,6 +128,20 @@ export async function lookAt(m: LookedAtMachine, target: Target, opts: FleetLook
 /** Whether it runs the plan's system (a shard in mode boot leaves it in the profile, to run after the next reboot). */
 function runsPlanned(state: RemoteState, m: LookedAtMachine): boolean {
   return state.current === m.planned || state.profile === m.planned
+}
+
+/**
+ * Its shard recorded that its deploy of the plan failed or rolled back, and nothing recorded since:
+ * the shard's word stands, also where the plan's system was left on it (a rollback that failed
+ * half-way: the profile back, the new system running) -- as one job's run would report it. A later
+ * deploy of the plan that succeeds there (a re-run) records so.
+ */
+function endedBadly(record: PlanRecord | undefined, m: LookedAtMachine, planId: string): boolean {
+  return (
+    record?.plan === planId &&
+    record.system === m.planned &&
+    (record.state === 'failed' || (record.state === 'rolled-back' && !record.byRollbackFleet))
+  )
 }
 
 function startedHere(record: PlanRecord | undefined, planId: string): boolean {
@@ -161,13 +175,21 @@ async function readWhenUnlocked(
 function notRunning(
   label: string,
   m: LookedAtMachine,
-  current: string | undefined,
+  state: RemoteState,
   outcome: ShardOutcome,
-  record: PlanRecord | undefined
+  record: PlanRecord | undefined,
+  rollbackFleet: boolean
 ): ActionError {
-  const runs = `${label} runs ${current ?? 'no system'}, not the deploy plan's ${m.planned}`
+  const { current } = state
+  const runs = runsPlanned(state, m)
+    ? `${label} is left with the deploy plan's ${m.planned} (${current === m.planned ? 'it runs it' : 'its profile'}) by a deploy that did not succeed`
+    : `${label} runs ${current ?? 'no system'}, not the deploy plan's ${m.planned}`
   const shard = `shard ${m.shard}${record?.run ? ` (run ${record.run})` : ''}`
-  const rerun = `re-run shard ${m.shard}'s job (Re-run failed jobs), then this one.`
+  // With rollback-fleet, this job puts the other shards' machines back: re-running the failed
+  // jobs alone would deploy this one and put it back again, run after run.
+  const rerun = rollbackFleet
+    ? `re-run every job of the plan (Re-run all jobs): rollback-fleet put the other shards' machines back, so re-running only the failed jobs would end the same way.`
+    : `re-run shard ${m.shard}'s job (Re-run failed jobs), then this one.`
   const why = record?.message ?? 'no reason recorded'
   const [message, hint] = {
     failed: [

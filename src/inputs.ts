@@ -653,7 +653,14 @@ function checkCombinations(
   if (goal && goal.connects) {
     // A missing key, host or known-hosts is allowed where the goal builds without secrets (a fork
     // PR gets no secrets and no variables): the plan then makes the run a build, with a warning.
-    if (!target && targetHost === '' && !goal.buildsWithoutSecrets && !hasOwnTargets(source))
+    // mode report's machines come from its plan, never from target-host (said above when it lacks one).
+    if (
+      !target &&
+      targetHost === '' &&
+      mode !== 'report' &&
+      !goal.buildsWithoutSecrets &&
+      !hasOwnTargets(source)
+    )
       problems.push(`target-host is required for mode ${mode} (or use mode: build to only build)`)
     if (!sshKey && !goal.buildsWithoutSecrets)
       problems.push(`ssh-private-key is required for mode ${mode}: pass the deploy key from a secret`)
@@ -730,6 +737,14 @@ function checkMachines(machines: string[], problems: string[]): void {
       )
 }
 
+/** What to give when no source is given. */
+function noSourceProblem(mode: string): string {
+  // A fleet's last job runs `if: always()`: after a build job that failed, its plan is empty.
+  return mode === 'report'
+    ? "mode report needs deploy-plan (the build job's deploy-plan output), and it is empty: the build job failed or was skipped, so no shard deployed anything from a plan. Look at the build job; once it passes, this job reports on its plan"
+    : 'flake is required: set it to "<flake>#<name>", e.g. ".#pi3" (or configuration: for a configuration.nix, or network: for NixOps network files)'
+}
+
 /**
  * flake, configuration, network or deploy-plan (exactly one), with nixpkgs / system / machines for
  * configuration and network, shard for deploy-plan.
@@ -753,10 +768,7 @@ function readSource(
   const system = get('system') || 'aarch64-linux'
   const machines = listInput(get('machines'))
   if (given.length === 0) {
-    if (get('flake') === '')
-      problems.push(
-        'flake is required: set it to "<flake>#<name>", e.g. ".#pi3" (or configuration: for a configuration.nix, or network: for NixOps network files)'
-      )
+    if (get('flake') === '') problems.push(noSourceProblem(get('mode')))
     return undefined
   }
   if (given.length > 1) {

@@ -73,6 +73,32 @@ describeE2E('publish-to: build once, publish once, plan the shards', () => {
     expect(run.summary).toContain(`Published to`)
   }, 600_000)
 
+  it('a network file whose two machines are one target (a copied entry): refused before anything is built or published', async () => {
+    const copied = path.join(fixture('network'), `copied-${process.pid}.nix`)
+    fs.writeFileSync(
+      copied,
+      fs.readFileSync(fixture('network', 'rpi.nix'), 'utf8').replace('"10.99.4.2"', '"10.99.2.2"')
+    )
+    try {
+      const cache = path.join(work, 'copied')
+      const run = await runAction({
+        network: copied,
+        nixpkgs: fixture('nixpkgs'),
+        mode: 'build',
+        'nix-options': 'substituters =',
+        'publish-to': `file://${cache}`,
+        'signing-key': key.secret,
+        shards: '2'
+      })
+      expect(run.exitCode).not.toBe(0)
+      expect(run.log).toMatch(/::error.*pi3 and pi3b are the same target \(10\.99\.2\.2:22\)/)
+      expect(run.outputs['deploy-plan'] ?? '').toBe('')
+      expect(fs.existsSync(cache)).toBe(false)
+    } finally {
+      fs.rmSync(copied, { force: true })
+    }
+  }, 300_000)
+
   it("the runner's fetch from a plan's cache (for a target that cannot reach it) takes only signed paths, whatever nix-options say", async () => {
     const cache = `file://${path.join(work, 'unsigned')}`
     const nix = ['--extra-experimental-features', 'nix-command']

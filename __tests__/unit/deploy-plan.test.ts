@@ -98,6 +98,11 @@ describe('a shard job reading the plan', () => {
       'deploy-plan: a machine\'s name "../pi" is not a machine name'
     )
     expect(withMachine({ name: 'pi2' })).toContain('deploy-plan names a machine twice')
+    // Two machines at one target: each shard would replace the other's system there.
+    expect(withMachine({ host: '10.0.0.2' })).toEqual([
+      "deploy-plan: pi1 and pi2 are the same target (10.0.0.2:22): each would replace the other's system"
+    ])
+    expect(withMachine({ host: '10.0.0.2', port: 2222 })).toEqual([])
     expect(withMachine({ host: 7 })).toEqual(['deploy-plan: machine "pi1" has no host to deploy to'])
     expect(withMachine({ tags: 'edge' })).toEqual(['deploy-plan: machine "pi1" has no list of tags'])
     expect(withMachine({ boot: { kernel: 1 } })).toEqual([
@@ -161,6 +166,16 @@ describe('deploy-plan among the inputs', () => {
       /mode report reads what the machines of a deploy plan run/
     )
     expect(() => inputs({ 'deploy-plan': planText, mode: 'report' })).toThrow(/ssh-private-key is required/)
+  })
+  it('mode report after a build job that failed (its plan empty): says so, not to give flake or target-host', () => {
+    let message = ''
+    try {
+      inputs({ ...connection, 'deploy-plan': '', mode: 'report' })
+    } catch (e) {
+      message = (e as Error).message
+    }
+    expect(message).toMatch(/mode report needs deploy-plan .* and it is empty: the build job failed/)
+    expect(message).not.toMatch(/flake is required|target-host is required/)
   })
   it('names the commit the build job built, when it ran in GitHub Actions', () => {
     const sha = '0123456789abcdef0123456789abcdef01234567'

@@ -884,6 +884,43 @@ describe("a deploy plan's shard leaves its record on the machine (src/target/pla
     expect(t.planRecord).toMatchObject({ state: 'deployed', run: '7/1', beforeCurrent: FROM })
   })
 
+  it.each(['started', 'failed'] as const)(
+    "a re-run that finds the plan's system left by an earlier attempt whose record says %s: records its success, with that attempt's way back",
+    async state => {
+      const t = new FakeTarget(FROM)
+      t.generations.push(NEW)
+      t.profileGen = 2
+      t.current = NEW
+      t.planRecord = {
+        ...stamp,
+        state,
+        system: NEW,
+        mode: 'switch',
+        beforeCurrent: FROM,
+        beforeProfile: FROM,
+        beforeGeneration: 1,
+        message: state === 'failed' ? 'lost the SSH connection' : undefined
+      }
+      const { error, result } = await deploy(t, job('switch', { planStamp: { ...stamp, run: '7/2' } }))
+      expect(error).toBeUndefined()
+      expect(result.result).toBe('unchanged')
+      expect(t.calls).toEqual(['survey', 'writePlanRecord deployed', 'lock release', 'close'])
+      // The generation is the profile's; that attempt may not have made it: a rollback keeps it.
+      expect(t.planRecord).toEqual({
+        ...stamp,
+        run: '7/2',
+        state: 'deployed',
+        system: NEW,
+        mode: 'switch',
+        beforeCurrent: FROM,
+        beforeProfile: FROM,
+        beforeGeneration: 1,
+        generation: 2,
+        createdNew: false
+      })
+    }
+  )
+
   it("a run that lost the lock to another during its copy writes nothing over that run's record", async () => {
     const t = new FakeTarget(FROM)
     const copy = fakeCopy([])

@@ -290,3 +290,75 @@ describe("the report job's look at a machine whose record says this plan's deplo
     expect(undoOf(machine(), started, PLAN, rollback, settled)).toBe('it rebooted into the new system')
   })
 })
+
+describe("the report job's look at a machine whose shard recorded that its deploy did not succeed", () => {
+  const opts = { parallel: 1, connect: {} as never, planId: PLAN, lockTimeoutSeconds: 60 }
+  const machine = (): LookedAtMachine =>
+    ({
+      name: 'pf1',
+      planned: NEW,
+      shard: '2',
+      report: { timings: [], warnings: [] } as DeployReport
+    }) as LookedAtMachine
+  const failed: PlanRecord = {
+    ...deployed,
+    state: 'failed',
+    generation: undefined,
+    createdNew: undefined,
+    message: 'the switch back timed out'
+  }
+  /** Left running the plan's system, its profile back on the old one: an agent's rollback that failed half-way. */
+  function halfBack(record: PlanRecord): FakeTarget {
+    const t = new FakeTarget(OLD)
+    t.generations.push(NEW)
+    t.current = NEW
+    t.profileGen = 1
+    t.planRecord = record
+    return t
+  }
+
+  it("left with the plan's system by a deploy that failed: failed, not deployed, with its shard's reason", async () => {
+    const m = machine()
+    const err = await lookAt(m, halfBack(failed), opts).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ActionError)
+    expect((err as ActionError).message).toMatch(
+      /is left with the deploy plan's .* \(it runs it\) by a deploy that did not succeed: shard 2 \(run 123\/2\) failed on it: the switch back timed out/
+    )
+    expect(m.report.result).toBeUndefined()
+    expect(m.report.shardOutcome).toBe('failed')
+  })
+
+  it('the same after a rollback the shard recorded, and for a machine whose profile is the plan’s (mode boot)', async () => {
+    const rolled = { ...failed, state: 'rolled-back' as const }
+    const m = machine()
+    await expect(lookAt(m, halfBack(rolled), opts)).rejects.toBeInstanceOf(ActionError)
+    expect(m.report.shardOutcome).toBe('rolled-back')
+    const boot = new FakeTarget(OLD)
+    boot.generations.push(NEW)
+    boot.profileGen = 2
+    boot.planRecord = { ...failed, mode: 'boot' }
+    const b = machine()
+    await expect(lookAt(b, boot, opts)).rejects.toThrow(/\(its profile\) by a deploy that did not succeed/)
+    expect(b.report.shardOutcome).toBe('failed')
+  })
+
+  it("another plan's failed record, or one rollback-fleet wrote, does not count against the plan's system", async () => {
+    for (const record of [
+      { ...failed, plan: 'fedcba9876543210' },
+      { ...failed, state: 'rolled-back' as const, byRollbackFleet: true }
+    ]) {
+      const m = machine()
+      await lookAt(m, halfBack(record), opts)
+      expect(m.report.result).toBe('deployed')
+    }
+  })
+
+  it('with rollback-fleet, the way on is to re-run every job of the plan, not only the failed ones', async () => {
+    const rollback = { settings: {} as never, lockTimeoutSeconds: 30 }
+    const off = await lookAt(machine(), new FakeTarget(OLD), opts).catch((e: unknown) => e)
+    const on = await lookAt(machine(), new FakeTarget(OLD), { ...opts, rollback }).catch((e: unknown) => e)
+    expect((off as ActionError).hint).toMatch(/Re-run failed jobs/)
+    expect((on as ActionError).hint).toMatch(/Re-run all jobs/)
+    expect((on as ActionError).hint).not.toMatch(/Re-run failed jobs/)
+  })
+})

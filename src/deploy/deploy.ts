@@ -224,11 +224,18 @@ class DeployRun {
   ): { record: PlanRecord; lock: LockRequest } | undefined {
     const { job, undo } = this
     if (!job.planStamp || job.goal.mode === 'dry-activate') return undefined
-    // A re-run of the same plan's shard keeps what its first attempt recorded (the way back).
-    if (state === 'unchanged' && before.planRecord?.plan === job.planStamp.plan) return undefined
     const lock = this.held?.request
     // Only a deploy that holds the lock changes anything (dry-activate takes none: returned above).
     if (!lock) return undefined
+    const earlier = before.planRecord
+    if (state === 'unchanged' && earlier?.plan === job.planStamp.plan) {
+      // A re-run of the same plan's shard keeps what its first attempt recorded (the way back)...
+      if (earlier.state === 'deployed' || earlier.state === 'unchanged') return undefined
+      // ... unless that attempt changed the machine and did not record a success (cancelled, its
+      // link lost, its failure left the new system): this run's success is recorded, with that
+      // attempt's way back, or the fleet's report would go on reading the attempt's end.
+      return { record: this.redeployedRecord(earlier, before), lock }
+    }
     const record: PlanRecord = {
       // What it ran before this plan: none when it ran the plan's system already.
       ...this.planRecord(state, state === 'unchanged' ? undefined : before),
@@ -238,6 +245,25 @@ class DeployRun {
       rebooted: state === 'deployed' && undo === undefined ? true : undefined
     }
     return { record, lock }
+  }
+
+  /**
+   * The record of a re-run that found the machine on the plan's system, left there by an earlier
+   * attempt of the plan that recorded no success: deployed, with what that attempt recorded the
+   * machine ran before. The generation is the profile's, which that attempt may not have made
+   * (createdNew false: a rollback keeps it); a machine that booted the system is not undone.
+   */
+  private redeployedRecord(earlier: PlanRecord, now: RemoteState): PlanRecord {
+    const system = this.job.built.toplevel
+    return {
+      ...this.planRecord('deployed', undefined),
+      beforeCurrent: earlier.beforeCurrent,
+      beforeProfile: earlier.beforeProfile,
+      beforeGeneration: earlier.beforeGeneration,
+      generation: now.profile === system ? generationOf(now.profileLink) : undefined,
+      createdNew: now.profile === system ? false : undefined,
+      rebooted: now.booted?.system === system && earlier.beforeCurrent !== system ? true : undefined
+    }
   }
 
   /** What a written plan record changes for the rest of the deploy. */

@@ -194,9 +194,33 @@ export function deployPlanProblems(text: string): { plan?: DeployPlanDoc; proble
   if (!shardsWellFormed) return { problems: ['deploy-plan has a shard without an id or a list of machines'] }
   const names = new Set(plan.machines!.map(m => m.name))
   if (names.size !== plan.machines!.length) problems.push('deploy-plan names a machine twice')
+  const shared = sharedTargetProblem(plan.machines!)
+  if (shared) problems.push(`deploy-plan: ${shared}`)
   for (const s of plan.shards!)
     for (const m of s.machines)
       if (!names.has(m))
         problems.push(`deploy-plan: shard ${s.id} names ${JSON.stringify(m)}, which it does not plan`)
   return problems.length > 0 ? { problems } : { plan: plan as DeployPlanDoc, problems }
+}
+
+/**
+ * Two machines at one target (host and port): each deploy would replace the other's system there,
+ * one after the other under its lock, and both would pass. Undefined when every target is its own.
+ */
+export function sharedTargetProblem(
+  machines: ReadonlyArray<{ name: string; host: string; port: number }>
+): string | undefined {
+  const byTarget = new Map<string, string[]>()
+  for (const m of machines) {
+    const at = `${m.host.toLowerCase()}:${m.port}`
+    byTarget.set(at, [...(byTarget.get(at) ?? []), m.name])
+  }
+  const shared = [...byTarget].filter(([, names]) => names.length > 1)
+  if (shared.length === 0) return undefined
+  return shared
+    .map(
+      ([at, names]) =>
+        `${names.join(' and ')} are the same target (${at}): each would replace the other's system`
+    )
+    .join('; ')
 }
