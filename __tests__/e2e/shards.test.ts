@@ -254,6 +254,27 @@ describeE2E('deploy-plan: shard jobs deploy from the binary cache, building noth
     }
   }, 900_000)
 
+  it('a Pi whose cache hangs (it takes the connection and sends nothing): it gives up within a bound, and its closure goes through the runner', async () => {
+    const { text, plan } = await buildJob('shards-d')
+    const top = plan.machines[0].storePath
+    fs.writeFileSync(denyFile, `stall ${hosts[5]}\n`)
+    try {
+      // Nix's own bound is 300 s per download: the job would be ended here first, failing the test.
+      const run = await shardJob(text, '3', {}, { timeoutMs: 240_000 })
+      if (run.exitCode !== 0) console.log(run.log)
+      expect(run.exitCode).toBe(0)
+      const results = JSON.parse(run.outputs.results) as Record<string, Record<string, string>>
+      expect(results.pf5).toMatchObject({ result: 'deployed', 'copied-bytes': '0' })
+      expect(results.pf6.result).toBe('deployed')
+      expect(Number(results.pf6['copied-bytes'])).toBeGreaterThan(0)
+      expect(fleetExec(6, 'readlink /run/current-system')).toBe(top)
+      // pf6 did ask the cache (and got no answer).
+      expect(cacheLog().some(r => r.client === hosts[5] && r.status === 0)).toBe(true)
+    } finally {
+      fs.rmSync(denyFile, { force: true })
+    }
+  }, 900_000)
+
   it("shards that end three ways: the report tells each machine's from the record its shard left there, and with rollback-fleet puts the deployed ones back", async () => {
     const system = (i: number) => ({
       current: fleetExec(i, 'readlink /run/current-system'),

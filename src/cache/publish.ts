@@ -7,6 +7,7 @@
  */
 import { SigningKey } from './signing'
 export { publishUriProblem } from '../nix/store-uri'
+import { STALLED_CACHE_BOUNDS } from '../nix/store-uri'
 import type { BinaryCache } from '../nix/deploy-plan'
 import { ActionError } from '../errors'
 import { runCommand } from '../run-command'
@@ -74,6 +75,7 @@ export async function fetchFromCache(nix: RunnerNix, cache: BinaryCache, paths: 
     '--option',
     'require-sigs',
     'true',
+    ...STALLED_CACHE_BOUNDS,
     '--option',
     'extra-trusted-public-keys',
     cache.publicKey,

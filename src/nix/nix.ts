@@ -4,6 +4,7 @@ import { CommandResult, runCommand, RunOptions, tail } from '../run-command'
 import { PathInfo, parsePathInfoJson } from './closure'
 import { FlakeTarget } from './flake'
 import { assertStorePath } from './store-path'
+import { STALLED_CACHE_BOUNDS } from './store-uri'
 import { promises as fs } from 'fs'
 import { LEGACY_EVAL_NIX } from './legacy-eval.generated'
 import { Evaluation } from './evaluation'
@@ -291,10 +292,9 @@ export class RunnerNix {
     return r.exitCode === 0 ? r.stdout.split('\n').filter(l => l.startsWith('/nix/store/')) : []
   }
 
-  /** The closure of a built path with NAR sizes and references. */
-  /** The closure of `outPath`: in the runner's store, or in the binary cache `store` (its .narinfo files). */
+  /** The closure of `outPath`, with NAR sizes and references: in the runner's store, or in the binary cache `store` (its .narinfo files). */
   async closure(outPath: string, store?: string): Promise<PathInfo[]> {
-    const from = store ? ['--store', store] : []
+    const from = store ? ['--store', store, ...STALLED_CACHE_BOUNDS] : []
     const r = await this.run('nix', [
       ...this.nixArgs(),
       'path-info',

@@ -42,3 +42,17 @@ export const STORE_SETTINGS = [
   'multipart-upload',
   'buffer-size'
 ]
+
+/**
+ * A cache that accepts the connection and then sends nothing (a hung server, a VPN that drops what
+ * it carries) ends a download after half a minute, not Nix's default five; a cache that cannot be
+ * reached, after 10 s.
+ */
+export const STALLED_CACHE_BOUNDS = [
+  '--option',
+  'stalled-download-timeout',
+  '30',
+  '--option',
+  'connect-timeout',
+  '10'
+]
