@@ -43,7 +43,7 @@ export interface FleetLook {
 }
 
 /** What the report job learned of a machine that runs the plan's system. */
-interface Looked {
+export interface Looked {
   record: PlanRecord | undefined
   /** Read again once no deploy held its lock: a started record's deploy, which did not record its end. */
   settled?: RemoteState
@@ -65,19 +65,40 @@ export async function lookAtFleet(machines: LookedAtMachine[], opts: FleetLook):
           looks.set(m, await lookAt(m, target, opts))
         })
       )
-      const failed = machines.filter(m => failedResult(m.report)).map(m => m.name)
-      const { rollback } = opts
-      if (!rollback || failed.length === 0) return
-      const why = `rollback-fleet in the report job: another machine of the plan failed (${failed.join(', ')})`
-      await inParallel(
-        machines.filter(m => m.report.result === 'deployed'),
-        opts.parallel,
-        async m => {
-          const { record, settled } = looks.get(m)!
-          const undo = undoOf(m, record, opts.planId, { ...rollback, why }, settled)
-          if (typeof undo !== 'string') return revertMachine(m, undo, failed, visit)
-          machineLog(m.name, several, m.report.warnings).warning(`not rolled back (rollback-fleet): ${undo}`)
-        }
+      await rollBackDeployed(machines, looks, opts, visit)
+    }
+  )
+}
+
+/**
+ * rollback-fleet, once every machine was looked at: when one does not run the plan's system, the
+ * ones that do go back, each from what its record said. (Exported for the unit tests.)
+ */
+export async function rollBackDeployed(
+  machines: LookedAtMachine[],
+  looks: Map<LookedAtMachine, Looked>,
+  opts: FleetLook,
+  visit: Visit<LookedAtMachine>
+): Promise<void> {
+  const failed = machines.filter(m => failedResult(m.report)).map(m => m.name)
+  const { rollback } = opts
+  if (!rollback || failed.length === 0) return
+  const why = `rollback-fleet in the report job: another machine of the plan failed (${failed.join(', ')})`
+  await inParallel(
+    machines.filter(m => m.report.result === 'deployed'),
+    opts.parallel,
+    async m => {
+      const { record, settled } = looks.get(m)!
+      const undo = undoOf(m, record, opts.planId, { ...rollback, why }, settled)
+      // Changed since it was read (another report job of the plan put it back first): what it
+      // runs now is its result, not what was read before.
+      const readAgain = async (target: Target): Promise<void> => {
+        m.report.result = undefined
+        await lookAt(m, target, opts)
+      }
+      if (typeof undo !== 'string') return revertMachine(m, undo, failed, visit, readAgain)
+      machineLog(m.name, machines.length > 1, m.report.warnings).warning(
+        `not rolled back (rollback-fleet): ${undo}`
       )
     }
   )

@@ -213,7 +213,9 @@ export async function revertMachine<M extends Pick<FleetMachine, 'name' | 'repor
   m: M,
   undo: UndoRecord,
   failedNames: string[],
-  visit: Visit<M>
+  visit: Visit<M>,
+  /** Where it changed since it was read (another run put it back, or deployed it): read it again. */
+  readAgain?: (target: SshTarget) => Promise<void>
 ): Promise<void> {
   const own = failedResult(m.report) ? m.report.error : undefined
   const others = failedNames.filter(n => n !== m.name)
@@ -233,6 +235,7 @@ export async function revertMachine<M extends Pick<FleetMachine, 'name' | 'repor
           ? `not rolled back (rollback-fleet): it does not run what this run deployed (${outcome.now}); left as it is`
           : `not rolled back (rollback-fleet): it changed after this run deployed it (${outcome.now}); left as it is`
       )
+      await readAgain?.(target)
       return
     }
     if (own) {

@@ -1,6 +1,15 @@
 import { formatPlanRecord, PlanRecord, planStamp, shardOutcome } from '../../src/target/plan-record'
 import { parseRemoteState } from '../../src/target/remote-state'
-import { lookAt, LookedAtMachine, recordedBefore, undoOf } from '../../src/fleet-report'
+import {
+  lookAt,
+  Looked,
+  LookedAtMachine,
+  recordedBefore,
+  rollBackDeployed,
+  undoOf
+} from '../../src/fleet-report'
+import { Visit } from '../../src/fleet'
+import { reportFailure } from '../../src/report/failure'
 import { ActionError } from '../../src/errors'
 import { DeployReport } from '../../src/report/report'
 import { FakeTarget } from './fake-target'
@@ -360,5 +369,57 @@ describe("the report job's look at a machine whose shard recorded that its deplo
     expect((off as ActionError).hint).toMatch(/Re-run failed jobs/)
     expect((on as ActionError).hint).toMatch(/Re-run all jobs/)
     expect((on as ActionError).hint).not.toMatch(/Re-run failed jobs/)
+  })
+})
+
+describe('rollback-fleet in two report jobs of one plan at once', () => {
+  const settings = {
+    activationTimeoutSeconds: 60,
+    confirmTimeoutSeconds: 60,
+    healthTimeoutSeconds: 10,
+    connectTimeoutSeconds: 10,
+    magicRollback: false,
+    healthChecks: []
+  }
+  const opts = {
+    parallel: 1,
+    connect: {} as never,
+    planId: PLAN,
+    lockTimeoutSeconds: 5,
+    rollback: { settings, lockTimeoutSeconds: 5 }
+  }
+  const looked = (name: string): LookedAtMachine =>
+    ({
+      name,
+      planned: NEW,
+      shard: '2',
+      report: { timings: [], warnings: [] } as DeployReport
+    }) as LookedAtMachine
+
+  it('the second finds the machine put back by the first: its result is what the machine runs now, not deployed', async () => {
+    const t = new FakeTarget(OLD)
+    t.generations.push(NEW)
+    t.profileGen = 2
+    t.current = NEW
+    t.planRecord = { ...deployed, beforeGeneration: 1, generation: 2 }
+    const visit: Visit<LookedAtMachine> = async (m, fn) =>
+      fn(t as never).catch((e: unknown) => reportFailure(m.report, e))
+    // Both jobs look first: pf1 runs the plan's system; pf3 failed.
+    const jobs = await Promise.all(
+      ['a', 'b'].map(async () => {
+        const pf1 = looked('pf1')
+        const pf3 = looked('pf3')
+        pf3.report.result = 'failed'
+        const looks = new Map<LookedAtMachine, Looked>([[pf1, await lookAt(pf1, t, opts)]])
+        return { pf1, machines: [pf1, pf3], looks }
+      })
+    )
+    expect(jobs.map(j => j.pf1.report.result)).toEqual(['deployed', 'deployed'])
+    for (const j of jobs) await rollBackDeployed(j.machines, j.looks, opts, visit)
+    expect([t.current, t.profile]).toEqual([OLD, OLD])
+    expect(jobs[0].pf1.report.result).toBe('rolled-back')
+    // The second: not rolled back by it, and not deployed either -- rollback-fleet put it back.
+    expect(jobs[1].pf1.report).toMatchObject({ result: 'failed', shardOutcome: 'rolled-back' })
+    expect(jobs[1].pf1.report.warnings.join('\n')).toMatch(/not rolled back \(rollback-fleet\)/)
   })
 })
