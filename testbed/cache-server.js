@@ -4,7 +4,9 @@
 // line on stderr: the client's address, the method, the path and the bytes sent or received. A
 // client whose address is a line of argv[3] (read at each request) gets 403: a Pi that cannot
 // reach the cache. One whose line is "stall ADDRESS" gets no answer at all (a cache that hangs):
-// its requests are held until it is no longer listed and asks again, or the server ends.
+// its requests are held until it is no longer listed and asks again, or the server ends. One whose
+// line is "stall-nar ADDRESS" gets its .narinfo files and no NAR (a link that drops large transfers,
+// as a VPN with an MTU black hole does).
 'use strict'
 const fs = require('fs')
 const http = require('http')
@@ -29,7 +31,10 @@ const server = http.createServer((req, res) => {
     res.end()
     process.stderr.write(JSON.stringify({ client, method: req.method, path: rel, status, bytes }) + '\n')
   }
-  if (denied().includes(`stall ${client}`)) {
+  if (
+    denied().includes(`stall ${client}`) ||
+    (rel.startsWith('/nar/') && denied().includes(`stall-nar ${client}`))
+  ) {
     process.stderr.write(JSON.stringify({ client, method: req.method, path: rel, status: 0, bytes }) + '\n')
     return
   }

@@ -50,8 +50,16 @@ describe("substituting on the target from a deploy plan's cache", () => {
   it('the system still missing: asked for every path, as without a plan (its own substituters may have them); only the rest is copied', async () => {
     // The plan's cache gives nothing more; the target's own substituter has lib.
     const t = target(asked => (asked.length > 1 ? [lib] : []))
+    const caches: unknown[] = []
+    const substitute = t.target.store.substitute.bind(t.target.store)
+    t.target.store.substitute = async (paths, from, timeoutMs) => {
+      caches.push(from)
+      return substitute(paths, from, timeoutMs)
+    }
     const r = await substituteOnTarget(t.target, plan, cache, toplevel)
     expect(t.asked).toEqual({ substitute: [[toplevel], [lib, app, toplevel]], queryMissing: [] })
+    // The first tried every path from the plan's cache: the list goes to its own substituters only.
+    expect(caches).toEqual([cache, undefined])
     expect(r.plan.toCopy.map(p => p.path)).toEqual([app, toplevel])
     expect(r.substituted.map(p => p.path)).toEqual([lib])
   })
@@ -61,6 +69,25 @@ describe("substituting on the target from a deploy plan's cache", () => {
     const r = await substituteOnTarget(t.target, { ...plan, listedFromCache: undefined }, cache, toplevel)
     expect(t.asked).toEqual({ substitute: [[lib, app, toplevel]], queryMissing: [] })
     expect(r.plan.toCopy).toEqual([])
+  })
+
+  it('a target the cache did not answer during the survey: asked for every path from its own substituters only, not that cache', async () => {
+    const t = target(asked => asked.filter(p => p === lib))
+    const caches: unknown[] = []
+    const substitute = t.target.store.substitute.bind(t.target.store)
+    t.target.store.substitute = async (paths, from, timeoutMs) => {
+      caches.push(from)
+      return substitute(paths, from, timeoutMs)
+    }
+    const r = await substituteOnTarget(
+      t.target,
+      { ...plan, listedFromCache: undefined, cacheUnanswered: true },
+      cache,
+      toplevel
+    )
+    expect(t.asked.substitute).toEqual([[lib, app, toplevel]])
+    expect(caches).toEqual([undefined])
+    expect(r.plan.toCopy.map(p => p.path)).toEqual([app, toplevel])
   })
 
   it("from the target's own substituters (no plan): every path is asked for", async () => {

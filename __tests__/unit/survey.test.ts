@@ -53,7 +53,7 @@ fs.writeFileSync(
   `#!/bin/sh
 echo "$*" >>"${path.join(dir, 'nix-calls')}"
 echo "warning: unknown setting 'stalled-download-timeout'" >&2
-[ -n "$CACHE_CLOSURE" ] || { echo "error: unable to download" >&2; exit 1; }
+[ -n "$CACHE_CLOSURE" ] || { echo "error: \${CACHE_ERROR:-unable to download}" >&2; exit 1; }
 printf '%s\\n' $CACHE_CLOSURE
 `,
   { mode: 0o755 }
@@ -328,12 +328,22 @@ describe('the survey with the closure by reference (a deploy plan: the target li
   })
 
   it('a cache it cannot read, another closure, places outside it, out of order or twice: asked again with the paths', () => {
-    const unknown = byRef({ CACHE_CLOSURE: '' })
+    // A cache that lacks the system (Nix: not valid) ...
+    const unknown = byRef({ CACHE_CLOSURE: '', CACHE_ERROR: `path '${toplevel}' is not valid` })
     expect(unknown.exitCode).toBe(0)
     expect(unknown.stdout).toContain('\nclosure unknown\n')
     // Why, for the log: nix's last word.
-    expect(unknown.stderr.trim()).toBe('error: unable to download')
+    expect(unknown.stderr.trim()).toBe(`error: path '${toplevel}' is not valid`)
     expect(why(unknown)).toMatch(/could not list the closure/)
+    // ... and one that did not answer (refused, down, stalled): the substitution will not ask it.
+    const unanswered = byRef({ CACHE_CLOSURE: '' })
+    expect(unanswered.stdout).toContain('\nclosure unknown unanswered\n')
+    expect(unanswered.stderr.trim()).toBe('error: unable to download')
+    const answer = readByReference(unanswered, closureByReference([]))
+    expect(answer).toEqual({
+      why: 'the cache did not answer it (refused, down or stalled)',
+      cacheUnanswered: true
+    })
     const other = byRef({ CACHE_CLOSURE: `${listed} ${P('extra', 'x')}` })
     expect(why(other)).toMatch(/another closure \(4 paths, where the runner listed 3/)
     const r = byRef()

@@ -44,13 +44,20 @@ export async function substituteOnTarget(
 ): Promise<{ plan: CopyPlan; substituted: PathInfo[] }> {
   const log = target.log
   if (plan.toCopy.length === 0) return { plan, substituted: [] }
+  if (cache && plan.cacheUnanswered) {
+    log.info(
+      `${target.label} is not asked to fetch from ${cache.uri}: it did not answer it during the survey`
+    )
+    cache = undefined
+  }
   const from = cache ? `its own substituters and ${cache.uri}` : 'its own substituters'
   const paths = plan.toCopy.map(p => p.path)
   // A deploy plan's cache holds the whole closure: asked for the system, a target that listed the
   // closure from that cache fetches what it lacks of it (a path is valid only with its closure),
   // and no list of paths crosses the link. Only when the system is still missing after is it sent
   // the list, as without a plan: its own substituters (cache.nixos.org) may have what the plan's
-  // cache did not give. A target that could not list it (the cache down) is sent the list at once.
+  // cache did not give. A target that could not list it is sent the list at once (and, when the
+  // cache did not answer it at all, without that cache).
   const byReference =
     cache !== undefined && plan.listedFromCache === true && toplevel !== undefined && paths.includes(toplevel)
   try {
@@ -59,7 +66,10 @@ export async function substituteOnTarget(
       ? Math.max(SUBSTITUTE_TIMEOUT_MS, importTimeoutMs(totalNarSize(plan.toCopy)))
       : SUBSTITUTE_TIMEOUT_MS
     let missing = await target.store.substitute(byReference ? [toplevel] : paths, cache, timeoutMs)
-    if (byReference && missing.size > 0) missing = await target.store.substitute(paths, cache, timeoutMs)
+    // Asked for the system, it tried every path of the closure from the plan's cache already (a
+    // cache that lists them and then stalls each download would cost as long again): the list goes
+    // to its own substituters only.
+    if (byReference && missing.size > 0) missing = await target.store.substitute(paths, undefined, timeoutMs)
     const substituted = plan.toCopy.filter(p => !missing.has(p.path))
     if (substituted.length > 0)
       log.info(

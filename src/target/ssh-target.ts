@@ -313,6 +313,7 @@ export class SshTarget implements Target {
       ...(req.lock ? lockArgs(req.lock) : ['', '', '', ''])
     ]
     const what = 'surveying the target (lock, running system, missing paths)'
+    let unanswered = false
     // Named, not sent: the target lists the closure itself (a deploy user's gate as its user).
     if (req.closureFrom !== undefined) {
       const ref = closureByReference(ordered)
@@ -323,6 +324,7 @@ export class SshTarget implements Target {
         if (survey.kind === 'changed' && !(survey.copy instanceof Error)) survey.copy.listedFromCache = true
         return survey
       }
+      unanswered = read.cacheUnanswered === true
       // Asked again under the lock it now holds (acquiring a lock it holds renews it).
       this.log.info(`${this.label}: ${read.why}; the survey sends it the closure's paths instead`)
       if (r.stderr.trim() !== '') this.log.untrusted(r.stderr.trim().slice(-300))
@@ -332,7 +334,10 @@ export class SshTarget implements Target {
       timeoutMs: STEP_TIMEOUT_MS,
       what
     })
-    return parseSurvey(r, this.label, ordered)
+    const survey = parseSurvey(r, this.label, ordered)
+    if (unanswered && survey.kind === 'changed' && !(survey.copy instanceof Error))
+      survey.copy.cacheUnanswered = true
+    return survey
   }
 
   async lock(verb: LockVerb, req: LockRequest): Promise<string> {

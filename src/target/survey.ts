@@ -74,11 +74,13 @@ const PLACES = /^(missing|new)-at ([0-9]+)(?:-([0-9]+))?$/
 export function readByReference(
   r: { exitCode: number; stdout: string },
   ref: { sorted: string[]; digest: string }
-): { stdout: string } | { why: string } {
+): { stdout: string } | { why: string; cacheUnanswered?: boolean } {
   const parts = sections(r.stdout)
   const copy = parts.get('copy')
   if (copy === undefined || r.exitCode !== 0) return { stdout: r.stdout }
   const lines = copy.split('\n').map(l => l.trim())
+  if (lines.includes('closure unknown unanswered'))
+    return { why: 'the cache did not answer it (refused, down or stalled)', cacheUnanswered: true }
   if (lines.includes('closure unknown')) return { why: 'it could not list the closure from the cache' }
   const m = lines.map(l => /^closure +([0-9]+) +([0-9a-f]{64})\b/.exec(l)).find(x => x)
   if (!m) return { why: 'it did not say which closure it listed' }

@@ -206,6 +206,11 @@ export interface CopyPlan {
    * cache answered it, so asked for the system alone it fetches the rest with it.
    */
   listedFromCache?: boolean
+  /**
+   * The deploy plan's cache did not answer the target's listing (refused, down, stalled): it is
+   * not asked to fetch from it (Nix would wait on it for each path in turn).
+   */
+  cacheUnanswered?: boolean
 }
 
 /** What the survey found: the lock held by another run, or the state under this run's lock. */

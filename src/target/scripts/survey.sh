@@ -24,9 +24,10 @@
 # else from the cache's .narinfo files), sorted, and answers "closure COUNT SHA256" of that listing
 # (the runner checks it listed the same) and, instead of paths of it, their places in that order
 # ("missing-at" and "new-at", each FIRST or FIRST-LAST, 0 the first): a thousand store paths cross
-# neither way, each place once and in order. "closure unknown" when it cannot list it (the cache
-# down or stalled, within half a minute; nix's last word on stderr): the runner asks again with
-# the paths. CACHE "-": the listing is on stdin (a deploy user's gate made it, as its user).
+# neither way, each place once and in order. "closure unknown" when it cannot list it (nix's last
+# word on stderr): the runner asks again with the paths; "closure unknown unanswered" when the cache
+# did not answer it (refused, down, or stalled within half a minute): the runner then does not ask
+# it to fetch from that cache. CACHE "-": the listing is on stdin (a deploy user's gate made it, as its user).
 # Exit 3: no GC root; 4: the store query failed; 5: the lock could not be read or written.
 # usage: sh -c SURVEY sh GC_ROOT_LINK TOPLEVEL UNCHANGED_WHEN RELEASE GC_ROOT_MAX_AGE LOCK_DIR LOCK_ID LEASE DESCRIPTION [CACHE] < PATHS
 #   (LOCK_DIR '' for no lock; no PATHS with a cache's URI; with "-", the gate's listing)
@@ -92,16 +93,18 @@ else
     [ -n "$new" ] || { echo 'closure unknown'; exit 0; }
   else
     # Its warnings and errors interleaved with the paths: the paths are the lines that are ones.
-    new=''
+    new='' unanswered=''
     if said=$($bound nix --extra-experimental-features nix-command path-info --recursive --store "$cache" \
       --option connect-timeout 5 --option stalled-download-timeout 10 --option download-attempts 1 "$top" 2>&1); then
       new=$(printf '%s\n' "$said" | grep '^/nix/store/')
     elif [ $? = 124 ]; then
-      said='listing the closure from the cache took over 30 s'
+      said='listing the closure from the cache took over 30 s' unanswered=' unanswered'
     fi
+    # A download that failed (not a path the cache lacks): the cache refused, is down or stalled.
+    case $said in *'unable to download'*) unanswered=' unanswered' ;; esac
     if [ -z "$new" ]; then
       printf '%s\n' "$said" | grep -v '^/nix/store/' | tail -n 1 >&2
-      echo 'closure unknown'
+      echo "closure unknown$unanswered"
       exit 0
     fi
   fi
