@@ -296,13 +296,16 @@ async function evaluateMachines(run: RunPlan, nix: RunnerNix, tempDir: string): 
     }
     return { evaluation: e, plan, keys: [] as LoadedKey[], facts }
   })
-  if (run.source.kind === 'network') refuseSharedTargets(run, evaluations)
+  // (A build alone deploys nothing: placeholders shared by a network file's machines are its own.)
+  if (run.source.kind === 'network' && (run.requestedMode !== 'build' || run.publish))
+    refuseSharedTargets(run, evaluations)
   return machines
 }
 
 /**
  * A network file whose machines name one target twice (a copied entry): refused before anything is
- * built, whatever the mode. A machine whose target does not parse is left to the step that needs it.
+ * built, when it is to be deployed or published. A machine whose target does not parse is left to
+ * the step that needs it.
  */
 function refuseSharedTargets(run: RunPlan, evaluations: MachineEvaluation[]): void {
   const targets = evaluations.flatMap(e => {

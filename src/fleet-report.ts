@@ -239,7 +239,13 @@ function notRunning(
       `Look at that job, then ${rerun}`
     ]
   }[outcome]
-  return new ActionError(`${runs}: ${message}`, hint.charAt(0).toUpperCase() + hint.slice(1), 'verify')
+  // Left with the plan's system by a deploy that failed: a re-run of the plan finds it there and
+  // changes nothing (its failure stands), so the way on is another plan, or the machine put back.
+  const left =
+    runsPlanned(state, m) && (outcome === 'failed' || outcome === 'rolled-back')
+      ? `Fix what failed (its shard's log has the whole error) and deploy a new plan: a re-run of this one finds its system there and changes nothing. Or put it back by hand (nixos-rebuild switch --rollback).`
+      : hint
+  return new ActionError(`${runs}: ${message}`, left.charAt(0).toUpperCase() + left.slice(1), 'verify')
 }
 
 /** The modes whose deploy an activation undoes (dry-activate changes nothing). */

@@ -230,12 +230,13 @@ export async function revertMachine<M extends Pick<FleetMachine, 'name' | 'repor
     }
     const outcome = await revertDeploy(target, { ...undo, recordWhenBack: back })
     if (outcome.kind === 'moved-on') {
+      // With readAgain (the report job): what it runs now is read again and said instead.
+      if (readAgain) return readAgain(target)
       m.report.warnings.push(
         own
           ? `not rolled back (rollback-fleet): it does not run what this run deployed (${outcome.now}); left as it is`
           : `not rolled back (rollback-fleet): it changed after this run deployed it (${outcome.now}); left as it is`
       )
-      await readAgain?.(target)
       return
     }
     if (own) {

@@ -127,7 +127,7 @@ describeE2E('publish-to: build once, publish once, plan the shards', () => {
       ['require-sigs', 'false']
     ])
     await expect(fetchFromCache(lax, { uri: cache, publicKey: key.public }, [built])).rejects.toThrow(
-      /fetching 1 paths from .* on the runner failed/
+      /fetching 1 paths from .* on the runner failed: [\s\S]*lacks a valid signature/
     )
     expect(fs.existsSync(built)).toBe(false)
   }, 120_000)
@@ -180,5 +180,45 @@ describeE2E('publish-to: build once, publish once, plan the shards', () => {
         })
       }
     }
+  }, 600_000)
+  it("a cache that holds one of the build's paths with another content (someone else published it first): not signed; the publish fails naming it", async () => {
+    const cache = path.join(work, 'shared')
+    const publish = (secret: string, xdg: string) =>
+      runAction(
+        {
+          network: fixture('network', 'rpi.nix'),
+          nixpkgs: fixture('nixpkgs'),
+          mode: 'build',
+          'nix-options': 'substituters =',
+          'publish-to': `file://${cache}`,
+          'signing-key': secret
+        },
+        { env: { XDG_CACHE_HOME: xdg } }
+      )
+    const first = await publish(key.secret, fs.mkdtempSync(path.join(work, 'xdg-')))
+    expect(first.exitCode).toBe(0)
+    const top = deployPlanProblems(first.outputs['deploy-plan']).plan!.machines[0].storePath
+    // The other pipeline's content under the system's name: another NAR hash in its .narinfo.
+    const narinfo = path.join(cache, `${path.basename(top).slice(0, 32)}.narinfo`)
+    const text = fs.readFileSync(narinfo, 'utf8')
+    const forged = text.replace(
+      /^NarHash: sha256:(\S)/m,
+      (_, c: string) => `NarHash: sha256:${c === '0' ? '1' : '0'}`
+    )
+    expect(forged).not.toBe(text)
+    fs.writeFileSync(narinfo, forged)
+    execFileSync('nix-store', ['--generate-binary-cache-key', 'nda-fleet-3', `${work}/sk3`, `${work}/pk3`])
+    const again = await publish(
+      fs.readFileSync(`${work}/sk3`, 'utf8'),
+      fs.mkdtempSync(path.join(work, 'xdg-'))
+    )
+    expect(again.exitCode).not.toBe(0)
+    expect(again.log).toMatch(
+      new RegExp(
+        `::error.*holds 1 of this build's store paths with another content than this build's.*${top.replace(/[.+]/g, '\\$&')}`
+      )
+    )
+    expect(fs.readFileSync(narinfo, 'utf8')).not.toMatch(/nda-fleet-3:/)
+    expect(again.outputs['deploy-plan'] ?? '').toBe('')
   }, 600_000)
 })

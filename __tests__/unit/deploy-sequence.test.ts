@@ -884,7 +884,26 @@ describe("a deploy plan's shard leaves its record on the machine (src/target/pla
     expect(t.planRecord).toMatchObject({ state: 'deployed', run: '7/1', beforeCurrent: FROM })
   })
 
-  it.each(['started', 'failed'] as const)(
+  it("a re-run that finds the plan's system left by an earlier attempt that failed: its failure stands (an unchanged machine is not checked again)", async () => {
+    const t = new FakeTarget(FROM)
+    t.generations.push(NEW)
+    t.profileGen = 2
+    t.current = NEW
+    const failed = {
+      ...stamp,
+      state: 'failed' as const,
+      system: NEW,
+      mode: 'switch',
+      beforeCurrent: FROM,
+      message: 'a health check failed'
+    }
+    t.planRecord = failed
+    await deploy(t, job('switch', { planStamp: { ...stamp, run: '7/2' } }))
+    expect(t.calls).toEqual(['survey', 'lock release', 'close'])
+    expect(t.planRecord).toEqual(failed)
+  })
+
+  it.each(['started'] as const)(
     "a re-run that finds the plan's system left by an earlier attempt whose record says %s: records its success, with that attempt's way back",
     async state => {
       const t = new FakeTarget(FROM)
@@ -898,8 +917,7 @@ describe("a deploy plan's shard leaves its record on the machine (src/target/pla
         mode: 'switch',
         beforeCurrent: FROM,
         beforeProfile: FROM,
-        beforeGeneration: 1,
-        message: state === 'failed' ? 'lost the SSH connection' : undefined
+        beforeGeneration: 1
       }
       const { error, result } = await deploy(t, job('switch', { planStamp: { ...stamp, run: '7/2' } }))
       expect(error).toBeUndefined()

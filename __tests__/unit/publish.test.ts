@@ -44,3 +44,33 @@ describe('publish-to among the inputs', () => {
     expect(() => inputs({ ...build, shards: '0' })).toThrow(/shards/)
   })
 })
+
+describe('what publish-to signs of what the cache held already', () => {
+  const { signableInCache } = require('../../src/nix/closure') as typeof import('../../src/nix/closure')
+  const P = (c: string, name: string): string => `/nix/store/${c.repeat(32)}-${name}`
+  const [lib, app, top] = [P('l', 'lib'), P('a', 'app'), P('t', 'system')]
+  const info = (path: string, narHash: string, references: string[], signatures?: string[]) => ({
+    path,
+    narHash,
+    narSize: 100,
+    references,
+    ...(signatures ? { signatures } : {})
+  })
+  const local = JSON.stringify([
+    info(lib, 'sha256:1lib', []),
+    info(app, 'sha256:1app', [lib]),
+    info(top, 'sha256:1top', [app, lib])
+  ])
+  it('signs what it holds as this build made it; skips what this key signed; never what it holds with another content', () => {
+    const cached = JSON.stringify([
+      info(lib, 'sha256:1lib', [], ['fleet-2:sig']), // signed by this key already
+      info(app, 'sha256:1app', [lib], ['fleet-1:old']), // as built, under the old key
+      info(top, 'sha256:0evil', [app, lib], ['other-1:sig']) // someone else's content
+    ])
+    expect(signableInCache(local, cached, 'fleet-2')).toEqual({ toSign: [app], foreign: [top] })
+  })
+  it('other references, or a path the cache lacks, are not this build’s either', () => {
+    const cached = JSON.stringify([info(lib, 'sha256:1lib', []), info(app, 'sha256:1app', [])])
+    expect(signableInCache(local, cached, 'fleet-2')).toEqual({ toSign: [lib], foreign: [app, top] })
+  })
+})

@@ -335,13 +335,19 @@ describe('the survey with the closure by reference (a deploy plan: the target li
     // Why, for the log: nix's last word.
     expect(unknown.stderr.trim()).toBe(`error: path '${toplevel}' is not valid`)
     expect(why(unknown)).toMatch(/could not list the closure/)
-    // ... and one that did not answer (refused, down, stalled): the substitution will not ask it.
+    // ... one that answered with an HTTP error (asked again: a 403 or a 5xx comes back quickly) ...
+    const refused = byRef({
+      CACHE_CLOSURE: '',
+      CACHE_ERROR: "unable to download 'http://c/x.narinfo': HTTP error 503"
+    })
+    expect(refused.stdout).toContain('\nclosure unknown\n')
+    // ... and one that did not answer (no connection, stalled): the substitution will not ask it.
     const unanswered = byRef({ CACHE_CLOSURE: '' })
     expect(unanswered.stdout).toContain('\nclosure unknown unanswered\n')
     expect(unanswered.stderr.trim()).toBe('error: unable to download')
     const answer = readByReference(unanswered, closureByReference([]))
     expect(answer).toEqual({
-      why: 'the cache did not answer it (refused, down or stalled)',
+      why: 'the cache did not answer it (no connection, or nothing for 10 s)',
       cacheUnanswered: true
     })
     const other = byRef({ CACHE_CLOSURE: `${listed} ${P('extra', 'x')}` })

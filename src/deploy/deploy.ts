@@ -229,11 +229,12 @@ class DeployRun {
     if (!lock) return undefined
     const earlier = before.planRecord
     if (state === 'unchanged' && earlier?.plan === job.planStamp.plan) {
-      // A re-run of the same plan's shard keeps what its first attempt recorded (the way back)...
-      if (earlier.state === 'deployed' || earlier.state === 'unchanged') return undefined
-      // ... unless that attempt changed the machine and did not record a success (cancelled, its
-      // link lost, its failure left the new system): this run's success is recorded, with that
-      // attempt's way back, or the fleet's report would go on reading the attempt's end.
+      // A re-run of the same plan's shard keeps what an earlier attempt recorded (the way back;
+      // why it failed: an unchanged machine is not checked again, so its failure stands)...
+      if (earlier.state !== 'started') return undefined
+      // ... unless that attempt stopped before it recorded its end (cancelled, its link lost): the
+      // machine runs the plan's system, so this run records that, with that attempt's way back,
+      // or the fleet's report would go on waiting for the attempt's end.
       return { record: this.redeployedRecord(earlier, before), lock }
     }
     const record: PlanRecord = {
@@ -249,7 +250,7 @@ class DeployRun {
 
   /**
    * The record of a re-run that found the machine on the plan's system, left there by an earlier
-   * attempt of the plan that recorded no success: deployed, with what that attempt recorded the
+   * attempt of the plan that recorded only its start: deployed, with what that attempt recorded the
    * machine ran before. The generation is the profile's, which that attempt may not have made
    * (createdNew false: a rollback keeps it); a machine that booted the system is not undone.
    */
@@ -570,7 +571,8 @@ class DeployRun {
         : { plan, substituted: [] }
       this.result.substitutedPaths = substituted.length
       this.result.substitutedBytes = totalNarSize(substituted)
-      if (job.substituteOnDestination) this.result.substitutedFrom = cache?.uri
+      if (job.substituteOnDestination)
+        this.result.substitutedFrom = plan.cacheUnanswered ? undefined : cache?.uri
       if (cache && rest.toCopy.length > 0) {
         // A deploy plan's runner has none of the closure: what the target could not fetch itself,
         // the runner fetches from the cache and copies through the tunnel, as without a plan.

@@ -72,3 +72,35 @@ export function topoSort(infos: PathInfo[]): PathInfo[] {
 export function totalNarSize(infos: PathInfo[]): number {
   return infos.reduce((sum, i) => sum + i.narSize, 0)
 }
+
+/**
+ * Which of a build's paths a binary cache holds as this build made them but without `keyName`'s
+ * signature (to sign there), and which it holds with another content under the same name (never
+ * signed: in a cache others write to, a path published first by someone else is theirs). From
+ * `nix path-info --json` of the runner's store (`local`) and of the cache with `--sigs` (`cached`).
+ */
+export function signableInCache(
+  local: string,
+  cached: string,
+  keyName: string
+): { toSign: string[]; foreign: string[] } {
+  const facts = (info: Record<string, unknown> | null): string =>
+    JSON.stringify([
+      info?.narHash,
+      Number(info?.narSize ?? 0),
+      [...((info?.references as string[] | undefined) ?? [])]
+        .map(r => r.replace(/^\/nix\/store\//, ''))
+        .sort()
+    ])
+  const inCache = new Map(pathInfoEntries(cached))
+  const toSign: string[] = []
+  const foreign: string[] = []
+  for (const [path, info] of pathInfoEntries(local)) {
+    const there = inCache.get(path)
+    const sigs = (there?.signatures as string[] | undefined) ?? []
+    if (sigs.some(s => s.split(':')[0] === keyName)) continue
+    if (!there || typeof info?.narHash !== 'string' || facts(there) !== facts(info)) foreign.push(path)
+    else toSign.push(assertStorePath(path, 'nix path-info entry'))
+  }
+  return { toSign, foreign }
+}

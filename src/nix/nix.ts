@@ -294,8 +294,10 @@ export class RunnerNix {
 
   /** The closure of `outPath`, with NAR sizes and references: in the runner's store, or in the binary cache `store` (its .narinfo files). */
   async closure(outPath: string, store?: string): Promise<PathInfo[]> {
-    const from = store ? ['--store', store, ...STALLED_CACHE_BOUNDS] : []
+    const from = store ? ['--store', store] : []
     const r = await this.run('nix', [
+      // Before nix-options, which may set them otherwise (a slow proxy).
+      ...(store ? STALLED_CACHE_BOUNDS : []),
       ...this.nixArgs(),
       'path-info',
       ...from,

@@ -80,7 +80,7 @@ export function readByReference(
   if (copy === undefined || r.exitCode !== 0) return { stdout: r.stdout }
   const lines = copy.split('\n').map(l => l.trim())
   if (lines.includes('closure unknown unanswered'))
-    return { why: 'the cache did not answer it (refused, down or stalled)', cacheUnanswered: true }
+    return { why: 'the cache did not answer it (no connection, or nothing for 10 s)', cacheUnanswered: true }
   if (lines.includes('closure unknown')) return { why: 'it could not list the closure from the cache' }
   const m = lines.map(l => /^closure +([0-9]+) +([0-9a-f]{64})\b/.exec(l)).find(x => x)
   if (!m) return { why: 'it did not say which closure it listed' }

@@ -26,8 +26,8 @@
 # ("missing-at" and "new-at", each FIRST or FIRST-LAST, 0 the first): a thousand store paths cross
 # neither way, each place once and in order. "closure unknown" when it cannot list it (nix's last
 # word on stderr): the runner asks again with the paths; "closure unknown unanswered" when the cache
-# did not answer it (refused, down, or stalled within half a minute): the runner then does not ask
-# it to fetch from that cache. CACHE "-": the listing is on stdin (a deploy user's gate made it, as its user).
+# did not answer it (no connection, or 10 s without a byte; not an HTTP error): the runner then does
+# not ask it to fetch from that cache. CACHE "-": the listing is on stdin (a deploy user's gate made it, as its user).
 # Exit 3: no GC root; 4: the store query failed; 5: the lock could not be read or written.
 # usage: sh -c SURVEY sh GC_ROOT_LINK TOPLEVEL UNCHANGED_WHEN RELEASE GC_ROOT_MAX_AGE LOCK_DIR LOCK_ID LEASE DESCRIPTION [CACHE] < PATHS
 #   (LOCK_DIR '' for no lock; no PATHS with a cache's URI; with "-", the gate's listing)
@@ -98,10 +98,14 @@ else
       --option connect-timeout 5 --option stalled-download-timeout 10 --option download-attempts 1 "$top" 2>&1); then
       new=$(printf '%s\n' "$said" | grep '^/nix/store/')
     elif [ $? = 124 ]; then
-      said='listing the closure from the cache took over 30 s' unanswered=' unanswered'
+      said='listing the closure from the cache took over 30 s'
     fi
-    # A download that failed (not a path the cache lacks): the cache refused, is down or stalled.
-    case $said in *'unable to download'*) unanswered=' unanswered' ;; esac
+    # A download that failed below HTTP (curl's own error: no connection, no name, nothing for
+    # 10 s): the cache did not answer. An HTTP error is an answer (a 403, a 5xx: quick to get again).
+    case $said in
+      *'HTTP error'*) ;;
+      *'unable to download'*) unanswered=' unanswered' ;;
+    esac
     if [ -z "$new" ]; then
       printf '%s\n' "$said" | grep -v '^/nix/store/' | tail -n 1 >&2
       echo "closure unknown$unanswered"
