@@ -25,17 +25,29 @@ describeE2E('publish-to: build once, publish once, plan the shards', () => {
   })
   afterAll(() => fs.rmSync(work, { recursive: true, force: true }))
 
+  /** mode build of the fixture network (or `network`), publishing to the file:// cache `cache`. */
+  const publishTo = (
+    cache: string,
+    secret: string,
+    extra: Record<string, string> = {},
+    opts: Parameters<typeof runAction>[1] = {}
+  ) =>
+    runAction(
+      {
+        network: fixture('network', 'rpi.nix'),
+        nixpkgs: fixture('nixpkgs'),
+        mode: 'build',
+        'nix-options': 'substituters =',
+        'publish-to': `file://${cache}`,
+        'signing-key': secret,
+        ...extra
+      },
+      opts
+    )
+
   it('a network built in mode build: every closure in the cache, signed; a plan of two shards', async () => {
     const cache = path.join(work, 'cache')
-    const run = await runAction({
-      network: fixture('network', 'rpi.nix'),
-      nixpkgs: fixture('nixpkgs'),
-      mode: 'build',
-      'nix-options': 'substituters =',
-      'publish-to': `file://${cache}`,
-      'signing-key': key.secret,
-      shards: '2'
-    })
+    const run = await publishTo(cache, key.secret, { shards: '2' })
     expect(run.exitCode).toBe(0)
     const { plan, problems } = deployPlanProblems(run.outputs['deploy-plan'])
     expect(problems).toEqual([])
@@ -81,15 +93,7 @@ describeE2E('publish-to: build once, publish once, plan the shards', () => {
     )
     try {
       const cache = path.join(work, 'copied')
-      const run = await runAction({
-        network: copied,
-        nixpkgs: fixture('nixpkgs'),
-        mode: 'build',
-        'nix-options': 'substituters =',
-        'publish-to': `file://${cache}`,
-        'signing-key': key.secret,
-        shards: '2'
-      })
+      const run = await publishTo(cache, key.secret, { network: copied, shards: '2' })
       expect(run.exitCode).not.toBe(0)
       expect(run.log).toMatch(/::error.*pi3 and pi3b are the same target \(10\.99\.2\.2:22\)/)
       expect(run.outputs['deploy-plan'] ?? '').toBe('')
@@ -134,15 +138,7 @@ describeE2E('publish-to: build once, publish once, plan the shards', () => {
 
   it('a cache that holds the closures already, signed with another key (a rotated key): every path gets this key too', async () => {
     const cache = path.join(work, 'rotated')
-    const publish = (secret: string) =>
-      runAction({
-        network: fixture('network', 'rpi.nix'),
-        nixpkgs: fixture('nixpkgs'),
-        mode: 'build',
-        'nix-options': 'substituters =',
-        'publish-to': `file://${cache}`,
-        'signing-key': secret
-      })
+    const publish = (secret: string) => publishTo(cache, secret)
     execFileSync('nix-store', ['--generate-binary-cache-key', 'nda-fleet-2', `${work}/sk2`, `${work}/pk2`])
     const rotated = fs.readFileSync(`${work}/pk2`, 'utf8').trim()
     const first = await publish(key.secret)
@@ -183,18 +179,9 @@ describeE2E('publish-to: build once, publish once, plan the shards', () => {
   }, 600_000)
   it("a cache that holds one of the build's paths with another content (someone else published it first): not signed; the publish fails naming it", async () => {
     const cache = path.join(work, 'shared')
+    // Each with a Nix cache of .narinfo files of its own: what the cache holds is read from it.
     const publish = (secret: string, xdg: string) =>
-      runAction(
-        {
-          network: fixture('network', 'rpi.nix'),
-          nixpkgs: fixture('nixpkgs'),
-          mode: 'build',
-          'nix-options': 'substituters =',
-          'publish-to': `file://${cache}`,
-          'signing-key': secret
-        },
-        { env: { XDG_CACHE_HOME: xdg } }
-      )
+      publishTo(cache, secret, {}, { env: { XDG_CACHE_HOME: xdg } })
     const first = await publish(key.secret, fs.mkdtempSync(path.join(work, 'xdg-')))
     expect(first.exitCode).toBe(0)
     const top = deployPlanProblems(first.outputs['deploy-plan']).plan!.machines[0].storePath

@@ -69,18 +69,20 @@ describe('the deploy sequence over a Target', () => {
     expect(t.lockOwner).toBeUndefined()
   })
   it("a deploy plan's shard through a deploy user's gate, with a signing-key that is not the plan's cache key: the runner neither fetches nor signs; the target keeps its system", async () => {
-    const gated = () =>
-      new (class extends FakeTarget {
+    const j = job('switch')
+    /** A gated target that fetched nothing from the plan's cache, whose key is `planKey`; signing-key fleet-1. */
+    async function shard(planKey: string) {
+      const t = new (class extends FakeTarget {
         override readonly importsSignedOnly = true
       })(OLD)
-    const j = job('switch')
-    const shard = (t: FakeTarget, fetched: string[][], copied: string[][]) =>
-      deployToTarget(
+      const fetched: string[][] = []
+      const copied: string[][] = []
+      const outcome = await deployToTarget(
         t,
         {
           ...j,
           substituteOnDestination: true,
-          built: { ...j.built, cache: { uri: 'https://cache.lan', publicKey: 'attacker-1:AAAA' } }
+          built: { ...j.built, cache: { uri: 'https://cache.lan', publicKey: planKey } }
         },
         {
           ...fakeCopy(copied),
@@ -89,37 +91,20 @@ describe('the deploy sequence over a Target', () => {
         },
         timed
       )
-    const fetched: string[][] = []
-    const copied: string[][] = []
-    const t = gated()
-    const outcome = await shard(t, fetched, copied)
-    expect(outcome.error).toBeInstanceOf(ActionError)
-    expect((outcome.error as ActionError).message).toMatch(
+      return { t, outcome, fetched, copied }
+    }
+    const other = await shard('attacker-1:AAAA')
+    expect(other.outcome.error).toBeInstanceOf(ActionError)
+    expect((other.outcome.error as ActionError).message).toMatch(
       /the deploy plan's cache key is another \(attacker-1:AAAA\), so the runner does not sign them/
     )
-    expect([fetched, copied]).toEqual([[], []])
-    expect([t.current, t.profile, t.lockOwner]).toEqual([OLD, OLD, undefined])
+    expect([other.fetched, other.copied]).toEqual([[], []])
+    expect([other.t.current, other.t.profile, other.t.lockOwner]).toEqual([OLD, OLD, undefined])
     // The same plan with the signing-key it was published with: fetched, signed and copied.
-    const ok = gated()
-    const fetchedOk: string[][] = []
-    const copiedOk: string[][] = []
-    const signed = await deployToTarget(
-      ok,
-      {
-        ...j,
-        substituteOnDestination: true,
-        built: { ...j.built, cache: { uri: 'https://cache.lan', publicKey: 'fleet-1:BBBB' } }
-      },
-      {
-        ...fakeCopy(copiedOk),
-        fetchFromCache: async (_cache, paths) => void fetchedOk.push(paths),
-        signingPublicKey: 'fleet-1:BBBB'
-      },
-      timed
-    )
-    expect(signed.error).toBeUndefined()
-    expect(fetchedOk.length).toBe(1)
-    expect(ok.current).toBe(NEW)
+    const own = await shard('fleet-1:BBBB')
+    expect(own.outcome.error).toBeUndefined()
+    expect(own.fetched.length).toBe(1)
+    expect(own.t.current).toBe(NEW)
   })
   it('switch: copies only what is missing, activates, confirms over a new connection, releases the lock', async () => {
     const t = new FakeTarget(OLD, [OLD, storePath('hello-2.12', 'h')])
@@ -769,6 +754,17 @@ describe("a deploy plan's shard leaves its record on the machine (src/target/pla
   const stamp = { plan: '0123456789abcdef', shard: '2', run: '7/1' }
   // Store paths of Nix's base32 only: the record keeps no other (the fake reads it back as probe.sh prints it).
   const FROM = storePath('nixos-system-pi-old', 'a')
+  /** The deployed record of a deploy from FROM (generation 1) that made generation 2. */
+  const deployedFrom = {
+    ...stamp,
+    state: 'deployed',
+    system: NEW,
+    mode: 'switch',
+    beforeCurrent: FROM,
+    beforeProfile: FROM,
+    beforeGeneration: 1,
+    generation: 2
+  }
 
   it("started under the lock before the copy, then deployed with the way back in the deploy's last command, before it releases the lock", async () => {
     const t = new FakeTarget(FROM)
@@ -780,17 +776,7 @@ describe("a deploy plan's shard leaves its record on the machine (src/target/pla
     expect(at('wrapUp plan record deployed, agent dir, GC root, lock')).toBeGreaterThan(at('decide confirm'))
     expect(t.calls.filter(c => c.startsWith('writePlanRecord'))).toEqual(['writePlanRecord started'])
     expect(t.lockOwner).toBeUndefined()
-    expect(t.planRecord).toEqual({
-      ...stamp,
-      state: 'deployed',
-      system: NEW,
-      mode: 'switch',
-      beforeCurrent: FROM,
-      beforeProfile: FROM,
-      beforeGeneration: 1,
-      generation: 2,
-      createdNew: true
-    })
+    expect(t.planRecord).toEqual({ ...deployedFrom, createdNew: true })
   })
 
   it('a deployed record the machine cannot write fails the deploy and says why; the rest of the last command is done', async () => {
@@ -924,18 +910,7 @@ describe("a deploy plan's shard leaves its record on the machine (src/target/pla
       expect(result.result).toBe('unchanged')
       expect(t.calls).toEqual(['survey', 'writePlanRecord deployed', 'lock release', 'close'])
       // The generation is the profile's; that attempt may not have made it: a rollback keeps it.
-      expect(t.planRecord).toEqual({
-        ...stamp,
-        run: '7/2',
-        state: 'deployed',
-        system: NEW,
-        mode: 'switch',
-        beforeCurrent: FROM,
-        beforeProfile: FROM,
-        beforeGeneration: 1,
-        generation: 2,
-        createdNew: false
-      })
+      expect(t.planRecord).toEqual({ ...deployedFrom, run: '7/2', createdNew: false })
     }
   )
 

@@ -46,6 +46,25 @@ const deployed: PlanRecord = {
   createdNew: true
 }
 
+/** How rollback-fleet puts a machine back in these tests (no confirmation, no checks). */
+const ROLLBACK_SETTINGS = {
+  activationTimeoutSeconds: 60,
+  confirmTimeoutSeconds: 60,
+  healthTimeoutSeconds: 10,
+  connectTimeoutSeconds: 10,
+  magicRollback: false,
+  healthChecks: []
+}
+
+/** A machine of shard 2 as the report job looks at it (the plan's system NEW), its report empty. */
+const machine = (name = 'pf1'): LookedAtMachine =>
+  ({
+    name,
+    planned: NEW,
+    shard: '2',
+    report: { timings: [], warnings: [] } as DeployReport
+  }) as LookedAtMachine
+
 describe('the plan record', () => {
   it('reads back what it wrote, from the state probe.sh prints', () => {
     const state = parseRemoteState(`current=${NEW}\n${probed(formatPlanRecord(deployed))}\n`)
@@ -134,20 +153,8 @@ describe('the plan record', () => {
 })
 
 describe('rollback-fleet in the report job: which machines it puts back, from their records', () => {
-  const machine = { name: 'pf1', planned: NEW, shard: '2' } as LookedAtMachine
-  const rollback = {
-    settings: {
-      activationTimeoutSeconds: 60,
-      confirmTimeoutSeconds: 60,
-      healthTimeoutSeconds: 10,
-      connectTimeoutSeconds: 10,
-      magicRollback: false,
-      healthChecks: []
-    },
-    lockTimeoutSeconds: 30,
-    why: 'pf3 failed'
-  }
-  const undo = (r: PlanRecord | undefined) => undoOf(machine, r, PLAN, rollback)
+  const rollback = { settings: ROLLBACK_SETTINGS, lockTimeoutSeconds: 30, why: 'pf3 failed' }
+  const undo = (r: PlanRecord | undefined) => undoOf(machine(), r, PLAN, rollback)
 
   it("one this plan's shard deployed: back to what it ran, the generation it made; the record then says so", () => {
     expect(undo(deployed)).toMatchObject({
@@ -192,7 +199,7 @@ describe('rollback-fleet in the report job: which machines it puts back, from th
     }
     // Not read under the lock: its agent may still have been deciding; nothing to go by.
     expect(typeof undo(started)).toBe('string')
-    expect(undoOf(machine, started, PLAN, rollback, settled)).toMatchObject({
+    expect(undoOf(machine(), started, PLAN, rollback, settled)).toMatchObject({
       toplevel: NEW,
       before: { current: OLD, profile: OLD, profileLink: 'system-4-link' },
       // The generation the profile holds (with the plan's system), not deleted: not known to be new.
@@ -201,20 +208,13 @@ describe('rollback-fleet in the report job: which machines it puts back, from th
       recordWhenBack: { state: 'rolled-back', byRollbackFleet: true }
     })
     // Its profile no longer holds the plan's system: which generation was the plan's is unknown.
-    expect(typeof undoOf(machine, started, PLAN, rollback, { ...settled, profile: OLD })).toBe('string')
+    expect(typeof undoOf(machine(), started, PLAN, rollback, { ...settled, profile: OLD })).toBe('string')
   })
 })
 
 describe("the report job's look at a machine whose record says this plan's deploy only started", () => {
   const started: PlanRecord = { ...deployed, state: 'started', generation: undefined, createdNew: undefined }
   const opts = { parallel: 1, connect: {} as never, planId: PLAN, lockTimeoutSeconds: 60 }
-  const machine = (): LookedAtMachine =>
-    ({
-      name: 'pf1',
-      planned: NEW,
-      shard: '2',
-      report: { timings: [], warnings: [] } as DeployReport
-    }) as LookedAtMachine
 
   /** Runs the plan's system; its shard's agent holds the lock and, on the report's first try, ends as `end` leaves it. */
   function deciding(end: (t: FakeTarget) => void): FakeTarget {
@@ -302,13 +302,6 @@ describe("the report job's look at a machine whose record says this plan's deplo
 
 describe("the report job's look at a machine whose shard recorded that its deploy did not succeed", () => {
   const opts = { parallel: 1, connect: {} as never, planId: PLAN, lockTimeoutSeconds: 60 }
-  const machine = (): LookedAtMachine =>
-    ({
-      name: 'pf1',
-      planned: NEW,
-      shard: '2',
-      report: { timings: [], warnings: [] } as DeployReport
-    }) as LookedAtMachine
   const failed: PlanRecord = {
     ...deployed,
     state: 'failed',
@@ -373,28 +366,13 @@ describe("the report job's look at a machine whose shard recorded that its deplo
 })
 
 describe('rollback-fleet in two report jobs of one plan at once', () => {
-  const settings = {
-    activationTimeoutSeconds: 60,
-    confirmTimeoutSeconds: 60,
-    healthTimeoutSeconds: 10,
-    connectTimeoutSeconds: 10,
-    magicRollback: false,
-    healthChecks: []
-  }
   const opts = {
     parallel: 1,
     connect: {} as never,
     planId: PLAN,
     lockTimeoutSeconds: 5,
-    rollback: { settings, lockTimeoutSeconds: 5 }
+    rollback: { settings: ROLLBACK_SETTINGS, lockTimeoutSeconds: 5 }
   }
-  const looked = (name: string): LookedAtMachine =>
-    ({
-      name,
-      planned: NEW,
-      shard: '2',
-      report: { timings: [], warnings: [] } as DeployReport
-    }) as LookedAtMachine
 
   it('the second finds the machine put back by the first: its result is what the machine runs now, not deployed', async () => {
     const t = new FakeTarget(OLD)
@@ -407,8 +385,8 @@ describe('rollback-fleet in two report jobs of one plan at once', () => {
     // Both jobs look first: pf1 runs the plan's system; pf3 failed.
     const jobs = await Promise.all(
       ['a', 'b'].map(async () => {
-        const pf1 = looked('pf1')
-        const pf3 = looked('pf3')
+        const pf1 = machine('pf1')
+        const pf3 = machine('pf3')
         pf3.report.result = 'failed'
         const looks = new Map<LookedAtMachine, Looked>([[pf1, await lookAt(pf1, t, opts)]])
         return { pf1, machines: [pf1, pf3], looks }
