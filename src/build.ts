@@ -14,7 +14,7 @@ import { totalNarSize } from './nix/closure'
 import { MachineEvaluation, selectMachines } from './nix/legacy'
 import type { Baseline } from './nix/source'
 import { RunnerNix } from './nix/nix'
-import { machineTarget, MachinePlan, planMachine, RunPlan } from './plan'
+import { DEFAULT_PORT, machineTarget, MachinePlan, planMachine, RunPlan } from './plan'
 import { planShards, PlannedMachine, shardMachines, sharedTargetProblem } from './nix/deploy-plan'
 import type { Source } from './nix/source'
 import { publishClosures } from './cache/publish'
@@ -202,7 +202,7 @@ function plannedMachine(run: RunPlan, m: Machine): PlannedMachine {
     storePath: e.outPath,
     system: e.hostSystem,
     host: target.host,
-    port: target.port ?? 22,
+    port: target.port ?? DEFAULT_PORT,
     user: target.user ?? 'root',
     tags: e.tags ?? [],
     boot: m.built?.boot,
@@ -315,7 +315,7 @@ function refuseSharedTargets(run: RunPlan, evaluations: MachineEvaluation[]): vo
       return []
     }
   })
-  const problem = sharedTargetProblem(targets.map(t => ({ ...t, port: t.port ?? 22 })))
+  const problem = sharedTargetProblem(targets.map(t => ({ ...t, port: t.port ?? DEFAULT_PORT })))
   if (problem)
     throw new ActionError(
       `the network file's machines ${problem}`,

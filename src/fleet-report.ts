@@ -202,7 +202,8 @@ function notRunning(
   rollbackFleet: boolean
 ): ActionError {
   const { current } = state
-  const runs = runsPlanned(state, m)
+  const hasPlanned = runsPlanned(state, m)
+  const runs = hasPlanned
     ? `${label} is left with the deploy plan's ${m.planned} (${current === m.planned ? 'it runs it' : 'its profile'}) by a deploy that did not succeed`
     : `${label} runs ${current ?? 'no system'}, not the deploy plan's ${m.planned}`
   const shard = `shard ${m.shard}${record?.run ? ` (run ${record.run})` : ''}`
@@ -242,7 +243,7 @@ function notRunning(
   // Left with the plan's system by a deploy that failed: a re-run of the plan finds it there and
   // changes nothing (its failure stands), so the way on is another plan, or the machine put back.
   const left =
-    runsPlanned(state, m) && (outcome === 'failed' || outcome === 'rolled-back')
+    hasPlanned && (outcome === 'failed' || outcome === 'rolled-back')
       ? `Fix what failed (its shard's log has the whole error) and deploy a new plan: a re-run of this one finds its system there and changes nothing. Or put it back by hand (nixos-rebuild switch --rollback).`
       : hint
   return new ActionError(`${runs}: ${message}`, left.charAt(0).toUpperCase() + left.slice(1), 'verify')
