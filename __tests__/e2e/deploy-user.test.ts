@@ -244,7 +244,9 @@ describeE2E('a deploy key that is not root: the deploy user and its gate (nixos/
       expect(onPi('ls /nix/var/nix-deploy-action/lock 2>/dev/null | wc -l', 'spi')).toBe('0')
 
       // spi cut off from the cache: without signing-key the runner cannot copy for it (refused,
-      // spi unchanged); with it, what spi could not fetch goes through the runner, signed.
+      // spi unchanged); with it, what spi could not fetch goes through the runner, signed. There
+      // the cache takes spi's requests and never answers them: asked once (the gate's listing of
+      // the closure), spi is not asked to fetch from it too (another 30 s without a byte).
       piRoute('delete')
       const other = await build('spi-gated-1')
       const otherTop = other.plan.machines[0].storePath
@@ -254,6 +256,9 @@ describeE2E('a deploy key that is not root: the deploy user and its gate (nixos/
         /did not fetch \d+ of the closure's paths from \S+, and without signing-key/
       )
       expect(piState('spi')).toMatchObject({ current: top, profile: top })
+      piRoute('replace')
+      fs.writeFileSync(path.join(work, 'deny'), `stall ${testbed().TESTBED_SPI}\n`)
+      cache.clear()
       const signed = await runAction({
         ...gated('unused'),
         flake: '',
@@ -271,6 +276,8 @@ describeE2E('a deploy key that is not root: the deploy user and its gate (nixos/
       expect(copied).toEqual([expect.objectContaining({ result: 'deployed', 'store-path': otherTop })])
       expect(Number(copied[0]['copied-bytes'])).toBeGreaterThan(0)
       expect(piState('spi')).toMatchObject({ current: otherTop, profile: otherTop })
+      const held = cache.requests().filter(r => r.client === testbed().TESTBED_SPI && r.status === 0)
+      expect(held.map(r => r.path)).toEqual(['/nix-cache-info'])
     } finally {
       piRoute('delete')
       cache.close()

@@ -21,6 +21,8 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-gate-test-'))
 const scripts = path.join(tmp, 'scripts')
 const marker = path.join(tmp, 'ran')
 const LISTING = path.join(tmp, 'listing')
+/** What the gate's `nix` says when it cannot list (when there is no LISTING); by default, no answer. */
+const NIX_ERROR = path.join(tmp, 'nix-error')
 const VALID = path.join(tmp, 'valid')
 
 /** A script with common.sh in front of it, its placeholders filled in (as deploy-user.nix does). */
@@ -40,11 +42,11 @@ beforeAll(() => {
       `echo "script ${name}" >>"${marker}"; for a in "$@"; do printf '${name}:arg:%s\\n' "$a"; done; [ -t 0 ] || sed 's/^/stdin:/'\n`
     )
   // The gate's `nix` (its listing of a deploy plan's closure from the cache): LISTING's lines, or
-  // a failure when there is none.
+  // a failure (NIX_ERROR's words) when there is none.
   fs.mkdirSync(path.join(tmp, 'bin'))
   fs.writeFileSync(
     path.join(tmp, 'bin', 'nix'),
-    `#!/bin/sh\necho "$*" >"${tmp}/nix-args"\necho "warning: a word from nix" >&2\n[ -f "${LISTING}" ] || { echo "error: unable to download" >&2; exit 1; }\ncat "${LISTING}"\n`,
+    `#!/bin/sh\necho "$*" >"${tmp}/nix-args"\necho "warning: a word from nix" >&2\n[ -f "${LISTING}" ] || { cat "${NIX_ERROR}" >&2 2>/dev/null || echo "error: unable to download" >&2; exit 1; }\ncat "${LISTING}"\n`,
     { mode: 0o755 }
   )
   // Its `nix-store`: the paths in VALID are valid; anything else asks the real one.
@@ -254,6 +256,7 @@ describe("the gate's survey by reference (a deploy plan's closure, listed from i
       .map(l => l.slice('stdin:'.length))
   afterEach(() => {
     fs.rmSync(LISTING, { force: true })
+    fs.rmSync(NIX_ERROR, { force: true })
     fs.rmSync(VALID, { force: true })
     fs.rmSync(path.join(tmp, 'nix-args'), { force: true })
     // Each call's directory is gone, whatever the call came to.
@@ -275,9 +278,19 @@ describe("the gate's survey by reference (a deploy plan's closure, listed from i
   })
 
   it('a cache it cannot list: nda-root gets none (it answers "closure unknown"), and nix\'s last word is said', () => {
+    const http = "error: unable to download 'https://cache.example.org/x.narinfo': HTTP error 503"
+    fs.writeFileSync(NIX_ERROR, `${http}\n`)
     const r = gate(gateCommand('survey', [...args, uri]))
     expect(r.status).toBe(0)
     expect(argsOf(r.stdout, 'survey.sh').at(-1)).toBe('arg:-')
+    expect(stdinOf(r.stdout).filter(Boolean)).toEqual([])
+    expect(r.stderr.trim()).toBe(http)
+  })
+
+  it('a cache that did not answer (below HTTP): "unanswered" in the listing\'s place, so the Pi is not asked to fetch from it', () => {
+    const r = gate(gateCommand('survey', [...args, uri]))
+    expect(r.status).toBe(0)
+    expect(argsOf(r.stdout, 'survey.sh')).toEqual([...args, 'unanswered'].map(a => `arg:${a}`))
     expect(stdinOf(r.stdout).filter(Boolean)).toEqual([])
     expect(r.stderr.trim()).toBe('error: unable to download')
   })

@@ -300,6 +300,11 @@ describe('the survey with the closure by reference (a deploy plan: the target li
     expect((read(r).copy as CopyPlan).toCopy.map(p => p.path)).toEqual([P('htop-3.3.0', 'j'), toplevel])
     const none = survey({}, gc, { cache: '-', input: '\n' })
     expect(why(none)).toMatch(/could not list the closure/)
+    expect(none.stdout).toContain('\nclosure unknown\n')
+    // The gate could not list it because the cache did not answer: the substitution will not ask it.
+    const unanswered = survey({}, gc, { cache: 'unanswered', input: '\n' })
+    expect(unanswered.stdout).toContain('\nclosure unknown unanswered\n')
+    expect(readByReference(unanswered, closureByReference([]))).toMatchObject({ cacheUnanswered: true })
   })
 
   it('a target that has the system lists its closure from its store, without the cache', () => {

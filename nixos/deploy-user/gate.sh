@@ -154,6 +154,12 @@ case $verb in
         else
           [ $? != 124 ] || echo "listing the closure from the cache took over 30 s" >"$tmp/err"
           listing=''
+          # As survey.sh tells it: a download that failed below HTTP (no connection, nothing for
+          # 10 s) is a cache that did not answer; "unanswered" in the listing's place tells the
+          # runner not to have this Pi fetch from it.
+          if ! grep -q 'HTTP error' "$tmp/err" && grep -q 'unable to download' "$tmp/err"; then
+            set -- "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" unanswered
+          fi
         fi
         [ -n "$listing" ] || tail -n 1 "$tmp/err" >&2
       fi

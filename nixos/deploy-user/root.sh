@@ -110,9 +110,10 @@ case $verb in
     ;;
   survey)
     # A tenth value, "-": the closure on stdin is the gate's listing from a deploy plan's cache
-    # (gate.sh), answered by reference. Never a cache to fetch from: root fetches nothing a deploy
-    # key names.
-    [ $# = 9 ] || { [ $# = 10 ] && [ "${10}" = - ]; } || refuse "survey takes 9 arguments (and a tenth: -)"
+    # (gate.sh), answered by reference; "unanswered": the gate could not list it, the cache did
+    # not answer. Never a cache to fetch from: root fetches nothing a deploy key names.
+    [ $# = 9 ] || { [ $# = 10 ] && { [ "${10}" = - ] || [ "${10}" = unanswered ]; }; } ||
+      refuse "survey takes 9 arguments (and a tenth: - or unanswered)"
     gc_root "$1"
     is_store_path "$2" || refuse "a toplevel that is not a store path"
     case $3 in switch | boot | test | never) ;; *) refuse "unchanged-when $3" ;; esac

@@ -27,7 +27,8 @@
 # neither way, each place once and in order. "closure unknown" when it cannot list it (nix's last
 # word on stderr): the runner asks again with the paths; "closure unknown unanswered" when the cache
 # did not answer it (no connection, or 10 s without a byte; not an HTTP error): the runner then does
-# not ask it to fetch from that cache. CACHE "-": the listing is on stdin (a deploy user's gate made it, as its user).
+# not ask it to fetch from that cache. CACHE "-": the listing is on stdin (a deploy user's gate made
+# it, as its user); "unanswered": the gate could not list it, the cache did not answer it.
 # Exit 3: no GC root; 4: the store query failed; 5: the lock could not be read or written.
 # usage: sh -c SURVEY sh GC_ROOT_LINK TOPLEVEL UNCHANGED_WHEN RELEASE GC_ROOT_MAX_AGE LOCK_DIR LOCK_ID LEASE DESCRIPTION [CACHE] < PATHS
 #   (LOCK_DIR '' for no lock; no PATHS with a cache's URI; with "-", the gate's listing)
@@ -86,11 +87,14 @@ else
   command -v timeout >/dev/null 2>&1 && bound='timeout 30'
   if nix-store --check-validity "$top" >/dev/null 2>&1; then
     new=$(nix-store -qR "$top") || exit 4
-  elif [ "$cache" = - ]; then
+  elif [ "$cache" = - ] || [ "$cache" = unanswered ]; then
     # A deploy user's gate listed it from the cache, as its user (nixos/deploy-user/gate.sh); none
-    # when it could not.
+    # when it could not ("unanswered": the cache did not answer it).
     new=$(cat)
-    [ -n "$new" ] || { echo 'closure unknown'; exit 0; }
+    if [ -z "$new" ]; then
+      [ "$cache" = - ] && echo 'closure unknown' || echo 'closure unknown unanswered'
+      exit 0
+    fi
   else
     # Its warnings and errors interleaved with the paths: the paths are the lines that are ones.
     new='' unanswered=''
