@@ -181,7 +181,7 @@ function parseSeconds(name: string, text: string, fallback: number, max: number,
   return parseCount(name, text, fallback, max, problems, 'a number of seconds')
 }
 
-function parseNixOptions(text: string, problems: string[]): Array<[string, string]> {
+export function parseNixOptions(text: string, problems: string[]): Array<[string, string]> {
   const options: Array<[string, string]> = []
   text.split(/\r?\n/).forEach((raw, i) => {
     const line = raw.trim()

@@ -2,14 +2,14 @@ import * as core from '@actions/core'
 import { promises as fs } from 'fs'
 import * as os from 'os'
 import * as path from 'path'
-import { PendingSave, saveStore } from './cache/store-cache'
+import { readPendingSave, saveStore } from './cache/store-cache'
 import { formatBytes } from './log/format'
 import { maskSecrets, STATE_CACHE, STATE_TEMP_DIR } from './main'
 import { RunnerNix } from './nix/nix'
 import { info, logWarning } from './log/untrusted'
 import { parseSigningKey, SigningKey } from './cache/signing'
 import { forgetSecretInputs } from './secrets'
-import { SECRET_INPUTS } from './inputs'
+import { parseNixOptions, SECRET_INPUTS } from './inputs'
 import { errorMessage } from './errors'
 import { PostReport, publishPostReport } from './report/publish'
 
@@ -17,7 +17,15 @@ import { PostReport, publishPostReport } from './report/publish'
 async function saveStoreCache(key: SigningKey | undefined, report: PostReport): Promise<void> {
   const raw = core.getState(STATE_CACHE)
   if (!raw) return
-  const s = JSON.parse(raw) as PendingSave
+  const problems: string[] = []
+  const s = readPendingSave(raw, parseNixOptions(core.getInput('nix-options'), problems))
+  if (typeof s === 'string' || problems.length > 0) {
+    logWarning(
+      report.warnings,
+      `Store cache not saved: what the main step left for it is not what it writes (${typeof s === 'string' ? s : problems.join('; ')}).`
+    )
+    return
+  }
   const signingKey = s.signed ? key : undefined
   if (s.signed && !signingKey) {
     logWarning(

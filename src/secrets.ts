@@ -1,4 +1,5 @@
 import * as core from '@actions/core'
+import { closeSync, openSync, readFileSync, writeSync } from 'fs'
 
 /**
  * Masks a secret in everything the runner shows. A multi-line secret is masked line by line too:
@@ -53,8 +54,45 @@ export function childEnv(base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessE
 
 /**
  * Removes the secret inputs from this process's environment once they are read (into memory):
- * whatever starts a child later without childEnv still cannot hand them on.
+ * whatever starts a child later without childEnv still cannot hand them on, and their values are
+ * blanked in the environment the process started with (see blankStartEnvironment).
  */
 export function forgetSecretInputs(names: readonly string[], env: NodeJS.ProcessEnv = process.env): void {
-  for (const name of names) delete env[`INPUT_${name.replace(/ /g, '_').toUpperCase()}`]
+  const variables = names.map(name => `INPUT_${name.replace(/ /g, '_').toUpperCase()}`)
+  for (const name of variables) delete env[name]
+  if (env === process.env) blankStartEnvironment(variables)
+}
+
+/**
+ * Deleting a variable leaves its text where the kernel put the environment at exec, and
+ * /proc/PID/environ shows that block to every process of the runner's user (Nix code evaluated
+ * with --impure can read its parent's). So the values of `variables` (no longer referenced: they
+ * were deleted first) are overwritten there with spaces, through /proc/self/mem. Linux only;
+ * false where that cannot be done (then only the deletion holds).
+ */
+export function blankStartEnvironment(variables: readonly string[]): boolean {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8')
+    // Fields after the command's name (which may hold spaces): env_start is field 50.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const start = Number(fields[50 - 3])
+    const block = readFileSync('/proc/self/environ')
+    if (!Number.isSafeInteger(start) || start <= 0) return false
+    const fd = openSync('/proc/self/mem', 'r+')
+    try {
+      let at = 0
+      while (at < block.length) {
+        const end = block.indexOf(0, at) < 0 ? block.length : block.indexOf(0, at)
+        const eq = block.indexOf(0x3d, at)
+        if (eq > at && eq + 1 < end && variables.includes(block.toString('latin1', at, eq)))
+          writeSync(fd, Buffer.alloc(end - eq - 1, 0x20), 0, end - eq - 1, start + eq + 1)
+        at = end + 1
+      }
+    } finally {
+      closeSync(fd)
+    }
+    return true
+  } catch {
+    return false
+  }
 }

@@ -271,6 +271,29 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     }
   }, 600_000)
 
+  it('an entry with a directory named as a .narinfo: nothing restored, a warning, the build starts cold and the run succeeds', async () => {
+    const inputs = freshInputs('unreadable')
+    await coldRunSaved(inputs)
+    const tar = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'nda-entry-')), 'entry.tar')
+    execFileSync('python3', [
+      '-c',
+      'import sys,tarfile\nwith tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:\n' +
+        ' for n in sys.argv[2:]:\n  i = tarfile.TarInfo(n); i.type = tarfile.DIRTYPE; i.mode = 0o755; t.addfile(i)',
+      tar,
+      '.nix-deploy-action-store-cache',
+      '.nix-deploy-action-store-cache/a.narinfo'
+    ])
+    execFileSync('zstd', ['-q', '--rm', tar, '-o', `${tar}.zst`])
+    await service.replaceArchive(savedEntries(inputs)[0].key, fs.readFileSync(`${tar}.zst`))
+    deleteBuilt()
+    const run = await runAction(inputs, { env: service.env() })
+    if (run.exitCode !== 0) console.log(run.log.slice(-3000))
+    expect(run.exitCode).toBe(0)
+    expect(run.outputs['cache-hit']).toBe('false')
+    expect(run.summary).toMatch(/\| Derivations built \| [1-9]/)
+    expect(warnings(run.log)).toEqual([expect.stringMatching(/nothing restored/)])
+  }, 600_000)
+
   it('without a cache service: one warning, and the build goes on', async () => {
     const inputs = freshInputs('none')
     const run = await runAction(inputs)

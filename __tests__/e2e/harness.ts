@@ -436,13 +436,17 @@ export function runnerView(log: string): { shown: string[]; masks: string[]; com
       else shown.push(mask(line))
       continue
     }
-    const stop = /^::stop-commands::(.+)$/.exec(line.trim())
+    // The runner's two forms (actions/runner ActionCommand): `::` after .NET's TrimStart (any
+    // Unicode whitespace, NEL too), and the older `##[command props]data` anywhere in a line.
+    const trimmed = line.replace(/^[\s\u0085]+/, '')
+    const stop =
+      /^::stop-commands::(.+)$/.exec(trimmed.trimEnd()) ?? /##\[stop-commands[^\]]*\](.+)$/.exec(line)
     if (stop) {
       stopToken = stop[1]
       continue
     }
-    const add = /^::add-mask::(.*)$/.exec(line)
-    if (/^\s*::/.test(line)) commands.push(line.trim())
+    const add = /^::add-mask::(.*)$/.exec(trimmed) ?? /##\[add-mask[^\]]*\](.*)$/.exec(line)
+    if (trimmed.startsWith('::') || /##\[[A-Za-z-]+/.test(line)) commands.push(line.trim())
     if (add) {
       const value = unescapeCommandData(add[1])
       masks.push(value)

@@ -119,6 +119,15 @@ describe('extractCacheArchive', () => {
     }
   )
 
+  it('refuses a cache directory that is itself a link (it would move into place as one)', async () => {
+    fs.writeFileSync(path.join(outside, 'x.narinfo'), 'StorePath: /nix/store/abc-x')
+    await expect(
+      extractCacheArchive(archive([[SUBTREE, 'symlink', outside]]), workspace, SUBTREE)
+    ).rejects.toThrow(/is not a directory/)
+    expect(listing(workspace)).toEqual(['flake.nix'])
+    fs.rmSync(path.join(outside, 'x.narinfo'))
+  })
+
   it('refuses an archive without the cache directory, or of another format', async () => {
     await expect(extractCacheArchive(archive([['other', 'file', 'x']]), workspace, SUBTREE)).rejects.toThrow(
       /unpacking the cache entry failed/

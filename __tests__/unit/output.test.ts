@@ -1,3 +1,8 @@
+import { spawnSync } from 'child_process'
+import * as fs from 'fs'
+import * as os from 'os'
+import * as path from 'path'
+import * as ts from 'typescript'
 import { runnerView } from '../e2e/harness'
 import { info, machineLog, neutralise, printUntrusted } from '../../src/log/untrusted'
 import { childEnv, forgetSecretInputs, isPrivateVariable } from '../../src/secrets'
@@ -51,6 +56,25 @@ describe('the one printer of log lines (log/untrusted.ts)', () => {
       expect(v.commands.filter(c => !/^::(stop-commands::|[0-9a-f]{32}::$)/.test(c))).toEqual([])
       expect(v.shown.join('\n')).toMatch(/error title=pwned::boom/)
     }
+  })
+  it('the forms the runner also obeys: `::` after Unicode whitespace, `##[command]` anywhere in a line; a machine name that escapes', () => {
+    for (const print of [
+      () => info('built for aarch64-linux\n##[save-state name=storeCache;]{"paths":["--expr"]}'),
+      () => info('a ##[error]forged'),
+      () => info('\u00a0::warning::forged'),
+      () => info('x\n\u2028::add-mask::deploy'),
+      () => info('\u0085::error::forged'),
+      () => machineLog('pi3', true).info('##[add-mask]deploy'),
+      () => machineLog('pi\x1b[2K', true).untrusted('::error::forged')
+    ]) {
+      const out = captureStdout(print)
+      const v = runnerView(out)
+      expect(v.masks).toEqual([])
+      expect(v.commands.filter(c => !/^::(stop-commands::|[0-9a-f]{32}::$)/.test(c))).toEqual([])
+      expect(out).not.toContain('\x1b')
+    }
+    // The model sees them as commands outside a stop-commands block.
+    expect(runnerView('a ##[error]x\n\u00a0::warning::y\n').commands).toHaveLength(2)
   })
   it('text of our own is written as it is', () => {
     expect(captureStdout(() => info('Deploying to root@pi: 3 paths'))).toBe('Deploying to root@pi: 3 paths\n')
@@ -119,6 +143,45 @@ describe('child processes', () => {
     }
     forgetSecretInputs(['ssh-private-key', 'jump-host-key'], env)
     expect(env).toEqual({ INPUT_FLAKE: 'f' })
+  })
+})
+
+describe("the process's own start environment (/proc/PID/environ)", () => {
+  it('no longer holds a secret input once it is forgotten: its value blanked where the kernel shows it to the same user', () => {
+    // A process of its own, started with the secret in its environment (as the runner starts the
+    // action), running this module's code (transpiled as it is).
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-environ-'))
+    const source = fs.readFileSync(path.join(__dirname, '..', '..', 'src', 'secrets.ts'), 'utf8')
+    fs.writeFileSync(
+      path.join(dir, 'secrets.js'),
+      ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.CommonJS } }).outputText
+    )
+    const secret = 'abcdSECRETline\nSECOND-line-of-it'
+    const script = `
+      const { forgetSecretInputs } = require('./secrets.js')
+      const read = () => require('child_process').execFileSync('cat', ['/proc/' + process.pid + '/environ']).toString()
+      const before = read()
+      forgetSecretInputs(['ssh-private-key'])
+      console.log(JSON.stringify({ before, after: read(), other: process.env.INPUT_FLAKE }))`
+    const r = spawnSync(process.execPath, ['-e', script], {
+      cwd: dir,
+      env: {
+        PATH: process.env.PATH,
+        NODE_PATH: path.join(__dirname, '..', '..', 'node_modules'),
+        'INPUT_SSH-PRIVATE-KEY': secret,
+        INPUT_FLAKE: '.#pi'
+      },
+      encoding: 'utf8'
+    })
+    fs.rmSync(dir, { recursive: true, force: true })
+    expect(r.stderr).toBe('')
+    const seen = JSON.parse(r.stdout) as { before: string; after: string; other: string }
+    expect(seen.before).toContain('SECRETline')
+    expect(seen.after).not.toContain('SECRETline')
+    expect(seen.after).not.toContain('SECOND-line')
+    // The rest stays, read as before.
+    expect(seen.after).toContain('INPUT_FLAKE=.#pi')
+    expect(seen.other).toBe('.#pi')
   })
 })
 

@@ -5,6 +5,8 @@ import {
   SUMMARY_LIMIT,
   truncateSummary
 } from '../../src/report/summary'
+import { maskSecret } from '../../src/secrets'
+import { interceptStdout } from './stdout'
 
 const TOP = '/nix/store/' + 'a'.repeat(32) + '-nixos-system-pi3-gen1'
 
@@ -29,6 +31,25 @@ describe('summary', () => {
     expect(md).toContain('&#60;script&#62;')
     expect(md).toContain('| build | 1.5 s |')
     expect(md).toContain('fix &#124; it')
+  })
+  it('scrubs a masked secret before escaping it (escaped, a token would not match its mask), in prose, <pre> and the post lines', () => {
+    const token = 'ghs_Zq8_secretTOKEN_1234567890'
+    const stdout = interceptStdout()
+    try {
+      maskSecret(token)
+    } finally {
+      stdout.restore()
+    }
+    const md = renderSummary({
+      result: 'failed',
+      timings: [],
+      warnings: [`a tool said ${token}`],
+      error: { message: `auth with ${token} failed`, hint: 'h', phase: 'build', details: `x ${token} y` }
+    })
+    for (const form of [token, escapeMarkdown(token.replace(/_/g, '#')).replace(/#/g, '&#95;'), 'ghs&#95;'])
+      expect(md).not.toContain(form)
+    expect(md).toContain('***')
+    expect(escapeMarkdown(`post: ${token}`)).not.toContain('secretTOKEN')
   })
   it.each(['deployed', 'unchanged', 'built', 'dry-activated', 'rolled-back'] as const)(
     'has a verdict for %s',

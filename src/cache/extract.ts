@@ -39,6 +39,12 @@ export async function extractCacheArchive(
       subtree
     ])
     if (r.exitCode !== 0) throw new Error(`unpacking the cache entry failed: ${tail(r.stderr, 3)}`)
+    // The subtree itself too: a link there would move into place as the cache directory.
+    const top = await fs.lstat(path.join(scratch, subtree))
+    if (!top.isDirectory())
+      throw new Error(
+        `the cache entry's ${subtree} is not a directory, which this action never saves: not restored`
+      )
     const odd = await notPlain(path.join(scratch, subtree))
     if (odd) throw new Error(`the cache entry holds ${odd}, which this action never saves: not restored`)
     await fs.rm(path.join(workspace, subtree), { recursive: true, force: true })

@@ -12,6 +12,7 @@ import { extractCacheArchive } from './extract'
 import { info } from '../log/untrusted'
 import { runCommand, tail } from '../run-command'
 import { cacheKeys, CacheKeys, inputsHash } from './cache-keys'
+import { isStorePath } from '../nix/store-path'
 
 /**
  * Keeps the runner's Nix store warm between runs without ever untarring into /nix/store (which is
@@ -88,12 +89,18 @@ export async function cacheServiceAvailable(env: NodeJS.ProcessEnv = process.env
   }
 }
 
-/** Store paths in a binary cache directory (from its .narinfo files). */
+/** A .narinfo is a few hundred bytes; a larger file is not one this action saved. */
+const MAX_NARINFO_BYTES = 1024 * 1024
+
+/** Store paths in a binary cache directory (from its .narinfo files: regular ones, of narinfo size). */
 async function cachedPaths(dir: string): Promise<string[]> {
   const names = await fs.readdir(dir).catch(() => [] as string[])
   const paths: string[] = []
   for (const n of names.filter(f => f.endsWith('.narinfo'))) {
-    const m = /^StorePath: (\/nix\/store\/\S+)$/m.exec(await fs.readFile(path.join(dir, n), 'utf8'))
+    const file = path.join(dir, n)
+    const st = await fs.lstat(file)
+    if (!st.isFile() || st.size > MAX_NARINFO_BYTES) continue
+    const m = /^StorePath: (\/nix\/store\/\S+)$/m.exec(await fs.readFile(file, 'utf8'))
     if (m) paths.push(m[1])
   }
   return paths
@@ -162,8 +169,17 @@ async function restoreInto(
     warn(`Restoring the Nix store cache failed (the build goes on without it): ${errorMessage(e)}`)
   }
   if (!matchedKey) return { hit: false, paths: 0, bytes: 0, ms: Date.now() - started }
-  const paths = await cachedPaths(dir)
-  const bytes = await dirSize(dir)
+  let paths: string[]
+  let bytes: number
+  try {
+    paths = await cachedPaths(dir)
+    bytes = await dirSize(dir)
+  } catch (e) {
+    // Anyone who can write the repository's cache could leave an entry that cannot be read: the
+    // build starts cold (an unexpected error would fail every later run that restores it).
+    warn(`The store cache entry ${matchedKey} could not be read (nothing restored): ${errorMessage(e)}`)
+    return { hit: false, matchedKey, paths: 0, bytes: 0, ms: Date.now() - started }
+  }
   if (paths.length === 0) {
     warn(
       `The store cache entry ${matchedKey} holds no store paths (not one this action saved): nothing restored.`
@@ -254,6 +270,32 @@ export interface PendingSave {
   settings: Array<[string, string]>
   /** Saved under a signing-key's cache keys: the post step signs it with the key (read again there). */
   signed: boolean
+}
+
+/**
+ * The main step's PendingSave as the post step reads it back, or why it is not one. State is a file
+ * the runner also fills from `save-state` commands in the step's output: only store paths, a key of
+ * plain characters, and the Nix settings the post step reads from nix-options itself.
+ */
+export function readPendingSave(raw: string, settings: Array<[string, string]>): PendingSave | string {
+  let s: unknown
+  try {
+    s = JSON.parse(raw)
+  } catch {
+    return 'its state is not JSON'
+  }
+  const { key, paths, signed } = (s ?? {}) as Partial<Record<keyof PendingSave, unknown>>
+  if (typeof key !== 'string' || !/^[A-Za-z0-9._-]+$/.test(key)) return 'its key is not a cache key'
+  if (
+    !Array.isArray(paths) ||
+    paths.length === 0 ||
+    !paths.every(p => typeof p === 'string' && isStorePath(p))
+  )
+    return 'its paths are not store paths'
+  if (typeof signed !== 'boolean') return 'it does not say whether it is signed'
+  if (JSON.stringify((s as PendingSave).settings) !== JSON.stringify(settings))
+    return "its Nix settings are not this step's nix-options"
+  return { key, paths: paths as string[], settings, signed }
 }
 
 /** What a run's restore trusts: its mode and signing-key (the slice of the inputs it reads). */

@@ -19,7 +19,8 @@ export function printUntrusted(text: string, prefix = ''): void {
   // A progress line's bare \r becomes a line end; every other control character is shown escaped.
   const plain = neutralise(text.replace(/\r(?!\n)/g, '\n'))
   const body = plain.endsWith('\n') ? plain.slice(0, -1) : plain
-  const lines = prefix ? body.replace(/^/gm, prefix) : body
+  // A machine's name is text from a network file too.
+  const lines = prefix ? body.replace(/^/gm, neutralise(prefix)) : body
   const token = randomBytes(16).toString('hex')
   process.stdout.write(`::stop-commands::${token}\n${lines}\n::${token}::\n`)
 }
@@ -40,13 +41,22 @@ export function neutralise(text: string): string {
 }
 
 /**
+ * Whether the runner would read some line of `text` as a workflow command (actions/runner's
+ * ActionCommand): `::` after any whitespace .NET's TrimStart removes (U+00A0, U+2028, NEL, ...),
+ * or the older `##[command]` form anywhere in a line (still obeyed: `##[save-state ...]` too).
+ */
+export function mayBeCommand(text: string): boolean {
+  return /##\[/.test(text) || /(^|\n)[\s\u0085]*::/.test(text)
+}
+
+/**
  * The one printer of plain log lines (core.info writes its text as it is, so it is called here only).
- * Control characters are neutralised; a message in which some line would still be read as a
- * workflow command (text from elsewhere that starts with `::`) is printed with commands off.
+ * Control characters are neutralised; a message in which some line could still be read as a
+ * workflow command (text from elsewhere) is printed with commands off.
  */
 export function info(message: string): void {
   const shown = neutralise(message)
-  if (/(^|\n)[ \t]*::/.test(shown)) printUntrusted(shown)
+  if (mayBeCommand(shown)) printUntrusted(shown)
   else core.info(shown)
 }
 

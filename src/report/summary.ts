@@ -1,4 +1,5 @@
 import { formatBytes } from '../log/format'
+import { scrubSecrets } from '../secrets'
 import { ClosureDiff } from './diff'
 import { DeployReport, failedResult, fleetCounts, fleetRollbackWhy } from './report'
 
@@ -9,7 +10,7 @@ const entity = (c: string): string => `&#${c.charCodeAt(0)};`
 
 /** Text inside <pre>: an HTML block, which Markdown leaves as it is (no links, no markup in it). */
 export function escapeHtml(s: string): string {
-  return s.replace(/[&<>"'`|]/g, entity)
+  return scrubSecrets(s).replace(/[&<>"'`|]/g, entity)
 }
 
 /**
@@ -25,10 +26,13 @@ const MARKDOWN =
  * Text from Nix, the target or inputs as literal text in the summary (table cells, headings, inline
  * HTML): MARKDOWN as entities, line ends as <br>, and an e-mail's `@` in a <span> of its own: the
  * autolink extension looks for addresses in text with entities decoded, even inside <code>, and a
- * tag between the parts stops it.
+ * tag between the parts stops it. Secrets are scrubbed first: escaped, a token would no longer
+ * match its mask (`ghs&#95;…` renders as the token), and the summary's cut could halve it.
  */
 export function escapeMarkdown(s: string): string {
-  return s.replace(MARKDOWN, c => (c === '@' ? '<span>@</span>' : /[\r\n]/.test(c) ? '<br>' : entity(c)))
+  return scrubSecrets(s).replace(MARKDOWN, c =>
+    c === '@' ? '<span>@</span>' : /[\r\n]/.test(c) ? '<br>' : entity(c)
+  )
 }
 
 const VERDICT: Record<string, string> = {
