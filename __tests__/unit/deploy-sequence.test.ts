@@ -204,6 +204,29 @@ describe('the deploy sequence over a Target', () => {
     expect(t2.current).toBe(OLD)
   })
 
+  it('a failing health check whose abort arrives after the agent decided by itself: a failure naming the check, with or without magic rollback', async () => {
+    for (const magicRollback of [true, false]) {
+      const t = new FakeTarget(OLD)
+      t.failingChecks.add('curl -f localhost')
+      t.behaviour.set(NEW, 'late-decision')
+      const failed = await deploy(
+        t,
+        job('switch', {
+          activation: {
+            ...job().activation,
+            magicRollback,
+            healthChecks: ['curl -f localhost'],
+            healthTimeoutSeconds: 1
+          }
+        })
+      )
+      expect(failed.error).toBeInstanceOf(magicRollback ? RolledBackError : ActionError)
+      expect((failed.error as Error).message).toMatch(/a health check failed on target root@pi/)
+      expect(failed.result.result).not.toBe('deployed')
+      expect(t.current).toBe(magicRollback ? OLD : NEW)
+    }
+  })
+
   it('a new system that breaks SSH: the confirmation cannot get through, the target rolls itself back', async () => {
     const t = new FakeTarget(OLD)
     t.behaviour.set(NEW, 'breaks-ssh')

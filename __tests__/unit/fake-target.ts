@@ -35,7 +35,8 @@ import {
 } from '../../src/target/target'
 
 /** How a system behaves when the simulated agent activates it. */
-export type Behaviour = 'ok' | 'fails' | 'breaks-ssh' | 'agent-killed'
+/** late-decision: every decision reaches the agent after its window (a link down, then back). */
+export type Behaviour = 'ok' | 'fails' | 'breaks-ssh' | 'agent-killed' | 'late-decision'
 
 export const storePath = (name: string, c = 'a'): string => `/nix/store/${c.repeat(32)}-${name}`
 
@@ -386,6 +387,15 @@ export class FakeTarget implements Target {
   async decide(dir: string, decision: 'confirm' | 'abort'): Promise<string> {
     this.calls.push(`decide ${decision}`)
     const a = this.agents.get(dir)!
+    if (this.behaviour.get(a.req.toplevel) === 'late-decision') {
+      // The agent's own timeout decided first, as its onTimeout says.
+      if (a.req.onTimeout === 'keep') a.state.outcome = 'unconfirmed-kept'
+      else {
+        this.rollback(a)
+        a.state.outcome = 'rolled-back-unconfirmed'
+      }
+      return 'lost:timeout'
+    }
     if (this.behaviour.get(a.req.toplevel) === 'breaks-ssh' && decision === 'confirm') {
       // The new system let nobody in: the agent's own timeout decides.
       a.decision = 'abort'

@@ -187,19 +187,43 @@ async function followAndDecide(
   follower: Follower,
   waitSeconds: number
 ): Promise<Decided> {
-  const { target, goal, settings, toplevel, before } = run
+  const { target, goal, settings, toplevel } = run
   await followActivation(target, goal, settings, follower, waitSeconds)
   const state = follower.state
   if (!(state.status === 0 && waitSeconds > 0 && state.outcome === undefined)) return { confirmed: false }
   const decided = await decideAndFollow(target, settings, follower, waitSeconds, toplevel)
-  if (decided.abort && follower.state.outcome === 'rolled-back')
-    throw new RolledBackError(
-      `${decided.abort.reason}; rolled back to ${before.current}`,
-      decided.abort.hint,
-      before.current,
-      [decided.healthReport, follower.log.slice(-4000)].filter(Boolean).join('\n\n')
-    )
+  if (decided.abort) abortedOutcome(run, follower, decided.abort, decided.healthReport)
   return decided
+}
+
+/**
+ * The run decided to abort (a health check failed, the run's timeout was near): it fails whatever
+ * the agent did, naming that cause. An abort that reached the agent after its window (a link down,
+ * then back) leaves the outcome of that window: rolled back unconfirmed, or, with magic rollback
+ * off, the new system kept, which must not end as a green deploy.
+ */
+function abortedOutcome(
+  { target, toplevel, before }: ActivationRun,
+  follower: Follower,
+  abort: NonNullable<Decided['abort']>,
+  healthReport: string | undefined
+): void {
+  const details = [healthReport, follower.log.slice(-4000)].filter(Boolean).join('\n\n')
+  const outcome = follower.state.outcome
+  if (outcome === 'rolled-back' || outcome === 'rolled-back-unconfirmed')
+    throw new RolledBackError(
+      `${abort.reason}; rolled back to ${before.current}`,
+      abort.hint,
+      before.current,
+      details
+    )
+  if (outcome === 'unconfirmed-kept')
+    throw new ActionError(
+      `${abort.reason}; the abort did not reach ${target.label} within its window, and without magic rollback it keeps ${toplevel}`,
+      `${target.label} runs the new system. ${abort.hint} To go back now, deploy the previous configuration or run \`nixos-rebuild switch --rollback\` on it.`,
+      'verify',
+      details
+    )
 }
 
 /** What one activation works with (activate's arguments), handed on as one. */
