@@ -18,6 +18,11 @@
 let
   cfg = config.services.nix-deploy-action.bootTrial;
   once = cfg.enable && cfg.bootOnce.enable;
+  fw = cfg.bootOnce.firmwareMount;
+  # The firmware partition's mount unit as systemd names it (systemd-escape --path, for the plain
+  # absolute paths the assertion below allows).
+  firmwareMountUnit =
+    builtins.replaceStrings [ "-" "/" ] [ "\\x2d" "-" ] (builtins.substring 1 (builtins.stringLength fw - 1) fw) + ".mount";
 in
 {
   options.services.nix-deploy-action.bootTrial = {
@@ -55,17 +60,24 @@ in
   };
 
   config = {
+    assertions = [ {
+      assertion = !once || builtins.match "/[A-Za-z0-9_/-]*[A-Za-z0-9_]" fw != null;
+      message = "services.nix-deploy-action.bootTrial.bootOnce.firmwareMount must be an absolute path of letters, digits, _, - and / (not ending in /): ${fw}";
+    } ];
     # Each condition on a whole option (the fixture's stand-in for the module system, which the
     # tests evaluate this with, takes them there; NixOS takes them anywhere).
     systemd.services = lib.mkIf cfg.enable { nix-deploy-boot-trial = {
       description = "nix-deploy-action boot trial: confirm the new system or go back to the previous one";
       wantedBy = [ "multi-user.target" ];
-      after = [ "local-fs.target" ];
+      # With bootOnce, the one-shot file is read in the boot that follows: the FAT partition mounted
+      # first (nofail alone would not wait). Wanted, not required: a partition that fails to mount
+      # in the new system's boot (a kernel without vfat, a changed label) must not keep its trial
+      # from running, and going back.
+      after = [ "local-fs.target" ] ++ (if once then [ firmwareMountUnit ] else [ ]);
+      wants = if once then [ firmwareMountUnit ] else [ ];
       # The trial's protocol with the action (its record and renames, boot-trial.sh): the action
-      # reads it here to know how to confirm the boot. With bootOnce, the one-shot file is read in
-      # the boot that follows: the FAT partition mounted first (nofail alone would not wait).
-      unitConfig = { "X-NixDeployAction-Protocol" = "2"; }
-        // (if once then { RequiresMountsFor = cfg.bootOnce.firmwareMount; } else { });
+      # reads it here to know how to confirm the boot.
+      unitConfig = { "X-NixDeployAction-Protocol" = "2"; };
       # Only a boot starts a trial; a switch that starts this unit finds none and ends at once.
       restartIfChanged = false;
       path = [ config.nix.package pkgs.coreutils pkgs.gnused pkgs.util-linux config.systemd.package ];

@@ -17,6 +17,13 @@
 # (the boot loader fell back, or it is left from an interrupted deploy); a one-shot trial found in
 # a boot of the previous system is settled as fell-back: the new system never reached this script.
 #
+# A trial runs in one boot of the new system: found pending again in a later boot of it (boot-trial
+# or boot-trial.reached, and boot-trial.boots names another boot of it), a reboot cut it (a power
+# cut, a crash, a system that reboots itself), and it goes back at once: waited for again, the
+# windows would start over at every boot. Found checked in at its first boot (the deploy logged in
+# before this unit started), it waits for the verdict. A one-shot trial checked in, found in a boot
+# of the previous system, is over: the boot loader ran the default.
+#
 # Each window ends with a rename of the file the deploy renames in the same step (boot-trial, then
 # boot-trial.reached): exactly one of the deploy and this script wins. A record without
 # login-seconds (an action before protocol 2) has one window, confirm-seconds, ended by the
@@ -35,9 +42,11 @@ reached=$dir/boot-trial.reached
 active=$dir/boot-trial.active
 boot_id_file=${NDA_BOOT_ID_FILE:-/proc/sys/kernel/random/boot_id}
 reject=$dir/boot-trial.reject
+# "NEW BOOT_ID" for each boot this trial's script ran in (reboot.sh removes it with a new trial).
+boots=$dir/boot-trial.boots
 
 say() { echo "nix-deploy-action boot trial: $*"; }
-field() { sed -n "s/^$1=//p" "$trial" | head -n 1; }
+field() { sed -n "s/^$1=//p" "$rec" | head -n 1; }
 digits() { case $1 in '' | *[!0-9]*) return 1 ;; esac; }
 # A store path itself (no path inside one), in the characters Nix allows in names.
 store_path() {
@@ -59,7 +68,11 @@ plain_path() {
 
 # A marker left by a trial that went back (it reboots while active) is another boot's.
 rm -f "$active"
-if [ ! -f "$trial" ]; then
+# The pending record: before the deploy's check-in, or after it.
+rec=$trial
+[ -f "$rec" ] || rec=$reached
+if [ ! -f "$rec" ]; then
+  rm -f "$boots"
   say "no trial pending"
   exit 0
 fi
@@ -68,7 +81,7 @@ login=$(field login-seconds) once=$(field once)
 if ! store_path "$new" || ! store_path "$prev" || ! digits "$secs" || { [ -n "$gen" ] && ! digits "$gen"; } ||
   { [ -n "$login" ] && ! digits "$login"; } || { [ -n "$once" ] && ! plain_path "$once"; }; then
   say "the trial record is not readable: kept as $trial.invalid, nothing done"
-  mv -f "$trial" "$trial.invalid"
+  mv -f "$rec" "$trial.invalid"
   exit 1
 fi
 booted=$(readlink -f "$booted_link" 2>/dev/null || true)
@@ -77,7 +90,11 @@ if [ -n "$once" ] && [ "$booted" = "$prev" ]; then
   # previous system's: the new one never got here. Settled as the deploy's `fell-back` step does
   # (target/scripts/boot-trial-steps.sh in the action), one at a time with it.
   exec 8>>"$dir/lock.flock" && flock -w 30 8
-  if [ -f "$trial" ]; then
+  if [ -f "$reached" ]; then
+    why="the new system rebooted after the deploy logged in, before it was confirmed (a power cut, a crash): the boot loader ran the previous system, still the default"
+    echo "$why" >"$dir/boot-trial.rolled-back"
+    mv -f "$reached" "$trial.expired" && say "$why"
+  elif [ -f "$trial" ]; then
     if [ -s "$once" ]; then
       verdict=not-run why="the boot loader did not boot the new system's one-shot entry: its hook left $once as written"
     else
@@ -88,17 +105,27 @@ if [ -n "$once" ] && [ "$booted" = "$prev" ]; then
     { cat "$trial" && echo "verdict=$verdict"; } >"$trial.fell-back.tmp" && mv -f "$trial.fell-back.tmp" "$trial.fell-back" && rm -f "$trial"
     say "$why"
   fi
+  rm -f "$boots"
   exit 0
 fi
 if [ "$booted" != "$new" ]; then
   say "this boot runs ${booted:-no known system}, not the trial's $new: the trial is over"
-  mv -f "$trial" "$trial.stale" 2>/dev/null || true
+  mv -f "$rec" "$trial.stale" 2>/dev/null || true
+  rm -f "$boots"
   exit 0
 fi
 
-cat "$boot_id_file" >"$active" 2>/dev/null
+this_boot=$(cat "$boot_id_file" 2>/dev/null || true)
+cut=''
+if [ -f "$boots" ]; then
+  while read -r b_new b_id; do
+    if [ "$b_new" = "$new" ] && [ "$b_id" != "$this_boot" ]; then cut=yes; fi
+  done <"$boots"
+fi
+echo "$new $this_boot" >>"$boots"
+echo "$this_boot" >"$active"
 confirmed() {
-  rm -f "$active"
+  rm -f "$active" "$boots"
   say "confirmed"
   exit 0
 }
@@ -116,15 +143,22 @@ wait_gone() {
 # expire FILE: the window's end, unless the deploy renamed FILE first (then it is not over).
 expire() { mv "$1" "$trial.expired" 2>/dev/null; }
 
-if [ -z "$login" ]; then
+why=''
+if [ -n "$cut" ]; then
+  # Claimed as a window's end is (the deploy's rename may have come first: then it is its).
+  mv "$trial" "$trial.expired" 2>/dev/null || mv "$reached" "$trial.expired" 2>/dev/null || confirmed
+  why="its trial began in an earlier boot and a reboot cut it (a power cut, a crash, or the system rebooted itself) before the deploy confirmed it"
+elif [ -z "$login" ]; then
   say "booted $new: waiting up to $secs s for the deploy to confirm it"
   wait_gone "$trial" "$secs" && confirmed
   expire "$trial" || confirmed
   phase=confirm
 else
-  say "booted $new: waiting up to $login s for the deploy to log in"
   phase=login
-  if wait_gone "$trial" "$login"; then
+  if [ "$rec" = "$reached" ]; then
+    # The deploy checked in before this unit started.
+    phase=confirm
+  elif say "booted $new: waiting up to $login s for the deploy to log in" && wait_gone "$trial" "$login"; then
     # Logged in and already confirmed (fast checks) between two looks: both steps were seen at once.
     [ -e "$reached" ] || { say "the deploy logged in"; confirmed; }
     phase=confirm
@@ -137,7 +171,8 @@ else
     expire "$reached" || confirmed
   fi
 fi
-if [ -e "$reject" ]; then why="the deploy rejected it"
+if [ -n "$why" ]; then :
+elif [ -e "$reject" ]; then why="the deploy rejected it"
 elif [ "$phase" = login ]; then why="the deploy did not log in within $login s"
 else why="not confirmed within $secs s"; fi
 rm -f "$reject"

@@ -32,6 +32,12 @@ export class InputError extends ActionError {
   }
 }
 
+/**
+ * Another run holds the deploy lock this run held before its reboot (it took over the boot trial
+ * this run waits on, as lock.sh lets a run of the same system do): what it decides is that run's.
+ */
+export class LockTakenError extends ActionError {}
+
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e)
 }

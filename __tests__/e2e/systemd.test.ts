@@ -421,7 +421,7 @@ describeE2E(
     let gen0: string
     beforeAll(() => {
       gen0 = fixturePath('pi-gen0')
-      for (const c of ['pi-gen1-trial', 'pi-no-ssh']) fixturePath(c)
+      for (const c of ['pi-gen1-trial', 'pi-no-ssh', 'pi-gen1']) fixturePath(c)
     }, 300_000)
     beforeEach(() => resetPi('spi'), 120_000)
 
@@ -505,6 +505,55 @@ describeE2E(
         'free'
       )
     }, 300_000)
+
+    it('its run lost during the checks after the boot, then the Pi reboots (a power cut, a crash): the next boot of the new system goes back by itself', async () => {
+      const top = fixturePath('pi-gen1-trial')
+      // The run checked in and runs a check that fails and is retried; the runner is lost there
+      // (SIGKILL: nothing of it runs after), as a cancelled job or a dead self-hosted runner.
+      const first = await runAction(
+        spi('pi-gen1-trial', {
+          reboot: 'auto',
+          'health-checks': 'test -e /run/never-there',
+          'health-timeout': '900'
+        }),
+        {
+          timeoutMs: 600_000,
+          onOutput: (log, child) => {
+            if (/health check failed \(attempt 1, /.test(log)) child.kill('SIGKILL')
+          }
+        }
+      )
+      if (first.exitCode !== null) console.log(first.log.slice(-5000))
+      expect(first.exitCode).toBeNull()
+      expect(piExec(['readlink', '/run/booted-system'], 'spi')).toBe(top)
+      expect(trialFile('boot-trial.reached')).toBe('yes')
+      // Its trial waits over 900 s for a verdict; the Pi reboots before that.
+      piExec(['systemctl', 'reboot'], 'spi')
+      const runs = (): string => {
+        try {
+          return piExec(['readlink', '/run/booted-system', '/run/current-system'], 'spi')
+        } catch {
+          return '' // between two boots
+        }
+      }
+      // Two boots (the new system's, whose trial goes back at once, then the previous one's):
+      // well within 300 s; a Pi still on the new system then fails the test.
+      const deadline = Date.now() + 300_000
+      while (runs() !== `${gen0}\n${gen0}` && Date.now() < deadline) await sleep(2000)
+      expect(runs()).toBe(`${gen0}\n${gen0}`)
+      expect(piState('spi')).toMatchObject({ current: gen0, profile: gen0, bootDefault: gen0 })
+      expect(onPi('cat /nix/var/nix-deploy-action/boot-trial.rolled-back', 'spi')).toMatch(/a reboot cut it/)
+      expect([
+        trialFile('boot-trial'),
+        trialFile('boot-trial.reached'),
+        trialFile('boot-trial.expired')
+      ]).toEqual(['no', 'no', 'yes'])
+      // The lock it held through the trial is free again (a v3 lease of another boot, no trial).
+      const next = await runAction(spi('pi-gen1'))
+      if (next.exitCode !== 0) console.log(next.log.slice(-5000))
+      expect(next.exitCode).toBe(0)
+      expect(piState('spi')).toMatchObject({ current: fixturePath('pi-gen1') })
+    }, 900_000)
 
     it('a health check that fails after the boot rejects the trial: the Pi goes back at once', async () => {
       const run = await runAction(

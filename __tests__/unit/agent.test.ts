@@ -1,5 +1,5 @@
 import { ROLLBACK_MIN_SECONDS } from '../../src/deploy/activate'
-import { spawnSync } from 'child_process'
+import { execFileSync, spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
@@ -278,6 +278,62 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
       expect(fs.realpathSync(w.current)).toBe(w.sys(runs))
     },
     30_000
+  )
+
+  // A tmpfs of its own (mount: root; CI runs as root, so there it never skips).
+  const asRoot = process.getuid?.() === 0
+  if (!asRoot && process.env.CI === 'true') throw new Error('the agent tests need root in CI (a tmpfs mount)')
+  ;(asRoot ? it : it.skip)(
+    "a new system that fills /run (the agent's directory): the agent still learns the activation's end, its timeout still rolls back",
+    () => {
+      const w = world(['old', 'new'])
+      installed(w, 'old')
+      const run = path.join(w.root, 'run')
+      fs.mkdirSync(run)
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', run])
+      try {
+        const fill = path.join(run, 'filled-by-the-new-system')
+        // The new system fills it (and activates fine); switching back to the old one frees it.
+        fs.writeFileSync(
+          path.join(w.sys('new'), 'bin', 'switch-to-configuration'),
+          `#!/bin/sh
+cat /dev/zero >"${fill}" 2>/dev/null
+ln -sfn ${w.sys('new')} ${w.current}
+exit 0
+`
+        )
+        fs.writeFileSync(
+          path.join(w.sys('old'), 'bin', 'switch-to-configuration'),
+          `#!/bin/sh
+rm -f "${fill}"
+ln -sfn ${w.sys('old')} ${w.current}
+`
+        )
+        const dir = path.join(run, 'agent')
+        fs.mkdirSync(dir)
+        fs.writeFileSync(path.join(dir, 'log'), '')
+        const args = Object.entries({
+          ...deploy(w, 'new', 'switch', { '--wait-seconds': '2', '--on-timeout': 'rollback' }),
+          '--dir': dir,
+          '--activation-timeout': '30',
+          '--system-profile': w.profile,
+          '--current-system': w.current
+        }).flat()
+        const r = spawnSync('sh', ['-c', AGENT_SCRIPT, 'sh', ...args], {
+          encoding: 'utf8',
+          env: { ...process.env, PATH: `${path.join(w.root, 'bin')}:${process.env.PATH}` },
+          timeout: 60_000
+        })
+        // It ended by itself (before: it waited for the status it could not write, for ever).
+        expect(r.signal).toBeNull()
+        expect(r.status).toBe(0)
+        expect(fs.readFileSync(path.join(dir, 'outcome'), 'utf8').trim()).toBe('rolled-back-unconfirmed')
+        expect(fs.realpathSync(w.current)).toBe(w.sys('old'))
+      } finally {
+        execFileSync('umount', [run])
+      }
+    },
+    90_000
   )
 
   it('refuses an unknown option or a missing required one', () => {

@@ -259,6 +259,9 @@ describe('the boot trial, protocol 2: a window for the login, then one for the c
     expect(w.profileTarget()).toBe(w.sys('new'))
     expect(exists(w, 'boot-trial.confirmed')).toBe(true)
     expect(exists(w, 'boot-trial.active')).toBe(false)
+    // Sent again (its answer lost on the way back): answered as the first time, nothing undone.
+    expect(deployStep(w, 'confirm')).toBe('confirmed')
+    expect(w.profileTarget()).toBe(w.sys('new'))
   })
 
   it('a check-in, then no confirmation within confirm-seconds: back, and a late confirmation finds it expired', async () => {
@@ -289,6 +292,61 @@ describe('the boot trial, protocol 2: a window for the login, then one for the c
   it('nothing pending: the check-in says none', () => {
     const w = world({ booted: 'new' })
     expect(deployStep(w, 'check-in')).toBe('none')
+  })
+
+  it('a reboot cut the trial (before or after the check-in): the next boot of the new system goes back at once', () => {
+    for (const checkedIn of [false, true]) {
+      const w = world({ booted: 'new' })
+      w.writeTrial(trial2(w, '3600', '3600'))
+      // Its script ran in an earlier boot of the new system (and waited there when the reboot came).
+      fs.writeFileSync(path.join(w.state, 'boot-trial.boots'), `${w.sys('new')} an-earlier-boot\n`)
+      if (checkedIn) expect(deployStep(w, 'check-in')).toBe('reached')
+      const r = runTrial(w)
+      expect(r.status).toBe(0)
+      expect(w.calls()).toEqual([
+        `nix-env -p ${w.env.NDA_SYSTEM_PROFILE} --switch-generation 1`,
+        'old boot',
+        'systemctl reboot'
+      ])
+      expect(w.profileTarget()).toBe(w.sys('old'))
+      expect(exists(w, 'boot-trial')).toBe(false)
+      expect(exists(w, 'boot-trial.reached')).toBe(false)
+      expect(fs.readFileSync(path.join(w.state, 'boot-trial.rolled-back'), 'utf8')).toMatch(/a reboot cut it/)
+      // The deploy's confirmation, if it comes, finds it over.
+      expect(deployStep(w, 'confirm')).toBe('expired')
+    }
+  })
+
+  it("another system's boots (an earlier trial's, left): not this trial's, it waits as at a first boot", async () => {
+    const w = world({ booted: 'new' })
+    w.writeTrial(trial2(w, '60', '60'))
+    fs.writeFileSync(path.join(w.state, 'boot-trial.boots'), `${w.sys('other')} an-earlier-boot\n`)
+    const t = startTrial(w)
+    await t.said(/waiting up to 60 s for the deploy to log in/)
+    expect(deployStep(w, 'check-in')).toBe('reached')
+    expect(deployStep(w, 'confirm')).toBe('confirmed')
+    expect(await t.exit).toBe(0)
+    expect(w.calls()).toEqual([])
+    expect(exists(w, 'boot-trial.boots')).toBe(false)
+  })
+
+  it('checked in before its unit started (at its first boot): it waits for the verdict, and goes back without one', async () => {
+    const w = world({ booted: 'new' })
+    w.writeTrial(trial2(w, '3600', '1'))
+    expect(deployStep(w, 'check-in')).toBe('reached')
+    const t = startTrial(w)
+    expect(await t.exit).toBe(0)
+    expect(t.out()).toMatch(/not confirmed within 1 s: going back/)
+    expect(w.profileTarget()).toBe(w.sys('old'))
+    // Confirmed in its window instead: nothing undone.
+    const w2 = world({ booted: 'new' })
+    w2.writeTrial(trial2(w2, '3600', '60'))
+    expect(deployStep(w2, 'check-in')).toBe('reached')
+    const t2 = startTrial(w2)
+    await t2.said(/waiting up to 60 s for its checks and confirmation/)
+    expect(deployStep(w2, 'confirm')).toBe('confirmed')
+    expect(await t2.exit).toBe(0)
+    expect(w2.calls()).toEqual([])
   })
 })
 
@@ -323,6 +381,13 @@ describe('a one-shot boot (reboot.sh made the new system an entry booted once; n
     expect(w.profileTarget()).toBe(w.sys('new'))
     expect(w.calls()).toEqual([`nix-env -p ${w.env.NDA_SYSTEM_PROFILE} --switch-generation 2`, 'new boot'])
     expect(exists(w, 'boot-trial.confirmed')).toBe(true)
+    // Sent again (the first one's answer lost, maybe cut before its boot entry): the same steps again.
+    expect(deployStep(w, 'confirm')).toBe('confirmed')
+    expect(w.profileTarget()).toBe(w.sys('new'))
+    expect(w.calls().slice(2)).toEqual([
+      `nix-env -p ${w.env.NDA_SYSTEM_PROFILE} --switch-generation 2`,
+      'new boot'
+    ])
   })
 
   it('confirmed, but its boot entry cannot be written: not-default (the next boot runs the previous system)', () => {
@@ -355,6 +420,20 @@ describe('a one-shot boot (reboot.sh made the new system an entry booted once; n
     expect(field(w, 'boot-trial.fell-back', 'verdict')).toBe('not-run')
     // The target's trial, starting after it, finds nothing pending.
     expect(runTrial(w).out).toMatch(/no trial pending/)
+  })
+
+  it('checked in, then a reboot (a power cut, a crash): the boot loader ran the previous system, and its trial ends the record', () => {
+    const { w } = oneShot('old', '')
+    expect(deployStep(w, 'check-in')).toBe('reached')
+    expect(runTrial(w).status).toBe(0)
+    expect(w.calls()).toEqual([])
+    expect(w.profileTarget()).toBe(w.sys('old'))
+    expect(exists(w, 'boot-trial.reached')).toBe(false)
+    expect(exists(w, 'boot-trial.expired')).toBe(true)
+    expect(fs.readFileSync(path.join(w.state, 'boot-trial.rolled-back'), 'utf8')).toMatch(
+      /rebooted after the deploy logged in/
+    )
+    expect(deployStep(w, 'confirm')).toBe('expired')
   })
 
   it('the new system booted: fell-back has nothing to settle', () => {

@@ -1,8 +1,9 @@
 import { RolledBackError } from '../../src/deploy/activate'
 import { DeployJob, deployToTarget, Timed } from '../../src/deploy/deploy'
 import { DeployMode, goalOf } from '../../src/deploy/goal'
-import { ActionError } from '../../src/errors'
+import { ActionError, LockTakenError } from '../../src/errors'
 import { BootTrialRecord } from '../../src/target/target'
+import { AgentStartUnanswered } from '../../src/target/agent/session'
 import { FakeTarget, fakeCopy, fakeJob, storePath } from './fake-target'
 
 /**
@@ -256,6 +257,16 @@ describe('the deploy sequence over a Target', () => {
     )
     expect(t.calls).toContain('abandonAgent')
     // The agent had not finished: it keeps the lock (it renews it) and frees it itself.
+    expect(t.calls).not.toContain('lock release')
+    expect(t.lockOwner).toBeDefined()
+  })
+
+  it("the answer to the agent's start lost (it may run): the run fails saying so, and hands the lock to the agent, not releasing it", async () => {
+    const t = new FakeTarget(OLD)
+    t.startAnswerLost = true
+    const { error } = await deploy(t)
+    expect(error).toBeInstanceOf(AgentStartUnanswered)
+    expect(t.calls).toContain('abandonAgent')
     expect(t.calls).not.toContain('lock release')
     expect(t.lockOwner).toBeDefined()
   })
@@ -594,6 +605,19 @@ describe('the deploy sequence over a Target', () => {
         expect(result).toMatchObject({ result: 'rolled-back', bootTrial: 'went-back' })
         expect(t.current).toBe(OLD)
       })
+      it('another run (of the same system) took the trial over while it rebooted: this run fails, and neither rejects nor confirms it', async () => {
+        const t = bootedOld()
+        const reboot = t.reboot.bind(t)
+        t.reboot = async trial => {
+          const scheduled = await reboot(trial)
+          t.lockOwner = 'the-re-run'
+          return scheduled
+        }
+        const { error } = await deploy(t, trialJob())
+        expect(error).toBeInstanceOf(LockTakenError)
+        expect(t.trialVerdicts).toEqual(['check-in'])
+        expect(t.lockOwner).toBe('the-re-run')
+      })
       it("the run's timeout about to pass after the checks: rejected, not confirmed", async () => {
         const t = bootedOld()
         const activation = { ...job().activation, runDeadline: Date.now() + 5_000 }
@@ -630,6 +654,16 @@ describe('the deploy sequence over a Target', () => {
         expect(t.trialVerdicts).toEqual(['check-in', 'reject'])
         expect(t.current).toBe(OLD)
         expect(t.profile).toBe(OLD)
+      })
+      it('rejected, and the new system boots once more before its trial goes back (a reboot cut it): waited for, rolled back', async () => {
+        const t = bootedOld()
+        t.failingChecks.add('check-new')
+        t.trialCutOnReject = true
+        const { result, error } = await deploy(t, trialJob({ activation: withCheck }))
+        expect(error).toBeInstanceOf(RolledBackError)
+        expect(result).toMatchObject({ result: 'rolled-back', bootTrial: 'went-back' })
+        expect(t.current).toBe(OLD)
+        expect(t.booted?.system).toBe(OLD)
       })
       it('a confirmation that comes after the trial gave up: rolled back, saying to raise confirm-timeout', async () => {
         const t = bootedOld()

@@ -14,7 +14,7 @@ import { Log } from '../../src/log/untrusted'
 import { LockRequest, LockVerb } from '../../src/target/lock/on-target'
 import { RemoteState } from '../../src/target/remote-state'
 import { AgentState } from '../../src/target/agent/outcome'
-import { AgentPoll, AgentRequest, AgentSession } from '../../src/target/agent/session'
+import { AgentPoll, AgentRequest, AgentSession, AgentStartUnanswered } from '../../src/target/agent/session'
 import {
   BootTrialAnswer,
   BootTrialRecord,
@@ -85,6 +85,8 @@ export class FakeTarget implements Target {
   failingChecks = new Set<string>()
   /** Reconnects that fail (ActionError) before one succeeds. */
   failedReconnects = 0
+  /** The agent starts, and the answer to its start is lost (the link down until the retries end). */
+  startAnswerLost = false
   /** From this follow poll on (1-based), the target cannot be reached. */
   unreachableFromPoll: number | undefined
   refusedKeyDirs = new Set<string>()
@@ -113,6 +115,9 @@ export class FakeTarget implements Target {
   trial: BootTrialRecord | undefined
   trialUnreachable = false
   trialExpired = false
+  /** A rejection that a reboot beats: the new system boots once more, and its trial goes back from there. */
+  trialCutOnReject = false
+  private goesBackAtNextLook = false
   /** With a one-shot boot (`once`): the new system panics, so the reset boots the previous one. */
   panicsOnce = false
   /** The boot loader's one-shot file readState reports (RemoteState.bootOnce). */
@@ -300,6 +305,16 @@ export class FakeTarget implements Target {
       return this.sessionOf(req.dir)
     }
     this.runAgent(agent)
+    if (this.startAnswerLost)
+      throw new AgentStartUnanswered(
+        this.sessionOf(req.dir),
+        this.label,
+        new ActionError(
+          `lost the SSH connection to ${this.label} while starting the activation agent`,
+          '',
+          'connect'
+        )
+      )
     return this.sessionOf(req.dir)
   }
 
@@ -425,7 +440,12 @@ export class FakeTarget implements Target {
   }
 
   async readState(): Promise<RemoteState> {
-    return this.state()
+    const now = this.state()
+    if (this.goesBackAtNextLook) {
+      this.goesBackAtNextLook = false
+      this.goBack()
+    }
+    return now
   }
 
   async wrapUp(req: WrapUpRequest): Promise<WrapUpResult> {
@@ -513,6 +533,12 @@ export class FakeTarget implements Target {
       return fell ? 'fell-back' : 'none'
     }
     if (step === 'check-in') return this.trial ? 'reached' : 'expired'
+    if (step === 'reject' && this.trial && this.trialCutOnReject) {
+      this.reboots++
+      this.bootId = `boot-${this.reboots + 1}-again`
+      this.goesBackAtNextLook = true
+      return 'rejected'
+    }
     if (!this.trial || this.trialExpired || step === 'reject') {
       const expired = !this.trial || this.trialExpired
       this.goBack()

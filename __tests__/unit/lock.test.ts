@@ -91,6 +91,45 @@ describe('the lock script, run for real against a temporary directory', () => {
         fs.rmSync(path.join(dir, f), { force: true })
     }
   })
+  it('held for a trial still to end in the boot it runs in: after its run renewed there and went (or released), while its script goes back', () => {
+    const trial = path.join(dir, 'boot-trial')
+    const reached = path.join(dir, 'boot-trial.reached')
+    const active = path.join(dir, 'boot-trial.active')
+    try {
+      // The run's lease after the reboot, renewed in this boot: still v3, its window kept.
+      const window = uptime() + 5000
+      plant(['trial-run', `v3 00000000-0000-0000-0000-000000000000 10 ${window}`, 'a run on trial'])
+      fs.writeFileSync(reached, '')
+      expect(lockOp('renew', 'trial-run', 60).trim()).toBe('renewed')
+      const [v, boot, expiry, kept] = fs.readFileSync(owner, 'utf8').split('\n')[1].split(' ')
+      expect([v, boot, kept]).toEqual(['v3', bootId(), String(window)])
+      expect(Number(expiry) - uptime()).toBeGreaterThan(50)
+      // That run cancelled: its lease runs out, the checked-in trial still pending: held, said so.
+      plant(['trial-run', `v3 ${bootId()} ${uptime() - 5} ${uptime() + 5000}`, 'a run on trial'])
+      expect(parseLockAnswer(take('queued'))).toMatchObject({
+        acquired: false,
+        holder: { id: 'trial-run', bootTrial: true }
+      })
+      // Released with the trial still to end (a check-in that failed): held for the trial.
+      plant(['trial-run', `v3 ${bootId()} ${uptime() + 60} ${uptime() + 5000}`, 'a run on trial'])
+      expect(lockOp('release', 'trial-run').trim()).toBe('released')
+      expect(parseLockAnswer(take('queued'))).toMatchObject({ acquired: false, holder: { bootTrial: true } })
+      // Its window over, its script still going back in this boot: held; once it ended, free.
+      fs.rmSync(reached)
+      fs.writeFileSync(active, `${bootId()}\n`)
+      plant(['trial-run', `v3 ${bootId()} ${uptime() - 5} ${uptime() - 1}`, 'a run on trial'])
+      expect(parseLockAnswer(take('queued'))).toMatchObject({ acquired: false, holder: { bootTrial: true } })
+      fs.rmSync(active)
+      expect(take('queued').trim()).toBe('acquired')
+      // No trial: a v3 lease released is gone, as any other.
+      plant(['trial-run', `v3 ${bootId()} ${uptime() + 60} ${uptime() + 5000}`, 'a run on trial'])
+      expect(lockOp('release', 'trial-run').trim()).toBe('released')
+      expect(fs.existsSync(owner)).toBe(false)
+    } finally {
+      for (const f of [trial, reached, active]) fs.rmSync(f, { force: true })
+    }
+  })
+
   it("a trial's lock is taken over only for that system and only when it is what booted", () => {
     const sys = `/nix/store/${'s'.repeat(32)}-nixos-system-trial`
     const trial = path.join(dir, 'boot-trial')

@@ -2,7 +2,7 @@ import { randomBytes } from 'crypto'
 import { ActionError } from '../errors'
 import { AgentDied, Follower } from '../target/agent/follower'
 import { AgentState } from '../target/agent/outcome'
-import { AgentRequest, AgentSession } from '../target/agent/session'
+import { AgentRequest, AgentSession, AgentStartUnanswered } from '../target/agent/session'
 import { LockRequest } from '../target/lock/on-target'
 import { lostLockError } from '../target/lock/runner'
 import { RemoteState } from '../target/remote-state'
@@ -163,15 +163,22 @@ async function startAgent(
   req: Pick<AgentRequest, 'waitSeconds' | 'onTimeout' | 'rollbackOf'>
 ): Promise<Follower> {
   Object.assign(agent, { session: undefined, finished: false, dirLeft: false })
-  const session = await target.startAgent({
-    dir: newAgentDir(),
-    toplevel,
-    action: goal.mode,
-    activationTimeoutSeconds: settings.activationTimeoutSeconds,
-    before,
-    lock,
-    ...req
-  })
+  let session: Awaited<ReturnType<Target['startAgent']>>
+  try {
+    session = await target.startAgent({
+      dir: newAgentDir(),
+      toplevel,
+      action: goal.mode,
+      activationTimeoutSeconds: settings.activationTimeoutSeconds,
+      before,
+      lock,
+      ...req
+    })
+  } catch (e) {
+    // It may run: the lock is handed to it at the end (abandon), not released under it.
+    if (e instanceof AgentStartUnanswered) Object.assign(agent, { session: e.session, started: true })
+    throw e
+  }
   if (session === 'lost-lock') throw lostLockError(target.label)
   Object.assign(agent, { session, started: true })
   return new Follower(session, target.log, agent)

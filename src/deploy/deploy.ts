@@ -1,5 +1,5 @@
 import { randomBytes } from 'crypto'
-import { ActionError, errorMessage, Phase } from '../errors'
+import { ActionError, errorMessage, LockTakenError, Phase } from '../errors'
 import { BootFile, BootIdentity, needsReboot } from '../nix/boot'
 import { PathInfo, totalNarSize } from '../nix/closure'
 import type { DeployUserFacts } from '../nix/deploy-user-facts'
@@ -454,9 +454,9 @@ class DeployRun {
   private async afterBoot(keys: LoadedKey[]): Promise<void> {
     if (this.held) {
       if (!(await this.held.renew()))
-        throw new ActionError(
+        throw new LockTakenError(
           `another deploy took the deploy lock on ${this.target.label} while it rebooted`,
-          'The target booted the new system; the other run may change it again. Check what it runs now.',
+          'The target booted the new system; the other run (a run of the same system takes over its boot trial) checks and settles it, or may change it again. Check what it runs now.',
           'verify'
         )
       this.held.startRenewing()

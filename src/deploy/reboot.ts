@@ -1,4 +1,4 @@
-import { ActionError, errorMessage } from '../errors'
+import { ActionError, errorMessage, LockTakenError } from '../errors'
 import { RemoteState } from '../target/remote-state'
 import { BootTrialRecord, Target } from '../target/target'
 import { CONFIRM_MARGIN_MS, RolledBackError } from './activate'
@@ -247,6 +247,9 @@ export async function settleTrial(
   return { confirmedMs: Date.now() - reachedAt, healthReport: checked.healthReport }
 }
 
+/** How long a trial that gave up may take to make the previous system the default and reboot. */
+const GO_BACK_ALLOWANCE_SECONDS = 120
+
 /**
  * How long into the new boot the deploy lock stays held for the trial (uptime seconds): its start,
  * both windows and a minute to spare. It ends earlier when the trial does (lock.sh).
@@ -275,6 +278,8 @@ async function checkAfterBoot(
   try {
     await afterBoot()
   } catch (e) {
+    // The run that holds the lock now settles the trial: not rejected from here.
+    if (e instanceof LockTakenError) throw e
     const hint = e instanceof ActionError ? ` ${e.hint}` : ''
     return {
       ok: false,
@@ -332,12 +337,20 @@ async function backFromTrial(
   failure: TrialFailure
 ): Promise<never> {
   target.log.info(`${target.label}: its boot trial goes back to ${trial.previous}; waiting for it to boot`)
-  const state = await waitForNewBoot(
-    target,
-    Date.now() + settings.timeoutSeconds * 1000,
-    trialBootId,
-    settings
-  )
+  // The rest of the trial's window (a rejection that did not land: the trial ends it), its going
+  // back (the boot entry written on an SD card) and a boot.
+  const bound = trial.confirmSeconds + GO_BACK_ALLOWANCE_SECONDS + settings.timeoutSeconds
+  const deadline = Date.now() + bound * 1000
+  const waitedFor = `within ${bound} s (the rest of its trial's window, ${GO_BACK_ALLOWANCE_SECONDS} s to go back, reboot-timeout)`
+  let state = await waitForNewBoot(target, deadline, trialBootId, settings, waitedFor)
+  // A boot of the new system again (a reboot cut the trial, which goes back from that boot): the next.
+  while (!runs(state, trial.previous)) {
+    const next = await waitForNewBoot(target, deadline, state.bootId, settings, waitedFor).catch(
+      () => undefined
+    )
+    if (!next) break
+    state = next
+  }
   if (!runs(state, trial.previous))
     throw new ActionError(
       `${failure.message}; but after that boot ${target.label} runs ${state.current ?? 'nothing'} (booted ${state.booted?.system ?? 'unknown'})`,

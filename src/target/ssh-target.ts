@@ -86,6 +86,9 @@ export const SCRIPT_OF: Partial<Record<GateVerb, string>> = {
  * sent as `sh -c SCRIPT` to a login that takes commands (root, or sudo), or named to a deploy
  * user's gate (nixos/deploy-user.nix), which runs its own copies and checks every value.
  */
+/** How long a boot trial's step is tried again over new connections (within its trial's windows). */
+const BOOT_TRIAL_STEP_RETRY_MS = 90_000
+
 export class SshTarget implements Target {
   /** 'no' once the target showed it cannot keep the scripts (kept-scripts.ts): each command carries its own. */
   private keptState: 'unknown' | 'no' = 'unknown'
@@ -590,7 +593,13 @@ export class SshTarget implements Target {
       reject: 'rejecting',
       'fell-back': 'settling the fallback of'
     }[step]
-    const r = await this.run('boot-trial', [step], { timeoutMs: 60_000, what: `${what} the boot trial` })
+    // Each step is idempotent (boot-trial-steps.sh): a connection that drops right after the boot
+    // (Wi-Fi associating again, a DHCP renewal) is dialled again, not taken for a failed step.
+    const r = await this.runRetrying('boot-trial', [step], {
+      timeoutMs: 60_000,
+      deadline: Date.now() + BOOT_TRIAL_STEP_RETRY_MS,
+      what: `${what} the boot trial`
+    })
     const answer = r.stdout.trim()
     if (r.exitCode === 0 && BOOT_TRIAL_ANSWERS.has(answer)) return answer as BootTrialAnswer
     throw new ActionError(

@@ -10,7 +10,14 @@ import { RemoteResult } from '../../ssh/connection'
 import { GateVerb } from '../gate'
 import { AGENT_SCRIPT } from '../scripts'
 import { parseAgentState } from './outcome'
-import { agentCommandOptions, AgentPoll, AgentRequest, AgentSession, FollowWait } from './session'
+import {
+  agentCommandOptions,
+  AgentPoll,
+  AgentRequest,
+  AgentSession,
+  AgentStartUnanswered,
+  FollowWait
+} from './session'
 
 /** Each follow poll must answer quickly; one that does not means the link is gone. */
 export const POLL_TIMEOUT_MS = 10_000
@@ -66,11 +73,17 @@ export async function startAgentOverSsh(
       )
   }
   // Else the start writes the agent first (place-agent.sh), in the same command: one round trip.
-  const started = await wire.runRetrying('start-agent', agentCommandOptions(req), {
-    stdin: wire.gated ? undefined : AGENT_SCRIPT,
-    timeoutMs: START_TIMEOUT_MS,
-    what: 'starting the activation agent'
-  })
+  let started: RemoteResult
+  try {
+    started = await wire.runRetrying('start-agent', agentCommandOptions(req), {
+      stdin: wire.gated ? undefined : AGENT_SCRIPT,
+      timeoutMs: START_TIMEOUT_MS,
+      what: 'starting the activation agent'
+    })
+  } catch (e) {
+    if (!(e instanceof ActionError)) throw e
+    throw new AgentStartUnanswered(new SshAgentSession(wire, req.dir), wire.label, e)
+  }
   if (started.exitCode === 0 && started.stdout.trim() === 'lost-lock') return 'lost-lock'
   if (started.exitCode !== 0 || !/started-/.test(started.stdout))
     throw new ActionError(

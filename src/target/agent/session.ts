@@ -4,6 +4,7 @@
  * sends the decision, and lets it go. How the deploy uses it (when to confirm, the health checks):
  * src/deploy/activate.ts.
  */
+import { ActionError } from '../../errors'
 import { LockRequest } from '../lock/on-target'
 import { generationOf, RemoteState } from '../remote-state'
 import { AgentState } from './outcome'
@@ -62,6 +63,24 @@ export interface AgentSession {
   abandon(): Promise<boolean>
   /** Removes its directory (a finished agent waits for that before it leaves the lock to the action). */
   remove(): Promise<void>
+}
+
+/**
+ * The agent's start was sent and no answer came back (the link dropped and stayed down): the agent
+ * may run. Its session is the caller's, to hand the lock to it (abandon) rather than release it.
+ */
+export class AgentStartUnanswered extends ActionError {
+  constructor(
+    readonly session: AgentSession,
+    label: string,
+    cause: ActionError
+  ) {
+    super(
+      `the answer to starting the activation on ${label} never came: ${cause.message}`,
+      `The activation may have started there: unconfirmed, it rolls back by itself (with magic rollback), and it keeps the deploy lock until it has ended. Check /run/current-system on ${label} before deploying again.`,
+      'activate'
+    )
+  }
 }
 
 /** agent.sh's command line (after the script): named options, so their order cannot be mixed up. */

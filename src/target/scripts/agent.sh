@@ -112,19 +112,31 @@ gen_of_name() { basename "$1" | sed -n 's/^.*-\([0-9][0-9]*\)-link$/\1/p'; }
 # runs it in a process group of its own: when the time limit passes (124; 137 if it ignored TERM
 # for 10 s), everything left in that group -- children that ignore TERM or outlived their parent --
 # is killed, so a timed-out activation cannot change the system after the rollback.
+#
+# Its end is DIR/running removed, which cannot fail for want of space (the new system may fill
+# /run: then DIR/rc stays empty, and a wait for it would renew the lease for ever); its status is
+# the background job's too. Without room for DIR/running, it runs in the foreground, unrenewed.
 run_renewing() {
   rm -f "$dir/rc" "$dir/tpid"
-  # Its end wakes this shell (wake.sh): a fast activation's end is known at once.
-  { sh -c 'echo $$ >"$1"; shift; exec timeout -k 10 "$@"' sh "$dir/tpid" "$activation_timeout" "$@"; echo $? >"$dir/rc"; wake "$dir/pid" "$dir/agent.sh"; } &
-  job=$!
-  looked=0 next_renew=150
-  # Looked at besides (nap_look: a wake-up lost between the look and the nap).
-  while [ ! -s "$dir/rc" ]; do
-    nap_look
-    renew_when_due
-  done
-  wait "$job"
-  rc=$(cat "$dir/rc")
+  if ! : >"$dir/running"; then
+    sh -c 'echo $$ >"$1"; shift; exec timeout -k 10 "$@"' sh "$dir/tpid" "$activation_timeout" "$@"
+    rc=$?
+  else
+    # Its end wakes this shell (wake.sh): a fast activation's end is known at once.
+    { sh -c 'echo $$ >"$1"; shift; exec timeout -k 10 "$@"' sh "$dir/tpid" "$activation_timeout" "$@"; r=$?
+      echo $r >"$dir/rc"; rm -f "$dir/running"; wake "$dir/pid" "$dir/agent.sh"; exit $r; } &
+    job=$!
+    looked=0 next_renew=150
+    # Looked at besides (nap_look: a wake-up lost between the look and the nap).
+    while [ -e "$dir/running" ]; do
+      nap_look
+      renew_when_due
+    done
+    wait "$job"
+    r=$?
+    rc=$(cat "$dir/rc" 2>/dev/null)
+    [ -n "$rc" ] || rc=$r
+  fi
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then kill -s KILL -- "-$(cat "$dir/tpid")" 2>/dev/null; fi
 }
 
@@ -239,7 +251,9 @@ while :; do
     esac
   fi
   read_uptime
-  if [ "$now_s" -ge "$deadline" ] && mkdir "$dir/decided" 2>/dev/null; then
+  # decided: decide.sh's and this loop's one winner; a mkdir that failed without making it (no
+  # inode left: decide.sh cannot make it either) does not keep the timeout from ending the wait.
+  if [ "$now_s" -ge "$deadline" ] && { mkdir "$dir/decided" 2>/dev/null || [ ! -d "$dir/decided" ]; }; then
     echo timeout >"$dir/decision"
     if [ "$on_timeout" = keep ]; then finish unconfirmed-kept; fi
     say "not confirmed within $wait_seconds s: rolling back"

@@ -4,7 +4,8 @@
 #             confirmation). Prints reached (also when this or an earlier login already did),
 #             expired when the trial gave up first (the same rename: exactly one wins), or none.
 #   confirm   the record renamed to boot-trial.confirmed: prints confirmed, or expired when the
-#             target's trial had already given up (the same rename: exactly one wins). A trial of
+#             target's trial had already given up (the same rename: exactly one wins); sent again
+#             after a lost answer, it answers as the first one did. A trial of
 #             protocol 1 has no check-in: its record is renamed as it is. A trial that booted the
 #             new system once (a one-shot entry, reboot.sh) then makes it the default: its
 #             generation the profile, its boot entry the default (confirmed), or, when that fails,
@@ -29,7 +30,10 @@ case "$1" in
     else echo none; fi ;;
   confirm)
     c=$trial_dir/boot-trial.confirmed
-    if mv "$trial_dir/boot-trial.reached" "$c" 2>/dev/null || mv "$trial_dir/boot-trial" "$c" 2>/dev/null; then
+    # Also a confirmation sent again (its answer was lost): this trial's record confirmed already
+    # (reboot.sh removes an earlier trial's), of the booted system; its steps below are idempotent.
+    if mv "$trial_dir/boot-trial.reached" "$c" 2>/dev/null || mv "$trial_dir/boot-trial" "$c" 2>/dev/null ||
+      { [ -f "$c" ] && [ "$(field new "$c")" = "$(readlink -f "$booted_link")" ]; }; then
       g=$(field new-generation "$c") new=$(field new "$c") pg=$(field previous-generation "$c")
       if [ -z "$g" ]; then echo confirmed
       elif [ "$(readlink -f "$P-$g-link")" = "$new" ] && nix-env -p "$P" --switch-generation "$g" >&2; then

@@ -8,11 +8,15 @@
 #                      goes on in the next boot while its boot trial is pending (see below)
 # Owner file: line 1 the holder's id; line 2 the lease; line 3 who it is. The lease:
 #   `v2 BOOT_ID EXPIRY`        until EXPIRY (uptime seconds) of that boot; void in another boot
-#   `v3 BOOT_ID EXPIRY WINDOW` the same, and in any later boot while a boot trial is pending there
-#                              (boot-trial or boot-trial.reached beside the lock, or the trial going
-#                              back in this boot: boot-trial.active holds its boot id) and the
-#                              uptime is below WINDOW: a reboot on trial keeps the lock until the
-#                              trial ends. With lock_trial_system set (the run's system), acquire
+#   `v3 BOOT_ID EXPIRY WINDOW` the same, and, once EXPIRY has passed or in any later boot, while a
+#                              boot trial is pending (boot-trial or boot-trial.reached beside the
+#                              lock) and the uptime is below WINDOW, or while the trial's script
+#                              runs in this boot (boot-trial.active holds its boot id: it may be
+#                              going back): a reboot on trial keeps the lock until the trial ends,
+#                              also when its run renewed in the new boot and was then cancelled, or
+#                              released it with the trial still to end (renew keeps a v3 lease v3;
+#                              release then leaves it expired, WINDOW kept, for the trial alone).
+#                              With lock_trial_system set (the run's system), acquire
 #                              takes such a lock over when the pending trial is of that system and
 #                              it is what booted (the run settles the trial: a re-run after a
 #                              cancelled one, which sees the trial in the target's state)
@@ -43,11 +47,9 @@ lock_op() (
   set -f
   # shellcheck disable=SC2086 # the lease line's words
   set -- $lease_line
-  trial_active() {
-    [ -e "$base/boot-trial" ] || [ -e "$base/boot-trial.reached" ] || {
-      a='' && { read -r a <"$base/boot-trial.active"; } 2>/dev/null && [ "$a" = "$boot" ]
-    }
-  }
+  # The trial's script runs in this boot (waiting, or going back).
+  trial_running() { a='' && { read -r a <"$base/boot-trial.active"; } 2>/dev/null && [ "$a" = "$boot" ]; }
+  trial_active() { [ -e "$base/boot-trial" ] || [ -e "$base/boot-trial.reached" ] || trial_running; }
   # The pending trial's system, when it is what booted.
   trial_booted() {
     t='' n=''
@@ -61,8 +63,11 @@ lock_op() (
     case $3 in *[!0-9]*|'') ;; *) if [ "$2" = "$boot" ]; then left=$(($3 - now)); fi ;; esac
   elif [ $# = 4 ] && [ "$1" = v3 ]; then
     case $3/$4 in *[!0-9/]*|/*|*/) ;; *)
-      if [ "$2" = "$boot" ]; then left=$(($3 - now))
-      elif trial_active; then left=$(($4 - now)) kind=boot-trial
+      if [ "$2" = "$boot" ]; then left=$(($3 - now)); fi
+      if [ "$left" -lt 0 ] && trial_active; then
+        if [ "$4" -gt "$now" ]; then left=$(($4 - now)) kind=boot-trial
+        elif trial_running; then left=30 kind=boot-trial
+        fi
       fi ;;
     esac
   elif [ $# = 1 ]; then
@@ -84,13 +89,17 @@ lock_op() (
         printf 'held\n%s\n%s\n%s\n%s\n' "$owner" "$left" "$desc" "$kind"
       fi ;;
     renew)
-      if [ "$owner" = "$lock_id" ]; then write_owner "$desc" && echo renewed; else echo lost; fi ;;
+      if [ "$owner" != "$lock_id" ]; then echo lost
+      elif [ $# = 4 ] && [ "$1" = v3 ]; then write_owner "$desc" "v3 $boot $((now + lease)) $4" && echo renewed
+      else write_owner "$desc" && echo renewed; fi ;;
     hold-through-boot)
       if [ "$owner" = "$lock_id" ]; then
         write_owner "$desc" "v3 $boot $((now + lease)) $lock_window" && echo held-through-boot
       else echo lost; fi ;;
     release)
-      if [ "$owner" = "$lock_id" ]; then rm -f "$lock_dir/owner"; rmdir "$lock_dir" 2>/dev/null; echo released; else echo not-held; fi ;;
+      if [ "$owner" != "$lock_id" ]; then echo not-held
+      elif [ $# = 4 ] && [ "$1" = v3 ] && trial_active; then write_owner "$desc" "v3 $boot $((now - 1)) $4" && echo released
+      else rm -f "$lock_dir/owner"; rmdir "$lock_dir" 2>/dev/null; echo released; fi ;;
     check)
       if [ "$owner" = "$lock_id" ]; then echo held; else echo not-held; fi ;;
   esac
