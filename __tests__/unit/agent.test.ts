@@ -280,6 +280,40 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
     30_000
   )
 
+  it("rolls back with the running system's nix-env, not what the new system puts first on PATH (none: nix.enable = false)", () => {
+    const w = world(['old', 'new'])
+    installed(w, 'old')
+    // PATH reaches the tools through the running system (/run/current-system/sw/bin): the new
+    // system's switch points that at tools without nix-env, then fails.
+    const tools = (name: string, withNix: boolean): string => {
+      const d = path.join(w.root, `tools-${name}`)
+      fs.mkdirSync(d)
+      if (withNix) fs.copyFileSync(path.join(w.root, 'bin', 'nix-env'), path.join(d, 'nix-env'))
+      if (withNix) fs.chmodSync(path.join(d, 'nix-env'), 0o755)
+      return d
+    }
+    const sw = path.join(w.root, 'sw-bin')
+    fs.symlinkSync(tools('old', true), sw)
+    // (As the first on PATH, what stands for "none": the host's own nix-env comes later on PATH.)
+    const newTools = tools('new', false)
+    fs.writeFileSync(path.join(newTools, 'nix-env'), '#!/bin/sh\necho "not this system\'s" >&2\nexit 127\n', {
+      mode: 0o755
+    })
+    fs.writeFileSync(
+      path.join(w.sys('new'), 'bin', 'switch-to-configuration'),
+      `#!/bin/sh
+ln -sfn ${newTools} ${sw}
+ln -sfn ${w.sys('new')} ${w.current}
+exit 1
+`
+    )
+    fs.rmSync(path.join(w.root, 'bin', 'nix-env'))
+    const r = w.run(deploy(w, 'new'), { PATH: `${sw}:${process.env.PATH}` })
+    expect(r.outcome).toBe('rolled-back')
+    expect(fs.realpathSync(w.profile)).toBe(w.sys('old'))
+    expect(w.gens()).toEqual(['system-1-link'])
+  })
+
   // A tmpfs of its own (mount: root; CI runs as root, so there it never skips).
   const asRoot = process.getuid?.() === 0
   if (!asRoot && process.env.CI === 'true') throw new Error('the agent tests need root in CI (a tmpfs mount)')

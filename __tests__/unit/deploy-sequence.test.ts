@@ -1,4 +1,4 @@
-import { RolledBackError } from '../../src/deploy/activate'
+import { CONFIRM_MARGIN_MS, RolledBackError } from '../../src/deploy/activate'
 import { DeployJob, deployToTarget, Timed } from '../../src/deploy/deploy'
 import { DeployMode, goalOf } from '../../src/deploy/goal'
 import { ActionError, LockTakenError } from '../../src/errors'
@@ -226,6 +226,18 @@ describe('the deploy sequence over a Target', () => {
       expect(failed.result.result).not.toBe('deployed')
       expect(t.current).toBe(magicRollback ? OLD : NEW)
     }
+  })
+
+  it("the run's timeout comes near while the confirmation's connection is dialled: abort, not confirm", async () => {
+    const t = new FakeTarget(OLD)
+    t.confirmDialMs = 600
+    const activation = { ...job().activation, runDeadline: Date.now() + CONFIRM_MARGIN_MS + 400 }
+    const { error } = await deploy(t, job('switch', { activation }))
+    expect(error).toBeInstanceOf(RolledBackError)
+    expect((error as Error).message).toMatch(/the run's timeout was about to pass/)
+    expect(t.calls).toContain('decide abort')
+    expect(t.calls).not.toContain('decide confirm')
+    expect(t.current).toBe(OLD)
   })
 
   it('a new system that breaks SSH: the confirmation cannot get through, the target rolls itself back', async () => {

@@ -574,8 +574,12 @@ export class FakeTarget implements Target {
     }
   }
 
+  /** How long dialling the confirmation's new connection takes (ms). */
+  confirmDialMs = 0
+
   /** The confirmation's new connection: a reconnect as far as these tests are concerned. */
-  reconnectToConfirm(): Promise<void> {
+  async reconnectToConfirm(): Promise<void> {
+    if (this.confirmDialMs > 0) await new Promise(r => setTimeout(r, this.confirmDialMs))
     return this.reconnect()
   }
 

@@ -341,7 +341,7 @@ async function followActivation(
     if (s.status === undefined && s.outcome === undefined)
       throw new ActionError(
         `the activation on ${target.label} did not finish within activation-timeout (${settings.activationTimeoutSeconds} s), or the target could not be reached to see it finish`,
-        'The target rolls back by itself when activation times out, and keeps the deploy lock until it has. Check it (readlink /run/current-system) and the activation log above.',
+        'While its activation agent runs, the target rolls back by itself when activation times out, and keeps the deploy lock until it has; a target that rebooted meanwhile (a power cut) runs its boot default, which may be the new system. Check it (readlink /run/current-system) and the activation log above.',
         'activate',
         follower.log.slice(-4000)
       )
@@ -380,14 +380,21 @@ async function decideAndFollow(
   // The run's `timeout` is about to end it: a confirmation sent now could be accepted after the
   // step has failed, leaving the target on a system the run reported as not deployed. Abort
   // instead: the target rolls back now, as the failure says.
-  if (!abort && settings.runDeadline !== undefined && Date.now() > settings.runDeadline - CONFIRM_MARGIN_MS) {
-    abort = {
+  const runEnding = (): Decided['abort'] => {
+    if (settings.runDeadline === undefined || Date.now() <= settings.runDeadline - CONFIRM_MARGIN_MS)
+      return undefined
+    const late = {
       reason: `the run's timeout was about to pass before ${toplevel} could be confirmed on ${target.label}`,
       hint: 'Raise timeout: it must leave room for the activation and the confirmation.'
     }
-    target.log.warning(`${abort.reason}: not confirming it; the target rolls back now`)
+    target.log.warning(`${late.reason}: not confirming it; the target rolls back now`)
+    return late
   }
-  const confirmed = await sendDecision(target, follower, abort ? 'abort' : 'confirm', agentDeadline)
+  abort ??= runEnding()
+  // Looked at again once the confirmation's new connection is up (dialling it may take connect-timeout).
+  const sent = await sendDecision(target, follower, abort ? 'abort' : 'confirm', agentDeadline, runEnding)
+  const confirmed = sent === true
+  if (typeof sent === 'object') abort = sent
   await target.log.group(`Result of the deploy on ${target.label}`, () =>
     follower.until(
       s => s.outcome !== undefined,
@@ -405,13 +412,19 @@ async function sendDecision(
   target: Target,
   follower: Follower,
   decision: 'confirm' | 'abort',
-  agentDeadline: number
-): Promise<boolean> {
+  agentDeadline: number,
+  runEnding: () => Decided['abort'] = () => undefined
+): Promise<boolean | NonNullable<Decided['abort']>> {
   for (;;) {
     try {
       if (decision === 'confirm') {
         target.log.info(`Confirming over a new connection to ${target.label}`)
         await target.reconnectToConfirm()
+        const late = runEnding()
+        if (late) {
+          await follower.decide('abort')
+          return late
+        }
       }
       const answer = await follower.decide(decision)
       return decision === 'confirm' && answer === 'won'
@@ -505,7 +518,7 @@ function failureOf(
     default:
       return new ActionError(
         `lost track of the activation on ${label}: its outcome is unknown`,
-        `The target should roll back by itself if the activation failed or could not be confirmed. Check /run/current-system on it (before this deploy it ran ${before.current ?? 'nothing'}).`,
+        `The target should roll back by itself if the activation failed or could not be confirmed, unless it rebooted meanwhile (then it runs its boot default, which may be the new system). Check /run/current-system on it (before this deploy it ran ${before.current ?? 'nothing'}).`,
         'activate',
         details
       )

@@ -136,7 +136,7 @@ export class DeployLock {
 export function lostLockError(label: string): ActionError {
   return new ActionError(
     `this run lost the deploy lock on ${label} before activating: another deploy took it over after the lease ran out`,
-    'Nothing was activated by this run. Check the link to the target (it was unreachable for longer than the lease), then re-run.',
+    'This run activated nothing after it lost the lock. Check the link to the target (it was unreachable for longer than the lease, or it rebooted), and what it runs now, then re-run.',
     'activate'
   )
 }

@@ -140,6 +140,12 @@ run_renewing() {
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then kill -s KILL -- "-$(cat "$dir/tpid")" 2>/dev/null; fi
 }
 
+# nix-env as the running system has it, resolved before the switch: PATH reaches the running
+# system's tools, which the switch replaces (a new system without Nix, nix.enable = false, must not
+# leave the rollback without it).
+nix_env=$(command -v nix-env 2>/dev/null) && nix_env=$(readlink -f "$nix_env")
+[ -n "$nix_env" ] || nix_env=nix-env
+
 sets_profile=0 changes_running=0
 case "$action" in
   switch) sets_profile=1 changes_running=1 ;;
@@ -161,11 +167,11 @@ rollback() {
   [ "$activation_timeout" -ge "$ROLLBACK_MIN_SECONDS" ] || activation_timeout=$ROLLBACK_MIN_SECONDS
   if [ "$sets_profile" = 1 ] && [ -n "$created_gen" ]; then
     if [ -n "$prev_gen" ] && [ "$prev_gen" != "$created_gen" ]; then
-      if ! nix-env -p "$P" --switch-generation "$prev_gen"; then
+      if ! "$nix_env" -p "$P" --switch-generation "$prev_gen"; then
         say "generation $prev_gen is gone: setting the profile to $prev_profile"
-        if [ -z "$prev_profile" ] || ! nix-env -p "$P" --set "$prev_profile"; then ok=1; fi
+        if [ -z "$prev_profile" ] || ! "$nix_env" -p "$P" --set "$prev_profile"; then ok=1; fi
       fi
-      if [ "$created_new" = 1 ]; then nix-env -p "$P" --delete-generations "$created_gen" || ok=1; fi
+      if [ "$created_new" = 1 ]; then "$nix_env" -p "$P" --delete-generations "$created_gen" || ok=1; fi
     elif [ -z "$prev_gen" ] && [ "$created_new" = 1 ]; then
       rm -f "$P" "$P-$created_gen-link" || ok=1
     fi
@@ -208,7 +214,7 @@ if [ "$rollback_only" = 1 ]; then
 fi
 if [ "$sets_profile" = 1 ]; then
   before=$(generations)
-  if ! nix-env -p "$P" --set "$top"; then
+  if ! "$nix_env" -p "$P" --set "$top"; then
     echo 1 >"$dir/status"
     finish profile-failed
   fi
