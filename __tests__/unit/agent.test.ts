@@ -41,7 +41,12 @@ interface World {
   calls: () => string[]
   gens: () => string[]
   profileLink: () => string
-  run: (opts: Record<string, string>, env?: Record<string, string>) => { outcome: string; log: string }
+  /** Runs the agent to its end (in DIR when given: one the test prepared). */
+  run: (
+    opts: Record<string, string>,
+    env?: Record<string, string>,
+    dir?: string
+  ) => { outcome: string; log: string }
 }
 
 function world(systems: string[], failing: string[] = [], slow: Record<string, number> = {}): World {
@@ -75,9 +80,8 @@ function world(systems: string[], failing: string[] = [], slow: Record<string, n
         .filter(n => /^system-\d+-link$/.test(n))
         .sort(),
     profileLink: () => fs.readlinkSync(profile),
-    run: (opts, env = {}) => {
-      const dir = path.join(root, `run-${Math.random().toString(16).slice(2)}`)
-      fs.mkdirSync(dir)
+    run: (opts, env = {}, dir = path.join(root, `run-${Math.random().toString(16).slice(2)}`)) => {
+      fs.mkdirSync(dir, { recursive: true })
       fs.writeFileSync(path.join(dir, 'log'), '')
       const args = Object.entries({
         '--dir': dir,
@@ -243,25 +247,10 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
     const w = world(['old', 'new'])
     installed(w, 'old')
     // The decision is already there when the agent starts waiting (as the action writes it).
-    const dirOpts = deploy(w, 'new', 'switch', { '--wait-seconds': '30' })
     const dir = path.join(w.root, 'decided-run')
     fs.mkdirSync(path.join(dir, 'decided'), { recursive: true })
     fs.writeFileSync(path.join(dir, 'decision'), decision)
-    fs.writeFileSync(path.join(dir, 'log'), '')
-    const args = Object.entries({
-      ...dirOpts,
-      '--dir': dir,
-      '--activation-timeout': '30',
-      '--system-profile': w.profile,
-      '--current-system': w.current
-    }).flat()
-    const res = spawnSync('sh', ['-c', AGENT_SCRIPT, 'sh', ...args], {
-      encoding: 'utf8',
-      env: { ...process.env, PATH: `${path.join(w.root, 'bin')}:${process.env.PATH}` },
-      timeout: 60_000
-    })
-    expect(res.status).toBe(0)
-    expect(fs.readFileSync(path.join(dir, 'outcome'), 'utf8').trim()).toBe(outcome)
+    expect(w.run(deploy(w, 'new', 'switch', { '--wait-seconds': '30' }), {}, dir).outcome).toBe(outcome)
     expect(w.calls()).toEqual(calls)
   })
 
@@ -343,25 +332,14 @@ rm -f "${fill}"
 ln -sfn ${w.sys('old')} ${w.current}
 `
         )
-        const dir = path.join(run, 'agent')
-        fs.mkdirSync(dir)
-        fs.writeFileSync(path.join(dir, 'log'), '')
-        const args = Object.entries({
-          ...deploy(w, 'new', 'switch', { '--wait-seconds': '2', '--on-timeout': 'rollback' }),
-          '--dir': dir,
-          '--activation-timeout': '30',
-          '--system-profile': w.profile,
-          '--current-system': w.current
-        }).flat()
-        const r = spawnSync('sh', ['-c', AGENT_SCRIPT, 'sh', ...args], {
-          encoding: 'utf8',
-          env: { ...process.env, PATH: `${path.join(w.root, 'bin')}:${process.env.PATH}` },
-          timeout: 60_000
-        })
-        // It ended by itself (before: it waited for the status it could not write, for ever).
-        expect(r.signal).toBeNull()
-        expect(r.status).toBe(0)
-        expect(fs.readFileSync(path.join(dir, 'outcome'), 'utf8').trim()).toBe('rolled-back-unconfirmed')
+        // It ends by itself (before: it waited for the status it could not write, for ever, and
+        // run() failed when its time limit killed it).
+        const r = w.run(
+          deploy(w, 'new', 'switch', { '--wait-seconds': '2', '--on-timeout': 'rollback' }),
+          {},
+          path.join(run, 'agent')
+        )
+        expect(r.outcome).toBe('rolled-back-unconfirmed')
         expect(fs.realpathSync(w.current)).toBe(w.sys('old'))
       } finally {
         execFileSync('umount', [run])

@@ -89,6 +89,18 @@ const runTrial = (w: World): { status: number | null; out: string } => {
   return { status: r.status, out: r.stdout + r.stderr }
 }
 const exists = (w: World, name: string): boolean => fs.existsSync(path.join(w.state, name))
+/** It went back: the previous generation, its boot entry, a reboot; the record expired; why. */
+const expectWentBack = (w: World, why: RegExp): void => {
+  expect(w.calls()).toEqual([
+    `nix-env -p ${w.env.NDA_SYSTEM_PROFILE} --switch-generation 1`,
+    'old boot',
+    'systemctl reboot'
+  ])
+  expect(w.profileTarget()).toBe(w.sys('old'))
+  expect(exists(w, 'boot-trial')).toBe(false)
+  expect(exists(w, 'boot-trial.expired')).toBe(true)
+  expect(fs.readFileSync(path.join(w.state, 'boot-trial.rolled-back'), 'utf8')).toMatch(why)
+}
 const trialOf = (w: World, secs: string, gen = '1') => ({
   new: w.sys('new'),
   previous: w.sys('old'),
@@ -108,17 +120,7 @@ describe('the boot trial on the target (nixos/boot-trial.sh)', () => {
     w.writeTrial(trialOf(w, '1'))
     const r = runTrial(w)
     expect(r.status).toBe(0)
-    expect(w.calls()).toEqual([
-      `nix-env -p ${w.env.NDA_SYSTEM_PROFILE} --switch-generation 1`,
-      'old boot',
-      'systemctl reboot'
-    ])
-    expect(w.profileTarget()).toBe(w.sys('old'))
-    expect(exists(w, 'boot-trial')).toBe(false)
-    expect(exists(w, 'boot-trial.expired')).toBe(true)
-    expect(fs.readFileSync(path.join(w.state, 'boot-trial.rolled-back'), 'utf8')).toMatch(
-      /not confirmed within 1 s/
-    )
+    expectWentBack(w, /not confirmed within 1 s/)
   })
 
   it('confirmed while it waits (the deploy renames the record): nothing is undone', async () => {
@@ -303,15 +305,8 @@ describe('the boot trial, protocol 2: a window for the login, then one for the c
       if (checkedIn) expect(deployStep(w, 'check-in')).toBe('reached')
       const r = runTrial(w)
       expect(r.status).toBe(0)
-      expect(w.calls()).toEqual([
-        `nix-env -p ${w.env.NDA_SYSTEM_PROFILE} --switch-generation 1`,
-        'old boot',
-        'systemctl reboot'
-      ])
-      expect(w.profileTarget()).toBe(w.sys('old'))
-      expect(exists(w, 'boot-trial')).toBe(false)
+      expectWentBack(w, /a reboot cut it/)
       expect(exists(w, 'boot-trial.reached')).toBe(false)
-      expect(fs.readFileSync(path.join(w.state, 'boot-trial.rolled-back'), 'utf8')).toMatch(/a reboot cut it/)
       // The deploy's confirmation, if it comes, finds it over.
       expect(deployStep(w, 'confirm')).toBe('expired')
     }
