@@ -28,7 +28,7 @@
 # boot-trial.reached): exactly one of the deploy and this script wins. A record without
 # login-seconds (an action before protocol 2) has one window, confirm-seconds, ended by the
 # deploy's rename of boot-trial to boot-trial.confirmed, as before.
-# Needs: sh, sed, head, cat, readlink, mv, rm, sleep, flock, nix-env and systemctl (or reboot) on PATH.
+# Needs: sh, sed, head, cat, stat, readlink, mv, rm, sleep, flock, nix-env and systemctl (or reboot) on PATH.
 # The environment overrides the paths (the project's unit tests use temporary ones).
 # nix-deploy-action boot trial protocol: 2
 set -u
@@ -42,7 +42,9 @@ reached=$dir/boot-trial.reached
 active=$dir/boot-trial.active
 boot_id_file=${NDA_BOOT_ID_FILE:-/proc/sys/kernel/random/boot_id}
 reject=$dir/boot-trial.reject
-# "NEW BOOT_ID" for each boot this trial's script ran in (reboot.sh removes it with a new trial).
+# "NEW RECORD BOOT_ID" for each boot a trial's script ran in (RECORD: the record file's inode and
+# time, which the deploy's renames keep and a new trial's record does not have; reboot.sh also
+# removes the file with a new trial).
 boots=$dir/boot-trial.boots
 
 say() { echo "nix-deploy-action boot trial: $*"; }
@@ -116,14 +118,17 @@ if [ "$booted" != "$new" ]; then
 fi
 
 this_boot=$(cat "$boot_id_file" 2>/dev/null || true)
+rec_id=$(stat -c %i.%Y "$rec" 2>/dev/null || true)
+rec_id=${rec_id:--}
 cut=''
 if [ -f "$boots" ]; then
-  while read -r b_new b_id; do
-    if [ "$b_new" = "$new" ] && [ "$b_id" != "$this_boot" ]; then cut=yes; fi
+  while read -r b_new b_rec b_id; do
+    if [ "$b_new" = "$new" ] && [ "$b_rec" = "$rec_id" ] && [ "$b_rec" != - ] && [ "$b_id" != "$this_boot" ]; then cut=yes; fi
   done <"$boots"
 fi
-echo "$new $this_boot" >>"$boots"
-echo "$this_boot" >"$active"
+echo "$new $rec_id $this_boot" >>"$boots"
+# This boot's id and this script's pid: the deploy lock stays held while it runs (lock.sh).
+echo "$this_boot $$" >"$active"
 confirmed() {
   rm -f "$active" "$boots"
   say "confirmed"

@@ -89,6 +89,12 @@ const runTrial = (w: World): { status: number | null; out: string } => {
   return { status: r.status, out: r.stdout + r.stderr }
 }
 const exists = (w: World, name: string): boolean => fs.existsSync(path.join(w.state, name))
+/** The pending record's identity as the trial keeps it in boot-trial.boots: its inode and mtime. */
+const recordId = (w: World): string => {
+  const f = ['boot-trial', 'boot-trial.reached'].map(n => path.join(w.state, n)).find(p => fs.existsSync(p))!
+  const st = fs.statSync(f)
+  return `${st.ino}.${Math.floor(st.mtimeMs / 1000)}`
+}
 /** It went back: the previous generation, its boot entry, a reboot; the record expired; why. */
 const expectWentBack = (w: World, why: RegExp): void => {
   expect(w.calls()).toEqual([
@@ -199,6 +205,7 @@ const deployStep = (w: World, step: string): string => {
     .replace(/^trial_dir=.*$/m, `trial_dir='${w.state}'`)
     .replace(/^P=.*$/m, `P='${w.env.NDA_SYSTEM_PROFILE}'`)
     .replace(/^booted_link=.*$/m, `booted_link='${w.env.NDA_BOOTED_SYSTEM}'`)
+    .replace(/^boot_id_file=.*$/m, `boot_id_file='${w.env.NDA_BOOT_ID_FILE}'`)
   return spawnSync('sh', ['-c', script, 'sh', step], { env: w.env, encoding: 'utf8' }).stdout.trim()
 }
 
@@ -250,7 +257,7 @@ describe('the boot trial, protocol 2: a window for the login, then one for the c
     const t = startTrial(w)
     await t.said(/waiting up to 60 s for the deploy to log in/)
     // While it waits, this boot's id marks it active (the deploy lock stays held for it).
-    expect(fs.readFileSync(path.join(w.state, 'boot-trial.active'), 'utf8').trim()).toBe('this-boot')
+    expect(fs.readFileSync(path.join(w.state, 'boot-trial.active'), 'utf8').trim()).toMatch(/^this-boot \d+$/)
     expect(deployStep(w, 'check-in')).toBe('reached')
     // Again (a reconnect of the same run): still reached, the second window not restarted.
     expect(deployStep(w, 'check-in')).toBe('reached')
@@ -301,7 +308,10 @@ describe('the boot trial, protocol 2: a window for the login, then one for the c
       const w = world({ booted: 'new' })
       w.writeTrial(trial2(w, '3600', '3600'))
       // Its script ran in an earlier boot of the new system (and waited there when the reboot came).
-      fs.writeFileSync(path.join(w.state, 'boot-trial.boots'), `${w.sys('new')} an-earlier-boot\n`)
+      fs.writeFileSync(
+        path.join(w.state, 'boot-trial.boots'),
+        `${w.sys('new')} ${recordId(w)} an-earlier-boot\n`
+      )
       if (checkedIn) expect(deployStep(w, 'check-in')).toBe('reached')
       const r = runTrial(w)
       expect(r.status).toBe(0)
@@ -312,10 +322,13 @@ describe('the boot trial, protocol 2: a window for the login, then one for the c
     }
   })
 
-  it("another system's boots (an earlier trial's, left): not this trial's, it waits as at a first boot", async () => {
+  it("an earlier trial's boots, left (another system's, or this system's by another record): not this trial's, it waits as at a first boot", async () => {
     const w = world({ booted: 'new' })
     w.writeTrial(trial2(w, '60', '60'))
-    fs.writeFileSync(path.join(w.state, 'boot-trial.boots'), `${w.sys('other')} an-earlier-boot\n`)
+    fs.writeFileSync(
+      path.join(w.state, 'boot-trial.boots'),
+      `${w.sys('other')} ${recordId(w)} an-earlier-boot\n${w.sys('new')} 1.1 an-earlier-boot\n`
+    )
     const t = startTrial(w)
     await t.said(/waiting up to 60 s for the deploy to log in/)
     expect(deployStep(w, 'check-in')).toBe('reached')
@@ -323,6 +336,21 @@ describe('the boot trial, protocol 2: a window for the login, then one for the c
     expect(await t.exit).toBe(0)
     expect(w.calls()).toEqual([])
     expect(exists(w, 'boot-trial.boots')).toBe(false)
+  })
+
+  it('a check-in or confirmation sent again after the target rebooted (its answer lost): expired, never a boot nobody checked', () => {
+    const w = world({ booted: 'new' })
+    w.writeTrial(trial2(w, '3600', '3600'))
+    expect(deployStep(w, 'check-in')).toBe('reached')
+    // The checks ran in this boot; the target reboots before the confirmation.
+    fs.writeFileSync(w.env.NDA_BOOT_ID_FILE, 'the-next-boot\n')
+    expect(deployStep(w, 'check-in')).toBe('expired')
+    expect(deployStep(w, 'confirm')).toBe('expired')
+    expect(exists(w, 'boot-trial.confirmed')).toBe(false)
+    expect(exists(w, 'boot-trial.reached')).toBe(true)
+    // In the boot of the check-in it is confirmed.
+    fs.writeFileSync(w.env.NDA_BOOT_ID_FILE, 'this-boot\n')
+    expect(deployStep(w, 'confirm')).toBe('confirmed')
   })
 
   it('checked in before its unit started (at its first boot): it waits for the verdict, and goes back without one', async () => {

@@ -1,4 +1,4 @@
-import { execFileSync } from 'child_process'
+import { execFileSync, spawn } from 'child_process'
 import { ownerDescription } from '../../src/target/lock/runner'
 import { LOCK_SCRIPT, parseLockAnswer } from '../../src/target/lock/on-target'
 import { SCRIPT_FILES } from '../../src/target/scripts.generated'
@@ -91,7 +91,7 @@ describe('the lock script, run for real against a temporary directory', () => {
         fs.rmSync(path.join(dir, f), { force: true })
     }
   })
-  it('held for a trial still to end in the boot it runs in: after its run renewed there and went (or released), while its script goes back', () => {
+  it('held for a trial still to end in the boot it runs in: after its run renewed there and went (or released), while its script goes back', async () => {
     const trial = path.join(dir, 'boot-trial')
     const reached = path.join(dir, 'boot-trial.reached')
     const active = path.join(dir, 'boot-trial.active')
@@ -116,11 +116,23 @@ describe('the lock script, run for real against a temporary directory', () => {
       expect(parseLockAnswer(take('queued'))).toMatchObject({ acquired: false, holder: { bootTrial: true } })
       // Its window over, its script still going back in this boot: held; once it ended, free.
       fs.rmSync(reached)
-      fs.writeFileSync(active, `${bootId()}\n`)
-      plant(['trial-run', `v3 ${bootId()} ${uptime() - 5} ${uptime() - 1}`, 'a run on trial'])
-      expect(parseLockAnswer(take('queued'))).toMatchObject({ acquired: false, holder: { bootTrial: true } })
-      fs.rmSync(active)
+      const script = spawn('sh', ['-c', 'sleep 60', 'boot-trial.sh'], { stdio: 'ignore' })
+      try {
+        fs.writeFileSync(active, `${bootId()} ${script.pid}\n`)
+        plant(['trial-run', `v3 ${bootId()} ${uptime() - 5} ${uptime() - 1}`, 'a run on trial'])
+        expect(parseLockAnswer(take('queued'))).toMatchObject({
+          acquired: false,
+          holder: { bootTrial: true }
+        })
+      } finally {
+        script.kill('SIGKILL')
+      }
+      // Its marker left by a script that no longer runs (killed): nothing past the window.
+      if (script.exitCode === null && script.signalCode === null)
+        await new Promise(r => script.once('exit', r))
       expect(take('queued').trim()).toBe('acquired')
+      // (A script that ended removes its marker.)
+      fs.rmSync(active)
       // No trial: a v3 lease released is gone, as any other.
       plant(['trial-run', `v3 ${bootId()} ${uptime() + 60} ${uptime() + 5000}`, 'a run on trial'])
       expect(lockOp('release', 'trial-run').trim()).toBe('released')

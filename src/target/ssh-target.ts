@@ -81,14 +81,14 @@ export const SCRIPT_OF: Partial<Record<GateVerb, string>> = {
   'plan-record': PLAN_RECORD_SCRIPT
 }
 
+/** How long a boot trial's step is tried again over new connections (within its trial's windows). */
+const BOOT_TRIAL_STEP_RETRY_MS = 90_000
+
 /**
  * A target reached over SSH (see TargetSession): every verb is one of ./scripts, run remotely --
  * sent as `sh -c SCRIPT` to a login that takes commands (root, or sudo), or named to a deploy
  * user's gate (nixos/deploy-user.nix), which runs its own copies and checks every value.
  */
-/** How long a boot trial's step is tried again over new connections (within its trial's windows). */
-const BOOT_TRIAL_STEP_RETRY_MS = 90_000
-
 export class SshTarget implements Target {
   /** 'no' once the target showed it cannot keep the scripts (kept-scripts.ts): each command carries its own. */
   private keptState: 'unknown' | 'no' = 'unknown'
@@ -596,7 +596,8 @@ export class SshTarget implements Target {
     // Each step is idempotent (boot-trial-steps.sh): a connection that drops right after the boot
     // (Wi-Fi associating again, a DHCP renewal) is dialled again, not taken for a failed step.
     const r = await this.runRetrying('boot-trial', [step], {
-      timeoutMs: 60_000,
+      // A one-shot trial's confirmation writes the boot entry (an SD card): not sent again while it may still run.
+      timeoutMs: step === 'confirm' ? 200_000 : 60_000,
       deadline: Date.now() + BOOT_TRIAL_STEP_RETRY_MS,
       what: `${what} the boot trial`
     })

@@ -132,8 +132,11 @@ run_renewing() {
       nap_look
       renew_when_due
     done
+    # Its own wake-up (USR1, trapped) would cut the wait short with 138, not the job's status.
+    trap '' USR1
     wait "$job"
     r=$?
+    trap 'woken=1' USR1
     rc=$(cat "$dir/rc" 2>/dev/null)
     [ -n "$rc" ] || rc=$r
   fi

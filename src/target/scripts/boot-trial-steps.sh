@@ -1,11 +1,13 @@
 # The deploy's steps in a boot trial (see nixos/boot-trial.sh, which waits for them on the target):
 #   check-in  the deploy's first login after the boot (protocol 2): boot-trial renamed to
 #             boot-trial.reached, which starts the trial's second window (the checks and the
-#             confirmation). Prints reached (also when this or an earlier login already did),
-#             expired when the trial gave up first (the same rename: exactly one wins), or none.
+#             confirmation), and this boot's id in boot-trial.checked-in. Prints reached (also when
+#             an earlier login of this boot already did), expired when the trial gave up first (the
+#             same rename: exactly one wins) or the check-in was another boot's, or none.
 #   confirm   the record renamed to boot-trial.confirmed: prints confirmed, or expired when the
-#             target's trial had already given up (the same rename: exactly one wins); sent again
-#             after a lost answer, it answers as the first one did. A trial of
+#             target's trial had already given up (the same rename: exactly one wins) or this is
+#             not the boot of the check-in (the target rebooted after the checks); sent again after
+#             a lost answer, it answers as the first one did. A trial of
 #             protocol 1 has no check-in: its record is renamed as it is. A trial that booted the
 #             new system once (a one-shot entry, reboot.sh) then makes it the default: its
 #             generation the profile, its boot entry the default (confirmed), or, when that fails,
@@ -21,18 +23,32 @@
 trial_dir=/nix/var/nix-deploy-action
 P=/nix/var/nix/profiles/system
 booted_link=/run/booted-system
+boot_id_file=/proc/sys/kernel/random/boot_id
 field() { sed -n "s/^$1=//p" "$2" | head -n 1; }
+# The boot the check-in was made in (boot-trial.checked-in): the deploy's checks ran in that boot,
+# and only it is confirmed. A step sent again after a reboot (its answer lost) finds another boot.
+this_boot=$(cat "$boot_id_file" 2>/dev/null)
+checked_in=$trial_dir/boot-trial.checked-in
+same_boot() { [ -n "$this_boot" ] && [ "$(cat "$checked_in" 2>/dev/null)" = "$this_boot" ]; }
 case "$1" in
   check-in)
-    if mv "$trial_dir/boot-trial" "$trial_dir/boot-trial.reached" 2>/dev/null || [ -e "$trial_dir/boot-trial.reached" ]; then
+    if mv "$trial_dir/boot-trial" "$trial_dir/boot-trial.reached" 2>/dev/null; then
+      echo "$this_boot" >"$checked_in"
       echo reached
-    elif [ -e "$trial_dir/boot-trial.expired" ]; then echo expired
+    elif [ -e "$trial_dir/boot-trial.reached" ] && { same_boot || [ ! -e "$checked_in" ]; }; then echo reached
+    elif [ -e "$trial_dir/boot-trial.expired" ] || [ -e "$trial_dir/boot-trial.reached" ]; then echo expired
     else echo none; fi ;;
   confirm)
     c=$trial_dir/boot-trial.confirmed
-    # Also a confirmation sent again (its answer was lost): this trial's record confirmed already
-    # (reboot.sh removes an earlier trial's), of the booted system; its steps below are idempotent.
-    if mv "$trial_dir/boot-trial.reached" "$c" 2>/dev/null || mv "$trial_dir/boot-trial" "$c" 2>/dev/null ||
+    # One at a time (a confirmation sent again while a slow one still writes its boot entry): a
+    # flock of its own (the deploy lock's would stop its renewals for as long).
+    exec 8>>"$trial_dir/boot-trial-confirm.flock" && flock -w 170 8 || exit 1
+    # Only in the boot the deploy checked (protocol 2: its check-in's); also a confirmation sent
+    # again there (its answer was lost): this trial's record confirmed already (reboot.sh removes
+    # an earlier trial's), of the booted system; its steps below are idempotent.
+    if [ -e "$checked_in" ] && ! same_boot; then
+      echo expired
+    elif mv "$trial_dir/boot-trial.reached" "$c" 2>/dev/null || mv "$trial_dir/boot-trial" "$c" 2>/dev/null ||
       { [ -f "$c" ] && [ "$(field new "$c")" = "$(readlink -f "$booted_link")" ]; }; then
       g=$(field new-generation "$c") new=$(field new "$c") pg=$(field previous-generation "$c")
       if [ -z "$g" ]; then echo confirmed

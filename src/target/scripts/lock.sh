@@ -11,8 +11,8 @@
 #   `v3 BOOT_ID EXPIRY WINDOW` the same, and, once EXPIRY has passed or in any later boot, while a
 #                              boot trial is pending (boot-trial or boot-trial.reached beside the
 #                              lock) and the uptime is below WINDOW, or while the trial's script
-#                              runs in this boot (boot-trial.active holds its boot id: it may be
-#                              going back): a reboot on trial keeps the lock until the trial ends,
+#                              runs in this boot (boot-trial.active holds its boot id and pid: it
+#                              may be going back): a reboot on trial keeps the lock until the trial ends,
 #                              also when its run renewed in the new boot and was then cancelled, or
 #                              released it with the trial still to end (renew keeps a v3 lease v3;
 #                              release then leaves it expired, WINDOW kept, for the trial alone).
@@ -47,9 +47,12 @@ lock_op() (
   set -f
   # shellcheck disable=SC2086 # the lease line's words
   set -- $lease_line
-  # The trial's script runs in this boot (waiting, or going back).
-  trial_running() { a='' && { read -r a <"$base/boot-trial.active"; } 2>/dev/null && [ "$a" = "$boot" ]; }
+  # The trial's script ran in this boot (waiting, or going back): boot-trial.active holds the boot's
+  # id (and the script's pid: an older module's has none).
+  trial_running() { a='' ap='' && { read -r a ap <"$base/boot-trial.active"; } 2>/dev/null && [ "$a" = "$boot" ]; }
   trial_active() { [ -e "$base/boot-trial" ] || [ -e "$base/boot-trial.reached" ] || trial_running; }
+  # ... and that script still runs (a script killed, its marker left, holds nothing past WINDOW).
+  trial_script_alive() { trial_running && [ -n "$ap" ] && grep -q boot-trial "/proc/$ap/cmdline" 2>/dev/null; }
   # The pending trial's system, when it is what booted.
   trial_booted() {
     t='' n=''
@@ -66,7 +69,7 @@ lock_op() (
       if [ "$2" = "$boot" ]; then left=$(($3 - now)); fi
       if [ "$left" -lt 0 ] && trial_active; then
         if [ "$4" -gt "$now" ]; then left=$(($4 - now)) kind=boot-trial
-        elif trial_running; then left=30 kind=boot-trial
+        elif trial_script_alive; then left=30 kind=boot-trial
         fi
       fi ;;
     esac

@@ -65,7 +65,7 @@ once_answer=''
 if [ $# -ge 6 ]; then
   mkdir -p "$trial_dir" || exit 1
   # What an earlier trial left: this trial's files say only what this one did.
-  for f in reject rolled-back reached confirmed expired stale invalid fell-back boots; do rm -f "$trial_dir/boot-trial.$f"; done
+  for f in reject rolled-back reached confirmed expired stale invalid fell-back boots checked-in; do rm -f "$trial_dir/boot-trial.$f"; done
   prev_gen=$3 new_gen='' once_file=$6
   # The lock first: its lease renewed before the slow steps below (a boot menu written to an SD
   # card), and held through the boot.
