@@ -40,8 +40,13 @@ async function rebootSpi(): Promise<void> {
     }
   }
   expect(now).not.toBe(before)
-  // Until its boot has finished (running or degraded). Right after the boot id changed, systemctl
-  // may not reach the new boot's bus yet ("Failed to connect to system scope bus"): ask again.
+  await untilBooted()
+}
+
+/** Until the systemd Pi's boot has finished (running or degraded: sshd up); 60 s, then the test fails. */
+async function untilBooted(): Promise<void> {
+  // Right after a boot id changed, systemctl may not reach the new boot's bus yet ("Failed to
+  // connect to system scope bus"): ask again.
   let state = ''
   for (let i = 0; i < 120 && !['running', 'degraded'].includes(state); i++) {
     try {
@@ -541,6 +546,7 @@ describeE2E(
       const deadline = Date.now() + 300_000
       while (runs() !== `${gen0}\n${gen0}` && Date.now() < deadline) await sleep(2000)
       expect(runs()).toBe(`${gen0}\n${gen0}`)
+      await untilBooted()
       expect(piState('spi')).toMatchObject({ current: gen0, profile: gen0, bootDefault: gen0 })
       expect(onPi('cat /nix/var/nix-deploy-action/boot-trial.rolled-back', 'spi')).toMatch(/a reboot cut it/)
       expect([

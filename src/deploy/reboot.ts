@@ -91,7 +91,12 @@ export async function rebootInto(
   const start = scheduled.at
   trial = scheduled.trial
   const rebootMs = settings.timeoutSeconds * 1000
-  const waitMs = trial ? trialWindowMs(trial) + rebootMs + TRIAL_START_ALLOWANCE_MS : rebootMs
+  // On trial, a new system that cannot be reached comes back as the previous one: its boot up to the
+  // trial's start, the trial's first window, its going back (the boot entry written on an SD card)
+  // and the boot back.
+  const waitMs = trial
+    ? trialWindowMs(trial) + rebootMs + TRIAL_START_ALLOWANCE_MS + GO_BACK_ALLOWANCE_SECONDS * 1000
+    : rebootMs
   target.log.info(
     `Rebooting ${target.label}${trial ? ' into the new system on trial' : ''}; waiting up to ${Math.round(waitMs / 1000)} s for it to come back`
   )
@@ -101,7 +106,7 @@ export async function rebootInto(
     bootIdBefore,
     settings,
     trial
-      ? `within ${Math.round(waitMs / 1000)} s: its boot trial's first window (${trialWindowMs(trial) / 1000} s), its boot back (reboot-timeout, ${settings.timeoutSeconds} s) and ${TRIAL_START_ALLOWANCE_MS / 1000} s for the trial's start`
+      ? `within ${Math.round(waitMs / 1000)} s: ${TRIAL_START_ALLOWANCE_MS / 1000} s for the trial's start, its boot trial's first window (${trialWindowMs(trial) / 1000} s), ${GO_BACK_ALLOWANCE_SECONDS} s to go back and its boot back (reboot-timeout, ${settings.timeoutSeconds} s)`
       : undefined
   )
   const ms = Date.now() - start
