@@ -277,8 +277,17 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
     const tools = (name: string, withNix: boolean): string => {
       const d = path.join(w.root, `tools-${name}`)
       fs.mkdirSync(d)
-      if (withNix) fs.copyFileSync(path.join(w.root, 'bin', 'nix-env'), path.join(d, 'nix-env'))
-      if (withNix) fs.chmodSync(path.join(d, 'nix-env'), 0o755)
+      if (withNix) {
+        // As Nix installs it: `nix`, which acts as nix-env only when called by that name, and a
+        // link nix-env to it.
+        const nix = fs.readFileSync(path.join(w.root, 'bin', 'nix-env'), 'utf8')
+        const multi = nix.replace(
+          '#!/bin/sh\n',
+          '#!/bin/sh\n[ "${0##*/}" = nix-env ] || { echo "nix: not nix-env" >&2; exit 1; }\n'
+        )
+        fs.writeFileSync(path.join(d, 'nix'), multi, { mode: 0o755 })
+        fs.symlinkSync('nix', path.join(d, 'nix-env'))
+      }
       return d
     }
     const sw = path.join(w.root, 'sw-bin')

@@ -144,10 +144,11 @@ run_renewing() {
 }
 
 # nix-env as the running system has it, resolved before the switch: PATH reaches the running
-# system's tools, which the switch replaces (a new system without Nix, nix.enable = false, must not
-# leave the rollback without it).
-nix_env=$(command -v nix-env 2>/dev/null) && nix_env=$(readlink -f "$nix_env")
-[ -n "$nix_env" ] || nix_env=nix-env
+# system's tools (/run/current-system/sw/bin), which the switch replaces (a new system without Nix,
+# nix.enable = false, must not leave the rollback without it). Its directory resolved, not the
+# file: nix-env is a link to `nix`, which acts by the name it is called by.
+nix_env=$(command -v nix-env 2>/dev/null) && nix_env=$(cd "${nix_env%/*}" 2>/dev/null && pwd -P)/nix-env
+[ -x "$nix_env" ] || nix_env=nix-env
 
 sets_profile=0 changes_running=0
 case "$action" in
