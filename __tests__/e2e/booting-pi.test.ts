@@ -50,7 +50,8 @@ async function expectConfirmed(top: string): Promise<void> {
   expect(piState('bpi')).toMatchObject({ current: top, profile: top })
   expect(bootEntry()).toBe(top)
   await trialUnitEnded()
-  expect(trialFiles()).toBe('boot-trial.confirmed')
+  // (checked-in: the boot its checks ran in, for a confirmation sent again until the next trial.)
+  expect(trialFiles()).toBe('boot-trial.checked-in boot-trial.confirmed')
   expect(lockState()).toBe('free')
 }
 const lockState = (): string =>

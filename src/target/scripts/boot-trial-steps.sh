@@ -42,7 +42,7 @@ case "$1" in
     c=$trial_dir/boot-trial.confirmed
     # One at a time (a confirmation sent again while a slow one still writes its boot entry): a
     # flock of its own (the deploy lock's would stop its renewals for as long).
-    exec 8>>"$trial_dir/boot-trial-confirm.flock" && flock -w 170 8 || exit 1
+    exec 8>>"$trial_dir/trial-confirm.flock" && flock -w 170 8 || exit 1
     # Only in the boot the deploy checked (protocol 2: its check-in's); also a confirmation sent
     # again there (its answer was lost): this trial's record confirmed already (reboot.sh removes
     # an earlier trial's), of the booted system; its steps below are idempotent.
