@@ -82,7 +82,8 @@ export function blankStartEnvironment(variables: readonly string[]): boolean {
     try {
       let at = 0
       while (at < block.length) {
-        const end = block.indexOf(0, at) < 0 ? block.length : block.indexOf(0, at)
+        const nul = block.indexOf(0, at)
+        const end = nul < 0 ? block.length : nul
         const eq = block.indexOf(0x3d, at)
         if (eq > at && eq + 1 < end && variables.includes(block.toString('latin1', at, eq)))
           writeSync(fd, Buffer.alloc(end - eq - 1, 0x20), 0, end - eq - 1, start + eq + 1)

@@ -116,14 +116,16 @@ gen_of_name() { basename "$1" | sed -n 's/^.*-\([0-9][0-9]*\)-link$/\1/p'; }
 # Its end is DIR/running removed, which cannot fail for want of space (the new system may fill
 # /run: then DIR/rc stays empty, and a wait for it would renew the lease for ever); its status is
 # the background job's too. Without room for DIR/running, it runs in the foreground, unrenewed.
+# The command under its time limit, its process group's pid in DIR/tpid.
+run_timed() { sh -c 'echo $$ >"$1"; shift; exec timeout -k 10 "$@"' sh "$dir/tpid" "$activation_timeout" "$@"; }
 run_renewing() {
   rm -f "$dir/rc" "$dir/tpid"
   if ! : >"$dir/running"; then
-    sh -c 'echo $$ >"$1"; shift; exec timeout -k 10 "$@"' sh "$dir/tpid" "$activation_timeout" "$@"
+    run_timed "$@"
     rc=$?
   else
     # Its end wakes this shell (wake.sh): a fast activation's end is known at once.
-    { sh -c 'echo $$ >"$1"; shift; exec timeout -k 10 "$@"' sh "$dir/tpid" "$activation_timeout" "$@"; r=$?
+    { run_timed "$@"; r=$?
       echo $r >"$dir/rc"; rm -f "$dir/running"; wake "$dir/pid" "$dir/agent.sh"; exit $r; } &
     job=$!
     looked=0 next_renew=150
