@@ -13,6 +13,8 @@
 #   systemd-pi.sh stop           power it off (SIGTERM to nspawn: an orderly shutdown), then by pid
 #   systemd-pi.sh reset          power it off (a power cut: its processes killed), wipe its /nix,
 #                                /boot and overlay, start again (generation 0)
+#   systemd-pi.sh power-cut      a power cut and the power back: its processes killed, /run gone,
+#                                /nix, /boot and its root kept; boots its boot entry (waits for sshd)
 #   systemd-pi.sh exec CMD...    run CMD inside it (all its namespaces; PID 1 is its systemd)
 #   systemd-pi.sh init-pid       print the pid (in this machine's namespace) of its systemd
 set -euo pipefail
@@ -226,7 +228,8 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   reset) stop hard; wipe; start ;;
+  power-cut) stop hard; start ;;
   exec) shift; pi_exec "$@" ;;
   init-pid) init_pid ;;
-  *) echo "usage: systemd-pi.sh start | stop | reset | exec CMD... | init-pid" >&2; exit 2 ;;
+  *) echo "usage: systemd-pi.sh start | stop | reset | power-cut | exec CMD... | init-pid" >&2; exit 2 ;;
 esac

@@ -1,5 +1,5 @@
 import { ROLLBACK_MIN_SECONDS } from '../../src/deploy/activate'
-import { execFileSync, spawnSync } from 'child_process'
+import { execFileSync, spawn, spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
@@ -41,6 +41,8 @@ interface World {
   calls: () => string[]
   gens: () => string[]
   profileLink: () => string
+  /** The system the boot loader boots (what the last switch or boot installed), or ''. */
+  bootDefault: () => string
   /** Runs the agent to its end (in DIR when given: one the test prepared). */
   run: (
     opts: Record<string, string>,
@@ -49,7 +51,12 @@ interface World {
   ) => { outcome: string; log: string }
 }
 
-function world(systems: string[], failing: string[] = [], slow: Record<string, number> = {}): World {
+function world(
+  systems: string[],
+  failing: string[] = [],
+  slow: Record<string, number> = {},
+  failingBoot: string[] = []
+): World {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-agent-'))
   const bin = path.join(root, 'bin')
   fs.mkdirSync(bin)
@@ -58,13 +65,18 @@ function world(systems: string[], failing: string[] = [], slow: Record<string, n
   const profile = path.join(root, 'profiles', 'system')
   const current = path.join(root, 'current-system')
   const callsFile = path.join(root, 'calls')
+  const bootFile = path.join(root, 'boot-default')
   for (const name of systems) {
     const dir = path.join(root, name)
     fs.mkdirSync(path.join(dir, 'bin'), { recursive: true })
     const fail = failing.includes(name) ? `echo "${name}: fails on purpose" >&2; exit 1` : ''
+    // Its boot loader install fails as on a full /boot: the boot default stays what it was.
+    const failBoot = failingBoot.includes(name)
+      ? `case $1 in switch|boot) echo "${name}: /boot is full" >&2; exit 1 ;; esac`
+      : ''
     fs.writeFileSync(
       path.join(dir, 'bin', 'switch-to-configuration'),
-      `#!/bin/sh\necho "${name} $1" >>${callsFile}\n${slow[name] ? `sleep ${slow[name]}` : ''}\n${fail}\ncase $1 in switch|test) ln -sfn ${dir} ${current} ;; esac\n`,
+      `#!/bin/sh\necho "${name} $1" >>${callsFile}\n${slow[name] ? `sleep ${slow[name]}` : ''}\n${fail}\n${failBoot}\ncase $1 in switch|boot) echo ${dir} >${bootFile} ;; esac\ncase $1 in switch|test) ln -sfn ${dir} ${current} ;; esac\n`,
       { mode: 0o755 }
     )
   }
@@ -80,6 +92,7 @@ function world(systems: string[], failing: string[] = [], slow: Record<string, n
         .filter(n => /^system-\d+-link$/.test(n))
         .sort(),
     profileLink: () => fs.readlinkSync(profile),
+    bootDefault: () => (fs.existsSync(bootFile) ? fs.readFileSync(bootFile, 'utf8').trim() : ''),
     run: (opts, env = {}, dir = path.join(root, `run-${Math.random().toString(16).slice(2)}`)) => {
       fs.mkdirSync(dir, { recursive: true })
       fs.writeFileSync(path.join(dir, 'log'), '')
@@ -108,6 +121,7 @@ function world(systems: string[], failing: string[] = [], slow: Record<string, n
 function installed(w: World, name: string): void {
   spawnSync(path.join(w.root, 'bin', 'nix-env'), ['-p', w.profile, '--set', w.sys(name)])
   fs.symlinkSync(w.sys(name), w.current)
+  fs.writeFileSync(path.join(w.root, 'boot-default'), `${w.sys(name)}\n`)
 }
 
 const deploy = (w: World, top: string, action = 'switch', extra: Record<string, string> = {}) => ({
@@ -240,10 +254,11 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
     expect(w.calls()).toEqual(['new dry-activate'])
   })
 
+  // A switch that waits activates as "test"; the profile and the boot entry follow the confirmation.
   it.each([
-    ['confirm', 'confirmed', ['new switch']],
-    ['abort', 'rolled-back', ['new switch', 'old switch']]
-  ])('waiting for the decision: %s gives %s', (decision, outcome, calls) => {
+    ['confirm', 'confirmed', ['new test', 'new boot'], 'new', ['system-1-link', 'system-2-link']],
+    ['abort', 'rolled-back', ['new test', 'old test'], 'old', ['system-1-link']]
+  ])('waiting for the decision: %s gives %s', (decision, outcome, calls, runs, gens) => {
     const w = world(['old', 'new'])
     installed(w, 'old')
     // The decision is already there when the agent starts waiting (as the action writes it).
@@ -252,19 +267,90 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
     fs.writeFileSync(path.join(dir, 'decision'), decision)
     expect(w.run(deploy(w, 'new', 'switch', { '--wait-seconds': '30' }), {}, dir).outcome).toBe(outcome)
     expect(w.calls()).toEqual(calls)
+    expect(fs.realpathSync(w.current)).toBe(w.sys(runs))
+    expect(fs.realpathSync(w.profile)).toBe(w.sys(runs))
+    expect(w.bootDefault()).toBe(w.sys(runs))
+    expect(w.gens()).toEqual(gens)
+  })
+
+  it('until the decision, the profile and the boot default stay the old system (a power cut then boots it): the new one runs', async () => {
+    const w = world(['old', 'new'])
+    installed(w, 'old')
+    const dir = path.join(w.root, 'window')
+    fs.mkdirSync(dir)
+    fs.writeFileSync(path.join(dir, 'log'), '')
+    const args = Object.entries({
+      '--dir': dir,
+      '--activation-timeout': '30',
+      '--system-profile': w.profile,
+      '--current-system': w.current,
+      ...deploy(w, 'new', 'switch', { '--wait-seconds': '60' })
+    }).flat()
+    const agent = spawn('sh', ['-c', AGENT_SCRIPT, 'sh', ...args], {
+      env: { ...process.env, PATH: `${path.join(w.root, 'bin')}:${process.env.PATH}` },
+      stdio: 'ignore'
+    })
+    const ended = new Promise<number | null>(res => agent.on('exit', code => res(code)))
+    try {
+      // The activation's status: the agent now waits for the decision.
+      for (let i = 0; i < 300 && !fs.existsSync(path.join(dir, 'status')); i++)
+        await new Promise(r => setTimeout(r, 100))
+      expect(fs.readFileSync(path.join(dir, 'status'), 'utf8').trim()).toBe('0')
+      expect(fs.realpathSync(w.current)).toBe(w.sys('new'))
+      expect(fs.realpathSync(w.profile)).toBe(w.sys('old'))
+      expect(w.bootDefault()).toBe(w.sys('old'))
+      expect(w.gens()).toEqual(['system-1-link'])
+      expect(fs.existsSync(path.join(dir, 'generation'))).toBe(false)
+      // Confirmed as decide.sh does it: then the new system becomes the profile and the boot default.
+      fs.mkdirSync(path.join(dir, 'decided'))
+      fs.writeFileSync(path.join(dir, 'decision'), 'confirm')
+      expect(await ended).toBe(0)
+      expect(fs.readFileSync(path.join(dir, 'outcome'), 'utf8').trim()).toBe('confirmed')
+      expect(fs.readFileSync(path.join(dir, 'generation'), 'utf8').trim()).toBe('2')
+      expect(fs.realpathSync(w.profile)).toBe(w.sys('new'))
+      expect(w.bootDefault()).toBe(w.sys('new'))
+    } finally {
+      agent.kill('SIGKILL')
+    }
+  }, 60_000)
+
+  it('confirmed, but its boot entry cannot be installed (/boot full): rolled back, so that what runs is what boots', () => {
+    const w = world(['old', 'new'], [], {}, ['new'])
+    installed(w, 'old')
+    const dir = path.join(w.root, 'decided-run')
+    fs.mkdirSync(path.join(dir, 'decided'), { recursive: true })
+    fs.writeFileSync(path.join(dir, 'decision'), 'confirm')
+    const r = w.run(deploy(w, 'new', 'switch', { '--wait-seconds': '30' }), {}, dir)
+    expect(r.outcome).toBe('boot-entry-failed')
+    expect(w.calls()).toEqual(['new test', 'new boot', 'old switch'])
+    expect(fs.realpathSync(w.current)).toBe(w.sys('old'))
+    expect(w.profileLink()).toBe('system-1-link')
+    expect(w.gens()).toEqual(['system-1-link'])
+    expect(w.bootDefault()).toBe(w.sys('old'))
+  })
+
+  it('a switch that does not wait sets the profile and the boot entry first, as nixos-rebuild does', () => {
+    const w = world(['old', 'new'])
+    installed(w, 'old')
+    expect(w.run(deploy(w, 'new')).outcome).toBe('done')
+    expect(w.calls()).toEqual(['new switch'])
+    expect(w.bootDefault()).toBe(w.sys('new'))
   })
 
   it.each([
-    ['rollback', 'rolled-back-unconfirmed', 'old'],
-    ['keep', 'unconfirmed-kept', 'new']
+    ['rollback', 'rolled-back-unconfirmed', 'old', ['new test', 'old test']],
+    ['keep', 'unconfirmed-kept', 'new', ['new test', 'new boot']]
   ])(
     'no decision in time, on-timeout %s: %s',
-    (onTimeout, outcome, runs) => {
+    (onTimeout, outcome, runs, calls) => {
       const w = world(['old', 'new'])
       installed(w, 'old')
       const r = w.run(deploy(w, 'new', 'switch', { '--wait-seconds': '1', '--on-timeout': onTimeout }))
       expect(r.outcome).toBe(outcome)
       expect(fs.realpathSync(w.current)).toBe(w.sys(runs))
+      expect(fs.realpathSync(w.profile)).toBe(w.sys(runs))
+      expect(w.bootDefault()).toBe(w.sys(runs))
+      expect(w.calls()).toEqual(calls)
     },
     30_000
   )

@@ -240,6 +240,19 @@ describe('the deploy sequence over a Target', () => {
     expect(t.current).toBe(OLD)
   })
 
+  it('confirmed, but its boot entry could not be installed: rolled back, a failure that says so', async () => {
+    const t = new FakeTarget(OLD)
+    t.behaviour.set(NEW, 'boot-entry-fails')
+    const { result, error } = await deploy(t)
+    expect(error).toBeInstanceOf(RolledBackError)
+    expect((error as Error).message).toMatch(/making it the boot default failed/)
+    expect(result).toMatchObject({ result: 'rolled-back', rolledBackTo: OLD })
+    expect(t.calls).toContain('decide confirm')
+    expect(t.current).toBe(OLD)
+    expect(t.profile).toBe(OLD)
+    expect(t.lockOwner).toBeUndefined()
+  })
+
   it('a new system that breaks SSH: the confirmation cannot get through, the target rolls itself back', async () => {
     const t = new FakeTarget(OLD)
     t.behaviour.set(NEW, 'breaks-ssh')
@@ -774,25 +787,37 @@ describe('the deploy sequence over a Target', () => {
     })
   })
 
-  it('an agent killed half-way (no outcome): seen at once, another agent puts the target back', async () => {
-    const t = new FakeTarget(OLD)
-    t.behaviour.set(NEW, 'agent-killed')
-    const settings = { ...job().activation, activationTimeoutSeconds: 3600 }
-    const started = Date.now()
-    const { result, error } = await deploy(t, job('switch', { activation: settings }))
-    // Not after activation-timeout (an hour here): at the first look.
-    expect(Date.now() - started).toBeLessThan(10_000)
-    expect(error).toBeInstanceOf(RolledBackError)
-    expect((error as ActionError).message).toMatch(
-      /the activation agent on target root@pi ended without an outcome: it was killed .*; the target was put back as it was/
-    )
-    expect(result).toMatchObject({ result: 'rolled-back', rolledBackTo: OLD })
-    // The second agent got what the first had recorded: the generation it made, a new one.
-    expect(t.calls).toContain('rollbackOf 2 true')
-    expect(t.current).toBe(OLD)
-    expect(t.profile).toBe(OLD)
-    expect(t.lockOwner).toBeUndefined()
-  })
+  it.each([
+    // A switch that waits sets the profile only once confirmed: the dead agent had made nothing.
+    [true, 'rollbackOf - false'],
+    [false, 'rollbackOf 2 true']
+  ])(
+    'an agent killed half-way (no outcome; magic rollback %s): seen at once, another agent puts the target back',
+    async (magicRollback, rollbackOf) => {
+      const t = new FakeTarget(OLD)
+      t.behaviour.set(NEW, 'agent-killed')
+      const settings = {
+        ...job().activation,
+        activationTimeoutSeconds: 3600,
+        magicRollback,
+        healthChecks: []
+      }
+      const started = Date.now()
+      const { result, error } = await deploy(t, job('switch', { activation: settings }))
+      // Not after activation-timeout (an hour here): at the first look.
+      expect(Date.now() - started).toBeLessThan(10_000)
+      expect(error).toBeInstanceOf(RolledBackError)
+      expect((error as ActionError).message).toMatch(
+        /the activation agent on target root@pi ended without an outcome: it was killed .*; the target was put back as it was/
+      )
+      expect(result).toMatchObject({ result: 'rolled-back', rolledBackTo: OLD })
+      // The second agent got what the first had recorded: the generation it made, a new one.
+      expect(t.calls).toContain(rollbackOf)
+      expect(t.current).toBe(OLD)
+      expect(t.profile).toBe(OLD)
+      expect(t.lockOwner).toBeUndefined()
+    }
+  )
 
   it('boot: sets the profile only; changed means the profile changed', async () => {
     const t = new FakeTarget(OLD)

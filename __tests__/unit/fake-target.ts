@@ -36,7 +36,8 @@ import {
 
 /** How a system behaves when the simulated agent activates it. */
 /** late-decision: every decision reaches the agent after its window (a link down, then back). */
-export type Behaviour = 'ok' | 'fails' | 'breaks-ssh' | 'agent-killed' | 'late-decision'
+/** boot-entry-fails: its boot entry cannot be installed (a full /boot) once it is confirmed. */
+export type Behaviour = 'ok' | 'fails' | 'breaks-ssh' | 'agent-killed' | 'late-decision' | 'boot-entry-fails'
 
 export const storePath = (name: string, c = 'a'): string => `/nix/store/${c.repeat(32)}-${name}`
 
@@ -333,22 +334,20 @@ export class FakeTarget implements Target {
     }
   }
 
-  /** The agent's first part: set the profile, activate; a failure rolls back at once. */
+  /**
+   * The agent's first part: set the profile, activate; a failure rolls back at once. A switch that
+   * waits for a decision sets the profile only once confirmed (agent.sh's make_boot_default).
+   */
   private runAgent(a: Agent): void {
     const { req } = a
-    const setsProfile = req.action === 'switch' || req.action === 'boot'
+    const setsProfile = (req.action === 'switch' && req.waitSeconds <= 0) || req.action === 'boot'
     const changesRunning = req.action === 'switch' || req.action === 'test'
-    if (setsProfile) {
-      this.generations.push(req.toplevel)
-      this.profileGen = this.generations.length
-      a.state.generation = this.profileGen
-      a.state.createdNew = true
-    }
+    if (setsProfile) this.setProfile(a)
     const behaviour = this.behaviour.get(req.toplevel) ?? 'ok'
     a.log += `activating ${req.toplevel}\n`
     if (behaviour === 'agent-killed') {
-      // Killed half-way: the profile set, the new system running, no status and no outcome.
-      a.state.createdNew = true
+      // Killed half-way: the profile set (unless it waited for the confirmation), the new system
+      // running, no status and no outcome.
       if (changesRunning) this.current = req.toplevel
       a.state.agent = 'dead'
       return
@@ -364,9 +363,17 @@ export class FakeTarget implements Target {
     if (req.waitSeconds <= 0) a.state.outcome = 'done'
   }
 
+  private setProfile(a: Agent): void {
+    this.generations.push(a.req.toplevel)
+    this.profileGen = this.generations.length
+    a.state.generation = this.profileGen
+    a.state.createdNew = true
+  }
+
   private rollback(a: Agent): void {
     const { req } = a
-    if (req.action === 'switch' || req.action === 'boot') {
+    // The generation this agent made, or (a rollback-only agent) the dead one's.
+    if ((a.state.generation ?? req.rollbackOf?.generation) !== undefined) {
       this.generations.pop()
       this.profileGen = Number(/system-(\d+)-link/.exec(req.before.profileLink ?? '')?.[1] ?? 1)
     }
@@ -389,8 +396,13 @@ export class FakeTarget implements Target {
     const a = this.agents.get(dir)!
     // A decision (or its absence: breaks-ssh) settles the wait.
     if (a.state.status === 0 && a.state.outcome === undefined && a.decision) {
-      if (a.decision === 'confirm') a.state.outcome = 'confirmed'
-      else {
+      if (a.decision === 'confirm') {
+        this.setProfile(a)
+        if (this.behaviour.get(a.req.toplevel) === 'boot-entry-fails') {
+          this.rollback(a)
+          a.state.outcome = 'boot-entry-failed'
+        } else a.state.outcome = 'confirmed'
+      } else {
         this.rollback(a)
         a.state.outcome = 'rolled-back'
       }
@@ -404,8 +416,10 @@ export class FakeTarget implements Target {
     const a = this.agents.get(dir)!
     if (this.behaviour.get(a.req.toplevel) === 'late-decision') {
       // The agent's own timeout decided first, as its onTimeout says.
-      if (a.req.onTimeout === 'keep') a.state.outcome = 'unconfirmed-kept'
-      else {
+      if (a.req.onTimeout === 'keep') {
+        this.setProfile(a)
+        a.state.outcome = 'unconfirmed-kept'
+      } else {
         this.rollback(a)
         a.state.outcome = 'rolled-back-unconfirmed'
       }

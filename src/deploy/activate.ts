@@ -70,10 +70,11 @@ function newAgentDir(): string {
   return `${RUN_DIR_BASE}/${randomBytes(6).toString('hex')}`
 }
 
-/** Long enough for an agent's own rollback (two activations) after it decides. */
+/** Long enough for what an agent does after it decides: a confirmed switch's boot entry, a rollback. */
 function rollbackAllowanceMs(settings: ActivationSettings): number {
-  // Its two switches (re-activation, boot entry), each given at least ROLLBACK_MIN_SECONDS (agent.sh).
-  return (2 * Math.max(settings.activationTimeoutSeconds, ROLLBACK_MIN_SECONDS) + 60) * 1000
+  // At worst three switches: the confirmed system's boot entry, then the rollback's re-activation and
+  // boot entry when that failed; each given at least ROLLBACK_MIN_SECONDS (agent.sh).
+  return (3 * Math.max(settings.activationTimeoutSeconds, ROLLBACK_MIN_SECONDS) + 60) * 1000
 }
 
 /** agent.sh's ROLLBACK_MIN_SECONDS: a unit test checks they agree. */
@@ -469,6 +470,13 @@ function finish(
       throw new RolledBackError(
         `switch-to-configuration ${action} failed on ${label} (exit ${state.status}); rolled back to ${before.current}`,
         'Fix the configuration (the activation output is in the log and the summary) and deploy again.',
+        before.current,
+        details
+      )
+    case 'boot-entry-failed':
+      throw new RolledBackError(
+        `${label} ran ${toplevel} and it was confirmed, but making it the boot default failed (the system profile, or switch-to-configuration boot), so the target rolled back to ${before.current}: what runs is what boots`,
+        "Usually /boot is full (a Pi's firmware partition keeps a kernel and initrd per generation): see the log, free space (keep-generations, or nix-collect-garbage -d and then nixos-rebuild boot on it), then deploy again.",
         before.current,
         details
       )

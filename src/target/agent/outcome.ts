@@ -14,6 +14,7 @@ export const AGENT_OUTCOMES = [
   'unconfirmed-kept',
   'rolled-back',
   'rolled-back-unconfirmed',
+  'boot-entry-failed',
   'failed',
   'profile-failed',
   'rollback-failed'

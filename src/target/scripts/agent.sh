@@ -7,6 +7,12 @@
 #   4. otherwise, when asked to wait (magic rollback, health checks), waits for the action's decision
 #      ("confirm" or "abort", written over a fresh connection) and rolls back on "abort" or when no
 #      decision comes in time (unless told to keep the new system then).
+# A switch that waits runs as "test" first, and steps 1 and the boot entry follow the confirmation
+# (or the keep): until then the boot loader still boots what ran before, so a power cut, a crash or
+# a kernel panic in the window comes back on the old system by itself, with nobody at the target.
+# (nixos-rebuild's order, the boot entry first, would boot the unconfirmed system, and one that
+# broke SSH would wait for hands.) A failure to make the confirmed system the boot default (a full
+# /boot) rolls back too: "boot-entry-failed", the state nixos-rebuild switch leaves on that failure.
 # The action follows it through files in DIR: log, generation, status, outcome, and pid (whether
 # it still runs: an agent killed without an outcome -- out of memory, by hand -- is seen at once).
 # For such an agent, the action starts another with the same options and --rollback-of-generation
@@ -158,6 +164,11 @@ case "$action" in
   boot) sets_profile=1 ;;
   test) changes_running=1 ;;
 esac
+# defer_boot: the profile and the boot entry wait for the decision (see the top). boot_touched:
+# whether this agent may have changed them, so that a rollback restores them (a rollback-only agent
+# does not know what the dead one did: it restores them).
+defer_boot=0 boot_touched=$sets_profile
+if [ "$action" = switch ] && [ "$wait_seconds" -gt 0 ] && [ "$rollback_only" = 0 ]; then defer_boot=1 boot_touched=0; fi
 created_gen='' created_new=0
 
 # Puts the target back as it was: the profile link exactly as before (not "profile - 1"; if that
@@ -182,14 +193,15 @@ rollback() {
       rm -f "$P" "$P-$created_gen-link" || ok=1
     fi
   fi
+  how=''
   if [ "$changes_running" = 1 ] && [ -n "$prev_current" ]; then
     how='test'
-    if [ "$action" = switch ] && [ "$prev_current" = "$prev_profile" ]; then how=switch; fi
+    if [ "$action" = switch ] && [ "$boot_touched" = 1 ] && [ "$prev_current" = "$prev_profile" ]; then how=switch; fi
     say "re-activating $prev_current ($how)"
     run_renewing "$prev_current/bin/switch-to-configuration" "$how"
     [ "$rc" = 0 ] || ok=1
   fi
-  if [ "$sets_profile" = 1 ] && [ -n "$prev_profile" ] && ! { [ "$changes_running" = 1 ] && [ "$prev_current" = "$prev_profile" ]; }; then
+  if [ "$boot_touched" = 1 ] && [ -n "$prev_profile" ] && [ "$how" != switch ]; then
     say "restoring the boot entry of $prev_profile"
     run_renewing "$prev_profile/bin/switch-to-configuration" boot
     [ "$rc" = 0 ] || ok=1
@@ -218,29 +230,61 @@ if [ "$rollback_only" = 1 ]; then
   if [ -n "$dead_dir" ] && [ -s "$dead_dir/tpid" ]; then kill -s KILL -- "-$(cat "$dead_dir/tpid")" 2>/dev/null || true; fi
   if rollback; then finish rolled-back; else finish rollback-failed; fi
 fi
-if [ "$sets_profile" = 1 ]; then
+# The system profile set to the new system, its generation recorded (for the action, and for a
+# rollback-only agent should this one die).
+set_profile() {
   before=$(generations)
-  if ! "$nix_env" -p "$P" --set "$top"; then
-    echo 1 >"$dir/status"
-    finish profile-failed
-  fi
+  "$nix_env" -p "$P" --set "$top" || return 1
   created_gen=$(gen_of "$P")
   case " $before " in *" $created_gen "*) ;; *) created_new=1 ;; esac
   echo "$created_new" >"$dir/created-new"
   echo "$created_gen" >"$dir/generation"
+}
+# A deferred switch, confirmed (or kept): the profile, then the boot entry (NixOS's boot loaders
+# list the profile's generations), as switch-to-configuration boot. Ends the agent when it fails.
+make_boot_default() {
+  [ "$defer_boot" = 1 ] || return 0
+  say "making $top the boot default (the system profile, then switch-to-configuration boot)"
+  boot_touched=1
+  if set_profile; then
+    read_uptime
+    started_cs=$now_cs
+    run_renewing "$top/bin/switch-to-configuration" boot
+    read_uptime
+    took=$((now_cs - started_cs))
+    say "switch-to-configuration boot exited $rc after $((took / 100)).$((took % 100 / 10))$((took % 10)) s"
+    [ "$rc" = 0 ] && return 0
+    say "rolling back, so that what runs is what boots"
+  else
+    say "setting the system profile failed: rolling back, so that what runs is what boots"
+  fi
+  if rollback; then finish boot-entry-failed; else finish rollback-failed; fi
+}
+
+if [ "$sets_profile" = 1 ] && [ "$defer_boot" = 0 ]; then
+  if ! set_profile; then
+    echo 1 >"$dir/status"
+    finish profile-failed
+  fi
 fi
 
-say "switch-to-configuration $action"
+run_as=$action
+if [ "$defer_boot" = 1 ]; then
+  run_as='test'
+  say "switch-to-configuration test (switch: the profile and the boot entry follow the confirmation)"
+else
+  say "switch-to-configuration $action"
+fi
 read_uptime
 started_cs=$now_cs
-run_renewing "$top/bin/switch-to-configuration" "$action"
+run_renewing "$top/bin/switch-to-configuration" "$run_as"
 # How long the activation itself took: the bench's activation overhead is the rest of the phase.
 read_uptime
 took=$((now_cs - started_cs))
 # The status first: a follow poll woken by the log line below then finds it too.
 echo "$rc" >"$dir/status.tmp" && mv -f "$dir/status.tmp" "$dir/status"
 wake "$dir/follower" "$dir"
-say "switch-to-configuration $action exited $rc after $((took / 100)).$((took % 100 / 10))$((took % 10)) s"
+say "switch-to-configuration $run_as exited $rc after $((took / 100)).$((took % 100 / 10))$((took % 10)) s"
 if [ "$rc" != 0 ]; then
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then say "activation did not finish within $activation_timeout s"; else say "activation failed (exit $rc)"; fi
   if [ "$action" = dry-activate ]; then finish failed; fi
@@ -255,7 +299,7 @@ looked=0 next_renew=150
 while :; do
   if [ -f "$dir/decision" ]; then
     case "$(cat "$dir/decision")" in
-      confirm) finish confirmed ;;
+      confirm) make_boot_default; finish confirmed ;;
       abort)
         say "the deploy was aborted (a health check failed): rolling back"
         if rollback; then finish rolled-back; else finish rollback-failed; fi ;;
@@ -267,7 +311,7 @@ while :; do
   # inode left: decide.sh cannot make it either) does not keep the timeout from ending the wait.
   if [ "$now_s" -ge "$deadline" ] && { mkdir "$dir/decided" 2>/dev/null || [ ! -d "$dir/decided" ]; }; then
     echo timeout >"$dir/decision"
-    if [ "$on_timeout" = keep ]; then finish unconfirmed-kept; fi
+    if [ "$on_timeout" = keep ]; then make_boot_default; finish unconfirmed-kept; fi
     say "not confirmed within $wait_seconds s: rolling back"
     if rollback; then finish rolled-back-unconfirmed; else finish rollback-failed; fi
   fi
