@@ -53,14 +53,49 @@ export function childEnv(base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessE
 }
 
 /**
+ * Runs `fn` with process.env replaced by a copy in which the private variables can still be read
+ * (@actions/cache's client reads ACTIONS_RUNTIME_TOKEN from it at each request) but are not
+ * enumerable: a library that starts a child with process.env, or with a spread of it (@actions/cache
+ * runs tar, zstd and their version checks with `{...process.env, MSYS}`), cannot hand them on, as
+ * Node passes a child only the enumerable ones. The real object is back when `fn` ends. (Nothing in
+ * the action sets a variable meanwhile: such a change would end with the copy.)
+ */
+export async function withPrivateVariablesUnlisted<T>(fn: () => Promise<T>): Promise<T> {
+  const real = process.env
+  const copy: NodeJS.ProcessEnv = {}
+  for (const [k, v] of Object.entries(real)) {
+    if (isPrivateVariable(k))
+      Object.defineProperty(copy, k, { value: v, enumerable: false, writable: true, configurable: true })
+    else copy[k] = v
+  }
+  process.env = copy
+  try {
+    return await fn()
+  } finally {
+    process.env = real
+  }
+}
+
+/**
  * Removes the secret inputs from this process's environment once they are read (into memory):
  * whatever starts a child later without childEnv still cannot hand them on, and their values are
- * blanked in the environment the process started with (see blankStartEnvironment).
+ * blanked in the environment the process started with (see blankStartEnvironment), as are the
+ * runtime tokens', which stay in process.env.
  */
 export function forgetSecretInputs(names: readonly string[], env: NodeJS.ProcessEnv = process.env): void {
   const variables = names.map(name => `INPUT_${name.replace(/ /g, '_').toUpperCase()}`)
   for (const name of variables) delete env[name]
-  if (env === process.env) blankStartEnvironment(variables)
+  if (env !== process.env) return
+  // The runtime tokens stay readable here (@actions/cache reads them): set again, each is a copy
+  // libc made, so the text where the process started can be blanked all the same.
+  const tokens = Object.keys(env).filter(k => isPrivateVariable(k) && !/^INPUT_/i.test(k))
+  const values = tokens.map(k => `${env[k]}`)
+  tokens.forEach((name, i) => (env[name] = values[i]))
+  blankStartEnvironment(variables.concat(tokens))
+  // (A libc that kept the text where it was would read blanks now: the values are set once more.)
+  tokens.forEach((name, i) => {
+    if (env[name] !== values[i]) env[name] = values[i]
+  })
 }
 
 /**

@@ -118,7 +118,11 @@ export class CacheService {
     return `http://127.0.0.1:${this.blobPort}/${ACCOUNT}/${CONTAINER}/${blob}?${sas}`
   }
 
+  /** The Authorization header of every request (the runtime token the client sent). */
+  readonly authorizations: string[] = []
+
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    this.authorizations.push(req.headers.authorization ?? '')
     let body = ''
     req.on('data', d => (body += d))
     req.on('end', () => {

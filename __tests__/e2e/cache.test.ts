@@ -83,6 +83,42 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
     expect(savedEntries(inputs)).toHaveLength(1)
   }, 600_000)
 
+  it("@actions/cache's own children (tar, zstd) never see the runtime token, which its client still sends", async () => {
+    const inputs = freshInputs('token')
+    // Stand-ins first on PATH that record whether they got the token, then run the real tool.
+    const wrap = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-wrap-'))
+    fs.chmodSync(wrap, 0o755)
+    const record = path.join(wrap, 'record')
+    fs.writeFileSync(record, '', { mode: 0o666 })
+    fs.chmodSync(record, 0o666)
+    for (const name of ['tar', 'zstd', 'zstdmt', 'gzip'])
+      fs.writeFileSync(
+        path.join(wrap, name),
+        `#!/bin/sh\necho "${name} \${ACTIONS_RUNTIME_TOKEN:+has-the-token}" >>${record}\nPATH=\${PATH#${wrap}:}\nexec ${name} "$@"\n`,
+        { mode: 0o755 }
+      )
+    try {
+      const opts = { env: service.env(), extraPath: wrap }
+      const run = await runAction(inputs, opts)
+      expect(run.exitCode).toBe(0)
+      const post = await runAction(inputs, { ...opts, state: run.state, runnerTemp: run.runnerTemp })
+      expect(post.exitCode).toBe(0)
+      expect(savedEntries(inputs)).toHaveLength(1)
+      deleteBuilt()
+      const warm = await runAction(inputs, opts)
+      expect(warm.exitCode).toBe(0)
+      expect(warm.summary).toMatch(/\| Store cache \| restored \d+ paths/)
+      const calls = fs.readFileSync(record, 'utf8').trim().split('\n')
+      // tar packed the entry (and zstd's version was asked); none of them had the token.
+      expect(calls.filter(c => c.startsWith('tar')).length).toBeGreaterThan(0)
+      expect(calls.filter(c => c.includes('has-the-token'))).toEqual([])
+      // The client itself sent it, read from the environment it kept.
+      expect(service.authorizations).toContain('Bearer test-token')
+    } finally {
+      fs.rmSync(wrap, { recursive: true, force: true })
+    }
+  }, 900_000)
+
   it('after the built paths are deleted, a warm run restores them and builds nothing', async () => {
     const inputs = freshInputs('warm')
     await coldRunSaved(inputs)

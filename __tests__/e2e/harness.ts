@@ -287,6 +287,8 @@ export async function runAction(
     timeoutMs?: number
     /** Extra environment (e.g. the cache service's). */
     env?: Record<string, string>
+    /** A directory put first on PATH (stand-ins that record how they were called). */
+    extraPath?: string
     /** Sees the output as it comes, with the process (to kill it, or to act at a given moment). */
     onOutput?: (logSoFar: string, child: import('child_process').ChildProcess) => void
     /** Secrets besides the inputs that must never show (deployment.keys values). */
@@ -324,8 +326,11 @@ export async function runAction(
         fs.chownSync(d, uid, gid)
     }
   }
+  const basePath = modern
+    ? `${path.join(testbed().TESTBED_MODERN_NIX, 'bin')}:${process.env.PATH}`
+    : process.env.PATH
   const env: NodeJS.ProcessEnv = {
-    PATH: modern ? `${path.join(testbed().TESTBED_MODERN_NIX, 'bin')}:${process.env.PATH}` : process.env.PATH,
+    PATH: basePath,
     HOME: opts.user?.home ?? process.env.HOME,
     GITHUB_OUTPUT: files.out,
     GITHUB_STATE: files.state,
@@ -333,6 +338,7 @@ export async function runAction(
     RUNNER_TEMP: runnerTemp,
     GITHUB_WORKSPACE: opts.workspace ?? work,
     ...opts.env,
+    ...(opts.extraPath ? { PATH: `${opts.extraPath}:${opts.env?.PATH ?? basePath}` } : {}),
     // NDA_DIAG_DIR (docs/testing.md): debug logging, each run's log as it comes, and a Node report
     // of a run that seems stuck on `kill -USR2 PID` (its handles and timers), all in that directory.
     ...(process.env.NDA_DIAG_DIR

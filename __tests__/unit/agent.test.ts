@@ -152,7 +152,7 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
     expect(w.gens()).toEqual(['system-1-link'])
     expect(w.profileLink()).toBe('system-1-link')
     expect(fs.realpathSync(w.current)).toBe(w.sys('old'))
-    expect(w.calls()).toEqual(['new switch', 'old switch'])
+    expect(w.calls()).toEqual(['new switch', 'old test', 'old boot'])
   })
 
   it('after an agent killed half-way: --rollback-of-generation puts back what it did, and only that', () => {
@@ -169,7 +169,7 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
     expect(w.profileLink()).toBe('system-1-link')
     expect(fs.realpathSync(w.current)).toBe(w.sys('old'))
     // It re-activated the old system; it never ran the new one's switch-to-configuration.
-    expect(w.calls()).toEqual(['old switch'])
+    expect(w.calls()).toEqual(['old test', 'old boot'])
   })
 
   it('after an agent killed before it made a generation (-): the old system re-activated, no generation deleted', () => {
@@ -178,7 +178,7 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
     const r = w.run({ ...deploy(w, 'new'), '--rollback-of-generation': '-', '--rollback-created-new': '0' })
     expect(r.outcome).toBe('rolled-back')
     expect(w.gens()).toEqual(['system-1-link'])
-    expect(w.calls()).toEqual(['old switch'])
+    expect(w.calls()).toEqual(['old test', 'old boot'])
   })
 
   it('keeps a generation it did not create (nix-env --set reused the newest one)', () => {
@@ -322,11 +322,54 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
     fs.writeFileSync(path.join(dir, 'decision'), 'confirm')
     const r = w.run(deploy(w, 'new', 'switch', { '--wait-seconds': '30' }), {}, dir)
     expect(r.outcome).toBe('boot-entry-failed')
-    expect(w.calls()).toEqual(['new test', 'new boot', 'old switch'])
+    expect(w.calls()).toEqual(['new test', 'new boot', 'old test', 'old boot'])
     expect(fs.realpathSync(w.current)).toBe(w.sys('old'))
     expect(w.profileLink()).toBe('system-1-link')
     expect(w.gens()).toEqual(['system-1-link'])
     expect(w.bootDefault()).toBe(w.sys('old'))
+  })
+
+  it('a /boot too full for either boot entry: the old system runs again all the same (test, not switch), and the failure is said', () => {
+    const w = world(['old', 'new'], [], {}, ['new', 'old'])
+    installed(w, 'old')
+    const dir = path.join(w.root, 'decided-run')
+    fs.mkdirSync(path.join(dir, 'decided'), { recursive: true })
+    fs.writeFileSync(path.join(dir, 'decision'), 'confirm')
+    const r = w.run(deploy(w, 'new', 'switch', { '--wait-seconds': '30' }), {}, dir)
+    expect(r.outcome).toBe('rollback-failed')
+    expect(fs.realpathSync(w.current)).toBe(w.sys('old'))
+    expect(w.profileLink()).toBe('system-1-link')
+    expect(w.bootDefault()).toBe(w.sys('old'))
+  })
+
+  it('a confirmed switch killed once it set the profile, before the action read its generation: the rollback-only agent (-) sets the profile back', () => {
+    const w = world(['old', 'new'])
+    installed(w, 'old')
+    const prev = deploy(w, 'new', 'switch', { '--wait-seconds': '30' })
+    // What the killed agent had done: the new system running (test), then the profile set.
+    spawnSync(path.join(w.root, 'bin', 'nix-env'), ['-p', w.profile, '--set', w.sys('new')])
+    fs.unlinkSync(w.current)
+    fs.symlinkSync(w.sys('new'), w.current)
+    const r = w.run({
+      ...prev,
+      '--wait-seconds': '0',
+      '--rollback-of-generation': '-',
+      '--rollback-created-new': '0'
+    })
+    expect(r.outcome).toBe('rolled-back')
+    expect(w.profileLink()).toBe('system-1-link')
+    expect(fs.realpathSync(w.current)).toBe(w.sys('old'))
+    expect(w.bootDefault()).toBe(w.sys('old'))
+    // Its generation stays (the action never learnt it was this deploy's).
+    expect(w.gens()).toEqual(['system-1-link', 'system-2-link'])
+  })
+
+  it('a first deploy (no profile, nothing running) that fails is rolled back to nothing, not "rollback-failed"', () => {
+    const w = world(['new'], ['new'])
+    const r = w.run({ '--toplevel': w.sys('new'), '--action': 'switch' })
+    expect(r.outcome).toBe('rolled-back')
+    expect(w.gens()).toEqual([])
+    expect(fs.existsSync(w.profile)).toBe(false)
   })
 
   it('a switch that does not wait sets the profile and the boot entry first, as nixos-rebuild does', () => {

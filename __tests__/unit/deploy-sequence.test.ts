@@ -1,4 +1,4 @@
-import { CONFIRM_MARGIN_MS, RolledBackError } from '../../src/deploy/activate'
+import { BOOT_ENTRY_MARGIN_MS, CONFIRM_MARGIN_MS, RolledBackError } from '../../src/deploy/activate'
 import { DeployJob, deployToTarget, Timed } from '../../src/deploy/deploy'
 import { DeployMode, goalOf } from '../../src/deploy/goal'
 import { ActionError, LockTakenError } from '../../src/errors'
@@ -231,13 +231,34 @@ describe('the deploy sequence over a Target', () => {
   it("the run's timeout comes near while the confirmation's connection is dialled: abort, not confirm", async () => {
     const t = new FakeTarget(OLD)
     t.confirmDialMs = 600
-    const activation = { ...job().activation, runDeadline: Date.now() + CONFIRM_MARGIN_MS + 400 }
+    const activation = {
+      ...job().activation,
+      runDeadline: Date.now() + CONFIRM_MARGIN_MS + BOOT_ENTRY_MARGIN_MS + 400
+    }
     const { error } = await deploy(t, job('switch', { activation }))
     expect(error).toBeInstanceOf(RolledBackError)
     expect((error as Error).message).toMatch(/the run's timeout was about to pass/)
+    expect(t.calls).toContain('reconnect')
     expect(t.calls).toContain('decide abort')
     expect(t.calls).not.toContain('decide confirm')
     expect(t.current).toBe(OLD)
+  })
+
+  it("a switch is not confirmed within a minute of the run's timeout (its boot entry follows the confirmation); a test is", async () => {
+    const runDeadline = Date.now() + CONFIRM_MARGIN_MS + BOOT_ENTRY_MARGIN_MS / 2
+    const t = new FakeTarget(OLD)
+    const { error } = await deploy(t, job('switch', { activation: { ...job().activation, runDeadline } }))
+    expect((error as Error).message).toMatch(/the run's timeout was about to pass/)
+    expect(t.calls).toContain('decide abort')
+    expect(t.current).toBe(OLD)
+    const t2 = new FakeTarget(OLD)
+    const { result, error: error2 } = await deploy(
+      t2,
+      job('test', { activation: { ...job().activation, runDeadline } })
+    )
+    expect(error2).toBeUndefined()
+    expect(result.result).toBe('deployed')
+    expect(t2.calls).toContain('decide confirm')
   })
 
   it('confirmed, but its boot entry could not be installed: rolled back, a failure that says so', async () => {

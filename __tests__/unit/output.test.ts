@@ -1,11 +1,16 @@
-import { spawnSync } from 'child_process'
+import { execFileSync, spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import * as ts from 'typescript'
 import { runnerView } from '../e2e/harness'
 import { info, machineLog, neutralise, printUntrusted } from '../../src/log/untrusted'
-import { childEnv, forgetSecretInputs, isPrivateVariable } from '../../src/secrets'
+import {
+  childEnv,
+  forgetSecretInputs,
+  isPrivateVariable,
+  withPrivateVariablesUnlisted
+} from '../../src/secrets'
 import { TailBuffer } from '../../src/tail-buffer'
 import { interceptStdout } from './stdout'
 
@@ -135,6 +140,51 @@ describe('child processes', () => {
     expect(env).toEqual({ PATH: '/bin', ACTIONS_CACHE_URL: 'c', HOME: '/root' })
     expect(isPrivateVariable('input_ssh-private-key')).toBe(true)
   })
+  it("a library's own children (@actions/cache's tar and zstd, started with process.env or a spread of it) get no runtime token, which the library still reads", async () => {
+    const saved = { ...process.env }
+    process.env.ACTIONS_RUNTIME_TOKEN = 'runtime-token-4411'
+    process.env.INPUT_FLAKE = '.#pi'
+    const real = process.env
+    try {
+      const printed = (env?: NodeJS.ProcessEnv): string =>
+        execFileSync(
+          'sh',
+          ['-c', 'echo "${ACTIONS_RUNTIME_TOKEN:-none} ${INPUT_FLAKE:-none} ${HOME:+home}"'],
+          {
+            encoding: 'utf8',
+            env
+          }
+        ).trim()
+      const seen = await withPrivateVariablesUnlisted(async () => {
+        // What @actions/exec passes: options.env, or process.env itself.
+        const exec = await import('@actions/exec')
+        let viaExec = ''
+        await exec.exec('sh', ['-c', 'echo "${ACTIONS_RUNTIME_TOKEN:-none}"'], {
+          env: { ...process.env, MSYS: 'winsymlinks:nativestrict' },
+          silent: true,
+          listeners: { stdout: (b: Buffer) => (viaExec += b.toString()) }
+        })
+        return {
+          read: process.env['ACTIONS_RUNTIME_TOKEN'],
+          spread: printed({ ...process.env, MSYS: 'x' }),
+          inherited: printed(),
+          viaExec: viaExec.trim()
+        }
+      })
+      expect(seen).toEqual({
+        read: 'runtime-token-4411',
+        spread: 'none none home',
+        inherited: 'none none home',
+        viaExec: 'none'
+      })
+      // The real environment is back, unchanged.
+      expect(process.env).toBe(real)
+      expect(process.env.ACTIONS_RUNTIME_TOKEN).toBe('runtime-token-4411')
+    } finally {
+      process.env = saved
+    }
+  })
+
   it('the secret inputs are removed from the process environment once read', () => {
     const env: NodeJS.ProcessEnv = {
       'INPUT_SSH-PRIVATE-KEY': 'k',
@@ -147,7 +197,7 @@ describe('child processes', () => {
 })
 
 describe("the process's own start environment (/proc/PID/environ)", () => {
-  it('no longer holds a secret input once it is forgotten: its value blanked where the kernel shows it to the same user', () => {
+  it('no longer holds a secret input or a runtime token once the inputs are forgotten: their values blanked where the kernel shows them to the same user', () => {
     // A process of its own, started with the secret in its environment (as the runner starts the
     // action), running this module's code (transpiled as it is).
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-environ-'))
@@ -162,23 +212,28 @@ describe("the process's own start environment (/proc/PID/environ)", () => {
       const read = () => require('child_process').execFileSync('cat', ['/proc/' + process.pid + '/environ']).toString()
       const before = read()
       forgetSecretInputs(['ssh-private-key'])
-      console.log(JSON.stringify({ before, after: read(), other: process.env.INPUT_FLAKE }))`
+      console.log(JSON.stringify({ before, after: read(), other: process.env.INPUT_FLAKE, token: process.env.ACTIONS_RUNTIME_TOKEN }))`
     const r = spawnSync(process.execPath, ['-e', script], {
       cwd: dir,
       env: {
         PATH: process.env.PATH,
         NODE_PATH: path.join(__dirname, '..', '..', 'node_modules'),
         'INPUT_SSH-PRIVATE-KEY': secret,
-        INPUT_FLAKE: '.#pi'
+        INPUT_FLAKE: '.#pi',
+        ACTIONS_RUNTIME_TOKEN: 'runtime-TOKEN-7731'
       },
       encoding: 'utf8'
     })
     fs.rmSync(dir, { recursive: true, force: true })
     expect(r.stderr).toBe('')
-    const seen = JSON.parse(r.stdout) as { before: string; after: string; other: string }
+    const seen = JSON.parse(r.stdout) as { before: string; after: string; other: string; token: string }
     expect(seen.before).toContain('SECRETline')
     expect(seen.after).not.toContain('SECRETline')
     expect(seen.after).not.toContain('SECOND-line')
+    // The runtime token too, which the process itself still reads (its client sends it).
+    expect(seen.before).toContain('runtime-TOKEN-7731')
+    expect(seen.after).not.toContain('runtime-TOKEN-7731')
+    expect(seen.token).toBe('runtime-TOKEN-7731')
     // The rest stays, read as before.
     expect(seen.after).toContain('INPUT_FLAKE=.#pi')
     expect(seen.other).toBe('.#pi')

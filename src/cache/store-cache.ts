@@ -13,6 +13,7 @@ import { info } from '../log/untrusted'
 import { runCommand, tail } from '../run-command'
 import { cacheKeys, CacheKeys, inputsHash } from './cache-keys'
 import { isStorePath } from '../nix/store-path'
+import { withPrivateVariablesUnlisted } from '../secrets'
 
 /**
  * Keeps the runner's Nix store warm between runs without ever untarring into /nix/store (which is
@@ -164,7 +165,9 @@ async function restoreInto(
   const started = Date.now()
   let matchedKey: string | undefined
   try {
-    matchedKey = await (await actionsCache()).restoreCache([CACHE_PATH], key, restoreKeys)
+    const { restoreCache } = await actionsCache()
+    // Its children (tar, zstd) never see the runtime token, which it reads itself.
+    matchedKey = await withPrivateVariablesUnlisted(() => restoreCache([CACHE_PATH], key, restoreKeys))
   } catch (e) {
     warn(`Restoring the Nix store cache failed (the build goes on without it): ${errorMessage(e)}`)
   }
@@ -256,7 +259,8 @@ async function saveFrom(
   try {
     // @actions/cache finds the path relative to the working directory: the workspace, as on a runner.
     process.chdir(workspace())
-    await (await actionsCache()).saveCache([CACHE_PATH], key)
+    const { saveCache } = await actionsCache()
+    await withPrivateVariablesUnlisted(() => saveCache([CACHE_PATH], key))
   } catch (e) {
     return { saved: false, reason: `saving the cache failed: ${errorMessage(e)}`, ms: Date.now() - started }
   }

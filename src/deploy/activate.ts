@@ -12,6 +12,12 @@ import { runHealthChecks } from './health-checks'
 
 /** No confirmation within this long of the run's deadline: the decision command alone may take 10 s. */
 export const CONFIRM_MARGIN_MS = 10_000
+/**
+ * And, for a switch, this much more: once confirmed, the agent makes the system the boot default
+ * (the profile, switch-to-configuration boot: a kernel and initrd copied to a Pi's SD card), which
+ * the run waits for. A run that ended meanwhile would report a failure the target did not have.
+ */
+export const BOOT_ENTRY_MARGIN_MS = 60_000
 export const RUN_DIR_BASE = '/run/nix-deploy-action'
 
 /** The deploy failed but the target is back on what it ran before. */
@@ -199,7 +205,8 @@ async function followAndDecide(
   await followActivation(target, goal, settings, follower, waitSeconds)
   const state = follower.state
   if (!(state.status === 0 && waitSeconds > 0 && state.outcome === undefined)) return { confirmed: false }
-  const decided = await decideAndFollow(target, settings, follower, waitSeconds, toplevel)
+  const marginMs = CONFIRM_MARGIN_MS + (goal.mode === 'switch' ? BOOT_ENTRY_MARGIN_MS : 0)
+  const decided = await decideAndFollow(target, settings, follower, waitSeconds, toplevel, marginMs)
   if (decided.abort) abortedOutcome(run, follower, decided.abort, decided.healthReport)
   return decided
 }
@@ -218,7 +225,7 @@ function abortedOutcome(
 ): void {
   const details = [healthReport, follower.log.slice(-4000)].filter(Boolean).join('\n\n')
   const outcome = follower.state.outcome
-  if (outcome === 'rolled-back' || outcome === 'rolled-back-unconfirmed')
+  if (outcome === 'rolled-back' || outcome === 'rolled-back-unconfirmed' || outcome === 'boot-entry-failed')
     throw new RolledBackError(
       `${abort.reason}; rolled back to ${before.current}`,
       abort.hint,
@@ -364,7 +371,8 @@ async function decideAndFollow(
   settings: ActivationSettings,
   follower: Follower,
   waitSeconds: number,
-  toplevel: string
+  toplevel: string,
+  marginMs: number
 ): Promise<Decided> {
   const agentDeadline = Date.now() + waitSeconds * 1000
   let abort: Decided['abort']
@@ -382,11 +390,10 @@ async function decideAndFollow(
   // step has failed, leaving the target on a system the run reported as not deployed. Abort
   // instead: the target rolls back now, as the failure says.
   const runEnding = (): Decided['abort'] => {
-    if (settings.runDeadline === undefined || Date.now() <= settings.runDeadline - CONFIRM_MARGIN_MS)
-      return undefined
+    if (settings.runDeadline === undefined || Date.now() <= settings.runDeadline - marginMs) return undefined
     const late = {
       reason: `the run's timeout was about to pass before ${toplevel} could be confirmed on ${target.label}`,
-      hint: 'Raise timeout: it must leave room for the activation and the confirmation.'
+      hint: 'Raise timeout: it must leave room for the activation and the confirmation (and, for a switch, a minute for the boot entry after it).'
     }
     target.log.warning(`${late.reason}: not confirming it; the target rolls back now`)
     return late
@@ -475,7 +482,7 @@ function finish(
       )
     case 'boot-entry-failed':
       throw new RolledBackError(
-        `${label} ran ${toplevel} and it was confirmed, but making it the boot default failed (the system profile, or switch-to-configuration boot), so the target rolled back to ${before.current}: what runs is what boots`,
+        `${label} ran ${toplevel} and kept it, but making it the boot default failed (the system profile, or switch-to-configuration boot), so the target rolled back to ${before.current}: what runs is what boots`,
         "Usually /boot is full (a Pi's firmware partition keeps a kernel and initrd per generation): see the log, free space (keep-generations, or nix-collect-garbage -d and then nixos-rebuild boot on it), then deploy again.",
         before.current,
         details

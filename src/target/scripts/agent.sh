@@ -174,8 +174,8 @@ created_gen='' created_new=0
 # Puts the target back as it was: the profile link exactly as before (not "profile - 1"; if that
 # generation is gone, the profile set to its store path), the generation this deploy made deleted
 # (only one it made: nix-env --set reuses the newest generation when that already holds the system),
-# the previously running system re-activated (as "test" when it was itself a test deploy, so it does
-# not become the boot default), and the boot entry restored. Each of its switches may take
+# the previously running system re-activated (as "test"), and the boot entry restored (that of the
+# previous profile, through its switch-to-configuration boot). Each of its switches may take
 # ROLLBACK_MIN_SECONDS, or activation-timeout when that is longer: a short limit meant for the new
 # system must not cut off the way back to the old one.
 ROLLBACK_MIN_SECONDS=120
@@ -193,21 +193,31 @@ rollback() {
       rm -f "$P" "$P-$created_gen-link" || ok=1
     fi
   fi
-  how=''
+  # Told "-" (the dead agent made no generation the action saw), yet the profile holds this deploy's
+  # system: the dead one set it (a switch confirmed, then killed or cut by a power loss before its
+  # generation was read). The profile goes back; that generation stays, as nixos-rebuild's would.
+  if [ "$rollback_only" = 1 ] && [ "$sets_profile" = 1 ] && [ -z "$created_gen" ] && [ -n "$prev_profile" ] &&
+    [ "$prev_profile" != "$top" ] && [ "$(readlink -e "$P" 2>/dev/null)" = "$top" ]; then
+    say "the profile holds $top: setting it back to $prev_profile"
+    if [ -z "$prev_gen" ] || ! "$nix_env" -p "$P" --switch-generation "$prev_gen"; then
+      "$nix_env" -p "$P" --set "$prev_profile" || ok=1
+    fi
+  fi
+  # The running system first, as "test": never through the boot loader, whose install may fail for
+  # the reason the deploy did (a full /boot) and must not keep the old system from running again.
   if [ "$changes_running" = 1 ] && [ -n "$prev_current" ]; then
-    how='test'
-    if [ "$action" = switch ] && [ "$boot_touched" = 1 ] && [ "$prev_current" = "$prev_profile" ]; then how=switch; fi
-    say "re-activating $prev_current ($how)"
-    run_renewing "$prev_current/bin/switch-to-configuration" "$how"
+    say "re-activating $prev_current (test)"
+    run_renewing "$prev_current/bin/switch-to-configuration" test
     [ "$rc" = 0 ] || ok=1
   fi
-  if [ "$boot_touched" = 1 ] && [ -n "$prev_profile" ] && [ "$how" != switch ]; then
+  if [ "$boot_touched" = 1 ] && [ -n "$prev_profile" ]; then
     say "restoring the boot entry of $prev_profile"
     run_renewing "$prev_profile/bin/switch-to-configuration" boot
     [ "$rc" = 0 ] || ok=1
   fi
-  now_current=$(readlink -f "$current_link" 2>/dev/null)
-  now_profile=$(readlink -f "$P" 2>/dev/null)
+  # -e: a profile that does not exist (a first deploy's, removed) reads as none, as prev_profile does.
+  now_current=$(readlink -e "$current_link" 2>/dev/null)
+  now_profile=$(readlink -e "$P" 2>/dev/null)
   if [ "$now_current" != "$prev_current" ] || [ "$now_profile" != "$prev_profile" ]; then
     say "after rollback: running '$now_current' (was '$prev_current'), profile '$now_profile' (was '$prev_profile')"
     ok=1
@@ -245,8 +255,8 @@ set_profile() {
 make_boot_default() {
   [ "$defer_boot" = 1 ] || return 0
   say "making $top the boot default (the system profile, then switch-to-configuration boot)"
-  boot_touched=1
   if set_profile; then
+    boot_touched=1
     read_uptime
     started_cs=$now_cs
     run_renewing "$top/bin/switch-to-configuration" boot
