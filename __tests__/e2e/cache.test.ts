@@ -84,7 +84,7 @@ describeE2E("the runner's store survives between runs through @actions/cache", (
   }, 600_000)
 
   it("@actions/cache's own children (tar, zstd) never see the runtime token, which its client still sends", async () => {
-    const inputs = freshInputs('token')
+    const inputs = freshInputs('children')
     // Stand-ins first on PATH that record whether they got the token, then run the real tool.
     const wrap = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-wrap-'))
     fs.chmodSync(wrap, 0o755)

@@ -129,9 +129,15 @@ describeE2E('safe activation: magic rollback, health checks, reconnects', () => 
 
   it('the SSH connection cut mid-activation: the activation completes and the action reports it after reconnecting', async () => {
     const pending = runAction(deployInputs('pi-slow-activation'))
-    // Wait until the agent runs, then kill every SSH session on the jump host (the listener stays).
-    for (let i = 0; i < 100 && !/slow/.test(onPi('cat /run/nix-deploy-action/*/log 2>/dev/null; true')); i++)
-      await sleep(200)
+    // Wait until the agent runs its activation (6 s of it), then kill every SSH session on the jump
+    // host (the listener stays). (The agent's own line: a switch that waits runs as test, and the
+    // boot loader's line, which named the system first, comes after the confirmation.)
+    const activating = (): boolean =>
+      /switch-to-configuration (switch|test)\b/.test(
+        onPi('cat /run/nix-deploy-action/*/log 2>/dev/null; true')
+      )
+    for (let i = 0; i < 100 && !activating(); i++) await sleep(200)
+    expect(activating()).toBe(true)
     expect(killJumpSessions()).toBeGreaterThan(0)
     const run = await pending
     expect(run.log).toMatch(/Connection to the target lost.*reconnecting/)
