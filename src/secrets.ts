@@ -61,20 +61,29 @@ export function childEnv(base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessE
  * the action sets a variable meanwhile: such a change would end with the copy.)
  */
 export async function withPrivateVariablesUnlisted<T>(fn: () => Promise<T>): Promise<T> {
-  const real = process.env
-  const copy: NodeJS.ProcessEnv = {}
-  for (const [k, v] of Object.entries(real)) {
-    if (isPrivateVariable(k))
-      Object.defineProperty(copy, k, { value: v, enumerable: false, writable: true, configurable: true })
-    else copy[k] = v
+  if (!unlisted) {
+    const copy: NodeJS.ProcessEnv = {}
+    for (const [k, v] of Object.entries(process.env)) {
+      if (isPrivateVariable(k))
+        Object.defineProperty(copy, k, { value: v, enumerable: false, writable: true, configurable: true })
+      else copy[k] = v
+    }
+    unlisted = { real: process.env, calls: 0 }
+    process.env = copy
   }
-  process.env = copy
+  // Overlapping calls share the copy; the last one to end puts the real object back.
+  const u = unlisted
+  u.calls++
   try {
     return await fn()
   } finally {
-    process.env = real
+    if (--u.calls === 0) {
+      process.env = u.real
+      unlisted = undefined
+    }
   }
 }
+let unlisted: { real: NodeJS.ProcessEnv; calls: number } | undefined
 
 /**
  * Removes the secret inputs from this process's environment once they are read (into memory):

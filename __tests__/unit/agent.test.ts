@@ -364,12 +364,20 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
     expect(w.gens()).toEqual(['system-1-link', 'system-2-link'])
   })
 
-  it('a first deploy (no profile, nothing running) that fails is rolled back to nothing, not "rollback-failed"', () => {
+  it('a first deploy (no profile before) that fails: its profile removed, but its boot entry cannot be put back, which it says', () => {
     const w = world(['new'], ['new'])
     const r = w.run({ '--toplevel': w.sys('new'), '--action': 'switch' })
-    expect(r.outcome).toBe('rolled-back')
+    expect(r.outcome).toBe('rollback-failed')
+    expect(r.log).toContain('the boot entry it may have installed cannot be put back')
     expect(w.gens()).toEqual([])
     expect(fs.existsSync(w.profile)).toBe(false)
+  })
+
+  it('a first test deploy (nothing running before) that fails is rolled back, not "rollback-failed"', () => {
+    const w = world(['new'], ['new'])
+    const r = w.run({ '--toplevel': w.sys('new'), '--action': 'test' })
+    expect(r.outcome).toBe('rolled-back')
+    expect(w.calls()).toEqual(['new test'])
   })
 
   it('a switch that does not wait sets the profile and the boot entry first, as nixos-rebuild does', () => {

@@ -1,16 +1,11 @@
-import { execFileSync, spawnSync } from 'child_process'
+import { spawnSync } from 'child_process'
 import * as fs from 'fs'
 import * as os from 'os'
 import * as path from 'path'
 import * as ts from 'typescript'
 import { runnerView } from '../e2e/harness'
 import { info, machineLog, neutralise, printUntrusted } from '../../src/log/untrusted'
-import {
-  childEnv,
-  forgetSecretInputs,
-  isPrivateVariable,
-  withPrivateVariablesUnlisted
-} from '../../src/secrets'
+import { childEnv, forgetSecretInputs, isPrivateVariable } from '../../src/secrets'
 import { TailBuffer } from '../../src/tail-buffer'
 import { interceptStdout } from './stdout'
 
@@ -140,49 +135,73 @@ describe('child processes', () => {
     expect(env).toEqual({ PATH: '/bin', ACTIONS_CACHE_URL: 'c', HOME: '/root' })
     expect(isPrivateVariable('input_ssh-private-key')).toBe(true)
   })
-  it("a library's own children (@actions/cache's tar and zstd, started with process.env or a spread of it) get no runtime token, which the library still reads", async () => {
-    const saved = { ...process.env }
-    process.env.ACTIONS_RUNTIME_TOKEN = 'runtime-token-4411'
-    process.env.INPUT_FLAKE = '.#pi'
-    const real = process.env
-    try {
-      const printed = (env?: NodeJS.ProcessEnv): string =>
-        execFileSync(
-          'sh',
-          ['-c', 'echo "${ACTIONS_RUNTIME_TOKEN:-none} ${INPUT_FLAKE:-none} ${HOME:+home}"'],
-          {
-            encoding: 'utf8',
-            env
-          }
-        ).trim()
-      const seen = await withPrivateVariablesUnlisted(async () => {
-        // What @actions/exec passes: options.env, or process.env itself.
-        const exec = await import('@actions/exec')
+  it("a library's own children (@actions/cache's tar and zstd, started with process.env or a spread of it) get no runtime token, which the library still reads", () => {
+    // A node process of its own, started with the token in its environment as the runner starts
+    // the action (under jest, process.env is a copy a child would not inherit from), running this
+    // module's code: two overlapping calls, children started every way @actions/exec and Node do.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nda-unlisted-'))
+    const source = fs.readFileSync(path.join(__dirname, '..', '..', 'src', 'secrets.ts'), 'utf8')
+    fs.writeFileSync(
+      path.join(dir, 'secrets.js'),
+      ts.transpileModule(source, {
+        compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 }
+      }).outputText
+    )
+    const script = `
+      const { withPrivateVariablesUnlisted } = require('./secrets.js')
+      const { execFileSync } = require('child_process')
+      const exec = require('@actions/exec')
+      const real = process.env
+      const printed = env => execFileSync('sh', ['-c', 'echo "\${ACTIONS_RUNTIME_TOKEN:-none} \${INPUT_FLAKE:-none} \${HOME:+home}"'], { encoding: 'utf8', env }).trim()
+      const looks = async () => {
         let viaExec = ''
-        await exec.exec('sh', ['-c', 'echo "${ACTIONS_RUNTIME_TOKEN:-none}"'], {
-          env: { ...process.env, MSYS: 'winsymlinks:nativestrict' },
-          silent: true,
-          listeners: { stdout: (b: Buffer) => (viaExec += b.toString()) }
+        await exec.exec('sh', ['-c', 'echo "\${ACTIONS_RUNTIME_TOKEN:-none}"'], {
+          env: { ...process.env, MSYS: 'winsymlinks:nativestrict' }, silent: true,
+          listeners: { stdout: b => (viaExec += b.toString()) }
         })
-        return {
-          read: process.env['ACTIONS_RUNTIME_TOKEN'],
-          spread: printed({ ...process.env, MSYS: 'x' }),
-          inherited: printed(),
-          viaExec: viaExec.trim()
-        }
-      })
-      expect(seen).toEqual({
+        let execInherited = ''
+        await exec.exec('sh', ['-c', 'echo "\${ACTIONS_RUNTIME_TOKEN:-none}"'], {
+          silent: true, listeners: { stdout: b => (execInherited += b.toString()) }
+        })
+        return { read: process.env.ACTIONS_RUNTIME_TOKEN, spread: printed({ ...process.env, MSYS: 'x' }),
+          inherited: printed(), viaExec: viaExec.trim(), execInherited: execInherited.trim() }
+      }
+      ;(async () => {
+        const control = printed()
+        let release
+        const first = withPrivateVariablesUnlisted(() => new Promise(r => (release = r)))
+        const second = await withPrivateVariablesUnlisted(looks)
+        release()
+        await first
+        console.log(JSON.stringify({ control, second, back: process.env === real, after: printed() }))
+      })()`
+    const r = spawnSync(process.execPath, ['-e', script], {
+      cwd: dir,
+      env: {
+        PATH: process.env.PATH,
+        HOME: '/root',
+        NODE_PATH: path.join(__dirname, '..', '..', 'node_modules'),
+        ACTIONS_RUNTIME_TOKEN: 'runtime-token-4411',
+        INPUT_FLAKE: '.#pi'
+      },
+      encoding: 'utf8'
+    })
+    fs.rmSync(dir, { recursive: true, force: true })
+    expect(r.stderr).toBe('')
+    expect(JSON.parse(r.stdout)).toEqual({
+      // Without it, a child gets the token and the inputs.
+      control: 'runtime-token-4411 .#pi home',
+      second: {
         read: 'runtime-token-4411',
         spread: 'none none home',
         inherited: 'none none home',
-        viaExec: 'none'
-      })
-      // The real environment is back, unchanged.
-      expect(process.env).toBe(real)
-      expect(process.env.ACTIONS_RUNTIME_TOKEN).toBe('runtime-token-4411')
-    } finally {
-      process.env = saved
-    }
+        viaExec: 'none',
+        execInherited: 'none'
+      },
+      // The real environment is back once the last overlapping call ended.
+      back: true,
+      after: 'runtime-token-4411 .#pi home'
+    })
   })
 
   it('the secret inputs are removed from the process environment once read', () => {

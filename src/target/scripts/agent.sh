@@ -214,6 +214,11 @@ rollback() {
     say "restoring the boot entry of $prev_profile"
     run_renewing "$prev_profile/bin/switch-to-configuration" boot
     [ "$rc" = 0 ] || ok=1
+  elif [ "$boot_touched" = 1 ]; then
+    # A first deploy (no profile before): nothing of NixOS's to put back, and the boot loader may
+    # now default to the failed system.
+    say "no system profile before this deploy: the boot entry it may have installed cannot be put back"
+    ok=1
   fi
   # -e: a profile that does not exist (a first deploy's, removed) reads as none, as prev_profile does.
   now_current=$(readlink -e "$current_link" 2>/dev/null)
