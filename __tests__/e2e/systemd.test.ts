@@ -570,6 +570,11 @@ describeE2E(
           'confirm-timeout': '300'
         })
       )
+      // (Once, in a loaded CI run, this run was still going at runAction's 240 s: its log, if so again.)
+      if (run.outputs.result !== 'rolled-back')
+        console.log(
+          `exit ${run.exitCode} after ${run.ms} ms\n${run.log.slice(-8000)}\n${piExec(['sh', '-c', 'journalctl -b -1 -u nix-deploy-boot-trial --no-pager 2>&1 | tail -40; journalctl -b -u nix-deploy-boot-trial --no-pager 2>&1 | tail -20; ls -la /nix/var/nix-deploy-action'], 'spi')}`
+        )
       expect(run.exitCode).not.toBe(0)
       expect(run.outputs.result).toBe('rolled-back')
       expect(run.log).toMatch(
