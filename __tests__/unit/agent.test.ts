@@ -124,6 +124,14 @@ function installed(w: World, name: string): void {
   fs.writeFileSync(path.join(w.root, 'boot-default'), `${w.sys(name)}\n`)
 }
 
+/** An agent directory whose decision is already there when the agent starts waiting (as decide.sh writes it). */
+function decided(w: World, decision: string): string {
+  const dir = path.join(w.root, 'decided-run')
+  fs.mkdirSync(path.join(dir, 'decided'), { recursive: true })
+  fs.writeFileSync(path.join(dir, 'decision'), decision)
+  return dir
+}
+
 const deploy = (w: World, top: string, action = 'switch', extra: Record<string, string> = {}) => ({
   '--toplevel': w.sys(top),
   '--action': action,
@@ -261,11 +269,9 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
   ])('waiting for the decision: %s gives %s', (decision, outcome, calls, runs, gens) => {
     const w = world(['old', 'new'])
     installed(w, 'old')
-    // The decision is already there when the agent starts waiting (as the action writes it).
-    const dir = path.join(w.root, 'decided-run')
-    fs.mkdirSync(path.join(dir, 'decided'), { recursive: true })
-    fs.writeFileSync(path.join(dir, 'decision'), decision)
-    expect(w.run(deploy(w, 'new', 'switch', { '--wait-seconds': '30' }), {}, dir).outcome).toBe(outcome)
+    expect(
+      w.run(deploy(w, 'new', 'switch', { '--wait-seconds': '30' }), {}, decided(w, decision)).outcome
+    ).toBe(outcome)
     expect(w.calls()).toEqual(calls)
     expect(fs.realpathSync(w.current)).toBe(w.sys(runs))
     expect(fs.realpathSync(w.profile)).toBe(w.sys(runs))
@@ -317,10 +323,7 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
   it('confirmed, but its boot entry cannot be installed (/boot full): rolled back, so that what runs is what boots', () => {
     const w = world(['old', 'new'], [], {}, ['new'])
     installed(w, 'old')
-    const dir = path.join(w.root, 'decided-run')
-    fs.mkdirSync(path.join(dir, 'decided'), { recursive: true })
-    fs.writeFileSync(path.join(dir, 'decision'), 'confirm')
-    const r = w.run(deploy(w, 'new', 'switch', { '--wait-seconds': '30' }), {}, dir)
+    const r = w.run(deploy(w, 'new', 'switch', { '--wait-seconds': '30' }), {}, decided(w, 'confirm'))
     expect(r.outcome).toBe('boot-entry-failed')
     expect(w.calls()).toEqual(['new test', 'new boot', 'old test', 'old boot'])
     expect(fs.realpathSync(w.current)).toBe(w.sys('old'))
@@ -332,10 +335,7 @@ describe('the activation agent (real script, stub nix-env and systems)', () => {
   it('a /boot too full for either boot entry: the old system runs again all the same (test, not switch), and the failure is said', () => {
     const w = world(['old', 'new'], [], {}, ['new', 'old'])
     installed(w, 'old')
-    const dir = path.join(w.root, 'decided-run')
-    fs.mkdirSync(path.join(dir, 'decided'), { recursive: true })
-    fs.writeFileSync(path.join(dir, 'decision'), 'confirm')
-    const r = w.run(deploy(w, 'new', 'switch', { '--wait-seconds': '30' }), {}, dir)
+    const r = w.run(deploy(w, 'new', 'switch', { '--wait-seconds': '30' }), {}, decided(w, 'confirm'))
     expect(r.outcome).toBe('rollback-failed')
     expect(fs.realpathSync(w.current)).toBe(w.sys('old'))
     expect(w.profileLink()).toBe('system-1-link')
