@@ -20,8 +20,9 @@
 # A trial runs in one boot of the new system: found pending again in a later boot of it (boot-trial
 # or boot-trial.reached, and boot-trial.boots names another boot of it), a reboot cut it (a power
 # cut, a crash, a system that reboots itself), and it goes back at once: waited for again, the
-# windows would start over at every boot. Found checked in at its first boot (the deploy logged in
-# before this unit started), it waits for the verdict. A one-shot trial checked in, found in a boot
+# windows would start over at every boot; so does one checked in in another boot (whether or not
+# this script ran there). Found checked in at its first boot (the deploy logged in before this unit
+# started), it waits for the verdict. A one-shot trial checked in, found in a boot
 # of the previous system, is over: the boot loader ran the default.
 #
 # Each window ends with a rename of the file the deploy renames in the same step (boot-trial, then
@@ -46,6 +47,8 @@ reject=$dir/boot-trial.reject
 # time, which the deploy's renames keep and a new trial's record does not have; reboot.sh also
 # removes the file with a new trial).
 boots=$dir/boot-trial.boots
+# The boot the deploy checked in in (boot-trial-steps.sh check-in; reboot.sh removes it with a new trial).
+checked_in=$dir/boot-trial.checked-in
 
 say() { echo "nix-deploy-action boot trial: $*"; }
 field() { sed -n "s/^$1=//p" "$rec" | head -n 1; }
@@ -126,6 +129,10 @@ if [ -f "$boots" ]; then
     if [ "$b_new" = "$new" ] && [ "$b_rec" = "$rec_id" ] && [ "$b_rec" != - ] && [ "$b_id" != "$this_boot" ]; then cut=yes; fi
   done <"$boots"
 fi
+# Checked in in another boot: a reboot cut that one too, also when this script had not run in it
+# yet (the deploy can log in before this unit starts, and the machine reboot right after).
+if [ "$rec" = "$reached" ] && [ -n "$this_boot" ] && [ -s "$checked_in" ] &&
+  [ "$(cat "$checked_in" 2>/dev/null)" != "$this_boot" ]; then cut=yes; fi
 echo "$new $rec_id $this_boot" >>"$boots"
 # This boot's id and this script's pid: the deploy lock stays held while it runs (lock.sh).
 echo "$this_boot $$" >"$active"

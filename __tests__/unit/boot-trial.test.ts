@@ -322,6 +322,18 @@ describe('the boot trial, protocol 2: a window for the login, then one for the c
     }
   })
 
+  it('checked in in a boot its script never ran in (the unit late, the machine rebooted right after): the next boot goes back at once', () => {
+    const w = world({ booted: 'new' })
+    w.writeTrial(trial2(w, '3600', '3600'))
+    expect(deployStep(w, 'check-in')).toBe('reached')
+    // No boot-trial.boots: the script had not started in the boot of the check-in.
+    fs.writeFileSync(w.env.NDA_BOOT_ID_FILE, 'the-next-boot\n')
+    const r = runTrial(w)
+    expect(r.status).toBe(0)
+    expectWentBack(w, /a reboot cut it/)
+    expect(deployStep(w, 'confirm')).toBe('expired')
+  })
+
   it("an earlier trial's boots, left (another system's, or this system's by another record): not this trial's, it waits as at a first boot", async () => {
     const w = world({ booted: 'new' })
     w.writeTrial(trial2(w, '60', '60'))
