@@ -245,6 +245,16 @@ if [ "$rollback_only" = 1 ]; then
   if [ -n "$dead_dir" ] && [ -s "$dead_dir/tpid" ]; then kill -s KILL -- "-$(cat "$dead_dir/tpid")" 2>/dev/null || true; fi
   if rollback; then finish rolled-back; else finish rollback-failed; fi
 fi
+# The new system's switch-to-configuration ACTION (run_renewing), and in $took how long it took, in
+# seconds with two decimals: the bench's activation overhead is the rest of the phase.
+switch_timed() {
+  read_uptime
+  started_cs=$now_cs
+  run_renewing "$top/bin/switch-to-configuration" "$1"
+  read_uptime
+  took=$((now_cs - started_cs))
+  took="$((took / 100)).$((took % 100 / 10))$((took % 10))"
+}
 # The system profile set to the new system, its generation recorded (for the action, and for a
 # rollback-only agent should this one die).
 set_profile() {
@@ -262,12 +272,8 @@ make_boot_default() {
   say "making $top the boot default (the system profile, then switch-to-configuration boot)"
   if set_profile; then
     boot_touched=1
-    read_uptime
-    started_cs=$now_cs
-    run_renewing "$top/bin/switch-to-configuration" boot
-    read_uptime
-    took=$((now_cs - started_cs))
-    say "switch-to-configuration boot exited $rc after $((took / 100)).$((took % 100 / 10))$((took % 10)) s"
+    switch_timed boot
+    say "switch-to-configuration boot exited $rc after $took s"
     [ "$rc" = 0 ] && return 0
     say "rolling back, so that what runs is what boots"
   else
@@ -290,16 +296,11 @@ if [ "$defer_boot" = 1 ]; then
 else
   say "switch-to-configuration $action"
 fi
-read_uptime
-started_cs=$now_cs
-run_renewing "$top/bin/switch-to-configuration" "$run_as"
-# How long the activation itself took: the bench's activation overhead is the rest of the phase.
-read_uptime
-took=$((now_cs - started_cs))
+switch_timed "$run_as"
 # The status first: a follow poll woken by the log line below then finds it too.
 echo "$rc" >"$dir/status.tmp" && mv -f "$dir/status.tmp" "$dir/status"
 wake "$dir/follower" "$dir"
-say "switch-to-configuration $run_as exited $rc after $((took / 100)).$((took % 100 / 10))$((took % 10)) s"
+say "switch-to-configuration $run_as exited $rc after $took s"
 if [ "$rc" != 0 ]; then
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then say "activation did not finish within $activation_timeout s"; else say "activation failed (exit $rc)"; fi
   if [ "$action" = dry-activate ]; then finish failed; fi
