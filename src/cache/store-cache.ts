@@ -62,7 +62,9 @@ declare const __non_webpack_require__: NodeJS.Require
  * dist/index.js (scripts/bundle.js), so that a run that caches nothing neither runs nor even
  * parses it. Only the bundled action calls this (the e2e cache suites); unit tests do not.
  */
-async function actionsCache(): Promise<typeof import('@actions/cache')> {
+async function actionsCache(): Promise<
+  Pick<typeof import('@actions/cache'), 'isFeatureAvailable' | 'restoreCache' | 'saveCache'>
+> {
   const { cache, tar } = __non_webpack_require__(
     path.join(__dirname, 'cache', 'index.js')
   ) as typeof import('./actions-cache-bundle')
@@ -71,7 +73,12 @@ async function actionsCache(): Promise<typeof import('@actions/cache')> {
   // the e2e cache suite fails if it ever does not (an entry with absolute names writes nothing).
   ;(tar as unknown as { extractTar: (archive: string) => Promise<void> }).extractTar = archive =>
     extractCacheArchive(archive, workspace(), CACHE_PATH)
-  return cache
+  // Its children (tar, zstd) never see the runtime token, which it reads itself.
+  return {
+    isFeatureAvailable: cache.isFeatureAvailable,
+    restoreCache: (...args) => withPrivateVariablesUnlisted(() => cache.restoreCache(...args)),
+    saveCache: (...args) => withPrivateVariablesUnlisted(() => cache.saveCache(...args))
+  }
 }
 
 /**
@@ -165,9 +172,7 @@ async function restoreInto(
   const started = Date.now()
   let matchedKey: string | undefined
   try {
-    const { restoreCache } = await actionsCache()
-    // Its children (tar, zstd) never see the runtime token, which it reads itself.
-    matchedKey = await withPrivateVariablesUnlisted(() => restoreCache([CACHE_PATH], key, restoreKeys))
+    matchedKey = await (await actionsCache()).restoreCache([CACHE_PATH], key, restoreKeys)
   } catch (e) {
     warn(`Restoring the Nix store cache failed (the build goes on without it): ${errorMessage(e)}`)
   }
@@ -259,8 +264,7 @@ async function saveFrom(
   try {
     // @actions/cache finds the path relative to the working directory: the workspace, as on a runner.
     process.chdir(workspace())
-    const { saveCache } = await actionsCache()
-    await withPrivateVariablesUnlisted(() => saveCache([CACHE_PATH], key))
+    await (await actionsCache()).saveCache([CACHE_PATH], key)
   } catch (e) {
     return { saved: false, reason: `saving the cache failed: ${errorMessage(e)}`, ms: Date.now() - started }
   }
